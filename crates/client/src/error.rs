@@ -1,0 +1,155 @@
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a client operation failed.
+///
+/// Every way a connection can fail is its own variant, so a caller can react
+/// (retry on [`Error::Refused`], report [`Error::ConnectTimeout`], ...).
+/// Match on variants, not on message text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The address could not be resolved to any socket address.
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// The resolver's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Nothing listens there: the connection was refused.
+    #[error("connection to {addr} refused (is the server running?)")]
+    Refused {
+        /// The address that refused.
+        addr: SocketAddr,
+    },
+
+    /// The connection was not established within the connect timeout.
+    #[error("connecting to {addr} timed out after {after:?}")]
+    ConnectTimeout {
+        /// The address as given.
+        addr: String,
+        /// The timeout that passed.
+        after: Duration,
+    },
+
+    /// Connecting failed for another reason (unreachable network, ...).
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address tried last.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A request got no reply within its timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+
+    /// The server closed the connection (cleanly, between frames).
+    #[error("connection closed by peer")]
+    ClosedByPeer,
+
+    /// This client closed its sending side ([`Client::close`](crate::Client::close))
+    /// or its connection is gone; nothing more can be sent.
+    #[error("connection is closed")]
+    Closed,
+
+    /// A frame over the limit: announced by the server (the connection ends),
+    /// or a message we tried to send (nothing was sent).
+    #[error("frame of {declared} bytes exceeds the limit of {limit} bytes")]
+    FrameTooLarge {
+        /// The announced or attempted payload length.
+        declared: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The server's stream ended inside a frame: it crashed or was cut off
+    /// mid-message.
+    #[error("connection ended inside a frame: got {received} of {expected} bytes")]
+    UnexpectedEof {
+        /// Bytes that frame needed, header included.
+        expected: u64,
+        /// Bytes that arrived.
+        received: u64,
+    },
+
+    /// A message arrived but is not a valid value of the expected type
+    /// (invalid UTF-8, JSON of another shape). The connection goes on.
+    #[error("cannot decode message: {0}")]
+    Decode(#[source] enchufe_framing::Error),
+
+    /// A message could not be encoded; nothing was sent.
+    #[error("cannot encode message: {0}")]
+    Encode(#[source] enchufe_framing::Error),
+
+    /// The connection failed at the socket level (reset, broken pipe, ...).
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<enchufe_framing::Error> for Error {
+    fn from(e: enchufe_framing::Error) -> Self {
+        use enchufe_framing::Error as F;
+        match e {
+            F::Io(e) => Error::Io(e),
+            F::FrameTooLarge { declared, limit } => Error::FrameTooLarge { declared, limit },
+            F::UnexpectedEof { expected, received } => Error::UnexpectedEof { expected, received },
+            F::Encode(_) => Error::Encode(e),
+            other => Error::Decode(other),
+        }
+    }
+}
+
+/// How the connection ended, kept so every waiting request and every later
+/// call gets the same answer. `io::Error` is not `Clone`, hence this copy.
+#[derive(Debug, Clone)]
+pub(crate) enum Terminal {
+    PeerClosed,
+    Local,
+    FrameTooLarge { declared: u64, limit: usize },
+    UnexpectedEof { expected: u64, received: u64 },
+    Io(io::ErrorKind, String),
+}
+
+impl Terminal {
+    pub(crate) fn from_error(e: &enchufe_framing::Error) -> Self {
+        use enchufe_framing::Error as F;
+        match e {
+            F::FrameTooLarge { declared, limit } => Terminal::FrameTooLarge {
+                declared: *declared,
+                limit: *limit,
+            },
+            F::UnexpectedEof { expected, received } => Terminal::UnexpectedEof {
+                expected: *expected,
+                received: *received,
+            },
+            F::Io(e) => Terminal::Io(e.kind(), e.to_string()),
+            other => Terminal::Io(io::ErrorKind::InvalidData, other.to_string()),
+        }
+    }
+
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            Terminal::PeerClosed => Error::ClosedByPeer,
+            Terminal::Local => Error::Closed,
+            Terminal::FrameTooLarge { declared, limit } => Error::FrameTooLarge {
+                declared: *declared,
+                limit: *limit,
+            },
+            Terminal::UnexpectedEof { expected, received } => Error::UnexpectedEof {
+                expected: *expected,
+                received: *received,
+            },
+            Terminal::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use crate::{Config, Error, HEADER_LEN};
+
+/// The frame codec: a 4-byte big-endian length, then the payload.
+///
+/// Built on tokio-util's [`LengthDelimitedCodec`], with two additions:
+/// the declared length is checked against the limit as soon as the header is
+/// in the buffer, so an oversize frame is [`Error::FrameTooLarge`] naming the
+/// declared length and nothing is allocated for it; and a stream that ends
+/// inside a frame is [`Error::UnexpectedEof`] rather than tokio-util's generic
+/// "bytes remaining on stream".
+///
+/// Decoded frames are `BytesMut` views into the read buffer: no copy.
+#[derive(Debug)]
+pub struct FrameCodec {
+    inner: LengthDelimitedCodec,
+    max: usize,
+    /// Payload length of the frame whose header the inner codec has consumed
+    /// and whose body is still arriving. It mirrors the inner codec's state,
+    /// which is private: needed to check the limit exactly once per header and
+    /// to describe a truncated frame at EOF.
+    pending: Option<usize>,
+}
+
+impl FrameCodec {
+    /// A codec with the given limits.
+    pub fn new(config: &Config) -> Self {
+        let max = config.effective_max();
+        let inner = LengthDelimitedCodec::builder()
+            .length_field_length(HEADER_LEN)
+            .big_endian()
+            .max_frame_length(max)
+            .new_codec();
+        Self {
+            inner,
+            max,
+            pending: None,
+        }
+    }
+
+    /// The largest payload this codec accepts or produces.
+    pub fn max_frame_length(&self) -> usize {
+        self.max
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new(&Config::default())
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
+        if self.pending.is_none() {
+            if src.len() < HEADER_LEN {
+                return Ok(None);
+            }
+            let declared = (&src[..HEADER_LEN]).get_u32() as usize;
+            if declared > self.max {
+                return Err(Error::FrameTooLarge {
+                    declared: declared as u64,
+                    limit: self.max,
+                });
+            }
+            self.pending = Some(declared);
+        }
+        let frame = self.inner.decode(src)?;
+        if frame.is_some() {
+            self.pending = None;
+        }
+        Ok(frame)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        match self.pending {
+            None if src.is_empty() => Ok(None),
+            None => Err(Error::UnexpectedEof {
+                expected: HEADER_LEN as u64,
+                received: src.len() as u64,
+            }),
+            Some(len) => Err(Error::UnexpectedEof {
+                expected: (HEADER_LEN + len) as u64,
+                received: (HEADER_LEN + src.len()) as u64,
+            }),
+        }
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, payload: Bytes, dst: &mut BytesMut) -> Result<(), Error> {
+        if payload.len() > self.max {
+            return Err(Error::FrameTooLarge {
+                declared: payload.len() as u64,
+                limit: self.max,
+            });
+        }
+        self.inner.encode(payload, dst)?;
+        Ok(())
+    }
+}

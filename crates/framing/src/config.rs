@@ -1,0 +1,46 @@
+/// Limits of one framed stream.
+///
+/// ```
+/// let config = enchufe_framing::Config::default().max_frame_length(64 * 1024);
+/// assert_eq!(config.max_frame_length, 64 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The largest payload, in bytes, accepted in either direction.
+    ///
+    /// Default: [`Config::DEFAULT_MAX_FRAME_LENGTH`] (8 MiB). It is checked on
+    /// the 4-byte header, before any buffer grows, so a peer that announces a
+    /// 4 GiB frame costs nothing but the error. A larger limit lets whole
+    /// messages be larger but lets each connection hold that much memory while
+    /// a frame arrives; values above `u32::MAX` are treated as `u32::MAX`, the
+    /// most the header can say.
+    pub max_frame_length: usize,
+}
+
+impl Config {
+    /// 8 MiB: large enough for the course's "large message" examples and for
+    /// JSON documents of real size, small enough that a thousand connections
+    /// each mid-frame stay within a few GiB.
+    pub const DEFAULT_MAX_FRAME_LENGTH: usize = 8 * 1024 * 1024;
+
+    /// Sets [`Config::max_frame_length`].
+    #[must_use]
+    pub fn max_frame_length(mut self, bytes: usize) -> Self {
+        self.max_frame_length = bytes;
+        self
+    }
+
+    /// The limit as the codec applies it: never more than a header can carry.
+    pub(crate) fn effective_max(&self) -> usize {
+        self.max_frame_length.min(u32::MAX as usize)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_length: Self::DEFAULT_MAX_FRAME_LENGTH,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+use std::io;
+
+/// A boxed error from a message encoder or decoder (serde, a user codec).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a frame or message could not be read or written.
+///
+/// Match on the variant, not on the message text: the text may change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The underlying I/O failed (reset, broken pipe, ...).
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+
+    /// A frame declared (inbound) or needed (outbound) more bytes than the
+    /// configured `max_frame_length`. Inbound, the stream cannot resync after
+    /// this, so the connection must end.
+    #[error("frame of {declared} bytes exceeds the limit of {limit} bytes")]
+    FrameTooLarge {
+        /// The payload length the header declared, or the outbound payload's length.
+        declared: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The stream ended inside a frame: the peer closed or crashed mid-message.
+    /// This is not a clean close.
+    #[error("stream ended inside a frame: got {received} of {expected} bytes")]
+    UnexpectedEof {
+        /// Bytes that frame needed: 4 if its header was incomplete, else 4 + payload length.
+        expected: u64,
+        /// Bytes of that frame that did arrive, header included.
+        received: u64,
+    },
+
+    /// A text message was not valid UTF-8.
+    #[error("text message is not valid UTF-8 (valid up to byte {valid_up_to})")]
+    InvalidUtf8 {
+        /// Length of the valid prefix.
+        valid_up_to: usize,
+    },
+
+    /// A message could not be decoded from its frame (for example, JSON that
+    /// does not match the expected type).
+    #[error("could not decode message: {0}")]
+    Decode(#[source] BoxError),
+
+    /// A message could not be encoded into a frame.
+    #[error("could not encode message: {0}")]
+    Encode(#[source] BoxError),
+}
+
+impl Error {
+    /// Whether this error ends the stream it happened on (as opposed to one
+    /// message failing to decode or encode, after which the stream is still
+    /// usable).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::Io(_) | Error::FrameTooLarge { .. } | Error::UnexpectedEof { .. }
+        )
+    }
+}

@@ -1,0 +1,66 @@
+//! Length-prefixed framing for enchufe.
+//!
+//! Every message on the wire is one **frame**: a 4-byte big-endian unsigned
+//! length, then exactly that many payload bytes. This is the protocol of the
+//! course's Python `Server` and `Client` classes, so enchufe speaks to them
+//! byte for byte.
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |              payload length N (u32, big-endian)               |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                 payload: N bytes (may be 0)               ... |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//!
+//! "hola" as a frame:  00 00 00 04  68 6f 6c 61
+//! ```
+//!
+//! # Map of the crate
+//!
+//! - [`FrameCodec`]: the codec (tokio-util's `LengthDelimitedCodec` plus the
+//!   checks enchufe needs: the length limit is enforced on the header, before
+//!   any allocation, and EOF inside a frame is its own error).
+//! - [`Transport`]: one type that owns a framed stream over any
+//!   `AsyncRead + AsyncWrite` (TCP, Unix sockets, TLS, `tokio::io::duplex` in
+//!   tests) and exposes typed send and receive. [`Transport::split`] gives a
+//!   [`FrameReader`] and a [`FrameWriter`] for a reader task and a writer task.
+//! - [`Encode`] and [`Decode`]: how a message becomes a frame and back.
+//!   [`Text`] (UTF-8 `String`, the course's format), [`Raw`] (`Bytes`, no
+//!   conversion) and [`Json<T>`] (any serde type) come built in.
+//! - [`Config`] and [`Error`].
+//!
+//! # Example
+//!
+//! ```
+//! use enchufe_framing::{Json, Transport};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> enchufe_framing::Result<()> {
+//! let (a, b) = tokio::io::duplex(64 * 1024);
+//! let (mut left, mut right) = (Transport::new(a), Transport::new(b));
+//!
+//! left.send_msg("hola").await?;
+//! left.send_msg(Json(vec![1, 2, 3])).await?;
+//!
+//! let text: String = right.recv_msg().await?.expect("a frame");
+//! let Json(numbers): Json<Vec<u32>> = right.recv_msg().await?.expect("a frame");
+//! assert_eq!((text.as_str(), numbers), ("hola", vec![1, 2, 3]));
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+mod config;
+mod error;
+mod message;
+mod transport;
+
+pub use codec::FrameCodec;
+pub use config::Config;
+pub use error::{BoxError, Error, Result};
+pub use message::{Decode, Encode, Json, Raw, Text};
+pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
+
+/// Bytes taken by the length prefix of every frame.
+pub const HEADER_LEN: usize = 4;

@@ -1,0 +1,132 @@
+use std::time::Duration;
+
+/// How a [`Server`](crate::Server) behaves under load and at the edges.
+///
+/// Every field has a default chosen for a small production service; change
+/// the ones your protocol needs.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = enchufe_server::Config::default()
+///     .max_connections(64)
+///     .idle_timeout(Some(Duration::from_secs(30)));
+/// assert_eq!(config.max_connections, 64);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Most connections served at once. Default 1024.
+    ///
+    /// A permit is taken *before* `accept`, so connection 1025 waits in the
+    /// kernel's backlog until one leaves instead of costing a task and buffers.
+    /// Each connection may hold up to `max_frame_length` while a frame arrives
+    /// plus `outbound_queue` replies, so this bounds the server's memory.
+    pub max_connections: usize,
+
+    /// Largest frame payload accepted from a client or sent to it.
+    /// Default 8 MiB ([`enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH`]).
+    /// A client announcing more is disconnected on the header, before anything
+    /// is allocated.
+    pub max_frame_length: usize,
+
+    /// Frames (replies and pushes) queued for one connection's writer.
+    /// Default 128.
+    ///
+    /// A client that stops reading fills this queue; then replies wait (up to
+    /// `write_timeout`) and the connection is dropped, so it cannot grow the
+    /// server's memory. 128 lets a pipelining client keep the writer busy
+    /// (one batch is up to [`enchufe_framing::MAX_BATCH`] frames) with room
+    /// for pushes.
+    pub outbound_queue: usize,
+
+    /// A connection that completes no frame for this long is closed.
+    /// Default 10 minutes; `None` waits forever.
+    ///
+    /// Time counts between complete frames, so a client trickling one byte at
+    /// a time is cut off too. Ten minutes suits interactive clients (the
+    /// course's REPL) and still reclaims abandoned connections.
+    pub idle_timeout: Option<Duration>,
+
+    /// Longest wait for a write to make progress: a queued reply finding room,
+    /// a batch being flushed, the last frames before a close. Default 10 s.
+    /// Past it the connection is considered stalled and dropped.
+    pub write_timeout: Duration,
+
+    /// On [`ServerHandle::shutdown`](crate::ServerHandle::shutdown), how long
+    /// in-flight handlers may run to completion before they are cancelled.
+    /// Default 10 s.
+    pub shutdown_grace: Duration,
+
+    /// Longest pause after a failing `accept` (for example EMFILE, out of file
+    /// descriptors). The pause starts at 1 ms and doubles up to this. Default 1 s.
+    pub accept_backoff_max: Duration,
+}
+
+impl Config {
+    /// Sets [`Config::max_connections`] (at least 1).
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets [`Config::max_frame_length`].
+    #[must_use]
+    pub fn max_frame_length(mut self, bytes: usize) -> Self {
+        self.max_frame_length = bytes;
+        self
+    }
+
+    /// Sets [`Config::outbound_queue`] (at least 1).
+    #[must_use]
+    pub fn outbound_queue(mut self, frames: usize) -> Self {
+        self.outbound_queue = frames.max(1);
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`].
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::write_timeout`].
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::shutdown_grace`].
+    #[must_use]
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`Config::accept_backoff_max`].
+    #[must_use]
+    pub fn accept_backoff_max(mut self, max: Duration) -> Self {
+        self.accept_backoff_max = max;
+        self
+    }
+
+    pub(crate) fn framing(&self) -> enchufe_framing::Config {
+        enchufe_framing::Config::default().max_frame_length(self.max_frame_length)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_frame_length: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH,
+            outbound_queue: 128,
+            idle_timeout: Some(Duration::from_secs(600)),
+            write_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            accept_backoff_max: Duration::from_secs(1),
+        }
+    }
+}

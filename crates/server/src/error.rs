@@ -1,0 +1,54 @@
+use std::io;
+use std::time::Duration;
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in the server or on one of its connections.
+///
+/// Match on the variant, not on the message text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The listening socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// Why the OS refused.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Socket-level failure outside a framed stream.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+
+    /// A framing or message error on a connection: an oversize frame, EOF
+    /// inside a frame, a request that does not decode, a reply that does not
+    /// encode. Match the inner [`enchufe_framing::Error`] for details.
+    #[error(transparent)]
+    Framing(#[from] enchufe_framing::Error),
+
+    /// The handler returned an error. In the plain profile there is no way to
+    /// send it to the client, so the connection is closed.
+    #[error("handler failed: {0}")]
+    Handler(String),
+
+    /// The handler panicked. The panic costs that connection, never the server.
+    #[error("handler panicked: {0}")]
+    HandlerPanic(String),
+
+    /// The client did not take our frames: the outbound queue stayed full, or a
+    /// write made no progress, for longer than the write timeout.
+    #[error("client stopped reading: no write progress for {0:?}")]
+    WriteStalled(Duration),
+
+    /// The outbound queue is full right now (from `try_push`).
+    #[error("outbound queue is full")]
+    QueueFull,
+
+    /// The connection is closed; nothing more can be sent on it.
+    #[error("connection is closed")]
+    Closed,
+}

@@ -1,0 +1,129 @@
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+
+use enchufe_framing::{Decode, Encode};
+
+use crate::{Connection, Disconnect};
+
+/// The user's side of a server: business logic, apart from networking.
+///
+/// enchufe reads each request frame, decodes it as [`Handler::Request`] and
+/// calls [`Handler::handle`]; a `Some` response is encoded and sent back. This
+/// is the course's `handle_command` split: the framework does the sockets, the
+/// handler only sees messages.
+///
+/// In the plain profile a connection's requests are handled one after
+/// another, so replies leave in request order. `Ok(None)` sends nothing
+/// (a one-way message). `Err` is logged and closes that connection, because
+/// the plain wire has no way to carry an error: for errors the client should
+/// read, return them as a normal response. A panic closes that connection
+/// and never the server.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use enchufe_server::{Connection, Handler};
+///
+/// struct Upper;
+///
+/// impl Handler for Upper {
+///     type Request = String;
+///     type Response = String;
+///     type Error = Infallible;
+///
+///     async fn handle(&self, req: String, _conn: &Connection) -> Result<Option<String>, Infallible> {
+///         Ok(Some(req.to_uppercase()))
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// What a client sends: `String` (text), `Bytes` (raw), `Json<T>`, or your
+    /// own [`Decode`] type. A frame that does not decode closes the connection.
+    type Request: Decode + Send + 'static;
+    /// What the server sends back and pushes.
+    type Response: Encode + Send + 'static;
+    /// The handler's error, logged when it happens.
+    type Error: Display + Send + 'static;
+
+    /// Handles one request from `conn`. Returns the reply, if any.
+    fn handle(
+        &self,
+        request: Self::Request,
+        conn: &Connection,
+    ) -> impl Future<Output = Result<Option<Self::Response>, Self::Error>> + Send;
+
+    /// Called once when a connection is accepted, before its first request is
+    /// read: the place to greet the client with [`Connection::push`].
+    fn on_connect(&self, conn: &Connection) -> impl Future<Output = ()> + Send {
+        let _ = conn;
+        async {}
+    }
+
+    /// Called once when a connection ends, with the reason.
+    fn on_disconnect(
+        &self,
+        conn: &Connection,
+        reason: &Disconnect,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (conn, reason);
+        async {}
+    }
+}
+
+/// A [`Handler`] made from an async closure; see [`handler_fn`].
+pub struct HandlerFn<F, Req, Resp, E> {
+    f: F,
+    _types: PhantomData<fn(Req) -> (Resp, E)>,
+}
+
+impl<F, Req, Resp, E> std::fmt::Debug for HandlerFn<F, Req, Resp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerFn").finish_non_exhaustive()
+    }
+}
+
+/// Makes a [`Handler`] from an async closure taking the request and the
+/// [`Connection`] (a cheap clone), for small servers.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use enchufe_server::handler_fn;
+///
+/// let echo = handler_fn(|req: String, _conn| async move {
+///     Ok::<_, Infallible>(Some(req))
+/// });
+/// # let _ = echo;
+/// ```
+pub fn handler_fn<F, Fut, Req, Resp, E>(f: F) -> HandlerFn<F, Req, Resp, E>
+where
+    F: Fn(Req, Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<Resp>, E>> + Send,
+{
+    HandlerFn {
+        f,
+        _types: PhantomData,
+    }
+}
+
+impl<F, Fut, Req, Resp, E> Handler for HandlerFn<F, Req, Resp, E>
+where
+    F: Fn(Req, Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<Resp>, E>> + Send,
+    Req: Decode + Send + 'static,
+    Resp: Encode + Send + 'static,
+    E: Display + Send + 'static,
+{
+    type Request = Req;
+    type Response = Resp;
+    type Error = E;
+
+    fn handle(
+        &self,
+        request: Req,
+        conn: &Connection,
+    ) -> impl Future<Output = Result<Option<Resp>, E>> + Send {
+        (self.f)(request, conn.clone())
+    }
+}

@@ -1,0 +1,69 @@
+//! enchufe's TCP server.
+//!
+//! A [`Server`] accepts connections and runs one task per connection. Each
+//! request frame is decoded and handed to your [`Handler`]; its reply goes
+//! back on the same connection. Networking stays here; business logic stays
+//! in the handler (the course's `handle_command` split).
+//!
+//! ```text
+//!              accept loop (permit, then accept; backs off on errors)
+//!                   |
+//!        +----------+-----------+  one task per connection
+//!        v                      v
+//!   read_loop               write_loop  <-- bounded queue <-- Connection::push,
+//!   frame -> Request        feed frames,                      ServerHandle::broadcast,
+//!   Handler::handle ------> flush when the queue is empty     replies
+//! ```
+//!
+//! The plain profile: one frame is one message, nothing added, so any client
+//! that speaks the 4-byte length prefix (the course's Python `Client`) works.
+//! Requests on one connection are handled in order, so replies leave in
+//! request order. A push and a reply look alike on the wire.
+//!
+//! Limits: [`Config`] bounds connections, frame length, the outbound queue,
+//! idle time and stalled writes. Shutdown ([`ServerHandle::shutdown`]) stops
+//! accepting, lets running handlers finish within a grace period, sends their
+//! replies and closes.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use enchufe_server::{Connection, Handler, Server};
+//!
+//! struct Greeter;
+//!
+//! impl Handler for Greeter {
+//!     type Request = String;
+//!     type Response = String;
+//!     type Error = Infallible;
+//!
+//!     async fn on_connect(&self, conn: &Connection) {
+//!         let _ = conn.push(format!("welcome, {}", conn.peer_addr())).await;
+//!     }
+//!
+//!     async fn handle(&self, req: String, _conn: &Connection) -> Result<Option<String>, Infallible> {
+//!         Ok(Some(format!("Acción asociada a {req}")))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let handle = Server::bind("127.0.0.1:0").await?.serve(Greeter);
+//! # handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod connection;
+mod error;
+mod handler;
+mod server;
+mod task;
+
+pub use config::Config;
+pub use connection::{Connection, ConnectionId, Disconnect};
+pub use error::{Error, Result};
+pub use handler::{handler_fn, Handler, HandlerFn};
+pub use server::{Server, ServerHandle};

@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests: bounded test bodies and servers
+//! on port 0.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use enchufe::{handler_fn, Server, ServerHandle};
+use enchufe_server::Config;
+
+/// Every test body runs under this limit, so a bug shows as a failure, not a hang.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `body` within [`TEST_LIMIT`], failing the test if it takes longer.
+pub async fn bounded<T>(body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+/// An echo server on 127.0.0.1:0 that answers `echo:<msg>`.
+pub async fn echo_server(config: Config) -> ServerHandle {
+    Server::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .with_config(config)
+        .serve(handler_fn(|msg: String, _conn| async move {
+            Ok::<_, Infallible>(Some(format!("echo:{msg}")))
+        }))
+}
+
+/// Waits (polling, bounded by the caller's `bounded`) until `cond` holds.
+pub async fn eventually(mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
