@@ -61,3 +61,8 @@ pub use enchufe_client::Client;
 pub use enchufe_framing::{Decode, Encode, Json, Raw, Text, Transport};
 pub use enchufe_peer::Peer;
 pub use enchufe_server::{handler_fn, Connection, Handler, Server, ServerHandle};
+
+/// The README's code blocks, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

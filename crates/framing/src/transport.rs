@@ -6,7 +6,7 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 
-use crate::{Config, Decode, Encode, Error, FrameCodec, Result};
+use crate::{Config, Decode, Encode, Error, FrameCodec, OutFrame, Result};
 
 /// Most frames one [`FrameWriter::send_batch`] feeds before it flushes.
 ///
@@ -128,10 +128,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Transport<Io> {
         let parts = self.inner.into_parts();
         let config = Config::default().max_frame_length(parts.codec.max_frame_length());
         let (read, write) = tokio::io::split(parts.io);
-        let mut reader = FrameReader::new(read, &config);
-        // Bytes already read past the last frame belong to the reader.
+        // The reader keeps the codec itself: it may be in the middle of a
+        // frame whose header it already consumed (after a cancelled `recv`).
+        let mut reader = FrameReader {
+            inner: FramedRead::new(read, parts.codec),
+        };
+        // Bytes already read past the last frame belong to the reader...
         *reader.inner.read_buffer_mut() = parts.read_buf;
-        let writer = FrameWriter::new(write, &config);
+        // ...and frames fed but not yet flushed, to the writer.
+        let mut writer = FrameWriter::new(write, &config);
+        *writer.inner.write_buffer_mut() = parts.write_buf;
         (reader, writer)
     }
 
@@ -153,16 +159,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Sink<Bytes> for Transport<Io> {
     type Error = Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.inner).poll_ready(cx)
+        Sink::<Bytes>::poll_ready(Pin::new(&mut self.inner), cx)
     }
     fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<()> {
-        Pin::new(&mut self.inner).start_send(item)
+        Sink::<Bytes>::start_send(Pin::new(&mut self.inner), item)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Sink::<Bytes>::poll_flush(Pin::new(&mut self.inner), cx)
     }
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+        Sink::<Bytes>::poll_close(Pin::new(&mut self.inner), cx)
     }
 }
 
@@ -246,8 +252,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// # Errors
     /// [`Error::FrameTooLarge`] when the payload is over the limit (nothing is
     /// written), or [`Error::Io`].
-    pub async fn send(&mut self, payload: Bytes) -> Result<()> {
-        self.inner.send(payload).await
+    pub async fn send(&mut self, frame: impl Into<OutFrame>) -> Result<()> {
+        self.inner.send(frame.into()).await
     }
 
     /// Encodes a message and sends it, flushed.
@@ -262,8 +268,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     ///
     /// # Errors
     /// As [`FrameWriter::send`].
-    pub async fn feed(&mut self, payload: Bytes) -> Result<()> {
-        self.inner.feed(payload).await
+    pub async fn feed(&mut self, frame: impl Into<OutFrame>) -> Result<()> {
+        self.inner.feed(frame.into()).await
     }
 
     /// Writes out every queued frame.
@@ -271,7 +277,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// # Errors
     /// [`Error::Io`].
     pub async fn flush(&mut self) -> Result<()> {
-        SinkExt::<Bytes>::flush(&mut self.inner).await
+        SinkExt::<OutFrame>::flush(&mut self.inner).await
     }
 
     /// Writes `first` and then every frame `next` hands over without waiting
@@ -283,17 +289,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// # Errors
     /// As [`FrameWriter::send`]. A frame over the limit fails the batch after
     /// the frames before it were queued.
-    pub async fn send_batch(
+    pub async fn send_batch<F: Into<OutFrame>>(
         &mut self,
-        first: Bytes,
-        mut next: impl FnMut() -> Option<Bytes>,
+        first: impl Into<OutFrame>,
+        mut next: impl FnMut() -> Option<F>,
     ) -> Result<usize> {
-        self.inner.feed(first).await?;
+        self.inner.feed(first.into()).await?;
         let mut written = 1;
         while written < MAX_BATCH {
             match next() {
                 Some(frame) => {
-                    self.inner.feed(frame).await?;
+                    self.inner.feed(frame.into()).await?;
                     written += 1;
                 }
                 None => break,
@@ -309,7 +315,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// # Errors
     /// [`Error::Io`].
     pub async fn close(&mut self) -> Result<()> {
-        SinkExt::<Bytes>::close(&mut self.inner).await
+        SinkExt::<OutFrame>::close(&mut self.inner).await
     }
 
     /// Bytes encoded and not yet written to the I/O.
@@ -327,15 +333,15 @@ impl<W: AsyncWrite + Unpin> Sink<Bytes> for FrameWriter<W> {
     type Error = Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.inner).poll_ready(cx)
+        Sink::<Bytes>::poll_ready(Pin::new(&mut self.inner), cx)
     }
     fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<()> {
-        Pin::new(&mut self.inner).start_send(item)
+        Sink::<Bytes>::start_send(Pin::new(&mut self.inner), item)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Sink::<Bytes>::poll_flush(Pin::new(&mut self.inner), cx)
     }
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+        Sink::<Bytes>::poll_close(Pin::new(&mut self.inner), cx)
     }
 }
