@@ -1,4 +1,4 @@
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use crate::{Config, Error, HEADER_LEN};
@@ -106,6 +106,90 @@ impl Encoder<Bytes> for FrameCodec {
             });
         }
         self.inner.encode(payload, dst)?;
+        Ok(())
+    }
+}
+
+/// An outgoing frame: an optional short prefix (the multiplexed header), then
+/// the body. The codec writes length, prefix and body straight into its write
+/// buffer, so adding a header costs no extra copy or allocation.
+///
+/// ```
+/// use bytes::Bytes;
+/// use enchufe_framing::OutFrame;
+/// use enchufe_framing::mux::{Header, Kind};
+/// let frame = OutFrame::with_header(Header { kind: Kind::Push, id: 0 }, Bytes::from_static(b"hi"));
+/// assert_eq!(frame.len(), 11);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutFrame {
+    prefix: [u8; crate::mux::HEADER_LEN],
+    prefix_len: u8,
+    body: Bytes,
+}
+
+impl OutFrame {
+    /// A plain frame: the body and nothing else.
+    pub fn plain(body: Bytes) -> OutFrame {
+        OutFrame {
+            prefix: [0; crate::mux::HEADER_LEN],
+            prefix_len: 0,
+            body,
+        }
+    }
+
+    /// A multiplexed frame: the header, then the body.
+    pub fn with_header(header: crate::mux::Header, body: Bytes) -> OutFrame {
+        OutFrame {
+            prefix: header.to_bytes(),
+            prefix_len: crate::mux::HEADER_LEN as u8,
+            body,
+        }
+    }
+
+    /// Payload length on the wire: prefix plus body.
+    pub fn len(&self) -> usize {
+        self.prefix_len as usize + self.body.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body, without the prefix.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The prefix bytes (empty for a plain frame).
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix[..self.prefix_len as usize]
+    }
+}
+
+impl From<Bytes> for OutFrame {
+    fn from(body: Bytes) -> OutFrame {
+        OutFrame::plain(body)
+    }
+}
+
+impl Encoder<OutFrame> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, frame: OutFrame, dst: &mut BytesMut) -> Result<(), Error> {
+        let len = frame.len();
+        if len > self.max {
+            return Err(Error::FrameTooLarge {
+                declared: len as u64,
+                limit: self.max,
+            });
+        }
+        dst.reserve(HEADER_LEN + len);
+        // `len <= self.max <= u32::MAX`, checked above.
+        dst.put_u32(len as u32);
+        dst.put_slice(frame.prefix());
+        dst.extend_from_slice(&frame.body);
         Ok(())
     }
 }

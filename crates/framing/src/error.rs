@@ -49,6 +49,25 @@ pub enum Error {
     #[error("could not decode message: {0}")]
     Decode(#[source] BoxError),
 
+    /// The first frame of a multiplexed connection was not a hello: the
+    /// other side speaks another protocol (a plain client, say).
+    #[error("expected an enchufe hello; the peer speaks another protocol")]
+    BadHello,
+
+    /// The other side speaks another version of the multiplexed protocol.
+    #[error("protocol version mismatch: we speak {ours}, the peer {theirs}")]
+    VersionMismatch {
+        /// Our version.
+        ours: u8,
+        /// Theirs.
+        theirs: u8,
+    },
+
+    /// A multiplexed frame broke the protocol (too short, unknown kind, a
+    /// kind that may not travel in that direction).
+    #[error("protocol violation: {0}")]
+    Malformed(&'static str),
+
     /// A message could not be encoded into a frame.
     #[error("could not encode message: {0}")]
     Encode(#[source] BoxError),

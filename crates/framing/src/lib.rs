@@ -29,6 +29,10 @@
 //! - [`Encode`] and [`Decode`]: how a message becomes a frame and back.
 //!   [`Text`] (UTF-8 `String`, the course's format), [`Raw`] (`Bytes`, no
 //!   conversion) and [`Json<T>`] (any serde type) come built in.
+//! - [`mux`]: the multiplexed profile's hello and 9-byte message header
+//!   (request ids, kinds), for many requests in flight on one connection.
+//! - [`OutFrame`]: an outgoing frame as a small prefix (a mux header) plus a
+//!   body, written with a single copy.
 //! - [`Config`] and [`Error`].
 //!
 //! # Example
@@ -54,9 +58,10 @@ mod codec;
 mod config;
 mod error;
 mod message;
+pub mod mux;
 mod transport;
 
-pub use codec::FrameCodec;
+pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 pub use error::{BoxError, Error, Result};
 pub use message::{Decode, Encode, Json, Raw, Text};

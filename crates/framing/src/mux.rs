@@ -1,0 +1,251 @@
+//! The multiplexed profile: enchufe to enchufe.
+//!
+//! Same 4-byte length framing as the plain profile; inside each frame, a
+//! 9-byte header says what the frame is and which request it belongs to, so
+//! many requests can be in flight on one connection, replies can come back
+//! out of order, and pushes are told apart from replies. Before any of that,
+//! each side sends one hello frame. `docs/PROTOCOL.md` is the full
+//! specification with byte diagrams.
+//!
+//! ```text
+//! hello:    [len][ 'E' 'N' 'C' 'H' | version | flags | id_len | node id ... ]
+//! message:  [len][ kind | request id (u64 BE) | body ... ]
+//! ```
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::{Error, Result};
+
+/// First four bytes of every hello: "ENCH".
+pub const MAGIC: [u8; 4] = *b"ENCH";
+
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// Bytes of the header at the start of every multiplexed message frame.
+pub const HEADER_LEN: usize = 9;
+
+/// Longest node id a hello can carry.
+pub const MAX_NODE_ID: usize = 255;
+
+/// What a multiplexed frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Client to server: a request awaiting a `Response` or `Error` with its id.
+    Request = 1,
+    /// Server to client: the successful reply to the request with this id.
+    Response = 2,
+    /// Server to client: the request with this id failed; the body says why.
+    Error = 3,
+    /// Client to server: a one-way message (id 0); nothing comes back.
+    Notify = 4,
+    /// Server to client: an unsolicited message (id 0).
+    Push = 5,
+    /// Client to server: stop working on the request with this id (no body).
+    Cancel = 6,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        Some(match byte {
+            1 => Kind::Request,
+            2 => Kind::Response,
+            3 => Kind::Error,
+            4 => Kind::Notify,
+            5 => Kind::Push,
+            6 => Kind::Cancel,
+            _ => return None,
+        })
+    }
+}
+
+/// The header of a multiplexed message frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// What the frame is.
+    pub kind: Kind,
+    /// The request it belongs to (0 for `Notify` and `Push`).
+    pub id: u64,
+}
+
+impl Header {
+    /// The 9 header bytes.
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0] = self.kind as u8;
+        out[1..].copy_from_slice(&self.id.to_be_bytes());
+        out
+    }
+
+    /// Splits a frame into its header and body (the body without copying).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a frame shorter than the header or of an
+    /// unknown kind.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use enchufe_framing::mux::{Header, Kind};
+    /// let frame = BytesMut::from(&[1, 0, 0, 0, 0, 0, 0, 0, 7, b'h', b'i'][..]);
+    /// let (header, body) = Header::split(frame).unwrap();
+    /// assert_eq!(header, Header { kind: Kind::Request, id: 7 });
+    /// assert_eq!(&body[..], b"hi");
+    /// ```
+    pub fn split(mut frame: BytesMut) -> Result<(Header, BytesMut)> {
+        if frame.len() < HEADER_LEN {
+            return Err(Error::Malformed("frame shorter than the 9-byte header"));
+        }
+        let kind = Kind::from_byte(frame[0]).ok_or(Error::Malformed("unknown frame kind"))?;
+        frame.advance(1);
+        let id = frame.get_u64();
+        Ok((Header { kind, id }, frame))
+    }
+}
+
+/// The first frame each side sends on a multiplexed connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version of the sender.
+    pub version: u8,
+    /// Who the sender is (peers use it; clients and servers may leave it
+    /// empty). At most [`MAX_NODE_ID`] bytes of UTF-8.
+    pub node_id: String,
+}
+
+impl Hello {
+    /// A hello of this crate's version.
+    pub fn new(node_id: impl Into<String>) -> Hello {
+        Hello {
+            version: VERSION,
+            node_id: node_id.into(),
+        }
+    }
+
+    /// The hello's frame payload.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if the node id is longer than [`MAX_NODE_ID`].
+    pub fn encode(&self) -> Result<Bytes> {
+        let id = self.node_id.as_bytes();
+        if id.len() > MAX_NODE_ID {
+            return Err(Error::Malformed("node id longer than 255 bytes"));
+        }
+        let mut out = BytesMut::with_capacity(7 + id.len());
+        out.put_slice(&MAGIC);
+        out.put_u8(self.version);
+        out.put_u8(0); // flags: none defined yet
+        out.put_u8(id.len() as u8);
+        out.put_slice(id);
+        Ok(out.freeze())
+    }
+
+    /// Reads a hello and checks it is one of our version.
+    ///
+    /// # Errors
+    /// [`Error::BadHello`] when the frame is not a hello (for example a plain
+    /// client talking to a multiplexed server); [`Error::VersionMismatch`]
+    /// when it is, of another version.
+    pub fn decode(frame: &[u8]) -> Result<Hello> {
+        if frame.len() < 7 || frame[..4] != MAGIC {
+            return Err(Error::BadHello);
+        }
+        let version = frame[4];
+        if version != VERSION {
+            return Err(Error::VersionMismatch {
+                ours: VERSION,
+                theirs: version,
+            });
+        }
+        let id_len = frame[6] as usize;
+        let id = frame.get(7..7 + id_len).ok_or(Error::BadHello)?;
+        let node_id = std::str::from_utf8(id).map_err(|_| Error::BadHello)?;
+        Ok(Hello {
+            version,
+            node_id: node_id.to_owned(),
+        })
+    }
+}
+
+/// Why a request failed, as carried in the first byte of an `Error` frame's
+/// body (the rest is a UTF-8 message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The handler returned an error.
+    Handler,
+    /// The handler panicked.
+    Panic,
+    /// Too many requests in flight on this connection; try again later.
+    Busy,
+    /// The request body did not decode as the handler's request type.
+    BadRequest,
+    /// The handler produced no reply for a request.
+    NoReply,
+    /// The server is shutting down and took no new work.
+    ShuttingDown,
+    /// A code this version does not know.
+    Other(u8),
+}
+
+impl ErrorCode {
+    /// The code's byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            ErrorCode::Handler => 1,
+            ErrorCode::Panic => 2,
+            ErrorCode::Busy => 3,
+            ErrorCode::BadRequest => 4,
+            ErrorCode::NoReply => 5,
+            ErrorCode::ShuttingDown => 6,
+            ErrorCode::Other(b) => b,
+        }
+    }
+
+    /// The code a byte stands for.
+    pub fn from_byte(byte: u8) -> ErrorCode {
+        match byte {
+            1 => ErrorCode::Handler,
+            2 => ErrorCode::Panic,
+            3 => ErrorCode::Busy,
+            4 => ErrorCode::BadRequest,
+            5 => ErrorCode::NoReply,
+            6 => ErrorCode::ShuttingDown,
+            b => ErrorCode::Other(b),
+        }
+    }
+
+    /// An `Error` frame's body: the code, then the message.
+    pub fn body(self, message: &str) -> Bytes {
+        let mut out = BytesMut::with_capacity(1 + message.len());
+        out.put_u8(self.to_byte());
+        out.put_slice(message.as_bytes());
+        out.freeze()
+    }
+
+    /// Reads an `Error` frame's body. Invalid UTF-8 in the message is
+    /// replaced, never an error: the error is what matters.
+    pub fn parse(body: &[u8]) -> (ErrorCode, String) {
+        match body.split_first() {
+            Some((code, msg)) => (
+                ErrorCode::from_byte(*code),
+                String::from_utf8_lossy(msg).into_owned(),
+            ),
+            None => (ErrorCode::Other(0), String::new()),
+        }
+    }
+}
+
+/// Which protocol a connection speaks on top of the framing. Server and
+/// client must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Profile {
+    /// One frame is one message, nothing added: the course's protocol.
+    /// Replies in request order; pushes look like replies.
+    #[default]
+    Plain,
+    /// A hello, then a 9-byte header (kind, request id) on every frame:
+    /// many requests in flight, replies by id, pushes apart, errors carried.
+    Multiplexed,
+}
