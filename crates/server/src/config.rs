@@ -1,5 +1,21 @@
 use std::time::Duration;
 
+pub use enchufe_framing::mux::Profile;
+
+/// What a multiplexed connection does with a request beyond
+/// [`Config::max_in_flight`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BusyPolicy {
+    /// Stop reading that connection until a handler finishes: the request
+    /// waits, bounded by `max_in_flight` and TCP flow control. The default.
+    #[default]
+    Wait,
+    /// Keep reading and answer such requests at once with a `busy` error
+    /// (code 3), so the client can retry or go elsewhere.
+    Refuse,
+}
+
 /// How a [`Server`](crate::Server) behaves under load and at the edges.
 ///
 /// Every field has a default chosen for a small production service; change
@@ -57,6 +73,31 @@ pub struct Config {
     /// Default 10 s.
     pub shutdown_grace: Duration,
 
+    /// The protocol: [`Profile::Plain`] (default; the course's protocol, one
+    /// frame one message) or [`Profile::Multiplexed`] (hello, then request ids:
+    /// concurrent handlers, replies out of order, pushes and errors told
+    /// apart). Clients must use the same profile. See `docs/PROTOCOL.md`.
+    pub profile: Profile,
+
+    /// Multiplexed only: handlers running at once on one connection.
+    /// Default 64: enough to keep a pipelining client busy, small enough that
+    /// one connection cannot monopolise the runtime. Handlers of one
+    /// connection run concurrently on that connection's task: spawn CPU-heavy
+    /// work with `tokio::task::spawn_blocking`.
+    pub max_in_flight: usize,
+
+    /// Multiplexed only: what a request over `max_in_flight` gets.
+    /// Default [`BusyPolicy::Wait`].
+    pub busy: BusyPolicy,
+
+    /// Multiplexed only: the node id this server sends in its hello.
+    /// Default empty.
+    pub node_id: String,
+
+    /// Multiplexed only: how long a new connection may take to send its
+    /// hello. Default 10 s.
+    pub handshake_timeout: Duration,
+
     /// Longest pause after a failing `accept` (for example EMFILE, out of file
     /// descriptors). The pause starts at 1 ms and doubles up to this. Default 1 s.
     pub accept_backoff_max: Duration,
@@ -112,6 +153,41 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::profile`].
+    #[must_use]
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Sets [`Config::max_in_flight`] (at least 1).
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Sets [`Config::busy`].
+    #[must_use]
+    pub fn busy(mut self, policy: BusyPolicy) -> Self {
+        self.busy = policy;
+        self
+    }
+
+    /// Sets [`Config::node_id`].
+    #[must_use]
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = id.into();
+        self
+    }
+
+    /// Sets [`Config::handshake_timeout`].
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     pub(crate) fn framing(&self) -> enchufe_framing::Config {
         enchufe_framing::Config::default().max_frame_length(self.max_frame_length)
     }
@@ -127,6 +203,11 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             accept_backoff_max: Duration::from_secs(1),
+            profile: Profile::Plain,
+            max_in_flight: 64,
+            busy: BusyPolicy::Wait,
+            node_id: String::new(),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }

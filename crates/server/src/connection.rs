@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use enchufe_framing::Encode;
+use enchufe_framing::mux::{Header, Kind, Profile};
+use enchufe_framing::{Encode, OutFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +68,7 @@ struct Inner {
     local_addr: SocketAddr,
     /// Replies and pushes for the writer task; bounded so that a client that
     /// never reads cannot grow the server's memory.
-    outbound: mpsc::Sender<Bytes>,
+    outbound: mpsc::Sender<OutFrame>,
     /// Cancelled when the connection is closing: the reader stops, the writer
     /// sends what is queued and half-closes, pushes fail fast.
     closing: CancellationToken,
@@ -75,6 +76,8 @@ struct Inner {
     max_frame_length: usize,
     /// How long a push may wait for room in the queue.
     write_timeout: Duration,
+    /// Plain pushes are bare frames; multiplexed ones carry a push header.
+    profile: Profile,
     /// The writer's failure, kept so the disconnect reason can name it.
     failure: Mutex<Option<Error>>,
     /// Per-connection state of any types the handler wants (see `with_state`).
@@ -99,10 +102,11 @@ pub(crate) struct Parts {
     pub(crate) write_timeout: Duration,
     pub(crate) queue: usize,
     pub(crate) closing: CancellationToken,
+    pub(crate) profile: Profile,
 }
 
 impl Connection {
-    pub(crate) fn new(parts: Parts) -> (Self, mpsc::Receiver<Bytes>) {
+    pub(crate) fn new(parts: Parts) -> (Self, mpsc::Receiver<OutFrame>) {
         let (tx, rx) = mpsc::channel(parts.queue);
         let inner = Inner {
             id: parts.id,
@@ -112,6 +116,7 @@ impl Connection {
             closing: parts.closing,
             max_frame_length: parts.max_frame_length,
             write_timeout: parts.write_timeout,
+            profile: parts.profile,
             failure: Mutex::new(None),
             state: Mutex::new(HashMap::new()),
         };
@@ -213,8 +218,30 @@ impl Connection {
         }
     }
 
-    pub(crate) fn frame<M: Encode>(&self, msg: M) -> Result<Bytes> {
-        let frame = msg.encode()?;
+    /// The frame that pushes `msg` to this client.
+    pub(crate) fn frame<M: Encode>(&self, msg: M) -> Result<OutFrame> {
+        self.push_frame(msg.encode()?)
+    }
+
+    /// The frame that pushes an encoded body to this client (broadcast
+    /// encodes once and calls this per connection).
+    pub(crate) fn push_frame(&self, body: Bytes) -> Result<OutFrame> {
+        let frame = match self.inner.profile {
+            Profile::Multiplexed => OutFrame::with_header(
+                Header {
+                    kind: Kind::Push,
+                    id: 0,
+                },
+                body,
+            ),
+            _ => OutFrame::plain(body),
+        };
+        self.check_len(frame)
+    }
+
+    /// Refuses a frame over the limit before it is queued, so the failure is
+    /// the sender's alone and the connection goes on.
+    pub(crate) fn check_len(&self, frame: OutFrame) -> Result<OutFrame> {
         if frame.len() > self.inner.max_frame_length {
             return Err(enchufe_framing::Error::FrameTooLarge {
                 declared: frame.len() as u64,
@@ -225,7 +252,7 @@ impl Connection {
         Ok(frame)
     }
 
-    pub(crate) async fn enqueue(&self, frame: Bytes) -> Result<()> {
+    pub(crate) async fn enqueue(&self, frame: OutFrame) -> Result<()> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -240,7 +267,7 @@ impl Connection {
         }
     }
 
-    pub(crate) fn try_enqueue(&self, frame: Bytes) -> Result<()> {
+    pub(crate) fn try_enqueue(&self, frame: OutFrame) -> Result<()> {
         if self.is_closed() {
             return Err(Error::Closed);
         }

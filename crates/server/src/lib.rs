@@ -62,7 +62,7 @@ mod handler;
 mod server;
 mod task;
 
-pub use config::Config;
+pub use config::{BusyPolicy, Config, Profile};
 pub use connection::{Connection, ConnectionId, Disconnect};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Handler, HandlerFn};

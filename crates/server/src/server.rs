@@ -98,8 +98,7 @@ impl Server {
         let ctx = Arc::new(Ctx {
             handler: Arc::new(handler),
             framing: self.config.framing(),
-            idle_timeout: self.config.idle_timeout,
-            write_timeout: self.config.write_timeout,
+            config: self.config.clone(),
             shutdown: shared.shutdown.clone(),
             abort: shared.abort.clone(),
         });
@@ -190,7 +189,7 @@ impl ServerHandle {
         let mut delivered = 0;
         for conn in conns {
             let queued = conn
-                .frame(frame.clone())
+                .push_frame(frame.clone())
                 .and_then(|frame| conn.try_enqueue(frame));
             if queued.is_ok() {
                 delivered += 1;
@@ -306,6 +305,7 @@ async fn serve_connection<H: Handler>(
         write_timeout: config.write_timeout,
         queue: config.outbound_queue,
         closing: CancellationToken::new(),
+        profile: config.profile,
     });
     info!("accepted");
     shared.registry().insert(id, conn.clone());
@@ -317,7 +317,7 @@ async fn serve_connection<H: Handler>(
             queue,
             write,
             ctx.framing.clone(),
-            ctx.write_timeout,
+            config.write_timeout,
             ctx.abort.clone(),
         )
         .in_current_span(),

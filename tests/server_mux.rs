@@ -1,0 +1,402 @@
+//! The server's multiplexed profile, driven byte by byte through a raw
+//! framing transport (no enchufe client involved): hello, ids, out-of-order
+//! replies, error replies, panics, cancel, busy, pushes.
+//! Run with `cargo test --test server_mux`.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{bounded, eventually};
+use enchufe::framing::mux::{ErrorCode, Header, Hello, Kind};
+use enchufe::framing::{OutFrame, Transport};
+use enchufe::{Connection, Handler, Server, ServerHandle};
+use enchufe_server::{BusyPolicy, Config, Disconnect, Profile};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+
+/// A hand-written multiplexed client.
+struct Raw(Transport<TcpStream>);
+
+impl Raw {
+    async fn connect(server: &ServerHandle) -> Raw {
+        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        let mut t = Transport::new(stream);
+        t.send(Hello::new("").encode().unwrap()).await.unwrap();
+        let hello = t.recv().await.unwrap().expect("server hello");
+        assert_eq!(Hello::decode(&hello).unwrap(), Hello::new(""));
+        Raw(t)
+    }
+
+    async fn send(&mut self, kind: Kind, id: u64, body: &str) {
+        let mut frame = Header { kind, id }.to_bytes().to_vec();
+        frame.extend_from_slice(body.as_bytes());
+        self.0.send(Bytes::from(frame)).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Option<(Header, String)> {
+        let frame = self.0.recv().await.unwrap()?;
+        let (header, body) = Header::split(frame).unwrap();
+        Some((header, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// Test handler: "sleep:<ms>:x" answers x after ms; "fail" errs; "panic"
+/// panics; "wait" blocks until released (and reports its drop); anything
+/// else is echoed.
+#[derive(Clone, Default)]
+struct Lab {
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+    release: Arc<Notify>,
+    notified: Option<mpsc::Sender<String>>,
+}
+
+struct OnDrop(Arc<AtomicUsize>, Arc<AtomicUsize>);
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        self.1.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Handler for Lab {
+    type Request = String;
+    type Response = String;
+    type Error = String;
+
+    async fn handle(&self, req: String, _conn: &Connection) -> Result<Option<String>, String> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let _guard = OnDrop(self.dropped.clone(), self.running.clone());
+        if let Some(rest) = req.strip_prefix("sleep:") {
+            let (ms, word) = rest.split_once(':').unwrap();
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            return Ok(Some(word.to_owned()));
+        }
+        match req.as_str() {
+            "fail" => Err("no way".into()),
+            "panic" => panic!("kaboom"),
+            "wait" => {
+                self.release.notified().await;
+                Ok(Some("released".into()))
+            }
+            "quiet" => Ok(None),
+            _ => {
+                if let Some(tx) = &self.notified {
+                    let _ = tx.send(req.clone()).await;
+                }
+                Ok(Some(format!("echo:{req}")))
+            }
+        }
+    }
+}
+
+fn mux() -> Config {
+    Config::default().profile(Profile::Multiplexed)
+}
+
+async fn serve(lab: Lab, config: Config) -> ServerHandle {
+    Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_config(config)
+        .serve(lab)
+}
+
+#[tokio::test]
+async fn the_server_hello_is_byte_exact_and_comes_first() {
+    bounded(async {
+        let server = serve(Lab::default(), mux()).await;
+        let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
+        let mut hello = [0u8; 11];
+        raw.read_exact(&mut hello).await.unwrap();
+        assert_eq!(hello, [0, 0, 0, 7, b'E', b'N', b'C', b'H', 1, 0, 0]);
+        // Our hello, then request 1 "ping".
+        raw.write_all(&[0, 0, 0, 7, b'E', b'N', b'C', b'H', 1, 0, 0])
+            .await
+            .unwrap();
+        raw.write_all(&[
+            0, 0, 0, 13, 1, 0, 0, 0, 0, 0, 0, 0, 1, b'p', b'i', b'n', b'g',
+        ])
+        .await
+        .unwrap();
+        let mut reply = [0u8; 4 + 9 + 9];
+        raw.read_exact(&mut reply).await.unwrap();
+        let mut expected = vec![0, 0, 0, 18, 2, 0, 0, 0, 0, 0, 0, 0, 1];
+        expected.extend_from_slice(b"echo:ping");
+        assert_eq!(&reply[..], &expected[..]);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replies_go_out_of_order_with_their_ids() {
+    bounded(async {
+        let server = serve(Lab::default(), mux()).await;
+        let mut c = Raw::connect(&server).await;
+        // Delay inverse to arrival: the first request finishes last.
+        for (id, ms) in [(1, 300), (2, 150), (3, 0)] {
+            c.send(Kind::Request, id, &format!("sleep:{ms}:r{id}"))
+                .await;
+        }
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let (h, body) = c.recv().await.unwrap();
+            assert_eq!(h.kind, Kind::Response);
+            assert_eq!(body, format!("r{}", h.id));
+            order.push(h.id);
+        }
+        assert_eq!(order, [3, 2, 1]);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn errors_and_panics_become_error_replies_and_the_connection_lives_on() {
+    bounded(async {
+        let server = serve(Lab::default(), mux()).await;
+        let mut c = Raw::connect(&server).await;
+        c.send(Kind::Request, 1, "fail").await;
+        let (h, body) = c.recv().await.unwrap();
+        assert_eq!((h.kind, h.id), (Kind::Error, 1));
+        assert_eq!(
+            ErrorCode::parse(body.as_bytes()),
+            (ErrorCode::Handler, "no way".into())
+        );
+
+        c.send(Kind::Request, 2, "panic").await;
+        let (h, body) = c.recv().await.unwrap();
+        assert_eq!((h.kind, h.id), (Kind::Error, 2));
+        assert_eq!(
+            ErrorCode::parse(body.as_bytes()),
+            (ErrorCode::Panic, "kaboom".into())
+        );
+
+        c.send(Kind::Request, 3, "quiet").await;
+        let (h, body) = c.recv().await.unwrap();
+        assert_eq!((h.kind, h.id), (Kind::Error, 3));
+        assert_eq!(ErrorCode::parse(body.as_bytes()).0, ErrorCode::NoReply);
+
+        c.send(Kind::Request, 4, "still alive?").await;
+        assert_eq!(c.recv().await.unwrap().1, "echo:still alive?");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_decode_gets_a_bad_request_error() {
+    bounded(async {
+        let server = serve(Lab::default(), mux()).await;
+        let mut c = Raw::connect(&server).await;
+        let mut bad = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 9];
+        bad.push(0xff);
+        c.0.send(Bytes::from(bad)).await.unwrap();
+        let (h, body) = c.recv().await.unwrap();
+        assert_eq!((h.kind, h.id), (Kind::Error, 9));
+        assert_eq!(ErrorCode::parse(body.as_bytes()).0, ErrorCode::BadRequest);
+        c.send(Kind::Request, 10, "ok").await;
+        assert_eq!(c.recv().await.unwrap().1, "echo:ok");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_drops_the_handler_future() {
+    bounded(async {
+        let lab = Lab::default();
+        let server = serve(lab.clone(), mux()).await;
+        let mut c = Raw::connect(&server).await;
+        c.send(Kind::Request, 1, "wait").await;
+        eventually(|| lab.running.load(Ordering::SeqCst) == 1).await;
+        c.send(Kind::Cancel, 1, "").await;
+        eventually(|| lab.dropped.load(Ordering::SeqCst) == 1).await;
+        // Nothing comes back for id 1; the next request is answered.
+        c.send(Kind::Request, 2, "after").await;
+        let (h, body) = c.recv().await.unwrap();
+        assert_eq!(
+            (h.kind, h.id, body.as_str()),
+            (Kind::Response, 2, "echo:after")
+        );
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn over_max_in_flight_requests_are_refused_as_busy_by_policy() {
+    bounded(async {
+        let lab = Lab::default();
+        let config = mux().max_in_flight(2).busy(BusyPolicy::Refuse);
+        let server = serve(lab.clone(), config).await;
+        let mut c = Raw::connect(&server).await;
+        c.send(Kind::Request, 1, "wait").await;
+        c.send(Kind::Request, 2, "wait").await;
+        eventually(|| lab.running.load(Ordering::SeqCst) == 2).await;
+        c.send(Kind::Request, 3, "x").await;
+        let (h, body) = c.recv().await.unwrap();
+        assert_eq!((h.kind, h.id), (Kind::Error, 3));
+        assert_eq!(ErrorCode::parse(body.as_bytes()).0, ErrorCode::Busy);
+        lab.release.notify_waiters();
+        let mut ids = vec![c.recv().await.unwrap().0.id, c.recv().await.unwrap().0.id];
+        ids.sort();
+        assert_eq!(ids, [1, 2]);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn over_max_in_flight_requests_wait_by_default() {
+    bounded(async {
+        let lab = Lab::default();
+        let server = serve(lab.clone(), mux().max_in_flight(3)).await;
+        let mut c = Raw::connect(&server).await;
+        for id in 1..=30 {
+            c.send(Kind::Request, id, "sleep:5:x").await;
+        }
+        for _ in 0..30 {
+            assert_eq!(c.recv().await.unwrap().0.kind, Kind::Response);
+        }
+        assert_eq!(
+            lab.peak.load(Ordering::SeqCst),
+            3,
+            "never more than max_in_flight at once"
+        );
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pushes_and_broadcasts_carry_the_push_header() {
+    bounded(async {
+        let (tx, mut seen) = mpsc::channel(1);
+        let lab = Lab {
+            notified: Some(tx),
+            ..Lab::default()
+        };
+        let server = serve(lab, mux()).await;
+        let mut c = Raw::connect(&server).await;
+        c.send(Kind::Notify, 0, "note").await;
+        assert_eq!(seen.recv().await.unwrap(), "note");
+        // A notify gets no reply; the next frame is the broadcast push.
+        assert_eq!(server.broadcast("to all").unwrap(), 1);
+        let (h, body) = c.recv().await.unwrap();
+        assert_eq!((h.kind, h.id, body.as_str()), (Kind::Push, 0, "to all"));
+        let id = server.connections()[0].id();
+        server.push(id, "to you").await.unwrap();
+        let (h, body) = c.recv().await.unwrap();
+        assert_eq!((h.kind, body.as_str()), (Kind::Push, "to you"));
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn half_close_gets_every_answer_before_the_server_closes() {
+    bounded(async {
+        let server = serve(Lab::default(), mux()).await;
+        let c = Raw::connect(&server).await;
+        let (mut reader, mut writer) = c.0.split();
+        for id in 1..=5u64 {
+            let frame = OutFrame::with_header(
+                Header {
+                    kind: Kind::Request,
+                    id,
+                },
+                Bytes::from(format!("sleep:{}:{id}", 50 - id * 10)),
+            );
+            writer.feed(frame).await.unwrap();
+        }
+        writer.close().await.unwrap();
+        let mut ids = Vec::new();
+        while let Some(frame) = reader.recv().await.unwrap() {
+            ids.push(Header::split(frame).unwrap().0.id);
+        }
+        ids.sort();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+/// Records why connections ended.
+struct Why(mpsc::Sender<String>);
+
+impl Handler for Why {
+    type Request = String;
+    type Response = String;
+    type Error = Infallible;
+
+    async fn handle(&self, req: String, _conn: &Connection) -> Result<Option<String>, Infallible> {
+        Ok(Some(req))
+    }
+
+    async fn on_disconnect(&self, _conn: &Connection, reason: &Disconnect) {
+        let _ = self.0.send(reason.to_string()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_plain_client_or_another_version_is_refused_with_a_clear_reason() {
+    bounded(async {
+        let (tx, mut why) = mpsc::channel(1);
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(mux())
+            .serve(Why(tx));
+
+        // A plain (course) client: its first frame is a message, not a hello.
+        let mut plain = Transport::new(TcpStream::connect(server.local_addr()).await.unwrap());
+        plain.send_msg("hola").await.unwrap();
+        assert!(why
+            .recv()
+            .await
+            .unwrap()
+            .contains("speaks another protocol"));
+
+        // Version 2.
+        let mut v2 = Transport::new(TcpStream::connect(server.local_addr()).await.unwrap());
+        v2.send(Bytes::from_static(&[b'E', b'N', b'C', b'H', 2, 0, 0]))
+            .await
+            .unwrap();
+        let reason = why.recv().await.unwrap();
+        assert!(reason.contains("we speak 1, the peer 2"), "{reason}");
+        // It still got our hello first, so it can see the mismatch itself.
+        let hello = v2.recv().await.unwrap().unwrap();
+        assert_eq!(Hello::decode(&hello).unwrap().version, 1);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_only_kind_from_a_client_closes_the_connection() {
+    bounded(async {
+        let (tx, mut why) = mpsc::channel(1);
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(mux())
+            .serve(Why(tx));
+        let mut c = Raw::connect(&server).await;
+        c.send(Kind::Push, 0, "not yours to send").await;
+        let reason = why.recv().await.unwrap();
+        assert!(reason.contains("protocol violation"), "{reason}");
+        assert!(c.recv().await.is_none());
+        server.shutdown().await;
+    })
+    .await;
+}
