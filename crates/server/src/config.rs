@@ -2,6 +2,34 @@ use std::time::Duration;
 
 pub use enchufe_framing::mux::Profile;
 
+/// What a push does when the client's outbound queue is full: the client
+/// reads slower than the server pushes. Replies are never dropped whatever
+/// the policy (a dropped reply would leave a request hanging): they wait for
+/// room up to `write_timeout`, then the connection is dropped.
+///
+/// Independently of the policy, a writer that cannot get a batch onto the
+/// socket within `write_timeout` (the client reads nothing at all) drops the
+/// connection, so memory stays bounded by the queue in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowConsumer {
+    /// [`Connection::push`](crate::Connection::push) waits for room, up to
+    /// `write_timeout`, then fails with `WriteStalled`; the connection stays.
+    /// The default: nothing is lost silently.
+    #[default]
+    Block,
+    /// The new push is dropped (and counted); `push` fails with `QueueFull`
+    /// at once. For streams where the latest message matters least.
+    DropNewest,
+    /// The oldest queued push is dropped (and counted) to make room: for
+    /// state updates where only the latest matters.
+    DropOldest,
+    /// The push waits up to `write_timeout` for room; if there is none, the
+    /// connection is dropped (and counted). A broadcast finding the queue
+    /// full drops it at once.
+    Disconnect,
+}
+
 /// What a multiplexed connection does with a request beyond
 /// [`Config::max_in_flight`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,6 +100,10 @@ pub struct Config {
     /// in-flight handlers may run to completion before they are cancelled.
     /// Default 10 s.
     pub shutdown_grace: Duration,
+
+    /// What pushes do when a client's outbound queue is full.
+    /// Default [`SlowConsumer::Block`].
+    pub slow_consumer: SlowConsumer,
 
     /// The protocol: [`Profile::Plain`] (default; the course's protocol, one
     /// frame one message) or [`Profile::Multiplexed`] (hello, then request ids:
@@ -153,6 +185,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::slow_consumer`].
+    #[must_use]
+    pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
+        self.slow_consumer = policy;
+        self
+    }
+
     /// Sets [`Config::profile`].
     #[must_use]
     pub fn profile(mut self, profile: Profile) -> Self {
@@ -203,6 +242,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             accept_backoff_max: Duration::from_secs(1),
+            slow_consumer: SlowConsumer::Block,
             profile: Profile::Plain,
             max_in_flight: 64,
             busy: BusyPolicy::Wait,

@@ -8,10 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use enchufe_framing::mux::{Header, Kind, Profile};
 use enchufe_framing::{Encode, OutFrame};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Result};
+use crate::outbox::{Outbox, Refused};
+use crate::stats::Counters;
+use crate::{Error, Result, SlowConsumer};
 
 /// A connection's number, unique for the life of a server (starting at 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,7 +69,11 @@ struct Inner {
     local_addr: SocketAddr,
     /// Replies and pushes for the writer task; bounded so that a client that
     /// never reads cannot grow the server's memory.
-    outbound: mpsc::Sender<OutFrame>,
+    outbox: Arc<Outbox>,
+    /// What a push does when the outbox is full.
+    policy: SlowConsumer,
+    /// The server's counters (dropped pushes, slow disconnects).
+    counters: Arc<Counters>,
     /// Cancelled when the connection is closing: the reader stops, the writer
     /// sends what is queued and half-closes, pushes fail fast.
     closing: CancellationToken,
@@ -103,16 +108,20 @@ pub(crate) struct Parts {
     pub(crate) queue: usize,
     pub(crate) closing: CancellationToken,
     pub(crate) profile: Profile,
+    pub(crate) policy: SlowConsumer,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Connection {
-    pub(crate) fn new(parts: Parts) -> (Self, mpsc::Receiver<OutFrame>) {
-        let (tx, rx) = mpsc::channel(parts.queue);
+    pub(crate) fn new(parts: Parts) -> (Self, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(parts.queue));
         let inner = Inner {
             id: parts.id,
             peer_addr: parts.peer_addr,
             local_addr: parts.local_addr,
-            outbound: tx,
+            outbox: outbox.clone(),
+            policy: parts.policy,
+            counters: parts.counters,
             closing: parts.closing,
             max_frame_length: parts.max_frame_length,
             write_timeout: parts.write_timeout,
@@ -124,7 +133,7 @@ impl Connection {
             Self {
                 inner: Arc::new(inner),
             },
-            rx,
+            outbox,
         )
     }
 
@@ -143,27 +152,38 @@ impl Connection {
         self.inner.local_addr
     }
 
-    /// Sends a message to this client, unprompted. Waits for room in the
-    /// outbound queue for at most the server's write timeout.
+    /// Sends a message to this client, unprompted (the course's
+    /// `send(value, socket)`).
     ///
-    /// In the plain profile a push and a reply look the same on the wire.
+    /// When the client's outbound queue is full, the server's
+    /// [`SlowConsumer`] policy decides: wait (up to the write timeout), drop
+    /// this push, drop the oldest queued push, or drop the connection.
+    ///
+    /// In the plain profile a push and a reply look the same on the wire; in
+    /// the multiplexed profile a push is marked as one.
     ///
     /// # Errors
-    /// [`Error::Closed`] once the connection is closing, [`Error::WriteStalled`]
-    /// if the client does not read for the write timeout, [`Error::Framing`]
-    /// if the message does not encode or is over the frame limit.
+    /// [`Error::Closed`] once the connection is closing;
+    /// [`Error::WriteStalled`] if no room came within the write timeout
+    /// (`Block`, `Disconnect`); [`Error::QueueFull`] if the push was dropped
+    /// (`DropNewest`, or `DropOldest` with only replies queued);
+    /// [`Error::Framing`] if the message does not encode or is over the frame
+    /// limit.
     pub async fn push<M: Encode>(&self, msg: M) -> Result<()> {
         let frame = self.frame(msg)?;
-        self.enqueue(frame).await
+        self.offer(frame, true).await
     }
 
-    /// Sends a message to this client if its outbound queue has room now.
+    /// Sends a message to this client without waiting: when the queue is
+    /// full, the push is dropped (or, under `DropOldest`, the oldest queued
+    /// push is).
     ///
     /// # Errors
-    /// [`Error::QueueFull`] when it has not, and as [`Connection::push`].
+    /// [`Error::QueueFull`] when it was dropped; otherwise as
+    /// [`Connection::push`].
     pub fn try_push<M: Encode>(&self, msg: M) -> Result<()> {
         let frame = self.frame(msg)?;
-        self.try_enqueue(frame)
+        self.offer_now(frame)
     }
 
     /// Asks the server to close this connection: frames already queued are
@@ -252,29 +272,80 @@ impl Connection {
         Ok(frame)
     }
 
+    /// Queues a reply (never dropped): waits for room up to the write
+    /// timeout; past it the connection is dropped as a slow consumer.
     pub(crate) async fn enqueue(&self, frame: OutFrame) -> Result<()> {
+        match self.wait_for_room(frame, false).await {
+            Err(Error::WriteStalled(after)) => {
+                self.slow(after);
+                Err(Error::WriteStalled(after))
+            }
+            other => other,
+        }
+    }
+
+    /// Queues a push, waiting as the policy allows.
+    async fn offer(&self, frame: OutFrame, is_push: bool) -> Result<()> {
+        match self.inner.policy {
+            SlowConsumer::Block => self.wait_for_room(frame, is_push).await,
+            SlowConsumer::Disconnect => match self.wait_for_room(frame, is_push).await {
+                Err(Error::WriteStalled(after)) => {
+                    self.slow(after);
+                    Err(Error::WriteStalled(after))
+                }
+                other => other,
+            },
+            _ => self.offer_now(frame),
+        }
+    }
+
+    /// Queues a push without waiting, as the policy says for a full queue.
+    pub(crate) fn offer_now(&self, frame: OutFrame) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let outbox = &self.inner.outbox;
+        let queued = match self.inner.policy {
+            SlowConsumer::DropOldest => outbox.send_evicting(frame).map(|evicted| {
+                Counters::add(&self.inner.counters.pushes_dropped, evicted as u64);
+            }),
+            _ => outbox.try_send(frame, true),
+        };
+        match queued {
+            Ok(()) => Ok(()),
+            Err(Refused::Closed) => Err(Error::Closed),
+            Err(Refused::Full) => {
+                Counters::add(&self.inner.counters.pushes_dropped, 1);
+                if self.inner.policy == SlowConsumer::Disconnect {
+                    self.slow(self.inner.write_timeout);
+                }
+                Err(Error::QueueFull)
+            }
+        }
+    }
+
+    async fn wait_for_room(&self, frame: OutFrame, is_push: bool) -> Result<()> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
         let limit = self.inner.write_timeout;
+        let send = self.inner.outbox.send(frame, is_push);
         tokio::select! {
-            sent = tokio::time::timeout(limit, self.inner.outbound.send(frame)) => match sent {
+            sent = tokio::time::timeout(limit, send) => match sent {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Error::Closed),
+                Ok(Err(_closed)) => Err(Error::Closed),
                 Err(_) => Err(Error::WriteStalled(limit)),
             },
             () = self.inner.closing.cancelled() => Err(Error::Closed),
         }
     }
 
-    pub(crate) fn try_enqueue(&self, frame: OutFrame) -> Result<()> {
-        if self.is_closed() {
-            return Err(Error::Closed);
+    /// Drops this connection as a slow consumer (counted once).
+    pub(crate) fn slow(&self, after: Duration) {
+        if !self.is_closed() {
+            Counters::add(&self.inner.counters.slow_disconnects, 1);
         }
-        self.inner.outbound.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => Error::Closed,
-        })
+        self.fail(Error::WriteStalled(after));
     }
 
     pub(crate) fn closing(&self) -> &CancellationToken {

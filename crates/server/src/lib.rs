@@ -59,11 +59,14 @@ mod config;
 mod connection;
 mod error;
 mod handler;
+mod outbox;
 mod server;
+mod stats;
 mod task;
 
-pub use config::{BusyPolicy, Config, Profile};
+pub use config::{BusyPolicy, Config, Profile, SlowConsumer};
 pub use connection::{Connection, ConnectionId, Disconnect};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use server::{Server, ServerHandle};
+pub use stats::Stats;

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::connection::Parts;
+use crate::stats::{Counters, Stats};
 use crate::task::{read_loop, write_loop, Ctx};
 use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, Result};
 
@@ -94,6 +95,7 @@ impl Server {
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             grace: self.config.shutdown_grace,
+            counters: Arc::new(Counters::default()),
         });
         let ctx = Arc::new(Ctx {
             handler: Arc::new(handler),
@@ -109,11 +111,11 @@ impl Server {
         ServerHandle { shared }
     }
 
-    /// Serves until `signal` completes (for example `tokio::signal::ctrl_c()`),
-    /// then shuts down gracefully.
-    pub async fn run<H: Handler>(self, handler: H, signal: impl Future<Output = ()>) {
+    /// Serves until `signal` completes (for example `tokio::signal::ctrl_c()`;
+    /// its output is ignored), then shuts down gracefully.
+    pub async fn run<H: Handler, T>(self, handler: H, signal: impl Future<Output = T>) {
         let handle = self.serve(handler);
-        signal.await;
+        let _ = signal.await;
         handle.shutdown().await;
     }
 }
@@ -129,6 +131,7 @@ struct Shared {
     abort: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    counters: Arc<Counters>,
 }
 
 impl Shared {
@@ -177,9 +180,11 @@ impl ServerHandle {
         conn.push(msg).await
     }
 
-    /// Queues a message to every live connection that has room for it now,
-    /// encoding it once. Returns how many connections it was queued to; a
-    /// connection whose queue is full misses it rather than slowing the rest.
+    /// Queues a message to every live connection, encoding it once; never
+    /// waits. Returns how many connections it was queued to. A connection
+    /// whose queue is full is handled by the [`SlowConsumer`](crate::SlowConsumer)
+    /// policy without waiting (it misses the message, or under `DropOldest`
+    /// loses its oldest queued push instead), rather than slowing the rest.
     ///
     /// # Errors
     /// [`Error::Framing`] if the message does not encode or is over the limit.
@@ -190,12 +195,18 @@ impl ServerHandle {
         for conn in conns {
             let queued = conn
                 .push_frame(frame.clone())
-                .and_then(|frame| conn.try_enqueue(frame));
+                .and_then(|frame| conn.offer_now(frame));
             if queued.is_ok() {
                 delivered += 1;
             }
         }
         Ok(delivered)
+    }
+
+    /// Counters so far: connections accepted, pushes dropped, slow clients
+    /// disconnected.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
     }
 
     /// Whether shutdown has begun.
@@ -269,6 +280,7 @@ async fn accept_loop<H: Handler>(
             () = shared.shutdown.cancelled() => break,
         };
         let id = ConnectionId(next_id.fetch_add(1, Ordering::Relaxed));
+        Counters::add(&shared.counters.connections_accepted, 1);
         let span = info_span!("conn", id = id.0, peer = %peer_addr);
         let ctx = ctx.clone();
         let shared_for_task = shared.clone();
@@ -297,7 +309,7 @@ async fn serve_connection<H: Handler>(
         warn!(error = %e, "cannot set TCP_NODELAY");
     }
     let local_addr = stream.local_addr().unwrap_or(shared.local_addr);
-    let (conn, queue) = Connection::new(Parts {
+    let (conn, outbox) = Connection::new(Parts {
         id,
         peer_addr,
         local_addr,
@@ -306,6 +318,8 @@ async fn serve_connection<H: Handler>(
         queue: config.outbound_queue,
         closing: CancellationToken::new(),
         profile: config.profile,
+        policy: config.slow_consumer,
+        counters: shared.counters.clone(),
     });
     info!("accepted");
     shared.registry().insert(id, conn.clone());
@@ -314,7 +328,7 @@ async fn serve_connection<H: Handler>(
     let writer = shared.tracker.spawn(
         write_loop(
             conn.clone(),
-            queue,
+            outbox,
             write,
             ctx.framing.clone(),
             config.write_timeout,
@@ -323,8 +337,10 @@ async fn serve_connection<H: Handler>(
         .in_current_span(),
     );
     let reason = read_loop(ctx, &conn, read).await;
-    conn.close();
+    // Out of the registry before the client can see EOF, so that a client
+    // that has seen its connection end never still counts.
     shared.registry().remove(&id);
+    conn.close();
     match &reason {
         Disconnect::Error(e) => warn!(error = %e, "closed"),
         other => info!(reason = %other, "closed"),

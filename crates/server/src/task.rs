@@ -13,10 +13,10 @@ use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
 
+use crate::outbox::Outbox;
 use crate::{BusyPolicy, Config, Connection, Disconnect, Error, Handler};
 
 /// What a connection task needs from its server.
@@ -334,7 +334,7 @@ async fn recv_within(
 /// what is left and half-closes, all within the write timeout.
 pub(crate) async fn write_loop(
     conn: Connection,
-    mut queue: mpsc::Receiver<OutFrame>,
+    outbox: Arc<Outbox>,
     write: OwnedWriteHalf,
     framing: enchufe_framing::Config,
     write_timeout: Duration,
@@ -342,21 +342,25 @@ pub(crate) async fn write_loop(
 ) {
     let mut writer = FrameWriter::new(write, &framing);
     let result = tokio::select! {
-        result = pump(&conn, &mut queue, &mut writer, write_timeout) => result,
+        result = pump(&conn, &outbox, &mut writer, write_timeout) => result,
         () = abort.cancelled() => Ok(()),
     };
     if let Err(e) = result {
         debug!(error = %e, "write failed");
-        conn.fail(e);
+        match e {
+            Error::WriteStalled(after) => conn.slow(after),
+            e => conn.fail(e),
+        }
+        outbox.close();
         return;
     }
     if abort.is_cancelled() {
         return;
     }
     // Goodbye: whatever was queued before the close still goes out.
-    queue.close();
+    outbox.close();
     let goodbye = async {
-        while let Some(frame) = queue.recv().await {
+        while let Some(frame) = outbox.try_recv() {
             writer.feed(frame).await?;
         }
         writer.close().await
@@ -373,20 +377,20 @@ pub(crate) async fn write_loop(
 
 async fn pump(
     conn: &Connection,
-    queue: &mut mpsc::Receiver<OutFrame>,
+    outbox: &Outbox,
     writer: &mut FrameWriter<OwnedWriteHalf>,
     write_timeout: Duration,
 ) -> crate::Result<()> {
     loop {
         let first = tokio::select! {
             biased;
-            frame = queue.recv() => match frame {
+            frame = outbox.recv() => match frame {
                 Some(frame) => frame,
                 None => return Ok(()),
             },
             () = conn.closing().cancelled() => return Ok(()),
         };
-        let batch = writer.send_batch(first, || queue.try_recv().ok());
+        let batch = writer.send_batch(first, || outbox.try_recv());
         match tokio::time::timeout(write_timeout, batch).await {
             Ok(Ok(n)) => trace!(frames = n, "flushed"),
             Ok(Err(e)) => return Err(e.into()),

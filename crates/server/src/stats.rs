@@ -1,0 +1,38 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of a server's life so far, from
+/// [`ServerHandle::stats`](crate::ServerHandle::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Pushes dropped by the slow-consumer policy (or missed by a broadcast
+    /// because the queue was full).
+    pub pushes_dropped: u64,
+    /// Connections dropped because the client did not keep up: a queue full
+    /// past the write timeout, or a write that made no progress.
+    pub slow_disconnects: u64,
+}
+
+/// The live counters behind [`Stats`], shared by every connection.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) pushes_dropped: AtomicU64,
+    pub(crate) slow_disconnects: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
+            pushes_dropped: self.pushes_dropped.load(Ordering::Relaxed),
+            slow_disconnects: self.slow_disconnects.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! A line client like the course's `Client`: each stdin line goes out as one
+//! text frame (a one-way `send`) while a task prints every message that
+//! arrives (replies, greetings, pushes). At end of input (Ctrl-D, or the end of
+//! a pipe) it half-closes and exits once the server has sent all and closed.
+//!
+//! ```text
+//! cargo run --example echo_server                       # terminal 1
+//! cargo run --example echo_client -- --addr 127.0.0.1:8080   # terminal 2
+//! printf 'hola\nñandú\n' | cargo run --example echo_client   # non-interactive
+//! ```
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+use enchufe::Client;
+use tokio::sync::mpsc;
+use tracing_subscriber::EnvFilter;
+
+/// Sends stdin lines to a server and prints what it sends back.
+#[derive(Parser)]
+struct Args {
+    /// Server to connect to.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    addr: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let args = Args::parse();
+
+    let client = Client::connect(args.addr.as_str()).await?;
+    tracing::info!(server = %args.addr, "connected; type lines, Ctrl-D to finish");
+
+    // The course client's listening thread: it runs until the server closes.
+    let listener = client.clone();
+    let mut printer = tokio::spawn(async move {
+        loop {
+            match listener.recv::<String>().await {
+                Ok(Some(msg)) => println!("{msg}"),
+                Ok(None) => return Ok(()),
+                // One message that is not text does not end the session.
+                Err(enchufe::client::Error::Decode(e)) => tracing::warn!(error = %e, "skipped"),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+
+    // Stdin is read on a plain thread: a pending read on tokio's stdin cannot
+    // be cancelled and would keep the program alive after the server has gone.
+    let (tx, mut lines) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        std::io::stdin()
+            .lines()
+            .try_for_each(|l| tx.blocking_send(l))
+    });
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => client.send(line?).await?,
+                None => break, // end of input
+            },
+            ended = &mut printer => return Ok(ended??), // the server closed first
+        }
+    }
+
+    // "I'm done sending": the server still answers what it has read, then
+    // closes, and that close is what ends the printer.
+    client.close().await?;
+    printer.await??;
+    Ok(())
+}
