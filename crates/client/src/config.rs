@@ -1,18 +1,53 @@
 use std::time::Duration;
 
+use enchufe_framing::mux::Profile;
+
 /// How a [`Client`](crate::Client) connects and waits.
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = enchufe_client::Config::default().request_timeout(Duration::from_secs(5));
+/// use enchufe_client::Profile;
+/// let config = enchufe_client::Config::default()
+///     .request_timeout(Duration::from_secs(5))
+///     .profile(Profile::Multiplexed);
 /// assert_eq!(config.request_timeout, Duration::from_secs(5));
+/// assert_eq!(config.profile, Profile::Multiplexed);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
+    /// Which protocol the connection speaks on top of the framing; the server
+    /// must be configured for the same one (`docs/PROTOCOL.md`).
+    ///
+    /// Default [`Profile::Plain`]: one frame is one message, nothing added,
+    /// the course's protocol, spoken by enchufe's default server and the
+    /// Python `Server`. Replies are paired with requests by order, so it
+    /// needs a server that answers every request once, in order, and pushes
+    /// nothing while requests are outstanding (see
+    /// [`Client`](crate::Client)).
+    ///
+    /// [`Profile::Multiplexed`] costs a hello frame each way when connecting
+    /// and 9 header bytes per frame, and only talks to enchufe servers in
+    /// that profile (or clients written from the spec); it buys replies
+    /// matched by id (in any order, from many tasks at once), pushes told
+    /// apart from replies, server errors carried back as
+    /// [`Error::Remote`](crate::Error::Remote), and cancellation of requests
+    /// the caller gave up on.
+    pub profile: Profile,
+
+    /// Our name, sent in the multiplexed hello. Default empty, which is what
+    /// clients usually send; a server may log it or use it to tell its
+    /// callers apart. At most 255 bytes of UTF-8: a longer one makes
+    /// connecting fail with [`Error::Encode`](crate::Error::Encode). Unused
+    /// in the plain profile, which has no hello.
+    pub node_id: String,
+
     /// Longest wait for the TCP connection to be established, over every
-    /// address the name resolves to. Default 10 s: long enough for a slow
-    /// network, short enough that a typo'd address fails while the user waits.
+    /// address the name resolves to, and (multiplexed profile) for the hello
+    /// exchange after it: one deadline for both. Default 10 s: long enough for
+    /// a slow network, short enough that a typo'd address, or a server that
+    /// speaks the plain profile and so never sends a hello, fails while the
+    /// user waits.
     pub connect_timeout: Duration,
 
     /// Longest wait for [`Client::request`](crate::Client::request) to get its
@@ -26,6 +61,10 @@ pub struct Config {
 
     /// Frames queued for the writer task. Default 128. When full, `send`
     /// and `request` wait: the client cannot outrun the network by more.
+    /// (Multiplexed profile: the `cancel` frame of a request dropped while
+    /// the queue is full is skipped rather than waited for, since it is
+    /// sent from `Drop`; the server then answers that request anyway and the
+    /// client drops the late reply.)
     pub outbound_queue: usize,
 
     /// Unsolicited messages kept until [`Client::recv`](crate::Client::recv)
@@ -39,10 +78,31 @@ pub struct Config {
     /// limit waits (within its timeout) for a slot. A request that timed out
     /// keeps its slot until its late reply arrives, so that later replies
     /// still match their own requests.
+    ///
+    /// In the multiplexed profile replies carry their request's id, so a slot
+    /// is freed as soon as its request is over: by its reply or error, by its
+    /// timeout, or by the caller dropping the request (the server is then
+    /// sent a `cancel`, and a late reply is dropped on arrival). Servers
+    /// usually run 64 handlers per connection and queue the rest, so more
+    /// than that in flight mostly waits on the server side.
     pub max_in_flight: usize,
 }
 
 impl Config {
+    /// Sets [`Config::profile`].
+    #[must_use]
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Sets [`Config::node_id`].
+    #[must_use]
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = id.into();
+        self
+    }
+
     /// Sets [`Config::connect_timeout`].
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -93,6 +153,8 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            profile: Profile::Plain,
+            node_id: String::new(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_frame_length: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH,

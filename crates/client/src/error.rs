@@ -2,6 +2,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use enchufe_framing::mux::ErrorCode;
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -30,10 +32,14 @@ pub enum Error {
         addr: SocketAddr,
     },
 
-    /// The connection was not established within the connect timeout.
+    /// The connection was not established within the connect timeout (in
+    /// the multiplexed profile: or the server's hello did not arrive within
+    /// it, as when the server speaks the plain profile).
     #[error("connecting to {addr} timed out after {after:?}")]
     ConnectTimeout {
-        /// The address as given.
+        /// The address as given (for [`Client::handshake`](crate::Client::handshake),
+        /// the peer's address; for
+        /// [`Client::handshake_io`](crate::Client::handshake_io), `"<io>"`).
         addr: String,
         /// The timeout that passed.
         after: Duration,
@@ -94,6 +100,42 @@ pub enum Error {
     /// The connection failed at the socket level (reset, broken pipe, ...).
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+
+    /// Multiplexed profile: the server speaks another version of the
+    /// protocol. Nothing was exchanged beyond the hellos; the connection is
+    /// closed.
+    #[error("protocol version mismatch: we speak {ours}, the server {theirs}")]
+    VersionMismatch {
+        /// Our version ([`enchufe_framing::mux::VERSION`]).
+        ours: u8,
+        /// The version in the server's hello.
+        theirs: u8,
+    },
+
+    /// Multiplexed profile: the server's first frame is not an enchufe hello
+    /// (it speaks the plain profile and answered our hello as a message, or
+    /// another protocol altogether). The connection is closed.
+    #[error("the server is not a multiplexed enchufe peer: its first frame is not a hello")]
+    NotEnchufe,
+
+    /// Multiplexed profile: the server broke the protocol (a frame shorter
+    /// than the 9-byte header, of an unknown kind, or of a kind only a client
+    /// sends). The client closes the connection; every pending request and
+    /// every later call fails with this error.
+    #[error("protocol violation by the server: {0}")]
+    Protocol(&'static str),
+
+    /// Multiplexed profile: the server answered this request with an error
+    /// frame. Only this request failed; the connection goes on.
+    #[error("the server failed the request ({code:?}): {message}")]
+    Remote {
+        /// Why, as the server's error code says ([`ErrorCode::Busy`] is worth
+        /// a retry later; [`ErrorCode::Other`] is a code this version does
+        /// not know).
+        code: ErrorCode,
+        /// The server's explanation (the handler's error text, say).
+        message: String,
+    },
 }
 
 impl From<enchufe_framing::Error> for Error {
@@ -104,6 +146,9 @@ impl From<enchufe_framing::Error> for Error {
             F::FrameTooLarge { declared, limit } => Error::FrameTooLarge { declared, limit },
             F::UnexpectedEof { expected, received } => Error::UnexpectedEof { expected, received },
             F::Encode(_) => Error::Encode(e),
+            F::BadHello => Error::NotEnchufe,
+            F::VersionMismatch { ours, theirs } => Error::VersionMismatch { ours, theirs },
+            F::Malformed(what) => Error::Protocol(what),
             other => Error::Decode(other),
         }
     }
@@ -115,9 +160,17 @@ impl From<enchufe_framing::Error> for Error {
 pub(crate) enum Terminal {
     PeerClosed,
     Local,
-    FrameTooLarge { declared: u64, limit: usize },
-    UnexpectedEof { expected: u64, received: u64 },
+    FrameTooLarge {
+        declared: u64,
+        limit: usize,
+    },
+    UnexpectedEof {
+        expected: u64,
+        received: u64,
+    },
     Io(io::ErrorKind, String),
+    /// The server broke the multiplexed protocol; the client hung up.
+    Protocol(&'static str),
 }
 
 impl Terminal {
@@ -133,6 +186,7 @@ impl Terminal {
                 received: *received,
             },
             F::Io(e) => Terminal::Io(e.kind(), e.to_string()),
+            F::Malformed(what) => Terminal::Protocol(what),
             other => Terminal::Io(io::ErrorKind::InvalidData, other.to_string()),
         }
     }
@@ -150,6 +204,7 @@ impl Terminal {
                 received: *received,
             },
             Terminal::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
+            Terminal::Protocol(what) => Error::Protocol(what),
         }
     }
 }

@@ -4,18 +4,50 @@
 //! it run two tasks: a writer that sends queued frames in batches (feed while
 //! more is queued, flush when the queue is empty) and a reader that routes
 //! each arriving frame either to the request waiting for it or, when none is,
-//! to the unsolicited-message queue read by [`Client::recv`] (the course
-//! client's listening thread).
+//! to the unsolicited-message queue read by [`Client::recv`] and
+//! [`Client::pushes`] (the course client's listening thread).
 //!
 //! ```text
 //!  send / request --> [bounded queue] --> writer task --> socket
-//!                         request slots (FIFO)   |
+//!                 reply slots (FIFO, or by id)   |
 //!  request <---------------- reader task <-------+---- socket
-//!  recv    <-- [bounded queue] <--+ (no request waiting)
+//!  recv    <-- [bounded queue] <--+ (unsolicited: no request waiting / push)
 //! ```
 //!
-//! Every way to fail is a typed [`Error`] variant: refused, connect timeout,
-//! request timeout, closed by peer, oversize frame, EOF mid-frame, decode.
+//! # Two profiles
+//!
+//! [`Config::profile`] picks what goes inside each frame (`docs/PROTOCOL.md`
+//! has the byte diagrams):
+//!
+//! ```text
+//! Plain (default):  [len u32 BE][ message ... ]
+//!   replies pair with requests by order; a push looks like a reply
+//!
+//! Multiplexed:      [len][ 'E' 'N' 'C' 'H' | 1 | flags | id len | node id ]  hello, each way
+//!                   [len][ kind | request id u64 BE | message ... ]           every frame after
+//!   kind: 1 request, 2 response, 3 error, 4 notify, 5 push, 6 cancel
+//! ```
+//!
+//! The plain profile is the course's protocol and talks to any server of it;
+//! its limits are spelled out on [`Client`]. The multiplexed profile talks
+//! to enchufe servers configured for it: many requests in flight from many
+//! tasks with replies matched by id, pushes kept apart from replies, server
+//! errors as [`Error::Remote`], and requests the caller gives up on cancelled
+//! on the server.
+//!
+//! # Map of the crate
+//!
+//! - [`Client`]: connecting ([`Client::connect`], [`Client::connect_with`],
+//!   and for streams you opened, [`Client::handshake`],
+//!   [`Client::handshake_io`], [`Client::from_stream`], [`Client::from_io`]),
+//!   then `send`/`notify`, `request`, `recv`/`pushes`, `close`.
+//! - [`Config`]: profile, timeouts, limits and queue sizes, each with its
+//!   default and trade-off.
+//! - [`Error`]: every way to fail is a typed variant: refused, connect
+//!   timeout, request timeout, closed by peer, oversize frame, EOF mid-frame,
+//!   decode; and in the multiplexed profile version mismatch, not an enchufe
+//!   peer, protocol violation, and the server's error for a request.
+//! - [`Profile`] and [`ErrorCode`], re-exported from `enchufe_framing::mux`.
 //!
 //! # Examples
 //!
@@ -30,8 +62,58 @@
 //! ));
 //! let client = Client::connect(server.local_addr()).await?;
 //! let reply: String = client.request("ñandú").await?;
-//! assert_eq!(reply, "6"); // bytes, not characters
+//! assert_eq!(reply, "7"); // bytes, not characters
 //! # server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The multiplexed profile. (The server here is a few scripted lines that
+//! speak `docs/PROTOCOL.md`: they answer requests in reverse order and push
+//! a message between the replies.)
+//!
+//! ```
+//! use enchufe_client::{Client, Config, Profile};
+//! # use enchufe_framing::mux::{Header, Hello, Kind};
+//! # use enchufe_framing::Transport;
+//! # fn frame(kind: Kind, id: u64, body: &[u8]) -> bytes::Bytes {
+//! #     [&Header { kind, id }.to_bytes()[..], body].concat().into()
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # let server = tokio::spawn(async move {
+//! #     let mut t = Transport::new(listener.accept().await.unwrap().0);
+//! #     t.send(Hello::new("").encode().unwrap()).await.unwrap();
+//! #     Hello::decode(&t.recv().await.unwrap().unwrap()).unwrap();
+//! #     let mut requests = Vec::new();
+//! #     for _ in 0..2 {
+//! #         let (header, body) = Header::split(t.recv().await.unwrap().unwrap()).unwrap();
+//! #         requests.push((header.id, body.len()));
+//! #     }
+//! #     for (i, (id, len)) in requests.into_iter().rev().enumerate() {
+//! #         if i == 1 {
+//! #             t.feed(frame(Kind::Push, 0, b"news")).await.unwrap();
+//! #         }
+//! #         t.feed(frame(Kind::Response, id, len.to_string().as_bytes())).await.unwrap();
+//! #     }
+//! #     t.flush().await.unwrap();
+//! #     while t.recv().await.unwrap().is_some() {}
+//! # });
+//! let config = Config::default().profile(Profile::Multiplexed);
+//! let client = Client::connect_with(addr, config).await?; // hellos exchanged
+//! // Both requests are in flight at once; the replies come back in reverse
+//! // order, each to its own request.
+//! let (a, b) = tokio::join!(
+//!     client.request::<_, String>("ñandú"),
+//!     client.request::<_, String>("hola"),
+//! );
+//! assert_eq!((a?.as_str(), b?.as_str()), ("7", "4")); // bytes, not characters
+//! // The push that came between them was never taken for a reply.
+//! assert_eq!(client.recv::<String>().await?.as_deref(), Some("news"));
+//! client.close().await?;
+//! # server.await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -39,7 +121,9 @@
 mod client;
 mod config;
 mod error;
+mod inbound;
 
 pub use client::Client;
 pub use config::Config;
+pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
