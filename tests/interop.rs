@@ -36,10 +36,12 @@
 //! cargo test --test interop
 //! ```
 
+mod common;
+
+use common::interop::{assert_same_text, big_text, bounded, script, wait_until, SCRIPT_TIMEOUT};
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,36 +55,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::Barrier;
 
-/// Upper bound for every test, start to finish.
-const TEST_LIMIT: Duration = Duration::from_secs(60);
-/// Passed to the Python scripts as `--timeout`.
-const SCRIPT_TIMEOUT: &str = "30";
 /// How long the Python server may take to print its `PORT` line.
 const PORT_LINE_LIMIT: Duration = Duration::from_secs(20);
-/// Bound for polling a condition on the enchufe server.
-const POLL_LIMIT: Duration = Duration::from_secs(20);
 
 const GREETING: &str = "¡Bienvenido al servidor del curso! ñandú 🦀";
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Runs a test body under the overall time limit.
-async fn bounded(name: &str, body: impl Future<Output = ()>) {
-    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
-        panic!("{name}: did not finish within {TEST_LIMIT:?}");
-    }
-}
-
-fn script(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("interop")
-        .join(name);
-    assert!(path.is_file(), "missing interop script {}", path.display());
-    path
-}
 
 /// Spawns `python3 <script> <args>` with stdout and stderr piped, killed if
 /// the test drops it. Fails loudly if `python3` is not available.
@@ -113,40 +93,6 @@ fn echo(msg: &str) -> String {
     format!("echo:{msg}")
 }
 
-/// At least `bytes` bytes of repeated non-ASCII text (2- and 4-byte UTF-8
-/// sequences mixed with ASCII), tagged so different callers differ.
-fn big_text(tag: &str, bytes: usize) -> String {
-    let unit = format!("ñandú 🦀 añoranza {tag} ");
-    let text = unit.repeat(bytes.div_ceil(unit.len()));
-    assert!(text.len() >= bytes);
-    text
-}
-
-/// Equality for strings that may be megabytes long: on failure, says where
-/// they first differ instead of printing both.
-fn assert_same_text(actual: &str, expected: &str, what: &str) {
-    if actual == expected {
-        return;
-    }
-    let at = actual
-        .bytes()
-        .zip(expected.bytes())
-        .position(|(a, b)| a != b)
-        .unwrap_or_else(|| actual.len().min(expected.len()));
-    let show = |s: &str| {
-        let bytes = &s.as_bytes()[at.min(s.len())..(at + 40).min(s.len())];
-        String::from_utf8_lossy(bytes).into_owned()
-    };
-    panic!(
-        "{what}: texts differ (actual {} bytes, expected {} bytes); first \
-         difference at byte {at}: actual {:?}..., expected {:?}...",
-        actual.len(),
-        expected.len(),
-        show(actual),
-        show(expected),
-    );
-}
-
 /// Compares two lists of possibly huge strings, element by element.
 fn assert_same_texts(actual: &[String], expected: &[String], what: &str) {
     let short = |v: &[String]| -> Vec<String> {
@@ -169,18 +115,6 @@ fn assert_same_texts(actual: &[String], expected: &[String], what: &str) {
     );
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         assert_same_text(a, e, &format!("{what}, item {i}"));
-    }
-}
-
-/// Polls `cond` until it holds, bounded by [`POLL_LIMIT`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let poll = async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    if tokio::time::timeout(POLL_LIMIT, poll).await.is_err() {
-        panic!("gave up waiting for {what}");
     }
 }
 

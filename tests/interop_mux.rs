@@ -43,8 +43,10 @@
 //! cargo test --test interop_mux
 //! ```
 
+mod common;
+
+use common::interop::{assert_same_text, big_text, bounded, script, wait_until, SCRIPT_TIMEOUT};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,13 +59,6 @@ use serde::Deserialize;
 use tokio::process::Command;
 use tokio::sync::Barrier;
 
-/// Upper bound for every test, start to finish.
-const TEST_LIMIT: Duration = Duration::from_secs(60);
-/// Passed to the Python client as `--timeout` when the run should succeed.
-const SCRIPT_TIMEOUT: &str = "30";
-/// Bound for polling a condition on the enchufe server.
-const POLL_LIMIT: Duration = Duration::from_secs(20);
-
 const GREETING: &str = "¡Hola! perfil multiplexado, ñandú 🦀";
 /// The client's hello as a plain-profile server sees it: a 7-byte message.
 const CLIENT_HELLO_AS_TEXT: &str = "ENCH\u{1}\u{0}\u{0}";
@@ -72,74 +67,12 @@ const CLIENT_HELLO_AS_TEXT: &str = "ENCH\u{1}\u{0}\u{0}";
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// Runs a test body under the overall time limit.
-async fn bounded(name: &str, body: impl Future<Output = ()>) {
-    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
-        panic!("{name}: did not finish within {TEST_LIMIT:?}");
-    }
-}
-
-fn mux_client_script() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("interop")
-        .join("mux_client.py");
-    assert!(path.is_file(), "missing interop script {}", path.display());
-    path
-}
-
-/// At least `bytes` bytes of repeated non-ASCII text (2- and 4-byte UTF-8
-/// sequences mixed with ASCII), tagged so different callers differ.
-fn big_text(tag: &str, bytes: usize) -> String {
-    let unit = format!("ñandú 🦀 añoranza {tag} ");
-    let text = unit.repeat(bytes.div_ceil(unit.len()));
-    assert!(text.len() >= bytes);
-    text
-}
-
 /// A string for messages, shortened when it is huge.
 fn short(s: &str) -> String {
     if s.len() > 80 {
         format!("<{} bytes>", s.len())
     } else {
         format!("{s:?}")
-    }
-}
-
-/// Equality for strings that may be megabytes long: on failure, says where
-/// they first differ instead of printing both.
-fn assert_same_text(actual: &str, expected: &str, what: &str) {
-    if actual == expected {
-        return;
-    }
-    let at = actual
-        .bytes()
-        .zip(expected.bytes())
-        .position(|(a, b)| a != b)
-        .unwrap_or_else(|| actual.len().min(expected.len()));
-    let show = |s: &str| {
-        let bytes = &s.as_bytes()[at.min(s.len())..(at + 40).min(s.len())];
-        String::from_utf8_lossy(bytes).into_owned()
-    };
-    panic!(
-        "{what}: texts differ (actual {} bytes, expected {} bytes); first \
-         difference at byte {at}: actual {:?}..., expected {:?}...",
-        actual.len(),
-        expected.len(),
-        show(actual),
-        show(expected),
-    );
-}
-
-/// Polls `cond` until it holds, bounded by [`POLL_LIMIT`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let poll = async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    if tokio::time::timeout(POLL_LIMIT, poll).await.is_err() {
-        panic!("gave up waiting for {what}");
     }
 }
 
@@ -282,7 +215,7 @@ async fn run_mux_client(
     expect_pushes: usize,
     timeout: &str,
 ) -> Run {
-    let path = mux_client_script();
+    let path = script("mux_client.py");
     let requests_file = temp_list(tag, "requests", requests);
     let notify_file = temp_list(tag, "notify", notifies);
     let child = Command::new("python3")

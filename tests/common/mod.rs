@@ -9,6 +9,8 @@ use std::time::Duration;
 use enchufe::{handler_fn, Server, ServerHandle};
 use enchufe_server::Config;
 
+pub mod interop;
+
 /// Every test body runs under this limit, so a bug shows as a failure, not a hang.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
 
