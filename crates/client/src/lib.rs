@@ -122,8 +122,11 @@ mod client;
 mod config;
 mod error;
 mod inbound;
+mod reconnect;
+mod supervisor;
 
 pub use client::Client;
 pub use config::Config;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
+pub use reconnect::{Backoff, Event, Reconnect, WhileDown};
