@@ -57,7 +57,7 @@ pub use enchufe_framing as framing;
 pub use enchufe_peer as peer;
 pub use enchufe_server as server;
 
-pub use enchufe_client::Client;
+pub use enchufe_client::{Client, MultiClient};
 pub use enchufe_framing::mux::Profile;
 pub use enchufe_framing::{Decode, Encode, Json, Raw, Text, Transport};
 pub use enchufe_peer::Peer;

@@ -122,6 +122,7 @@ mod client;
 mod config;
 mod error;
 mod inbound;
+mod multi;
 mod reconnect;
 mod supervisor;
 
@@ -129,4 +130,5 @@ pub use client::Client;
 pub use config::Config;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
+pub use multi::{MultiClient, Routing};
 pub use reconnect::{Backoff, Event, Reconnect, WhileDown};
