@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{bounded, eventually};
-use enchufe::{Connection, Handler, MultiClient, Server, ServerHandle};
+use enchufe::{Connection, Handler, MultiClient, ServerHandle};
 use enchufe_client::{Config, Error, ErrorCode, Event, Reconnect, Routing, WhileDown};
 use enchufe_server::Profile;
 use tokio::sync::{broadcast, watch};
@@ -71,14 +71,7 @@ impl Running {
             counted: Arc::default(),
             gate,
         };
-        // The port may be briefly held by the connections of the server
-        // that had it before.
-        let server = loop {
-            match Server::bind(addr).await {
-                Ok(server) => break server,
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        };
+        let server = common::bind_at(addr).await;
         let config = enchufe_server::Config::default()
             .profile(Profile::Multiplexed)
             .shutdown_grace(Duration::ZERO);

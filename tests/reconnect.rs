@@ -14,7 +14,7 @@ use bytes::Bytes;
 use common::{bounded, echo_server, echo_server_at, eventually};
 use enchufe::framing::mux::{Header, Hello, Kind};
 use enchufe::framing::Transport;
-use enchufe::{handler_fn, Client, Server, ServerHandle};
+use enchufe::{handler_fn, Client, ServerHandle};
 use enchufe_client::{Backoff, Config, Error, Event, Reconnect, WhileDown};
 use enchufe_server::Profile;
 use futures::StreamExt;
@@ -288,12 +288,7 @@ async fn events_come_in_order_over_two_outages() {
 
 /// A multiplexed server that pushes `news:<msg>` before answering each request.
 async fn pushing_server_at(addr: std::net::SocketAddr) -> ServerHandle {
-    let server = loop {
-        match Server::bind(addr).await {
-            Ok(server) => break server,
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
+    let server = common::bind_at(addr).await;
     server
         .with_config(mux_server_config())
         .serve(handler_fn(|msg: String, conn| async move {

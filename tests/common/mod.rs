@@ -31,17 +31,23 @@ pub async fn echo_server(config: Config) -> ServerHandle {
 /// had. Binding is retried (bounded by the caller's `bounded`), since the
 /// port can be briefly held by the connections of the server before.
 pub async fn echo_server_at(addr: SocketAddr, config: Config) -> ServerHandle {
-    let server = loop {
-        match Server::bind(addr).await {
-            Ok(server) => break server,
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
-    server
+    bind_at(addr)
+        .await
         .with_config(config)
         .serve(handler_fn(|msg: String, _conn| async move {
             Ok::<_, Infallible>(Some(format!("echo:{msg}")))
         }))
+}
+
+/// Binds `addr`, retrying (bounded by the caller's `bounded`) while the port
+/// is still held by the connections of the server that had it before.
+pub async fn bind_at(addr: SocketAddr) -> Server {
+    loop {
+        match Server::bind(addr).await {
+            Ok(server) => return server,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
 }
 
 /// Waits (polling, bounded by the caller's `bounded`) until `cond` holds.
