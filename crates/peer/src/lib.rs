@@ -74,6 +74,8 @@ use tracing::{debug, info_span, warn, Instrument};
 
 mod table;
 
+/// How dialing retries: the client's reconnect backoff, shared by peers.
+pub use enchufe_client::Backoff;
 pub use table::PeerEvent;
 use table::{PeerHandler, Table};
 
@@ -110,76 +112,6 @@ pub enum Error {
     /// The peer is closing or closed.
     #[error("the peer is closed")]
     Closed,
-}
-
-/// Retry policy for dialing: exponential backoff with jitter.
-///
-/// The n-th wait is `initial * 2^n`, capped at `max_delay`, then scaled by a
-/// random factor in `[0.5, 1.0]` so that peers restarted together do not
-/// retry in lockstep.
-///
-/// ```
-/// use std::time::Duration;
-/// let policy = enchufe_peer::Backoff::default().max_attempts(5);
-/// assert!(policy.delay(0) <= Duration::from_millis(50));
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Backoff {
-    /// First wait. Default 50 ms: a peer starting up usually binds within it.
-    pub initial: Duration,
-    /// Longest single wait. Default 2 s: a peer that comes up is found within
-    /// 2 s, without hammering one that is down.
-    pub max_delay: Duration,
-    /// Attempts before giving up. Default 40: about a minute with the
-    /// defaults, long enough to start the other peer by hand.
-    pub max_attempts: u32,
-}
-
-impl Backoff {
-    /// Sets [`Backoff::initial`].
-    #[must_use]
-    pub fn initial(mut self, delay: Duration) -> Self {
-        self.initial = delay;
-        self
-    }
-
-    /// Sets [`Backoff::max_delay`].
-    #[must_use]
-    pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.max_delay = delay;
-        self
-    }
-
-    /// Sets [`Backoff::max_attempts`] (at least 1).
-    #[must_use]
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
-        self
-    }
-
-    /// The wait after failed attempt number `attempt` (0-based), jitter included.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-            .min(self.max_delay);
-        // A fresh RandomState is randomly keyed: enough jitter, no dependency.
-        let mut h = RandomState::new().build_hasher();
-        h.write_u32(attempt);
-        let factor = 0.5 + (h.finish() % 1024) as f64 / 2048.0;
-        exp.mul_f64(factor)
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(50),
-            max_delay: Duration::from_secs(2),
-            max_attempts: 40,
-        }
-    }
 }
 
 /// Settings of a [`Peer`].
@@ -570,7 +502,7 @@ async fn dial(inner: &Inner, addr: &str) -> Result<Connection> {
             Err(enchufe_server::Error::Closed) => return Err(Error::Closed),
             Err(last) => {
                 attempt += 1;
-                if attempt >= policy.max_attempts {
+                if policy.exhausted(attempt) {
                     return Err(Error::Unreachable {
                         addr: addr.to_owned(),
                         attempts: attempt,
