@@ -149,6 +149,13 @@ impl Reconnect {
 
 /// What `send` and `request` do when called while a reconnecting client has
 /// no connection.
+///
+/// "No connection" is what the client knows: between the moment a server
+/// dies and the moment the client reads its end (usually at once, as the
+/// kernel closes the socket; up to a TCP timeout for a cut cable), a call
+/// still goes out on the dead connection and fails with that connection's
+/// error ([`Error::ClosedByPeer`], [`Error::Io`]) rather than waiting.
+/// Requests are never resent for you: the first one may have been handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WhileDown {
