@@ -16,7 +16,7 @@
 //! # Map
 //!
 //! ```text
-//!  your code:    Handler (server side)      Client / Peer
+//!  your code:    Handler (server side)      Client / MultiClient / Peer
 //!  ---------------------------------------------------------------
 //!  server        accept loop, a task per connection, limits, shutdown
 //!  client        cloneable handle + writer/reader tasks, half-close
@@ -29,7 +29,7 @@
 //! |---|---|---|
 //! | `enchufe-framing` | [`framing`] | [`Transport`], the codec, [`Encode`]/[`Decode`], [`Json`] |
 //! | `enchufe-server` | [`server`] | [`Server`], [`Handler`], [`Connection`], [`ServerHandle`] |
-//! | `enchufe-client` | [`client`] | [`Client`] |
+//! | `enchufe-client` | [`client`] | [`Client`], [`MultiClient`] |
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
 //!
 //! # Example: a server and a client in one program
@@ -57,7 +57,7 @@ pub use enchufe_framing as framing;
 pub use enchufe_peer as peer;
 pub use enchufe_server as server;
 
-pub use enchufe_client::Client;
+pub use enchufe_client::{Client, MultiClient};
 pub use enchufe_framing::mux::Profile;
 pub use enchufe_framing::{Decode, Encode, Json, Raw, Text, Transport};
 pub use enchufe_peer::Peer;

@@ -400,3 +400,168 @@ async fn a_server_only_kind_from_a_client_closes_the_connection() {
     })
     .await;
 }
+
+/// Asks the other end of a peer link a question before answering: the
+/// server sends a request of its own on the connection the request came in on.
+struct Asker;
+
+impl Handler for Asker {
+    type Request = String;
+    type Response = String;
+    type Error = String;
+
+    async fn handle(&self, req: String, conn: &Connection) -> Result<Option<String>, String> {
+        let from = conn.node_id().unwrap_or("?").to_owned();
+        match conn.request::<_, String>(format!("why {req}?")).await {
+            Ok(answer) => Ok(Some(format!("{from} says {req} because {answer}"))),
+            Err(e) => Ok(Some(format!("cannot ask {from}: {e}"))),
+        }
+    }
+}
+
+fn peer_config(id: &str) -> Config {
+    mux().peer(true).node_id(id)
+}
+
+impl Raw {
+    /// The next frame that is not a ping.
+    async fn recv_no_ping(&mut self) -> Option<(Header, String)> {
+        loop {
+            let frame = self.recv().await?;
+            if frame.0.kind != Kind::Ping {
+                return Some(frame);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn between_peers_requests_go_both_ways_and_pings_keep_the_link() {
+    bounded(async {
+        let config = peer_config("s").keepalive(Some(Duration::from_millis(20)));
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(config)
+            .serve(Asker);
+        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        let mut raw = stream;
+        // A peer's hello is byte exact: flag 0x01, then the id.
+        let mut hello = [0u8; 12];
+        raw.read_exact(&mut hello).await.unwrap();
+        assert_eq!(hello, [0, 0, 0, 8, b'E', b'N', b'C', b'H', 1, 1, 1, b's']);
+        let mut c = Raw(Transport::new(raw));
+        c.0.send(Hello::peer("r").encode().unwrap()).await.unwrap();
+
+        c.send(Kind::Request, 1, "rain").await;
+        // The server asks back, with its own id space.
+        let (header, body) = c.recv_no_ping().await.unwrap();
+        assert_eq!((header.kind, header.id), (Kind::Request, 1));
+        assert_eq!(body, "why rain?");
+        c.send(Kind::Response, 1, "clouds").await;
+        let (header, body) = c.recv_no_ping().await.unwrap();
+        assert_eq!((header.kind, header.id), (Kind::Response, 1));
+        assert_eq!(body, "r says rain because clouds");
+
+        // An error frame answers the server's request as a typed error.
+        c.send(Kind::Request, 2, "snow").await;
+        let (header, _) = c.recv_no_ping().await.unwrap();
+        let mut error = vec![ErrorCode::Handler.to_byte()];
+        error.extend_from_slice(b"no idea");
+        let mut frame = Header {
+            kind: Kind::Error,
+            id: header.id,
+        }
+        .to_bytes()
+        .to_vec();
+        frame.extend_from_slice(&error);
+        c.0.send(Bytes::from(frame)).await.unwrap();
+        let (_, body) = c.recv_no_ping().await.unwrap();
+        assert!(
+            body.contains("remote error") && body.contains("no idea"),
+            "{body}"
+        );
+
+        // Idle, the server pings.
+        let (header, body) = c.recv().await.unwrap();
+        assert_eq!((header.kind, header.id, body.as_str()), (Kind::Ping, 0, ""));
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_is_not_a_peer_gets_no_requests_and_no_pings() {
+    bounded(async {
+        let config = peer_config("s").keepalive(Some(Duration::from_millis(5)));
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(config)
+            .serve(Asker);
+        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        let mut c = Raw(Transport::new(stream));
+        c.0.send(Hello::new("plain").encode().unwrap())
+            .await
+            .unwrap();
+        let hello = Hello::decode(&c.0.recv().await.unwrap().unwrap()).unwrap();
+        assert!(hello.peer);
+        c.send(Kind::Request, 7, "rain").await;
+        // The handler's request fails as unsupported; no ping came before.
+        let (header, body) = c.recv().await.unwrap();
+        assert_eq!((header.kind, header.id), (Kind::Response, 7));
+        assert!(body.contains("not supported"), "{body}");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dialing_out_fails_with_typed_errors() {
+    bounded(async {
+        let server = serve(
+            Lab::default(),
+            mux().handshake_timeout(Duration::from_millis(200)),
+        )
+        .await;
+        // Nobody listens.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nowhere = free.local_addr().unwrap();
+        drop(free);
+        let err = server.connect(nowhere).await.unwrap_err();
+        assert!(
+            matches!(err, enchufe_server::Error::Connect { .. }),
+            "{err}"
+        );
+        // A plain-profile server answers our hello with something else.
+        let plain = common::echo_server(Config::default()).await;
+        let err = server.connect(plain.local_addr()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                enchufe_server::Error::Framing(enchufe::framing::Error::BadHello)
+            ),
+            "{err}"
+        );
+        // A listener that never says anything.
+        let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = server
+            .connect(mute.local_addr().unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, enchufe_server::Error::HandshakeTimeout(_)),
+            "{err}"
+        );
+        // A multiplexed one does: the dialed connection is served and counted.
+        let other = serve(Lab::default(), mux()).await;
+        let conn = server.connect(other.local_addr()).await.unwrap();
+        assert!(conn.is_outbound() && !conn.is_peer());
+        assert_eq!(conn.node_id(), Some(""));
+        assert_eq!(server.connection_count(), 1);
+        server.shutdown().await;
+        other.shutdown().await;
+        plain.shutdown().await;
+    })
+    .await;
+}

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use enchufe::{handler_fn, Server, ServerHandle};
@@ -23,13 +24,30 @@ pub async fn bounded<T>(body: impl Future<Output = T>) -> T {
 
 /// An echo server on 127.0.0.1:0 that answers `echo:<msg>`.
 pub async fn echo_server(config: Config) -> ServerHandle {
-    Server::bind("127.0.0.1:0")
+    echo_server_at("127.0.0.1:0".parse().unwrap(), config).await
+}
+
+/// [`echo_server`] on a given address: a server coming back on the port it
+/// had. Binding is retried (bounded by the caller's `bounded`), since the
+/// port can be briefly held by the connections of the server before.
+pub async fn echo_server_at(addr: SocketAddr, config: Config) -> ServerHandle {
+    bind_at(addr)
         .await
-        .expect("bind")
         .with_config(config)
         .serve(handler_fn(|msg: String, _conn| async move {
             Ok::<_, Infallible>(Some(format!("echo:{msg}")))
         }))
+}
+
+/// Binds `addr`, retrying (bounded by the caller's `bounded`) while the port
+/// is still held by the connections of the server that had it before.
+pub async fn bind_at(addr: SocketAddr) -> Server {
+    loop {
+        match Server::bind(addr).await {
+            Ok(server) => return server,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
 }
 
 /// Waits (polling, bounded by the caller's `bounded`) until `cond` holds.

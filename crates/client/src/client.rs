@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,14 +11,16 @@ use enchufe_framing::{Decode, Encode, FrameReader, FrameWriter, OutFrame};
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, Instrument};
 
 use crate::error::Terminal;
 use crate::inbound::Inbound;
-use crate::{Config, Error, Result};
+use crate::reconnect::EVENTS_QUEUE;
+use crate::supervisor::Supervised;
+use crate::{Config, Error, Event, Result};
 
 /// A connection to a server: a cloneable handle plus two background tasks
 /// (one writes, one reads).
@@ -109,6 +112,39 @@ use crate::{Config, Error, Result};
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Reconnecting
+///
+/// With [`Config::reconnect`] set, [`Client::connect_with`] returns a client
+/// that keeps itself connected: when the connection drops, a supervisor task
+/// redials with backoff (exchanging hellos again in the multiplexed
+/// profile), and the same handles go on working on the new connection.
+/// Requests in flight when the connection drops fail at once with its error
+/// and are **never retried**; calls made while there is no connection wait
+/// or fail per [`WhileDown`](crate::WhileDown); [`Client::recv`] and
+/// [`Client::pushes`] deliver across connections; [`Client::events`]
+/// reports each drop and reconnection. When the backoff gives up, every call
+/// fails with [`Error::GaveUp`]. [`Client::close`] stops the supervisor, and
+/// so does dropping the last handle.
+///
+/// ```no_run
+/// use enchufe_client::{Client, Config, Event, Reconnect};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> enchufe_client::Result<()> {
+/// let config = Config::default().reconnect(Reconnect::default());
+/// let client = Client::connect_with("127.0.0.1:8080", config).await?;
+/// let mut events = client.events();
+/// tokio::spawn(async move {
+///     while let Ok(event) = events.recv().await {
+///         if let Event::Reconnected { addr, attempts } = event {
+///             println!("back on {addr} after {attempts} attempts");
+///         }
+///     }
+/// });
+/// let reply: String = client.request("hola").await?; // waits out a restart
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -116,17 +152,57 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
+    /// The connection, or the supervisor that keeps one.
+    route: Route,
+    /// Unsolicited frames from the reader task(s), and (without reconnect)
+    /// the error that ended the connection. Owned here, not by a link, so
+    /// that it outlives each connection of a reconnecting client.
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Result<BytesMut>>>,
+    /// Connection events; receivers come from [`Client::events`].
+    events: broadcast::Sender<Event>,
+    config: Config,
+}
+
+#[derive(Debug)]
+enum Route {
+    /// One connection for the client's whole life.
+    Fixed(Link),
+    /// Connections kept up by a supervisor task ([`Config::reconnect`]).
+    /// Dropping it stops the task.
+    Supervised(Supervised),
+}
+
+/// What the tasks of one connection need from the client they serve.
+#[derive(Debug, Clone)]
+pub(crate) struct Wiring {
+    /// Where unsolicited frames go.
+    pub(crate) incoming: mpsc::Sender<Result<BytesMut>>,
+    /// Where the connection's end is reported.
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Whether the error that ends the connection goes to `incoming` too
+    /// (`recv` returns it once). A reconnecting client's `recv` goes on
+    /// across connections, so its links report their end as events only.
+    pub(crate) report_end: bool,
+}
+
+/// One connection: its writer and reader tasks and what they share. A
+/// [`Client`] is one link, or a succession of them when it reconnects.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    inner: Arc<LinkInner>,
+}
+
+#[derive(Debug)]
+struct LinkInner {
     /// To the writer task; bounded (`outbound_queue`).
     commands: mpsc::Sender<Command>,
     /// The multiplexed profile's next request id. Starts at 1 (0 is the id
     /// of pushes and notifies); a u64 never wraps in practice.
     next_id: AtomicU64,
-    /// Unsolicited frames from the reader task, and its final error.
-    incoming: tokio::sync::Mutex<mpsc::Receiver<Result<BytesMut>>>,
     /// Bounds requests awaiting replies (`max_in_flight`).
     in_flight: Arc<Semaphore>,
     shared: Arc<Shared>,
-    config: Config,
+    profile: Profile,
     peer_addr: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
     /// Cancelled when the last handle is dropped, so the reader task ends
@@ -134,14 +210,14 @@ struct Inner {
     dropped: CancellationToken,
 }
 
-impl Drop for Inner {
+impl Drop for LinkInner {
     fn drop(&mut self) {
         self.dropped.cancel();
     }
 }
 
 /// State the writer and reader tasks share with the handles.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Plain profile: reply slots in the order their requests were written.
     /// The writer pushes a slot *before* writing the request, so a reply
@@ -154,9 +230,24 @@ struct Shared {
     by_id: Mutex<HashMap<u64, Pending>>,
     /// Set once when the connection ends.
     terminal: Mutex<Option<Terminal>>,
+    /// Cancelled when `terminal` is set: what a reconnecting client's
+    /// supervisor waits on, and a lock-free "is this link dead?".
+    ended: CancellationToken,
+    /// Where the end is reported as [`Event::Disconnected`].
+    events: broadcast::Sender<Event>,
 }
 
 impl Shared {
+    fn new(events: broadcast::Sender<Event>) -> Self {
+        Self {
+            pending: Mutex::default(),
+            by_id: Mutex::default(),
+            terminal: Mutex::default(),
+            ended: CancellationToken::new(),
+            events,
+        }
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -208,12 +299,18 @@ impl Shared {
 
     /// Records the end (first one wins) and fails every waiting request.
     fn end(&self, how: Terminal) {
-        let how = self
-            .terminal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(how)
-            .clone();
+        let (how, first) = {
+            let mut terminal = self.terminal.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = terminal.is_none();
+            (terminal.get_or_insert(how).clone(), first)
+        };
+        if first {
+            self.ended.cancel();
+            // No receiver is fine: nobody asked.
+            let _ = self.events.send(Event::Disconnected {
+                error: Arc::new(how.to_error()),
+            });
+        }
         let mut waiting: Vec<Pending> = self.pending().drain(..).collect();
         waiting.extend(self.by_id().drain().map(|(_, slot)| slot));
         for slot in waiting {
@@ -249,7 +346,7 @@ enum Command {
 /// which frees the in-flight permit at once, and tells the server with a
 /// `cancel` frame if the request was queued for writing.
 struct Outstanding<'a> {
-    inner: &'a Inner,
+    inner: &'a LinkInner,
     id: u64,
     /// Whether the request frame went into the outbound queue (a request
     /// that never did needs no cancel).
@@ -305,6 +402,10 @@ impl Client {
     /// hellos with the server before returning, within the same
     /// `connect_timeout`, counted from the call.
     ///
+    /// With [`Config::reconnect`] set, the client it returns keeps itself
+    /// connected (see [Reconnecting](Client#reconnecting)); this first
+    /// connect is still tried once, and its failure returned.
+    ///
     /// # Errors
     /// As [`Client::connect`]; in the multiplexed profile also
     /// [`Error::VersionMismatch`], [`Error::NotEnchufe`],
@@ -318,41 +419,19 @@ impl Client {
         config: Config,
     ) -> Result<Client> {
         let shown = addr.to_string();
-        let deadline = Instant::now() + config.connect_timeout;
-        let attempt = async {
-            let addrs = tokio::net::lookup_host(addr)
-                .await
-                .map_err(|source| Error::Resolve {
-                    addr: shown.clone(),
-                    source,
-                })?;
-            let mut last = None;
-            for candidate in addrs {
-                match TcpStream::connect(candidate).await {
-                    Ok(stream) => return Ok(stream),
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        last = Some(Error::Refused { addr: candidate });
-                    }
-                    Err(source) => {
-                        last = Some(Error::Connect {
-                            addr: candidate,
-                            source,
-                        })
-                    }
-                }
-            }
-            Err(last.unwrap_or_else(|| Error::Resolve {
-                addr: shown.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
-            }))
+        let (wiring, incoming) = Wiring::new(&config);
+        let link = dial(addr, &shown, &config, &wiring).await?;
+        let route = match config.reconnect.clone() {
+            None => Route::Fixed(link),
+            Some(policy) => Route::Supervised(Supervised::start(
+                link,
+                shown,
+                config.clone(),
+                policy,
+                wiring,
+            )),
         };
-        let stream = tokio::time::timeout_at(deadline, attempt)
-            .await
-            .map_err(|_| Error::ConnectTimeout {
-                addr: shown.clone(),
-                after: config.connect_timeout,
-            })??;
-        Self::start_tcp(stream, config, deadline, shown).await
+        Ok(Self::assemble(route, incoming, config))
     }
 
     /// Wraps an established TCP connection.
@@ -364,7 +443,9 @@ impl Client {
     pub fn from_stream(stream: TcpStream, config: Config) -> Client {
         assert_no_hello(&config, "from_stream", "handshake");
         let (read, write, peer_addr, local_addr) = tcp_parts(stream);
-        Self::spawn(read, write, config, peer_addr, local_addr)
+        let (wiring, incoming) = Wiring::fixed(&config);
+        let link = Link::spawn(read, write, &config, peer_addr, local_addr, wiring);
+        Self::assemble(Route::Fixed(link), incoming, config)
     }
 
     /// Wraps any byte stream (a Unix socket, TLS, `tokio::io::duplex` in tests).
@@ -378,7 +459,9 @@ impl Client {
     {
         assert_no_hello(&config, "from_io", "handshake_io");
         let (read, write) = tokio::io::split(io);
-        Self::spawn(read, write, config, None, None)
+        let (wiring, incoming) = Wiring::fixed(&config);
+        let link = Link::spawn(read, write, &config, None, None, wiring);
+        Self::assemble(Route::Fixed(link), incoming, config)
     }
 
     /// Wraps an established TCP connection, first exchanging hellos with the
@@ -396,7 +479,9 @@ impl Client {
         let shown = stream
             .peer_addr()
             .map_or_else(|_| "<unknown>".to_owned(), |addr| addr.to_string());
-        Self::start_tcp(stream, config, deadline, shown).await
+        let (wiring, incoming) = Wiring::fixed(&config);
+        let link = Link::start_tcp(stream, &config, deadline, shown, wiring).await?;
+        Ok(Self::assemble(Route::Fixed(link), incoming, config))
     }
 
     /// [`Client::handshake`] for any byte stream (a Unix socket, TLS,
@@ -412,127 +497,40 @@ impl Client {
     {
         let deadline = Instant::now() + config.connect_timeout;
         let (read, write) = tokio::io::split(io);
-        Self::start(read, write, config, None, None, deadline, "<io>".to_owned()).await
+        let (wiring, incoming) = Wiring::fixed(&config);
+        let link = Link::start(read, write, &config, None, None, deadline, "<io>", wiring).await?;
+        Ok(Self::assemble(Route::Fixed(link), incoming, config))
     }
 
-    async fn start_tcp(
-        stream: TcpStream,
+    fn assemble(
+        route: Route,
+        incoming: mpsc::Receiver<Result<BytesMut>>,
         config: Config,
-        deadline: Instant,
-        shown: String,
-    ) -> Result<Client> {
-        let (read, write, peer_addr, local_addr) = tcp_parts(stream);
-        Self::start(read, write, config, peer_addr, local_addr, deadline, shown).await
-    }
-
-    /// The hello exchange if the profile has one, then the tasks.
-    async fn start<R, W>(
-        read: R,
-        write: W,
-        config: Config,
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-        deadline: Instant,
-        shown: String,
-    ) -> Result<Client>
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        let framing = config.framing();
-        let mut reader = FrameReader::new(read, &framing);
-        let mut writer = FrameWriter::new(write, &framing);
-        if config.profile == Profile::Multiplexed {
-            tokio::time::timeout_at(
-                deadline,
-                exchange_hellos(&mut reader, &mut writer, &config.node_id),
-            )
-            .await
-            .map_err(|_| Error::ConnectTimeout {
-                addr: shown,
-                after: config.connect_timeout,
-            })??;
-        }
-        Ok(Self::spawn_framed(
-            reader, writer, config, peer_addr, local_addr,
-        ))
-    }
-
-    fn spawn<R, W>(
-        read: R,
-        write: W,
-        config: Config,
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-    ) -> Client
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        let framing = config.framing();
-        let reader = FrameReader::new(read, &framing);
-        let writer = FrameWriter::new(write, &framing);
-        Self::spawn_framed(reader, writer, config, peer_addr, local_addr)
-    }
-
-    /// Starts the writer and reader tasks. The reader is taken framed, not
-    /// raw, because after a hello exchange its buffer may already hold the
-    /// server's next frames.
-    fn spawn_framed<R, W>(
-        reader: FrameReader<R>,
-        writer: FrameWriter<W>,
-        config: Config,
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-    ) -> Client
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        let (commands, command_rx) = mpsc::channel(config.outbound_queue);
-        let (incoming_tx, incoming) = mpsc::channel(config.incoming_queue);
-        let shared = Arc::new(Shared::default());
-        let dropped = CancellationToken::new();
-        let abort = CancellationToken::new();
-        let span = tracing::info_span!("client", peer = ?peer_addr);
-
-        tokio::spawn(
-            write_loop(writer, command_rx, shared.clone(), abort.clone()).instrument(span.clone()),
-        );
-        tokio::spawn(
-            read_loop(
-                reader,
-                config.profile,
-                incoming_tx,
-                shared.clone(),
-                dropped.clone(),
-                abort,
-            )
-            .instrument(span),
-        );
+    ) -> Client {
+        let events = match &route {
+            Route::Fixed(link) => link.inner.shared.events.clone(),
+            Route::Supervised(supervised) => supervised.events().clone(),
+        };
         Client {
             inner: Arc::new(Inner {
-                commands,
-                next_id: AtomicU64::new(1),
+                route,
                 incoming: tokio::sync::Mutex::new(incoming),
-                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-                shared,
+                events,
                 config,
-                peer_addr,
-                local_addr,
-                dropped,
             }),
         }
     }
 
-    /// The server's address (`None` for a client made with [`Client::from_io`]).
+    /// The server's address: `None` for a client made with
+    /// [`Client::from_io`], and for a reconnecting client while it has no
+    /// connection.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.inner.peer_addr
+        self.link_now()?.inner.peer_addr
     }
 
-    /// This end's address (`None` for a client made with [`Client::from_io`]).
+    /// This end's address: `None` as for [`Client::peer_addr`].
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.local_addr
+        self.link_now()?.inner.local_addr
     }
 
     /// Sends a one-way message. Returns once it is queued for the writer,
@@ -543,6 +541,9 @@ impl Client {
     /// # Errors
     /// [`Error::Encode`] or [`Error::FrameTooLarge`] (nothing sent);
     /// [`Error::Closed`] / [`Error::ClosedByPeer`] once the connection is gone.
+    /// Reconnecting client: [`Error::Disconnected`] while there is no
+    /// connection (per [`WhileDown`](crate::WhileDown)), [`Error::GaveUp`]
+    /// once it has stopped.
     pub async fn send<M: Encode>(&self, msg: M) -> Result<()> {
         let body = self.body(msg)?;
         let frame = if self.multiplexed() {
@@ -556,7 +557,7 @@ impl Client {
         } else {
             OutFrame::plain(body)
         };
-        self.submit(Command::Frame(frame, None)).await
+        self.link().await?.submit(Command::Frame(frame, None)).await
     }
 
     /// [`Client::send`] by the multiplexed protocol's name for a one-way
@@ -576,10 +577,11 @@ impl Client {
     /// # Errors
     /// [`Error::Timeout`]; [`Error::Decode`] if the reply is not an `R`;
     /// [`Error::ClosedByPeer`], [`Error::FrameTooLarge`],
-    /// [`Error::UnexpectedEof`] or [`Error::Io`] if the connection ends first;
-    /// as [`Client::send`] for the request itself. Multiplexed profile only:
-    /// [`Error::Remote`] when the server answers with an error frame,
-    /// [`Error::Protocol`] when it breaks the protocol.
+    /// [`Error::UnexpectedEof`] or [`Error::Io`] if the connection ends first
+    /// (a reconnecting client does not retry the request: the server may
+    /// have acted on it); as [`Client::send`] for the request itself.
+    /// Multiplexed profile only: [`Error::Remote`] when the server answers
+    /// with an error frame, [`Error::Protocol`] when it breaks the protocol.
     ///
     /// # Cancel safety
     /// Dropping the future gives up the request. In the multiplexed profile
@@ -591,7 +593,8 @@ impl Client {
             .await
     }
 
-    /// [`Client::request`] with its own timeout.
+    /// [`Client::request`] with its own timeout. For a reconnecting client
+    /// the timeout also bounds the wait for a connection.
     ///
     /// # Errors
     /// As [`Client::request`].
@@ -600,25 +603,388 @@ impl Client {
         msg: M,
         timeout: Duration,
     ) -> Result<R> {
-        let body = self.body(msg)?;
-        let exchange = async {
-            let permit = self
-                .inner
-                .in_flight
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Error::Closed)?;
-            if self.multiplexed() {
-                self.exchange_by_id(body, permit).await
-            } else {
-                self.exchange_in_order(body, permit).await
-            }
-        };
-        let frame = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout(timeout))??;
+        let frame = self.request_frame(self.body(msg)?, timeout).await?;
         R::decode(frame).map_err(Error::Decode)
+    }
+
+    /// A request with an encoded body, answered by the reply's frame.
+    pub(crate) async fn request_frame(&self, body: Bytes, timeout: Duration) -> Result<BytesMut> {
+        let exchange = async { self.link().await?.exchange(body).await };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
+    }
+
+    /// The next unsolicited message (one that arrived while no request was
+    /// waiting), decoded as `M`. `Ok(None)` once the server has closed the
+    /// connection and every message before that was taken. In the
+    /// multiplexed profile: the body of the next push frame (replies never
+    /// come here). A reconnecting client delivers across connections and
+    /// returns `Ok(None)` only once it has stopped ([`Client::close`], or
+    /// after [`Error::GaveUp`]).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] if this message is not an `M` (the next call goes on
+    /// with the next message); once, the error that ended the connection
+    /// ([`Error::FrameTooLarge`], [`Error::UnexpectedEof`], [`Error::Io`],
+    /// [`Error::Protocol`]); a reconnecting client reports those as
+    /// [`Event`]s instead, and returns [`Error::GaveUp`] once if it gives up.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a message is never lost when the future is dropped.
+    pub async fn recv<M: Decode>(&self) -> Result<Option<M>> {
+        match self.recv_frame().await {
+            Some(Ok(frame)) => M::decode(frame).map(Some).map_err(Error::Decode),
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// The next unsolicited frame, undecoded. Cancel-safe.
+    pub(crate) async fn recv_frame(&self) -> Option<Result<BytesMut>> {
+        self.inner.incoming.lock().await.recv().await
+    }
+
+    /// The unsolicited messages as a [`Stream`]: each item is what
+    /// [`Client::recv`] would return, and the stream ends where `recv`
+    /// returns `Ok(None)`. Pushes in the multiplexed profile; in the plain
+    /// profile, messages that arrived while no request was waiting.
+    ///
+    /// The stream holds a handle to the connection, so it keeps the
+    /// connection open while it lives. It is not `Unpin`: pin it
+    /// (`std::pin::pin!`, `Box::pin`) to call `StreamExt::next`. Calls to
+    /// `recv` and other streams on the same connection take messages from the
+    /// same queue: each message goes to one of them.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn run(client: enchufe_client::Client) -> enchufe_client::Result<()> {
+    /// let mut pushes = std::pin::pin!(client.pushes::<String>());
+    /// while let Some(push) = pushes.next().await {
+    ///     println!("server says: {}", push?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pushes<M: Decode>(&self) -> impl Stream<Item = Result<M>> {
+        futures::stream::unfold(self.clone(), |client| async move {
+            match client.recv::<M>().await {
+                Ok(Some(msg)) => Some((Ok(msg), client)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), client)),
+            }
+        })
+    }
+
+    /// What happens to the connection from now on: each drop
+    /// ([`Event::Disconnected`]), and for a reconnecting client each
+    /// reconnection and the end ([`Event::Reconnected`], [`Event::GaveUp`]),
+    /// in the order they happened.
+    ///
+    /// Each receiver gets every event sent after it was made. The queue holds
+    /// 64 events; a receiver that falls further behind loses the oldest and
+    /// its next `recv` returns `RecvError::Lagged(n)` with how many, then
+    /// goes on with the oldest kept. Events are rare (a few per outage), so
+    /// that takes a receiver nobody reads.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Half-closes: everything already sent is flushed, then the writing side
+    /// is shut down, so the server reads end-of-stream ("I'm done sending").
+    /// The server can still reply: keep calling [`Client::recv`] until it
+    /// returns `Ok(None)`. After this, `send` and `request` fail with
+    /// [`Error::Closed`]. Calling it twice is harmless. A reconnecting client
+    /// stops reconnecting first.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the final flush fails.
+    pub async fn close(&self) -> Result<()> {
+        match &self.inner.route {
+            Route::Fixed(link) => link.close().await,
+            Route::Supervised(supervised) => match supervised.close() {
+                Some(link) => link.close().await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Whether this client can no longer send: after [`Client::close`] (the
+    /// half-close; `recv` may still deliver the server's last messages), or
+    /// once the connection has ended. A reconnecting client is closed only
+    /// once it has stopped (closed, or given up); while it is redialing see
+    /// [`Client::is_connected`].
+    pub fn is_closed(&self) -> bool {
+        match &self.inner.route {
+            Route::Fixed(link) => link.is_closed(),
+            Route::Supervised(supervised) => supervised.is_stopped(),
+        }
+    }
+
+    /// Whether a connection is up right now: a call made now would go out
+    /// on it without waiting.
+    pub fn is_connected(&self) -> bool {
+        self.link_now().is_some_and(|link| !link.is_closed())
+    }
+
+    /// The link to use now, waiting for one per [`WhileDown`](crate::WhileDown)
+    /// if the client is reconnecting. A fixed client lends its own, so the
+    /// hot path costs nothing; a supervised one costs an `Arc` clone.
+    async fn link(&self) -> Result<Cow<'_, Link>> {
+        match &self.inner.route {
+            Route::Fixed(link) => Ok(Cow::Borrowed(link)),
+            Route::Supervised(supervised) => supervised.link().await.map(Cow::Owned),
+        }
+    }
+
+    /// The link right now, if any.
+    fn link_now(&self) -> Option<Cow<'_, Link>> {
+        match &self.inner.route {
+            Route::Fixed(link) => Some(Cow::Borrowed(link)),
+            Route::Supervised(supervised) => supervised.link_now().map(Cow::Owned),
+        }
+    }
+
+    fn multiplexed(&self) -> bool {
+        self.inner.config.profile == Profile::Multiplexed
+    }
+
+    /// Encodes a message and checks that its frame fits the limit, header
+    /// included: a frame over it would fail in the writer and end the
+    /// connection, instead of failing this one call.
+    pub(crate) fn body<M: Encode>(&self, msg: M) -> Result<Bytes> {
+        let body = msg.encode().map_err(Error::Encode)?;
+        let header = if self.multiplexed() {
+            mux::HEADER_LEN
+        } else {
+            0
+        };
+        let declared = body.len() + header;
+        let limit = self.inner.config.max_frame_length;
+        if declared > limit {
+            return Err(Error::FrameTooLarge {
+                declared: declared as u64,
+                limit,
+            });
+        }
+        Ok(body)
+    }
+}
+
+impl Wiring {
+    /// A client's incoming queue and events, for links that report their
+    /// end to `recv` unless the client reconnects.
+    fn new(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
+        let (incoming, incoming_rx) = mpsc::channel(config.incoming_queue);
+        let (events, _) = broadcast::channel(EVENTS_QUEUE);
+        let wiring = Wiring {
+            incoming,
+            events,
+            report_end: config.reconnect.is_none(),
+        };
+        (wiring, incoming_rx)
+    }
+
+    /// As [`Wiring::new`] for a client that cannot reconnect.
+    fn fixed(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
+        let (mut wiring, incoming) = Self::new(config);
+        wiring.report_end = true;
+        (wiring, incoming)
+    }
+}
+
+/// Resolves `addr`, connects within `connect_timeout` and (multiplexed)
+/// exchanges hellos within the same deadline: one connection attempt.
+pub(crate) async fn dial(
+    addr: impl ToSocketAddrs,
+    shown: &str,
+    config: &Config,
+    wiring: &Wiring,
+) -> Result<Link> {
+    let deadline = Instant::now() + config.connect_timeout;
+    let attempt = async {
+        let addrs = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| Error::Resolve {
+                addr: shown.to_owned(),
+                source,
+            })?;
+        let mut last = None;
+        for candidate in addrs {
+            match TcpStream::connect(candidate).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    last = Some(Error::Refused { addr: candidate });
+                }
+                Err(source) => {
+                    last = Some(Error::Connect {
+                        addr: candidate,
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Resolve {
+            addr: shown.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+        }))
+    };
+    let stream = tokio::time::timeout_at(deadline, attempt)
+        .await
+        .map_err(|_| Error::ConnectTimeout {
+            addr: shown.to_owned(),
+            after: config.connect_timeout,
+        })??;
+    Link::start_tcp(stream, config, deadline, shown.to_owned(), wiring.clone()).await
+}
+
+impl Link {
+    async fn start_tcp(
+        stream: TcpStream,
+        config: &Config,
+        deadline: Instant,
+        shown: String,
+        wiring: Wiring,
+    ) -> Result<Link> {
+        let (read, write, peer_addr, local_addr) = tcp_parts(stream);
+        Self::start(
+            read, write, config, peer_addr, local_addr, deadline, &shown, wiring,
+        )
+        .await
+    }
+
+    /// The hello exchange if the profile has one, then the tasks.
+    #[allow(clippy::too_many_arguments)] // private; each is one fact about the connection
+    async fn start<R, W>(
+        read: R,
+        write: W,
+        config: &Config,
+        peer_addr: Option<SocketAddr>,
+        local_addr: Option<SocketAddr>,
+        deadline: Instant,
+        shown: &str,
+        wiring: Wiring,
+    ) -> Result<Link>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let framing = config.framing();
+        let mut reader = FrameReader::new(read, &framing);
+        let mut writer = FrameWriter::new(write, &framing);
+        if config.profile == Profile::Multiplexed {
+            tokio::time::timeout_at(
+                deadline,
+                exchange_hellos(&mut reader, &mut writer, &config.node_id),
+            )
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                addr: shown.to_owned(),
+                after: config.connect_timeout,
+            })??;
+        }
+        Ok(Self::spawn_framed(
+            reader, writer, config, peer_addr, local_addr, wiring,
+        ))
+    }
+
+    fn spawn<R, W>(
+        read: R,
+        write: W,
+        config: &Config,
+        peer_addr: Option<SocketAddr>,
+        local_addr: Option<SocketAddr>,
+        wiring: Wiring,
+    ) -> Link
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let framing = config.framing();
+        let reader = FrameReader::new(read, &framing);
+        let writer = FrameWriter::new(write, &framing);
+        Self::spawn_framed(reader, writer, config, peer_addr, local_addr, wiring)
+    }
+
+    /// Starts the writer and reader tasks. The reader is taken framed, not
+    /// raw, because after a hello exchange its buffer may already hold the
+    /// server's next frames.
+    fn spawn_framed<R, W>(
+        reader: FrameReader<R>,
+        writer: FrameWriter<W>,
+        config: &Config,
+        peer_addr: Option<SocketAddr>,
+        local_addr: Option<SocketAddr>,
+        wiring: Wiring,
+    ) -> Link
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (commands, command_rx) = mpsc::channel(config.outbound_queue);
+        let shared = Arc::new(Shared::new(wiring.events));
+        let dropped = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let span = tracing::info_span!("client", peer = ?peer_addr);
+
+        tokio::spawn(
+            write_loop(writer, command_rx, shared.clone(), abort.clone()).instrument(span.clone()),
+        );
+        tokio::spawn(
+            read_loop(
+                reader,
+                config.profile,
+                wiring.incoming,
+                wiring.report_end,
+                shared.clone(),
+                dropped.clone(),
+                abort,
+            )
+            .instrument(span),
+        );
+        Link {
+            inner: Arc::new(LinkInner {
+                commands,
+                next_id: AtomicU64::new(1),
+                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                shared,
+                profile: config.profile,
+                peer_addr,
+                local_addr,
+                dropped,
+            }),
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr
+    }
+
+    /// Whether the connection has ended (lock-free).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.inner.shared.ended.is_cancelled()
+    }
+
+    /// Resolves when the connection has ended.
+    pub(crate) async fn ended(&self) {
+        self.inner.shared.ended.cancelled().await;
+    }
+
+    /// Sends a request body and waits for the reply frame, with no timeout
+    /// of its own (the caller's bounds the whole call).
+    async fn exchange(&self, body: Bytes) -> Result<BytesMut> {
+        let permit = self
+            .inner
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Closed)?;
+        if self.inner.profile == Profile::Multiplexed {
+            self.exchange_by_id(body, permit).await
+        } else {
+            self.exchange_in_order(body, permit).await
+        }
     }
 
     /// Plain profile: the slot is registered by the writer, in write order.
@@ -672,69 +1038,8 @@ impl Client {
         }
     }
 
-    /// The next unsolicited message (one that arrived while no request was
-    /// waiting), decoded as `M`. `Ok(None)` once the server has closed the
-    /// connection and every message before that was taken. In the
-    /// multiplexed profile: the body of the next push frame (replies never
-    /// come here).
-    ///
-    /// # Errors
-    /// [`Error::Decode`] if this message is not an `M` (the next call goes on
-    /// with the next message); once, the error that ended the connection
-    /// ([`Error::FrameTooLarge`], [`Error::UnexpectedEof`], [`Error::Io`],
-    /// [`Error::Protocol`]).
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: a message is never lost when the future is dropped.
-    pub async fn recv<M: Decode>(&self) -> Result<Option<M>> {
-        let mut incoming = self.inner.incoming.lock().await;
-        match incoming.recv().await {
-            Some(Ok(frame)) => M::decode(frame).map(Some).map_err(Error::Decode),
-            Some(Err(e)) => Err(e),
-            None => Ok(None),
-        }
-    }
-
-    /// The unsolicited messages as a [`Stream`]: each item is what
-    /// [`Client::recv`] would return, and the stream ends where `recv`
-    /// returns `Ok(None)`. Pushes in the multiplexed profile; in the plain
-    /// profile, messages that arrived while no request was waiting.
-    ///
-    /// The stream holds a handle to the connection, so it keeps the
-    /// connection open while it lives. It is not `Unpin`: pin it
-    /// (`std::pin::pin!`, `Box::pin`) to call `StreamExt::next`. Calls to
-    /// `recv` and other streams on the same connection take messages from the
-    /// same queue: each message goes to one of them.
-    ///
-    /// ```no_run
-    /// use futures::StreamExt;
-    /// # async fn run(client: enchufe_client::Client) -> enchufe_client::Result<()> {
-    /// let mut pushes = std::pin::pin!(client.pushes::<String>());
-    /// while let Some(push) = pushes.next().await {
-    ///     println!("server says: {}", push?);
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn pushes<M: Decode>(&self) -> impl Stream<Item = Result<M>> {
-        futures::stream::unfold(self.clone(), |client| async move {
-            match client.recv::<M>().await {
-                Ok(Some(msg)) => Some((Ok(msg), client)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), client)),
-            }
-        })
-    }
-
-    /// Half-closes: everything already sent is flushed, then the writing side
-    /// is shut down, so the server reads end-of-stream ("I'm done sending").
-    /// The server can still reply: keep calling [`Client::recv`] until it
-    /// returns `Ok(None)`. After this, `send` and `request` fail with
-    /// [`Error::Closed`]. Calling it twice is harmless.
-    ///
-    /// # Errors
-    /// [`Error::Io`] if the final flush fails.
-    pub async fn close(&self) -> Result<()> {
+    /// Half-closes the connection (see [`Client::close`]).
+    pub(crate) async fn close(&self) -> Result<()> {
         let (done, finished) = oneshot::channel();
         if self
             .inner
@@ -748,36 +1053,8 @@ impl Client {
         finished.await.unwrap_or(Ok(()))
     }
 
-    /// Whether this client can no longer send: after [`Client::close`] (the
-    /// half-close; `recv` may still deliver the server's last messages), or
-    /// once the connection has ended.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.inner.shared.terminal().is_some() || self.inner.commands.is_closed()
-    }
-
-    fn multiplexed(&self) -> bool {
-        self.inner.config.profile == Profile::Multiplexed
-    }
-
-    /// Encodes a message and checks that its frame fits the limit, header
-    /// included: a frame over it would fail in the writer and end the
-    /// connection, instead of failing this one call.
-    fn body<M: Encode>(&self, msg: M) -> Result<Bytes> {
-        let body = msg.encode().map_err(Error::Encode)?;
-        let header = if self.multiplexed() {
-            mux::HEADER_LEN
-        } else {
-            0
-        };
-        let declared = body.len() + header;
-        let limit = self.inner.config.max_frame_length;
-        if declared > limit {
-            return Err(Error::FrameTooLarge {
-                declared: declared as u64,
-                limit,
-            });
-        }
-        Ok(body)
     }
 
     async fn submit(&self, command: Command) -> Result<()> {
@@ -937,6 +1214,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
     profile: Profile,
     incoming: mpsc::Sender<Result<BytesMut>>,
+    report_end: bool,
     shared: Arc<Shared>,
     dropped: CancellationToken,
     abort: CancellationToken,
@@ -967,7 +1245,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             shared.end(Terminal::Protocol(what));
                             abort.cancel();
                             // The caller of recv learns why, once.
-                            let _ = incoming.try_send(Err(Error::Protocol(what)));
+                            if report_end {
+                                let _ = incoming.try_send(Err(Error::Protocol(what)));
+                            }
                             return;
                         }
                     }
@@ -993,7 +1273,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let how = Terminal::from_error(&e);
                 shared.end(how);
                 // The caller of recv learns why, once.
-                let _ = incoming.try_send(Err(e.into()));
+                if report_end {
+                    let _ = incoming.try_send(Err(e.into()));
+                }
                 return;
             }
         }

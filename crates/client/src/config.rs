@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use enchufe_framing::mux::Profile;
 
+use crate::Reconnect;
+
 /// How a [`Client`](crate::Client) connects and waits.
 ///
 /// ```
@@ -86,6 +88,20 @@ pub struct Config {
     /// usually run 64 handlers per connection and queue the rest, so more
     /// than that in flight mostly waits on the server side.
     pub max_in_flight: usize,
+
+    /// Whether the client keeps itself connected. Default `None`: the client
+    /// is one connection, and once it ends every call fails with its error.
+    ///
+    /// With `Some`, [`Client::connect_with`](crate::Client::connect_with)
+    /// returns a client that redials after the connection drops (per the
+    /// [`Backoff`](crate::Backoff)), exchanges hellos again in the
+    /// multiplexed profile, and goes on; `recv` and `pushes` deliver across
+    /// connections. The first connect is not retried: an address that does
+    /// not work at the start is more likely a mistake than an outage, and
+    /// fails loudly. Requests in flight when a connection drops fail and are
+    /// never retried (see [`Reconnect`]). Only `connect_with` can redial: the
+    /// constructors that take a stream ignore this field.
+    pub reconnect: Option<Reconnect>,
 }
 
 impl Config {
@@ -145,6 +161,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::reconnect`].
+    #[must_use]
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
     pub(crate) fn framing(&self) -> enchufe_framing::Config {
         enchufe_framing::Config::default().max_frame_length(self.max_frame_length)
     }
@@ -161,6 +184,7 @@ impl Default for Config {
             outbound_queue: 128,
             incoming_queue: 128,
             max_in_flight: 256,
+            reconnect: None,
         }
     }
 }

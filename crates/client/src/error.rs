@@ -1,5 +1,6 @@
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use enchufe_framing::mux::ErrorCode;
@@ -136,6 +137,47 @@ pub enum Error {
         /// The server's explanation (the handler's error text, say).
         message: String,
     },
+
+    /// Reconnecting client: there is no connection right now (the server is
+    /// down and the client is redialing), and the call could not wait for
+    /// one: [`WhileDown::FailFast`](crate::WhileDown::FailFast), or
+    /// [`WhileDown::Wait`](crate::WhileDown::Wait) ran out. Nothing was sent.
+    #[error("not connected: the server is down and the client is reconnecting")]
+    Disconnected,
+
+    /// Reconnecting client: redialing used up
+    /// [`Backoff::max_attempts`](crate::Backoff::max_attempts); the client
+    /// has stopped and every call fails with this.
+    #[error("gave up reconnecting to {addr} after {attempts} attempts: {last}")]
+    GaveUp {
+        /// The address as given.
+        addr: String,
+        /// Attempts made in the last outage.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        last: Arc<Error>,
+    },
+
+    /// [`MultiClient`](crate::MultiClient): no server has this key.
+    #[error("no server named {key}")]
+    UnknownServer {
+        /// The key, as its `Debug` shows it.
+        key: String,
+    },
+
+    /// [`MultiClient::add`](crate::MultiClient::add): a server already has
+    /// this key (remove it first).
+    #[error("a server named {key} is already there")]
+    DuplicateServer {
+        /// The key, as its `Debug` shows it.
+        key: String,
+    },
+
+    /// [`MultiClient`](crate::MultiClient): no server is connected, so there
+    /// is none to route to.
+    #[error("no server connected")]
+    NoServer,
 }
 
 impl From<enchufe_framing::Error> for Error {

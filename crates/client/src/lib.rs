@@ -42,11 +42,16 @@
 //!   [`Client::handshake_io`], [`Client::from_stream`], [`Client::from_io`]),
 //!   then `send`/`notify`, `request`, `recv`/`pushes`, `close`.
 //! - [`Config`]: profile, timeouts, limits and queue sizes, each with its
-//!   default and trade-off.
+//!   default and trade-off; [`Config::reconnect`] with a [`Reconnect`]
+//!   policy ([`Backoff`], [`WhileDown`]) makes a client keep itself
+//!   connected, reporting [`Event`]s.
+//! - [`MultiClient`]: named reconnecting clients to several servers, with
+//!   [`Routing`] for "any of them" and pushes tagged by key.
 //! - [`Error`]: every way to fail is a typed variant: refused, connect
 //!   timeout, request timeout, closed by peer, oversize frame, EOF mid-frame,
 //!   decode; and in the multiplexed profile version mismatch, not an enchufe
-//!   peer, protocol violation, and the server's error for a request.
+//!   peer, protocol violation, and the server's error for a request;
+//!   disconnected, gave up, unknown server, no server.
 //! - [`Profile`] and [`ErrorCode`], re-exported from `enchufe_framing::mux`.
 //!
 //! # Examples
@@ -122,8 +127,13 @@ mod client;
 mod config;
 mod error;
 mod inbound;
+mod multi;
+mod reconnect;
+mod supervisor;
 
 pub use client::Client;
 pub use config::Config;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
+pub use multi::{MultiClient, Routing};
+pub use reconnect::{Backoff, Event, Reconnect, WhileDown};

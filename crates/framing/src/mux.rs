@@ -28,6 +28,11 @@ pub const HEADER_LEN: usize = 9;
 /// Longest node id a hello can carry.
 pub const MAX_NODE_ID: usize = 255;
 
+/// Hello flag bit: the sender is a peer. On a connection where both hellos
+/// carry it, either side may send every kind (requests both ways) and
+/// [`Kind::Ping`] keepalives.
+pub const FLAG_PEER: u8 = 0x01;
+
 /// What a multiplexed frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -44,6 +49,9 @@ pub enum Kind {
     Push = 5,
     /// Client to server: stop working on the request with this id (no body).
     Cancel = 6,
+    /// Keepalive (id 0, no body), only between two peers (both hellos carry
+    /// [`FLAG_PEER`]): proof that the link is alive; the receiver ignores it.
+    Ping = 7,
 }
 
 impl Kind {
@@ -55,6 +63,7 @@ impl Kind {
             4 => Kind::Notify,
             5 => Kind::Push,
             6 => Kind::Cancel,
+            7 => Kind::Ping,
             _ => return None,
         })
     }
@@ -108,6 +117,8 @@ impl Header {
 pub struct Hello {
     /// Protocol version of the sender.
     pub version: u8,
+    /// Whether the sender is a peer ([`FLAG_PEER`]).
+    pub peer: bool,
     /// Who the sender is (peers use it; clients and servers may leave it
     /// empty). At most [`MAX_NODE_ID`] bytes of UTF-8.
     pub node_id: String,
@@ -118,7 +129,22 @@ impl Hello {
     pub fn new(node_id: impl Into<String>) -> Hello {
         Hello {
             version: VERSION,
+            peer: false,
             node_id: node_id.into(),
+        }
+    }
+
+    /// A peer's hello: [`Hello::new`] with [`FLAG_PEER`] set.
+    ///
+    /// ```
+    /// use enchufe_framing::mux::Hello;
+    /// let hello = Hello::peer("a");
+    /// assert_eq!(Hello::decode(&hello.encode().unwrap()).unwrap(), hello);
+    /// ```
+    pub fn peer(node_id: impl Into<String>) -> Hello {
+        Hello {
+            peer: true,
+            ..Hello::new(node_id)
         }
     }
 
@@ -134,7 +160,7 @@ impl Hello {
         let mut out = BytesMut::with_capacity(7 + id.len());
         out.put_slice(&MAGIC);
         out.put_u8(self.version);
-        out.put_u8(0); // flags: none defined yet
+        out.put_u8(if self.peer { FLAG_PEER } else { 0 });
         out.put_u8(id.len() as u8);
         out.put_slice(id);
         Ok(out.freeze())
@@ -162,6 +188,8 @@ impl Hello {
         let node_id = std::str::from_utf8(id).map_err(|_| Error::BadHello)?;
         Ok(Hello {
             version,
+            // Unknown flag bits are ignored, as the spec says.
+            peer: frame[5] & FLAG_PEER != 0,
             node_id: node_id.to_owned(),
         })
     }

@@ -3,36 +3,57 @@
 //! The course's peer-to-peer example starts two programs that are each a
 //! server and a client; start them in the wrong order and the first one's
 //! connect fails. A [`Peer`] serves a [`Handler`] like a
-//! [`Server`](enchufe_server::Server) and dials other peers with
-//! [`Peer::connect`], which retries with exponential backoff and jitter
-//! ([`Backoff`]) until the other side is up, so the start order no longer
-//! matters.
+//! [`Server`](enchufe_server::Server) and dials other peers, retrying with
+//! exponential backoff and jitter ([`Backoff`]) until they are up, and
+//! dialing again whenever a link is lost, so the start order no longer
+//! matters and a restarted peer is found again.
+//!
+//! Peers speak the multiplexed profile with the peer flag in their hello
+//! (`docs/PROTOCOL.md`), so **one TCP connection carries both directions**:
+//! whoever dialed, either end can [`send`](Peer::send),
+//! [`request`](Peer::request) and [`broadcast`](Peer::broadcast), and its
+//! handler answers the other's requests. Peers are named by the node id each
+//! sends in its hello ([`Config::new`]).
 //!
 //! ```text
-//!        Peer A                         Peer B
-//!   +-------------+   A dials B    +-------------+
-//!   | Server  <---+----------------+--- Client   |
-//!   | Client  ----+--------------->+--> Server   |
-//!   +-------------+   B dials A    +-------------+
+//!     Peer "a"                                 Peer "b"
+//!   +-----------+   one link, either dials   +-----------+
+//!   | listener  |<==========================>| listener  |
+//!   | handler   |   requests both ways,      | handler   |
+//!   | dialers   |   pings keep it honest     | dialers   |
+//!   +-----------+                            +-----------+
 //! ```
+//!
+//! Two peers that dial each other at the same moment get two connections;
+//! each end keeps the one dialed by the peer with the smaller id and retires
+//! the other ([`Connection::drain`](enchufe_server::Connection::drain): what
+//! was already sent on it is still delivered), so exactly one link remains,
+//! with no message exchanged to agree on it. Given each peer a static list
+//! of the others ([`Peer::add_peer`]), a full mesh forms whatever the start
+//! order.
 //!
 //! # Examples
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use enchufe_peer::Peer;
+//! use enchufe_peer::{Config, Peer};
 //! use enchufe_server::handler_fn;
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let hello = |name: &'static str| handler_fn(move |msg: String, _conn| async move {
 //!     Ok::<_, Infallible>(Some(format!("{name} got {msg}")))
 //! });
-//! let a = Peer::bind("127.0.0.1:0", hello("a")).await?;
-//! let b = Peer::bind("127.0.0.1:0", hello("b")).await?;
+//! let a = Peer::bind_with("127.0.0.1:0", hello("a"), Config::new("a")).await?;
+//! let b = Peer::bind_with("127.0.0.1:0", hello("b"), Config::new("b")).await?;
 //!
-//! let to_b = a.connect(b.local_addr()).await?;
-//! let reply: String = to_b.request("hola").await?;
+//! let id = a.connect(b.local_addr().to_string()).await?;
+//! assert_eq!(id, "b");
+//! // One link, both directions.
+//! let reply: String = a.request("b", "hola").await?;
 //! assert_eq!(reply, "b got hola");
+//! b.wait_for("a").await;
+//! let reply: String = b.request("a", "hi").await?;
+//! assert_eq!(reply, "a got hi");
 //! # a.close().await; b.close().await;
 //! # Ok(())
 //! # }
@@ -41,13 +62,22 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use enchufe_client::Client;
-use enchufe_server::{Handler, Server, ServerHandle};
-use tokio::net::ToSocketAddrs;
-use tracing::debug;
+use enchufe_framing::{Decode, Encode};
+use enchufe_server::{Connection, Handler, Profile, Server, ServerHandle};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info_span, warn, Instrument};
+
+mod table;
+
+/// How dialing retries: the client's reconnect backoff, shared by peers.
+pub use enchufe_client::Backoff;
+pub use table::PeerEvent;
+use table::{PeerHandler, Table};
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -56,12 +86,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The peer's listener could not be bound.
+    /// The listener could not be bound, or a link failed (the inner error
+    /// says how: [`Timeout`](enchufe_server::Error::Timeout),
+    /// [`Remote`](enchufe_server::Error::Remote), a framing error...).
     #[error(transparent)]
     Server(#[from] enchufe_server::Error),
 
+    /// No live link to a peer with this id.
+    #[error("no link to peer {0:?}")]
+    NotConnected(String),
+
     /// Dialing gave up: the other peer never came up within the backoff's
-    /// limits, or failed in a way retrying cannot fix.
+    /// limits.
     #[error("cannot reach peer {addr} after {attempts} attempts: {last}")]
     Unreachable {
         /// The address dialed.
@@ -70,108 +106,139 @@ pub enum Error {
         attempts: u32,
         /// The last attempt's error.
         #[source]
-        last: enchufe_client::Error,
+        last: enchufe_server::Error,
     },
+
+    /// The peer is closing or closed.
+    #[error("the peer is closed")]
+    Closed,
 }
 
-/// Retry policy for dialing: exponential backoff with jitter.
-///
-/// The n-th wait is `initial * 2^n`, capped at `max_delay`, then scaled by a
-/// random factor in `[0.5, 1.0]` so that peers restarted together do not
-/// retry in lockstep.
+/// Settings of a [`Peer`].
 ///
 /// ```
 /// use std::time::Duration;
-/// let policy = enchufe_peer::Backoff::default().max_attempts(5);
-/// assert!(policy.delay(0) <= Duration::from_millis(50));
+/// let config = enchufe_peer::Config::new("a").keepalive(Duration::from_millis(500));
+/// assert_eq!(config.id, "a");
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct Backoff {
-    /// First wait. Default 50 ms: a peer starting up usually binds within it.
-    pub initial: Duration,
-    /// Longest single wait. Default 2 s: a peer that comes up is found within
-    /// 2 s, without hammering one that is down.
-    pub max_delay: Duration,
-    /// Attempts before giving up. Default 40: about a minute with the
-    /// defaults, long enough to start the other peer by hand.
-    pub max_attempts: u32,
+pub struct Config {
+    /// This peer's node id, sent in every hello; peers are addressed by it.
+    /// Ids must be unique within a mesh (two peers with one id would retire
+    /// each other's links). Default: 16 random hex digits.
+    pub id: String,
+    /// The server side, which serves accepted and dialed links alike. Its
+    /// profile, node id, peer flag, keepalive and idle timeout are set by
+    /// the peer from the fields here. Default: the server's defaults, except
+    /// [`SlowConsumer::Block`](enchufe_server::SlowConsumer::Block) (a peer's
+    /// messages are never dropped; a peer that stops reading is dropped after
+    /// the write timeout).
+    pub server: enchufe_server::Config,
+    /// How dialing retries while the other peer is not up.
+    pub backoff: Backoff,
+    /// How often an idle link sends a ping. Default 5 s.
+    pub keepalive: Duration,
+    /// A link that brings nothing (not even a ping) for this long is dead and
+    /// dropped, then dialed again. Default 15 s: three missed pings. It is
+    /// also the longest a retired duplicate link waits for the other end.
+    pub idle_timeout: Duration,
+    /// Events kept for a slow [`Peer::events`] receiver before it starts
+    /// missing the oldest. Default 1024.
+    pub event_queue: usize,
 }
 
-impl Backoff {
-    /// Sets [`Backoff::initial`].
+impl Config {
+    /// The defaults, with this node id.
+    pub fn new(id: impl Into<String>) -> Config {
+        Config {
+            id: id.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Sets [`Config::server`].
     #[must_use]
-    pub fn initial(mut self, delay: Duration) -> Self {
-        self.initial = delay;
+    pub fn server(mut self, server: enchufe_server::Config) -> Self {
+        self.server = server;
         self
     }
 
-    /// Sets [`Backoff::max_delay`].
+    /// Sets [`Config::backoff`].
     #[must_use]
-    pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.max_delay = delay;
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
         self
     }
 
-    /// Sets [`Backoff::max_attempts`] (at least 1).
+    /// Sets [`Config::keepalive`].
     #[must_use]
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+    pub fn keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = every;
         self
     }
 
-    /// The wait after failed attempt number `attempt` (0-based), jitter included.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-            .min(self.max_delay);
-        // A fresh RandomState is randomly keyed: enough jitter, no dependency.
-        let mut h = RandomState::new().build_hasher();
-        h.write_u32(attempt);
-        let factor = 0.5 + (h.finish() % 1024) as f64 / 2048.0;
-        exp.mul_f64(factor)
+    /// Sets [`Config::idle_timeout`].
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    fn server_config(&self) -> enchufe_server::Config {
+        self.server
+            .clone()
+            .profile(Profile::Multiplexed)
+            .peer(true)
+            .node_id(self.id.clone())
+            .keepalive(Some(self.keepalive))
+            .idle_timeout(Some(self.idle_timeout))
     }
 }
 
-impl Default for Backoff {
+impl Default for Config {
     fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(50),
-            max_delay: Duration::from_secs(2),
-            max_attempts: 40,
+        let mut h = RandomState::new().build_hasher();
+        h.write_u8(0);
+        Config {
+            id: format!("{:016x}", h.finish()),
+            server: enchufe_server::Config::default()
+                .slow_consumer(enchufe_server::SlowConsumer::Block),
+            backoff: Backoff::default(),
+            keepalive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            event_queue: 1024,
         }
     }
 }
 
-/// Settings of a [`Peer`].
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct Config {
-    /// Its server side.
-    pub server: enchufe_server::Config,
-    /// Each connection it dials.
-    pub client: enchufe_client::Config,
-    /// How dialing retries while the other peer is not up.
-    pub backoff: Backoff,
+/// An endpoint that serves a [`Handler`] and dials other peers (as quinn's
+/// `Endpoint` is both client and server). Cheap to clone; every clone is the
+/// same peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    inner: Arc<Inner>,
 }
 
-/// An endpoint that serves a [`Handler`] and dials other peers.
 #[derive(Debug)]
-pub struct Peer {
+struct Inner {
     server: ServerHandle,
-    config: Config,
-    /// Connections this peer dialed, closed with it.
-    dialed: Mutex<Vec<Client>>,
+    table: Arc<Table>,
+    backoff: Backoff,
+    /// Stops the dialers.
+    closing: CancellationToken,
+    /// The dialers, waited for by `close`.
+    dialers: TaskTracker,
 }
 
 impl Peer {
-    /// Binds the listening side and starts serving `handler`.
+    /// Binds the listening side with the default [`Config`] (a random id)
+    /// and starts serving `handler`.
     ///
     /// # Errors
     /// [`Error::Server`] if the address cannot be bound.
     pub async fn bind<H: Handler>(
-        addr: impl ToSocketAddrs + std::fmt::Display,
+        addr: impl tokio::net::ToSocketAddrs + std::fmt::Display,
         handler: H,
     ) -> Result<Peer> {
         Self::bind_with(addr, handler, Config::default()).await
@@ -182,106 +249,295 @@ impl Peer {
     /// # Errors
     /// As [`Peer::bind`].
     pub async fn bind_with<H: Handler>(
-        addr: impl ToSocketAddrs + std::fmt::Display,
+        addr: impl tokio::net::ToSocketAddrs + std::fmt::Display,
         handler: H,
         config: Config,
     ) -> Result<Peer> {
+        let table = Arc::new(Table::new(config.id.clone(), config.event_queue));
         let server = Server::bind(addr)
             .await?
-            .with_config(config.server.clone())
-            .serve(handler);
+            .with_config(config.server_config())
+            .serve(PeerHandler {
+                inner: handler,
+                table: table.clone(),
+            });
         Ok(Peer {
-            server,
-            config,
-            dialed: Mutex::new(Vec::new()),
+            inner: Arc::new(Inner {
+                server,
+                table,
+                backoff: config.backoff,
+                closing: CancellationToken::new(),
+                dialers: TaskTracker::new(),
+            }),
         })
+    }
+
+    /// This peer's node id.
+    pub fn id(&self) -> &str {
+        self.inner.table.me()
     }
 
     /// The address this peer listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.inner.server.local_addr()
     }
 
-    /// The serving side: live connections, push, broadcast.
+    /// The serving side: every connection (peer links, and any plain
+    /// multiplexed client that connected), stats.
     pub fn server(&self) -> &ServerHandle {
-        &self.server
+        &self.inner.server
     }
 
-    /// Dials another peer, retrying while it is not up yet (connection
-    /// refused, connect timeout, unreachable) per the [`Backoff`] policy.
+    /// The ids of the peers with a live link, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        self.inner
+            .table
+            .all()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The live link to peer `id`: its address, pushes, requests.
+    pub fn link(&self, id: &str) -> Option<Connection> {
+        self.inner.table.get(id)
+    }
+
+    /// Links coming and going. Each receiver gets every event from the
+    /// moment it subscribes; one that falls more than
+    /// [`Config::event_queue`] events behind misses the oldest
+    /// (`RecvError::Lagged` says how many). [`Peer::peers`] is always the
+    /// current truth.
+    pub fn events(&self) -> broadcast::Receiver<PeerEvent> {
+        self.inner.table.subscribe()
+    }
+
+    /// Waits until a link to peer `id` is up. Unbounded: wrap it in a
+    /// timeout where the peer may never come.
+    pub async fn wait_for(&self, id: &str) {
+        let mut changed = self.inner.table.watch();
+        while self.inner.table.get(id).is_none() {
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Dials `addr` until the peer there is up, and returns its id. From
+    /// then on the link is kept: whenever it is lost, `addr` is dialed again
+    /// (with the same backoff) until the peer is back or this peer closes.
     ///
     /// # Errors
-    /// [`Error::Unreachable`] when the attempts run out, or at once for an
-    /// address that does not resolve.
-    pub async fn connect(&self, addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Client> {
-        let shown = addr.to_string();
-        let targets: Vec<SocketAddr> = match tokio::net::lookup_host(addr).await {
-            Ok(targets) => targets.collect(),
-            Err(source) => {
-                return Err(Error::Unreachable {
-                    addr: shown.clone(),
-                    attempts: 0,
-                    last: enchufe_client::Error::Resolve {
-                        addr: shown,
-                        source,
-                    },
-                })
+    /// [`Error::Unreachable`] when the backoff's attempts run out (nothing
+    /// is dialed any more); [`Error::Closed`] if this peer closes first.
+    pub async fn connect(&self, addr: impl Into<String>) -> Result<String> {
+        let (first, up) = tokio::sync::oneshot::channel();
+        self.spawn_dialer(addr.into(), Some(first));
+        up.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// [`Peer::connect`] in the background: returns at once. Failures show
+    /// as [`PeerEvent::Unreachable`].
+    pub fn add_peer(&self, addr: impl Into<String>) {
+        self.spawn_dialer(addr.into(), None);
+    }
+
+    fn spawn_dialer(&self, addr: String, first: Option<FirstLink>) {
+        let span = info_span!("dialer", me = %self.id(), peer = %addr);
+        self.inner
+            .dialers
+            .spawn(keep_linked(self.inner.clone(), addr, first).instrument(span));
+    }
+
+    /// Sends a one-way message to peer `id`; its handler gets it and its
+    /// reply, if any, is dropped. Returns once the message is queued.
+    ///
+    /// # Errors
+    /// [`Error::NotConnected`] when there is no live link to `id`;
+    /// [`Error::Server`] as [`Connection::push`].
+    pub async fn send<M: Encode>(&self, id: &str, msg: M) -> Result<()> {
+        let body = msg.encode().map_err(enchufe_server::Error::from)?;
+        self.send_body(id, body).await
+    }
+
+    /// Queues an encoded message on the link to `id`. A link retired under
+    /// us (a duplicate just dropped) refuses it without having sent it, so
+    /// it is tried again on the link that replaced it.
+    async fn send_body(&self, id: &str, body: bytes::Bytes) -> Result<()> {
+        for _ in 0..3 {
+            let link = self
+                .inner
+                .table
+                .get(id)
+                .ok_or_else(|| Error::NotConnected(id.to_owned()))?;
+            match link.push(body.clone()).await {
+                Err(enchufe_server::Error::Closed) => tokio::task::yield_now().await,
+                other => return other.map_err(Error::from),
+            }
+        }
+        Err(Error::NotConnected(id.to_owned()))
+    }
+
+    /// Sends a request to peer `id` and waits for its handler's reply,
+    /// within the server config's
+    /// [`request_timeout`](enchufe_server::Config::request_timeout).
+    ///
+    /// # Errors
+    /// [`Error::NotConnected`]; [`Error::Server`] as
+    /// [`Connection::request`] (timeout, remote error, link lost).
+    pub async fn request<M: Encode, R: Decode>(&self, id: &str, msg: M) -> Result<R> {
+        let link = self
+            .inner
+            .table
+            .get(id)
+            .ok_or_else(|| Error::NotConnected(id.to_owned()))?;
+        Ok(link.request(msg).await?)
+    }
+
+    /// Sends a one-way message to every peer with a live link, encoding it
+    /// once. Returns how many peers it was queued for.
+    ///
+    /// # Errors
+    /// [`Error::Server`] if the message does not encode. A peer whose link
+    /// fails meanwhile is skipped (and not counted).
+    pub async fn broadcast<M: Encode>(&self, msg: M) -> Result<usize> {
+        let body = msg.encode().map_err(enchufe_server::Error::from)?;
+        let mut sent = 0;
+        for (id, _) in self.inner.table.all() {
+            match self.send_body(&id, body.clone()).await {
+                Ok(()) => sent += 1,
+                Err(e) => debug!(peer = %id, error = %e, "broadcast skipped a peer"),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Closes the peer gracefully: stops dialing and accepting, lets
+    /// handlers in flight finish (within the server's shutdown grace), sends
+    /// what is queued, closes every link, and returns when all of it has
+    /// ended. Every clone is closed.
+    pub async fn close(&self) {
+        self.inner.closing.cancel();
+        self.inner.dialers.close();
+        self.inner.server.shutdown().await;
+        self.inner.dialers.wait().await;
+    }
+
+    /// Waits until the peer has closed ([`Peer::close`], from any clone) and
+    /// every link and task of it has ended.
+    pub async fn wait_idle(&self) {
+        self.inner.closing.cancelled().await;
+        self.inner.server.stopped().await;
+        self.inner.dialers.wait().await;
+    }
+}
+
+/// Where a dialer reports its first link (for [`Peer::connect`]).
+type FirstLink = tokio::sync::oneshot::Sender<Result<String>>;
+
+/// Keeps a link to the peer at `addr`: dials with backoff until it answers,
+/// then waits for that peer to go down (by any link), then dials again.
+async fn keep_linked(inner: Arc<Inner>, addr: String, mut first: Option<FirstLink>) {
+    loop {
+        let conn = tokio::select! {
+            conn = dial(&inner, &addr) => conn,
+            () = inner.closing.cancelled() => break,
+        };
+        let id = match conn {
+            Ok(conn) => match conn.node_id() {
+                Some(id) => id.to_owned(),
+                None => {
+                    warn!("dialed something that is not a peer; giving up");
+                    conn.close();
+                    break;
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "peer unreachable; giving up");
+                inner
+                    .table
+                    .emit(PeerEvent::Unreachable { addr: addr.clone() });
+                if let Some(first) = first.take() {
+                    let _ = first.send(Err(e));
+                }
+                return;
             }
         };
-        if targets.is_empty() {
-            return Err(Error::Unreachable {
-                addr: shown.clone(),
-                attempts: 0,
-                last: enchufe_client::Error::Resolve {
-                    addr: shown,
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
-                },
+        let linked = tokio::select! {
+            linked = linked_to(&inner.table, &id, inner.backoff.max_delay) => linked,
+            () = inner.closing.cancelled() => break,
+        };
+        if let Some(first) = first.take() {
+            let _ = first.send(if linked {
+                Ok(id.clone())
+            } else {
+                Err(Error::NotConnected(id.clone()))
             });
         }
-        let policy = &self.config.backoff;
-        let mut attempt = 0;
-        loop {
-            // Alternate between the resolved addresses (IPv6 and IPv4, say).
-            let target = targets[attempt as usize % targets.len()];
-            match Client::connect_with(target, self.config.client.clone()).await {
-                Ok(client) => {
-                    self.dialed
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(client.clone());
-                    return Ok(client);
-                }
-                Err(last) => {
-                    attempt += 1;
-                    let retryable = matches!(
-                        last,
-                        enchufe_client::Error::Refused { .. }
-                            | enchufe_client::Error::ConnectTimeout { .. }
-                            | enchufe_client::Error::Connect { .. }
-                    );
-                    if !retryable || attempt >= policy.max_attempts {
-                        return Err(Error::Unreachable {
-                            addr: shown,
-                            attempts: attempt,
-                            last,
-                        });
-                    }
-                    let wait = policy.delay(attempt - 1);
-                    debug!(peer = %shown, attempt, ?wait, error = %last, "peer not up yet; retrying");
-                    tokio::time::sleep(wait).await;
-                }
+        if linked {
+            tokio::select! {
+                () = down(&inner.table, &id) => debug!(peer = %id, "link lost; dialing again"),
+                () = inner.closing.cancelled() => break,
             }
         }
     }
+    if let Some(first) = first {
+        let _ = first.send(Err(Error::Closed));
+    }
+}
 
-    /// Half-closes every connection this peer dialed and shuts its server
-    /// down gracefully.
-    pub async fn close(&self) {
-        let dialed: Vec<Client> =
-            std::mem::take(&mut *self.dialed.lock().unwrap_or_else(PoisonError::into_inner));
-        for client in dialed {
-            let _ = client.close().await;
+/// One successful dial, retrying per the backoff.
+async fn dial(inner: &Inner, addr: &str) -> Result<Connection> {
+    let policy = &inner.backoff;
+    let mut attempt = 0;
+    loop {
+        match inner.server.connect(addr).await {
+            Ok(conn) if conn.is_peer() => return Ok(conn),
+            Ok(conn) => {
+                conn.close();
+                return Err(Error::Server(enchufe_server::Error::Unsupported(
+                    "the other end is not a peer",
+                )));
+            }
+            Err(enchufe_server::Error::Closed) => return Err(Error::Closed),
+            Err(last) => {
+                attempt += 1;
+                if policy.exhausted(attempt) {
+                    return Err(Error::Unreachable {
+                        addr: addr.to_owned(),
+                        attempts: attempt,
+                        last,
+                    });
+                }
+                let wait = policy.delay(attempt - 1);
+                debug!(attempt, ?wait, error = %last, "peer not up yet; retrying");
+                tokio::time::sleep(wait).await;
+            }
         }
-        self.server.shutdown().await;
+    }
+}
+
+/// Waits (up to `limit`) until the table has a link to `id`: right away
+/// when our dial won, or when the other end's dial that beat it arrives.
+async fn linked_to(table: &Table, id: &str, limit: Duration) -> bool {
+    let mut changed = table.watch();
+    let wait = async {
+        while table.get(id).is_none() {
+            if changed.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or(false)
+}
+
+/// Waits until the table has no link to `id`.
+async fn down(table: &Table, id: &str) {
+    let mut changed = table.watch();
+    while table.get(id).is_some() {
+        if changed.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -130,6 +130,21 @@ pub struct Config {
     /// hello. Default 10 s.
     pub handshake_timeout: Duration,
 
+    /// Multiplexed only: speak as a peer. The hello carries the peer flag,
+    /// and on a connection whose other end is a peer too, both ends may send
+    /// requests ([`Connection::request`](crate::Connection::request)) and
+    /// keepalive pings. Set by `enchufe_peer`; default `false`.
+    pub peer: bool,
+
+    /// Peer connections only: send a ping after this long without sending
+    /// anything, so that the other end's idle timeout tells a silent link
+    /// from a dead one. Default `None` (no pings).
+    pub keepalive: Option<Duration>,
+
+    /// How long [`Connection::request`](crate::Connection::request) waits for
+    /// its reply. Default 30 s.
+    pub request_timeout: Duration,
+
     /// Longest pause after a failing `accept` (for example EMFILE, out of file
     /// descriptors). The pause starts at 1 ms and doubles up to this. Default 1 s.
     pub accept_backoff_max: Duration,
@@ -227,6 +242,27 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::peer`].
+    #[must_use]
+    pub fn peer(mut self, peer: bool) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    /// Sets [`Config::keepalive`].
+    #[must_use]
+    pub fn keepalive(mut self, every: Option<Duration>) -> Self {
+        self.keepalive = every;
+        self
+    }
+
+    /// Sets [`Config::request_timeout`].
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     pub(crate) fn framing(&self) -> enchufe_framing::Config {
         enchufe_framing::Config::default().max_frame_length(self.max_frame_length)
     }
@@ -248,6 +284,9 @@ impl Default for Config {
             busy: BusyPolicy::Wait,
             node_id: String::new(),
             handshake_timeout: Duration::from_secs(10),
+            peer: false,
+            keepalive: None,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -2,13 +2,16 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use enchufe_framing::mux::{Header, Kind, Profile};
-use enchufe_framing::{Encode, OutFrame};
+use bytes::{Bytes, BytesMut};
+use enchufe_framing::mux::{Header, Hello, Kind, Profile};
+use enchufe_framing::{Decode, Encode, OutFrame};
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::trace;
 
 use crate::outbox::{Outbox, Refused};
 use crate::stats::Counters;
@@ -87,6 +90,27 @@ struct Inner {
     failure: Mutex<Option<Error>>,
     /// Per-connection state of any types the handler wants (see `with_state`).
     state: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+    /// The other end's hello (multiplexed profile), once read.
+    remote: OnceLock<Hello>,
+    /// Whether we speak as a peer ([`Config::peer`](crate::Config::peer)).
+    local_peer: bool,
+    /// Set by [`Connection::drain`]: keep reading after closing.
+    draining: AtomicBool,
+    /// Whether this end dialed the connection ([`ServerHandle::connect`](crate::ServerHandle::connect)).
+    outbound: bool,
+    /// Our requests to the other end (peer connections only).
+    requests: Requests,
+}
+
+/// Requests this end sent on a peer connection, awaiting replies.
+struct Requests {
+    next_id: AtomicU64,
+    /// Bounds requests awaiting replies (`max_in_flight`).
+    permits: Arc<Semaphore>,
+    /// Reply slots by id; `None` once the connection has ended, so a late
+    /// registration fails instead of waiting forever.
+    slots: Mutex<Option<HashMap<u64, oneshot::Sender<Result<BytesMut>>>>>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for Connection {
@@ -110,6 +134,10 @@ pub(crate) struct Parts {
     pub(crate) profile: Profile,
     pub(crate) policy: SlowConsumer,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) local_peer: bool,
+    pub(crate) outbound: bool,
+    pub(crate) max_in_flight: usize,
+    pub(crate) request_timeout: Duration,
 }
 
 impl Connection {
@@ -128,6 +156,16 @@ impl Connection {
             profile: parts.profile,
             failure: Mutex::new(None),
             state: Mutex::new(HashMap::new()),
+            remote: OnceLock::new(),
+            local_peer: parts.local_peer,
+            outbound: parts.outbound,
+            draining: AtomicBool::new(false),
+            requests: Requests {
+                next_id: AtomicU64::new(1),
+                permits: Arc::new(Semaphore::new(parts.max_in_flight)),
+                slots: Mutex::new(Some(HashMap::new())),
+                timeout: parts.request_timeout,
+            },
         };
         (
             Self {
@@ -150,6 +188,96 @@ impl Connection {
     /// The server address this client connected to.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The node id the other end sent in its hello: a peer's name, usually
+    /// empty for clients. `None` in the plain profile (no hello) and before
+    /// the hello has arrived (never inside a handler).
+    pub fn node_id(&self) -> Option<&str> {
+        self.inner.remote.get().map(|hello| hello.node_id.as_str())
+    }
+
+    /// Whether both ends are peers ([`Config::peer`](crate::Config::peer) on
+    /// both sides): then either may send requests
+    /// ([`Connection::request`]) on this connection.
+    pub fn is_peer(&self) -> bool {
+        self.inner.local_peer && self.inner.remote.get().is_some_and(|hello| hello.peer)
+    }
+
+    /// Whether this end dialed the connection
+    /// ([`ServerHandle::connect`](crate::ServerHandle::connect)) rather than
+    /// accepted it.
+    pub fn is_outbound(&self) -> bool {
+        self.inner.outbound
+    }
+
+    /// Sends a request to the other end of a peer connection and waits for
+    /// its reply, within [`Config::request_timeout`](crate::Config::request_timeout).
+    /// The other end's handler answers it, as this end's handler answers the
+    /// other's requests.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] unless [`Connection::is_peer`];
+    /// [`Error::Timeout`]; [`Error::Remote`] when the other end answers with
+    /// an error frame; [`Error::Closed`] when the connection ends first;
+    /// [`Error::Framing`] when the message does not encode, is over the frame
+    /// limit, or the reply does not decode as `R`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future gives up the request: its slot is freed and the
+    /// other end is sent a `cancel`.
+    pub async fn request<M: Encode, R: Decode>(&self, msg: M) -> Result<R> {
+        self.request_timeout(msg, self.inner.requests.timeout).await
+    }
+
+    /// [`Connection::request`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn request_timeout<M: Encode, R: Decode>(
+        &self,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<R> {
+        if !self.is_peer() {
+            return Err(Error::Unsupported(
+                "requests to the other end need a connection between two peers",
+            ));
+        }
+        let body = msg.encode()?;
+        let exchange = async {
+            let requests = &self.inner.requests;
+            let _permit = requests
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| Error::Closed)?;
+            let id = requests.next_id.fetch_add(1, Ordering::Relaxed);
+            let frame = self.check_len(OutFrame::with_header(
+                Header {
+                    kind: Kind::Request,
+                    id,
+                },
+                body,
+            ))?;
+            let (reply, answer) = oneshot::channel();
+            match requests.slots().as_mut() {
+                Some(slots) => slots.insert(id, reply),
+                None => return Err(Error::Closed),
+            };
+            let mut outstanding = Outstanding {
+                conn: self,
+                id,
+                queued: false,
+            };
+            self.wait_for_room(frame, false).await?;
+            outstanding.queued = true;
+            answer.await.unwrap_or(Err(Error::Closed))
+        };
+        let frame = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        R::decode(frame).map_err(Error::Framing)
     }
 
     /// Sends a message to this client, unprompted (the course's
@@ -190,6 +318,22 @@ impl Connection {
     /// still sent, then the connection is closed. Returns at once.
     pub fn close(&self) {
         self.inner.closing.cancel();
+    }
+
+    /// Retires the connection without losing what the other end already
+    /// sent (multiplexed profile): frames already queued are still sent, then
+    /// this end stops sending (a half-close), but it goes on reading and
+    /// handling one-way messages until the other end closes too (or the idle
+    /// timeout passes). Replies to requests read meanwhile cannot be sent.
+    /// Peers use it to drop a duplicate link. Returns at once; in the plain
+    /// profile it is [`Connection::close`].
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+        self.close();
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
     }
 
     /// Whether the connection is closing or closed.
@@ -364,11 +508,91 @@ impl Connection {
         self.close();
     }
 
+    /// Queues a control frame (ping) if there is room, never waiting; a full
+    /// queue means frames are flowing anyway.
+    pub(crate) fn send_control(&self, frame: OutFrame) {
+        let _ = self.inner.outbox.try_send(frame, false);
+    }
+
+    /// Records the other end's hello.
+    pub(crate) fn set_remote(&self, hello: Hello) {
+        let _ = self.inner.remote.set(hello);
+    }
+
+    /// Answers our request `id` with what the other end sent; a reply for
+    /// an id we no longer wait for (timed out, cancelled) is dropped.
+    pub(crate) fn answer(&self, id: u64, outcome: Result<BytesMut>) {
+        let slot = self
+            .inner
+            .requests
+            .slots()
+            .as_mut()
+            .and_then(|slots| slots.remove(&id));
+        match slot {
+            Some(slot) => {
+                let _ = slot.send(outcome);
+            }
+            None => trace!(id, "reply for an abandoned request dropped"),
+        }
+    }
+
+    /// The connection has ended: every request still waiting fails, and
+    /// later ones fail at once.
+    pub(crate) fn end_requests(&self) {
+        let slots = self.inner.requests.slots().take();
+        for (_, slot) in slots.into_iter().flatten() {
+            let _ = slot.send(Err(Error::Closed));
+        }
+        self.inner.requests.permits.close();
+    }
+
     pub(crate) fn take_failure(&self) -> Option<Error> {
         self.inner
             .failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+}
+
+impl Requests {
+    fn slots(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Result<BytesMut>>>>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One of our requests between registering its slot and its answer. Dropped
+/// with the slot still there means the caller gave up: the slot is freed and,
+/// if the request was queued, the other end is sent a `cancel` (without
+/// waiting: if the queue is full the cancel is skipped and the late reply is
+/// dropped on arrival).
+struct Outstanding<'a> {
+    conn: &'a Connection,
+    id: u64,
+    queued: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        let removed = self
+            .conn
+            .inner
+            .requests
+            .slots()
+            .as_mut()
+            .and_then(|slots| slots.remove(&self.id));
+        if removed.is_none() || !self.queued {
+            return;
+        }
+        let cancel = OutFrame::with_header(
+            Header {
+                kind: Kind::Cancel,
+                id: self.id,
+            },
+            Bytes::new(),
+        );
+        let _ = self.conn.inner.outbox.try_send(cancel, false);
     }
 }

@@ -20,6 +20,44 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Dialing out ([`ServerHandle::connect`](crate::ServerHandle::connect))
+    /// failed: refused, unreachable, or no answer within the handshake timeout.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address dialed.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The other end did not complete the hello exchange within the
+    /// handshake timeout.
+    #[error("no hello within {0:?}")]
+    HandshakeTimeout(Duration),
+
+    /// [`Connection::request`](crate::Connection::request) got no reply in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+
+    /// The other end answered a request with an error frame.
+    #[error("remote error ({code:?}): {message}")]
+    Remote {
+        /// Why, as the protocol says it.
+        code: enchufe_framing::mux::ErrorCode,
+        /// The other end's message.
+        message: String,
+    },
+
+    /// The operation needs what this connection does not speak: requests
+    /// to the other end need a connection between two peers.
+    #[error("not supported on this connection: {0}")]
+    Unsupported(&'static str),
+
+    /// Every connection permit is taken ([`Config::max_connections`](crate::Config::max_connections)).
+    #[error("connection limit reached")]
+    TooManyConnections,
+
     /// Socket-level failure outside a framed stream.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),

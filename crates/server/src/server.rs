@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use enchufe_framing::Encode;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
@@ -88,23 +88,33 @@ impl Server {
             .listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let shared = Arc::new(Shared {
-            local_addr,
-            registry: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            grace: self.config.shutdown_grace,
-            counters: Arc::new(Counters::default()),
-        });
+        let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
         let ctx = Arc::new(Ctx {
             handler: Arc::new(handler),
             framing: self.config.framing(),
             config: self.config.clone(),
-            shutdown: shared.shutdown.clone(),
-            abort: shared.abort.clone(),
+            shutdown: shutdown.clone(),
+            abort: abort.clone(),
         });
-        let accept = accept_loop(self.listener, self.config, ctx, shared.clone());
+        let shared = Arc::new(Shared {
+            local_addr,
+            registry: Mutex::new(HashMap::new()),
+            shutdown,
+            abort,
+            tracker: TaskTracker::new(),
+            grace: self.config.shutdown_grace,
+            handshake_timeout: self.config.handshake_timeout,
+            counters: Arc::new(Counters::default()),
+            permits: Arc::new(Semaphore::new(self.config.max_connections)),
+            next_id: AtomicU64::new(1),
+            spawner: Spawner::new(ctx),
+        });
+        let accept = accept_loop(
+            self.listener,
+            self.config.accept_backoff_max,
+            shared.clone(),
+        );
         shared
             .tracker
             .spawn(accept.instrument(info_span!("server", addr = %local_addr)));
@@ -131,7 +141,62 @@ struct Shared {
     abort: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    handshake_timeout: Duration,
     counters: Arc<Counters>,
+    /// Connection permits, for accepted and dialed connections alike.
+    permits: Arc<Semaphore>,
+    next_id: AtomicU64,
+    spawner: Spawner,
+}
+
+/// Starts serving one connection, accepted or dialed. The handler's type
+/// is erased here so that [`ServerHandle`] need not carry it.
+struct Spawner(Box<SpawnFn>);
+
+type SpawnFn = dyn Fn(&Arc<Shared>, NewConnection) + Send + Sync;
+
+/// A TCP connection about to be served.
+struct NewConnection {
+    stream: TcpStream,
+    peer_addr: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    /// Dialed by [`ServerHandle::connect`], which waits on `ready` for the
+    /// hello exchange; `None` for an accepted connection.
+    ready: Option<oneshot::Sender<Result<Connection>>>,
+}
+
+impl Spawner {
+    fn new<H: Handler>(ctx: Arc<Ctx<H>>) -> Spawner {
+        Spawner(Box::new(move |shared, new| {
+            let id = ConnectionId(shared.next_id.fetch_add(1, Ordering::Relaxed));
+            let outbound = new.ready.is_some();
+            if !outbound {
+                Counters::add(&shared.counters.connections_accepted, 1);
+            }
+            let span = info_span!("conn", id = id.0, peer = %new.peer_addr, outbound);
+            let ctx = ctx.clone();
+            let shared_for_task = shared.clone();
+            shared.tracker.spawn(
+                async move {
+                    let NewConnection {
+                        stream,
+                        peer_addr,
+                        permit,
+                        ready,
+                    } = new;
+                    serve_connection(stream, peer_addr, id, ready, &ctx, &shared_for_task).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }))
+    }
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spawner")
+    }
 }
 
 impl Shared {
@@ -203,6 +268,66 @@ impl ServerHandle {
         Ok(delivered)
     }
 
+    /// Dials `addr` and serves the connection exactly like an accepted one:
+    /// same handler, same limits (it takes one of the
+    /// [`Config::max_connections`] permits), in the registry, pushes and
+    /// broadcasts reach it. Returns once the hello exchange is done (in the
+    /// multiplexed profile) and the handler's `on_connect` has run, within
+    /// [`Config::handshake_timeout`]. This is how a peer dials another peer:
+    /// whoever dialed, both ends serve the connection.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when shutting down; [`Error::TooManyConnections`];
+    /// [`Error::Connect`] when the TCP connection fails (refused,
+    /// unreachable, no answer in time); [`Error::HandshakeTimeout`] or the
+    /// framing error of a failed hello exchange ([`Error::Framing`]).
+    pub async fn connect(
+        &self,
+        addr: impl ToSocketAddrs + std::fmt::Display,
+    ) -> Result<Connection> {
+        let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let permit = shared
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyConnections)?;
+        let shown = addr.to_string();
+        let limit = shared.handshake_timeout;
+        let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(Error::Connect {
+                    addr: shown,
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(Error::Connect {
+                    addr: shown,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {limit:?}"),
+                    ),
+                })
+            }
+        };
+        let peer_addr = stream.peer_addr()?;
+        let (ready, connected) = oneshot::channel();
+        (shared.spawner.0)(
+            shared,
+            NewConnection {
+                stream,
+                peer_addr,
+                permit,
+                ready: Some(ready),
+            },
+        );
+        connected.await.unwrap_or(Err(Error::Closed))
+    }
+
     /// Counters so far: connections accepted, pushes dropped, slow clients
     /// disconnected.
     pub fn stats(&self) -> Stats {
@@ -241,21 +366,14 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop<H: Handler>(
-    listener: TcpListener,
-    config: Config,
-    ctx: Arc<Ctx<H>>,
-    shared: Arc<Shared>,
-) {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    let next_id = AtomicU64::new(1);
+async fn accept_loop(listener: TcpListener, backoff_max: Duration, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(1);
     info!("accepting connections");
     loop {
         // The permit comes first: at the limit we stop accepting, and the
         // kernel's backlog holds newcomers instead of our memory.
         let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
+            permit = shared.permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break, // the semaphore is never closed
             },
@@ -273,24 +391,20 @@ async fn accept_loop<H: Handler>(
                         () = tokio::time::sleep(backoff) => {}
                         () = shared.shutdown.cancelled() => break,
                     }
-                    backoff = (backoff * 2).min(config.accept_backoff_max);
+                    backoff = (backoff * 2).min(backoff_max);
                     continue;
                 }
             },
             () = shared.shutdown.cancelled() => break,
         };
-        let id = ConnectionId(next_id.fetch_add(1, Ordering::Relaxed));
-        Counters::add(&shared.counters.connections_accepted, 1);
-        let span = info_span!("conn", id = id.0, peer = %peer_addr);
-        let ctx = ctx.clone();
-        let shared_for_task = shared.clone();
-        let config = config.clone();
-        shared.tracker.spawn(
-            async move {
-                serve_connection(stream, peer_addr, id, &config, &ctx, &shared_for_task).await;
-                drop(permit);
-            }
-            .instrument(span),
+        (shared.spawner.0)(
+            &shared,
+            NewConnection {
+                stream,
+                peer_addr,
+                permit,
+                ready: None,
+            },
         );
     }
     info!("stopped accepting");
@@ -300,10 +414,11 @@ async fn serve_connection<H: Handler>(
     stream: TcpStream,
     peer_addr: SocketAddr,
     id: ConnectionId,
-    config: &Config,
+    mut ready: Option<oneshot::Sender<Result<Connection>>>,
     ctx: &Ctx<H>,
     shared: &Shared,
 ) {
+    let config = &ctx.config;
     // Small request/reply frames must not wait for Nagle; batching is ours.
     if let Err(e) = stream.set_nodelay(true) {
         warn!(error = %e, "cannot set TCP_NODELAY");
@@ -320,8 +435,12 @@ async fn serve_connection<H: Handler>(
         profile: config.profile,
         policy: config.slow_consumer,
         counters: shared.counters.clone(),
+        local_peer: config.peer,
+        outbound: ready.is_some(),
+        max_in_flight: config.max_in_flight,
+        request_timeout: config.request_timeout,
     });
-    info!("accepted");
+    info!(outbound = ready.is_some(), "connected");
     shared.registry().insert(id, conn.clone());
 
     let (read, write) = stream.into_split();
@@ -336,11 +455,22 @@ async fn serve_connection<H: Handler>(
         )
         .in_current_span(),
     );
-    let reason = read_loop(ctx, &conn, read).await;
+    let reason = read_loop(ctx, &conn, read, &mut ready).await;
     // Out of the registry before the client can see EOF, so that a client
     // that has seen its connection end never still counts.
     shared.registry().remove(&id);
     conn.close();
+    conn.end_requests();
+    if let Some(ready) = ready {
+        // The dialer is still waiting: the hello exchange never completed.
+        let _ = ready.send(Err(match reason {
+            Disconnect::Error(e) => e,
+            Disconnect::IdleTimeout => Error::HandshakeTimeout(config.handshake_timeout),
+            _ => Error::Closed,
+        }));
+        let _ = writer.await;
+        return;
+    }
     match &reason {
         Disconnect::Error(e) => warn!(error = %e, "closed"),
         other => info!(reason = %other, "closed"),

@@ -36,6 +36,7 @@ pub(crate) async fn read_loop<H: Handler>(
     ctx: &Ctx<H>,
     conn: &Connection,
     read: OwnedReadHalf,
+    ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
 ) -> Disconnect {
     let mut reader = FrameReader::new(read, &ctx.framing);
     if ctx.config.profile == Profile::Multiplexed {
@@ -49,6 +50,9 @@ pub(crate) async fn read_loop<H: Handler>(
     {
         return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic)));
     }
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(Ok(conn.clone()));
+    }
     match ctx.config.profile {
         Profile::Multiplexed => multiplexed(ctx, conn, &mut reader).await,
         _ => plain(ctx, conn, &mut reader).await,
@@ -61,9 +65,12 @@ async fn handshake<H: Handler>(
     conn: &Connection,
     reader: &mut FrameReader<OwnedReadHalf>,
 ) -> Result<(), Disconnect> {
-    let hello = Hello::new(ctx.config.node_id.clone())
-        .encode()
-        .map_err(|e| Disconnect::Error(e.into()))?;
+    let hello = if ctx.config.peer {
+        Hello::peer(ctx.config.node_id.clone())
+    } else {
+        Hello::new(ctx.config.node_id.clone())
+    };
+    let hello = hello.encode().map_err(|e| Disconnect::Error(e.into()))?;
     conn.enqueue(OutFrame::plain(hello))
         .await
         .map_err(Disconnect::Error)?;
@@ -77,7 +84,8 @@ async fn handshake<H: Handler>(
         Ok(Err(e)) => Err(Disconnect::Error(e.into())),
         Ok(Ok(Some(frame))) => match Hello::decode(&frame) {
             Ok(hello) => {
-                debug!(node = %hello.node_id, "hello");
+                debug!(node = %hello.node_id, peer = hello.peer, "hello");
+                conn.set_remote(hello);
                 Ok(())
             }
             Err(e) => Err(Disconnect::Error(e.into())),
@@ -153,6 +161,16 @@ async fn multiplexed<H: Handler>(
     // Request id -> abort handle, for cancel frames. Notifies are not here.
     let mut cancels: HashMap<u64, AbortHandle> = HashMap::new();
     let mut stopping = false;
+    let mut draining = false;
+    let mut last_activity = tokio::time::Instant::now();
+    // Between two peers either end may send every kind, and pings keep the
+    // link provably alive.
+    let peer = conn.is_peer();
+    let mut keepalive = ctx.config.keepalive.filter(|_| peer).map(|every| {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
 
     loop {
         if stopping && running.is_empty() {
@@ -161,27 +179,44 @@ async fn multiplexed<H: Handler>(
         let full = running.len() >= max_in_flight && ctx.config.busy == BusyPolicy::Wait;
         let can_read = !stopping && !full;
         // Idle time only counts while nothing runs: a slow handler is not idleness.
+        // A deadline, not a timeout: a keepalive tick must not restart it.
         let idle = if running.is_empty() {
-            ctx.config.idle_timeout
+            ctx.config.idle_timeout.map(|limit| last_activity + limit)
         } else {
             None
         };
         tokio::select! {
             biased;
             () = ctx.abort.cancelled() => return Disconnect::Shutdown,
-            () = conn.closing().cancelled() => return closed(conn),
+            () = conn.closing().cancelled(), if !draining => {
+                if !conn.is_draining() {
+                    return closed(conn);
+                }
+                // Retired: read on until the other end closes too.
+                draining = true;
+            }
             Some((id, outcome)) = running.next(), if !running.is_empty() => {
+                last_activity = tokio::time::Instant::now();
                 if let Some(id) = id {
                     cancels.remove(&id);
                 }
-                if let Err(e) = finish::<H>(conn, id, outcome).await {
-                    return Disconnect::Error(e);
+                match finish::<H>(conn, id, outcome).await {
+                    Ok(()) => {}
+                    // A reply has nowhere to go once we stopped sending.
+                    Err(Error::Closed) if draining => {}
+                    Err(e) => return Disconnect::Error(e),
                 }
             }
             () = ctx.shutdown.cancelled(), if !stopping => stopping = true,
-            next = recv_within(reader, idle), if can_read => {
+            () = tick(&mut keepalive) => conn.send_control(OutFrame::with_header(
+                Header { kind: Kind::Ping, id: 0 },
+                bytes::Bytes::new(),
+            )),
+            next = recv_until(reader, idle), if can_read => {
+                last_activity = tokio::time::Instant::now();
                 let frame = match next {
                     Some(Ok(Some(frame))) => frame,
+                    Some(Ok(None)) if draining => return Disconnect::Closed,
                     Some(Ok(None)) => {
                         // The client is done sending; answer what it asked first.
                         stopping = true;
@@ -200,6 +235,18 @@ async fn multiplexed<H: Handler>(
                 let id = match header.kind {
                     Kind::Request => Some(header.id),
                     Kind::Notify => None,
+                    // From a peer, a push is a one-way message like a notify.
+                    Kind::Push if peer => None,
+                    Kind::Response if peer => {
+                        conn.answer(header.id, Ok(body));
+                        continue;
+                    }
+                    Kind::Error if peer => {
+                        let (code, message) = ErrorCode::parse(&body);
+                        conn.answer(header.id, Err(Error::Remote { code, message }));
+                        continue;
+                    }
+                    Kind::Ping if peer => continue,
                     Kind::Cancel => {
                         if let Some(handle) = cancels.remove(&header.id) {
                             trace!(id = header.id, "cancelled");
@@ -317,6 +364,27 @@ fn error_frame(id: u64, code: ErrorCode, message: &str) -> OutFrame {
 fn closed(conn: &Connection) -> Disconnect {
     conn.take_failure()
         .map_or(Disconnect::Closed, Disconnect::Error)
+}
+
+/// The next keepalive tick; never, without keepalive.
+async fn tick(keepalive: &mut Option<tokio::time::Interval>) {
+    match keepalive {
+        Some(ticker) => {
+            ticker.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame, or `None` if the deadline passed first.
+async fn recv_until(
+    reader: &mut FrameReader<OwnedReadHalf>,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<enchufe_framing::Result<Option<BytesMut>>> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, reader.recv()).await.ok(),
+        None => Some(reader.recv().await),
+    }
 }
 
 /// The next frame, or `None` if the idle timeout passed first.
