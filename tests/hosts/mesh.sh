@@ -165,6 +165,7 @@ start() {
     for y in "${NODES[@]}"; do
         [[ $y == "$x" ]] || args+=(--peer "$(addr "$y" "$x"):$PORT")
     done
+    : >"$(out "$x")" # exists before the first poll reads it
     # `ip netns exec` execs the binary, so $! is the peer itself.
     ip netns exec "$(ns "$x")" "$BIN" --id "$x" --listen "0.0.0.0:$PORT" "${args[@]}" \
         --keepalive-ms "$KEEPALIVE_MS" --idle-ms "$IDLE_MS" \
@@ -215,6 +216,19 @@ mesh_up() {
     done
 }
 
+# wait_mesh WHAT: waits for mesh_up; on failure, each peer's `peers` answer
+# goes in the message, to tell a link that is missing from an event that is.
+wait_mesh() {
+    poll mesh_up && return
+    local x m diag=
+    for x in "${NODES[@]}"; do
+        m=$(mark "$x")
+        tell "$x" peers
+        WAIT=3 poll answered "$x" "$m" || true
+        diag+="$x: $(since "$x" "$m" | grep -m 1 "^peers " || echo "no answer to 'peers'"); "
+    done
+    fail "no $1 within ${WAIT}s (now $diag)"
+}
 answered() { awk -v m="$2" 'NR > m && /^peers / { f = 1 } END { exit !f }' "$(out "$1")"; }
 # Cross-check the events with `peers`: each node lists exactly the other two.
 check_peers() {
@@ -279,7 +293,7 @@ for x in "${order[@]}"; do
     start "$x"
     sleep 0.7
 done
-wait_until "full mesh after start (every log shows 'up' for the two others)" mesh_up
+wait_mesh "full mesh after start (every log shows 'up' for the two others)"
 check_peers
 say "mesh formed"
 batch 1
@@ -301,7 +315,7 @@ saw_down() {
 wait_until "'down $victim' on the others after the kill" saw_down
 start "$victim"
 say "restarted $victim"
-wait_until "mesh re-formed after restarting $victim" mesh_up
+wait_mesh "mesh re-formed after restarting $victim"
 check_peers
 say "mesh re-formed"
 batch 2
@@ -328,7 +342,7 @@ ip netns exec "$(ns "$x")" "$IPT" -w -D INPUT "${drop[@]}"
 ip netns exec "$(ns "$x")" "$IPT" -w -D OUTPUT "${drop_out[@]}"
 t_restore=$SECONDS
 say "link $x-$y restored after $((t_restore - t_cut))s"
-wait_until "mesh re-formed after restoring $x-$y" mesh_up
+wait_mesh "mesh re-formed after restoring $x-$y"
 say "mesh re-formed $((SECONDS - t_restore))s after the restore"
 check_peers
 batch 3
@@ -347,5 +361,6 @@ for n in "${NODES[@]}"; do
     ((rc == 0)) || fail "$n exited with status $rc after 'quit'"
 done
 errors=$(cat "$LOGS"/*.out | grep -c "^error " || true)
-((errors == 0)) || fail "$errors 'error' line(s) in the peers' output: $(grep -h "^error " "$LOGS"/*.out | head -n 3)"
+((errors == 0)) || fail "$errors 'error' line(s) in the peers' output: $(cd "$LOGS" &&
+    grep -H "^error " ./*.out | sed 's|^\./\([a-z]\)\.\([0-9]*\)\.out:|\1 (run \2): |' | head -n 3 | paste -sd';')"
 say "PASS: start in order ${order[*]}, SIGKILL+restart of $victim, iptables cut of $x-$y; 3 batches delivered exactly once; total ${SECONDS}s"
