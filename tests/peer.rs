@@ -135,6 +135,30 @@ async fn dialing_a_peer_that_is_not_up_yet_waits_for_it() {
 }
 
 #[tokio::test]
+async fn a_dial_closed_during_the_hello_is_retried() {
+    bounded(async {
+        // Something at the address hangs up at once, three times, as a dying
+        // peer's listener does; then it is gone and the real peer comes up.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, _) = peer("a").await;
+        let dial = {
+            let a = a.clone();
+            tokio::spawn(async move { a.connect(addr.to_string()).await })
+        };
+        for _ in 0..3 {
+            drop(listener.accept().await.unwrap());
+        }
+        drop(listener);
+        let (b, _) = peer_at(&addr.to_string(), "b").await;
+        assert_eq!(dial.await.unwrap().unwrap(), "b");
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_static_pair_links_whatever_the_start_order() {
     bounded(async {
         for first_is_low in [true, false] {

@@ -18,7 +18,7 @@
 #      other links stay up; restore; wait for `up`; a new batch, exactly once;
 #   5. `quit` each peer, which must exit 0.
 #
-# Usage (as root; CI runs it from .ci/run):  tests/hosts/mesh.sh
+# Usage (as root; ./scripts/test runs it, and CI runs that):  tests/hosts/mesh.sh
 #   ENCHUFE_SKIP_NETNS=1   skip, saying so loudly (exit 0); without it, a
 #                          machine that cannot create namespaces fails
 #   ENCHUFE_MESH_BIN=PATH  run this binary instead of building examples/p2p.rs

@@ -499,7 +499,10 @@ async fn dial(inner: &Inner, addr: &str) -> Result<Connection> {
                     "the other end is not a peer",
                 )));
             }
-            Err(enchufe_server::Error::Closed) => return Err(Error::Closed),
+            // Only our own closing ends the dialing; a link closed during
+            // its hello (a peer dying as we dial it) is retried like any
+            // other failure.
+            Err(_) if inner.closing.is_cancelled() => return Err(Error::Closed),
             Err(last) => {
                 attempt += 1;
                 if policy.exhausted(attempt) {

@@ -128,7 +128,8 @@ impl Table {
             }
             _ => links.insert(remote.clone(), conn.clone()),
         };
-        drop(links);
+        // Events go out under the lock, so that they are in the order the
+        // table changed (an `Up` never overtakes the `Down` before it).
         self.changed.send_modify(|n| *n += 1);
         match retired {
             Some(old) if !old.is_closed() => {
@@ -154,7 +155,6 @@ impl Table {
         let mut links = self.links();
         if links.get(remote).is_some_and(|c| c.id() == conn.id()) {
             links.remove(remote);
-            drop(links);
             self.changed.send_modify(|n| *n += 1);
             info!(peer = %remote, "peer down");
             self.emit(PeerEvent::Down {

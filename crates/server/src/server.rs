@@ -466,6 +466,10 @@ async fn serve_connection<H: Handler>(
         let _ = ready.send(Err(match reason {
             Disconnect::Error(e) => e,
             Disconnect::IdleTimeout => Error::HandshakeTimeout(config.handshake_timeout),
+            Disconnect::PeerClosed => Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed by the other end during the hello",
+            )),
             _ => Error::Closed,
         }));
         let _ = writer.await;
