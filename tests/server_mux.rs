@@ -103,11 +103,15 @@ fn mux() -> Config {
 }
 
 async fn serve(lab: Lab, config: Config) -> ServerHandle {
+    serve_with(lab, config).await
+}
+
+async fn serve_with(handler: impl Handler, config: Config) -> ServerHandle {
     Server::bind("127.0.0.1:0")
         .await
         .unwrap()
         .with_config(config)
-        .serve(lab)
+        .serve(handler)
 }
 
 #[tokio::test]
@@ -419,8 +423,12 @@ impl Handler for Asker {
     }
 }
 
-fn peer_config(id: &str) -> Config {
-    mux().peer(true).node_id(id)
+/// A peer server "s" serving [`Asker`], and a raw TCP connection to it.
+async fn asker_peer(keepalive: Duration) -> (ServerHandle, TcpStream) {
+    let config = mux().peer(true).node_id("s").keepalive(Some(keepalive));
+    let server = serve_with(Asker, config).await;
+    let stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    (server, stream)
 }
 
 impl Raw {
@@ -438,13 +446,7 @@ impl Raw {
 #[tokio::test]
 async fn between_peers_requests_go_both_ways_and_pings_keep_the_link() {
     bounded(async {
-        let config = peer_config("s").keepalive(Some(Duration::from_millis(20)));
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(config)
-            .serve(Asker);
-        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        let (server, stream) = asker_peer(Duration::from_millis(20)).await;
         let mut raw = stream;
         // A peer's hello is byte exact: flag 0x01, then the id.
         let mut hello = [0u8; 12];
@@ -493,13 +495,7 @@ async fn between_peers_requests_go_both_ways_and_pings_keep_the_link() {
 #[tokio::test]
 async fn a_client_that_is_not_a_peer_gets_no_requests_and_no_pings() {
     bounded(async {
-        let config = peer_config("s").keepalive(Some(Duration::from_millis(5)));
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(config)
-            .serve(Asker);
-        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        let (server, stream) = asker_peer(Duration::from_millis(5)).await;
         let mut c = Raw(Transport::new(stream));
         c.0.send(Hello::new("plain").encode().unwrap())
             .await
