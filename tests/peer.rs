@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{bounded, eventually};
-use enchufe::peer::{Backoff, Config, Error, Peer, PeerEvent};
+use enchufe::peer::{Backoff, Config, Error, Peer, PeerEvent, WhileDown};
 use enchufe::{handler_fn, Handler};
 
 /// What one peer received: (sender id, message) -> times.
@@ -345,6 +345,41 @@ async fn a_restarted_peer_rejoins_the_mesh() {
         for (p, _) in peers {
             p.close().await;
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_send_while_the_peer_restarts_waits_for_it_by_policy() {
+    bounded(async {
+        let inbox = Inbox::default();
+        let patient = config("a").while_down(WhileDown::Wait(Duration::from_secs(30)));
+        let a = Peer::bind_with("127.0.0.1:0", recorder("a", inbox), patient)
+            .await
+            .unwrap();
+        let (b, _) = peer("b").await;
+        let b_addr = b.local_addr();
+        a.connect(b_addr.to_string()).await.unwrap();
+        b.close().await;
+        eventually(|| a.peers().is_empty()).await;
+
+        // Sent while b is down: it waits for a's dialer to find b again.
+        let send = {
+            let a = a.clone();
+            tokio::spawn(async move { a.send("b", "patience").await })
+        };
+        let (b, b_inbox) = peer_at(&b_addr.to_string(), "b").await;
+        send.await.unwrap().unwrap();
+        eventually(|| {
+            b_inbox
+                .lock()
+                .unwrap()
+                .get(&("a".to_owned(), "patience".to_owned()))
+                == Some(&1)
+        })
+        .await;
+        a.close().await;
+        b.close().await;
     })
     .await;
 }

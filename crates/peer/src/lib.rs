@@ -76,6 +76,8 @@ mod table;
 
 /// How dialing retries: the client's reconnect backoff, shared by peers.
 pub use enchufe_client::Backoff;
+/// What a send or request to a peer without a link does (the client's policy).
+pub use enchufe_client::WhileDown;
 pub use table::PeerEvent;
 use table::{PeerHandler, Table};
 
@@ -146,6 +148,11 @@ pub struct Config {
     /// Events kept for a slow [`Peer::events`] receiver before it starts
     /// missing the oldest. Default 1024.
     pub event_queue: usize,
+    /// What [`Peer::send`] and [`Peer::request`] do when the peer has no
+    /// link right now: [`WhileDown::FailFast`] (the default) fails at once
+    /// with [`Error::NotConnected`]; [`WhileDown::Wait`] waits up to its
+    /// bound for the link to come (back), as while a peer restarts.
+    pub while_down: WhileDown,
 }
 
 impl Config {
@@ -185,6 +192,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::while_down`].
+    #[must_use]
+    pub fn while_down(mut self, policy: WhileDown) -> Self {
+        self.while_down = policy;
+        self
+    }
+
     fn server_config(&self) -> enchufe_server::Config {
         self.server
             .clone()
@@ -208,6 +222,7 @@ impl Default for Config {
             keepalive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             event_queue: 1024,
+            while_down: WhileDown::FailFast,
         }
     }
 }
@@ -225,6 +240,7 @@ struct Inner {
     server: ServerHandle,
     table: Arc<Table>,
     backoff: Backoff,
+    while_down: WhileDown,
     /// Stops the dialers.
     closing: CancellationToken,
     /// The dialers, waited for by `close`.
@@ -266,6 +282,7 @@ impl Peer {
                 server,
                 table,
                 backoff: config.backoff,
+                while_down: config.while_down,
                 closing: CancellationToken::new(),
                 dialers: TaskTracker::new(),
             }),
@@ -353,11 +370,30 @@ impl Peer {
     /// reply, if any, is dropped. Returns once the message is queued.
     ///
     /// # Errors
-    /// [`Error::NotConnected`] when there is no live link to `id`;
-    /// [`Error::Server`] as [`Connection::push`].
+    /// [`Error::NotConnected`] when there is no live link to `id` (after
+    /// waiting, under [`WhileDown::Wait`]); [`Error::Server`] as
+    /// [`Connection::push`].
     pub async fn send<M: Encode>(&self, id: &str, msg: M) -> Result<()> {
         let body = msg.encode().map_err(enchufe_server::Error::from)?;
         self.send_body(id, body).await
+    }
+
+    /// The live link to `id`, waiting for one as [`Config::while_down`] says.
+    async fn live_link(&self, id: &str) -> Result<Connection> {
+        if let Some(link) = self.inner.table.get(id) {
+            return Ok(link);
+        }
+        if let WhileDown::Wait(bound) = self.inner.while_down {
+            let wait = tokio::time::timeout(bound, self.wait_for(id));
+            tokio::select! {
+                _ = wait => {}
+                () = self.inner.closing.cancelled() => return Err(Error::Closed),
+            }
+        }
+        self.inner
+            .table
+            .get(id)
+            .ok_or_else(|| Error::NotConnected(id.to_owned()))
     }
 
     /// Queues an encoded message on the link to `id`. A link retired under
@@ -365,11 +401,7 @@ impl Peer {
     /// it is tried again on the link that replaced it.
     async fn send_body(&self, id: &str, body: bytes::Bytes) -> Result<()> {
         for _ in 0..3 {
-            let link = self
-                .inner
-                .table
-                .get(id)
-                .ok_or_else(|| Error::NotConnected(id.to_owned()))?;
+            let link = self.live_link(id).await?;
             match link.push(body.clone()).await {
                 Err(enchufe_server::Error::Closed) => tokio::task::yield_now().await,
                 other => return other.map_err(Error::from),
@@ -386,11 +418,7 @@ impl Peer {
     /// [`Error::NotConnected`]; [`Error::Server`] as
     /// [`Connection::request`] (timeout, remote error, link lost).
     pub async fn request<M: Encode, R: Decode>(&self, id: &str, msg: M) -> Result<R> {
-        let link = self
-            .inner
-            .table
-            .get(id)
-            .ok_or_else(|| Error::NotConnected(id.to_owned()))?;
+        let link = self.live_link(id).await?;
         Ok(link.request(msg).await?)
     }
 
