@@ -103,7 +103,7 @@ async fn plain<H: Handler>(
         let next = tokio::select! {
             () = ctx.shutdown.cancelled() => return Disconnect::Shutdown,
             () = conn.closing().cancelled() => return closed(conn),
-            next = recv_within(reader, ctx.config.idle_timeout) => next,
+            next = recv_until(reader, ctx.config.idle_timeout.map(|limit| tokio::time::Instant::now() + limit)) => next,
         };
         let frame = match next {
             Some(Ok(Some(frame))) => frame,
@@ -383,17 +383,6 @@ async fn recv_until(
 ) -> Option<enchufe_framing::Result<Option<BytesMut>>> {
     match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, reader.recv()).await.ok(),
-        None => Some(reader.recv().await),
-    }
-}
-
-/// The next frame, or `None` if the idle timeout passed first.
-async fn recv_within(
-    reader: &mut FrameReader<OwnedReadHalf>,
-    idle: Option<Duration>,
-) -> Option<enchufe_framing::Result<Option<BytesMut>>> {
-    match idle {
-        Some(limit) => tokio::time::timeout(limit, reader.recv()).await.ok(),
         None => Some(reader.recv().await),
     }
 }
