@@ -31,6 +31,13 @@
 //!   conversion) and [`Json<T>`] (any serde type) come built in.
 //! - [`mux`]: the multiplexed profile's hello and 9-byte message header
 //!   (request ids, kinds), for many requests in flight on one connection.
+//! - [`Wire`]: one connection's bytes for a driver that polls (the server's
+//!   and client's connection core): one task reads and writes, no buffer
+//!   while idle, reads that grow with what arrived, large bodies in their
+//!   own buffer and written with one vectored write.
+//! - [`session`]: the multiplexed profile's rules with no socket in them
+//!   (what a frame means for a client, a server or a peer; in-flight limits,
+//!   parking, cancels, shutdown), shared by every role's driver.
 //! - [`OutFrame`]: an outgoing frame as a small prefix (a mux header) plus a
 //!   body, written with a single copy.
 //! - [`Config`] and [`Error`].
@@ -59,13 +66,16 @@ mod config;
 mod error;
 mod message;
 pub mod mux;
+pub mod session;
 mod transport;
+mod wire;
 
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 pub use error::{BoxError, Error, Result};
 pub use message::{Decode, Encode, Json, Raw, Text};
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
+pub use wire::{Wire, LARGE_FRAME};
 
 /// Bytes taken by the length prefix of every frame.
 pub const HEADER_LEN: usize = 4;

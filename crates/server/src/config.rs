@@ -63,8 +63,9 @@ pub struct Config {
     ///
     /// A permit is taken *before* `accept`, so connection 1025 waits in the
     /// kernel's backlog until one leaves instead of costing a task and buffers.
-    /// Each connection may hold up to `max_frame_length` while a frame arrives
-    /// plus `outbound_queue` replies, so this bounds the server's memory.
+    /// Each connection may hold one frame arriving (its buffer grows with the
+    /// bytes that arrive, up to `max_frame_length`) plus `max_queued_bytes`
+    /// of output, so this bounds the server's memory.
     pub max_connections: usize,
 
     /// Largest frame payload accepted from a client or sent to it.
@@ -73,15 +74,36 @@ pub struct Config {
     /// is allocated.
     pub max_frame_length: usize,
 
-    /// Frames (replies and pushes) queued for one connection's writer.
-    /// Default 128.
+    /// Most pushes waiting in one connection's outbound queue, counted in
+    /// frames: a second cap beside [`Config::max_queued_bytes`], for many
+    /// tiny pushes. Default 128.
     ///
-    /// A client that stops reading fills this queue; then replies wait (up to
-    /// `write_timeout`) and the connection is dropped, so it cannot grow the
-    /// server's memory. 128 lets a pipelining client keep the writer busy
-    /// (one batch is up to [`enchufe_framing::MAX_BATCH`] frames) with room
-    /// for pushes.
+    /// A client that stops reading fills the queue; then pushes follow the
+    /// [`SlowConsumer`] policy and the connection is dropped once its writes
+    /// make no progress for `write_timeout`, so it cannot grow the server's
+    /// memory.
     pub outbound_queue: usize,
+
+    /// Bytes one connection may hold for its client, replies and pushes
+    /// together: what the driver has not yet written plus the pushes waiting
+    /// in its queue. Default 4 MiB.
+    ///
+    /// Over it, the connection stops reading new requests until its output
+    /// drains, and pushes follow the [`SlowConsumer`] policy. One frame is
+    /// always admitted into an empty queue, so a frame larger than the budget
+    /// can still be sent (alone). 4 MiB keeps a loopback or LAN link busy
+    /// (several socket buffers' worth) while a client that never reads costs
+    /// at most this plus one frame; with 8 MiB frames that is under 16 MiB.
+    pub max_queued_bytes: usize,
+
+    /// Bytes of pushes all connections together may hold (queued pushes and
+    /// unwritten output). Default 128 MiB.
+    ///
+    /// A broadcast to 10,000 slow clients is bounded by this rather than by
+    /// 10,000 budgets; over it, pushes follow the [`SlowConsumer`] policy as
+    /// for a full connection. Each connection may still take one push into
+    /// an empty queue.
+    pub max_total_queued_bytes: usize,
 
     /// A connection that completes no frame for this long is closed.
     /// Default 10 minutes; `None` waits forever.
@@ -169,6 +191,20 @@ impl Config {
     #[must_use]
     pub fn outbound_queue(mut self, frames: usize) -> Self {
         self.outbound_queue = frames.max(1);
+        self
+    }
+
+    /// Sets [`Config::max_queued_bytes`] (at least 1).
+    #[must_use]
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets [`Config::max_total_queued_bytes`] (at least 1).
+    #[must_use]
+    pub fn max_total_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_total_queued_bytes = bytes.max(1);
         self
     }
 
@@ -274,6 +310,8 @@ impl Default for Config {
             max_connections: 1024,
             max_frame_length: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH,
             outbound_queue: 128,
+            max_queued_bytes: 4 << 20,
+            max_total_queued_bytes: 128 << 20,
             idle_timeout: Some(Duration::from_secs(600)),
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),

@@ -10,10 +10,9 @@ use bytes::{Bytes, BytesMut};
 use enchufe_framing::mux::{Header, Hello, Kind, Profile};
 use enchufe_framing::{Decode, Encode, OutFrame};
 use tokio::sync::{oneshot, Semaphore};
-use tokio_util::sync::CancellationToken;
 use tracing::trace;
 
-use crate::outbox::{Outbox, Refused};
+use crate::outbox::{Budget, Outbox, Refused, Signal};
 use crate::stats::Counters;
 use crate::{Error, Result, SlowConsumer};
 
@@ -70,16 +69,16 @@ struct Inner {
     id: ConnectionId,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
-    /// Replies and pushes for the writer task; bounded so that a client that
-    /// never reads cannot grow the server's memory.
-    outbox: Arc<Outbox>,
+    /// Pushes (and a peer's requests) for the driver; bounded in bytes so
+    /// that a client that never reads cannot grow the server's memory.
+    outbox: Outbox,
+    /// Wakes the driver: frames queued, close, shutdown. Its CLOSE flag is
+    /// the connection's "closing" state.
+    signal: Signal,
     /// What a push does when the outbox is full.
     policy: SlowConsumer,
     /// The server's counters (dropped pushes, slow disconnects).
     counters: Arc<Counters>,
-    /// Cancelled when the connection is closing: the reader stops, the writer
-    /// sends what is queued and half-closes, pushes fail fast.
-    closing: CancellationToken,
     /// Frames over this are refused before they are queued.
     max_frame_length: usize,
     /// How long a push may wait for room in the queue.
@@ -130,7 +129,8 @@ pub(crate) struct Parts {
     pub(crate) max_frame_length: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) queue: usize,
-    pub(crate) closing: CancellationToken,
+    pub(crate) queue_bytes: usize,
+    pub(crate) budget: Arc<Budget>,
     pub(crate) profile: Profile,
     pub(crate) policy: SlowConsumer,
     pub(crate) counters: Arc<Counters>,
@@ -141,16 +141,16 @@ pub(crate) struct Parts {
 }
 
 impl Connection {
-    pub(crate) fn new(parts: Parts) -> (Self, Arc<Outbox>) {
-        let outbox = Arc::new(Outbox::new(parts.queue));
+    pub(crate) fn new(parts: Parts) -> Self {
+        let outbox = Outbox::new(parts.queue, parts.queue_bytes, parts.budget);
         let inner = Inner {
             id: parts.id,
             peer_addr: parts.peer_addr,
             local_addr: parts.local_addr,
-            outbox: outbox.clone(),
+            outbox,
+            signal: Signal::default(),
             policy: parts.policy,
             counters: parts.counters,
-            closing: parts.closing,
             max_frame_length: parts.max_frame_length,
             write_timeout: parts.write_timeout,
             profile: parts.profile,
@@ -167,12 +167,9 @@ impl Connection {
                 timeout: parts.request_timeout,
             },
         };
-        (
-            Self {
-                inner: Arc::new(inner),
-            },
-            outbox,
-        )
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// This connection's id.
@@ -317,7 +314,10 @@ impl Connection {
     /// Asks the server to close this connection: frames already queued are
     /// still sent, then the connection is closed. Returns at once.
     pub fn close(&self) {
-        self.inner.closing.cancel();
+        // New pushes are refused (and waiting ones fail) at once; what is
+        // queued is still sent by the driver before it closes.
+        self.inner.outbox.close();
+        self.inner.signal.raise(Signal::CLOSE);
     }
 
     /// Retires the connection without losing what the other end already
@@ -338,7 +338,7 @@ impl Connection {
 
     /// Whether the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.closing.is_cancelled()
+        self.inner.signal.is_raised(Signal::CLOSE)
     }
 
     /// Runs `f` on this connection's state of type `T`, created with
@@ -416,18 +416,6 @@ impl Connection {
         Ok(frame)
     }
 
-    /// Queues a reply (never dropped): waits for room up to the write
-    /// timeout; past it the connection is dropped as a slow consumer.
-    pub(crate) async fn enqueue(&self, frame: OutFrame) -> Result<()> {
-        match self.wait_for_room(frame, false).await {
-            Err(Error::WriteStalled(after)) => {
-                self.slow(after);
-                Err(Error::WriteStalled(after))
-            }
-            other => other,
-        }
-    }
-
     /// Queues a push, waiting as the policy allows.
     async fn offer(&self, frame: OutFrame, is_push: bool) -> Result<()> {
         match self.inner.policy {
@@ -439,7 +427,15 @@ impl Connection {
                 }
                 other => other,
             },
-            _ => self.offer_now(frame),
+            _ => {
+                if !self.inner.outbox.would_fit(&frame) {
+                    // Give the driver one turn first: when the push comes
+                    // from a handler on the connection's own task, the
+                    // driver only drains the queue while the handler waits.
+                    tokio::task::yield_now().await;
+                }
+                self.offer_now(frame)
+            }
         }
     }
 
@@ -449,11 +445,12 @@ impl Connection {
             return Err(Error::Closed);
         }
         let outbox = &self.inner.outbox;
+        let signal = &self.inner.signal;
         let queued = match self.inner.policy {
-            SlowConsumer::DropOldest => outbox.send_evicting(frame).map(|evicted| {
+            SlowConsumer::DropOldest => outbox.send_evicting(frame, signal).map(|evicted| {
                 Counters::add(&self.inner.counters.pushes_dropped, evicted as u64);
             }),
-            _ => outbox.try_send(frame, true),
+            _ => outbox.try_send(frame, true, signal),
         };
         match queued {
             Ok(()) => Ok(()),
@@ -473,14 +470,12 @@ impl Connection {
             return Err(Error::Closed);
         }
         let limit = self.inner.write_timeout;
-        let send = self.inner.outbox.send(frame, is_push);
-        tokio::select! {
-            sent = tokio::time::timeout(limit, send) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_closed)) => Err(Error::Closed),
-                Err(_) => Err(Error::WriteStalled(limit)),
-            },
-            () = self.inner.closing.cancelled() => Err(Error::Closed),
+        // A close refuses new frames and wakes this wait (Outbox::close).
+        let send = self.inner.outbox.send(frame, is_push, &self.inner.signal);
+        match tokio::time::timeout(limit, send).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_closed)) => Err(Error::Closed),
+            Err(_) => Err(Error::WriteStalled(limit)),
         }
     }
 
@@ -492,8 +487,12 @@ impl Connection {
         self.fail(Error::WriteStalled(after));
     }
 
-    pub(crate) fn closing(&self) -> &CancellationToken {
-        &self.inner.closing
+    pub(crate) fn signal(&self) -> &Signal {
+        &self.inner.signal
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
     }
 
     /// Records why the connection failed (first failure wins) and closes it.
@@ -506,12 +505,6 @@ impl Connection {
         slot.get_or_insert(error);
         drop(slot);
         self.close();
-    }
-
-    /// Queues a control frame (ping) if there is room, never waiting; a full
-    /// queue means frames are flowing anyway.
-    pub(crate) fn send_control(&self, frame: OutFrame) {
-        let _ = self.inner.outbox.try_send(frame, false);
     }
 
     /// Records the other end's hello.
@@ -593,6 +586,12 @@ impl Drop for Outstanding<'_> {
             },
             Bytes::new(),
         );
-        let _ = self.conn.inner.outbox.try_send(cancel, false);
+        // A cancel is a few bytes and frees the other end's work: it goes
+        // past the budget rather than be skipped.
+        let _ = self
+            .conn
+            .inner
+            .outbox
+            .force(cancel, &self.conn.inner.signal);
     }
 }

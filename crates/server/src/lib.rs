@@ -57,6 +57,7 @@
 
 mod config;
 mod connection;
+mod driver;
 mod error;
 mod handler;
 mod outbox;

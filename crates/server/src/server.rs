@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use enchufe_framing::Encode;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+#[cfg(unix)]
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::connection::Parts;
+use crate::outbox::{Budget, Signal};
 use crate::stats::{Counters, Stats};
-use crate::task::{read_loop, write_loop, Ctx};
+use crate::task::{serve, Ctx};
 use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, Result};
 
 /// A bound TCP listener, ready to serve a [`Handler`].
@@ -38,9 +41,45 @@ use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, Result
 /// ```
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     config: Config,
 }
+
+/// Where a server accepts connections.
+#[derive(Debug)]
+enum Listener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(UnixListener),
+}
+
+/// An accepted or dialed connection, before it is served.
+enum Stream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<(Stream, SocketAddr)> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, addr) = listener.accept().await?;
+                Ok((Stream::Tcp(stream), addr))
+            }
+            #[cfg(unix)]
+            Listener::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                Ok((Stream::Unix(stream), UNIX_ADDR))
+            }
+        }
+    }
+}
+
+/// What [`Connection::peer_addr`] and [`ServerHandle::local_addr`] say for a
+/// Unix socket, which has no IP address: `0.0.0.0:0`.
+const UNIX_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 impl Server {
     /// Binds a listener (IPv4 or IPv6; port 0 picks a free port).
@@ -61,9 +100,43 @@ impl Server {
     /// Serves on a listener bound elsewhere.
     pub fn from_listener(listener: TcpListener) -> Server {
         Server {
-            listener,
+            listener: Listener::Tcp(listener),
             config: Config::default(),
         }
+    }
+
+    /// Binds a Unix domain socket at `path` (which must not exist yet).
+    /// Everything else is as over TCP: the same handler, profiles, limits
+    /// and shutdown. A Unix connection has no IP address:
+    /// [`Connection::peer_addr`] and [`ServerHandle::local_addr`] say
+    /// `0.0.0.0:0`.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] when the socket cannot be created there.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("enchufe-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("echo.sock");
+    /// # let _ = std::fs::remove_file(&path);
+    /// let server = enchufe_server::Server::bind_unix(&path)?;
+    /// # drop(server); std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(unix)]
+    pub fn bind_unix(path: impl AsRef<std::path::Path>) -> Result<Server> {
+        let path = path.as_ref();
+        let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
+            addr: path.display().to_string(),
+            source,
+        })?;
+        Ok(Server {
+            listener: Listener::Unix(listener),
+            config: Config::default(),
+        })
     }
 
     /// Replaces the configuration.
@@ -78,24 +151,23 @@ impl Server {
     /// # Errors
     /// [`Error::Io`] if the OS cannot tell.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+        match &self.listener {
+            Listener::Tcp(listener) => Ok(listener.local_addr()?),
+            #[cfg(unix)]
+            Listener::Unix(_) => Ok(UNIX_ADDR),
+        }
     }
 
     /// Starts serving in the background and returns a handle to the running
     /// server. Must be called within a Tokio runtime.
     pub fn serve<H: Handler>(self, handler: H) -> ServerHandle {
-        let local_addr = self
-            .listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let local_addr = self.local_addr().unwrap_or(UNIX_ADDR);
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let ctx = Arc::new(Ctx {
             handler: Arc::new(handler),
             framing: self.config.framing(),
             config: self.config.clone(),
-            shutdown: shutdown.clone(),
-            abort: abort.clone(),
         });
         let shared = Arc::new(Shared {
             local_addr,
@@ -106,6 +178,7 @@ impl Server {
             grace: self.config.shutdown_grace,
             handshake_timeout: self.config.handshake_timeout,
             counters: Arc::new(Counters::default()),
+            budget: Arc::new(Budget::new(self.config.max_total_queued_bytes)),
             permits: Arc::new(Semaphore::new(self.config.max_connections)),
             next_id: AtomicU64::new(1),
             spawner: Spawner::new(ctx),
@@ -143,6 +216,8 @@ struct Shared {
     grace: Duration,
     handshake_timeout: Duration,
     counters: Arc<Counters>,
+    /// Bytes queued for every connection together.
+    budget: Arc<Budget>,
     /// Connection permits, for accepted and dialed connections alike.
     permits: Arc<Semaphore>,
     next_id: AtomicU64,
@@ -155,9 +230,9 @@ struct Spawner(Box<SpawnFn>);
 
 type SpawnFn = dyn Fn(&Arc<Shared>, NewConnection) + Send + Sync;
 
-/// A TCP connection about to be served.
+/// A connection about to be served.
 struct NewConnection {
-    stream: TcpStream,
+    stream: Stream,
     peer_addr: SocketAddr,
     permit: OwnedSemaphorePermit,
     /// Dialed by [`ServerHandle::connect`], which waits on `ready` for the
@@ -184,7 +259,24 @@ impl Spawner {
                         permit,
                         ready,
                     } = new;
-                    serve_connection(stream, peer_addr, id, ready, &ctx, &shared_for_task).await;
+                    let shared = &*shared_for_task;
+                    match stream {
+                        Stream::Tcp(stream) => {
+                            // Small request/reply frames must not wait for
+                            // Nagle; batching is ours.
+                            if let Err(e) = stream.set_nodelay(true) {
+                                warn!(error = %e, "cannot set TCP_NODELAY");
+                            }
+                            let local_addr = stream.local_addr().unwrap_or(shared.local_addr);
+                            serve_connection(stream, peer_addr, local_addr, id, ready, &ctx, shared)
+                                .await
+                        }
+                        #[cfg(unix)]
+                        Stream::Unix(stream) => {
+                            serve_connection(stream, peer_addr, UNIX_ADDR, id, ready, &ctx, shared)
+                                .await
+                        }
+                    }
                     drop(permit);
                 }
                 .instrument(span),
@@ -202,6 +294,15 @@ impl std::fmt::Debug for Spawner {
 impl Shared {
     fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Connection>> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells every live connection's driver (shutdown, abort). A connection
+    /// registered after this checks the tokens itself (`serve_connection`),
+    /// so none is missed: both sides go through the registry's lock.
+    fn raise_all(&self, flag: u8) {
+        for conn in self.registry().values() {
+            conn.signal().raise(flag);
+        }
     }
 }
 
@@ -319,7 +420,7 @@ impl ServerHandle {
         (shared.spawner.0)(
             shared,
             NewConnection {
-                stream,
+                stream: Stream::Tcp(stream),
                 peer_addr,
                 permit,
                 ready: Some(ready),
@@ -347,6 +448,7 @@ impl ServerHandle {
     pub async fn shutdown(&self) {
         let shared = &self.shared;
         shared.shutdown.cancel();
+        shared.raise_all(Signal::SHUTDOWN);
         shared.tracker.close();
         if tokio::time::timeout(shared.grace, shared.tracker.wait())
             .await
@@ -354,6 +456,7 @@ impl ServerHandle {
         {
             warn!(grace = ?shared.grace, "shutdown grace period over; cancelling handlers");
             shared.abort.cancel();
+            shared.raise_all(Signal::ABORT);
             shared.tracker.wait().await;
         }
     }
@@ -366,7 +469,7 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop(listener: TcpListener, backoff_max: Duration, shared: Arc<Shared>) {
+async fn accept_loop(listener: Listener, backoff_max: Duration, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(1);
     info!("accepting connections");
     loop {
@@ -410,28 +513,27 @@ async fn accept_loop(listener: TcpListener, backoff_max: Duration, shared: Arc<S
     info!("stopped accepting");
 }
 
-async fn serve_connection<H: Handler>(
-    stream: TcpStream,
+async fn serve_connection<H: Handler, Io>(
+    io: Io,
     peer_addr: SocketAddr,
+    local_addr: SocketAddr,
     id: ConnectionId,
     mut ready: Option<oneshot::Sender<Result<Connection>>>,
     ctx: &Ctx<H>,
     shared: &Shared,
-) {
+) where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let config = &ctx.config;
-    // Small request/reply frames must not wait for Nagle; batching is ours.
-    if let Err(e) = stream.set_nodelay(true) {
-        warn!(error = %e, "cannot set TCP_NODELAY");
-    }
-    let local_addr = stream.local_addr().unwrap_or(shared.local_addr);
-    let (conn, outbox) = Connection::new(Parts {
+    let conn = Connection::new(Parts {
         id,
         peer_addr,
         local_addr,
         max_frame_length: config.max_frame_length,
         write_timeout: config.write_timeout,
         queue: config.outbound_queue,
-        closing: CancellationToken::new(),
+        queue_bytes: config.max_queued_bytes,
+        budget: shared.budget.clone(),
         profile: config.profile,
         policy: config.slow_consumer,
         counters: shared.counters.clone(),
@@ -441,26 +543,25 @@ async fn serve_connection<H: Handler>(
         request_timeout: config.request_timeout,
     });
     info!(outbound = ready.is_some(), "connected");
-    shared.registry().insert(id, conn.clone());
-
-    let (read, write) = stream.into_split();
-    let writer = shared.tracker.spawn(
-        write_loop(
-            conn.clone(),
-            outbox,
-            write,
-            ctx.framing.clone(),
-            config.write_timeout,
-            ctx.abort.clone(),
-        )
-        .in_current_span(),
-    );
-    let reason = read_loop(ctx, &conn, read, &mut ready).await;
-    // Out of the registry before the client can see EOF, so that a client
-    // that has seen its connection end never still counts.
+    {
+        let mut registry = shared.registry();
+        registry.insert(id, conn.clone());
+        // Shutdown may have begun before this connection was registered.
+        if shared.shutdown.is_cancelled() {
+            conn.signal().raise(Signal::SHUTDOWN);
+        }
+        if shared.abort.is_cancelled() {
+            conn.signal().raise(Signal::ABORT);
+        }
+    }
+    let ended = serve(ctx, &conn, io, &mut ready).await;
+    let reason = ended.reason;
+    // Out of the registry as soon as it is over, so that a client that has
+    // seen its connection end never still counts.
     shared.registry().remove(&id);
     conn.close();
     conn.end_requests();
+    conn.outbox().clear();
     if let Some(ready) = ready {
         // The dialer is still waiting: the hello exchange never completed.
         let _ = ready.send(Err(match reason {
@@ -472,7 +573,6 @@ async fn serve_connection<H: Handler>(
             )),
             _ => Error::Closed,
         }));
-        let _ = writer.await;
         return;
     }
     match &reason {
@@ -486,8 +586,6 @@ async fn serve_connection<H: Handler>(
     {
         warn!("on_disconnect panicked");
     }
-    // The writer ends within the write timeout (or at once on abort).
-    let _ = writer.await;
 }
 
 use futures::FutureExt;

@@ -1,22 +1,25 @@
-//! The life of one connection: a reader loop that hands requests to the
-//! handler, and a writer task that sends replies and pushes in batches.
+//! The server's side of one connection, on the [`Driver`]: the hello, then
+//! the plain or the multiplexed loop. Handlers run on the connection's own
+//! task (no spawn per request), and the task that read a request writes its
+//! reply.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use enchufe_framing::mux::{ErrorCode, Header, Hello, Kind, Profile};
-use enchufe_framing::{Decode, Encode, FrameReader, FrameWriter, OutFrame};
+use enchufe_framing::session::{self, Admit, Flow, Inbound, Role};
+use enchufe_framing::{Decode, Encode, OutFrame, Wire};
 use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, trace, warn};
 
-use crate::outbox::Outbox;
+use crate::driver::{Deadlines, Driver, Event};
 use crate::{BusyPolicy, Config, Connection, Disconnect, Error, Handler};
 
 /// What a connection task needs from its server.
@@ -24,46 +27,108 @@ pub(crate) struct Ctx<H> {
     pub(crate) handler: Arc<H>,
     pub(crate) config: Config,
     pub(crate) framing: enchufe_framing::Config,
-    /// Stop reading new requests: graceful shutdown has begun.
-    pub(crate) shutdown: CancellationToken,
-    /// Drop in-flight handlers: the shutdown grace period is over.
-    pub(crate) abort: CancellationToken,
 }
 
-/// Reads requests until the connection ends; returns why it ended.
-/// The caller has spawned [`write_loop`] for the same connection.
-pub(crate) async fn read_loop<H: Handler>(
+/// How a connection ended, and whether the goodbye may be sent.
+pub(crate) struct Ended {
+    pub(crate) reason: Disconnect,
+}
+
+/// Serves one connection until it ends: hello (multiplexed), `on_connect`,
+/// the profile's loop, then the goodbye (queued frames flushed and the
+/// writing side shut down, within the write timeout). `ready` is answered
+/// once the connection is up (dialed connections wait on it).
+pub(crate) async fn serve<H: Handler, Io>(
     ctx: &Ctx<H>,
     conn: &Connection,
-    read: OwnedReadHalf,
+    io: Io,
+    ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
+) -> Ended
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = &ctx.config;
+    let timer = pin!(tokio::time::sleep(std::time::Duration::ZERO));
+    let mux = config.profile == Profile::Multiplexed;
+    let mut driver = Driver::new(
+        Wire::new(io, &ctx.framing),
+        conn,
+        timer,
+        config.max_queued_bytes,
+        Deadlines {
+            idle: config.idle_timeout,
+            keepalive: config.keepalive,
+            write_timeout: config.write_timeout,
+            hello: mux.then_some(config.handshake_timeout),
+        },
+    );
+    let reason = run(ctx, conn, &mut driver, ready).await;
+    if !driver.aborted {
+        driver.finish_writing().await;
+    }
+    Ended { reason }
+}
+
+async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Ctx<H>,
+    conn: &Connection,
+    driver: &mut Driver<'_, Io>,
     ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
 ) -> Disconnect {
-    let mut reader = FrameReader::new(read, &ctx.framing);
     if ctx.config.profile == Profile::Multiplexed {
-        if let Err(reason) = handshake(ctx, conn, &mut reader).await {
+        if let Err(reason) = handshake(ctx, conn, driver).await {
             return reason;
         }
     }
-    if let Err(panic) = AssertUnwindSafe(ctx.handler.on_connect(conn))
-        .catch_unwind()
-        .await
-    {
-        return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic)));
+    let greeting = AssertUnwindSafe(ctx.handler.on_connect(conn)).catch_unwind();
+    match run_beside(driver, greeting).await {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic))),
+        Err(end) => return end,
     }
     if let Some(ready) = ready.take() {
         let _ = ready.send(Ok(conn.clone()));
     }
     match ctx.config.profile {
-        Profile::Multiplexed => multiplexed(ctx, conn, &mut reader).await,
-        _ => plain(ctx, conn, &mut reader).await,
+        Profile::Multiplexed => multiplexed(ctx, conn, driver).await,
+        _ => plain(ctx, conn, driver).await,
     }
 }
 
-/// Sends our hello (first in the queue, before any push) and checks theirs.
-async fn handshake<H: Handler>(
+/// Runs `work` on this task while the driver keeps writing (pushes, pings)
+/// and watching its deadlines; reads nothing. `Err` if the connection must
+/// end first (aborted, idle, stalled); a close or shutdown only marks the
+/// driver, and the work goes on.
+async fn run_beside<Io, F>(driver: &mut Driver<'_, Io>, work: F) -> Result<F::Output, Disconnect>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future,
+{
+    let mut work = pin!(work);
+    driver.busy = true;
+    let out = std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        loop {
+            match driver.poll_event(cx, false) {
+                Poll::Ready(Event::End(reason)) => return Poll::Ready(Err(reason)),
+                Poll::Ready(_) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    driver.busy = false;
+    out
+}
+
+/// Sends our hello (first, before any push) and reads theirs, within the
+/// handshake timeout.
+async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Ctx<H>,
     conn: &Connection,
-    reader: &mut FrameReader<OwnedReadHalf>,
+    driver: &mut Driver<'_, Io>,
 ) -> Result<(), Disconnect> {
     let hello = if ctx.config.peer {
         Hello::peer(ctx.config.node_id.clone())
@@ -71,72 +136,75 @@ async fn handshake<H: Handler>(
         Hello::new(ctx.config.node_id.clone())
     };
     let hello = hello.encode().map_err(|e| Disconnect::Error(e.into()))?;
-    conn.enqueue(OutFrame::plain(hello))
-        .await
+    driver
+        .write(&OutFrame::plain(hello))
         .map_err(Disconnect::Error)?;
-    let theirs = tokio::select! {
-        theirs = tokio::time::timeout(ctx.config.handshake_timeout, reader.recv()) => theirs,
-        () = ctx.shutdown.cancelled() => return Err(Disconnect::Shutdown),
-    };
-    match theirs {
-        Err(_) => Err(Disconnect::IdleTimeout),
-        Ok(Ok(None)) => Err(Disconnect::PeerClosed),
-        Ok(Err(e)) => Err(Disconnect::Error(e.into())),
-        Ok(Ok(Some(frame))) => match Hello::decode(&frame) {
-            Ok(hello) => {
+    loop {
+        match driver.event(true).await {
+            Event::Frame(frame) => {
+                let hello = Hello::decode(&frame).map_err(|e| Disconnect::Error(e.into()))?;
                 debug!(node = %hello.node_id, peer = hello.peer, "hello");
                 conn.set_remote(hello);
-                Ok(())
+                driver.hello_done();
+                if conn.is_peer() {
+                    driver.start_keepalive();
+                }
+                return Ok(());
             }
-            Err(e) => Err(Disconnect::Error(e.into())),
-        },
+            Event::Eof => return Err(Disconnect::PeerClosed),
+            Event::End(reason) => return Err(reason),
+            Event::Signal if driver.stopping => return Err(Disconnect::Shutdown),
+            Event::Signal if driver.closing => return Err(closed(conn)),
+            Event::Signal => {}
+        }
     }
 }
 
 /// The plain profile: one request at a time, replies in request order.
-async fn plain<H: Handler>(
+async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Ctx<H>,
     conn: &Connection,
-    reader: &mut FrameReader<OwnedReadHalf>,
+    driver: &mut Driver<'_, Io>,
 ) -> Disconnect {
     loop {
-        let next = tokio::select! {
-            () = ctx.shutdown.cancelled() => return Disconnect::Shutdown,
-            () = conn.closing().cancelled() => return closed(conn),
-            next = recv_until(reader, ctx.config.idle_timeout.map(|limit| tokio::time::Instant::now() + limit)) => next,
-        };
-        let frame = match next {
-            Some(Ok(Some(frame))) => frame,
-            Some(Ok(None)) => return Disconnect::PeerClosed,
-            Some(Err(e)) => return Disconnect::Error(e.into()),
-            None => return Disconnect::IdleTimeout,
+        if driver.closing {
+            return closed(conn);
+        }
+        if driver.stopping {
+            return Disconnect::Shutdown;
+        }
+        let frame = match driver.event(true).await {
+            Event::Frame(frame) => frame,
+            Event::Eof => return Disconnect::PeerClosed,
+            Event::End(reason) => return reason,
+            Event::Signal => continue,
         };
         trace!(bytes = frame.len(), "request");
         let request = match H::Request::decode(frame) {
             Ok(request) => request,
             Err(e) => return Disconnect::Error(e.into()),
         };
-        let handled = tokio::select! {
-            handled = AssertUnwindSafe(ctx.handler.handle(request, conn)).catch_unwind() => handled,
-            () = ctx.abort.cancelled() => return Disconnect::Shutdown,
+        let call = AssertUnwindSafe(ctx.handler.handle(request, conn)).catch_unwind();
+        let reply = match run_beside(driver, call).await {
+            Ok(Ok(Ok(Some(reply)))) => reply,
+            Ok(Ok(Ok(None))) => continue,
+            Ok(Ok(Err(e))) => return Disconnect::Error(Error::Handler(e.to_string())),
+            Ok(Err(panic)) => {
+                return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic)))
+            }
+            Err(reason) => return reason,
         };
-        let reply = match handled {
-            Ok(Ok(Some(reply))) => reply,
-            Ok(Ok(None)) => continue,
-            Ok(Err(e)) => return Disconnect::Error(Error::Handler(e.to_string())),
-            Err(panic) => return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic))),
-        };
-        // A reply that cannot be queued ends the connection: the plain wire
+        // A reply that cannot be written ends the connection: the plain wire
         // has no other way to say so.
-        let queued = match reply.encode() {
-            Ok(body) => match conn.check_len(OutFrame::plain(body)) {
-                Ok(frame) => conn.enqueue(frame).await,
-                Err(e) => Err(e),
-            },
+        let written = match reply.encode() {
+            Ok(body) => driver.write(&OutFrame::plain(body)),
             Err(e) => Err(e.into()),
         };
-        if let Err(e) = queued {
-            return Disconnect::Error(e);
+        match written {
+            Ok(()) => {}
+            // The write side already failed: the loop finds out why.
+            Err(Error::Closed) => {}
+            Err(e) => return Disconnect::Error(e),
         }
     }
 }
@@ -149,171 +217,250 @@ enum Outcome<R, E> {
 }
 
 /// The multiplexed profile: handlers run concurrently on this task (up to
-/// `max_in_flight`), each reply carries its request's id, a cancel frame
-/// drops its handler's future, and errors and panics become error replies.
-async fn multiplexed<H: Handler>(
+/// `max_in_flight`, one-way messages included), each reply carries its
+/// request's id, a cancel frame drops its handler's future (or a parked
+/// request), errors and panics become error replies, and at shutdown every
+/// request read and not run is answered `shutting down`.
+async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Ctx<H>,
     conn: &Connection,
-    reader: &mut FrameReader<OwnedReadHalf>,
+    driver: &mut Driver<'_, Io>,
 ) -> Disconnect {
-    let max_in_flight = ctx.config.max_in_flight;
+    let busy = match ctx.config.busy {
+        BusyPolicy::Refuse => session::Busy::Refuse,
+        _ => session::Busy::Wait,
+    };
+    let mut flow: Flow<BytesMut> = Flow::new(ctx.config.max_in_flight, busy);
     let mut running = FuturesUnordered::new();
-    // Request id -> abort handle, for cancel frames. Notifies are not here.
+    // Request id -> abort handle, for cancel frames.
     let mut cancels: HashMap<u64, AbortHandle> = HashMap::new();
-    let mut stopping = false;
+    let role = if conn.is_peer() {
+        Role::Peer
+    } else {
+        Role::Server
+    };
     let mut draining = false;
-    let mut last_activity = tokio::time::Instant::now();
-    // Between two peers either end may send every kind, and pings keep the
-    // link provably alive.
-    let peer = conn.is_peer();
-    let mut keepalive = ctx.config.keepalive.filter(|_| peer).map(|every| {
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker
-    });
+    let mut stopped = false;
 
     loop {
-        if stopping && running.is_empty() {
-            return Disconnect::Shutdown;
-        }
-        let full = running.len() >= max_in_flight && ctx.config.busy == BusyPolicy::Wait;
-        let can_read = !stopping && !full;
-        // Idle time only counts while nothing runs: a slow handler is not idleness.
-        // A deadline, not a timeout: a keepalive tick must not restart it.
-        let idle = if running.is_empty() {
-            ctx.config.idle_timeout.map(|limit| last_activity + limit)
-        } else {
-            None
-        };
-        tokio::select! {
-            biased;
-            () = ctx.abort.cancelled() => return Disconnect::Shutdown,
-            () = conn.closing().cancelled(), if !draining => {
-                if !conn.is_draining() {
-                    return closed(conn);
-                }
-                // Retired: read on until the other end closes too.
-                draining = true;
+        if driver.stopping && !stopped {
+            stopped = true;
+            for (id, _) in flow.stop() {
+                refuse_shutting_down(driver, id);
             }
-            Some((id, outcome)) = running.next(), if !running.is_empty() => {
-                last_activity = tokio::time::Instant::now();
+            // What was sent before the shutdown is answered, not left unread.
+            while let Some(next) = driver.read_now() {
+                match next {
+                    Ok(Some(frame)) => {
+                        if let Err(reason) = inbound(
+                            ctx,
+                            conn,
+                            driver,
+                            &mut flow,
+                            &mut running,
+                            &mut cancels,
+                            frame,
+                            role,
+                        ) {
+                            return reason;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Disconnect::Error(e.into()),
+                }
+            }
+        }
+        while let Some((id, body)) = flow.next_parked() {
+            start(ctx, conn, driver, &mut running, &mut cancels, id, body);
+        }
+        if flow.is_idle() {
+            if driver.eof {
+                return if draining {
+                    Disconnect::Closed
+                } else {
+                    Disconnect::PeerClosed
+                };
+            }
+            if driver.stopping {
+                return Disconnect::Shutdown;
+            }
+        }
+        if driver.closing && !draining {
+            if !conn.is_draining() {
+                return closed(conn);
+            }
+            // Retired: what is queued goes out, then read on until the other
+            // end closes too.
+            draining = true;
+            driver.finish_writing().await;
+        }
+        let read = !driver.stopping && !driver.eof && flow.can_read();
+        driver.busy = !flow.is_idle();
+        let event = std::future::poll_fn(|cx| {
+            let mut finished = false;
+            while let Poll::Ready(Some((id, outcome))) = running.poll_next_unpin(cx) {
                 if let Some(id) = id {
                     cancels.remove(&id);
                 }
-                match finish::<H>(conn, id, outcome).await {
-                    Ok(()) => {}
-                    // A reply has nowhere to go once we stopped sending.
-                    Err(Error::Closed) if draining => {}
-                    Err(e) => return Disconnect::Error(e),
+                flow.finished(id);
+                finished = true;
+                finish::<H, Io>(driver, id, outcome);
+            }
+            if finished && (flow.parked() > 0 || flow.is_idle()) {
+                return Poll::Ready(Event::Signal);
+            }
+            driver.poll_event(cx, read)
+        })
+        .await;
+        match event {
+            Event::Frame(frame) => {
+                if let Err(reason) = inbound(
+                    ctx,
+                    conn,
+                    driver,
+                    &mut flow,
+                    &mut running,
+                    &mut cancels,
+                    frame,
+                    role,
+                ) {
+                    return reason;
                 }
             }
-            () = ctx.shutdown.cancelled(), if !stopping => stopping = true,
-            () = tick(&mut keepalive) => conn.send_control(OutFrame::with_header(
-                Header { kind: Kind::Ping, id: 0 },
-                bytes::Bytes::new(),
-            )),
-            next = recv_until(reader, idle), if can_read => {
-                last_activity = tokio::time::Instant::now();
-                let frame = match next {
-                    Some(Ok(Some(frame))) => frame,
-                    Some(Ok(None)) if draining => return Disconnect::Closed,
-                    Some(Ok(None)) => {
-                        // The client is done sending; answer what it asked first.
-                        stopping = true;
-                        if running.is_empty() {
-                            return Disconnect::PeerClosed;
-                        }
-                        continue;
-                    }
-                    Some(Err(e)) => return Disconnect::Error(e.into()),
-                    None => return Disconnect::IdleTimeout,
-                };
-                let (header, body) = match Header::split(frame) {
-                    Ok(parts) => parts,
-                    Err(e) => return Disconnect::Error(e.into()),
-                };
-                let id = match header.kind {
-                    Kind::Request => Some(header.id),
-                    Kind::Notify => None,
-                    // From a peer, a push is a one-way message like a notify.
-                    Kind::Push if peer => None,
-                    Kind::Response if peer => {
-                        conn.answer(header.id, Ok(body));
-                        continue;
-                    }
-                    Kind::Error if peer => {
-                        let (code, message) = ErrorCode::parse(&body);
-                        conn.answer(header.id, Err(Error::Remote { code, message }));
-                        continue;
-                    }
-                    Kind::Ping if peer => continue,
-                    Kind::Cancel => {
-                        if let Some(handle) = cancels.remove(&header.id) {
-                            trace!(id = header.id, "cancelled");
-                            handle.abort();
-                        }
-                        continue;
-                    }
-                    _ => {
-                        return Disconnect::Error(
-                            enchufe_framing::Error::Malformed("a client sent a server-only kind").into(),
-                        )
-                    }
-                };
-                if let Some(id) = id {
-                    if cancels.contains_key(&id) {
-                        return Disconnect::Error(
-                            enchufe_framing::Error::Malformed("request id already in flight").into(),
-                        );
-                    }
-                    if running.len() >= max_in_flight {
-                        // Only reachable with BusyPolicy::Refuse.
-                        let busy = error_frame(id, ErrorCode::Busy, "too many requests in flight");
-                        if let Err(e) = conn.enqueue(busy).await {
-                            return Disconnect::Error(e);
-                        }
-                        continue;
-                    }
-                }
-                let request = match H::Request::decode(body) {
-                    Ok(request) => request,
-                    Err(e) => {
-                        if let Some(id) = id {
-                            let bad = error_frame(id, ErrorCode::BadRequest, &e.to_string());
-                            if let Err(e) = conn.enqueue(bad).await {
-                                return Disconnect::Error(e);
-                            }
-                        } else {
-                            debug!(error = %e, "notify did not decode; dropped");
-                        }
-                        continue;
-                    }
-                };
-                let (handle, registration) = AbortHandle::new_pair();
-                if let Some(id) = id {
-                    cancels.insert(id, handle);
-                }
-                let handler = &ctx.handler;
-                running.push(async move {
-                    let call = AssertUnwindSafe(handler.handle(request, conn)).catch_unwind();
-                    let outcome = match Abortable::new(call, registration).await {
-                        Ok(Ok(done)) => Outcome::Done(done),
-                        Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
-                        Err(_aborted) => Outcome::Cancelled,
-                    };
-                    (id, outcome)
-                });
-            }
+            // The client is done sending; answer what it asked first.
+            Event::Eof => {}
+            Event::Signal => {}
+            Event::End(reason) => return reason,
         }
     }
 }
 
-/// Queues the reply (or error reply) of a finished multiplexed handler.
-async fn finish<H: Handler>(
-    conn: &Connection,
+/// Acts on one inbound frame.
+#[allow(clippy::too_many_arguments)] // private; the loop's state, lent
+fn inbound<'a, H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &'a Ctx<H>,
+    conn: &'a Connection,
+    driver: &mut Driver<'_, Io>,
+    flow: &mut Flow<BytesMut>,
+    running: &mut FuturesUnordered<Running<'a, H>>,
+    cancels: &mut HashMap<u64, AbortHandle>,
+    frame: BytesMut,
+    role: Role,
+) -> Result<(), Disconnect> {
+    let malformed = |what| Disconnect::Error(enchufe_framing::Error::Malformed(what).into());
+    let (id, body) = match session::classify(frame, role).map_err(malformed)? {
+        Inbound::Request { id, body } => (Some(id), body),
+        Inbound::Notify(body) => (None, body),
+        Inbound::Cancel(id) => {
+            if flow.cancel_parked(id).is_some() {
+                trace!(id, "cancelled before it ran");
+            } else if let Some(handle) = cancels.remove(&id) {
+                trace!(id, "cancelled");
+                handle.abort();
+            }
+            return Ok(());
+        }
+        Inbound::Reply { id, outcome } => {
+            let outcome = outcome.map_err(|(code, message)| Error::Remote { code, message });
+            conn.answer(id, outcome);
+            return Ok(());
+        }
+        Inbound::Ping | Inbound::Push(_) => return Ok(()),
+    };
+    let (admit, body) = flow.admit(id, body);
+    match (admit, id, body) {
+        (Admit::Run, id, Some(body)) => start(ctx, conn, driver, running, cancels, id, body),
+        (Admit::Park, ..) => {}
+        (Admit::Busy, Some(id), _) => {
+            let _ = driver.write(&error_frame(
+                id,
+                ErrorCode::Busy,
+                "too many requests in flight",
+            ));
+        }
+        (Admit::ShuttingDown, id, _) => refuse_shutting_down(driver, id),
+        (Admit::Duplicate, ..) => return Err(malformed("request id already in flight")),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn refuse_shutting_down<Io: AsyncRead + AsyncWrite + Unpin>(
+    driver: &mut Driver<'_, Io>,
+    id: Option<u64>,
+) {
+    match id {
+        Some(id) => {
+            let _ = driver.write(&error_frame(
+                id,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        None => debug!("one-way message dropped: shutting down"),
+    }
+}
+
+/// A running multiplexed handler: its request id and how it ended.
+type Running<'a, H> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    Option<u64>,
+                    Outcome<<H as Handler>::Response, <H as Handler>::Error>,
+                ),
+            > + Send
+            + 'a,
+    >,
+>;
+
+/// Decodes a request and starts its handler; an undecodable request is
+/// answered `bad request` (a one-way message is dropped).
+fn start<'a, H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &'a Ctx<H>,
+    conn: &'a Connection,
+    driver: &mut Driver<'_, Io>,
+    running: &mut FuturesUnordered<Running<'a, H>>,
+    cancels: &mut HashMap<u64, AbortHandle>,
+    id: Option<u64>,
+    body: BytesMut,
+) {
+    let request = match H::Request::decode(body) {
+        Ok(request) => request,
+        Err(e) => {
+            match id {
+                Some(id) => {
+                    let _ = driver.write(&error_frame(id, ErrorCode::BadRequest, &e.to_string()));
+                }
+                None => debug!(error = %e, "notify did not decode; dropped"),
+            }
+            // It never ran: give its place back at once.
+            running.push(Box::pin(async move { (id, Outcome::Cancelled) }));
+            return;
+        }
+    };
+    let (handle, registration) = AbortHandle::new_pair();
+    if let Some(id) = id {
+        cancels.insert(id, handle);
+    }
+    let handler = &ctx.handler;
+    running.push(Box::pin(async move {
+        let call = AssertUnwindSafe(handler.handle(request, conn)).catch_unwind();
+        let outcome = match Abortable::new(call, registration).await {
+            Ok(Ok(done)) => Outcome::Done(done),
+            Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
+            Err(_aborted) => Outcome::Cancelled,
+        };
+        (id, outcome)
+    }));
+}
+
+/// Writes the reply (or error reply) of a finished multiplexed handler.
+fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
+    driver: &mut Driver<'_, Io>,
     id: Option<u64>,
     outcome: Outcome<H::Response, H::Error>,
-) -> crate::Result<()> {
+) {
     let Some(id) = id else {
         // A notify: nothing goes back; failures are only logged.
         match outcome {
@@ -321,23 +468,17 @@ async fn finish<H: Handler>(
             Outcome::Panicked(msg) => warn!(panic = %msg, "notify handler panicked"),
             _ => {}
         }
-        return Ok(());
+        return;
     };
     let frame = match outcome {
         Outcome::Done(Ok(Some(reply))) => match reply.encode() {
-            Ok(body) => {
-                let frame = OutFrame::with_header(
-                    Header {
-                        kind: Kind::Response,
-                        id,
-                    },
-                    body,
-                );
-                match conn.check_len(frame) {
-                    Ok(frame) => frame,
-                    Err(e) => error_frame(id, ErrorCode::Handler, &e.to_string()),
-                }
-            }
+            Ok(body) => OutFrame::with_header(
+                Header {
+                    kind: Kind::Response,
+                    id,
+                },
+                body,
+            ),
             Err(e) => error_frame(id, ErrorCode::Handler, &e.to_string()),
         },
         Outcome::Done(Ok(None)) => error_frame(id, ErrorCode::NoReply, "the handler sent no reply"),
@@ -346,9 +487,15 @@ async fn finish<H: Handler>(
             warn!(id, panic = %msg, "handler panicked; answered with an error");
             error_frame(id, ErrorCode::Panic, &msg)
         }
-        Outcome::Cancelled => return Ok(()),
+        Outcome::Cancelled => return,
     };
-    conn.enqueue(frame).await
+    match driver.write(&frame) {
+        Ok(()) | Err(Error::Closed) => {}
+        // Over the frame limit: the request still gets exactly one answer.
+        Err(e) => {
+            let _ = driver.write(&error_frame(id, ErrorCode::Handler, &e.to_string()));
+        }
+    }
 }
 
 fn error_frame(id: u64, code: ErrorCode, message: &str) -> OutFrame {
@@ -366,97 +513,7 @@ fn closed(conn: &Connection) -> Disconnect {
         .map_or(Disconnect::Closed, Disconnect::Error)
 }
 
-/// The next keepalive tick; never, without keepalive.
-async fn tick(keepalive: &mut Option<tokio::time::Interval>) {
-    match keepalive {
-        Some(ticker) => {
-            ticker.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// The next frame, or `None` if the deadline passed first.
-async fn recv_until(
-    reader: &mut FrameReader<OwnedReadHalf>,
-    deadline: Option<tokio::time::Instant>,
-) -> Option<enchufe_framing::Result<Option<BytesMut>>> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, reader.recv()).await.ok(),
-        None => Some(reader.recv().await),
-    }
-}
-
-/// Sends queued frames in batches until the connection closes, then sends
-/// what is left and half-closes, all within the write timeout.
-pub(crate) async fn write_loop(
-    conn: Connection,
-    outbox: Arc<Outbox>,
-    write: OwnedWriteHalf,
-    framing: enchufe_framing::Config,
-    write_timeout: Duration,
-    abort: CancellationToken,
-) {
-    let mut writer = FrameWriter::new(write, &framing);
-    let result = tokio::select! {
-        result = pump(&conn, &outbox, &mut writer, write_timeout) => result,
-        () = abort.cancelled() => Ok(()),
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "write failed");
-        match e {
-            Error::WriteStalled(after) => conn.slow(after),
-            e => conn.fail(e),
-        }
-        outbox.close();
-        return;
-    }
-    if abort.is_cancelled() {
-        return;
-    }
-    // Goodbye: whatever was queued before the close still goes out.
-    outbox.close();
-    let goodbye = async {
-        while let Some(frame) = outbox.try_recv() {
-            writer.feed(frame).await?;
-        }
-        writer.close().await
-    };
-    match tokio::time::timeout(write_timeout, goodbye).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => debug!(error = %e, "goodbye write failed"),
-        Err(_) => warn!(
-            ?write_timeout,
-            "goodbye write stalled; dropping the connection"
-        ),
-    }
-}
-
-async fn pump(
-    conn: &Connection,
-    outbox: &Outbox,
-    writer: &mut FrameWriter<OwnedWriteHalf>,
-    write_timeout: Duration,
-) -> crate::Result<()> {
-    loop {
-        let first = tokio::select! {
-            biased;
-            frame = outbox.recv() => match frame {
-                Some(frame) => frame,
-                None => return Ok(()),
-            },
-            () = conn.closing().cancelled() => return Ok(()),
-        };
-        let batch = writer.send_batch(first, || outbox.try_recv());
-        match tokio::time::timeout(write_timeout, batch).await {
-            Ok(Ok(n)) => trace!(frames = n, "flushed"),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err(Error::WriteStalled(write_timeout)),
-        }
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -465,3 +522,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+

@@ -1,0 +1,621 @@
+//! [`Wire`]: the bytes of one connection, for a driver that polls.
+//!
+//! [`Transport`](crate::Transport) is the convenient type (a `Stream` and a
+//! `Sink` of frames). `Wire` is the one a connection driver is built on: it
+//! owns the I/O object unsplit, so one task reads requests and writes their
+//! replies, and it spends memory only on bytes that exist:
+//!
+//! - **No buffer while idle.** A read into an empty, unallocated buffer goes
+//!   through a stack buffer first; a read buffer that is empty when the
+//!   socket has nothing more is freed. An idle connection holds no heap
+//!   buffer at all.
+//! - **Reads grow with what arrived, never with what was declared.** A header
+//!   declaring 8 MiB reserves nothing; the body's buffer doubles as bytes
+//!   come, so a connection that trickles costs what it sent.
+//! - **Large frames have their own buffer** (at or above [`LARGE_FRAME`]):
+//!   the frame handed out owns it, so the read buffer is not pinned by a body
+//!   waiting to be echoed, and the next frame does not need a fresh one.
+//! - **Large bodies are never copied on the way out**: their header goes into
+//!   the write buffer, the body is queued as it is, and both leave in one
+//!   vectored write.
+//!
+//! ```text
+//!   read:   socket -> [rbuf: small frames] --split--> frame (BytesMut)
+//!                  \-> [own buffer: one large frame] ---> frame
+//!   write:  frame -> [tail: headers + small bodies] --+--> writev -> socket
+//!                    [segments: frozen tails, large bodies] --^
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::{Config, Error, OutFrame, Result, HEADER_LEN};
+
+/// Frames whose payload is at least this long are read into a buffer of
+/// their own and written without a copy (header in the write buffer, body as
+/// its own slice of one vectored write).
+///
+/// 64 KiB: below it, copying the body costs less than a second `iovec` and
+/// the bookkeeping (a memcpy of 64 KiB is a few microseconds, about one
+/// syscall); above it the copy and the pinned read buffer dominate.
+pub const LARGE_FRAME: usize = 64 * 1024;
+
+/// How much the read buffer grows by when it is full: the floor's
+/// (tokio-util's `FramedRead`) initial capacity, so a busy connection reads
+/// as much per syscall as a hand-written `Framed` loop.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// First capacity of a large frame's own buffer, before it doubles with the
+/// bytes that arrive.
+const LARGE_START: usize = 16 * 1024;
+
+/// Most slices handed to one vectored write (Linux accepts 1024; 64 covers a
+/// batch of large bodies with their headers and keeps the array on the stack).
+const MAX_IOVECS: usize = 64;
+
+/// The first capacity of the write buffer: a batch of small replies fits
+/// without regrowing.
+const WRITE_START: usize = 4 * 1024;
+
+/// One connection's framed bytes over any `AsyncRead + AsyncWrite`, for a
+/// driver that polls: frames come out of [`Wire::poll_frame`] /
+/// [`Wire::next_frame`], go in with [`Wire::write`], and leave with
+/// [`Wire::poll_flush`].
+///
+/// The usual loop: take every frame already buffered (`next_frame` until
+/// `None`), queue their replies with `write`, flush once, then wait for the
+/// socket. That is the hand-written floor's discipline: one write syscall per
+/// batch, never one per frame.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use enchufe_framing::{Config, OutFrame, Wire};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> enchufe_framing::Result<()> {
+/// let (a, b) = tokio::io::duplex(1024);
+/// let (mut a, mut b) = (Wire::new(a, &Config::default()), Wire::new(b, &Config::default()));
+/// a.write(&OutFrame::plain(Bytes::from_static(b"hola")))?;
+/// a.flush().await?;
+/// assert_eq!(&b.recv().await?.expect("a frame")[..], b"hola");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Wire<Io> {
+    io: Io,
+    max: usize,
+    /// Bytes read and not yet returned as frames (small frames only).
+    /// Unallocated while the connection is idle.
+    rbuf: BytesMut,
+    /// The large frame whose body is arriving into its own buffer.
+    large: Option<Large>,
+    /// Output ready to write, in order, before `tail`: frozen stretches of
+    /// the write buffer and large bodies queued without a copy.
+    segments: VecDeque<Bytes>,
+    /// Output being assembled: headers and small bodies.
+    tail: BytesMut,
+    /// Bytes in `segments` and `tail`: what this connection has queued.
+    queued: usize,
+    /// Bytes written to the I/O so far (progress, for stall detection).
+    written: u64,
+    /// The other end closed its writing side (a read returned 0).
+    read_closed: bool,
+}
+
+#[derive(Debug)]
+struct Large {
+    /// Declared payload length.
+    len: usize,
+    body: BytesMut,
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
+    /// A wire over `io` with the limits of `config`. Allocates nothing.
+    pub fn new(io: Io, config: &Config) -> Self {
+        Wire {
+            io,
+            max: config.effective_max(),
+            rbuf: BytesMut::new(),
+            large: None,
+            segments: VecDeque::new(),
+            tail: BytesMut::new(),
+            queued: 0,
+            written: 0,
+            read_closed: false,
+        }
+    }
+
+    /// The largest payload read or written.
+    pub fn max_frame_length(&self) -> usize {
+        self.max
+    }
+
+    /// The next frame among the bytes already read, without any I/O.
+    /// `Ok(None)` when no complete frame is buffered.
+    ///
+    /// # Errors
+    /// [`Error::FrameTooLarge`] on a header over the limit (nothing is
+    /// allocated for it; the stream cannot go on).
+    pub fn next_frame(&mut self) -> Result<Option<BytesMut>> {
+        if let Some(large) = &self.large {
+            if large.body.len() < large.len {
+                return Ok(None);
+            }
+            return Ok(self.large.take().map(|large| large.body));
+        }
+        if self.rbuf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let declared = (&self.rbuf[..HEADER_LEN]).get_u32() as usize;
+        if declared > self.max {
+            return Err(Error::FrameTooLarge {
+                declared: declared as u64,
+                limit: self.max,
+            });
+        }
+        if self.rbuf.len() >= HEADER_LEN + declared {
+            self.rbuf.advance(HEADER_LEN);
+            return Ok(Some(self.rbuf.split_to(declared)));
+        }
+        if declared >= LARGE_FRAME {
+            // Everything buffered belongs to this frame (it is incomplete):
+            // move it to the frame's own buffer, sized by what arrived.
+            self.rbuf.advance(HEADER_LEN);
+            let have = self.rbuf.len();
+            let mut body = BytesMut::with_capacity(declared.min(LARGE_START.max(2 * have)));
+            body.extend_from_slice(&self.rbuf);
+            self.rbuf = BytesMut::new();
+            self.large = Some(Large {
+                len: declared,
+                body,
+            });
+        }
+        Ok(None)
+    }
+
+    /// The next frame: from the buffer, or reading the I/O. `Ok(None)` on a
+    /// clean close (EOF between frames).
+    ///
+    /// # Errors
+    /// [`Error::FrameTooLarge`], [`Error::UnexpectedEof`] (EOF inside a
+    /// frame), [`Error::Io`]; each ends the stream.
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<BytesMut>>> {
+        loop {
+            if let Some(frame) = self.next_frame()? {
+                return Poll::Ready(Ok(Some(frame)));
+            }
+            if self.read_closed {
+                return Poll::Ready(self.eof());
+            }
+            ready!(self.poll_fill(cx))?;
+        }
+    }
+
+    /// [`Wire::poll_frame`] as an async fn.
+    ///
+    /// # Errors
+    /// As [`Wire::poll_frame`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: bytes read stay buffered.
+    pub async fn recv(&mut self) -> Result<Option<BytesMut>> {
+        std::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// Whether the other end has closed its writing side (EOF was read).
+    pub fn is_read_closed(&self) -> bool {
+        self.read_closed
+    }
+
+    /// What EOF means now: a clean close between frames, or a cut frame.
+    fn eof(&self) -> Result<Option<BytesMut>> {
+        if let Some(large) = &self.large {
+            return Err(Error::UnexpectedEof {
+                expected: (HEADER_LEN + large.len) as u64,
+                received: (HEADER_LEN + large.body.len()) as u64,
+            });
+        }
+        match self.rbuf.len() {
+            0 => Ok(None),
+            n if n < HEADER_LEN => Err(Error::UnexpectedEof {
+                expected: HEADER_LEN as u64,
+                received: n as u64,
+            }),
+            n => Err(Error::UnexpectedEof {
+                expected: (HEADER_LEN + (&self.rbuf[..HEADER_LEN]).get_u32() as usize) as u64,
+                received: n as u64,
+            }),
+        }
+    }
+
+    /// Reads once from the I/O into the right buffer. `Ready(Ok(0))` at EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if let Some(large) = &mut self.large {
+            if large.body.len() == large.body.capacity() {
+                // Double with what arrived, never past the declared length.
+                let remaining = large.len - large.body.len();
+                large
+                    .body
+                    .reserve(remaining.min(large.body.len().max(LARGE_START)));
+            }
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut large.body
+            ))?;
+            if large.body.len() > large.len {
+                // Read past this frame (the buffer had spare room): the
+                // rest starts the next frame.
+                self.rbuf.extend_from_slice(&large.body[large.len..]);
+                large.body.truncate(large.len);
+            }
+            self.read_closed |= n == 0;
+            return Poll::Ready(Ok(n));
+        }
+        if self.rbuf.capacity() == 0 {
+            // Idle: read through the stack, so that a connection waiting for
+            // bytes holds no buffer (and a spurious wakeup allocates none).
+            let mut stack = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut stack);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let n = buf.filled().len();
+            if n > 0 {
+                self.rbuf.reserve(READ_CHUNK.max(n));
+                self.rbuf.extend_from_slice(buf.filled());
+            }
+            self.read_closed |= n == 0;
+            return Poll::Ready(Ok(n));
+        }
+        if self.rbuf.len() == self.rbuf.capacity() {
+            // Frames here are under LARGE_FRAME, so this is bounded.
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Pending => {
+                if self.rbuf.is_empty() {
+                    // Nothing buffered and nothing to read: free the buffer
+                    // for as long as the connection stays quiet.
+                    self.rbuf = BytesMut::new();
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Ok(n)) => {
+                self.read_closed |= n == 0;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Queues a frame for writing (nothing is written until
+    /// [`Wire::poll_flush`]). Bodies of [`LARGE_FRAME`] or more are queued
+    /// without a copy.
+    ///
+    /// # Errors
+    /// [`Error::FrameTooLarge`] when the payload is over the limit; nothing
+    /// is queued.
+    pub fn write(&mut self, frame: &OutFrame) -> Result<()> {
+        let len = frame.len();
+        if len > self.max {
+            return Err(Error::FrameTooLarge {
+                declared: len as u64,
+                limit: self.max,
+            });
+        }
+        let body = frame.body();
+        let small = body.len() < LARGE_FRAME;
+        let need = HEADER_LEN + frame.prefix().len() + if small { body.len() } else { 0 };
+        if self.tail.capacity() - self.tail.len() < need {
+            self.tail.reserve(need.max(WRITE_START));
+        }
+        // `len <= self.max <= u32::MAX`, checked above.
+        self.tail.put_u32(len as u32);
+        self.tail.put_slice(frame.prefix());
+        if small {
+            self.tail.put_slice(body);
+        } else {
+            self.segments.push_back(self.tail.split().freeze());
+            self.segments.push_back(body.clone());
+        }
+        self.queued += HEADER_LEN + len;
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written: what this connection holds for the
+    /// other end.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Bytes written to the I/O since the wire was made; a driver compares
+    /// two readings to tell a slow writer from a stalled one.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Writes everything queued and flushes the I/O.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (a write of zero bytes is `WriteZero`).
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while self.queued > 0 {
+            let n = ready!(self.poll_write_some(cx))?;
+            if n == 0 {
+                return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
+            }
+            self.consume(n);
+        }
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        if self.tail.capacity() > 0 {
+            // Everything left: give the buffer back until the next batch.
+            self.tail = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// [`Wire::poll_flush`] as an async fn.
+    ///
+    /// # Errors
+    /// As [`Wire::poll_flush`].
+    pub async fn flush(&mut self) -> Result<()> {
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Flushes, then shuts the writing side down (half-close): the other end
+    /// reads EOF after our last frame and can still send to us.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        ready!(self.poll_flush(cx))?;
+        Poll::Ready(ready!(Pin::new(&mut self.io).poll_shutdown(cx)).map_err(Error::Io))
+    }
+
+    /// [`Wire::poll_shutdown`] as an async fn.
+    ///
+    /// # Errors
+    /// As [`Wire::poll_shutdown`].
+    pub async fn shutdown(&mut self) -> Result<()> {
+        std::future::poll_fn(|cx| self.poll_shutdown(cx)).await
+    }
+
+    /// One write: vectored over the queued segments and the tail when the
+    /// I/O supports it, else the first of them.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let io = Pin::new(&mut self.io);
+        if self.segments.is_empty() {
+            return io.poll_write(cx, &self.tail);
+        }
+        if !io.is_write_vectored() {
+            let first = self.segments.front().map_or(&self.tail[..], |b| &b[..]);
+            return io.poll_write(cx, first);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut n = 0;
+        for segment in self.segments.iter().take(MAX_IOVECS) {
+            slices[n] = IoSlice::new(segment);
+            n += 1;
+        }
+        if n < MAX_IOVECS && !self.tail.is_empty() {
+            slices[n] = IoSlice::new(&self.tail);
+            n += 1;
+        }
+        io.poll_write_vectored(cx, &slices[..n])
+    }
+
+    /// Drops `n` written bytes from the front of the output.
+    fn consume(&mut self, mut n: usize) {
+        self.queued -= n;
+        self.written += n as u64;
+        while n > 0 {
+            match self.segments.front_mut() {
+                Some(front) if front.len() <= n => {
+                    n -= front.len();
+                    self.segments.pop_front();
+                }
+                Some(front) => {
+                    front.advance(n);
+                    return;
+                }
+                None => {
+                    self.tail.advance(n);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Bytes read and not yet handed out, and their buffers' capacity: the
+    /// memory this wire holds for reading.
+    pub fn read_capacity(&self) -> usize {
+        self.rbuf.capacity() + self.large.as_ref().map_or(0, |l| l.body.capacity())
+    }
+
+    /// The I/O object.
+    pub fn get_ref(&self) -> &Io {
+        &self.io
+    }
+
+    /// The I/O object, mutably (reading or writing it directly corrupts the
+    /// framing).
+    pub fn get_mut(&mut self) -> &mut Io {
+        &mut self.io
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn cfg(max: usize) -> Config {
+        Config::default().max_frame_length(max)
+    }
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads_and_batched_in_one_read() {
+        let (mut raw, io) = tokio::io::duplex(64);
+        let mut wire = Wire::new(io, &cfg(1024));
+        let mut bytes = framed(b"hola");
+        bytes.extend(framed(b""));
+        bytes.extend(framed(b"adios"));
+        let writer = tokio::spawn(async move {
+            for chunk in bytes.chunks(3) {
+                raw.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            raw
+        });
+        assert_eq!(&wire.recv().await.unwrap().unwrap()[..], b"hola");
+        assert_eq!(&wire.recv().await.unwrap().unwrap()[..], b"");
+        assert_eq!(&wire.recv().await.unwrap().unwrap()[..], b"adios");
+        drop(writer.await.unwrap());
+        assert!(wire.recv().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_reserves_nothing_until_bytes_arrive() {
+        let (mut raw, io) = tokio::io::duplex(1 << 20);
+        let max = 8 << 20;
+        let mut wire = Wire::new(io, &cfg(max));
+        raw.write_all(&((max - 1) as u32).to_be_bytes())
+            .await
+            .unwrap();
+        raw.write_all(&[7; 10]).await.unwrap();
+        let pending = futures::poll!(std::future::poll_fn(|cx| wire.poll_frame(cx)));
+        assert!(pending.is_pending());
+        assert!(
+            wire.read_capacity() <= LARGE_START,
+            "{} bytes held for 14 received",
+            wire.read_capacity()
+        );
+        // It grows with what arrives: 1 MiB in, at most about 2 MiB held.
+        raw.write_all(&vec![7; 1 << 20]).await.unwrap();
+        for _ in 0..64 {
+            let _ = futures::poll!(std::future::poll_fn(|cx| wire.poll_frame(cx)));
+        }
+        assert!(wire.read_capacity() <= 2 << 20, "{}", wire.read_capacity());
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_arrives_whole_in_its_own_buffer_and_the_next_follows() {
+        let (mut raw, io) = tokio::io::duplex(8192);
+        let mut wire = Wire::new(io, &cfg(4 << 20));
+        let big: Vec<u8> = (0..(1 << 20) + 3).map(|i| (i % 251) as u8).collect();
+        let mut bytes = framed(&big);
+        bytes.extend(framed(b"next"));
+        tokio::spawn(async move { raw.write_all(&bytes).await.unwrap() });
+        let frame = wire.recv().await.unwrap().unwrap();
+        assert_eq!(&frame[..], &big[..]);
+        assert_eq!(&wire.recv().await.unwrap().unwrap()[..], b"next");
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_frame_is_an_error_and_between_frames_is_none() {
+        let (mut raw, io) = tokio::io::duplex(1 << 20);
+        let mut wire = Wire::new(io, &cfg(1 << 20));
+        raw.write_all(&framed(b"ok")).await.unwrap();
+        raw.write_all(&[0, 0, 0, 9, 1, 2]).await.unwrap();
+        drop(raw);
+        assert_eq!(&wire.recv().await.unwrap().unwrap()[..], b"ok");
+        let err = wire.recv().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnexpectedEof {
+                    expected: 13,
+                    received: 6
+                }
+            ),
+            "{err:?}"
+        );
+
+        let (raw, io) = tokio::io::duplex(64);
+        let mut wire = Wire::new(io, &cfg(64));
+        drop(raw);
+        assert!(wire.recv().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_oversize_header_is_refused_before_its_body() {
+        let (mut raw, io) = tokio::io::duplex(64);
+        let mut wire = Wire::new(io, &cfg(100));
+        raw.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        let err = wire.recv().await.unwrap_err();
+        assert!(matches!(
+            err,
+            Error::FrameTooLarge {
+                declared: 0xffff_ffff,
+                limit: 100
+            }
+        ));
+        assert!(wire.read_capacity() <= READ_CHUNK);
+    }
+
+    #[tokio::test]
+    async fn small_and_large_frames_leave_in_order_and_intact() {
+        let (io, mut raw) = tokio::io::duplex(1 << 16);
+        let mut wire = Wire::new(io, &cfg(4 << 20));
+        let big = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let frames = [
+            OutFrame::plain(Bytes::from_static(b"a")),
+            OutFrame::plain(big.clone()),
+            OutFrame::with_header(
+                crate::mux::Header {
+                    kind: crate::mux::Kind::Push,
+                    id: 9,
+                },
+                big.clone(),
+            ),
+            OutFrame::plain(Bytes::from_static(b"z")),
+        ];
+        let mut expected = Vec::new();
+        for frame in &frames {
+            wire.write(frame).unwrap();
+            expected.extend((frame.len() as u32).to_be_bytes());
+            expected.extend(frame.prefix());
+            expected.extend(&frame.body()[..]);
+        }
+        assert_eq!(wire.queued(), expected.len());
+        let total = expected.len();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; total];
+            raw.read_exact(&mut got).await.unwrap();
+            got
+        });
+        wire.flush().await.unwrap();
+        assert_eq!(wire.queued(), 0);
+        assert_eq!(wire.written(), total as u64);
+        assert!(reader.await.unwrap() == expected);
+    }
+
+    #[tokio::test]
+    async fn an_oversize_write_is_refused_and_nothing_is_queued() {
+        let (io, _raw) = tokio::io::duplex(64);
+        let mut wire = Wire::new(io, &cfg(3));
+        let err = wire
+            .write(&OutFrame::plain(Bytes::from_static(b"four")))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::FrameTooLarge {
+                declared: 4,
+                limit: 3
+            }
+        ));
+        assert_eq!(wire.queued(), 0);
+    }
+}
