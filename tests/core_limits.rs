@@ -347,6 +347,9 @@ struct Raw(Transport<TcpStream>);
 impl Raw {
     async fn connect(server: &ServerHandle) -> Raw {
         let stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        // Without it, Nagle holds small frames sent back to back on the
+        // client until the first is acknowledged: "sent" would not mean sent.
+        stream.set_nodelay(true).unwrap();
         let mut t = Transport::new(stream);
         t.send(Hello::new("").encode().unwrap()).await.unwrap();
         let hello = t.recv().await.unwrap().expect("server hello");

@@ -244,30 +244,12 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
 
     loop {
         if driver.stopping && !stopped {
+            // Shutdown: nothing new runs; what waited is answered now, and
+            // every request read from here on (reading goes on while
+            // handlers finish) is answered `shutting down`.
             stopped = true;
             for (id, _) in flow.stop() {
                 refuse_shutting_down(driver, id);
-            }
-            // What was sent before the shutdown is answered, not left unread.
-            while let Some(next) = driver.read_now() {
-                match next {
-                    Ok(Some(frame)) => {
-                        if let Err(reason) = inbound(
-                            ctx,
-                            conn,
-                            driver,
-                            &mut flow,
-                            &mut running,
-                            &mut cancels,
-                            frame,
-                            role,
-                        ) {
-                            return reason;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Disconnect::Error(e.into()),
-                }
             }
         }
         while let Some((id, body)) = flow.next_parked() {
@@ -282,6 +264,20 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 };
             }
             if driver.stopping {
+                // Requests that arrived by now are answered, not left unread.
+                while let Some(next) = driver.read_now() {
+                    let frame = match next {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(e) => return Disconnect::Error(e.into()),
+                    };
+                    let state = (&mut flow, &mut running, &mut cancels);
+                    if let Err(reason) =
+                        inbound(ctx, conn, driver, state.0, state.1, state.2, frame, role)
+                    {
+                        return reason;
+                    }
+                }
                 return Disconnect::Shutdown;
             }
         }
@@ -294,7 +290,7 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             draining = true;
             driver.finish_writing().await;
         }
-        let read = !driver.stopping && !driver.eof && flow.can_read();
+        let read = !driver.eof && (driver.stopping || flow.can_read());
         driver.busy = !flow.is_idle();
         let event = std::future::poll_fn(|cx| {
             let mut finished = false;
@@ -522,4 +518,3 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
-
