@@ -434,6 +434,37 @@ impl Client {
         Ok(Self::assemble(route, incoming, config))
     }
 
+    /// Connects to a server on a Unix domain socket (see
+    /// `Server::bind_unix`), then, in the multiplexed profile, exchanges
+    /// hellos, all within `connect_timeout`. Everything after that is as
+    /// over TCP. [`Client::peer_addr`] is `None`. A Unix client keeps its one
+    /// connection: [`Config::reconnect`] is not used here.
+    ///
+    /// # Errors
+    /// [`Error::ConnectUnix`] (no socket, refused, no permission);
+    /// [`Error::ConnectTimeout`]; in the multiplexed profile, as
+    /// [`Client::connect_with`] for the hello exchange.
+    #[cfg(unix)]
+    pub async fn connect_unix(path: impl AsRef<std::path::Path>, config: Config) -> Result<Client> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let deadline = Instant::now() + config.connect_timeout;
+        let stream = tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                addr: shown.clone(),
+                after: config.connect_timeout,
+            })?
+            .map_err(|source| Error::ConnectUnix {
+                path: path.to_owned(),
+                source,
+            })?;
+        let (read, write) = stream.into_split();
+        let (wiring, incoming) = Wiring::fixed(&config);
+        let link = Link::start(read, write, &config, None, None, deadline, &shown, wiring).await?;
+        Ok(Self::assemble(Route::Fixed(link), incoming, config))
+    }
+
     /// Wraps an established TCP connection.
     ///
     /// # Panics

@@ -56,6 +56,17 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Connecting to a Unix domain socket failed: no socket at that path,
+    /// nobody listening on it (refused), or no permission.
+    #[error("cannot connect to the Unix socket {path}: {source}")]
+    ConnectUnix {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// The OS error (`NotFound`, `ConnectionRefused`, ...).
+        #[source]
+        source: io::Error,
+    },
+
     /// A request got no reply within its timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
