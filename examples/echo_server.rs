@@ -1,20 +1,27 @@
-//! An echo server in the plain profile: every frame goes back unchanged, as
-//! raw bytes (no UTF-8 check, no copy), so any client that speaks the 4-byte
-//! length prefix can use it as a test or benchmark target, the course's
-//! Python `Client` included. Runs until Ctrl-C, then shuts down gracefully.
+//! An echo server: every frame goes back unchanged, as raw bytes (no UTF-8
+//! check, no copy), so any client that speaks the 4-byte length prefix can use
+//! it as a test or benchmark target, the course's Python `Client` included.
+//! Plain profile by default; `--mux` serves the multiplexed one instead. It
+//! prints `listening on HOST:PORT` on stdout once bound (so `--addr
+//! 127.0.0.1:0` is usable from a script), runs until Ctrl-C or SIGTERM, then
+//! shuts down gracefully.
 //!
 //! ```text
 //! cargo run --example echo_server -- --addr 127.0.0.1:8080
+//! cargo run --example echo_server -- --addr 127.0.0.1:0 --mux --max-connections 20000
 //! RUST_LOG=debug cargo run --example echo_server      # more detail per connection
 //! ```
 //!
-//! Then, in another terminal: `cargo run --example echo_client`.
+//! Then, in another terminal: `cargo run --example echo_client`. The
+//! comparison harness (`cargo run --release -p enchufe-bench -- compare`)
+//! builds this example in release and benchmarks it.
 
 use std::convert::Infallible;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use bytes::Bytes;
 use clap::Parser;
+use enchufe::server::{Config, Profile};
 use enchufe::{handler_fn, Server};
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +31,12 @@ struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     addr: String,
+    /// Most connections served at once (`server::Config::max_connections`).
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Serve the multiplexed profile (hello, then request ids) instead of plain.
+    #[arg(long)]
+    mux: bool,
 }
 
 #[tokio::main]
@@ -37,20 +50,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
-    let server = Server::bind(args.addr.as_str()).await?;
-    tracing::info!(addr = %server.local_addr()?, "echo server ready; Ctrl-C to stop");
+    let profile = if args.mux {
+        Profile::Multiplexed
+    } else {
+        Profile::Plain
+    };
+    let config = Config::default()
+        .max_connections(args.max_connections)
+        .profile(profile);
+    let server = Server::bind(args.addr.as_str()).await?.with_config(config);
+    let addr = server.local_addr()?;
+    // Stdout carries only this line, for scripts that asked for port 0.
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, ?profile, "echo server ready; Ctrl-C or SIGTERM to stop");
 
     // Request = Response = Bytes: the payload is handed back as it arrived.
     let echo = handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) });
-
-    // `run` wants a future of `()`; a failure to install the Ctrl-C handler
-    // would otherwise stop the server at once, so it is logged instead.
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
-        }
-    };
-    server.run(echo, ctrl_c).await;
+    server.run(echo, stop_signal()).await;
     tracing::info!("echo server stopped");
     Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `kill` and service managers send). A
+/// signal that cannot be listened for is logged and ignored rather than
+/// taken as a request to stop.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => drop(term.recv().await),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C; stopping"),
+        () = term => tracing::info!("SIGTERM; stopping"),
+    }
 }

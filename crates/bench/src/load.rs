@@ -1,0 +1,551 @@
+//! Load generators: many connections, many frames in flight on each, every
+//! echo checked byte for byte against what was sent.
+//!
+//! - [`Kind::Frames`], the hand-written generator: one task per connection
+//!   over its own `FramedRead`/`FramedWrite` halves; it keeps `depth` frames
+//!   in flight, feeds new frames as echoes free the window and flushes only
+//!   when it must wait, the same batching as the floor server.
+//! - [`Kind::Client`] / [`Kind::ClientMux`]: enchufe's `Client`, one per
+//!   connection, with `depth` tasks each calling `request` in a loop on
+//!   clones of it (plain or multiplexed profile).
+//! - [`Kind::Tarpc`]: tarpc's client, `depth` tasks per connection likewise.
+//!
+//! A run stops after `secs` (or after `frames` per connection, for tests);
+//! frames in flight then drain, and the report counts every checked echo.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use enchufe::client::{Config, Profile};
+use enchufe::Client;
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::error::{Error, Result};
+use crate::floor::codec;
+use crate::payload::{check, Payloads};
+use crate::rpc::Rpc;
+
+/// Which client drives the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Kind {
+    /// The hand-written pipelined generator (plain frames).
+    Frames,
+    /// enchufe's `Client`, plain profile.
+    Client,
+    /// enchufe's `Client`, multiplexed profile.
+    ClientMux,
+    /// tarpc's client.
+    Tarpc,
+}
+
+/// One load run: who, where, how much.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Spec {
+    /// Which client drives the load.
+    #[arg(long, value_enum)]
+    pub(crate) kind: Kind,
+    /// The server's address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) addr: SocketAddr,
+    /// Connections, all opened before the clock starts.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) conns: usize,
+    /// Frames (or requests) in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) depth: usize,
+    /// Payload bytes per frame.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) size: usize,
+    /// How long to send; frames in flight at the end still count.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) secs: f64,
+    /// Send exactly this many frames per connection instead of for `secs`.
+    #[arg(long)]
+    pub(crate) frames: Option<u64>,
+    /// Time every round trip and report percentiles.
+    #[arg(long)]
+    pub(crate) latency: bool,
+}
+
+impl Spec {
+    /// The command-line arguments that reproduce this spec in `load`.
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        let kind = clap::ValueEnum::to_possible_value(&self.kind)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        let mut args = vec![
+            "--kind".into(),
+            kind,
+            "--addr".into(),
+            self.addr.to_string(),
+            "--conns".into(),
+            self.conns.to_string(),
+            "--depth".into(),
+            self.depth.to_string(),
+            "--size".into(),
+            self.size.to_string(),
+            "--secs".into(),
+            self.secs.to_string(),
+        ];
+        if let Some(frames) = self.frames {
+            args.extend(["--frames".into(), frames.to_string()]);
+        }
+        if self.latency {
+            args.push("--latency".into());
+        }
+        args
+    }
+}
+
+/// What a run achieved; printed as JSON by `load`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Report {
+    /// Echoes received and checked, over all connections.
+    pub(crate) frames: u64,
+    /// From the first frame sent to the last echo checked.
+    pub(crate) secs: f64,
+    /// Round-trip percentiles, when asked for.
+    pub(crate) latency_us: Option<Percentiles>,
+    /// CPU time (user + system) of the load process, filled in by `load`.
+    pub(crate) client_cpu_secs: f64,
+}
+
+/// Round-trip times in microseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Percentiles {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+}
+
+/// Runs one load and checks every echo.
+///
+/// # Errors
+/// The first failure of any connection: [`Error::Mismatch`] for a wrong
+/// echo, [`Error::Closed`] for a connection the server ended early, or the
+/// client's own error.
+pub(crate) async fn run(spec: &Spec) -> Result<Report> {
+    let payloads = Payloads::new(spec.size);
+    let stop = Arc::new(AtomicBool::new(false));
+    let budget = || Budget::new(stop.clone(), spec.frames);
+    let mut tasks = JoinSet::new();
+    // Connections are all opened before the clock starts: the run times
+    // traffic, not handshakes.
+    let start = match spec.kind {
+        Kind::Frames => {
+            let mut streams = Vec::with_capacity(spec.conns);
+            for _ in 0..spec.conns {
+                let stream = TcpStream::connect(spec.addr).await?;
+                stream.set_nodelay(true)?;
+                streams.push(stream);
+            }
+            let start = Instant::now();
+            for (conn, stream) in streams.into_iter().enumerate() {
+                let gen = Generator {
+                    conn,
+                    payloads: payloads.clone(),
+                    depth: spec.depth,
+                    budget: budget(),
+                    latency: spec.latency,
+                };
+                tasks.spawn(gen.run(stream));
+            }
+            start
+        }
+        Kind::Client | Kind::ClientMux => {
+            let profile = match spec.kind {
+                Kind::ClientMux => Profile::Multiplexed,
+                _ => Profile::Plain,
+            };
+            let config = Config::default().profile(profile);
+            let mut clients = Vec::with_capacity(spec.conns);
+            for _ in 0..spec.conns {
+                clients.push(Client::connect_with(spec.addr, config.clone()).await?);
+            }
+            spawn_loops(&mut tasks, clients, spec, &payloads, budget)
+        }
+        Kind::Tarpc => {
+            let mut clients = Vec::with_capacity(spec.conns);
+            for _ in 0..spec.conns {
+                clients.push(Rpc::connect(spec.addr).await?);
+            }
+            spawn_loops(&mut tasks, clients, spec, &payloads, budget)
+        }
+    };
+
+    let timed = spec.frames.is_none();
+    let timer = tokio::time::sleep(Duration::from_secs_f64(if timed { spec.secs } else { 0.0 }));
+    tokio::pin!(timer);
+    let mut armed = timed;
+    let mut total = Tally::default();
+    loop {
+        tokio::select! {
+            () = &mut timer, if armed => {
+                armed = false;
+                stop.store(true, Relaxed);
+            }
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(tally))) => total.merge(tally),
+                // Dropping `tasks` on return aborts the other connections.
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(e)) => return Err(Error::harness(format!("load task failed: {e}"))),
+            },
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Report {
+        frames: total.frames,
+        secs,
+        latency_us: spec.latency.then(|| percentiles(total.latency_ns)),
+        client_cpu_secs: 0.0,
+    })
+}
+
+/// Spawns `depth` request loops per client and returns when the clock starts.
+fn spawn_loops<E: Echoer>(
+    tasks: &mut JoinSet<Result<Tally>>,
+    clients: Vec<E>,
+    spec: &Spec,
+    payloads: &Payloads,
+    budget: impl Fn() -> Arc<Budget>,
+) -> Instant {
+    let start = Instant::now();
+    for (conn, client) in clients.into_iter().enumerate() {
+        let budget = budget();
+        for task in 0..spec.depth {
+            tasks.spawn(request_loop(
+                client.clone(),
+                conn,
+                task as u64,
+                payloads.clone(),
+                budget.clone(),
+                spec.latency,
+            ));
+        }
+    }
+    start
+}
+
+/// What one connection (or one request loop) did.
+#[derive(Debug, Default)]
+struct Tally {
+    frames: u64,
+    latency_ns: Vec<u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.frames += other.frames;
+        self.latency_ns.extend(other.latency_ns);
+    }
+}
+
+fn percentiles(mut ns: Vec<u64>) -> Percentiles {
+    ns.sort_unstable();
+    let at = |q: f64| {
+        let i = ((ns.len() as f64 * q) as usize).min(ns.len().saturating_sub(1));
+        ns.get(i).map_or(0.0, |&v| v as f64 / 1e3)
+    };
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: at(1.0),
+    }
+}
+
+/// How many more frames a connection may send: until the shared stop flag
+/// (timed runs) or a count (tests) runs out.
+#[derive(Debug)]
+struct Budget {
+    stop: Arc<AtomicBool>,
+    left: AtomicU64,
+}
+
+impl Budget {
+    fn new(stop: Arc<AtomicBool>, frames: Option<u64>) -> Arc<Budget> {
+        Arc::new(Budget {
+            stop,
+            left: AtomicU64::new(frames.unwrap_or(u64::MAX)),
+        })
+    }
+
+    /// Takes one frame from the budget; `false` when the run is over.
+    fn take(&self) -> bool {
+        !self.stop.load(Relaxed)
+            && self
+                .left
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+    }
+}
+
+/// The hand-written pipelined generator for one connection.
+#[derive(Debug)]
+struct Generator {
+    conn: usize,
+    payloads: Payloads,
+    depth: usize,
+    budget: Arc<Budget>,
+    latency: bool,
+}
+
+impl Generator {
+    /// Writer and reader run concurrently in this one task (`try_join`), so
+    /// a writer blocked on a full socket never stops echoes being read: with
+    /// 1 MiB frames in flight both ways, a strict write-then-read loop would
+    /// deadlock against any echo server.
+    async fn run(self, stream: TcpStream) -> Result<Tally> {
+        let (read, write) = stream.into_split();
+        let mut echoes = FramedRead::new(read, codec());
+        let mut frames = FramedWrite::new(write, codec());
+        // The window: a permit per frame in flight, returned by the reader.
+        let window = Semaphore::new(self.depth);
+        // Send times (when timing), in order; never holds more than `depth`.
+        let (sent_tx, mut sent_rx) = mpsc::channel::<Option<Instant>>(self.depth.max(1));
+
+        let writer = async {
+            let mut n = 0u64;
+            while self.budget.take() {
+                let permit = match window.try_acquire() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        // About to wait for echoes: send what is buffered.
+                        SinkExt::<Bytes>::flush(&mut frames).await?;
+                        window
+                            .acquire()
+                            .await
+                            .map_err(|_| Error::harness("window closed"))?
+                    }
+                };
+                permit.forget();
+                let stamp = self.latency.then(Instant::now);
+                sent_tx
+                    .send(stamp)
+                    .await
+                    .map_err(|_| Error::harness("reader gone"))?;
+                frames.feed(self.payloads.get(n).clone()).await?;
+                n += 1;
+            }
+            SinkExt::<Bytes>::flush(&mut frames).await?;
+            drop(sent_tx);
+            // Kept open until the reader is done: dropping a write half
+            // half-closes the connection.
+            Ok::<_, Error>(frames)
+        };
+
+        let reader = async {
+            let mut tally = Tally::default();
+            while let Some(stamp) = sent_rx.recv().await {
+                let echo = match echoes.next().await {
+                    Some(echo) => echo?,
+                    None => {
+                        return Err(Error::Closed {
+                            conn: self.conn,
+                            received: tally.frames,
+                            owed: 1 + sent_rx.len() as u64,
+                        })
+                    }
+                };
+                let n = tally.frames;
+                check(self.conn, n, &echo, self.payloads.get(n))?;
+                window.add_permits(1);
+                if let Some(sent) = stamp {
+                    tally.latency_ns.push(sent.elapsed().as_nanos() as u64);
+                }
+                tally.frames += 1;
+            }
+            Ok(tally)
+        };
+
+        let (_frames, tally) = tokio::try_join!(writer, reader)?;
+        Ok(tally)
+    }
+}
+
+/// A client that echoes one payload per call, for the request loops.
+trait Echoer: Clone + Send + Sync + 'static {
+    fn echo(&self, payload: Bytes) -> impl Future<Output = Result<Bytes>> + Send;
+}
+
+impl Echoer for Client {
+    async fn echo(&self, payload: Bytes) -> Result<Bytes> {
+        Ok(self.request::<Bytes, Bytes>(payload).await?)
+    }
+}
+
+impl Echoer for Rpc {
+    async fn echo(&self, payload: Bytes) -> Result<Bytes> {
+        Rpc::echo(self, payload).await
+    }
+}
+
+/// One request at a time, forever (until the budget ends), each echo checked.
+async fn request_loop<E: Echoer>(
+    client: E,
+    conn: usize,
+    task: u64,
+    payloads: Payloads,
+    budget: Arc<Budget>,
+    latency: bool,
+) -> Result<Tally> {
+    let mut tally = Tally::default();
+    while budget.take() {
+        // Offset by task, so that concurrent requests carry different bytes.
+        let payload = payloads.get(task + tally.frames).clone();
+        let sent = latency.then(Instant::now);
+        let echo = client.echo(payload.clone()).await?;
+        check(conn, tally.frames, &echo, &payload)?;
+        if let Some(sent) = sent {
+            tally.latency_ns.push(sent.elapsed().as_nanos() as u64);
+        }
+        tally.frames += 1;
+    }
+    Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The harness's correctness check, checked: the generator against the
+    //! floor in-process, and against echo servers that lie.
+
+    use std::convert::Infallible;
+
+    use enchufe::{handler_fn, Server};
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+
+    use super::*;
+    use crate::floor;
+
+    /// Frames per connection in these tests: enough to wrap the payload
+    /// cycle several times and to fill every window.
+    const FRAMES: u64 = 60;
+
+    fn spec(kind: Kind, addr: SocketAddr) -> Spec {
+        Spec {
+            kind,
+            addr,
+            conns: 2,
+            depth: 4,
+            size: 100,
+            secs: 0.0,
+            frames: Some(FRAMES),
+            latency: true,
+        }
+    }
+
+    /// The floor, in this process, on an OS-chosen port.
+    async fn floor() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(floor::serve(listener));
+        addr
+    }
+
+    /// An echo server that gets frame `bad` of each connection wrong: it
+    /// sends `spoil(frame)` in its place; every other frame is echoed
+    /// faithfully.
+    async fn liar(bad: u64, spoil: fn(Bytes) -> Vec<Bytes>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut framed = Framed::new(stream, codec());
+                    let mut n = 0;
+                    while let Some(Ok(frame)) = framed.next().await {
+                        let frame = frame.freeze();
+                        let out = if n == bad { spoil(frame) } else { vec![frame] };
+                        n += 1;
+                        for echo in out {
+                            if framed.send(echo).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn flip_a_bit(frame: Bytes) -> Vec<Bytes> {
+        let mut bytes = frame.to_vec();
+        bytes[57] ^= 0x10;
+        vec![bytes.into()]
+    }
+
+    fn drop_it(_: Bytes) -> Vec<Bytes> {
+        Vec::new()
+    }
+
+    /// Bounds a test that would otherwise hang on a bug; not a timing check.
+    async fn bounded<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("load run hung")
+    }
+
+    #[tokio::test]
+    async fn generator_checks_every_echo_of_the_floor() {
+        let report = bounded(run(&spec(Kind::Frames, floor().await)))
+            .await
+            .unwrap();
+        assert_eq!(report.frames, 2 * FRAMES);
+        assert!(report.latency_us.is_some());
+    }
+
+    #[tokio::test]
+    async fn generator_catches_a_flipped_bit() {
+        let err = bounded(run(&spec(Kind::Frames, liar(7, flip_a_bit).await)))
+            .await
+            .unwrap_err();
+        match err {
+            Error::Mismatch { frame, detail, .. } => {
+                assert_eq!(frame, 7);
+                assert!(detail.starts_with("byte 57 of 100"), "{detail}");
+            }
+            other => panic!("expected a mismatch, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn generator_catches_a_dropped_echo() {
+        // The echo of frame 7 never comes, so frame 8's arrives in its place.
+        let err = bounded(run(&spec(Kind::Frames, liar(7, drop_it).await)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Mismatch { frame: 7, .. }),
+            "expected a mismatch at frame 7, got {err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_loops_check_their_echoes_too() {
+        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(handler_fn(
+            |frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) },
+        ));
+        let report = bounded(run(&spec(Kind::Client, server.local_addr())))
+            .await
+            .unwrap();
+        assert_eq!(report.frames, 2 * FRAMES);
+        server.shutdown().await;
+
+        let err = bounded(run(&spec(Kind::Client, liar(3, flip_a_bit).await)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Mismatch { .. }), "got {err}");
+    }
+}

@@ -1,0 +1,211 @@
+//! `enchufe-bench`: enchufe against a hand-written floor and against tarpc,
+//! in separate processes over loopback, reported as ratios measured side by
+//! side in one run (`BENCHMARKS.md`, "Comparison harness").
+//!
+//! ```text
+//! cargo run --release -p enchufe-bench -- compare --quick   # ~2 minutes
+//! cargo run --release -p enchufe-bench -- compare           # ~7 minutes
+//! cargo run --release -p enchufe-bench -- compare --only mux,idle
+//! ```
+//!
+//! `compare` builds the `echo_server` example in release, then re-executes
+//! this binary for everything else:
+//!
+//! ```text
+//!   compare ──spawns──> servers:  serve --impl floor | tarpc   (this binary)
+//!      │                          echo_server [--mux]          (the example)
+//!      │                each prints `listening on 127.0.0.1:PORT`
+//!      └────spawns──> clients:  load  (generator | Client | tarpc) -> JSON
+//!                               hold  (idle connections), abuse -> JSON
+//!   and reads server CPU (/proc/PID/stat) and memory (/proc/PID/status).
+//! ```
+//!
+//! Map: [`compare`] orchestrates and prints; [`floor`] is the hand-written
+//! echo server; [`rpc`] is tarpc's side; [`load`] the load generators and
+//! the byte-for-byte check ([`payload`]); [`tools`] the idle holder and the
+//! abusive clients; [`child`] and [`procfs`] the process plumbing.
+
+mod child;
+mod compare;
+mod error;
+mod floor;
+mod load;
+mod payload;
+mod procfs;
+mod rpc;
+mod tools;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use tokio::net::TcpListener;
+
+use crate::error::Result;
+
+/// Compares enchufe with a hand-written Tokio floor and with tarpc.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs every comparison and prints markdown tables of ratios.
+    Compare(compare::Opts),
+    /// Serves the floor or tarpc echo; prints `listening on ADDR`.
+    Serve {
+        /// Which echo server.
+        #[arg(long = "impl", value_enum)]
+        imp: Impl,
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+        addr: String,
+        /// Also stop when standard input ends (the harness holds it open,
+        /// so a harness that dies takes its servers with it).
+        #[arg(long)]
+        exit_on_stdin_eof: bool,
+    },
+    /// One load run against a server; prints a JSON report.
+    Load(load::Spec),
+    /// Opens connections, echoes one frame on each, holds them idle.
+    Hold {
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// How long to hold them.
+        #[arg(long, default_value_t = 60.0)]
+        secs: f64,
+    },
+    /// A misbehaving client, bounded in time and bytes; prints a JSON report.
+    Abuse {
+        #[arg(value_enum)]
+        case: Abuse,
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Connections (trickle).
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Most bytes to write (never-read).
+        #[arg(long, default_value_t = 2 << 30)]
+        max_bytes: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Impl {
+    /// The hand-written tokio-util `Framed` echo.
+    Floor,
+    /// A tarpc echo service, bincode over TCP.
+    Tarpc,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Abuse {
+    /// Sends 8 MiB frames and never reads.
+    NeverRead,
+    /// Declares 8 MiB − 1 bytes, then sends one byte per second.
+    Trickle,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    raise_file_limit();
+    let result = match cli.cmd {
+        Cmd::Compare(opts) => {
+            // Dropping the comparison kills every child (`kill_on_drop`).
+            tokio::select! {
+                r = compare::run(opts) => r,
+                () = stop_signal() => {
+                    eprintln!("interrupted; children killed");
+                    return ExitCode::from(130);
+                }
+            }
+        }
+        Cmd::Serve {
+            imp,
+            addr,
+            exit_on_stdin_eof,
+        } => serve(imp, &addr, exit_on_stdin_eof).await,
+        Cmd::Load(spec) => load_and_report(&spec).await,
+        Cmd::Hold { addr, conns, secs } => tools::hold(addr, conns, secs).await,
+        Cmd::Abuse {
+            case,
+            addr,
+            secs,
+            conns,
+            max_bytes,
+        } => {
+            let report = match case {
+                Abuse::NeverRead => tools::never_read(addr, secs, max_bytes).await,
+                Abuse::Trickle => tools::trickle(addr, conns, secs).await,
+            };
+            report.map(|r| println!("{}", serde_json::to_string(&r).expect("plain data")))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("enchufe-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn load_and_report(spec: &load::Spec) -> Result<()> {
+    let mut report = load::run(spec).await?;
+    report.client_cpu_secs = procfs::cpu_secs(std::process::id())?;
+    println!("{}", serde_json::to_string(&report).expect("plain data"));
+    Ok(())
+}
+
+async fn serve(imp: Impl, addr: &str, exit_on_stdin_eof: bool) -> Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let server = match imp {
+        Impl::Floor => tokio::spawn(floor::serve(listener)),
+        Impl::Tarpc => tokio::spawn(rpc::serve(listener)),
+    };
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
+    if exit_on_stdin_eof {
+        // A plain thread: a blocking read cannot be cancelled, and this one
+        // must not keep the process alive once `main` returns.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = eof_tx.send(());
+        });
+    }
+    tokio::select! {
+        () = stop_signal() => {}
+        Ok(()) = eof_rx => {}
+    }
+    server.abort();
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Lifts the soft limit on open files to the hard one: 10,000 idle
+/// connections need 10,000 descriptors in the server and in the holder.
+/// Children inherit it, enchufe's echo_server included.
+fn raise_file_limit() {
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
