@@ -175,7 +175,9 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
     /// a frame (when `read`), the other end's EOF, a signal, or the end.
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Event> {
         loop {
-            let flags = self.conn.signal().poll(cx);
+            // A plain load per call; the waker is registered only when the
+            // driver is about to wait (below), not once per frame.
+            let flags = self.conn.signal().flags();
             if flags & Signal::ABORT != 0 {
                 self.aborted = true;
                 return Poll::Ready(Event::End(Disconnect::Shutdown));
@@ -238,6 +240,10 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
                 }
             }
             if !self.armed || self.timer.as_mut().poll(cx).is_pending() {
+                if self.conn.signal().poll(cx) != flags {
+                    // Raised while we looked elsewhere: look again.
+                    continue;
+                }
                 return Poll::Pending;
             }
             if let Some(end) = self.on_timer() {

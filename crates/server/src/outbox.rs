@@ -90,6 +90,11 @@ impl Signal {
         self.flags.load(Ordering::Acquire)
     }
 
+    /// The flags raised now (without registering a waker).
+    pub(crate) fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Acquire)
+    }
+
     /// Lowers `flag`; true if it was raised.
     pub(crate) fn take(&self, flag: u8) -> bool {
         self.flags.fetch_and(!flag, Ordering::AcqRel) & flag != 0
