@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p enchufe-bench -- compare --quick   # ~2 minutes
-//! cargo run --release -p enchufe-bench -- compare           # ~7 minutes
+//! cargo run --release -p enchufe-bench -- compare           # ~6 minutes
 //! cargo run --release -p enchufe-bench -- compare --only mux,idle
 //! ```
 //!
