@@ -7,6 +7,7 @@
 //! cargo run --example echo_server                       # terminal 1
 //! cargo run --example echo_client -- --addr 127.0.0.1:8080   # terminal 2
 //! printf 'hola\nñandú\n' | cargo run --example echo_client   # non-interactive
+//! cargo run --example echo_client -- --unix /tmp/echo.sock  # echo_server --unix
 //! ```
 
 use std::io::IsTerminal;
@@ -22,6 +23,9 @@ struct Args {
     /// Server to connect to.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     addr: String,
+    /// Connect to a Unix domain socket at this path instead of `--addr`.
+    #[arg(long, value_name = "PATH", conflicts_with = "addr")]
+    unix: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -35,8 +39,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
-    let client = Client::connect(args.addr.as_str()).await?;
-    tracing::info!(server = %args.addr, "connected; type lines, Ctrl-D to finish");
+    let client = match &args.unix {
+        Some(path) => Client::connect_unix(path, Default::default()).await?,
+        None => Client::connect(args.addr.as_str()).await?,
+    };
+    tracing::info!("connected; type lines, Ctrl-D to finish");
 
     // The course client's listening thread: it runs until the server closes.
     let listener = client.clone();

@@ -9,6 +9,7 @@
 //! ```text
 //! cargo run --example echo_server -- --addr 127.0.0.1:8080
 //! cargo run --example echo_server -- --addr 127.0.0.1:0 --mux --max-connections 20000
+//! cargo run --example echo_server -- --unix /tmp/echo.sock   # a Unix socket instead
 //! RUST_LOG=debug cargo run --example echo_server      # more detail per connection
 //! ```
 //!
@@ -37,6 +38,9 @@ struct Args {
     /// Serve the multiplexed profile (hello, then request ids) instead of plain.
     #[arg(long)]
     mux: bool,
+    /// Listen on a Unix domain socket at this path instead of `--addr`.
+    #[arg(long, value_name = "PATH", conflicts_with = "addr")]
+    unix: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -58,8 +62,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::default()
         .max_connections(args.max_connections)
         .profile(profile);
-    let server = Server::bind(args.addr.as_str()).await?.with_config(config);
-    let addr = server.local_addr()?;
+    let (server, addr) = match &args.unix {
+        Some(path) => (Server::bind_unix(path)?, path.display().to_string()),
+        None => {
+            let server = Server::bind(args.addr.as_str()).await?;
+            let addr = server.local_addr()?.to_string();
+            (server, addr)
+        }
+    };
+    let server = server.with_config(config);
     // Stdout carries only this line, for scripts that asked for port 0.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
@@ -68,6 +79,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Request = Response = Bytes: the payload is handed back as it arrived.
     let echo = handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) });
     server.run(echo, stop_signal()).await;
+    if let Some(path) = &args.unix {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!("echo server stopped");
     Ok(())
 }
