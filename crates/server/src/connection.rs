@@ -559,8 +559,8 @@ impl Requests {
 /// One of our requests between registering its slot and its answer. Dropped
 /// with the slot still there means the caller gave up: the slot is freed and,
 /// if the request was queued, the other end is sent a `cancel` (without
-/// waiting: if the queue is full the cancel is skipped and the late reply is
-/// dropped on arrival).
+/// waiting: a cancel goes past the byte budget; once the connection is
+/// closed it is skipped, and a late reply is dropped on arrival).
 struct Outstanding<'a> {
     conn: &'a Connection,
     id: u64,

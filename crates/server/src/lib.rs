@@ -1,18 +1,20 @@
 //! enchufe's TCP server.
 //!
-//! A [`Server`] accepts connections and runs one task per connection. Each
-//! request frame is decoded and handed to your [`Handler`]; its reply goes
-//! back on the same connection. Networking stays here; business logic stays
-//! in the handler (the course's `handle_command` split).
+//! A [`Server`] accepts connections (TCP, or a Unix socket with
+//! [`Server::bind_unix`]) and runs one task per connection, the driver: it
+//! reads each request frame, decodes it and hands it to your [`Handler`], and
+//! writes the reply itself, flushing once no further frame is buffered.
+//! Networking stays here; business logic stays in the handler (the course's
+//! `handle_command` split).
 //!
 //! ```text
 //!              accept loop (permit, then accept; backs off on errors)
 //!                   |
 //!        +----------+-----------+  one task per connection
 //!        v                      v
-//!   read_loop               write_loop  <-- bounded queue <-- Connection::push,
-//!   frame -> Request        feed frames,                      ServerHandle::broadcast,
-//!   Handler::handle ------> flush when the queue is empty     replies
+//!   driver: frame -> Request -> Handler::handle -> reply (same task)
+//!      ^  pushes, broadcasts: byte-budgeted outbox + Signal
+//!      +- deadlines: one Sleep (idle, keepalive, write stall, hello)
 //! ```
 //!
 //! The plain profile: one frame is one message, nothing added, so any client
@@ -20,8 +22,8 @@
 //! Requests on one connection are handled in order, so replies leave in
 //! request order. A push and a reply look alike on the wire.
 //!
-//! Limits: [`Config`] bounds connections, frame length, the outbound queue,
-//! idle time and stalled writes. Shutdown ([`ServerHandle::shutdown`]) stops
+//! Limits: [`Config`] bounds connections, frame length, the bytes queued
+//! for each connection and for all of them, idle time and stalled writes. Shutdown ([`ServerHandle::shutdown`]) stops
 //! accepting, lets running handlers finish within a grace period, sends their
 //! replies and closes.
 //!
