@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use enchufe_framing::mux::{ErrorCode, Header, Hello, Kind, Profile};
@@ -230,14 +230,17 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         BusyPolicy::Refuse => session::Busy::Refuse,
         _ => session::Busy::Wait,
     };
-    let mut flow: Flow<BytesMut> = Flow::new(ctx.config.max_in_flight, busy);
-    let mut running = FuturesUnordered::new();
-    // Request id -> abort handle, for cancel frames.
-    let mut cancels: HashMap<u64, AbortHandle> = HashMap::new();
-    let role = if conn.is_peer() {
-        Role::Peer
-    } else {
-        Role::Server
+    let mut mux = Mux {
+        ctx,
+        conn,
+        flow: Flow::new(ctx.config.max_in_flight, busy),
+        running: FuturesUnordered::new(),
+        cancels: HashMap::new(),
+        role: if conn.is_peer() {
+            Role::Peer
+        } else {
+            Role::Server
+        },
     };
     let mut draining = false;
     let mut stopped = false;
@@ -248,14 +251,14 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             // every request read from here on (reading goes on while
             // handlers finish) is answered `shutting down`.
             stopped = true;
-            for (id, _) in flow.stop() {
+            for (id, _) in mux.flow.stop() {
                 refuse_shutting_down(driver, id);
             }
         }
-        while let Some((id, body)) = flow.next_parked() {
-            start(ctx, conn, driver, &mut running, &mut cancels, id, body);
+        while let Some((id, body)) = mux.flow.next_parked() {
+            mux.start(driver, id, body, None);
         }
-        if flow.is_idle() {
+        if mux.flow.is_idle() {
             if driver.eof {
                 return if draining {
                     Disconnect::Closed
@@ -266,16 +269,14 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             if driver.stopping {
                 // Requests that arrived by now are answered, not left unread.
                 while let Some(next) = driver.read_now() {
-                    let frame = match next {
-                        Ok(Some(frame)) => frame,
+                    match next {
+                        Ok(Some(frame)) => {
+                            if let Err(reason) = mux.inbound(driver, frame, None) {
+                                return reason;
+                            }
+                        }
                         Ok(None) => break,
                         Err(e) => return Disconnect::Error(e.into()),
-                    };
-                    let state = (&mut flow, &mut running, &mut cancels);
-                    if let Err(reason) =
-                        inbound(ctx, conn, driver, state.0, state.1, state.2, frame, role)
-                    {
-                        return reason;
                     }
                 }
                 return Disconnect::Shutdown;
@@ -290,95 +291,172 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             draining = true;
             driver.finish_writing().await;
         }
-        let read = !driver.eof && (driver.stopping || flow.can_read());
-        driver.busy = !flow.is_idle();
-        let event = std::future::poll_fn(|cx| {
-            let mut finished = false;
-            while let Poll::Ready(Some((id, outcome))) = running.poll_next_unpin(cx) {
-                if let Some(id) = id {
-                    cancels.remove(&id);
-                }
-                flow.finished(id);
-                finished = true;
-                finish::<H, Io>(driver, id, outcome);
-            }
-            if finished && (flow.parked() > 0 || flow.is_idle()) {
-                return Poll::Ready(Event::Signal);
-            }
-            driver.poll_event(cx, read)
-        })
-        .await;
+        let event = std::future::poll_fn(|cx| mux.poll(driver, cx)).await;
         match event {
-            Event::Frame(frame) => {
-                if let Err(reason) = inbound(
-                    ctx,
-                    conn,
-                    driver,
-                    &mut flow,
-                    &mut running,
-                    &mut cancels,
-                    frame,
-                    role,
-                ) {
-                    return reason;
-                }
-            }
             // The client is done sending; answer what it asked first.
-            Event::Eof => {}
-            Event::Signal => {}
+            Event::Frame(_) | Event::Eof | Event::Signal => {}
             Event::End(reason) => return reason,
         }
     }
 }
 
-/// Acts on one inbound frame.
-#[allow(clippy::too_many_arguments)] // private; the loop's state, lent
-fn inbound<'a, H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
+/// Most frames one poll of the multiplexed loop takes before it yields to
+/// the runtime: a client that pipelines without pause cannot hold a worker
+/// thread (tokio's budget would stop it too, later).
+const FRAMES_PER_POLL: usize = 256;
+
+/// The multiplexed loop's state.
+struct Mux<'a, H: Handler> {
     ctx: &'a Ctx<H>,
     conn: &'a Connection,
-    driver: &mut Driver<'_, Io>,
-    flow: &mut Flow<BytesMut>,
-    running: &mut FuturesUnordered<Running<'a, H>>,
-    cancels: &mut HashMap<u64, AbortHandle>,
-    frame: BytesMut,
+    flow: Flow<BytesMut>,
+    /// Handlers that did not finish on their first poll.
+    running: FuturesUnordered<Running<'a, H>>,
+    /// Request id -> abort handle, for cancel frames.
+    cancels: HashMap<u64, AbortHandle>,
     role: Role,
-) -> Result<(), Disconnect> {
-    let malformed = |what| Disconnect::Error(enchufe_framing::Error::Malformed(what).into());
-    let (id, body) = match session::classify(frame, role).map_err(malformed)? {
-        Inbound::Request { id, body } => (Some(id), body),
-        Inbound::Notify(body) => (None, body),
-        Inbound::Cancel(id) => {
-            if flow.cancel_parked(id).is_some() {
-                trace!(id, "cancelled before it ran");
-            } else if let Some(handle) = cancels.remove(&id) {
-                trace!(id, "cancelled");
-                handle.abort();
+}
+
+impl<'a, H: Handler> Mux<'a, H> {
+    /// Finishes what finished, takes every frame that has arrived (up to
+    /// [`FRAMES_PER_POLL`]), and returns when the loop must look at the
+    /// driver's state.
+    fn poll<Io: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        driver: &mut Driver<'_, Io>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Event> {
+        for _ in 0..FRAMES_PER_POLL {
+            let mut finished = false;
+            while let Poll::Ready(Some((id, outcome))) = self.running.poll_next_unpin(cx) {
+                if let Some(id) = id {
+                    self.cancels.remove(&id);
+                }
+                self.flow.finished(id);
+                finished = true;
+                finish::<H, Io>(driver, id, outcome);
             }
-            return Ok(());
+            if finished && (self.flow.parked() > 0 || self.flow.is_idle()) {
+                return Poll::Ready(Event::Signal);
+            }
+            driver.busy = !self.flow.is_idle();
+            let read = !driver.eof && (driver.stopping || self.flow.can_read());
+            match driver.poll_event(cx, read) {
+                Poll::Ready(Event::Frame(frame)) => {
+                    if let Err(reason) = self.inbound(driver, frame, Some(cx)) {
+                        return Poll::Ready(Event::End(reason));
+                    }
+                    if self.flow.is_idle() && (driver.eof || driver.stopping) {
+                        return Poll::Ready(Event::Signal);
+                    }
+                }
+                other => return other,
+            }
         }
-        Inbound::Reply { id, outcome } => {
-            let outcome = outcome.map_err(|(code, message)| Error::Remote { code, message });
-            conn.answer(id, outcome);
-            return Ok(());
-        }
-        Inbound::Ping | Inbound::Push(_) => return Ok(()),
-    };
-    let (admit, body) = flow.admit(id, body);
-    match (admit, id, body) {
-        (Admit::Run, id, Some(body)) => start(ctx, conn, driver, running, cancels, id, body),
-        (Admit::Park, ..) => {}
-        (Admit::Busy, Some(id), _) => {
-            let _ = driver.write(&error_frame(
-                id,
-                ErrorCode::Busy,
-                "too many requests in flight",
-            ));
-        }
-        (Admit::ShuttingDown, id, _) => refuse_shutting_down(driver, id),
-        (Admit::Duplicate, ..) => return Err(malformed("request id already in flight")),
-        _ => {}
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
-    Ok(())
+
+    /// Acts on one inbound frame.
+    fn inbound<Io: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        driver: &mut Driver<'_, Io>,
+        frame: BytesMut,
+        cx: Option<&mut Context<'_>>,
+    ) -> Result<(), Disconnect> {
+        let malformed = |what| Disconnect::Error(enchufe_framing::Error::Malformed(what).into());
+        let (id, body) = match session::classify(frame, self.role).map_err(malformed)? {
+            Inbound::Request { id, body } => (Some(id), body),
+            Inbound::Notify(body) => (None, body),
+            Inbound::Cancel(id) => {
+                if self.flow.cancel_parked(id).is_some() {
+                    trace!(id, "cancelled before it ran");
+                } else if let Some(handle) = self.cancels.remove(&id) {
+                    trace!(id, "cancelled");
+                    handle.abort();
+                }
+                return Ok(());
+            }
+            Inbound::Reply { id, outcome } => {
+                let outcome = outcome.map_err(|(code, message)| Error::Remote { code, message });
+                self.conn.answer(id, outcome);
+                return Ok(());
+            }
+            Inbound::Ping | Inbound::Push(_) => return Ok(()),
+        };
+        let (admit, body) = self.flow.admit(id, body);
+        match (admit, id, body) {
+            (Admit::Run, id, Some(body)) => self.start(driver, id, body, cx),
+            (Admit::Park, ..) => {}
+            (Admit::Busy, Some(id), _) => {
+                let _ = driver.write(&error_frame(
+                    id,
+                    ErrorCode::Busy,
+                    "too many requests in flight",
+                ));
+            }
+            (Admit::ShuttingDown, id, _) => refuse_shutting_down(driver, id),
+            (Admit::Duplicate, ..) => return Err(malformed("request id already in flight")),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Decodes a request and runs its handler. With a context, the handler
+    /// is polled once right here: one that is ready at once (most are) is
+    /// answered with no task node, abort handle or wakeup. One that is not
+    /// joins `running`, abortable by a cancel. An undecodable request is
+    /// answered `bad request` (a one-way message is dropped).
+    fn start<Io: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        driver: &mut Driver<'_, Io>,
+        id: Option<u64>,
+        body: BytesMut,
+        cx: Option<&mut Context<'_>>,
+    ) {
+        let request = match H::Request::decode(body) {
+            Ok(request) => request,
+            Err(e) => {
+                match id {
+                    Some(id) => {
+                        let _ =
+                            driver.write(&error_frame(id, ErrorCode::BadRequest, &e.to_string()));
+                    }
+                    None => debug!(error = %e, "notify did not decode; dropped"),
+                }
+                // It never ran: give its place back at once.
+                self.flow.finished(id);
+                return;
+            }
+        };
+        let (handler, conn) = (&self.ctx.handler, self.conn);
+        let mut call: Call<'a, H> = Box::pin(async move {
+            match AssertUnwindSafe(handler.handle(request, conn))
+                .catch_unwind()
+                .await
+            {
+                Ok(done) => Outcome::Done(done),
+                Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+            }
+        });
+        if let Some(cx) = cx {
+            if let Poll::Ready(outcome) = call.as_mut().poll(cx) {
+                self.flow.finished(id);
+                finish::<H, Io>(driver, id, outcome);
+                return;
+            }
+        }
+        let (handle, registration) = AbortHandle::new_pair();
+        if let Some(id) = id {
+            self.cancels.insert(id, handle);
+        }
+        self.running.push(Box::pin(async move {
+            match Abortable::new(call, registration).await {
+                Ok(outcome) => (id, outcome),
+                Err(_aborted) => (id, Outcome::Cancelled),
+            }
+        }));
+    }
 }
 
 fn refuse_shutting_down<Io: AsyncRead + AsyncWrite + Unpin>(
@@ -397,6 +475,16 @@ fn refuse_shutting_down<Io: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// One multiplexed handler call, boxed so it can move into `running` after
+/// its first poll.
+type Call<'a, H> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Outcome<<H as Handler>::Response, <H as Handler>::Error>>
+            + Send
+            + 'a,
+    >,
+>;
+
 /// A running multiplexed handler: its request id and how it ended.
 type Running<'a, H> = std::pin::Pin<
     Box<
@@ -409,47 +497,6 @@ type Running<'a, H> = std::pin::Pin<
             + 'a,
     >,
 >;
-
-/// Decodes a request and starts its handler; an undecodable request is
-/// answered `bad request` (a one-way message is dropped).
-fn start<'a, H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &'a Ctx<H>,
-    conn: &'a Connection,
-    driver: &mut Driver<'_, Io>,
-    running: &mut FuturesUnordered<Running<'a, H>>,
-    cancels: &mut HashMap<u64, AbortHandle>,
-    id: Option<u64>,
-    body: BytesMut,
-) {
-    let request = match H::Request::decode(body) {
-        Ok(request) => request,
-        Err(e) => {
-            match id {
-                Some(id) => {
-                    let _ = driver.write(&error_frame(id, ErrorCode::BadRequest, &e.to_string()));
-                }
-                None => debug!(error = %e, "notify did not decode; dropped"),
-            }
-            // It never ran: give its place back at once.
-            running.push(Box::pin(async move { (id, Outcome::Cancelled) }));
-            return;
-        }
-    };
-    let (handle, registration) = AbortHandle::new_pair();
-    if let Some(id) = id {
-        cancels.insert(id, handle);
-    }
-    let handler = &ctx.handler;
-    running.push(Box::pin(async move {
-        let call = AssertUnwindSafe(handler.handle(request, conn)).catch_unwind();
-        let outcome = match Abortable::new(call, registration).await {
-            Ok(Ok(done)) => Outcome::Done(done),
-            Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
-            Err(_aborted) => Outcome::Cancelled,
-        };
-        (id, outcome)
-    }));
-}
 
 /// Writes the reply (or error reply) of a finished multiplexed handler.
 fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
