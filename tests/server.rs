@@ -499,3 +499,46 @@ async fn binding_a_taken_port_is_a_bind_error() {
     })
     .await;
 }
+
+/// Eight tasks push to one connection at once while it is busy reading and
+/// writing: every push arrives. Guards the driver's wakeup (a push signalled
+/// while the driver was draining the queue must not wait for the next one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_from_many_tasks_at_once_all_arrive() {
+    const TASKS: usize = 8;
+    const PUSHES: usize = 500;
+    bounded(async {
+        let server = echo_server(Config::default()).await;
+        let client = Client::connect(server.local_addr()).await.unwrap();
+        let reply: String = client.request("hola").await.unwrap();
+        assert_eq!(reply, "echo:hola");
+        let conn = server.connections().pop().unwrap();
+        let pushers: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    for i in 0..PUSHES {
+                        conn.push(format!("{t}/{i}")).await.unwrap();
+                        if i % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut seen = [0usize; TASKS];
+        for _ in 0..TASKS * PUSHES {
+            let msg: String = client.recv().await.unwrap().unwrap();
+            let (t, i) = msg.split_once('/').unwrap();
+            let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+            // Each task's pushes arrive in the order it made them.
+            assert_eq!(seen[t], i, "task {t}");
+            seen[t] += 1;
+        }
+        for pusher in pushers {
+            pusher.await.unwrap();
+        }
+        server.shutdown().await;
+    })
+    .await;
+}

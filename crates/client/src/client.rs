@@ -1,29 +1,24 @@
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use enchufe_framing::mux::{self, Header, Hello, Kind, Profile};
-use enchufe_framing::{Decode, Encode, FrameReader, FrameWriter, OutFrame};
+use enchufe_framing::mux::{self, Header, Kind, Profile};
+use enchufe_framing::{Decode, Encode, OutFrame, Wire};
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, trace, Instrument};
 
-use crate::error::Terminal;
-use crate::inbound::Inbound;
+use crate::link::Link;
 use crate::reconnect::EVENTS_QUEUE;
 use crate::supervisor::Supervised;
 use crate::{Config, Error, Event, Result};
 
-/// A connection to a server: a cloneable handle plus two background tasks
-/// (one writes, one reads).
+/// A connection to a server: a cloneable handle plus one background task
+/// that drives the connection (writes requests in batches, reads replies).
 ///
 /// - [`Client::send`] (alias [`Client::notify`]): one-way message.
 /// - [`Client::request`]: send, then await the reply.
@@ -70,10 +65,10 @@ use crate::{Config, Error, Event, Result};
 ///   [`Error::Remote`].
 /// - A request that times out, or whose future is dropped before its reply,
 ///   gives its slot back at once and sends the server a `cancel` frame with
-///   its id. The cancel is queued without waiting (it is sent from `Drop`):
-///   if the outbound queue is full it is skipped, and the server's reply,
-///   should one come, is dropped on arrival like any reply for an id the
-///   client no longer knows.
+///   its id. The cancel is queued without waiting (it is sent from `Drop`,
+///   past the outbound queue's bound; once the connection is closing it is
+///   skipped), and the server's reply, should one come, is dropped on
+///   arrival like any reply for an id the client no longer knows.
 /// - [`Client::send`] sends a `notify` frame; [`Client::recv`] and
 ///   [`Client::pushes`] yield push frames only, never a reply.
 /// - A server that breaks the protocol (a frame shorter than its 9-byte
@@ -185,206 +180,6 @@ pub(crate) struct Wiring {
     pub(crate) report_end: bool,
 }
 
-/// One connection: its writer and reader tasks and what they share. A
-/// [`Client`] is one link, or a succession of them when it reconnects.
-#[derive(Debug, Clone)]
-pub(crate) struct Link {
-    inner: Arc<LinkInner>,
-}
-
-#[derive(Debug)]
-struct LinkInner {
-    /// To the writer task; bounded (`outbound_queue`).
-    commands: mpsc::Sender<Command>,
-    /// The multiplexed profile's next request id. Starts at 1 (0 is the id
-    /// of pushes and notifies); a u64 never wraps in practice.
-    next_id: AtomicU64,
-    /// Bounds requests awaiting replies (`max_in_flight`).
-    in_flight: Arc<Semaphore>,
-    shared: Arc<Shared>,
-    profile: Profile,
-    peer_addr: Option<SocketAddr>,
-    local_addr: Option<SocketAddr>,
-    /// Cancelled when the last handle is dropped, so the reader task ends
-    /// even if the server never closes.
-    dropped: CancellationToken,
-}
-
-impl Drop for LinkInner {
-    fn drop(&mut self) {
-        self.dropped.cancel();
-    }
-}
-
-/// State the writer and reader tasks share with the handles.
-#[derive(Debug)]
-struct Shared {
-    /// Plain profile: reply slots in the order their requests were written.
-    /// The writer pushes a slot *before* writing the request, so a reply
-    /// never finds no slot.
-    pending: Mutex<VecDeque<Pending>>,
-    /// Multiplexed profile: reply slots by request id. The requesting task
-    /// inserts its slot before queueing the request, the reader takes it out
-    /// when the reply or error arrives, and the request's drop guard takes it
-    /// out if the caller gives up first; whoever takes it answers it.
-    by_id: Mutex<HashMap<u64, Pending>>,
-    /// Set once when the connection ends.
-    terminal: Mutex<Option<Terminal>>,
-    /// Cancelled when `terminal` is set: what a reconnecting client's
-    /// supervisor waits on, and a lock-free "is this link dead?".
-    ended: CancellationToken,
-    /// Where the end is reported as [`Event::Disconnected`].
-    events: broadcast::Sender<Event>,
-}
-
-impl Shared {
-    fn new(events: broadcast::Sender<Event>) -> Self {
-        Self {
-            pending: Mutex::default(),
-            by_id: Mutex::default(),
-            terminal: Mutex::default(),
-            ended: CancellationToken::new(),
-            events,
-        }
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn by_id(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
-        self.by_id.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn terminal(&self) -> Option<Terminal> {
-        self.terminal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Registers a reply slot, or fails it at once if the connection has
-    /// ended. Checked under the `pending` lock, which `end` takes after
-    /// setting `terminal`, so no slot can be left unanswered.
-    fn register(&self, slot: Pending) {
-        let mut pending = self.pending();
-        match self.terminal() {
-            Some(how) => {
-                drop(pending);
-                let _ = slot.reply.send(Err(how.to_error()));
-            }
-            None => pending.push_back(slot),
-        }
-    }
-
-    /// Registers the slot of multiplexed request `id`, or, if the connection
-    /// has ended, drops the slot and returns why. Same check under the lock
-    /// as [`Shared::register`], so no slot is left unanswered.
-    fn register_id(&self, id: u64, slot: Pending) -> Result<()> {
-        let mut by_id = self.by_id();
-        match self.terminal() {
-            Some(how) => Err(how.to_error()),
-            None => {
-                by_id.insert(id, slot);
-                Ok(())
-            }
-        }
-    }
-
-    /// Takes the slot of multiplexed request `id` out, if it is still there:
-    /// the one who gets it answers it.
-    fn take(&self, id: u64) -> Option<Pending> {
-        self.by_id().remove(&id)
-    }
-
-    /// Records the end (first one wins) and fails every waiting request.
-    fn end(&self, how: Terminal) {
-        let (how, first) = {
-            let mut terminal = self.terminal.lock().unwrap_or_else(PoisonError::into_inner);
-            let first = terminal.is_none();
-            (terminal.get_or_insert(how).clone(), first)
-        };
-        if first {
-            self.ended.cancel();
-            // No receiver is fine: nobody asked.
-            let _ = self.events.send(Event::Disconnected {
-                error: Arc::new(how.to_error()),
-            });
-        }
-        let mut waiting: Vec<Pending> = self.pending().drain(..).collect();
-        waiting.extend(self.by_id().drain().map(|(_, slot)| slot));
-        for slot in waiting {
-            let _ = slot.reply.send(Err(how.to_error()));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Pending {
-    /// The reply's body, or why there is none.
-    reply: oneshot::Sender<Result<BytesMut>>,
-    /// Held until the slot is answered or dropped: a request's place among
-    /// the `max_in_flight`.
-    _permit: OwnedSemaphorePermit,
-}
-
-#[derive(Debug)]
-enum Command {
-    /// A frame to write; with a slot (plain requests), the writer registers
-    /// it just before the frame goes into the batch.
-    Frame(OutFrame, Option<Pending>),
-    /// A multiplexed request, its slot already in [`Shared::by_id`]; the id
-    /// lets the writer fail that slot if it never writes the request.
-    Request(u64, OutFrame),
-    Close(oneshot::Sender<Result<()>>),
-}
-
-/// A multiplexed request between registering its slot and its answer.
-///
-/// Dropped with the slot still registered means the caller gave up (its
-/// timeout fired, or its future was dropped): the guard takes the slot back,
-/// which frees the in-flight permit at once, and tells the server with a
-/// `cancel` frame if the request was queued for writing.
-struct Outstanding<'a> {
-    inner: &'a LinkInner,
-    id: u64,
-    /// Whether the request frame went into the outbound queue (a request
-    /// that never did needs no cancel).
-    queued: bool,
-}
-
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        // If the reader (or the connection's end) already took the slot, the
-        // answer was delivered and nothing is owed to anyone.
-        let Some(slot) = self.inner.shared.take(self.id) else {
-            return;
-        };
-        drop(slot);
-        if !self.queued {
-            return;
-        }
-        let id = self.id;
-        let cancel = OutFrame::with_header(
-            Header {
-                kind: Kind::Cancel,
-                id,
-            },
-            Bytes::new(),
-        );
-        // Drop cannot wait for room. Skipping the cancel is safe: the server
-        // answers the request after all, and the reader drops the reply of
-        // an id that is no longer registered.
-        match self.inner.commands.try_send(Command::Frame(cancel, None)) {
-            Ok(()) => trace!(id, "request abandoned; cancel queued"),
-            Err(_) => debug!(
-                id,
-                "request abandoned; cancel skipped (queue full or closed)"
-            ),
-        }
-    }
-}
-
 impl Client {
     /// Connects with the default [`Config`].
     ///
@@ -459,9 +254,8 @@ impl Client {
                 path: path.to_owned(),
                 source,
             })?;
-        let (read, write) = stream.into_split();
         let (wiring, incoming) = Wiring::fixed(&config);
-        let link = Link::start(read, write, &config, None, None, deadline, &shown, wiring).await?;
+        let link = Link::start(stream, &config, (None, None), deadline, &shown, wiring).await?;
         Ok(Self::assemble(Route::Fixed(link), incoming, config))
     }
 
@@ -473,9 +267,9 @@ impl Client {
     /// [`Client::handshake`], which serves both profiles.
     pub fn from_stream(stream: TcpStream, config: Config) -> Client {
         assert_no_hello(&config, "from_stream", "handshake");
-        let (read, write, peer_addr, local_addr) = tcp_parts(stream);
+        let (stream, addrs) = tcp_parts(stream);
         let (wiring, incoming) = Wiring::fixed(&config);
-        let link = Link::spawn(read, write, &config, peer_addr, local_addr, wiring);
+        let link = Link::spawn(Wire::new(stream, &config.framing()), &config, addrs, wiring);
         Self::assemble(Route::Fixed(link), incoming, config)
     }
 
@@ -489,9 +283,10 @@ impl Client {
         Io: AsyncRead + AsyncWrite + Send + 'static,
     {
         assert_no_hello(&config, "from_io", "handshake_io");
-        let (read, write) = tokio::io::split(io);
         let (wiring, incoming) = Wiring::fixed(&config);
-        let link = Link::spawn(read, write, &config, None, None, wiring);
+        // Boxed: the driver needs `Unpin`, which this constructor never asked for.
+        let wire = Wire::new(Box::pin(io), &config.framing());
+        let link = Link::spawn(wire, &config, (None, None), wiring);
         Self::assemble(Route::Fixed(link), incoming, config)
     }
 
@@ -511,7 +306,8 @@ impl Client {
             .peer_addr()
             .map_or_else(|_| "<unknown>".to_owned(), |addr| addr.to_string());
         let (wiring, incoming) = Wiring::fixed(&config);
-        let link = Link::start_tcp(stream, &config, deadline, shown, wiring).await?;
+        let (stream, addrs) = tcp_parts(stream);
+        let link = Link::start(stream, &config, addrs, deadline, &shown, wiring).await?;
         Ok(Self::assemble(Route::Fixed(link), incoming, config))
     }
 
@@ -527,9 +323,17 @@ impl Client {
         Io: AsyncRead + AsyncWrite + Send + 'static,
     {
         let deadline = Instant::now() + config.connect_timeout;
-        let (read, write) = tokio::io::split(io);
         let (wiring, incoming) = Wiring::fixed(&config);
-        let link = Link::start(read, write, &config, None, None, deadline, "<io>", wiring).await?;
+        // Boxed: the driver needs `Unpin`, which this constructor never asked for.
+        let link = Link::start(
+            Box::pin(io),
+            &config,
+            (None, None),
+            deadline,
+            "<io>",
+            wiring,
+        )
+        .await?;
         Ok(Self::assemble(Route::Fixed(link), incoming, config))
     }
 
@@ -539,7 +343,7 @@ impl Client {
         config: Config,
     ) -> Client {
         let events = match &route {
-            Route::Fixed(link) => link.inner.shared.events.clone(),
+            Route::Fixed(link) => link.events(),
             Route::Supervised(supervised) => supervised.events().clone(),
         };
         Client {
@@ -556,12 +360,12 @@ impl Client {
     /// [`Client::from_io`], and for a reconnecting client while it has no
     /// connection.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.link_now()?.inner.peer_addr
+        self.link_now()?.peer_addr()
     }
 
     /// This end's address: `None` as for [`Client::peer_addr`].
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.link_now()?.inner.local_addr
+        self.link_now()?.local_addr()
     }
 
     /// Sends a one-way message. Returns once it is queued for the writer,
@@ -588,7 +392,7 @@ impl Client {
         } else {
             OutFrame::plain(body)
         };
-        self.link().await?.submit(Command::Frame(frame, None)).await
+        self.link().await?.send(frame).await
     }
 
     /// [`Client::send`] by the multiplexed protocol's name for a one-way
@@ -866,245 +670,8 @@ pub(crate) async fn dial(
             addr: shown.to_owned(),
             after: config.connect_timeout,
         })??;
-    Link::start_tcp(stream, config, deadline, shown.to_owned(), wiring.clone()).await
-}
-
-impl Link {
-    async fn start_tcp(
-        stream: TcpStream,
-        config: &Config,
-        deadline: Instant,
-        shown: String,
-        wiring: Wiring,
-    ) -> Result<Link> {
-        let (read, write, peer_addr, local_addr) = tcp_parts(stream);
-        Self::start(
-            read, write, config, peer_addr, local_addr, deadline, &shown, wiring,
-        )
-        .await
-    }
-
-    /// The hello exchange if the profile has one, then the tasks.
-    #[allow(clippy::too_many_arguments)] // private; each is one fact about the connection
-    async fn start<R, W>(
-        read: R,
-        write: W,
-        config: &Config,
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-        deadline: Instant,
-        shown: &str,
-        wiring: Wiring,
-    ) -> Result<Link>
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        let framing = config.framing();
-        let mut reader = FrameReader::new(read, &framing);
-        let mut writer = FrameWriter::new(write, &framing);
-        if config.profile == Profile::Multiplexed {
-            tokio::time::timeout_at(
-                deadline,
-                exchange_hellos(&mut reader, &mut writer, &config.node_id),
-            )
-            .await
-            .map_err(|_| Error::ConnectTimeout {
-                addr: shown.to_owned(),
-                after: config.connect_timeout,
-            })??;
-        }
-        Ok(Self::spawn_framed(
-            reader, writer, config, peer_addr, local_addr, wiring,
-        ))
-    }
-
-    fn spawn<R, W>(
-        read: R,
-        write: W,
-        config: &Config,
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-        wiring: Wiring,
-    ) -> Link
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        let framing = config.framing();
-        let reader = FrameReader::new(read, &framing);
-        let writer = FrameWriter::new(write, &framing);
-        Self::spawn_framed(reader, writer, config, peer_addr, local_addr, wiring)
-    }
-
-    /// Starts the writer and reader tasks. The reader is taken framed, not
-    /// raw, because after a hello exchange its buffer may already hold the
-    /// server's next frames.
-    fn spawn_framed<R, W>(
-        reader: FrameReader<R>,
-        writer: FrameWriter<W>,
-        config: &Config,
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-        wiring: Wiring,
-    ) -> Link
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        let (commands, command_rx) = mpsc::channel(config.outbound_queue);
-        let shared = Arc::new(Shared::new(wiring.events));
-        let dropped = CancellationToken::new();
-        let abort = CancellationToken::new();
-        let span = tracing::info_span!("client", peer = ?peer_addr);
-
-        tokio::spawn(
-            write_loop(writer, command_rx, shared.clone(), abort.clone()).instrument(span.clone()),
-        );
-        tokio::spawn(
-            read_loop(
-                reader,
-                config.profile,
-                wiring.incoming,
-                wiring.report_end,
-                shared.clone(),
-                dropped.clone(),
-                abort,
-            )
-            .instrument(span),
-        );
-        Link {
-            inner: Arc::new(LinkInner {
-                commands,
-                next_id: AtomicU64::new(1),
-                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-                shared,
-                profile: config.profile,
-                peer_addr,
-                local_addr,
-                dropped,
-            }),
-        }
-    }
-
-    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
-        self.inner.peer_addr
-    }
-
-    /// Whether the connection has ended (lock-free).
-    pub(crate) fn is_ended(&self) -> bool {
-        self.inner.shared.ended.is_cancelled()
-    }
-
-    /// Resolves when the connection has ended.
-    pub(crate) async fn ended(&self) {
-        self.inner.shared.ended.cancelled().await;
-    }
-
-    /// Sends a request body and waits for the reply frame, with no timeout
-    /// of its own (the caller's bounds the whole call).
-    async fn exchange(&self, body: Bytes) -> Result<BytesMut> {
-        let permit = self
-            .inner
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Closed)?;
-        if self.inner.profile == Profile::Multiplexed {
-            self.exchange_by_id(body, permit).await
-        } else {
-            self.exchange_in_order(body, permit).await
-        }
-    }
-
-    /// Plain profile: the slot is registered by the writer, in write order.
-    async fn exchange_in_order(
-        &self,
-        body: Bytes,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<BytesMut> {
-        let (reply, answer) = oneshot::channel();
-        let slot = Pending {
-            reply,
-            _permit: permit,
-        };
-        self.submit(Command::Frame(OutFrame::plain(body), Some(slot)))
-            .await?;
-        match answer.await {
-            Ok(reply) => reply,
-            // The slot was dropped without an answer: the connection ended.
-            Err(_) => Err(self.closed_error()),
-        }
-    }
-
-    /// Multiplexed profile: the slot is registered under a fresh id before
-    /// the request is queued, and a guard takes it back if this future is
-    /// dropped first.
-    async fn exchange_by_id(&self, body: Bytes, permit: OwnedSemaphorePermit) -> Result<BytesMut> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
-        let slot = Pending {
-            reply,
-            _permit: permit,
-        };
-        self.inner.shared.register_id(id, slot)?;
-        let mut outstanding = Outstanding {
-            inner: &self.inner,
-            id,
-            queued: false,
-        };
-        let frame = OutFrame::with_header(
-            Header {
-                kind: Kind::Request,
-                id,
-            },
-            body,
-        );
-        self.submit(Command::Request(id, frame)).await?;
-        outstanding.queued = true;
-        match answer.await {
-            Ok(reply) => reply,
-            Err(_) => Err(self.closed_error()),
-        }
-    }
-
-    /// Half-closes the connection (see [`Client::close`]).
-    pub(crate) async fn close(&self) -> Result<()> {
-        let (done, finished) = oneshot::channel();
-        if self
-            .inner
-            .commands
-            .send(Command::Close(done))
-            .await
-            .is_err()
-        {
-            return Ok(()); // the writer already ended: nothing left to close
-        }
-        finished.await.unwrap_or(Ok(()))
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.inner.shared.terminal().is_some() || self.inner.commands.is_closed()
-    }
-
-    async fn submit(&self, command: Command) -> Result<()> {
-        if let Some(how) = self.inner.shared.terminal() {
-            return Err(how.to_error());
-        }
-        self.inner
-            .commands
-            .send(command)
-            .await
-            .map_err(|_| self.closed_error())
-    }
-
-    fn closed_error(&self) -> Error {
-        self.inner
-            .shared
-            .terminal()
-            .map_or(Error::Closed, |how| how.to_error())
-    }
+    let (stream, addrs) = tcp_parts(stream);
+    Link::start(stream, config, addrs, deadline, shown, wiring.clone()).await
 }
 
 /// Refuses the sync constructors a profile that starts with a hello.
@@ -1116,201 +683,9 @@ fn assert_no_hello(config: &Config, constructor: &str, instead: &str) {
     );
 }
 
-fn tcp_parts(
-    stream: TcpStream,
-) -> (
-    tokio::net::tcp::OwnedReadHalf,
-    tokio::net::tcp::OwnedWriteHalf,
-    Option<SocketAddr>,
-    Option<SocketAddr>,
-) {
-    // Requests are small and latency-bound; batching is done by the writer.
+fn tcp_parts(stream: TcpStream) -> (TcpStream, (Option<SocketAddr>, Option<SocketAddr>)) {
+    // Requests are small and latency-bound; batching is done by the driver.
     let _ = stream.set_nodelay(true);
-    let peer_addr = stream.peer_addr().ok();
-    let local_addr = stream.local_addr().ok();
-    let (read, write) = stream.into_split();
-    (read, write, peer_addr, local_addr)
-}
-
-/// Sends our hello and reads the server's (PROTOCOL.md, section 1).
-async fn exchange_hellos<R, W>(
-    reader: &mut FrameReader<R>,
-    writer: &mut FrameWriter<W>,
-    node_id: &str,
-) -> Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let ours = Hello::new(node_id).encode().map_err(Error::Encode)?;
-    // Each side sends its hello without waiting for the other's, so sending
-    // before reading cannot deadlock.
-    writer.send(ours).await?;
-    let theirs = reader.recv().await?.ok_or(Error::ClosedByPeer)?;
-    let hello = Hello::decode(&theirs)?;
-    debug!(server = %hello.node_id, "hello exchanged");
-    Ok(())
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: FrameWriter<W>,
-    mut commands: mpsc::Receiver<Command>,
-    shared: Arc<Shared>,
-    abort: CancellationToken,
-) {
-    let mut close_requested: Option<oneshot::Sender<Result<()>>> = None;
-    loop {
-        // `abort`: the server broke the protocol, so the connection ends now.
-        // Returning drops this half (and the reader has dropped its own), so
-        // the socket closes; queued requests' slots are dropped with the
-        // queue, and their callers get the error the reader recorded.
-        let command = tokio::select! {
-            biased;
-            () = abort.cancelled() => return,
-            command = commands.recv() => match command {
-                Some(command) => command,
-                None => break,
-            },
-        };
-        let first = match command {
-            Command::Frame(frame, slot) => {
-                if let Some(slot) = slot {
-                    shared.register(slot);
-                }
-                frame
-            }
-            Command::Request(_, frame) => frame,
-            Command::Close(done) => {
-                close_requested = Some(done);
-                break;
-            }
-        };
-        let batch = writer.send_batch(first, || match commands.try_recv().ok()? {
-            Command::Frame(frame, slot) => {
-                if let Some(slot) = slot {
-                    shared.register(slot);
-                }
-                Some(frame)
-            }
-            Command::Request(_, frame) => Some(frame),
-            Command::Close(done) => {
-                close_requested = Some(done);
-                None
-            }
-        });
-        let batch = tokio::select! {
-            biased;
-            () = abort.cancelled() => return,
-            batch = batch => batch,
-        };
-        match batch {
-            Ok(n) => trace!(frames = n, "flushed"),
-            Err(e) => {
-                debug!(error = %e, "write failed");
-                shared.end(Terminal::from_error(&e));
-                return;
-            }
-        }
-        if close_requested.is_some() {
-            break;
-        }
-    }
-    // Every handle is gone or close() was called: finish sending, half-close.
-    commands.close();
-    let closed = writer.close().await.map_err(Error::from);
-    debug!("sending side closed");
-    if let Some(done) = close_requested {
-        let _ = done.send(closed);
-    }
-    // Commands queued behind the close are refused; their requests fail.
-    while let Ok(command) = commands.try_recv() {
-        match command {
-            Command::Frame(_, Some(slot)) => {
-                let _ = slot.reply.send(Err(Error::Closed));
-            }
-            Command::Request(id, _) => {
-                if let Some(slot) = shared.take(id) {
-                    let _ = slot.reply.send(Err(Error::Closed));
-                }
-            }
-            Command::Close(done) => {
-                let _ = done.send(Ok(()));
-            }
-            Command::Frame(_, None) => {}
-        }
-    }
-}
-
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut reader: FrameReader<R>,
-    profile: Profile,
-    incoming: mpsc::Sender<Result<BytesMut>>,
-    report_end: bool,
-    shared: Arc<Shared>,
-    dropped: CancellationToken,
-    abort: CancellationToken,
-) {
-    let end = loop {
-        let next = tokio::select! {
-            next = reader.recv() => next,
-            () = dropped.cancelled() => break Terminal::Local,
-        };
-        match next {
-            Ok(Some(frame)) => {
-                let unsolicited = if profile == Profile::Multiplexed {
-                    match Inbound::parse(frame) {
-                        Ok(Inbound::Reply { id, outcome }) => {
-                            match shared.take(id) {
-                                Some(slot) => {
-                                    let _ = slot.reply.send(outcome);
-                                }
-                                // Its request timed out or was dropped (and
-                                // cancelled): nobody waits for this any more.
-                                None => trace!(id, "reply for an abandoned request dropped"),
-                            }
-                            continue;
-                        }
-                        Ok(Inbound::Push(body)) => body,
-                        Err(what) => {
-                            debug!(what, "protocol violation; closing the connection");
-                            shared.end(Terminal::Protocol(what));
-                            abort.cancel();
-                            // The caller of recv learns why, once.
-                            if report_end {
-                                let _ = incoming.try_send(Err(Error::Protocol(what)));
-                            }
-                            return;
-                        }
-                    }
-                } else {
-                    let slot = shared.pending().pop_front();
-                    match slot {
-                        // A timed-out request's late reply is dropped here.
-                        Some(slot) => {
-                            let _ = slot.reply.send(Ok(frame));
-                            continue;
-                        }
-                        None => frame,
-                    }
-                };
-                tokio::select! {
-                    sent = incoming.send(Ok(unsolicited)) => if sent.is_err() { break Terminal::Local },
-                    () = dropped.cancelled() => break Terminal::Local,
-                }
-            }
-            Ok(None) => break Terminal::PeerClosed,
-            Err(e) => {
-                debug!(error = %e, "read failed");
-                let how = Terminal::from_error(&e);
-                shared.end(how);
-                // The caller of recv learns why, once.
-                if report_end {
-                    let _ = incoming.try_send(Err(e.into()));
-                }
-                return;
-            }
-        }
-    };
-    debug!(how = ?end, "connection ended");
-    shared.end(end);
+    let addrs = (stream.peer_addr().ok(), stream.local_addr().ok());
+    (stream, addrs)
 }

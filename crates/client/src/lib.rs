@@ -126,7 +126,7 @@
 mod client;
 mod config;
 mod error;
-mod inbound;
+mod link;
 mod multi;
 mod reconnect;
 mod supervisor;

@@ -67,6 +67,7 @@ mod error;
 mod message;
 pub mod mux;
 pub mod session;
+mod signal;
 mod transport;
 mod wire;
 
@@ -74,6 +75,7 @@ pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 pub use error::{BoxError, Error, Result};
 pub use message::{Decode, Encode, Json, Raw, Text};
+pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
 pub use wire::{Wire, LARGE_FRAME};
 

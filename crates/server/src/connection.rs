@@ -12,7 +12,7 @@ use enchufe_framing::{Decode, Encode, OutFrame};
 use tokio::sync::{oneshot, Semaphore};
 use tracing::trace;
 
-use crate::outbox::{Budget, Outbox, Refused, Signal};
+use crate::outbox::{flag, Budget, Outbox, Refused, Signal};
 use crate::stats::Counters;
 use crate::{Error, Result, SlowConsumer};
 
@@ -317,7 +317,7 @@ impl Connection {
         // New pushes are refused (and waiting ones fail) at once; what is
         // queued is still sent by the driver before it closes.
         self.inner.outbox.close();
-        self.inner.signal.raise(Signal::CLOSE);
+        self.inner.signal.raise(flag::CLOSE);
     }
 
     /// Retires the connection without losing what the other end already
@@ -338,7 +338,7 @@ impl Connection {
 
     /// Whether the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.signal.is_raised(Signal::CLOSE)
+        self.inner.signal.is_raised(flag::CLOSE)
     }
 
     /// Runs `f` on this connection's state of type `T`, created with

@@ -30,7 +30,7 @@ use enchufe_framing::{OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
-use crate::outbox::Signal;
+use crate::outbox::flag;
 use crate::{Connection, Disconnect, Error};
 
 /// Idleness is checked this many times per idle timeout: a connection is
@@ -177,21 +177,24 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         loop {
             // A plain load per call; the waker is registered only when the
             // driver is about to wait (below), not once per frame.
-            let flags = self.conn.signal().flags();
-            if flags & Signal::ABORT != 0 {
+            let mut flags = self.conn.signal().flags();
+            if flags & flag::ABORT != 0 {
                 self.aborted = true;
                 return Poll::Ready(Event::End(Disconnect::Shutdown));
             }
-            if flags & Signal::CLOSE != 0 && !self.closing {
+            if flags & flag::CLOSE != 0 && !self.closing {
                 self.closing = true;
                 return Poll::Ready(Event::Signal);
             }
-            if flags & Signal::SHUTDOWN != 0 && !self.stopping {
+            if flags & flag::SHUTDOWN != 0 && !self.stopping {
                 self.stopping = true;
                 return Poll::Ready(Event::Signal);
             }
-            if flags & Signal::OUTBOX != 0 {
-                self.conn.signal().take(Signal::OUTBOX);
+            if flags & flag::OUTBOX != 0 {
+                self.conn.signal().take(flag::OUTBOX);
+                // Taken: an OUTBOX raised from here on must show as a change
+                // when the flags are compared before waiting.
+                flags &= !flag::OUTBOX;
                 self.take_outbox();
             }
             let room = self.wire.queued() < self.budget;

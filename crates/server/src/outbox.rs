@@ -11,11 +11,10 @@
 //! plus that output stay within the budget.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use enchufe_framing::OutFrame;
-use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// Why a frame was not queued.
@@ -59,16 +58,10 @@ impl Budget {
     }
 }
 
-/// What wakes a connection's driver, without a future per frame: a few
-/// flags and one registered waker. Raising a flag and waking costs an atomic
-/// or and, when the driver is parked, one wakeup.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    flags: AtomicU8,
-    waker: AtomicWaker,
-}
+pub(crate) use enchufe_framing::Signal;
 
-impl Signal {
+/// What each bit of a server connection's [`Signal`] means.
+pub(crate) mod flag {
     /// Frames were queued in the outbox.
     pub(crate) const OUTBOX: u8 = 1;
     /// [`Connection::close`](crate::Connection::close) (or `drain`) was called.
@@ -77,32 +70,6 @@ impl Signal {
     pub(crate) const SHUTDOWN: u8 = 4;
     /// The shutdown grace period is over: stop now.
     pub(crate) const ABORT: u8 = 8;
-
-    pub(crate) fn raise(&self, flag: u8) {
-        self.flags.fetch_or(flag, Ordering::AcqRel);
-        self.waker.wake();
-    }
-
-    /// Registers the driver's waker, then reads the flags (in that order, so
-    /// a flag raised in between still wakes it).
-    pub(crate) fn poll(&self, cx: &std::task::Context<'_>) -> u8 {
-        self.waker.register(cx.waker());
-        self.flags.load(Ordering::Acquire)
-    }
-
-    /// The flags raised now (without registering a waker).
-    pub(crate) fn flags(&self) -> u8 {
-        self.flags.load(Ordering::Acquire)
-    }
-
-    /// Lowers `flag`; true if it was raised.
-    pub(crate) fn take(&self, flag: u8) -> bool {
-        self.flags.fetch_and(!flag, Ordering::AcqRel) & flag != 0
-    }
-
-    pub(crate) fn is_raised(&self, flag: u8) -> bool {
-        self.flags.load(Ordering::Acquire) & flag != 0
-    }
 }
 
 #[derive(Debug)]
@@ -198,7 +165,7 @@ impl Outbox {
         }
         self.push_back(&mut state, frame, is_push);
         drop(state);
-        signal.raise(Signal::OUTBOX);
+        signal.raise(flag::OUTBOX);
         Ok(())
     }
 
@@ -211,7 +178,7 @@ impl Outbox {
         }
         self.push_back(&mut state, frame, false);
         drop(state);
-        signal.raise(Signal::OUTBOX);
+        signal.raise(flag::OUTBOX);
         Ok(())
     }
 
@@ -242,7 +209,7 @@ impl Outbox {
                         self.push_back(&mut state, frame, is_push);
                     }
                     drop(state);
-                    signal.raise(Signal::OUTBOX);
+                    signal.raise(flag::OUTBOX);
                     return Ok(());
                 }
             }
@@ -291,7 +258,7 @@ impl Outbox {
         }
         self.push_back(&mut state, frame, true);
         drop(state);
-        signal.raise(Signal::OUTBOX);
+        signal.raise(flag::OUTBOX);
         Ok(evicted)
     }
 
@@ -427,7 +394,7 @@ mod tests {
             outbox.try_send(frame(9, 21), true, &signal),
             Err(Refused::Full)
         );
-        assert!(signal.take(Signal::OUTBOX));
+        assert!(signal.take(flag::OUTBOX));
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::connection::Parts;
-use crate::outbox::{Budget, Signal};
+use crate::outbox::{flag, Budget};
 use crate::stats::{Counters, Stats};
 use crate::task::{serve, Ctx};
 use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, Result};
@@ -448,7 +448,7 @@ impl ServerHandle {
     pub async fn shutdown(&self) {
         let shared = &self.shared;
         shared.shutdown.cancel();
-        shared.raise_all(Signal::SHUTDOWN);
+        shared.raise_all(flag::SHUTDOWN);
         shared.tracker.close();
         if tokio::time::timeout(shared.grace, shared.tracker.wait())
             .await
@@ -456,7 +456,7 @@ impl ServerHandle {
         {
             warn!(grace = ?shared.grace, "shutdown grace period over; cancelling handlers");
             shared.abort.cancel();
-            shared.raise_all(Signal::ABORT);
+            shared.raise_all(flag::ABORT);
             shared.tracker.wait().await;
         }
     }
@@ -548,10 +548,10 @@ async fn serve_connection<H: Handler, Io>(
         registry.insert(id, conn.clone());
         // Shutdown may have begun before this connection was registered.
         if shared.shutdown.is_cancelled() {
-            conn.signal().raise(Signal::SHUTDOWN);
+            conn.signal().raise(flag::SHUTDOWN);
         }
         if shared.abort.is_cancelled() {
-            conn.signal().raise(Signal::ABORT);
+            conn.signal().raise(flag::ABORT);
         }
     }
     let ended = serve(ctx, &conn, io, &mut ready).await;

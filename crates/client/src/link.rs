@@ -1,0 +1,682 @@
+//! One connection of a [`Client`](crate::Client): its driver task and what
+//! the handles share with it.
+//!
+//! One task per connection owns the unsplit I/O ([`Wire`]): it takes the
+//! frames callers queued, writes them in one batch, reads replies and hands
+//! each to the request waiting for it, and flushes only when no further
+//! frame is buffered, as the server's driver does. Callers reach it through
+//! one [`Signal`] (frames queued, close, last handle gone): no command
+//! channel, no second task, no cancellation future per frame.
+//!
+//! ```text
+//!  request() --slot by id / in order--> Shared --Signal--> driver --Wire--> socket
+//!      ^                                                      |
+//!      +---------------- oneshot: reply or error -------------+--> incoming (recv)
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use enchufe_framing::mux::{Header, Hello, Kind, Profile};
+use enchufe_framing::session::{self, Inbound, Role};
+use enchufe_framing::{OutFrame, Signal, Wire};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, PollSender};
+use tracing::{debug, trace, Instrument};
+
+use crate::client::Wiring;
+use crate::error::Terminal;
+use crate::{Config, Error, Event, Result};
+
+/// What each bit of a link's [`Signal`] means.
+mod flag {
+    /// Frames were queued for the driver.
+    pub(super) const QUEUED: u8 = 1;
+    /// [`Link::close`] was called: flush, then half-close.
+    pub(super) const CLOSE: u8 = 2;
+    /// The last handle is gone: flush, half-close, stop.
+    pub(super) const DROPPED: u8 = 4;
+}
+
+/// One connection: its driver task and what the handles share with it. A
+/// [`Client`](crate::Client) is one link, or a succession of them when it
+/// reconnects.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    inner: Arc<LinkInner>,
+}
+
+#[derive(Debug)]
+struct LinkInner {
+    /// The multiplexed profile's next request id. Starts at 1 (0 is the id
+    /// of pushes and notifies); a u64 never wraps in practice.
+    next_id: AtomicU64,
+    /// Bounds requests awaiting replies (`max_in_flight`).
+    in_flight: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    profile: Profile,
+    peer_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl Drop for LinkInner {
+    fn drop(&mut self) {
+        // The driver sends what is queued, half-closes and stops.
+        self.shared.signal.raise(flag::DROPPED);
+    }
+}
+
+/// State the driver shares with the handles.
+#[derive(Debug)]
+struct Shared {
+    /// Frames for the driver, in order, with the slot of each plain request
+    /// (registered by the driver as it writes the frame, so replies pair with
+    /// requests in write order).
+    out: Mutex<Out>,
+    /// Most frames in `out` (`outbound_queue`).
+    max_queued: usize,
+    /// Wakes callers waiting for room in `out`.
+    room: Notify,
+    signal: Signal,
+    /// Multiplexed profile: reply slots by request id. The requesting task
+    /// inserts its slot before queueing the request, the driver takes it out
+    /// when the reply or error arrives, and the request's drop guard takes
+    /// it out if the caller gives up first; whoever takes it answers it.
+    by_id: Mutex<HashMap<u64, Pending>>,
+    /// Set once when the connection ends.
+    terminal: Mutex<Option<Terminal>>,
+    /// `terminal.is_some()`, readable without the lock.
+    has_ended: AtomicBool,
+    /// Cancelled when the connection ends: what a reconnecting client's
+    /// supervisor waits on.
+    ended: CancellationToken,
+    /// Where the end is reported as [`Event::Disconnected`].
+    events: broadcast::Sender<Event>,
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    frames: VecDeque<(OutFrame, Option<Pending>)>,
+    /// `close()` callers waiting for the half-close.
+    close: Vec<oneshot::Sender<Result<()>>>,
+    /// No more frames are taken (closed, or the connection ended).
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    /// The reply's body, or why there is none.
+    reply: oneshot::Sender<Result<BytesMut>>,
+    /// Held until the slot is answered or dropped: a request's place among
+    /// the `max_in_flight`.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Shared {
+    fn out(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn by_id(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
+        self.by_id.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn terminal(&self) -> Option<Terminal> {
+        if !self.has_ended.load(Ordering::Acquire) {
+            return None;
+        }
+        self.terminal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Registers the slot of multiplexed request `id`, or, if the connection
+    /// has ended, drops the slot and returns why. Checked under the lock
+    /// that [`Shared::end`] drains, so no slot is left unanswered.
+    fn register_id(&self, id: u64, slot: Pending) -> Result<()> {
+        let mut by_id = self.by_id();
+        match self.terminal() {
+            Some(how) => Err(how.to_error()),
+            None => {
+                by_id.insert(id, slot);
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes the slot of multiplexed request `id` out, if it is still there:
+    /// the one who gets it answers it.
+    fn take(&self, id: u64) -> Option<Pending> {
+        self.by_id().remove(&id)
+    }
+
+    /// Records the end (first one wins), fails every waiting request and
+    /// every queued one, and refuses new ones.
+    fn end(&self, how: Terminal) {
+        let (how, first) = {
+            let mut terminal = self.terminal.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = terminal.is_none();
+            let how = terminal.get_or_insert(how).clone();
+            self.has_ended.store(true, Ordering::Release);
+            (how, first)
+        };
+        if first {
+            self.ended.cancel();
+            // No receiver is fine: nobody asked.
+            let _ = self.events.send(Event::Disconnected {
+                error: Arc::new(how.to_error()),
+            });
+        }
+        let (queued, closers) = {
+            let mut out = self.out();
+            out.closed = true;
+            (
+                std::mem::take(&mut out.frames),
+                std::mem::take(&mut out.close),
+            )
+        };
+        self.room.notify_waiters();
+        let waiting: Vec<Pending> = self.by_id().drain().map(|(_, slot)| slot).collect();
+        for slot in waiting
+            .into_iter()
+            .chain(queued.into_iter().filter_map(|(_, slot)| slot))
+        {
+            let _ = slot.reply.send(Err(how.to_error()));
+        }
+        for closer in closers {
+            let _ = closer.send(Ok(()));
+        }
+    }
+}
+
+/// A multiplexed request between registering its slot and its answer.
+///
+/// Dropped with the slot still registered means the caller gave up (its
+/// timeout fired, or its future was dropped): the guard takes the slot back,
+/// which frees the in-flight permit at once, and tells the server with a
+/// `cancel` frame if the request was queued for writing.
+struct Outstanding<'a> {
+    inner: &'a LinkInner,
+    id: u64,
+    /// Whether the request frame went into the outbound queue (a request
+    /// that never did needs no cancel).
+    queued: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        // If the driver (or the connection's end) already took the slot, the
+        // answer was delivered and nothing is owed to anyone.
+        let Some(slot) = self.inner.shared.take(self.id) else {
+            return;
+        };
+        drop(slot);
+        if !self.queued {
+            return;
+        }
+        let id = self.id;
+        let cancel = OutFrame::with_header(
+            Header {
+                kind: Kind::Cancel,
+                id,
+            },
+            Bytes::new(),
+        );
+        // A cancel is a few bytes that free the server's work: it goes past
+        // the queue's bound rather than wait (Drop cannot). Skipping it once
+        // the connection is closing is safe: the late reply is dropped on
+        // arrival, as the id is no longer registered.
+        let shared = &self.inner.shared;
+        let mut out = shared.out();
+        if out.closed {
+            debug!(id, "request abandoned; connection closing, no cancel");
+            return;
+        }
+        out.frames.push_back((cancel, None));
+        drop(out);
+        shared.signal.raise(flag::QUEUED);
+        trace!(id, "request abandoned; cancel queued");
+    }
+}
+
+impl Link {
+    /// The hello exchange if the profile has one (within `deadline`), then
+    /// the driver.
+    pub(crate) async fn start<Io>(
+        io: Io,
+        config: &Config,
+        addrs: (Option<SocketAddr>, Option<SocketAddr>),
+        deadline: Instant,
+        shown: &str,
+        wiring: Wiring,
+    ) -> Result<Link>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut wire = Wire::new(io, &config.framing());
+        if config.profile == Profile::Multiplexed {
+            tokio::time::timeout_at(deadline, exchange_hellos(&mut wire, &config.node_id))
+                .await
+                .map_err(|_| Error::ConnectTimeout {
+                    addr: shown.to_owned(),
+                    after: config.connect_timeout,
+                })??;
+        }
+        Ok(Self::spawn(wire, config, addrs, wiring))
+    }
+
+    /// Starts the driver. The wire is taken as it is, not raw, because after
+    /// a hello exchange its buffer may already hold the server's next frames.
+    pub(crate) fn spawn<Io>(
+        wire: Wire<Io>,
+        config: &Config,
+        (peer_addr, local_addr): (Option<SocketAddr>, Option<SocketAddr>),
+        wiring: Wiring,
+    ) -> Link
+    where
+        Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            out: Mutex::default(),
+            max_queued: config.outbound_queue.max(1),
+            room: Notify::new(),
+            signal: Signal::default(),
+            by_id: Mutex::default(),
+            terminal: Mutex::default(),
+            has_ended: AtomicBool::new(false),
+            ended: CancellationToken::new(),
+            events: wiring.events.clone(),
+        });
+        let span = tracing::info_span!("client", peer = ?peer_addr);
+        let driver = Driver {
+            wire,
+            shared: shared.clone(),
+            multiplexed: config.profile == Profile::Multiplexed,
+            pending: VecDeque::new(),
+            incoming: PollSender::new(wiring.incoming),
+            held: None,
+            report_end: wiring.report_end,
+            write_closed: false,
+            eof: false,
+        };
+        tokio::spawn(driver.run().instrument(span));
+        Link {
+            inner: Arc::new(LinkInner {
+                next_id: AtomicU64::new(1),
+                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                shared,
+                profile: config.profile,
+                peer_addr,
+                local_addr,
+            }),
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// Where this link reports its end.
+    pub(crate) fn events(&self) -> broadcast::Sender<Event> {
+        self.inner.shared.events.clone()
+    }
+
+    /// Whether the connection has ended (lock-free).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.inner.shared.has_ended.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the connection has ended.
+    pub(crate) async fn ended(&self) {
+        self.inner.shared.ended.cancelled().await;
+    }
+
+    /// Queues a one-way frame.
+    pub(crate) async fn send(&self, frame: OutFrame) -> Result<()> {
+        self.submit(frame, None).await
+    }
+
+    /// Sends a request body and waits for the reply frame, with no timeout
+    /// of its own (the caller's bounds the whole call).
+    pub(crate) async fn exchange(&self, body: Bytes) -> Result<BytesMut> {
+        let permit = self
+            .inner
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let slot = Pending {
+            reply,
+            _permit: permit,
+        };
+        if self.inner.profile != Profile::Multiplexed {
+            // Plain: the driver registers the slot as it writes the frame.
+            self.submit(OutFrame::plain(body), Some(slot)).await?;
+            return match answer.await {
+                Ok(reply) => reply,
+                // The slot was dropped without an answer: the connection ended.
+                Err(_) => Err(self.closed_error()),
+            };
+        }
+        // Multiplexed: the slot is registered under a fresh id before the
+        // request is queued, and a guard takes it back if this future is
+        // dropped first.
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.shared.register_id(id, slot)?;
+        let mut outstanding = Outstanding {
+            inner: &self.inner,
+            id,
+            queued: false,
+        };
+        let frame = OutFrame::with_header(
+            Header {
+                kind: Kind::Request,
+                id,
+            },
+            body,
+        );
+        self.submit(frame, None).await?;
+        outstanding.queued = true;
+        match answer.await {
+            Ok(reply) => reply,
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    /// Half-closes the connection (see [`Client::close`](crate::Client::close)):
+    /// everything queued is written, then the writing side is shut down.
+    pub(crate) async fn close(&self) -> Result<()> {
+        let shared = &self.inner.shared;
+        let (done, finished) = oneshot::channel();
+        {
+            let mut out = shared.out();
+            if out.closed {
+                return Ok(()); // already closed or ended: nothing left to close
+            }
+            out.closed = true;
+            out.close.push(done);
+        }
+        shared.room.notify_waiters();
+        shared.signal.raise(flag::CLOSE);
+        finished.await.unwrap_or(Ok(()))
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.is_ended() || self.inner.shared.out().closed
+    }
+
+    /// Queues a frame (and a plain request's slot) for the driver, waiting
+    /// for room in the queue.
+    async fn submit(&self, frame: OutFrame, slot: Option<Pending>) -> Result<()> {
+        let shared = &self.inner.shared;
+        let mut item = Some((frame, slot));
+        loop {
+            let room = shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut out = shared.out();
+                if out.closed {
+                    drop(out);
+                    return Err(self.closed_error());
+                }
+                if out.frames.len() < shared.max_queued {
+                    if let Some(item) = item.take() {
+                        out.frames.push_back(item);
+                    }
+                    drop(out);
+                    shared.signal.raise(flag::QUEUED);
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+
+    fn closed_error(&self) -> Error {
+        self.inner
+            .shared
+            .terminal()
+            .map_or(Error::Closed, |how| how.to_error())
+    }
+}
+
+/// Sends our hello and reads the server's (PROTOCOL.md, section 1).
+async fn exchange_hellos<Io: AsyncRead + AsyncWrite + Unpin>(
+    wire: &mut Wire<Io>,
+    node_id: &str,
+) -> Result<()> {
+    let ours = Hello::new(node_id).encode().map_err(Error::Encode)?;
+    // Each side sends its hello without waiting for the other's, so sending
+    // before reading cannot deadlock.
+    wire.write(&OutFrame::plain(ours))?;
+    wire.flush().await?;
+    let theirs = wire.recv().await?.ok_or(Error::ClosedByPeer)?;
+    let hello = Hello::decode(&theirs)?;
+    debug!(server = %hello.node_id, "hello exchanged");
+    Ok(())
+}
+
+/// The link's one task.
+struct Driver<Io> {
+    wire: Wire<Io>,
+    shared: Arc<Shared>,
+    multiplexed: bool,
+    /// Plain profile: reply slots in the order their requests were written.
+    pending: VecDeque<Pending>,
+    /// Unsolicited frames for `recv`; bounded, so a client that does not
+    /// read them stops the driver reading (backpressure to the server).
+    incoming: PollSender<Result<BytesMut>>,
+    /// An unsolicited frame waiting for room in `incoming`.
+    held: Option<BytesMut>,
+    /// Whether the error that ends the connection goes to `incoming` too.
+    report_end: bool,
+    /// The writing side is shut down (close() or the last handle dropped).
+    write_closed: bool,
+    eof: bool,
+}
+
+/// Why the driver stops.
+enum Stop {
+    /// The connection ended this way; the socket is dropped.
+    End(Terminal),
+    /// The server broke the protocol: hang up at once.
+    Protocol(&'static str),
+    /// A read or write failed.
+    Failed(enchufe_framing::Error),
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
+    async fn run(mut self) {
+        let stop = std::future::poll_fn(|cx| self.poll(cx)).await;
+        let (how, report) = match stop {
+            Stop::End(how) => (how, None),
+            Stop::Protocol(what) => {
+                debug!(what, "protocol violation; closing the connection");
+                (Terminal::Protocol(what), Some(Error::Protocol(what)))
+            }
+            Stop::Failed(e) => {
+                debug!(error = %e, "connection failed");
+                (Terminal::from_error(&e), Some(e.into()))
+            }
+        };
+        debug!(how = ?how, "connection ended");
+        self.shared.end(how.clone());
+        for slot in self.pending.drain(..) {
+            let _ = slot.reply.send(Err(how.to_error()));
+        }
+        if let (true, Some(error)) = (self.report_end, report) {
+            // The caller of recv learns why, once.
+            if let Some(tx) = self.incoming.get_ref() {
+                let _ = tx.try_send(Err(error));
+            }
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
+        loop {
+            let mut flags = self.shared.signal.flags();
+            if flags & flag::QUEUED != 0 {
+                self.shared.signal.take(flag::QUEUED);
+                // Taken: a QUEUED raised from here on must show as a change
+                // when the flags are compared before waiting.
+                flags &= !flag::QUEUED;
+                self.take_queued();
+            }
+            // Unsolicited frames wait for room in `incoming` before anything
+            // more is read.
+            if let Some(frame) = self.held.take() {
+                match self.incoming.poll_reserve(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let _ = self.incoming.send_item(Ok(frame));
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::End(Terminal::Local)),
+                    Poll::Pending => self.held = Some(frame),
+                }
+            }
+            let reading = self.held.is_none() && !self.eof;
+            // Frames already read first: their requests' replies batch up.
+            if reading {
+                match self.wire.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Err(stop) = self.dispatch(frame) {
+                            return Poll::Ready(stop);
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Stop::Failed(e)),
+                }
+            }
+            if !self.write_closed {
+                if self.wire.queued() > 0 {
+                    if let Poll::Ready(Err(e)) = self.wire.poll_flush(cx) {
+                        return Poll::Ready(Stop::Failed(e));
+                    }
+                }
+                let closing = flags & (flag::CLOSE | flag::DROPPED) != 0;
+                if closing && self.wire.queued() == 0 && self.queue_is_drained() {
+                    match self.wire.poll_shutdown(cx) {
+                        Poll::Ready(result) => {
+                            debug!("sending side closed");
+                            self.write_closed = true;
+                            let closers = std::mem::take(&mut self.shared.out().close);
+                            let result = result.map_err(Error::from);
+                            for closer in closers {
+                                let _ = closer.send(match &result {
+                                    Ok(()) => Ok(()),
+                                    Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
+                                });
+                            }
+                            if flags & flag::DROPPED != 0 {
+                                return Poll::Ready(Stop::End(Terminal::Local));
+                            }
+                            continue;
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+            } else if flags & flag::DROPPED != 0 {
+                return Poll::Ready(Stop::End(Terminal::Local));
+            }
+            if reading {
+                match self.wire.poll_frame(cx) {
+                    Poll::Ready(Ok(Some(frame))) => {
+                        if let Err(stop) = self.dispatch(frame) {
+                            return Poll::Ready(stop);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Ok(None)) => {
+                        self.eof = true;
+                        return Poll::Ready(Stop::End(Terminal::PeerClosed));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e)),
+                    Poll::Pending => {}
+                }
+            }
+            // Register before waiting; a flag raised meanwhile means another turn.
+            if self.shared.signal.poll(cx) != flags {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Whether nothing waits in the shared queue.
+    fn queue_is_drained(&self) -> bool {
+        self.shared.out().frames.is_empty()
+    }
+
+    /// Moves queued frames into the write buffer, registering plain
+    /// requests' slots in write order.
+    fn take_queued(&mut self) {
+        if self.write_closed {
+            return;
+        }
+        let frames = std::mem::take(&mut self.shared.out().frames);
+        self.shared.room.notify_waiters();
+        for (frame, slot) in frames {
+            // Frames were checked against the limit when encoded
+            // (`Client::body`), so this write does not fail.
+            if let Err(e) = self.wire.write(&frame) {
+                debug!(error = %e, "frame refused by the writer");
+                if let Some(slot) = slot {
+                    let _ = slot.reply.send(Err(e.into()));
+                }
+                continue;
+            }
+            if let Some(slot) = slot {
+                self.pending.push_back(slot);
+            }
+        }
+    }
+
+    /// Gives one frame to the request it answers, or to `recv`.
+    fn dispatch(&mut self, frame: BytesMut) -> std::result::Result<(), Stop> {
+        let unsolicited = if self.multiplexed {
+            match session::classify(frame, Role::Client) {
+                Ok(Inbound::Reply { id, outcome }) => {
+                    let outcome =
+                        outcome.map_err(|(code, message)| Error::Remote { code, message });
+                    match self.shared.take(id) {
+                        Some(slot) => {
+                            let _ = slot.reply.send(outcome);
+                        }
+                        // Its request timed out or was dropped (and
+                        // cancelled): nobody waits for this any more.
+                        None => trace!(id, "reply for an abandoned request dropped"),
+                    }
+                    return Ok(());
+                }
+                Ok(Inbound::Push(body)) => body,
+                Ok(_) => return Err(Stop::Protocol("the server sent a client-only kind")),
+                Err(what) => return Err(Stop::Protocol(what)),
+            }
+        } else {
+            match self.pending.pop_front() {
+                // A timed-out request's late reply is dropped here.
+                Some(slot) => {
+                    let _ = slot.reply.send(Ok(frame));
+                    return Ok(());
+                }
+                None => frame,
+            }
+        };
+        self.held = Some(unsolicited);
+        Ok(())
+    }
+}
