@@ -443,11 +443,20 @@ impl Client {
     }
 
     /// A request with an encoded body, answered by the reply's frame.
+    ///
+    /// No timer is armed per request on a live connection: the link's
+    /// driver keeps every request's deadline in one timer. Waiting for a
+    /// connection (reconnecting), a permit or room in the queue is bounded
+    /// by the same deadline.
     pub(crate) async fn request_frame(&self, body: Bytes, timeout: Duration) -> Result<BytesMut> {
-        let exchange = async { self.link().await?.exchange(body).await };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout(timeout))?
+        let deadline = Instant::now() + timeout;
+        let link = match &self.inner.route {
+            Route::Fixed(link) => Cow::Borrowed(link),
+            Route::Supervised(_) => tokio::time::timeout_at(deadline, self.link())
+                .await
+                .map_err(|_| Error::Timeout(timeout))??,
+        };
+        link.exchange(body, deadline, timeout).await
     }
 
     /// The next unsolicited message (one that arrived while no request was

@@ -15,24 +15,30 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use enchufe_framing::mux::{Header, Hello, Kind, Profile};
 use enchufe_framing::session::{self, Inbound, Role};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, PollSender};
 use tracing::{debug, trace, Instrument};
 
 use crate::client::Wiring;
 use crate::error::Terminal;
 use crate::{Config, Error, Event, Result};
+
+/// A frame for the driver, a plain request's slot, and its request's deadline.
+type QueueItem = (OutFrame, Option<Pending>, Option<Instant>);
 
 /// What each bit of a link's [`Signal`] means.
 mod flag {
@@ -102,7 +108,9 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Out {
-    frames: VecDeque<(OutFrame, Option<Pending>)>,
+    /// Each frame with a plain request's slot, and the deadline of the
+    /// request it carries (plain or multiplexed), for the driver's timer.
+    frames: VecDeque<(OutFrame, Option<Pending>, Option<Instant>)>,
     /// `close()` callers waiting for the half-close.
     close: Vec<oneshot::Sender<Result<()>>>,
     /// No more frames are taken (closed, or the connection ended).
@@ -111,11 +119,26 @@ struct Out {
 
 #[derive(Debug)]
 struct Pending {
-    /// The reply's body, or why there is none.
-    reply: oneshot::Sender<Result<BytesMut>>,
+    /// The reply's body, or why there is none. `None` once the driver has
+    /// answered it with a timeout: a plain slot stays in line until its late
+    /// reply arrives, so later replies still pair with their own requests.
+    reply: Option<oneshot::Sender<Result<BytesMut>>>,
     /// Held until the slot is answered or dropped: a request's place among
     /// the `max_in_flight`.
     _permit: OwnedSemaphorePermit,
+    /// When the driver gives up waiting for the reply, and the timeout that
+    /// means (for the error). The driver keeps every deadline in one timer:
+    /// no timer is armed per request.
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Pending {
+    fn answer(&mut self, outcome: Result<BytesMut>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(outcome);
+        }
+    }
 }
 
 impl Shared {
@@ -184,11 +207,11 @@ impl Shared {
         };
         self.room.notify_waiters();
         let waiting: Vec<Pending> = self.by_id().drain().map(|(_, slot)| slot).collect();
-        for slot in waiting
+        for mut slot in waiting
             .into_iter()
-            .chain(queued.into_iter().filter_map(|(_, slot)| slot))
+            .chain(queued.into_iter().filter_map(|(_, slot, _)| slot))
         {
-            let _ = slot.reply.send(Err(how.to_error()));
+            slot.answer(Err(how.to_error()));
         }
         for closer in closers {
             let _ = closer.send(Ok(()));
@@ -239,7 +262,7 @@ impl Drop for Outstanding<'_> {
             debug!(id, "request abandoned; connection closing, no cancel");
             return;
         }
-        out.frames.push_back((cancel, None));
+        out.frames.push_back((cancel, None, None));
         drop(out);
         shared.signal.raise(flag::QUEUED);
         trace!(id, "request abandoned; cancel queued");
@@ -305,6 +328,8 @@ impl Link {
             report_end: wiring.report_end,
             write_closed: false,
             eof: false,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
         };
         tokio::spawn(driver.run().instrument(span));
         Link {
@@ -344,27 +369,41 @@ impl Link {
 
     /// Queues a one-way frame.
     pub(crate) async fn send(&self, frame: OutFrame) -> Result<()> {
-        self.submit(frame, None).await
+        self.submit(frame, None, None).await
     }
 
-    /// Sends a request body and waits for the reply frame, with no timeout
-    /// of its own (the caller's bounds the whole call).
-    pub(crate) async fn exchange(&self, body: Bytes) -> Result<BytesMut> {
-        let permit = self
-            .inner
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Closed)?;
+    /// Sends a request body and waits for the reply frame, until `deadline`
+    /// (`timeout` after the call began). Waiting for a permit or for room
+    /// in the queue, rare, uses a timer; waiting for the reply, the common
+    /// case, uses the driver's one timer.
+    pub(crate) async fn exchange(
+        &self,
+        body: Bytes,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<BytesMut> {
+        let in_flight = &self.inner.in_flight;
+        let permit = match in_flight.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(Error::Closed),
+            Err(TryAcquireError::NoPermits) => {
+                tokio::time::timeout_at(deadline, in_flight.clone().acquire_owned())
+                    .await
+                    .map_err(|_| Error::Timeout(timeout))?
+                    .map_err(|_| Error::Closed)?
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let slot = Pending {
-            reply,
+            reply: Some(reply),
             _permit: permit,
+            deadline,
+            timeout,
         };
         if self.inner.profile != Profile::Multiplexed {
             // Plain: the driver registers the slot as it writes the frame.
-            self.submit(OutFrame::plain(body), Some(slot)).await?;
+            self.submit(OutFrame::plain(body), Some(slot), Some((deadline, timeout)))
+                .await?;
             return match answer.await {
                 Ok(reply) => reply,
                 // The slot was dropped without an answer: the connection ended.
@@ -388,7 +427,7 @@ impl Link {
             },
             body,
         );
-        self.submit(frame, None).await?;
+        self.submit(frame, None, Some((deadline, timeout))).await?;
         outstanding.queued = true;
         match answer.await {
             Ok(reply) => reply,
@@ -419,10 +458,48 @@ impl Link {
     }
 
     /// Queues a frame (and a plain request's slot) for the driver, waiting
-    /// for room in the queue.
-    async fn submit(&self, frame: OutFrame, slot: Option<Pending>) -> Result<()> {
+    /// for room in the queue (until the request's deadline, if it has one).
+    async fn submit(
+        &self,
+        frame: OutFrame,
+        slot: Option<Pending>,
+        limit: Option<(Instant, Duration)>,
+    ) -> Result<()> {
+        let item = match self.try_submit((frame, slot, limit.map(|(at, _)| at))) {
+            Ok(()) => return Ok(()),
+            Err(None) => return Err(self.closed_error()),
+            Err(Some(item)) => item,
+        };
+        let wait = self.submit_waiting(item);
+        match limit {
+            Some((deadline, timeout)) => tokio::time::timeout_at(deadline, wait)
+                .await
+                .map_err(|_| Error::Timeout(timeout))?,
+            None => wait.await,
+        }
+    }
+
+    /// Queues `item` if there is room now; gives it back if not (`None`
+    /// inside when the link is closed).
+    #[allow(clippy::result_large_err)] // private; the item comes back whole
+    fn try_submit(&self, item: QueueItem) -> std::result::Result<(), Option<QueueItem>> {
         let shared = &self.inner.shared;
-        let mut item = Some((frame, slot));
+        let mut out = shared.out();
+        if out.closed {
+            return Err(None);
+        }
+        if out.frames.len() >= shared.max_queued {
+            return Err(Some(item));
+        }
+        out.frames.push_back(item);
+        drop(out);
+        shared.signal.raise(flag::QUEUED);
+        Ok(())
+    }
+
+    async fn submit_waiting(&self, item: QueueItem) -> Result<()> {
+        let shared = &self.inner.shared;
+        let mut item = Some(item);
         loop {
             let room = shared.room.notified();
             tokio::pin!(room);
@@ -487,6 +564,10 @@ struct Driver<Io> {
     /// The writing side is shut down (close() or the last handle dropped).
     write_closed: bool,
     eof: bool,
+    /// Requests' deadlines, all in one timer, armed for the earliest known
+    /// one (`armed`) and reset only when it fires or an earlier one comes.
+    timer: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
 }
 
 /// Why the driver stops.
@@ -515,8 +596,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         };
         debug!(how = ?how, "connection ended");
         self.shared.end(how.clone());
-        for slot in self.pending.drain(..) {
-            let _ = slot.reply.send(Err(how.to_error()));
+        for mut slot in self.pending.drain(..) {
+            slot.answer(Err(how.to_error()));
         }
         if let (true, Some(error)) = (self.report_end, report) {
             // The caller of recv learns why, once.
@@ -608,6 +689,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     Poll::Pending => {}
                 }
             }
+            if self.armed.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+                self.expire();
+                continue;
+            }
             // Register before waiting; a flag raised meanwhile means another turn.
             if self.shared.signal.poll(cx) != flags {
                 continue;
@@ -629,19 +714,74 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         }
         let frames = std::mem::take(&mut self.shared.out().frames);
         self.shared.room.notify_waiters();
-        for (frame, slot) in frames {
+        for (frame, slot, deadline) in frames {
+            if let Some(deadline) = deadline {
+                if self.armed.map_or(true, |armed| deadline < armed) {
+                    self.timer.as_mut().reset(deadline);
+                    self.armed = Some(deadline);
+                }
+            }
             // Frames were checked against the limit when encoded
             // (`Client::body`), so this write does not fail.
             if let Err(e) = self.wire.write(&frame) {
                 debug!(error = %e, "frame refused by the writer");
-                if let Some(slot) = slot {
-                    let _ = slot.reply.send(Err(e.into()));
+                if let Some(mut slot) = slot {
+                    slot.answer(Err(e.into()));
                 }
                 continue;
             }
             if let Some(slot) = slot {
                 self.pending.push_back(slot);
             }
+        }
+    }
+
+    /// The timer fired: every request past its deadline gets
+    /// `Error::Timeout` (a multiplexed one is cancelled at the server; a
+    /// plain one keeps its place in line for its late reply), and the timer
+    /// is re-armed for the earliest deadline left.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut cancels = Vec::new();
+        {
+            let mut by_id = self.shared.by_id();
+            by_id.retain(|id, slot| {
+                if slot.deadline <= now {
+                    slot.answer(Err(Error::Timeout(slot.timeout)));
+                    cancels.push(*id);
+                    false
+                } else {
+                    next = Some(next.map_or(slot.deadline, |n| n.min(slot.deadline)));
+                    true
+                }
+            });
+        }
+        for slot in self.pending.iter_mut().filter(|slot| slot.reply.is_some()) {
+            if slot.deadline <= now {
+                slot.answer(Err(Error::Timeout(slot.timeout)));
+            } else {
+                next = Some(next.map_or(slot.deadline, |n| n.min(slot.deadline)));
+            }
+        }
+        for id in cancels {
+            trace!(id, "request timed out; cancel sent");
+            let cancel = OutFrame::with_header(
+                Header {
+                    kind: Kind::Cancel,
+                    id,
+                },
+                Bytes::new(),
+            );
+            if !self.write_closed {
+                let _ = self.wire.write(&cancel);
+            }
+        }
+        // Requests still in the shared queue have deadlines the driver has
+        // not seen: they re-arm the timer when taken.
+        self.armed = next;
+        if let Some(next) = next {
+            self.timer.as_mut().reset(next);
         }
     }
 
@@ -653,9 +793,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     let outcome =
                         outcome.map_err(|(code, message)| Error::Remote { code, message });
                     match self.shared.take(id) {
-                        Some(slot) => {
-                            let _ = slot.reply.send(outcome);
-                        }
+                        Some(mut slot) => slot.answer(outcome),
                         // Its request timed out or was dropped (and
                         // cancelled): nobody waits for this any more.
                         None => trace!(id, "reply for an abandoned request dropped"),
@@ -669,8 +807,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         } else {
             match self.pending.pop_front() {
                 // A timed-out request's late reply is dropped here.
-                Some(slot) => {
-                    let _ = slot.reply.send(Ok(frame));
+                Some(mut slot) => {
+                    slot.answer(Ok(frame));
                     return Ok(());
                 }
                 None => frame,
