@@ -330,6 +330,7 @@ impl Link {
             eof: false,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: None,
+            yielded: false,
         };
         tokio::spawn(driver.run().instrument(span));
         Link {
@@ -568,6 +569,8 @@ struct Driver<Io> {
     /// one (`armed`) and reset only when it fires or an earlier one comes.
     timer: Pin<Box<Sleep>>,
     armed: Option<Instant>,
+    /// The driver gave the scheduler one turn before taking a burst.
+    yielded: bool,
 }
 
 /// Why the driver stops.
@@ -611,6 +614,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         loop {
             let mut flags = self.shared.signal.flags();
             if flags & flag::QUEUED != 0 {
+                if !self.yielded && self.wire.queued() == 0 {
+                    // Woken by the first request of a burst: let the other
+                    // tasks that are ready queue theirs too, so the burst
+                    // leaves in one write instead of one each. One turn of
+                    // the scheduler, once per batch.
+                    self.yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                self.yielded = false;
                 self.shared.signal.take(flag::QUEUED);
                 // Taken: a QUEUED raised from here on must show as a change
                 // when the flags are compared before waiting.
