@@ -149,7 +149,7 @@ pub struct Client {
 struct Inner {
     /// The connection, or the supervisor that keeps one.
     route: Route,
-    /// Unsolicited frames from the reader task(s), and (without reconnect)
+    /// Unsolicited frames from the link driver(s), and (without reconnect)
     /// the error that ended the connection. Owned here, not by a link, so
     /// that it outlives each connection of a reconnecting client.
     incoming: tokio::sync::Mutex<mpsc::Receiver<Result<BytesMut>>>,

@@ -61,12 +61,10 @@ pub struct Config {
     /// [`Error::FrameTooLarge`](crate::Error::FrameTooLarge), before any allocation.
     pub max_frame_length: usize,
 
-    /// Frames queued for the writer task. Default 128. When full, `send`
-    /// and `request` wait: the client cannot outrun the network by more.
-    /// (Multiplexed profile: the `cancel` frame of a request dropped while
-    /// the queue is full is skipped rather than waited for, since it is
-    /// sent from `Drop`; the server then answers that request anyway and the
-    /// client drops the late reply.)
+    /// Frames queued for the connection's driver. Default 128. When full,
+    /// `send` and `request` wait: the client cannot outrun the network by
+    /// more. (Multiplexed profile: the `cancel` frame of a request dropped
+    /// goes past this bound, since it is sent from `Drop` and cannot wait.)
     pub outbound_queue: usize,
 
     /// Unsolicited messages kept until [`Client::recv`](crate::Client::recv)

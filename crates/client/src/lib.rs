@@ -1,16 +1,18 @@
 //! enchufe's TCP client.
 //!
-//! A [`Client`] is a cheap, cloneable handle to one framed connection. Behind
-//! it run two tasks: a writer that sends queued frames in batches (feed while
-//! more is queued, flush when the queue is empty) and a reader that routes
-//! each arriving frame either to the request waiting for it or, when none is,
-//! to the unsolicited-message queue read by [`Client::recv`] and
-//! [`Client::pushes`] (the course client's listening thread).
+//! A [`Client`] is a cheap, cloneable handle to one framed connection (TCP,
+//! or a Unix socket with [`Client::connect_unix`]). Behind it runs one task,
+//! the connection's driver: it writes queued frames in batches (flushing
+//! once no further reply is buffered) and routes each arriving frame either
+//! to the request waiting for it or, when none is, to the
+//! unsolicited-message queue read by [`Client::recv`] and
+//! [`Client::pushes`] (the course client's listening thread). Request
+//! deadlines are kept by the driver in one timer.
 //!
 //! ```text
-//!  send / request --> [bounded queue] --> writer task --> socket
-//!                 reply slots (FIFO, or by id)   |
-//!  request <---------------- reader task <-------+---- socket
+//!  send / request --> [bounded queue] --Signal--> driver --> socket
+//!                 reply slots (FIFO, or by id)      |
+//!  request <----------------------------------------+<--- socket
 //!  recv    <-- [bounded queue] <--+ (unsolicited: no request waiting / push)
 //! ```
 //!
