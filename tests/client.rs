@@ -92,6 +92,7 @@ async fn a_request_without_reply_times_out() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(d) if d == Duration::from_millis(100)));
+        assert!(err.is_timeout() && !err.is_closed());
         server.shutdown().await;
     })
     .await;
@@ -110,6 +111,7 @@ async fn the_server_closing_fails_the_pending_request_as_closed_by_peer() {
         let client = Client::connect(addr).await.unwrap();
         let err = client.request::<_, String>("hi").await.unwrap_err();
         assert!(matches!(err, Error::ClosedByPeer), "{err:?}");
+        assert!(err.is_closed() && !err.is_timeout());
         assert!(client.is_closed());
         let err = client.send("more").await.unwrap_err();
         assert!(matches!(err, Error::ClosedByPeer), "{err:?}");
@@ -141,6 +143,7 @@ async fn an_oversize_frame_from_the_server_is_a_typed_error() {
         assert_eq!(client.recv::<String>().await.unwrap(), None);
         let err = client.request::<_, String>("x").await.unwrap_err();
         assert!(matches!(err, Error::FrameTooLarge { .. }), "{err:?}");
+        assert!(err.is_frame_too_large());
     })
     .await;
 }

@@ -549,6 +549,7 @@ async fn dialing_out_fails_with_typed_errors() {
             matches!(err, enchufe_server::Error::HandshakeTimeout(_)),
             "{err}"
         );
+        assert!(err.is_timeout());
         // A multiplexed one does: the dialed connection is served and counted.
         let other = serve(Lab::default(), mux()).await;
         let conn = server.connect(other.local_addr()).await.unwrap();

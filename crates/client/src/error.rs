@@ -191,6 +191,54 @@ pub enum Error {
     NoServer,
 }
 
+impl Error {
+    /// Whether something took too long: a request's reply
+    /// ([`Error::Timeout`]) or connecting ([`Error::ConnectTimeout`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_) | Error::ConnectTimeout { .. })
+            || matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+
+    /// Whether the connection is gone: closed by us or by the server, cut
+    /// inside a frame, reset, down while reconnecting, or given up on.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Error::Closed
+            | Error::ClosedByPeer
+            | Error::UnexpectedEof { .. }
+            | Error::Disconnected
+            | Error::GaveUp { .. } => true,
+            Error::Io(e) => {
+                use io::ErrorKind::*;
+                matches!(
+                    e.kind(),
+                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a frame was over `max_frame_length` ([`Error::FrameTooLarge`]),
+    /// ours to send or the server's.
+    pub fn is_frame_too_large(&self) -> bool {
+        matches!(self, Error::FrameTooLarge { .. })
+    }
+
+    /// Whether nothing could be reached to connect to: refused, unresolved,
+    /// no socket at that path, no answer in time.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Error::Resolve { .. }
+                | Error::Refused { .. }
+                | Error::Connect { .. }
+                | Error::ConnectUnix { .. }
+                | Error::ConnectTimeout { .. }
+        )
+    }
+}
+
 impl From<enchufe_framing::Error> for Error {
     fn from(e: enchufe_framing::Error) -> Self {
         use enchufe_framing::Error as F;

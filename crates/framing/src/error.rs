@@ -74,6 +74,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a frame's declared length was over the limit
+    /// ([`Error::FrameTooLarge`]).
+    pub fn is_frame_too_large(&self) -> bool {
+        matches!(self, Error::FrameTooLarge { .. })
+    }
+
+    /// Whether the stream ended (cleanly or inside a frame) or the
+    /// connection was reset or broken.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Error::UnexpectedEof { .. } => true,
+            Error::Io(e) => is_closed_io(e),
+            _ => false,
+        }
+    }
+
+    /// Whether an I/O operation timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+
     /// Whether this error ends the stream it happened on (as opposed to one
     /// message failing to decode or encode, after which the stream is still
     /// usable).
@@ -82,5 +103,36 @@ impl Error {
             self,
             Error::Io(_) | Error::FrameTooLarge { .. } | Error::UnexpectedEof { .. }
         )
+    }
+}
+
+/// Whether an I/O error means the connection is gone.
+pub(crate) fn is_closed_io(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates_answer_without_knowing_the_variant() {
+        let big = Error::FrameTooLarge {
+            declared: 9,
+            limit: 8,
+        };
+        assert!(big.is_frame_too_large() && !big.is_closed() && !big.is_timeout());
+        let cut = Error::UnexpectedEof {
+            expected: 8,
+            received: 3,
+        };
+        assert!(cut.is_closed() && !cut.is_frame_too_large());
+        assert!(Error::Io(io::ErrorKind::ConnectionReset.into()).is_closed());
+        assert!(Error::Io(io::ErrorKind::TimedOut.into()).is_timeout());
+        assert!(!Error::Malformed("x").is_closed());
     }
 }

@@ -3,7 +3,7 @@
 //! The course's peer-to-peer example starts two programs that are each a
 //! server and a client; start them in the wrong order and the first one's
 //! connect fails. A [`Peer`] serves a [`Handler`] like a
-//! [`Server`](enchufe_server::Server) and dials other peers, retrying with
+//! [`Server`] and dials other peers, retrying with
 //! exponential backoff and jitter ([`Backoff`]) until they are up, and
 //! dialing again whenever a link is lost, so the start order no longer
 //! matters and a restarted peer is found again.
@@ -114,6 +114,28 @@ pub enum Error {
     /// The peer is closing or closed.
     #[error("the peer is closed")]
     Closed,
+}
+
+impl Error {
+    /// Whether a request to a peer took too long.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Server(e) if e.is_timeout())
+    }
+
+    /// Whether there is no link: the peer is closed, not connected, or the
+    /// link went away.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Error::Closed | Error::NotConnected(_) => true,
+            Error::Server(e) => e.is_closed(),
+            _ => false,
+        }
+    }
+
+    /// Whether a frame was over the limit.
+    pub fn is_frame_too_large(&self) -> bool {
+        matches!(self, Error::Server(e) if e.is_frame_too_large())
+    }
 }
 
 /// Settings of a [`Peer`].

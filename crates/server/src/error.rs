@@ -90,3 +90,35 @@ pub enum Error {
     #[error("connection is closed")]
     Closed,
 }
+
+impl Error {
+    /// Whether something took too long: a peer request's reply, the hello
+    /// exchange, or a client that stopped reading ([`Error::WriteStalled`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout(_) | Error::HandshakeTimeout(_) | Error::WriteStalled(_)
+        ) || matches!(self, Error::Framing(e) if e.is_timeout())
+    }
+
+    /// Whether the connection is gone (closed, reset, cut inside a frame).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Error::Closed => true,
+            Error::Framing(e) => e.is_closed(),
+            Error::Io(e) => {
+                use io::ErrorKind::*;
+                matches!(
+                    e.kind(),
+                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a frame was over `max_frame_length`, the client's or ours.
+    pub fn is_frame_too_large(&self) -> bool {
+        matches!(self, Error::Framing(e) if e.is_frame_too_large())
+    }
+}
