@@ -157,3 +157,122 @@ async fn connecting_to_a_missing_socket_is_a_typed_error() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reconnecting_client_finds_a_restarted_server_on_the_same_path() {
+    bounded(async {
+        let path = SocketPath::new("restart");
+        // Multiplexed: the new connection's greeting must not pass for a
+        // reply (in the plain profile it would).
+        let mux = || server::Config::default().profile(Profile::Multiplexed);
+        let server = Server::bind_unix(&path.0)
+            .unwrap()
+            .with_config(mux())
+            .serve(Greeter);
+        let config = client::Config::default()
+            .profile(Profile::Multiplexed)
+            .reconnect(
+                client::Reconnect::default().backoff(
+                    client::Backoff::default()
+                        .initial(std::time::Duration::from_millis(10))
+                        .max_delay(std::time::Duration::from_millis(50)),
+                ),
+            );
+        let client = Client::connect_unix(&path.0, config).await.unwrap();
+        let _greeting: Option<String> = client.recv().await.unwrap();
+        assert_eq!(client.request::<_, String>("1").await.unwrap(), "echo:1");
+        let mut events = client.events();
+        server.shutdown().await;
+        // Requests sent before the client sees the drop would fail (never
+        // resent); wait until it has.
+        loop {
+            if let client::Event::Disconnected { .. } = events.recv().await.unwrap() {
+                break;
+            }
+        }
+        std::fs::remove_file(&path.0).unwrap();
+        let server = Server::bind_unix(&path.0)
+            .unwrap()
+            .with_config(mux())
+            .serve(Greeter);
+        // The default WhileDown waits for the next link.
+        assert_eq!(client.request::<_, String>("2").await.unwrap(), "echo:2");
+        assert!(client.is_connected());
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_multi_client_mixes_unix_and_tcp_servers() {
+    bounded(async {
+        let (a, b) = (SocketPath::new("multi-a"), SocketPath::new("multi-b"));
+        let mux = || server::Config::default().profile(Profile::Multiplexed);
+        let sa = Server::bind_unix(&a.0)
+            .unwrap()
+            .with_config(mux())
+            .serve(Greeter);
+        let sb = Server::bind_unix(&b.0)
+            .unwrap()
+            .with_config(mux())
+            .serve(Greeter);
+        let sc = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(mux())
+            .serve(Greeter);
+        let multi =
+            enchufe::MultiClient::new(client::Config::default().profile(Profile::Multiplexed));
+        multi
+            .add("a", format!("unix:{}", a.0.display()).as_str())
+            .await
+            .unwrap();
+        multi
+            .add(
+                "b",
+                format!("{}{}", client::UNIX_PREFIX, b.0.display()).as_str(),
+            )
+            .await
+            .unwrap();
+        multi.add("c", sc.local_addr()).await.unwrap();
+        for key in ["a", "b", "c"] {
+            let reply: String = multi.request(&key, key).await.unwrap();
+            assert_eq!(reply, format!("echo:{key}"));
+        }
+        assert_eq!(multi.broadcast("all").await.unwrap(), 3);
+        for server in [sa, sb, sc] {
+            server.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_peers_link_over_unix_sockets() {
+    bounded(async {
+        let (pa, pb) = (SocketPath::new("peer-a"), SocketPath::new("peer-b"));
+        let echo = || {
+            handler_fn(|msg: String, conn: Connection| async move {
+                Ok::<_, Infallible>(Some(format!("{}:{msg}", conn.node_id().unwrap_or("?"))))
+            })
+        };
+        let a = enchufe::Peer::bind_unix(&pa.0, echo(), enchufe::peer::Config::new("a")).unwrap();
+        let b = enchufe::Peer::bind_unix(&pb.0, echo(), enchufe::peer::Config::new("b")).unwrap();
+        let id = a
+            .connect(format!("{}{}", enchufe::peer::UNIX_PREFIX, pb.0.display()))
+            .await
+            .unwrap();
+        assert_eq!(id, "b");
+        b.wait_for("a").await;
+        // Requests both ways on the one link; each handler sees who asked.
+        assert_eq!(a.request::<_, String>("b", "hola").await.unwrap(), "a:hola");
+        assert_eq!(b.request::<_, String>("a", "hey").await.unwrap(), "b:hey");
+        assert_eq!(
+            (a.peers(), b.peers()),
+            (vec!["b".to_owned()], vec!["a".to_owned()])
+        );
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}

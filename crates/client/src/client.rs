@@ -232,8 +232,14 @@ impl Client {
     /// Connects to a server on a Unix domain socket (see
     /// `Server::bind_unix`), then, in the multiplexed profile, exchanges
     /// hellos, all within `connect_timeout`. Everything after that is as
-    /// over TCP. [`Client::peer_addr`] is `None`. A Unix client keeps its one
-    /// connection: [`Config::reconnect`] is not used here.
+    /// over TCP, reconnecting included ([`Config::reconnect`]: the path is
+    /// dialed again). [`Client::peer_addr`] is `None`, and
+    /// [`Event::Reconnected`](crate::Event::Reconnected), which carries an
+    /// IP address, is not sent for a Unix socket.
+    ///
+    /// The same as [`Client::connect_with`] with the address
+    /// `unix:PATH` ([`UNIX_PREFIX`]), which `MultiClient::add` and the
+    /// peers' `connect` take too.
     ///
     /// # Errors
     /// [`Error::ConnectUnix`] (no socket, refused, no permission);
@@ -241,22 +247,8 @@ impl Client {
     /// [`Client::connect_with`] for the hello exchange.
     #[cfg(unix)]
     pub async fn connect_unix(path: impl AsRef<std::path::Path>, config: Config) -> Result<Client> {
-        let path = path.as_ref();
-        let shown = path.display().to_string();
-        let deadline = Instant::now() + config.connect_timeout;
-        let stream = tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
-            .await
-            .map_err(|_| Error::ConnectTimeout {
-                addr: shown.clone(),
-                after: config.connect_timeout,
-            })?
-            .map_err(|source| Error::ConnectUnix {
-                path: path.to_owned(),
-                source,
-            })?;
-        let (wiring, incoming) = Wiring::fixed(&config);
-        let link = Link::start(stream, &config, (None, None), deadline, &shown, wiring).await?;
-        Ok(Self::assemble(Route::Fixed(link), incoming, config))
+        let addr = format!("{UNIX_PREFIX}{}", path.as_ref().display());
+        Self::connect_with(addr.as_str(), config).await
     }
 
     /// Wraps an established TCP connection.
@@ -637,8 +629,14 @@ impl Wiring {
     }
 }
 
-/// Resolves `addr`, connects within `connect_timeout` and (multiplexed)
-/// exchanges hellos within the same deadline: one connection attempt.
+/// How an address names a Unix domain socket instead of `HOST:PORT`:
+/// `unix:/run/app.sock`. [`Client::connect`], [`Client::connect_with`] and
+/// `MultiClient::add` take such addresses.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// Resolves `addr` (or takes the path of a `unix:PATH` address), connects
+/// within `connect_timeout` and (multiplexed) exchanges hellos within the
+/// same deadline: one connection attempt.
 pub(crate) async fn dial(
     addr: impl ToSocketAddrs,
     shown: &str,
@@ -646,6 +644,29 @@ pub(crate) async fn dial(
     wiring: &Wiring,
 ) -> Result<Link> {
     let deadline = Instant::now() + config.connect_timeout;
+    #[cfg(unix)]
+    if let Some(path) = shown.strip_prefix(UNIX_PREFIX) {
+        let path = std::path::Path::new(path);
+        let stream = tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                addr: shown.to_owned(),
+                after: config.connect_timeout,
+            })?
+            .map_err(|source| Error::ConnectUnix {
+                path: path.to_owned(),
+                source,
+            })?;
+        return Link::start(
+            stream,
+            config,
+            (None, None),
+            deadline,
+            shown,
+            wiring.clone(),
+        )
+        .await;
+    }
     let attempt = async {
         let addrs = tokio::net::lookup_host(addr)
             .await

@@ -133,7 +133,7 @@ mod multi;
 mod reconnect;
 mod supervisor;
 
-pub use client::Client;
+pub use client::{Client, UNIX_PREFIX};
 pub use config::Config;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};

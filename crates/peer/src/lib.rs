@@ -78,6 +78,9 @@ mod table;
 pub use enchufe_client::Backoff;
 /// What a send or request to a peer without a link does (the client's policy).
 pub use enchufe_client::WhileDown;
+/// How [`Peer::connect`] and [`Peer::add_peer`] tell a Unix socket's path
+/// from a `HOST:PORT`: `unix:/run/peer-a.sock` (the client's convention).
+pub use enchufe_client::UNIX_PREFIX;
 pub use table::PeerEvent;
 use table::{PeerHandler, Table};
 
@@ -291,15 +294,19 @@ impl Peer {
         handler: H,
         config: Config,
     ) -> Result<Peer> {
+        let server = Server::bind(addr).await?;
+        Ok(Self::serve(server, handler, config))
+    }
+
+    fn serve<H: Handler>(server: Server, handler: H, config: Config) -> Peer {
         let table = Arc::new(Table::new(config.id.clone(), config.event_queue));
-        let server = Server::bind(addr)
-            .await?
+        let server = server
             .with_config(config.server_config())
             .serve(PeerHandler {
                 inner: handler,
                 table: table.clone(),
             });
-        Ok(Peer {
+        Peer {
             inner: Arc::new(Inner {
                 server,
                 table,
@@ -308,7 +315,24 @@ impl Peer {
                 closing: CancellationToken::new(),
                 dialers: TaskTracker::new(),
             }),
-        })
+        }
+    }
+
+    /// Binds the listening side on a Unix domain socket at `path` (which
+    /// must not exist yet) and starts serving `handler`. Other peers reach
+    /// it with the address `unix:PATH` ([`Peer::connect`],
+    /// [`Peer::add_peer`]); this peer can dial both kinds.
+    ///
+    /// # Errors
+    /// [`Error::Server`] if the socket cannot be bound there.
+    #[cfg(unix)]
+    pub fn bind_unix<H: Handler>(
+        path: impl AsRef<std::path::Path>,
+        handler: H,
+        config: Config,
+    ) -> Result<Peer> {
+        let server = Server::bind_unix(path)?;
+        Ok(Self::serve(server, handler, config))
     }
 
     /// This peer's node id.
@@ -365,6 +389,8 @@ impl Peer {
     /// Dials `addr` until the peer there is up, and returns its id. From
     /// then on the link is kept: whenever it is lost, `addr` is dialed again
     /// (with the same backoff) until the peer is back or this peer closes.
+    /// `addr` is `HOST:PORT`, or `unix:PATH` for a peer on a Unix socket
+    /// ([`Peer::bind_unix`]).
     ///
     /// # Errors
     /// [`Error::Unreachable`] when the backoff's attempts run out (nothing
@@ -541,7 +567,12 @@ async fn dial(inner: &Inner, addr: &str) -> Result<Connection> {
     let policy = &inner.backoff;
     let mut attempt = 0;
     loop {
-        match inner.server.connect(addr).await {
+        let dialed = match addr.strip_prefix(UNIX_PREFIX) {
+            #[cfg(unix)]
+            Some(path) => inner.server.connect_unix(path).await,
+            _ => inner.server.connect(addr).await,
+        };
+        match dialed {
             Ok(conn) if conn.is_peer() => return Ok(conn),
             Ok(conn) => {
                 conn.close();

@@ -386,6 +386,37 @@ impl ServerHandle {
         &self,
         addr: impl ToSocketAddrs + std::fmt::Display,
     ) -> Result<Connection> {
+        let shown = addr.to_string();
+        self.dial(shown, async {
+            let stream = TcpStream::connect(addr).await?;
+            let peer_addr = stream.peer_addr()?;
+            Ok((Stream::Tcp(stream), peer_addr))
+        })
+        .await
+    }
+
+    /// [`ServerHandle::connect`] to a Unix domain socket: dials `path` and
+    /// serves the connection like an accepted one.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::connect`]; [`Error::Connect`] names the path.
+    #[cfg(unix)]
+    pub async fn connect_unix(&self, path: impl AsRef<std::path::Path>) -> Result<Connection> {
+        let path = path.as_ref();
+        self.dial(path.display().to_string(), async {
+            let stream = UnixStream::connect(path).await?;
+            Ok((Stream::Unix(stream), UNIX_ADDR))
+        })
+        .await
+    }
+
+    /// Takes a permit, opens the stream within the handshake timeout, and
+    /// serves it; waits for the hello exchange and `on_connect`.
+    async fn dial(
+        &self,
+        shown: String,
+        open: impl std::future::Future<Output = std::io::Result<(Stream, SocketAddr)>>,
+    ) -> Result<Connection> {
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
             return Err(Error::Closed);
@@ -395,10 +426,9 @@ impl ServerHandle {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::TooManyConnections)?;
-        let shown = addr.to_string();
         let limit = shared.handshake_timeout;
-        let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
+        let (stream, peer_addr) = match tokio::time::timeout(limit, open).await {
+            Ok(Ok(opened)) => opened,
             Ok(Err(source)) => {
                 return Err(Error::Connect {
                     addr: shown,
@@ -415,12 +445,11 @@ impl ServerHandle {
                 })
             }
         };
-        let peer_addr = stream.peer_addr()?;
         let (ready, connected) = oneshot::channel();
         (shared.spawner.0)(
             shared,
             NewConnection {
-                stream: Stream::Tcp(stream),
+                stream,
                 peer_addr,
                 permit,
                 ready: Some(ready),
