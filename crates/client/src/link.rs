@@ -14,18 +14,18 @@
 //!      +---------------- oneshot: reply or error -------------+--> incoming (recv)
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use enchufe_framing::mux::{Header, Hello, Kind, Profile};
-use enchufe_framing::session::{self, Inbound, Role};
+use enchufe_framing::session::{self, Abandon, InFlight, Inbound, Role};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -60,9 +60,6 @@ pub(crate) struct Link {
 
 #[derive(Debug)]
 struct LinkInner {
-    /// The multiplexed profile's next request id. Starts at 1 (0 is the id
-    /// of pushes and notifies); a u64 never wraps in practice.
-    next_id: AtomicU64,
     /// Bounds requests awaiting replies (`max_in_flight`).
     in_flight: Arc<Semaphore>,
     shared: Arc<Shared>,
@@ -90,11 +87,12 @@ struct Shared {
     /// Wakes callers waiting for room in `out`.
     room: Notify,
     signal: Signal,
-    /// Multiplexed profile: reply slots by request id. The requesting task
-    /// inserts its slot before queueing the request, the driver takes it out
-    /// when the reply or error arrives, and the request's drop guard takes
-    /// it out if the caller gives up first; whoever takes it answers it.
-    by_id: Mutex<HashMap<u64, Pending>>,
+    /// Multiplexed profile: reply slots by request id (the session layer's
+    /// table, shared with peer links). The requesting task registers its
+    /// slot before queueing the request, the driver takes it out when the
+    /// reply or error arrives, and the request's drop guard takes it out if
+    /// the caller gives up first; whoever takes it answers it.
+    by_id: InFlight<Pending>,
     /// Set once when the connection ends.
     terminal: Mutex<Option<Terminal>>,
     /// `terminal.is_some()`, readable without the lock.
@@ -146,10 +144,6 @@ impl Shared {
         self.out.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn by_id(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
-        self.by_id.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn terminal(&self) -> Option<Terminal> {
         if !self.has_ended.load(Ordering::Acquire) {
             return None;
@@ -160,24 +154,28 @@ impl Shared {
             .clone()
     }
 
-    /// Registers the slot of multiplexed request `id`, or, if the connection
-    /// has ended, drops the slot and returns why. Checked under the lock
-    /// that [`Shared::end`] drains, so no slot is left unanswered.
-    fn register_id(&self, id: u64, slot: Pending) -> Result<()> {
-        let mut by_id = self.by_id();
-        match self.terminal() {
-            Some(how) => Err(how.to_error()),
-            None => {
-                by_id.insert(id, slot);
-                Ok(())
-            }
+    /// Queues a `cancel` for request `id`, whose caller gave up. A cancel is
+    /// a few bytes that free the server's work: it goes past the queue's
+    /// bound rather than wait (it comes from `Drop`). Skipping it once the
+    /// connection is closing is safe: the late reply is dropped on arrival,
+    /// as the id is no longer registered.
+    fn queue_cancel(&self, id: u64) {
+        let cancel = OutFrame::with_header(
+            Header {
+                kind: Kind::Cancel,
+                id,
+            },
+            Bytes::new(),
+        );
+        let mut out = self.out();
+        if out.closed {
+            debug!(id, "request abandoned; connection closing, no cancel");
+            return;
         }
-    }
-
-    /// Takes the slot of multiplexed request `id` out, if it is still there:
-    /// the one who gets it answers it.
-    fn take(&self, id: u64) -> Option<Pending> {
-        self.by_id().remove(&id)
+        out.frames.push_back((cancel, None, None));
+        drop(out);
+        self.signal.raise(flag::QUEUED);
+        trace!(id, "request abandoned; cancel queued");
     }
 
     /// Records the end (first one wins), fails every waiting request and
@@ -206,7 +204,7 @@ impl Shared {
             )
         };
         self.room.notify_waiters();
-        let waiting: Vec<Pending> = self.by_id().drain().map(|(_, slot)| slot).collect();
+        let waiting = self.by_id.end();
         for mut slot in waiting
             .into_iter()
             .chain(queued.into_iter().filter_map(|(_, slot, _)| slot))
@@ -216,56 +214,6 @@ impl Shared {
         for closer in closers {
             let _ = closer.send(Ok(()));
         }
-    }
-}
-
-/// A multiplexed request between registering its slot and its answer.
-///
-/// Dropped with the slot still registered means the caller gave up (its
-/// timeout fired, or its future was dropped): the guard takes the slot back,
-/// which frees the in-flight permit at once, and tells the server with a
-/// `cancel` frame if the request was queued for writing.
-struct Outstanding<'a> {
-    inner: &'a LinkInner,
-    id: u64,
-    /// Whether the request frame went into the outbound queue (a request
-    /// that never did needs no cancel).
-    queued: bool,
-}
-
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        // If the driver (or the connection's end) already took the slot, the
-        // answer was delivered and nothing is owed to anyone.
-        let Some(slot) = self.inner.shared.take(self.id) else {
-            return;
-        };
-        drop(slot);
-        if !self.queued {
-            return;
-        }
-        let id = self.id;
-        let cancel = OutFrame::with_header(
-            Header {
-                kind: Kind::Cancel,
-                id,
-            },
-            Bytes::new(),
-        );
-        // A cancel is a few bytes that free the server's work: it goes past
-        // the queue's bound rather than wait (Drop cannot). Skipping it once
-        // the connection is closing is safe: the late reply is dropped on
-        // arrival, as the id is no longer registered.
-        let shared = &self.inner.shared;
-        let mut out = shared.out();
-        if out.closed {
-            debug!(id, "request abandoned; connection closing, no cancel");
-            return;
-        }
-        out.frames.push_back((cancel, None, None));
-        drop(out);
-        shared.signal.raise(flag::QUEUED);
-        trace!(id, "request abandoned; cancel queued");
     }
 }
 
@@ -311,7 +259,7 @@ impl Link {
             max_queued: config.outbound_queue.max(1),
             room: Notify::new(),
             signal: Signal::default(),
-            by_id: Mutex::default(),
+            by_id: InFlight::new(),
             terminal: Mutex::default(),
             has_ended: AtomicBool::new(false),
             ended: CancellationToken::new(),
@@ -335,7 +283,6 @@ impl Link {
         tokio::spawn(driver.run().instrument(span));
         Link {
             inner: Arc::new(LinkInner {
-                next_id: AtomicU64::new(1),
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
                 shared,
                 profile: config.profile,
@@ -414,13 +361,12 @@ impl Link {
         // Multiplexed: the slot is registered under a fresh id before the
         // request is queued, and a guard takes it back if this future is
         // dropped first.
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.shared.register_id(id, slot)?;
-        let mut outstanding = Outstanding {
-            inner: &self.inner,
-            id,
-            queued: false,
+        let shared = &self.inner.shared;
+        let Ok(id) = shared.by_id.register(slot) else {
+            return Err(self.closed_error());
         };
+        let cancel = |id| shared.queue_cancel(id);
+        let mut outstanding = Abandon::new(&shared.by_id, id, &cancel);
         let frame = OutFrame::with_header(
             Header {
                 kind: Kind::Request,
@@ -429,7 +375,7 @@ impl Link {
             body,
         );
         self.submit(frame, None, Some((deadline, timeout))).await?;
-        outstanding.queued = true;
+        outstanding.sent();
         match answer.await {
             Ok(reply) => reply,
             Err(_) => Err(self.closed_error()),
@@ -758,11 +704,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         let mut next: Option<Instant> = None;
         let mut cancels = Vec::new();
         {
-            let mut by_id = self.shared.by_id();
-            by_id.retain(|id, slot| {
+            self.shared.by_id.retain(|id, slot| {
                 if slot.deadline <= now {
                     slot.answer(Err(Error::Timeout(slot.timeout)));
-                    cancels.push(*id);
+                    cancels.push(id);
                     false
                 } else {
                     next = Some(next.map_or(slot.deadline, |n| n.min(slot.deadline)));
@@ -805,7 +750,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 Ok(Inbound::Reply { id, outcome }) => {
                     let outcome =
                         outcome.map_err(|(code, message)| Error::Remote { code, message });
-                    match self.shared.take(id) {
+                    match self.shared.by_id.take(id) {
                         Some(mut slot) => slot.answer(outcome),
                         // Its request timed out or was dropped (and
                         // cancelled): nobody waits for this any more.

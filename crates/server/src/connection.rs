@@ -2,12 +2,13 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use enchufe_framing::mux::{Header, Hello, Kind, Profile};
+use enchufe_framing::session::{Abandon, InFlight};
 use enchufe_framing::{Decode, Encode, OutFrame};
 use tokio::sync::{oneshot, Semaphore};
 use tracing::trace;
@@ -103,12 +104,11 @@ struct Inner {
 
 /// Requests this end sent on a peer connection, awaiting replies.
 struct Requests {
-    next_id: AtomicU64,
     /// Bounds requests awaiting replies (`max_in_flight`).
     permits: Arc<Semaphore>,
-    /// Reply slots by id; `None` once the connection has ended, so a late
-    /// registration fails instead of waiting forever.
-    slots: Mutex<Option<HashMap<u64, oneshot::Sender<Result<BytesMut>>>>>,
+    /// Reply slots by id: the session layer's table, the one the client
+    /// uses too. After the connection's end, registering fails at once.
+    slots: InFlight<oneshot::Sender<Result<BytesMut>>>,
     timeout: Duration,
 }
 
@@ -161,9 +161,8 @@ impl Connection {
             outbound: parts.outbound,
             draining: AtomicBool::new(false),
             requests: Requests {
-                next_id: AtomicU64::new(1),
                 permits: Arc::new(Semaphore::new(parts.max_in_flight)),
-                slots: Mutex::new(Some(HashMap::new())),
+                slots: InFlight::new(),
                 timeout: parts.request_timeout,
             },
         };
@@ -249,26 +248,23 @@ impl Connection {
                 .acquire()
                 .await
                 .map_err(|_| Error::Closed)?;
-            let id = requests.next_id.fetch_add(1, Ordering::Relaxed);
-            let frame = self.check_len(OutFrame::with_header(
-                Header {
-                    kind: Kind::Request,
-                    id,
-                },
-                body,
-            ))?;
+            let request = |id| {
+                OutFrame::with_header(
+                    Header {
+                        kind: Kind::Request,
+                        id,
+                    },
+                    body.clone(),
+                )
+            };
+            // The id does not change the length: check before registering.
+            self.check_len(request(0))?;
             let (reply, answer) = oneshot::channel();
-            match requests.slots().as_mut() {
-                Some(slots) => slots.insert(id, reply),
-                None => return Err(Error::Closed),
-            };
-            let mut outstanding = Outstanding {
-                conn: self,
-                id,
-                queued: false,
-            };
-            self.wait_for_room(frame, false).await?;
-            outstanding.queued = true;
+            let id = requests.slots.register(reply).map_err(|_| Error::Closed)?;
+            let cancel = |id| self.send_cancel(id);
+            let mut outstanding = Abandon::new(&requests.slots, id, &cancel);
+            self.wait_for_room(request(id), false).await?;
+            outstanding.sent();
             answer.await.unwrap_or(Err(Error::Closed))
         };
         let frame = tokio::time::timeout(timeout, exchange)
@@ -515,13 +511,7 @@ impl Connection {
     /// Answers our request `id` with what the other end sent; a reply for
     /// an id we no longer wait for (timed out, cancelled) is dropped.
     pub(crate) fn answer(&self, id: u64, outcome: Result<BytesMut>) {
-        let slot = self
-            .inner
-            .requests
-            .slots()
-            .as_mut()
-            .and_then(|slots| slots.remove(&id));
-        match slot {
+        match self.inner.requests.slots.take(id) {
             Some(slot) => {
                 let _ = slot.send(outcome);
             }
@@ -532,11 +522,25 @@ impl Connection {
     /// The connection has ended: every request still waiting fails, and
     /// later ones fail at once.
     pub(crate) fn end_requests(&self) {
-        let slots = self.inner.requests.slots().take();
-        for (_, slot) in slots.into_iter().flatten() {
+        for slot in self.inner.requests.slots.end() {
             let _ = slot.send(Err(Error::Closed));
         }
         self.inner.requests.permits.close();
+    }
+
+    /// Tells the other end we gave up on our request `id`. A cancel is a
+    /// few bytes and frees the other end's work: it goes past the budget
+    /// rather than be skipped (once the connection is closed it is, and a
+    /// late reply is dropped on arrival).
+    fn send_cancel(&self, id: u64) {
+        let cancel = OutFrame::with_header(
+            Header {
+                kind: Kind::Cancel,
+                id,
+            },
+            Bytes::new(),
+        );
+        let _ = self.inner.outbox.force(cancel, &self.inner.signal);
     }
 
     pub(crate) fn take_failure(&self) -> Option<Error> {
@@ -545,53 +549,5 @@ impl Connection {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
-    }
-}
-
-impl Requests {
-    fn slots(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Result<BytesMut>>>>> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// One of our requests between registering its slot and its answer. Dropped
-/// with the slot still there means the caller gave up: the slot is freed and,
-/// if the request was queued, the other end is sent a `cancel` (without
-/// waiting: a cancel goes past the byte budget; once the connection is
-/// closed it is skipped, and a late reply is dropped on arrival).
-struct Outstanding<'a> {
-    conn: &'a Connection,
-    id: u64,
-    queued: bool,
-}
-
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        let removed = self
-            .conn
-            .inner
-            .requests
-            .slots()
-            .as_mut()
-            .and_then(|slots| slots.remove(&self.id));
-        if removed.is_none() || !self.queued {
-            return;
-        }
-        let cancel = OutFrame::with_header(
-            Header {
-                kind: Kind::Cancel,
-                id: self.id,
-            },
-            Bytes::new(),
-        );
-        // A cancel is a few bytes and frees the other end's work: it goes
-        // past the budget rather than be skipped.
-        let _ = self
-            .conn
-            .inner
-            .outbox
-            .force(cancel, &self.conn.inner.signal);
     }
 }
