@@ -127,14 +127,16 @@
 
 mod client;
 mod config;
+mod dial;
 mod error;
 mod link;
 mod multi;
 mod reconnect;
 mod supervisor;
 
-pub use client::{Client, UNIX_PREFIX};
+pub use client::Client;
 pub use config::Config;
+pub use dial::UNIX_PREFIX;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
 pub use multi::{MultiClient, Routing};

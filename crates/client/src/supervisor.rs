@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
-use crate::client::{dial, Wiring};
+use crate::dial::{dial, Wiring};
 use crate::link::Link;
 use crate::{Backoff, Config, Error, Event, Reconnect, Result, WhileDown};
 

@@ -59,20 +59,21 @@
 //! # }
 //! ```
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use enchufe_framing::{Decode, Encode};
-use enchufe_server::{Connection, Handler, Profile, Server, ServerHandle};
+use enchufe_server::{Connection, Handler, Server, ServerHandle};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
+mod config;
 mod table;
+
+pub use config::{Config, Error, Result};
 
 /// How dialing retries: the client's reconnect backoff, shared by peers.
 pub use enchufe_client::Backoff;
@@ -83,174 +84,6 @@ pub use enchufe_client::WhileDown;
 pub use enchufe_client::UNIX_PREFIX;
 pub use table::PeerEvent;
 use table::{PeerHandler, Table};
-
-/// `Result` with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Why a peer operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The listener could not be bound, or a link failed (the inner error
-    /// says how: [`Timeout`](enchufe_server::Error::Timeout),
-    /// [`Remote`](enchufe_server::Error::Remote), a framing error...).
-    #[error(transparent)]
-    Server(#[from] enchufe_server::Error),
-
-    /// No live link to a peer with this id.
-    #[error("no link to peer {0:?}")]
-    NotConnected(String),
-
-    /// Dialing gave up: the other peer never came up within the backoff's
-    /// limits.
-    #[error("cannot reach peer {addr} after {attempts} attempts: {last}")]
-    Unreachable {
-        /// The address dialed.
-        addr: String,
-        /// Attempts made.
-        attempts: u32,
-        /// The last attempt's error.
-        #[source]
-        last: enchufe_server::Error,
-    },
-
-    /// The peer is closing or closed.
-    #[error("the peer is closed")]
-    Closed,
-}
-
-impl Error {
-    /// Whether a request to a peer took too long.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Server(e) if e.is_timeout())
-    }
-
-    /// Whether there is no link: the peer is closed, not connected, or the
-    /// link went away.
-    pub fn is_closed(&self) -> bool {
-        match self {
-            Error::Closed | Error::NotConnected(_) => true,
-            Error::Server(e) => e.is_closed(),
-            _ => false,
-        }
-    }
-
-    /// Whether a frame was over the limit.
-    pub fn is_frame_too_large(&self) -> bool {
-        matches!(self, Error::Server(e) if e.is_frame_too_large())
-    }
-}
-
-/// Settings of a [`Peer`].
-///
-/// ```
-/// use std::time::Duration;
-/// let config = enchufe_peer::Config::new("a").keepalive(Duration::from_millis(500));
-/// assert_eq!(config.id, "a");
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Config {
-    /// This peer's node id, sent in every hello; peers are addressed by it.
-    /// Ids must be unique within a mesh (two peers with one id would retire
-    /// each other's links). Default: 16 random hex digits.
-    pub id: String,
-    /// The server side, which serves accepted and dialed links alike. Its
-    /// profile, node id, peer flag, keepalive and idle timeout are set by
-    /// the peer from the fields here. Default: the server's defaults, except
-    /// [`SlowConsumer::Block`](enchufe_server::SlowConsumer::Block) (a peer's
-    /// messages are never dropped; a peer that stops reading is dropped after
-    /// the write timeout).
-    pub server: enchufe_server::Config,
-    /// How dialing retries while the other peer is not up.
-    pub backoff: Backoff,
-    /// How often an idle link sends a ping. Default 5 s.
-    pub keepalive: Duration,
-    /// A link that brings nothing (not even a ping) for this long is dead and
-    /// dropped, then dialed again. Default 15 s: three missed pings. It is
-    /// also the longest a retired duplicate link waits for the other end.
-    pub idle_timeout: Duration,
-    /// Events kept for a slow [`Peer::events`] receiver before it starts
-    /// missing the oldest. Default 1024.
-    pub event_queue: usize,
-    /// What [`Peer::send`] and [`Peer::request`] do when the peer has no
-    /// link right now: [`WhileDown::FailFast`] (the default) fails at once
-    /// with [`Error::NotConnected`]; [`WhileDown::Wait`] waits up to its
-    /// bound for the link to come (back), as while a peer restarts.
-    pub while_down: WhileDown,
-}
-
-impl Config {
-    /// The defaults, with this node id.
-    pub fn new(id: impl Into<String>) -> Config {
-        Config {
-            id: id.into(),
-            ..Config::default()
-        }
-    }
-
-    /// Sets [`Config::server`].
-    #[must_use]
-    pub fn server(mut self, server: enchufe_server::Config) -> Self {
-        self.server = server;
-        self
-    }
-
-    /// Sets [`Config::backoff`].
-    #[must_use]
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// Sets [`Config::keepalive`].
-    #[must_use]
-    pub fn keepalive(mut self, every: Duration) -> Self {
-        self.keepalive = every;
-        self
-    }
-
-    /// Sets [`Config::idle_timeout`].
-    #[must_use]
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::while_down`].
-    #[must_use]
-    pub fn while_down(mut self, policy: WhileDown) -> Self {
-        self.while_down = policy;
-        self
-    }
-
-    fn server_config(&self) -> enchufe_server::Config {
-        self.server
-            .clone()
-            .profile(Profile::Multiplexed)
-            .peer(true)
-            .node_id(self.id.clone())
-            .keepalive(Some(self.keepalive))
-            .idle_timeout(Some(self.idle_timeout))
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u8(0);
-        Config {
-            id: format!("{:016x}", h.finish()),
-            server: enchufe_server::Config::default()
-                .slow_consumer(enchufe_server::SlowConsumer::Block),
-            backoff: Backoff::default(),
-            keepalive: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(15),
-            event_queue: 1024,
-            while_down: WhileDown::FailFast,
-        }
-    }
-}
 
 /// An endpoint that serves a [`Handler`] and dials other peers (as quinn's
 /// `Endpoint` is both client and server). Cheap to clone; every clone is the

@@ -1,0 +1,132 @@
+//! Opening a connection: resolving, dialing TCP or a Unix socket within
+//! the connect timeout, and what each connection's driver is wired to.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use crate::link::Link;
+use crate::reconnect::EVENTS_QUEUE;
+use crate::{Config, Error, Event, Result};
+
+/// What the tasks of one connection need from the client they serve.
+#[derive(Debug, Clone)]
+pub(crate) struct Wiring {
+    /// Where unsolicited frames go.
+    pub(crate) incoming: mpsc::Sender<Result<BytesMut>>,
+    /// Where the connection's end is reported.
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Whether the error that ends the connection goes to `incoming` too
+    /// (`recv` returns it once). A reconnecting client's `recv` goes on
+    /// across connections, so its links report their end as events only.
+    pub(crate) report_end: bool,
+}
+
+impl Wiring {
+    /// A client's incoming queue and events, for links that report their
+    /// end to `recv` unless the client reconnects.
+    pub(crate) fn new(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
+        let (incoming, incoming_rx) = mpsc::channel(config.incoming_queue);
+        let (events, _) = broadcast::channel(EVENTS_QUEUE);
+        let wiring = Wiring {
+            incoming,
+            events,
+            report_end: config.reconnect.is_none(),
+        };
+        (wiring, incoming_rx)
+    }
+
+    /// As [`Wiring::new`] for a client that cannot reconnect.
+    pub(crate) fn fixed(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
+        let (mut wiring, incoming) = Self::new(config);
+        wiring.report_end = true;
+        (wiring, incoming)
+    }
+}
+
+/// How an address names a Unix domain socket instead of `HOST:PORT`:
+/// `unix:/run/app.sock`. [`Client::connect`](crate::Client::connect), [`Client::connect_with`](crate::Client::connect_with) and
+/// `MultiClient::add` take such addresses.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// Resolves `addr` (or takes the path of a `unix:PATH` address), connects
+/// within `connect_timeout` and (multiplexed) exchanges hellos within the
+/// same deadline: one connection attempt.
+pub(crate) async fn dial(
+    addr: impl ToSocketAddrs,
+    shown: &str,
+    config: &Config,
+    wiring: &Wiring,
+) -> Result<Link> {
+    let deadline = Instant::now() + config.connect_timeout;
+    #[cfg(unix)]
+    if let Some(path) = shown.strip_prefix(UNIX_PREFIX) {
+        let path = std::path::Path::new(path);
+        let stream = tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                addr: shown.to_owned(),
+                after: config.connect_timeout,
+            })?
+            .map_err(|source| Error::ConnectUnix {
+                path: path.to_owned(),
+                source,
+            })?;
+        return Link::start(
+            stream,
+            config,
+            (None, None),
+            deadline,
+            shown,
+            wiring.clone(),
+        )
+        .await;
+    }
+    let attempt = async {
+        let addrs = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| Error::Resolve {
+                addr: shown.to_owned(),
+                source,
+            })?;
+        let mut last = None;
+        for candidate in addrs {
+            match TcpStream::connect(candidate).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    last = Some(Error::Refused { addr: candidate });
+                }
+                Err(source) => {
+                    last = Some(Error::Connect {
+                        addr: candidate,
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Resolve {
+            addr: shown.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+        }))
+    };
+    let stream = tokio::time::timeout_at(deadline, attempt)
+        .await
+        .map_err(|_| Error::ConnectTimeout {
+            addr: shown.to_owned(),
+            after: config.connect_timeout,
+        })??;
+    let (stream, addrs) = tcp_parts(stream);
+    Link::start(stream, config, addrs, deadline, shown, wiring.clone()).await
+}
+
+pub(crate) fn tcp_parts(
+    stream: TcpStream,
+) -> (TcpStream, (Option<SocketAddr>, Option<SocketAddr>)) {
+    // Requests are small and latency-bound; batching is done by the driver.
+    let _ = stream.set_nodelay(true);
+    let addrs = (stream.peer_addr().ok(), stream.local_addr().ok());
+    (stream, addrs)
+}
