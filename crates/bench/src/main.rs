@@ -20,10 +20,13 @@
 //!   and reads server CPU (/proc/PID/stat) and memory (/proc/PID/status).
 //! ```
 //!
-//! Map: [`compare`] orchestrates and prints; [`floor`] is the hand-written
-//! echo server; [`rpc`] is tarpc's side; [`load`] the load generators and
-//! the byte-for-byte check ([`payload`]); [`tools`] the idle holder and the
-//! abusive clients; [`child`] and [`procfs`] the process plumbing.
+//! Map: [`compare`] orchestrates (options, run order, server processes),
+//! its submodules `duel` running the contenders' rounds, `memory` the idle
+//! and abuse rows and `report` printing the markdown; [`floor`] is the
+//! hand-written echo server; [`rpc`] is tarpc's side; [`load`] the load
+//! generators and the byte-for-byte check ([`payload`]); [`tools`] the idle
+//! holder and the abusive clients; [`child`] and [`procfs`] the process
+//! plumbing.
 
 mod child;
 mod compare;

@@ -1,0 +1,246 @@
+//! Contenders, workloads and the rounds of a duel: each contender runs once
+//! per round, back to back, the order rotating between rounds.
+
+use crate::error::{Error, Result};
+use crate::load::{Kind, Spec};
+use crate::procfs;
+
+use super::report::{micros, rate};
+use super::{Bench, Srv};
+
+/// A contender: a load generator against a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Who {
+    /// Hand-written generator → floor.
+    Floor,
+    /// Hand-written generator → enchufe echo_server (plain).
+    Enchufe,
+    /// enchufe `Client` (plain) → enchufe echo_server (plain).
+    Client,
+    /// enchufe `Client` (multiplexed) → enchufe echo_server --mux.
+    EnchufeMux,
+    /// tarpc client → tarpc server.
+    Tarpc,
+}
+
+impl Who {
+    fn server(self) -> Srv {
+        match self {
+            Who::Floor => Srv::Floor,
+            Who::Enchufe | Who::Client => Srv::Plain,
+            Who::EnchufeMux => Srv::Mux,
+            Who::Tarpc => Srv::Tarpc,
+        }
+    }
+
+    fn load(self) -> Kind {
+        match self {
+            Who::Floor | Who::Enchufe => Kind::Frames,
+            Who::Client => Kind::Client,
+            Who::EnchufeMux => Kind::ClientMux,
+            Who::Tarpc => Kind::Tarpc,
+        }
+    }
+
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Who::Floor => "floor",
+            Who::Enchufe => "enchufe",
+            Who::Client => "enchufe Client",
+            Who::EnchufeMux => "enchufe mux",
+            Who::Tarpc => "tarpc",
+        }
+    }
+}
+
+/// Payload size and concurrency of a duel.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Workload {
+    size: usize,
+    conns: usize,
+    depth: usize,
+    latency: bool,
+}
+
+impl Workload {
+    const fn new(size: usize, conns: usize, depth: usize) -> Workload {
+        Workload {
+            size,
+            conns,
+            depth,
+            latency: false,
+        }
+    }
+
+    pub(super) fn label(&self) -> String {
+        let size = match self.size {
+            s if s >= 1 << 20 => format!("{} MiB", s >> 20),
+            s if s >= 1 << 10 => format!("{} KiB", s >> 10),
+            s => format!("{s} B"),
+        };
+        let conns = if self.conns == 1 { "conn" } else { "conns" };
+        format!("{size}, {} {conns} × {}", self.conns, self.depth)
+    }
+}
+
+pub(super) const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// The plain-profile workloads; the first two also duel the enchufe Client.
+pub(super) const PLAIN: [Workload; 5] = [
+    Workload::new(16, 1, 64),
+    Workload::new(16, 32, 16),
+    Workload::new(KIB, 32, 16),
+    Workload::new(64 * KIB, 1, 4),
+    Workload::new(MIB, 1, 4),
+];
+pub(super) const LATENCY: Workload = Workload {
+    latency: true,
+    ..Workload::new(16, 32, 1)
+};
+pub(super) const MUX: [Workload; 3] = [
+    Workload::new(16, 32, 16),
+    Workload::new(16, 1, 64),
+    Workload::new(KIB, 32, 16),
+];
+
+/// One run's measurements.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sample {
+    /// Echoes per second.
+    pub(super) rate: f64,
+    /// Server CPU (user + system) per echo, µs.
+    pub(super) server_cpu: f64,
+    /// Load process CPU per echo, µs.
+    pub(super) client_cpu: f64,
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+}
+
+/// Every round of one workload: `samples[contender][round]`.
+#[derive(Debug)]
+pub(super) struct Duel {
+    pub(super) workload: Workload,
+    who: Vec<Who>,
+    samples: Vec<Vec<Option<Sample>>>,
+    pub(super) errors: Vec<String>,
+}
+
+/// A median, with the range it came from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Spread {
+    pub(super) median: f64,
+    pub(super) min: f64,
+    pub(super) max: f64,
+}
+
+fn spread(mut v: Vec<f64>) -> Option<Spread> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    };
+    Some(Spread {
+        median,
+        min: v[0],
+        max: v[v.len() - 1],
+    })
+}
+
+impl Duel {
+    pub(super) fn index(&self, who: Who) -> Option<usize> {
+        self.who.iter().position(|&w| w == who)
+    }
+
+    /// Median over rounds of one contender's `f`.
+    pub(super) fn median(&self, who: Who, f: fn(&Sample) -> f64) -> Option<f64> {
+        let i = self.index(who)?;
+        spread(self.samples[i].iter().flatten().map(f).collect()).map(|s| s.median)
+    }
+
+    /// `f(a) / f(b)` per round (rounds where both ran), summarised.
+    pub(super) fn ratio(&self, a: Who, b: Who, f: fn(&Sample) -> f64) -> Option<Spread> {
+        let (a, b) = (self.index(a)?, self.index(b)?);
+        let per_round = self.samples[a]
+            .iter()
+            .zip(&self.samples[b])
+            .filter_map(|(x, y)| Some(f(x.as_ref()?) / f(y.as_ref()?)))
+            .collect();
+        spread(per_round)
+    }
+}
+
+impl Bench {
+    /// Runs every round of `workload` for each contender.
+    pub(super) async fn duel(&mut self, workload: Workload, who: &[Who]) -> Duel {
+        let mut duel = Duel {
+            workload,
+            who: who.to_vec(),
+            samples: vec![Vec::new(); who.len()],
+            errors: Vec::new(),
+        };
+        let names: Vec<&str> = who.iter().map(|w| w.label()).collect();
+        eprintln!("{}: {}", workload.label(), names.join(" vs "));
+        for round in 0..self.rounds {
+            for k in 0..who.len() {
+                let i = (k + round) % who.len();
+                let sample = self.measure(who[i], workload).await;
+                match &sample {
+                    Ok(s) => eprintln!(
+                        "  round {}/{} {:<15} {:>10}  server {:>9}/frame",
+                        round + 1,
+                        self.rounds,
+                        who[i].label(),
+                        rate(s.rate),
+                        micros(s.server_cpu)
+                    ),
+                    Err(e) => {
+                        eprintln!("  round {} {}: FAILED: {e}", round + 1, who[i].label());
+                        duel.errors.push(format!("{}: {e}", who[i].label()));
+                    }
+                }
+                duel.samples[i].push(sample.ok());
+            }
+        }
+        duel
+    }
+
+    /// One load run against `who`'s server, with that server's CPU time
+    /// read before and after.
+    async fn measure(&mut self, who: Who, w: Workload) -> Result<Sample> {
+        let secs = self.secs;
+        let server = self.server(who.server()).await?;
+        let (pid, addr) = (server.pid, server.addr);
+        let spec = Spec {
+            kind: who.load(),
+            addr,
+            conns: w.conns,
+            depth: w.depth,
+            size: w.size,
+            secs,
+            frames: None,
+            latency: w.latency,
+        };
+        let cpu_before = procfs::cpu_secs(pid)?;
+        let report = self.load(&spec).await?;
+        let cpu_after = procfs::cpu_secs(pid)?;
+        if report.frames == 0 {
+            return Err(Error::harness("no echo came back"));
+        }
+        let frames = report.frames as f64;
+        let latency = report.latency_us;
+        Ok(Sample {
+            rate: frames / report.secs,
+            server_cpu: (cpu_after - cpu_before) * 1e6 / frames,
+            client_cpu: report.client_cpu_secs * 1e6 / frames,
+            p50: latency.map_or(f64::NAN, |l| l.p50),
+            p99: latency.map_or(f64::NAN, |l| l.p99),
+        })
+    }
+}

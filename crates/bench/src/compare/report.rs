@@ -1,0 +1,288 @@
+//! What `compare` prints: the header describing the machine and method,
+//! and one markdown table per section.
+
+use std::fmt::Write as _;
+
+use tokio::process::Command;
+
+use super::duel::{Duel, Spread, Who};
+use super::memory::{AbuseRow, IdleRow};
+
+pub(super) async fn print_header(rounds: usize, secs: f64) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let rustc = Command::new(rustc)
+        .arg("-V")
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "rustc unknown".into());
+    println!("# enchufe comparison harness\n");
+    println!("- command: `enchufe-bench {}`", args.join(" "));
+    println!(
+        "- machine: {cpus} CPUs ({model}), Linux {}, {rustc}; load average at start {}",
+        kernel.trim(),
+        loadavg()
+    );
+    println!(
+        "- method: separate processes over 127.0.0.1; rounds per duel: {rounds}, {secs} s per run, \
+         contenders back to back in rotating order; figures are medians over rounds, \
+         ratios the median of per-round ratios with (min–max)"
+    );
+    println!(
+        "- servers: floor = hand-written tokio-util `Framed` echo (crates/bench); \
+         enchufe = `examples/echo_server` in release, `RUST_LOG=warn`; tarpc 0.38, bincode over TCP; \
+         all on Tokio's multi-thread runtime with default workers\n"
+    );
+}
+
+pub(super) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub(super) fn rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k/s", r / 1e3)
+    } else {
+        format!("{r:.0} /s")
+    }
+}
+
+pub(super) fn micros(us: f64) -> String {
+    if !us.is_finite() {
+        "–".into()
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else if us >= 10.0 {
+        format!("{us:.1} µs")
+    } else {
+        format!("{us:.2} µs")
+    }
+}
+
+fn kib(k: u64) -> String {
+    if k >= 10 * 1024 {
+        format!("{:.0} MiB", k as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", k as f64 / 1024.0)
+    }
+}
+
+fn bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn opt(v: Option<f64>, f: fn(f64) -> String) -> String {
+    v.map_or_else(|| "failed".into(), f)
+}
+
+/// `0.91 (0.85–0.97)`, or why there is none.
+fn ratio(s: Option<Spread>) -> String {
+    s.map_or_else(
+        || "failed".into(),
+        |s| format!("**{:.2}** ({:.2}–{:.2})", s.median, s.min, s.max),
+    )
+}
+
+/// Whether the median meets a target: `higher` is better, or lower.
+fn meets(s: Option<Spread>, target: f64, higher: bool) -> &'static str {
+    match s {
+        Some(s) if (higher && s.median >= target) || (!higher && s.median <= target) => "yes",
+        Some(_) => "no",
+        None => "–",
+    }
+}
+
+fn errors(duels: &[&Duel]) -> String {
+    let mut out = String::new();
+    for d in duels {
+        for e in &d.errors {
+            let _ = writeln!(out, "- FAILED, {}: {e}", d.workload.label());
+        }
+    }
+    out
+}
+
+pub(super) fn plain_table(duels: &[Duel]) -> String {
+    let mut t = String::from(
+        "## Plain echo: enchufe echo_server vs the floor\n\n\
+         The same hand-written pipelined generator drives both. Throughput is echoed frames \
+         per second; CPU is the server process's user + system time over the run, per frame. \
+         Targets: throughput ≥ 0.95× floor, CPU efficiency (floor CPU / enchufe CPU) ≥ 0.95.\n\n\
+         | workload | floor | enchufe | enchufe / floor | ≥ 0.95 | floor CPU/frame | enchufe CPU/frame | floor / enchufe CPU | ≥ 0.95 |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut used = Vec::new();
+    for d in duels.iter().filter(|d| d.index(Who::Floor).is_some()) {
+        let thr = d.ratio(Who::Enchufe, Who::Floor, |s| s.rate);
+        let eff = d.ratio(Who::Floor, Who::Enchufe, |s| s.server_cpu);
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            d.workload.label(),
+            opt(d.median(Who::Floor, |s| s.rate), rate),
+            opt(d.median(Who::Enchufe, |s| s.rate), rate),
+            ratio(thr),
+            meets(thr, 0.95, true),
+            opt(d.median(Who::Floor, |s| s.server_cpu), micros),
+            opt(d.median(Who::Enchufe, |s| s.server_cpu), micros),
+            ratio(eff),
+            meets(eff, 0.95, true),
+        );
+        used.push(d);
+    }
+    t + &errors(&used)
+}
+
+pub(super) fn client_table(duels: &[Duel]) -> String {
+    let mut t = String::from(
+        "## Plain pipelining: enchufe Client vs the hand-written generator\n\n\
+         Both against the same enchufe echo_server (plain profile). The Client runs one task per \
+         frame in flight, each calling `request` in a loop on clones of one `Client` per \
+         connection. CPU here is the load process's, per frame. Target: Client ≥ 0.8× generator.\n\n\
+         | workload | generator | Client | Client / generator | ≥ 0.8 | generator CPU/frame | Client CPU/frame |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let mut used = Vec::new();
+    for d in duels.iter().filter(|d| d.index(Who::Client).is_some()) {
+        let r = d.ratio(Who::Client, Who::Enchufe, |s| s.rate);
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            d.workload.label(),
+            opt(d.median(Who::Enchufe, |s| s.rate), rate),
+            opt(d.median(Who::Client, |s| s.rate), rate),
+            ratio(r),
+            meets(r, 0.8, true),
+            opt(d.median(Who::Enchufe, |s| s.client_cpu), micros),
+            opt(d.median(Who::Client, |s| s.client_cpu), micros),
+        );
+        used.push(d);
+    }
+    t + &errors(&used)
+}
+
+pub(super) fn latency_table(d: &Duel) -> String {
+    let r = d.ratio(Who::Enchufe, Who::Floor, |s| s.p99);
+    let mut t = String::from(
+        "## Round-trip latency: enchufe echo_server vs the floor\n\n\
+         The generator with one frame in flight per connection, every round trip timed. \
+         Target: p99 ≤ 1.1× floor.\n\n\
+         | workload | floor p50 | floor p99 | enchufe p50 | enchufe p99 | p99 enchufe / floor | ≤ 1.1 |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let _ = writeln!(
+        t,
+        "| {} | {} | {} | {} | {} | {} | {} |",
+        d.workload.label(),
+        opt(d.median(Who::Floor, |s| s.p50), micros),
+        opt(d.median(Who::Floor, |s| s.p99), micros),
+        opt(d.median(Who::Enchufe, |s| s.p50), micros),
+        opt(d.median(Who::Enchufe, |s| s.p99), micros),
+        ratio(r),
+        meets(r, 1.1, false),
+    );
+    t + &errors(&[d])
+}
+
+pub(super) fn mux_table(duels: &[Duel]) -> String {
+    let mut t = String::from(
+        "## Multiplexed: enchufe Client + echo_server --mux vs tarpc\n\n\
+         enchufe's `Client` (multiplexed profile) against the echo_server example with `--mux`; \
+         tarpc's client against a tarpc echo service. Both: one client per connection, one task \
+         per request in flight. Target: enchufe ≥ 3× tarpc at 16 B, 32 × 16.\n\n\
+         | workload | tarpc | enchufe | enchufe / tarpc | ≥ 3 | tarpc server CPU/req | enchufe server CPU/req | tarpc client CPU/req | enchufe client CPU/req |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut used = Vec::new();
+    for (i, d) in duels.iter().enumerate() {
+        let r = d.ratio(Who::EnchufeMux, Who::Tarpc, |s| s.rate);
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            d.workload.label(),
+            opt(d.median(Who::Tarpc, |s| s.rate), rate),
+            opt(d.median(Who::EnchufeMux, |s| s.rate), rate),
+            ratio(r),
+            if i == 0 { meets(r, 3.0, true) } else { "" },
+            opt(d.median(Who::Tarpc, |s| s.server_cpu), micros),
+            opt(d.median(Who::EnchufeMux, |s| s.server_cpu), micros),
+            opt(d.median(Who::Tarpc, |s| s.client_cpu), micros),
+            opt(d.median(Who::EnchufeMux, |s| s.client_cpu), micros),
+        );
+        used.push(d);
+    }
+    t + &errors(&used)
+}
+
+pub(super) fn idle_table(rows: &[IdleRow]) -> String {
+    let mut t = String::from(
+        "## Idle memory per connection\n\n\
+         A fresh server; connections opened 64 at a time, each echoes one 16-byte frame and \
+         then stays open and silent. Server VmRSS after minus before, over the connections. \
+         Target (enchufe): ≤ 4 KiB per connection at 10,000.\n\n\
+         | server | connections | RSS before | RSS after | per connection |\n\
+         |---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let per = r.after_kib.saturating_sub(r.before_kib) as f64 / r.conns as f64;
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | **{per:.1} KiB** |",
+            r.server,
+            r.conns,
+            kib(r.before_kib),
+            kib(r.after_kib),
+        );
+    }
+    t
+}
+
+pub(super) fn abuse_table(rows: &[AbuseRow], secs: f64) -> String {
+    let mut t = format!(
+        "## Abusive clients (enchufe echo_server, default config)\n\n\
+         A fresh server each; its memory sampled every 50 ms while the client ran ({secs} s), \
+         growth over its idle baseline. never-read: one connection sending 8 MiB frames and \
+         never reading (stops at 2 GiB written). trickle: 1,000 connections each declaring an \
+         8 MiB − 1 frame, then sending one byte per second.\n\n\
+         | case | sent | closed by server | peak RSS growth | peak VmSize growth | peak RSS (VmHWM) growth | RSS growth after the client left | target (RSS) |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} in {:.1} s | {} of {} | **{}** | {} | {} | {} | {} |",
+            r.case,
+            bytes(r.report.sent_bytes),
+            r.report.secs,
+            r.report.closed_by_server,
+            r.report.conns,
+            kib(r.peak_rss_kib),
+            kib(r.peak_size_kib),
+            kib(r.hwm_kib),
+            kib(r.after_rss_kib),
+            r.target,
+        );
+    }
+    t
+}
