@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use enchufe_framing::mux::{Header, Hello, Kind, Profile};
 use enchufe_framing::session::{Abandon, InFlight};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{broadcast, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, Instrument};
@@ -62,7 +62,7 @@ pub(crate) struct Link {
 #[derive(Debug)]
 struct LinkInner {
     /// Bounds requests awaiting replies (`max_in_flight`).
-    in_flight: Arc<Semaphore>,
+    in_flight: Arc<Permits>,
     shared: Arc<Shared>,
     profile: Profile,
     peer_addr: Option<SocketAddr>,
@@ -124,7 +124,7 @@ struct Pending {
     reply: Option<oneshot::Sender<Result<BytesMut>>>,
     /// Held until the slot is answered or dropped: a request's place among
     /// the `max_in_flight`.
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
     /// When the driver gives up waiting for the reply, and the timeout that
     /// means (for the error). The driver keeps every deadline in one timer:
     /// no timer is armed per request.
@@ -272,7 +272,7 @@ impl Link {
         tokio::spawn(driver.run().instrument(span));
         Link {
             inner: Arc::new(LinkInner {
-                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                in_flight: Arc::new(Permits::new(config.max_in_flight)),
                 shared,
                 profile: config.profile,
                 peer_addr,
@@ -320,15 +320,11 @@ impl Link {
         timeout: Duration,
     ) -> Result<BytesMut> {
         let in_flight = &self.inner.in_flight;
-        let permit = match in_flight.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Err(Error::Closed),
-            Err(TryAcquireError::NoPermits) => {
-                tokio::time::timeout_at(deadline, in_flight.clone().acquire_owned())
-                    .await
-                    .map_err(|_| Error::Timeout(timeout))?
-                    .map_err(|_| Error::Closed)?
-            }
+        let permit = match Permits::try_acquire(in_flight) {
+            Some(permit) => permit,
+            None => tokio::time::timeout_at(deadline, Permits::acquire(in_flight))
+                .await
+                .map_err(|_| Error::Timeout(timeout))?,
         };
         let (reply, answer) = oneshot::channel();
         let slot = Pending {
@@ -481,4 +477,109 @@ async fn exchange_hellos<Io: AsyncRead + AsyncWrite + Unpin>(
     let hello = Hello::decode(&theirs)?;
     debug!(server = %hello.node_id, "hello exchanged");
     Ok(())
+}
+
+/// The bound on requests awaiting replies (`max_in_flight`): an atomic
+/// count, so taking and giving back a place costs two atomic operations and
+/// no lock (tokio's `Semaphore` locks its waiters' list on every release,
+/// which showed in the client's profile). Only a request that finds every
+/// place taken waits, on a `Notify`.
+#[derive(Debug)]
+struct Permits {
+    used: AtomicUsize,
+    max: usize,
+    /// Requests waiting for a place.
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+/// One request's place among the `max_in_flight`; given back when dropped.
+#[derive(Debug)]
+struct Permit(Arc<Permits>);
+
+impl Permits {
+    fn new(max: usize) -> Permits {
+        Permits {
+            used: AtomicUsize::new(0),
+            max: max.max(1),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    fn try_acquire(this: &Arc<Permits>) -> Option<Permit> {
+        let mut used = this.used.load(Ordering::Relaxed);
+        loop {
+            if used >= this.max {
+                return None;
+            }
+            match this.used.compare_exchange_weak(
+                used,
+                used + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Permit(this.clone())),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Waits for a place (not bounded by itself: the caller's deadline is).
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves no trace: the waiter count is a guard,
+    /// and a notification taken by a dropped waiter passes to the next
+    /// (tokio's `Notified` forwards it).
+    async fn acquire(this: &Arc<Permits>) -> Permit {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        this.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&this.waiting);
+        loop {
+            let freed = this.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(permit) = Permits::try_acquire(this) {
+                return permit;
+            }
+            freed.await;
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+        if self.0.waiting.load(Ordering::Acquire) > 0 {
+            self.0.freed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn places_are_bounded_given_back_on_drop_and_waiters_wake() {
+        let permits = Arc::new(Permits::new(2));
+        let a = Permits::try_acquire(&permits).unwrap();
+        let _b = Permits::try_acquire(&permits).unwrap();
+        assert!(Permits::try_acquire(&permits).is_none());
+        let waiting = Permits::acquire(&permits);
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        drop(a);
+        let _c = waiting.await;
+        assert!(Permits::try_acquire(&permits).is_none());
+        // A waiter that gives up leaves nothing behind.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), Permits::acquire(&permits));
+        assert!(gave_up.await.is_err());
+        assert_eq!(permits.waiting.load(Ordering::Acquire), 0);
+    }
 }
