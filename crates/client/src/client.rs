@@ -12,8 +12,8 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::dial::{dial, tcp_parts, Wiring, UNIX_PREFIX};
-use crate::link::Link;
+use crate::dial::{dial, tcp_parts, UNIX_PREFIX};
+use crate::link::{Link, Wiring};
 use crate::supervisor::Supervised;
 use crate::{Config, Error, Event, Result};
 

@@ -3,49 +3,11 @@
 
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::link::Link;
-use crate::reconnect::EVENTS_QUEUE;
-use crate::{Config, Error, Event, Result};
-
-/// What the tasks of one connection need from the client they serve.
-#[derive(Debug, Clone)]
-pub(crate) struct Wiring {
-    /// Where unsolicited frames go.
-    pub(crate) incoming: mpsc::Sender<Result<BytesMut>>,
-    /// Where the connection's end is reported.
-    pub(crate) events: broadcast::Sender<Event>,
-    /// Whether the error that ends the connection goes to `incoming` too
-    /// (`recv` returns it once). A reconnecting client's `recv` goes on
-    /// across connections, so its links report their end as events only.
-    pub(crate) report_end: bool,
-}
-
-impl Wiring {
-    /// A client's incoming queue and events, for links that report their
-    /// end to `recv` unless the client reconnects.
-    pub(crate) fn new(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
-        let (incoming, incoming_rx) = mpsc::channel(config.incoming_queue);
-        let (events, _) = broadcast::channel(EVENTS_QUEUE);
-        let wiring = Wiring {
-            incoming,
-            events,
-            report_end: config.reconnect.is_none(),
-        };
-        (wiring, incoming_rx)
-    }
-
-    /// As [`Wiring::new`] for a client that cannot reconnect.
-    pub(crate) fn fixed(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
-        let (mut wiring, incoming) = Self::new(config);
-        wiring.report_end = true;
-        (wiring, incoming)
-    }
-}
+use crate::link::{Link, Wiring};
+use crate::{Config, Error, Result};
 
 /// How an address names a Unix domain socket instead of `HOST:PORT`:
 /// `unix:/run/app.sock`. [`Client::connect`](crate::Client::connect), [`Client::connect_with`](crate::Client::connect_with) and

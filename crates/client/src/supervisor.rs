@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
-use crate::dial::{dial, Wiring};
-use crate::link::Link;
+use crate::dial::dial;
+use crate::link::{Link, Wiring};
 use crate::{Backoff, Config, Error, Event, Reconnect, Result, WhileDown};
 
 /// Where a reconnecting client stands.

@@ -60,7 +60,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         wire: Wire<Io>,
         shared: Arc<Shared>,
         multiplexed: bool,
-        wiring: crate::dial::Wiring,
+        wiring: super::Wiring,
     ) -> Self {
         Driver {
             wire,

@@ -25,7 +25,7 @@ use enchufe_framing::mux::{Header, Hello, Kind, Profile};
 use enchufe_framing::session::{Abandon, InFlight};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, oneshot, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, Instrument};
@@ -34,12 +34,47 @@ mod driver;
 
 use driver::Driver;
 
-use crate::dial::Wiring;
 use crate::error::Terminal;
+use crate::reconnect::EVENTS_QUEUE;
 use crate::{Config, Error, Event, Result};
 
 /// A frame for the driver, a plain request's slot, and its request's deadline.
 type QueueItem = (OutFrame, Option<Pending>, Option<Instant>);
+
+/// What a connection's driver needs from the client it serves.
+#[derive(Debug, Clone)]
+pub(crate) struct Wiring {
+    /// Where unsolicited frames go.
+    pub(crate) incoming: mpsc::Sender<Result<BytesMut>>,
+    /// Where the connection's end is reported.
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Whether the error that ends the connection goes to `incoming` too
+    /// (`recv` returns it once). A reconnecting client's `recv` goes on
+    /// across connections, so its links report their end as events only.
+    pub(crate) report_end: bool,
+}
+
+impl Wiring {
+    /// A client's incoming queue and events, for links that report their
+    /// end to `recv` unless the client reconnects.
+    pub(crate) fn new(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
+        let (incoming, incoming_rx) = mpsc::channel(config.incoming_queue);
+        let (events, _) = broadcast::channel(EVENTS_QUEUE);
+        let wiring = Wiring {
+            incoming,
+            events,
+            report_end: config.reconnect.is_none(),
+        };
+        (wiring, incoming_rx)
+    }
+
+    /// As [`Wiring::new`] for a client that cannot reconnect.
+    pub(crate) fn fixed(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
+        let (mut wiring, incoming) = Self::new(config);
+        wiring.report_end = true;
+        (wiring, incoming)
+    }
+}
 
 /// What each bit of a link's [`Signal`] means.
 mod flag {
