@@ -425,7 +425,9 @@ impl Handler for Asker {
 
 /// A peer server "s" serving [`Asker`], and a raw TCP connection to it.
 async fn asker_peer(keepalive: Duration) -> (ServerHandle, TcpStream) {
-    let config = mux().peer(true).node_id("s").keepalive(Some(keepalive));
+    let config = mux()
+        .peer(enchufe_server::PeerLinks::default().keepalive(Some(keepalive)))
+        .node_id("s");
     let server = serve_with(Asker, config).await;
     let stream = TcpStream::connect(server.local_addr()).await.unwrap();
     (server, stream)

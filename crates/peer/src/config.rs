@@ -4,7 +4,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use enchufe_server::Profile;
+use enchufe_server::{PeerLinks, Profile};
 
 use crate::{Backoff, WhileDown};
 
@@ -152,9 +152,8 @@ impl Config {
         self.server
             .clone()
             .profile(Profile::Multiplexed)
-            .peer(true)
+            .peer(PeerLinks::default().keepalive(Some(self.keepalive)))
             .node_id(self.id.clone())
-            .keepalive(Some(self.keepalive))
             .idle_timeout(Some(self.idle_timeout))
     }
 }

@@ -293,7 +293,7 @@ impl Peer {
 
     /// Sends a request to peer `id` and waits for its handler's reply,
     /// within the server config's
-    /// [`request_timeout`](enchufe_server::Config::request_timeout).
+    /// [`request_timeout`](enchufe_server::PeerLinks::request_timeout).
     ///
     /// # Errors
     /// [`Error::NotConnected`]; [`Error::Server`] as

@@ -152,20 +152,12 @@ pub struct Config {
     /// hello. Default 10 s.
     pub handshake_timeout: Duration,
 
-    /// Multiplexed only: speak as a peer. The hello carries the peer flag,
-    /// and on a connection whose other end is a peer too, both ends may send
-    /// requests ([`Connection::request`](crate::Connection::request)) and
-    /// keepalive pings. Set by `enchufe_peer`; default `false`.
-    pub peer: bool,
-
-    /// Peer connections only: send a ping after this long without sending
-    /// anything, so that the other end's idle timeout tells a silent link
-    /// from a dead one. Default `None` (no pings).
-    pub keepalive: Option<Duration>,
-
-    /// How long [`Connection::request`](crate::Connection::request) waits for
-    /// its reply. Default 30 s.
-    pub request_timeout: Duration,
+    /// Multiplexed only: speak as a peer, with these settings for links to
+    /// other peers. The hello carries the peer flag, and on a connection
+    /// whose other end is a peer too, both ends may send requests
+    /// ([`Connection::request`](crate::Connection::request)) and keepalive
+    /// pings. Set by `enchufe_peer`; default `None` (a plain server).
+    pub peer: Option<PeerLinks>,
 
     /// Longest pause after a failing `accept` (for example EMFILE, out of file
     /// descriptors). The pause starts at 1 ms and doubles up to this. Default 1 s.
@@ -278,24 +270,10 @@ impl Config {
         self
     }
 
-    /// Sets [`Config::peer`].
+    /// Sets [`Config::peer`]: this server speaks as a peer.
     #[must_use]
-    pub fn peer(mut self, peer: bool) -> Self {
-        self.peer = peer;
-        self
-    }
-
-    /// Sets [`Config::keepalive`].
-    #[must_use]
-    pub fn keepalive(mut self, every: Option<Duration>) -> Self {
-        self.keepalive = every;
-        self
-    }
-
-    /// Sets [`Config::request_timeout`].
-    #[must_use]
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+    pub fn peer(mut self, links: PeerLinks) -> Self {
+        self.peer = Some(links);
         self
     }
 
@@ -322,7 +300,53 @@ impl Default for Config {
             busy: BusyPolicy::Wait,
             node_id: String::new(),
             handshake_timeout: Duration::from_secs(10),
-            peer: false,
+            peer: None,
+        }
+    }
+}
+
+/// Settings that matter only on links between two peers ([`Config::peer`];
+/// the `enchufe_peer` crate sets them), kept apart so a plain server's
+/// [`Config`] does not carry them.
+///
+/// ```
+/// use std::time::Duration;
+/// use enchufe_server::{Config, PeerLinks};
+/// let config = Config::default().peer(PeerLinks::default().keepalive(Some(Duration::from_secs(1))));
+/// assert!(config.peer.is_some());
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PeerLinks {
+    /// Send a ping every this long, so that the other end's idle timeout
+    /// tells a silent link from a dead one. Default `None` (no pings; the
+    /// peer crate sets 5 s).
+    pub keepalive: Option<Duration>,
+
+    /// How long [`Connection::request`](crate::Connection::request) waits for
+    /// its reply. Default 30 s, the client's request timeout.
+    pub request_timeout: Duration,
+}
+
+impl PeerLinks {
+    /// Sets [`PeerLinks::keepalive`].
+    #[must_use]
+    pub fn keepalive(mut self, every: Option<Duration>) -> Self {
+        self.keepalive = every;
+        self
+    }
+
+    /// Sets [`PeerLinks::request_timeout`].
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+}
+
+impl Default for PeerLinks {
+    fn default() -> Self {
+        PeerLinks {
             keepalive: None,
             request_timeout: Duration::from_secs(30),
         }

@@ -208,7 +208,7 @@ impl Connection {
     }
 
     /// Sends a request to the other end of a peer connection and waits for
-    /// its reply, within [`Config::request_timeout`](crate::Config::request_timeout).
+    /// its reply, within [`PeerLinks::request_timeout`](crate::PeerLinks::request_timeout).
     /// The other end's handler answers it, as this end's handler answers the
     /// other's requests.
     ///

@@ -67,7 +67,7 @@ mod server;
 mod stats;
 mod task;
 
-pub use config::{BusyPolicy, Config, Profile, SlowConsumer};
+pub use config::{BusyPolicy, Config, PeerLinks, Profile, SlowConsumer};
 pub use connection::{Connection, ConnectionId, Disconnect};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Handler, HandlerFn};

@@ -18,7 +18,7 @@ use crate::connection::Parts;
 use crate::outbox::{flag, Budget};
 use crate::stats::{Counters, Stats};
 use crate::task::{serve, Ctx};
-use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, Result};
+use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, PeerLinks, Result};
 
 /// A bound TCP listener, ready to serve a [`Handler`].
 ///
@@ -566,10 +566,13 @@ async fn serve_connection<H: Handler, Io>(
         profile: config.profile,
         policy: config.slow_consumer,
         counters: shared.counters.clone(),
-        local_peer: config.peer,
+        local_peer: config.peer.is_some(),
         outbound: ready.is_some(),
         max_in_flight: config.max_in_flight,
-        request_timeout: config.request_timeout,
+        request_timeout: config
+            .peer
+            .as_ref()
+            .map_or(PeerLinks::default().request_timeout, |p| p.request_timeout),
     });
     info!(outbound = ready.is_some(), "connected");
     {

@@ -57,7 +57,7 @@ where
         config.max_queued_bytes,
         Deadlines {
             idle: config.idle_timeout,
-            keepalive: config.keepalive,
+            keepalive: config.peer.as_ref().and_then(|p| p.keepalive),
             write_timeout: config.write_timeout,
             hello: mux.then_some(config.handshake_timeout),
         },
@@ -130,7 +130,7 @@ async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     conn: &Connection,
     driver: &mut Driver<'_, Io>,
 ) -> Result<(), Disconnect> {
-    let hello = if ctx.config.peer {
+    let hello = if ctx.config.peer.is_some() {
         Hello::peer(ctx.config.node_id.clone())
     } else {
         Hello::new(ctx.config.node_id.clone())
