@@ -27,7 +27,7 @@ mod support;
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
@@ -152,14 +152,11 @@ fn all(c: &mut Criterion) {
 /// `criterion_group!` makes a `pub fn` that `missing_docs` would flag and
 /// that cannot carry a doc comment; in a private module it is not exported.
 mod group {
-    use super::{all, Criterion, Duration};
+    use super::all;
 
     criterion::criterion_group! {
         name = benches;
-        config = Criterion::default()
-            .sample_size(20)
-            .measurement_time(Duration::from_secs(3))
-            .warm_up_time(Duration::from_secs(1));
+        config = crate::support::criterion();
         targets = all
     }
 }

@@ -21,8 +21,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use enchufe::client::Config as ClientConfig;
@@ -73,14 +71,11 @@ fn mux(c: &mut Criterion) {
 /// `criterion_group!` makes a `pub fn` that `missing_docs` would flag and
 /// that cannot carry a doc comment; in a private module it is not exported.
 mod group {
-    use super::{mux, Criterion, Duration};
+    use super::mux;
 
     criterion::criterion_group! {
         name = benches;
-        config = Criterion::default()
-            .sample_size(20)
-            .measurement_time(Duration::from_secs(3))
-            .warm_up_time(Duration::from_secs(1));
+        config = crate::support::criterion();
         targets = mux
     }
 }

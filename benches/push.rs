@@ -189,14 +189,11 @@ fn raise_open_file_limit() {
 /// `criterion_group!` makes a `pub fn` that `missing_docs` would flag and
 /// that cannot carry a doc comment; in a private module it is not exported.
 mod group {
-    use super::{push, Criterion, Duration};
+    use super::push;
 
     criterion::criterion_group! {
         name = benches;
-        config = Criterion::default()
-            .sample_size(20)
-            .measurement_time(Duration::from_secs(3))
-            .warm_up_time(Duration::from_secs(1));
+        config = crate::support::criterion();
         targets = push
     }
 }

@@ -14,6 +14,16 @@ use enchufe::{handler_fn, Client, ServerHandle};
 use futures::future::join_all;
 use tokio::runtime::Runtime;
 
+/// The criterion settings every network bench uses: 20 samples, 1 s of
+/// warm-up, 3 s of measurement (loopback round trips are noisy; more samples
+/// buy little on a shared 2-core machine).
+pub(crate) fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+}
+
 /// The multi-threaded runtime every network bench uses, built once per
 /// bench binary: 2 workers, the size of the VM the published numbers come
 /// from.

@@ -208,13 +208,7 @@ impl Error {
             | Error::UnexpectedEof { .. }
             | Error::Disconnected
             | Error::GaveUp { .. } => true,
-            Error::Io(e) => {
-                use io::ErrorKind::*;
-                matches!(
-                    e.kind(),
-                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
-                )
-            }
+            Error::Io(e) => enchufe_framing::is_closed_io(e),
             _ => false,
         }
     }

@@ -106,8 +106,10 @@ impl Error {
     }
 }
 
-/// Whether an I/O error means the connection is gone.
-pub(crate) fn is_closed_io(e: &io::Error) -> bool {
+/// Whether an I/O error means the connection is gone (reset, aborted,
+/// broken pipe, EOF, not connected): what every crate's `is_closed()` asks
+/// of an `io::Error`.
+pub fn is_closed_io(e: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(
         e.kind(),

@@ -106,13 +106,7 @@ impl Error {
         match self {
             Error::Closed => true,
             Error::Framing(e) => e.is_closed(),
-            Error::Io(e) => {
-                use io::ErrorKind::*;
-                matches!(
-                    e.kind(),
-                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
-                )
-            }
+            Error::Io(e) => enchufe_framing::is_closed_io(e),
             _ => false,
         }
     }
