@@ -586,8 +586,7 @@ async fn serve_connection<H: Handler, Io>(
             conn.signal().raise(flag::ABORT);
         }
     }
-    let ended = serve(ctx, &conn, io, &mut ready).await;
-    let reason = ended.reason;
+    let reason = serve(ctx, &conn, io, &mut ready).await;
     // Out of the registry as soon as it is over, so that a client that has
     // seen its connection end never still counts.
     shared.registry().remove(&id);

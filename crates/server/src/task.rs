@@ -29,11 +29,6 @@ pub(crate) struct Ctx<H> {
     pub(crate) framing: enchufe_framing::Config,
 }
 
-/// How a connection ended, and whether the goodbye may be sent.
-pub(crate) struct Ended {
-    pub(crate) reason: Disconnect,
-}
-
 /// Serves one connection until it ends: hello (multiplexed), `on_connect`,
 /// the profile's loop, then the goodbye (queued frames flushed and the
 /// writing side shut down, within the write timeout). `ready` is answered
@@ -43,7 +38,7 @@ pub(crate) async fn serve<H: Handler, Io>(
     conn: &Connection,
     io: Io,
     ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
-) -> Ended
+) -> Disconnect
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
@@ -66,7 +61,7 @@ where
     if !driver.aborted {
         driver.finish_writing().await;
     }
-    Ended { reason }
+    reason
 }
 
 async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
