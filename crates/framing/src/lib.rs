@@ -63,6 +63,7 @@
 
 mod codec;
 mod config;
+mod ended;
 mod error;
 mod message;
 pub mod mux;
@@ -73,6 +74,7 @@ mod wire;
 
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
+pub use ended::Ended;
 pub use error::{is_closed_io, BoxError, Error, Result};
 pub use message::{Decode, Encode, Json, Raw, Text};
 pub use signal::Signal;

@@ -17,7 +17,7 @@ use tokio_util::sync::PollSender;
 use tracing::{debug, trace};
 
 use super::{flag, Pending, Shared};
-use crate::error::Terminal;
+use crate::error::{ended_error, Ended};
 use crate::{Error, Result};
 
 /// The link's one task.
@@ -48,7 +48,7 @@ pub(super) struct Driver<Io> {
 /// Why the driver stops.
 enum Stop {
     /// The connection ended this way; the socket is dropped.
-    End(Terminal),
+    End(Ended),
     /// The server broke the protocol: hang up at once.
     Protocol(&'static str),
     /// A read or write failed.
@@ -84,17 +84,21 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             Stop::End(how) => (how, None),
             Stop::Protocol(what) => {
                 debug!(what, "protocol violation; closing the connection");
-                (Terminal::Protocol(what), Some(Error::Protocol(what)))
+                (
+                    Ended::Error(Arc::new(enchufe_framing::Error::Malformed(what))),
+                    Some(Error::Protocol(what)),
+                )
             }
             Stop::Failed(e) => {
                 debug!(error = %e, "connection failed");
-                (Terminal::from_error(&e), Some(e.into()))
+                let e = Arc::new(e);
+                (Ended::Error(e.clone()), Some(Error::from_shared(e)))
             }
         };
         debug!(how = ?how, "connection ended");
         self.shared.end(how.clone());
         for mut slot in self.pending.drain(..) {
-            slot.answer(Err(how.to_error()));
+            slot.answer(Err(ended_error(&how)));
         }
         if let (true, Some(error)) = (self.report_end, report) {
             // The caller of recv learns why, once.
@@ -131,7 +135,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     Poll::Ready(Ok(())) => {
                         let _ = self.incoming.send_item(Ok(frame));
                     }
-                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::End(Terminal::Local)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::End(Ended::Closed)),
                     Poll::Pending => self.held = Some(frame),
                 }
             }
@@ -162,15 +166,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                             debug!("sending side closed");
                             self.write_closed = true;
                             let closers = std::mem::take(&mut self.shared.out().close);
-                            let result = result.map_err(Error::from);
+                            let result = result.map_err(Arc::new);
                             for closer in closers {
                                 let _ = closer.send(match &result {
                                     Ok(()) => Ok(()),
-                                    Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
+                                    Err(e) => Err(Error::Framing(e.clone())),
                                 });
                             }
                             if flags & flag::DROPPED != 0 {
-                                return Poll::Ready(Stop::End(Terminal::Local));
+                                return Poll::Ready(Stop::End(Ended::Closed));
                             }
                             continue;
                         }
@@ -178,7 +182,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     }
                 }
             } else if flags & flag::DROPPED != 0 {
-                return Poll::Ready(Stop::End(Terminal::Local));
+                return Poll::Ready(Stop::End(Ended::Closed));
             }
             if reading {
                 match self.wire.poll_frame(cx) {
@@ -190,7 +194,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     }
                     Poll::Ready(Ok(None)) => {
                         self.eof = true;
-                        return Poll::Ready(Stop::End(Terminal::PeerClosed));
+                        return Poll::Ready(Stop::End(Ended::PeerClosed));
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e)),
                     Poll::Pending => {}
