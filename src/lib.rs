@@ -19,10 +19,11 @@
 //!  your code:    Handler (server side)      Client / MultiClient / Peer
 //!  ---------------------------------------------------------------
 //!  server        accept loop, a task per connection, limits, shutdown
-//!  client        cloneable handle + writer/reader tasks, half-close
+//!  client        cloneable handle + a task per connection, half-close
 //!  peer          an endpoint that serves and dials, whatever starts first
 //!  ---------------------------------------------------------------
-//!  framing       Transport<Io>: frames of bytes; Text, Json<T>, Raw
+//!  framing       the connection driver of every role; frames of bytes;
+//!                Text, Json<T>, Raw
 //! ```
 //!
 //! | crate | re-exported as | what it holds |

@@ -78,8 +78,8 @@ impl Wiring {
 
 /// What each bit of a link's [`Signal`] means.
 mod flag {
-    /// Frames were queued for the driver.
-    pub(super) const QUEUED: u8 = 1;
+    /// Frames were queued for the driver (the driver's own bit).
+    pub(super) const QUEUED: u8 = enchufe_framing::driver::QUEUED;
     /// [`Link::close`] was called: flush, then half-close.
     pub(super) const CLOSE: u8 = 2;
     /// The last handle is gone: flush, half-close, stop.
