@@ -90,6 +90,27 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The server is not speaking length-prefixed frames: where a frame
+    /// header should be it sent the start of another protocol (an HTTP
+    /// server's `HTTP/1.1 400 ...`, an SSH banner, a TLS record, text), which
+    /// read as a length is over the limit. The connection ends.
+    /// [`Error::is_frame_too_large`] also answers for it.
+    #[error(
+        "the server is not speaking length-prefixed frames: it sent \"{}\", which looks like \
+         {looks_like} (read as a frame header, {declared} bytes, over the limit of {limit})",
+        .header.escape_ascii()
+    )]
+    NotFrames {
+        /// What the bytes look like.
+        looks_like: enchufe_framing::Foreign,
+        /// The four bytes read where a frame header should have been.
+        header: [u8; 4],
+        /// Those bytes read as a big-endian length.
+        declared: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+
     /// The server's stream ended inside a frame: it crashed or was cut off
     /// mid-message.
     #[error("connection ended inside a frame: got {received} of {expected} bytes")]
@@ -216,7 +237,13 @@ impl Error {
     /// Whether a frame was over `max_frame_length` ([`Error::FrameTooLarge`]),
     /// ours to send or the server's.
     pub fn is_frame_too_large(&self) -> bool {
-        matches!(self, Error::FrameTooLarge { .. })
+        matches!(self, Error::FrameTooLarge { .. } | Error::NotFrames { .. })
+    }
+
+    /// Whether the server is not speaking length-prefixed frames at all
+    /// ([`Error::NotFrames`]): it looks like HTTP, SSH, TLS or text.
+    pub fn is_not_frames(&self) -> bool {
+        matches!(self, Error::NotFrames { .. })
     }
 
     /// Whether nothing could be reached to connect to: refused, unresolved,
@@ -239,6 +266,17 @@ impl From<enchufe_framing::Error> for Error {
         match e {
             F::Io(e) => Error::Io(e),
             F::FrameTooLarge { declared, limit } => Error::FrameTooLarge { declared, limit },
+            F::NotFrames {
+                looks_like,
+                header,
+                declared,
+                limit,
+            } => Error::NotFrames {
+                looks_like,
+                header,
+                declared,
+                limit,
+            },
             F::UnexpectedEof { expected, received } => Error::UnexpectedEof { expected, received },
             F::Encode(_) => Error::Encode(e),
             F::BadHello => Error::NotEnchufe,
@@ -263,6 +301,7 @@ pub(crate) enum Terminal {
         expected: u64,
         received: u64,
     },
+    NotFrames(enchufe_framing::Foreign, [u8; 4], usize),
     Io(io::ErrorKind, String),
     /// The server broke the multiplexed protocol; the client hung up.
     Protocol(&'static str),
@@ -280,6 +319,12 @@ impl Terminal {
                 expected: *expected,
                 received: *received,
             },
+            F::NotFrames {
+                looks_like,
+                header,
+                limit,
+                ..
+            } => Terminal::NotFrames(*looks_like, *header, *limit),
             F::Io(e) => Terminal::Io(e.kind(), e.to_string()),
             F::Malformed(what) => Terminal::Protocol(what),
             other => Terminal::Io(io::ErrorKind::InvalidData, other.to_string()),
@@ -297,6 +342,12 @@ impl Terminal {
             Terminal::UnexpectedEof { expected, received } => Error::UnexpectedEof {
                 expected: *expected,
                 received: *received,
+            },
+            Terminal::NotFrames(looks_like, header, limit) => Error::NotFrames {
+                looks_like: *looks_like,
+                header: *header,
+                declared: u64::from(u32::from_be_bytes(*header)),
+                limit: *limit,
             },
             Terminal::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
             Terminal::Protocol(what) => Error::Protocol(what),
