@@ -16,22 +16,34 @@ use std::time::{Duration, Instant};
 
 use common::interop::{spawn_python, SCRIPT_TIMEOUT};
 use common::{bounded, eventually};
-use enchufe::udp::{client, handler_fn, server, Error, UdpServerHandle, MAX_DATAGRAM};
+use enchufe::udp::{client, handler_fn, server, Error, Handler, UdpServerHandle, MAX_DATAGRAM};
 use enchufe::{UdpClient, UdpServer};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
-/// A UDP server on `addr` answering `echo:<msg>`, with `config`.
-async fn echo_server_on(addr: &str, config: server::Config) -> UdpServerHandle {
+/// A UDP server on `addr` (port 0) with `config`, serving `handler`.
+async fn serve_on<H: Handler>(addr: &str, config: server::Config, handler: H) -> UdpServerHandle {
     UdpServer::bind(addr)
         .await
         .unwrap()
         .with_config(config)
-        .serve(handler_fn(|msg: String, _ctx| async move {
-            Ok::<_, Infallible>(Some(format!("echo:{msg}")))
-        }))
+        .serve(handler)
+}
+
+/// [`serve_on`] 127.0.0.1:0.
+async fn serve<H: Handler>(config: server::Config, handler: H) -> UdpServerHandle {
+    serve_on("127.0.0.1:0", config, handler).await
+}
+
+/// A UDP server on `addr` answering `echo:<msg>`, with `config`.
+async fn echo_server_on(addr: &str, config: server::Config) -> UdpServerHandle {
+    let echo =
+        handler_fn(
+            |msg: String, _ctx| async move { Ok::<_, Infallible>(Some(format!("echo:{msg}"))) },
+        );
+    serve_on(addr, config, echo).await
 }
 
 async fn echo_server(config: server::Config) -> UdpServerHandle {
@@ -104,12 +116,9 @@ async fn defaults_are_the_documented_limits() {
 #[tokio::test]
 async fn a_datagram_of_exactly_the_default_limit_goes_both_ways() {
     bounded(async {
-        let server = UdpServer::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .serve(handler_fn(|msg: bytes::Bytes, _ctx| async move {
+        let server = serve(server::Config::default(), handler_fn(|msg: bytes::Bytes, _ctx| async move {
                 Ok::<_, Infallible>(Some(msg))
-            }));
+            })).await;
         let client = UdpClient::connect(server.local_addr()).await.unwrap();
         let big = vec![b'x'; MAX_DATAGRAM];
         let reply: Vec<u8> = client.request(big.clone()).await.unwrap();
@@ -245,15 +254,16 @@ async fn request_where_nothing_listens_is_refused_without_waiting() {
 async fn a_late_reply_to_an_earlier_request_is_discarded() {
     bounded(async {
         // The first request's reply comes after its only attempt gave up.
-        let server = UdpServer::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .serve(handler_fn(|msg: String, _ctx| async move {
+        let server = serve(
+            server::Config::default(),
+            handler_fn(|msg: String, _ctx| async move {
                 if msg == "lento" {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Ok::<_, Infallible>(Some(format!("echo:{msg}")))
-            }));
+            }),
+        )
+        .await;
         let client = client_of(server.local_addr(), Duration::from_millis(20), 0).await;
         let err = client.request::<_, String>("lento").await.unwrap_err();
         assert!(err.is_timeout(), "{err:?}");
@@ -291,12 +301,13 @@ async fn an_oversize_datagram_is_counted_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn a_reply_over_the_clients_limit_is_reported_truncated() {
     bounded(async {
-        let server = UdpServer::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .serve(handler_fn(|n: String, _ctx| async move {
+        let server = serve(
+            server::Config::default(),
+            handler_fn(|n: String, _ctx| async move {
                 Ok::<_, Infallible>(Some("z".repeat(n.parse().unwrap_or(0))))
-            }));
+            }),
+        )
+        .await;
         let config = client::Config::default().max_datagram(100);
         let client = UdpClient::connect_with(server.local_addr(), config)
             .await
@@ -316,13 +327,14 @@ async fn a_reply_over_the_clients_limit_is_reported_truncated() {
 #[tokio::test]
 async fn undecodable_datagrams_and_panics_cost_only_themselves() {
     bounded(async {
-        let server = UdpServer::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .serve(handler_fn(|msg: String, _ctx| async move {
+        let server = serve(
+            server::Config::default(),
+            handler_fn(|msg: String, _ctx| async move {
                 assert_ne!(msg, "boom", "the handler panics on boom");
                 Ok::<_, Infallible>(Some(format!("echo:{msg}")))
-            }));
+            }),
+        )
+        .await;
         let raw = raw_socket_to(server.local_addr()).await;
         raw.send(&[0xff, 0xfe]).await.unwrap();
         raw.send(b"boom").await.unwrap();
@@ -343,17 +355,17 @@ async fn past_max_in_flight_datagrams_are_dropped_and_counted() {
     bounded(async {
         let gate = Arc::new(Semaphore::new(0));
         let held = gate.clone();
-        let server = UdpServer::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(server::Config::default().max_in_flight(2))
-            .serve(handler_fn(move |msg: String, _ctx| {
+        let server = serve(
+            server::Config::default().max_in_flight(2),
+            handler_fn(move |msg: String, _ctx| {
                 let gate = held.clone();
                 async move {
                     let _pass = gate.acquire().await;
                     Ok::<_, Infallible>(Some(format!("echo:{msg}")))
                 }
-            }));
+            }),
+        )
+        .await;
         let raw = raw_socket_to(server.local_addr()).await;
         for i in 0..5 {
             raw.send(format!("{i}").as_bytes()).await.unwrap();
@@ -379,13 +391,14 @@ async fn past_max_in_flight_datagrams_are_dropped_and_counted() {
 #[tokio::test]
 async fn shutdown_lets_running_handlers_reply_then_closes_the_socket() {
     bounded(async {
-        let server = UdpServer::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .serve(handler_fn(|msg: String, _ctx| async move {
+        let server = serve(
+            server::Config::default(),
+            handler_fn(|msg: String, _ctx| async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Ok::<_, Infallible>(Some(format!("echo:{msg}")))
-            }));
+            }),
+        )
+        .await;
         let addr = server.local_addr();
         let client = Arc::new(client_of(addr, Duration::from_secs(5), 0).await);
         let asking = client.clone();
@@ -405,14 +418,14 @@ async fn shutdown_lets_running_handlers_reply_then_closes_the_socket() {
 #[tokio::test]
 async fn shutdown_drops_handlers_still_running_after_the_grace_period() {
     bounded(async {
-        let server = UdpServer::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(server::Config::default().shutdown_grace(Duration::from_millis(100)))
-            .serve(handler_fn(|_: String, _ctx| async move {
+        let server = serve(
+            server::Config::default().shutdown_grace(Duration::from_millis(100)),
+            handler_fn(|_: String, _ctx| async move {
                 std::future::pending::<()>().await;
                 Ok::<_, Infallible>(None::<String>)
-            }));
+            }),
+        )
+        .await;
         let raw = raw_socket_to(server.local_addr()).await;
         raw.send(b"nunca").await.unwrap();
         eventually(|| server.stats().received == 1).await;
