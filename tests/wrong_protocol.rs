@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use common::{bounded, eventually};
 use enchufe::framing::Foreign;
 use enchufe::server::Disconnect;
-use enchufe::{Client, Connection, Handler, Server};
+use enchufe::{Client, Connection, Handler, Profile, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -93,6 +93,17 @@ async fn client_at_an_ssh_server_says_it_looks_like_ssh() {
     .await;
 }
 
+#[tokio::test]
+async fn multiplexed_client_at_an_http_server_fails_to_connect_saying_so() {
+    bounded(async {
+        let addr = raw_server(b"HTTP/1.1 400 Bad Request\r\n\r\n", true).await;
+        let config = enchufe::client::Config::default().profile(Profile::Multiplexed);
+        let err = Client::connect_with(addr, config).await.unwrap_err();
+        assert!(err.is_not_frames(), "{err:?}");
+    })
+    .await;
+}
+
 /// Echoes, and reports every connection's end.
 struct Reporting(mpsc::Sender<String>, mpsc::Sender<bool>);
 
@@ -115,39 +126,45 @@ impl Handler for Reporting {
 #[tokio::test]
 async fn server_sent_an_http_request_says_the_client_is_not_speaking_frames() {
     bounded(async {
-        let (reasons, mut reason_rx) = mpsc::channel(4);
-        let (flags, mut flag_rx) = mpsc::channel(4);
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .serve(Reporting(reasons, flags));
+        for profile in [Profile::Plain, Profile::Multiplexed] {
+            let (reasons, mut reason_rx) = mpsc::channel(4);
+            let (flags, mut flag_rx) = mpsc::channel(4);
+            let server = Server::bind("127.0.0.1:0")
+                .await
+                .unwrap()
+                .with_config(enchufe::server::Config::default().profile(profile))
+                .serve(Reporting(reasons, flags));
 
-        let mut browser = TcpStream::connect(server.local_addr()).await.unwrap();
-        browser
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n")
-            .await
-            .unwrap();
-        // The server hangs up on it.
-        let mut rest = Vec::new();
-        let _ = browser.read_to_end(&mut rest).await;
+            let mut browser = TcpStream::connect(server.local_addr()).await.unwrap();
+            browser
+                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n")
+                .await
+                .unwrap();
+            // The server hangs up on it.
+            let mut rest = Vec::new();
+            let _ = browser.read_to_end(&mut rest).await;
 
-        let reason = reason_rx.recv().await.unwrap();
-        assert!(flag_rx.recv().await.unwrap(), "{reason}");
-        assert!(
-            reason.contains("not speaking length-prefixed frames")
-                && reason.contains("\"GET \"")
-                && reason.contains("an HTTP request"),
-            "{reason}"
-        );
-        eventually(|| server.stats().not_frames == 1).await;
+            let reason = reason_rx.recv().await.unwrap();
+            assert!(flag_rx.recv().await.unwrap(), "{profile:?}: {reason}");
+            assert!(
+                reason.contains("not speaking length-prefixed frames")
+                    && reason.contains("\"GET \"")
+                    && reason.contains("an HTTP request"),
+                "{profile:?}: {reason}"
+            );
+            eventually(|| server.stats().not_frames == 1).await;
 
-        // The server goes on serving clients that do speak frames.
-        let client = Client::connect(server.local_addr()).await.unwrap();
-        let reply: String = client.request("hola").await.unwrap();
-        assert_eq!(reply, "hola");
-        drop(client);
-        assert_eq!(server.stats().not_frames, 1);
-        server.shutdown().await;
+            // The server goes on serving clients that do speak frames.
+            let config = enchufe::client::Config::default().profile(profile);
+            let client = Client::connect_with(server.local_addr(), config)
+                .await
+                .unwrap();
+            let reply: String = client.request("hola").await.unwrap();
+            assert_eq!(reply, "hola");
+            drop(client);
+            assert_eq!(server.stats().not_frames, 1);
+            server.shutdown().await;
+        }
     })
     .await;
 }
