@@ -32,6 +32,7 @@
 //! | `enchufe-server` | [`server`] | [`Server`], [`Handler`], [`Connection`], [`ServerHandle`] |
 //! | `enchufe-client` | [`client`] | [`Client`], [`MultiClient`] |
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
+//! | `enchufe-udp` | [`udp`] | [`UdpServer`], [`UdpClient`], `udp::Handler` (datagrams) |
 //!
 //! # Example: a server and a client in one program
 //!
@@ -57,12 +58,14 @@ pub use enchufe_client as client;
 pub use enchufe_framing as framing;
 pub use enchufe_peer as peer;
 pub use enchufe_server as server;
+pub use enchufe_udp as udp;
 
 pub use enchufe_client::{Client, MultiClient};
 pub use enchufe_framing::mux::Profile;
 pub use enchufe_framing::{Decode, Encode, Json, Raw, Text, Transport};
 pub use enchufe_peer::Peer;
 pub use enchufe_server::{handler_fn, Connection, Handler, Server, ServerHandle};
+pub use enchufe_udp::{UdpClient, UdpServer};
 
 /// The README's code blocks, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

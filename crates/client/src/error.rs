@@ -218,6 +218,13 @@ impl Error {
         matches!(self, Error::Framing(e) if e.is_frame_too_large())
     }
 
+    /// Whether the server is not speaking length-prefixed frames at all (an
+    /// [`Error::Framing`] holding `NotFrames`): it looks like HTTP, SSH, TLS
+    /// or text.
+    pub fn is_not_frames(&self) -> bool {
+        matches!(self, Error::Framing(e) if e.is_not_frames())
+    }
+
     /// Whether nothing could be reached to connect to: refused, unresolved,
     /// no socket at that path, no answer in time.
     pub fn is_connect(&self) -> bool {

@@ -80,7 +80,7 @@ mod wire;
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 pub use ended::Ended;
-pub use error::{is_closed_io, BoxError, Error, Result};
+pub use error::{is_closed_io, BoxError, Error, Foreign, Result};
 pub use message::{Decode, Encode, Json, Raw, Text};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
