@@ -87,8 +87,11 @@ pub enum Event {
     Stalled(Duration),
     /// No frame arrived for the idle timeout, and the role was not busy.
     IdleTimeout,
-    /// The hello did not arrive within this limit.
+    /// The hello (or first frame) did not arrive within this limit.
     HelloTimeout(Duration),
+    /// A frame began arriving and was not complete within this limit (a
+    /// client trickling bytes to hold the connection: slowloris).
+    FrameTimeout(Duration),
 }
 
 /// The deadlines a driver keeps. Each is off when `None`.
@@ -105,6 +108,10 @@ pub struct Deadlines {
     /// The hello must arrive within this long (until
     /// [`Driver::hello_done`]).
     pub hello: Option<Duration>,
+    /// Once part of a frame has arrived, the rest must arrive within this
+    /// long (checked while the role reads; a streamed body is exempt, its
+    /// chunks count as activity for `idle` instead).
+    pub frame: Option<Duration>,
 }
 
 /// One connection's I/O, signal and deadlines; see the [module](self).
@@ -140,6 +147,10 @@ pub struct Driver<Io, S> {
     /// When the output first failed to make progress, and `written` then.
     stall: Option<(Instant, u64)>,
     hello: Option<(Instant, Duration)>,
+    frame_limit: Option<Duration>,
+    /// Since when part of a frame has been waiting for the rest, and the
+    /// frames read by then (a frame completed since: a new deadline).
+    partial_since: Option<(Instant, u64)>,
     /// The role's own deadline.
     deadline: Option<Instant>,
 }
@@ -184,6 +195,8 @@ where
             write_timeout: deadlines.write_timeout,
             stall: None,
             hello: deadlines.hello.map(|limit| (now + limit, limit)),
+            frame_limit: deadlines.frame,
+            partial_since: None,
             deadline: None,
         };
         driver.rearm();
@@ -393,6 +406,9 @@ where
                     Poll::Pending => {}
                 }
             }
+            if self.frame_limit.is_some() {
+                self.watch_partial(read);
+            }
             if !self.armed || self.timer.as_mut().poll(cx).is_pending() {
                 // Register before waiting; a flag raised meanwhile means
                 // another turn.
@@ -404,6 +420,28 @@ where
             if let Some(event) = self.on_timer() {
                 return Poll::Ready(event);
             }
+        }
+    }
+
+    /// About to wait: a frame left half-arrived starts its deadline (one
+    /// clock read per wait, not per frame); a whole one, or not reading,
+    /// clears it. A role that is not reading (a handler runs) does not hold
+    /// the other end to the deadline.
+    fn watch_partial(&mut self, read: bool) {
+        let partial = read && self.wire.has_partial_frame();
+        let fresh = |since: Option<(Instant, u64)>| since.map(|(_, seen)| seen);
+        match (partial, fresh(self.partial_since), self.frame_limit) {
+            (true, seen, Some(limit)) if seen != Some(self.activity) => {
+                let now = Instant::now();
+                self.partial_since = Some((now, self.activity));
+                let deadline = now + limit;
+                if !self.armed || self.timer.deadline() > deadline {
+                    self.timer.as_mut().reset(deadline);
+                    self.armed = true;
+                }
+            }
+            (false, Some(_), _) => self.partial_since = None,
+            _ => {}
         }
     }
 
@@ -451,6 +489,16 @@ where
                 return Some(Event::HelloTimeout(limit));
             }
         }
+        if let (Some((since, seen)), Some(limit)) = (self.partial_since, self.frame_limit) {
+            if now >= since + limit {
+                // Cleared either way: the next wait stamps a frame still
+                // (or newly) half-arrived.
+                self.partial_since = None;
+                if seen == self.activity && self.wire.has_partial_frame() {
+                    return Some(Event::FrameTimeout(limit));
+                }
+            }
+        }
         if let (Some(tick), Some(idle)) = (self.next_idle_tick, self.idle) {
             if now >= tick {
                 self.next_idle_tick = Some(now + idle / IDLE_TICKS);
@@ -493,11 +541,16 @@ where
             .zip(self.write_timeout)
             .map(|((since, _), limit)| since + limit);
         let hello = self.hello.map(|(at, _)| at);
+        let partial = self
+            .partial_since
+            .zip(self.frame_limit)
+            .map(|((since, _), limit)| since + limit);
         let earliest = [
             self.next_idle_tick,
             self.next_ping,
             stall,
             hello,
+            partial,
             self.deadline,
         ]
         .into_iter()
@@ -635,6 +688,43 @@ mod tests {
         assert!(
             matches!(d.event(true).await, Event::HelloTimeout(t) if t == Duration::from_secs(10))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_trickled_past_its_deadline_ends_but_steady_frames_do_not() {
+        use tokio::io::AsyncWriteExt;
+        let deadlines = Deadlines {
+            frame: Some(Duration::from_secs(5)),
+            ..Deadlines::default()
+        };
+        // Steady traffic whose reads end mid-frame: each wait sees a partial
+        // frame, but a different one, so no deadline passes.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut d = driver(ours, usize::MAX, deadlines.clone());
+        for _ in 0..10 {
+            theirs.write_all(b"\0\0\0\x02hi\0\0").await.unwrap();
+            assert!(matches!(d.event(true).await, Event::Frame(_)));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            theirs.write_all(b"\0\x01!").await.unwrap();
+            assert!(matches!(d.event(true).await, Event::Frame(f) if &f[..] == b"!"));
+        }
+        // One byte every 2 s: the frame never completes in time.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut d = driver(ours, usize::MAX, deadlines);
+        let start = Instant::now();
+        let trickle = tokio::spawn(async move {
+            for byte in [0u8, 0, 0, 9, 1, 2, 3, 4] {
+                if theirs.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+        assert!(
+            matches!(d.event(true).await, Event::FrameTimeout(t) if t == Duration::from_secs(5))
+        );
+        assert!(start.elapsed() <= Duration::from_secs(6));
+        trickle.abort();
     }
 
     #[tokio::test(start_paused = true)]

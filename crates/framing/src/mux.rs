@@ -216,6 +216,8 @@ pub enum ErrorCode {
     /// server's `max_frame_length` (the message says by how much). The
     /// handler ran; raise the limit on both ends, or send less.
     ReplyTooLarge,
+    /// The handler ran past the server's `handler_timeout` and was stopped.
+    Timeout,
     /// A code this version does not know.
     Other(u8),
 }
@@ -231,6 +233,7 @@ impl ErrorCode {
             ErrorCode::NoReply => 5,
             ErrorCode::ShuttingDown => 6,
             ErrorCode::ReplyTooLarge => 7,
+            ErrorCode::Timeout => 8,
             ErrorCode::Other(b) => b,
         }
     }
@@ -245,6 +248,7 @@ impl ErrorCode {
             5 => ErrorCode::NoReply,
             6 => ErrorCode::ShuttingDown,
             7 => ErrorCode::ReplyTooLarge,
+            8 => ErrorCode::Timeout,
             b => ErrorCode::Other(b),
         }
     }

@@ -491,6 +491,11 @@ impl Connection {
         self.fail(Error::WriteStalled(after));
     }
 
+    /// Whether this connection speaks the plain profile.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.inner.profile == Profile::Plain
+    }
+
     pub(crate) fn signal(&self) -> &Signal {
         &self.inner.signal
     }

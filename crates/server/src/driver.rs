@@ -192,9 +192,15 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
                     return Poll::Ready(Event::End(Disconnect::IdleTimeout))
                 }
                 driver::Event::HelloTimeout(limit) => {
-                    return Poll::Ready(Event::End(Disconnect::Error(Error::HandshakeTimeout(
-                        limit,
-                    ))))
+                    let error = if self.conn.is_plain() {
+                        Error::FirstFrameTimeout(limit)
+                    } else {
+                        Error::HandshakeTimeout(limit)
+                    };
+                    return Poll::Ready(Event::End(Disconnect::Error(error)));
+                }
+                driver::Event::FrameTimeout(limit) => {
+                    return Poll::Ready(Event::End(Disconnect::Error(Error::FrameTimeout(limit))))
                 }
                 // No deadline of the server's own is set.
                 _ => {}

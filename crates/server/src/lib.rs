@@ -62,6 +62,7 @@ mod connection;
 mod driver;
 mod error;
 mod handler;
+mod limits;
 mod outbox;
 mod server;
 mod stats;

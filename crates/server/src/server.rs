@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::connection::Parts;
 use crate::outbox::{flag, Budget};
@@ -181,6 +181,10 @@ impl Server {
             counters: Arc::new(Counters::default()),
             budget: Arc::new(Budget::new(self.config.max_total_queued_bytes)),
             permits: Arc::new(Semaphore::new(self.config.max_connections)),
+            per_address: self
+                .config
+                .max_connections_per_ip
+                .map(crate::limits::PerAddress::new),
             next_id: AtomicU64::new(1),
             spawner: Spawner::new(ctx),
         });
@@ -224,6 +228,8 @@ pub(crate) struct Shared {
     budget: Arc<Budget>,
     /// Connection permits, for accepted and dialed connections alike.
     permits: Arc<Semaphore>,
+    /// Accepted connections per client address, when limited.
+    per_address: Option<crate::limits::PerAddress>,
     next_id: AtomicU64,
     spawner: Spawner,
 }
@@ -239,6 +245,8 @@ struct NewConnection {
     stream: Stream,
     peer_addr: SocketAddr,
     permit: OwnedSemaphorePermit,
+    /// Its place among its address's connections, when they are limited.
+    address_slot: Option<crate::limits::AddressSlot>,
     /// Dialed by [`ServerHandle::connect`], which waits on `ready` for the
     /// hello exchange; `None` for an accepted connection.
     ready: Option<oneshot::Sender<Result<Connection>>>,
@@ -261,6 +269,7 @@ impl Spawner {
                         stream,
                         peer_addr,
                         permit,
+                        address_slot,
                         ready,
                     } = new;
                     let shared = &*shared_for_task;
@@ -281,7 +290,7 @@ impl Spawner {
                                 .await
                         }
                     }
-                    drop(permit);
+                    drop((permit, address_slot));
                 }
                 .instrument(span),
             );
@@ -474,6 +483,7 @@ impl ServerHandle {
                 stream,
                 peer_addr,
                 permit,
+                address_slot: None,
                 ready: Some(ready),
             },
         );
@@ -551,12 +561,27 @@ async fn accept_loop(listener: Listener, backoff_max: Duration, shared: Arc<Shar
             },
             () = shared.shutdown.cancelled() => break,
         };
+        let address_slot = match &shared.per_address {
+            Some(per) => match per.take(peer_addr.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Accepted and closed at once: the client learns now,
+                    // rather than waiting in the backlog.
+                    Counters::add(&shared.counters.refused_per_address, 1);
+                    debug!(peer = %peer_addr, "too many connections from this address; closed");
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
+        };
         (shared.spawner.0)(
             &shared,
             NewConnection {
                 stream,
                 peer_addr,
                 permit,
+                address_slot,
                 ready: None,
             },
         );

@@ -18,6 +18,10 @@ pub struct Stats {
     /// text (`enchufe_framing::Error::NotFrames`). A browser or a port
     /// scanner at the server's port shows up here.
     pub not_frames: u64,
+    /// Connections accepted and closed at once because their address had
+    /// [`Config::max_connections_per_ip`](crate::Config::max_connections_per_ip)
+    /// connections already.
+    pub refused_per_address: u64,
 }
 
 /// The live counters behind [`Stats`], shared by every connection.
@@ -27,6 +31,7 @@ pub(crate) struct Counters {
     pub(crate) pushes_dropped: AtomicU64,
     pub(crate) slow_disconnects: AtomicU64,
     pub(crate) not_frames: AtomicU64,
+    pub(crate) refused_per_address: AtomicU64,
 }
 
 impl Counters {
@@ -40,6 +45,7 @@ impl Counters {
             pushes_dropped: self.pushes_dropped.load(Ordering::Relaxed),
             slow_disconnects: self.slow_disconnects.load(Ordering::Relaxed),
             not_frames: self.not_frames.load(Ordering::Relaxed),
+            refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
         }
     }
 }

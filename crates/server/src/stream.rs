@@ -32,9 +32,19 @@ pub(crate) async fn handle<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     conn: &Connection,
     driver: &mut Driver<'_, Io>,
     len: u64,
+    limit: Option<std::time::Duration>,
 ) -> Result<Outcome<H::Response>, Disconnect> {
     let (tx, body) = Body::channel(len);
     let call = AssertUnwindSafe(handler.handle_stream(body, conn)).catch_unwind();
+    let call = async move {
+        match limit {
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => Ok(Err(crate::Error::HandlerTimeout(limit).into())),
+            },
+            None => call.await,
+        }
+    };
     run(driver, PollSender::new(tx), call).await
 }
 

@@ -53,7 +53,14 @@ where
             idle: config.idle_timeout,
             keepalive: config.peer.as_ref().and_then(|p| p.keepalive),
             write_timeout: Some(config.write_timeout),
-            hello: mux.then_some(config.handshake_timeout),
+            // The multiplexed hello is the first frame; in the plain profile
+            // the first request is (`hello_done` once it is read).
+            hello: if mux {
+                Some(config.handshake_timeout)
+            } else {
+                config.first_frame_timeout
+            },
+            frame: config.frame_timeout,
         },
     );
     let reason = run(ctx, conn, &mut driver, ready).await;
@@ -163,10 +170,16 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             return Disconnect::Shutdown;
         }
         let frame = match driver.event(true).await {
-            Event::Frame(frame) => frame,
+            Event::Frame(frame) => {
+                // The first frame is in: its deadline no longer applies.
+                driver.hello_done();
+                frame
+            }
             Event::Stream(len) => {
                 trace!(bytes = len, "streamed request");
-                let ran = crate::stream::handle(&*ctx.handler, conn, driver, len).await;
+                driver.hello_done();
+                let limit = ctx.config.handler_timeout;
+                let ran = crate::stream::handle(&*ctx.handler, conn, driver, len, limit).await;
                 if let Err(reason) = settle(ran).and_then(|reply| write_reply(driver, reply)) {
                     return reason;
                 }
@@ -182,7 +195,9 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => return Disconnect::Error(e.into()),
         };
         let call = AssertUnwindSafe(ctx.handler.handle(request, conn)).catch_unwind();
-        let ran = run_beside(driver, call).await;
+        let ran = run_beside(driver, timed(ctx.config.handler_timeout, call))
+            .await
+            .and_then(|ran| ran.map_err(|limit| Disconnect::Error(Error::HandlerTimeout(limit))));
         if let Err(reason) = settle(ran).and_then(|reply| write_reply(driver, reply)) {
             return reason;
         }
@@ -254,7 +269,20 @@ fn write_reply<R: Encode, Io: AsyncRead + AsyncWrite + Unpin>(
 enum Outcome<R, E> {
     Done(Result<Option<R>, E>),
     Panicked(String),
+    TimedOut(std::time::Duration),
     Cancelled,
+}
+
+/// Runs `work` within the handler timeout, if there is one: `Err(limit)`
+/// past it (the work is dropped).
+async fn timed<F: std::future::Future>(
+    limit: Option<std::time::Duration>,
+    work: F,
+) -> Result<F::Output, std::time::Duration> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| limit),
+        None => Ok(work.await),
+    }
 }
 
 /// The multiplexed profile: handlers run concurrently on this task (up to
@@ -472,21 +500,26 @@ impl<'a, H: Handler> Mux<'a, H> {
             }
         };
         let (handler, conn) = (&self.ctx.handler, self.conn);
+        let limit = self.ctx.config.handler_timeout;
         let mut call: Call<'a, H> = Box::pin(async move {
-            let done = match id {
-                Some(_) => {
-                    AssertUnwindSafe(handler.handle(request, conn))
+            let done = timed(limit, async move {
+                match id {
+                    Some(_) => {
+                        AssertUnwindSafe(handler.handle(request, conn))
+                            .catch_unwind()
+                            .await
+                    }
+                    None => AssertUnwindSafe(handler.handle_notify(request, conn))
                         .catch_unwind()
                         .await
+                        .map(|done| done.map(|()| None)),
                 }
-                None => AssertUnwindSafe(handler.handle_notify(request, conn))
-                    .catch_unwind()
-                    .await
-                    .map(|done| done.map(|()| None)),
-            };
+            })
+            .await;
             match done {
-                Ok(done) => Outcome::Done(done),
-                Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+                Ok(Ok(done)) => Outcome::Done(done),
+                Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
+                Err(limit) => Outcome::TimedOut(limit),
             }
         });
         if let Some(cx) = cx {
@@ -559,6 +592,7 @@ fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         match outcome {
             Outcome::Done(Err(e)) => debug!(error = %e, "notify handler failed"),
             Outcome::Panicked(msg) => warn!(panic = %msg, "notify handler panicked"),
+            Outcome::TimedOut(limit) => debug!(?limit, "notify handler timed out"),
             _ => {}
         }
         return;
@@ -584,6 +618,11 @@ fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             warn!(id, panic = %msg, "handler panicked; answered with an error");
             error_frame(id, ErrorCode::Panic, &msg)
         }
+        Outcome::TimedOut(limit) => error_frame(
+            id,
+            ErrorCode::Timeout,
+            &Error::HandlerTimeout(limit).to_string(),
+        ),
         Outcome::Cancelled => return,
     };
     match driver.write(&frame) {

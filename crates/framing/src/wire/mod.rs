@@ -236,6 +236,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         std::future::poll_fn(|cx| self.poll_frame(cx)).await
     }
 
+    /// Whether part of a frame has arrived and the rest has not: bytes
+    /// buffered that are no complete frame, or a large frame's body under
+    /// way (a streamed body is not a frame in this sense: it is handed out
+    /// as it comes). Meaningful once [`Wire::next_frame`] returned `None`.
+    pub fn has_partial_frame(&self) -> bool {
+        match &self.large {
+            Some(large) => large.stream.is_none(),
+            None => !self.rbuf.is_empty(),
+        }
+    }
+
     /// Whether the other end has closed its writing side (EOF was read).
     pub fn is_read_closed(&self) -> bool {
         self.read_closed
