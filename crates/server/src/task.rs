@@ -195,9 +195,14 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => return Disconnect::Error(e.into()),
         };
         let call = AssertUnwindSafe(ctx.handler.handle(request, conn)).catch_unwind();
-        let ran = run_beside(driver, timed(ctx.config.handler_timeout, call))
-            .await
-            .and_then(|ran| ran.map_err(|limit| Disconnect::Error(Error::HandlerTimeout(limit))));
+        // Two arms, so that without a handler timeout the handler's future
+        // is not wrapped in a timer's (larger, moved on every call).
+        let ran = match ctx.config.handler_timeout {
+            None => run_beside(driver, call).await,
+            Some(limit) => run_beside(driver, tokio::time::timeout(limit, call))
+                .await
+                .and_then(|ran| ran.map_err(|_| Disconnect::Error(Error::HandlerTimeout(limit)))),
+        };
         if let Err(reason) = settle(ran).and_then(|reply| write_reply(driver, reply)) {
             return reason;
         }
@@ -231,6 +236,7 @@ async fn answer_eof<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+#[inline]
 /// What a plain handler's call came to: its reply (if any), or the reason
 /// the connection ends (its error or panic, or the connection's own end).
 fn settle<R, E: std::fmt::Display>(
@@ -245,6 +251,7 @@ fn settle<R, E: std::fmt::Display>(
     }
 }
 
+#[inline]
 /// Writes a plain reply, if there is one. One that cannot be written ends
 /// the connection: the plain wire has no other way to say so.
 fn write_reply<R: Encode, Io: AsyncRead + AsyncWrite + Unpin>(
@@ -271,18 +278,6 @@ enum Outcome<R, E> {
     Panicked(String),
     TimedOut(std::time::Duration),
     Cancelled,
-}
-
-/// Runs `work` within the handler timeout, if there is one: `Err(limit)`
-/// past it (the work is dropped).
-async fn timed<F: std::future::Future>(
-    limit: Option<std::time::Duration>,
-    work: F,
-) -> Result<F::Output, std::time::Duration> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| limit),
-        None => Ok(work.await),
-    }
 }
 
 /// The multiplexed profile: handlers run concurrently on this task (up to
@@ -502,7 +497,7 @@ impl<'a, H: Handler> Mux<'a, H> {
         let (handler, conn) = (&self.ctx.handler, self.conn);
         let limit = self.ctx.config.handler_timeout;
         let mut call: Call<'a, H> = Box::pin(async move {
-            let done = timed(limit, async move {
+            let run = async move {
                 match id {
                     Some(_) => {
                         AssertUnwindSafe(handler.handle(request, conn))
@@ -514,8 +509,11 @@ impl<'a, H: Handler> Mux<'a, H> {
                         .await
                         .map(|done| done.map(|()| None)),
                 }
-            })
-            .await;
+            };
+            let done = match limit {
+                None => Ok(run.await),
+                Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+            };
             match done {
                 Ok(Ok(done)) => Outcome::Done(done),
                 Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
