@@ -27,8 +27,11 @@
 //!   tests) and exposes typed send and receive. [`Transport::split`] gives a
 //!   [`FrameReader`] and a [`FrameWriter`] for a reader task and a writer task.
 //! - [`Encode`] and [`Decode`]: how a message becomes a frame and back.
-//!   [`Text`] (UTF-8 `String`, the course's format), [`Raw`] (`Bytes`, no
-//!   conversion) and [`Json<T>`] (any serde type) come built in.
+//!   [`Text`] (UTF-8 `String`, the course's format) and [`Raw`] (`Bytes`, no
+//!   conversion) come built in, and for any serde type: [`Json<T>`] (text),
+//!   `MsgPack<T>` (binary that Python's `msgpack` reads; feature `msgpack`)
+//!   and `Postcard<T>` (the most compact, Rust on both ends; feature
+//!   `postcard`). Both features are on by default.
 //! - [`mux`]: the multiplexed profile's hello and 9-byte message header
 //!   (request ids, kinds), for many requests in flight on one connection.
 //! - [`Wire`]: one connection's bytes for a driver that polls (the server's
@@ -64,6 +67,7 @@
 mod codec;
 mod config;
 mod error;
+mod finite;
 mod message;
 pub mod mux;
 pub mod session;
@@ -74,7 +78,15 @@ mod wire;
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 pub use error::{is_closed_io, BoxError, Error, Result};
+#[cfg(feature = "msgpack")]
+pub use message::MsgPack;
+#[cfg(feature = "postcard")]
+pub use message::Postcard;
 pub use message::{Decode, Encode, Json, Raw, Text};
+
+/// The `bytes` crate's buffers, which [`Encode`] and [`Decode`] take and
+/// give, so a codec of your own needs no extra dependency.
+pub use bytes::{Bytes, BytesMut};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
 pub use wire::{Wire, LARGE_FRAME};
