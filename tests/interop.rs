@@ -38,11 +38,13 @@
 
 mod common;
 
-use common::interop::{assert_same_text, big_text, bounded, script, wait_until, SCRIPT_TIMEOUT};
+use common::interop::{
+    assert_same_text, big_text, bounded, spawn_python, wait_until, SCRIPT_TIMEOUT,
+};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,7 +54,7 @@ use enchufe::{Client, Connection, Handler, Server};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 use tokio::sync::Barrier;
 
 /// How long the Python server may take to print its `PORT` line.
@@ -63,30 +65,6 @@ const GREETING: &str = "¡Bienvenido al servidor del curso! ñandú 🦀";
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Spawns `python3 <script> <args>` with stdout and stderr piped, killed if
-/// the test drops it. Fails loudly if `python3` is not available.
-fn spawn_python(script_name: &str, args: &[&str]) -> Child {
-    let path = script(script_name);
-    Command::new("python3")
-        .arg(&path)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                panic!(
-                    "python3 was not found on PATH ({e}); the interop tests need \
-                     Python 3 (standard library only) to run {}",
-                    path.display()
-                );
-            }
-            panic!("cannot start python3 {}: {e}", path.display());
-        })
-}
 
 /// `"echo:" + msg`, the course server's reply.
 fn echo(msg: &str) -> String {

@@ -3,7 +3,10 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
+
+use tokio::process::{Child, Command};
 
 /// Upper bound for every interop test, start to finish.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -73,4 +76,28 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     if tokio::time::timeout(POLL_LIMIT, poll).await.is_err() {
         panic!("gave up waiting for {what}");
     }
+}
+
+/// Spawns `python3 <script> <args>` with stdout and stderr piped, killed if
+/// the test drops it. Fails loudly if `python3` is not available.
+pub fn spawn_python(script_name: &str, args: &[&str]) -> Child {
+    let path = script(script_name);
+    Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                panic!(
+                    "python3 was not found on PATH ({e}); the interop tests need \
+                     Python 3 to run {}",
+                    path.display()
+                );
+            }
+            panic!("cannot start python3 {}: {e}", path.display());
+        })
 }
