@@ -143,4 +143,21 @@ fn main() {
     ]
     .concat();
     write("wire_e2e", "plain_large", large);
+
+    // server_e2e: mode (bit 0: multiplexed), then write scripts.
+    write(
+        "server_e2e",
+        "plain",
+        [&[0][..], &script(&plain_stream, 6)].concat(),
+    );
+    write(
+        "server_e2e",
+        "plain_too_large",
+        [&[0][..], &script(&frame(&[1; 1025]), 64)].concat(),
+    );
+    write(
+        "server_e2e",
+        "mux",
+        [&[1][..], &script(&mux_stream, 9)].concat(),
+    );
 }
