@@ -66,6 +66,8 @@
 
 mod codec;
 mod config;
+#[cfg(feature = "postcard")]
+mod depth;
 mod error;
 mod finite;
 mod message;

@@ -119,11 +119,9 @@ pub struct MsgPack<T>(pub T);
 /// decoded from it: use [`MsgPack`] or [`Json`] for those.
 ///
 /// Decoding is bounded by the payload: a declared length larger than what
-/// is left fails without allocating it. Bytes left after the value are an
-/// error. postcard has no nesting limit, so a *recursive* type (a tree of
-/// `Box`es) can be nested as deep as the frame allows; bound the frame
-/// length ([`Config::max_frame_length`](crate::Config::max_frame_length)) or
-/// use [`MsgPack`] for such types from untrusted peers.
+/// is left fails without allocating it, and sequences (structs, here), maps,
+/// enums and options nest at most 128 levels (as [`Json`] and [`MsgPack`]
+/// bound nesting; postcard itself has no limit, enchufe counts). Bytes left after the value are an error.
 ///
 /// Needs the `postcard` feature (on by default).
 ///
@@ -211,11 +209,20 @@ fn to_postcard<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
         .map_err(encode_error)
 }
 
+/// How deep values may nest in a [`Postcard`] message: the limit of
+/// serde_json and of [`MsgPack`]. postcard itself has none, so a recursive
+/// type nests as deep as the bytes say, and 20 KiB of a two-field tree
+/// overflowed a 2 MiB stack (tests/untrusted_lengths.rs); `depth.rs` counts.
+#[cfg(feature = "postcard")]
+const POSTCARD_MAX_DEPTH: usize = 128;
+
 #[cfg(feature = "postcard")]
 fn from_postcard<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
-    match postcard::take_from_bytes(frame).map_err(decode_error)? {
-        (value, []) => Ok(value),
-        (_, rest) => Err(decode_error(TrailingBytes {
+    let mut de = postcard::Deserializer::from_bytes(frame);
+    let value = crate::depth::deserialize(&mut de, POSTCARD_MAX_DEPTH).map_err(Error::Decode)?;
+    match de.finalize().map_err(decode_error)? {
+        [] => Ok(value),
+        rest => Err(decode_error(TrailingBytes {
             format: "postcard",
             extra: rest.len(),
         })),

@@ -168,6 +168,37 @@ fn postcard_is_compact_and_round_trips() {
     assert_eq!(&Postcard(300u32).encode().unwrap()[..], b"\xac\x02");
 }
 
+/// Nesting is bounded at 128 levels in every format, counted by enchufe for
+/// postcard (which has no limit of its own); values within it round-trip.
+#[test]
+fn nesting_is_bounded_at_128_levels_in_every_format() {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Tree(Vec<Tree>);
+    fn tree(levels: usize) -> Tree {
+        (1..levels).fold(Tree(vec![]), |inner, _| Tree(vec![inner]))
+    }
+    let ok = tree(100);
+    let Postcard(p) = round_trip(Postcard(tree(100)));
+    let MsgPack(m) = round_trip(MsgPack(tree(100)));
+    let Json(j) = round_trip(Json(tree(100)));
+    assert!(p == ok && m == ok && j == ok);
+
+    let deep = tree(200);
+    let postcard = Postcard::<Tree>::decode(Postcard(&deep).encode().unwrap()[..].into()).map(drop);
+    let msgpack = MsgPack::<Tree>::decode(MsgPack(&deep).encode().unwrap()[..].into()).map(drop);
+    let json = Json::<Tree>::decode(Json(&deep).encode().unwrap()[..].into()).map(drop);
+    for (what, result, says) in [
+        ("postcard", postcard, "nest deeper than 128 levels"),
+        ("msgpack", msgpack, "depth limit exceeded"),
+        ("json", json, "recursion limit exceeded"),
+    ] {
+        match result {
+            Err(Error::Decode(e)) => assert!(e.to_string().contains(says), "{what}: {e}"),
+            other => panic!("{what}: expected a decode error, got {other:?}"),
+        }
+    }
+}
+
 /// Every way a payload can be wrong is `Error::Decode` with the format's
 /// error as its source, and not fatal to the stream.
 #[test]

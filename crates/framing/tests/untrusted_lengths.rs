@@ -87,6 +87,9 @@ fn crafted_lengths_and_depths_fail_fast_without_allocating_them() {
     refuse::<Postcard<Vec<u64>>>("postcard seq u64::MAX", with_tail(&varint_max, &some));
     refuse::<Postcard<String>>("postcard string 4G", with_tail(&varint_4g, b"abc"));
     refuse::<Postcard<BTreeMap<u32, u32>>>("postcard map 4G", with_tail(&varint_4g, &some));
+    // postcard itself has no nesting limit: without enchufe's, 20 KiB of
+    // this overflowed the stack and aborted the process.
+    refuse::<Postcard<Tree>>("postcard 100,000 levels", vec![0x01; 100_000]);
 
     // JSON declares no lengths, but it nests: serde_json stops at 128 levels.
     refuse::<Json<Tree>>("json 100,000 levels", vec![b'['; 100_000]);
