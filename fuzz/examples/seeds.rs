@@ -115,6 +115,7 @@ fn main() {
     let mut plain = sample();
     plain.shape = Some(Shape::Pair(-1, 2));
     write("message_postcard", "pair", enc(Postcard(plain).encode()));
+    write("message_postcard", "tree", enc(Postcard(tree(3)).encode()));
 
     // wire_e2e: mode (bit 0: multiplexed; role in bits 1-2), limit
     // (16 << n), writes (size-1 in bits 0-4, Pending every n-th in 5-7).

@@ -40,9 +40,8 @@ pub enum Shape {
     Named(String),
 }
 
-/// A recursive type, for the formats that bound nesting (JSON and
-/// MessagePack stop at 128 levels). postcard has no such bound, so its
-/// target decodes [`Sample`] only (`Postcard`'s docs say why).
+/// A recursive type: how deep it nests is up to the bytes, and every format
+/// must stop it (at 128 levels) before the stack runs out.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Tree {
     pub label: String,
