@@ -88,15 +88,37 @@ pub use enchufe_server::{handler_fn, Connection, Handler, Server, ServerHandle};
 // Every role has a `Config`; at the root they are told apart by name.
 // `enchufe::server::Config` and the others still work.
 /// [`server::Config`]: limits, timeouts and profile of a [`Server`].
+///
+/// ```
+/// use enchufe::{Profile, ServerConfig};
+/// let config = ServerConfig::default().profile(Profile::Multiplexed);
+/// # let _ = config;
+/// ```
 pub use enchufe_server::Config as ServerConfig;
 
 /// [`client::Config`]: timeouts, profile and reconnection of a [`Client`].
+///
+/// ```
+/// use std::time::Duration;
+/// let config = enchufe::ClientConfig::default().request_timeout(Duration::from_secs(5));
+/// # let _ = config;
+/// ```
 pub use enchufe_client::Config as ClientConfig;
 
 /// [`peer::Config`]: the id, dialing and keepalive of a [`Peer`].
+///
+/// ```
+/// let config = enchufe::PeerConfig::new("nodo-1");
+/// # let _ = config;
+/// ```
 pub use enchufe_peer::Config as PeerConfig;
 
 /// [`framing::Config`]: the frame length limit of a [`Transport`].
+///
+/// ```
+/// let config = enchufe::FramingConfig::default().max_frame_length(64 * 1024);
+/// # let _ = config;
+/// ```
 pub use enchufe_framing::Config as FramingConfig;
 
 /// The README's code blocks, compiled as doc tests so they cannot rot.

@@ -88,6 +88,25 @@ pub use message::{Decode, Encode, Json, Raw, Text};
 
 /// The `bytes` crate's buffers, which [`Encode`] and [`Decode`] take and
 /// give, so a codec of your own needs no extra dependency.
+///
+/// ```
+/// use enchufe_framing::{Bytes, BytesMut, Decode, Encode, Result};
+/// struct Celsius(i16);
+/// impl Encode for Celsius {
+///     fn encode(self) -> Result<Bytes> {
+///         Ok(Bytes::copy_from_slice(&self.0.to_be_bytes()))
+///     }
+/// }
+/// impl Decode for Celsius {
+///     fn decode(frame: BytesMut) -> Result<Self> {
+///         let bytes: [u8; 2] = frame[..].try_into().map_err(|e| enchufe_framing::Error::Decode(Box::new(e)))?;
+///         Ok(Celsius(i16::from_be_bytes(bytes)))
+///     }
+/// }
+/// let frame = Celsius(-5).encode()?;
+/// assert_eq!(Celsius::decode(BytesMut::from(&frame[..]))?.0, -5);
+/// # Ok::<(), enchufe_framing::Error>(())
+/// ```
 pub use bytes::{Bytes, BytesMut};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
