@@ -45,10 +45,11 @@
 
 mod common;
 
-use common::interop::{assert_same_text, big_text, bounded, script, wait_until, SCRIPT_TIMEOUT};
+use common::interop::{
+    assert_same_text, big_text, bounded, spawn_python, wait_until, SCRIPT_TIMEOUT,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,7 +57,7 @@ use std::time::Duration;
 use enchufe::server::{Config, Disconnect, Profile};
 use enchufe::{Connection, Handler, Server, ServerHandle};
 use serde::Deserialize;
-use tokio::process::Command;
+
 use tokio::sync::Barrier;
 
 const GREETING: &str = "¡Hola! perfil multiplexado, ñandú 🦀";
@@ -204,6 +205,10 @@ fn temp_list(tag: &str, what: &str, items: &[String]) -> PathBuf {
     file
 }
 
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
 /// Runs `mux_client.py` to completion (killed if the test is dropped) and
 /// returns its exit code and output. Fails loudly if `python3` is missing.
 async fn run_mux_client(
@@ -215,38 +220,26 @@ async fn run_mux_client(
     expect_pushes: usize,
     timeout: &str,
 ) -> Run {
-    let path = script("mux_client.py");
     let requests_file = temp_list(tag, "requests", requests);
     let notify_file = temp_list(tag, "notify", notifies);
-    let child = Command::new("python3")
-        .arg(&path)
-        .arg("--host")
-        .arg(host)
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--requests")
-        .arg(&requests_file)
-        .arg("--notify")
-        .arg(&notify_file)
-        .arg("--expect-pushes")
-        .arg(expect_pushes.to_string())
-        .arg("--timeout")
-        .arg(timeout)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                panic!(
-                    "python3 was not found on PATH ({e}); the interop tests need \
-                     Python 3 (standard library only) to run {}",
-                    path.display()
-                );
-            }
-            panic!("cannot start python3 {}: {e}", path.display());
-        });
+    let (port, expect_pushes) = (port.to_string(), expect_pushes.to_string());
+    let child = spawn_python(
+        "mux_client.py",
+        &[
+            "--host",
+            host,
+            "--port",
+            &port,
+            "--requests",
+            path_str(&requests_file),
+            "--notify",
+            path_str(&notify_file),
+            "--expect-pushes",
+            &expect_pushes,
+            "--timeout",
+            timeout,
+        ],
+    );
     let output = child
         .wait_with_output()
         .await

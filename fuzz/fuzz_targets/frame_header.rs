@@ -22,34 +22,33 @@ fuzz_target!(|data: &[u8]| {
     let mut stream = Vec::new();
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
-    let mut error = None;
-    'feed: while let Some(control) = script.byte() {
+    // Takes every frame `decode` (or, at the end, `decode_eof`) gives.
+    let mut drain = |codec: &mut FrameCodec, buf: &mut BytesMut, eof: bool| loop {
+        let next = if eof {
+            codec.decode_eof(buf)
+        } else {
+            codec.decode(buf)
+        };
+        match next {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    };
+    let mut result = Ok(());
+    while let Some(control) = script.byte() {
         let chunk = script.take(usize::from(control) % 64 + 1);
         stream.extend_from_slice(chunk);
         buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(e);
-                    break 'feed;
-                }
-            }
+        result = drain(&mut codec, &mut buf, false);
+        if result.is_err() {
+            break;
         }
     }
-    if error.is_none() {
-        loop {
-            match codec.decode_eof(&mut buf) {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
+    if result.is_ok() {
+        result = drain(&mut codec, &mut buf, true);
     }
+    let error = result.err();
     let end = End::of(error);
     // The codec stops at the first error; the reference reads the same
     // bytes (it may know of later bytes only if they were never fed).

@@ -30,6 +30,8 @@ import sys
 import threading
 import time
 
+from course_client import recv_exact  # the course framing's exact read
+
 try:
     import msgpack
 except ImportError:
@@ -81,19 +83,6 @@ def answer(persona):
     reply["edad"] = persona["edad"] + 1
     reply["tags"] = persona["tags"] + ["visto"]
     return reply
-
-
-def recv_exact(sock, n):
-    """Read exactly n bytes; None on EOF before the first byte, else raise."""
-    buf = bytearray()
-    while len(buf) < n:
-        data = sock.recv(min(65536, n - len(buf)))
-        if not data:
-            if not buf:
-                return None
-            raise ConnectionError(f"EOF after {len(buf)} of {n} bytes")
-        buf += data
-    return bytes(buf)
 
 
 def recv_frame(sock):

@@ -149,6 +149,15 @@ struct TrailingBytes {
     extra: usize,
 }
 
+/// `value` if it took the whole frame (`rest` is what it left).
+#[cfg(any(feature = "msgpack", feature = "postcard"))]
+fn whole<T>(value: T, rest: &[u8], format: &'static str) -> Result<T> {
+    match rest.len() {
+        0 => Ok(value),
+        extra => Err(decode_error(TrailingBytes { format, extra })),
+    }
+}
+
 fn encode_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Encode(Box::new(e))
 }
@@ -193,13 +202,7 @@ fn from_msgpack<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
     de.set_max_depth(MSGPACK_MAX_DEPTH);
     let value = T::deserialize(&mut de).map_err(decode_error)?;
     drop(de);
-    match rest.len() {
-        0 => Ok(value),
-        extra => Err(decode_error(TrailingBytes {
-            format: "MessagePack",
-            extra,
-        })),
-    }
+    whole(value, rest, "MessagePack")
 }
 
 #[cfg(feature = "postcard")]
@@ -220,13 +223,7 @@ const POSTCARD_MAX_DEPTH: usize = 128;
 fn from_postcard<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
     let mut de = postcard::Deserializer::from_bytes(frame);
     let value = crate::depth::deserialize(&mut de, POSTCARD_MAX_DEPTH).map_err(Error::Decode)?;
-    match de.finalize().map_err(decode_error)? {
-        [] => Ok(value),
-        rest => Err(decode_error(TrailingBytes {
-            format: "postcard",
-            extra: rest.len(),
-        })),
-    }
+    whole(value, de.finalize().map_err(decode_error)?, "postcard")
 }
 
 /// `Encode` for the format's wrapper and a reference to it, `Decode` for
