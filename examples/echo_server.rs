@@ -26,6 +26,9 @@ use enchufe::server::{Config, Profile};
 use enchufe::{handler_fn, Server};
 use tracing_subscriber::EnvFilter;
 
+#[path = "support/stop.rs"]
+mod stop;
+
 /// Sends every frame back unchanged.
 #[derive(Parser)]
 struct Args {
@@ -78,36 +81,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Request = Response = Bytes: the payload is handed back as it arrived.
     let echo = handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) });
-    server.run(echo, stop_signal()).await;
+    server.run(echo, stop::signal()).await;
     if let Some(path) = &args.unix {
         let _ = std::fs::remove_file(path);
     }
     tracing::info!("echo server stopped");
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM (what `kill` and service managers send). A
-/// signal that cannot be listened for is logged and ignored rather than
-/// taken as a request to stop.
-async fn stop_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => drop(term.recv().await),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C; stopping"),
-        () = term => tracing::info!("SIGTERM; stopping"),
-    }
 }

@@ -19,11 +19,11 @@
 //!  your code:    Handler (server side)      Client / MultiClient / Peer
 //!  ---------------------------------------------------------------
 //!  server        accept loop, a task per connection, limits, shutdown
-//!  client        cloneable handle + writer/reader tasks, half-close
+//!  client        cloneable handle + a task per connection, half-close
 //!  peer          an endpoint that serves and dials, whatever starts first
 //!  ---------------------------------------------------------------
-//!  framing       Transport<Io>: frames of bytes; Text, Raw, Json<T>,
-//!                MsgPack<T>, Postcard<T>
+//!  framing       the connection driver of every role; frames of bytes;
+//!                Text, Raw, Json<T>, MsgPack<T>, Postcard<T>
 //! ```
 //!
 //! # Messages
@@ -49,6 +49,7 @@
 //! | `enchufe-server` | [`server`] | [`Server`], [`Handler`], [`Connection`], [`ServerHandle`] |
 //! | `enchufe-client` | [`client`] | [`Client`], [`MultiClient`] |
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
+//! | `enchufe-udp` | [`udp`] | [`UdpServer`], [`UdpClient`], `udp::Handler` (datagrams) |
 //!
 //! # Example: a server and a client in one program
 //!
@@ -74,6 +75,7 @@ pub use enchufe_client as client;
 pub use enchufe_framing as framing;
 pub use enchufe_peer as peer;
 pub use enchufe_server as server;
+pub use enchufe_udp as udp;
 
 pub use enchufe_client::{Client, MultiClient};
 pub use enchufe_framing::mux::{ErrorCode, Profile};
@@ -84,6 +86,7 @@ pub use enchufe_framing::Postcard;
 pub use enchufe_framing::{Bytes, BytesMut, Decode, Encode, Json, Raw, Text, Transport};
 pub use enchufe_peer::Peer;
 pub use enchufe_server::{handler_fn, Connection, Handler, Server, ServerHandle};
+pub use enchufe_udp::{UdpClient, UdpServer};
 
 // Every role has a `Config`; at the root they are told apart by name.
 // `enchufe::server::Config` and the others still work.

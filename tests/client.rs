@@ -132,17 +132,17 @@ async fn an_oversize_frame_from_the_server_is_a_typed_error() {
         let err = client.recv::<String>().await.unwrap_err();
         assert!(
             matches!(
-                err,
-                Error::FrameTooLarge {
-                    declared: 0xffff_ffff,
-                    limit: 8_388_608
-                }
+                &err,
+                Error::Framing(e) if matches!(
+                    **e,
+                    enchufe_framing::Error::FrameTooLarge { declared: 0xffff_ffff, limit: 8_388_608 }
+                )
             ),
             "{err:?}"
         );
         assert_eq!(client.recv::<String>().await.unwrap(), None);
         let err = client.request::<_, String>("x").await.unwrap_err();
-        assert!(matches!(err, Error::FrameTooLarge { .. }), "{err:?}");
+        assert!(err.is_frame_too_large(), "{err:?}");
         assert!(err.is_frame_too_large());
     })
     .await;
@@ -159,11 +159,11 @@ async fn eof_inside_a_frame_is_unexpected_eof() {
         let err = client.recv::<String>().await.unwrap_err();
         assert!(
             matches!(
-                err,
-                Error::UnexpectedEof {
-                    expected: 9,
-                    received: 6
-                }
+                &err,
+                Error::Framing(e) if matches!(
+                    **e,
+                    enchufe_framing::Error::UnexpectedEof { expected: 9, received: 6 }
+                )
             ),
             "{err:?}"
         );
@@ -212,11 +212,11 @@ async fn an_oversize_message_is_refused_before_anything_is_sent() {
         let err = client.send("x".repeat(17)).await.unwrap_err();
         assert!(
             matches!(
-                err,
-                Error::FrameTooLarge {
-                    declared: 17,
-                    limit: 16
-                }
+                &err,
+                Error::Framing(e) if matches!(
+                    **e,
+                    enchufe_framing::Error::FrameTooLarge { declared: 17, limit: 16 }
+                )
             ),
             "{err:?}"
         );

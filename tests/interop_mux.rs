@@ -57,7 +57,6 @@ use std::time::Duration;
 use enchufe::server::{Config, Disconnect, Profile};
 use enchufe::{Connection, Handler, Server, ServerHandle};
 use serde::Deserialize;
-
 use tokio::sync::Barrier;
 
 const GREETING: &str = "¡Hola! perfil multiplexado, ñandú 🦀";
@@ -205,10 +204,6 @@ fn temp_list(tag: &str, what: &str, items: &[String]) -> PathBuf {
     file
 }
 
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
-
 /// Runs `mux_client.py` to completion (killed if the test is dropped) and
 /// returns its exit code and output. Fails loudly if `python3` is missing.
 async fn run_mux_client(
@@ -222,7 +217,8 @@ async fn run_mux_client(
 ) -> Run {
     let requests_file = temp_list(tag, "requests", requests);
     let notify_file = temp_list(tag, "notify", notifies);
-    let (port, expect_pushes) = (port.to_string(), expect_pushes.to_string());
+    let port = port.to_string();
+    let expect_pushes = expect_pushes.to_string();
     let child = spawn_python(
         "mux_client.py",
         &[
@@ -231,9 +227,9 @@ async fn run_mux_client(
             "--port",
             &port,
             "--requests",
-            path_str(&requests_file),
+            &requests_file.to_string_lossy(),
             "--notify",
-            path_str(&notify_file),
+            &notify_file.to_string_lossy(),
             "--expect-pushes",
             &expect_pushes,
             "--timeout",

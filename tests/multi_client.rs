@@ -164,7 +164,7 @@ async fn a_server_killed_mid_stream_fails_only_its_own_requests_then_comes_back(
                     matches!(
                         err,
                         Error::ClosedByPeer
-                            | Error::Io(_)
+                            | Error::Framing(_)
                             | Error::Remote {
                                 code: ErrorCode::ShuttingDown,
                                 ..

@@ -335,7 +335,7 @@ async fn eof_inside_a_frame_is_an_error_not_a_clean_close() {
         let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
         raw.write_all(&[0, 0, 0, 2, b'o', b'k']).await.unwrap();
         raw.shutdown().await.unwrap();
-        assert_eq!(reasons.recv().await.unwrap(), "closed by peer");
+        assert_eq!(reasons.recv().await.unwrap(), "closed by the other end");
         server.shutdown().await;
     })
     .await;

@@ -76,7 +76,8 @@ where
 pub enum End {
     /// EOF between frames.
     Clean,
-    /// A header declared more than the limit.
+    /// A header declared more than the limit (`FrameTooLarge`, or
+    /// `NotFrames` when it looks like another protocol).
     TooLarge { declared: u64, limit: usize },
     /// EOF inside a frame.
     Eof { expected: u64, received: u64 },
@@ -89,6 +90,16 @@ impl End {
         match error {
             None => End::Clean,
             Some(Error::FrameTooLarge { declared, limit }) => End::TooLarge { declared, limit },
+            // A header over the limit that reads as another protocol.
+            Some(Error::NotFrames {
+                header,
+                declared,
+                limit,
+                ..
+            }) => {
+                assert_eq!(u64::from(u32::from_be_bytes(header)), declared);
+                End::TooLarge { declared, limit }
+            }
             Some(Error::UnexpectedEof { expected, received }) => End::Eof { expected, received },
             Some(other) => panic!("a stream of frames cannot end with {other:?}"),
         }

@@ -194,7 +194,7 @@ impl Client {
     /// [`Error::ConnectTimeout`] when no hello arrives in time (a server in
     /// the plain profile sends none), [`Error::Encode`] for a
     /// [`Config::node_id`] over 255 bytes, and the errors of a connection
-    /// that ends during the exchange ([`Error::ClosedByPeer`], [`Error::Io`],
+    /// that ends during the exchange ([`Error::ClosedByPeer`], [`Error::Framing`],
     /// ...).
     pub async fn connect_with(
         addr: impl ToSocketAddrs + std::fmt::Display,
@@ -353,7 +353,8 @@ impl Client {
     /// answers.
     ///
     /// # Errors
-    /// [`Error::Encode`] or [`Error::FrameTooLarge`] (nothing sent);
+    /// [`Error::Encode`] or a frame over the limit ([`Error::Framing`],
+    /// [`Error::is_frame_too_large`]; nothing sent);
     /// [`Error::Closed`] / [`Error::ClosedByPeer`] once the connection is gone.
     /// Reconnecting client: [`Error::Disconnected`] while there is no
     /// connection (per [`WhileDown`](crate::WhileDown)), [`Error::GaveUp`]
@@ -390,8 +391,8 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::Timeout`]; [`Error::Decode`] if the reply is not an `R`;
-    /// [`Error::ClosedByPeer`], [`Error::FrameTooLarge`],
-    /// [`Error::UnexpectedEof`] or [`Error::Io`] if the connection ends first
+    /// [`Error::ClosedByPeer`] or [`Error::Framing`] (a frame over the limit, the
+    /// stream cut inside a frame, the socket failed) if the connection ends first
     /// (a reconnecting client does not retry the request: the server may
     /// have acted on it); as [`Client::send`] for the request itself.
     /// Multiplexed profile only: [`Error::Remote`] when the server answers
@@ -449,7 +450,7 @@ impl Client {
     /// # Errors
     /// [`Error::Decode`] if this message is not an `M` (the next call goes on
     /// with the next message); once, the error that ended the connection
-    /// ([`Error::FrameTooLarge`], [`Error::UnexpectedEof`], [`Error::Io`],
+    /// ([`Error::Framing`]: a frame over the limit, a cut frame, a socket error;
     /// [`Error::Protocol`]); a reconnecting client reports those as
     /// [`Event`]s instead, and returns [`Error::GaveUp`] once if it gives up.
     ///
@@ -521,7 +522,7 @@ impl Client {
     /// stops reconnecting first.
     ///
     /// # Errors
-    /// [`Error::Io`] if the final flush fails.
+    /// [`Error::Framing`] if the final flush fails.
     pub async fn close(&self) -> Result<()> {
         match &self.inner.route {
             Route::Fixed(link) => link.close().await,
@@ -585,10 +586,11 @@ impl Client {
         let declared = body.len() + header;
         let limit = self.inner.config.max_frame_length;
         if declared > limit {
-            return Err(Error::FrameTooLarge {
+            return Err(enchufe_framing::Error::FrameTooLarge {
                 declared: declared as u64,
                 limit,
-            });
+            }
+            .into());
         }
         Ok(body)
     }

@@ -58,7 +58,7 @@ pub struct Config {
 
     /// Largest frame payload accepted or sent. Default 8 MiB. A server that
     /// announces more ends the connection with
-    /// [`Error::FrameTooLarge`](crate::Error::FrameTooLarge), before any allocation.
+    /// [`Error::Framing`](crate::Error::Framing) holding `FrameTooLarge`, before any allocation.
     pub max_frame_length: usize,
 
     /// Frames queued for the connection's driver. Default 128. When full,

@@ -80,26 +80,6 @@ pub enum Error {
     #[error("connection is closed")]
     Closed,
 
-    /// A frame over the limit: announced by the server (the connection ends),
-    /// or a message we tried to send (nothing was sent).
-    #[error("frame of {declared} bytes exceeds the limit of {limit} bytes")]
-    FrameTooLarge {
-        /// The announced or attempted payload length.
-        declared: u64,
-        /// The configured limit.
-        limit: usize,
-    },
-
-    /// The server's stream ended inside a frame: it crashed or was cut off
-    /// mid-message.
-    #[error("connection ended inside a frame: got {received} of {expected} bytes")]
-    UnexpectedEof {
-        /// Bytes that frame needed, header included.
-        expected: u64,
-        /// Bytes that arrived.
-        received: u64,
-    },
-
     /// A message arrived but is not a valid value of the expected type
     /// (invalid UTF-8, JSON of another shape). The connection goes on.
     #[error("cannot decode message: {0}")]
@@ -109,9 +89,26 @@ pub enum Error {
     #[error("cannot encode message: {0}")]
     Encode(#[source] enchufe_framing::Error),
 
-    /// The connection failed at the socket level (reset, broken pipe, ...).
-    #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    /// The framed stream failed: a frame over `max_frame_length` (announced
+    /// by the server, and the connection ends; or ours to send, and nothing
+    /// was sent), the stream cut inside a frame, or the socket failed
+    /// (reset, broken pipe, ...). The framing error is the source, shared
+    /// (`Arc`) because every request waiting on a connection that failed is
+    /// told the same error. Ask [`Error::is_closed`],
+    /// [`Error::is_frame_too_large`] or [`Error::is_timeout`], or look inside:
+    ///
+    /// ```
+    /// use enchufe_client::Error;
+    /// # fn check(err: Error) {
+    /// if let Error::Framing(e) = &err {
+    ///     if let enchufe_framing::Error::FrameTooLarge { declared, limit } = &**e {
+    ///         eprintln!("{declared} bytes over the limit of {limit}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    #[error(transparent)]
+    Framing(std::sync::Arc<enchufe_framing::Error>),
 
     /// Multiplexed profile: the server speaks another version of the
     /// protocol. Nothing was exchanged beyond the hellos; the connection is
@@ -195,28 +192,37 @@ impl Error {
     /// Whether something took too long: a request's reply
     /// ([`Error::Timeout`]) or connecting ([`Error::ConnectTimeout`]).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout(_) | Error::ConnectTimeout { .. })
-            || matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+        match self {
+            Error::Timeout(_) | Error::ConnectTimeout { .. } => true,
+            Error::Framing(e) => e.is_timeout(),
+            _ => false,
+        }
     }
 
     /// Whether the connection is gone: closed by us or by the server, cut
     /// inside a frame, reset, down while reconnecting, or given up on.
     pub fn is_closed(&self) -> bool {
         match self {
-            Error::Closed
-            | Error::ClosedByPeer
-            | Error::UnexpectedEof { .. }
-            | Error::Disconnected
-            | Error::GaveUp { .. } => true,
-            Error::Io(e) => enchufe_framing::is_closed_io(e),
+            Error::Closed | Error::ClosedByPeer | Error::Disconnected | Error::GaveUp { .. } => {
+                true
+            }
+            Error::Framing(e) => e.is_closed(),
             _ => false,
         }
     }
 
-    /// Whether a frame was over `max_frame_length` ([`Error::FrameTooLarge`]),
-    /// ours to send or the server's.
+    /// Whether a frame was over `max_frame_length` (an
+    /// [`Error::Framing`] holding `FrameTooLarge`), ours to send or the
+    /// server's.
     pub fn is_frame_too_large(&self) -> bool {
-        matches!(self, Error::FrameTooLarge { .. })
+        matches!(self, Error::Framing(e) if e.is_frame_too_large())
+    }
+
+    /// Whether the server is not speaking length-prefixed frames at all (an
+    /// [`Error::Framing`] holding `NotFrames`): it looks like HTTP, SSH, TLS
+    /// or text.
+    pub fn is_not_frames(&self) -> bool {
+        matches!(self, Error::Framing(e) if e.is_not_frames())
     }
 
     /// Whether nothing could be reached to connect to: refused, unresolved,
@@ -233,73 +239,53 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The client's error for a framing error shared by several callers:
+    /// what the client names itself (the server's protocol violation, its
+    /// hello) gets its own variant, the rest is wrapped as the source.
+    pub(crate) fn from_shared(e: Arc<enchufe_framing::Error>) -> Self {
+        use enchufe_framing::Error as F;
+        match &*e {
+            F::BadHello => Error::NotEnchufe,
+            F::VersionMismatch { ours, theirs } => Error::VersionMismatch {
+                ours: *ours,
+                theirs: *theirs,
+            },
+            F::Malformed(what) => Error::Protocol(what),
+            _ => Error::Framing(e),
+        }
+    }
+}
+
 impl From<enchufe_framing::Error> for Error {
     fn from(e: enchufe_framing::Error) -> Self {
         use enchufe_framing::Error as F;
         match e {
-            F::Io(e) => Error::Io(e),
-            F::FrameTooLarge { declared, limit } => Error::FrameTooLarge { declared, limit },
-            F::UnexpectedEof { expected, received } => Error::UnexpectedEof { expected, received },
             F::Encode(_) => Error::Encode(e),
-            F::BadHello => Error::NotEnchufe,
-            F::VersionMismatch { ours, theirs } => Error::VersionMismatch { ours, theirs },
-            F::Malformed(what) => Error::Protocol(what),
-            other => Error::Decode(other),
+            F::InvalidUtf8 { .. } | F::Decode(_) => Error::Decode(e),
+            other => Error::from_shared(Arc::new(other)),
         }
     }
 }
 
-/// How the connection ended, kept so every waiting request and every later
-/// call gets the same answer. `io::Error` is not `Clone`, hence this copy.
-#[derive(Debug, Clone)]
-pub(crate) enum Terminal {
-    PeerClosed,
-    Local,
-    FrameTooLarge {
-        declared: u64,
-        limit: usize,
-    },
-    UnexpectedEof {
-        expected: u64,
-        received: u64,
-    },
-    Io(io::ErrorKind, String),
-    /// The server broke the multiplexed protocol; the client hung up.
-    Protocol(&'static str),
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Framing(Arc::new(enchufe_framing::Error::Io(e)))
+    }
 }
 
-impl Terminal {
-    pub(crate) fn from_error(e: &enchufe_framing::Error) -> Self {
-        use enchufe_framing::Error as F;
-        match e {
-            F::FrameTooLarge { declared, limit } => Terminal::FrameTooLarge {
-                declared: *declared,
-                limit: *limit,
-            },
-            F::UnexpectedEof { expected, received } => Terminal::UnexpectedEof {
-                expected: *expected,
-                received: *received,
-            },
-            F::Io(e) => Terminal::Io(e.kind(), e.to_string()),
-            F::Malformed(what) => Terminal::Protocol(what),
-            other => Terminal::Io(io::ErrorKind::InvalidData, other.to_string()),
-        }
-    }
+/// How a client's connection ended: the framing crate's one "why it ended"
+/// type, with the framing error shared, so every waiting request and every
+/// later call is told the same thing.
+pub(crate) type Ended = enchufe_framing::Ended<Arc<enchufe_framing::Error>>;
 
-    pub(crate) fn to_error(&self) -> Error {
-        match self {
-            Terminal::PeerClosed => Error::ClosedByPeer,
-            Terminal::Local => Error::Closed,
-            Terminal::FrameTooLarge { declared, limit } => Error::FrameTooLarge {
-                declared: *declared,
-                limit: *limit,
-            },
-            Terminal::UnexpectedEof { expected, received } => Error::UnexpectedEof {
-                expected: *expected,
-                received: *received,
-            },
-            Terminal::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
-            Terminal::Protocol(what) => Error::Protocol(what),
-        }
+/// What a caller is told about a connection that ended this way.
+pub(crate) fn ended_error(how: &Ended) -> Error {
+    match how {
+        Ended::PeerClosed => Error::ClosedByPeer,
+        Ended::Error(e) => Error::from_shared(e.clone()),
+        // A client's link ends itself only by closing; the other reasons
+        // are a server's.
+        _ => Error::Closed,
     }
 }

@@ -108,7 +108,7 @@ impl Default for Backoff {
 ///
 /// Requests in flight when the connection drops are **never retried**: they
 /// fail at once with the connection's error ([`Error::ClosedByPeer`],
-/// [`Error::Io`], ...). The server may or may not have acted on them, and
+/// [`Error::Framing`], ...). The server may or may not have acted on them, and
 /// only the caller knows whether doing it twice is safe.
 ///
 /// ```
@@ -154,7 +154,7 @@ impl Reconnect {
 /// dies and the moment the client reads its end (usually at once, as the
 /// kernel closes the socket; up to a TCP timeout for a cut cable), a call
 /// still goes out on the dead connection and fails with that connection's
-/// error ([`Error::ClosedByPeer`], [`Error::Io`]) rather than waiting.
+/// error ([`Error::ClosedByPeer`], [`Error::Framing`]) rather than waiting.
 /// Requests are never resent for you: the first one may have been handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -544,11 +544,11 @@ async fn an_oversize_message_counts_the_header_against_the_limit() {
         let err = client.send("12345678").await.unwrap_err();
         assert!(
             matches!(
-                err,
-                Error::FrameTooLarge {
-                    declared: 17,
-                    limit: 16
-                }
+                &err,
+                Error::Framing(e) if matches!(
+                    **e,
+                    enchufe_framing::Error::FrameTooLarge { declared: 17, limit: 16 }
+                )
             ),
             "{err:?}"
         );

@@ -63,10 +63,8 @@ impl Decoder for FrameCodec {
             }
             let declared = (&src[..HEADER_LEN]).get_u32() as usize;
             if declared > self.max {
-                return Err(Error::FrameTooLarge {
-                    declared: declared as u64,
-                    limit: self.max,
-                });
+                let header = [src[0], src[1], src[2], src[3]];
+                return Err(Error::oversize_header(header, self.max));
             }
             self.pending = Some(declared);
         }

@@ -27,6 +27,28 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A frame header declared more than `max_frame_length` and its four
+    /// bytes are the start of another protocol ([`Foreign`]): the peer is not
+    /// speaking length-prefixed frames at all (a browser at a frame server,
+    /// a frame client at an HTTP or SSH server). A refinement of
+    /// [`Error::FrameTooLarge`], which [`Error::is_frame_too_large`] also
+    /// answers for; the stream cannot go on.
+    #[error(
+        "the peer is not speaking length-prefixed frames: it sent \"{}\", which looks like {looks_like} \
+         (read as a frame header, {declared} bytes, over the limit of {limit})",
+        .header.escape_ascii()
+    )]
+    NotFrames {
+        /// What the bytes look like.
+        looks_like: Foreign,
+        /// The four bytes read where a frame header should have been.
+        header: [u8; 4],
+        /// Those bytes read as a big-endian length.
+        declared: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+
     /// The stream ended inside a frame: the peer closed or crashed mid-message.
     /// This is not a clean close.
     #[error("stream ended inside a frame: got {received} of {expected} bytes")]
@@ -74,10 +96,33 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error for an inbound header that declares more than `limit`:
+    /// [`Error::NotFrames`] when its bytes look like another protocol, else
+    /// [`Error::FrameTooLarge`].
+    pub(crate) fn oversize_header(header: [u8; 4], limit: usize) -> Error {
+        let declared = u64::from(u32::from_be_bytes(header));
+        match Foreign::sniff(header) {
+            Some(looks_like) => Error::NotFrames {
+                looks_like,
+                header,
+                declared,
+                limit,
+            },
+            None => Error::FrameTooLarge { declared, limit },
+        }
+    }
+
     /// Whether a frame's declared length was over the limit
-    /// ([`Error::FrameTooLarge`]).
+    /// ([`Error::FrameTooLarge`], or [`Error::NotFrames`], whose header also
+    /// declared too much).
     pub fn is_frame_too_large(&self) -> bool {
-        matches!(self, Error::FrameTooLarge { .. })
+        matches!(self, Error::FrameTooLarge { .. } | Error::NotFrames { .. })
+    }
+
+    /// Whether the peer is not speaking length-prefixed frames at all
+    /// ([`Error::NotFrames`]): what it sent looks like HTTP, SSH, TLS or text.
+    pub fn is_not_frames(&self) -> bool {
+        matches!(self, Error::NotFrames { .. })
     }
 
     /// Whether the stream ended (cleanly or inside a frame) or the
@@ -101,8 +146,80 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Error::Io(_) | Error::FrameTooLarge { .. } | Error::UnexpectedEof { .. }
+            Error::Io(_)
+                | Error::FrameTooLarge { .. }
+                | Error::NotFrames { .. }
+                | Error::UnexpectedEof { .. }
         )
+    }
+}
+
+/// What a stream that is not made of length-prefixed frames looks like,
+/// told from the four bytes where a frame header should be.
+///
+/// Only consulted for a header over the limit, so a frame that fits is never
+/// mistaken for text: any header whose first byte is printable ASCII
+/// declares at least 0x2020_2020 bytes (about 514 MiB).
+///
+/// ```
+/// use enchufe_framing::Foreign;
+/// assert_eq!(Foreign::sniff(*b"GET "), Some(Foreign::HttpRequest));
+/// assert_eq!(Foreign::sniff(*b"SSH-"), Some(Foreign::Ssh));
+/// assert_eq!(Foreign::sniff([0, 0, 0, 4]), None);
+/// assert_eq!(Foreign::HttpResponse.to_string(), "an HTTP response");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Foreign {
+    /// An HTTP/1 request line (`GET `, `POST`, `PUT `, `HEAD`, `DELE`,
+    /// `OPTI`, `PATC`, `CONN`, `TRAC`): a browser or HTTP client at a frame
+    /// server.
+    HttpRequest,
+    /// An HTTP/1 status line (`HTTP`): a frame client at an HTTP server.
+    HttpResponse,
+    /// An SSH banner (`SSH-`).
+    Ssh,
+    /// A TLS handshake record (`16 03 0x`): TLS spoken to an end without it.
+    Tls,
+    /// Printable ASCII of no protocol listed here: someone typing at the
+    /// port with `nc` or `telnet`, or a text protocol we do not name.
+    Text,
+}
+
+impl Foreign {
+    /// What `header` looks like, or `None` if it could be a frame header.
+    pub fn sniff(header: [u8; 4]) -> Option<Foreign> {
+        const HTTP_METHODS: [&[u8; 4]; 9] = [
+            b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
+        ];
+        if HTTP_METHODS.contains(&&header) {
+            return Some(Foreign::HttpRequest);
+        }
+        match &header {
+            b"HTTP" => Some(Foreign::HttpResponse),
+            b"SSH-" => Some(Foreign::Ssh),
+            // Handshake record, major version 3, minor 0 (SSL 3) to 4.
+            [0x16, 0x03, 0..=4, _] => Some(Foreign::Tls),
+            _ if header
+                .iter()
+                .all(|b| b.is_ascii_graphic() || b" \t\r\n".contains(b)) =>
+            {
+                Some(Foreign::Text)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Foreign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Foreign::HttpRequest => "an HTTP request",
+            Foreign::HttpResponse => "an HTTP response",
+            Foreign::Ssh => "an SSH banner",
+            Foreign::Tls => "a TLS handshake",
+            Foreign::Text => "text",
+        })
     }
 }
 
@@ -136,5 +253,45 @@ mod tests {
         assert!(Error::Io(io::ErrorKind::ConnectionReset.into()).is_closed());
         assert!(Error::Io(io::ErrorKind::TimedOut.into()).is_timeout());
         assert!(!Error::Malformed("x").is_closed());
+        let http = Error::oversize_header(*b"HTTP", 8);
+        assert!(http.is_not_frames() && http.is_frame_too_large() && http.is_fatal());
+        assert!(!big.is_not_frames());
+    }
+
+    #[test]
+    fn oversize_headers_are_named_only_when_they_look_like_a_protocol() {
+        let limit = 8 << 20;
+        let cases: [(&[u8; 4], Option<Foreign>); 8] = [
+            (b"GET ", Some(Foreign::HttpRequest)),
+            (b"POST", Some(Foreign::HttpRequest)),
+            (b"HTTP", Some(Foreign::HttpResponse)),
+            (b"SSH-", Some(Foreign::Ssh)),
+            (&[0x16, 0x03, 0x01, 0x02], Some(Foreign::Tls)),
+            (b"hola", Some(Foreign::Text)),
+            (&[0xff, 0x00, 0x00, 0x00], None),
+            (&[0x7f, b'E', b'L', b'F'], None),
+        ];
+        for (header, want) in cases {
+            match Error::oversize_header(*header, limit) {
+                Error::NotFrames {
+                    looks_like,
+                    declared,
+                    ..
+                } => {
+                    assert_eq!(Some(looks_like), want, "{header:?}");
+                    assert_eq!(declared, u64::from(u32::from_be_bytes(*header)));
+                }
+                Error::FrameTooLarge { .. } => assert_eq!(want, None, "{header:?}"),
+                other => panic!("{other}"),
+            }
+        }
+        let text = Error::oversize_header(*b"GET ", limit).to_string();
+        assert!(
+            text.contains("not speaking length-prefixed frames")
+                && text.contains("\"GET \"")
+                && text.contains("an HTTP request")
+                && text.contains("1195725856"),
+            "{text}"
+        );
     }
 }

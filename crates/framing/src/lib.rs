@@ -40,7 +40,11 @@
 //!   own buffer and written with one vectored write.
 //! - [`session`]: the multiplexed profile's rules with no socket in them
 //!   (what a frame means for a client, a server or a peer; in-flight limits,
-//!   parking, cancels, shutdown), shared by every role's driver.
+//!   parking, cancels, shutdown), shared by every role.
+//! - [`driver`]: the connection driver of every role (a server's
+//!   connection, a client's link, a peer link): the [`Wire`], the [`Signal`]
+//!   other tasks raise, and one timer for every deadline, reporting events
+//!   to the role's own small loop. [`Ended`] says why a connection ended.
 //! - [`OutFrame`]: an outgoing frame as a small prefix (a mux header) plus a
 //!   body, written with a single copy.
 //! - [`Config`] and [`Error`].
@@ -68,6 +72,8 @@ mod codec;
 mod config;
 #[cfg(feature = "postcard")]
 mod depth;
+pub mod driver;
+mod ended;
 mod error;
 mod finite;
 mod message;
@@ -79,7 +85,8 @@ mod wire;
 
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
-pub use error::{is_closed_io, BoxError, Error, Result};
+pub use ended::Ended;
+pub use error::{is_closed_io, BoxError, Error, Foreign, Result};
 #[cfg(feature = "msgpack")]
 pub use message::MsgPack;
 #[cfg(feature = "postcard")]

@@ -155,10 +155,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         }
         let declared = (&self.rbuf[..HEADER_LEN]).get_u32() as usize;
         if declared > self.max {
-            return Err(Error::FrameTooLarge {
-                declared: declared as u64,
-                limit: self.max,
-            });
+            let header = [self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]];
+            return Err(Error::oversize_header(header, self.max));
         }
         if self.rbuf.len() >= HEADER_LEN + declared {
             self.rbuf.advance(HEADER_LEN);

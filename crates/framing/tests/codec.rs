@@ -96,6 +96,28 @@ fn codec_rejects_4gib_header_against_default_limit_without_reserving() {
 }
 
 #[test]
+fn codec_names_an_http_request_where_a_header_should_be() {
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::from(&b"POST /api HTTP/1.1\r\n"[..]);
+    let capacity_before = buf.capacity();
+    let err = codec.decode(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotFrames {
+                looks_like: enchufe_framing::Foreign::HttpRequest,
+                header: [b'P', b'O', b'S', b'T'],
+                declared: 1_347_375_956,
+                limit: 8_388_608,
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(buf.capacity(), capacity_before, "nothing reserved for it");
+    assert!(err.is_fatal() && err.is_frame_too_large());
+}
+
+#[test]
 fn codec_accepts_frame_of_exactly_the_limit() {
     let mut codec = codec_with_limit(16);
     assert_eq!(codec.max_frame_length(), 16);

@@ -195,6 +195,18 @@ fn classify(err: Error) -> Result<Outcome, TestCaseError> {
             prop_assert!(declared > LIMIT as u64);
             Ok(Outcome::TooLarge { declared })
         }
+        // The same oversize header, named as another protocol.
+        Error::NotFrames {
+            header,
+            declared,
+            limit,
+            ..
+        } => {
+            prop_assert_eq!(limit, LIMIT);
+            prop_assert_eq!(declared, u64::from(u32::from_be_bytes(header)));
+            prop_assert!(declared > LIMIT as u64);
+            Ok(Outcome::TooLarge { declared })
+        }
         Error::UnexpectedEof { expected, received } => {
             prop_assert!(received < expected);
             Ok(Outcome::Eof { expected, received })

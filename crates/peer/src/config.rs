@@ -63,6 +63,12 @@ impl Error {
     pub fn is_frame_too_large(&self) -> bool {
         matches!(self, Error::Server(e) if e.is_frame_too_large())
     }
+
+    /// Whether the other end is not speaking length-prefixed frames at all
+    /// (it looks like HTTP, SSH, TLS or text).
+    pub fn is_not_frames(&self) -> bool {
+        matches!(self, Error::Server(e) if e.is_not_frames())
+    }
 }
 
 /// Settings of a [`Peer`](crate::Peer).

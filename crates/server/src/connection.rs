@@ -28,33 +28,14 @@ impl fmt::Display for ConnectionId {
 }
 
 /// Why a connection ended, as given to
-/// [`Handler::on_disconnect`](crate::Handler::on_disconnect) and logged.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Disconnect {
-    /// The client closed its side between frames: a clean goodbye.
-    PeerClosed,
-    /// No complete frame arrived within the idle timeout.
-    IdleTimeout,
-    /// The server is shutting down.
-    Shutdown,
-    /// Server code asked for it with [`Connection::close`].
-    Closed,
-    /// Something failed: bad input, a handler error or panic, a stalled client.
-    Error(Error),
-}
-
-impl fmt::Display for Disconnect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Disconnect::PeerClosed => f.write_str("closed by peer"),
-            Disconnect::IdleTimeout => f.write_str("idle timeout"),
-            Disconnect::Shutdown => f.write_str("server shutdown"),
-            Disconnect::Closed => f.write_str("closed by server"),
-            Disconnect::Error(e) => write!(f, "error: {e}"),
-        }
-    }
-}
+/// [`Handler::on_disconnect`](crate::Handler::on_disconnect) and logged: the
+/// framing crate's [`Ended`](enchufe_framing::Ended), the one "why it ended"
+/// type of every role, with the server's [`Error`] as its failure.
+///
+/// `Disconnect::Closed` is [`Connection::close`]; `Disconnect::Shutdown` the
+/// server's graceful shutdown; `Disconnect::Error` bad input, a handler's
+/// error or panic, or a stalled client.
+pub type Disconnect = enchufe_framing::Ended<Error>;
 
 /// One client's connection, as the server sees it.
 ///

@@ -115,4 +115,11 @@ impl Error {
     pub fn is_frame_too_large(&self) -> bool {
         matches!(self, Error::Framing(e) if e.is_frame_too_large())
     }
+
+    /// Whether the client is not speaking length-prefixed frames at all: it
+    /// sent what looks like HTTP, SSH, TLS or text
+    /// ([`enchufe_framing::Error::NotFrames`]).
+    pub fn is_not_frames(&self) -> bool {
+        matches!(self, Error::Framing(e) if e.is_not_frames())
+    }
 }

@@ -607,7 +607,12 @@ async fn serve_connection<H: Handler, Io>(
         return;
     }
     match &reason {
-        Disconnect::Error(e) => warn!(error = %e, "closed"),
+        Disconnect::Error(e) => {
+            if e.is_not_frames() {
+                Counters::add(&shared.counters.not_frames, 1);
+            }
+            warn!(error = %e, "closed");
+        }
         other => info!(reason = %other, "closed"),
     }
     if AssertUnwindSafe(ctx.handler.on_disconnect(&conn, &reason))

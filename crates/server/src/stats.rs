@@ -13,6 +13,11 @@ pub struct Stats {
     /// Connections dropped because the client did not keep up: a queue full
     /// past the write timeout, or a write that made no progress.
     pub slow_disconnects: u64,
+    /// Connections closed because the client was not speaking
+    /// length-prefixed frames: what it sent looked like HTTP, SSH, TLS or
+    /// text (`enchufe_framing::Error::NotFrames`). A browser or a port
+    /// scanner at the server's port shows up here.
+    pub not_frames: u64,
 }
 
 /// The live counters behind [`Stats`], shared by every connection.
@@ -21,6 +26,7 @@ pub(crate) struct Counters {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) pushes_dropped: AtomicU64,
     pub(crate) slow_disconnects: AtomicU64,
+    pub(crate) not_frames: AtomicU64,
 }
 
 impl Counters {
@@ -33,6 +39,7 @@ impl Counters {
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             pushes_dropped: self.pushes_dropped.load(Ordering::Relaxed),
             slow_disconnects: self.slow_disconnects.load(Ordering::Relaxed),
+            not_frames: self.not_frames.load(Ordering::Relaxed),
         }
     }
 }

@@ -19,8 +19,9 @@ use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, trace, warn};
 
-use crate::driver::{Deadlines, Driver, Event};
+use crate::driver::{Driver, Event};
 use crate::{BusyPolicy, Config, Connection, Disconnect, Error, Handler};
+use enchufe_framing::driver::Deadlines;
 
 /// What a connection task needs from its server.
 pub(crate) struct Ctx<H> {
@@ -43,17 +44,15 @@ where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
     let config = &ctx.config;
-    let timer = pin!(tokio::time::sleep(std::time::Duration::ZERO));
     let mux = config.profile == Profile::Multiplexed;
     let mut driver = Driver::new(
         Wire::new(io, &ctx.framing),
         conn,
-        timer,
         config.max_queued_bytes,
         Deadlines {
             idle: config.idle_timeout,
             keepalive: config.peer.as_ref().and_then(|p| p.keepalive),
-            write_timeout: config.write_timeout,
+            write_timeout: Some(config.write_timeout),
             hello: mux.then_some(config.handshake_timeout),
         },
     );
@@ -100,7 +99,7 @@ where
     F: std::future::Future,
 {
     let mut work = pin!(work);
-    driver.busy = true;
+    driver.set_busy(true);
     let out = std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
@@ -114,7 +113,7 @@ where
         }
     })
     .await;
-    driver.busy = false;
+    driver.set_busy(false);
     out
 }
 
@@ -334,7 +333,7 @@ impl<'a, H: Handler> Mux<'a, H> {
             if finished && (self.flow.parked() > 0 || self.flow.is_idle()) {
                 return Poll::Ready(Event::Signal);
             }
-            driver.busy = !self.flow.is_idle();
+            driver.set_busy(!self.flow.is_idle());
             let read = !driver.eof && (driver.stopping || self.flow.can_read());
             match driver.poll_event(cx, read) {
                 Poll::Ready(Event::Frame(frame)) => {

@@ -1,28 +1,41 @@
 //! The link's driver: the one task that owns a client connection's I/O.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use enchufe_framing::driver::{self, Deadlines, Event};
 use enchufe_framing::mux::{Header, Kind};
 use enchufe_framing::session::{self, Inbound, Role};
-use enchufe_framing::{OutFrame, Wire};
+use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 use tracing::{debug, trace};
 
 use super::{flag, Pending, Shared};
-use crate::error::Terminal;
+use crate::error::{ended_error, Ended};
 use crate::{Error, Result};
 
-/// The link's one task.
+/// How the driver reaches the link's signal: through the state it shares
+/// with the handles, with no allocation of its own.
+struct LinkSignal(Arc<Shared>);
+
+impl Deref for LinkSignal {
+    type Target = Signal;
+
+    fn deref(&self) -> &Signal {
+        &self.0.signal
+    }
+}
+
+/// The link's one task: the connection driver every role shares, plus what
+/// only a client's link does (pair replies with requests, hand pushes to
+/// `recv`, keep request deadlines, half-close on `close()`).
 pub(super) struct Driver<Io> {
-    wire: Wire<Io>,
+    core: driver::Driver<Io, LinkSignal>,
     shared: Arc<Shared>,
     multiplexed: bool,
     /// Plain profile: reply slots in the order their requests were written.
@@ -34,13 +47,12 @@ pub(super) struct Driver<Io> {
     held: Option<BytesMut>,
     /// Whether the error that ends the connection goes to `incoming` too.
     report_end: bool,
-    /// The writing side is shut down (close() or the last handle dropped).
+    /// `close()` was called or the last handle dropped: flush, half-close.
+    closing: bool,
+    /// The last handle is gone: stop once the writing side is closed.
+    dropped: bool,
+    /// The writing side is shut down.
     write_closed: bool,
-    eof: bool,
-    /// Requests' deadlines, all in one timer, armed for the earliest known
-    /// one (`armed`) and reset only when it fires or an earlier one comes.
-    timer: Pin<Box<Sleep>>,
-    armed: Option<Instant>,
     /// The driver gave the scheduler one turn before taking a burst.
     yielded: bool,
 }
@@ -48,7 +60,7 @@ pub(super) struct Driver<Io> {
 /// Why the driver stops.
 enum Stop {
     /// The connection ended this way; the socket is dropped.
-    End(Terminal),
+    End(Ended),
     /// The server broke the protocol: hang up at once.
     Protocol(&'static str),
     /// A read or write failed.
@@ -62,18 +74,25 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         multiplexed: bool,
         wiring: super::Wiring,
     ) -> Self {
-        Driver {
+        // No byte budget: what a client writes is bounded by its queue and
+        // its in-flight limit. Request deadlines are the driver's own.
+        let core = driver::Driver::new(
             wire,
+            LinkSignal(shared.clone()),
+            usize::MAX,
+            Deadlines::default(),
+        );
+        Driver {
+            core,
             shared,
             multiplexed,
             pending: VecDeque::new(),
             incoming: PollSender::new(wiring.incoming),
             held: None,
             report_end: wiring.report_end,
+            closing: false,
+            dropped: false,
             write_closed: false,
-            eof: false,
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed: None,
             yielded: false,
         }
     }
@@ -84,17 +103,21 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             Stop::End(how) => (how, None),
             Stop::Protocol(what) => {
                 debug!(what, "protocol violation; closing the connection");
-                (Terminal::Protocol(what), Some(Error::Protocol(what)))
+                (
+                    Ended::Error(Arc::new(enchufe_framing::Error::Malformed(what))),
+                    Some(Error::Protocol(what)),
+                )
             }
             Stop::Failed(e) => {
                 debug!(error = %e, "connection failed");
-                (Terminal::from_error(&e), Some(e.into()))
+                let e = Arc::new(e);
+                (Ended::Error(e.clone()), Some(Error::from_shared(e)))
             }
         };
         debug!(how = ?how, "connection ended");
         self.shared.end(how.clone());
         for mut slot in self.pending.drain(..) {
-            slot.answer(Err(how.to_error()));
+            slot.answer(Err(ended_error(&how)));
         }
         if let (true, Some(error)) = (self.report_end, report) {
             // The caller of recv learns why, once.
@@ -106,23 +129,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
         loop {
-            let mut flags = self.shared.signal.flags();
-            if flags & flag::QUEUED != 0 {
-                if !self.yielded && self.wire.queued() == 0 {
-                    // Woken by the first request of a burst: let the other
-                    // tasks that are ready queue theirs too, so the burst
-                    // leaves in one write instead of one each. One turn of
-                    // the scheduler, once per batch.
-                    self.yielded = true;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                self.yielded = false;
-                self.shared.signal.take(flag::QUEUED);
-                // Taken: a QUEUED raised from here on must show as a change
-                // when the flags are compared before waiting.
-                flags &= !flag::QUEUED;
-                self.take_queued();
+            if self.dropped && self.write_closed {
+                return Poll::Ready(Stop::End(Ended::Closed));
             }
             // Unsolicited frames wait for room in `incoming` before anything
             // more is read.
@@ -131,80 +139,75 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     Poll::Ready(Ok(())) => {
                         let _ = self.incoming.send_item(Ok(frame));
                     }
-                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::End(Terminal::Local)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::End(Ended::Closed)),
                     Poll::Pending => self.held = Some(frame),
                 }
             }
-            let reading = self.held.is_none() && !self.eof;
-            // Frames already read first: their requests' replies batch up.
-            if reading {
-                match self.wire.next_frame() {
-                    Ok(Some(frame)) => {
-                        if let Err(stop) = self.dispatch(frame) {
-                            return Poll::Ready(stop);
-                        }
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Poll::Ready(Stop::Failed(e)),
-                }
-            }
-            if !self.write_closed {
-                if self.wire.queued() > 0 {
-                    if let Poll::Ready(Err(e)) = self.wire.poll_flush(cx) {
-                        return Poll::Ready(Stop::Failed(e));
-                    }
-                }
-                let closing = flags & (flag::CLOSE | flag::DROPPED) != 0;
-                if closing && self.wire.queued() == 0 && self.queue_is_drained() {
-                    match self.wire.poll_shutdown(cx) {
-                        Poll::Ready(result) => {
-                            debug!("sending side closed");
-                            self.write_closed = true;
-                            let closers = std::mem::take(&mut self.shared.out().close);
-                            let result = result.map_err(Error::from);
-                            for closer in closers {
-                                let _ = closer.send(match &result {
-                                    Ok(()) => Ok(()),
-                                    Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
-                                });
-                            }
-                            if flags & flag::DROPPED != 0 {
-                                return Poll::Ready(Stop::End(Terminal::Local));
-                            }
+            let event = match self.core.poll_event(cx, self.held.is_none()) {
+                Poll::Ready(event) => event,
+                Poll::Pending => {
+                    // Everything is flushed or waits on the socket, and
+                    // nothing more is readable: the moment to half-close.
+                    if self.closing && !self.write_closed && self.can_half_close() {
+                        if let Poll::Ready(result) = self.core.poll_shutdown(cx) {
+                            self.half_closed(result);
                             continue;
                         }
-                        Poll::Pending => {}
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match event {
+                Event::Frame(frame) => {
+                    if let Err(stop) = self.dispatch(frame) {
+                        return Poll::Ready(stop);
                     }
                 }
-            } else if flags & flag::DROPPED != 0 {
-                return Poll::Ready(Stop::End(Terminal::Local));
-            }
-            if reading {
-                match self.wire.poll_frame(cx) {
-                    Poll::Ready(Ok(Some(frame))) => {
-                        if let Err(stop) = self.dispatch(frame) {
-                            return Poll::Ready(stop);
-                        }
-                        continue;
+                Event::Eof => return Poll::Ready(Stop::End(Ended::PeerClosed)),
+                Event::Queued => {
+                    if !self.yielded && self.core.queued() == 0 {
+                        // Woken by the first request of a burst: let the
+                        // other tasks that are ready queue theirs too, so the
+                        // burst leaves in one write instead of one each. One
+                        // turn of the scheduler, once per batch.
+                        self.yielded = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
-                    Poll::Ready(Ok(None)) => {
-                        self.eof = true;
-                        return Poll::Ready(Stop::End(Terminal::PeerClosed));
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e)),
-                    Poll::Pending => {}
+                    self.yielded = false;
+                    self.core.take_queued();
+                    self.take_queued();
                 }
+                Event::Signal(bits) => {
+                    self.closing |= bits & (flag::CLOSE | flag::DROPPED) != 0;
+                    self.dropped |= bits & flag::DROPPED != 0;
+                }
+                Event::Deadline => self.expire(),
+                Event::ReadFailed(e) | Event::WriteFailed(e) => {
+                    return Poll::Ready(Stop::Failed(e))
+                }
+                // No idle, hello or write deadline is set on a client link.
+                _ => {}
             }
-            if self.armed.is_some() && self.timer.as_mut().poll(cx).is_ready() {
-                self.expire();
-                continue;
-            }
-            // Register before waiting; a flag raised meanwhile means another turn.
-            if self.shared.signal.poll(cx) != flags {
-                continue;
-            }
-            return Poll::Pending;
+        }
+    }
+
+    /// Whether the output is flushed and nothing waits in the shared queue.
+    fn can_half_close(&self) -> bool {
+        self.core.queued() == 0 && self.queue_is_drained()
+    }
+
+    /// The writing side is shut down: tell the `close()` callers how.
+    fn half_closed(&mut self, result: enchufe_framing::Result<()>) {
+        debug!("sending side closed");
+        self.write_closed = true;
+        let closers = std::mem::take(&mut self.shared.out().close);
+        let result = result.map_err(Arc::new);
+        for closer in closers {
+            let _ = closer.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::Framing(e.clone())),
+            });
         }
     }
 
@@ -223,14 +226,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         self.shared.room.notify_waiters();
         for (frame, slot, deadline) in frames {
             if let Some(deadline) = deadline {
-                if self.armed.map_or(true, |armed| deadline < armed) {
-                    self.timer.as_mut().reset(deadline);
-                    self.armed = Some(deadline);
+                if self.core.deadline().map_or(true, |armed| deadline < armed) {
+                    self.core.set_deadline(Some(deadline));
                 }
             }
             // Frames were checked against the limit when encoded
             // (`Client::body`), so this write does not fail.
-            if let Err(e) = self.wire.write(&frame) {
+            if let Err(e) = self.core.write(&frame) {
                 debug!(error = %e, "frame refused by the writer");
                 if let Some(mut slot) = slot {
                     slot.answer(Err(e.into()));
@@ -279,16 +281,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 },
                 Bytes::new(),
             );
-            if !self.write_closed {
-                let _ = self.wire.write(&cancel);
-            }
+            let _ = self.core.write(&cancel);
         }
         // Requests still in the shared queue have deadlines the driver has
         // not seen: they re-arm the timer when taken.
-        self.armed = next;
-        if let Some(next) = next {
-            self.timer.as_mut().reset(next);
-        }
+        self.core.set_deadline(next);
     }
 
     /// Gives one frame to the request it answers, or to `recv`.

@@ -34,7 +34,7 @@ mod driver;
 
 use driver::Driver;
 
-use crate::error::Terminal;
+use crate::error::{ended_error, Ended};
 use crate::reconnect::EVENTS_QUEUE;
 use crate::{Config, Error, Event, Result};
 
@@ -78,8 +78,8 @@ impl Wiring {
 
 /// What each bit of a link's [`Signal`] means.
 mod flag {
-    /// Frames were queued for the driver.
-    pub(super) const QUEUED: u8 = 1;
+    /// Frames were queued for the driver (the driver's own bit).
+    pub(super) const QUEUED: u8 = enchufe_framing::driver::QUEUED;
     /// [`Link::close`] was called: flush, then half-close.
     pub(super) const CLOSE: u8 = 2;
     /// The last handle is gone: flush, half-close, stop.
@@ -130,7 +130,7 @@ struct Shared {
     /// the caller gives up first; whoever takes it answers it.
     by_id: InFlight<Pending>,
     /// Set once when the connection ends.
-    terminal: Mutex<Option<Terminal>>,
+    terminal: Mutex<Option<Ended>>,
     /// `terminal.is_some()`, readable without the lock.
     has_ended: AtomicBool,
     /// Cancelled when the connection ends: what a reconnecting client's
@@ -180,7 +180,7 @@ impl Shared {
         self.out.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn terminal(&self) -> Option<Terminal> {
+    fn terminal(&self) -> Option<Ended> {
         if !self.has_ended.load(Ordering::Acquire) {
             return None;
         }
@@ -216,7 +216,7 @@ impl Shared {
 
     /// Records the end (first one wins), fails every waiting request and
     /// every queued one, and refuses new ones.
-    fn end(&self, how: Terminal) {
+    fn end(&self, how: Ended) {
         let (how, first) = {
             let mut terminal = self.terminal.lock().unwrap_or_else(PoisonError::into_inner);
             let first = terminal.is_none();
@@ -228,7 +228,7 @@ impl Shared {
             self.ended.cancel();
             // No receiver is fine: nobody asked.
             let _ = self.events.send(Event::Disconnected {
-                error: Arc::new(how.to_error()),
+                error: Arc::new(ended_error(&how)),
             });
         }
         let (queued, closers) = {
@@ -245,7 +245,7 @@ impl Shared {
             .into_iter()
             .chain(queued.into_iter().filter_map(|(_, slot, _)| slot))
         {
-            slot.answer(Err(how.to_error()));
+            slot.answer(Err(ended_error(&how)));
         }
         for closer in closers {
             let _ = closer.send(Ok(()));
@@ -494,7 +494,7 @@ impl Link {
         self.inner
             .shared
             .terminal()
-            .map_or(Error::Closed, |how| how.to_error())
+            .map_or(Error::Closed, |how| ended_error(&how))
     }
 }
 
