@@ -118,7 +118,8 @@ fn main() {
     write("message_postcard", "tree", enc(Postcard(tree(3)).encode()));
 
     // wire_e2e: mode (bit 0: multiplexed; role in bits 1-2), limit
-    // (16 << n), writes (size-1 in bits 0-4, Pending every n-th in 5-7).
+    // (16 << n), writes (size 1 << n in bits 0-3, Pending once in n + 1
+    // calls in bits 4-7).
     write(
         "wire_e2e",
         "plain_echo",
