@@ -23,14 +23,12 @@ says why on stderr and exits 2. Exit 3 is a timeout; exit 5 means the
 """
 import argparse
 import json
-import os
 import socket
 import struct
 import sys
-import threading
-import time
 
-from course_client import recv_exact  # the course framing's exact read
+# The course framing's exact read, and the exit-3 timeout.
+from course_client import recv_exact, start_watchdog
 
 try:
     import msgpack
@@ -150,12 +148,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
 
-    def watchdog():
-        time.sleep(args.timeout)
-        print(f"timeout after {args.timeout}s", file=sys.stderr, flush=True)
-        os._exit(3)
-
-    threading.Thread(target=watchdog, daemon=True).start()
+    start_watchdog(args.timeout)
     try:
         if args.mode == "server":
             serve(args.timeout)
