@@ -195,8 +195,9 @@ const MSGPACK_MAX_DEPTH: usize = 128;
 #[cfg(feature = "msgpack")]
 fn from_msgpack<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
     // `from_slice` would ignore bytes after the value; reading through a
-    // slice that advances tells how many are left. Lengths inside the value
-    // are checked against what is left before anything is copied.
+    // slice that advances tells how many are left. A length declared inside
+    // the value reads at most what is left, and sequences pre-allocate at
+    // most serde's cautious 1 MiB (tests/untrusted_lengths.rs measures it).
     let mut rest = frame;
     let mut de = rmp_serde::Deserializer::new(&mut rest);
     de.set_max_depth(MSGPACK_MAX_DEPTH);
