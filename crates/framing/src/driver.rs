@@ -43,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use crate::mux::{Header, Kind};
-use crate::{Error, OutFrame, Result, Signal, Wire};
+use crate::{Error, Next, OutFrame, Result, Signal, Wire};
 
 /// The [`Signal`] bit that says frames wait in the role's queue (pushes,
 /// requests queued by other tasks). Every other bit is the role's own and
@@ -64,6 +64,10 @@ pub enum Event {
     Frame(BytesMut),
     /// The other end closed its writing side between frames.
     Eof,
+    /// A streamed frame of this many body bytes began (a wire with
+    /// [`Config::max_stream_length`](crate::Config::max_stream_length) on):
+    /// take its body with [`Driver::poll_chunk`] before reading again.
+    Stream(u64),
     /// Frames wait in the role's queue: the [`QUEUED`] bit is raised, or
     /// the output drained below half the budget while the role said frames
     /// were waiting ([`Driver::set_waiting`]). Take them with
@@ -304,6 +308,20 @@ where
         }
     }
 
+    /// The next chunk of a streamed frame's body ([`Event::Stream`]):
+    /// `Ok(None)` once it is all taken. Each chunk counts as activity for
+    /// the idle timeout.
+    ///
+    /// # Errors
+    /// As [`Wire::poll_chunk`].
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        let chunk = std::task::ready!(self.wire.poll_chunk(cx));
+        if let Ok(Some(_)) = &chunk {
+            self.activity += 1;
+        }
+        Poll::Ready(chunk)
+    }
+
     /// Waits for the next event; see [`Driver::poll_event`].
     pub async fn event(&mut self, read: bool) -> Event {
         std::future::poll_fn(|cx| self.poll_event(cx, read)).await
@@ -333,7 +351,12 @@ where
                         self.activity += 1;
                         return Poll::Ready(Event::Frame(frame));
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if let Some(len) = self.wire.take_stream() {
+                            self.activity += 1;
+                            return Poll::Ready(Event::Stream(len));
+                        }
+                    }
                     Err(e) => return Poll::Ready(Event::ReadFailed(e)),
                 }
             }
@@ -351,13 +374,21 @@ where
                     return Poll::Ready(Event::Queued);
                 }
             }
-            if read && self.queued() < self.budget && !self.wire.is_read_closed() {
-                match self.wire.poll_frame(cx) {
-                    Poll::Ready(Ok(Some(frame))) => {
+            if read
+                && self.queued() < self.budget
+                && !self.wire.is_read_closed()
+                && !self.wire.is_streaming()
+            {
+                match self.wire.poll_next(cx) {
+                    Poll::Ready(Ok(Next::Frame(frame))) => {
                         self.activity += 1;
                         return Poll::Ready(Event::Frame(frame));
                     }
-                    Poll::Ready(Ok(None)) => return Poll::Ready(Event::Eof),
+                    Poll::Ready(Ok(Next::Stream(len))) => {
+                        self.activity += 1;
+                        return Poll::Ready(Event::Stream(len));
+                    }
+                    Poll::Ready(Ok(Next::Eof)) => return Poll::Ready(Event::Eof),
                     Poll::Ready(Err(e)) => return Poll::Ready(Event::ReadFailed(e)),
                     Poll::Pending => {}
                 }

@@ -68,6 +68,7 @@
 //! # }
 //! ```
 
+mod body;
 mod codec;
 mod config;
 #[cfg(feature = "postcard")]
@@ -83,6 +84,7 @@ mod signal;
 mod transport;
 mod wire;
 
+pub use body::{Body, BodySender, BODY_CHUNKS};
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 pub use ended::Ended;
@@ -117,7 +119,7 @@ pub use message::{Decode, Encode, Json, Raw, Text};
 pub use bytes::{Bytes, BytesMut};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
-pub use wire::{Wire, LARGE_FRAME};
+pub use wire::{Next, Wire, LARGE_FRAME, STREAM_CHUNK};
 
 /// Bytes taken by the length prefix of every frame.
 pub const HEADER_LEN: usize = 4;

@@ -74,6 +74,17 @@ pub struct Config {
     /// is allocated.
     pub max_frame_length: usize,
 
+    /// Plain profile, opt-in: a frame declared longer than
+    /// `max_frame_length` but at most this long is not refused; its body goes
+    /// to [`Handler::handle_stream`](crate::Handler::handle_stream) as a
+    /// [`Body`](enchufe_framing::Body) that arrives in chunks, so memory stays
+    /// bounded by a few chunks (256 KiB) whatever its length, up to
+    /// `u32::MAX` (the most a 4-byte header can say): the course's file
+    /// protocol (a size, then the file) on an ordinary server. Default `0`:
+    /// off. The multiplexed profile ignores it (large data there goes as
+    /// many frames, so other requests are not held up).
+    pub max_stream_length: u64,
+
     /// Most pushes waiting in one connection's outbound queue, counted in
     /// frames: a second cap beside [`Config::max_queued_bytes`], for many
     /// tiny pushes. Default 128.
@@ -179,6 +190,14 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::max_stream_length`]: frames up to `bytes` long are
+    /// streamed to [`Handler::handle_stream`](crate::Handler::handle_stream).
+    #[must_use]
+    pub fn max_stream_length(mut self, bytes: u64) -> Self {
+        self.max_stream_length = bytes;
+        self
+    }
+
     /// Sets [`Config::outbound_queue`] (at least 1).
     #[must_use]
     pub fn outbound_queue(mut self, frames: usize) -> Self {
@@ -278,7 +297,14 @@ impl Config {
     }
 
     pub(crate) fn framing(&self) -> enchufe_framing::Config {
-        enchufe_framing::Config::default().max_frame_length(self.max_frame_length)
+        let streams = if self.profile == Profile::Plain {
+            self.max_stream_length
+        } else {
+            0
+        };
+        enchufe_framing::Config::default()
+            .max_frame_length(self.max_frame_length)
+            .max_stream_length(streams)
     }
 }
 
@@ -287,6 +313,7 @@ impl Default for Config {
         Self {
             max_connections: 1024,
             max_frame_length: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH,
+            max_stream_length: 0,
             outbound_queue: 128,
             max_queued_bytes: 4 << 20,
             max_total_queued_bytes: 128 << 20,

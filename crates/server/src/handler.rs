@@ -2,7 +2,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
 
-use enchufe_framing::{Decode, Encode};
+use enchufe_framing::{Body, BoxError, Decode, Encode};
 
 use crate::{Connection, Disconnect};
 
@@ -53,6 +53,58 @@ pub trait Handler: Send + Sync + 'static {
         request: Self::Request,
         conn: &Connection,
     ) -> impl Future<Output = Result<Option<Self::Response>, Self::Error>> + Send;
+
+    /// Plain profile, with [`Config::max_stream_length`](crate::Config::max_stream_length)
+    /// set: handles one frame too long for `max_frame_length`, whose body
+    /// arrives as a [`Body`] in chunks (read it with [`Body::chunk`],
+    /// [`Body::copy_to`] or as an `AsyncRead`). Memory stays bounded by a few
+    /// chunks whatever the frame's length. The connection reads nothing
+    /// else until the body is taken (what the handler leaves unread is
+    /// skipped before its reply is sent). `Err` closes the connection, as
+    /// from [`Handler::handle`].
+    ///
+    /// The default refuses: the connection ends with this as its reason.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use enchufe_server::{Body, BoxError, Connection, Handler};
+    ///
+    /// /// Counts the bytes of every large message.
+    /// struct Sizes;
+    ///
+    /// impl Handler for Sizes {
+    ///     type Request = String;
+    ///     type Response = String;
+    ///     type Error = Infallible;
+    ///
+    ///     async fn handle(&self, req: String, _: &Connection) -> Result<Option<String>, Infallible> {
+    ///         Ok(Some(req.len().to_string()))
+    ///     }
+    ///
+    ///     async fn handle_stream(&self, mut body: Body, _: &Connection) -> Result<Option<String>, BoxError> {
+    ///         let mut n = 0;
+    ///         while let Some(chunk) = body.chunk().await? {
+    ///             n += chunk.len();
+    ///         }
+    ///         Ok(Some(n.to_string()))
+    ///     }
+    /// }
+    /// ```
+    fn handle_stream(
+        &self,
+        body: Body,
+        conn: &Connection,
+    ) -> impl Future<Output = Result<Option<Self::Response>, BoxError>> + Send {
+        let _ = conn;
+        let len = body.len();
+        async move {
+            Err(format!(
+                "a streamed message of {len} bytes arrived but this handler does not take \
+                 streams (implement Handler::handle_stream)"
+            )
+            .into())
+        }
+    }
 
     /// Called once when a connection is accepted, before its first request is
     /// read: the place to greet the client with [`Connection::push`].

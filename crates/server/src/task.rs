@@ -104,13 +104,7 @@ where
         if let Poll::Ready(out) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        loop {
-            match driver.poll_event(cx, false) {
-                Poll::Ready(Event::End(reason)) => return Poll::Ready(Err(reason)),
-                Poll::Ready(_) => continue,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        driver.poll_beside(cx).map(Err)
     })
     .await;
     driver.set_busy(false);
@@ -146,6 +140,7 @@ async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Event::Eof => return Err(Disconnect::PeerClosed),
+            Event::Stream(_) => return Err(not_streamed()),
             Event::End(reason) => return Err(reason),
             Event::Signal if driver.stopping => return Err(Disconnect::Shutdown),
             Event::Signal if driver.closing => return Err(closed(conn)),
@@ -169,6 +164,14 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         }
         let frame = match driver.event(true).await {
             Event::Frame(frame) => frame,
+            Event::Stream(len) => {
+                trace!(bytes = len, "streamed request");
+                let ran = crate::stream::handle(&*ctx.handler, conn, driver, len).await;
+                if let Err(reason) = settle(ran).and_then(|reply| write_reply(driver, reply)) {
+                    return reason;
+                }
+                continue;
+            }
             Event::Eof => return Disconnect::PeerClosed,
             Event::End(reason) => return reason,
             Event::Signal => continue,
@@ -179,27 +182,44 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => return Disconnect::Error(e.into()),
         };
         let call = AssertUnwindSafe(ctx.handler.handle(request, conn)).catch_unwind();
-        let reply = match run_beside(driver, call).await {
-            Ok(Ok(Ok(Some(reply)))) => reply,
-            Ok(Ok(Ok(None))) => continue,
-            Ok(Ok(Err(e))) => return Disconnect::Error(Error::Handler(e.to_string())),
-            Ok(Err(panic)) => {
-                return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic)))
-            }
-            Err(reason) => return reason,
-        };
-        // A reply that cannot be written ends the connection: the plain wire
-        // has no other way to say so.
-        let written = match reply.encode() {
-            Ok(body) => driver.write(&OutFrame::plain(body)),
-            Err(e) => Err(e.into()),
-        };
-        match written {
-            Ok(()) => {}
-            // The write side already failed: the loop finds out why.
-            Err(Error::Closed) => {}
-            Err(e) => return Disconnect::Error(e),
+        let ran = run_beside(driver, call).await;
+        if let Err(reason) = settle(ran).and_then(|reply| write_reply(driver, reply)) {
+            return reason;
         }
+    }
+}
+
+/// What a plain handler's call came to: its reply (if any), or the reason
+/// the connection ends (its error or panic, or the connection's own end).
+fn settle<R, E: std::fmt::Display>(
+    ran: Result<std::thread::Result<Result<Option<R>, E>>, Disconnect>,
+) -> Result<Option<R>, Disconnect> {
+    match ran? {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(Disconnect::Error(Error::Handler(e.to_string()))),
+        Err(panic) => Err(Disconnect::Error(Error::HandlerPanic(panic_message(
+            &*panic,
+        )))),
+    }
+}
+
+/// Writes a plain reply, if there is one. One that cannot be written ends
+/// the connection: the plain wire has no other way to say so.
+fn write_reply<R: Encode, Io: AsyncRead + AsyncWrite + Unpin>(
+    driver: &mut Driver<'_, Io>,
+    reply: Option<R>,
+) -> Result<(), Disconnect> {
+    let Some(reply) = reply else {
+        return Ok(());
+    };
+    let written = match reply.encode() {
+        Ok(body) => driver.write(&OutFrame::plain(body)),
+        Err(e) => Err(e.into()),
+    };
+    match written {
+        // The write side already failed: the loop finds out why.
+        Ok(()) | Err(Error::Closed) => Ok(()),
+        Err(e) => Err(Disconnect::Error(e)),
     }
 }
 
@@ -289,6 +309,7 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         match event {
             // The client is done sending; answer what it asked first.
             Event::Frame(_) | Event::Eof | Event::Signal => {}
+            Event::Stream(_) => return not_streamed(),
             Event::End(reason) => return reason,
         }
     }
@@ -543,6 +564,14 @@ fn error_frame(id: u64, code: ErrorCode, message: &str) -> OutFrame {
         },
         code.body(message),
     )
+}
+
+/// A stream where none can be (a multiplexed connection never turns them
+/// on): the connection cannot go on.
+fn not_streamed() -> Disconnect {
+    Disconnect::Error(Error::Unsupported(
+        "a streamed frame on a connection that does not take them",
+    ))
 }
 
 fn closed(conn: &Connection) -> Disconnect {
