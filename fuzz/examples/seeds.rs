@@ -1,6 +1,7 @@
 //! Writes the seed corpora under `fuzz/corpus/TARGET/`: a few valid inputs
 //! per target, made with enchufe's own encoders, so the fuzzer starts from
-//! real messages instead of finding the formats byte by byte.
+//! real messages instead of finding the formats byte by byte. Files named
+//! `regression_*` are inputs that once failed, kept by hand.
 //!
 //! ```text
 //! cd fuzz && cargo run --example seeds
@@ -144,7 +145,19 @@ fn main() {
         &[0xef, 0x61, 0xe1, 0x62],
     ]
     .concat();
-    write("wire_e2e", "plain_large", large);
+    write("wire_e2e", "plain_large", &large);
+    // The same over an I/O with vectored writes (bit 7 of byte 1).
+    let mut vectored = large.clone();
+    vectored[1] |= 0x80;
+    write("wire_e2e", "plain_large_vectored", vectored);
+    // Streams on (bit 3; stream limit 2 x 64 B): a 100-byte frame is
+    // streamed, the small ones around it are not.
+    let streamed = [frame(b"hola"), frame(&[7; 100]), frame(b"fin")].concat();
+    write(
+        "wire_e2e",
+        "plain_stream",
+        [&[0x08, 2, 0x35][..], &script(&streamed, 9)].concat(),
+    );
 
     // server_e2e: mode (bit 0: multiplexed), then write scripts.
     write(

@@ -4,7 +4,10 @@
 //! anywhere, with `Pending` in between, and writing replies through partial
 //! and interrupted writes.
 //!
-//! Plain profile: every frame is echoed. Multiplexed: the first frame must
+//! Plain profile: every frame is echoed; with streams on (byte 0, bit 3),
+//! frames over the limit (up to a stream limit) come as a streamed body in
+//! chunks (`poll_next`, `poll_chunk`) and are echoed chunk by chunk
+//! (`write_stream_header`, `write_chunk`). Multiplexed: the first frame must
 //! be a hello (answered with ours), then every frame is classified for the
 //! role (`session::classify`) and each request is answered with its body.
 //! Checked:
@@ -17,18 +20,20 @@
 //!   reaches the I/O (a few polls in a row without I/O fail); nothing is
 //!   written after shutdown.
 //!
-//! Input: byte 0 picks the profile and role, byte 1 `max_frame_length`
-//! (16 B to 128 KiB, so frames past `LARGE_FRAME` happen), byte 2 the write
+//! Input: byte 0 picks the profile and role (and streams), byte 1
+//! `max_frame_length` (16 B to 128 KiB, so frames past `LARGE_FRAME`
+//! happen) and, in its top bit, whether the I/O takes vectored writes (a
+//! socket) or not (many wrappers); byte 2 the write
 //! size (1 B to 32 KiB, a power of two) and how often a write is `Pending`;
 //! the rest is the read script of `FuzzIo`.
 #![no_main]
 
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use enchufe_framing::mux::{Header, Hello, Kind};
 use enchufe_framing::session::{classify, Inbound, Role};
-use enchufe_framing::{BytesMut, Config, OutFrame, Wire};
-use enchufe_fuzz::{block_on, reference_frames, End, FuzzIo, Script};
+use enchufe_framing::{BytesMut, Config, Next, OutFrame, Wire, STREAM_CHUNK};
+use enchufe_fuzz::{block_on, reference_frames_streamed, End, FuzzIo, Script};
 use libfuzzer_sys::fuzz_target;
 
 /// Why the loop stopped reading.
@@ -37,6 +42,15 @@ enum Stop {
     Wire(End),
     /// The multiplexed rules were broken: a driver closes the connection.
     Violation,
+}
+
+/// Nothing more is buffered: flush what was queued, as a driver does before
+/// it waits.
+fn wait<T>(wire: &mut Wire<FuzzIo<'_>>, cx: &mut Context<'_>) -> Poll<T> {
+    if let Poll::Ready(Err(e)) = wire.poll_flush(cx) {
+        panic!("in-memory writes never fail: {e}");
+    }
+    Poll::Pending
 }
 
 fn queue(wire: &mut Wire<FuzzIo<'_>>, expected: &mut Vec<u8>, frame: OutFrame) {
@@ -59,12 +73,21 @@ fuzz_target!(|data: &[u8]| {
         1 => Role::Client,
         _ => Role::Peer,
     };
-    let max = 16usize << (limit % 14);
+    let max = 16usize << ((limit & 0x7f) % 14);
+    // Plain only: frames over `max` and up to `stream_max` are streamed
+    // (handed out in chunks and echoed chunk by chunk).
+    let stream_max = if !mux && mode & 0x08 != 0 {
+        max * (2 + usize::from(mode >> 4))
+    } else {
+        0
+    };
     // Write sizes from 1 byte (every write partial) to 32 KiB: one byte at a
     // time through many large frames would make most runs slow, not better.
-    let io = FuzzIo::new(script, 1 << (writes & 0x0f), u32::from(writes >> 4));
+    let mut io = FuzzIo::new(script, 1 << (writes & 0x0f), u32::from(writes >> 4));
+    io.vectored = limit & 0x80 != 0;
     let progress = io.progress.clone();
     let mut wire = Wire::new(io, &Config::default().max_frame_length(max));
+    wire.set_max_stream_length(stream_max as u64);
     // Every poll of the wire should reach the I/O: a few polls in a row
     // without it is a loop that spins.
     let stall = 4;
@@ -72,19 +95,50 @@ fuzz_target!(|data: &[u8]| {
     let mut frames: Vec<BytesMut> = Vec::new();
     let mut expected = Vec::new();
     let mut hello_seen = false;
+    // A streamed frame being read: its body so far and what is left of it.
+    let mut streaming: Option<(BytesMut, u64)> = None;
     let stop = block_on(stall, &progress, |cx| loop {
-        let frame = match wire.poll_frame(cx) {
-            Poll::Ready(Ok(Some(frame))) => frame,
-            Poll::Ready(Ok(None)) => return Poll::Ready(Stop::Wire(End::Clean)),
-            Poll::Ready(Err(e)) => return Poll::Ready(Stop::Wire(End::of(Some(e)))),
-            Poll::Pending => {
-                // Nothing more buffered: flush what was queued, as a driver
-                // does before it waits.
-                if let Poll::Ready(Err(e)) = wire.poll_flush(cx) {
-                    panic!("in-memory writes never fail: {e}");
+        if let Some((body, left)) = &mut streaming {
+            match wire.poll_chunk(cx) {
+                Poll::Ready(Ok(Some(chunk))) => {
+                    assert!(chunk.len() <= STREAM_CHUNK && chunk.len() as u64 <= *left);
+                    assert!(!chunk.is_empty(), "an empty chunk before the end");
+                    *left -= chunk.len() as u64;
+                    body.extend_from_slice(&chunk);
+                    expected.extend_from_slice(&chunk);
+                    wire.write_chunk(&chunk);
                 }
-                return Poll::Pending;
+                Poll::Ready(Ok(None)) => {
+                    assert_eq!(*left, 0, "a stream ended short without an error");
+                    frames.push(std::mem::take(body));
+                    streaming = None;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Stop::Wire(End::of(Some(e)))),
+                Poll::Pending => return wait(&mut wire, cx),
             }
+            continue;
+        }
+        let next = if stream_max > 0 {
+            wire.poll_next(cx)
+        } else {
+            wire.poll_frame(cx)
+                .map_ok(|f| f.map_or(Next::Eof, Next::Frame))
+        };
+        let frame = match next {
+            Poll::Ready(Ok(Next::Frame(frame))) => frame,
+            Poll::Ready(Ok(Next::Stream(len))) => {
+                assert!(
+                    len > max as u64 && len <= stream_max as u64,
+                    "stream of {len}"
+                );
+                wire.write_stream_header(len).expect("a length that fits");
+                expected.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+                streaming = Some((BytesMut::new(), len));
+                continue;
+            }
+            Poll::Ready(Ok(Next::Eof)) => return Poll::Ready(Stop::Wire(End::Clean)),
+            Poll::Ready(Err(e)) => return Poll::Ready(Stop::Wire(End::of(Some(e)))),
+            Poll::Pending => return wait(&mut wire, cx),
         };
         assert!(frame.len() <= max, "a frame of {} over {max}", frame.len());
         frames.push(frame.clone());
@@ -122,7 +176,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(wire.queued(), 0, "flushed, yet bytes are queued");
 
     let io = wire.get_ref();
-    let (want_frames, want_end) = reference_frames(&io.delivered, max);
+    let (want_frames, want_end) = reference_frames_streamed(&io.delivered, max, stream_max);
     let got: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
     match stop {
         Stop::Wire(end) => {

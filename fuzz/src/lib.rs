@@ -108,7 +108,19 @@ impl End {
 
 /// The reference parser of the wire format, written from the spec: the
 /// frames in `stream` and how it ends, for a `max` payload length.
-pub fn reference_frames(mut stream: &[u8], max: usize) -> (Vec<&[u8]>, End) {
+pub fn reference_frames(stream: &[u8], max: usize) -> (Vec<&[u8]>, End) {
+    reference_frames_streamed(stream, max, max)
+}
+
+/// [`reference_frames`] for a reader that takes frames up to `accept`
+/// bytes (streaming those over `max`) and reports a longer header against
+/// `max`, the frame limit.
+pub fn reference_frames_streamed(
+    mut stream: &[u8],
+    max: usize,
+    accept: usize,
+) -> (Vec<&[u8]>, End) {
+    let accept = accept.max(max);
     let mut frames = Vec::new();
     loop {
         if stream.is_empty() {
@@ -120,7 +132,7 @@ pub fn reference_frames(mut stream: &[u8], max: usize) -> (Vec<&[u8]>, End) {
             return (frames, End::Eof { expected, received });
         };
         let declared = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
-        if declared > max {
+        if declared > accept {
             let declared = declared as u64;
             return (
                 frames,
@@ -190,6 +202,9 @@ pub struct FuzzIo<'a> {
     write_step: usize,
     pending_every: u32,
     write_calls: u32,
+    /// Whether writes take several slices at once (as sockets do) or only
+    /// `poll_write` (as many wrappers do).
+    pub vectored: bool,
     /// Counts every I/O call that did something (took a script byte, wrote
     /// bytes, or was one of the scripted `Pending`s), for [`block_on`].
     pub progress: Rc<Cell<u64>>,
@@ -205,6 +220,7 @@ impl<'a> FuzzIo<'a> {
             write_step: write_step.max(1),
             pending_every,
             write_calls: 0,
+            vectored: false,
             progress: Rc::default(),
         }
     }
@@ -269,6 +285,29 @@ impl AsyncWrite for FuzzIo<'_> {
         let n = buf.len().min(this.write_step);
         this.written.extend_from_slice(&buf[..n]);
         Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        assert!(!this.shut_down, "write after shutdown");
+        if this.write_pending(cx) {
+            return Poll::Pending;
+        }
+        let mut room = this.write_step;
+        for buf in bufs {
+            let n = buf.len().min(room);
+            this.written.extend_from_slice(&buf[..n]);
+            room -= n;
+        }
+        Poll::Ready(Ok(this.write_step - room))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.vectored
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
