@@ -415,8 +415,8 @@ impl Client {
             ));
         }
         if len > u64::from(u32::MAX) {
-            return Err(enchufe_framing::Error::FrameTooLarge {
-                declared: len,
+            return Err(enchufe_framing::Error::TooLargeToSend {
+                len,
                 limit: u32::MAX as usize,
             }
             .into());
@@ -481,9 +481,11 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let link = match &self.inner.route {
             Route::Fixed(link) => Cow::Borrowed(link),
+            // Out of time before a connection came: nothing was sent, and
+            // the reason is the outage, not a slow reply.
             Route::Supervised(_) => tokio::time::timeout_at(deadline, self.link())
                 .await
-                .map_err(|_| Error::Timeout(timeout))??,
+                .map_err(|_| Error::Disconnected)??,
         };
         link.exchange(body, deadline, timeout).await
     }
@@ -635,8 +637,8 @@ impl Client {
         let declared = body.len() + header;
         let limit = self.inner.config.max_frame_length;
         if declared > limit {
-            return Err(enchufe_framing::Error::FrameTooLarge {
-                declared: declared as u64,
+            return Err(enchufe_framing::Error::TooLargeToSend {
+                len: declared as u64,
                 limit,
             }
             .into());

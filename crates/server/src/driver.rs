@@ -106,6 +106,11 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         Ok(())
     }
 
+    /// The largest payload this connection reads or writes.
+    pub(crate) fn max_frame_length(&self) -> usize {
+        self.core.wire().max_frame_length()
+    }
+
     /// Waits for the next event; see [`Driver::poll_event`].
     pub(crate) async fn event(&mut self, read: bool) -> Event {
         std::future::poll_fn(|cx| self.poll_event(cx, read)).await

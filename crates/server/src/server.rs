@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use enchufe_framing::Encode;
@@ -169,7 +169,8 @@ impl Server {
             framing: self.config.framing(),
             config: self.config.clone(),
         });
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             local_addr,
             registry: Mutex::new(HashMap::new()),
             shutdown,
@@ -205,7 +206,10 @@ impl Server {
 
 /// State shared by the accept loop, the connection tasks and every handle.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
+    /// This very `Shared`, for connections to reach their server
+    /// ([`Connection::server`]) without keeping it alive.
+    me: Weak<Shared>,
     local_addr: SocketAddr,
     /// Live connections, for push-by-id, broadcast and counting. Plain data
     /// behind a std mutex: never held across an await.
@@ -316,6 +320,11 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// The handle of a server still running.
+    pub(crate) fn of(shared: Arc<Shared>) -> ServerHandle {
+        ServerHandle { shared }
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
@@ -355,10 +364,23 @@ impl ServerHandle {
     /// # Errors
     /// [`Error::Framing`] if the message does not encode or is over the limit.
     pub fn broadcast<M: Encode>(&self, msg: M) -> Result<usize> {
+        self.broadcast_to(msg, None)
+    }
+
+    /// [`ServerHandle::broadcast`] to every connection but `except` (a chat
+    /// server relaying a message to everyone but its sender).
+    ///
+    /// # Errors
+    /// As [`ServerHandle::broadcast`].
+    pub fn broadcast_except<M: Encode>(&self, except: ConnectionId, msg: M) -> Result<usize> {
+        self.broadcast_to(msg, Some(except))
+    }
+
+    fn broadcast_to<M: Encode>(&self, msg: M, except: Option<ConnectionId>) -> Result<usize> {
         let frame = msg.encode()?;
         let conns = self.connections();
         let mut delivered = 0;
-        for conn in conns {
+        for conn in conns.into_iter().filter(|c| Some(c.id()) != except) {
             let queued = conn
                 .push_frame(frame.clone())
                 .and_then(|frame| conn.offer_now(frame));
@@ -568,6 +590,7 @@ async fn serve_connection<H: Handler, Io>(
         counters: shared.counters.clone(),
         local_peer: config.peer.is_some(),
         outbound: ready.is_some(),
+        server: shared.me.clone(),
         max_in_flight: config.max_in_flight,
         request_timeout: config
             .peer

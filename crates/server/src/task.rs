@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use enchufe_framing::mux::{ErrorCode, Header, Hello, Kind, Profile};
+use enchufe_framing::mux::{self, ErrorCode, Header, Hello, Kind, Profile};
 use enchufe_framing::session::{self, Admit, Flow, Inbound, Role};
 use enchufe_framing::{Decode, Encode, OutFrame, Wire};
 use futures::future::{AbortHandle, Abortable};
@@ -172,7 +172,7 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 }
                 continue;
             }
-            Event::Eof => return Disconnect::PeerClosed,
+            Event::Eof => return answer_eof(ctx, conn, driver).await,
             Event::End(reason) => return reason,
             Event::Signal => continue,
         };
@@ -186,6 +186,33 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         if let Err(reason) = settle(ran).and_then(|reply| write_reply(driver, reply)) {
             return reason;
         }
+    }
+}
+
+/// The client finished sending: [`Handler::on_eof`] may answer before the
+/// goodbye (plain: as a reply; multiplexed: as a push).
+async fn answer_eof<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Ctx<H>,
+    conn: &Connection,
+    driver: &mut Driver<'_, Io>,
+) -> Disconnect {
+    let call = AssertUnwindSafe(ctx.handler.on_eof(conn)).catch_unwind();
+    let answer = match run_beside(driver, call).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(panic)) => return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic))),
+        Err(reason) => return reason,
+    };
+    let Some(answer) = answer else {
+        return Disconnect::PeerClosed;
+    };
+    let written = answer
+        .encode()
+        .map_err(Error::from)
+        .and_then(|body| conn.push_frame(body))
+        .and_then(|frame| driver.write(&frame));
+    match written {
+        Ok(()) | Err(Error::Closed) => Disconnect::PeerClosed,
+        Err(e) => Disconnect::Error(e),
     }
 }
 
@@ -277,7 +304,7 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 return if draining {
                     Disconnect::Closed
                 } else {
-                    Disconnect::PeerClosed
+                    answer_eof(ctx, conn, driver).await
                 };
             }
             if driver.stopping {
@@ -446,10 +473,18 @@ impl<'a, H: Handler> Mux<'a, H> {
         };
         let (handler, conn) = (&self.ctx.handler, self.conn);
         let mut call: Call<'a, H> = Box::pin(async move {
-            match AssertUnwindSafe(handler.handle(request, conn))
-                .catch_unwind()
-                .await
-            {
+            let done = match id {
+                Some(_) => {
+                    AssertUnwindSafe(handler.handle(request, conn))
+                        .catch_unwind()
+                        .await
+                }
+                None => AssertUnwindSafe(handler.handle_notify(request, conn))
+                    .catch_unwind()
+                    .await
+                    .map(|done| done.map(|()| None)),
+            };
+            match done {
                 Ok(done) => Outcome::Done(done),
                 Err(panic) => Outcome::Panicked(panic_message(&*panic)),
             }
@@ -537,7 +572,11 @@ fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 },
                 body,
             ),
-            Err(e) => error_frame(id, ErrorCode::Handler, &e.to_string()),
+            Err(e) => error_frame(
+                id,
+                ErrorCode::Handler,
+                &format!("the handler's reply could not be encoded: {e}"),
+            ),
         },
         Outcome::Done(Ok(None)) => error_frame(id, ErrorCode::NoReply, "the handler sent no reply"),
         Outcome::Done(Err(e)) => error_frame(id, ErrorCode::Handler, &e.to_string()),
@@ -549,9 +588,20 @@ fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     };
     match driver.write(&frame) {
         Ok(()) | Err(Error::Closed) => {}
-        // Over the frame limit: the request still gets exactly one answer.
+        // Over the frame limit: the request still gets exactly one answer,
+        // which says the framework refused the reply (the handler ran).
+        // Its message is cut to fit the limit it reports.
         Err(e) => {
-            let _ = driver.write(&error_frame(id, ErrorCode::Handler, &e.to_string()));
+            let room = driver
+                .max_frame_length()
+                .saturating_sub(mux::HEADER_LEN + 1);
+            let message = e.to_string();
+            let mut cut = message.len().min(room);
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let refusal = error_frame(id, ErrorCode::ReplyTooLarge, &message[..cut]);
+            let _ = driver.write(&refusal);
         }
     }
 }

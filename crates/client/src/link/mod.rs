@@ -154,6 +154,9 @@ struct Shared {
     terminal: Mutex<Option<Ended>>,
     /// `terminal.is_some()`, readable without the lock.
     has_ended: AtomicBool,
+    /// [`Link::close`] was called: what can no longer be sent is `Closed`,
+    /// whatever the server did after.
+    closed_here: AtomicBool,
     /// Cancelled when the connection ends: what a reconnecting client's
     /// supervisor waits on.
     ended: CancellationToken,
@@ -319,6 +322,7 @@ impl Link {
             by_id: InFlight::new(),
             terminal: Mutex::default(),
             has_ended: AtomicBool::new(false),
+            closed_here: AtomicBool::new(false),
             ended: CancellationToken::new(),
             events: wiring.events.clone(),
         });
@@ -465,6 +469,7 @@ impl Link {
             }
             out.closed = true;
             out.close.push(done);
+            shared.closed_here.store(true, Ordering::Release);
         }
         shared.room.notify_waiters();
         shared.signal.raise(flag::CLOSE);
@@ -543,8 +548,12 @@ impl Link {
     }
 
     fn closed_error(&self) -> Error {
-        self.inner
-            .shared
+        let shared = &self.inner.shared;
+        if shared.closed_here.load(Ordering::Acquire) {
+            // We closed it: the server's goodbye after ours is not news.
+            return Error::Closed;
+        }
+        shared
             .terminal()
             .map_or(Error::Closed, |how| ended_error(&how))
     }

@@ -334,13 +334,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
     /// without a copy.
     ///
     /// # Errors
-    /// [`Error::FrameTooLarge`] when the payload is over the limit; nothing
-    /// is queued.
+    /// [`Error::TooLargeToSend`] when the payload is over the limit;
+    /// nothing is queued.
     pub fn write(&mut self, frame: &OutFrame) -> Result<()> {
         let len = frame.len();
         if len > self.max {
-            return Err(Error::FrameTooLarge {
-                declared: len as u64,
+            return Err(Error::TooLargeToSend {
+                len: len as u64,
                 limit: self.max,
             });
         }
@@ -663,13 +663,10 @@ mod tests {
         let err = wire
             .write(&OutFrame::plain(Bytes::from_static(b"four")))
             .unwrap_err();
-        assert!(matches!(
-            err,
-            Error::FrameTooLarge {
-                declared: 4,
-                limit: 3
-            }
-        ));
+        assert!(matches!(err, Error::TooLargeToSend { len: 4, limit: 3 }));
+        assert!(err
+            .to_string()
+            .contains("max_frame_length of 3 bytes; nothing was sent"));
         assert_eq!(wire.queued(), 0);
     }
 }

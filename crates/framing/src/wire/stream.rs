@@ -165,11 +165,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
     /// may be longer, up to `u32::MAX`.
     ///
     /// # Errors
-    /// [`Error::FrameTooLarge`] when `len` is over `u32::MAX`.
+    /// [`Error::TooLargeToSend`] when `len` is over `u32::MAX`.
     pub fn write_stream_header(&mut self, len: u64) -> Result<()> {
         let Ok(len) = u32::try_from(len) else {
-            return Err(Error::FrameTooLarge {
-                declared: len,
+            return Err(Error::TooLargeToSend {
+                len,
                 limit: u32::MAX as usize,
             });
         };
