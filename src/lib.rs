@@ -23,8 +23,25 @@
 //!  peer          an endpoint that serves and dials, whatever starts first
 //!  ---------------------------------------------------------------
 //!  framing       the connection driver of every role; frames of bytes;
-//!                Text, Json<T>, Raw
+//!                Text, Raw, Json<T>, MsgPack<T>, Postcard<T>
 //! ```
+//!
+//! # Messages
+//!
+//! A handler's `Request` and `Response`, and what a client sends and reads,
+//! can be any of these (or a type of your own that implements [`Encode`] /
+//! [`Decode`] over [`Bytes`] / [`BytesMut`]):
+//!
+//! | type | on the wire | reads it too |
+//! |---|---|---|
+//! | [`Text`] (`String`, `&str`) | UTF-8, nothing added | the course's Python classes |
+//! | [`Raw`] ([`Bytes`], `Vec<u8>`) | the bytes as they are | anything |
+//! | [`Json<T>`] | JSON text, floats exact; NaN refused | any language |
+//! | `MsgPack<T>` | MessagePack, structs as maps by field name | Python's `msgpack`, most languages |
+//! | `Postcard<T>` | postcard: the most compact, no field names | Rust with the same type |
+//!
+//! `MsgPack` and `Postcard` are behind the cargo features `msgpack` and
+//! `postcard`, both on by default.
 //!
 //! | crate | re-exported as | what it holds |
 //! |---|---|---|
@@ -61,11 +78,51 @@ pub use enchufe_server as server;
 pub use enchufe_udp as udp;
 
 pub use enchufe_client::{Client, MultiClient};
-pub use enchufe_framing::mux::Profile;
-pub use enchufe_framing::{Decode, Encode, Json, Raw, Text, Transport};
+pub use enchufe_framing::mux::{ErrorCode, Profile};
+#[cfg(feature = "msgpack")]
+pub use enchufe_framing::MsgPack;
+#[cfg(feature = "postcard")]
+pub use enchufe_framing::Postcard;
+pub use enchufe_framing::{Bytes, BytesMut, Decode, Encode, Json, Raw, Text, Transport};
 pub use enchufe_peer::Peer;
 pub use enchufe_server::{handler_fn, Connection, Handler, Server, ServerHandle};
 pub use enchufe_udp::{UdpClient, UdpServer};
+
+// Every role has a `Config`; at the root they are told apart by name.
+// `enchufe::server::Config` and the others still work.
+/// [`server::Config`]: limits, timeouts and profile of a [`Server`].
+///
+/// ```
+/// use enchufe::{Profile, ServerConfig};
+/// let config = ServerConfig::default().profile(Profile::Multiplexed);
+/// # let _ = config;
+/// ```
+pub use enchufe_server::Config as ServerConfig;
+
+/// [`client::Config`]: timeouts, profile and reconnection of a [`Client`].
+///
+/// ```
+/// use std::time::Duration;
+/// let config = enchufe::ClientConfig::default().request_timeout(Duration::from_secs(5));
+/// # let _ = config;
+/// ```
+pub use enchufe_client::Config as ClientConfig;
+
+/// [`peer::Config`]: the id, dialing and keepalive of a [`Peer`].
+///
+/// ```
+/// let config = enchufe::PeerConfig::new("nodo-1");
+/// # let _ = config;
+/// ```
+pub use enchufe_peer::Config as PeerConfig;
+
+/// [`framing::Config`]: the frame length limit of a [`Transport`].
+///
+/// ```
+/// let config = enchufe::FramingConfig::default().max_frame_length(64 * 1024);
+/// # let _ = config;
+/// ```
+pub use enchufe_framing::Config as FramingConfig;
 
 /// The README's code blocks, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

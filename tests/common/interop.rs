@@ -94,7 +94,7 @@ pub fn spawn_python(script_name: &str, args: &[&str]) -> Child {
             if e.kind() == std::io::ErrorKind::NotFound {
                 panic!(
                     "python3 was not found on PATH ({e}); the interop tests need \
-                     Python 3 (standard library only) to run {}",
+                     Python 3 to run {}",
                     path.display()
                 );
             }

@@ -102,6 +102,17 @@ class Client:
         self.client_socket.close()
 
 
+def start_watchdog(seconds):
+    """Exit with code 3 after `seconds`, whatever the script is doing."""
+
+    def watchdog():
+        time.sleep(seconds)
+        print(f"timeout after {seconds}s", file=sys.stderr, flush=True)
+        os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+
+
 def main():
     ap = argparse.ArgumentParser(description="Course-style framed client")
     ap.add_argument("--host", default="127.0.0.1")
@@ -111,12 +122,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
 
-    def watchdog():
-        time.sleep(args.timeout)
-        print(f"timeout after {args.timeout}s", file=sys.stderr, flush=True)
-        os._exit(3)
-
-    threading.Thread(target=watchdog, daemon=True).start()
+    start_watchdog(args.timeout)
     messages = []
     if args.messages:
         try:

@@ -27,8 +27,11 @@
 //!   tests) and exposes typed send and receive. [`Transport::split`] gives a
 //!   [`FrameReader`] and a [`FrameWriter`] for a reader task and a writer task.
 //! - [`Encode`] and [`Decode`]: how a message becomes a frame and back.
-//!   [`Text`] (UTF-8 `String`, the course's format), [`Raw`] (`Bytes`, no
-//!   conversion) and [`Json<T>`] (any serde type) come built in.
+//!   [`Text`] (UTF-8 `String`, the course's format) and [`Raw`] (`Bytes`, no
+//!   conversion) come built in, and for any serde type: [`Json<T>`] (text),
+//!   `MsgPack<T>` (binary that Python's `msgpack` reads; feature `msgpack`)
+//!   and `Postcard<T>` (the most compact, Rust on both ends; feature
+//!   `postcard`). Both features are on by default.
 //! - [`mux`]: the multiplexed profile's hello and 9-byte message header
 //!   (request ids, kinds), for many requests in flight on one connection.
 //! - [`Wire`]: one connection's bytes for a driver that polls (the server's
@@ -68,9 +71,12 @@
 mod body;
 mod codec;
 mod config;
+#[cfg(feature = "postcard")]
+mod depth;
 pub mod driver;
 mod ended;
 mod error;
+mod finite;
 mod message;
 pub mod mux;
 pub mod session;
@@ -83,7 +89,34 @@ pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 pub use ended::Ended;
 pub use error::{is_closed_io, BoxError, Error, Foreign, Result};
+#[cfg(feature = "msgpack")]
+pub use message::MsgPack;
+#[cfg(feature = "postcard")]
+pub use message::Postcard;
 pub use message::{Decode, Encode, Json, Raw, Text};
+
+/// The `bytes` crate's buffers, which [`Encode`] and [`Decode`] take and
+/// give, so a codec of your own needs no extra dependency.
+///
+/// ```
+/// use enchufe_framing::{Bytes, BytesMut, Decode, Encode, Result};
+/// struct Celsius(i16);
+/// impl Encode for Celsius {
+///     fn encode(self) -> Result<Bytes> {
+///         Ok(Bytes::copy_from_slice(&self.0.to_be_bytes()))
+///     }
+/// }
+/// impl Decode for Celsius {
+///     fn decode(frame: BytesMut) -> Result<Self> {
+///         let bytes: [u8; 2] = frame[..].try_into().map_err(|e| enchufe_framing::Error::Decode(Box::new(e)))?;
+///         Ok(Celsius(i16::from_be_bytes(bytes)))
+///     }
+/// }
+/// let frame = Celsius(-5).encode()?;
+/// assert_eq!(Celsius::decode(BytesMut::from(&frame[..]))?.0, -5);
+/// # Ok::<(), enchufe_framing::Error>(())
+/// ```
+pub use bytes::{Bytes, BytesMut};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
 pub use wire::{Next, Wire, LARGE_FRAME, STREAM_CHUNK};

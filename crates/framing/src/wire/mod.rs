@@ -381,7 +381,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         if small {
             self.tail.extend_from_slice(body);
         } else {
-            self.segments.push_back(self.tail.split().freeze());
+            // An empty tail (nothing queued since the last large body or
+            // flush) must not become a segment: an I/O without vectored
+            // writes is handed the first segment alone, and an empty write
+            // is WriteZero.
+            if !self.tail.is_empty() {
+                self.segments.push_back(self.tail.split().freeze());
+            }
             self.segments.push_back(body.clone());
         }
         self.queued += body.len();
