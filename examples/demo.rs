@@ -13,8 +13,10 @@
 //! RUST_LOG=debug cargo run --example demo
 //! ```
 
+#[path = "support/log.rs"]
+mod log;
+
 use std::convert::Infallible;
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +26,6 @@ use enchufe::server::Profile;
 use enchufe::{handler_fn, Client, Connection, Server};
 use futures::future::try_join_all;
 use futures::TryStreamExt;
-use tracing_subscriber::EnvFilter;
 
 /// Runs a server and three clients in one process.
 #[derive(Parser)]
@@ -39,13 +40,7 @@ const COMMANDS: [&str; 2] = ["saltar", "correr"];
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    log::init();
     let args = Args::parse();
     let started = Instant::now();
     // A bug must fail CI quickly instead of hanging it.

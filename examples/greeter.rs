@@ -7,14 +7,17 @@
 //! printf 'saltar\ncorrer\n' | cargo run --example echo_client        # twice
 //! ```
 
+#[path = "support/log.rs"]
+mod log;
+#[path = "support/stop.rs"]
+mod stop;
+
 use std::convert::Infallible;
-use std::io::IsTerminal;
 
 use clap::Parser;
 use enchufe::server::Disconnect;
 use enchufe::{Connection, Handler, Server};
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
 
 /// Greets clients and answers their commands; stops after N clients.
 #[derive(Parser)]
@@ -56,13 +59,7 @@ impl Handler for Greeter {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    log::init();
     let args = Args::parse();
 
     let (left, mut left_rx) = watch::channel(0);
@@ -72,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tokio::select! {
         Ok(_) = left_rx.wait_for(|&n| n >= args.clients) => tracing::info!("all clients left"),
-        signal = tokio::signal::ctrl_c() => signal?,
+        () = stop::signal() => {}
     }
     server.shutdown().await;
     Ok(())

@@ -7,13 +7,14 @@
 //! cargo run --example json                          # 127.0.0.1:8080
 //! ```
 
+#[path = "support/log.rs"]
+mod log;
+
 use std::convert::Infallible;
-use std::io::IsTerminal;
 
 use clap::Parser;
 use enchufe::{handler_fn, Client, Json, Server};
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::EnvFilter;
 
 /// Runs a JSON server and one client against it.
 #[derive(Parser)]
@@ -34,13 +35,7 @@ struct Student {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    log::init();
     let args = Args::parse();
 
     // A frame that is not a valid Student closes that connection (see Handler).

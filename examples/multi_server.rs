@@ -11,6 +11,11 @@
 //!     client --server a=127.0.0.1:8081 --server b=127.0.0.1:8082
 //! ```
 
+#[path = "support/log.rs"]
+mod log;
+#[path = "support/stop.rs"]
+mod stop;
+
 use std::convert::Infallible;
 
 use clap::Parser;
@@ -42,9 +47,7 @@ enum Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    log::init();
     match Args::parse() {
         Args::Serve { addr, name } => {
             let server = Server::bind(addr.as_str()).await?;
@@ -56,8 +59,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let reply = format!("{name} got {msg}");
                     async move { Ok::<_, Infallible>(Some(reply)) }
                 }));
-            tracing::info!(addr = %server.local_addr(), "serving; Ctrl-C to stop");
-            tokio::signal::ctrl_c().await?;
+            tracing::info!(addr = %server.local_addr(), "serving; Ctrl-C or SIGTERM to stop");
+            stop::signal().await;
             server.shutdown().await;
         }
         Args::Client { servers } => {

@@ -18,8 +18,12 @@
 //!
 //! `tests/hosts/mesh.sh` drives three of these across network namespaces.
 
+#[path = "support/log.rs"]
+mod log;
+#[path = "support/stop.rs"]
+mod stop;
+
 use std::convert::Infallible;
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
@@ -27,7 +31,6 @@ use enchufe::peer::{Config as PeerConfig, Peer, PeerEvent};
 use enchufe::{handler_fn, Json};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
-use tracing_subscriber::EnvFilter;
 
 /// One peer of a mesh, driven from stdin.
 #[derive(Parser)]
@@ -85,13 +88,7 @@ async fn command(peer: &Peer, line: &str) -> Result<bool, Box<dyn std::error::Er
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    log::init();
     let args = Args::parse();
     let mut config = PeerConfig::new(args.id.as_str());
     if let Some(ms) = args.keepalive_ms {
@@ -150,6 +147,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
                 _ => break, // end of input, or stdin unreadable
             },
+            () = stop::signal() => break,
         }
     }
     peer.close().await;
