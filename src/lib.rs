@@ -67,6 +67,16 @@ pub use enchufe_peer::Peer;
 pub use enchufe_server::{handler_fn, Connection, Handler, Server, ServerHandle};
 pub use enchufe_udp::{UdpClient, UdpServer};
 
+/// TLS (feature `tls`): [`tls::Acceptor`] for `Server::tls` and
+/// [`tls::Connector`] for `client::Config::tls`, `Server::dial_tls` and
+/// `peer::Config::tls`, loaded from PEM files.
+#[cfg(feature = "tls")]
+pub use enchufe_server::tls;
+/// WebSocket (feature `ws`): [`ws::Options`] for `Server::ws`, and
+/// [`ws::WsIo`], a WebSocket as a byte stream of frames.
+#[cfg(feature = "ws")]
+pub use enchufe_server::ws;
+
 /// The README's code blocks, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
