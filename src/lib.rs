@@ -33,6 +33,14 @@
 //! | `enchufe-client` | [`client`] | [`Client`], [`MultiClient`] |
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
 //! | `enchufe-udp` | [`udp`] | [`UdpServer`], [`UdpClient`], `udp::Handler` (datagrams) |
+//! | `enchufe-transports` | `tls`, `ws` (features) | TLS `Acceptor` / `Connector` (rustls); the WebSocket upgrade and `WsIo` |
+//!
+//! # Features
+//!
+//! Both off by default (the reasons are in `docs/ARCHITECTURE.md`):
+//! - `tls`: `Server::tls`, `Server::dial_tls`, `client::Config::tls` (so
+//!   `MultiClient` too), `peer::Config::tls`; the `tls` module.
+//! - `ws`: `Server::ws`, a WebSocket listener for browsers; the `ws` module.
 //!
 //! # Example: a server and a client in one program
 //!

@@ -243,7 +243,7 @@ impl Error {
         matches!(self, Error::Framing(e) if e.is_not_frames())
     }
 
-    /// Whether the TLS handshake failed ([`Error::Tls`]; always `false`
+    /// Whether the TLS handshake failed (`Error::Tls`; always `false`
     /// without the `tls` feature). A reconnecting client that gave up
     /// answers for its last attempt.
     pub fn is_tls(&self) -> bool {

@@ -125,7 +125,7 @@ impl Error {
         }
     }
 
-    /// Whether a TLS handshake failed ([`Error::Tls`]; always `false`
+    /// Whether a TLS handshake failed (`Error::Tls`; always `false`
     /// without the `tls` feature).
     pub fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]

@@ -1,5 +1,5 @@
 //! Byte streams beyond TCP and Unix sockets for enchufe, each behind a
-//! cargo feature: [`tls`] (rustls) and [`ws`] (WebSocket, for browsers).
+//! cargo feature: `tls` (rustls) and `ws` (WebSocket, for browsers).
 //!
 //! Each turns a connected socket into an `AsyncRead + AsyncWrite` that the
 //! one connection driver (`enchufe_framing::driver`) serves exactly as it
