@@ -99,14 +99,7 @@ impl Server {
     /// # Errors
     /// [`Error::Bind`] when no address could be bound.
     pub async fn bind(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Server> {
-        let shown = addr.to_string();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: shown,
-                source,
-            })?;
-        Ok(Self::from_listener(listener))
+        Ok(Self::from_listener(bind_tcp(addr).await?))
     }
 
     /// Serves on a listener bound elsewhere.
@@ -236,13 +229,7 @@ impl Server {
         addr: impl ToSocketAddrs + std::fmt::Display,
         options: crate::ws::Options,
     ) -> Result<Server> {
-        let shown = addr.to_string();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: shown,
-                source,
-            })?;
+        let listener = bind_tcp(addr).await?;
         self.extra
             .push((Listener::Tcp(listener), Layer::Ws(Arc::new(options))));
         Ok(self)
@@ -329,6 +316,15 @@ impl Server {
         let _ = signal.await;
         handle.shutdown().await;
     }
+}
+
+/// Binds a TCP listener; [`Error::Bind`] names the address asked for.
+async fn bind_tcp(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<TcpListener> {
+    let shown = addr.to_string();
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        addr: shown,
+        source,
+    })
 }
 
 /// State shared by the accept loop, the connection tasks and every handle.
