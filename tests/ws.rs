@@ -196,3 +196,43 @@ async fn requests_that_are_not_upgrades_get_an_http_error() {
     })
     .await;
 }
+
+/// A client that pipelines without pause while it reads: the server's
+/// writes block, and every reply must still come (the last batch, handed
+/// to the WebSocket whole, is flushed although nothing else is queued).
+#[tokio::test]
+async fn pipelined_requests_all_get_their_reply() {
+    bounded(async {
+        use enchufe::framing::mux::{Header, Hello, Kind};
+        let server = server(Config::default().profile(Profile::Multiplexed)).await;
+        for _ in 0..3 {
+            let (mut tx, mut rx) = ws_client(&server).await.split();
+            tx.send(Message::binary(Hello::new("").encode().unwrap().to_vec()))
+                .await
+                .unwrap();
+            rx.next().await.unwrap().unwrap();
+            let n = 5_000u64;
+            let send = async {
+                for id in 1..=n {
+                    let header = Header {
+                        kind: Kind::Request,
+                        id,
+                    }
+                    .to_bytes();
+                    let request = [&header[..], &[b'x'; 1000][..]].concat();
+                    tx.feed(Message::binary(request)).await.unwrap();
+                }
+                tx.flush().await.unwrap();
+            };
+            let recv = async {
+                for _ in 0..n {
+                    let reply = rx.next().await.unwrap().unwrap();
+                    assert_eq!(reply.len(), 9 + "echo:".len() + 1000);
+                }
+            };
+            tokio::join!(send, recv);
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
