@@ -62,6 +62,11 @@ pub enum Error {
     #[error("bad upgrade request: {0}")]
     BadRequest(String),
 
+    /// The upgrade's `Origin` is not in [`Options::allowed_origins`]
+    /// (answered `403`): a page from another site tried to connect.
+    #[error("origin {0:?} not allowed")]
+    Forbidden(String),
+
     /// A plain GET for a path with no page (answered `404`), or for the
     /// page when none is configured.
     #[error("no page at {0}")]
@@ -91,6 +96,13 @@ pub struct Options {
     /// browser's upgrade request is under 1 KiB, cookies included in most
     /// cases; a longer head is answered `431` without reading more).
     pub max_request_bytes: usize,
+    /// The `Origin`s whose pages may open a WebSocket here (`http://host:port`,
+    /// as browsers send it), or `None` (the default) for any. A browser lets
+    /// any page it shows open a WebSocket to any server, with the user's
+    /// cookies; a server that trusts who connects should list its own pages'
+    /// origins. Upgrades without an `Origin` header (not from a browser) are
+    /// let in either way.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -98,6 +110,7 @@ impl Default for Options {
         Options {
             page: None,
             max_request_bytes: 8 * 1024,
+            allowed_origins: None,
         }
     }
 }
@@ -107,6 +120,16 @@ impl Options {
     #[must_use]
     pub fn page(mut self, html: impl Into<Bytes>) -> Self {
         self.page = Some(html.into());
+        self
+    }
+
+    /// Sets [`Options::allowed_origins`].
+    #[must_use]
+    pub fn allowed_origins<S: Into<String>>(
+        mut self,
+        origins: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
         self
     }
 
@@ -171,6 +194,7 @@ where
                 let status = match e {
                     Error::TooLarge { .. } => Some("431 Request Header Fields Too Large"),
                     Error::NotFound(_) => Some("404 Not Found"),
+                    Error::Forbidden(_) => Some("403 Forbidden"),
                     Error::BadRequest(_) => Some("400 Bad Request"),
                     _ => None,
                 };
@@ -257,6 +281,11 @@ fn respond<'a>(head: &[u8], options: &'a Options) -> Result<Answer<'a>> {
         return Err(Error::BadRequest(
             "Upgrade without Connection: upgrade".into(),
         ));
+    }
+    if let (Some(allowed), Some(origin)) = (&options.allowed_origins, header("Origin")) {
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+            return Err(Error::Forbidden(origin.to_owned()));
+        }
     }
     if header("Sec-WebSocket-Version") != Some("13") {
         return Err(Error::BadRequest("Sec-WebSocket-Version is not 13".into()));
@@ -541,6 +570,22 @@ mod tests {
         assert!(matches!(
             respond(b"\0\0\0\x04hola\r\n\r\n", &options),
             Err(Error::BadRequest(_))
+        ));
+        let strict = Options::default().allowed_origins(["http://a.example"]);
+        let from = |origin: &str| {
+            format!("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: k\r\nOrigin: {origin}\r\n\r\n")
+        };
+        assert!(matches!(
+            respond(from("http://a.example").as_bytes(), &strict),
+            Ok(Answer::Upgrade(_))
+        ));
+        assert!(matches!(
+            respond(from("http://evil.example").as_bytes(), &strict),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(matches!(
+            respond(from("http://evil.example").as_bytes(), &options),
+            Ok(Answer::Upgrade(_))
         ));
         let no_key = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
         assert!(matches!(
