@@ -33,7 +33,11 @@ const PAGE: &str = include_str!("../examples/support/chat.html");
 /// The Chromium binary, or `None` when the test is to be skipped.
 fn chromium() -> Option<PathBuf> {
     if std::env::var_os("ENCHUFE_SKIP_BROWSER").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED: browser test (ENCHUFE_SKIP_BROWSER=1): no browser joined the chat");
+        // Written to stderr directly: the test harness captures eprintln!.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"*** SKIPPED: browser test (ENCHUFE_SKIP_BROWSER=1): no browser joined the chat\n",
+        );
         return None;
     }
     let name = std::env::var_os("ENCHUFE_CHROMIUM").unwrap_or_else(|| "chromium".into());
@@ -133,7 +137,9 @@ async fn a_browser_joins_the_chat() {
         let png = page.screenshot().await;
         let path = screenshot_path();
         std::fs::write(&path, png).unwrap();
-        println!("screenshot: {}", path.display());
+        // Straight to stderr, past the harness's capture: always shown.
+        let shown = format!("browser test screenshot: {}\n", path.display());
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), shown.as_bytes());
 
         browser.kill().await.unwrap();
         let _ = std::fs::remove_dir_all(&profile);
