@@ -215,7 +215,7 @@ async fn an_oversize_message_is_refused_before_anything_is_sent() {
                 &err,
                 Error::Framing(e) if matches!(
                     **e,
-                    enchufe_framing::Error::FrameTooLarge { declared: 17, limit: 16 }
+                    enchufe_framing::Error::TooLargeToSend { len: 17, limit: 16 }
                 )
             ),
             "{err:?}"
@@ -259,6 +259,12 @@ async fn half_close_still_delivers_what_the_server_sends_afterwards() {
             got.push(msg);
         }
         assert_eq!(got, ["echo:one", "echo:two", "echo:last"]);
+        // The server has closed its side too by now: still `Closed`, as
+        // the docs of close() promise (it was `ClosedByPeer`).
+        let after = client.send("after").await.unwrap_err();
+        assert!(matches!(after, Error::Closed), "{after:?}");
+        let after = client.request::<_, String>("after").await.unwrap_err();
+        assert!(matches!(after, Error::Closed), "{after:?}");
         client.close().await.unwrap(); // twice is harmless
         server.shutdown().await;
     })

@@ -465,6 +465,41 @@ async fn python_course_client_against_enchufe_server() {
     server.shutdown().await;
 }
 
+/// Collects what a client sends and answers once, when it has finished
+/// sending: the course's half-close pattern.
+struct Gather;
+
+impl Handler for Gather {
+    type Request = String;
+    type Response = String;
+    type Error = Infallible;
+
+    async fn handle(&self, msg: String, conn: &Connection) -> Result<Option<String>, Infallible> {
+        conn.with_state(|all: &mut Vec<String>| all.push(msg));
+        Ok(None)
+    }
+
+    async fn on_eof(&self, conn: &Connection) -> Option<String> {
+        let all = conn.with_state(|all: &mut Vec<String>| all.join(" "));
+        Some(format!("recibido: {all}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_that_half_closes_gets_the_answer_to_all_it_sent() {
+    bounded("Python client half-closes, enchufe answers", async {
+        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(Gather);
+        let port = server.local_addr().port();
+        let messages: Vec<String> = ["uno", "dos", "ñandú"].map(str::to_owned).to_vec();
+        // --expect 0: send everything, shutdown(SHUT_WR), read until EOF.
+        let report = run_course_client("half-close", "127.0.0.1", port, &messages, 0).await;
+        assert_eq!(report.received, ["recibido: uno dos ñandú"]);
+        assert!(report.eof, "the answer comes before the server's goodbye");
+        server.shutdown().await;
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // 4. Raw bytes, no framing code on the test's side
 // ---------------------------------------------------------------------------

@@ -217,3 +217,138 @@ async fn broadcast_to_a_thousand_connections_delivers_each_message_exactly_once(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reply_over_the_servers_frame_limit_is_a_framework_refusal_not_a_handler_error() {
+    bounded(async {
+        // echo:<req> of a 150-byte request is 155 bytes, plus the 9-byte header.
+        // The refusal's message is cut to fit the limit too: room enough here.
+        let server = serve(Lab::default(), Config::default().max_frame_length(160)).await;
+        let client = client(&server).await;
+        let err = client
+            .request::<_, String>("x".repeat(150))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Remote { code: ErrorCode::ReplyTooLarge, message }
+                if message.contains("164 bytes") && message.contains("max_frame_length of 160")),
+            "{err:?}"
+        );
+        // That request got its one answer; the connection goes on.
+        assert_eq!(client.request::<_, String>("ok").await.unwrap(), "echo:ok");
+        server.shutdown().await;
+
+        // A limit too small for the whole explanation: cut, still answered.
+        let server = serve(Lab::default(), Config::default().max_frame_length(70)).await;
+        let small = self::client(&server).await;
+        let err = small
+            .request::<_, String>("x".repeat(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Remote { code: ErrorCode::ReplyTooLarge, message }
+                if message.len() <= 70 - 10 && message.starts_with("a message of 74 bytes")),
+            "{err:?}"
+        );
+        server.shutdown().await;
+    })
+    .await;
+}
+
+/// Answers nothing per message; once the client has finished sending,
+/// pushes how many messages came.
+struct CountThenAnswer;
+
+impl Handler for CountThenAnswer {
+    type Request = String;
+    type Response = String;
+    type Error = std::convert::Infallible;
+
+    async fn handle(
+        &self,
+        _msg: String,
+        conn: &Connection,
+    ) -> Result<Option<String>, std::convert::Infallible> {
+        conn.with_state(|n: &mut usize| *n += 1);
+        Ok(None)
+    }
+
+    async fn on_eof(&self, conn: &Connection) -> Option<String> {
+        Some(format!("{} mensajes", conn.with_state(|n: &mut usize| *n)))
+    }
+}
+
+#[tokio::test]
+async fn after_the_clients_half_close_on_eof_answers_with_a_push() {
+    bounded(async {
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(Config::default().profile(Profile::Multiplexed))
+            .serve(CountThenAnswer);
+        let client = client(&server).await;
+        for msg in ["a", "b", "c"] {
+            client.send(msg).await.unwrap();
+        }
+        client.close().await.unwrap();
+        assert_eq!(
+            client.recv::<String>().await.unwrap().unwrap(),
+            "3 mensajes"
+        );
+        assert_eq!(client.recv::<String>().await.unwrap(), None);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+/// Tells requests from one-way messages: a request is answered, a
+/// notify only counted.
+#[derive(Clone, Default)]
+struct Kinds {
+    notified: Arc<AtomicUsize>,
+}
+
+impl Handler for Kinds {
+    type Request = String;
+    type Response = String;
+    type Error = std::convert::Infallible;
+
+    async fn handle(
+        &self,
+        msg: String,
+        _conn: &Connection,
+    ) -> Result<Option<String>, std::convert::Infallible> {
+        Ok(Some(format!("request:{msg}")))
+    }
+
+    async fn handle_notify(
+        &self,
+        _msg: String,
+        _conn: &Connection,
+    ) -> Result<(), std::convert::Infallible> {
+        self.notified.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_handler_tells_a_request_from_a_one_way_message() {
+    bounded(async {
+        let kinds = Kinds::default();
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(Config::default().profile(Profile::Multiplexed))
+            .serve(kinds.clone());
+        let client = client(&server).await;
+        client.send("uno").await.unwrap();
+        client.notify("dos").await.unwrap();
+        assert_eq!(
+            client.request::<_, String>("tres").await.unwrap(),
+            "request:tres"
+        );
+        eventually(|| kinds.notified.load(Ordering::SeqCst) == 2).await;
+        server.shutdown().await;
+    })
+    .await;
+}

@@ -88,7 +88,7 @@ async fn requests_travel_both_ways_on_one_link() {
     bounded(async {
         let (a, _) = peer("a").await;
         let (b, _) = peer("b").await;
-        assert_eq!(a.connect(b.local_addr().to_string()).await.unwrap(), "b");
+        assert_eq!(a.connect(b.local_addr()).await.unwrap(), "b");
         b.wait_for("a").await;
         one_link(&a, &b).await;
 

@@ -204,12 +204,13 @@ async fn waiting_is_bounded_and_fails_as_disconnected() {
         next_event(&mut events).await;
         let err = client.request::<_, String>("b").await.unwrap_err();
         assert!(matches!(err, Error::Disconnected), "{err:?}");
-        // The request timeout bounds the wait too.
+        // The request timeout bounds the wait too; nothing was sent, so the
+        // error is still the outage, not a reply that did not come.
         let err = client
             .request_timeout::<_, String>("c", Duration::from_millis(10))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert!(matches!(err, Error::Disconnected), "{err:?}");
     })
     .await;
 }
@@ -378,6 +379,32 @@ async fn close_stops_reconnecting_and_later_calls_fail_closed() {
         assert!(matches!(err, Error::Closed), "{err:?}");
         assert_eq!(server.stats().connections_accepted, 1);
         server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_while_down_that_outwaits_its_timeout_is_disconnected_not_timeout() {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The request's own timeout (100 ms) is shorter than the wait for a
+        // connection (30 s): it ends first, and nothing was sent.
+        let config = reconnecting(
+            Profile::Multiplexed,
+            WhileDown::Wait(Duration::from_secs(30)),
+        )
+        .request_timeout(Duration::from_millis(100));
+        let (client, first) = tokio::join!(
+            async { Client::connect_with(addr, config).await.unwrap() },
+            accept_mux(&listener)
+        );
+        let mut events = client.events();
+        drop(first);
+        drop(listener); // down, and stays down
+        while !matches!(next_event(&mut events).await, Event::Disconnected { .. }) {}
+        let err = client.request::<_, String>("hola").await.unwrap_err();
+        assert!(matches!(err, Error::Disconnected), "{err:?}");
     })
     .await;
 }

@@ -544,3 +544,34 @@ async fn pushes_from_many_tasks_at_once_all_arrive() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_handler_reaches_its_server_and_broadcasts_to_everyone_but_the_sender() {
+    bounded(async {
+        // A chat room in a closure: no OnceLock<ServerHandle> needed.
+        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(handler_fn(
+            |line: String, conn: Connection| async move {
+                let server = conn.server().expect("the server is running");
+                let sent = server
+                    .broadcast_except(conn.id(), format!("otro: {line}"))
+                    .unwrap();
+                Ok::<_, Infallible>(Some(format!("enviado a {sent}")))
+            },
+        ));
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(Client::connect(server.local_addr()).await.unwrap());
+        }
+        eventually(|| server.connection_count() == 3).await;
+        let reply: String = clients[0].request("hola").await.unwrap();
+        assert_eq!(reply, "enviado a 2");
+        for other in &clients[1..] {
+            assert_eq!(other.recv::<String>().await.unwrap().unwrap(), "otro: hola");
+        }
+        // The sender got only its reply: its next reply is its own.
+        let reply: String = clients[0].request("adiós").await.unwrap();
+        assert_eq!(reply, "enviado a 2");
+        server.shutdown().await;
+    })
+    .await;
+}

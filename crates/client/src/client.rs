@@ -375,6 +375,55 @@ impl Client {
         self.link().await?.send(frame).await
     }
 
+    /// Sends one message of `len` bytes read from `reader` (a file, a
+    /// socket, any `AsyncRead`), a chunk at a time: memory stays bounded by
+    /// a few chunks (under 1 MiB) whatever `len` is, up to `u32::MAX` (the
+    /// most a 4-byte header can say) and past `max_frame_length`. Exactly
+    /// `len` bytes are read; nothing else is sent on this connection until
+    /// they are. Returns once the whole message is queued for writing.
+    ///
+    /// This is the course's file protocol (a 4-byte size, then the file):
+    /// the other end reads one frame of `len` bytes (an enchufe server with
+    /// `Config::max_stream_length` set, in `Handler::handle_stream`). Its
+    /// answer, if any, arrives through [`Client::recv`]. Plain profile only.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: enchufe_client::Client) -> enchufe_client::Result<()> {
+    /// // Any AsyncRead: a tokio::fs::File (with its metadata().len()), a
+    /// // socket, or bytes in memory as here.
+    /// let data = vec![7u8; 50 << 20];
+    /// client.send_stream(&data[..], data.len() as u64).await?;
+    /// let thanks: String = client.recv().await?.expect("an answer");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] in the multiplexed profile (large data goes
+    /// as many messages there, so other requests are not held up); a frame
+    /// over `u32::MAX` ([`Error::is_frame_too_large`]); the reader's error,
+    /// or [`Error::Framing`] when it ends before `len` bytes: the message
+    /// cannot be finished, so the connection ends; [`Error::Closed`] and the
+    /// like when the connection is gone.
+    pub async fn send_stream<R>(&self, reader: R, len: u64) -> Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        if self.multiplexed() {
+            return Err(Error::Unsupported(
+                "streamed messages are a plain-profile feature",
+            ));
+        }
+        if len > u64::from(u32::MAX) {
+            return Err(enchufe_framing::Error::TooLargeToSend {
+                len,
+                limit: u32::MAX as usize,
+            }
+            .into());
+        }
+        self.link().await?.send_stream(reader, len).await
+    }
+
     /// [`Client::send`] by the multiplexed protocol's name for a one-way
     /// message; the same in both profiles.
     ///
@@ -432,9 +481,11 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let link = match &self.inner.route {
             Route::Fixed(link) => Cow::Borrowed(link),
+            // Out of time before a connection came: nothing was sent, and
+            // the reason is the outage, not a slow reply.
             Route::Supervised(_) => tokio::time::timeout_at(deadline, self.link())
                 .await
-                .map_err(|_| Error::Timeout(timeout))??,
+                .map_err(|_| Error::Disconnected)??,
         };
         link.exchange(body, deadline, timeout).await
     }
@@ -586,8 +637,8 @@ impl Client {
         let declared = body.len() + header;
         let limit = self.inner.config.max_frame_length;
         if declared > limit {
-            return Err(enchufe_framing::Error::FrameTooLarge {
-                declared: declared as u64,
+            return Err(enchufe_framing::Error::TooLargeToSend {
+                len: declared as u64,
                 limit,
             }
             .into());

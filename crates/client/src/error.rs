@@ -98,6 +98,11 @@ pub enum Error {
     #[error("connection is closed")]
     Closed,
 
+    /// This call cannot be made on this connection (for example a streamed
+    /// message in the multiplexed profile). Nothing was sent.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+
     /// A message arrived but is not a valid value of the expected type
     /// (invalid UTF-8, JSON of another shape). The connection goes on.
     #[error("cannot decode message: {0}")]

@@ -547,7 +547,7 @@ async fn an_oversize_message_counts_the_header_against_the_limit() {
                 &err,
                 Error::Framing(e) if matches!(
                     **e,
-                    enchufe_framing::Error::FrameTooLarge { declared: 17, limit: 16 }
+                    enchufe_framing::Error::TooLargeToSend { len: 17, limit: 16 }
                 )
             ),
             "{err:?}"

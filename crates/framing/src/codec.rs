@@ -98,8 +98,8 @@ impl Encoder<Bytes> for FrameCodec {
 
     fn encode(&mut self, payload: Bytes, dst: &mut BytesMut) -> Result<(), Error> {
         if payload.len() > self.max {
-            return Err(Error::FrameTooLarge {
-                declared: payload.len() as u64,
+            return Err(Error::TooLargeToSend {
+                len: payload.len() as u64,
                 limit: self.max,
             });
         }
@@ -178,8 +178,8 @@ impl Encoder<OutFrame> for FrameCodec {
     fn encode(&mut self, frame: OutFrame, dst: &mut BytesMut) -> Result<(), Error> {
         let len = frame.len();
         if len > self.max {
-            return Err(Error::FrameTooLarge {
-                declared: len as u64,
+            return Err(Error::TooLargeToSend {
+                len: len as u64,
                 limit: self.max,
             });
         }

@@ -16,6 +16,16 @@ pub struct Config {
     /// a frame arrives; values above `u32::MAX` are treated as `u32::MAX`, the
     /// most the header can say.
     pub max_frame_length: usize,
+
+    /// Plain profile, opt-in: a frame declared longer than
+    /// `max_frame_length` but at most this long is not refused; its body is
+    /// handed out as a stream of chunks ([`Wire::take_stream`](crate::Wire::take_stream),
+    /// [`Wire::poll_chunk`](crate::Wire::poll_chunk)), so memory stays
+    /// bounded by one chunk whatever the frame's length (up to `u32::MAX`,
+    /// the most a header can say).
+    ///
+    /// Default `0`: off, a frame over `max_frame_length` is an error.
+    pub max_stream_length: u64,
 }
 
 impl Config {
@@ -31,6 +41,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::max_stream_length`].
+    #[must_use]
+    pub fn max_stream_length(mut self, bytes: u64) -> Self {
+        self.max_stream_length = bytes;
+        self
+    }
+
     /// The limit as the codec applies it: never more than a header can carry.
     pub(crate) fn effective_max(&self) -> usize {
         self.max_frame_length.min(u32::MAX as usize)
@@ -41,6 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_frame_length: Self::DEFAULT_MAX_FRAME_LENGTH,
+            max_stream_length: 0,
         }
     }
 }

@@ -43,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use crate::mux::{Header, Kind};
-use crate::{Error, OutFrame, Result, Signal, Wire};
+use crate::{Error, Next, OutFrame, Result, Signal, Wire};
 
 /// The [`Signal`] bit that says frames wait in the role's queue (pushes,
 /// requests queued by other tasks). Every other bit is the role's own and
@@ -64,6 +64,10 @@ pub enum Event {
     Frame(BytesMut),
     /// The other end closed its writing side between frames.
     Eof,
+    /// A streamed frame of this many body bytes began (a wire with
+    /// [`Config::max_stream_length`](crate::Config::max_stream_length) on):
+    /// take its body with [`Driver::poll_chunk`] before reading again.
+    Stream(u64),
     /// Frames wait in the role's queue: the [`QUEUED`] bit is raised, or
     /// the output drained below half the budget while the role said frames
     /// were waiting ([`Driver::set_waiting`]). Take them with
@@ -83,8 +87,11 @@ pub enum Event {
     Stalled(Duration),
     /// No frame arrived for the idle timeout, and the role was not busy.
     IdleTimeout,
-    /// The hello did not arrive within this limit.
+    /// The hello (or first frame) did not arrive within this limit.
     HelloTimeout(Duration),
+    /// A frame began arriving and was not complete within this limit (a
+    /// client trickling bytes to hold the connection: slowloris).
+    FrameTimeout(Duration),
 }
 
 /// The deadlines a driver keeps. Each is off when `None`.
@@ -101,6 +108,10 @@ pub struct Deadlines {
     /// The hello must arrive within this long (until
     /// [`Driver::hello_done`]).
     pub hello: Option<Duration>,
+    /// Once part of a frame has arrived, the rest must arrive within this
+    /// long (checked while the role reads; a streamed body is exempt, its
+    /// chunks count as activity for `idle` instead).
+    pub frame: Option<Duration>,
 }
 
 /// One connection's I/O, signal and deadlines; see the [module](self).
@@ -140,6 +151,10 @@ pub struct Driver<Io, S> {
     /// When the output first failed to make progress, and `written` then.
     stall: Option<(Instant, u64)>,
     hello: Option<(Instant, Duration)>,
+    frame_limit: Option<Duration>,
+    /// Since when part of a frame has been waiting for the rest, and the
+    /// frames read by then (a frame completed since: a new deadline).
+    partial_since: Option<(Instant, u64)>,
     /// The role's own deadline.
     deadline: Option<Instant>,
 }
@@ -185,6 +200,8 @@ where
             write_timeout: deadlines.write_timeout,
             stall: None,
             hello: deadlines.hello.map(|limit| (now + limit, limit)),
+            frame_limit: deadlines.frame,
+            partial_since: None,
             deadline: None,
         };
         driver.rearm();
@@ -309,6 +326,20 @@ where
         }
     }
 
+    /// The next chunk of a streamed frame's body ([`Event::Stream`]):
+    /// `Ok(None)` once it is all taken. Each chunk counts as activity for
+    /// the idle timeout.
+    ///
+    /// # Errors
+    /// As [`Wire::poll_chunk`].
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        let chunk = std::task::ready!(self.wire.poll_chunk(cx));
+        if let Ok(Some(_)) = &chunk {
+            self.activity += 1;
+        }
+        Poll::Ready(chunk)
+    }
+
     /// Waits for the next event; see [`Driver::poll_event`].
     pub async fn event(&mut self, read: bool) -> Event {
         std::future::poll_fn(|cx| self.poll_event(cx, read)).await
@@ -338,7 +369,12 @@ where
                         self.activity += 1;
                         return Poll::Ready(Event::Frame(frame));
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if let Some(len) = self.wire.take_stream() {
+                            self.activity += 1;
+                            return Poll::Ready(Event::Stream(len));
+                        }
+                    }
                     Err(e) => return Poll::Ready(Event::ReadFailed(e)),
                 }
             }
@@ -360,16 +396,27 @@ where
                     return Poll::Ready(Event::Queued);
                 }
             }
-            if read && self.queued() < self.budget && !self.wire.is_read_closed() {
-                match self.wire.poll_frame(cx) {
-                    Poll::Ready(Ok(Some(frame))) => {
+            if read
+                && self.queued() < self.budget
+                && !self.wire.is_read_closed()
+                && !self.wire.is_streaming()
+            {
+                match self.wire.poll_next(cx) {
+                    Poll::Ready(Ok(Next::Frame(frame))) => {
                         self.activity += 1;
                         return Poll::Ready(Event::Frame(frame));
                     }
-                    Poll::Ready(Ok(None)) => return Poll::Ready(Event::Eof),
+                    Poll::Ready(Ok(Next::Stream(len))) => {
+                        self.activity += 1;
+                        return Poll::Ready(Event::Stream(len));
+                    }
+                    Poll::Ready(Ok(Next::Eof)) => return Poll::Ready(Event::Eof),
                     Poll::Ready(Err(e)) => return Poll::Ready(Event::ReadFailed(e)),
                     Poll::Pending => {}
                 }
+            }
+            if self.frame_limit.is_some() {
+                self.watch_partial(read);
             }
             if !self.armed || self.timer.as_mut().poll(cx).is_pending() {
                 // Register before waiting; a flag raised meanwhile means
@@ -382,6 +429,28 @@ where
             if let Some(event) = self.on_timer() {
                 return Poll::Ready(event);
             }
+        }
+    }
+
+    /// About to wait: a frame left half-arrived starts its deadline (one
+    /// clock read per wait, not per frame); a whole one, or not reading,
+    /// clears it. A role that is not reading (a handler runs) does not hold
+    /// the other end to the deadline.
+    fn watch_partial(&mut self, read: bool) {
+        let partial = read && self.wire.has_partial_frame();
+        let fresh = |since: Option<(Instant, u64)>| since.map(|(_, seen)| seen);
+        match (partial, fresh(self.partial_since), self.frame_limit) {
+            (true, seen, Some(limit)) if seen != Some(self.activity) => {
+                let now = Instant::now();
+                self.partial_since = Some((now, self.activity));
+                let deadline = now + limit;
+                if !self.armed || self.timer.deadline() > deadline {
+                    self.timer.as_mut().reset(deadline);
+                    self.armed = true;
+                }
+            }
+            (false, Some(_), _) => self.partial_since = None,
+            _ => {}
         }
     }
 
@@ -429,6 +498,16 @@ where
                 return Some(Event::HelloTimeout(limit));
             }
         }
+        if let (Some((since, seen)), Some(limit)) = (self.partial_since, self.frame_limit) {
+            if now >= since + limit {
+                // Cleared either way: the next wait stamps a frame still
+                // (or newly) half-arrived.
+                self.partial_since = None;
+                if seen == self.activity && self.wire.has_partial_frame() {
+                    return Some(Event::FrameTimeout(limit));
+                }
+            }
+        }
         if let (Some(tick), Some(idle)) = (self.next_idle_tick, self.idle) {
             if now >= tick {
                 self.next_idle_tick = Some(now + idle / IDLE_TICKS);
@@ -471,11 +550,16 @@ where
             .zip(self.write_timeout)
             .map(|((since, _), limit)| since + limit);
         let hello = self.hello.map(|(at, _)| at);
+        let partial = self
+            .partial_since
+            .zip(self.frame_limit)
+            .map(|((since, _), limit)| since + limit);
         let earliest = [
             self.next_idle_tick,
             self.next_ping,
             stall,
             hello,
+            partial,
             self.deadline,
         ]
         .into_iter()
@@ -613,6 +697,43 @@ mod tests {
         assert!(
             matches!(d.event(true).await, Event::HelloTimeout(t) if t == Duration::from_secs(10))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_trickled_past_its_deadline_ends_but_steady_frames_do_not() {
+        use tokio::io::AsyncWriteExt;
+        let deadlines = Deadlines {
+            frame: Some(Duration::from_secs(5)),
+            ..Deadlines::default()
+        };
+        // Steady traffic whose reads end mid-frame: each wait sees a partial
+        // frame, but a different one, so no deadline passes.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut d = driver(ours, usize::MAX, deadlines.clone());
+        for _ in 0..10 {
+            theirs.write_all(b"\0\0\0\x02hi\0\0").await.unwrap();
+            assert!(matches!(d.event(true).await, Event::Frame(_)));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            theirs.write_all(b"\0\x01!").await.unwrap();
+            assert!(matches!(d.event(true).await, Event::Frame(f) if &f[..] == b"!"));
+        }
+        // One byte every 2 s: the frame never completes in time.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut d = driver(ours, usize::MAX, deadlines);
+        let start = Instant::now();
+        let trickle = tokio::spawn(async move {
+            for byte in [0u8, 0, 0, 9, 1, 2, 3, 4] {
+                if theirs.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+        assert!(
+            matches!(d.event(true).await, Event::FrameTimeout(t) if t == Duration::from_secs(5))
+        );
+        assert!(start.elapsed() <= Duration::from_secs(6));
+        trickle.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,14 +16,33 @@ pub enum Error {
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 
-    /// A frame declared (inbound) or needed (outbound) more bytes than the
-    /// configured `max_frame_length`. Inbound, the stream cannot resync after
-    /// this, so the connection must end.
-    #[error("frame of {declared} bytes exceeds the limit of {limit} bytes")]
+    /// The other end announced a frame of more bytes than this end's
+    /// `max_frame_length`. The stream cannot resync after this, so the
+    /// connection ends.
+    #[error(
+        "the other end announced a frame of {declared} bytes, over this end's \
+         max_frame_length of {limit} bytes (raise max_frame_length here, or send \
+         such messages as streams: max_stream_length)"
+    )]
     FrameTooLarge {
-        /// The payload length the header declared, or the outbound payload's length.
+        /// The payload length the header declared.
         declared: u64,
-        /// The configured limit.
+        /// This end's limit.
+        limit: usize,
+    },
+
+    /// A message to send is longer than this end's `max_frame_length`.
+    /// Nothing was sent; the connection goes on.
+    #[error(
+        "a message of {len} bytes is over this end's max_frame_length of {limit} \
+         bytes; nothing was sent (raise max_frame_length on both ends, or send it \
+         as a stream)"
+    )]
+    TooLargeToSend {
+        /// The frame's payload length (header included in the multiplexed
+        /// profile).
+        len: u64,
+        /// This end's limit.
         limit: usize,
     },
 
@@ -116,7 +135,10 @@ impl Error {
     /// ([`Error::FrameTooLarge`], or [`Error::NotFrames`], whose header also
     /// declared too much).
     pub fn is_frame_too_large(&self) -> bool {
-        matches!(self, Error::FrameTooLarge { .. } | Error::NotFrames { .. })
+        matches!(
+            self,
+            Error::FrameTooLarge { .. } | Error::TooLargeToSend { .. } | Error::NotFrames { .. }
+        )
     }
 
     /// Whether the peer is not speaking length-prefixed frames at all

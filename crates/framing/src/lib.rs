@@ -65,6 +65,7 @@
 //! # }
 //! ```
 
+mod body;
 mod codec;
 mod config;
 pub mod driver;
@@ -77,6 +78,7 @@ mod signal;
 mod transport;
 mod wire;
 
+pub use body::{Body, BodySender, BODY_CHUNKS};
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 pub use ended::Ended;
@@ -84,7 +86,7 @@ pub use error::{is_closed_io, BoxError, Error, Foreign, Result};
 pub use message::{Decode, Encode, Json, Raw, Text};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
-pub use wire::{Wire, LARGE_FRAME};
+pub use wire::{Next, Wire, LARGE_FRAME, STREAM_CHUNK};
 
 /// Bytes taken by the length prefix of every frame.
 pub const HEADER_LEN: usize = 4;

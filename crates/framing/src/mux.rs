@@ -212,6 +212,12 @@ pub enum ErrorCode {
     NoReply,
     /// The server is shutting down and took no new work.
     ShuttingDown,
+    /// The framework refused to send the handler's reply: it was over the
+    /// server's `max_frame_length` (the message says by how much). The
+    /// handler ran; raise the limit on both ends, or send less.
+    ReplyTooLarge,
+    /// The handler ran past the server's `handler_timeout` and was stopped.
+    Timeout,
     /// A code this version does not know.
     Other(u8),
 }
@@ -226,6 +232,8 @@ impl ErrorCode {
             ErrorCode::BadRequest => 4,
             ErrorCode::NoReply => 5,
             ErrorCode::ShuttingDown => 6,
+            ErrorCode::ReplyTooLarge => 7,
+            ErrorCode::Timeout => 8,
             ErrorCode::Other(b) => b,
         }
     }
@@ -239,6 +247,8 @@ impl ErrorCode {
             4 => ErrorCode::BadRequest,
             5 => ErrorCode::NoReply,
             6 => ErrorCode::ShuttingDown,
+            7 => ErrorCode::ReplyTooLarge,
+            8 => ErrorCode::Timeout,
             b => ErrorCode::Other(b),
         }
     }

@@ -88,7 +88,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Transport<Io> {
     /// Sends one frame and flushes it.
     ///
     /// # Errors
-    /// [`Error::FrameTooLarge`] when the payload is over the limit (nothing
+    /// [`Error::TooLargeToSend`] when the payload is over the limit (nothing
     /// is written), or [`Error::Io`].
     pub async fn send(&mut self, payload: Bytes) -> Result<()> {
         self.inner.send(payload).await
@@ -250,7 +250,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Sends one frame and flushes it.
     ///
     /// # Errors
-    /// [`Error::FrameTooLarge`] when the payload is over the limit (nothing is
+    /// [`Error::TooLargeToSend`] when the payload is over the limit (nothing is
     /// written), or [`Error::Io`].
     pub async fn send(&mut self, frame: impl Into<OutFrame>) -> Result<()> {
         self.inner.send(frame.into()).await

@@ -194,22 +194,17 @@ fn codec_encodes_hola_byte_exact() {
 }
 
 #[test]
-fn codec_encode_over_limit_is_frame_too_large_and_leaves_dst_untouched() {
+fn codec_encode_over_limit_is_too_large_to_send_and_leaves_dst_untouched() {
     let mut codec = codec_with_limit(16);
     let mut out = BytesMut::from(&b"prev"[..]);
     let err = codec
         .encode(Bytes::from(vec![1u8; 17]), &mut out)
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::FrameTooLarge {
-                declared: 17,
-                limit: 16
-            }
-        ),
+        matches!(err, Error::TooLargeToSend { len: 17, limit: 16 }),
         "{err:?}"
     );
+    assert!(err.is_frame_too_large());
     assert_eq!(&out[..], b"prev");
 }
 

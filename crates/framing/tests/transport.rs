@@ -450,7 +450,7 @@ async fn non_ascii_text_round_trips_with_utf8_byte_length_header() {
 // 8. Outbound limit -----------------------------------------------------------
 
 #[tokio::test]
-async fn transport_send_over_limit_is_frame_too_large_and_writes_nothing() {
+async fn transport_send_over_limit_is_too_large_to_send_and_writes_nothing() {
     within(async {
         // The mock only allows the one good frame sent afterwards: any byte of
         // the oversize frame reaching the I/O makes it panic.
@@ -458,35 +458,23 @@ async fn transport_send_over_limit_is_frame_too_large_and_writes_nothing() {
         let mut t = Transport::with_config(io, &limit(16));
         let err = t.send(Bytes::from(vec![0xAB; 17])).await.unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::FrameTooLarge {
-                    declared: 17,
-                    limit: 16
-                }
-            ),
+            matches!(err, Error::TooLargeToSend { len: 17, limit: 16 }),
             "{err:?}"
         );
         let err = t.send_msg("x".repeat(1000)).await.unwrap_err();
-        assert!(matches!(err, Error::FrameTooLarge { declared: 1000, .. }));
+        assert!(matches!(err, Error::TooLargeToSend { len: 1000, .. }));
         t.send_msg("ok").await.unwrap();
     })
     .await;
 }
 
 #[tokio::test]
-async fn writer_send_over_limit_is_frame_too_large_and_writes_nothing() {
+async fn writer_send_over_limit_is_too_large_to_send_and_writes_nothing() {
     within(async {
         let mut w = FrameWriter::new(Vec::new(), &limit(16));
         let err = w.send(Bytes::from(vec![0xAB; 17])).await.unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::FrameTooLarge {
-                    declared: 17,
-                    limit: 16
-                }
-            ),
+            matches!(err, Error::TooLargeToSend { len: 17, limit: 16 }),
             "{err:?}"
         );
         assert!(w.get_ref().is_empty(), "nothing reached the I/O");
@@ -668,7 +656,7 @@ async fn split_keeps_the_configured_limit() {
         let (mut reader, mut writer) = Transport::with_config(a, &limit(16)).split();
         let err = writer.send(Bytes::from(vec![0; 17])).await.unwrap_err();
         assert!(
-            matches!(err, Error::FrameTooLarge { limit: 16, .. }),
+            matches!(err, Error::TooLargeToSend { limit: 16, .. }),
             "{err:?}"
         );
         peer.write_all(&frame(&[0; 17])).await.unwrap();

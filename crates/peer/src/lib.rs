@@ -233,16 +233,19 @@ impl Peer {
     /// # Errors
     /// [`Error::Unreachable`] when the backoff's attempts run out (nothing
     /// is dialed any more); [`Error::Closed`] if this peer closes first.
-    pub async fn connect(&self, addr: impl Into<String>) -> Result<String> {
+    ///
+    /// `addr` is anything that prints as an address: a `SocketAddr` (as
+    /// [`Peer::local_addr`] gives), `"host:port"`, or `"unix:PATH"`.
+    pub async fn connect(&self, addr: impl ToString) -> Result<String> {
         let (first, up) = tokio::sync::oneshot::channel();
-        self.spawn_dialer(addr.into(), Some(first));
+        self.spawn_dialer(addr.to_string(), Some(first));
         up.await.unwrap_or(Err(Error::Closed))
     }
 
     /// [`Peer::connect`] in the background: returns at once. Failures show
     /// as [`PeerEvent::Unreachable`].
-    pub fn add_peer(&self, addr: impl Into<String>) {
-        self.spawn_dialer(addr.into(), None);
+    pub fn add_peer(&self, addr: impl ToString) {
+        self.spawn_dialer(addr.to_string(), None);
     }
 
     fn spawn_dialer(&self, addr: String, first: Option<FirstLink>) {

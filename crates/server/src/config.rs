@@ -74,6 +74,17 @@ pub struct Config {
     /// is allocated.
     pub max_frame_length: usize,
 
+    /// Plain profile, opt-in: a frame declared longer than
+    /// `max_frame_length` but at most this long is not refused; its body goes
+    /// to [`Handler::handle_stream`](crate::Handler::handle_stream) as a
+    /// [`Body`](enchufe_framing::Body) that arrives in chunks, so memory stays
+    /// bounded by a few chunks (256 KiB) whatever its length, up to
+    /// `u32::MAX` (the most a 4-byte header can say): the course's file
+    /// protocol (a size, then the file) on an ordinary server. Default `0`:
+    /// off. The multiplexed profile ignores it (large data there goes as
+    /// many frames, so other requests are not held up).
+    pub max_stream_length: u64,
+
     /// Most pushes waiting in one connection's outbound queue, counted in
     /// frames: a second cap beside [`Config::max_queued_bytes`], for many
     /// tiny pushes. Default 128.
@@ -106,12 +117,50 @@ pub struct Config {
     pub max_total_queued_bytes: usize,
 
     /// A connection that completes no frame for this long is closed.
-    /// Default 10 minutes; `None` waits forever.
+    /// Default 2 minutes; `None` waits forever.
     ///
     /// Time counts between complete frames, so a client trickling one byte at
-    /// a time is cut off too. Ten minutes suits interactive clients (the
-    /// course's REPL) and still reclaims abandoned connections.
+    /// a time is cut off too (and sooner by [`Config::frame_timeout`]). Two
+    /// minutes, against what the servers we measure ourselves by do: nginx
+    /// closes an idle keep-alive connection after 75 s, HAProxy setups
+    /// commonly use 30–60 s (`timeout client`), Redis never (`timeout 0`).
+    /// It was 10 minutes: 1,024 silent connections then held every slot that
+    /// long. Two minutes still suits a person typing at the course's REPL; a
+    /// chat client that may stay quiet longer should ping, or the server
+    /// raise this.
     pub idle_timeout: Option<Duration>,
+
+    /// Plain profile: a new connection must complete its first frame
+    /// within this, or it is closed (in the multiplexed profile the hello
+    /// is the first frame: [`Config::handshake_timeout`]). Default 10 s: a
+    /// connection that sends nothing holds a slot for this long, not for the
+    /// idle timeout. `None`: no such deadline (a server that speaks first
+    /// and waits for a person to answer, say).
+    pub first_frame_timeout: Option<Duration>,
+
+    /// Once the first byte of a frame has arrived, the rest must arrive
+    /// within this, or the connection is closed: a client that trickles a
+    /// frame a byte at a time (slowloris) holds its slot this long at most,
+    /// whatever the idle timeout. Default 30 s (8 MiB at 2 Mbit/s). A
+    /// streamed body ([`Config::max_stream_length`]) is exempt: its chunks
+    /// count as activity for the idle timeout instead. Not checked while a
+    /// handler runs on the connection (plain profile).
+    pub frame_timeout: Option<Duration>,
+
+    /// Most connections from one IP address at once; over it a new one is
+    /// accepted and closed at once (counted in
+    /// [`Stats::refused_per_address`](crate::Stats::refused_per_address)),
+    /// so one address cannot take every slot. Default `None`: no limit (many
+    /// clients behind one NAT, or a test on loopback, share an address).
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Longest a handler may run on one request (or a streamed message).
+    /// Past it the handler is dropped: in the plain profile the connection
+    /// closes with [`Error::HandlerTimeout`](crate::Error::HandlerTimeout)
+    /// (the plain wire cannot carry the error); in the multiplexed profile
+    /// the request is answered with an error (code 8, `timeout`). Default
+    /// `None`: handlers run as long as they take.
+    pub handler_timeout: Option<Duration>,
 
     /// Longest wait for a write to make progress: a queued reply finding room,
     /// a batch being flushed, the last frames before a close. Default 10 s.
@@ -176,6 +225,42 @@ impl Config {
     #[must_use]
     pub fn max_frame_length(mut self, bytes: usize) -> Self {
         self.max_frame_length = bytes;
+        self
+    }
+
+    /// Sets [`Config::first_frame_timeout`].
+    #[must_use]
+    pub fn first_frame_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.first_frame_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::frame_timeout`].
+    #[must_use]
+    pub fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_connections_per_ip`].
+    #[must_use]
+    pub fn max_connections_per_ip(mut self, limit: Option<usize>) -> Self {
+        self.max_connections_per_ip = limit;
+        self
+    }
+
+    /// Sets [`Config::handler_timeout`].
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_stream_length`]: frames up to `bytes` long are
+    /// streamed to [`Handler::handle_stream`](crate::Handler::handle_stream).
+    #[must_use]
+    pub fn max_stream_length(mut self, bytes: u64) -> Self {
+        self.max_stream_length = bytes;
         self
     }
 
@@ -278,7 +363,14 @@ impl Config {
     }
 
     pub(crate) fn framing(&self) -> enchufe_framing::Config {
-        enchufe_framing::Config::default().max_frame_length(self.max_frame_length)
+        let streams = if self.profile == Profile::Plain {
+            self.max_stream_length
+        } else {
+            0
+        };
+        enchufe_framing::Config::default()
+            .max_frame_length(self.max_frame_length)
+            .max_stream_length(streams)
     }
 }
 
@@ -287,10 +379,15 @@ impl Default for Config {
         Self {
             max_connections: 1024,
             max_frame_length: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH,
+            max_stream_length: 0,
             outbound_queue: 128,
             max_queued_bytes: 4 << 20,
             max_total_queued_bytes: 128 << 20,
-            idle_timeout: Some(Duration::from_secs(600)),
+            idle_timeout: Some(Duration::from_secs(120)),
+            first_frame_timeout: Some(Duration::from_secs(10)),
+            frame_timeout: Some(Duration::from_secs(30)),
+            max_connections_per_ip: None,
+            handler_timeout: None,
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             accept_backoff_max: Duration::from_secs(1),

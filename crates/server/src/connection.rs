@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -75,6 +75,9 @@ struct Inner {
     remote: OnceLock<Hello>,
     /// Whether we speak as a peer ([`Config::peer`](crate::Config::peer)).
     local_peer: bool,
+    /// The server this connection belongs to (weak: the server's registry
+    /// holds its connections).
+    server: Weak<crate::server::Shared>,
     /// Set by [`Connection::drain`]: keep reading after closing.
     draining: AtomicBool,
     /// Whether this end dialed the connection ([`ServerHandle::connect`](crate::ServerHandle::connect)).
@@ -117,6 +120,7 @@ pub(crate) struct Parts {
     pub(crate) counters: Arc<Counters>,
     pub(crate) local_peer: bool,
     pub(crate) outbound: bool,
+    pub(crate) server: Weak<crate::server::Shared>,
     pub(crate) max_in_flight: usize,
     pub(crate) request_timeout: Duration,
 }
@@ -140,6 +144,7 @@ impl Connection {
             remote: OnceLock::new(),
             local_peer: parts.local_peer,
             outbound: parts.outbound,
+            server: parts.server,
             draining: AtomicBool::new(false),
             requests: Requests {
                 permits: Arc::new(Semaphore::new(parts.max_in_flight)),
@@ -179,6 +184,28 @@ impl Connection {
     /// ([`Connection::request`]) on this connection.
     pub fn is_peer(&self) -> bool {
         self.inner.local_peer && self.inner.remote.get().is_some_and(|hello| hello.peer)
+    }
+
+    /// The server this connection belongs to, to reach the others from a
+    /// handler: push to another connection, broadcast (to all but this one
+    /// with [`ServerHandle::broadcast_except`](crate::ServerHandle::broadcast_except)).
+    /// `None` once the server is gone.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use enchufe_server::{handler_fn, Connection};
+    ///
+    /// // A chat room: every line goes to everyone else.
+    /// let chat = handler_fn(|line: String, conn: Connection| async move {
+    ///     if let Some(server) = conn.server() {
+    ///         let _ = server.broadcast_except(conn.id(), format!("{}: {line}", conn.id()));
+    ///     }
+    ///     Ok::<_, Infallible>(None::<String>)
+    /// });
+    /// # let _ = chat;
+    /// ```
+    pub fn server(&self) -> Option<crate::ServerHandle> {
+        self.inner.server.upgrade().map(crate::ServerHandle::of)
     }
 
     /// Whether this end dialed the connection
@@ -384,8 +411,8 @@ impl Connection {
     /// the sender's alone and the connection goes on.
     pub(crate) fn check_len(&self, frame: OutFrame) -> Result<OutFrame> {
         if frame.len() > self.inner.max_frame_length {
-            return Err(enchufe_framing::Error::FrameTooLarge {
-                declared: frame.len() as u64,
+            return Err(enchufe_framing::Error::TooLargeToSend {
+                len: frame.len() as u64,
                 limit: self.inner.max_frame_length,
             }
             .into());
@@ -462,6 +489,11 @@ impl Connection {
             Counters::add(&self.inner.counters.slow_disconnects, 1);
         }
         self.fail(Error::WriteStalled(after));
+    }
+
+    /// Whether this connection speaks the plain profile.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.inner.profile == Profile::Plain
     }
 
     pub(crate) fn signal(&self) -> &Signal {

@@ -31,6 +31,9 @@ pub(crate) enum Event {
     Frame(BytesMut),
     /// The other end closed its writing side between frames.
     Eof,
+    /// A streamed frame of this many body bytes began (plain profile with
+    /// `max_stream_length`): take it with [`Driver::poll_chunk`].
+    Stream(u64),
     /// A signal changed the driver's state (`closing`, `stopping`), or the
     /// output failed: look.
     Signal,
@@ -103,6 +106,11 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         Ok(())
     }
 
+    /// The largest payload this connection reads or writes.
+    pub(crate) fn max_frame_length(&self) -> usize {
+        self.core.wire().max_frame_length()
+    }
+
     /// Waits for the next event; see [`Driver::poll_event`].
     pub(crate) async fn event(&mut self, read: bool) -> Event {
         std::future::poll_fn(|cx| self.poll_event(cx, read)).await
@@ -154,6 +162,7 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
                     self.eof = true;
                     return Poll::Ready(Event::Eof);
                 }
+                driver::Event::Stream(len) => return Poll::Ready(Event::Stream(len)),
                 driver::Event::Queued => {
                     self.core.take_queued();
                     self.take_outbox();
@@ -183,12 +192,32 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
                     return Poll::Ready(Event::End(Disconnect::IdleTimeout))
                 }
                 driver::Event::HelloTimeout(limit) => {
-                    return Poll::Ready(Event::End(Disconnect::Error(Error::HandshakeTimeout(
-                        limit,
-                    ))))
+                    let error = if self.conn.is_plain() {
+                        Error::FirstFrameTimeout(limit)
+                    } else {
+                        Error::HandshakeTimeout(limit)
+                    };
+                    return Poll::Ready(Event::End(Disconnect::Error(error)));
+                }
+                driver::Event::FrameTimeout(limit) => {
+                    return Poll::Ready(Event::End(Disconnect::Error(Error::FrameTimeout(limit))))
                 }
                 // No deadline of the server's own is set.
                 _ => {}
+            }
+        }
+    }
+
+    /// Keeps the connection going while something else runs on its task (a
+    /// handler): pushes and pings are written and deadlines kept, nothing is
+    /// read. `Ready` only when the connection must end; a close or shutdown
+    /// only marks the driver.
+    pub(crate) fn poll_beside(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        loop {
+            match self.poll_event(cx, false) {
+                Poll::Ready(Event::End(reason)) => return Poll::Ready(reason),
+                Poll::Ready(_) => continue,
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -243,6 +272,14 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
             Err(e) => tracing::debug!(error = %e, "goodbye write failed"),
         }
         self.publish();
+    }
+
+    /// The next chunk of a streamed body; `Ok(None)` at its end.
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<enchufe_framing::Result<Option<bytes::Bytes>>> {
+        self.core.poll_chunk(cx)
     }
 
     /// Reads whatever has already arrived, without waiting: at shutdown,

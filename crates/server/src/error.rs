@@ -50,6 +50,21 @@ pub enum Error {
     #[error("no hello within {0:?}")]
     HandshakeTimeout(Duration),
 
+    /// Plain profile: no complete first frame within
+    /// [`Config::first_frame_timeout`](crate::Config::first_frame_timeout).
+    #[error("no complete first frame within {0:?} of connecting (first_frame_timeout)")]
+    FirstFrameTimeout(Duration),
+
+    /// A frame began arriving and was not complete within
+    /// [`Config::frame_timeout`](crate::Config::frame_timeout).
+    #[error("a frame began arriving but was not complete within {0:?} (frame_timeout)")]
+    FrameTimeout(Duration),
+
+    /// A handler ran past [`Config::handler_timeout`](crate::Config::handler_timeout)
+    /// and was dropped.
+    #[error("the handler ran past {0:?} and was stopped (handler_timeout)")]
+    HandlerTimeout(Duration),
+
     /// [`Connection::request`](crate::Connection::request) got no reply in time.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
@@ -111,7 +126,12 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            Error::Timeout(_) | Error::HandshakeTimeout(_) | Error::WriteStalled(_)
+            Error::Timeout(_)
+                | Error::HandshakeTimeout(_)
+                | Error::FirstFrameTimeout(_)
+                | Error::FrameTimeout(_)
+                | Error::HandlerTimeout(_)
+                | Error::WriteStalled(_)
         ) || matches!(self, Error::Framing(e) if e.is_timeout())
     }
 

@@ -2,7 +2,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
 
-use enchufe_framing::{Decode, Encode};
+use enchufe_framing::{Body, BoxError, Decode, Encode};
 
 use crate::{Connection, Disconnect};
 
@@ -54,11 +54,113 @@ pub trait Handler: Send + Sync + 'static {
         conn: &Connection,
     ) -> impl Future<Output = Result<Option<Self::Response>, Self::Error>> + Send;
 
+    /// Multiplexed profile: handles a one-way message (the client's
+    /// `send`/`notify`, a peer's push), where nothing goes back. The default
+    /// calls [`Handler::handle`] and drops its reply; override it to tell
+    /// requests from one-way messages. (The plain wire has no such
+    /// distinction: every message goes to `handle`, and its reply, if any,
+    /// is sent.)
+    fn handle_notify(
+        &self,
+        request: Self::Request,
+        conn: &Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async move { self.handle(request, conn).await.map(drop) }
+    }
+
+    /// Plain profile, with [`Config::max_stream_length`](crate::Config::max_stream_length)
+    /// set: handles one frame too long for `max_frame_length`, whose body
+    /// arrives as a [`Body`] in chunks (read it with [`Body::chunk`],
+    /// [`Body::copy_to`] or as an `AsyncRead`). Memory stays bounded by a few
+    /// chunks whatever the frame's length. The connection reads nothing
+    /// else until the body is taken (what the handler leaves unread is
+    /// skipped before its reply is sent). `Err` closes the connection, as
+    /// from [`Handler::handle`].
+    ///
+    /// The default refuses: the connection ends with this as its reason.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use enchufe_server::{Body, BoxError, Connection, Handler};
+    ///
+    /// /// Counts the bytes of every large message.
+    /// struct Sizes;
+    ///
+    /// impl Handler for Sizes {
+    ///     type Request = String;
+    ///     type Response = String;
+    ///     type Error = Infallible;
+    ///
+    ///     async fn handle(&self, req: String, _: &Connection) -> Result<Option<String>, Infallible> {
+    ///         Ok(Some(req.len().to_string()))
+    ///     }
+    ///
+    ///     async fn handle_stream(&self, mut body: Body, _: &Connection) -> Result<Option<String>, BoxError> {
+    ///         let mut n = 0;
+    ///         while let Some(chunk) = body.chunk().await? {
+    ///             n += chunk.len();
+    ///         }
+    ///         Ok(Some(n.to_string()))
+    ///     }
+    /// }
+    /// ```
+    fn handle_stream(
+        &self,
+        body: Body,
+        conn: &Connection,
+    ) -> impl Future<Output = Result<Option<Self::Response>, BoxError>> + Send {
+        let _ = conn;
+        let len = body.len();
+        async move {
+            Err(format!(
+                "a streamed message of {len} bytes arrived but this handler does not take \
+                 streams (implement Handler::handle_stream)"
+            )
+            .into())
+        }
+    }
+
     /// Called once when a connection is accepted, before its first request is
     /// read: the place to greet the client with [`Connection::push`].
     fn on_connect(&self, conn: &Connection) -> impl Future<Output = ()> + Send {
         let _ = conn;
         async {}
+    }
+
+    /// Called when the client has finished sending (it shut down its
+    /// writing side, the course's "send everything, then wait for the
+    /// answer"), while this side can still write: the place to answer the
+    /// whole of what it sent. A returned message is sent before the
+    /// connection's goodbye, after every earlier reply; pushes from here
+    /// still go out too. Not called when the connection ends any other way
+    /// (then only [`Handler::on_disconnect`], when nothing can be sent).
+    /// Default: nothing.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use enchufe_server::{Connection, Handler};
+    ///
+    /// /// Counts the lines a client sends; answers once it is done.
+    /// struct Count;
+    ///
+    /// impl Handler for Count {
+    ///     type Request = String;
+    ///     type Response = String;
+    ///     type Error = Infallible;
+    ///
+    ///     async fn handle(&self, _line: String, conn: &Connection) -> Result<Option<String>, Infallible> {
+    ///         conn.with_state(|n: &mut usize| *n += 1);
+    ///         Ok(None)
+    ///     }
+    ///
+    ///     async fn on_eof(&self, conn: &Connection) -> Option<String> {
+    ///         Some(format!("{} lines", conn.with_state(|n: &mut usize| *n)))
+    ///     }
+    /// }
+    /// ```
+    fn on_eof(&self, conn: &Connection) -> impl Future<Output = Option<Self::Response>> + Send {
+        let _ = conn;
+        async { None }
     }
 
     /// Called once when a connection ends, with the reason.

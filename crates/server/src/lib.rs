@@ -63,13 +63,16 @@ mod driver;
 mod error;
 mod handler;
 mod layer;
+mod limits;
 mod outbox;
 mod server;
 mod stats;
+mod stream;
 mod task;
 
 pub use config::{BusyPolicy, Config, PeerLinks, Profile, SlowConsumer};
 pub use connection::{Connection, ConnectionId, Disconnect};
+pub use enchufe_framing::{Body, BoxError};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use server::{Server, ServerHandle};

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use enchufe_framing::Encode;
@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::connection::Parts;
 use crate::layer::{BoxIo, DialLayer, Layer, Layered};
@@ -273,7 +273,8 @@ impl Server {
             framing: self.config.framing(),
             config: self.config.clone(),
         });
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             local_addr,
             registry: Mutex::new(HashMap::new()),
             shutdown,
@@ -284,6 +285,10 @@ impl Server {
             counters: Arc::new(Counters::default()),
             budget: Arc::new(Budget::new(self.config.max_total_queued_bytes)),
             permits: Arc::new(Semaphore::new(self.config.max_connections)),
+            per_address: self
+                .config
+                .max_connections_per_ip
+                .map(crate::limits::PerAddress::new),
             next_id: AtomicU64::new(1),
             spawner: Spawner::new(ctx),
             ws_addr,
@@ -329,7 +334,10 @@ async fn bind_tcp(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<TcpLis
 
 /// State shared by the accept loop, the connection tasks and every handle.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
+    /// This very `Shared`, for connections to reach their server
+    /// ([`Connection::server`]) without keeping it alive.
+    me: Weak<Shared>,
     local_addr: SocketAddr,
     /// Live connections, for push-by-id, broadcast and counting. Plain data
     /// behind a std mutex: never held across an await.
@@ -344,6 +352,8 @@ struct Shared {
     budget: Arc<Budget>,
     /// Connection permits, for accepted and dialed connections alike.
     permits: Arc<Semaphore>,
+    /// Accepted connections per client address, when limited.
+    per_address: Option<crate::limits::PerAddress>,
     next_id: AtomicU64,
     spawner: Spawner,
     /// The WebSocket listener's address ([`Server::ws`]).
@@ -365,6 +375,8 @@ struct NewConnection {
     layer: Layer,
     peer_addr: SocketAddr,
     permit: OwnedSemaphorePermit,
+    /// Its place among its address's connections, when they are limited.
+    address_slot: Option<crate::limits::AddressSlot>,
     /// Dialed by [`ServerHandle::connect`], which waits on `ready` for the
     /// hello exchange; `None` for an accepted connection.
     ready: Option<oneshot::Sender<Result<Connection>>>,
@@ -388,6 +400,7 @@ impl Spawner {
                         layer,
                         peer_addr,
                         permit,
+                        address_slot,
                         ready,
                     } = new;
                     let shared = &*shared_for_task;
@@ -438,7 +451,7 @@ impl Spawner {
                                 .await
                         }
                     }
-                    drop(permit);
+                    drop((permit, address_slot));
                 }
                 .instrument(span),
             );
@@ -487,6 +500,11 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// The handle of a server still running.
+    pub(crate) fn of(shared: Arc<Shared>) -> ServerHandle {
+        ServerHandle { shared }
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
@@ -531,10 +549,23 @@ impl ServerHandle {
     /// # Errors
     /// [`Error::Framing`] if the message does not encode or is over the limit.
     pub fn broadcast<M: Encode>(&self, msg: M) -> Result<usize> {
+        self.broadcast_to(msg, None)
+    }
+
+    /// [`ServerHandle::broadcast`] to every connection but `except` (a chat
+    /// server relaying a message to everyone but its sender).
+    ///
+    /// # Errors
+    /// As [`ServerHandle::broadcast`].
+    pub fn broadcast_except<M: Encode>(&self, except: ConnectionId, msg: M) -> Result<usize> {
+        self.broadcast_to(msg, Some(except))
+    }
+
+    fn broadcast_to<M: Encode>(&self, msg: M, except: Option<ConnectionId>) -> Result<usize> {
         let frame = msg.encode()?;
         let conns = self.connections();
         let mut delivered = 0;
-        for conn in conns {
+        for conn in conns.into_iter().filter(|c| Some(c.id()) != except) {
             let queued = conn
                 .push_frame(frame.clone())
                 .and_then(|frame| conn.offer_now(frame));
@@ -650,6 +681,7 @@ impl ServerHandle {
                 layer: Layer::Plain,
                 peer_addr,
                 permit,
+                address_slot: None,
                 ready: Some(ready),
             },
         );
@@ -727,6 +759,20 @@ async fn accept_loop(listener: Listener, layer: Layer, backoff_max: Duration, sh
             },
             () = shared.shutdown.cancelled() => break,
         };
+        let address_slot = match &shared.per_address {
+            Some(per) => match per.take(peer_addr.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Accepted and closed at once: the client learns now,
+                    // rather than waiting in the backlog.
+                    Counters::add(&shared.counters.refused_per_address, 1);
+                    debug!(peer = %peer_addr, "too many connections from this address; closed");
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
+        };
         (shared.spawner.0)(
             &shared,
             NewConnection {
@@ -734,6 +780,7 @@ async fn accept_loop(listener: Listener, layer: Layer, backoff_max: Duration, sh
                 layer: layer.clone(),
                 peer_addr,
                 permit,
+                address_slot,
                 ready: None,
             },
         );
@@ -767,6 +814,7 @@ async fn serve_connection<H: Handler, Io>(
         counters: shared.counters.clone(),
         local_peer: config.peer.is_some(),
         outbound: ready.is_some(),
+        server: shared.me.clone(),
         max_in_flight: config.max_in_flight,
         request_timeout: config
             .peer

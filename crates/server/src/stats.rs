@@ -25,6 +25,10 @@ pub struct Stats {
     /// Requests on the WebSocket listener (`Server::ws`) refused: not a
     /// WebSocket upgrade (and not the page), too large, too slow.
     pub ws_rejected: u64,
+    /// Connections accepted and closed at once because their address had
+    /// [`Config::max_connections_per_ip`](crate::Config::max_connections_per_ip)
+    /// connections already.
+    pub refused_per_address: u64,
 }
 
 /// The live counters behind [`Stats`], shared by every connection.
@@ -36,6 +40,7 @@ pub(crate) struct Counters {
     pub(crate) not_frames: AtomicU64,
     pub(crate) tls_failures: AtomicU64,
     pub(crate) ws_rejected: AtomicU64,
+    pub(crate) refused_per_address: AtomicU64,
 }
 
 impl Counters {
@@ -51,6 +56,7 @@ impl Counters {
             not_frames: self.not_frames.load(Ordering::Relaxed),
             tls_failures: self.tls_failures.load(Ordering::Relaxed),
             ws_rejected: self.ws_rejected.load(Ordering::Relaxed),
+            refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use enchufe_framing::mux::{ErrorCode, Header, Hello, Kind, Profile};
+use enchufe_framing::mux::{self, ErrorCode, Header, Hello, Kind, Profile};
 use enchufe_framing::session::{self, Admit, Flow, Inbound, Role};
 use enchufe_framing::{Decode, Encode, OutFrame, Wire};
 use futures::future::{AbortHandle, Abortable};
@@ -53,7 +53,14 @@ where
             idle: config.idle_timeout,
             keepalive: config.peer.as_ref().and_then(|p| p.keepalive),
             write_timeout: Some(config.write_timeout),
-            hello: mux.then_some(config.handshake_timeout),
+            // The multiplexed hello is the first frame; in the plain profile
+            // the first request is (`hello_done` once it is read).
+            hello: if mux {
+                Some(config.handshake_timeout)
+            } else {
+                config.first_frame_timeout
+            },
+            frame: config.frame_timeout,
         },
     );
     let reason = run(ctx, conn, &mut driver, ready).await;
@@ -104,13 +111,7 @@ where
         if let Poll::Ready(out) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        loop {
-            match driver.poll_event(cx, false) {
-                Poll::Ready(Event::End(reason)) => return Poll::Ready(Err(reason)),
-                Poll::Ready(_) => continue,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        driver.poll_beside(cx).map(Err)
     })
     .await;
     driver.set_busy(false);
@@ -146,6 +147,7 @@ async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Event::Eof => return Err(Disconnect::PeerClosed),
+            Event::Stream(_) => return Err(not_streamed()),
             Event::End(reason) => return Err(reason),
             Event::Signal if driver.stopping => return Err(Disconnect::Shutdown),
             Event::Signal if driver.closing => return Err(closed(conn)),
@@ -168,8 +170,22 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             return Disconnect::Shutdown;
         }
         let frame = match driver.event(true).await {
-            Event::Frame(frame) => frame,
-            Event::Eof => return Disconnect::PeerClosed,
+            Event::Frame(frame) => {
+                // The first frame is in: its deadline no longer applies.
+                driver.hello_done();
+                frame
+            }
+            Event::Stream(len) => {
+                trace!(bytes = len, "streamed request");
+                driver.hello_done();
+                let limit = ctx.config.handler_timeout;
+                let ran = crate::stream::handle(&*ctx.handler, conn, driver, len, limit).await;
+                if let Err(reason) = settle(ran).and_then(|reply| write_reply(driver, reply)) {
+                    return reason;
+                }
+                continue;
+            }
+            Event::Eof => return answer_eof(ctx, conn, driver).await,
             Event::End(reason) => return reason,
             Event::Signal => continue,
         };
@@ -179,27 +195,73 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => return Disconnect::Error(e.into()),
         };
         let call = AssertUnwindSafe(ctx.handler.handle(request, conn)).catch_unwind();
-        let reply = match run_beside(driver, call).await {
-            Ok(Ok(Ok(Some(reply)))) => reply,
-            Ok(Ok(Ok(None))) => continue,
-            Ok(Ok(Err(e))) => return Disconnect::Error(Error::Handler(e.to_string())),
-            Ok(Err(panic)) => {
-                return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic)))
-            }
-            Err(reason) => return reason,
-        };
-        // A reply that cannot be written ends the connection: the plain wire
-        // has no other way to say so.
-        let written = match reply.encode() {
-            Ok(body) => driver.write(&OutFrame::plain(body)),
-            Err(e) => Err(e.into()),
-        };
-        match written {
-            Ok(()) => {}
-            // The write side already failed: the loop finds out why.
-            Err(Error::Closed) => {}
-            Err(e) => return Disconnect::Error(e),
+        let ran = run_beside(driver, timed(ctx.config.handler_timeout, call))
+            .await
+            .and_then(|ran| ran.map_err(|limit| Disconnect::Error(Error::HandlerTimeout(limit))));
+        if let Err(reason) = settle(ran).and_then(|reply| write_reply(driver, reply)) {
+            return reason;
         }
+    }
+}
+
+/// The client finished sending: [`Handler::on_eof`] may answer before the
+/// goodbye (plain: as a reply; multiplexed: as a push).
+async fn answer_eof<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Ctx<H>,
+    conn: &Connection,
+    driver: &mut Driver<'_, Io>,
+) -> Disconnect {
+    let call = AssertUnwindSafe(ctx.handler.on_eof(conn)).catch_unwind();
+    let answer = match run_beside(driver, call).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(panic)) => return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic))),
+        Err(reason) => return reason,
+    };
+    let Some(answer) = answer else {
+        return Disconnect::PeerClosed;
+    };
+    let written = answer
+        .encode()
+        .map_err(Error::from)
+        .and_then(|body| conn.push_frame(body))
+        .and_then(|frame| driver.write(&frame));
+    match written {
+        Ok(()) | Err(Error::Closed) => Disconnect::PeerClosed,
+        Err(e) => Disconnect::Error(e),
+    }
+}
+
+/// What a plain handler's call came to: its reply (if any), or the reason
+/// the connection ends (its error or panic, or the connection's own end).
+fn settle<R, E: std::fmt::Display>(
+    ran: Result<std::thread::Result<Result<Option<R>, E>>, Disconnect>,
+) -> Result<Option<R>, Disconnect> {
+    match ran? {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(Disconnect::Error(Error::Handler(e.to_string()))),
+        Err(panic) => Err(Disconnect::Error(Error::HandlerPanic(panic_message(
+            &*panic,
+        )))),
+    }
+}
+
+/// Writes a plain reply, if there is one. One that cannot be written ends
+/// the connection: the plain wire has no other way to say so.
+fn write_reply<R: Encode, Io: AsyncRead + AsyncWrite + Unpin>(
+    driver: &mut Driver<'_, Io>,
+    reply: Option<R>,
+) -> Result<(), Disconnect> {
+    let Some(reply) = reply else {
+        return Ok(());
+    };
+    let written = match reply.encode() {
+        Ok(body) => driver.write(&OutFrame::plain(body)),
+        Err(e) => Err(e.into()),
+    };
+    match written {
+        // The write side already failed: the loop finds out why.
+        Ok(()) | Err(Error::Closed) => Ok(()),
+        Err(e) => Err(Disconnect::Error(e)),
     }
 }
 
@@ -207,7 +269,20 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
 enum Outcome<R, E> {
     Done(Result<Option<R>, E>),
     Panicked(String),
+    TimedOut(std::time::Duration),
     Cancelled,
+}
+
+/// Runs `work` within the handler timeout, if there is one: `Err(limit)`
+/// past it (the work is dropped).
+async fn timed<F: std::future::Future>(
+    limit: Option<std::time::Duration>,
+    work: F,
+) -> Result<F::Output, std::time::Duration> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| limit),
+        None => Ok(work.await),
+    }
 }
 
 /// The multiplexed profile: handlers run concurrently on this task (up to
@@ -257,7 +332,7 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 return if draining {
                     Disconnect::Closed
                 } else {
-                    Disconnect::PeerClosed
+                    answer_eof(ctx, conn, driver).await
                 };
             }
             if driver.stopping {
@@ -289,6 +364,7 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         match event {
             // The client is done sending; answer what it asked first.
             Event::Frame(_) | Event::Eof | Event::Signal => {}
+            Event::Stream(_) => return not_streamed(),
             Event::End(reason) => return reason,
         }
     }
@@ -424,13 +500,26 @@ impl<'a, H: Handler> Mux<'a, H> {
             }
         };
         let (handler, conn) = (&self.ctx.handler, self.conn);
+        let limit = self.ctx.config.handler_timeout;
         let mut call: Call<'a, H> = Box::pin(async move {
-            match AssertUnwindSafe(handler.handle(request, conn))
-                .catch_unwind()
-                .await
-            {
-                Ok(done) => Outcome::Done(done),
-                Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+            let done = timed(limit, async move {
+                match id {
+                    Some(_) => {
+                        AssertUnwindSafe(handler.handle(request, conn))
+                            .catch_unwind()
+                            .await
+                    }
+                    None => AssertUnwindSafe(handler.handle_notify(request, conn))
+                        .catch_unwind()
+                        .await
+                        .map(|done| done.map(|()| None)),
+                }
+            })
+            .await;
+            match done {
+                Ok(Ok(done)) => Outcome::Done(done),
+                Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
+                Err(limit) => Outcome::TimedOut(limit),
             }
         });
         if let Some(cx) = cx {
@@ -503,6 +592,7 @@ fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         match outcome {
             Outcome::Done(Err(e)) => debug!(error = %e, "notify handler failed"),
             Outcome::Panicked(msg) => warn!(panic = %msg, "notify handler panicked"),
+            Outcome::TimedOut(limit) => debug!(?limit, "notify handler timed out"),
             _ => {}
         }
         return;
@@ -516,7 +606,11 @@ fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 },
                 body,
             ),
-            Err(e) => error_frame(id, ErrorCode::Handler, &e.to_string()),
+            Err(e) => error_frame(
+                id,
+                ErrorCode::Handler,
+                &format!("the handler's reply could not be encoded: {e}"),
+            ),
         },
         Outcome::Done(Ok(None)) => error_frame(id, ErrorCode::NoReply, "the handler sent no reply"),
         Outcome::Done(Err(e)) => error_frame(id, ErrorCode::Handler, &e.to_string()),
@@ -524,13 +618,29 @@ fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             warn!(id, panic = %msg, "handler panicked; answered with an error");
             error_frame(id, ErrorCode::Panic, &msg)
         }
+        Outcome::TimedOut(limit) => error_frame(
+            id,
+            ErrorCode::Timeout,
+            &Error::HandlerTimeout(limit).to_string(),
+        ),
         Outcome::Cancelled => return,
     };
     match driver.write(&frame) {
         Ok(()) | Err(Error::Closed) => {}
-        // Over the frame limit: the request still gets exactly one answer.
+        // Over the frame limit: the request still gets exactly one answer,
+        // which says the framework refused the reply (the handler ran).
+        // Its message is cut to fit the limit it reports.
         Err(e) => {
-            let _ = driver.write(&error_frame(id, ErrorCode::Handler, &e.to_string()));
+            let room = driver
+                .max_frame_length()
+                .saturating_sub(mux::HEADER_LEN + 1);
+            let message = e.to_string();
+            let mut cut = message.len().min(room);
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let refusal = error_frame(id, ErrorCode::ReplyTooLarge, &message[..cut]);
+            let _ = driver.write(&refusal);
         }
     }
 }
@@ -543,6 +653,14 @@ fn error_frame(id: u64, code: ErrorCode, message: &str) -> OutFrame {
         },
         code.body(message),
     )
+}
+
+/// A stream where none can be (a multiplexed connection never turns them
+/// on): the connection cannot go on.
+fn not_streamed() -> Disconnect {
+    Disconnect::Error(Error::Unsupported(
+        "a streamed frame on a connection that does not take them",
+    ))
 }
 
 fn closed(conn: &Connection) -> Disconnect {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 use tracing::{debug, trace};
 
-use super::{flag, Pending, Shared};
+use super::{flag, Outgoing, Pending, Shared, StreamOut};
 use crate::error::{ended_error, Ended};
 use crate::{Error, Result};
 
@@ -55,7 +55,15 @@ pub(super) struct Driver<Io> {
     write_closed: bool,
     /// The driver gave the scheduler one turn before taking a burst.
     yielded: bool,
+    /// A streamed frame being written, and its body bytes still to come:
+    /// nothing else is written until it is done.
+    sending: Option<(StreamOut, u64)>,
 }
+
+/// Most output a streamed frame's chunks fill before the driver waits for
+/// the socket: with the chunks waiting in the channel, what sending a frame
+/// of any length costs in memory.
+const STREAM_OUTPUT: usize = 256 * 1024;
 
 /// Why the driver stops.
 enum Stop {
@@ -94,6 +102,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             dropped: false,
             write_closed: false,
             yielded: false,
+            sending: None,
         }
     }
 
@@ -132,6 +141,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             if self.dropped && self.write_closed {
                 return Poll::Ready(Stop::End(Ended::Closed));
             }
+            if self.sending.is_some() {
+                if let Err(stop) = self.pump_stream(cx) {
+                    return Poll::Ready(stop);
+                }
+            }
             // Unsolicited frames wait for room in `incoming` before anything
             // more is read.
             if let Some(frame) = self.held.take() {
@@ -146,6 +160,18 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             let event = match self.core.poll_event(cx, self.held.is_none()) {
                 Poll::Ready(event) => event,
                 Poll::Pending => {
+                    // The output drained below the stream's share while the
+                    // driver looked elsewhere: more chunks, or wait for them
+                    // (their channel's waker is registered then).
+                    if self.sending.is_some() && self.core.queued() < STREAM_OUTPUT {
+                        let before = self.core.queued();
+                        if let Err(stop) = self.pump_stream(cx) {
+                            return Poll::Ready(stop);
+                        }
+                        if self.core.queued() != before || self.sending.is_none() {
+                            continue;
+                        }
+                    }
                     // Everything is flushed or waits on the socket, and
                     // nothing more is readable: the moment to half-close.
                     if self.closing && !self.write_closed && self.can_half_close() {
@@ -164,6 +190,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     }
                 }
                 Event::Eof => return Poll::Ready(Stop::End(Ended::PeerClosed)),
+                Event::Queued if self.sending.is_some() => {
+                    // The queue waits for the streamed frame to be written;
+                    // its end raises the flag again.
+                    self.core.take_queued();
+                }
                 Event::Queued => {
                     if !self.yielded && self.core.queued() == 0 {
                         // Woken by the first request of a burst: let the
@@ -194,7 +225,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
 
     /// Whether the output is flushed and nothing waits in the shared queue.
     fn can_half_close(&self) -> bool {
-        self.core.queued() == 0 && self.queue_is_drained()
+        self.core.queued() == 0 && self.sending.is_none() && self.queue_is_drained()
     }
 
     /// The writing side is shut down: tell the `close()` callers how.
@@ -224,7 +255,20 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         }
         let frames = std::mem::take(&mut self.shared.out().frames);
         self.shared.room.notify_waiters();
-        for (frame, slot, deadline) in frames {
+        let mut frames = frames.into_iter();
+        while let Some((item, slot, deadline)) = frames.next() {
+            let frame = match item {
+                Outgoing::Frame(frame) => frame,
+                Outgoing::Stream(stream) => {
+                    self.start_stream(stream);
+                    // What was queued after it waits for its end.
+                    let mut out = self.shared.out();
+                    for item in frames.rev() {
+                        out.frames.push_front(item);
+                    }
+                    return;
+                }
+            };
             if let Some(deadline) = deadline {
                 if self.core.deadline().map_or(true, |armed| deadline < armed) {
                     self.core.set_deadline(Some(deadline));
@@ -242,6 +286,72 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             if let Some(slot) = slot {
                 self.pending.push_back(slot);
             }
+        }
+    }
+
+    /// Writes a streamed frame's header; its chunks follow as they come
+    /// ([`Driver::pump_stream`]).
+    fn start_stream(&mut self, stream: StreamOut) {
+        if self.core.is_write_done() {
+            let _ = stream.done.send(Err(Error::Closed));
+            return;
+        }
+        if let Err(e) = self.core.wire_mut().write_stream_header(stream.len) {
+            let _ = stream.done.send(Err(e.into()));
+            return;
+        }
+        let len = stream.len;
+        self.sending = Some((stream, len));
+        if len == 0 {
+            self.end_stream(Ok(()));
+        }
+    }
+
+    /// Moves a streamed frame's chunks into the output while it holds less
+    /// than [`STREAM_OUTPUT`]. A body cut short or too long cannot be
+    /// finished: the connection ends (the other end counts bytes).
+    fn pump_stream(&mut self, cx: &mut Context<'_>) -> std::result::Result<(), Stop> {
+        while let Some((stream, left)) = self.sending.as_mut() {
+            if self.core.queued() >= STREAM_OUTPUT {
+                return Ok(());
+            }
+            let failure = match stream.chunks.poll_recv(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Some(Ok(chunk))) if chunk.len() as u64 <= *left => {
+                    *left -= chunk.len() as u64;
+                    if !self.core.is_write_done() {
+                        self.core.wire_mut().write_chunk(&chunk);
+                    }
+                    if *left == 0 {
+                        self.end_stream(Ok(()));
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Ok(_))) => {
+                    enchufe_framing::Error::Malformed("a stream longer than its declared length")
+                }
+                Poll::Ready(Some(Err(e))) => enchufe_framing::Error::Io(e),
+                Poll::Ready(None) => enchufe_framing::Error::Malformed(
+                    "a stream's reader stopped before its declared length",
+                ),
+            };
+            let failure = Arc::new(failure);
+            self.end_stream(Err(Error::Framing(failure.clone())));
+            return Err(Stop::Failed(Arc::try_unwrap(failure).unwrap_or_else(|f| {
+                enchufe_framing::Error::Io(std::io::Error::other(f.to_string()))
+            })));
+        }
+        Ok(())
+    }
+
+    /// The streamed frame is all queued (or failed): tell its sender, and
+    /// let the queue move again.
+    fn end_stream(&mut self, result: Result<()>) {
+        if let Some((stream, _)) = self.sending.take() {
+            let _ = stream.done.send(result);
+        }
+        if !self.queue_is_drained() {
+            self.shared.signal.raise(flag::QUEUED);
         }
     }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use enchufe_framing::mux::{Header, Hello, Kind, Profile};
 use enchufe_framing::session::{Abandon, InFlight};
 use enchufe_framing::{OutFrame, Signal, Wire};
@@ -39,7 +39,28 @@ use crate::reconnect::EVENTS_QUEUE;
 use crate::{Config, Error, Event, Result};
 
 /// A frame for the driver, a plain request's slot, and its request's deadline.
-type QueueItem = (OutFrame, Option<Pending>, Option<Instant>);
+type QueueItem = (Outgoing, Option<Pending>, Option<Instant>);
+
+/// What a queue item carries to the driver.
+#[derive(Debug)]
+enum Outgoing {
+    /// A whole frame.
+    Frame(OutFrame),
+    /// A frame whose body comes in chunks ([`Link::send_stream`]).
+    Stream(StreamOut),
+}
+
+/// A streamed frame on its way out: the driver writes its header, then
+/// every chunk as it comes, before any other frame.
+#[derive(Debug)]
+struct StreamOut {
+    /// The body's length, as the header says.
+    len: u64,
+    /// The body, a few chunks at a time (the sender's memory bound).
+    chunks: mpsc::Receiver<std::io::Result<Bytes>>,
+    /// Told once the whole body is queued for writing, or why not.
+    done: oneshot::Sender<Result<()>>,
+}
 
 /// What a connection's driver needs from the client it serves.
 #[derive(Debug, Clone)]
@@ -133,6 +154,9 @@ struct Shared {
     terminal: Mutex<Option<Ended>>,
     /// `terminal.is_some()`, readable without the lock.
     has_ended: AtomicBool,
+    /// [`Link::close`] was called: what can no longer be sent is `Closed`,
+    /// whatever the server did after.
+    closed_here: AtomicBool,
     /// Cancelled when the connection ends: what a reconnecting client's
     /// supervisor waits on.
     ended: CancellationToken,
@@ -144,7 +168,7 @@ struct Shared {
 struct Out {
     /// Each frame with a plain request's slot, and the deadline of the
     /// request it carries (plain or multiplexed), for the driver's timer.
-    frames: VecDeque<(OutFrame, Option<Pending>, Option<Instant>)>,
+    frames: VecDeque<QueueItem>,
     /// `close()` callers waiting for the half-close.
     close: Vec<oneshot::Sender<Result<()>>>,
     /// No more frames are taken (closed, or the connection ended).
@@ -208,7 +232,7 @@ impl Shared {
             debug!(id, "request abandoned; connection closing, no cancel");
             return;
         }
-        out.frames.push_back((cancel, None, None));
+        out.frames.push_back((Outgoing::Frame(cancel), None, None));
         drop(out);
         self.signal.raise(flag::QUEUED);
         trace!(id, "request abandoned; cancel queued");
@@ -298,6 +322,7 @@ impl Link {
             by_id: InFlight::new(),
             terminal: Mutex::default(),
             has_ended: AtomicBool::new(false),
+            closed_here: AtomicBool::new(false),
             ended: CancellationToken::new(),
             events: wiring.events.clone(),
         });
@@ -342,6 +367,36 @@ impl Link {
     /// Queues a one-way frame.
     pub(crate) async fn send(&self, frame: OutFrame) -> Result<()> {
         self.submit(frame, None, None).await
+    }
+
+    /// Sends one frame of `len` body bytes read from `reader`, a chunk at a
+    /// time (plain profile): memory stays bounded by a few chunks whatever
+    /// `len` is. Returns once the whole body is queued for writing.
+    pub(crate) async fn send_stream<R>(&self, reader: R, len: u64) -> Result<()>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let (tx, chunks) = mpsc::channel(enchufe_framing::BODY_CHUNKS);
+        let (done, finished) = oneshot::channel();
+        let item = (
+            Outgoing::Stream(StreamOut { len, chunks, done }),
+            None,
+            None,
+        );
+        match self.try_submit(item) {
+            Ok(()) => {}
+            Err(None) => return Err(self.closed_error()),
+            Err(Some(item)) => self.submit_waiting(item).await?,
+        }
+        let fed = feed(reader, len, &tx).await;
+        drop(tx);
+        match finished.await {
+            // The driver's answer says why the connection failed, if it did;
+            // else the reader's error.
+            Ok(Ok(())) => fed,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(self.closed_error()),
+        }
     }
 
     /// Sends a request body and waits for the reply frame, until `deadline`
@@ -414,6 +469,7 @@ impl Link {
             }
             out.closed = true;
             out.close.push(done);
+            shared.closed_here.store(true, Ordering::Release);
         }
         shared.room.notify_waiters();
         shared.signal.raise(flag::CLOSE);
@@ -432,7 +488,8 @@ impl Link {
         slot: Option<Pending>,
         limit: Option<(Instant, Duration)>,
     ) -> Result<()> {
-        let item = match self.try_submit((frame, slot, limit.map(|(at, _)| at))) {
+        let item = (Outgoing::Frame(frame), slot, limit.map(|(at, _)| at));
+        let item = match self.try_submit(item) {
             Ok(()) => return Ok(()),
             Err(None) => return Err(self.closed_error()),
             Err(Some(item)) => item,
@@ -491,11 +548,54 @@ impl Link {
     }
 
     fn closed_error(&self) -> Error {
-        self.inner
-            .shared
+        let shared = &self.inner.shared;
+        if shared.closed_here.load(Ordering::Acquire) {
+            // We closed it: the server's goodbye after ours is not news.
+            return Error::Closed;
+        }
+        shared
             .terminal()
             .map_or(Error::Closed, |how| ended_error(&how))
     }
+}
+
+/// Reads exactly `len` bytes from `reader` into chunks for a streamed frame.
+/// A reader that ends early sends its error down too: the frame cannot be
+/// finished, and the driver ends the connection.
+async fn feed<R: AsyncRead + Unpin>(
+    mut reader: R,
+    len: u64,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(enchufe_framing::STREAM_CHUNK as u64) as usize;
+        let mut chunk = BytesMut::with_capacity(want);
+        let n = match reader.read_buf(&mut (&mut chunk).limit(want)).await {
+            Ok(0) => {
+                let cut = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the reader ended {left} bytes short of the {len} declared"),
+                );
+                let error = Error::from(std::io::Error::new(cut.kind(), cut.to_string()));
+                let _ = tx.send(Err(cut)).await;
+                return Err(error);
+            }
+            Ok(n) => n,
+            Err(e) => {
+                let error = Error::from(std::io::Error::new(e.kind(), e.to_string()));
+                let _ = tx.send(Err(e)).await;
+                return Err(error);
+            }
+        };
+        left -= n as u64;
+        if tx.send(Ok(chunk.freeze())).await.is_err() {
+            // The driver is gone: the caller hears why from it.
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Sends our hello and reads the server's (PROTOCOL.md, section 1).

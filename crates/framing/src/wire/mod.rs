@@ -36,6 +36,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{Config, Error, OutFrame, Result, HEADER_LEN};
 
+mod stream;
+
+pub use stream::{Next, STREAM_CHUNK};
+
 /// Frames whose payload is at least this long are read into a buffer of
 /// their own and written without a copy (header in the write buffer, body as
 /// its own slice of one vectored write).
@@ -91,6 +95,8 @@ const WRITE_START: usize = 4 * 1024;
 pub struct Wire<Io> {
     io: Io,
     max: usize,
+    /// Frames over `max` and up to this are streamed (0: none).
+    stream_max: u64,
     /// Bytes read and not yet returned as frames (small frames only).
     /// Unallocated while the connection is idle.
     rbuf: BytesMut,
@@ -111,9 +117,19 @@ pub struct Wire<Io> {
 
 #[derive(Debug)]
 struct Large {
-    /// Declared payload length.
+    /// Declared payload length (a stream: the body bytes still to hand out).
     len: usize,
     body: BytesMut,
+    /// This frame's body is streamed ([`Wire::poll_chunk`]), not buffered.
+    stream: Option<Stream>,
+}
+
+#[derive(Debug)]
+struct Stream {
+    /// The declared length.
+    total: u64,
+    /// [`Wire::take_stream`] has not reported it yet.
+    announced: bool,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
@@ -122,6 +138,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         Wire {
             io,
             max: config.effective_max(),
+            stream_max: config.max_stream_length.min(u64::from(u32::MAX)),
             rbuf: BytesMut::new(),
             large: None,
             segments: VecDeque::new(),
@@ -145,7 +162,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
     /// allocated for it; the stream cannot go on).
     pub fn next_frame(&mut self) -> Result<Option<BytesMut>> {
         if let Some(large) = &self.large {
-            if large.body.len() < large.len {
+            if large.stream.is_some() || large.body.len() < large.len {
                 return Ok(None);
             }
             return Ok(self.large.take().map(|large| large.body));
@@ -155,6 +172,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         }
         let declared = (&self.rbuf[..HEADER_LEN]).get_u32() as usize;
         if declared > self.max {
+            if declared as u64 <= self.stream_max {
+                self.start_stream(declared);
+                return Ok(None);
+            }
             let header = [self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]];
             return Err(Error::oversize_header(header, self.max));
         }
@@ -173,6 +194,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
             self.large = Some(Large {
                 len: declared,
                 body,
+                stream: None,
             });
         }
         Ok(None)
@@ -188,6 +210,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         loop {
             if let Some(frame) = self.next_frame()? {
                 return Poll::Ready(Ok(Some(frame)));
+            }
+            if self.is_streaming() {
+                // The body must be taken first (`poll_chunk`); reading it
+                // into the frame buffer would hold it all.
+                return Poll::Ready(Err(Error::Malformed(
+                    "a frame was asked for while a streamed body is unread",
+                )));
             }
             if self.read_closed {
                 return Poll::Ready(self.eof());
@@ -207,6 +236,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         std::future::poll_fn(|cx| self.poll_frame(cx)).await
     }
 
+    /// Whether part of a frame has arrived and the rest has not: bytes
+    /// buffered that are no complete frame, or a large frame's body under
+    /// way (a streamed body is not a frame in this sense: it is handed out
+    /// as it comes). Meaningful once [`Wire::next_frame`] returned `None`.
+    pub fn has_partial_frame(&self) -> bool {
+        match &self.large {
+            Some(large) => large.stream.is_none(),
+            None => !self.rbuf.is_empty(),
+        }
+    }
+
     /// Whether the other end has closed its writing side (EOF was read).
     pub fn is_read_closed(&self) -> bool {
         self.read_closed
@@ -215,6 +255,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
     /// What EOF means now: a clean close between frames, or a cut frame.
     fn eof(&self) -> Result<Option<BytesMut>> {
         if let Some(large) = &self.large {
+            if let Some(stream) = &large.stream {
+                return Err(Error::UnexpectedEof {
+                    expected: HEADER_LEN as u64 + stream.total,
+                    received: HEADER_LEN as u64 + stream.total - large.len as u64,
+                });
+            }
             return Err(Error::UnexpectedEof {
                 expected: (HEADER_LEN + large.len) as u64,
                 received: (HEADER_LEN + large.body.len()) as u64,
@@ -299,13 +345,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
     /// without a copy.
     ///
     /// # Errors
-    /// [`Error::FrameTooLarge`] when the payload is over the limit; nothing
-    /// is queued.
+    /// [`Error::TooLargeToSend`] when the payload is over the limit;
+    /// nothing is queued.
     pub fn write(&mut self, frame: &OutFrame) -> Result<()> {
         let len = frame.len();
         if len > self.max {
-            return Err(Error::FrameTooLarge {
-                declared: len as u64,
+            return Err(Error::TooLargeToSend {
+                len: len as u64,
                 limit: self.max,
             });
         }
@@ -323,14 +369,22 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         head[HEADER_LEN..HEADER_LEN + prefix.len()].copy_from_slice(prefix);
         self.tail
             .extend_from_slice(&head[..HEADER_LEN + prefix.len()]);
+        self.push_body(body, small);
+        self.queued += HEADER_LEN + prefix.len();
+        Ok(())
+    }
+
+    /// Queues body bytes after what is queued: copied into the tail when
+    /// `small`, else as a segment of their own (no copy).
+    #[inline]
+    fn push_body(&mut self, body: &Bytes, small: bool) {
         if small {
             self.tail.extend_from_slice(body);
         } else {
             self.segments.push_back(self.tail.split().freeze());
             self.segments.push_back(body.clone());
         }
-        self.queued += HEADER_LEN + len;
-        Ok(())
+        self.queued += body.len();
     }
 
     /// Bytes queued and not yet written: what this connection holds for the
@@ -614,13 +668,10 @@ mod tests {
         let err = wire
             .write(&OutFrame::plain(Bytes::from_static(b"four")))
             .unwrap_err();
-        assert!(matches!(
-            err,
-            Error::FrameTooLarge {
-                declared: 4,
-                limit: 3
-            }
-        ));
+        assert!(matches!(err, Error::TooLargeToSend { len: 4, limit: 3 }));
+        assert!(err
+            .to_string()
+            .contains("max_frame_length of 3 bytes; nothing was sent"));
         assert_eq!(wire.queued(), 0);
     }
 }

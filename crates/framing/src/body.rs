@@ -1,0 +1,203 @@
+//! [`Body`]: one streamed frame's body, as it arrives.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
+
+use crate::{Error, Result, HEADER_LEN};
+
+/// How many chunks wait between the connection and a [`Body`]'s reader: with
+/// chunks of at most [`STREAM_CHUNK`](crate::STREAM_CHUNK), a body holds at
+/// most this many of them in memory (256 KiB).
+pub const BODY_CHUNKS: usize = 4;
+
+/// Where the connection puts a [`Body`]'s chunks.
+pub type BodySender = mpsc::Sender<Result<Bytes>>;
+
+/// The body of one streamed frame (a frame declared longer than the frame
+/// limit, within `max_stream_length`), handed out in chunks as its bytes
+/// arrive: memory stays bounded by a few chunks whatever its length.
+///
+/// Read it as a `Stream` of `Bytes` ([`Body::chunk`]), as an `AsyncRead`, or
+/// straight into a writer ([`Body::copy_to`]). A body dropped before its end
+/// is skipped by the connection (read and discarded, never buffered).
+///
+/// ```
+/// use bytes::Bytes;
+/// use enchufe_framing::Body;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> enchufe_framing::Result<()> {
+/// let (tx, mut body) = Body::channel(5);
+/// tx.send(Ok(Bytes::from_static(b"ho"))).await.unwrap();
+/// tx.send(Ok(Bytes::from_static(b"la!"))).await.unwrap();
+/// drop(tx);
+/// let mut out = Vec::new();
+/// assert_eq!(body.copy_to(&mut out).await?, 5);
+/// assert_eq!(out, b"hola!");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Body {
+    len: u64,
+    received: u64,
+    rx: mpsc::Receiver<Result<Bytes>>,
+    /// What `poll_read` has not handed out yet of the last chunk.
+    current: Bytes,
+    failed: bool,
+}
+
+impl Body {
+    /// A body of `len` bytes and the sender its chunks come through (at
+    /// most [`BODY_CHUNKS`] waiting). The sender must send exactly `len`
+    /// bytes; fewer, then dropped, is [`Error::UnexpectedEof`] to the reader.
+    pub fn channel(len: u64) -> (BodySender, Body) {
+        let (tx, rx) = mpsc::channel(BODY_CHUNKS);
+        let body = Body {
+            len,
+            received: 0,
+            rx,
+            current: Bytes::new(),
+            failed: false,
+        };
+        (tx, body)
+    }
+
+    /// The body's declared length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the body is empty (declared length 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes not yet handed out.
+    pub fn remaining(&self) -> u64 {
+        self.len - self.received + self.current.len() as u64
+    }
+
+    /// The next chunk: `Ok(None)` at the end of the body.
+    ///
+    /// # Errors
+    /// [`Error::UnexpectedEof`] when the connection ended inside the body;
+    /// the connection's read error.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// Writes the rest of the body into `writer` (and flushes it); returns
+    /// the bytes written.
+    ///
+    /// # Errors
+    /// As [`Body::chunk`], and the writer's errors as [`Error::Io`].
+    pub async fn copy_to<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Result<u64> {
+        let mut written = 0;
+        while let Some(chunk) = self.chunk().await? {
+            writer.write_all(&chunk).await?;
+            written += chunk.len() as u64;
+        }
+        writer.flush().await?;
+        Ok(written)
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        if !self.current.is_empty() {
+            return Poll::Ready(Ok(Some(std::mem::take(&mut self.current))));
+        }
+        if self.failed || self.received == self.len {
+            return Poll::Ready(Ok(None));
+        }
+        match ready!(self.rx.poll_recv(cx)) {
+            Some(Ok(chunk)) => {
+                let room = self.len - self.received;
+                if chunk.len() as u64 > room {
+                    self.failed = true;
+                    return Poll::Ready(Err(Error::Malformed(
+                        "a streamed body got more bytes than its header declared",
+                    )));
+                }
+                self.received += chunk.len() as u64;
+                Poll::Ready(Ok(Some(chunk)))
+            }
+            Some(Err(e)) => {
+                self.failed = true;
+                Poll::Ready(Err(e))
+            }
+            None => {
+                self.failed = true;
+                Poll::Ready(Err(Error::UnexpectedEof {
+                    expected: HEADER_LEN as u64 + self.len,
+                    received: HEADER_LEN as u64 + self.received,
+                }))
+            }
+        }
+    }
+}
+
+impl Stream for Body {
+    type Item = Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_chunk(cx).map(Result::transpose)
+    }
+}
+
+impl AsyncRead for Body {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.current.is_empty() {
+            match ready!(this.poll_chunk(cx)) {
+                Ok(Some(chunk)) => this.current = chunk,
+                Ok(None) => return Poll::Ready(Ok(())),
+                Err(Error::Io(e)) => return Poll::Ready(Err(e)),
+                Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e))),
+            }
+        }
+        let n = this.current.len().min(buf.remaining());
+        buf.put_slice(&this.current[..n]);
+        this.current.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_as_async_read_and_reports_a_cut_body() {
+        let (tx, mut body) = Body::channel(6);
+        tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        tx.send(Ok(Bytes::from_static(b"de"))).await.unwrap();
+        drop(tx);
+        let mut got = [0u8; 2];
+        body.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ab");
+        assert_eq!(body.remaining(), 4);
+        let mut rest = Vec::new();
+        let err = body.read_to_end(&mut rest).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(rest, b"cde");
+    }
+
+    #[tokio::test]
+    async fn more_bytes_than_declared_is_an_error() {
+        let (tx, mut body) = Body::channel(2);
+        tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        assert!(matches!(body.chunk().await, Err(Error::Malformed(_))));
+        assert_eq!(body.chunk().await.unwrap(), None);
+    }
+}

@@ -1,0 +1,178 @@
+//! Slots that cannot be hoarded and handlers that cannot run forever
+//! (issue 12, items 1 and 2): a deadline for the first frame and for
+//! completing any frame (slowloris), a limit per client address, and a
+//! per-request handler timeout. Each case fails on a server without the
+//! limit: the raw clients here would hold their connection for the whole
+//! idle timeout (10 minutes before), and the handlers would run forever.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use common::{bounded, eventually};
+use enchufe::client::{Error as ClientError, ErrorCode};
+use enchufe::server::{Config, Disconnect};
+use enchufe::{Client, Profile, Server, ServerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// An echo server with `config` that reports every connection's end.
+async fn start(config: Config) -> (ServerHandle, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    struct Echo(mpsc::UnboundedSender<String>);
+    impl enchufe::Handler for Echo {
+        type Request = String;
+        type Response = String;
+        type Error = Infallible;
+        async fn handle(
+            &self,
+            msg: String,
+            _: &enchufe::Connection,
+        ) -> Result<Option<String>, Infallible> {
+            if msg == "slow" {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok(Some(format!("echo:{msg}")))
+        }
+        async fn on_disconnect(&self, _: &enchufe::Connection, reason: &Disconnect) {
+            let _ = self.0.send(reason.to_string());
+        }
+    }
+    let handle = Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_config(config)
+        .serve(Echo(tx));
+    (handle, rx)
+}
+
+/// Reads until the server closes; panics if it sends anything.
+async fn closed_by_server(raw: &mut TcpStream) {
+    let mut buf = [0u8; 16];
+    let n = raw.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "the server closed without a word");
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_first_frame_deadline() {
+    bounded(async {
+        let config = Config::default().first_frame_timeout(Some(Duration::from_millis(200)));
+        let (server, mut reasons) = start(config).await;
+        let mut silent = TcpStream::connect(server.local_addr()).await.unwrap();
+        let start = tokio::time::Instant::now();
+        closed_by_server(&mut silent).await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let reason = reasons.recv().await.unwrap();
+        assert!(reason.contains("first_frame_timeout"), "{reason}");
+        // A client that speaks at once is not affected, even past it.
+        let client = Client::connect(server.local_addr()).await.unwrap();
+        assert_eq!(client.request::<_, String>("a").await.unwrap(), "echo:a");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(client.request::<_, String>("b").await.unwrap(), "echo:b");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_frame_trickled_a_byte_at_a_time_is_cut_off_while_others_are_served() {
+    bounded(async {
+        let config = Config::default().frame_timeout(Some(Duration::from_millis(300)));
+        let (server, mut reasons) = start(config).await;
+        let mut slow = TcpStream::connect(server.local_addr()).await.unwrap();
+        // A first frame, whole: past the first-frame deadline's reach.
+        slow.write_all(b"\0\0\0\x01x").await.unwrap();
+        let mut echo = [0u8; 10];
+        slow.read_exact(&mut echo).await.unwrap();
+        // Then one byte every 100 ms of a 100-byte frame.
+        let trickle = async {
+            for byte in [0u8, 0, 0, 100].into_iter().chain(std::iter::repeat(b'.')) {
+                if slow.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let other = async {
+            let client = Client::connect(server.local_addr()).await.unwrap();
+            for i in 0..5 {
+                let reply: String = client.request(format!("{i}")).await.unwrap();
+                assert_eq!(reply, format!("echo:{i}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let start = tokio::time::Instant::now();
+        tokio::join!(trickle, other);
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let reason = reasons.recv().await.unwrap();
+        assert!(reason.contains("frame_timeout"), "{reason}");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_slot() {
+    bounded(async {
+        let config = Config::default().max_connections_per_ip(Some(2));
+        let (server, _) = start(config).await;
+        let a = Client::connect(server.local_addr()).await.unwrap();
+        let b = Client::connect(server.local_addr()).await.unwrap();
+        assert_eq!(a.request::<_, String>("a").await.unwrap(), "echo:a");
+        assert_eq!(b.request::<_, String>("b").await.unwrap(), "echo:b");
+        // The third from 127.0.0.1 is accepted and closed at once.
+        let mut third = TcpStream::connect(server.local_addr()).await.unwrap();
+        closed_by_server(&mut third).await;
+        assert_eq!(server.stats().refused_per_address, 1);
+        // One leaves: there is room again.
+        drop(a);
+        eventually(|| server.connection_count() == 1).await;
+        let c = Client::connect(server.local_addr()).await.unwrap();
+        assert_eq!(c.request::<_, String>("c").await.unwrap(), "echo:c");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_handler_past_its_timeout_is_stopped() {
+    bounded(async {
+        let limit = Some(Duration::from_millis(200));
+        // Plain: the connection closes with the reason.
+        let (server, mut reasons) = start(Config::default().handler_timeout(limit)).await;
+        let client = Client::connect(server.local_addr()).await.unwrap();
+        let err = client.request::<_, String>("slow").await.unwrap_err();
+        assert!(err.is_closed(), "{err:?}");
+        let reason = reasons.recv().await.unwrap();
+        assert!(reason.contains("handler_timeout"), "{reason}");
+        server.shutdown().await;
+
+        // Multiplexed: that request gets code 8; the connection goes on.
+        let config = Config::default()
+            .handler_timeout(limit)
+            .profile(Profile::Multiplexed);
+        let (server, _) = start(config).await;
+        let client = Client::connect_with(
+            server.local_addr(),
+            enchufe::client::Config::default().profile(Profile::Multiplexed),
+        )
+        .await
+        .unwrap();
+        let err = client.request::<_, String>("slow").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ClientError::Remote {
+                    code: ErrorCode::Timeout,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(client.request::<_, String>("ok").await.unwrap(), "echo:ok");
+        server.shutdown().await;
+    })
+    .await;
+}
