@@ -9,6 +9,15 @@
 //! printf 'hola\nñandú\n' | cargo run --example echo_client   # non-interactive
 //! cargo run --example echo_client -- --unix /tmp/echo.sock  # echo_server --unix
 //! ```
+//!
+//! Over TLS (feature `tls`; see `echo_server`'s header for the server and
+//! the certificate), trusting `ca.pem` and checking the host of `--addr`,
+//! or `--tls-name`:
+//!
+//! ```text
+//! cargo run --features tls --example echo_client -- --addr localhost:8080 --tls-ca target/dev-cert/ca.pem
+//! cargo run --features tls --example echo_client -- --addr 127.0.0.1:8080 --tls-ca target/dev-cert/ca.pem --tls-name localhost
+//! ```
 
 use std::io::IsTerminal;
 
@@ -16,6 +25,9 @@ use clap::Parser;
 use enchufe::Client;
 use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
+
+#[path = "support/tls.rs"]
+mod tls;
 
 /// Sends stdin lines to a server and prints what it sends back.
 #[derive(Parser)]
@@ -26,6 +38,12 @@ struct Args {
     /// Connect to a Unix domain socket at this path instead of `--addr`.
     #[arg(long, value_name = "PATH", conflicts_with = "addr")]
     unix: Option<std::path::PathBuf>,
+    /// Use TLS, trusting the CA certificate(s) in this PEM file (feature `tls`).
+    #[arg(long, value_name = "PATH")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (default: the host of `--addr`).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_name: Option<String>,
 }
 
 #[tokio::main]
@@ -39,9 +57,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
+    let config = tls::client(
+        Default::default(),
+        args.tls_ca.as_deref(),
+        args.tls_name.as_deref(),
+    )?;
     let client = match &args.unix {
-        Some(path) => Client::connect_unix(path, Default::default()).await?,
-        None => Client::connect(args.addr.as_str()).await?,
+        Some(path) => Client::connect_unix(path, config).await?,
+        None => Client::connect_with(args.addr.as_str(), config).await?,
     };
     tracing::info!("connected; type lines, Ctrl-D to finish");
 

@@ -13,6 +13,14 @@
 //! RUST_LOG=debug cargo run --example echo_server      # more detail per connection
 //! ```
 //!
+//! Over TLS (feature `tls`), with a dev certificate made by `make_cert`:
+//!
+//! ```text
+//! cargo run --features tls --example make_cert -- --out target/dev-cert --name localhost
+//! cargo run --features tls --example echo_server -- --tls-cert target/dev-cert/cert.pem --tls-key target/dev-cert/key.pem
+//! cargo run --features tls --example echo_client -- --addr localhost:8080 --tls-ca target/dev-cert/ca.pem
+//! ```
+//!
 //! Then, in another terminal: `cargo run --example echo_client`. The
 //! comparison harness (`cargo run --release -p enchufe-bench -- compare`)
 //! builds this example in release and benchmarks it.
@@ -28,6 +36,8 @@ use tracing_subscriber::EnvFilter;
 
 #[path = "support/stop.rs"]
 mod stop;
+#[path = "support/tls.rs"]
+mod tls;
 
 /// Sends every frame back unchanged.
 #[derive(Parser)]
@@ -44,6 +54,12 @@ struct Args {
     /// Listen on a Unix domain socket at this path instead of `--addr`.
     #[arg(long, value_name = "PATH", conflicts_with = "addr")]
     unix: Option<std::path::PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with `--tls-key`; feature `tls`).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -73,6 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (server, addr)
         }
     };
+    let server = tls::server(server, args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let server = server.with_config(config);
     // Stdout carries only this line, for scripts that asked for port 0.
     println!("listening on {addr}");

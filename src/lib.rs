@@ -50,6 +50,14 @@
 //! | `enchufe-client` | [`client`] | [`Client`], [`MultiClient`] |
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
 //! | `enchufe-udp` | [`udp`] | [`UdpServer`], [`UdpClient`], `udp::Handler` (datagrams) |
+//! | `enchufe-transports` | `tls`, `ws` (features) | TLS `Acceptor` / `Connector` (rustls); the WebSocket upgrade and `WsIo` |
+//!
+//! # Features
+//!
+//! Both off by default (the reasons are in `docs/ARCHITECTURE.md`):
+//! - `tls`: `Server::tls`, `Server::dial_tls`, `client::Config::tls` (so
+//!   `MultiClient` too), `peer::Config::tls`; the `tls` module.
+//! - `ws`: `Server::ws`, a WebSocket listener for browsers; the `ws` module.
 //!
 //! # Example: a server and a client in one program
 //!
@@ -123,6 +131,15 @@ pub use enchufe_peer::Config as PeerConfig;
 /// # let _ = config;
 /// ```
 pub use enchufe_framing::Config as FramingConfig;
+/// TLS (feature `tls`): [`tls::Acceptor`] for `Server::tls` and
+/// [`tls::Connector`] for `client::Config::tls`, `Server::dial_tls` and
+/// `peer::Config::tls`, loaded from PEM files.
+#[cfg(feature = "tls")]
+pub use enchufe_server::tls;
+/// WebSocket (feature `ws`): [`ws::Options`] for `Server::ws`, and
+/// [`ws::WsIo`], a WebSocket as a byte stream of frames.
+#[cfg(feature = "ws")]
+pub use enchufe_server::ws;
 
 /// The README's code blocks, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

@@ -100,6 +100,16 @@ pub struct Config {
     /// never retried (see [`Reconnect`]). Only `connect_with` can redial: the
     /// constructors that take a stream ignore this field.
     pub reconnect: Option<Reconnect>,
+
+    /// TLS for every connection this client dials (feature `tls`). Default
+    /// `None`: plain TCP. With `Some`, each dial (and each redial) runs a
+    /// TLS handshake on the TCP connection, within the same
+    /// `connect_timeout`, checking the server's certificate against the
+    /// connector's [`server_name`](crate::tls::Connector::server_name) or
+    /// else the host of the address dialed; a failure is
+    /// [`Error::Tls`](crate::Error::Tls). Not used for `unix:` addresses.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::Connector>,
 }
 
 impl Config {
@@ -166,6 +176,14 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::tls`].
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, connector: crate::tls::Connector) -> Self {
+        self.tls = Some(connector);
+        self
+    }
+
     pub(crate) fn framing(&self) -> enchufe_framing::Config {
         enchufe_framing::Config::default().max_frame_length(self.max_frame_length)
     }
@@ -183,6 +201,8 @@ impl Default for Config {
             incoming_queue: 128,
             max_in_flight: 256,
             reconnect: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Opening a connection: resolving, dialing TCP or a Unix socket within
-//! the connect timeout, and what each connection's driver is wired to.
+//! the connect timeout, TLS on top when configured, and what each
+//! connection's driver is wired to.
 
 use std::net::SocketAddr;
 
@@ -81,6 +82,18 @@ pub(crate) async fn dial(
             after: config.connect_timeout,
         })??;
     let (stream, addrs) = tcp_parts(stream);
+    #[cfg(feature = "tls")]
+    if let Some(connector) = &config.tls {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stream = connector
+            .connect(shown, stream, left)
+            .await
+            .map_err(|source| Error::Tls {
+                addr: shown.to_owned(),
+                source,
+            })?;
+        return Link::start(stream, config, addrs, deadline, shown, wiring.clone()).await;
+    }
     Link::start(stream, config, addrs, deadline, shown, wiring.clone()).await
 }
 

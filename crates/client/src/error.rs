@@ -67,6 +67,24 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The TLS handshake failed ([`Config::tls`](crate::Config::tls)): the
+    /// server's certificate is not signed by a CA we trust
+    /// ([`tls::Error::is_unknown_issuer`](crate::tls::Error::is_unknown_issuer))
+    /// or names another host
+    /// ([`tls::Error::is_wrong_name`](crate::tls::Error::is_wrong_name)),
+    /// the server does not speak TLS (it closed, or answered with plain
+    /// frames), or no handshake within the connect timeout. Nothing was
+    /// sent; the connection is closed.
+    #[cfg(feature = "tls")]
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The address as given.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: crate::tls::Error,
+    },
+
     /// A request got no reply within its timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
@@ -228,6 +246,18 @@ impl Error {
     /// or text.
     pub fn is_not_frames(&self) -> bool {
         matches!(self, Error::Framing(e) if e.is_not_frames())
+    }
+
+    /// Whether the TLS handshake failed (`Error::Tls`; always `false`
+    /// without the `tls` feature). A reconnecting client that gave up
+    /// answers for its last attempt.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            #[cfg(feature = "tls")]
+            Error::Tls { .. } => true,
+            Error::GaveUp { last, .. } => last.is_tls(),
+            _ => false,
+        }
     }
 
     /// Whether nothing could be reached to connect to: refused, unresolved,

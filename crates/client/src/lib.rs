@@ -141,3 +141,7 @@ pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
 pub use multi::{MultiClient, Routing};
 pub use reconnect::{Backoff, Event, Reconnect, WhileDown};
+
+/// TLS for [`Config::tls`] (feature `tls`).
+#[cfg(feature = "tls")]
+pub use enchufe_transports::tls;

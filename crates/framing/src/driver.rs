@@ -133,6 +133,10 @@ pub struct Driver<Io, S> {
     waiting: bool,
     /// Writing failed, stalled or was shut down: output is dropped.
     write_done: bool,
+    /// The last flush was pending after every queued byte was handed to the
+    /// I/O: an I/O that buffers (TLS, WebSocket) still holds bytes, so the
+    /// flush must be retried even though nothing is queued here.
+    unflushed: bool,
     /// Something of the role's runs (a handler): not idleness.
     busy: bool,
     idle: Option<Duration>,
@@ -184,6 +188,7 @@ where
             seen: 0,
             waiting: false,
             write_done: false,
+            unflushed: false,
             busy: false,
             idle: deadlines.idle,
             next_idle_tick: deadlines.idle.map(|idle| now + idle / IDLE_TICKS),
@@ -373,14 +378,18 @@ where
                     Err(e) => return Poll::Ready(Event::ReadFailed(e)),
                 }
             }
-            if !self.write_done && self.wire.queued() > 0 {
+            if !self.write_done && (self.wire.queued() > 0 || self.unflushed) {
+                self.unflushed = false;
                 match self.wire.poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.stall = None,
                     Poll::Ready(Err(e)) => {
                         self.write_done = true;
                         return Poll::Ready(Event::WriteFailed(e));
                     }
-                    Poll::Pending => self.note_stall(),
+                    Poll::Pending => {
+                        self.unflushed = true;
+                        self.note_stall();
+                    }
                 }
                 if self.waiting && self.wire.queued() < self.budget / 2 {
                     self.waiting = false;

@@ -201,7 +201,8 @@ pub enum Foreign {
     HttpResponse,
     /// An SSH banner (`SSH-`).
     Ssh,
-    /// A TLS handshake record (`16 03 0x`): TLS spoken to an end without it.
+    /// A TLS record: a handshake (`16 03 0x`), TLS spoken to an end without
+    /// it; or an alert (`15 03 0x`), a TLS end refusing plain bytes.
     Tls,
     /// Printable ASCII of no protocol listed here: someone typing at the
     /// port with `nc` or `telnet`, or a text protocol we do not name.
@@ -220,8 +221,10 @@ impl Foreign {
         match &header {
             b"HTTP" => Some(Foreign::HttpResponse),
             b"SSH-" => Some(Foreign::Ssh),
-            // Handshake record, major version 3, minor 0 (SSL 3) to 4.
-            [0x16, 0x03, 0..=4, _] => Some(Foreign::Tls),
+            // A handshake record (a TLS client's hello) or an alert record
+            // (a TLS server refusing our plain bytes), major version 3,
+            // minor 0 (SSL 3) to 4.
+            [0x15 | 0x16, 0x03, 0..=4, _] => Some(Foreign::Tls),
             _ if header
                 .iter()
                 .all(|b| b.is_ascii_graphic() || b" \t\r\n".contains(b)) =>
@@ -239,7 +242,7 @@ impl std::fmt::Display for Foreign {
             Foreign::HttpRequest => "an HTTP request",
             Foreign::HttpResponse => "an HTTP response",
             Foreign::Ssh => "an SSH banner",
-            Foreign::Tls => "a TLS handshake",
+            Foreign::Tls => "TLS",
             Foreign::Text => "text",
         })
     }
@@ -283,12 +286,13 @@ mod tests {
     #[test]
     fn oversize_headers_are_named_only_when_they_look_like_a_protocol() {
         let limit = 8 << 20;
-        let cases: [(&[u8; 4], Option<Foreign>); 8] = [
+        let cases: [(&[u8; 4], Option<Foreign>); 9] = [
             (b"GET ", Some(Foreign::HttpRequest)),
             (b"POST", Some(Foreign::HttpRequest)),
             (b"HTTP", Some(Foreign::HttpResponse)),
             (b"SSH-", Some(Foreign::Ssh)),
             (&[0x16, 0x03, 0x01, 0x02], Some(Foreign::Tls)),
+            (&[0x15, 0x03, 0x03, 0x00], Some(Foreign::Tls)),
             (b"hola", Some(Foreign::Text)),
             (&[0xff, 0x00, 0x00, 0x00], None),
             (&[0x7f, b'E', b'L', b'F'], None),

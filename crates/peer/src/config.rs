@@ -64,6 +64,15 @@ impl Error {
         matches!(self, Error::Server(e) if e.is_frame_too_large())
     }
 
+    /// Whether a link's TLS handshake failed (always `false` without the
+    /// `tls` feature); for a dialer that gave up, its last attempt.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Error::Server(e) | Error::Unreachable { last: e, .. } => e.is_tls(),
+            _ => false,
+        }
+    }
+
     /// Whether the other end is not speaking length-prefixed frames at all
     /// (it looks like HTTP, SSH, TLS or text).
     pub fn is_not_frames(&self) -> bool {
@@ -108,6 +117,18 @@ pub struct Config {
     /// with [`Error::NotConnected`]; [`WhileDown::Wait`] waits up to its
     /// bound for the link to come (back), as while a peer restarts.
     pub while_down: WhileDown,
+    /// TLS on every link (feature `tls`): the acceptor for links other
+    /// peers dial to us, the connector for links we dial (its CAs must
+    /// trust the other peers' certificates, which must name the host they
+    /// are dialed by, or set its
+    /// [`server_name`](enchufe_server::tls::Connector::server_name)).
+    /// Default `None`: plain TCP. Every peer of a mesh must agree: a plain
+    /// peer cannot link with a TLS one.
+    #[cfg(feature = "tls")]
+    pub tls: Option<(
+        enchufe_server::tls::Acceptor,
+        enchufe_server::tls::Connector,
+    )>,
 }
 
 impl Config {
@@ -154,6 +175,18 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::tls`].
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(
+        mut self,
+        acceptor: enchufe_server::tls::Acceptor,
+        connector: enchufe_server::tls::Connector,
+    ) -> Self {
+        self.tls = Some((acceptor, connector));
+        self
+    }
+
     pub(crate) fn server_config(&self) -> enchufe_server::Config {
         self.server
             .clone()
@@ -177,6 +210,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(15),
             event_queue: 1024,
             while_down: WhileDown::FailFast,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

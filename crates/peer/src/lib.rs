@@ -133,6 +133,11 @@ impl Peer {
 
     fn serve<H: Handler>(server: Server, handler: H, config: Config) -> Peer {
         let table = Arc::new(Table::new(config.id.clone(), config.event_queue));
+        #[cfg(feature = "tls")]
+        let server = match config.tls.clone() {
+            Some((acceptor, connector)) => server.tls(acceptor).dial_tls(connector),
+            None => server,
+        };
         let server = server
             .with_config(config.server_config())
             .serve(PeerHandler {

@@ -31,6 +31,20 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A dialed connection's TLS handshake failed
+    /// ([`Server::dial_tls`](crate::Server::dial_tls)): the other end's
+    /// certificate is not trusted or names another host, it does not speak
+    /// TLS, or it took longer than the handshake timeout.
+    #[cfg(feature = "tls")]
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The address dialed.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: crate::tls::Error,
+    },
+
     /// The other end did not complete the hello exchange within the
     /// handshake timeout.
     #[error("no hello within {0:?}")]
@@ -129,6 +143,16 @@ impl Error {
             Error::Io(e) => enchufe_framing::is_closed_io(e),
             _ => false,
         }
+    }
+
+    /// Whether a TLS handshake failed (`Error::Tls`; always `false`
+    /// without the `tls` feature).
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Error::Tls { .. } = self {
+            return true;
+        }
+        false
     }
 
     /// Whether a frame was over `max_frame_length`, the client's or ours.

@@ -62,6 +62,7 @@ mod connection;
 mod driver;
 mod error;
 mod handler;
+mod layer;
 mod limits;
 mod outbox;
 mod server;
@@ -76,3 +77,10 @@ pub use error::{Error, Result};
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use server::{Server, ServerHandle};
 pub use stats::Stats;
+
+/// TLS for [`Server::tls`] and [`Server::dial_tls`] (feature `tls`).
+#[cfg(feature = "tls")]
+pub use enchufe_transports::tls;
+/// WebSocket for [`Server::ws`] (feature `ws`).
+#[cfg(feature = "ws")]
+pub use enchufe_transports::ws;

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::connection::Parts;
+use crate::layer::{BoxIo, DialLayer, Layer, Layered};
 use crate::outbox::{flag, Budget};
 use crate::stats::{Counters, Stats};
 use crate::task::{serve, Ctx};
@@ -43,6 +44,13 @@ use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, PeerLi
 pub struct Server {
     listener: Listener,
     config: Config,
+    /// What runs on each accepted connection before it is served (TLS).
+    layer: Layer,
+    /// Further listeners with their own layer (WebSocket), served by the
+    /// same handler, registry and limits.
+    extra: Vec<(Listener, Layer)>,
+    /// How [`ServerHandle::connect`] wraps what it dials.
+    dial_layer: DialLayer,
 }
 
 /// Where a server accepts connections.
@@ -54,10 +62,14 @@ enum Listener {
 }
 
 /// An accepted or dialed connection, before it is served.
-enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
+    /// Dialed and wrapped already (TLS): boxed, so the connection loop is
+    /// compiled once for every such transport, not once per stream type.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Boxed(BoxIo),
 }
 
 impl Listener {
@@ -87,21 +99,21 @@ impl Server {
     /// # Errors
     /// [`Error::Bind`] when no address could be bound.
     pub async fn bind(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Server> {
-        let shown = addr.to_string();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: shown,
-                source,
-            })?;
-        Ok(Self::from_listener(listener))
+        Ok(Self::from_listener(bind_tcp(addr).await?))
     }
 
     /// Serves on a listener bound elsewhere.
     pub fn from_listener(listener: TcpListener) -> Server {
+        Self::on(Listener::Tcp(listener))
+    }
+
+    fn on(listener: Listener) -> Server {
         Server {
-            listener: Listener::Tcp(listener),
+            listener,
             config: Config::default(),
+            layer: Layer::Plain,
+            extra: Vec::new(),
+            dial_layer: DialLayer::default(),
         }
     }
 
@@ -133,10 +145,94 @@ impl Server {
             addr: path.display().to_string(),
             source,
         })?;
-        Ok(Server {
-            listener: Listener::Unix(listener),
-            config: Config::default(),
-        })
+        Ok(Self::on(Listener::Unix(listener)))
+    }
+
+    /// Serves TLS on this server's listener (the one given to
+    /// [`Server::bind`], [`Server::from_listener`] or
+    /// [`Server::bind_unix`]): each accepted connection completes a TLS
+    /// handshake within [`Config::handshake_timeout`] in its own task, then
+    /// is served exactly as a TCP one. A connection whose handshake fails
+    /// (a plain client, an untrusted or wrongly named certificate on the
+    /// client's side, a timeout) is closed, counted in
+    /// [`Stats::tls_failures`] and logged; the handler never sees it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
+    /// use enchufe_server::{handler_fn, tls, Server};
+    /// let acceptor = tls::Acceptor::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
+    /// let server = Server::bind("127.0.0.1:0").await?.tls(acceptor);
+    /// let handle = server.serve(handler_fn(|req: String, _conn| async move {
+    ///     Ok::<_, std::convert::Infallible>(Some(req))
+    /// }));
+    /// # handle.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, acceptor: crate::tls::Acceptor) -> Server {
+        self.layer = Layer::Tls(acceptor);
+        self
+    }
+
+    /// Dials with TLS: connections opened by [`ServerHandle::connect`] (a
+    /// peer dialing another peer) run the client's side of a TLS handshake,
+    /// checking the other end's certificate against the host dialed (or
+    /// the connector's [`server_name`](crate::tls::Connector::server_name)),
+    /// within [`Config::handshake_timeout`]. A failure is [`Error::Tls`].
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn dial_tls(mut self, connector: crate::tls::Connector) -> Server {
+        self.dial_layer.tls = Some(connector);
+        self
+    }
+
+    /// Also accepts WebSocket connections on `addr` (a browser's
+    /// `new WebSocket("ws://HOST:PORT/")`), served by the same handler,
+    /// registry, limits and shutdown as the main listener, in the same
+    /// profile. Each WebSocket binary message carries one frame's payload
+    /// (`docs/PROTOCOL.md`); messages over [`Config::max_frame_length`]
+    /// end the connection like an oversize frame. The HTTP upgrade request
+    /// must arrive within [`Config::handshake_timeout`] and fit in
+    /// [`ws::Options::max_request_bytes`](crate::ws::Options::max_request_bytes);
+    /// a plain `GET /` gets [`ws::Options::page`](crate::ws::Options::page)
+    /// if one is set. A refused request is answered with an HTTP error,
+    /// counted in [`Stats::ws_rejected`] and logged. The listener's
+    /// address is [`ServerHandle::ws_addr`]. Plain WebSocket only (`ws://`;
+    /// for `wss://` put a TLS-terminating proxy in front).
+    ///
+    /// # Errors
+    /// [`Error::Bind`] when `addr` cannot be bound.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use enchufe_server::{handler_fn, ws, Server};
+    /// let server = Server::bind("127.0.0.1:0").await?
+    ///     .ws("127.0.0.1:0", ws::Options::default().page("<script>/* ... */</script>"))
+    ///     .await?;
+    /// let handle = server.serve(handler_fn(|req: String, _conn| async move {
+    ///     Ok::<_, std::convert::Infallible>(Some(req))
+    /// }));
+    /// println!("browsers: http://{}/", handle.ws_addr().unwrap());
+    /// # handle.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "ws")]
+    pub async fn ws(
+        mut self,
+        addr: impl ToSocketAddrs + std::fmt::Display,
+        options: crate::ws::Options,
+    ) -> Result<Server> {
+        let listener = bind_tcp(addr).await?;
+        self.extra
+            .push((Listener::Tcp(listener), Layer::Ws(Arc::new(options))));
+        Ok(self)
     }
 
     /// Replaces the configuration.
@@ -162,6 +258,14 @@ impl Server {
     /// server. Must be called within a Tokio runtime.
     pub fn serve<H: Handler>(self, handler: H) -> ServerHandle {
         let local_addr = self.local_addr().unwrap_or(UNIX_ADDR);
+        let ws_addr = self
+            .extra
+            .iter()
+            .find_map(|(listener, layer)| match (listener, layer) {
+                #[cfg(feature = "ws")]
+                (Listener::Tcp(l), Layer::Ws(_)) => l.local_addr().ok(),
+                _ => None,
+            });
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let ctx = Arc::new(Ctx {
@@ -187,15 +291,26 @@ impl Server {
                 .map(crate::limits::PerAddress::new),
             next_id: AtomicU64::new(1),
             spawner: Spawner::new(ctx),
+            ws_addr,
+            dial_layer: self.dial_layer,
         });
-        let accept = accept_loop(
-            self.listener,
-            self.config.accept_backoff_max,
-            shared.clone(),
-        );
-        shared
-            .tracker
-            .spawn(accept.instrument(info_span!("server", addr = %local_addr)));
+        let listeners = std::iter::once((self.listener, self.layer)).chain(self.extra);
+        for (listener, layer) in listeners {
+            let addr = match &listener {
+                Listener::Tcp(l) => l.local_addr().unwrap_or(local_addr),
+                #[cfg(unix)]
+                Listener::Unix(_) => UNIX_ADDR,
+            };
+            let accept = accept_loop(
+                listener,
+                layer,
+                self.config.accept_backoff_max,
+                shared.clone(),
+            );
+            shared
+                .tracker
+                .spawn(accept.instrument(info_span!("server", %addr)));
+        }
         ServerHandle { shared }
     }
 
@@ -206,6 +321,15 @@ impl Server {
         let _ = signal.await;
         handle.shutdown().await;
     }
+}
+
+/// Binds a TCP listener; [`Error::Bind`] names the address asked for.
+async fn bind_tcp(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<TcpListener> {
+    let shown = addr.to_string();
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        addr: shown,
+        source,
+    })
 }
 
 /// State shared by the accept loop, the connection tasks and every handle.
@@ -232,6 +356,10 @@ pub(crate) struct Shared {
     per_address: Option<crate::limits::PerAddress>,
     next_id: AtomicU64,
     spawner: Spawner,
+    /// The WebSocket listener's address ([`Server::ws`]).
+    ws_addr: Option<SocketAddr>,
+    /// How dialed connections are wrapped ([`Server::dial_tls`]).
+    dial_layer: DialLayer,
 }
 
 /// Starts serving one connection, accepted or dialed. The handler's type
@@ -243,6 +371,8 @@ type SpawnFn = dyn Fn(&Arc<Shared>, NewConnection) + Send + Sync;
 /// A connection about to be served.
 struct NewConnection {
     stream: Stream,
+    /// What runs on it first (TLS or WebSocket handshake), in its task.
+    layer: Layer,
     peer_addr: SocketAddr,
     permit: OwnedSemaphorePermit,
     /// Its place among its address's connections, when they are limited.
@@ -267,6 +397,7 @@ impl Spawner {
                 async move {
                     let NewConnection {
                         stream,
+                        layer,
                         peer_addr,
                         permit,
                         address_slot,
@@ -281,12 +412,42 @@ impl Spawner {
                                 warn!(error = %e, "cannot set TCP_NODELAY");
                             }
                             let local_addr = stream.local_addr().unwrap_or(shared.local_addr);
-                            serve_connection(stream, peer_addr, local_addr, id, ready, &ctx, shared)
-                                .await
+                            match layer.handshake(stream, shared.layer_cx(&ctx)).await {
+                                Layered::Plain(stream) => {
+                                    serve_connection(
+                                        stream, peer_addr, local_addr, id, ready, &ctx, shared,
+                                    )
+                                    .await
+                                }
+                                Layered::Boxed(io) => {
+                                    serve_connection(
+                                        io, peer_addr, local_addr, id, ready, &ctx, shared,
+                                    )
+                                    .await
+                                }
+                                Layered::Gone => {}
+                            }
                         }
                         #[cfg(unix)]
-                        Stream::Unix(stream) => {
-                            serve_connection(stream, peer_addr, UNIX_ADDR, id, ready, &ctx, shared)
+                        Stream::Unix(stream) => match layer
+                            .handshake(stream, shared.layer_cx(&ctx))
+                            .await
+                        {
+                            Layered::Plain(stream) => {
+                                serve_connection(
+                                    stream, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
+                                )
+                                .await
+                            }
+                            Layered::Boxed(io) => {
+                                serve_connection(io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared)
+                                    .await
+                            }
+                            Layered::Gone => {}
+                        },
+                        Stream::Boxed(io) => {
+                            let local_addr = shared.local_addr;
+                            serve_connection(io, peer_addr, local_addr, id, ready, &ctx, shared)
                                 .await
                         }
                     }
@@ -305,6 +466,16 @@ impl std::fmt::Debug for Spawner {
 }
 
 impl Shared {
+    /// What a connection's layer needs for its handshake.
+    fn layer_cx<H: Handler>(&self, ctx: &Ctx<H>) -> crate::layer::Context<'_> {
+        crate::layer::Context {
+            counters: &self.counters,
+            deadline: self.handshake_timeout,
+            max_frame_length: ctx.config.max_frame_length,
+            shutdown: &self.shutdown,
+        }
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Connection>> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -337,6 +508,11 @@ impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The address of the WebSocket listener (`Server::ws`), if any.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.shared.ws_addr
     }
 
     /// How many connections are being served now.
@@ -418,12 +594,20 @@ impl ServerHandle {
         addr: impl ToSocketAddrs + std::fmt::Display,
     ) -> Result<Connection> {
         let shown = addr.to_string();
-        self.dial(shown, async {
-            let stream = TcpStream::connect(addr).await?;
-            let peer_addr = stream.peer_addr()?;
-            Ok((Stream::Tcp(stream), peer_addr))
-        })
-        .await
+        let stream = self
+            .dial(shown.clone(), async {
+                let stream = TcpStream::connect(addr).await?;
+                let peer_addr = stream.peer_addr()?;
+                Ok((stream, peer_addr))
+            })
+            .await?;
+        let (stream, peer_addr, permit) = stream;
+        let stream = self
+            .shared
+            .dial_layer
+            .wrap(stream, &shown, self.shared.handshake_timeout)
+            .await?;
+        self.serve_dialed(stream, peer_addr, permit).await
     }
 
     /// [`ServerHandle::connect`] to a Unix domain socket: dials `path` and
@@ -434,20 +618,21 @@ impl ServerHandle {
     #[cfg(unix)]
     pub async fn connect_unix(&self, path: impl AsRef<std::path::Path>) -> Result<Connection> {
         let path = path.as_ref();
-        self.dial(path.display().to_string(), async {
-            let stream = UnixStream::connect(path).await?;
-            Ok((Stream::Unix(stream), UNIX_ADDR))
-        })
-        .await
+        let (stream, peer_addr, permit) = self
+            .dial(path.display().to_string(), async {
+                let stream = UnixStream::connect(path).await?;
+                Ok((Stream::Unix(stream), UNIX_ADDR))
+            })
+            .await?;
+        self.serve_dialed(stream, peer_addr, permit).await
     }
 
-    /// Takes a permit, opens the stream within the handshake timeout, and
-    /// serves it; waits for the hello exchange and `on_connect`.
-    async fn dial(
+    /// Takes a permit and opens the stream within the handshake timeout.
+    async fn dial<S>(
         &self,
         shown: String,
-        open: impl std::future::Future<Output = std::io::Result<(Stream, SocketAddr)>>,
-    ) -> Result<Connection> {
+        open: impl std::future::Future<Output = std::io::Result<(S, SocketAddr)>>,
+    ) -> Result<(S, SocketAddr, OwnedSemaphorePermit)> {
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
             return Err(Error::Closed);
@@ -476,11 +661,24 @@ impl ServerHandle {
                 })
             }
         };
+        Ok((stream, peer_addr, permit))
+    }
+
+    /// Serves a dialed stream like an accepted one; waits for the hello
+    /// exchange and `on_connect`.
+    async fn serve_dialed(
+        &self,
+        stream: Stream,
+        peer_addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Connection> {
+        let shared = &self.shared;
         let (ready, connected) = oneshot::channel();
         (shared.spawner.0)(
             shared,
             NewConnection {
                 stream,
+                layer: Layer::Plain,
                 peer_addr,
                 permit,
                 address_slot: None,
@@ -530,7 +728,7 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop(listener: Listener, backoff_max: Duration, shared: Arc<Shared>) {
+async fn accept_loop(listener: Listener, layer: Layer, backoff_max: Duration, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(1);
     info!("accepting connections");
     loop {
@@ -579,6 +777,7 @@ async fn accept_loop(listener: Listener, backoff_max: Duration, shared: Arc<Shar
             &shared,
             NewConnection {
                 stream,
+                layer: layer.clone(),
                 peer_addr,
                 permit,
                 address_slot,

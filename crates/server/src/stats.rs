@@ -18,6 +18,13 @@ pub struct Stats {
     /// text (`enchufe_framing::Error::NotFrames`). A browser or a port
     /// scanner at the server's port shows up here.
     pub not_frames: u64,
+    /// Connections closed because their TLS handshake failed or timed out
+    /// (`Server::tls`): a plain client at a TLS port, a client that
+    /// refused our certificate, a stalled handshake.
+    pub tls_failures: u64,
+    /// Requests on the WebSocket listener (`Server::ws`) refused: not a
+    /// WebSocket upgrade (and not the page), too large, too slow.
+    pub ws_rejected: u64,
     /// Connections accepted and closed at once because their address had
     /// [`Config::max_connections_per_ip`](crate::Config::max_connections_per_ip)
     /// connections already.
@@ -31,6 +38,8 @@ pub(crate) struct Counters {
     pub(crate) pushes_dropped: AtomicU64,
     pub(crate) slow_disconnects: AtomicU64,
     pub(crate) not_frames: AtomicU64,
+    pub(crate) tls_failures: AtomicU64,
+    pub(crate) ws_rejected: AtomicU64,
     pub(crate) refused_per_address: AtomicU64,
 }
 
@@ -45,6 +54,8 @@ impl Counters {
             pushes_dropped: self.pushes_dropped.load(Ordering::Relaxed),
             slow_disconnects: self.slow_disconnects.load(Ordering::Relaxed),
             not_frames: self.not_frames.load(Ordering::Relaxed),
+            tls_failures: self.tls_failures.load(Ordering::Relaxed),
+            ws_rejected: self.ws_rejected.load(Ordering::Relaxed),
             refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
         }
     }

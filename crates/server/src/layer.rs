@@ -1,0 +1,148 @@
+//! What runs on a connection before it is served: nothing (TCP, Unix), a
+//! TLS handshake, or a WebSocket upgrade. Each yields a byte stream that
+//! the one connection loop serves exactly as it serves a `TcpStream`; a
+//! handshake that fails is counted and logged here and the connection never
+//! reaches the handler.
+
+use std::sync::atomic::AtomicU64;
+#[cfg(feature = "ws")]
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use crate::server::Stream;
+use crate::stats::Counters;
+use crate::Result;
+
+/// A byte stream of any transport, boxed so the connection loop is compiled
+/// once for all of them (what a vtable call per read costs is nothing next
+/// to TLS's crypto or WebSocket's masking).
+pub(crate) type BoxIo = std::pin::Pin<Box<dyn Io>>;
+
+/// `AsyncRead + AsyncWrite`, as one trait to box.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send {}
+impl<T: AsyncRead + AsyncWrite + Send> Io for T {}
+
+/// What an accepted connection goes through before it is served.
+#[derive(Debug, Clone)]
+pub(crate) enum Layer {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::Acceptor),
+    #[cfg(feature = "ws")]
+    Ws(Arc<crate::ws::Options>),
+}
+
+/// A connection after its layer's handshake.
+pub(crate) enum Layered<S> {
+    /// No layer: the stream as accepted.
+    Plain(S),
+    /// Wrapped (TLS, WebSocket).
+    #[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(dead_code))]
+    Boxed(BoxIo),
+    /// The handshake failed (counted and logged), or it served what it had
+    /// to serve (the WebSocket listener's page): nothing more to do.
+    #[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(dead_code))]
+    Gone,
+}
+
+/// What the handshakes need from the server.
+#[cfg_attr(not(all(feature = "tls", feature = "ws")), allow(dead_code))]
+pub(crate) struct Context<'a> {
+    pub(crate) counters: &'a Counters,
+    pub(crate) deadline: Duration,
+    pub(crate) max_frame_length: usize,
+    pub(crate) shutdown: &'a tokio_util::sync::CancellationToken,
+}
+
+impl Layer {
+    /// Runs the handshake, within the deadline; gives up at shutdown.
+    #[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(unused_variables))]
+    pub(crate) async fn handshake<S>(self, stream: S, cx: Context<'_>) -> Layered<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shaken = async {
+            match self {
+                Layer::Plain => Layered::Plain(stream),
+                #[cfg(feature = "tls")]
+                Layer::Tls(acceptor) => match acceptor.accept(stream, cx.deadline).await {
+                    Ok(tls) => Layered::Boxed(Box::pin(tls)),
+                    Err(e) => {
+                        rare_warn(&cx.counters.tls_failures, &e, "TLS handshake failed");
+                        Layered::Gone
+                    }
+                },
+                #[cfg(feature = "ws")]
+                Layer::Ws(options) => {
+                    let accepted =
+                        crate::ws::accept(stream, &options, cx.max_frame_length, cx.deadline).await;
+                    match accepted {
+                        Ok(crate::ws::Accepted::WebSocket(io)) => Layered::Boxed(Box::into_pin(io)),
+                        Ok(_) => {
+                            debug!("page served");
+                            Layered::Gone
+                        }
+                        Err(e) => {
+                            rare_warn(&cx.counters.ws_rejected, &e, "WebSocket upgrade refused");
+                            Layered::Gone
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            layered = shaken => layered,
+            () = cx.shutdown.cancelled() => Layered::Gone,
+        }
+    }
+}
+
+/// Counts a bad handshake and logs the 1st, 2nd, 4th, 8th... of its kind
+/// at `warn` (the rest at `debug`): bad input must not flood the log, and
+/// the count says how many there were.
+#[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(dead_code))]
+fn rare_warn(counter: &AtomicU64, error: &dyn std::error::Error, what: &str) {
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        warn!(%error, count = n, "{what}");
+    } else {
+        debug!(%error, count = n, "{what}");
+    }
+}
+
+/// How [`ServerHandle::connect`](crate::ServerHandle::connect) wraps what
+/// it dials.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DialLayer {
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::Connector>,
+}
+
+impl DialLayer {
+    /// Runs the client's side of the handshake on a dialed TCP stream.
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    pub(crate) async fn wrap(
+        &self,
+        stream: TcpStream,
+        shown: &str,
+        deadline: Duration,
+    ) -> Result<Stream> {
+        #[cfg(feature = "tls")]
+        if let Some(connector) = &self.tls {
+            let _ = stream.set_nodelay(true);
+            let tls = connector
+                .connect(shown, stream, deadline)
+                .await
+                .map_err(|source| crate::Error::Tls {
+                    addr: shown.to_owned(),
+                    source,
+                })?;
+            return Ok(Stream::Boxed(Box::pin(tls)));
+        }
+        Ok(Stream::Tcp(stream))
+    }
+}
