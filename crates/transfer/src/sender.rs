@@ -1,0 +1,477 @@
+//! The sending end: [`Upload`], sent with a [`Client`].
+//!
+//! ```text
+//!  offer ──────────────> Accept{offset, prefix hash}   (resume: check the prefix)
+//!  chunk, chunk, ... ──> Ack, Ack, ...                 (at most `window` unacknowledged)
+//!  finish{BLAKE3} ─────> Done                          (file under its final name)
+//! ```
+
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use enchufe_client::Client;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::protocol::{chunk_buffer, Control, Frame, FrameKind, TransferId, CHUNK_HEADER};
+use crate::Progress;
+
+/// The sender's settings. `Default` gives every field the value it
+/// documents.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Bytes per chunk (the receiver may lower it). Default 1 MiB, the
+    /// receiver's default `max_chunk`.
+    pub chunk_size: u32,
+    /// Chunks unacknowledged at once (the receiver may lower it). Default 8:
+    /// the sender's memory for chunks is `window × chunk_size`.
+    pub window: u32,
+    /// How long the receiver may take to verify, sync and rename once every
+    /// chunk is acknowledged. Default 120 s: an `fsync` of many GiB on a
+    /// slow disk takes a while.
+    pub finish_timeout: Duration,
+    /// How long a cancel waits for the receiver's answer. Default 5 s.
+    pub cancel_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            chunk_size: 1 << 20,
+            window: 8,
+            finish_timeout: Duration::from_secs(120),
+            cancel_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::chunk_size`].
+    pub fn chunk_size(mut self, bytes: u32) -> Self {
+        self.chunk_size = bytes;
+        self
+    }
+    /// Sets [`Config::window`].
+    pub fn window(mut self, chunks: u32) -> Self {
+        self.window = chunks;
+        self
+    }
+    /// Sets [`Config::finish_timeout`].
+    pub fn finish_timeout(mut self, timeout: Duration) -> Self {
+        self.finish_timeout = timeout;
+        self
+    }
+}
+
+/// What the receiver confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The transfer's id.
+    pub id: TransferId,
+    /// The file's name at the receiver.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its BLAKE3 (both ends agreed), in hex.
+    pub hash: String,
+    /// Bytes the receiver already held from an earlier attempt (0 for a
+    /// fresh transfer).
+    pub resumed_from: u64,
+}
+
+/// Cancels an [`Upload`] from anywhere: the receiver is told and deletes
+/// the partial file. (Dropping the `send` future instead is a *cut*: the
+/// partial file stays for a resume.)
+#[derive(Debug, Clone, Default)]
+pub struct Canceller(CancellationToken);
+
+impl Canceller {
+    /// Cancels the upload; `send` returns [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether [`Canceller::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+enum Source {
+    /// Seekable: a resume whose prefix differs starts again from byte 0.
+    File(tokio::fs::File),
+    Reader(Pin<Box<dyn AsyncRead + Send>>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::File(_) => "File",
+            Source::Reader(_) => "Reader",
+        })
+    }
+}
+
+impl Source {
+    fn reader(&mut self) -> &mut (dyn AsyncRead + Send + Unpin) {
+        match self {
+            Source::File(f) => f,
+            Source::Reader(r) => r,
+        }
+    }
+}
+
+/// One file or stream to send: its bytes, its name and size, its id.
+///
+/// # Examples
+///
+/// Progress and cancellation, before the upload starts:
+///
+/// ```no_run
+/// # async fn f(client: enchufe_client::Client) -> Result<(), enchufe_transfer::Error> {
+/// use enchufe_transfer::Upload;
+/// let upload = Upload::file("informe.pdf").await?;
+/// let mut progress = upload.progress();
+/// let cancel = upload.canceller(); // cancel.cancel() from anywhere
+/// tokio::spawn(async move {
+///     while progress.changed().await.is_ok() {
+///         let p = *progress.borrow();
+///         println!("{} / {}", p.done, p.total);
+///     }
+/// });
+/// let receipt = upload.send(&client).await?;
+/// println!("sent {} bytes, BLAKE3 {}", receipt.size, receipt.hash);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Upload {
+    source: Source,
+    name: String,
+    size: u64,
+    id: TransferId,
+    restart: bool,
+    config: Config,
+    progress: watch::Sender<Progress>,
+    cancel: Canceller,
+}
+
+impl Upload {
+    /// The file at `path`, under its own file name. Its id comes from its
+    /// name, size and modification time ([`TransferId::for_file`]), so
+    /// sending the same file again after a cut resumes.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when it cannot be opened; [`Error::BadName`] when
+    /// its name is not UTF-8.
+    pub async fn file(path: impl AsRef<Path>) -> Result<Upload> {
+        let path = path.as_ref();
+        let file = tokio::fs::File::open(path).await.map_err(Error::Source)?;
+        let meta = file.metadata().await.map_err(Error::Source)?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::BadName {
+                name: path.display().to_string(),
+                why: "not a UTF-8 file name",
+            })?
+            .to_owned();
+        let id = TransferId::for_file(&name, meta.len(), meta.modified().ok());
+        Ok(Upload::new(Source::File(file), name, meta.len(), id))
+    }
+
+    /// Any reader that gives exactly `size` bytes, sent as `name`, with a
+    /// fresh id (give the same [`Upload::id`] to resume).
+    pub fn reader(
+        reader: impl AsyncRead + Send + 'static,
+        name: impl Into<String>,
+        size: u64,
+    ) -> Upload {
+        Upload::new(
+            Source::Reader(Box::pin(reader)),
+            name.into(),
+            size,
+            TransferId::random(),
+        )
+    }
+
+    fn new(source: Source, name: String, size: u64, id: TransferId) -> Upload {
+        Upload {
+            source,
+            name,
+            size,
+            id,
+            restart: false,
+            config: Config::default(),
+            progress: watch::channel(Progress {
+                done: 0,
+                total: size,
+            })
+            .0,
+            cancel: Canceller::default(),
+        }
+    }
+
+    /// Uses this id: the same id as a cut transfer resumes it.
+    pub fn id(mut self, id: TransferId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sends as `name` instead.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Ignores any partial file the receiver holds for this id.
+    pub fn restart(mut self) -> Self {
+        self.restart = true;
+        self
+    }
+
+    /// Uses these settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This upload's id.
+    pub fn transfer_id(&self) -> TransferId {
+        self.id
+    }
+
+    /// Bytes acknowledged by the receiver so far, and the total.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// A handle that cancels this upload.
+    pub fn canceller(&self) -> Canceller {
+        self.cancel.clone()
+    }
+
+    /// Sends it and waits until the receiver confirms the file is complete,
+    /// verified and under its name.
+    ///
+    /// Works on both profiles: chunks are ordinary requests, up to `window`
+    /// in flight. On the multiplexed profile other requests on the same
+    /// `Client` go on between chunks.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] with the receiver's [`Reason`](crate::Reason)
+    /// (too large, bad name, exists, busy, hash mismatch, disk full, ...);
+    /// [`Error::Client`] when the connection fails (the receiver keeps the
+    /// partial file: send again to resume); [`Error::Source`] or
+    /// [`Error::SourceEnded`] for the local source; [`Error::Cancelled`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future cuts the transfer: the receiver keeps what it
+    /// wrote and the same id resumes from there.
+    pub async fn send(mut self, client: &Client) -> Result<Receipt> {
+        let cancel = self.cancel.0.clone();
+        match self.run(client, &cancel).await {
+            Err(Error::Cancelled) => {
+                let frame = Frame::control(Control::Cancel { id: self.id });
+                let _ = client
+                    .request_timeout::<_, Frame>(frame, self.config.cancel_timeout)
+                    .await;
+                Err(Error::Cancelled)
+            }
+            other => other,
+        }
+    }
+
+    async fn run(&mut self, client: &Client, cancel: &CancellationToken) -> Result<Receipt> {
+        let (mut offset, max_chunk, window, prefix) =
+            self.offer(client, cancel, self.restart).await?;
+        let mut hasher = blake3::Hasher::new();
+        if offset > 0 && !self.prefix_matches(&mut hasher, offset, &prefix).await? {
+            match &mut self.source {
+                Source::File(file) => {
+                    file.rewind().await.map_err(Error::Source)?;
+                    hasher.reset();
+                    offset = self.offer(client, cancel, true).await?.0;
+                }
+                Source::Reader(_) => return Err(Error::ResumeMismatch { offset }),
+            }
+        }
+        let resumed_from = offset;
+        self.progress.send_replace(Progress {
+            done: offset,
+            total: self.size,
+        });
+        let chunk = self.config.chunk_size.min(max_chunk).max(1) as u64;
+        let window = self.config.window.min(window).max(1) as usize;
+
+        let mut in_flight = FuturesUnordered::new();
+        let (mut sent, mut acked) = (offset, offset);
+        loop {
+            while in_flight.len() < window && sent < self.size {
+                let len = chunk.min(self.size - sent);
+                let frame = self.read_chunk(sent, len as usize, &mut hasher).await?;
+                in_flight.push(async move {
+                    let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
+                    (reply, len)
+                });
+                sent += len;
+            }
+            let Some((reply, len)) = (tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                next = in_flight.next() => next,
+            }) else {
+                break;
+            };
+            match reply?.0 {
+                FrameKind::Control(Control::Ack { .. }) => {}
+                other => return Err(unexpected(other)),
+            }
+            acked += len;
+            self.progress.send_replace(Progress {
+                done: acked,
+                total: self.size,
+            });
+        }
+
+        let hash = hasher.finalize().to_hex().to_string();
+        let finish = Frame::control(Control::Finish {
+            id: self.id,
+            hash: hash.clone(),
+        });
+        match self
+            .ask(client, finish, self.config.finish_timeout, cancel)
+            .await?
+        {
+            Control::Done { size } if size == self.size => Ok(Receipt {
+                id: self.id,
+                name: self.name.clone(),
+                size,
+                hash,
+                resumed_from,
+            }),
+            other => Err(unexpected(FrameKind::Control(other))),
+        }
+    }
+
+    /// Offers the transfer: `(offset, max_chunk, window, prefix_hash)`.
+    async fn offer(
+        &self,
+        client: &Client,
+        cancel: &CancellationToken,
+        restart: bool,
+    ) -> Result<(u64, u32, u32, String)> {
+        let offer = Frame::control(Control::Offer {
+            id: self.id,
+            name: self.name.clone(),
+            size: self.size,
+            restart,
+        });
+        // The receiver may hash a long partial file back first: as long as
+        // a finish may take.
+        match self
+            .ask(client, offer, self.config.finish_timeout, cancel)
+            .await?
+        {
+            Control::Accept {
+                offset,
+                prefix_hash,
+                max_chunk,
+                window,
+            } if offset <= self.size => Ok((offset, max_chunk, window, prefix_hash)),
+            other => Err(unexpected(FrameKind::Control(other))),
+        }
+    }
+
+    /// One control request; a refusal becomes [`Error::Refused`].
+    async fn ask(
+        &self,
+        client: &Client,
+        frame: Frame,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Control> {
+        let reply: Frame = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+            reply = client.request_timeout(frame, timeout) => reply?,
+        };
+        match reply.0 {
+            FrameKind::Control(Control::Refused { reason, message }) => {
+                Err(Error::Refused { reason, message })
+            }
+            FrameKind::Control(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads and hashes the first `offset` bytes of the source; whether
+    /// they hash to what the receiver holds.
+    async fn prefix_matches(
+        &mut self,
+        hasher: &mut blake3::Hasher,
+        offset: u64,
+        prefix: &str,
+    ) -> Result<bool> {
+        let mut buf = vec![0; 256 << 10];
+        let mut left = offset;
+        let reader = self.source.reader();
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = reader.read(&mut buf[..want]).await.map_err(Error::Source)?;
+            if n == 0 {
+                return Err(Error::SourceEnded {
+                    expected: self.size,
+                    read: offset - left,
+                });
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(hasher.finalize().to_hex().as_str() == prefix)
+    }
+
+    /// The next chunk's frame, read from the source straight after its
+    /// header.
+    async fn read_chunk(
+        &mut self,
+        offset: u64,
+        len: usize,
+        hasher: &mut blake3::Hasher,
+    ) -> Result<Bytes> {
+        let mut buf: BytesMut = chunk_buffer(self.id, offset, len);
+        let reader = self.source.reader();
+        while buf.len() < CHUNK_HEADER + len {
+            let want = CHUNK_HEADER + len - buf.len();
+            let n = (&mut *reader)
+                .take(want as u64)
+                .read_buf(&mut buf)
+                .await
+                .map_err(Error::Source)?;
+            if n == 0 {
+                return Err(Error::SourceEnded {
+                    expected: self.size,
+                    read: offset + (buf.len() - CHUNK_HEADER) as u64,
+                });
+            }
+        }
+        hasher.update(&buf[CHUNK_HEADER..]);
+        Ok(buf.freeze())
+    }
+}
+
+fn unexpected(reply: FrameKind) -> Error {
+    match reply {
+        FrameKind::Control(Control::Refused { reason, message }) => {
+            Error::Refused { reason, message }
+        }
+        FrameKind::Control(other) => Error::Protocol(format!("unexpected reply {other:?}")),
+        FrameKind::Chunk(_) => Error::Protocol("a chunk where a reply was expected".into()),
+    }
+}
