@@ -10,7 +10,7 @@ use std::process::Command;
 pub fn random_file(dir: &Path, name: &str, len: u64, seed: u64) -> PathBuf {
     let path = dir.join(name);
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut x = seed | 1;
+    let mut x = (seed << 1) | 1;
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {

@@ -107,7 +107,8 @@ pub enum Error {
     Cancelled,
     /// The receiver holds a partial file for this id whose bytes are not
     /// this source's first bytes, and the source cannot be read again from
-    /// its start (a reader, not a file): send it with `restart()`.
+    /// its start (a reader, not a file). The sender cancels the transfer,
+    /// so the receiver deletes that partial file; send again to start over.
     #[error("the receiver's first {offset} bytes differ from this source's")]
     ResumeMismatch {
         /// The bytes the receiver held.

@@ -201,6 +201,10 @@ struct Inner {
     dir: PathBuf,
     config: Config,
     active: Mutex<HashMap<TransferId, Arc<Active>>>,
+    /// Why the last transfers failed, so a chunk or a finish that arrives
+    /// just after its transfer ended is told the reason rather than
+    /// "unknown transfer". Bounded: [`RECENT`] entries.
+    failed: Mutex<std::collections::VecDeque<(TransferId, (Reason, String))>>,
     events: broadcast::Sender<Event>,
     tasks: TaskTracker,
     /// Cancelled by [`Receiver::shutdown`]: every writer's cut is a child.
@@ -210,6 +214,8 @@ struct Inner {
 /// A running transfer, as the request handlers see it.
 #[derive(Debug)]
 struct Active {
+    /// The declared size, so a chunk past it is refused by its request.
+    size: u64,
     conn: ConnectionId,
     /// To tell a live duplicate from a connection that is gone but not yet
     /// reported by `on_disconnect`.
@@ -237,6 +243,11 @@ enum Cmd {
 /// How long a cancel or a duplicate offer waits for a writer to exit.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
 
+/// Failures remembered for late requests: enough for every transfer that
+/// may run at once to have ended several times over, at a few hundred
+/// bytes each.
+const RECENT: usize = 64;
+
 impl Receiver {
     /// A receiver writing into `dir` (which must exist).
     pub fn new(dir: impl Into<PathBuf>, config: Config) -> Receiver {
@@ -245,6 +256,7 @@ impl Receiver {
                 dir: dir.into(),
                 config,
                 active: Mutex::new(HashMap::new()),
+                failed: Mutex::new(std::collections::VecDeque::new()),
                 events: broadcast::channel(64).0,
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
@@ -329,7 +341,7 @@ impl Receiver {
         if !config.overwrite && dest.exists() {
             return Err(Error::Exists { name });
         }
-        let (active, rx) = self.register(id, conn).await?;
+        let (active, rx) = self.register(id, size, conn).await?;
         let (accept_tx, accept_rx) = oneshot::channel();
         let writer = Writer {
             inner: self.inner.clone(),
@@ -357,17 +369,22 @@ impl Receiver {
     }
 
     /// Adds a transfer to the registry within the limits. A transfer of the
-    /// same id whose connection is gone is cut first (its `on_disconnect`
-    /// may simply not have run yet).
+    /// same id on this connection, or on one that is gone (its
+    /// `on_disconnect` may simply not have run yet), is cut first.
     async fn register(
         &self,
         id: TransferId,
+        size: u64,
         conn: &Connection,
     ) -> Result<(Arc<Active>, mpsc::Receiver<Cmd>)> {
         let stale = {
             let active = self.inner.active.lock().expect("registry lock");
             match active.get(&id) {
-                Some(old) if old.conn_handle.is_closed() && old.conn != conn.id() => {
+                // Offered again on the same connection (a sender starting
+                // over after a resume that did not match), or from a new
+                // connection while the old one's end is not yet reported:
+                // the old attempt gives way, its partial file kept.
+                Some(old) if old.conn == conn.id() || old.conn_handle.is_closed() => {
                     old.cut.cancel();
                     Some(old.exited.clone())
                 }
@@ -389,6 +406,7 @@ impl Receiver {
         }
         let (tx, rx) = mpsc::channel(self.inner.config.window.max(1) as usize);
         let entry = Arc::new(Active {
+            size,
             conn: conn.id(),
             conn_handle: conn.clone(),
             tx,
@@ -402,21 +420,43 @@ impl Receiver {
     }
 
     fn find(&self, id: TransferId) -> Result<Arc<Active>> {
-        self.inner
-            .active
-            .lock()
-            .expect("registry lock")
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::Refused {
+        if let Some(active) = self.inner.active.lock().expect("registry lock").get(&id) {
+            return Ok(active.clone());
+        }
+        let failed = self.inner.failed.lock().expect("failures lock");
+        Err(match failed.iter().rev().find(|(f, _)| *f == id) {
+            Some((_, (reason, message))) => Error::Refused {
+                reason: *reason,
+                message: message.clone(),
+            },
+            None => Error::Refused {
                 reason: Reason::UnknownTransfer,
                 message: format!("no transfer {id} is running"),
-            })
+            },
+        })
     }
 
     async fn chunk(&self, chunk: Chunk) -> Result<Control> {
         let active = self.find(chunk.id)?;
         let offset = chunk.offset;
+        // What a chunk can be checked for on its own is refused here, to
+        // the request that sent it; its place in the order (a duplicate, the
+        // window) only the writer knows, and a violation there ends the
+        // transfer.
+        let len = chunk.data.len() as u64;
+        if len > u64::from(self.inner.config.max_chunk) {
+            return Err(Error::Protocol(format!(
+                "a chunk of {len} bytes, over max_chunk"
+            )));
+        }
+        if offset
+            .checked_add(len)
+            .map_or(true, |end| end > active.size)
+        {
+            return Err(Error::Protocol(format!(
+                "a chunk past the declared size (offset {offset})"
+            )));
+        }
         let idle = self.inner.config.idle_timeout;
         match tokio::time::timeout(idle, active.tx.send(Cmd::Chunk(chunk))).await {
             Ok(Ok(())) => Ok(Control::Ack { offset }),
@@ -638,13 +678,8 @@ impl Writer {
                 Err(_) => return End::Failed(Error::Stalled(config.idle_timeout), Keep::Partial),
                 Ok(None) => return End::Failed(Error::Interrupted, Keep::Partial),
                 Ok(Some(Cmd::Chunk(chunk))) => {
-                    let len = chunk.data.len() as u64;
-                    let why = if chunk.data.len() > config.max_chunk as usize {
-                        Some("a chunk over max_chunk")
-                    } else if chunk.offset < next || pending.contains_key(&chunk.offset) {
+                    let why = if chunk.offset < next || pending.contains_key(&chunk.offset) {
                         Some("a chunk sent twice")
-                    } else if chunk.offset + len > self.size {
-                        Some("a chunk past the declared size")
                     } else if chunk.offset >= next + ahead {
                         Some("a chunk beyond the window")
                     } else {
@@ -754,6 +789,12 @@ impl Writer {
                 }
                 tracing::info!(id = %self.id, name = %self.name, %error, "transfer ended without a file");
                 *self.active.failure.lock().expect("failure lock") = Some(error.to_refusal());
+                let mut failed = self.inner.failed.lock().expect("failures lock");
+                if failed.len() == RECENT {
+                    failed.pop_front();
+                }
+                failed.push_back((self.id, error.to_refusal()));
+                drop(failed);
                 Event::Failed {
                     id: self.id,
                     name: self.name.clone(),
@@ -813,5 +854,36 @@ impl Handler for Receiver {
 
     async fn on_disconnect(&self, conn: &Connection, _reason: &Disconnect) {
         self.disconnected(conn.id());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::CHUNK_HEADER;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_fit_a_frame() {
+        let c = Config::default();
+        assert_eq!(c.max_file_size, 64 << 30);
+        assert_eq!((c.max_transfers, c.max_chunk, c.window), (16, 1 << 20, 8));
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
+        assert!(!c.overwrite && c.sync);
+        // A full chunk with its header is one frame under the default limit.
+        let frame = c.max_chunk as usize + CHUNK_HEADER;
+        assert!(frame < enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH);
+        let s = crate::sender::Config::default();
+        assert_eq!((s.chunk_size, s.window), (c.max_chunk, c.window));
+    }
+
+    #[test]
+    fn names_from_the_network_stay_in_the_directory() {
+        for good in ["a.txt", "año 2024.pdf", "x..y"] {
+            let r = check_name(good);
+            // `..` anywhere is refused, even where it would be harmless.
+            assert_eq!(r.is_ok(), !good.contains(".."), "{good:?}");
+        }
+        assert!(check_name(&"a".repeat(256)).is_err());
+        assert!(check_name(&"a".repeat(255)).is_ok());
     }
 }

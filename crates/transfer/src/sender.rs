@@ -10,7 +10,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use enchufe_client::Client;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
@@ -107,7 +107,10 @@ impl Canceller {
 enum Source {
     /// Seekable: a resume whose prefix differs starts again from byte 0.
     File(tokio::fs::File),
-    Reader(Pin<Box<dyn AsyncRead + Send>>),
+    /// Behind a `Mutex` only so that `Upload` is `Sync` (its `send` future
+    /// can then be spawned) without asking readers to be `Sync`: it is
+    /// reached through `get_mut`, never locked.
+    Reader(std::sync::Mutex<Pin<Box<dyn AsyncRead + Send>>>),
 }
 
 impl std::fmt::Debug for Source {
@@ -123,7 +126,7 @@ impl Source {
     fn reader(&mut self) -> &mut (dyn AsyncRead + Send + Unpin) {
         match self {
             Source::File(f) => f,
-            Source::Reader(r) => r,
+            Source::Reader(r) => r.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()),
         }
     }
 }
@@ -194,7 +197,7 @@ impl Upload {
         size: u64,
     ) -> Upload {
         Upload::new(
-            Source::Reader(Box::pin(reader)),
+            Source::Reader(std::sync::Mutex::new(Box::pin(reader))),
             name.into(),
             size,
             TransferId::random(),
@@ -277,12 +280,20 @@ impl Upload {
     pub async fn send(mut self, client: &Client) -> Result<Receipt> {
         let cancel = self.cancel.0.clone();
         match self.run(client, &cancel).await {
-            Err(Error::Cancelled) => {
+            // A source that failed (or does not match what the receiver
+            // holds) cannot finish the transfer either: the receiver is told
+            // at once rather than at its idle deadline.
+            Err(
+                e @ (Error::Cancelled
+                | Error::Source(_)
+                | Error::SourceEnded { .. }
+                | Error::ResumeMismatch { .. }),
+            ) => {
                 let frame = Frame::control(Control::Cancel { id: self.id });
                 let _ = client
                     .request_timeout::<_, Frame>(frame, self.config.cancel_timeout)
                     .await;
-                Err(Error::Cancelled)
+                Err(e)
             }
             other => other,
         }
@@ -310,34 +321,60 @@ impl Upload {
         let chunk = self.config.chunk_size.min(max_chunk).max(1) as u64;
         let window = self.config.window.min(window).max(1) as usize;
 
-        let mut in_flight = FuturesUnordered::new();
+        // The next chunk is read while the chunks in flight are polled (a
+        // request goes out only when polled), so a slow source never holds
+        // back chunks already read. Its buffer lives out here: a read that
+        // loses the race to an ack loses no bytes.
+        let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
+        let mut next: Option<BytesMut> = None;
         let (mut sent, mut acked) = (offset, offset);
         loop {
-            while in_flight.len() < window && sent < self.size {
-                let len = chunk.min(self.size - sent);
-                let frame = self.read_chunk(sent, len as usize, &mut hasher).await?;
-                in_flight.push(async move {
-                    let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
-                    (reply, len)
-                });
-                sent += len;
+            if next.is_none() && in_flight.len() < window && sent < self.size {
+                let len = chunk.min(self.size - sent) as usize;
+                next = Some(chunk_buffer(self.id, sent, len));
             }
-            let Some((reply, len)) = (tokio::select! {
+            let want = next.as_ref().map_or(0, |buf| {
+                let len = chunk.min(self.size - sent) as usize;
+                CHUNK_HEADER + len - buf.len()
+            });
+            if want == 0 && in_flight.is_empty() {
+                break; // every byte read, sent and acknowledged
+            }
+            tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(Error::Cancelled),
-                next = in_flight.next() => next,
-            }) else {
-                break;
-            };
-            match reply?.0 {
-                FrameKind::Control(Control::Ack { .. }) => {}
-                other => return Err(unexpected(other)),
+                Some((reply, len)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let reply: Frame = reply?;
+                    match reply.0 {
+                        FrameKind::Control(Control::Ack { .. }) => {}
+                        other => return Err(unexpected(other)),
+                    }
+                    acked += len;
+                    self.progress.send_replace(Progress {
+                        done: acked,
+                        total: self.size,
+                    });
+                }
+                n = read_some(self.source.reader(), next.as_mut(), want), if want > 0 => {
+                    let buf = next.as_mut().expect("a read happens only into a buffer");
+                    if n.map_err(Error::Source)? == 0 {
+                        return Err(Error::SourceEnded {
+                            expected: self.size,
+                            read: sent + (buf.len() - CHUNK_HEADER) as u64,
+                        });
+                    }
+                    if buf.len() - CHUNK_HEADER == chunk.min(self.size - sent) as usize {
+                        let frame = next.take().expect("checked above").freeze();
+                        hasher.update(&frame[CHUNK_HEADER..]);
+                        let len = (frame.len() - CHUNK_HEADER) as u64;
+                        in_flight.push(async move {
+                            let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
+                            (reply, len)
+                        });
+                        sent += len;
+                    }
+                }
             }
-            acked += len;
-            self.progress.send_replace(Progress {
-                done: acked,
-                total: self.size,
-            });
         }
 
         let hash = hasher.finalize().to_hex().to_string();
@@ -436,33 +473,19 @@ impl Upload {
         }
         Ok(hasher.finalize().to_hex().as_str() == prefix)
     }
+}
 
-    /// The next chunk's frame, read from the source straight after its
-    /// header.
-    async fn read_chunk(
-        &mut self,
-        offset: u64,
-        len: usize,
-        hasher: &mut blake3::Hasher,
-    ) -> Result<Bytes> {
-        let mut buf: BytesMut = chunk_buffer(self.id, offset, len);
-        let reader = self.source.reader();
-        while buf.len() < CHUNK_HEADER + len {
-            let want = CHUNK_HEADER + len - buf.len();
-            let n = (&mut *reader)
-                .take(want as u64)
-                .read_buf(&mut buf)
-                .await
-                .map_err(Error::Source)?;
-            if n == 0 {
-                return Err(Error::SourceEnded {
-                    expected: self.size,
-                    read: offset + (buf.len() - CHUNK_HEADER) as u64,
-                });
-            }
-        }
-        hasher.update(&buf[CHUNK_HEADER..]);
-        Ok(buf.freeze())
+/// One read from the source straight into a chunk's buffer, at most
+/// `want` bytes. Cancel-safe: bytes read are in `buf`, and a read not
+/// completed read nothing.
+async fn read_some(
+    reader: &mut (dyn AsyncRead + Send + Unpin),
+    buf: Option<&mut BytesMut>,
+    want: usize,
+) -> std::io::Result<usize> {
+    match buf {
+        Some(buf) => reader.take(want as u64).read_buf(buf).await,
+        None => std::future::pending().await,
     }
 }
 
