@@ -808,17 +808,33 @@ impl Writer {
     }
 }
 
-/// Hashes and writes a batch of in-order chunks on the blocking pool.
-async fn write(mut sink: Sink, batch: Vec<Bytes>) -> std::io::Result<Sink> {
-    tokio::task::spawn_blocking(move || {
-        for data in &batch {
-            sink.hasher.update(data);
-            sink.file.write_all(data)?;
+/// Hashes and writes a batch of in-order chunks on the blocking pool, the
+/// hash and the write side by side on two threads (the chunks are shared,
+/// not copied): a batch costs the longer of the two, not their sum.
+async fn write(sink: Sink, batch: Vec<Bytes>) -> std::io::Result<Sink> {
+    let Sink {
+        mut file,
+        mut hasher,
+    } = sink;
+    let for_hash = batch.clone();
+    let hashed = tokio::task::spawn_blocking(move || {
+        for data in &for_hash {
+            hasher.update(data);
         }
-        Ok(sink)
+        hasher
+    });
+    let written = tokio::task::spawn_blocking(move || {
+        for data in &batch {
+            file.write_all(data)?;
+        }
+        Ok::<_, std::io::Error>(file)
+    });
+    let (hashed, written) = tokio::join!(hashed, written);
+    let lost = |e: tokio::task::JoinError| std::io::Error::other(e);
+    Ok(Sink {
+        file: written.map_err(lost)??,
+        hasher: hashed.map_err(lost)?,
     })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Syncs the finished file and gives it its final name: a rename when

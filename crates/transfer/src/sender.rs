@@ -10,11 +10,11 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use enchufe_client::Client;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -111,6 +111,8 @@ enum Source {
     /// can then be spawned) without asking readers to be `Sync`: it is
     /// reached through `get_mut`, never locked.
     Reader(std::sync::Mutex<Pin<Box<dyn AsyncRead + Send>>>),
+    /// Handed to the producer of chunks.
+    Spent,
 }
 
 impl std::fmt::Debug for Source {
@@ -118,15 +120,17 @@ impl std::fmt::Debug for Source {
         f.write_str(match self {
             Source::File(_) => "File",
             Source::Reader(_) => "Reader",
+            Source::Spent => "Spent",
         })
     }
 }
 
 impl Source {
-    fn reader(&mut self) -> &mut (dyn AsyncRead + Send + Unpin) {
+    fn reader(&mut self) -> Result<&mut (dyn AsyncRead + Send + Unpin)> {
         match self {
-            Source::File(f) => f,
-            Source::Reader(r) => r.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            Source::File(f) => Ok(f),
+            Source::Reader(r) => Ok(r.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())),
+            Source::Spent => Err(Error::Protocol("an upload's source is read once".into())),
         }
     }
 }
@@ -310,7 +314,7 @@ impl Upload {
                     hasher.reset();
                     offset = self.offer(client, cancel, true).await?.0;
                 }
-                Source::Reader(_) => return Err(Error::ResumeMismatch { offset }),
+                _ => return Err(Error::ResumeMismatch { offset }),
             }
         }
         let resumed_from = offset;
@@ -321,25 +325,24 @@ impl Upload {
         let chunk = self.config.chunk_size.min(max_chunk).max(1) as u64;
         let window = self.config.window.min(window).max(1) as usize;
 
-        // The next chunk is read while the chunks in flight are polled (a
-        // request goes out only when polled), so a slow source never holds
-        // back chunks already read. Its buffer lives out here: a read that
-        // loses the race to an ack loses no bytes.
+        // A producer reads and hashes the chunks (a blocking thread for a
+        // file, a task for a reader) while this loop keeps `window` of them
+        // in flight (a request goes out only when polled). Reading, hashing
+        // and the socket then overlap, and a slow source never holds back
+        // chunks already read.
+        let source = std::mem::replace(&mut self.source, Source::Spent);
+        let job = Job {
+            id: self.id,
+            offset,
+            size: self.size,
+            chunk: chunk as usize,
+            hasher,
+        };
+        let (mut chunks, producer) = produce(source, job).await?;
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
-        let mut next: Option<BytesMut> = None;
-        let (mut sent, mut acked) = (offset, offset);
-        loop {
-            if next.is_none() && in_flight.len() < window && sent < self.size {
-                let len = chunk.min(self.size - sent) as usize;
-                next = Some(chunk_buffer(self.id, sent, len));
-            }
-            let want = next.as_ref().map_or(0, |buf| {
-                let len = chunk.min(self.size - sent) as usize;
-                CHUNK_HEADER + len - buf.len()
-            });
-            if want == 0 && in_flight.is_empty() {
-                break; // every byte read, sent and acknowledged
-            }
+        let mut acked = offset;
+        let mut producing = true;
+        while producing || !in_flight.is_empty() {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(Error::Cancelled),
@@ -355,27 +358,20 @@ impl Upload {
                         total: self.size,
                     });
                 }
-                n = read_some(self.source.reader(), next.as_mut(), want), if want > 0 => {
-                    let buf = next.as_mut().expect("a read happens only into a buffer");
-                    if n.map_err(Error::Source)? == 0 {
-                        return Err(Error::SourceEnded {
-                            expected: self.size,
-                            read: sent + (buf.len() - CHUNK_HEADER) as u64,
-                        });
-                    }
-                    if buf.len() - CHUNK_HEADER == chunk.min(self.size - sent) as usize {
-                        let frame = next.take().expect("checked above").freeze();
-                        hasher.update(&frame[CHUNK_HEADER..]);
+                frame = chunks.recv(), if producing && in_flight.len() < window => match frame {
+                    Some(Ok(frame)) => {
                         let len = (frame.len() - CHUNK_HEADER) as u64;
                         in_flight.push(async move {
                             let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
                             (reply, len)
                         });
-                        sent += len;
                     }
-                }
+                    Some(Err(e)) => return Err(e),
+                    None => producing = false,
+                },
             }
         }
+        let hasher = producer.finish().await?;
 
         let hash = hasher.finalize().to_hex().to_string();
         let finish = Frame::control(Control::Finish {
@@ -458,7 +454,7 @@ impl Upload {
     ) -> Result<bool> {
         let mut buf = vec![0; 256 << 10];
         let mut left = offset;
-        let reader = self.source.reader();
+        let reader = self.source.reader()?;
         while left > 0 {
             let want = buf.len().min(left as usize);
             let n = reader.read(&mut buf[..want]).await.map_err(Error::Source)?;
@@ -475,18 +471,141 @@ impl Upload {
     }
 }
 
-/// One read from the source straight into a chunk's buffer, at most
-/// `want` bytes. Cancel-safe: bytes read are in `buf`, and a read not
-/// completed read nothing.
-async fn read_some(
-    reader: &mut (dyn AsyncRead + Send + Unpin),
-    buf: Option<&mut BytesMut>,
-    want: usize,
-) -> std::io::Result<usize> {
-    match buf {
-        Some(buf) => reader.take(want as u64).read_buf(buf).await,
-        None => std::future::pending().await,
+/// What a producer reads: `size - offset` bytes in chunks, hashed on top
+/// of `hasher` (which holds the first `offset` bytes on a resume).
+struct Job {
+    id: TransferId,
+    offset: u64,
+    size: u64,
+    chunk: usize,
+    hasher: blake3::Hasher,
+}
+
+/// Chunk frames, ready to send, in order; an error ends them.
+type Chunks = mpsc::Receiver<Result<Bytes>>;
+
+/// Frames read ahead of the window: two, so the producer never waits for
+/// the loop and the loop never waits for a read, at 2 × chunk bytes.
+const READ_AHEAD: usize = 2;
+
+/// The producer of a transfer's chunks; its result is the hash of the whole
+/// body. Dropping it stops the producer (a task is aborted; a blocking
+/// read ends at its next chunk, which no one takes).
+struct Producer {
+    handle: tokio::task::JoinHandle<Option<blake3::Hasher>>,
+}
+
+impl Producer {
+    async fn finish(mut self) -> Result<blake3::Hasher> {
+        match (&mut self.handle).await {
+            Ok(Some(hasher)) => Ok(hasher),
+            // The error went down the channel, which the loop already read.
+            Ok(None) => Err(Error::Protocol("the chunk producer ended early".into())),
+            Err(e) => Err(Error::Source(std::io::Error::other(e))),
+        }
     }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+async fn produce(source: Source, job: Job) -> Result<(Chunks, Producer)> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let handle = match source {
+        Source::File(file) => {
+            let file = file.into_std().await;
+            tokio::task::spawn_blocking(move || produce_from_file(file, job, &tx))
+        }
+        Source::Reader(reader) => {
+            let reader = reader
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            tokio::spawn(produce_from_reader(reader, job, tx))
+        }
+        Source::Spent => return Err(Error::Protocol("an upload's source is read once".into())),
+    };
+    Ok((rx, Producer { handle }))
+}
+
+/// A file, read on a blocking thread straight into each chunk's buffer.
+fn produce_from_file(
+    mut file: std::fs::File,
+    mut job: Job,
+    tx: &mpsc::Sender<Result<Bytes>>,
+) -> Option<blake3::Hasher> {
+    use std::io::{Read, Seek};
+    // The async reads of a resume check may have read ahead of `offset`.
+    if let Err(e) = file.seek(std::io::SeekFrom::Start(job.offset)) {
+        let _ = tx.blocking_send(Err(Error::Source(e)));
+        return None;
+    }
+    while job.offset < job.size {
+        let len = job.chunk.min((job.size - job.offset) as usize);
+        let mut buf = chunk_buffer(job.id, job.offset, len);
+        buf.resize(CHUNK_HEADER + len, 0);
+        let mut got = 0;
+        while got < len {
+            match file.read(&mut buf[CHUNK_HEADER + got..]) {
+                Ok(0) => {
+                    let read = job.offset + got as u64;
+                    let _ = tx.blocking_send(Err(Error::SourceEnded {
+                        expected: job.size,
+                        read,
+                    }));
+                    return None;
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::Source(e)));
+                    return None;
+                }
+            }
+        }
+        job.hasher.update(&buf[CHUNK_HEADER..]);
+        tx.blocking_send(Ok(buf.freeze())).ok()?;
+        job.offset += len as u64;
+    }
+    Some(job.hasher)
+}
+
+/// Any reader, read on a task straight into each chunk's buffer.
+async fn produce_from_reader(
+    mut reader: Pin<Box<dyn AsyncRead + Send>>,
+    mut job: Job,
+    tx: mpsc::Sender<Result<Bytes>>,
+) -> Option<blake3::Hasher> {
+    while job.offset < job.size {
+        let len = job.chunk.min((job.size - job.offset) as usize);
+        let mut buf = chunk_buffer(job.id, job.offset, len);
+        while buf.len() < CHUNK_HEADER + len {
+            let want = (CHUNK_HEADER + len - buf.len()) as u64;
+            match (&mut reader).take(want).read_buf(&mut buf).await {
+                Ok(0) => {
+                    let read = job.offset + (buf.len() - CHUNK_HEADER) as u64;
+                    let _ = tx
+                        .send(Err(Error::SourceEnded {
+                            expected: job.size,
+                            read,
+                        }))
+                        .await;
+                    return None;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(Error::Source(e))).await;
+                    return None;
+                }
+            }
+        }
+        job.hasher.update(&buf[CHUNK_HEADER..]);
+        tx.send(Ok(buf.freeze())).await.ok()?;
+        job.offset += len as u64;
+    }
+    Some(job.hasher)
 }
 
 fn unexpected(reply: FrameKind) -> Error {
