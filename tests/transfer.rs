@@ -396,6 +396,22 @@ async fn cancelling_deletes_the_partial_file() {
             Some(Reason::Cancelled)
         );
         assert!(names_in(out.path()).is_empty());
+
+        // From the receiving end: the sender is refused as cancelled.
+        let upload = Upload::reader(stalls_after(&file, 2 << 20), "otro.bin", 4 << 20);
+        let sender = client.clone();
+        let sending = tokio::spawn(async move { upload.send(&sender).await });
+        let (id, mut written) = started(&mut events).await;
+        written.wait_for(|p| p.done == 2 << 20).await.unwrap();
+        assert!(files.cancel(id));
+        assert_eq!(
+            ended(&mut events).await.unwrap_err().reason(),
+            Some(Reason::Cancelled)
+        );
+        assert!(names_in(out.path()).is_empty());
+        sending.abort(); // its source stalls: it would only notice at its next chunk
+        assert!(!files.cancel(id));
+
         small_transfer_works(&client, out.path(), "luego.txt").await;
         server.shutdown().await;
         files.shutdown().await;

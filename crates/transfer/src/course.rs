@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::receiver::check_name;
+use crate::receiver::{check_name, remove_quietly};
 use crate::{Progress, TransferId};
 
 /// The receiver's answer: `"Gracias."` in UTF-8, not length-prefixed.
@@ -102,7 +102,11 @@ async fn within<T>(
 /// read past the header); [`Error::Truncated`] when the stream ends first;
 /// [`Error::Storage`] (a full disk among them); [`Error::Timeout`]. In every
 /// case nothing is left under `dir/name` (an existing file there is
-/// replaced only by a complete one) and no reply is sent.
+/// replaced only by a complete one), the temporary file is removed, and no
+/// reply is sent.
+///
+/// # Cancel safety
+/// Dropping the future mid-body removes the temporary file too.
 pub async fn receive<S>(
     stream: &mut S,
     dir: &Path,
@@ -136,19 +140,12 @@ where
             limit: config.max_size,
         });
     }
-    let part = dir.join(format!(".enchufe-course-{}.part", TransferId::random()));
+    let part = Part(dir.join(format!(".enchufe-course-{}.part", TransferId::random())));
     let dest = dir.join(name);
-    let result = receive_body(stream, &part, size, idle, progress).await;
-    let placed = match result {
-        Ok(()) => tokio::fs::rename(&part, &dest)
-            .await
-            .map_err(|e| Error::storage(&dest, e)),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = placed {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(e);
-    }
+    receive_body(stream, &part.0, size, idle, progress).await?;
+    tokio::fs::rename(&part.0, &dest)
+        .await
+        .map_err(|e| Error::storage(&dest, e))?;
     let reply = async {
         stream.write_all(THANKS).await?;
         stream.flush().await
@@ -161,6 +158,17 @@ where
     )
     .await?;
     Ok((dest, size))
+}
+
+/// The temporary file of a body being received, removed unless it was
+/// renamed: on an error, and when the future is dropped (the receiver
+/// stopped mid-body), so nothing is left behind.
+struct Part(PathBuf);
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        remove_quietly(&self.0);
+    }
 }
 
 async fn receive_body<S: AsyncRead + Unpin>(

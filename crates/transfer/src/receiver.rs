@@ -293,7 +293,7 @@ impl Receiver {
                 restart,
             }) => self.offer(id, name, size, restart, conn).await,
             FrameKind::Control(Control::Finish { id, hash }) => self.finish(id, hash).await,
-            FrameKind::Control(Control::Cancel { id }) => self.cancel(id).await,
+            FrameKind::Control(Control::Cancel { id }) => self.cancel_requested(id).await,
             FrameKind::Control(other) => Err(Error::Protocol(format!(
                 "a receiver does not answer {other:?}"
             ))),
@@ -312,6 +312,14 @@ impl Receiver {
         for a in active.values().filter(|a| a.conn == conn) {
             a.cut.cancel();
         }
+    }
+
+    /// Cancels a running transfer from this end: its partial file is
+    /// deleted and the sender's next request is refused with
+    /// [`Reason::Cancelled`]. Whether it was running.
+    pub fn cancel(&self, id: TransferId) -> bool {
+        let active = self.inner.active.lock().expect("registry lock");
+        active.get(&id).map(|a| a.cancel.cancel()).is_some()
     }
 
     /// Ends every transfer (partial files kept) and waits for their tasks.
@@ -476,7 +484,7 @@ impl Receiver {
         rx.await.map_err(|_| failure_of(&active))
     }
 
-    async fn cancel(&self, id: TransferId) -> Result<Control> {
+    async fn cancel_requested(&self, id: TransferId) -> Result<Control> {
         match self.find(id) {
             Ok(active) => {
                 active.cancel.cancel();
@@ -545,7 +553,7 @@ pub fn check_name(name: &str) -> Result<()> {
     })
 }
 
-fn remove_quietly(path: &Path) {
+pub(crate) fn remove_quietly(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove a partial file");
