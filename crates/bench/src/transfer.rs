@@ -5,6 +5,7 @@
 //! ```text
 //!  iperf3 -s -1  <── iperf3 -c -t SECS -J          (before)
 //!  file_transfer recv --count 1  <── file_transfer send --file F   (hash, fsync)
+//!  the same with glibc's malloc tuned to keep freed memory
 //!  file_transfer recv --course --count 1  <── send --course        (no hash)
 //!  iperf3 -s -1  <── iperf3 -c -t SECS -J          (after)
 //!  in this process: a multiplexed server + Client, a transfer of the same
@@ -85,8 +86,9 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     std::fs::File::open(&file)?.sync_all()?;
 
     let iperf_before = iperf(opts.iperf_secs).await?;
-    let ours = between_processes(&exe, &dir, &file, false).await?;
-    let course = between_processes(&exe, &dir, &file, true).await?;
+    let ours = between_processes(&exe, &dir, &file, false, &[]).await?;
+    let tuned = between_processes(&exe, &dir, &file, false, GLIBC_TUNED).await?;
+    let course = between_processes(&exe, &dir, &file, true, &[]).await?;
     let iperf_after = iperf(opts.iperf_secs).await?;
     let latency = requests_during_a_transfer(&dir, &file).await?;
 
@@ -108,10 +110,19 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     println!("| what | time | throughput | × iperf3 | sender peak RSS | receiver peak RSS |");
     println!("|---|---|---|---|---|---|");
     row("`file_transfer` (chunks, BLAKE3, fsync)", &ours);
+    row(
+        "the same, glibc malloc told to keep freed memory (`MALLOC_*` below)",
+        &tuned,
+    );
     row("`file_transfer --course` (size + body, no hash)", &course);
     println!(
         "| iperf3, one stream (before / after) | | {iperf_before:.0} / {iperf_after:.0} MiB/s | 1× | | |"
     );
+    let tunables: Vec<String> = GLIBC_TUNED
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("\n`MALLOC_*`: {}", tunables.join(" "));
     println!(
         "\nRequests on the same multiplexed connection during a {} MiB transfer (one process): \
          {} answered, p50 {:?}, p99 {:?}, max {:?}; transfer {:.0} MiB/s",
@@ -120,8 +131,25 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     Ok(())
 }
 
-/// Sends `file` from one `file_transfer` process to another.
-async fn between_processes(exe: &Path, dir: &Path, file: &Path, course: bool) -> Result<Run> {
+/// glibc's malloc returns freed memory to the kernel eagerly, so each new
+/// 1 MiB chunk buffer is fresh pages: page faults and zeroing, most of the
+/// kernel time of a transfer. These keep it (a trim threshold over the
+/// window, large buffers from the heap rather than their own mappings).
+const GLIBC_TUNED: &[(&str, &str)] = &[
+    ("MALLOC_TRIM_THRESHOLD_", "268435456"),
+    ("MALLOC_MMAP_THRESHOLD_", "16777216"),
+    ("MALLOC_TOP_PAD_", "67108864"),
+];
+
+/// Sends `file` from one `file_transfer` process to another, both with the
+/// environment `env`.
+async fn between_processes(
+    exe: &Path,
+    dir: &Path,
+    file: &Path,
+    course: bool,
+    env: &[(&str, &str)],
+) -> Result<Run> {
     let out = dir.join(if course {
         "recibido-course"
     } else {
@@ -148,7 +176,10 @@ async fn between_processes(exe: &Path, dir: &Path, file: &Path, course: bool) ->
         name: format!("receiver{}", if course { "-course" } else { "" }),
         program: exe.to_owned(),
         args,
-        env: vec![],
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     let mut receiver = child::Server::start(&spec, dir).await?;
     let start = Instant::now();
@@ -156,6 +187,7 @@ async fn between_processes(exe: &Path, dir: &Path, file: &Path, course: bool) ->
         .args(["send", "--addr", &receiver.addr.to_string(), "--file"])
         .arg(file)
         .args(course.then_some("--course"))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
