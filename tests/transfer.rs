@@ -62,16 +62,65 @@ impl Handler for App {
     }
 }
 
-async fn serve(dir: &Path, config: receiver::Config, profile: Profile) -> (ServerHandle, Receiver) {
-    let files = Receiver::new(dir, config);
-    let server = Server::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_config(Config::default().profile(profile))
-        .serve(App {
-            files: files.clone(),
-        });
-    (server, files)
+/// What most tests start from: an [`App`] server on `127.0.0.1:0` writing
+/// into `out`, a directory `src` for the files to send, and the receiver's
+/// events from the start.
+struct Fixture {
+    src: tempfile::TempDir,
+    /// Where the receiver writes: a temporary directory, or a given one.
+    out: std::path::PathBuf,
+    _out: Option<tempfile::TempDir>,
+    server: ServerHandle,
+    files: Receiver,
+    events: broadcast::Receiver<Event>,
+    profile: Profile,
+}
+
+impl Fixture {
+    async fn new(config: receiver::Config, profile: Profile) -> Fixture {
+        let out = tempfile::tempdir().unwrap();
+        let mut t = Fixture::at(out.path(), config, profile).await;
+        t._out = Some(out);
+        t
+    }
+
+    async fn at(dir: &Path, config: receiver::Config, profile: Profile) -> Fixture {
+        let files = Receiver::new(dir, config);
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(Config::default().profile(profile))
+            .serve(App {
+                files: files.clone(),
+            });
+        Fixture {
+            src: tempfile::tempdir().unwrap(),
+            out: dir.to_owned(),
+            _out: None,
+            events: files.events(),
+            server,
+            files,
+            profile,
+        }
+    }
+
+    fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// A file of `len` pseudo-random bytes in `src`.
+    fn file(&self, name: &str, len: u64, seed: u64) -> std::path::PathBuf {
+        random_file(self.src.path(), name, len, seed)
+    }
+
+    async fn client(&self) -> Client {
+        connect(&self.server, self.profile).await
+    }
+
+    async fn stop(self) {
+        self.server.shutdown().await;
+        self.files.shutdown().await;
+    }
 }
 
 async fn connect(server: &ServerHandle, profile: Profile) -> Client {
@@ -139,28 +188,24 @@ async fn small_transfer_works(client: &Client, dir: &Path, name: &str) {
 #[tokio::test]
 async fn files_arrive_byte_identical_with_progress_on_both_ends() {
     bounded(async {
-        let src = tempfile::tempdir().unwrap();
-        let file = random_file(src.path(), "datos.bin", 24 << 20, 11);
         for profile in [Profile::Plain, Profile::Multiplexed] {
-            let out = tempfile::tempdir().unwrap();
-            let (server, files) = serve(out.path(), Default::default(), profile).await;
-            let mut events = files.events();
-            let client = connect(&server, profile).await;
+            let mut t = Fixture::new(Default::default(), profile).await;
+            let file = t.file("datos.bin", 24 << 20, 11);
+            let client = t.client().await;
 
             let upload = Upload::file(&file).await.unwrap();
             let mut sent = upload.progress();
             let sending = tokio::spawn(async move { upload.send(&client).await });
-            let (_, mut written) = started(&mut events).await;
+            let (_, mut written) = started(&mut t.events).await;
             let total = 24 << 20;
             written.wait_for(|p| p.done == total).await.unwrap();
             let receipt = sending.await.unwrap().unwrap();
             assert_eq!(*sent.borrow_and_update(), Progress { done: total, total });
-            assert_eq!(ended(&mut events).await.unwrap(), receipt.hash);
+            assert_eq!(ended(&mut t.events).await.unwrap(), receipt.hash);
             assert_eq!((receipt.size, receipt.resumed_from), (total, 0));
-            assert_same_file(&out.path().join("datos.bin"), &file);
-            assert_eq!(names_in(out.path()), ["datos.bin"], "{profile:?}");
-            server.shutdown().await;
-            files.shutdown().await;
+            assert_same_file(&t.out().join("datos.bin"), &file);
+            assert_eq!(names_in(t.out()), ["datos.bin"], "{profile:?}");
+            t.stop().await;
         }
     })
     .await;
@@ -169,12 +214,11 @@ async fn files_arrive_byte_identical_with_progress_on_both_ends() {
 #[tokio::test]
 async fn a_reader_is_sent_within_the_receivers_chunk_and_window() {
     bounded(async {
-        let out = tempfile::tempdir().unwrap();
         // The sender asks for 1 MiB chunks, 8 in flight; the receiver allows
         // 64 KiB and 2, and checks every chunk against them.
         let config = receiver::Config::default().max_chunk(64 << 10).window(2);
-        let (server, files) = serve(out.path(), config, Profile::Multiplexed).await;
-        let client = connect(&server, Profile::Multiplexed).await;
+        let t = Fixture::new(config, Profile::Multiplexed).await;
+        let client = t.client().await;
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let receipt = Upload::reader(
             std::io::Cursor::new(data.clone()),
@@ -185,9 +229,8 @@ async fn a_reader_is_sent_within_the_receivers_chunk_and_window() {
         .await
         .unwrap();
         assert_eq!(receipt.size, data.len() as u64);
-        assert_eq!(std::fs::read(out.path().join("flujo.bin")).unwrap(), data);
-        server.shutdown().await;
-        files.shutdown().await;
+        assert_eq!(std::fs::read(t.out().join("flujo.bin")).unwrap(), data);
+        t.stop().await;
     })
     .await;
 }
@@ -195,11 +238,9 @@ async fn a_reader_is_sent_within_the_receivers_chunk_and_window() {
 #[tokio::test]
 async fn requests_keep_flowing_during_a_transfer_on_the_multiplexed_profile() {
     bounded(async {
-        let src = tempfile::tempdir().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let file = random_file(src.path(), "grande.bin", 128 << 20, 12);
-        let (server, files) = serve(out.path(), Default::default(), Profile::Multiplexed).await;
-        let client = connect(&server, Profile::Multiplexed).await;
+        let t = Fixture::new(Default::default(), Profile::Multiplexed).await;
+        let file = t.file("grande.bin", 128 << 20, 12);
+        let client = t.client().await;
 
         let upload = Upload::file(&file).await.unwrap();
         let progress = upload.progress();
@@ -216,7 +257,7 @@ async fn requests_keep_flowing_during_a_transfer_on_the_multiplexed_profile() {
             }
         }
         sending.await.unwrap().unwrap();
-        assert_same_file(&out.path().join("grande.bin"), &file);
+        assert_same_file(&t.out().join("grande.bin"), &file);
         latencies.sort();
         let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
         eprintln!(
@@ -232,8 +273,7 @@ async fn requests_keep_flowing_during_a_transfer_on_the_multiplexed_profile() {
             "only {} requests answered during the transfer",
             latencies.len()
         );
-        server.shutdown().await;
-        files.shutdown().await;
+        t.stop().await;
     })
     .await;
 }
@@ -241,31 +281,28 @@ async fn requests_keep_flowing_during_a_transfer_on_the_multiplexed_profile() {
 #[tokio::test]
 async fn a_cut_transfer_resumes_from_the_verified_offset() {
     bounded(async {
-        let src = tempfile::tempdir().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let file = random_file(src.path(), "corte.bin", 12 << 20, 13);
-        let (server, files) = serve(out.path(), Default::default(), Profile::Plain).await;
-        let mut events = files.events();
+        let mut t = Fixture::new(Default::default(), Profile::Plain).await;
+        let file = t.file("corte.bin", 12 << 20, 13);
 
         // The first attempt stalls after 5 MiB; the connection then goes.
-        let client = connect(&server, Profile::Plain).await;
+        let client = t.client().await;
         let id = Upload::file(&file).await.unwrap().transfer_id();
         let first = Upload::reader(stalls_after(&file, 5 << 20), "corte.bin", 12 << 20).id(id);
         let cut = tokio::spawn(async move { first.send(&client).await });
-        let (_, mut written) = started(&mut events).await;
+        let (_, mut written) = started(&mut t.events).await;
         written.wait_for(|p| p.done == 5 << 20).await.unwrap();
         cut.abort(); // drops the send future and the client: a cut
-        let error = ended(&mut events).await.unwrap_err();
+        let error = ended(&mut t.events).await.unwrap_err();
         assert_eq!(error.reason(), Some(Reason::Interrupted));
         let part = format!(".enchufe-{id}.part");
-        assert_eq!(names_in(out.path()), [part.as_str()]);
+        assert_eq!(names_in(t.out()), [part.as_str()]);
         assert_eq!(
-            std::fs::metadata(out.path().join(&part)).unwrap().len(),
+            std::fs::metadata(t.out().join(&part)).unwrap().len(),
             5 << 20
         );
 
         // The same file again: same id, so it resumes.
-        let client = connect(&server, Profile::Plain).await;
+        let client = t.client().await;
         let receipt = Upload::file(&file)
             .await
             .unwrap()
@@ -273,26 +310,18 @@ async fn a_cut_transfer_resumes_from_the_verified_offset() {
             .await
             .unwrap();
         assert_eq!(receipt.resumed_from, 5 << 20);
-        assert_same_file(&out.path().join("corte.bin"), &file);
-        assert_eq!(names_in(out.path()), ["corte.bin"]);
-        server.shutdown().await;
-        files.shutdown().await;
+        assert_same_file(&t.out().join("corte.bin"), &file);
+        assert_eq!(names_in(t.out()), ["corte.bin"]);
+        t.stop().await;
     })
     .await;
 }
 
 /// Sends the first `bytes` of `path` as `name` with `id`, then cuts the
 /// connection once the receiver has written them.
-async fn leave_partial(
-    server: &ServerHandle,
-    files: &Receiver,
-    path: &Path,
-    bytes: usize,
-    name: &str,
-    id: TransferId,
-) {
-    let mut events = files.events();
-    let client = connect(server, Profile::Multiplexed).await;
+async fn leave_partial(t: &Fixture, path: &Path, bytes: usize, name: &str, id: TransferId) {
+    let mut events = t.files.events();
+    let client = t.client().await;
     let size = std::fs::metadata(path).unwrap().len();
     let first = Upload::reader(stalls_after(path, bytes), name, size).id(id);
     let cut = tokio::spawn(async move { first.send(&client).await });
@@ -308,25 +337,23 @@ async fn leave_partial(
 #[tokio::test]
 async fn a_resume_whose_prefix_differs_starts_over() {
     bounded(async {
-        let src = tempfile::tempdir().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let old = random_file(src.path(), "viejo.bin", 4 << 20, 14);
-        let new = random_file(src.path(), "nuevo.bin", 4 << 20, 15);
-        let (server, files) = serve(out.path(), Default::default(), Profile::Multiplexed).await;
+        let t = Fixture::new(Default::default(), Profile::Multiplexed).await;
+        let old = t.file("viejo.bin", 4 << 20, 14);
+        let new = t.file("nuevo.bin", 4 << 20, 15);
         let id = TransferId::random();
         let part = format!(".enchufe-{id}.part");
 
         // A file can be read again: it starts over from byte 0.
-        leave_partial(&server, &files, &old, 2 << 20, "f.bin", id).await;
-        let client = connect(&server, Profile::Multiplexed).await;
+        leave_partial(&t, &old, 2 << 20, "f.bin", id).await;
+        let client = t.client().await;
         let upload = Upload::file(&new).await.unwrap().name("f.bin").id(id);
         let receipt = upload.send(&client).await.unwrap();
         assert_eq!(receipt.resumed_from, 0);
-        assert_same_file(&out.path().join("f.bin"), &new);
+        assert_same_file(&t.out().join("f.bin"), &new);
 
         // A reader cannot: a typed error, and the stale partial is dropped.
-        leave_partial(&server, &files, &old, 2 << 20, "g.bin", id).await;
-        assert!(names_in(out.path()).contains(&part));
+        leave_partial(&t, &old, 2 << 20, "g.bin", id).await;
+        assert!(names_in(t.out()).contains(&part));
         let source = tokio::fs::File::open(&new).await.unwrap();
         let reader = Upload::reader(source, "g.bin", 4 << 20).id(id);
         let err = reader.send(&client).await.unwrap_err();
@@ -334,9 +361,8 @@ async fn a_resume_whose_prefix_differs_starts_over() {
             matches!(err, Error::ResumeMismatch { offset } if offset == 2 << 20),
             "{err}"
         );
-        assert_eq!(names_in(out.path()), ["f.bin"]);
-        server.shutdown().await;
-        files.shutdown().await;
+        assert_eq!(names_in(t.out()), ["f.bin"]);
+        t.stop().await;
     })
     .await;
 }
@@ -344,28 +370,24 @@ async fn a_resume_whose_prefix_differs_starts_over() {
 #[tokio::test]
 async fn a_stalled_transfer_ends_at_the_idle_deadline_and_keeps_its_part() {
     bounded(async {
-        let src = tempfile::tempdir().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let file = random_file(src.path(), "lento.bin", 3 << 20, 16);
         let config = receiver::Config::default().idle_timeout(Duration::from_millis(300));
-        let (server, files) = serve(out.path(), config, Profile::Plain).await;
-        let mut events = files.events();
-        let client = connect(&server, Profile::Plain).await;
+        let mut t = Fixture::new(config, Profile::Plain).await;
+        let file = t.file("lento.bin", 3 << 20, 16);
+        let client = t.client().await;
         let upload = Upload::reader(stalls_after(&file, 1 << 20), "lento.bin", 3 << 20);
         let id = upload.transfer_id();
         let sender = client.clone();
         let stalled = tokio::spawn(async move { upload.send(&sender).await });
-        let error = ended(&mut events).await.unwrap_err();
+        let error = ended(&mut t.events).await.unwrap_err();
         assert!(
             matches!(*error, Error::Stalled(d) if d == Duration::from_millis(300)),
             "{error}"
         );
-        assert_eq!(names_in(out.path()), [format!(".enchufe-{id}.part")]);
+        assert_eq!(names_in(t.out()), [format!(".enchufe-{id}.part")]);
         stalled.abort();
         // The connection lives on.
-        small_transfer_works(&client, out.path(), "luego.txt").await;
-        server.shutdown().await;
-        files.shutdown().await;
+        small_transfer_works(&client, t.out(), "luego.txt").await;
+        t.stop().await;
     })
     .await;
 }
@@ -373,17 +395,14 @@ async fn a_stalled_transfer_ends_at_the_idle_deadline_and_keeps_its_part() {
 #[tokio::test]
 async fn cancelling_deletes_the_partial_file() {
     bounded(async {
-        let src = tempfile::tempdir().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let file = random_file(src.path(), "cancelar.bin", 4 << 20, 17);
-        let (server, files) = serve(out.path(), Default::default(), Profile::Multiplexed).await;
-        let mut events = files.events();
-        let client = connect(&server, Profile::Multiplexed).await;
+        let mut t = Fixture::new(Default::default(), Profile::Multiplexed).await;
+        let file = t.file("cancelar.bin", 4 << 20, 17);
+        let client = t.client().await;
         let upload = Upload::reader(stalls_after(&file, 2 << 20), "cancelar.bin", 4 << 20);
         let cancel = upload.canceller();
         let sender = client.clone();
         let sending = tokio::spawn(async move { upload.send(&sender).await });
-        started(&mut events)
+        started(&mut t.events)
             .await
             .1
             .wait_for(|p| p.done == 2 << 20)
@@ -392,29 +411,28 @@ async fn cancelling_deletes_the_partial_file() {
         cancel.cancel();
         assert!(matches!(sending.await.unwrap(), Err(Error::Cancelled)));
         assert_eq!(
-            ended(&mut events).await.unwrap_err().reason(),
+            ended(&mut t.events).await.unwrap_err().reason(),
             Some(Reason::Cancelled)
         );
-        assert!(names_in(out.path()).is_empty());
+        assert!(names_in(t.out()).is_empty());
 
         // From the receiving end: the sender is refused as cancelled.
         let upload = Upload::reader(stalls_after(&file, 2 << 20), "otro.bin", 4 << 20);
         let sender = client.clone();
         let sending = tokio::spawn(async move { upload.send(&sender).await });
-        let (id, mut written) = started(&mut events).await;
+        let (id, mut written) = started(&mut t.events).await;
         written.wait_for(|p| p.done == 2 << 20).await.unwrap();
-        assert!(files.cancel(id));
+        assert!(t.files.cancel(id));
         assert_eq!(
-            ended(&mut events).await.unwrap_err().reason(),
+            ended(&mut t.events).await.unwrap_err().reason(),
             Some(Reason::Cancelled)
         );
-        assert!(names_in(out.path()).is_empty());
+        assert!(names_in(t.out()).is_empty());
         sending.abort(); // its source stalls: it would only notice at its next chunk
-        assert!(!files.cancel(id));
+        assert!(!t.files.cancel(id));
 
-        small_transfer_works(&client, out.path(), "luego.txt").await;
-        server.shutdown().await;
-        files.shutdown().await;
+        small_transfer_works(&client, t.out(), "luego.txt").await;
+        t.stop().await;
     })
     .await;
 }
@@ -422,12 +440,11 @@ async fn cancelling_deletes_the_partial_file() {
 #[tokio::test]
 async fn bad_offers_are_typed_and_the_server_keeps_serving() {
     bounded(async {
-        let out = tempfile::tempdir().unwrap();
         let config = receiver::Config::default()
             .max_file_size(1 << 20)
             .max_transfers(1);
-        let (server, files) = serve(out.path(), config, Profile::Multiplexed).await;
-        let client = connect(&server, Profile::Multiplexed).await;
+        let mut t = Fixture::new(config, Profile::Multiplexed).await;
+        let client = t.client().await;
         let refused = |size: u64, name: &str| {
             let client = client.clone();
             let upload = Upload::reader(tokio::io::repeat(0).take(size), name, size);
@@ -453,24 +470,20 @@ async fn bad_offers_are_typed_and_the_server_keeps_serving() {
                 "{name:?}"
             );
         }
-        std::fs::write(out.path().join("existe.txt"), b"antes").unwrap();
+        std::fs::write(t.out().join("existe.txt"), b"antes").unwrap();
         assert_eq!(
             refused(1, "existe.txt").await.reason(),
             Some(Reason::Exists)
         );
-        assert_eq!(
-            std::fs::read(out.path().join("existe.txt")).unwrap(),
-            b"antes"
-        );
+        assert_eq!(std::fs::read(t.out().join("existe.txt")).unwrap(), b"antes");
 
         // One transfer running (stalled); a second is refused as busy, and
         // the same id from another live connection as in use.
-        let mut events = files.events();
         let stuck = Upload::reader(Stalls(std::io::Cursor::new(vec![1; 10])), "uno.bin", 100);
         let id = stuck.transfer_id();
-        let other = connect(&server, Profile::Multiplexed).await;
+        let other = t.client().await;
         let running = tokio::spawn(async move { stuck.send(&other).await });
-        started(&mut events).await;
+        started(&mut t.events).await;
         assert_eq!(refused(1, "dos.bin").await.reason(), Some(Reason::Busy));
         let twin = Upload::reader(&b"x"[..], "uno.bin", 1).id(id);
         assert_eq!(
@@ -478,7 +491,7 @@ async fn bad_offers_are_typed_and_the_server_keeps_serving() {
             Some(Reason::InUse)
         );
         running.abort();
-        ended(&mut events).await.unwrap_err();
+        ended(&mut t.events).await.unwrap_err();
 
         // A source shorter than it said: the sender's own typed error.
         let short = Upload::reader(&b"corto"[..], "corto.bin", 10);
@@ -490,16 +503,15 @@ async fn bad_offers_are_typed_and_the_server_keeps_serving() {
             })
         ));
         assert_eq!(
-            ended(&mut events).await.unwrap_err().reason(),
+            ended(&mut t.events).await.unwrap_err().reason(),
             Some(Reason::Cancelled)
         );
 
-        small_transfer_works(&client, out.path(), "luego.txt").await;
-        let mut names = names_in(out.path());
+        small_transfer_works(&client, t.out(), "luego.txt").await;
+        let mut names = names_in(t.out());
         names.retain(|n| !n.starts_with(".enchufe-"));
         assert_eq!(names, ["existe.txt", "luego.txt"]);
-        server.shutdown().await;
-        files.shutdown().await;
+        t.stop().await;
     })
     .await;
 }
@@ -530,10 +542,9 @@ async fn ask(client: &Client, frame: Bytes) -> serde_json::Value {
 #[tokio::test]
 async fn a_lying_sender_gets_typed_refusals_by_the_bytes() {
     bounded(async {
-        let out = tempfile::tempdir().unwrap();
         let config = receiver::Config::default().max_chunk(4).window(2);
-        let (server, files) = serve(out.path(), config, Profile::Plain).await;
-        let client = connect(&server, Profile::Plain).await;
+        let t = Fixture::new(config, Profile::Plain).await;
+        let client = t.client().await;
         let offer = |id: &[u8; 16], name: &str, size: u64| {
             let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
             control(serde_json::json!({"type": "offer", "id": id, "name": name, "size": size, "restart": false}))
@@ -576,11 +587,10 @@ async fn a_lying_sender_gets_typed_refusals_by_the_bytes() {
         assert_eq!(r["reason"], "protocol");
 
         // Nothing under a final name; the connection still serves.
-        assert!(names_in(out.path()).iter().all(|n| n.starts_with(".enchufe-")));
+        assert!(names_in(t.out()).iter().all(|n| n.starts_with(".enchufe-")));
         let reply: String = client.request("hola").await.unwrap();
         assert_eq!(reply, "echo:hola");
-        server.shutdown().await;
-        files.shutdown().await;
+        t.stop().await;
     })
     .await;
 }
@@ -591,11 +601,9 @@ async fn a_full_disk_is_typed_and_leaves_no_file() {
         return;
     };
     bounded(async {
-        let src = tempfile::tempdir().unwrap();
-        let file = random_file(src.path(), "lleno.bin", 6 << 20, 18);
-        let (server, files) = serve(disk.path(), Default::default(), Profile::Multiplexed).await;
-        let mut events = files.events();
-        let client = connect(&server, Profile::Multiplexed).await;
+        let mut t = Fixture::at(disk.path(), Default::default(), Profile::Multiplexed).await;
+        let file = t.file("lleno.bin", 6 << 20, 18);
+        let client = t.client().await;
         let err = Upload::file(&file)
             .await
             .unwrap()
@@ -604,11 +612,10 @@ async fn a_full_disk_is_typed_and_leaves_no_file() {
             .unwrap_err();
         assert!(err.is_storage_full(), "{err}");
         assert_eq!(err.reason(), Some(Reason::StorageFull));
-        assert!(ended(&mut events).await.unwrap_err().is_storage_full());
+        assert!(ended(&mut t.events).await.unwrap_err().is_storage_full());
         assert!(names_in(disk.path()).is_empty());
         small_transfer_works(&client, disk.path(), "cabe.txt").await;
-        server.shutdown().await;
-        files.shutdown().await;
+        t.stop().await;
     })
     .await;
 }
