@@ -201,7 +201,13 @@ impl Frame {
 /// A buffer for one chunk's frame with its header written, ready for up to
 /// `capacity` data bytes: the source is read straight into it.
 pub(crate) fn chunk_buffer(id: TransferId, offset: u64, capacity: usize) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(CHUNK_HEADER + capacity);
+    reuse_chunk_buffer(BytesMut::with_capacity(CHUNK_HEADER + capacity), id, offset)
+}
+
+/// [`chunk_buffer`] in a buffer that served an earlier chunk: its memory is
+/// already the process's, so no page is faulted in and zeroed again.
+pub(crate) fn reuse_chunk_buffer(mut buf: BytesMut, id: TransferId, offset: u64) -> BytesMut {
+    buf.clear();
     buf.put_slice(MAGIC);
     buf.put_u8(CHUNK);
     buf.put_slice(id.as_bytes());

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use enchufe_client::Client;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::protocol::{chunk_buffer, Control, Frame, FrameKind, TransferId, CHUNK_HEADER};
+use crate::protocol::{
+    chunk_buffer, reuse_chunk_buffer, Control, Frame, FrameKind, TransferId, CHUNK_HEADER,
+};
 use crate::Progress;
 
 /// The sender's settings. `Default` gives every field the value it
@@ -338,7 +340,7 @@ impl Upload {
             chunk: chunk as usize,
             hasher,
         };
-        let (mut chunks, producer) = produce(source, job).await?;
+        let (mut chunks, recycle, producer) = produce(source, job, window).await?;
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
         let mut acked = offset;
         let mut producing = true;
@@ -346,11 +348,16 @@ impl Upload {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(Error::Cancelled),
-                Some((reply, len)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((reply, len, sent)) = in_flight.next(), if !in_flight.is_empty() => {
                     let reply: Frame = reply?;
                     match reply.0 {
                         FrameKind::Control(Control::Ack { .. }) => {}
                         other => return Err(unexpected(other)),
+                    }
+                    // Answered, so the connection has written it and let it
+                    // go: its buffer serves a later chunk.
+                    if let Ok(buf) = Bytes::try_into_mut(sent) {
+                        let _ = recycle.try_send(buf);
                     }
                     acked += len;
                     self.progress.send_replace(Progress {
@@ -361,9 +368,10 @@ impl Upload {
                 frame = chunks.recv(), if producing && in_flight.len() < window => match frame {
                     Some(Ok(frame)) => {
                         let len = (frame.len() - CHUNK_HEADER) as u64;
+                        let sent = frame.clone();
                         in_flight.push(async move {
                             let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
-                            (reply, len)
+                            (reply, len, sent)
                         });
                     }
                     Some(Err(e)) => return Err(e),
@@ -512,22 +520,38 @@ impl Drop for Producer {
     }
 }
 
-async fn produce(source: Source, job: Job) -> Result<(Chunks, Producer)> {
+/// Buffers of answered chunks, back to the producer.
+type Recycle = mpsc::Sender<BytesMut>;
+
+async fn produce(source: Source, job: Job, window: usize) -> Result<(Chunks, Recycle, Producer)> {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
+    // Room for every buffer in use: the window and what is read ahead.
+    let (recycle, mut reuse) = mpsc::channel(window + READ_AHEAD + 1);
     let handle = match source {
         Source::File(file) => {
             let file = file.into_std().await;
-            tokio::task::spawn_blocking(move || produce_from_file(file, job, &tx))
+            tokio::task::spawn_blocking(move || produce_from_file(file, job, &tx, &mut reuse))
         }
         Source::Reader(reader) => {
             let reader = reader
                 .into_inner()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            tokio::spawn(produce_from_reader(reader, job, tx))
+            tokio::spawn(produce_from_reader(reader, job, tx, reuse))
         }
         Source::Spent => return Err(Error::Protocol("an upload's source is read once".into())),
     };
-    Ok((rx, Producer { handle }))
+    Ok((rx, recycle, Producer { handle }))
+}
+
+/// The buffer for the next chunk: an answered chunk's when one came back
+/// and is large enough, else a new one.
+fn next_buffer(job: &mut Job, len: usize, reuse: &mut mpsc::Receiver<BytesMut>) -> BytesMut {
+    match reuse.try_recv() {
+        Ok(buf) if buf.capacity() >= CHUNK_HEADER + len => {
+            reuse_chunk_buffer(buf, job.id, job.offset)
+        }
+        _ => chunk_buffer(job.id, job.offset, len),
+    }
 }
 
 /// A file, read on a blocking thread straight into each chunk's buffer.
@@ -535,6 +559,7 @@ fn produce_from_file(
     mut file: std::fs::File,
     mut job: Job,
     tx: &mpsc::Sender<Result<Bytes>>,
+    reuse: &mut mpsc::Receiver<BytesMut>,
 ) -> Option<blake3::Hasher> {
     use std::io::{Read, Seek};
     // The async reads of a resume check may have read ahead of `offset`.
@@ -544,7 +569,7 @@ fn produce_from_file(
     }
     while job.offset < job.size {
         let len = job.chunk.min((job.size - job.offset) as usize);
-        let mut buf = chunk_buffer(job.id, job.offset, len);
+        let mut buf = next_buffer(&mut job, len, reuse);
         buf.resize(CHUNK_HEADER + len, 0);
         let mut got = 0;
         while got < len {
@@ -577,10 +602,11 @@ async fn produce_from_reader(
     mut reader: Pin<Box<dyn AsyncRead + Send>>,
     mut job: Job,
     tx: mpsc::Sender<Result<Bytes>>,
+    mut reuse: mpsc::Receiver<BytesMut>,
 ) -> Option<blake3::Hasher> {
     while job.offset < job.size {
         let len = job.chunk.min((job.size - job.offset) as usize);
-        let mut buf = chunk_buffer(job.id, job.offset, len);
+        let mut buf = next_buffer(&mut job, len, &mut reuse);
         while buf.len() < CHUNK_HEADER + len {
             let want = (CHUNK_HEADER + len - buf.len()) as u64;
             match (&mut reader).take(want).read_buf(&mut buf).await {
