@@ -50,6 +50,7 @@
 //! | `enchufe-client` | [`client`] | [`Client`], [`MultiClient`] |
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
 //! | `enchufe-udp` | [`udp`] | [`UdpServer`], [`UdpClient`], `udp::Handler` (datagrams) |
+//! | `enchufe-transfer` | [`transfer`] | `transfer::Upload`, `transfer::Receiver` (files and streams: chunks, BLAKE3, progress, resume), `transfer::course` |
 //! | `enchufe-transports` | `tls`, `ws` (features) | TLS `Acceptor` / `Connector` (rustls); the WebSocket upgrade and `WsIo` |
 //!
 //! # Features
@@ -83,6 +84,7 @@ pub use enchufe_client as client;
 pub use enchufe_framing as framing;
 pub use enchufe_peer as peer;
 pub use enchufe_server as server;
+pub use enchufe_transfer as transfer;
 pub use enchufe_udp as udp;
 
 pub use enchufe_client::{Client, MultiClient};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use enchufe::{handler_fn, Server, ServerHandle};
 use enchufe_server::Config;
 
+pub mod files;
 pub mod interop;
 
 /// Every test body runs under this limit, so a bug shows as a failure, not a hang.

@@ -152,3 +152,28 @@ pub(crate) fn spawn_reading(
     let stdout = child.stdout.take().expect("stdout is piped");
     Ok((child, BufReader::new(stdout).lines()))
 }
+
+/// `cargo build --release --example NAME` in this workspace; the path of
+/// the binary, from cargo's JSON messages.
+pub(crate) async fn build_example(name: &str) -> Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building the {name} example (release)...");
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--example", name])
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(Error::harness(format!("building {name} failed")));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| Error::harness(format!("cargo built no {name} executable")))
+}

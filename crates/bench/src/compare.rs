@@ -20,10 +20,9 @@ mod report;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::time::Instant;
 
 use crate::child::{self, Server, ServerSpec};
@@ -126,7 +125,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     print_header(rounds, secs).await;
     let echo_server = match &opts.echo_server {
         Some(path) => path.clone(),
-        None => build_echo_server().await?,
+        None => child::build_example("echo_server").await?,
     };
     let mut bench = Bench {
         exe,
@@ -302,29 +301,4 @@ impl Bench {
         serde_json::from_str(out.trim())
             .map_err(|e| Error::harness(format!("load printed {out:?}: {e}")))
     }
-}
-
-/// `cargo build --release --example echo_server` in this workspace; the
-/// path of the binary, from cargo's JSON messages.
-async fn build_echo_server() -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the echo_server example (release)...");
-    let out = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--example", "echo_server"])
-        .arg("--message-format=json-render-diagnostics")
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .output()
-        .await?;
-    if !out.status.success() {
-        return Err(Error::harness("building echo_server failed"));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "echo_server")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| Error::harness("cargo built no echo_server executable"))
 }

@@ -6,6 +6,7 @@
 //! cargo run --release -p enchufe-bench -- compare --quick   # ~2 minutes
 //! cargo run --release -p enchufe-bench -- compare           # ~6 minutes
 //! cargo run --release -p enchufe-bench -- compare --only mux,idle
+//! cargo run --release -p enchufe-bench -- transfer          # 1 GiB; needs iperf3
 //! ```
 //!
 //! `compare` builds the `echo_server` example in release, then re-executes
@@ -37,6 +38,7 @@ mod payload;
 mod procfs;
 mod rpc;
 mod tools;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -58,6 +60,9 @@ struct Cli {
 enum Cmd {
     /// Runs every comparison and prints markdown tables of ratios.
     Compare(compare::Opts),
+    /// A large file through the file_transfer example (separate processes)
+    /// against iperf3's loopback rate; peak memory of both ends.
+    Transfer(transfer::Opts),
     /// Serves the floor or tarpc echo; prints `listening on ADDR`.
     Serve {
         /// Which echo server.
@@ -131,6 +136,13 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Transfer(opts) => tokio::select! {
+            r = transfer::run(opts) => r,
+            () = stop_signal() => {
+                eprintln!("interrupted; children killed");
+                return ExitCode::from(130);
+            }
+        },
         Cmd::Serve {
             imp,
             addr,

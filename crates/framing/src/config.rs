@@ -29,9 +29,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// 8 MiB: large enough for the course's "large message" examples and for
+    /// 8 MiB: large enough for the course's text and JSON messages and for
     /// JSON documents of real size, small enough that a thousand connections
-    /// each mid-frame stay within a few GiB.
+    /// each mid-frame stay within a few GiB. Not large enough for the
+    /// course's file sender, whose whole file is one frame (up to 4 GiB):
+    /// send files with `enchufe::transfer` (chunks of 1 MiB), or speak that
+    /// protocol with `transfer::course`, which streams the body to disk.
     pub const DEFAULT_MAX_FRAME_LENGTH: usize = 8 * 1024 * 1024;
 
     /// Sets [`Config::max_frame_length`].

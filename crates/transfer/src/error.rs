@@ -1,0 +1,244 @@
+//! One error type for both ends of a transfer.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a transfer failed, on either end.
+///
+/// The receiver's own failures are the named variants; the sender sees the
+/// same failures as [`Error::Refused`] with the matching [`Reason`], since
+/// they travel as a code and a message. [`Error::reason`] answers for both,
+/// so a test or a caller asks one question at either end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection failed, closed or timed out under a request.
+    #[error("connection: {0}")]
+    Client(#[from] enchufe_client::Error),
+    /// Reading the local source (the sender's file or reader) failed.
+    #[error("reading the source: {0}")]
+    Source(#[source] io::Error),
+    /// The source ended before the size it declared.
+    #[error("the source ended after {read} of {expected} bytes")]
+    SourceEnded {
+        /// The declared size.
+        expected: u64,
+        /// What it gave before its end.
+        read: u64,
+    },
+    /// Writing, syncing or renaming on the receiver failed (a full disk is
+    /// one of these: [`Error::is_storage_full`]).
+    #[error("storage at {path}: {source}")]
+    Storage {
+        /// The file being written.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The declared size is over the receiver's `max_file_size`.
+    #[error("{size} bytes declared, the limit is {limit}")]
+    TooLarge {
+        /// The declared size.
+        size: u64,
+        /// The receiver's limit.
+        limit: u64,
+    },
+    /// The name is not a plain file name (empty, `.` or `..`, a path
+    /// separator, an absolute path, a NUL, too long, or a temporary name).
+    #[error("file name {name:?} refused: {why}")]
+    BadName {
+        /// The name as offered.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A file of that name exists and the receiver does not overwrite.
+    #[error("{name:?} already exists")]
+    Exists {
+        /// The name as offered.
+        name: String,
+    },
+    /// The receiver already runs `max_transfers` transfers.
+    #[error("busy: {limit} transfers already running")]
+    Busy {
+        /// The receiver's limit.
+        limit: usize,
+    },
+    /// A transfer with this id is running on another live connection.
+    #[error("transfer {id} is already running")]
+    InUse {
+        /// The transfer id, in hex.
+        id: String,
+    },
+    /// The bytes received do not hash to what the sender computed.
+    #[error("hash mismatch: sender {expected}, received {actual}")]
+    HashMismatch {
+        /// The sender's BLAKE3, in hex.
+        expected: String,
+        /// The receiver's BLAKE3 of what arrived, in hex.
+        actual: String,
+    },
+    /// The body ended before its declared size.
+    #[error("truncated: {received} of {expected} bytes")]
+    Truncated {
+        /// The declared size.
+        expected: u64,
+        /// What arrived.
+        received: u64,
+    },
+    /// No chunk arrived for the idle deadline; the partial file is kept for
+    /// a resume.
+    #[error("stalled: nothing for {0:?}")]
+    Stalled(Duration),
+    /// The transfer was interrupted on the receiver (its connection went
+    /// away, or the receiver shut down); the partial file is kept for a
+    /// resume.
+    #[error("interrupted; the partial file is kept for a resume")]
+    Interrupted,
+    /// The transfer was cancelled (by either end); the partial file is gone.
+    #[error("cancelled")]
+    Cancelled,
+    /// The receiver holds a partial file for this id whose bytes are not
+    /// this source's first bytes, and the source cannot be read again from
+    /// its start (a reader, not a file). The sender cancels the transfer,
+    /// so the receiver deletes that partial file; send again to start over.
+    #[error("the receiver's first {offset} bytes differ from this source's")]
+    ResumeMismatch {
+        /// The bytes the receiver held.
+        offset: u64,
+    },
+    /// A wait of this crate (not a request: those are
+    /// [`Error::Client`]) ran out.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was being waited for.
+        what: &'static str,
+        /// The limit.
+        after: Duration,
+    },
+    /// The other end broke the transfer protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The receiver refused or failed the transfer.
+    #[error("refused by the receiver ({reason:?}): {message}")]
+    Refused {
+        /// What kind of failure.
+        reason: Reason,
+        /// The receiver's description.
+        message: String,
+    },
+}
+
+/// What went wrong, as a code both ends share: carried on the wire when
+/// the receiver refuses, and answered by [`Error::reason`] at either end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reason {
+    /// [`Error::TooLarge`].
+    TooLarge,
+    /// [`Error::BadName`].
+    BadName,
+    /// [`Error::Exists`].
+    Exists,
+    /// [`Error::Busy`].
+    Busy,
+    /// [`Error::InUse`].
+    InUse,
+    /// [`Error::HashMismatch`].
+    HashMismatch,
+    /// [`Error::Truncated`].
+    Truncated,
+    /// [`Error::Storage`].
+    Storage,
+    /// [`Error::Storage`] with `ENOSPC`: the receiver's disk is full.
+    StorageFull,
+    /// [`Error::Stalled`].
+    Stalled,
+    /// [`Error::Cancelled`].
+    Cancelled,
+    /// [`Error::Interrupted`].
+    Interrupted,
+    /// [`Error::ResumeMismatch`].
+    ResumeMismatch,
+    /// A chunk or finish for a transfer the receiver does not run (never
+    /// offered, or already ended).
+    UnknownTransfer,
+    /// [`Error::Protocol`], or anything else.
+    Protocol,
+}
+
+impl Error {
+    /// The shared code for this failure: the named variant's, or the one a
+    /// refusal carried. `None` for failures of the connection or of the
+    /// local source, which are not the receiver's answer.
+    pub fn reason(&self) -> Option<Reason> {
+        Some(match self {
+            Error::Refused { reason, .. } => *reason,
+            Error::TooLarge { .. } => Reason::TooLarge,
+            Error::BadName { .. } => Reason::BadName,
+            Error::Exists { .. } => Reason::Exists,
+            Error::Busy { .. } => Reason::Busy,
+            Error::InUse { .. } => Reason::InUse,
+            Error::HashMismatch { .. } => Reason::HashMismatch,
+            Error::Truncated { .. } => Reason::Truncated,
+            Error::Storage { .. } if self.is_storage_full() => Reason::StorageFull,
+            Error::Storage { .. } => Reason::Storage,
+            Error::Stalled(_) => Reason::Stalled,
+            Error::Cancelled => Reason::Cancelled,
+            Error::Interrupted => Reason::Interrupted,
+            Error::ResumeMismatch { .. } => Reason::ResumeMismatch,
+            Error::Protocol(_) => Reason::Protocol,
+            Error::Client(_)
+            | Error::Source(_)
+            | Error::SourceEnded { .. }
+            | Error::Timeout { .. } => return None,
+        })
+    }
+
+    /// The receiver's disk (or quota) is full, here or on the other end.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Storage { source, .. } => source.raw_os_error() == Some(ENOSPC),
+            Error::Refused { reason, .. } => *reason == Reason::StorageFull,
+            _ => false,
+        }
+    }
+
+    /// The connection closed under the transfer (a cut transfer: resume it).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Client(e) if e.is_closed())
+    }
+
+    /// A wait ran out: a request, or one of this crate's own.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Client(e) => e.is_timeout(),
+            Error::Timeout { .. } | Error::Stalled(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The error as the receiver sends it.
+    pub(crate) fn to_refusal(&self) -> (Reason, String) {
+        (self.reason().unwrap_or(Reason::Protocol), self.to_string())
+    }
+
+    pub(crate) fn storage(path: &std::path::Path, source: io::Error) -> Error {
+        Error::Storage {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Linux's "no space left on device" (the same number on every Unix the
+/// workspace builds for), named here so the crate needs no libc.
+const ENOSPC: i32 = 28;

@@ -1,0 +1,913 @@
+//! The receiving end: a [`Handler`] (or a helper inside yours) that writes
+//! offered files under a directory, by temporary name first.
+//!
+//! ```text
+//!  request handlers (one per frame, concurrent on the multiplexed profile)
+//!    offer  -> registry (limits) -> spawn a writer task -> Accept{offset}
+//!    chunk  -> writer's bounded queue (window) -> Ack       (no disk wait)
+//!    finish -> writer: all bytes? hash equal? fsync, rename -> Done
+//!  writer task (one per transfer, owns the file and the running BLAKE3)
+//!    chunks reordered by offset (at most `window` ahead), written in
+//!    batches on the blocking pool; idle deadline; cancel deletes, a cut
+//!    (connection gone, stall, shutdown) keeps the partial file for a resume
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use enchufe_server::{Connection, ConnectionId, Disconnect, Handler};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{Error, Reason, Result};
+use crate::protocol::{Chunk, Control, Frame, FrameKind, TransferId};
+use crate::Progress;
+
+/// The receiver's limits. `Default` gives every field the value it
+/// documents.
+///
+/// ```
+/// use enchufe_transfer::receiver::Config;
+/// let config = Config::default().max_file_size(1 << 30).max_transfers(4);
+/// assert_eq!(config.max_file_size, 1 << 30);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest declared size accepted. Default 64 GiB: past 4 GiB (the
+    /// course's 4-byte header) on purpose, small enough that a typo in a
+    /// size does not fill a disk.
+    pub max_file_size: u64,
+    /// Transfers running at once, all connections together. Default 16:
+    /// each holds a writer task and up to `2 × window × max_chunk` bytes.
+    pub max_transfers: usize,
+    /// Largest chunk a sender may use, in bytes. Default 1 MiB: a frame well
+    /// under the 8 MiB frame limit, large enough that per-chunk costs (a
+    /// request, an ack, a hop to the blocking pool) vanish beside the copy.
+    pub max_chunk: u32,
+    /// Chunks a sender may have unacknowledged. Default 8: 8 MiB in flight
+    /// keeps loopback busy (measured in `BENCHMARKS.md`) while a transfer's
+    /// memory stays bounded by `window × max_chunk` in the queue plus as
+    /// much being reordered.
+    pub window: u32,
+    /// A transfer with no chunk for this long is ended, its partial file
+    /// kept for a resume. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Replace a file that already has the offered name. Default `false`:
+    /// the offer is refused with [`Error::Exists`].
+    pub overwrite: bool,
+    /// `fsync` the file before it takes its final name, so "done" means on
+    /// disk. Default `true`.
+    pub sync: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_file_size: 64 << 30,
+            max_transfers: 16,
+            max_chunk: 1 << 20,
+            window: 8,
+            idle_timeout: Duration::from_secs(30),
+            overwrite: false,
+            sync: true,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_file_size`].
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_size = bytes;
+        self
+    }
+    /// Sets [`Config::max_transfers`].
+    pub fn max_transfers(mut self, n: usize) -> Self {
+        self.max_transfers = n;
+        self
+    }
+    /// Sets [`Config::max_chunk`].
+    pub fn max_chunk(mut self, bytes: u32) -> Self {
+        self.max_chunk = bytes;
+        self
+    }
+    /// Sets [`Config::window`].
+    pub fn window(mut self, chunks: u32) -> Self {
+        self.window = chunks;
+        self
+    }
+    /// Sets [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+    /// Sets [`Config::overwrite`].
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+    /// Sets [`Config::sync`].
+    pub fn sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+}
+
+/// What happens to transfers, for progress bars and logs
+/// ([`Receiver::events`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A transfer was accepted (from `offset` when it resumes).
+    Started {
+        /// Its id.
+        id: TransferId,
+        /// The file name offered.
+        name: String,
+        /// Its declared size.
+        size: u64,
+        /// Bytes already held from an earlier attempt.
+        offset: u64,
+        /// Bytes written so far, updated as chunks reach the file.
+        progress: watch::Receiver<Progress>,
+    },
+    /// The file is complete, verified and under its final name.
+    Finished {
+        /// Its id.
+        id: TransferId,
+        /// Where it is.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// Its BLAKE3, in hex.
+        hash: String,
+    },
+    /// The transfer ended without a file (see [`Error::reason`]).
+    Failed {
+        /// Its id.
+        id: TransferId,
+        /// The file name offered.
+        name: String,
+        /// Why.
+        error: Arc<Error>,
+    },
+}
+
+/// Receives transfers into a directory: serve it as a [`Handler`], or
+/// call [`Receiver::handle`] from yours for requests that are
+/// [`Routed::Transfer`](crate::Routed::Transfer).
+///
+/// A file is written as `DIR/.enchufe-<id>.part` and renamed to
+/// `DIR/<name>` only once every byte arrived and its BLAKE3 equals the
+/// sender's; a failed, cancelled or cut transfer never leaves a file under
+/// the final name. A cut one (connection lost, stalled, shut down) keeps
+/// its partial file, and the same id offered again resumes from it.
+///
+/// # Examples
+///
+/// ```
+/// use enchufe_client::Client;
+/// use enchufe_server::Server;
+/// use enchufe_transfer::{Receiver, Upload};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let receiver = Receiver::new(dir.path(), Default::default());
+/// let server = Server::bind("127.0.0.1:0").await?.serve(receiver.clone());
+///
+/// let client = Client::connect(server.local_addr()).await?;
+/// let upload = Upload::reader(&b"hola, mundo"[..], "saludo.txt", 11);
+/// let receipt = upload.send(&client).await?;
+/// assert_eq!(std::fs::read(dir.path().join("saludo.txt"))?, b"hola, mundo");
+/// assert_eq!(receipt.size, 11);
+///
+/// server.shutdown().await;
+/// receiver.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    config: Config,
+    active: Mutex<HashMap<TransferId, Arc<Active>>>,
+    /// Why the last transfers failed, so a chunk or a finish that arrives
+    /// just after its transfer ended is told the reason rather than
+    /// "unknown transfer". Bounded: [`RECENT`] entries.
+    failed: Mutex<std::collections::VecDeque<(TransferId, (Reason, String))>>,
+    events: broadcast::Sender<Event>,
+    tasks: TaskTracker,
+    /// Cancelled by [`Receiver::shutdown`]: every writer's cut is a child.
+    shutdown: CancellationToken,
+}
+
+/// A running transfer, as the request handlers see it.
+#[derive(Debug)]
+struct Active {
+    /// The declared size, so a chunk past it is refused by its request.
+    size: u64,
+    conn: ConnectionId,
+    /// To tell a live duplicate from a connection that is gone but not yet
+    /// reported by `on_disconnect`.
+    conn_handle: Connection,
+    tx: mpsc::Sender<Cmd>,
+    /// Ends the transfer and deletes the partial file.
+    cancel: CancellationToken,
+    /// Ends the transfer and keeps the partial file.
+    cut: CancellationToken,
+    /// Cancelled when the writer has exited (the registry entry is gone).
+    exited: CancellationToken,
+    /// Why the writer ended, for the requests that find it gone.
+    failure: Mutex<Option<(Reason, String)>>,
+}
+
+#[derive(Debug)]
+enum Cmd {
+    Chunk(Chunk),
+    Finish {
+        hash: String,
+        reply: oneshot::Sender<Control>,
+    },
+}
+
+/// How long a cancel or a duplicate offer waits for a writer to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Failures remembered for late requests: enough for every transfer that
+/// may run at once to have ended several times over, at a few hundred
+/// bytes each.
+const RECENT: usize = 64;
+
+impl Receiver {
+    /// A receiver writing into `dir` (which must exist).
+    pub fn new(dir: impl Into<PathBuf>, config: Config) -> Receiver {
+        Receiver {
+            inner: Arc::new(Inner {
+                dir: dir.into(),
+                config,
+                active: Mutex::new(HashMap::new()),
+                failed: Mutex::new(std::collections::VecDeque::new()),
+                events: broadcast::channel(64).0,
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The directory files are written into.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Events of every transfer from now on. A receiver that lags behind
+    /// by more than 64 events loses the oldest (`broadcast`).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Transfers running now.
+    pub fn active(&self) -> usize {
+        self.inner.active.lock().expect("registry lock").len()
+    }
+
+    /// Answers one transfer frame that arrived on `conn`. Never fails: a
+    /// refusal is itself the reply, so the connection (and your other
+    /// requests on it) go on.
+    pub async fn handle(&self, frame: Frame, conn: &Connection) -> Frame {
+        let reply = match frame.0 {
+            FrameKind::Chunk(chunk) => self.chunk(chunk).await,
+            FrameKind::Control(Control::Offer {
+                id,
+                name,
+                size,
+                restart,
+            }) => self.offer(id, name, size, restart, conn).await,
+            FrameKind::Control(Control::Finish { id, hash }) => self.finish(id, hash).await,
+            FrameKind::Control(Control::Cancel { id }) => self.cancel_requested(id).await,
+            FrameKind::Control(other) => Err(Error::Protocol(format!(
+                "a receiver does not answer {other:?}"
+            ))),
+        };
+        Frame::control(reply.unwrap_or_else(|e| {
+            let (reason, message) = e.to_refusal();
+            Control::Refused { reason, message }
+        }))
+    }
+
+    /// Ends the transfers of a connection that is gone, keeping their
+    /// partial files for a resume. A [`Receiver`] served as the handler
+    /// does this in `on_disconnect`; call it from yours.
+    pub fn disconnected(&self, conn: ConnectionId) {
+        let active = self.inner.active.lock().expect("registry lock");
+        for a in active.values().filter(|a| a.conn == conn) {
+            a.cut.cancel();
+        }
+    }
+
+    /// Cancels a running transfer from this end: its partial file is
+    /// deleted and the sender's next request is refused with
+    /// [`Reason::Cancelled`]. Whether it was running.
+    pub fn cancel(&self, id: TransferId) -> bool {
+        let active = self.inner.active.lock().expect("registry lock");
+        active.get(&id).map(|a| a.cancel.cancel()).is_some()
+    }
+
+    /// Ends every transfer (partial files kept) and waits for their tasks.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    async fn offer(
+        &self,
+        id: TransferId,
+        name: String,
+        size: u64,
+        restart: bool,
+        conn: &Connection,
+    ) -> Result<Control> {
+        let config = &self.inner.config;
+        check_name(&name)?;
+        if size > config.max_file_size {
+            return Err(Error::TooLarge {
+                size,
+                limit: config.max_file_size,
+            });
+        }
+        let dest = self.inner.dir.join(&name);
+        if !config.overwrite && dest.exists() {
+            return Err(Error::Exists { name });
+        }
+        let (active, rx) = self.register(id, size, conn).await?;
+        let (accept_tx, accept_rx) = oneshot::channel();
+        let writer = Writer {
+            inner: self.inner.clone(),
+            active: active.clone(),
+            id,
+            name,
+            size,
+            dest,
+            part: self.inner.dir.join(part_name(id)),
+        };
+        self.inner.tasks.spawn(writer.run(restart, rx, accept_tx));
+        // Hashing a long partial file back takes time: bounded by the
+        // idle deadline, the same as any wait for the writer.
+        match tokio::time::timeout(config.idle_timeout, accept_rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(failure_of(&active)),
+            Err(_) => {
+                active.cut.cancel();
+                Err(Error::Timeout {
+                    what: "the partial file to be read back",
+                    after: config.idle_timeout,
+                })
+            }
+        }
+    }
+
+    /// Adds a transfer to the registry within the limits. A transfer of the
+    /// same id on this connection, or on one that is gone (its
+    /// `on_disconnect` may simply not have run yet), is cut first.
+    async fn register(
+        &self,
+        id: TransferId,
+        size: u64,
+        conn: &Connection,
+    ) -> Result<(Arc<Active>, mpsc::Receiver<Cmd>)> {
+        let stale = {
+            let active = self.inner.active.lock().expect("registry lock");
+            match active.get(&id) {
+                // Offered again on the same connection (a sender starting
+                // over after a resume that did not match), or from a new
+                // connection while the old one's end is not yet reported:
+                // the old attempt gives way, its partial file kept.
+                Some(old) if old.conn == conn.id() || old.conn_handle.is_closed() => {
+                    old.cut.cancel();
+                    Some(old.exited.clone())
+                }
+                Some(_) => return Err(Error::InUse { id: id.to_string() }),
+                None => None,
+            }
+        };
+        if let Some(exited) = stale {
+            let _ = tokio::time::timeout(EXIT_WAIT, exited.cancelled()).await;
+        }
+        let mut active = self.inner.active.lock().expect("registry lock");
+        if active.contains_key(&id) {
+            return Err(Error::InUse { id: id.to_string() });
+        }
+        if active.len() >= self.inner.config.max_transfers {
+            return Err(Error::Busy {
+                limit: self.inner.config.max_transfers,
+            });
+        }
+        let (tx, rx) = mpsc::channel(self.inner.config.window.max(1) as usize);
+        let entry = Arc::new(Active {
+            size,
+            conn: conn.id(),
+            conn_handle: conn.clone(),
+            tx,
+            cancel: CancellationToken::new(),
+            cut: self.inner.shutdown.child_token(),
+            exited: CancellationToken::new(),
+            failure: Mutex::new(None),
+        });
+        active.insert(id, entry.clone());
+        Ok((entry, rx))
+    }
+
+    fn find(&self, id: TransferId) -> Result<Arc<Active>> {
+        if let Some(active) = self.inner.active.lock().expect("registry lock").get(&id) {
+            return Ok(active.clone());
+        }
+        let failed = self.inner.failed.lock().expect("failures lock");
+        Err(match failed.iter().rev().find(|(f, _)| *f == id) {
+            Some((_, (reason, message))) => Error::Refused {
+                reason: *reason,
+                message: message.clone(),
+            },
+            None => Error::Refused {
+                reason: Reason::UnknownTransfer,
+                message: format!("no transfer {id} is running"),
+            },
+        })
+    }
+
+    async fn chunk(&self, chunk: Chunk) -> Result<Control> {
+        let active = self.find(chunk.id)?;
+        let offset = chunk.offset;
+        // What a chunk can be checked for on its own is refused here, to
+        // the request that sent it; its place in the order (a duplicate, the
+        // window) only the writer knows, and a violation there ends the
+        // transfer.
+        let len = chunk.data.len() as u64;
+        if len > u64::from(self.inner.config.max_chunk) {
+            return Err(Error::Protocol(format!(
+                "a chunk of {len} bytes, over max_chunk"
+            )));
+        }
+        if offset
+            .checked_add(len)
+            .map_or(true, |end| end > active.size)
+        {
+            return Err(Error::Protocol(format!(
+                "a chunk past the declared size (offset {offset})"
+            )));
+        }
+        let idle = self.inner.config.idle_timeout;
+        match tokio::time::timeout(idle, active.tx.send(Cmd::Chunk(chunk))).await {
+            Ok(Ok(())) => Ok(Control::Ack { offset }),
+            Ok(Err(_)) => Err(failure_of(&active)),
+            Err(_) => Err(Error::Stalled(idle)),
+        }
+    }
+
+    async fn finish(&self, id: TransferId, hash: String) -> Result<Control> {
+        let active = self.find(id)?;
+        let (reply, rx) = oneshot::channel();
+        // The writer answers once the file is synced and renamed; it is
+        // bounded by the writer's own deadline (idle) per step.
+        if active.tx.send(Cmd::Finish { hash, reply }).await.is_err() {
+            return Err(failure_of(&active));
+        }
+        rx.await.map_err(|_| failure_of(&active))
+    }
+
+    async fn cancel_requested(&self, id: TransferId) -> Result<Control> {
+        match self.find(id) {
+            Ok(active) => {
+                active.cancel.cancel();
+                let _ = tokio::time::timeout(EXIT_WAIT, active.exited.cancelled()).await;
+            }
+            // A cut transfer's partial file: cancelling it deletes it.
+            Err(_) => remove_quietly(&self.inner.dir.join(part_name(id))),
+        }
+        Ok(Control::Cancelled)
+    }
+}
+
+/// The error a writer left behind, for a request that found it gone.
+fn failure_of(active: &Active) -> Error {
+    match active.failure.lock().expect("failure lock").clone() {
+        Some((reason, message)) => Error::Refused { reason, message },
+        None => Error::Refused {
+            reason: Reason::UnknownTransfer,
+            message: "the transfer has ended".into(),
+        },
+    }
+}
+
+/// The temporary name of a transfer's file: hidden, and never a name an
+/// offer may take (see [`check_name`]).
+fn part_name(id: TransferId) -> String {
+    format!("{PART_PREFIX}{id}.part")
+}
+
+const PART_PREFIX: &str = ".enchufe-";
+
+/// Refuses anything but one plain file name: the name comes from the
+/// network and is joined to the receiver's directory.
+///
+/// ```
+/// use enchufe_transfer::receiver::check_name;
+/// assert!(check_name("informe final.pdf").is_ok());
+/// for bad in ["", "..", "a/../b", "/etc/passwd", "a\\b", "a\0b", ".enchufe-x.part"] {
+///     assert!(check_name(bad).is_err(), "{bad:?}");
+/// }
+/// ```
+///
+/// # Errors
+/// [`Error::BadName`] saying what is wrong.
+pub fn check_name(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        "empty"
+    } else if name.contains('\0') {
+        "contains a NUL"
+    } else if name.starts_with('/') || name.starts_with('\\') || name.contains(':') {
+        "an absolute path"
+    } else if name.contains('/') || name.contains('\\') {
+        "contains a path separator"
+    } else if name.contains("..") || name == "." {
+        "contains `..` or is `.`"
+    } else if name.len() > 255 {
+        "longer than 255 bytes"
+    } else if name.starts_with(PART_PREFIX) {
+        "a temporary file's name"
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadName {
+        name: name.to_owned(),
+        why,
+    })
+}
+
+pub(crate) fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a partial file");
+        }
+    }
+}
+
+/// One transfer's task: owns the file, the running hash and the reorder
+/// buffer.
+struct Writer {
+    inner: Arc<Inner>,
+    active: Arc<Active>,
+    id: TransferId,
+    name: String,
+    size: u64,
+    dest: PathBuf,
+    part: PathBuf,
+}
+
+/// The file and the hash of everything written to it, moved to the
+/// blocking pool for each write and back.
+struct Sink {
+    file: std::fs::File,
+    hasher: blake3::Hasher,
+}
+
+/// How a writer ended, and whether its partial file stays.
+enum End {
+    Done(PathBuf, String),
+    Failed(Error, Keep),
+}
+
+#[derive(PartialEq)]
+enum Keep {
+    Partial,
+    Nothing,
+}
+
+impl Writer {
+    async fn run(
+        self,
+        restart: bool,
+        mut rx: mpsc::Receiver<Cmd>,
+        accept: oneshot::Sender<Result<Control>>,
+    ) {
+        let end = match self.open(restart).await {
+            Ok((sink, offset)) => {
+                let config = &self.inner.config;
+                let prefix_hash = sink.hasher.finalize().to_hex().to_string();
+                let (progress, progress_rx) = watch::channel(Progress {
+                    done: offset,
+                    total: self.size,
+                });
+                let _ = self.inner.events.send(Event::Started {
+                    id: self.id,
+                    name: self.name.clone(),
+                    size: self.size,
+                    offset,
+                    progress: progress_rx,
+                });
+                let _ = accept.send(Ok(Control::Accept {
+                    offset,
+                    prefix_hash,
+                    max_chunk: config.max_chunk,
+                    window: config.window,
+                }));
+                self.receive(sink, offset, &mut rx, progress).await
+            }
+            Err(e) => {
+                let (reason, message) = e.to_refusal();
+                let _ = accept.send(Err(Error::Refused { reason, message }));
+                End::Failed(e, Keep::Partial)
+            }
+        };
+        // `rx` lives until the failure is recorded, so a request that finds
+        // the queue closed always finds the reason too.
+        self.end(end);
+        drop(rx);
+    }
+
+    /// Opens (or reopens) the partial file and hashes what it holds.
+    async fn open(&self, restart: bool) -> Result<(Sink, u64)> {
+        let part = self.part.clone();
+        let size = self.size;
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(Sink, u64)> {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&part)?;
+            let mut held = file.metadata()?.len();
+            if restart || held > size {
+                file.set_len(0)?;
+                held = 0;
+            }
+            let mut hasher = blake3::Hasher::new();
+            std::io::copy(&mut (&mut file).take(held), &mut hasher)?;
+            file.seek(std::io::SeekFrom::Start(held))?;
+            Ok((Sink { file, hasher }, held))
+        })
+        .await
+        .map_err(|e| Error::Protocol(format!("the writer's task failed: {e}")))?;
+        opened.map_err(|e| Error::storage(&self.part, e))
+    }
+
+    async fn receive(
+        &self,
+        sink: Sink,
+        mut next: u64,
+        rx: &mut mpsc::Receiver<Cmd>,
+        progress: watch::Sender<Progress>,
+    ) -> End {
+        let config = &self.inner.config;
+        let ahead = u64::from(config.window.max(1)) * u64::from(config.max_chunk);
+        let mut sink = Some(sink);
+        let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
+        loop {
+            let cmd = tokio::select! {
+                biased;
+                () = self.active.cancel.cancelled() => {
+                    return End::Failed(Error::Cancelled, Keep::Nothing);
+                }
+                () = self.active.cut.cancelled() => {
+                    return End::Failed(Error::Interrupted, Keep::Partial);
+                }
+                cmd = tokio::time::timeout(config.idle_timeout, rx.recv()) => cmd,
+            };
+            match cmd {
+                Err(_) => return End::Failed(Error::Stalled(config.idle_timeout), Keep::Partial),
+                Ok(None) => return End::Failed(Error::Interrupted, Keep::Partial),
+                Ok(Some(Cmd::Chunk(chunk))) => {
+                    let why = if chunk.offset < next || pending.contains_key(&chunk.offset) {
+                        Some("a chunk sent twice")
+                    } else if chunk.offset >= next + ahead {
+                        Some("a chunk beyond the window")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        return End::Failed(
+                            Error::Protocol(format!("{why} (offset {})", chunk.offset)),
+                            Keep::Partial,
+                        );
+                    }
+                    pending.insert(chunk.offset, chunk.data);
+                    let mut batch = Vec::new();
+                    while let Some(data) = pending.remove(&next) {
+                        next += data.len() as u64;
+                        batch.push(data);
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    match write(sink.take().expect("sink is back after each write"), batch).await {
+                        Ok(back) => sink = Some(back),
+                        Err(e) => return End::Failed(Error::storage(&self.part, e), Keep::Nothing),
+                    }
+                    progress.send_replace(Progress {
+                        done: next,
+                        total: self.size,
+                    });
+                }
+                Ok(Some(Cmd::Finish { hash, reply })) => {
+                    let end = self.finish(sink.take().expect("sink"), next, &hash).await;
+                    let answer = match &end {
+                        End::Done(..) => Control::Done { size: self.size },
+                        End::Failed(e, _) => {
+                            let (reason, message) = e.to_refusal();
+                            Control::Refused { reason, message }
+                        }
+                    };
+                    // The registry entry goes before the answer, so a sender
+                    // that offers the same id at once is not told "in use".
+                    self.unregister();
+                    let _ = reply.send(answer);
+                    return end;
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, sink: Sink, received: u64, hash: &str) -> End {
+        if received != self.size {
+            let e = Error::Truncated {
+                expected: self.size,
+                received,
+            };
+            return End::Failed(e, Keep::Partial);
+        }
+        let actual = sink.hasher.finalize().to_hex().to_string();
+        if actual != hash {
+            let e = Error::HashMismatch {
+                expected: hash.to_owned(),
+                actual,
+            };
+            return End::Failed(e, Keep::Nothing);
+        }
+        let (part, dest) = (self.part.clone(), self.dest.clone());
+        let (sync, overwrite) = (self.inner.config.sync, self.inner.config.overwrite);
+        let placed =
+            tokio::task::spawn_blocking(move || place(sink.file, &part, &dest, sync, overwrite))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match placed {
+            Ok(()) => End::Done(self.dest.clone(), actual),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => End::Failed(
+                Error::Exists {
+                    name: self.name.clone(),
+                },
+                Keep::Nothing,
+            ),
+            Err(e) => End::Failed(Error::storage(&self.dest, e), Keep::Nothing),
+        }
+    }
+
+    fn unregister(&self) {
+        let mut active = self.inner.active.lock().expect("registry lock");
+        if active
+            .get(&self.id)
+            .is_some_and(|a| Arc::ptr_eq(a, &self.active))
+        {
+            active.remove(&self.id);
+        }
+    }
+
+    fn end(self, end: End) {
+        let event = match end {
+            End::Done(path, hash) => {
+                tracing::info!(id = %self.id, path = %path.display(), size = self.size, "transfer done");
+                Event::Finished {
+                    id: self.id,
+                    path,
+                    size: self.size,
+                    hash,
+                }
+            }
+            End::Failed(error, keep) => {
+                if keep == Keep::Nothing {
+                    remove_quietly(&self.part);
+                }
+                tracing::info!(id = %self.id, name = %self.name, %error, "transfer ended without a file");
+                *self.active.failure.lock().expect("failure lock") = Some(error.to_refusal());
+                let mut failed = self.inner.failed.lock().expect("failures lock");
+                if failed.len() == RECENT {
+                    failed.pop_front();
+                }
+                failed.push_back((self.id, error.to_refusal()));
+                drop(failed);
+                Event::Failed {
+                    id: self.id,
+                    name: self.name.clone(),
+                    error: Arc::new(error),
+                }
+            }
+        };
+        self.unregister();
+        self.active.exited.cancel();
+        let _ = self.inner.events.send(event);
+    }
+}
+
+/// Hashes and writes a batch of in-order chunks on the blocking pool, the
+/// hash and the write side by side on two threads (the chunks are shared,
+/// not copied): a batch costs the longer of the two, not their sum.
+async fn write(sink: Sink, batch: Vec<Bytes>) -> std::io::Result<Sink> {
+    let Sink {
+        mut file,
+        mut hasher,
+    } = sink;
+    let for_hash = batch.clone();
+    let hashed = tokio::task::spawn_blocking(move || {
+        for data in &for_hash {
+            hasher.update(data);
+        }
+        hasher
+    });
+    let written = tokio::task::spawn_blocking(move || {
+        for data in &batch {
+            file.write_all(data)?;
+        }
+        Ok::<_, std::io::Error>(file)
+    });
+    let (hashed, written) = tokio::join!(hashed, written);
+    let lost = |e: tokio::task::JoinError| std::io::Error::other(e);
+    Ok(Sink {
+        file: written.map_err(lost)??,
+        hasher: hashed.map_err(lost)?,
+    })
+}
+
+/// Syncs the finished file and gives it its final name: a rename when
+/// overwriting, else a hard link (which fails if the name is taken: no
+/// window where another file could be replaced) and the temporary's removal.
+fn place(
+    file: std::fs::File,
+    part: &Path,
+    dest: &Path,
+    sync: bool,
+    overwrite: bool,
+) -> std::io::Result<()> {
+    if sync {
+        file.sync_all()?;
+    }
+    drop(file);
+    if overwrite {
+        std::fs::rename(part, dest)
+    } else {
+        std::fs::hard_link(part, dest)?;
+        std::fs::remove_file(part)
+    }
+}
+
+impl Handler for Receiver {
+    type Request = Frame;
+    type Response = Frame;
+    type Error = Infallible;
+
+    async fn handle(&self, frame: Frame, conn: &Connection) -> Result<Option<Frame>, Infallible> {
+        Ok(Some(Receiver::handle(self, frame, conn).await))
+    }
+
+    async fn on_disconnect(&self, conn: &Connection, _reason: &Disconnect) {
+        self.disconnected(conn.id());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::CHUNK_HEADER;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_fit_a_frame() {
+        let c = Config::default();
+        assert_eq!(c.max_file_size, 64 << 30);
+        assert_eq!((c.max_transfers, c.max_chunk, c.window), (16, 1 << 20, 8));
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
+        assert!(!c.overwrite && c.sync);
+        // A full chunk with its header is one frame under the default limit.
+        let frame = c.max_chunk as usize + CHUNK_HEADER;
+        assert!(frame < enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH);
+        let s = crate::sender::Config::default();
+        assert_eq!((s.chunk_size, s.window), (c.max_chunk, c.window));
+    }
+
+    #[test]
+    fn names_from_the_network_stay_in_the_directory() {
+        for good in ["a.txt", "año 2024.pdf", "x..y"] {
+            let r = check_name(good);
+            // `..` anywhere is refused, even where it would be harmless.
+            assert_eq!(r.is_ok(), !good.contains(".."), "{good:?}");
+        }
+        assert!(check_name(&"a".repeat(256)).is_err());
+        assert!(check_name(&"a".repeat(255)).is_ok());
+    }
+}

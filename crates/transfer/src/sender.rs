@@ -1,0 +1,645 @@
+//! The sending end: [`Upload`], sent with a [`Client`].
+//!
+//! ```text
+//!  offer ──────────────> Accept{offset, prefix hash}   (resume: check the prefix)
+//!  chunk, chunk, ... ──> Ack, Ack, ...                 (at most `window` unacknowledged)
+//!  finish{BLAKE3} ─────> Done                          (file under its final name)
+//! ```
+
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use enchufe_client::Client;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::protocol::{
+    chunk_buffer, reuse_chunk_buffer, Control, Frame, FrameKind, TransferId, CHUNK_HEADER,
+};
+use crate::Progress;
+
+/// The sender's settings. `Default` gives every field the value it
+/// documents.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Bytes per chunk (the receiver may lower it). Default 1 MiB, the
+    /// receiver's default `max_chunk`.
+    pub chunk_size: u32,
+    /// Chunks unacknowledged at once (the receiver may lower it). Default 8:
+    /// the sender's memory for chunks is `window × chunk_size`.
+    pub window: u32,
+    /// How long the receiver may take to verify, sync and rename once every
+    /// chunk is acknowledged. Default 120 s: an `fsync` of many GiB on a
+    /// slow disk takes a while.
+    pub finish_timeout: Duration,
+    /// How long a cancel waits for the receiver's answer. Default 5 s.
+    pub cancel_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            chunk_size: 1 << 20,
+            window: 8,
+            finish_timeout: Duration::from_secs(120),
+            cancel_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::chunk_size`].
+    pub fn chunk_size(mut self, bytes: u32) -> Self {
+        self.chunk_size = bytes;
+        self
+    }
+    /// Sets [`Config::window`].
+    pub fn window(mut self, chunks: u32) -> Self {
+        self.window = chunks;
+        self
+    }
+    /// Sets [`Config::finish_timeout`].
+    pub fn finish_timeout(mut self, timeout: Duration) -> Self {
+        self.finish_timeout = timeout;
+        self
+    }
+}
+
+/// What the receiver confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The transfer's id.
+    pub id: TransferId,
+    /// The file's name at the receiver.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its BLAKE3 (both ends agreed), in hex.
+    pub hash: String,
+    /// Bytes the receiver already held from an earlier attempt (0 for a
+    /// fresh transfer).
+    pub resumed_from: u64,
+}
+
+/// Cancels an [`Upload`] from anywhere: the receiver is told and deletes
+/// the partial file. (Dropping the `send` future instead is a *cut*: the
+/// partial file stays for a resume.)
+#[derive(Debug, Clone, Default)]
+pub struct Canceller(CancellationToken);
+
+impl Canceller {
+    /// Cancels the upload; `send` returns [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether [`Canceller::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+enum Source {
+    /// Seekable: a resume whose prefix differs starts again from byte 0.
+    File(tokio::fs::File),
+    /// Behind a `Mutex` only so that `Upload` is `Sync` (its `send` future
+    /// can then be spawned) without asking readers to be `Sync`: it is
+    /// reached through `get_mut`, never locked.
+    Reader(std::sync::Mutex<Pin<Box<dyn AsyncRead + Send>>>),
+    /// Handed to the producer of chunks.
+    Spent,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::File(_) => "File",
+            Source::Reader(_) => "Reader",
+            Source::Spent => "Spent",
+        })
+    }
+}
+
+impl Source {
+    fn reader(&mut self) -> Result<&mut (dyn AsyncRead + Send + Unpin)> {
+        match self {
+            Source::File(f) => Ok(f),
+            Source::Reader(r) => Ok(r.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())),
+            Source::Spent => Err(Error::Protocol("an upload's source is read once".into())),
+        }
+    }
+}
+
+/// One file or stream to send: its bytes, its name and size, its id.
+///
+/// # Examples
+///
+/// Progress and cancellation, before the upload starts:
+///
+/// ```no_run
+/// # async fn f(client: enchufe_client::Client) -> Result<(), enchufe_transfer::Error> {
+/// use enchufe_transfer::Upload;
+/// let upload = Upload::file("informe.pdf").await?;
+/// let mut progress = upload.progress();
+/// let cancel = upload.canceller(); // cancel.cancel() from anywhere
+/// tokio::spawn(async move {
+///     while progress.changed().await.is_ok() {
+///         let p = *progress.borrow();
+///         println!("{} / {}", p.done, p.total);
+///     }
+/// });
+/// let receipt = upload.send(&client).await?;
+/// println!("sent {} bytes, BLAKE3 {}", receipt.size, receipt.hash);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Upload {
+    source: Source,
+    name: String,
+    size: u64,
+    id: TransferId,
+    restart: bool,
+    config: Config,
+    progress: watch::Sender<Progress>,
+    cancel: Canceller,
+}
+
+impl Upload {
+    /// The file at `path`, under its own file name. Its id comes from its
+    /// name, size and modification time ([`TransferId::for_file`]), so
+    /// sending the same file again after a cut resumes.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when it cannot be opened; [`Error::BadName`] when
+    /// its name is not UTF-8.
+    pub async fn file(path: impl AsRef<Path>) -> Result<Upload> {
+        let path = path.as_ref();
+        let file = tokio::fs::File::open(path).await.map_err(Error::Source)?;
+        let meta = file.metadata().await.map_err(Error::Source)?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::BadName {
+                name: path.display().to_string(),
+                why: "not a UTF-8 file name",
+            })?
+            .to_owned();
+        let id = TransferId::for_file(&name, meta.len(), meta.modified().ok());
+        Ok(Upload::new(Source::File(file), name, meta.len(), id))
+    }
+
+    /// Any reader that gives exactly `size` bytes, sent as `name`, with a
+    /// fresh id (give the same [`Upload::id`] to resume).
+    pub fn reader(
+        reader: impl AsyncRead + Send + 'static,
+        name: impl Into<String>,
+        size: u64,
+    ) -> Upload {
+        Upload::new(
+            Source::Reader(std::sync::Mutex::new(Box::pin(reader))),
+            name.into(),
+            size,
+            TransferId::random(),
+        )
+    }
+
+    fn new(source: Source, name: String, size: u64, id: TransferId) -> Upload {
+        Upload {
+            source,
+            name,
+            size,
+            id,
+            restart: false,
+            config: Config::default(),
+            progress: watch::channel(Progress {
+                done: 0,
+                total: size,
+            })
+            .0,
+            cancel: Canceller::default(),
+        }
+    }
+
+    /// Uses this id: the same id as a cut transfer resumes it.
+    pub fn id(mut self, id: TransferId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sends as `name` instead.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Ignores any partial file the receiver holds for this id.
+    pub fn restart(mut self) -> Self {
+        self.restart = true;
+        self
+    }
+
+    /// Uses these settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This upload's id.
+    pub fn transfer_id(&self) -> TransferId {
+        self.id
+    }
+
+    /// Bytes acknowledged by the receiver so far, and the total.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// A handle that cancels this upload.
+    pub fn canceller(&self) -> Canceller {
+        self.cancel.clone()
+    }
+
+    /// Sends it and waits until the receiver confirms the file is complete,
+    /// verified and under its name.
+    ///
+    /// Works on both profiles: chunks are ordinary requests, up to `window`
+    /// in flight. On the multiplexed profile other requests on the same
+    /// `Client` go on between chunks.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] with the receiver's [`Reason`](crate::Reason)
+    /// (too large, bad name, exists, busy, hash mismatch, disk full, ...);
+    /// [`Error::Client`] when the connection fails (the receiver keeps the
+    /// partial file: send again to resume); [`Error::Source`] or
+    /// [`Error::SourceEnded`] for the local source; [`Error::Cancelled`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future cuts the transfer: the receiver keeps what it
+    /// wrote and the same id resumes from there.
+    pub async fn send(mut self, client: &Client) -> Result<Receipt> {
+        let cancel = self.cancel.0.clone();
+        match self.run(client, &cancel).await {
+            // A source that failed (or does not match what the receiver
+            // holds) cannot finish the transfer either: the receiver is told
+            // at once rather than at its idle deadline.
+            Err(
+                e @ (Error::Cancelled
+                | Error::Source(_)
+                | Error::SourceEnded { .. }
+                | Error::ResumeMismatch { .. }),
+            ) => {
+                let frame = Frame::control(Control::Cancel { id: self.id });
+                let _ = client
+                    .request_timeout::<_, Frame>(frame, self.config.cancel_timeout)
+                    .await;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    async fn run(&mut self, client: &Client, cancel: &CancellationToken) -> Result<Receipt> {
+        let (mut offset, max_chunk, window, prefix) =
+            self.offer(client, cancel, self.restart).await?;
+        let mut hasher = blake3::Hasher::new();
+        if offset > 0 && !self.prefix_matches(&mut hasher, offset, &prefix).await? {
+            match &mut self.source {
+                Source::File(file) => {
+                    file.rewind().await.map_err(Error::Source)?;
+                    hasher.reset();
+                    offset = self.offer(client, cancel, true).await?.0;
+                }
+                _ => return Err(Error::ResumeMismatch { offset }),
+            }
+        }
+        let resumed_from = offset;
+        self.progress.send_replace(Progress {
+            done: offset,
+            total: self.size,
+        });
+        let chunk = self.config.chunk_size.min(max_chunk).max(1) as u64;
+        let window = self.config.window.min(window).max(1) as usize;
+
+        // A producer reads and hashes the chunks (a blocking thread for a
+        // file, a task for a reader) while this loop keeps `window` of them
+        // in flight (a request goes out only when polled). Reading, hashing
+        // and the socket then overlap, and a slow source never holds back
+        // chunks already read.
+        let source = std::mem::replace(&mut self.source, Source::Spent);
+        let job = Job {
+            id: self.id,
+            offset,
+            size: self.size,
+            chunk: chunk as usize,
+            hasher,
+        };
+        let (mut chunks, recycle, producer) = produce(source, job, window).await?;
+        let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
+        let mut acked = offset;
+        let mut producing = true;
+        while producing || !in_flight.is_empty() {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                Some((reply, len, sent)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let reply: Frame = reply?;
+                    match reply.0 {
+                        FrameKind::Control(Control::Ack { .. }) => {}
+                        other => return Err(unexpected(other)),
+                    }
+                    // Answered, so the connection has written it and let it
+                    // go: its buffer serves a later chunk.
+                    if let Ok(buf) = Bytes::try_into_mut(sent) {
+                        let _ = recycle.try_send(buf);
+                    }
+                    acked += len;
+                    self.progress.send_replace(Progress {
+                        done: acked,
+                        total: self.size,
+                    });
+                }
+                frame = chunks.recv(), if producing && in_flight.len() < window => match frame {
+                    Some(Ok(frame)) => {
+                        let len = (frame.len() - CHUNK_HEADER) as u64;
+                        let sent = frame.clone();
+                        in_flight.push(async move {
+                            let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
+                            (reply, len, sent)
+                        });
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => producing = false,
+                },
+            }
+        }
+        let hasher = producer.finish().await?;
+
+        let hash = hasher.finalize().to_hex().to_string();
+        let finish = Frame::control(Control::Finish {
+            id: self.id,
+            hash: hash.clone(),
+        });
+        match self
+            .ask(client, finish, self.config.finish_timeout, cancel)
+            .await?
+        {
+            Control::Done { size } if size == self.size => Ok(Receipt {
+                id: self.id,
+                name: self.name.clone(),
+                size,
+                hash,
+                resumed_from,
+            }),
+            other => Err(unexpected(FrameKind::Control(other))),
+        }
+    }
+
+    /// Offers the transfer: `(offset, max_chunk, window, prefix_hash)`.
+    async fn offer(
+        &self,
+        client: &Client,
+        cancel: &CancellationToken,
+        restart: bool,
+    ) -> Result<(u64, u32, u32, String)> {
+        let offer = Frame::control(Control::Offer {
+            id: self.id,
+            name: self.name.clone(),
+            size: self.size,
+            restart,
+        });
+        // The receiver may hash a long partial file back first: as long as
+        // a finish may take.
+        match self
+            .ask(client, offer, self.config.finish_timeout, cancel)
+            .await?
+        {
+            Control::Accept {
+                offset,
+                prefix_hash,
+                max_chunk,
+                window,
+            } if offset <= self.size => Ok((offset, max_chunk, window, prefix_hash)),
+            other => Err(unexpected(FrameKind::Control(other))),
+        }
+    }
+
+    /// One control request; a refusal becomes [`Error::Refused`].
+    async fn ask(
+        &self,
+        client: &Client,
+        frame: Frame,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Control> {
+        let reply: Frame = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+            reply = client.request_timeout(frame, timeout) => reply?,
+        };
+        match reply.0 {
+            FrameKind::Control(Control::Refused { reason, message }) => {
+                Err(Error::Refused { reason, message })
+            }
+            FrameKind::Control(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads and hashes the first `offset` bytes of the source; whether
+    /// they hash to what the receiver holds.
+    async fn prefix_matches(
+        &mut self,
+        hasher: &mut blake3::Hasher,
+        offset: u64,
+        prefix: &str,
+    ) -> Result<bool> {
+        let mut buf = vec![0; 256 << 10];
+        let mut left = offset;
+        let reader = self.source.reader()?;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = reader.read(&mut buf[..want]).await.map_err(Error::Source)?;
+            if n == 0 {
+                return Err(Error::SourceEnded {
+                    expected: self.size,
+                    read: offset - left,
+                });
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(hasher.finalize().to_hex().as_str() == prefix)
+    }
+}
+
+/// What a producer reads: `size - offset` bytes in chunks, hashed on top
+/// of `hasher` (which holds the first `offset` bytes on a resume).
+struct Job {
+    id: TransferId,
+    offset: u64,
+    size: u64,
+    chunk: usize,
+    hasher: blake3::Hasher,
+}
+
+/// Chunk frames, ready to send, in order; an error ends them.
+type Chunks = mpsc::Receiver<Result<Bytes>>;
+
+/// Frames read ahead of the window: two, so the producer never waits for
+/// the loop and the loop never waits for a read, at 2 × chunk bytes.
+const READ_AHEAD: usize = 2;
+
+/// The producer of a transfer's chunks; its result is the hash of the whole
+/// body. Dropping it stops the producer (a task is aborted; a blocking
+/// read ends at its next chunk, which no one takes).
+struct Producer {
+    handle: tokio::task::JoinHandle<Option<blake3::Hasher>>,
+}
+
+impl Producer {
+    async fn finish(mut self) -> Result<blake3::Hasher> {
+        match (&mut self.handle).await {
+            Ok(Some(hasher)) => Ok(hasher),
+            // The error went down the channel, which the loop already read.
+            Ok(None) => Err(Error::Protocol("the chunk producer ended early".into())),
+            Err(e) => Err(Error::Source(std::io::Error::other(e))),
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// Buffers of answered chunks, back to the producer.
+type Recycle = mpsc::Sender<BytesMut>;
+
+async fn produce(source: Source, job: Job, window: usize) -> Result<(Chunks, Recycle, Producer)> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    // Room for every buffer in use: the window and what is read ahead.
+    let (recycle, mut reuse) = mpsc::channel(window + READ_AHEAD + 1);
+    let handle = match source {
+        Source::File(file) => {
+            let file = file.into_std().await;
+            tokio::task::spawn_blocking(move || produce_from_file(file, job, &tx, &mut reuse))
+        }
+        Source::Reader(reader) => {
+            let reader = reader
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            tokio::spawn(produce_from_reader(reader, job, tx, reuse))
+        }
+        Source::Spent => return Err(Error::Protocol("an upload's source is read once".into())),
+    };
+    Ok((rx, recycle, Producer { handle }))
+}
+
+/// The buffer for the next chunk: an answered chunk's when one came back
+/// and is large enough, else a new one.
+fn next_buffer(job: &mut Job, len: usize, reuse: &mut mpsc::Receiver<BytesMut>) -> BytesMut {
+    match reuse.try_recv() {
+        Ok(buf) if buf.capacity() >= CHUNK_HEADER + len => {
+            reuse_chunk_buffer(buf, job.id, job.offset)
+        }
+        _ => chunk_buffer(job.id, job.offset, len),
+    }
+}
+
+/// A file, read on a blocking thread straight into each chunk's buffer.
+fn produce_from_file(
+    mut file: std::fs::File,
+    mut job: Job,
+    tx: &mpsc::Sender<Result<Bytes>>,
+    reuse: &mut mpsc::Receiver<BytesMut>,
+) -> Option<blake3::Hasher> {
+    use std::io::{Read, Seek};
+    // The async reads of a resume check may have read ahead of `offset`.
+    if let Err(e) = file.seek(std::io::SeekFrom::Start(job.offset)) {
+        let _ = tx.blocking_send(Err(Error::Source(e)));
+        return None;
+    }
+    while job.offset < job.size {
+        let len = job.chunk.min((job.size - job.offset) as usize);
+        let mut buf = next_buffer(&mut job, len, reuse);
+        buf.resize(CHUNK_HEADER + len, 0);
+        let mut got = 0;
+        while got < len {
+            match file.read(&mut buf[CHUNK_HEADER + got..]) {
+                Ok(0) => {
+                    let read = job.offset + got as u64;
+                    let _ = tx.blocking_send(Err(Error::SourceEnded {
+                        expected: job.size,
+                        read,
+                    }));
+                    return None;
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::Source(e)));
+                    return None;
+                }
+            }
+        }
+        job.hasher.update(&buf[CHUNK_HEADER..]);
+        tx.blocking_send(Ok(buf.freeze())).ok()?;
+        job.offset += len as u64;
+    }
+    Some(job.hasher)
+}
+
+/// Any reader, read on a task straight into each chunk's buffer.
+async fn produce_from_reader(
+    mut reader: Pin<Box<dyn AsyncRead + Send>>,
+    mut job: Job,
+    tx: mpsc::Sender<Result<Bytes>>,
+    mut reuse: mpsc::Receiver<BytesMut>,
+) -> Option<blake3::Hasher> {
+    while job.offset < job.size {
+        let len = job.chunk.min((job.size - job.offset) as usize);
+        let mut buf = next_buffer(&mut job, len, &mut reuse);
+        while buf.len() < CHUNK_HEADER + len {
+            let want = (CHUNK_HEADER + len - buf.len()) as u64;
+            match (&mut reader).take(want).read_buf(&mut buf).await {
+                Ok(0) => {
+                    let read = job.offset + (buf.len() - CHUNK_HEADER) as u64;
+                    let _ = tx
+                        .send(Err(Error::SourceEnded {
+                            expected: job.size,
+                            read,
+                        }))
+                        .await;
+                    return None;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(Error::Source(e))).await;
+                    return None;
+                }
+            }
+        }
+        job.hasher.update(&buf[CHUNK_HEADER..]);
+        tx.send(Ok(buf.freeze())).await.ok()?;
+        job.offset += len as u64;
+    }
+    Some(job.hasher)
+}
+
+fn unexpected(reply: FrameKind) -> Error {
+    match reply {
+        FrameKind::Control(Control::Refused { reason, message }) => {
+            Error::Refused { reason, message }
+        }
+        FrameKind::Control(other) => Error::Protocol(format!("unexpected reply {other:?}")),
+        FrameKind::Chunk(_) => Error::Protocol("a chunk where a reply was expected".into()),
+    }
+}

@@ -1,0 +1,261 @@
+//! The course's improved file protocol (4-byte big-endian size, the raw
+//! body, `Gracias.` back) against Python scripts written in the course's
+//! style, and its bad input.
+//!
+//! - `tests/interop/course_file_sender.py` → enchufe's receiver
+//!   (`transfer::course::receive`, what `file_transfer recv --course` runs),
+//!   and enchufe's sender (`course::send`) → `course_file_receiver.py`:
+//!   64 MiB each way, byte-identical.
+//! - Half-close: a sender that shuts down writing after the body (Python's
+//!   `shutdown(SHUT_WR)`, and a raw Rust socket) still gets `Gracias.`.
+//! - Bad input: a size over the limit, a body cut short, a bad name, a full
+//!   disk; each a typed error, no file under the final name, and the
+//!   receiver goes on to serve the next sender.
+//!
+//! ```text
+//! cargo test --test transfer_course
+//! ```
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::files::{assert_same_file, names_in, random_file, Tmpfs};
+use common::interop::{bounded, spawn_python, SCRIPT_TIMEOUT};
+use enchufe::transfer::{course, Error, Reason};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIG: u64 = 64 << 20;
+
+/// A course receiver on `127.0.0.1:0` serving `senders` senders one after
+/// another (as `file_transfer recv --course` does); each result in order.
+async fn receiver(
+    dir: &Path,
+    config: course::Config,
+    senders: usize,
+) -> (String, tokio::task::JoinHandle<Vec<Result<PathBuf, Error>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let dir = dir.to_owned();
+    let task = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for n in 1..=senders {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let name = format!("recibido-{n}.bin");
+            let r = course::receive(&mut stream, &dir, &name, &config, None).await;
+            results.push(r.map(|(path, _)| path));
+        }
+        results
+    });
+    (port, task)
+}
+
+async fn python_sender(port: &str, file: &Path, shutdown: bool) -> String {
+    let file = file.to_str().unwrap();
+    let mut args = vec!["--port", port, "--file", file, "--timeout", SCRIPT_TIMEOUT];
+    if shutdown {
+        args.push("--shutdown");
+    }
+    let out = spawn_python("course_file_sender.py", &args)
+        .wait_with_output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python sender: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn python_sender_to_enchufe_receiver_64_mib() {
+    bounded("python_sender_to_enchufe_receiver_64_mib", async {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let file = random_file(src.path(), "enviar.bin", BIG, 1);
+        let (port, task) = receiver(out.path(), course::Config::default(), 1).await;
+        let stdout = python_sender(&port, &file, false).await;
+        assert_eq!(stdout.trim(), "Respuesta: Gracias.");
+        let received = task.await.unwrap().remove(0).unwrap();
+        assert_same_file(&received, &file);
+        assert_eq!(names_in(out.path()), ["recibido-1.bin"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn enchufe_sender_to_python_receiver_64_mib() {
+    bounded("enchufe_sender_to_python_receiver_64_mib", async {
+        let src = tempfile::tempdir().unwrap();
+        let file = random_file(src.path(), "enviar.bin", BIG, 2);
+        let out = src.path().join("recibido.bin");
+        let mut python = spawn_python(
+            "course_file_receiver.py",
+            &["--out", out.to_str().unwrap(), "--timeout", SCRIPT_TIMEOUT],
+        );
+        let mut lines = BufReader::new(python.stdout.take().unwrap()).lines();
+        let port_line = lines.next_line().await.unwrap().expect("PORT line");
+        let port = port_line.strip_prefix("PORT ").expect("PORT line");
+
+        let mut stream = TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let source = tokio::fs::File::open(&file).await.unwrap();
+        let reply = course::send(&mut stream, source, BIG, &Default::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(reply, course::THANKS);
+        assert_eq!(
+            lines.next_line().await.unwrap().unwrap(),
+            format!("RECIBIDO {BIG}")
+        );
+        assert!(python.wait().await.unwrap().success());
+        assert_same_file(&out, &file);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn half_closed_senders_still_get_gracias() {
+    bounded("half_closed_senders_still_get_gracias", async {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let file = random_file(src.path(), "enviar.bin", 3 << 20, 3);
+        let (port, task) = receiver(out.path(), course::Config::default(), 2).await;
+
+        // Python: shutdown(SHUT_WR) after the body, then recv.
+        let stdout = python_sender(&port, &file, true).await;
+        assert_eq!(stdout.trim(), "Respuesta: Gracias.");
+
+        // A raw socket: header, body, shutdown, then read to EOF.
+        let mut stream = TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        stream.write_all(&5u32.to_be_bytes()).await.unwrap();
+        stream.write_all(b"hola!").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"Gracias.");
+
+        let results = task.await.unwrap();
+        assert_same_file(results[0].as_ref().unwrap(), &file);
+        assert_eq!(
+            std::fs::read(results[1].as_ref().unwrap()).unwrap(),
+            b"hola!"
+        );
+    })
+    .await;
+}
+
+/// Sends raw bytes, half-closes, and returns whatever the receiver answers
+/// before closing.
+async fn raw_exchange(port: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    // The receiver may close before reading everything (a size over the
+    // limit): a failed write is part of the answer, not of the test.
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.shutdown().await;
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply).await;
+    reply
+}
+
+fn course_message(size: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = size.to_be_bytes().to_vec();
+    m.extend_from_slice(body);
+    m
+}
+
+#[tokio::test]
+async fn bad_input_is_typed_and_leaves_no_file() {
+    bounded("bad_input_is_typed_and_leaves_no_file", async {
+        let out = tempfile::tempdir().unwrap();
+        let config = course::Config::default().max_size(1 << 20);
+        let (port, task) = receiver(out.path(), config, 4).await;
+
+        // 1. Declared over max_size: refused on the header.
+        assert_eq!(
+            raw_exchange(&port, &course_message(2 << 20, b"x")).await,
+            b""
+        );
+        // 2. EOF after 10 of 1000 bytes.
+        assert_eq!(
+            raw_exchange(&port, &course_message(1000, &[7; 10])).await,
+            b""
+        );
+        // 3. An empty header (connect and close).
+        assert_eq!(raw_exchange(&port, b"").await, b"");
+        // 4. The next sender is served.
+        assert_eq!(
+            raw_exchange(&port, &course_message(3, b"ok!")).await,
+            b"Gracias."
+        );
+
+        let results = task.await.unwrap();
+        let reasons: Vec<_> = results
+            .iter()
+            .map(|r| r.as_ref().err().and_then(Error::reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                Some(Reason::TooLarge),
+                Some(Reason::Truncated),
+                Some(Reason::Truncated),
+                None
+            ]
+        );
+        assert!(matches!(
+            results[1],
+            Err(Error::Truncated {
+                expected: 1000,
+                received: 10
+            })
+        ));
+        // Only the good one, and no temporary left behind.
+        assert_eq!(names_in(out.path()), ["recibido-4.bin"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_before_reading() {
+    let out = tempfile::tempdir().unwrap();
+    for name in ["", "..", "../x", "a/b", "/etc/passwd", "a\0b", "C:\\x"] {
+        let (mut a, _b) = tokio::io::duplex(64);
+        let r = course::receive(&mut a, out.path(), name, &Default::default(), None).await;
+        assert_eq!(r.unwrap_err().reason(), Some(Reason::BadName), "{name:?}");
+    }
+    assert!(names_in(out.path()).is_empty());
+}
+
+#[tokio::test]
+async fn full_disk_is_typed_and_leaves_no_file() {
+    let Some(disk) = Tmpfs::mount(1 << 20) else {
+        return;
+    };
+    bounded("full_disk_is_typed_and_leaves_no_file", async {
+        let (port, task) = receiver(disk.path(), course::Config::default(), 2).await;
+        // 2 MiB into a 1 MiB disk: the write fails with ENOSPC.
+        let big = course_message(2 << 20, &vec![1; 2 << 20]);
+        assert_eq!(raw_exchange(&port, &big).await, b"");
+        // Space is freed with the temporary file: the next one fits.
+        assert_eq!(
+            raw_exchange(&port, &course_message(4, b"cabe")).await,
+            b"Gracias."
+        );
+        let results = task.await.unwrap();
+        let err = results[0].as_ref().unwrap_err();
+        assert!(err.is_storage_full(), "{err}");
+        assert_eq!(err.reason(), Some(Reason::StorageFull));
+        assert_eq!(names_in(disk.path()), ["recibido-2.bin"]);
+    })
+    .await;
+}
