@@ -176,3 +176,47 @@ async fn a_handler_past_its_timeout_is_stopped() {
     })
     .await;
 }
+
+/// Counts the log lines at WARN the subscriber writes.
+#[derive(Clone, Default)]
+struct WarnLines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl std::io::Write for WarnLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if String::from_utf8_lossy(buf).contains("WARN") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_counted_but_warned_about_rarely() {
+    // One thread: the subscriber set here sees the server's tasks too.
+    let warns = WarnLines::default();
+    let writer = warns.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    bounded(async {
+        let (server, mut reasons) = start(Config::default()).await;
+        for _ in 0..100 {
+            let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
+            raw.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            closed_by_server(&mut raw).await;
+            reasons.recv().await.unwrap();
+        }
+        assert_eq!(server.stats().closed_for_bad_input, 100);
+        assert_eq!(server.stats().not_frames, 100);
+        server.shutdown().await;
+    })
+    .await;
+    // The 1st, 2nd, 4th, ..., 64th: 7 warnings for 100 bad connections.
+    let n = warns.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=8).contains(&n), "{n} warnings for 100 bad connections");
+}

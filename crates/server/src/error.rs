@@ -166,4 +166,21 @@ impl Error {
     pub fn is_not_frames(&self) -> bool {
         matches!(self, Error::Framing(e) if e.is_not_frames())
     }
+
+    /// Whether the other end caused it: what it sent broke the framing or
+    /// the protocol, it reset or cut the connection, or it was too slow to
+    /// send its hello, first frame or a whole frame. (Not: a handler's
+    /// error, panic or timeout, a stalled writer, a refused dial.) Such
+    /// closes are counted and their warnings thinned, so bad input cannot
+    /// flood the log.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Framing(_)
+                | Error::Io(_)
+                | Error::HandshakeTimeout(_)
+                | Error::FirstFrameTimeout(_)
+                | Error::FrameTimeout(_)
+        )
+    }
 }

@@ -104,8 +104,7 @@ impl Layer {
 /// Counts a bad handshake and logs the 1st, 2nd, 4th, 8th... of its kind
 /// at `warn` (the rest at `debug`): bad input must not flood the log, and
 /// the count says how many there were.
-#[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(dead_code))]
-fn rare_warn(counter: &AtomicU64, error: &dyn std::error::Error, what: &str) {
+pub(crate) fn rare_warn(counter: &AtomicU64, error: &dyn std::error::Error, what: &str) {
     let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     if n.is_power_of_two() {
         warn!(%error, count = n, "{what}");

@@ -858,7 +858,17 @@ async fn serve_connection<H: Handler, Io>(
             if e.is_not_frames() {
                 Counters::add(&shared.counters.not_frames, 1);
             }
-            warn!(error = %e, "closed");
+            if e.is_bad_input() {
+                // Counted, and warned about at the 1st, 2nd, 4th, 8th...:
+                // 20,000 bad connections write 15 warnings, not 20,000.
+                crate::layer::rare_warn(
+                    &shared.counters.closed_for_bad_input,
+                    e,
+                    "closed: bad input",
+                );
+            } else {
+                warn!(error = %e, "closed");
+            }
         }
         other => info!(reason = %other, "closed"),
     }

@@ -29,6 +29,13 @@ pub struct Stats {
     /// [`Config::max_connections_per_ip`](crate::Config::max_connections_per_ip)
     /// connections already.
     pub refused_per_address: u64,
+    /// Connections closed because of what the other end did: bytes that
+    /// broke the framing or the protocol, a reset or a cut frame, a hello,
+    /// first frame or frame that did not arrive in time
+    /// ([`Error::is_bad_input`](crate::Error::is_bad_input)). Their
+    /// warnings are thinned (the 1st, 2nd, 4th, 8th...), this counts them
+    /// all.
+    pub closed_for_bad_input: u64,
 }
 
 /// The live counters behind [`Stats`], shared by every connection.
@@ -41,6 +48,7 @@ pub(crate) struct Counters {
     pub(crate) tls_failures: AtomicU64,
     pub(crate) ws_rejected: AtomicU64,
     pub(crate) refused_per_address: AtomicU64,
+    pub(crate) closed_for_bad_input: AtomicU64,
 }
 
 impl Counters {
@@ -57,6 +65,7 @@ impl Counters {
             tls_failures: self.tls_failures.load(Ordering::Relaxed),
             ws_rejected: self.ws_rejected.load(Ordering::Relaxed),
             refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
+            closed_for_bad_input: self.closed_for_bad_input.load(Ordering::Relaxed),
         }
     }
 }
