@@ -220,3 +220,22 @@ async fn bad_input_is_counted_but_warned_about_rarely() {
     let n = warns.0.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=8).contains(&n), "{n} warnings for 100 bad connections");
 }
+
+#[tokio::test]
+async fn the_listen_backlog_is_what_the_config_says() {
+    bounded(async {
+        let (server, _) = start(Config::default().listen_backlog(Some(7))).await;
+        // `ss` shows a listening socket's backlog in its Send-Q column.
+        let port = server.local_addr().port();
+        let out = tokio::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .await
+            .expect("ss (iproute2) is on the image");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let backlog: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(backlog.get(2), Some(&"7"), "ss said: {line:?}");
+        server.shutdown().await;
+    })
+    .await;
+}

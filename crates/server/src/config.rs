@@ -154,6 +154,15 @@ pub struct Config {
     /// clients behind one NAT, or a test on loopback, share an address).
     pub max_connections_per_ip: Option<usize>,
 
+    /// The kernel's queue of connections not yet accepted (`listen`'s
+    /// backlog) on TCP listeners. Default `None`: what the listener was
+    /// made with (tokio asks for 1,024; Linux caps it at
+    /// `net.core.somaxconn`). Past [`Config::max_connections`] the server
+    /// stops accepting, and newcomers wait here until one leaves: a smaller
+    /// backlog makes them fail at once instead (connection refused, or a
+    /// SYN left unanswered), a larger one lets a burst wait.
+    pub listen_backlog: Option<u32>,
+
     /// Longest a handler may run on one request (or a streamed message).
     /// Past it the handler is dropped: in the plain profile the connection
     /// closes with [`Error::HandlerTimeout`](crate::Error::HandlerTimeout)
@@ -246,6 +255,13 @@ impl Config {
     #[must_use]
     pub fn max_connections_per_ip(mut self, limit: Option<usize>) -> Self {
         self.max_connections_per_ip = limit;
+        self
+    }
+
+    /// Sets [`Config::listen_backlog`].
+    #[must_use]
+    pub fn listen_backlog(mut self, backlog: Option<u32>) -> Self {
+        self.listen_backlog = backlog;
         self
     }
 
@@ -388,6 +404,7 @@ impl Default for Config {
             frame_timeout: Some(Duration::from_secs(30)),
             max_connections_per_ip: None,
             handler_timeout: None,
+            listen_backlog: None,
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             accept_backoff_max: Duration::from_secs(1),

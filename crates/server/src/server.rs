@@ -254,9 +254,27 @@ impl Server {
         }
     }
 
+    /// Listens again with `backlog` on every TCP listener (Linux updates a
+    /// listening socket's backlog in place). A failure is logged: the
+    /// server still serves, with the backlog it had.
+    fn set_backlog(&self, backlog: u32) {
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        let listeners = std::iter::once(&self.listener).chain(self.extra.iter().map(|(l, _)| l));
+        for listener in listeners {
+            if let Listener::Tcp(tcp) = listener {
+                if let Err(e) = socket2::SockRef::from(tcp).listen(backlog) {
+                    warn!(error = %e, backlog, "cannot set the listen backlog");
+                }
+            }
+        }
+    }
+
     /// Starts serving in the background and returns a handle to the running
     /// server. Must be called within a Tokio runtime.
     pub fn serve<H: Handler>(self, handler: H) -> ServerHandle {
+        if let Some(backlog) = self.config.listen_backlog {
+            self.set_backlog(backlog);
+        }
         let local_addr = self.local_addr().unwrap_or(UNIX_ADDR);
         let ws_addr = self
             .extra
