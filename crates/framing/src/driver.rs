@@ -307,6 +307,15 @@ where
         self.wire.write(frame)
     }
 
+    /// Queues a chunk of a streamed frame's body (after
+    /// [`Wire::write_stream_header`] through [`Driver::wire_mut`]); dropped,
+    /// as every write, once the output is done.
+    pub fn write_chunk(&mut self, chunk: &Bytes) {
+        if !self.write_done {
+            self.wire.write_chunk(chunk);
+        }
+    }
+
     /// The fast path of [`Driver::poll_event`], for a role's loop to try
     /// first: a frame already buffered, when `read`, no signal is raised and
     /// the output has room (what `poll_event` would report first anyway).

@@ -319,9 +319,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 Poll::Pending => return Ok(()),
                 Poll::Ready(Some(Ok(chunk))) if chunk.len() as u64 <= *left => {
                     *left -= chunk.len() as u64;
-                    if !self.core.is_write_done() {
-                        self.core.wire_mut().write_chunk(&chunk);
-                    }
+                    self.core.write_chunk(&chunk);
                     if *left == 0 {
                         self.end_stream(Ok(()));
                     }
