@@ -45,6 +45,8 @@
 //!   connection, a client's link, a peer link): the [`Wire`], the [`Signal`]
 //!   other tasks raise, and one timer for every deadline, reporting events
 //!   to the role's own small loop. [`Ended`] says why a connection ended.
+//! - [`recycle`]: large frames' buffers given back by the program that
+//!   received them, for the next large frame (a file receiver's chunks).
 //! - [`OutFrame`]: an outgoing frame as a small prefix (a mux header) plus a
 //!   body, written with a single copy.
 //! - [`Config`] and [`Error`].
@@ -79,6 +81,7 @@ mod error;
 mod finite;
 mod message;
 pub mod mux;
+pub mod recycle;
 pub mod session;
 mod signal;
 mod transport;

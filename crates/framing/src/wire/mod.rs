@@ -188,7 +188,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
             // move it to the frame's own buffer, sized by what arrived.
             self.rbuf.advance(HEADER_LEN);
             let have = self.rbuf.len();
-            let mut body = BytesMut::with_capacity(declared.min(LARGE_START.max(2 * have)));
+            // A buffer given back (`recycle`) if one fits: no allocation,
+            // no page faults; else one sized by what arrived.
+            let mut body = crate::recycle::take(declared).unwrap_or_else(|| {
+                BytesMut::with_capacity(declared.min(LARGE_START.max(2 * have)))
+            });
             body.extend_from_slice(&self.rbuf);
             self.rbuf = BytesMut::new();
             self.large = Some(Large {
