@@ -37,7 +37,9 @@
 //! - [`Wire`]: one connection's bytes for a driver that polls (the server's
 //!   and client's connection core): one task reads and writes, no buffer
 //!   while idle, reads that grow with what arrived, large bodies in their
-//!   own buffer and written with one vectored write.
+//!   own buffer and written with one vectored write. Generic over its codec
+//!   ([`Split`]): [`LengthPrefix`] by default, an HTTP request head in the
+//!   `enchufe-http` crate.
 //! - [`session`]: the multiplexed profile's rules with no socket in them
 //!   (what a frame means for a client, a server or a peer; in-flight limits,
 //!   parking, cancels, shutdown), shared by every role.
@@ -122,7 +124,7 @@ pub use message::{Decode, Encode, Json, Raw, Text};
 pub use bytes::{Bytes, BytesMut};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
-pub use wire::{Next, Wire, LARGE_FRAME, STREAM_CHUNK};
+pub use wire::{LengthPrefix, Next, Split, Wire, LARGE_FRAME, STREAM_CHUNK};
 
 /// Bytes taken by the length prefix of every frame.
 pub const HEADER_LEN: usize = 4;
