@@ -24,7 +24,9 @@ use crate::{Request, Response};
 ///   dropped with its connection.
 ///
 /// Any of these ends drops the future at an `.await`: write it so that being
-/// cancelled there is safe, as for any Tokio future.
+/// cancelled there is safe, as for any Tokio future. As the connection is
+/// not read while it runs, a client that hangs up meanwhile is noticed when
+/// the reply is written, not before (bound the wait with the timeout).
 ///
 /// # Why the request is taken by value
 ///

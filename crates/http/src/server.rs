@@ -15,7 +15,7 @@ use std::time::Duration;
 use enchufe_framing::driver::{Deadlines, Driver, Event};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -275,13 +275,12 @@ enum Outcome {
 
 /// One connection: the driver reads heads through [`RequestHead`], the
 /// handler answers (one request at a time, so replies keep request order),
-/// the driver writes and flushes.
-async fn serve<H: Handler>(
-    stream: TcpStream,
-    handler: &H,
-    config: &Config,
-    stop: &CancellationToken,
-) {
+/// the driver writes and flushes. Generic over the I/O for the tests.
+async fn serve<Io, H>(stream: Io, handler: &H, config: &Config, stop: &CancellationToken)
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
     let signal = Signal::default();
     let framing = enchufe_framing::Config::default().max_frame_length(config.max_response);
     let wire = Wire::with_split(stream, &framing, RequestHead::new(config.limits));
@@ -456,7 +455,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 /// Reads and drops what the client still sends after a refusal, bounded
 /// in time and bytes (see [`Config::linger`]).
-async fn linger(io: &mut TcpStream, config: &Config) {
+async fn linger(io: &mut (impl AsyncRead + Unpin), config: &Config) {
     let mut left = config.linger_bytes;
     let mut scratch = [0u8; 4096];
     let _ = tokio::time::timeout(config.linger, async {
@@ -468,4 +467,56 @@ async fn linger(io: &mut TcpStream, config: &Config) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::handler_fn;
+
+    /// While a handler runs, the connection reads nothing more: what the
+    /// client can push is the pipe's capacity plus at most the head limit
+    /// and a read or two, not whatever it sends. (Paused time: the client's
+    /// write is known to be stuck when the runtime has nothing else to do.)
+    #[tokio::test(start_paused = true)]
+    async fn a_running_handler_leaves_further_input_unread() {
+        const PIPE: usize = 4096;
+        let (ours, mut theirs) = tokio::io::duplex(PIPE);
+        let gate = Arc::new(Semaphore::new(0));
+        let opened = gate.clone();
+        let handler = handler_fn(move |_: Request| {
+            let gate = opened.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Response::text(200, "ok\n")
+            }
+        });
+        let config = Config::default().limits(Limits::default().max_head(1024));
+        let server = tokio::spawn(async move {
+            serve(ours, &handler, &config, &CancellationToken::new()).await;
+        });
+        theirs
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nX: ")
+            .await
+            .unwrap();
+        let mut sent = 0;
+        while sent < 1 << 20 {
+            match tokio::time::timeout(Duration::from_secs(1), theirs.write(&[b'a'; 512])).await {
+                Ok(Ok(n)) => sent += n,
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => break,
+            }
+        }
+        assert!(sent <= PIPE + 1024 + 16 * 1024, "{sent} bytes taken");
+        // Once it answers, reading resumes: the long head is refused.
+        gate.add_permits(1);
+        let mut reply = Vec::new();
+        theirs.read_to_end(&mut reply).await.unwrap();
+        let reply = String::from_utf8(reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.contains("HTTP/1.1 431 "), "{reply}");
+        server.await.unwrap();
+    }
 }
