@@ -423,7 +423,7 @@ where
         loop {
             match driver.poll_event(cx, false) {
                 Poll::Ready(Event::Deadline) => {
-                    tracing::warn!(limit = ?timeout, "HTTP handler timed out");
+                    tracing::warn!(limit = ?timeout.unwrap_or_default(), "HTTP handler timed out");
                     return Poll::Ready(Outcome::TimedOut);
                 }
                 Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
