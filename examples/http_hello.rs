@@ -3,13 +3,17 @@
 //! prefix. It answers `GET` (and `HEAD`) with keep-alive; a head over 16 KiB
 //! or 64 headers gets `431`, one that is not HTTP `400`, one that does not
 //! arrive whole within `--head-timeout` `408`, and then the connection is
-//! closed. Prints `listening on HOST:PORT` on stdout once bound; runs until
-//! Ctrl-C or SIGTERM.
+//! closed. The handler is async: `/lento/NAME` awaits a second before its
+//! reply, and one over `--handler-timeout` is `503`. Prints
+//! `listening on HOST:PORT` on stdout once bound; runs until Ctrl-C or
+//! SIGTERM.
 //!
 //! ```text
 //! cargo run --example http_hello -- --addr 127.0.0.1:8080
 //! curl -i http://127.0.0.1:8080/hola/mundo
 //! curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/hola/otra   # one connection, two requests
+//! curl http://127.0.0.1:8080/lento/ana & curl http://127.0.0.1:8080/hola/eva   # eva first
+//! cargo run --example http_hello -- --handler-timeout 0.5   # then /lento/ana is 503
 //! cargo run --example http_get -- --url http://127.0.0.1:8080/hola/mundo
 //! ```
 
@@ -17,7 +21,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Parser;
-use enchufe::http::{Config, Request, Response, Server};
+use enchufe::http::{handler_fn, Config, Request, Response, Server};
 
 #[path = "support/log.rs"]
 mod log;
@@ -36,19 +40,29 @@ struct Args {
     /// Seconds an idle keep-alive connection stays open.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     idle_timeout: f64,
+    /// Seconds a request may take to answer (then `503`).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    handler_timeout: f64,
 }
 
-/// The handler: what the course's `handle_command` is for HTTP.
-fn hello(request: &Request) -> Response {
+/// The handler: what the course's `handle_command` is for HTTP, async.
+/// `/lento/NAME` waits a second first (as a database query would): other
+/// connections are served meanwhile, and past `--handler-timeout` it is `503`.
+async fn hello(request: Request) -> Response {
     if request.method != "GET" && request.method != "HEAD" {
         return Response::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
     }
-    match request.path.as_str() {
-        "/" => Response::text(200, "hola\n"),
-        path => match path.strip_prefix("/hola/") {
-            Some(name) if !name.is_empty() => Response::text(200, format!("hola, {name}\n")),
-            _ => Response::text(404, format!("no hay nada en {path}\n")),
-        },
+    let path = request.path.as_str();
+    if path == "/" {
+        return Response::text(200, "hola\n");
+    }
+    if let Some(name) = path.strip_prefix("/lento/") {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return Response::text(200, format!("hola, {name}, sin prisa\n"));
+    }
+    match path.strip_prefix("/hola/") {
+        Some(name) if !name.is_empty() => Response::text(200, format!("hola, {name}\n")),
+        _ => Response::text(404, format!("no hay nada en {path}\n")),
     }
 }
 
@@ -58,14 +72,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let config = Config::default()
         .head_timeout(Duration::try_from_secs_f64(args.head_timeout)?)
-        .idle_timeout(Duration::try_from_secs_f64(args.idle_timeout)?);
+        .idle_timeout(Duration::try_from_secs_f64(args.idle_timeout)?)
+        .handler_timeout(Some(Duration::try_from_secs_f64(args.handler_timeout)?));
     let server = Server::bind(args.addr.as_str()).await?.with_config(config);
     let addr = server.local_addr()?;
     // Stdout carries only this line, for scripts and tests that bind port 0.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, "http_hello ready: curl http://{addr}/hola/mundo; Ctrl-C to stop");
-    server.run(hello, stop::signal()).await;
+    server.run(handler_fn(hello), stop::signal()).await;
     tracing::info!("http_hello stopped");
     Ok(())
 }

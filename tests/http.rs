@@ -1,15 +1,17 @@
 //! HTTP/1.1 on the connection driver (`enchufe::http`): with `curl`
 //! (installed by `scripts/setup`), with the `http_get` example's hand-written
-//! client, and with raw bytes for the refusals. Every exchange runs over
-//! loopback within a time limit.
+//! client, and with raw bytes for the refusals and the async handler's
+//! guarantees (order, panics, timeouts, shutdown, deadlines while it runs).
+//! Every exchange runs over loopback within a time limit.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use enchufe::http::{Config, Limits, Request, Response, Server};
+use enchufe::http::{handler_fn, Config, Handler, Limits, Request, Response, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -19,19 +21,28 @@ mod http_get;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn hello(request: &Request) -> Response {
+async fn hello(request: Request) -> Response {
     Response::text(200, format!("hola {}\n", request.path))
 }
 
-/// A server on port 0, its address, and what stops it.
+/// A server on port 0 answering with [`hello`], its address, and what
+/// stops it.
 async fn start(config: Config) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+    start_with(config, handler_fn(hello)).await
+}
+
+/// A server on port 0 with this handler.
+async fn start_with(
+    config: Config,
+    handler: impl Handler,
+) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
     let server = Server::bind("127.0.0.1:0")
         .await
         .unwrap()
         .with_config(config);
     let addr = server.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(hello, async move {
+    let task = tokio::spawn(server.run(handler, async move {
         let _ = stopped.await;
     }));
     (addr, stop, task)
@@ -257,4 +268,237 @@ async fn the_hand_written_client_reads_a_reply_and_names_a_server_that_is_not_ht
         .await
         .unwrap()
         .unwrap();
+}
+
+/// Sends `note` when dropped: a handler's future ended or was cancelled.
+struct OnDrop(mpsc::Sender<&'static str>, &'static str);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(self.1);
+    }
+}
+
+/// A handler for the async tests, by path:
+/// - `/wait`: says `started`, then waits for a permit of `gate`;
+/// - `/slow/MS`: sleeps that long, then answers;
+/// - `/forever`: says `started` and never answers (says `dropped` when its
+///   future is dropped);
+/// - `/boom`: panics;
+/// - `/big`: a 16 MiB body;
+/// - anything else: answers at once.
+fn awaiting(gate: Arc<Semaphore>, notes: mpsc::Sender<&'static str>) -> impl Handler {
+    handler_fn(move |request: Request| {
+        let (gate, notes) = (gate.clone(), notes.clone());
+        async move {
+            let path = request.path.as_str();
+            if path == "/wait" {
+                let _ = notes.try_send("started");
+                gate.acquire().await.unwrap().forget();
+            } else if let Some(ms) = path.strip_prefix("/slow/") {
+                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            } else if path == "/forever" {
+                let _dropped = OnDrop(notes.clone(), "dropped");
+                let _ = notes.try_send("started");
+                std::future::pending::<()>().await;
+            } else if path == "/boom" {
+                panic!("the handler failed on purpose");
+            } else if path == "/big" {
+                return Response::new(200, vec![b'x'; 16 << 20]);
+            }
+            Response::text(200, format!("hola {path}\n"))
+        }
+    })
+}
+
+/// Reads one keep-alive reply: its head, then `Content-Length` bytes.
+async fn read_reply(stream: &mut TcpStream) -> String {
+    timeout(LIMIT, async {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).await.unwrap();
+        head + &String::from_utf8(body).unwrap()
+    })
+    .await
+    .expect("a reply within the limit")
+}
+
+async fn note(notes: &mut mpsc::Receiver<&'static str>) -> &'static str {
+    timeout(LIMIT, notes.recv())
+        .await
+        .expect("a note within the limit")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_awaiting_handler_holds_neither_the_runtime_nor_the_order_of_pipelined_replies() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (tx, mut notes) = mpsc::channel(8);
+    let (addr, _stop, _task) = start_with(Config::default(), awaiting(gate.clone(), tx)).await;
+    // One connection's handler waits (on this single-threaded runtime a
+    // blocking one would stop everything)...
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    waiting
+        .write_all(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(note(&mut notes).await, "started");
+    // ...while another's pipelined requests are answered, the slower first.
+    let two = b"GET /slow/50 HTTP/1.1\r\nHost: x\r\n\r\n\
+                GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = exchange(addr, two).await;
+    let slow = reply.find("hola /slow/50\n").expect("first body");
+    let b = reply.find("hola /b\n").expect("second body");
+    assert!(slow < b, "{reply}");
+    gate.add_permits(1);
+    let reply = read_reply(&mut waiting).await;
+    assert!(reply.ends_with("hola /wait\n"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_500_and_closes_only_its_connection() {
+    let (tx, _notes) = mpsc::channel(8);
+    let handler = awaiting(Arc::new(Semaphore::new(0)), tx);
+    let (addr, _stop, _task) = start_with(Config::default(), handler).await;
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    let get = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+    other.write_all(get).await.unwrap();
+    assert!(read_reply(&mut other).await.ends_with("hola /ok\n"));
+
+    let reply = exchange(
+        addr,
+        b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+    assert!(reply.contains("Connection: close\r\n"), "{reply}");
+    assert!(
+        !reply.contains("/after"),
+        "nothing after the panic: {reply}"
+    );
+
+    // The connection open before, and a new one, are served as ever.
+    other.write_all(get).await.unwrap();
+    assert!(read_reply(&mut other).await.ends_with("hola /ok\n"));
+    let reply = exchange(addr, b"GET /new HTTP/1.0\r\n\r\n").await;
+    assert!(reply.ends_with("hola /new\n"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_handler_past_its_timeout_is_503_and_the_connection_goes_on() {
+    let (tx, mut notes) = mpsc::channel(8);
+    let config = Config::default().handler_timeout(Some(Duration::from_millis(100)));
+    let handler = awaiting(Arc::new(Semaphore::new(0)), tx);
+    let (addr, _stop, _task) = start_with(config, handler).await;
+    let reply = exchange(
+        addr,
+        b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let timed_out = reply.find("HTTP/1.1 503 ").expect("503 first");
+    let next = reply.find("HTTP/1.1 200 ").expect("then the next request");
+    assert!(
+        timed_out < next && reply.ends_with("hola /next\n"),
+        "{reply}"
+    );
+    assert_eq!(note(&mut notes).await, "started");
+    assert_eq!(note(&mut notes).await, "dropped");
+}
+
+#[tokio::test]
+async fn idle_waits_for_a_running_handler_and_a_stalled_write_ends_it() {
+    // A handler that outlasts the idle timeout still answers.
+    let (tx, mut notes) = mpsc::channel(8);
+    let config = Config::default().idle_timeout(Duration::from_millis(100));
+    let handler = awaiting(Arc::new(Semaphore::new(0)), tx.clone());
+    let (addr, _stop, _task) = start_with(config, handler).await;
+    let reply = exchange(addr, b"GET /slow/400 HTTP/1.0\r\n\r\n").await;
+    assert!(reply.ends_with("hola /slow/400\n"), "{reply}");
+
+    // A client that does not read its 16 MiB reply: the write deadline
+    // passes while the next request's handler runs, and the connection is
+    // dropped with it.
+    let mut config = Config::default().write_timeout(Duration::from_millis(200));
+    config.max_response = 32 << 20;
+    config.output_budget = usize::MAX;
+    let handler = awaiting(Arc::new(Semaphore::new(0)), tx);
+    let (addr, _stop, _task) = start_with(config, handler).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(addr).await.unwrap();
+    stuck
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(note(&mut notes).await, "started");
+    assert_eq!(note(&mut notes).await, "dropped");
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_running_handler_finish_and_drops_one_past_the_grace() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (tx, mut notes) = mpsc::channel(8);
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (began, stopping) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(awaiting(gate.clone(), tx.clone()), async move {
+        let _ = stopped.await;
+        // Heard only once the server yields, after it told its connections.
+        let _ = began.send(());
+    }));
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    waiting
+        .write_all(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(note(&mut notes).await, "started");
+    stop.send(()).unwrap();
+    timeout(LIMIT, stopping).await.unwrap().unwrap();
+    gate.add_permits(1);
+    let mut reply = Vec::new();
+    timeout(LIMIT, waiting.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8(reply).unwrap();
+    assert!(
+        reply.contains("Connection: close\r\n") && reply.ends_with("hola /wait\n"),
+        "the last reply, marked so: {reply}"
+    );
+    timeout(LIMIT, task)
+        .await
+        .expect("the server stops")
+        .unwrap();
+
+    // A handler that never ends is dropped once the grace period is over.
+    let config = Config::default().shutdown_grace(Duration::from_millis(100));
+    let handler = awaiting(gate, tx);
+    let (addr, stop, task) = start_with(config, handler).await;
+    let mut stuck = TcpStream::connect(addr).await.unwrap();
+    stuck
+        .write_all(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(note(&mut notes).await, "started");
+    stop.send(()).unwrap();
+    timeout(LIMIT, task)
+        .await
+        .expect("the server stops")
+        .unwrap();
+    assert_eq!(note(&mut notes).await, "dropped");
+    let mut rest = Vec::new();
+    let _ = timeout(LIMIT, stuck.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "no reply from a cancelled handler");
 }

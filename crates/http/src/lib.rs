@@ -5,8 +5,35 @@
 //!
 //! ```text
 //!   client bytes:  GET /hola HTTP/1.1\r\nHost: x\r\n\r\n  (a head: up to the blank line)
-//!   Wire<TcpStream, RequestHead> --split--> head --Request::parse--> Handler
-//!   Handler -> Response --encode--> HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhola\n
+//!   Wire<TcpStream, RequestHead> --split--> head --Request::parse--> Request
+//!   Handler::handle(Request).await -> Response (the driver flushes and keeps
+//!                                     deadlines meanwhile, reading nothing)
+//!   Response --encode--> HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhola\n
+//! ```
+//!
+//! # Example
+//!
+//! An async handler that awaits before answering:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use enchufe_http::{handler_fn, Config, Request, Response, Server};
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let hello = handler_fn(|request: Request| async move {
+//!     // Stands for a file read, a query, a call to another service: the
+//!     // connection's task waits here, the runtime's worker does not.
+//!     tokio::time::sleep(Duration::from_millis(10)).await;
+//!     match request.path.strip_prefix("/hola/") {
+//!         Some(name) => Response::text(200, format!("hola, {name}\n")),
+//!         None => Response::text(404, "no\n"),
+//!     }
+//! });
+//! let config = Config::default().handler_timeout(Some(Duration::from_secs(5)));
+//! let server = Server::bind("127.0.0.1:8080").await?.with_config(config);
+//! // Any future stops it: a Ctrl-C one in a real server (`http_hello`).
+//! server.run(hello, std::future::pending()).await;
+//! # Ok(()) }
 //! ```
 //!
 //! # Map of the crate
@@ -16,19 +43,26 @@
 //!   headers by default); a head over them is a [`Refusal`] (`431`), as is
 //!   one that is not HTTP (`400`).
 //! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives.
+//! - [`Handler`]: `async fn handle(&self, Request) -> Response`, its future
+//!   `Send`; [`handler_fn`] makes one from a closure. One request at a time
+//!   per connection (replies in request order); a panic is `500` and closes
+//!   that connection; [`Config::handler_timeout`] answers `503`.
 //! - [`Server`]: the accept loop and the connection loop on the driver:
 //!   keep-alive (HTTP/1.1 by default, HTTP/1.0 on request), pipelined
-//!   requests answered in one write, a deadline for a whole head (`408`),
-//!   an idle timeout between requests, graceful shutdown.
+//!   requests answered in order, a deadline for a whole head (`408`),
+//!   an idle timeout between requests, graceful shutdown (running handlers
+//!   get [`Config::shutdown_grace`], then are dropped).
 //!
 //! Only `GET` and `HEAD` are meant: requests with a body are refused (see
 //! [`Server`]). The `http_hello` and `http_get` examples show both ends,
 //! the client written by hand over a `TcpStream`.
 
+mod handler;
 mod head;
 mod message;
 mod server;
 
+pub use handler::{handler_fn, Handler, HandlerFn};
 pub use head::{Limits, Refusal, RequestHead, MAX_HEADERS};
 pub use message::{Request, Response};
-pub use server::{Config, Handler, Server};
+pub use server::{Config, Server};

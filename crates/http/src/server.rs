@@ -2,40 +2,26 @@
 //! role, with [`RequestHead`] as the wire's codec instead of the length
 //! prefix.
 
+use std::any::Any;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use enchufe_framing::driver::{Deadlines, Driver, Event};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{Limits, Refusal, Request, RequestHead, Response};
-
-/// What answers requests: the course's `handle_command`, for HTTP. It runs
-/// on the connection's task, between reading a head and writing the reply,
-/// so keep it quick (it holds that connection, and a runtime worker).
-///
-/// Any `Fn(&Request) -> Response + Send + Sync + 'static` is one.
-pub trait Handler: Send + Sync + 'static {
-    /// The reply to `request`.
-    fn handle(&self, request: &Request) -> Response;
-}
-
-impl<F> Handler for F
-where
-    F: Fn(&Request) -> Response + Send + Sync + 'static,
-{
-    fn handle(&self, request: &Request) -> Response {
-        self(request)
-    }
-}
+use crate::{Handler, Limits, Refusal, Request, RequestHead, Response};
 
 /// The server's limits and deadlines.
 #[derive(Debug, Clone)]
@@ -69,9 +55,21 @@ pub struct Config {
     pub linger: Duration,
     /// The most bytes read and thrown away while lingering. Default 64 KiB.
     pub linger_bytes: usize,
-    /// At shutdown, how long open connections get to finish their reply.
-    /// Default 5 s.
+    /// At shutdown, how long open connections get to finish the request in
+    /// hand: a [`Handler`] still running may complete and its reply is
+    /// written (with `Connection: close`). Past it every connection is
+    /// dropped, running handlers with it. Default 5 s.
     pub shutdown_grace: Duration,
+    /// The longest a [`Handler`] may take over one request: past it, its
+    /// future is dropped and the client gets `503 Service Unavailable`, and
+    /// the connection goes on (kept alive if the request asked for it).
+    /// `503` rather than `504 Gateway Timeout`: this server is no gateway
+    /// and cannot tell that an upstream failed (a handler may time out on
+    /// its own work), and `503` is what a server says when it cannot answer
+    /// now but might later (Go's `http.TimeoutHandler` says the same).
+    /// Default `None`: handlers take as long as they take (a client that
+    /// gave up is not noticed while one runs; see [`Handler`]).
+    pub handler_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -87,6 +85,7 @@ impl Default for Config {
             linger: Duration::from_secs(1),
             linger_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            handler_timeout: None,
         }
     }
 }
@@ -110,6 +109,24 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::write_timeout`].
+    pub fn write_timeout(mut self, limit: Duration) -> Self {
+        self.write_timeout = limit;
+        self
+    }
+
+    /// Sets [`Config::shutdown_grace`].
+    pub fn shutdown_grace(mut self, limit: Duration) -> Self {
+        self.shutdown_grace = limit;
+        self
+    }
+
+    /// Sets [`Config::handler_timeout`] (`None`: no limit).
+    pub fn handler_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.handler_timeout = limit;
+        self
+    }
+
     /// Sets [`Config::max_connections`].
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
@@ -126,10 +143,12 @@ impl Config {
 /// taken for the next head.
 ///
 /// ```no_run
-/// use enchufe_http::{Request, Response, Server};
+/// use enchufe_http::{handler_fn, Request, Response, Server};
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
 /// let server = Server::bind("127.0.0.1:8080").await?;
-/// let hello = |req: &Request| Response::text(200, format!("hola, {}\n", req.path));
+/// let hello = handler_fn(|req: Request| async move {
+///     Response::text(200, format!("hola, {}\n", req.path))
+/// });
 /// server.run(hello, std::future::pending()).await; // or a Ctrl-C future
 /// # Ok(()) }
 /// ```
@@ -166,13 +185,16 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets each
-    /// connection finish the reply it is writing (within
-    /// [`Config::shutdown_grace`]) and returns.
+    /// connection finish the request in hand (a running handler, its reply)
+    /// within [`Config::shutdown_grace`], drops those still open after it,
+    /// and returns once every connection's task has ended.
     pub async fn run<H: Handler>(self, handler: H, shutdown: impl Future<Output = ()>) {
         let handler = Arc::new(handler);
         let config = Arc::new(self.config);
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let stop = CancellationToken::new();
+        // Past the grace period: every connection task drops what it does.
+        let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
         tokio::pin!(shutdown);
         loop {
@@ -198,12 +220,21 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let (handler, config, stop) = (handler.clone(), config.clone(), stop.clone());
+            let (handler, config) = (handler.clone(), config.clone());
+            let (stop, abort) = (stop.clone(), abort.clone());
             tracker.spawn(async move {
-                serve(stream, &*handler, &config, &stop).await;
+                // Dropping `serve` drops the handler's future, the socket and
+                // anything else the connection holds: no await is left behind.
+                tokio::select! {
+                    biased;
+                    () = abort.cancelled() => {}
+                    () = serve(stream, &*handler, &config, &stop) => {}
+                }
                 drop(permit);
             });
         }
+        // Stop accepting before waiting: the listener is closed here.
+        drop(self.listener);
         stop.cancel();
         tracker.close();
         if tokio::time::timeout(config.shutdown_grace, tracker.wait())
@@ -212,8 +243,11 @@ impl Server {
         {
             tracing::warn!(
                 open = tracker.len(),
-                "connections still open after the grace period"
+                grace = ?config.shutdown_grace,
+                "connections still open after the grace period; dropping them"
             );
+            abort.cancel();
+            tracker.wait().await;
         }
     }
 }
@@ -226,14 +260,27 @@ enum End {
     Refuse(u16),
 }
 
+/// What a handler's run came to.
+enum Outcome {
+    /// Its reply.
+    Reply(Response),
+    /// It panicked: `500`, and the connection closes.
+    Panicked,
+    /// [`Config::handler_timeout`] passed: `503`.
+    TimedOut,
+    /// The connection cannot go on (its output failed or stalled): nothing
+    /// can be sent any more.
+    Ended,
+}
+
 /// One connection: the driver reads heads through [`RequestHead`], the
-/// handler answers, the driver writes and flushes the batch.
-async fn serve<H: Handler>(
-    stream: TcpStream,
-    handler: &H,
-    config: &Config,
-    stop: &CancellationToken,
-) {
+/// handler answers (one request at a time, so replies keep request order),
+/// the driver writes and flushes. Generic over the I/O for the tests.
+async fn serve<Io, H>(stream: Io, handler: &H, config: &Config, stop: &CancellationToken)
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
     let signal = Signal::default();
     let framing = enchufe_framing::Config::default().max_frame_length(config.max_response);
     let wire = Wire::with_split(stream, &framing, RequestHead::new(config.limits));
@@ -253,7 +300,7 @@ async fn serve<H: Handler>(
             event = driver.event(true) => event,
         };
         match event {
-            Event::Frame(head) => match answer(&head, handler, &mut driver) {
+            Event::Frame(head) => match answer(&head, handler, &mut driver, config, stop).await {
                 Ok(true) => {}
                 Ok(false) => break End::Close,
                 Err(status) => break End::Refuse(status),
@@ -272,7 +319,8 @@ async fn serve<H: Handler>(
             Event::Eof | Event::IdleTimeout | Event::WriteFailed(_) | Event::Stalled(_) => {
                 break End::Close
             }
-            // No streams, role bits, queue or deadline of our own here.
+            // No streams, role bits or queue here; our one deadline (the
+            // handler's) is cleared before we read again.
             _ => {}
         }
     };
@@ -287,10 +335,12 @@ async fn serve<H: Handler>(
 }
 
 /// Answers one head: `Ok(keep_alive)`, or `Err(status)` to refuse and close.
-fn answer<Io, H>(
+async fn answer<Io, H>(
     head: &[u8],
     handler: &H,
     driver: &mut Driver<Io, &Signal, RequestHead>,
+    config: &Config,
+    stop: &CancellationToken,
 ) -> Result<bool, u16>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
@@ -308,9 +358,20 @@ where
         Some(Ok(_)) => return Err(413),
         Some(Err(_)) => return Err(400),
     }
-    let keep_alive = request.keep_alive();
-    let reply = handler.handle(&request);
-    let bytes = reply.encode(request.version, keep_alive, request.method == "HEAD");
+    // The handler takes the request: what the reply's framing needs is
+    // kept aside.
+    let (version, head_only) = (request.version, request.method == "HEAD");
+    let asked_keep_alive = request.keep_alive();
+    let reply = match run_handler(handler, request, driver, config.handler_timeout).await {
+        Outcome::Reply(reply) => reply,
+        Outcome::TimedOut => Response::text(503, "503: the handler took too long\n"),
+        Outcome::Panicked => return Err(500),
+        Outcome::Ended => return Ok(false),
+    };
+    // Shutdown began while the handler ran: this reply is the last, and
+    // says so.
+    let keep_alive = asked_keep_alive && !stop.is_cancelled();
+    let bytes = reply.encode(version, keep_alive, head_only);
     if driver.write(&OutFrame::plain(bytes)).is_err() {
         tracing::warn!(status = reply.status, "reply over max_response");
         return Err(500);
@@ -318,9 +379,83 @@ where
     Ok(keep_alive)
 }
 
+/// Runs the handler on this task while the driver keeps the connection:
+/// earlier replies are flushed, the write deadline is kept, the idle
+/// timeout waits (the driver is busy), and nothing is read (pipelined heads
+/// stay in the wire's bounded buffer until their turn). The handler's
+/// deadline is the driver's own ([`Driver::set_deadline`]), on the
+/// connection's one timer, so a run without a timeout arms nothing.
+async fn run_handler<Io, H>(
+    handler: &H,
+    request: Request,
+    driver: &mut Driver<Io, &Signal, RequestHead>,
+    timeout: Option<Duration>,
+) -> Outcome
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    // A closure may panic before it returns its future, or the future when
+    // polled: both answer `500`. Unwind safety: on a panic the future is
+    // dropped and the connection closed, so no state it left half-changed
+    // is used again by this connection.
+    let call = match catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
+        Ok(call) => call,
+        Err(panic) => {
+            tracing::warn!(panic = panic_message(&*panic), "HTTP handler panicked");
+            return Outcome::Panicked;
+        }
+    };
+    let mut call = pin!(call);
+    if let Some(limit) = timeout {
+        driver.set_deadline(Some(Instant::now() + limit));
+    }
+    driver.set_busy(true);
+    let outcome = std::future::poll_fn(|cx| {
+        match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+            Ok(Poll::Ready(reply)) => return Poll::Ready(Outcome::Reply(reply)),
+            Ok(Poll::Pending) => {}
+            Err(panic) => {
+                tracing::warn!(panic = panic_message(&*panic), "HTTP handler panicked");
+                return Poll::Ready(Outcome::Panicked);
+            }
+        }
+        loop {
+            match driver.poll_event(cx, false) {
+                Poll::Ready(Event::Deadline) => {
+                    tracing::warn!(limit = ?timeout.unwrap_or_default(), "HTTP handler timed out");
+                    return Poll::Ready(Outcome::TimedOut);
+                }
+                Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
+                    return Poll::Ready(Outcome::Ended)
+                }
+                // Nothing else can come while not reading (the idle
+                // timeout waits while busy; no signal bits are used).
+                Poll::Ready(_) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    driver.set_busy(false);
+    driver.set_deadline(None);
+    outcome
+}
+
+/// A panic's message, when it is a string.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
 /// Reads and drops what the client still sends after a refusal, bounded
 /// in time and bytes (see [`Config::linger`]).
-async fn linger(io: &mut TcpStream, config: &Config) {
+async fn linger(io: &mut (impl AsyncRead + Unpin), config: &Config) {
     let mut left = config.linger_bytes;
     let mut scratch = [0u8; 4096];
     let _ = tokio::time::timeout(config.linger, async {
@@ -332,4 +467,56 @@ async fn linger(io: &mut TcpStream, config: &Config) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::handler_fn;
+
+    /// While a handler runs, the connection reads nothing more: what the
+    /// client can push is the pipe's capacity plus at most the head limit
+    /// and a read or two, not whatever it sends. (Paused time: the client's
+    /// write is known to be stuck when the runtime has nothing else to do.)
+    #[tokio::test(start_paused = true)]
+    async fn a_running_handler_leaves_further_input_unread() {
+        const PIPE: usize = 4096;
+        let (ours, mut theirs) = tokio::io::duplex(PIPE);
+        let gate = Arc::new(Semaphore::new(0));
+        let opened = gate.clone();
+        let handler = handler_fn(move |_: Request| {
+            let gate = opened.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Response::text(200, "ok\n")
+            }
+        });
+        let config = Config::default().limits(Limits::default().max_head(1024));
+        let server = tokio::spawn(async move {
+            serve(ours, &handler, &config, &CancellationToken::new()).await;
+        });
+        theirs
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nX: ")
+            .await
+            .unwrap();
+        let mut sent = 0;
+        while sent < 1 << 20 {
+            match tokio::time::timeout(Duration::from_secs(1), theirs.write(&[b'a'; 512])).await {
+                Ok(Ok(n)) => sent += n,
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => break,
+            }
+        }
+        assert!(sent <= PIPE + 1024 + 16 * 1024, "{sent} bytes taken");
+        // Once it answers, reading resumes: the long head is refused.
+        gate.add_permits(1);
+        let mut reply = Vec::new();
+        theirs.read_to_end(&mut reply).await.unwrap();
+        let reply = String::from_utf8(reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.contains("HTTP/1.1 431 "), "{reply}");
+        server.await.unwrap();
+    }
 }
