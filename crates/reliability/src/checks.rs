@@ -137,6 +137,9 @@ fn peak_growth(pid: u32, base: u64) -> i64 {
 /// A header announcing 4 GiB: refused on the header, nothing allocated.
 pub(crate) async fn header_4gib(cx: &Cx) -> Result<Vec<Row>, String> {
     let srv = cx.echo("header", &[]).await?;
+    // One ordinary request first, so that what the first connection ever
+    // allocates (the registry, a worker's buffers) is not counted.
+    probe(srv.addr, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let base = proc::rss(srv.pid).map_err(|e| e.to_string())?;
     let _ = proc::reset_peak(srv.pid);
@@ -216,6 +219,8 @@ pub(crate) async fn trickle(cx: &Cx) -> Result<Vec<Row>, String> {
         }
     }
     let grew = peak_growth(srv.pid, base);
+    let mut srv = srv;
+    let died = srv.exited();
     srv.stop().await;
     let slowest = cut.iter().max().copied().unwrap_or_default();
     let ok_cut = cut.len() == n && slowest < Duration::from_secs(15);
@@ -233,7 +238,12 @@ pub(crate) async fn trickle(cx: &Cx) -> Result<Vec<Row>, String> {
         ),
         row(
             "  ordinary client during the trickle",
-            format!("served {served}/{probes}"),
+            format!(
+                "served {served}/{probes}{}",
+                died.map_or(String::new(), |status| format!(
+                    "; the server DIED: {status}"
+                ))
+            ),
             "served every time",
             served == probes && probes > 0,
         ),
@@ -530,10 +540,18 @@ pub(crate) async fn kill_client(cx: &Cx) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// The short name of an error variant, from its `Debug`.
+/// The short name of an error variant, from its `Debug`; for a
+/// multiplexed error reply, with its code (`Remote ShuttingDown`).
 fn variant(e: &impl std::fmt::Debug) -> String {
     let text = format!("{e:?}");
-    text.split(['(', ' ', '{']).next().unwrap_or("").to_string()
+    let name = text.split(['(', ' ', '{']).next().unwrap_or("");
+    match text.split_once("code: ") {
+        Some((_, rest)) if name == "Remote" => {
+            let code = rest.split([',', ' ', '}', '(']).next().unwrap_or("");
+            format!("Remote {code}")
+        }
+        _ => name.to_string(),
+    }
 }
 
 /// The server killed with SIGKILL under a connected client: a typed error,

@@ -108,8 +108,25 @@ impl Server {
         }
     }
 
-    /// Stops the server with SIGTERM (SIGKILL after 15 s).
+    /// How the server ended, if it has: a server that dies during a check
+    /// fails it, and this says how.
+    pub(crate) fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Stops the server with SIGTERM (SIGKILL after 15 s). Says so on
+    /// stderr if it had ended before.
     pub(crate) async fn stop(mut self) {
+        if let Some(status) = self.exited() {
+            eprintln!(
+                "   the server had already ended ({status}); its log: {}",
+                self.log.display()
+            );
+            return;
+        }
         self.signal(Signal::SIGTERM);
         self.wait_exit(Duration::from_secs(15)).await;
     }
