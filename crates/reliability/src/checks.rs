@@ -943,3 +943,46 @@ pub(crate) async fn malformed_flood(cx: &Cx) -> Result<Vec<Row>, String> {
         ),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut samples: Vec<Duration> = (1..=200).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile(&mut samples, 50.0), Duration::from_millis(100));
+        assert_eq!(percentile(&mut samples, 99.0), Duration::from_millis(198));
+        assert_eq!(percentile(&mut samples, 100.0), Duration::from_millis(200));
+        assert_eq!(percentile(&mut [], 99.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn variants_are_named_with_the_remote_code() {
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        enum E {
+            Remote { code: ErrorCode, message: String },
+            ClosedByPeer,
+        }
+        #[derive(Debug)]
+        enum ErrorCode {
+            ShuttingDown,
+        }
+        let remote = E::Remote {
+            code: ErrorCode::ShuttingDown,
+            message: "bye".into(),
+        };
+        assert_eq!(variant(&remote), "Remote ShuttingDown");
+        assert_eq!(variant(&E::ClosedByPeer), "ClosedByPeer");
+    }
+
+    #[test]
+    fn malformed_inputs_are_never_frames_the_server_could_serve() {
+        for i in 0..10 {
+            let (bytes, _) = malformed(i);
+            let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+            assert!(len > bytes.len() - 4, "input {i} holds a whole frame");
+        }
+    }
+}
