@@ -18,24 +18,26 @@
 //! # open http://127.0.0.1:8081/ (or http://127.0.0.1:8081/?nick=ana&say=hola)
 //! ```
 
-use std::io::IsTerminal;
-
 use clap::Parser;
 use enchufe::client::Error as ClientError;
 use enchufe::server::Profile;
 use enchufe::{Client, Server};
-use tokio::sync::mpsc;
-use tracing_subscriber::EnvFilter;
 
+#[path = "support/log.rs"]
+mod log;
 #[path = "support/room.rs"]
 mod room;
+#[path = "support/stdin.rs"]
+mod stdin;
+#[path = "support/stop.rs"]
+mod stop;
 #[path = "support/web.rs"]
 mod web;
 
 /// A chat room: run one server, then any number of clients.
 #[derive(Parser)]
 enum Args {
-    /// Runs the chat server until Ctrl-C.
+    /// Runs the chat server until Ctrl-C or SIGTERM.
     Server {
         /// Address to listen on.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
@@ -57,13 +59,7 @@ enum Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    log::init();
     let (addr, nick) = match Args::parse() {
         Args::Client { addr, nick } => (addr, nick),
         Args::Server { addr, web } => {
@@ -78,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tracing::info!(%web, "browsers: open http://{web}/");
             }
             tracing::info!(addr = %server.local_addr(), "chat server ready; Ctrl-C to stop");
-            tokio::signal::ctrl_c().await?;
+            stop::signal().await;
             server.shutdown().await;
             return Ok(());
         }
@@ -99,17 +95,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, ClientError>(()) // the server closed
     });
 
-    // Stdin on a plain thread, as in `echo_client`: it cannot be cancelled.
-    let (tx, mut lines) = mpsc::channel(16);
-    std::thread::spawn(move || {
-        std::io::stdin()
-            .lines()
-            .try_for_each(|l| tx.blocking_send(l))
-    });
+    let mut lines = stdin::lines();
     loop {
         tokio::select! {
             line = lines.recv() => match line {
-                Some(line) => match client.request::<_, String>(line?).await {
+                Some(line) => match client.request::<_, String>(line).await {
                     Ok(reply) => if !reply.is_empty() { println!("{reply}") },
                     Err(ClientError::Remote { message, .. }) => println!("error: {message}"),
                     Err(e) => return Err(e.into()),
@@ -117,9 +107,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 None => break, // end of input
             },
             ended = &mut printer => return Ok(ended??), // the server closed first
+            () = stop::signal() => break,
         }
     }
-    // Half-close: every line has had its reply; the server closes, ending the printer.
+    // Half-close: every line has had its reply (or Ctrl-C): the server
+    // closes, ending the printer.
     client.close().await?;
     printer.await??;
     Ok(())

@@ -13,23 +13,27 @@
 //! raw body, and `Gracias.` back (`--max-size` bounds what `recv` accepts).
 //! The course's Python sender and receiver are the other end as well.
 
+#[path = "support/log.rs"]
+mod log;
+#[path = "support/progress.rs"]
+mod progress;
 #[path = "support/stop.rs"]
 mod stop;
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
 use enchufe::transfer::{course, Event, Progress, Receiver, Upload};
 use enchufe::{Client, Server};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
 enum Cli {
     /// Receives files into a directory.
     Recv {
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         addr: String,
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -44,7 +48,7 @@ enum Cli {
     },
     /// Sends one file.
     Send {
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         addr: String,
         #[arg(long, value_name = "PATH")]
         file: PathBuf,
@@ -54,10 +58,8 @@ enum Cli {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+async fn main() -> Result<()> {
+    log::init();
     match Cli::parse() {
         Cli::Recv {
             addr,
@@ -71,20 +73,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let server = Server::bind(&addr).await?.serve(receiver.clone());
             println!("listening on {}", server.local_addr());
             let received = async {
-                let mut done = 0;
-                while count != Some(done) {
-                    match events.recv().await {
-                        Ok(Event::Started { name, progress, .. }) => {
-                            drop(tokio::spawn(bar(name, progress)))
+                for done in 0.. {
+                    if count == Some(done) {
+                        break;
+                    }
+                    loop {
+                        match events.recv().await {
+                            Ok(Event::Started { name, progress, .. }) => {
+                                drop(progress::show(name, progress))
+                            }
+                            Ok(Event::Finished {
+                                path, size, hash, ..
+                            }) => {
+                                println!(
+                                    "received {} ({size} bytes, blake3 {hash})",
+                                    path.display()
+                                );
+                                break;
+                            }
+                            Ok(Event::Failed { name, error, .. }) => eprintln!("{name}: {error}"),
+                            _ => {}
                         }
-                        Ok(Event::Finished {
-                            path, size, hash, ..
-                        }) => {
-                            println!("received {} ({size} bytes, blake3 {hash})", path.display());
-                            done += 1;
-                        }
-                        Ok(Event::Failed { name, error, .. }) => eprintln!("{name}: {error}"),
-                        _ => {}
                     }
                 }
             };
@@ -103,24 +112,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("listening on {}", listener.local_addr()?);
             let config = course::Config::default().max_size(max_size);
             let received = async {
-                let (mut n, mut done) = (0, 0);
-                while count != Some(done) {
-                    // One sender at a time, as the course's receiver.
+                let mut done = 0;
+                // One sender at a time, as the course's receiver.
+                for n in 1.. {
+                    if count == Some(done) {
+                        break;
+                    }
                     let Ok((mut stream, _)) = listener.accept().await else {
                         continue;
                     };
-                    n += 1;
+                    let name = format!("recibido-{n}.bin");
                     let (tx, rx) = watch::channel(Progress::default());
-                    let shown = tokio::spawn(bar(format!("recibido-{n}.bin"), rx));
-                    match course::receive(
-                        &mut stream,
-                        &out,
-                        &format!("recibido-{n}.bin"),
-                        &config,
-                        Some(&tx),
-                    )
-                    .await
-                    {
+                    let shown = progress::show(name.clone(), rx);
+                    match course::receive(&mut stream, &out, &name, &config, Some(&tx)).await {
                         Ok((path, size)) => {
                             println!("received {} ({size} bytes)", path.display());
                             done += 1;
@@ -140,10 +144,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let client = Client::connect(&addr).await?;
             let upload = Upload::file(&file).await?;
-            tokio::spawn(bar(upload_name(&file), upload.progress()));
+            progress::show(progress::name_of(&file), upload.progress());
             tokio::select! {
-                receipt = upload.send(&client) => {
-                    let r = receipt?;
+                r = upload.send(&client) => {
+                    let r = r?;
                     println!("sent {} ({} bytes, blake3 {}, resumed from {})", r.name, r.size, r.hash, r.resumed_from);
                 }
                 () = stop::signal() => return Err("interrupted: send again to resume".into()),
@@ -154,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let source = tokio::fs::File::open(&file).await?;
             let size = source.metadata().await?.len();
             let (tx, rx) = watch::channel(Progress::default());
-            tokio::spawn(bar(upload_name(&file), rx));
+            progress::show(progress::name_of(&file), rx);
             let reply =
                 course::send(&mut stream, source, size, &Default::default(), Some(&tx)).await?;
             println!("Respuesta: {}", String::from_utf8_lossy(&reply));
@@ -164,32 +168,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
-}
-
-fn upload_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-}
-
-/// A progress bar following one transfer until its sender goes away.
-async fn bar(name: String, mut progress: watch::Receiver<Progress>) {
-    let target = if std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(None, target).with_message(name);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("template"),
-    );
-    loop {
-        let p = *progress.borrow_and_update();
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-        if progress.changed().await.is_err() {
-            break;
-        }
-    }
-    bar.finish();
 }

@@ -13,6 +13,8 @@
 
 #[path = "support/log.rs"]
 mod log;
+#[path = "support/stdin.rs"]
+mod stdin;
 #[path = "support/stop.rs"]
 mod stop;
 
@@ -24,7 +26,7 @@ use enchufe::{handler_fn, MultiClient, Profile, Server};
 
 #[derive(Parser)]
 enum Args {
-    /// Runs a named server until Ctrl-C.
+    /// Runs a named server until Ctrl-C or SIGTERM.
     Serve {
         /// Address to listen on.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
@@ -33,7 +35,8 @@ enum Args {
         #[arg(long, default_value = "a")]
         name: String,
     },
-    /// Reads `TARGET: text` lines from stdin; TARGET is a name, `any` or `*`.
+    /// Reads `TARGET: text` lines from stdin (until its end, Ctrl-C or
+    /// SIGTERM); TARGET is a name, `any` or `*`.
     Client {
         /// A server as NAME=HOST:PORT; repeat for more.
         #[arg(
@@ -79,15 +82,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (name, addr) = server.split_once('=').ok_or("expected NAME=HOST:PORT")?;
                 multi.add(name.to_owned(), addr).await?;
             }
-            // Stdin is read on a plain thread, off the runtime's workers.
-            let (tx, mut lines) = tokio::sync::mpsc::channel(16);
-            std::thread::spawn(move || {
-                std::io::stdin()
-                    .lines()
-                    .try_for_each(|l| tx.blocking_send(l))
-            });
-            while let Some(line) = lines.recv().await {
-                let line = line?;
+            let mut lines = stdin::lines();
+            loop {
+                let line = tokio::select! {
+                    line = lines.recv() => match line { Some(line) => line, None => break },
+                    () = stop::signal() => break,
+                };
                 let Some((target, text)) = line.split_once(':') else {
                     println!("expected TARGET: text");
                     continue;

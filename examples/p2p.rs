@@ -8,18 +8,20 @@
 //!
 //! ```text
 //! # two peers, either first:
-//! cargo run --example p2p -- --id a --listen 127.0.0.1:7001 --peer 127.0.0.1:7002
-//! cargo run --example p2p -- --id b --listen 127.0.0.1:7002 --peer 127.0.0.1:7001
+//! cargo run --example p2p -- --id a --addr 127.0.0.1:7001 --peer 127.0.0.1:7002
+//! cargo run --example p2p -- --id b --addr 127.0.0.1:7002 --peer 127.0.0.1:7001
 //! # three, in any order (each names the other two):
-//! cargo run --example p2p -- --id a --listen 127.0.0.1:7001 --peer 127.0.0.1:7002 --peer 127.0.0.1:7003
-//! cargo run --example p2p -- --id b --listen 127.0.0.1:7002 --peer 127.0.0.1:7001 --peer 127.0.0.1:7003
-//! cargo run --example p2p -- --id c --listen 127.0.0.1:7003 --peer 127.0.0.1:7001 --peer 127.0.0.1:7002
+//! cargo run --example p2p -- --id a --addr 127.0.0.1:7001 --peer 127.0.0.1:7002 --peer 127.0.0.1:7003
+//! cargo run --example p2p -- --id b --addr 127.0.0.1:7002 --peer 127.0.0.1:7001 --peer 127.0.0.1:7003
+//! cargo run --example p2p -- --id c --addr 127.0.0.1:7003 --peer 127.0.0.1:7001 --peer 127.0.0.1:7002
 //! ```
 //!
 //! `tests/hosts/mesh.sh` drives three of these across network namespaces.
 
 #[path = "support/log.rs"]
 mod log;
+#[path = "support/stdin.rs"]
+mod stdin;
 #[path = "support/stop.rs"]
 mod stop;
 
@@ -30,7 +32,7 @@ use clap::Parser;
 use enchufe::peer::{Config as PeerConfig, Peer, PeerEvent};
 use enchufe::{handler_fn, Json};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::broadcast::error::RecvError;
 
 /// One peer of a mesh, driven from stdin.
 #[derive(Parser)]
@@ -38,14 +40,14 @@ struct Args {
     /// This peer's id, sent to the others in the hello.
     #[arg(long)]
     id: String,
-    /// Address to listen on.
+    /// Address to listen on (`--listen` is accepted too).
     #[arg(
         long,
-        alias = "addr",
+        alias = "listen",
         value_name = "HOST:PORT",
         default_value = "127.0.0.1:8080"
     )]
-    listen: String,
+    addr: String,
     /// Another peer's address; repeat for each.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
@@ -114,20 +116,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         }
     });
-    let peer = Peer::bind_with(args.listen.as_str(), handler, config).await?;
+    let peer = Peer::bind_with(args.addr.as_str(), handler, config).await?;
     let mut events = peer.events();
     for addr in args.peers {
         peer.add_peer(addr);
     }
     tracing::info!(id = peer.id(), addr = %peer.local_addr(), "peer up; commands on stdin");
 
-    // Stdin on a plain thread, as in `echo_client`: it cannot be cancelled.
-    let (tx, mut lines) = mpsc::channel(16);
-    std::thread::spawn(move || {
-        std::io::stdin()
-            .lines()
-            .try_for_each(|l| tx.blocking_send(l))
-    });
+    let mut lines = stdin::lines();
     loop {
         tokio::select! {
             // Both `recv`s are cancel-safe: nothing is lost when the other wins.
@@ -140,12 +136,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Err(RecvError::Closed) => break,
             },
             line = lines.recv() => match line {
-                Some(Ok(line)) => match command(&peer, &line).await {
+                Some(line) => match command(&peer, &line).await {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => println!("error {e}"),
                 },
-                _ => break, // end of input, or stdin unreadable
+                None => break, // end of input, or stdin unreadable
             },
             () = stop::signal() => break,
         }

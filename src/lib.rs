@@ -51,6 +51,7 @@
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
 //! | `enchufe-udp` | [`udp`] | [`UdpServer`], [`UdpClient`], `udp::Handler` (datagrams) |
 //! | `enchufe-transfer` | [`transfer`] | `transfer::Upload`, `transfer::Receiver` (files and streams: chunks, BLAKE3, progress, resume), `transfer::course` |
+//! | `enchufe-http` | [`http`] | `http::Server`, `http::Handler`, `http::RequestHead` (HTTP/1.1 GET on the same driver) |
 //! | `enchufe-transports` | `tls`, `ws` (features) | TLS `Acceptor` / `Connector` (rustls); the WebSocket upgrade and `WsIo` |
 //!
 //! # Features
@@ -82,6 +83,7 @@
 
 pub use enchufe_client as client;
 pub use enchufe_framing as framing;
+pub use enchufe_http as http;
 pub use enchufe_peer as peer;
 pub use enchufe_server as server;
 pub use enchufe_transfer as transfer;

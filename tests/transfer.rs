@@ -619,3 +619,78 @@ async fn a_full_disk_is_typed_and_leaves_no_file() {
     })
     .await;
 }
+
+/// `len` bytes where the byte at offset `i` is `i % 251`: any window of it
+/// says where in the stream it came from, and making it costs a copy.
+struct Counting {
+    pos: u64,
+    len: u64,
+    block: Vec<u8>,
+}
+
+impl Counting {
+    fn new(len: u64) -> Counting {
+        // 251 × 4096 bytes: a slice of it starting at `pos % 251` holds the
+        // next bytes of the stream, whatever `pos` is.
+        let block = (0..251 * 4096u32).map(|i| (i % 251) as u8).collect();
+        Counting { pos: 0, len, block }
+    }
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let start = (self.pos % 251) as usize;
+        let n = (self.len - self.pos)
+            .min(buf.remaining() as u64)
+            .min((self.block.len() - start) as u64) as usize;
+        buf.put_slice(&self.block[start..start + n]);
+        self.pos += n as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The course notes that its 4-byte size caps a file at 4 GiB; the transfer
+/// protocol's chunks carry 64-bit offsets, so a larger one goes through.
+/// 4 GiB and 3 MiB and 5 bytes, not a whole number of chunks, past
+/// `u32::MAX`; the receiver's hash check covers every byte, and bytes read
+/// back past 4 GiB are the ones sent there. Not fsynced (`sync(false)`):
+/// the test is about offsets, not the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_4_gib_goes_through_whole() {
+    let len: u64 = (4u64 << 30) + (3 << 20) + 5;
+    // Writing 4 GiB through a debug build takes longer than the usual limit.
+    let limit = Duration::from_secs(600);
+    tokio::time::timeout(limit, async {
+        let config = receiver::Config::default()
+            .max_file_size(8u64 << 30)
+            .sync(false);
+        let t = Fixture::new(config, Profile::Multiplexed).await;
+        let client = t.client().await;
+        let receipt = Upload::reader(Counting::new(len), "grande.bin", len)
+            .send(&client)
+            .await
+            .unwrap();
+        assert_eq!((receipt.size, receipt.resumed_from), (len, 0));
+
+        let path = t.out().join("grande.bin");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        let mut file = tokio::fs::File::open(&path).await.unwrap();
+        for at in [u64::from(u32::MAX) - 2, 4u64 << 30, len - 100] {
+            use tokio::io::AsyncSeekExt;
+            file.seek(std::io::SeekFrom::Start(at)).await.unwrap();
+            let mut got = vec![0u8; 100];
+            file.read_exact(&mut got).await.unwrap();
+            let want: Vec<u8> = (at..at + 100).map(|i| (i % 251) as u8).collect();
+            assert_eq!(got, want, "bytes at offset {at}");
+        }
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        t.stop().await;
+    })
+    .await
+    .expect("the 4 GiB transfer did not finish within its limit");
+}

@@ -175,4 +175,40 @@ fn main() {
         "mux",
         [&[1][..], &script(&mux_stream, 9)].concat(),
     );
+
+    // http_head: head limit byte (x4 + 16), header count byte, chunk scripts.
+    let http = |name: &str, limits: [u8; 2], stream: &[u8], chunk: u8| {
+        write(
+            "http_head",
+            name,
+            [&limits[..], &script(stream, chunk)].concat(),
+        );
+    };
+    http(
+        "pipelined",
+        [255, 15],
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b?q=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        7,
+    );
+    http(
+        "bare_lf",
+        [255, 15],
+        b"GET / HTTP/1.1\nHost: x\nAccept: */*\n\n",
+        3,
+    );
+    let big = [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "[..],
+        &[b'a'; 64],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    http("too_large", [4, 15], &big, 20);
+    let many = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+    http("too_many", [255, 1], many, 64);
+    http(
+        "garbage",
+        [255, 15],
+        b"\x16\x03\x01\x02\x00hello\r\n\r\n",
+        5,
+    );
 }

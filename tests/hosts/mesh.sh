@@ -167,7 +167,7 @@ start() {
     done
     : >"$(out "$x")" # exists before the first poll reads it
     # `ip netns exec` execs the binary, so $! is the peer itself.
-    ip netns exec "$(ns "$x")" "$BIN" --id "$x" --listen "0.0.0.0:$PORT" "${args[@]}" \
+    ip netns exec "$(ns "$x")" "$BIN" --id "$x" --addr "0.0.0.0:$PORT" "${args[@]}" \
         --keepalive-ms "$KEEPALIVE_MS" --idle-ms "$IDLE_MS" \
         <"$LOGS/$x.in" >"$(out "$x")" 2>"$LOGS/$x.${INC[$x]}.err" &
     PID[$x]=$!

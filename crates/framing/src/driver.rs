@@ -43,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use crate::mux::{Header, Kind};
-use crate::{Error, Next, OutFrame, Result, Signal, Wire};
+use crate::{Error, LengthPrefix, Next, OutFrame, Result, Signal, Split, Wire};
 
 /// The [`Signal`] bit that says frames wait in the role's queue (pushes,
 /// requests queued by other tasks). Every other bit is the role's own and
@@ -118,9 +118,10 @@ pub struct Deadlines {
 ///
 /// `S` is how the driver reaches its [`Signal`]: a reference (the server's
 /// connection task borrows it from the connection) or an `Arc` (a client's
-/// link shares it with its handles).
-pub struct Driver<Io, S> {
-    wire: Wire<Io>,
+/// link shares it with its handles). `C` is the wire's codec ([`Split`]):
+/// length-prefixed frames by default.
+pub struct Driver<Io, S, C = LengthPrefix> {
+    wire: Wire<Io, C>,
     signal: S,
     timer: Pin<Box<Sleep>>,
     /// Whether `timer` holds a deadline we care about.
@@ -159,7 +160,7 @@ pub struct Driver<Io, S> {
     deadline: Option<Instant>,
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin, S> std::fmt::Debug for Driver<Io, S> {
+impl<Io: AsyncRead + AsyncWrite + Unpin, S, C: Split> std::fmt::Debug for Driver<Io, S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("queued", &self.wire.queued())
@@ -170,14 +171,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, S> std::fmt::Debug for Driver<Io, S> {
     }
 }
 
-impl<Io, S> Driver<Io, S>
+impl<Io, S, C> Driver<Io, S, C>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
     S: Deref<Target = Signal>,
+    C: Split,
 {
     /// A driver over `wire`, woken by `signal`, that stops reading while its
     /// output holds `budget` bytes or more.
-    pub fn new(wire: Wire<Io>, signal: S, budget: usize, deadlines: Deadlines) -> Self {
+    pub fn new(wire: Wire<Io, C>, signal: S, budget: usize, deadlines: Deadlines) -> Self {
         let now = Instant::now();
         let mut driver = Driver {
             wire,
@@ -209,13 +211,13 @@ where
     }
 
     /// The framed I/O.
-    pub fn wire(&self) -> &Wire<Io> {
+    pub fn wire(&self) -> &Wire<Io, C> {
         &self.wire
     }
 
     /// The framed I/O, to write (prefer [`Driver::write`], which knows
     /// whether output is still wanted).
-    pub fn wire_mut(&mut self) -> &mut Wire<Io> {
+    pub fn wire_mut(&mut self) -> &mut Wire<Io, C> {
         &mut self.wire
     }
 

@@ -72,7 +72,8 @@ pub enum Error {
     /// This is not a clean close.
     #[error("stream ended inside a frame: got {received} of {expected} bytes")]
     UnexpectedEof {
-        /// Bytes that frame needed: 4 if its header was incomplete, else 4 + payload length.
+        /// Bytes that frame needed: 4 if its header was incomplete, else 4 + payload length
+        /// (a codec of its own, [`Split`](crate::Split): `received + 1`, at least one more).
         expected: u64,
         /// Bytes of that frame that did arrive, header included.
         received: u64,

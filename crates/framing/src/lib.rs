@@ -37,7 +37,9 @@
 //! - [`Wire`]: one connection's bytes for a driver that polls (the server's
 //!   and client's connection core): one task reads and writes, no buffer
 //!   while idle, reads that grow with what arrived, large bodies in their
-//!   own buffer and written with one vectored write.
+//!   own buffer and written with one vectored write. Generic over its codec
+//!   ([`Split`]): [`LengthPrefix`] by default, an HTTP request head in the
+//!   `enchufe-http` crate.
 //! - [`session`]: the multiplexed profile's rules with no socket in them
 //!   (what a frame means for a client, a server or a peer; in-flight limits,
 //!   parking, cancels, shutdown), shared by every role.
@@ -45,6 +47,8 @@
 //!   connection, a client's link, a peer link): the [`Wire`], the [`Signal`]
 //!   other tasks raise, and one timer for every deadline, reporting events
 //!   to the role's own small loop. [`Ended`] says why a connection ended.
+//! - [`recycle`]: large frames' buffers given back by the program that
+//!   received them, for the next large frame (a file receiver's chunks).
 //! - [`OutFrame`]: an outgoing frame as a small prefix (a mux header) plus a
 //!   body, written with a single copy.
 //! - [`Config`] and [`Error`].
@@ -79,6 +83,7 @@ mod error;
 mod finite;
 mod message;
 pub mod mux;
+pub mod recycle;
 pub mod session;
 mod signal;
 mod transport;
@@ -119,7 +124,7 @@ pub use message::{Decode, Encode, Json, Raw, Text};
 pub use bytes::{Bytes, BytesMut};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
-pub use wire::{Next, Wire, LARGE_FRAME, STREAM_CHUNK};
+pub use wire::{LengthPrefix, Next, Split, Wire, LARGE_FRAME, STREAM_CHUNK};
 
 /// Bytes taken by the length prefix of every frame.
 pub const HEADER_LEN: usize = 4;

@@ -36,8 +36,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{Config, Error, OutFrame, Result, HEADER_LEN};
 
+mod split;
 mod stream;
 
+pub use split::{LengthPrefix, Split};
 pub use stream::{Next, STREAM_CHUNK};
 
 /// Frames whose payload is at least this long are read into a buffer of
@@ -71,6 +73,9 @@ const WRITE_START: usize = 4 * 1024;
 /// [`Wire::next_frame`], go in with [`Wire::write`], and leave with
 /// [`Wire::poll_flush`].
 ///
+/// `C` finds the messages in the bytes read ([`Split`]): length-prefixed
+/// frames by default, another codec with [`Wire::with_split`].
+///
 /// The usual loop: take every frame already buffered (`next_frame` until
 /// `None`), queue their replies with `write`, flush once, then wait for the
 /// socket. That is the hand-written floor's discipline: one write syscall per
@@ -92,8 +97,11 @@ const WRITE_START: usize = 4 * 1024;
 /// # }
 /// ```
 #[derive(Debug)]
-pub struct Wire<Io> {
+pub struct Wire<Io, C = LengthPrefix> {
     io: Io,
+    /// Finds the messages in `rbuf` (unused for [`LengthPrefix`], which is
+    /// the wire's own path below).
+    split: C,
     max: usize,
     /// Frames over `max` and up to this are streamed (0: none).
     stream_max: u64,
@@ -133,10 +141,21 @@ struct Stream {
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
-    /// A wire over `io` with the limits of `config`. Allocates nothing.
+    /// A wire of length-prefixed frames over `io` with the limits of
+    /// `config`. Allocates nothing.
     pub fn new(io: Io, config: &Config) -> Self {
+        Wire::with_split(io, config, LengthPrefix)
+    }
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
+    /// A wire over `io` whose messages `split` finds, with the limits of
+    /// `config` (the frame limit bounds what is written, and is handed to
+    /// `split`). Allocates nothing.
+    pub fn with_split(io: Io, config: &Config, split: C) -> Self {
         Wire {
             io,
+            split,
             max: config.effective_max(),
             stream_max: config.max_stream_length.min(u64::from(u32::MAX)),
             rbuf: BytesMut::new(),
@@ -154,6 +173,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         self.max
     }
 
+    /// The codec that finds messages ([`Split`]).
+    pub fn split(&self) -> &C {
+        &self.split
+    }
+
+    /// The codec that finds messages, mutably.
+    pub fn split_mut(&mut self) -> &mut C {
+        &mut self.split
+    }
+
     /// The next frame among the bytes already read, without any I/O.
     /// `Ok(None)` when no complete frame is buffered.
     ///
@@ -161,6 +190,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
     /// [`Error::FrameTooLarge`] on a header over the limit (nothing is
     /// allocated for it; the stream cannot go on).
     pub fn next_frame(&mut self) -> Result<Option<BytesMut>> {
+        if !C::LENGTH_PREFIX {
+            // A constant: the length-prefixed wire compiles without this.
+            return self.split.split(&mut self.rbuf, self.max);
+        }
         if let Some(large) = &self.large {
             if large.stream.is_some() || large.body.len() < large.len {
                 return Ok(None);
@@ -188,7 +221,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
             // move it to the frame's own buffer, sized by what arrived.
             self.rbuf.advance(HEADER_LEN);
             let have = self.rbuf.len();
-            let mut body = BytesMut::with_capacity(declared.min(LARGE_START.max(2 * have)));
+            // A buffer given back (`recycle`) if one fits: no allocation,
+            // no page faults; else one sized by what arrived.
+            let mut body = crate::recycle::take(declared).unwrap_or_else(|| {
+                BytesMut::with_capacity(declared.min(LARGE_START.max(2 * have)))
+            });
             body.extend_from_slice(&self.rbuf);
             self.rbuf = BytesMut::new();
             self.large = Some(Large {
@@ -268,6 +305,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         }
         match self.rbuf.len() {
             0 => Ok(None),
+            // A codec of its own: how long the message would have been is
+            // not known, only that it needed more.
+            n if !C::LENGTH_PREFIX => Err(Error::UnexpectedEof {
+                expected: n as u64 + 1,
+                received: n as u64,
+            }),
             n if n < HEADER_LEN => Err(Error::UnexpectedEof {
                 expected: HEADER_LEN as u64,
                 received: n as u64,
@@ -320,7 +363,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
             return Poll::Ready(Ok(n));
         }
         if self.rbuf.len() == self.rbuf.capacity() {
-            // Frames here are under LARGE_FRAME, so this is bounded.
+            // Frames here are under LARGE_FRAME (another codec: under its
+            // own limit, which `Split::split` enforces), so this is bounded.
             self.rbuf.reserve(READ_CHUNK);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
@@ -342,7 +386,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
 
     /// Queues a frame for writing (nothing is written until
     /// [`Wire::poll_flush`]). Bodies of [`LARGE_FRAME`] or more are queued
-    /// without a copy.
+    /// without a copy. With a codec other than [`LengthPrefix`] no length
+    /// goes before it: the frame's prefix and body leave as they are.
     ///
     /// # Errors
     /// [`Error::TooLargeToSend`] when the payload is over the limit;
@@ -357,7 +402,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         }
         let body = frame.body();
         let small = body.len() < LARGE_FRAME;
-        let need = HEADER_LEN + frame.prefix().len() + if small { body.len() } else { 0 };
+        // A constant: 4, or 0 for a codec that frames its own messages.
+        let len_bytes = if C::LENGTH_PREFIX { HEADER_LEN } else { 0 };
+        let need = len_bytes + frame.prefix().len() + if small { body.len() } else { 0 };
         if self.tail.capacity() - self.tail.len() < need {
             self.tail.reserve(need.max(WRITE_START));
         }
@@ -368,9 +415,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
         head[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
         head[HEADER_LEN..HEADER_LEN + prefix.len()].copy_from_slice(prefix);
         self.tail
-            .extend_from_slice(&head[..HEADER_LEN + prefix.len()]);
+            .extend_from_slice(&head[HEADER_LEN - len_bytes..HEADER_LEN + prefix.len()]);
         self.push_body(body, small);
-        self.queued += HEADER_LEN + prefix.len();
+        self.queued += len_bytes + prefix.len();
         Ok(())
     }
 
@@ -665,6 +712,66 @@ mod tests {
         assert_eq!(wire.queued(), 0);
         assert_eq!(wire.written(), total as u64);
         assert!(reader.await.unwrap() == expected);
+    }
+
+    /// Messages ending in a `;`, at most 8 bytes.
+    #[derive(Debug)]
+    struct Semicolons;
+    impl Split for Semicolons {
+        fn split(&mut self, buf: &mut BytesMut, _max: usize) -> Result<Option<BytesMut>> {
+            match buf.iter().position(|&b| b == b';') {
+                Some(end) if end < 8 => Ok(Some(buf.split_to(end + 1))),
+                None if buf.len() < 8 => Ok(None),
+                _ => Err(Error::Malformed("over 8 bytes")),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn another_codec_splits_reads_writes_unprefixed_and_bounds_the_buffer() {
+        let (mut raw, io) = tokio::io::duplex(64);
+        let mut wire = Wire::with_split(io, &cfg(1024), Semicolons);
+        raw.write_all(b"ab;c").await.unwrap();
+        assert_eq!(&wire.recv().await.unwrap().unwrap()[..], b"ab;");
+        raw.write_all(b"d;").await.unwrap();
+        assert_eq!(&wire.recv().await.unwrap().unwrap()[..], b"cd;");
+        wire.write(&OutFrame::plain(Bytes::from_static(b"ok;")))
+            .unwrap();
+        wire.flush().await.unwrap();
+        let mut got = [0; 3];
+        raw.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ok;");
+        raw.write_all(b"123456789").await.unwrap();
+        assert!(matches!(wire.recv().await, Err(Error::Malformed(_))));
+        // EOF inside a message is not a clean close.
+        let (mut raw, io) = tokio::io::duplex(64);
+        let mut wire = Wire::with_split(io, &cfg(1024), Semicolons);
+        raw.write_all(b"ab").await.unwrap();
+        drop(raw);
+        let err = wire.recv().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnexpectedEof {
+                    expected: 3,
+                    received: 2
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn length_prefix_split_is_the_wires_rule_over_a_buffer() {
+        let mut buf = BytesMut::from(&framed(b"hola")[..]);
+        buf.extend_from_slice(&framed(b"")[..]);
+        buf.extend_from_slice(&[0, 0, 0]);
+        let mut lp = LengthPrefix;
+        assert_eq!(&lp.split(&mut buf, 8).unwrap().unwrap()[..], b"hola");
+        assert_eq!(&lp.split(&mut buf, 8).unwrap().unwrap()[..], b"");
+        assert!(lp.split(&mut buf, 8).unwrap().is_none());
+        buf.extend_from_slice(&[9]);
+        assert!(lp.split(&mut buf, 8).unwrap_err().is_frame_too_large());
     }
 
     #[tokio::test]

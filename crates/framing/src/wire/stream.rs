@@ -20,7 +20,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Large, Stream, Wire, LARGE_FRAME};
+use super::{Large, Split, Stream, Wire, LARGE_FRAME};
 use crate::{Error, Result, HEADER_LEN};
 
 /// What [`Wire::poll_next`] found.
@@ -39,7 +39,7 @@ pub enum Next {
 /// costs this much memory at a time on the receiving side.
 pub const STREAM_CHUNK: usize = 64 * 1024;
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
+impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
     /// Sets [`Config::max_stream_length`](crate::Config::max_stream_length)
     /// for this wire (plain profile only: a multiplexed frame's header would
     /// be streamed as body).

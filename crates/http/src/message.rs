@@ -1,0 +1,204 @@
+//! [`Request`] and [`Response`]: what a [`Handler`](crate::Handler) sees and
+//! answers, and how a response becomes bytes.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::Refusal;
+
+/// A request head, parsed: method, path, version and headers. The server
+/// reads no request bodies (see [`Server`](crate::Server)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `HEAD`, ... as sent.
+    pub method: String,
+    /// The request target as sent: `/index.html?x=1`.
+    pub path: String,
+    /// The minor version: `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub version: u8,
+    /// Header lines in order, names as sent (compare them ignoring case,
+    /// as [`Request::header`] does).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Request {
+    /// Parses one whole head, as [`RequestHead`](crate::RequestHead) cuts
+    /// it (so the limits are already checked).
+    ///
+    /// # Errors
+    /// A [`Refusal`] when it is not a complete HTTP/1.x head.
+    pub fn parse(head: &[u8]) -> Result<Request, Refusal> {
+        let mut headers = [httparse::EMPTY_HEADER; crate::head::MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(Refusal::Malformed("incomplete head")),
+            Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooManyHeaders),
+            Err(_) => return Err(Refusal::Malformed("not an HTTP/1.x request head")),
+        }
+        Ok(Request {
+            method: request.method.unwrap_or_default().to_owned(),
+            path: request.path.unwrap_or_default().to_owned(),
+            version: request.version.unwrap_or_default(),
+            headers: request
+                .headers
+                .iter()
+                .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                .collect(),
+        })
+    }
+
+    /// The first header of this name (any case), if valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::trim)
+    }
+
+    /// Whether the connection stays open after the reply: HTTP/1.1 unless
+    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    pub fn keep_alive(&self) -> bool {
+        let has = |token: &str| {
+            self.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+                .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if self.version >= 1 {
+            !has("close")
+        } else {
+            has("keep-alive")
+        }
+    }
+}
+
+/// A reply: status, headers, body. The server adds `Content-Length` and,
+/// when it closes, `Connection: close`; headers of those names set here are
+/// dropped, since the server owns the framing.
+///
+/// ```
+/// use enchufe_http::Response;
+/// let reply = Response::text(404, "no such page\n").header("Cache-Control", "no-store");
+/// assert_eq!(reply.status, 404);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code (`200`, `404`, ...).
+    pub status: u16,
+    /// Header lines to send, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (not sent in reply to `HEAD`, though its length is).
+    pub body: Bytes,
+}
+
+impl Response {
+    /// A reply of this status and body, no headers.
+    pub fn new(status: u16, body: impl Into<Bytes>) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// A `text/plain; charset=utf-8` reply.
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        Response::new(status, body.into()).header("Content-Type", "text/plain; charset=utf-8")
+    }
+
+    /// Adds a header line.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The reply's bytes: status line, headers, `Content-Length`,
+    /// `Connection` when it differs from the version's default, blank line,
+    /// body unless `head_only`. Header lines that hold a CR or LF (they would
+    /// end the header early and let a value forge others) are left out.
+    pub(crate) fn encode(&self, version: u8, keep_alive: bool, head_only: bool) -> Bytes {
+        let mut out = BytesMut::with_capacity(128 + self.body.len());
+        let status = self.status.clamp(100, 999);
+        out.put_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+        for (name, value) in &self.headers {
+            let owned = ["content-length", "connection", "transfer-encoding"]
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h));
+            let broken = name.is_empty()
+                || name.bytes().any(|b| !b.is_ascii_graphic() || b == b':')
+                || value.bytes().any(|b| b == b'\r' || b == b'\n');
+            if owned || broken {
+                tracing::debug!(%name, "header left out of the reply");
+                continue;
+            }
+            out.put_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        match (version, keep_alive) {
+            (1.., false) => out.put_slice(b"Connection: close\r\n"),
+            (0, true) => out.put_slice(b"Connection: keep-alive\r\n"),
+            _ => {}
+        }
+        out.put_slice(b"\r\n");
+        if !head_only {
+            out.put_slice(&self.body);
+        }
+        out.freeze()
+    }
+}
+
+/// The reason phrase of the codes this crate sends or handlers commonly do.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_follows_the_version_and_the_connection_header() {
+        let parse = |h: &str| Request::parse(h.as_bytes()).unwrap();
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").keep_alive());
+        assert!(!parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive());
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(parse("GET / HTTP/1.0\r\nconnection: x, Keep-Alive\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn replies_carry_their_length_and_no_forged_headers() {
+        let reply = Response::text(200, "hola")
+            .header("X-Ok", "1")
+            .header("X-Bad", "a\r\nSet-Cookie: evil")
+            .header("Content-Length", "999");
+        let bytes = reply.encode(1, false, false);
+        assert_eq!(
+            &bytes[..],
+            &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Ok: 1\r\n\
+               Content-Length: 4\r\nConnection: close\r\n\r\nhola"[..]
+        );
+        let head = reply.encode(0, true, true);
+        assert!(head.ends_with(b"Content-Length: 4\r\nConnection: keep-alive\r\n\r\n"));
+    }
+}

@@ -1,0 +1,129 @@
+//! An HTTP GET written by hand over a `TcpStream`, as the course's web
+//! client does it: HTTP is text agreed on top of the same sockets. Write the
+//! request line and headers, then read the status line, the headers up to
+//! the blank line, and exactly `Content-Length` bytes of body. Prints the
+//! status line and headers on stderr and the body on stdout; exits with 22
+//! (as `curl --fail`) when the status is 400 or more.
+//!
+//! ```text
+//! cargo run --example http_hello                 # in one terminal
+//! cargo run --example http_get -- --url http://127.0.0.1:8080/hola/mundo
+//! ```
+
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Most bytes of the response head, and of its body: a wrong server must
+/// not make us buffer without end.
+const MAX_HEAD: u64 = 64 * 1024;
+const MAX_BODY: u64 = 16 * 1024 * 1024;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Sends GET URL and prints the reply.
+#[derive(Parser)]
+struct Args {
+    /// What to get: http://HOST:PORT/PATH.
+    #[arg(long, default_value = "http://127.0.0.1:8080/")]
+    url: String,
+    /// Seconds to wait for the whole exchange.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    timeout: u64,
+}
+
+/// A reply: status code, its line, headers, body.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) status_line: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// `GET path` from `http://host:port/path` (the port is not optional), by
+/// hand.
+pub(crate) async fn get(url: &str) -> Result<Reply, Error> {
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = BufReader::new(TcpStream::connect(authority).await?);
+
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.get_mut().write_all(request.as_bytes()).await?;
+
+    let mut head = (&mut stream).take(MAX_HEAD);
+    let status_line = read_line(&mut head).await?;
+    let mut parts = status_line.splitn(3, ' ');
+    let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let status = match code.parse::<u16>() {
+        Ok(status) if version.starts_with("HTTP/1.") => status,
+        _ => {
+            return Err(
+                format!("{authority} is not an HTTP server: it answered {status_line:?}").into(),
+            )
+        }
+    };
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(&mut head).await?;
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(format!("bad header line {line:?}"))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    let mut body = Vec::new();
+    match length.map(|(_, v)| v.parse::<u64>()) {
+        Some(Ok(n)) if n <= MAX_BODY => {
+            body.resize(n as usize, 0);
+            stream.read_exact(&mut body).await?;
+        }
+        Some(_) => return Err("Content-Length invalid or over 16 MiB".into()),
+        // No length: the body runs to the close (we asked for one).
+        None => drop(stream.take(MAX_BODY).read_to_end(&mut body).await?),
+    }
+    Ok(Reply {
+        status,
+        status_line,
+        headers,
+        body,
+    })
+}
+
+/// One line of the head without its CRLF; an error when the server closes
+/// first or sends more than the head may hold (`MAX_HEAD`).
+async fn read_line(head: &mut (impl AsyncBufReadExt + Unpin)) -> Result<String, Error> {
+    let mut line = Vec::new();
+    head.read_until(b'\n', &mut line).await?;
+    if line.last() != Some(&b'\n') {
+        return Err("the server closed the connection without an HTTP reply head".into());
+    }
+    let text = String::from_utf8_lossy(&line);
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let reply = tokio::time::timeout(Duration::from_secs(args.timeout), get(&args.url))
+        .await
+        .map_err(|_| format!("no whole reply within {} s", args.timeout))??;
+    eprintln!("{}", reply.status_line);
+    for (name, value) in &reply.headers {
+        eprintln!("{name}: {value}");
+    }
+    std::io::Write::write_all(&mut std::io::stdout(), &reply.body)?;
+    if reply.status >= 400 {
+        // As `curl --fail`: a script can tell a refusal from a page.
+        std::process::exit(22);
+    }
+    Ok(())
+}

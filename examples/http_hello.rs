@@ -1,0 +1,71 @@
+//! HTTP/1.1 over the same machinery: the course's web server, on enchufe's
+//! connection driver with an HTTP request-head codec in place of the length
+//! prefix. It answers `GET` (and `HEAD`) with keep-alive; a head over 16 KiB
+//! or 64 headers gets `431`, one that is not HTTP `400`, one that does not
+//! arrive whole within `--head-timeout` `408`, and then the connection is
+//! closed. Prints `listening on HOST:PORT` on stdout once bound; runs until
+//! Ctrl-C or SIGTERM.
+//!
+//! ```text
+//! cargo run --example http_hello -- --addr 127.0.0.1:8080
+//! curl -i http://127.0.0.1:8080/hola/mundo
+//! curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/hola/otra   # one connection, two requests
+//! cargo run --example http_get -- --url http://127.0.0.1:8080/hola/mundo
+//! ```
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Parser;
+use enchufe::http::{Config, Request, Response, Server};
+
+#[path = "support/log.rs"]
+mod log;
+#[path = "support/stop.rs"]
+mod stop;
+
+/// Serves "hola" over HTTP/1.1.
+#[derive(Parser)]
+struct Args {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Seconds a request head may take to arrive whole.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    head_timeout: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    idle_timeout: f64,
+}
+
+/// The handler: what the course's `handle_command` is for HTTP.
+fn hello(request: &Request) -> Response {
+    if request.method != "GET" && request.method != "HEAD" {
+        return Response::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
+    }
+    match request.path.as_str() {
+        "/" => Response::text(200, "hola\n"),
+        path => match path.strip_prefix("/hola/") {
+            Some(name) if !name.is_empty() => Response::text(200, format!("hola, {name}\n")),
+            _ => Response::text(404, format!("no hay nada en {path}\n")),
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    log::init();
+    let args = Args::parse();
+    let config = Config::default()
+        .head_timeout(Duration::try_from_secs_f64(args.head_timeout)?)
+        .idle_timeout(Duration::try_from_secs_f64(args.idle_timeout)?);
+    let server = Server::bind(args.addr.as_str()).await?.with_config(config);
+    let addr = server.local_addr()?;
+    // Stdout carries only this line, for scripts and tests that bind port 0.
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, "http_hello ready: curl http://{addr}/hola/mundo; Ctrl-C to stop");
+    server.run(hello, stop::signal()).await;
+    tracing::info!("http_hello stopped");
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! The `file_transfer` example's progress bars (indicatif), one per
+//! transfer, drawn on stderr only when it is a terminal
+//! (`#[path = "support/progress.rs"] mod progress;`).
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use enchufe::transfer::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::watch;
+
+/// Follows one transfer until its sender goes away, in the background.
+pub(crate) fn show(
+    name: String,
+    progress: watch::Receiver<Progress>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(bar(name, progress))
+}
+
+async fn bar(name: String, mut progress: watch::Receiver<Progress>) {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(None, target).with_message(name);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("template"),
+    );
+    loop {
+        let p = *progress.borrow_and_update();
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        if progress.changed().await.is_err() {
+            break;
+        }
+    }
+    bar.finish();
+}
+
+/// A path's file name, for the bar's label.
+pub(crate) fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
