@@ -34,6 +34,8 @@ use enchufe::server::{Config, Profile};
 use enchufe::{handler_fn, Server};
 use tracing_subscriber::EnvFilter;
 
+#[path = "support/nofile.rs"]
+mod nofile;
 #[path = "support/stop.rs"]
 mod stop;
 #[path = "support/tls.rs"]
@@ -94,7 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Stdout carries only this line, for scripts that asked for port 0.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
-    tracing::info!(%addr, ?profile, "echo server ready; Ctrl-C or SIGTERM to stop");
+    let open_files = nofile::raise();
+    tracing::info!(%addr, ?profile, ?open_files, "echo server ready; Ctrl-C or SIGTERM to stop");
 
     // Request = Response = Bytes: the payload is handed back as it arrived.
     let echo = handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) });

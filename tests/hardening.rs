@@ -239,3 +239,37 @@ async fn the_listen_backlog_is_what_the_config_says() {
     })
     .await;
 }
+
+/// Issue 12, item 4: with the default limit, more silent connections than
+/// the old default (1,024) leave room for an ordinary client, served at once
+/// rather than after the first-frame deadline (10 s) frees a slot.
+#[tokio::test]
+async fn silent_connections_past_the_old_limit_do_not_lock_out_a_client() {
+    bounded(async {
+        // 2,000 sockets on each side in this one process.
+        #[cfg(unix)]
+        {
+            use nix::sys::resource::{getrlimit, setrlimit, Resource};
+            if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+                if soft < hard {
+                    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+                }
+            }
+        }
+        let (server, _) = start(Config::default()).await;
+        let mut silent = Vec::new();
+        for _ in 0..2_000 {
+            silent.push(TcpStream::connect(server.local_addr()).await.unwrap());
+        }
+        eventually(|| server.connection_count() == 2_000).await;
+        let served = tokio::time::timeout(Duration::from_secs(5), async {
+            let client = Client::connect(server.local_addr()).await.unwrap();
+            client.request::<_, String>("hi").await.unwrap()
+        })
+        .await;
+        assert_eq!(served.ok().as_deref(), Some("echo:hi"), "locked out");
+        drop(silent);
+        server.shutdown().await;
+    })
+    .await;
+}

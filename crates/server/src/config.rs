@@ -59,13 +59,27 @@ pub enum BusyPolicy {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Most connections served at once. Default 1024.
+    /// Most connections served at once. Default 10,000.
     ///
-    /// A permit is taken *before* `accept`, so connection 1025 waits in the
-    /// kernel's backlog until one leaves instead of costing a task and buffers.
-    /// Each connection may hold one frame arriving (its buffer grows with the
-    /// bytes that arrive, up to `max_frame_length`) plus `max_queued_bytes`
-    /// of output, so this bounds the server's memory.
+    /// A permit is taken *before* `accept`, so the connection past the limit
+    /// waits in the kernel's backlog until one leaves instead of costing a
+    /// task and buffers. Each connection may hold one frame arriving (its
+    /// buffer grows with the bytes that arrive, up to `max_frame_length`)
+    /// plus `max_queued_bytes` of output, so this bounds the server's memory.
+    ///
+    /// Why 10,000: it was 1,024, and 1,000 slowloris plus 5,000 idle
+    /// connections (reconnecting as the deadlines cut them) then held every
+    /// slot, so an ordinary client waited behind them in the backlog and was
+    /// served 0 times in 12. A connection that sends nothing or trickles
+    /// costs about 8 KiB (its task and a small read buffer; measured by
+    /// `scripts/reliability`), so 10,000 of them are about 80 MiB, and with
+    /// room for them an ordinary client is served at once (`RELIABILITY.md`).
+    /// Each connection needs a file descriptor: raise the process's
+    /// open-file limit (`ulimit -n`; the `echo_server` example raises its
+    /// soft limit to the hard one) or past it `accept` fails with EMFILE and
+    /// backs off ([`Config::accept_backoff_max`]). A flood larger than the
+    /// limit still fills it: against one source, set
+    /// [`Config::max_connections_per_ip`].
     pub max_connections: usize,
 
     /// Largest frame payload accepted from a client or sent to it.
@@ -155,9 +169,13 @@ pub struct Config {
     pub max_connections_per_ip: Option<usize>,
 
     /// The kernel's queue of connections not yet accepted (`listen`'s
-    /// backlog) on TCP listeners. Default `None`: what the listener was
-    /// made with (tokio asks for 1,024; Linux caps it at
-    /// `net.core.somaxconn`). Past [`Config::max_connections`] the server
+    /// backlog) on TCP listeners. Default `Some(4096)`, Linux's own
+    /// `net.core.somaxconn` default since 5.4 (which also caps it); `None`
+    /// keeps what the listener was made with (tokio asks for 1,024). 4,096
+    /// rather than 1,024: thousands of attackers cut by the first-frame
+    /// deadline in the same second reconnect in a burst, and a full queue
+    /// drops everyone's SYN, the ordinary client's too, who then waits 1 s
+    /// for its retransmission (`RELIABILITY.md`, the slowloris check). Past [`Config::max_connections`] the server
     /// stops accepting, and newcomers wait here until one leaves: a smaller
     /// backlog makes them fail at once instead (connection refused, or a
     /// SYN left unanswered), a larger one lets a burst wait.
@@ -393,7 +411,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            max_connections: 1024,
+            max_connections: 10_000,
             max_frame_length: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH,
             max_stream_length: 0,
             outbound_queue: 128,
@@ -404,7 +422,7 @@ impl Default for Config {
             frame_timeout: Some(Duration::from_secs(30)),
             max_connections_per_ip: None,
             handler_timeout: None,
-            listen_backlog: None,
+            listen_backlog: Some(4096),
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             accept_backoff_max: Duration::from_secs(1),

@@ -839,7 +839,12 @@ async fn serve_connection<H: Handler, Io>(
             .as_ref()
             .map_or(PeerLinks::default().request_timeout, |p| p.request_timeout),
     });
-    info!(outbound = ready.is_some(), "connected");
+    // Debug, not info: a line per accepted connection lets whoever can
+    // connect write the log (20,000 bad connections were 20,000 lines) and
+    // costs the accept path under a flood (RELIABILITY.md). The end of a
+    // connection is still logged: at info when it ends normally, thinned
+    // when it ends for bad input.
+    debug!(outbound = ready.is_some(), "connected");
     {
         let mut registry = shared.registry();
         registry.insert(id, conn.clone());

@@ -1,0 +1,204 @@
+//! The reliability suite: starts real enchufe servers (the `echo_server`
+//! example, or this binary's own `serve` where a check needs another
+//! handler), attacks them over loopback, measures them from `/proc`, and
+//! prints a table of figures, each against its bound. Exits 1 if any bound
+//! is missed. `RELIABILITY.md` holds the last full run.
+//!
+//! ```text
+//! scripts/reliability                      # builds, then runs every check
+//! enchufe-reliability --only slowloris     # one check (name substring)
+//! ```
+
+mod checks;
+mod child;
+mod proc;
+mod serve;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+/// Attacks a real enchufe server and prints each figure against its bound.
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The `echo_server` example binary (default: beside this binary, in
+    /// `examples/`).
+    #[arg(long, value_name = "PATH")]
+    echo_server: Option<PathBuf>,
+    /// Directory for the servers' logs.
+    #[arg(long, value_name = "DIR")]
+    logs: Option<PathBuf>,
+    /// Run only the checks whose name contains this.
+    #[arg(long, value_name = "NAME")]
+    only: Option<String>,
+    /// Multiply connection counts by this (1.0: the headline figures).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A server for the checks (used by the suite itself).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        mux: bool,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// The slowloris check's attackers (used by the suite itself).
+    #[command(hide = true)]
+    Attack {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        slow: usize,
+        #[arg(long)]
+        idle: usize,
+    },
+    /// A client that sends a request, then waits to be killed (used by the
+    /// suite itself).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        half: bool,
+    },
+}
+
+type Check = for<'a> fn(
+    &'a checks::Cx,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<checks::Row>, String>> + 'a>,
+>;
+
+macro_rules! check {
+    ($name:literal, $f:path) => {
+        ($name, (|cx| Box::pin($f(cx))) as Check)
+    };
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    match args.command {
+        Some(Command::Serve {
+            kind,
+            addr,
+            mux,
+            delay_ms,
+        }) => {
+            if let Err(e) = serve::serve(&kind, &addr, mux, Duration::from_millis(delay_ms)).await {
+                eprintln!("serve: {e}");
+                std::process::exit(2);
+            }
+        }
+        Some(Command::Hold { addr, half }) => {
+            if let Err(e) = serve::hold(&addr, half).await {
+                eprintln!("hold: {e}");
+                std::process::exit(2);
+            }
+        }
+        Some(Command::Attack { addr, slow, idle }) => {
+            proc::raise_nofile();
+            checks::attack(addr, slow, idle).await;
+        }
+        None => std::process::exit(run(args).await),
+    }
+}
+
+async fn run(args: Args) -> i32 {
+    let nofile = proc::raise_nofile();
+    let here = std::env::current_exe().unwrap_or_default();
+    let dir = here.parent().map(PathBuf::from).unwrap_or_default();
+    let echo = args
+        .echo_server
+        .unwrap_or_else(|| dir.join("examples").join("echo_server"));
+    let logs = args.logs.unwrap_or_else(|| dir.join("reliability-logs"));
+    if let Err(e) = std::fs::create_dir_all(&logs) {
+        eprintln!("cannot create {}: {e}", logs.display());
+        return 2;
+    }
+    let cx = checks::Cx {
+        echo,
+        logs,
+        scale: args.scale,
+    };
+    let all: [(&str, Check); 11] = [
+        check!("header", checks::header_4gib),
+        check!("trickle", checks::trickle),
+        check!("slowloris", checks::slowloris),
+        check!("pushes", checks::never_reads_pushes),
+        check!("echoes", checks::never_reads_echoes),
+        check!("kill-client", checks::kill_client),
+        check!("kill-server", checks::kill_server),
+        check!("shutdown", checks::shutdown),
+        check!("panic", checks::panics),
+        check!("json", checks::deep_json),
+        check!("malformed", checks::malformed_flood),
+    ];
+    eprintln!(
+        "enchufe reliability suite: open-file limit {nofile}, scale {}, logs in {}",
+        cx.scale,
+        cx.logs.display()
+    );
+    let start = Instant::now();
+    let mut rows = Vec::new();
+    for (name, check) in all {
+        if args
+            .only
+            .as_deref()
+            .is_some_and(|only| !name.contains(only))
+        {
+            continue;
+        }
+        let t = Instant::now();
+        eprintln!("-- {name}");
+        match check(&cx).await {
+            Ok(r) => {
+                for r in &r {
+                    eprintln!(
+                        "   {} | {} | {}",
+                        r.check,
+                        r.figure,
+                        if r.ok { "ok" } else { "MISSED" }
+                    );
+                }
+                rows.extend(r);
+            }
+            Err(e) => rows.push(checks::Row {
+                check: name.to_string(),
+                figure: format!("could not run: {e}"),
+                bound: "runs".into(),
+                ok: false,
+            }),
+        }
+        eprintln!("   ({:.1} s)", t.elapsed().as_secs_f64());
+    }
+    println!("| check | figure | bound | ok |");
+    println!("| --- | --- | --- | --- |");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.check,
+            r.figure,
+            r.bound,
+            if r.ok { "ok" } else { "**MISSED**" }
+        );
+    }
+    let missed = rows.iter().filter(|r| !r.ok).count();
+    println!("\n({:.0} s)", start.elapsed().as_secs_f64());
+    println!(
+        "reliability: {} passed, {missed} failed",
+        rows.len() - missed
+    );
+    i32::from(missed > 0)
+}
