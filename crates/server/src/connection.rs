@@ -491,6 +491,11 @@ impl Connection {
         self.fail(Error::WriteStalled(after));
     }
 
+    /// The server's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
     /// Whether this connection speaks the plain profile.
     pub(crate) fn is_plain(&self) -> bool {
         self.inner.profile == Profile::Plain
