@@ -65,12 +65,10 @@ where
     );
     let reason = run(ctx, conn, &mut driver, ready).await;
     if !driver.aborted {
-        match reason {
-            // A failure (a handler's error or panic, a reply that could not
-            // be sent, bad input) is not a goodbye: the client is told so.
-            Disconnect::Error(_) => driver.finish_with_reset().await,
-            _ => driver.finish_writing().await,
-        }
+        // A failure (a handler's error or panic, a reply that could not be
+        // sent, bad input) is not a goodbye: the client is told so.
+        let failed = matches!(reason, Disconnect::Error(_));
+        driver.finish(failed).await;
     }
     reason
 }
@@ -136,13 +134,23 @@ where
     .await;
     driver.set_busy(false);
     if WATCH && waited {
-        match &out {
-            Ok(_) if driver.is_stopping() => driver.count(|c| &c.shutdown_answered, 1),
-            Err(_) if driver.aborted => driver.count(|c| &c.shutdown_cancelled, 1),
-            _ => {}
-        }
+        count_at_shutdown(driver, out.is_ok());
     }
     out
+}
+
+/// A plain handler that waited finished (`done`) or was cancelled: counted
+/// if shutdown began meanwhile. Out of line, so that the handler's call
+/// (most are ready at once and never come here) stays small enough to be
+/// inlined into the connection's loop.
+#[cold]
+#[inline(never)]
+fn count_at_shutdown<Io: AsyncRead + AsyncWrite + Unpin>(driver: &Driver<'_, Io>, done: bool) {
+    if done && driver.is_stopping() {
+        driver.count(|c| &c.shutdown_answered, 1);
+    } else if !done && driver.aborted {
+        driver.count(|c| &c.shutdown_cancelled, 1);
+    }
 }
 
 /// Sends our hello (first, before any push) and reads theirs, within the
