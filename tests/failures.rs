@@ -129,9 +129,11 @@ async fn a_half_close_while_a_handler_runs_still_gets_every_answer_in_order() {
         both.extend_from_slice(&frame("two"));
         stream.write_all(&both).await.unwrap();
         stream.shutdown().await.unwrap();
+        // Both requests and the EOF were sent before the handler started,
+        // so the server read them (watching) in the same turn as it
+        // started it, and on this single-threaded runtime that turn is over
+        // once the handler is seen running.
         eventually(|| lab.started.load(Ordering::SeqCst) == 1).await;
-        // Give the server time to read the EOF before the handler ends.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(lab.dropped.load(Ordering::SeqCst), 0, "not cancelled");
         lab.release.notify_one();
         assert_eq!(read_to_eof(&mut stream).await, ["released", "echo:two"]);
