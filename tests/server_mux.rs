@@ -399,7 +399,13 @@ async fn a_server_only_kind_from_a_client_closes_the_connection() {
         c.send(Kind::Push, 0, "not yours to send").await;
         let reason = why.recv().await.unwrap();
         assert!(reason.contains("protocol violation"), "{reason}");
-        assert!(c.recv().await.is_none());
+        // A failure, not a goodbye: the connection is reset.
+        let end = c.0.recv().await;
+        assert!(
+            matches!(&end, Err(enchufe::framing::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{end:?}"
+        );
         server.shutdown().await;
     })
     .await;
@@ -561,6 +567,55 @@ async fn dialing_out_fails_with_typed_errors() {
         server.shutdown().await;
         other.shutdown().await;
         plain.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_duplicate_id_is_refused_and_the_first_request_still_gets_its_reply() {
+    bounded(async {
+        let lab = Lab::default();
+        let server = serve(lab.clone(), mux()).await;
+        let mut c = Raw::connect(&server).await;
+        c.send(Kind::Request, 7, "wait").await;
+        eventually(|| lab.running.load(Ordering::SeqCst) == 1).await;
+        // The same id again, while the first is in flight.
+        c.send(Kind::Request, 7, "again").await;
+        let (header, body) = c.recv().await.expect("an answer to the duplicate");
+        assert_eq!(
+            header,
+            Header {
+                kind: Kind::Error,
+                id: 7
+            }
+        );
+        assert_eq!(body.as_bytes()[0], ErrorCode::DuplicateId.to_byte());
+        assert_eq!(ErrorCode::from_byte(9), ErrorCode::DuplicateId);
+        // The first is untouched and the connection lives on.
+        assert_eq!(lab.dropped.load(Ordering::SeqCst), 0);
+        lab.release.notify_one();
+        assert_eq!(
+            c.recv().await,
+            Some((
+                Header {
+                    kind: Kind::Response,
+                    id: 7
+                },
+                "released".to_owned()
+            ))
+        );
+        c.send(Kind::Request, 8, "ping").await;
+        assert_eq!(
+            c.recv().await,
+            Some((
+                Header {
+                    kind: Kind::Response,
+                    id: 8
+                },
+                "echo:ping".to_owned()
+            ))
+        );
+        assert_eq!(server.connection_count(), 1);
     })
     .await;
 }

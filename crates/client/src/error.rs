@@ -93,6 +93,17 @@ pub enum Error {
     #[error("connection closed by peer")]
     ClosedByPeer,
 
+    /// The server reset the connection: an enchufe server does that when
+    /// it ends a connection on an error (in the plain profile: its handler
+    /// failed or panicked, its reply could not be sent, or it took what we
+    /// sent for bad input), so this is a failure, where
+    /// [`Error::ClosedByPeer`] is a goodbye. A reset can also come from the
+    /// network or the server's host (a process killed, a firewall). Replies
+    /// that arrived before it were delivered. The framing error (an
+    /// `ECONNRESET`) is the source.
+    #[error("connection reset by the server: it ended the connection on an error")]
+    ResetByPeer(#[source] std::sync::Arc<enchufe_framing::Error>),
+
     /// This client closed its sending side ([`Client::close`](crate::Client::close))
     /// or its connection is gone; nothing more can be sent.
     #[error("connection is closed")]
@@ -226,12 +237,20 @@ impl Error {
     /// inside a frame, reset, down while reconnecting, or given up on.
     pub fn is_closed(&self) -> bool {
         match self {
-            Error::Closed | Error::ClosedByPeer | Error::Disconnected | Error::GaveUp { .. } => {
-                true
-            }
+            Error::Closed
+            | Error::ClosedByPeer
+            | Error::ResetByPeer(_)
+            | Error::Disconnected
+            | Error::GaveUp { .. } => true,
             Error::Framing(e) => e.is_closed(),
             _ => false,
         }
+    }
+
+    /// Whether the server reset the connection ([`Error::ResetByPeer`]):
+    /// it ended on a failure, not with a goodbye.
+    pub fn is_reset(&self) -> bool {
+        matches!(self, Error::ResetByPeer(_))
     }
 
     /// Whether a frame was over `max_frame_length` (an
@@ -287,6 +306,9 @@ impl Error {
                 theirs: *theirs,
             },
             F::Malformed(what) => Error::Protocol(what),
+            F::Io(source) if source.kind() == io::ErrorKind::ConnectionReset => {
+                Error::ResetByPeer(e)
+            }
             _ => Error::Framing(e),
         }
     }

@@ -50,6 +50,12 @@ use crate::{Error, LengthPrefix, Next, OutFrame, Result, Signal, Split, Wire};
 /// comes back as [`Event::Signal`].
 pub const QUEUED: u8 = 1;
 
+/// Most bytes [`Driver::poll_watching`] reads ahead while the role takes no
+/// frames: enough to see a reset behind a few pipelined requests, small
+/// next to the frame limit (a connection may hold a whole frame anyway).
+/// 64 KiB: the size from which a frame gets its own buffer.
+pub const WATCH_BOUND: usize = crate::wire::LARGE_FRAME;
+
 /// Idleness is checked this many times per idle timeout: a connection is
 /// closed between `idle` and `idle × (1 + 1/IDLE_TICKS)` after its last
 /// frame, for four timer firings per idle period instead of a timer reset per
@@ -140,6 +146,10 @@ pub struct Driver<Io, S, C = LengthPrefix> {
     unflushed: bool,
     /// Something of the role's runs (a handler): not idleness.
     busy: bool,
+    /// [`Event::Eof`] was reported (the wire may have seen EOF earlier,
+    /// while [watching](Driver::poll_watching), with frames still to hand
+    /// out before it).
+    eof: bool,
     idle: Option<Duration>,
     next_idle_tick: Option<Instant>,
     quiet_ticks: u32,
@@ -192,6 +202,7 @@ where
             write_done: false,
             unflushed: false,
             busy: false,
+            eof: false,
             idle: deadlines.idle,
             next_idle_tick: deadlines.idle.map(|idle| now + idle / IDLE_TICKS),
             quiet_ticks: 0,
@@ -360,6 +371,24 @@ where
     /// Frames are read only when `read` (the role has room for them) and the
     /// output holds less than the budget.
     pub fn poll_event(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Event> {
+        self.poll::<false>(cx, read)
+    }
+
+    /// [`Driver::poll_event`] for a role that takes no frames now (a plain
+    /// server's handler runs) but must know if the other end is gone: the
+    /// socket is still read, into the buffer, up to [`WATCH_BOUND`] bytes.
+    /// A reset or read error is [`Event::ReadFailed`] at once; EOF (the
+    /// other end half-closed, and may still wait for answers) is kept until
+    /// the frames before it are taken, then reported as usual. Frames read
+    /// ahead come out of the next `poll_event`, in order.
+    pub fn poll_watching(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        self.poll::<true>(cx, false)
+    }
+
+    /// [`Driver::poll_event`], watching the socket when `WATCH` (compiled
+    /// away from the reading path).
+    #[inline(always)]
+    fn poll<const WATCH: bool>(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Event> {
         loop {
             // A plain load per call; the waker is registered only when the
             // driver is about to wait (below), not once per frame.
@@ -407,11 +436,7 @@ where
                     return Poll::Ready(Event::Queued);
                 }
             }
-            if read
-                && self.queued() < self.budget
-                && !self.wire.is_read_closed()
-                && !self.wire.is_streaming()
-            {
+            if read && self.queued() < self.budget && !self.eof && !self.wire.is_streaming() {
                 match self.wire.poll_next(cx) {
                     Poll::Ready(Ok(Next::Frame(frame))) => {
                         self.activity += 1;
@@ -421,9 +446,17 @@ where
                         self.activity += 1;
                         return Poll::Ready(Event::Stream(len));
                     }
-                    Poll::Ready(Ok(Next::Eof)) => return Poll::Ready(Event::Eof),
+                    Poll::Ready(Ok(Next::Eof)) => {
+                        self.eof = true;
+                        return Poll::Ready(Event::Eof);
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Event::ReadFailed(e)),
                     Poll::Pending => {}
+                }
+            }
+            if WATCH {
+                if let Err(e) = self.wire.watch(cx, WATCH_BOUND) {
+                    return Poll::Ready(Event::ReadFailed(e));
                 }
             }
             if self.frame_limit.is_some() {
@@ -606,6 +639,27 @@ where
         result
     }
 
+    /// Flushes what is queued, within the write timeout (if any), without
+    /// shutting the writing side down: the last words before a connection
+    /// is reset. The output is done afterwards, whatever happened.
+    ///
+    /// # Errors
+    /// As [`Driver::finish_writing`].
+    pub async fn flush_last(&mut self) -> Result<()> {
+        if self.write_done {
+            return Ok(());
+        }
+        let result = match self.write_timeout {
+            Some(limit) => match tokio::time::timeout(limit, self.wire.flush()).await {
+                Ok(result) => result,
+                Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            },
+            None => self.wire.flush().await,
+        };
+        self.write_done = true;
+        result
+    }
+
     /// Flushes what is queued and shuts the writing side down, without
     /// waiting: `Pending` until done. The output is done once it is ready.
     pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -745,6 +799,74 @@ mod tests {
         );
         assert!(start.elapsed() <= Duration::from_secs(6));
         trickle.abort();
+    }
+
+    /// Watches for `ms` of (real) time: `Some` if an event came.
+    async fn watch_for(d: &mut TestDriver, ms: u64) -> Option<Event> {
+        let watching = std::future::poll_fn(|cx| d.poll_watching(cx));
+        tokio::time::timeout(Duration::from_millis(ms), watching)
+            .await
+            .ok()
+    }
+
+    type TestDriver = Driver<tokio::io::DuplexStream, Arc<Signal>>;
+
+    #[tokio::test]
+    async fn watching_reads_ahead_within_its_bound_and_keeps_eof_for_after_the_frames() {
+        use tokio::io::AsyncWriteExt;
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let mut d = driver(ours, usize::MAX, Deadlines::default());
+        theirs.write_all(b"\0\0\0\x02hi\0\0\0\x01!").await.unwrap();
+        drop(theirs);
+        // The EOF is read but not reported: the frames before it come first.
+        assert!(watch_for(&mut d, 20).await.is_none());
+        assert!(d.wire().is_read_closed());
+        assert!(matches!(d.event(true).await, Event::Frame(f) if &f[..] == b"hi"));
+        assert!(matches!(d.event(true).await, Event::Frame(f) if &f[..] == b"!"));
+        assert!(matches!(d.event(true).await, Event::Eof));
+
+        // 1,000 frames of 1 KiB pipelined: watching reads about WATCH_BOUND
+        // of them, then nothing, and every frame still comes out in order.
+        let (ours, mut theirs) = tokio::io::duplex(2 << 20);
+        let mut d = driver(ours, usize::MAX, Deadlines::default());
+        let mut sent = Vec::new();
+        for i in 0..1000u32 {
+            sent.extend_from_slice(&1024u32.to_be_bytes());
+            sent.extend(std::iter::repeat_n((i % 251) as u8, 1024));
+        }
+        theirs.write_all(&sent).await.unwrap();
+        assert!(watch_for(&mut d, 20).await.is_none());
+        let held = d.wire().read_capacity();
+        assert!(
+            (WATCH_BOUND..=2 * WATCH_BOUND + 8192).contains(&held),
+            "{held}"
+        );
+        for i in 0..1000u32 {
+            match d.event(true).await {
+                Event::Frame(f) => assert!(f.len() == 1024 && f[0] == (i % 251) as u8),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn watching_stops_at_a_whole_large_frame_and_every_frame_comes_out() {
+        use tokio::io::AsyncWriteExt;
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let mut d = driver(ours, usize::MAX, Deadlines::default());
+        let len = 100 * 1024;
+        let mut sent = (len as u32).to_be_bytes().to_vec();
+        sent.extend(vec![7u8; len]);
+        sent.extend_from_slice(b"\0\0\0\x01!");
+        // Part of the large frame: it moves to its own buffer.
+        theirs.write_all(&sent[..1000]).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(20), d.event(true)).await;
+        assert!(r.is_err());
+        theirs.write_all(&sent[1000..]).await.unwrap();
+        assert!(watch_for(&mut d, 20).await.is_none());
+        assert!(!d.wire().is_read_closed());
+        assert!(matches!(d.event(true).await, Event::Frame(f) if f.len() == len));
+        assert!(matches!(d.event(true).await, Event::Frame(f) if &f[..] == b"!"));
     }
 
     #[tokio::test(start_paused = true)]

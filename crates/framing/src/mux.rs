@@ -218,6 +218,10 @@ pub enum ErrorCode {
     ReplyTooLarge,
     /// The handler ran past the server's `handler_timeout` and was stopped.
     Timeout,
+    /// A request reused the id of one still in flight on this connection:
+    /// the second is refused with this, the first goes on and gets its own
+    /// answer.
+    DuplicateId,
     /// A code this version does not know.
     Other(u8),
 }
@@ -234,6 +238,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 6,
             ErrorCode::ReplyTooLarge => 7,
             ErrorCode::Timeout => 8,
+            ErrorCode::DuplicateId => 9,
             ErrorCode::Other(b) => b,
         }
     }
@@ -249,6 +254,7 @@ impl ErrorCode {
             6 => ErrorCode::ShuttingDown,
             7 => ErrorCode::ReplyTooLarge,
             8 => ErrorCode::Timeout,
+            9 => ErrorCode::DuplicateId,
             b => ErrorCode::Other(b),
         }
     }

@@ -123,7 +123,9 @@ pub enum Admit {
     /// Answer with [`ErrorCode::ShuttingDown`] (a request after shutdown
     /// began); a one-way message is dropped.
     ShuttingDown,
-    /// A request whose id is already running or parked: a protocol violation.
+    /// A request whose id is already running or parked: answer it with
+    /// [`ErrorCode::DuplicateId`](crate::mux::ErrorCode::DuplicateId); the
+    /// first goes on untouched.
     Duplicate,
 }
 
@@ -493,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_violations_and_shutdown_answers_what_waits() {
+    fn duplicates_are_refused_and_shutdown_answers_what_waits() {
         let mut flow = Flow::new(1, Busy::Wait);
         assert_eq!(flow.admit(Some(1), 'a').0, Admit::Run);
         assert_eq!(flow.admit(Some(1), 'b').0, Admit::Duplicate);

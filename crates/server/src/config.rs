@@ -183,8 +183,9 @@ pub struct Config {
 
     /// Longest a handler may run on one request (or a streamed message).
     /// Past it the handler is dropped: in the plain profile the connection
-    /// closes with [`Error::HandlerTimeout`](crate::Error::HandlerTimeout)
-    /// (the plain wire cannot carry the error); in the multiplexed profile
+    /// ends with [`Error::HandlerTimeout`](crate::Error::HandlerTimeout),
+    /// reset like every failure (the plain wire cannot carry the error);
+    /// in the multiplexed profile
     /// the request is answered with an error (code 8, `timeout`). Default
     /// `None`: handlers run as long as they take.
     pub handler_timeout: Option<Duration>,

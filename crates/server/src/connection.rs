@@ -34,7 +34,9 @@ impl fmt::Display for ConnectionId {
 ///
 /// `Disconnect::Closed` is [`Connection::close`]; `Disconnect::Shutdown` the
 /// server's graceful shutdown; `Disconnect::Error` bad input, a handler's
-/// error or panic, or a stalled client.
+/// error or panic, or a stalled client. A TCP connection that ends with
+/// `Disconnect::Error` is reset rather than closed (what was queued is
+/// flushed first), so its client can tell the failure from a goodbye.
 pub type Disconnect = enchufe_framing::Ended<Error>;
 
 /// One client's connection, as the server sees it.
@@ -489,6 +491,11 @@ impl Connection {
             Counters::add(&self.inner.counters.slow_disconnects, 1);
         }
         self.fail(Error::WriteStalled(after));
+    }
+
+    /// The server's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     /// Whether this connection speaks the plain profile.

@@ -21,7 +21,10 @@ use enchufe_framing::driver::{self, Deadlines};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use std::sync::atomic::AtomicU64;
+
 use crate::outbox::flag;
+use crate::stats::Counters;
 use crate::{Connection, Disconnect, Error};
 
 /// What the driver reports to the connection task.
@@ -78,6 +81,18 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         }
     }
 
+    /// Whether shutdown began, even if this driver has not looked at its
+    /// signal since (an atomic load: not for every frame).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping || self.core.signal().is_raised(flag::SHUTDOWN)
+    }
+
+    /// Counts one request in a [`ShutdownReport`](crate::ShutdownReport)
+    /// counter.
+    pub(crate) fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64, n: u64) {
+        Counters::add(counter(self.conn.counters()), n);
+    }
+
     /// Starts keepalive pings (peer links, once the hello says so).
     pub(crate) fn start_keepalive(&mut self) {
         self.core.start_keepalive();
@@ -128,16 +143,24 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
                 Poll::Ready(Event::Frame(frame))
             }
             Some(Err(e)) => Poll::Ready(Event::End(Disconnect::Error(e.into()))),
-            None => self.poll_slow(cx, read),
+            None => self.poll_slow::<false>(cx, read),
         }
     }
 
     /// [`Driver::poll_event`] past its fast path, out of line so the fast
     /// path stays small enough to inline into the connection's loop.
+    /// With `WATCH`, nothing is read for the role but the socket is
+    /// watched for the other end's reset
+    /// ([`poll_watching`](driver::Driver::poll_watching)).
     #[inline(never)]
-    fn poll_slow(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Event> {
+    fn poll_slow<const WATCH: bool>(&mut self, cx: &mut Context<'_>, read: bool) -> Poll<Event> {
         loop {
-            let event = match self.core.poll_event(cx, read && !self.eof) {
+            let polled = if WATCH {
+                self.core.poll_watching(cx)
+            } else {
+                self.core.poll_event(cx, read && !self.eof)
+            };
+            let event = match polled {
                 // The fast path. The outbox hears of output growing when
                 // the driver waits or has anything else to say (pushes are
                 // admitted on a figure at most one batch old, and reading
@@ -213,8 +236,26 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
     /// read. `Ready` only when the connection must end; a close or shutdown
     /// only marks the driver.
     pub(crate) fn poll_beside(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        self.beside::<false>(cx)
+    }
+
+    /// [`Driver::poll_beside`] that also watches the socket (plain profile,
+    /// a handler runs): a reset or read error ends the connection at once,
+    /// so the handler's future is dropped and the slot freed; EOF (the
+    /// client's half-close) does not, and is reported once the frames read
+    /// before it are taken, so the handler's answer still goes out. At most
+    /// [`WATCH_BOUND`](driver::WATCH_BOUND) bytes are read ahead.
+    pub(crate) fn poll_watching_beside(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        self.beside::<true>(cx)
+    }
+
+    /// Out of line: only a handler that waits comes here, and the
+    /// connection's loop stays small enough for the handler's call to be
+    /// inlined into it (instructions per frame, `scripts/callgrind`).
+    #[inline(never)]
+    fn beside<const WATCH: bool>(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
         loop {
-            match self.poll_event(cx, false) {
+            match self.poll_slow::<WATCH>(cx, false) {
                 Poll::Ready(Event::End(reason)) => return Poll::Ready(reason),
                 Poll::Ready(_) => continue,
                 Poll::Pending => return Poll::Pending,
@@ -274,6 +315,31 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         self.publish();
     }
 
+    /// The connection's end: a goodbye ([`Driver::finish_writing`]), or,
+    /// when it `failed`, a reset. Then what is already queued is flushed
+    /// (within the write timeout; pushes still in the outbox are dropped)
+    /// and the socket is set to reset when it is dropped ([`Reset`]), so
+    /// the other end is told of a failure (`ECONNRESET`, "connection reset
+    /// by peer") rather than a goodbye. The writing side is not shut down:
+    /// a FIN first would read as a clean close. What the kernel has not
+    /// sent by the time the socket is dropped is discarded by the reset.
+    ///
+    /// One future for both, so the connection's task gains no await point
+    /// (one more made the handler's call too big to inline into its loop).
+    pub(crate) async fn finish(&mut self, failed: bool)
+    where
+        Io: Reset,
+    {
+        if !failed {
+            return self.finish_writing().await;
+        }
+        if let Err(e) = self.core.flush_last().await {
+            tracing::debug!(error = %e, "last write before the reset failed");
+        }
+        self.publish();
+        self.core.wire().get_ref().reset_on_drop();
+    }
+
     /// The next chunk of a streamed body; `Ok(None)` at its end.
     pub(crate) fn poll_chunk(
         &mut self,
@@ -288,3 +354,29 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         self.core.read_now()
     }
 }
+
+/// How a connection's I/O ends on a failure. A TCP socket is reset when
+/// dropped (`SO_LINGER` 0: an RST, not a FIN), so the client can tell a
+/// crash from a goodbye. Other transports have no reset and close as usual:
+/// a Unix socket (no such signal exists), and TLS or WebSocket streams,
+/// which are boxed past reach of their socket.
+pub(crate) trait Reset {
+    /// Makes dropping this I/O reset the connection, where it can.
+    fn reset_on_drop(&self) {}
+}
+
+impl Reset for tokio::net::TcpStream {
+    fn reset_on_drop(&self) {
+        // tokio's own `set_linger` is deprecated (a non-zero linger blocks
+        // the runtime in close); socket2 sets the same option, and zero
+        // never blocks.
+        if let Err(e) = socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO)) {
+            tracing::debug!(error = %e, "cannot set SO_LINGER; closing instead of resetting");
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Reset for tokio::net::UnixStream {}
+
+impl Reset for crate::layer::BoxIo {}

@@ -15,10 +15,14 @@ use crate::{Connection, Disconnect};
 ///
 /// In the plain profile a connection's requests are handled one after
 /// another, so replies leave in request order. `Ok(None)` sends nothing
-/// (a one-way message). `Err` is logged and closes that connection, because
-/// the plain wire has no way to carry an error: for errors the client should
-/// read, return them as a normal response. A panic closes that connection
-/// and never the server.
+/// (a one-way message). `Err` is logged and ends that connection with a TCP
+/// reset, because the plain wire has no way to carry an error: the client
+/// sees "connection reset", not a goodbye (an enchufe client:
+/// `Error::ResetByPeer`). For errors the client should read, return them as
+/// a normal response. A panic ends that connection the same way, and never
+/// the server. While a handler runs the connection is watched: a client
+/// that resets drops the handler's future at once; one that half-closes
+/// still gets its answers.
 ///
 /// # Examples
 ///

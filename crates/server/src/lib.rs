@@ -76,7 +76,7 @@ pub use enchufe_framing::{Body, BoxError};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use server::{Server, ServerHandle};
-pub use stats::Stats;
+pub use stats::{ShutdownReport, Stats};
 
 /// TLS for [`Server::tls`] and [`Server::dial_tls`] (feature `tls`).
 #[cfg(feature = "tls")]

@@ -17,7 +17,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::connection::Parts;
 use crate::layer::{BoxIo, DialLayer, Layer, Layered};
 use crate::outbox::{flag, Budget};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, ShutdownReport, Stats};
 use crate::task::{serve, Ctx};
 use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, PeerLinks, Result};
 
@@ -721,8 +721,10 @@ impl ServerHandle {
     /// lets handlers already running finish and their replies be sent, then
     /// closes every connection. Handlers still running after the grace period
     /// ([`Config::shutdown_grace`]) are cancelled. Returns when every task of
-    /// the server has ended. Calling it again just waits.
-    pub async fn shutdown(&self) {
+    /// the server has ended, with what became of the requests in flight:
+    /// answered, refused (`shutting down`) or cancelled. Calling it again
+    /// just waits (and reports the same).
+    pub async fn shutdown(&self) -> ShutdownReport {
         let shared = &self.shared;
         shared.shutdown.cancel();
         shared.raise_all(flag::SHUTDOWN);
@@ -736,6 +738,14 @@ impl ServerHandle {
             shared.raise_all(flag::ABORT);
             shared.tracker.wait().await;
         }
+        let report = shared.counters.shutdown_report();
+        info!(
+            answered = report.answered,
+            refused = report.refused,
+            cancelled = report.cancelled,
+            "stopped"
+        );
+        report
     }
 
     /// Waits until the server has stopped (after [`ServerHandle::shutdown`]
@@ -815,7 +825,7 @@ async fn serve_connection<H: Handler, Io>(
     ctx: &Ctx<H>,
     shared: &Shared,
 ) where
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + crate::driver::Reset,
 {
     let config = &ctx.config;
     let conn = Connection::new(Parts {

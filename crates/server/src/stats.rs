@@ -38,6 +38,31 @@ pub struct Stats {
     pub closed_for_bad_input: u64,
 }
 
+/// What a graceful shutdown did with the work it found, from
+/// [`ServerHandle::shutdown`](crate::ServerHandle::shutdown): every request
+/// in flight when it began (or read while the last handlers finished) is
+/// in exactly one of these, unless its connection broke first. Counted
+/// from the start of the shutdown.
+///
+/// In the plain profile a request is answered or cancelled: requests
+/// pipelined behind the one running are left unread, since the plain wire
+/// has no way to refuse them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Handlers that were running and finished within the grace period
+    /// ([`Config::shutdown_grace`](crate::Config::shutdown_grace)); their
+    /// replies (multiplexed: or error replies) were sent.
+    pub answered: u64,
+    /// Requests refused with error code 6, `shutting down` (multiplexed
+    /// profile): read but not started (parked behind `max_in_flight`), or
+    /// arriving while the last handlers finished.
+    pub refused: u64,
+    /// Handlers still running when the grace period ended: their futures
+    /// were dropped and their requests got no answer.
+    pub cancelled: u64,
+}
+
 /// The live counters behind [`Stats`], shared by every connection.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -49,6 +74,10 @@ pub(crate) struct Counters {
     pub(crate) ws_rejected: AtomicU64,
     pub(crate) refused_per_address: AtomicU64,
     pub(crate) closed_for_bad_input: AtomicU64,
+    /// [`ShutdownReport`]'s, counted only once shutdown began.
+    pub(crate) shutdown_answered: AtomicU64,
+    pub(crate) shutdown_refused: AtomicU64,
+    pub(crate) shutdown_cancelled: AtomicU64,
 }
 
 impl Counters {
@@ -66,6 +95,14 @@ impl Counters {
             ws_rejected: self.ws_rejected.load(Ordering::Relaxed),
             refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
             closed_for_bad_input: self.closed_for_bad_input.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn shutdown_report(&self) -> ShutdownReport {
+        ShutdownReport {
+            answered: self.shutdown_answered.load(Ordering::Relaxed),
+            refused: self.shutdown_refused.load(Ordering::Relaxed),
+            cancelled: self.shutdown_cancelled.load(Ordering::Relaxed),
         }
     }
 }

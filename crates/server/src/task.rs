@@ -41,7 +41,7 @@ pub(crate) async fn serve<H: Handler, Io>(
     ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
 ) -> Disconnect
 where
-    Io: AsyncRead + AsyncWrite + Unpin,
+    Io: AsyncRead + AsyncWrite + Unpin + crate::driver::Reset,
 {
     let config = &ctx.config;
     let mux = config.profile == Profile::Multiplexed;
@@ -65,7 +65,10 @@ where
     );
     let reason = run(ctx, conn, &mut driver, ready).await;
     if !driver.aborted {
-        driver.finish_writing().await;
+        // A failure (a handler's error or panic, a reply that could not be
+        // sent, bad input) is not a goodbye: the client is told so.
+        let failed = matches!(reason, Disconnect::Error(_));
+        driver.finish(failed).await;
     }
     reason
 }
@@ -82,7 +85,7 @@ async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let greeting = AssertUnwindSafe(ctx.handler.on_connect(conn)).catch_unwind();
-    match run_beside(driver, greeting).await {
+    match run_beside::<false, _, _>(driver, greeting).await {
         Ok(Ok(())) => {}
         Ok(Err(panic)) => return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic))),
         Err(end) => return end,
@@ -97,25 +100,57 @@ async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs `work` on this task while the driver keeps writing (pushes, pings)
-/// and watching its deadlines; reads nothing. `Err` if the connection must
-/// end first (aborted, idle, stalled); a close or shutdown only marks the
-/// driver, and the work goes on.
-async fn run_beside<Io, F>(driver: &mut Driver<'_, Io>, work: F) -> Result<F::Output, Disconnect>
+/// and watching its deadlines; takes no frame. With `WATCH` (`work` is a
+/// plain request's handler), the socket is watched too: the other end's
+/// reset ends the connection and drops `work`, its half-close does not;
+/// and a handler that finishes or is cancelled during shutdown is counted
+/// in the [`ShutdownReport`](crate::ShutdownReport). `Err` if the
+/// connection must end first (aborted, idle, stalled, reset); a close or
+/// shutdown only marks the driver, and the work goes on.
+async fn run_beside<const WATCH: bool, Io, F>(
+    driver: &mut Driver<'_, Io>,
+    work: F,
+) -> Result<F::Output, Disconnect>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future,
 {
     let mut work = pin!(work);
     driver.set_busy(true);
+    // Whether the work waited: only then can shutdown have begun while it
+    // ran (one ready at once costs no look at the signal).
+    let mut waited = false;
     let out = std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        driver.poll_beside(cx).map(Err)
+        waited = true;
+        if WATCH {
+            driver.poll_watching_beside(cx).map(Err)
+        } else {
+            driver.poll_beside(cx).map(Err)
+        }
     })
     .await;
     driver.set_busy(false);
+    if WATCH && waited {
+        count_at_shutdown(driver, out.is_ok());
+    }
     out
+}
+
+/// A plain handler that waited finished (`done`) or was cancelled: counted
+/// if shutdown began meanwhile. Out of line, so that the handler's call
+/// (most are ready at once and never come here) stays small enough to be
+/// inlined into the connection's loop.
+#[cold]
+#[inline(never)]
+fn count_at_shutdown<Io: AsyncRead + AsyncWrite + Unpin>(driver: &Driver<'_, Io>, done: bool) {
+    if done && driver.is_stopping() {
+        driver.count(|c| &c.shutdown_answered, 1);
+    } else if !done && driver.aborted {
+        driver.count(|c| &c.shutdown_cancelled, 1);
+    }
 }
 
 /// Sends our hello (first, before any push) and reads theirs, within the
@@ -198,8 +233,8 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         // Two arms, so that without a handler timeout the handler's future
         // is not wrapped in a timer's (larger, moved on every call).
         let ran = match ctx.config.handler_timeout {
-            None => run_beside(driver, call).await,
-            Some(limit) => run_beside(driver, tokio::time::timeout(limit, call))
+            None => run_beside::<true, _, _>(driver, call).await,
+            Some(limit) => run_beside::<true, _, _>(driver, tokio::time::timeout(limit, call))
                 .await
                 .and_then(|ran| ran.map_err(|_| Disconnect::Error(Error::HandlerTimeout(limit)))),
         };
@@ -217,7 +252,7 @@ async fn answer_eof<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     driver: &mut Driver<'_, Io>,
 ) -> Disconnect {
     let call = AssertUnwindSafe(ctx.handler.on_eof(conn)).catch_unwind();
-    let answer = match run_beside(driver, call).await {
+    let answer = match run_beside::<false, _, _>(driver, call).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(panic)) => return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic))),
         Err(reason) => return reason,
@@ -360,7 +395,14 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             // The client is done sending; answer what it asked first.
             Event::Frame(_) | Event::Eof | Event::Signal => {}
             Event::Stream(_) => return not_streamed(),
-            Event::End(reason) => return reason,
+            Event::End(reason) => {
+                if driver.aborted {
+                    // The grace period is over: the requests still running
+                    // are dropped with `mux`, unanswered.
+                    driver.count(|c| &c.shutdown_cancelled, mux.cancels.len() as u64);
+                }
+                return reason;
+            }
         }
     }
 }
@@ -396,6 +438,9 @@ impl<'a, H: Handler> Mux<'a, H> {
             while let Poll::Ready(Some((id, outcome))) = self.running.poll_next_unpin(cx) {
                 if let Some(id) = id {
                     self.cancels.remove(&id);
+                    if !matches!(outcome, Outcome::Cancelled) && driver.is_stopping() {
+                        driver.count(|c| &c.shutdown_answered, 1);
+                    }
                 }
                 self.flow.finished(id);
                 finished = true;
@@ -461,7 +506,16 @@ impl<'a, H: Handler> Mux<'a, H> {
                 ));
             }
             (Admit::ShuttingDown, id, _) => refuse_shutting_down(driver, id),
-            (Admit::Duplicate, ..) => return Err(malformed("request id already in flight")),
+            // A client's bug, not a reason to drop the request already
+            // running under that id: it goes on and gets its own answer.
+            (Admit::Duplicate, Some(id), _) => {
+                debug!(id, "duplicate request id; refused");
+                let _ = driver.write(&error_frame(
+                    id,
+                    ErrorCode::DuplicateId,
+                    "a request with this id is already in flight",
+                ));
+            }
             _ => {}
         }
         Ok(())
@@ -546,6 +600,7 @@ fn refuse_shutting_down<Io: AsyncRead + AsyncWrite + Unpin>(
 ) {
     match id {
         Some(id) => {
+            driver.count(|c| &c.shutdown_refused, 1);
             let _ = driver.write(&error_frame(
                 id,
                 ErrorCode::ShuttingDown,

@@ -289,6 +289,43 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
         self.read_closed
     }
 
+    /// Reads what has arrived into the read buffers without handing frames
+    /// out, while fewer than `bound` bytes are buffered: a driver that is
+    /// not taking frames (a handler runs) still learns that the other end
+    /// reset the connection. EOF is only noted ([`Wire::is_read_closed`]);
+    /// frames read this way come out of [`Wire::next_frame`] later, in
+    /// order, and the EOF after them. Past `bound`, or with a whole large
+    /// frame or a streamed body waiting to be taken, it reads nothing (the
+    /// socket's own buffer holds the rest, and a reset then shows only
+    /// when reading resumes). The buffer may pass `bound` by one read (at
+    /// most 8 KiB, or the rest of the large frame arriving).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the read fails (a reset): the stream cannot go
+    /// on.
+    pub fn watch(&mut self, cx: &mut Context<'_>, bound: usize) -> Result<()> {
+        loop {
+            let (buffered, full) = match &self.large {
+                // A stream's body is the role's to take, chunk by chunk; a
+                // whole large frame waiting is read-ahead enough (what follows
+                // it would be copied out of its buffer).
+                Some(large) => (
+                    self.rbuf.len() + large.body.len(),
+                    large.stream.is_some() || large.body.len() >= large.len,
+                ),
+                None => (self.rbuf.len(), false),
+            };
+            if self.read_closed || full || buffered >= bound {
+                return Ok(());
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+                Poll::Pending => return Ok(()),
+            }
+        }
+    }
+
     /// What EOF means now: a clean close between frames, or a cut frame.
     fn eof(&self) -> Result<Option<BytesMut>> {
         if let Some(large) = &self.large {
