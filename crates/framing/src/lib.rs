@@ -79,6 +79,7 @@ mod error;
 mod finite;
 mod message;
 pub mod mux;
+pub mod net;
 pub mod session;
 mod signal;
 mod transport;
