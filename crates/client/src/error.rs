@@ -233,7 +233,9 @@ pub enum Error {
 
 impl Error {
     /// Whether something took too long: a request's reply
-    /// ([`Error::Timeout`]) or connecting ([`Error::ConnectTimeout`]).
+    /// ([`Error::Timeout`]), connecting ([`Error::ConnectTimeout`]), or the
+    /// server's silence ([`Error::Silent`], which is also
+    /// [`is_closed`](Error::is_closed)).
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::Timeout(_) | Error::ConnectTimeout { .. } | Error::Silent => true,
@@ -243,7 +245,8 @@ impl Error {
     }
 
     /// Whether the connection is gone: closed by us or by the server, cut
-    /// inside a frame, reset, down while reconnecting, or given up on.
+    /// inside a frame, reset, dropped as silent, down while reconnecting,
+    /// or given up on.
     pub fn is_closed(&self) -> bool {
         match self {
             Error::Closed

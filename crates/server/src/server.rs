@@ -69,8 +69,10 @@ pub(crate) enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
-    /// Dialed and wrapped already (TLS): boxed, so the connection loop is
-    /// compiled once for every such transport, not once per stream type.
+    /// Dialed and wrapped already (TLS), or of another transport (accepted
+    /// by [`Server::from_accept`], dialed by [`Server::connector`]): boxed,
+    /// so the connection loop is compiled once for every such transport,
+    /// not once per stream type.
     Boxed(BoxIo),
 }
 
