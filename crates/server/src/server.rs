@@ -123,7 +123,7 @@ impl Server {
     /// (`enchufe::sim`), an in-memory one in tests, your own. Everything
     /// else is as over TCP: the same handler, profiles, limits, permits
     /// (taken before each `accept`), backoff on accept errors, layers
-    /// ([`Server::tls`] runs on what it accepts) and shutdown. Connections
+    /// (`Server::tls`, feature `tls`, runs on what it accepts) and shutdown. Connections
     /// are served boxed; the TCP path ([`Server::bind`]) is not.
     ///
     /// ```
@@ -170,7 +170,7 @@ impl Server {
 
     /// Opens the connections of [`ServerHandle::connect`] (a peer dialing
     /// another peer) with `connector` in place of TCP; the address is
-    /// passed as given. [`Server::dial_tls`] is not applied on top.
+    /// passed as given. `Server::dial_tls` (feature `tls`) is not applied on top.
     #[must_use]
     pub fn connector(mut self, connector: impl Connect) -> Server {
         self.dial_layer.connector = Some(Arc::new(connector));
