@@ -145,6 +145,12 @@ pub use enchufe_server::tls;
 #[cfg(feature = "ws")]
 pub use enchufe_server::ws;
 
+/// The deterministic test kit (feature `sim`): servers, clients,
+/// `MultiClient`s and peers on turmoil's simulated network. See the
+/// module's page.
+#[cfg(feature = "sim")]
+pub use enchufe_sim as sim;
+
 /// The README's code blocks, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -101,6 +101,42 @@ pub struct Config {
     /// constructors that take a stream ignore this field.
     pub reconnect: Option<Reconnect>,
 
+    /// How long a connection may stay silent while a reply is awaited
+    /// before it is taken for dead. Default `None`: never (a request times
+    /// out on its own, and the connection stays).
+    ///
+    /// A server that crashed or restarted is seen at once (its kernel
+    /// closes the connection), but a cut cable, a network partition or a
+    /// frozen host send nothing at all: without this the connection looks
+    /// alive forever, and a reconnecting client or a `MultiClient` goes on
+    /// sending to it. With `Some(d)`, when nothing at all (no reply, no
+    /// push) has arrived for `d` and the oldest request awaiting a reply
+    /// was sent at least `d` ago, the connection is dropped: the requests
+    /// on it fail with [`Error::Silent`](crate::Error::Silent), the client
+    /// reports [`Event::Disconnected`](crate::Event::Disconnected) and (with
+    /// [`Config::reconnect`]) redials, and a `MultiClient` routes around it
+    /// until it is back. It happens between `d` and 2.25 × `d` after that
+    /// request was sent (silence is checked in quarter steps of `d`, on the
+    /// one timer the connection already has; nothing is done per frame).
+    /// An idle connection is never dropped by it: no reply is awaited.
+    ///
+    /// Choose it longer than the slowest reply you expect, and no longer
+    /// than [`Config::request_timeout`] in the multiplexed profile (a
+    /// request that timed out is no longer awaited there).
+    pub silence_timeout: Option<Duration>,
+
+    /// How this client opens its connections, in place of TCP: a
+    /// simulated network (`enchufe::sim`), an in-memory transport, your
+    /// own. Default `None`: TCP (and `unix:PATH` addresses), resolved
+    /// here. With `Some`, every dial and redial hands the address, as
+    /// given, to the connector within `connect_timeout` (then the hello, in
+    /// the multiplexed profile, within the same deadline); a failure is
+    /// [`Error::ConnectVia`](crate::Error::ConnectVia), or
+    /// [`Error::Refused`](crate::Error::Refused) when the connector says
+    /// `ConnectionRefused` and the address is an IP address. `tls` is not
+    /// applied on top.
+    pub connector: Option<std::sync::Arc<dyn enchufe_framing::net::Connect>>,
+
     /// TLS for every connection this client dials (feature `tls`). Default
     /// `None`: plain TCP. With `Some`, each dial (and each redial) runs a
     /// TLS handshake on the TCP connection, within the same
@@ -176,6 +212,20 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::silence_timeout`].
+    #[must_use]
+    pub fn silence_timeout(mut self, silence: Duration) -> Self {
+        self.silence_timeout = Some(silence);
+        self
+    }
+
+    /// Sets [`Config::connector`].
+    #[must_use]
+    pub fn connector(mut self, connector: impl enchufe_framing::net::Connect) -> Self {
+        self.connector = Some(std::sync::Arc::new(connector));
+        self
+    }
+
     /// Sets [`Config::tls`].
     #[cfg(feature = "tls")]
     #[must_use]
@@ -201,6 +251,8 @@ impl Default for Config {
             incoming_queue: 128,
             max_in_flight: 256,
             reconnect: None,
+            silence_timeout: None,
+            connector: None,
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -25,6 +25,17 @@ pub(crate) async fn dial(
     wiring: &Wiring,
 ) -> Result<Link> {
     let deadline = Instant::now() + config.connect_timeout;
+    if let Some(connector) = &config.connector {
+        let connected = tokio::time::timeout_at(deadline, connector.connect(shown))
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                addr: shown.to_owned(),
+                after: config.connect_timeout,
+            })?
+            .map_err(|source| via_error(shown, source))?;
+        let addrs = (connected.peer_addr, connected.local_addr);
+        return Link::start(connected.io, config, addrs, deadline, shown, wiring.clone()).await;
+    }
     #[cfg(unix)]
     if let Some(path) = shown.strip_prefix(UNIX_PREFIX) {
         let path = std::path::Path::new(path);
@@ -104,4 +115,17 @@ pub(crate) fn tcp_parts(
     let _ = stream.set_nodelay(true);
     let addrs = (stream.peer_addr().ok(), stream.local_addr().ok());
     (stream, addrs)
+}
+
+/// A connector's error: refused (with an IP address to name) or otherwise.
+fn via_error(shown: &str, source: std::io::Error) -> Error {
+    match shown.parse::<SocketAddr>() {
+        Ok(addr) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Error::Refused { addr }
+        }
+        _ => Error::ConnectVia {
+            addr: shown.to_owned(),
+            source,
+        },
+    }
 }

@@ -56,6 +56,18 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Connecting through [`Config::connector`](crate::Config::connector)
+    /// failed: the connector's own error (refused, unreachable, no such
+    /// host in a simulated network...).
+    #[error("cannot connect to {addr}: {source}")]
+    ConnectVia {
+        /// The address as given.
+        addr: String,
+        /// The connector's error.
+        #[source]
+        source: io::Error,
+    },
+
     /// Connecting to a Unix domain socket failed: no socket at that path,
     /// nobody listening on it (refused), or no permission.
     #[error("cannot connect to the Unix socket {path}: {source}")]
@@ -88,6 +100,14 @@ pub enum Error {
     /// A request got no reply within its timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+
+    /// Nothing at all arrived from the server for
+    /// [`Config::silence_timeout`](crate::Config::silence_timeout) while a
+    /// reply was awaited: the connection was taken for dead (a cut cable, a
+    /// partition, a frozen host: cases where no FIN or RST ever comes) and
+    /// dropped. A reconnecting client redials.
+    #[error("the server went silent while replies were awaited; connection dropped")]
+    Silent,
 
     /// The server closed the connection (cleanly, between frames).
     #[error("connection closed by peer")]
@@ -224,22 +244,26 @@ pub enum Error {
 
 impl Error {
     /// Whether something took too long: a request's reply
-    /// ([`Error::Timeout`]) or connecting ([`Error::ConnectTimeout`]).
+    /// ([`Error::Timeout`]), connecting ([`Error::ConnectTimeout`]), or the
+    /// server's silence ([`Error::Silent`], which is also
+    /// [`is_closed`](Error::is_closed)).
     pub fn is_timeout(&self) -> bool {
         match self {
-            Error::Timeout(_) | Error::ConnectTimeout { .. } => true,
+            Error::Timeout(_) | Error::ConnectTimeout { .. } | Error::Silent => true,
             Error::Framing(e) => e.is_timeout(),
             _ => false,
         }
     }
 
     /// Whether the connection is gone: closed by us or by the server, cut
-    /// inside a frame, reset, down while reconnecting, or given up on.
+    /// inside a frame, reset, dropped as silent, down while reconnecting,
+    /// or given up on.
     pub fn is_closed(&self) -> bool {
         match self {
             Error::Closed
             | Error::ClosedByPeer
             | Error::ResetByPeer(_)
+            | Error::Silent
             | Error::Disconnected
             | Error::GaveUp { .. } => true,
             Error::Framing(e) => e.is_closed(),
@@ -288,6 +312,7 @@ impl Error {
                 | Error::Refused { .. }
                 | Error::Connect { .. }
                 | Error::ConnectUnix { .. }
+                | Error::ConnectVia { .. }
                 | Error::ConnectTimeout { .. }
         )
     }
@@ -341,8 +366,10 @@ pub(crate) fn ended_error(how: &Ended) -> Error {
     match how {
         Ended::PeerClosed => Error::ClosedByPeer,
         Ended::Error(e) => Error::from_shared(e.clone()),
-        // A client's link ends itself only by closing; the other reasons
-        // are a server's.
+        // The link's silence timeout.
+        Ended::IdleTimeout => Error::Silent,
+        // A client's link ends itself otherwise only by closing; the other
+        // reasons are a server's.
         _ => Error::Closed,
     }
 }

@@ -24,6 +24,8 @@ use crate::Error;
 /// assert_eq!(policy.max_attempts, Some(5));
 /// assert!(policy.delay(0) <= Duration::from_millis(50));
 /// assert!(policy.delay(30) <= Duration::from_secs(2));
+/// // Without jitter the waits are exact: 50 ms, 100 ms, 200 ms...
+/// assert_eq!(policy.jitter(false).delay(2), Duration::from_millis(200));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -41,6 +43,12 @@ pub struct Backoff {
     /// that a server is gone for good. For a reconnecting client the count
     /// starts over at every outage.
     pub max_attempts: Option<u32>,
+    /// Whether each wait is scaled by a random factor in `[0.5, 1.0]`.
+    /// Default `true`: clients cut off together spread their redials.
+    /// `false` makes the waits exact, for a run that must repeat itself
+    /// (a deterministic simulation: the factor comes from the process's
+    /// random keys, not from the simulation's seed).
+    pub jitter: bool,
 }
 
 impl Backoff {
@@ -65,6 +73,13 @@ impl Backoff {
         self
     }
 
+    /// Sets [`Backoff::jitter`].
+    #[must_use]
+    pub fn jitter(mut self, jitter: bool) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
     /// Never gives up: [`Backoff::max_attempts`] `None`.
     #[must_use]
     pub fn forever(mut self) -> Self {
@@ -83,6 +98,9 @@ impl Backoff {
             .initial
             .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
             .min(self.max_delay);
+        if !self.jitter {
+            return exp;
+        }
         // A fresh RandomState is randomly keyed: enough jitter, no dependency.
         let mut h = RandomState::new().build_hasher();
         h.write_u32(attempt);
@@ -97,6 +115,7 @@ impl Default for Backoff {
             initial: Duration::from_millis(50),
             max_delay: Duration::from_secs(2),
             max_attempts: Some(40),
+            jitter: true,
         }
     }
 }

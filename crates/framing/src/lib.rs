@@ -83,6 +83,7 @@ mod error;
 mod finite;
 mod message;
 pub mod mux;
+pub mod net;
 pub mod recycle;
 pub mod session;
 mod signal;

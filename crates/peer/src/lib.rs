@@ -131,6 +131,16 @@ impl Peer {
         Ok(Self::serve(server, handler, config))
     }
 
+    /// Serves `handler` as a peer on a server built elsewhere: one that
+    /// accepts from another transport ([`Server::from_accept`]) and dials
+    /// through it ([`Server::connector`]), as `enchufe::sim` does for a
+    /// simulated network. The server's configuration is replaced by the
+    /// peer's ([`Config::server`], made multiplexed with the peer's id and
+    /// keepalive). Must be called within a Tokio runtime.
+    pub fn from_server<H: Handler>(server: Server, handler: H, config: Config) -> Peer {
+        Self::serve(server, handler, config)
+    }
+
     fn serve<H: Handler>(server: Server, handler: H, config: Config) -> Peer {
         let table = Arc::new(Table::new(config.id.clone(), config.event_queue));
         #[cfg(feature = "tls")]

@@ -5,7 +5,6 @@
 //! reaches the handler.
 
 use std::sync::atomic::AtomicU64;
-#[cfg(feature = "ws")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +18,10 @@ use crate::Result;
 
 /// A byte stream of any transport, boxed so the connection loop is compiled
 /// once for all of them (what a vtable call per read costs is nothing next
-/// to TLS's crypto or WebSocket's masking).
-pub(crate) type BoxIo = std::pin::Pin<Box<dyn Io>>;
-
-/// `AsyncRead + AsyncWrite`, as one trait to box.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send {}
-impl<T: AsyncRead + AsyncWrite + Send> Io for T {}
+/// to TLS's crypto or WebSocket's masking): the same type as the one a
+/// custom [`Accept`](enchufe_framing::net::Accept) or
+/// [`Connect`](enchufe_framing::net::Connect) yields.
+pub(crate) use enchufe_framing::net::BoxIo;
 
 /// What an accepted connection goes through before it is served.
 #[derive(Debug, Clone)]
@@ -117,6 +114,8 @@ pub(crate) fn rare_warn(counter: &AtomicU64, error: &dyn std::error::Error, what
 /// it dials.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DialLayer {
+    /// Opens connections in place of TCP ([`Server::connector`](crate::Server::connector)).
+    pub(crate) connector: Option<Arc<dyn enchufe_framing::net::Connect>>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::Connector>,
 }

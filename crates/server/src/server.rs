@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use enchufe_framing::net::{Accept, Connect};
 use enchufe_framing::Encode;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
@@ -59,6 +60,8 @@ enum Listener {
     Tcp(TcpListener),
     #[cfg(unix)]
     Unix(UnixListener),
+    /// Any other transport ([`Server::from_accept`]).
+    Custom(Box<dyn Accept>),
 }
 
 /// An accepted or dialed connection, before it is served.
@@ -66,14 +69,15 @@ pub(crate) enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
-    /// Dialed and wrapped already (TLS): boxed, so the connection loop is
-    /// compiled once for every such transport, not once per stream type.
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    /// Dialed and wrapped already (TLS), or of another transport (accepted
+    /// by [`Server::from_accept`], dialed by [`Server::connector`]): boxed,
+    /// so the connection loop is compiled once for every such transport,
+    /// not once per stream type.
     Boxed(BoxIo),
 }
 
 impl Listener {
-    async fn accept(&self) -> std::io::Result<(Stream, SocketAddr)> {
+    async fn accept(&mut self) -> std::io::Result<(Stream, SocketAddr)> {
         match self {
             Listener::Tcp(listener) => {
                 let (stream, addr) = listener.accept().await?;
@@ -84,6 +88,10 @@ impl Listener {
                 let (stream, _) = listener.accept().await?;
                 Ok((Stream::Unix(stream), UNIX_ADDR))
             }
+            Listener::Custom(listener) => {
+                let (io, addr) = listener.accept().await?;
+                Ok((Stream::Boxed(io), addr))
+            }
         }
     }
 }
@@ -92,6 +100,10 @@ impl Listener {
 /// Unix socket, which has no IP address: `0.0.0.0:0`.
 const UNIX_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// The peer address of a dialed connection whose connector could not tell:
+/// `0.0.0.0:0`, as for a Unix socket.
+const UNKNOWN_ADDR: SocketAddr = UNIX_ADDR;
 
 impl Server {
     /// Binds a listener (IPv4 or IPv6; port 0 picks a free port).
@@ -105,6 +117,64 @@ impl Server {
     /// Serves on a listener bound elsewhere.
     pub fn from_listener(listener: TcpListener) -> Server {
         Self::on(Listener::Tcp(listener))
+    }
+
+    /// Serves the connections of any transport: a simulated network
+    /// (`enchufe::sim`), an in-memory one in tests, your own. Everything
+    /// else is as over TCP: the same handler, profiles, limits, permits
+    /// (taken before each `accept`), backoff on accept errors, layers
+    /// (`Server::tls`, feature `tls`, runs on what it accepts) and shutdown. Connections
+    /// are served boxed; the TCP path ([`Server::bind`]) is not.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::net::SocketAddr;
+    /// use enchufe_framing::net::{Accept, BoxFuture, BoxIo};
+    /// use enchufe_server::{handler_fn, Server};
+    ///
+    /// /// Connections handed over a channel: one end of a `duplex` each.
+    /// #[derive(Debug)]
+    /// struct InMemory(tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>);
+    ///
+    /// impl Accept for InMemory {
+    ///     fn accept(&mut self) -> BoxFuture<'_, std::io::Result<(BoxIo, SocketAddr)>> {
+    ///         Box::pin(async move {
+    ///             let io = self.0.recv().await.ok_or(std::io::ErrorKind::BrokenPipe)?;
+    ///             Ok((Box::pin(io) as BoxIo, "127.0.0.1:1".parse().unwrap()))
+    ///         })
+    ///     }
+    ///     fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    ///         Ok("127.0.0.1:2".parse().unwrap())
+    ///     }
+    /// }
+    ///
+    /// let (connect, accepted) = tokio::sync::mpsc::channel(8);
+    /// let handle = Server::from_accept(InMemory(accepted)).serve(handler_fn(
+    ///     |req: String, _conn| async move { Ok::<_, std::convert::Infallible>(Some(req)) },
+    /// ));
+    /// let (mut ours, theirs) = tokio::io::duplex(4096);
+    /// connect.send(theirs).await.unwrap();
+    /// // One frame (length 2, "hi") each way: the plain profile's echo.
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// ours.write_all(b"\0\0\0\x02hi").await.unwrap();
+    /// let mut echoed = [0; 6];
+    /// ours.read_exact(&mut echoed).await.unwrap();
+    /// assert_eq!(&echoed, b"\0\0\0\x02hi");
+    /// # handle.shutdown().await;
+    /// # }
+    /// ```
+    pub fn from_accept(listener: impl Accept) -> Server {
+        Self::on(Listener::Custom(Box::new(listener)))
+    }
+
+    /// Opens the connections of [`ServerHandle::connect`] (a peer dialing
+    /// another peer) with `connector` in place of TCP; the address is
+    /// passed as given. `Server::dial_tls` (feature `tls`) is not applied on top.
+    #[must_use]
+    pub fn connector(mut self, connector: impl Connect) -> Server {
+        self.dial_layer.connector = Some(Arc::new(connector));
+        self
     }
 
     fn on(listener: Listener) -> Server {
@@ -251,6 +321,7 @@ impl Server {
             Listener::Tcp(listener) => Ok(listener.local_addr()?),
             #[cfg(unix)]
             Listener::Unix(_) => Ok(UNIX_ADDR),
+            Listener::Custom(listener) => Ok(listener.local_addr()?),
         }
     }
 
@@ -318,6 +389,7 @@ impl Server {
                 Listener::Tcp(l) => l.local_addr().unwrap_or(local_addr),
                 #[cfg(unix)]
                 Listener::Unix(_) => UNIX_ADDR,
+                Listener::Custom(l) => l.local_addr().unwrap_or(local_addr),
             };
             let accept = accept_loop(
                 listener,
@@ -465,8 +537,15 @@ impl Spawner {
                         },
                         Stream::Boxed(io) => {
                             let local_addr = shared.local_addr;
-                            serve_connection(io, peer_addr, local_addr, id, ready, &ctx, shared)
-                                .await
+                            match layer.handshake(io, shared.layer_cx(&ctx)).await {
+                                Layered::Plain(io) | Layered::Boxed(io) => {
+                                    serve_connection(
+                                        io, peer_addr, local_addr, id, ready, &ctx, shared,
+                                    )
+                                    .await
+                                }
+                                Layered::Gone => {}
+                            }
                         }
                     }
                     drop((permit, address_slot));
@@ -612,6 +691,16 @@ impl ServerHandle {
         addr: impl ToSocketAddrs + std::fmt::Display,
     ) -> Result<Connection> {
         let shown = addr.to_string();
+        if let Some(connector) = self.shared.dial_layer.connector.clone() {
+            let (stream, peer_addr, permit) = self
+                .dial(shown.clone(), async {
+                    let connected = connector.connect(&shown).await?;
+                    let peer_addr = connected.peer_addr.unwrap_or(UNKNOWN_ADDR);
+                    Ok((Stream::Boxed(connected.io), peer_addr))
+                })
+                .await?;
+            return self.serve_dialed(stream, peer_addr, permit).await;
+        }
         let stream = self
             .dial(shown.clone(), async {
                 let stream = TcpStream::connect(addr).await?;
@@ -756,7 +845,12 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop(listener: Listener, layer: Layer, backoff_max: Duration, shared: Arc<Shared>) {
+async fn accept_loop(
+    mut listener: Listener,
+    layer: Layer,
+    backoff_max: Duration,
+    shared: Arc<Shared>,
+) {
     let mut backoff = Duration::from_millis(1);
     info!("accepting connections");
     loop {

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use enchufe_framing::driver::{self, Deadlines, Event};
@@ -58,6 +59,9 @@ pub(super) struct Driver<Io> {
     /// A streamed frame being written, and its body bytes still to come:
     /// nothing else is written until it is done.
     sending: Option<(StreamOut, u64)>,
+    /// `Config::silence_timeout`: the core's idle deadline, acted on only
+    /// while a reply has been awaited at least this long.
+    silence: Option<Duration>,
 }
 
 /// Most output a streamed frame's chunks fill before the driver waits for
@@ -80,6 +84,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         wire: Wire<Io>,
         shared: Arc<Shared>,
         multiplexed: bool,
+        silence: Option<Duration>,
         wiring: super::Wiring,
     ) -> Self {
         // No byte budget: what a client writes is bounded by its queue and
@@ -88,7 +93,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             wire,
             LinkSignal(shared.clone()),
             usize::MAX,
-            Deadlines::default(),
+            Deadlines {
+                idle: silence,
+                ..Deadlines::default()
+            },
         );
         Driver {
             core,
@@ -103,6 +111,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             write_closed: false,
             yielded: false,
             sending: None,
+            silence,
         }
     }
 
@@ -214,6 +223,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     self.dropped |= bits & flag::DROPPED != 0;
                 }
                 Event::Deadline => self.expire(),
+                // Nothing arrived for the silence timeout (the core's idle
+                // deadline). Dead only if a reply has been awaited all that
+                // time: an idle link, or a request just sent, is not.
+                Event::IdleTimeout if self.awaited_longer_than_silence() => {
+                    debug!(silence = ?self.silence, "no frame while replies were awaited; dropping the connection");
+                    return Poll::Ready(Stop::End(Ended::IdleTimeout));
+                }
                 Event::ReadFailed(e) | Event::WriteFailed(e) => {
                     return Poll::Ready(Stop::Failed(e))
                 }
@@ -394,6 +410,34 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         // Requests still in the shared queue have deadlines the driver has
         // not seen: they re-arm the timer when taken.
         self.core.set_deadline(next);
+    }
+
+    /// Whether the oldest request awaiting a reply was sent at least the
+    /// silence timeout ago. Runs only when the silence deadline fires.
+    fn awaited_longer_than_silence(&self) -> bool {
+        let Some(silence) = self.silence else {
+            return false;
+        };
+        let Some(since) = Instant::now().checked_sub(silence) else {
+            return false;
+        };
+        // A slot's send time is its deadline less its timeout.
+        let sent_before = |deadline: Instant, timeout: Duration| {
+            deadline
+                .checked_sub(timeout)
+                .is_some_and(|sent| sent <= since)
+        };
+        let mut old = self
+            .pending
+            .iter()
+            .any(|slot| sent_before(slot.deadline, slot.timeout));
+        if !old {
+            self.shared.by_id.retain(|_, slot| {
+                old |= sent_before(slot.deadline, slot.timeout);
+                true
+            });
+        }
+        old
     }
 
     /// Gives one frame to the request it answers, or to `recv`.

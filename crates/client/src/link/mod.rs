@@ -328,7 +328,13 @@ impl Link {
         });
         let span = tracing::info_span!("client", peer = ?peer_addr);
         let multiplexed = config.profile == Profile::Multiplexed;
-        let driver = Driver::new(wire, shared.clone(), multiplexed, wiring);
+        let driver = Driver::new(
+            wire,
+            shared.clone(),
+            multiplexed,
+            config.silence_timeout,
+            wiring,
+        );
         tokio::spawn(driver.run().instrument(span));
         Link {
             inner: Arc::new(LinkInner {
