@@ -102,7 +102,12 @@ pub(crate) async fn get(url: &str) -> Result<Reply, Error> {
 /// first or sends more than the head may hold (`MAX_HEAD`).
 async fn read_line(head: &mut (impl AsyncBufReadExt + Unpin)) -> Result<String, Error> {
     let mut line = Vec::new();
-    head.read_until(b'\n', &mut line).await?;
+    let read = head.read_until(b'\n', &mut line).await;
+    let reset = matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+    if reset {
+        return Err("the server reset the connection without an HTTP reply head".into());
+    }
+    read?;
     if line.last() != Some(&b'\n') {
         return Err("the server closed the connection without an HTTP reply head".into());
     }

@@ -988,11 +988,13 @@ async fn serve_connection<H: Handler, Io>(
             if e.is_bad_input() {
                 // Counted, and warned about at the 1st, 2nd, 4th, 8th...:
                 // 20,000 bad connections write 15 warnings, not 20,000.
-                crate::layer::rare_warn(
-                    &shared.counters.closed_for_bad_input,
-                    e,
-                    "closed: bad input",
-                );
+                // A reset or a cut is no malformed byte: say which it was.
+                let what = if e.is_closed() {
+                    "closed: reset or cut by the client"
+                } else {
+                    "closed: bad input"
+                };
+                crate::layer::rare_warn(&shared.counters.closed_for_bad_input, e, what);
             } else {
                 warn!(error = %e, "closed");
             }
