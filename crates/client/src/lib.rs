@@ -133,6 +133,8 @@ mod link;
 mod multi;
 mod reconnect;
 mod supervisor;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use client::Client;
 pub use config::Config;

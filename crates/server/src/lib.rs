@@ -69,9 +69,12 @@ mod server;
 mod stats;
 mod stream;
 mod task;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use config::{BusyPolicy, Config, PeerLinks, Profile, SlowConsumer};
 pub use connection::{Connection, ConnectionId, Disconnect};
+pub use enchufe_framing::mux::ErrorCode;
 pub use enchufe_framing::{Body, BoxError};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Handler, HandlerFn};
