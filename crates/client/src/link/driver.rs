@@ -58,6 +58,9 @@ pub(super) struct Driver<Io> {
     /// A streamed frame being written, and its body bytes still to come:
     /// nothing else is written until it is done.
     sending: Option<(StreamOut, u64)>,
+    /// This connection in the `metrics` gauges, until it ends.
+    #[cfg(feature = "metrics")]
+    open: Option<enchufe_framing::meter::Open>,
 }
 
 /// Most output a streamed frame's chunks fill before the driver waits for
@@ -84,12 +87,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
     ) -> Self {
         // No byte budget: what a client writes is bounded by its queue and
         // its in-flight limit. Request deadlines are the driver's own.
-        let core = driver::Driver::new(
+        #[allow(unused_mut)]
+        let mut core = driver::Driver::new(
             wire,
             LinkSignal(shared.clone()),
             usize::MAX,
             Deadlines::default(),
         );
+        #[cfg(feature = "metrics")]
+        core.set_meter(enchufe_framing::meter::Meter::new("client"));
         Driver {
             core,
             shared,
@@ -103,6 +109,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             write_closed: false,
             yielded: false,
             sending: None,
+            #[cfg(feature = "metrics")]
+            open: Some(enchufe_framing::meter::Open::new("client")),
         }
     }
 
@@ -124,6 +132,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             }
         };
         debug!(how = ?how, "connection ended");
+        #[cfg(feature = "metrics")]
+        if let Some(open) = self.open.take() {
+            open.close(&how, |e| enchufe_framing::meter::error_kind(e));
+        }
         self.shared.end(how.clone());
         for mut slot in self.pending.drain(..) {
             slot.answer(Err(ended_error(&how)));
