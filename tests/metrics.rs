@@ -15,6 +15,7 @@ use common::{bounded, eventually};
 use enchufe::framing::Transport;
 use enchufe::{handler_fn, Client, Connection, Handler, Server};
 use enchufe_server::{Config, SlowConsumer};
+use metrics::Unit;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -38,7 +39,11 @@ fn snapshotter() -> &'static Snapshotter {
 /// (labels sorted) -> value. The debugging recorder hands out counters and
 /// gauges as changes since its last snapshot, so they are added up here.
 #[derive(Default)]
-struct Recorded(HashMap<String, f64>);
+struct Recorded(
+    HashMap<String, f64>,
+    /// Name -> unit and help, for the metrics that were described.
+    HashMap<String, (Option<Unit>, String)>,
+);
 
 impl Recorded {
     /// Forgets what earlier tests recorded.
@@ -48,7 +53,11 @@ impl Recorded {
     }
 
     fn take(&mut self) {
-        for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        for (key, unit, help, value) in snapshotter().snapshot().into_vec() {
+            if let Some(help) = help {
+                self.1
+                    .insert(key.key().name().to_string(), (unit, help.to_string()));
+            }
             let key = key.key();
             let mut labels: Vec<String> = key
                 .labels()
@@ -240,6 +249,33 @@ async fn dropped_pushes_are_counted() {
             refused as f64
         );
         assert_eq!(server.stats().pushes_dropped, refused);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn describe_gives_every_metric_a_unit_and_help() {
+    let _turn = TURN.lock().await;
+    bounded(async {
+        let mut recorded = Recorded::start();
+        enchufe::framing::meter::describe();
+        // Descriptions show with the metrics that exist: make them exist.
+        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(echo());
+        let client = Client::connect(server.local_addr()).await.unwrap();
+        let _: String = client.request("hola").await.unwrap();
+        client.close().await.unwrap();
+        recorded
+            .wait_for(
+                "enchufe_connections_closed_total{reason=peer_closed,role=client}",
+                1.0,
+            )
+            .await;
+        let (unit, help) = &recorded.1["enchufe_bytes_sent_total"];
+        assert_eq!(*unit, Some(Unit::Bytes));
+        assert!(help.contains("Bytes written"), "{help}");
+        let (unit, _) = &recorded.1["enchufe_connections_open"];
+        assert_eq!(*unit, Some(Unit::Count));
         server.shutdown().await;
     })
     .await;

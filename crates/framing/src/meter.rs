@@ -32,9 +32,56 @@
 //! opens: install yours (say `metrics_exporter_prometheus::PrometheusBuilder::install`)
 //! before the first connection.
 
-use metrics::{counter, gauge, Counter, Gauge};
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge, Unit};
 
 use crate::{Ended, Error};
+
+/// Gives the recorder each metric's unit and a line of help (Prometheus's
+/// `# HELP`), once, after it is installed. Optional: the metrics are
+/// recorded without it.
+pub fn describe() {
+    describe_gauge!(
+        "enchufe_connections_open",
+        Unit::Count,
+        "Connections open now."
+    );
+    describe_counter!(
+        "enchufe_connections_opened_total",
+        Unit::Count,
+        "Connections opened (accepted or dialed)."
+    );
+    describe_counter!(
+        "enchufe_connections_closed_total",
+        Unit::Count,
+        "Connections ended, by reason."
+    );
+    describe_counter!(
+        "enchufe_errors_total",
+        Unit::Count,
+        "Connections ended by an error, by kind."
+    );
+    describe_counter!("enchufe_frames_received_total", Unit::Count, "Frames read.");
+    describe_counter!(
+        "enchufe_frames_sent_total",
+        Unit::Count,
+        "Frames queued for writing."
+    );
+    describe_counter!(
+        "enchufe_bytes_received_total",
+        Unit::Bytes,
+        "Bytes read from sockets, length prefixes included."
+    );
+    describe_counter!(
+        "enchufe_bytes_sent_total",
+        Unit::Bytes,
+        "Bytes written to sockets, length prefixes included."
+    );
+    describe_counter!(
+        "enchufe_pushes_dropped_total",
+        Unit::Count,
+        "Pushes dropped by the slow-consumer policy."
+    );
+}
 
 /// Frames and bytes each way, as counted so far on one connection.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
