@@ -212,3 +212,31 @@ async fn a_multi_client_service_sends_to_a_connected_server() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_rate_limit_behind_a_buffer_is_shared_by_every_request() {
+    bounded(async {
+        // One request per hour: the second waits, and a timeout above the
+        // buffer gives up on it. (RateLimit is not Clone: the Buffer is
+        // what every request's clone shares.)
+        let service = ServiceBuilder::new()
+            .timeout(SHORT)
+            .buffer(8)
+            .rate_limit(1, Duration::from_secs(3600))
+            .service_fn(|req: Request<String>| async move {
+                Ok::<_, Infallible>(Some(format!("done:{}", req.message)))
+            });
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(mux_server())
+            .serve(ServiceHandler::new(service));
+        let client = mux_client(&server).await;
+        let first: String = client.request("first").await.unwrap();
+        assert_eq!(first, "done:first");
+        let second = client.request::<_, String>("second").await;
+        assert_eq!(remote_code(second), ErrorCode::Timeout);
+        server.shutdown().await;
+    })
+    .await;
+}

@@ -14,7 +14,10 @@
 //! | `enchufe_bytes_sent_total` | counter | `role` | bytes written to the socket, length prefixes included |
 //! | `enchufe_pushes_dropped_total` | counter | `role` | pushes dropped by the server's slow-consumer policy |
 //!
-//! `role` is `server` or `client`.
+//! `role` is `server` (a server's connections over TCP, Unix sockets, TLS or
+//! WebSocket, and the links it dials: a peer's) or `client` (a `Client`'s
+//! connection, so a `MultiClient`'s too; each redial is a connection). UDP
+//! is not counted.
 //!
 //! # Cost
 //!

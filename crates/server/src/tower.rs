@@ -14,8 +14,8 @@
 //! on the clone before `call` (tower's rule), so middleware that keeps its
 //! state behind an `Arc` (`ConcurrencyLimit`'s semaphore, `LoadShed`) sees
 //! every request of every connection. Middleware that keeps its state in
-//! each instance (`RateLimit`) would see only one request per clone: put a
-//! `Buffer` above it, so that all clones share one instance.
+//! one instance and is not `Clone` (`RateLimit`) goes below a `Buffer`:
+//! the buffer's clones all feed that one instance.
 //!
 //! A service's error ends up as the handler's error: in the multiplexed
 //! profile an error reply to that request, with a code the client can match
