@@ -27,6 +27,12 @@
 //! accepting, lets running handlers finish within a grace period, sends their
 //! replies and closes.
 //!
+//! Features: `tower` adds the `tower` module (a [`Handler`] from a
+//! `tower::Service`, so tower middleware wraps handlers); `metrics` reports
+//! connections, frames, bytes, dropped pushes and errors through the
+//! `metrics` facade (names in `enchufe_framing::meter`); `tls` and `ws` add
+//! those listeners.
+//!
 //! # Examples
 //!
 //! ```
