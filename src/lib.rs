@@ -56,10 +56,18 @@
 //!
 //! # Features
 //!
-//! Both off by default (the reasons are in `docs/ARCHITECTURE.md`):
+//! All off by default (the reasons are in `docs/ARCHITECTURE.md`):
 //! - `tls`: `Server::tls`, `Server::dial_tls`, `client::Config::tls` (so
 //!   `MultiClient` too), `peer::Config::tls`; the `tls` module.
 //! - `ws`: `Server::ws`, a WebSocket listener for browsers; the `ws` module.
+//! - `tower`: the tower bridge: `server::tower::ServiceHandler` (a
+//!   [`Handler`] from a `tower::Service`, so tower's timeouts, limits and
+//!   load shedding wrap handlers) and `Client::service` /
+//!   `MultiClient::service` (a client as a `Service`).
+//! - `metrics`: connections, frames and bytes each way, dropped pushes and
+//!   errors by kind, reported through the `metrics` facade for any exporter;
+//!   the names are listed in `framing::meter` and the README, and
+//!   `examples/metrics.rs` serves them to Prometheus.
 //!
 //! # Example: a server and a client in one program
 //!

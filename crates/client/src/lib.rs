@@ -55,6 +55,10 @@
 //!   peer, protocol violation, and the server's error for a request;
 //!   disconnected, gave up, unknown server, no server.
 //! - [`Profile`] and [`ErrorCode`], re-exported from `enchufe_framing::mux`.
+//! - Feature `tower`: `Client::service` and `MultiClient::service`, the
+//!   client as a `tower::Service` (the `tower` module); feature `metrics`:
+//!   each connection's traffic and end through the `metrics` facade (names
+//!   in `enchufe_framing::meter`).
 //!
 //! # Examples
 //!
@@ -133,6 +137,8 @@ mod link;
 mod multi;
 mod reconnect;
 mod supervisor;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use client::Client;
 pub use config::Config;

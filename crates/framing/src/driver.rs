@@ -168,6 +168,34 @@ pub struct Driver<Io, S, C = LengthPrefix> {
     partial_since: Option<(Instant, u64)>,
     /// The role's own deadline.
     deadline: Option<Instant>,
+    /// Traffic counters (feature `metrics`), reported when the driver
+    /// waits, when its timer fires and when it is dropped: per batch, not
+    /// per frame.
+    #[cfg(feature = "metrics")]
+    meter: Option<crate::meter::Meter>,
+}
+
+#[cfg(feature = "metrics")]
+impl<Io, S, C> Driver<Io, S, C> {
+    /// Adds what moved since the last report to the meter's counters.
+    fn report(&mut self) {
+        if let Some(meter) = &mut self.meter {
+            let (frames_out, bytes_in, bytes_out) = self.wire.traffic();
+            meter.report(crate::meter::Traffic {
+                frames_in: self.activity,
+                frames_out,
+                bytes_in,
+                bytes_out,
+            });
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<Io, S, C> Drop for Driver<Io, S, C> {
+    fn drop(&mut self) {
+        self.report();
+    }
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin, S, C: Split> std::fmt::Debug for Driver<Io, S, C> {
@@ -216,6 +244,8 @@ where
             frame_limit: deadlines.frame,
             partial_since: None,
             deadline: None,
+            #[cfg(feature = "metrics")]
+            meter: None,
         };
         driver.rearm();
         driver
@@ -280,6 +310,15 @@ where
     /// The hello arrived: its deadline no longer applies.
     pub fn hello_done(&mut self) {
         self.hello = None;
+    }
+
+    /// Reports this connection's traffic through `meter` from now on
+    /// (feature `metrics`): frames and bytes each way, added to its
+    /// counters whenever the driver waits, its timer fires, and once more
+    /// when it is dropped.
+    #[cfg(feature = "metrics")]
+    pub fn set_meter(&mut self, meter: crate::meter::Meter) {
+        self.meter = Some(meter);
     }
 
     /// Sets the role's own deadline ([`Event::Deadline`] when it passes),
@@ -468,6 +507,8 @@ where
                 if self.signal.poll(cx) != flags {
                     continue;
                 }
+                #[cfg(feature = "metrics")]
+                self.report();
                 return Poll::Pending;
             }
             if let Some(event) = self.on_timer() {
@@ -520,6 +561,8 @@ where
     /// The timer fired: check every deadline with one clock read, then
     /// re-arm for the earliest one left.
     fn on_timer(&mut self) -> Option<Event> {
+        #[cfg(feature = "metrics")]
+        self.report();
         let now = Instant::now();
         let event = self.due(now);
         self.rearm();

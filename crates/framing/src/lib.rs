@@ -82,6 +82,8 @@ mod ended;
 mod error;
 mod finite;
 mod message;
+#[cfg(feature = "metrics")]
+pub mod meter;
 pub mod mux;
 pub mod net;
 pub mod recycle;

@@ -454,7 +454,7 @@ impl Connection {
         let signal = &self.inner.signal;
         let queued = match self.inner.policy {
             SlowConsumer::DropOldest => outbox.send_evicting(frame, signal).map(|evicted| {
-                Counters::add(&self.inner.counters.pushes_dropped, evicted as u64);
+                self.inner.counters.dropped(evicted as u64);
             }),
             _ => outbox.try_send(frame, true, signal),
         };
@@ -462,7 +462,7 @@ impl Connection {
             Ok(()) => Ok(()),
             Err(Refused::Closed) => Err(Error::Closed),
             Err(Refused::Full) => {
-                Counters::add(&self.inner.counters.pushes_dropped, 1);
+                self.inner.counters.dropped(1);
                 if self.inner.policy == SlowConsumer::Disconnect {
                     self.slow(self.inner.write_timeout);
                 }

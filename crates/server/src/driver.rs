@@ -69,8 +69,12 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         budget: usize,
         deadlines: Deadlines,
     ) -> Self {
+        #[allow(unused_mut)]
+        let mut core = driver::Driver::new(wire, conn.signal(), budget, deadlines);
+        #[cfg(feature = "metrics")]
+        core.set_meter(enchufe_framing::meter::Meter::new("server"));
         Driver {
-            core: driver::Driver::new(wire, conn.signal(), budget, deadlines),
+            core,
             conn,
             budget,
             published: 0,

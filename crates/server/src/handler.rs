@@ -2,6 +2,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
 
+use enchufe_framing::mux::ErrorCode;
 use enchufe_framing::{Body, BoxError, Decode, Encode};
 
 use crate::{Connection, Disconnect};
@@ -165,6 +166,17 @@ pub trait Handler: Send + Sync + 'static {
     fn on_eof(&self, conn: &Connection) -> impl Future<Output = Option<Self::Response>> + Send {
         let _ = conn;
         async { None }
+    }
+
+    /// Multiplexed profile: the code sent with the error reply for
+    /// `error` (the message is its `Display`), so that a client can tell
+    /// errors apart without reading their text. Default:
+    /// [`ErrorCode::Handler`]. The tower bridge (`tower::ServiceHandler`,
+    /// feature `tower`) answers a tower timeout with [`ErrorCode::Timeout`] and a shed
+    /// request with [`ErrorCode::Busy`] through this.
+    fn error_code(error: &Self::Error) -> ErrorCode {
+        let _ = error;
+        ErrorCode::Handler
     }
 
     /// Called once when a connection ends, with the reason.

@@ -27,6 +27,12 @@
 //! accepting, lets running handlers finish within a grace period, sends their
 //! replies and closes.
 //!
+//! Features: `tower` adds the `tower` module (a [`Handler`] from a
+//! `tower::Service`, so tower middleware wraps handlers); `metrics` reports
+//! connections, frames, bytes, dropped pushes and errors through the
+//! `metrics` facade (names in `enchufe_framing::meter`); `tls` and `ws` add
+//! those listeners.
+//!
 //! # Examples
 //!
 //! ```
@@ -69,9 +75,12 @@ mod server;
 mod stats;
 mod stream;
 mod task;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use config::{BusyPolicy, Config, PeerLinks, Profile, SlowConsumer};
 pub use connection::{Connection, ConnectionId, Disconnect};
+pub use enchufe_framing::mux::ErrorCode;
 pub use enchufe_framing::{Body, BoxError};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Handler, HandlerFn};

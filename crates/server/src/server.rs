@@ -960,7 +960,11 @@ async fn serve_connection<H: Handler, Io>(
             conn.signal().raise(flag::ABORT);
         }
     }
+    #[cfg(feature = "metrics")]
+    let open = enchufe_framing::meter::Open::new("server");
     let reason = serve(ctx, &conn, io, &mut ready).await;
+    #[cfg(feature = "metrics")]
+    open.close(&reason, crate::stats::error_kind);
     // Out of the registry as soon as it is over, so that a client that has
     // seen its connection end never still counts.
     shared.registry().remove(&id);

@@ -85,6 +85,14 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Pushes dropped: counted here, and through the `metrics` facade
+    /// (`enchufe_pushes_dropped_total`) with that feature.
+    pub(crate) fn dropped(&self, n: u64) {
+        Counters::add(&self.pushes_dropped, n);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("enchufe_pushes_dropped_total", "role" => "server").increment(n);
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         Stats {
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
@@ -104,5 +112,28 @@ impl Counters {
             refused: self.shutdown_refused.load(Ordering::Relaxed),
             cancelled: self.shutdown_cancelled.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The `kind` label of the error that ended a connection
+/// (`enchufe_errors_total`, feature `metrics`).
+#[cfg(feature = "metrics")]
+pub(crate) fn error_kind(error: &crate::Error) -> &'static str {
+    use crate::Error;
+    match error {
+        Error::Framing(e) => enchufe_framing::meter::error_kind(e),
+        Error::Io(_) => "io",
+        e if e.is_tls() => "tls",
+        Error::HandshakeTimeout(_) => "handshake_timeout",
+        Error::FirstFrameTimeout(_) => "first_frame_timeout",
+        Error::FrameTimeout(_) => "frame_timeout",
+        Error::HandlerTimeout(_) => "handler_timeout",
+        Error::Timeout(_) => "timeout",
+        Error::Handler(_) => "handler",
+        Error::HandlerPanic(_) => "handler_panic",
+        Error::WriteStalled(_) => "write_stalled",
+        Error::Unsupported(_) => "unsupported",
+        Error::Remote { .. } => "remote",
+        _ => "other",
     }
 }

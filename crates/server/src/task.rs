@@ -666,7 +666,7 @@ fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             ),
         },
         Outcome::Done(Ok(None)) => error_frame(id, ErrorCode::NoReply, "the handler sent no reply"),
-        Outcome::Done(Err(e)) => error_frame(id, ErrorCode::Handler, &e.to_string()),
+        Outcome::Done(Err(e)) => error_frame(id, H::error_code(&e), &e.to_string()),
         Outcome::Panicked(msg) => {
             warn!(id, panic = %msg, "handler panicked; answered with an error");
             error_frame(id, ErrorCode::Panic, &msg)

@@ -62,6 +62,9 @@ pub(super) struct Driver<Io> {
     /// `Config::silence_timeout`: the core's idle deadline, acted on only
     /// while a reply has been awaited at least this long.
     silence: Option<Duration>,
+    /// This connection in the `metrics` gauges, until it ends.
+    #[cfg(feature = "metrics")]
+    open: Option<enchufe_framing::meter::Open>,
 }
 
 /// Most output a streamed frame's chunks fill before the driver waits for
@@ -89,7 +92,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
     ) -> Self {
         // No byte budget: what a client writes is bounded by its queue and
         // its in-flight limit. Request deadlines are the driver's own.
-        let core = driver::Driver::new(
+        #[allow(unused_mut)]
+        let mut core = driver::Driver::new(
             wire,
             LinkSignal(shared.clone()),
             usize::MAX,
@@ -98,6 +102,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 ..Deadlines::default()
             },
         );
+        #[cfg(feature = "metrics")]
+        core.set_meter(enchufe_framing::meter::Meter::new("client"));
         Driver {
             core,
             shared,
@@ -112,6 +118,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             yielded: false,
             sending: None,
             silence,
+            #[cfg(feature = "metrics")]
+            open: Some(enchufe_framing::meter::Open::new("client")),
         }
     }
 
@@ -133,6 +141,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             }
         };
         debug!(how = ?how, "connection ended");
+        #[cfg(feature = "metrics")]
+        if let Some(open) = self.open.take() {
+            open.close(&how, |e| enchufe_framing::meter::error_kind(e));
+        }
         self.shared.end(how.clone());
         for mut slot in self.pending.drain(..) {
             slot.answer(Err(ended_error(&how)));

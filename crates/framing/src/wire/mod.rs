@@ -121,6 +121,13 @@ pub struct Wire<Io, C = LengthPrefix> {
     written: u64,
     /// The other end closed its writing side (a read returned 0).
     read_closed: bool,
+    /// Bytes read from the I/O, and frames queued for writing, for the
+    /// `metrics` feature's counters ([`crate::meter`]): plain adds, read by
+    /// the driver when it waits, never sent anywhere per frame.
+    #[cfg(feature = "metrics")]
+    bytes_read: u64,
+    #[cfg(feature = "metrics")]
+    frames_written: u64,
 }
 
 #[derive(Debug)]
@@ -165,6 +172,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
             queued: 0,
             written: 0,
             read_closed: false,
+            #[cfg(feature = "metrics")]
+            bytes_read: 0,
+            #[cfg(feature = "metrics")]
+            frames_written: 0,
         }
     }
 
@@ -374,6 +385,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
                 cx,
                 &mut large.body
             ))?;
+            #[cfg(feature = "metrics")]
+            {
+                self.bytes_read += n as u64;
+            }
             if large.body.len() > large.len {
                 // Read past this frame (the buffer had spare room): the
                 // rest starts the next frame.
@@ -392,6 +407,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
             let mut buf = ReadBuf::uninit(&mut stack);
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
             let n = buf.filled().len();
+            #[cfg(feature = "metrics")]
+            {
+                self.bytes_read += n as u64;
+            }
             if n > 0 {
                 self.rbuf.reserve(READ_CHUNK.max(n));
                 self.rbuf.extend_from_slice(buf.filled());
@@ -414,6 +433,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
                 Poll::Pending
             }
             Poll::Ready(Ok(n)) => {
+                #[cfg(feature = "metrics")]
+                {
+                    self.bytes_read += n as u64;
+                }
                 self.read_closed |= n == 0;
                 Poll::Ready(Ok(n))
             }
@@ -455,6 +478,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
             .extend_from_slice(&head[HEADER_LEN - len_bytes..HEADER_LEN + prefix.len()]);
         self.push_body(body, small);
         self.queued += len_bytes + prefix.len();
+        #[cfg(feature = "metrics")]
+        {
+            self.frames_written += 1;
+        }
         Ok(())
     }
 
@@ -596,6 +623,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
     /// framing).
     pub fn get_mut(&mut self) -> &mut Io {
         &mut self.io
+    }
+}
+
+/// What the `metrics` feature reads; no bounds on `Io`, so that a driver's
+/// `Drop` can report its last figures.
+#[cfg(feature = "metrics")]
+impl<Io, C> Wire<Io, C> {
+    /// Frames queued, bytes read and bytes written so far.
+    pub(crate) fn traffic(&self) -> (u64, u64, u64) {
+        (self.frames_written, self.bytes_read, self.written)
     }
 }
 

@@ -141,6 +141,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
             self.read_closed = true;
             return Poll::Ready(self.eof().map(|_| None));
         }
+        #[cfg(feature = "metrics")]
+        {
+            self.bytes_read += n as u64;
+        }
         if chunk.len() > large.len {
             // The buffer had more room than the body needed: the rest starts
             // the next frame.
@@ -176,6 +180,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
         self.tail.reserve(HEADER_LEN);
         self.tail.extend_from_slice(&len.to_be_bytes());
         self.queued += HEADER_LEN;
+        #[cfg(feature = "metrics")]
+        {
+            self.frames_written += 1;
+        }
         Ok(())
     }
 

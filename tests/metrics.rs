@@ -1,0 +1,282 @@
+//! The `metrics` feature: exact counts recorded through the `metrics`
+//! facade (read with metrics-util's `DebuggingRecorder`) for known
+//! traffic, connection ends and dropped pushes, on both roles.
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{bounded, eventually};
+use enchufe::framing::Transport;
+use enchufe::{handler_fn, Client, Connection, Handler, Server};
+use enchufe_server::{Config, SlowConsumer};
+use metrics::Unit;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+/// The recorder is global to the process, so the tests here take turns.
+static TURN: Mutex<()> = Mutex::const_new(());
+
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("the only recorder of this process");
+        snapshotter
+    })
+}
+
+/// Everything recorded since [`Recorded::start`], as `name{label=value,...}`
+/// (labels sorted) -> value. The debugging recorder hands out counters and
+/// gauges as changes since its last snapshot, so they are added up here.
+#[derive(Default)]
+struct Recorded(
+    HashMap<String, f64>,
+    /// Name -> unit and help, for the metrics that were described.
+    HashMap<String, (Option<Unit>, String)>,
+);
+
+impl Recorded {
+    /// Forgets what earlier tests recorded.
+    fn start() -> Recorded {
+        snapshotter().snapshot();
+        Recorded::default()
+    }
+
+    fn take(&mut self) {
+        for (key, unit, help, value) in snapshotter().snapshot().into_vec() {
+            if let Some(help) = help {
+                self.1
+                    .insert(key.key().name().to_string(), (unit, help.to_string()));
+            }
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let value = match value {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Histogram(_) => continue,
+            };
+            *self.0.entry(name).or_default() += value;
+        }
+    }
+
+    fn get(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// Takes snapshots until `name` reaches `value` (bounded by the test's
+    /// limit): what a connection reports when it ends lands a moment after
+    /// the other end sees it end.
+    async fn wait_for(&mut self, name: &str, value: f64) {
+        loop {
+            self.take();
+            if self.get(name) >= value {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn echo() -> impl Handler {
+    handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) })
+}
+
+#[tokio::test]
+async fn a_server_counts_its_connections_frames_and_bytes_exactly() {
+    let _turn = TURN.lock().await;
+    bounded(async {
+        let mut recorded = Recorded::start();
+        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(echo());
+        let mut peer = Transport::new(TcpStream::connect(server.local_addr()).await.unwrap());
+        // Five frames of 1, 2, ... 5 bytes: 5 frames and 4 × 5 + 15 bytes
+        // each way.
+        for n in 1..=5usize {
+            peer.send(Bytes::from(vec![b'x'; n])).await.unwrap();
+            let reply = peer.recv().await.unwrap().expect("the echo");
+            assert_eq!(reply.len(), n);
+        }
+        recorded.take();
+        assert_eq!(recorded.get("enchufe_connections_open{role=server}"), 1.0);
+        assert_eq!(
+            recorded.get("enchufe_connections_opened_total{role=server}"),
+            1.0
+        );
+
+        drop(peer);
+        eventually(|| server.connection_count() == 0).await;
+        recorded
+            .wait_for(
+                "enchufe_connections_closed_total{reason=peer_closed,role=server}",
+                1.0,
+            )
+            .await;
+        for (name, value) in [
+            ("enchufe_connections_open{role=server}", 0.0),
+            ("enchufe_connections_opened_total{role=server}", 1.0),
+            (
+                "enchufe_connections_closed_total{reason=peer_closed,role=server}",
+                1.0,
+            ),
+            ("enchufe_frames_received_total{role=server}", 5.0),
+            ("enchufe_frames_sent_total{role=server}", 5.0),
+            ("enchufe_bytes_received_total{role=server}", 35.0),
+            ("enchufe_bytes_sent_total{role=server}", 35.0),
+        ] {
+            assert_eq!(recorded.get(name), value, "{name}: {:?}", recorded.0);
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_counts_its_traffic_and_a_bad_connection_counts_an_error_by_kind() {
+    let _turn = TURN.lock().await;
+    bounded(async {
+        let mut recorded = Recorded::start();
+        let config = Config::default().max_frame_length(64);
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(config)
+            .serve(echo());
+
+        let client = Client::connect(server.local_addr()).await.unwrap();
+        for _ in 0..3 {
+            let reply: String = client.request("hola").await.unwrap();
+            assert_eq!(reply, "hola");
+        }
+        client.close().await.unwrap();
+        recorded
+            .wait_for(
+                "enchufe_connections_closed_total{reason=peer_closed,role=client}",
+                1.0,
+            )
+            .await;
+        for (name, value) in [
+            ("enchufe_connections_open{role=client}", 0.0),
+            ("enchufe_connections_opened_total{role=client}", 1.0),
+            ("enchufe_frames_sent_total{role=client}", 3.0),
+            ("enchufe_frames_received_total{role=client}", 3.0),
+            ("enchufe_bytes_sent_total{role=client}", 24.0),
+            ("enchufe_bytes_received_total{role=client}", 24.0),
+        ] {
+            assert_eq!(recorded.get(name), value, "{name}: {:?}", recorded.0);
+        }
+
+        // A header declaring more than the server's 64-byte limit.
+        let mut bad = TcpStream::connect(server.local_addr()).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut bad, &1000u32.to_be_bytes())
+            .await
+            .unwrap();
+        recorded
+            .wait_for(
+                "enchufe_errors_total{kind=frame_too_large,role=server}",
+                1.0,
+            )
+            .await;
+        assert_eq!(
+            recorded.get("enchufe_connections_closed_total{reason=error,role=server}"),
+            1.0
+        );
+        assert_eq!(
+            recorded.get("enchufe_bytes_received_total{role=server}"),
+            24.0 + 4.0
+        );
+        server.shutdown().await;
+    })
+    .await;
+}
+
+/// Pushes ten messages at once into a queue of two, counting refusals.
+struct Flood(Arc<AtomicU64>);
+
+impl Handler for Flood {
+    type Request = String;
+    type Response = String;
+    type Error = Infallible;
+
+    async fn on_connect(&self, conn: &Connection) {
+        for i in 0..10 {
+            if conn.try_push(format!("push {i}")).is_err() {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn handle(&self, req: String, _: &Connection) -> Result<Option<String>, Infallible> {
+        Ok(Some(req))
+    }
+}
+
+#[tokio::test]
+async fn dropped_pushes_are_counted() {
+    let _turn = TURN.lock().await;
+    bounded(async {
+        let mut recorded = Recorded::start();
+        let refused = Arc::new(AtomicU64::new(0));
+        let config = Config::default()
+            .outbound_queue(2)
+            .slow_consumer(SlowConsumer::DropNewest);
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(config)
+            .serve(Flood(refused.clone()));
+        let client = Client::connect(server.local_addr()).await.unwrap();
+        // Once this is answered, on_connect is over.
+        let _: String = client.request("done?").await.unwrap();
+        let refused = refused.load(Ordering::Relaxed);
+        assert!(refused > 0, "the queue of two took ten pushes");
+        recorded.take();
+        assert_eq!(
+            recorded.get("enchufe_pushes_dropped_total{role=server}"),
+            refused as f64
+        );
+        assert_eq!(server.stats().pushes_dropped, refused);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn describe_gives_every_metric_a_unit_and_help() {
+    let _turn = TURN.lock().await;
+    bounded(async {
+        let mut recorded = Recorded::start();
+        enchufe::framing::meter::describe();
+        // Descriptions show with the metrics that exist: make them exist.
+        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(echo());
+        let client = Client::connect(server.local_addr()).await.unwrap();
+        let _: String = client.request("hola").await.unwrap();
+        client.close().await.unwrap();
+        recorded
+            .wait_for(
+                "enchufe_connections_closed_total{reason=peer_closed,role=client}",
+                1.0,
+            )
+            .await;
+        let (unit, help) = &recorded.1["enchufe_bytes_sent_total"];
+        assert_eq!(*unit, Some(Unit::Bytes));
+        assert!(help.contains("Bytes written"), "{help}");
+        let (unit, _) = &recorded.1["enchufe_connections_open"];
+        assert_eq!(*unit, Some(Unit::Count));
+        server.shutdown().await;
+    })
+    .await;
+}
