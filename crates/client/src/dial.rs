@@ -38,15 +38,7 @@ pub(crate) async fn dial(
                 path: path.to_owned(),
                 source,
             })?;
-        return Link::start(
-            stream,
-            config,
-            (None, None),
-            deadline,
-            shown,
-            wiring.clone(),
-        )
-        .await;
+        return Link::start(stream, config, (None, None), deadline, wiring.clone()).await;
     }
     let attempt = async {
         let addrs = tokio::net::lookup_host(addr)
@@ -92,9 +84,9 @@ pub(crate) async fn dial(
                 addr: shown.to_owned(),
                 source,
             })?;
-        return Link::start(stream, config, addrs, deadline, shown, wiring.clone()).await;
+        return Link::start(stream, config, addrs, deadline, wiring.clone()).await;
     }
-    Link::start(stream, config, addrs, deadline, shown, wiring.clone()).await
+    Link::start(stream, config, addrs, deadline, wiring.clone()).await
 }
 
 pub(crate) fn tcp_parts(

@@ -144,6 +144,17 @@ pub enum Error {
         theirs: u8,
     },
 
+    /// The server speaks the other profile ([`Config::profile`](crate::Config::profile)):
+    /// a multiplexed client (the default) at a server of the plain profile
+    /// only (the course's Python `Server`, an enchufe server pinned to
+    /// `Profile::Plain`), told at connect; or a plain client at a
+    /// multiplexed server, told at its first request or `recv`. The
+    /// [`Mismatch`](enchufe_framing::mux::Mismatch) says how it showed, and
+    /// the message which setting to change. The connection is closed;
+    /// nothing was taken for a reply.
+    #[error("profile mismatch: {0}")]
+    ProfileMismatch(enchufe_framing::mux::Mismatch),
+
     /// Multiplexed profile: the server's first frame is not an enchufe hello
     /// (it speaks the plain profile and answered our hello as a message, or
     /// another protocol altogether). The connection is closed.
@@ -213,10 +224,12 @@ pub enum Error {
 
 impl Error {
     /// Whether something took too long: a request's reply
-    /// ([`Error::Timeout`]) or connecting ([`Error::ConnectTimeout`]).
+    /// ([`Error::Timeout`]), connecting ([`Error::ConnectTimeout`]), or the
+    /// server's hello ([`Mismatch::NoHello`](enchufe_framing::mux::Mismatch::NoHello)).
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::Timeout(_) | Error::ConnectTimeout { .. } => true,
+            Error::ProfileMismatch(m) => matches!(m, enchufe_framing::mux::Mismatch::NoHello(_)),
             Error::Framing(e) => e.is_timeout(),
             _ => false,
         }
@@ -260,6 +273,16 @@ impl Error {
         }
     }
 
+    /// Whether the server speaks the other profile
+    /// ([`Error::ProfileMismatch`]).
+    pub fn is_profile_mismatch(&self) -> bool {
+        match self {
+            Error::ProfileMismatch(_) => true,
+            Error::GaveUp { last, .. } => last.is_profile_mismatch(),
+            _ => false,
+        }
+    }
+
     /// Whether nothing could be reached to connect to: refused, unresolved,
     /// no socket at that path, no answer in time.
     pub fn is_connect(&self) -> bool {
@@ -287,6 +310,7 @@ impl Error {
                 theirs: *theirs,
             },
             F::Malformed(what) => Error::Protocol(what),
+            F::ProfileMismatch(how) => Error::ProfileMismatch(*how),
             _ => Error::Framing(e),
         }
     }
