@@ -33,9 +33,9 @@ pub enum Error {
         addr: SocketAddr,
     },
 
-    /// The connection was not established within the connect timeout (in
-    /// the multiplexed profile: or the server's hello did not arrive within
-    /// it, as when the server speaks the plain profile).
+    /// The connection was not established within the connect timeout. (A
+    /// server's hello that does not arrive in time is
+    /// [`Error::ProfileMismatch`] with `Mismatch::NoHello`.)
     #[error("connecting to {addr} timed out after {after:?}")]
     ConnectTimeout {
         /// The address as given (for [`Client::handshake`](crate::Client::handshake),
@@ -155,9 +155,10 @@ pub enum Error {
     #[error("profile mismatch: {0}")]
     ProfileMismatch(enchufe_framing::mux::Mismatch),
 
-    /// Multiplexed profile: the server's first frame is not an enchufe hello
-    /// (it speaks the plain profile and answered our hello as a message, or
-    /// another protocol altogether). The connection is closed.
+    /// Multiplexed profile: the server's first frame starts like an enchufe
+    /// hello but is not a valid one (a node id that is not UTF-8, say). A
+    /// first frame that is no hello at all is [`Error::ProfileMismatch`].
+    /// The connection is closed.
     #[error("the server is not a multiplexed enchufe peer: its first frame is not a hello")]
     NotEnchufe,
 

@@ -228,8 +228,10 @@ pub struct Config {
     /// Default empty.
     pub node_id: String,
 
-    /// Multiplexed only: how long a new connection may take to send its
-    /// hello. Default 10 s.
+    /// [`Profile::Multiplexed`] only: how long a new connection may take to
+    /// send its hello, and a connection this server dials to answer its own.
+    /// Default 10 s. (Under [`Profile::Auto`] the hello is the first frame:
+    /// [`Config::first_frame_timeout`].)
     pub handshake_timeout: Duration,
 
     /// Multiplexed only: speak as a peer, with these settings for links to
