@@ -197,6 +197,11 @@ pub struct Config {
     /// concurrent handlers, replies out of order, pushes and errors told
     /// apart); the server sends its hello without waiting for the client's.
     /// A connection this server dials out speaks multiplexed under `Auto`.
+    /// Under `Auto`, until a connection's first frame (or
+    /// [`Config::detect_timeout`]) decides, neither framing would be right
+    /// for a push: [`ServerHandle::push`](crate::ServerHandle::push) to it
+    /// fails with [`Error::Unsupported`](crate::Error::Unsupported) and a
+    /// broadcast passes it by (its handler has not seen it yet either).
     /// See `docs/PROTOCOL.md`.
     pub profile: Profile,
 
