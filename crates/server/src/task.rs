@@ -292,9 +292,11 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         if driver.stopping {
             return Disconnect::Shutdown;
         }
-        let event = match first.take() {
-            Some(event) => event,
+        // Only a check of `first` per frame: it is taken once, then `None`
+        // is never written again.
+        let event = match first {
             None => driver.event(true).await,
+            Some(_) => first.take().expect("checked"),
         };
         let frame = match event {
             Event::Frame(frame) => {
