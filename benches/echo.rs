@@ -31,8 +31,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use enchufe::client::Config as ClientConfig;
 use enchufe::server::Config as ServerConfig;
-use enchufe::Client;
+use enchufe::{Client, Profile};
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -137,8 +138,12 @@ fn echo_pipelined(c: &mut Criterion, rt: &Runtime, client: &Client) {
 fn all(c: &mut Criterion) {
     let rt = support::runtime();
     let (server, client) = rt.block_on(async {
-        let server = support::echo_server(ServerConfig::default()).await;
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        // Pinned: this bench measures the plain profile, whatever the defaults.
+        let server = support::echo_server(ServerConfig::default().profile(Profile::Plain)).await;
+        let config = ClientConfig::default().profile(Profile::Plain);
+        let client = Client::connect_with(server.local_addr(), config)
+            .await
+            .unwrap();
         (server, client)
     });
     echo(c, &rt, &client);

@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_main, Criterion, Throughput};
 use enchufe::server::Config as ServerConfig;
+// Raw TCP readers that never write: pinned plain, so pushes reach them at
+// once (an `Auto` server waits for a first frame that never comes).
+use enchufe::Profile;
 use futures::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -123,7 +126,7 @@ fn push(c: &mut Criterion) {
     let mut group = c.benchmark_group("push");
 
     let (one_server, one_id, one_client) = rt.block_on(async {
-        let server = support::echo_server(ServerConfig::default()).await;
+        let server = support::echo_server(ServerConfig::default().profile(Profile::Plain)).await;
         let client = open(server.local_addr()).await;
         let id = server.connections()[0].id();
         (server, id, Mutex::new(client))
@@ -145,7 +148,12 @@ fn push(c: &mut Criterion) {
     });
 
     let (fan_server, fan_out) = rt.block_on(async {
-        let server = support::echo_server(ServerConfig::default().max_connections(FAN_OUT)).await;
+        let server = support::echo_server(
+            ServerConfig::default()
+                .max_connections(FAN_OUT)
+                .profile(Profile::Plain),
+        )
+        .await;
         let fan_out = FanOut::open(server.local_addr(), FAN_OUT).await;
         assert_eq!(server.connection_count(), FAN_OUT);
         (server, fan_out)

@@ -82,8 +82,9 @@ async fn tour(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("{} connections live", server.connection_count());
 
-    // On the plain wire a push looks like a reply. Every request above has
-    // been answered, so nothing is outstanding and `recv` gets the pushes.
+    // Pushes go to `recv`, never to a request: the default profiles (the
+    // server's automatic one answers the clients' multiplexed hello) mark
+    // every frame as a reply or a push.
     let first = server
         .connections()
         .into_iter()

@@ -2,6 +2,10 @@
 //! text frame (a one-way `send`) while a task prints every message that
 //! arrives (replies, greetings, pushes). At end of input (Ctrl-D, or the end of
 //! a pipe) it half-closes and exits once the server has sent all and closed.
+//! It speaks the plain profile, set in code (`Profile::Plain`), because it is
+//! the course's client: it talks to the course's Python `Server` as well as
+//! to `echo_server` (whose default serves both profiles). Its lines are
+//! one-way messages, so nothing is paired with a request.
 //!
 //! ```text
 //! cargo run --example echo_server                       # terminal 1
@@ -22,7 +26,8 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use enchufe::Client;
+use enchufe::client::Config;
+use enchufe::{Client, Profile};
 use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
@@ -58,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
 
     let config = tls::client(
-        Default::default(),
+        Config::default().profile(Profile::Plain),
         args.tls_ca.as_deref(),
         args.tls_name.as_deref(),
     )?;

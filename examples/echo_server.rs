@@ -1,14 +1,17 @@
 //! An echo server: every frame goes back unchanged, as raw bytes (no UTF-8
 //! check, no copy), so any client that speaks the 4-byte length prefix can use
 //! it as a test or benchmark target, the course's Python `Client` included.
-//! Plain profile by default; `--mux` serves the multiplexed one instead. It
+//! By default both profiles on one port (`Profile::Auto`: each connection's
+//! first frame tells), so the course's Python `Client`, `echo_client` and
+//! enchufe's default (multiplexed) `Client` all work with no flag;
+//! `--plain` or `--mux` serves only that one (the benchmarks pin them). It
 //! prints `listening on HOST:PORT` on stdout once bound (so `--addr
 //! 127.0.0.1:0` is usable from a script), runs until Ctrl-C or SIGTERM, then
 //! shuts down gracefully.
 //!
 //! ```text
 //! cargo run --example echo_server -- --addr 127.0.0.1:8080
-//! cargo run --example echo_server -- --addr 127.0.0.1:0 --mux --max-connections 20000
+//! cargo run --example echo_server -- --addr 127.0.0.1:0 --plain --max-connections 20000
 //! cargo run --example echo_server -- --unix /tmp/echo.sock   # a Unix socket instead
 //! RUST_LOG=debug cargo run --example echo_server      # more detail per connection
 //! ```
@@ -50,9 +53,12 @@ struct Args {
     /// Most connections served at once (`server::Config::max_connections`).
     #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
     max_connections: usize,
-    /// Serve the multiplexed profile (hello, then request ids) instead of plain.
-    #[arg(long)]
+    /// Serve only the multiplexed profile (hello, then request ids).
+    #[arg(long, conflicts_with = "plain")]
     mux: bool,
+    /// Serve only the plain profile (the course's: one frame, one message).
+    #[arg(long)]
+    plain: bool,
     /// Listen on a Unix domain socket at this path instead of `--addr`.
     #[arg(long, value_name = "PATH", conflicts_with = "addr")]
     unix: Option<std::path::PathBuf>,
@@ -75,10 +81,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
-    let profile = if args.mux {
-        Profile::Multiplexed
-    } else {
-        Profile::Plain
+    let profile = match (args.mux, args.plain) {
+        (true, _) => Profile::Multiplexed,
+        (_, true) => Profile::Plain,
+        _ => Profile::Auto,
     };
     let config = Config::default()
         .max_connections(args.max_connections)

@@ -1,5 +1,7 @@
 //! The client: typed errors for every way a connection fails, replies vs
 //! unsolicited messages, half-close. Run with `cargo test --test client`.
+//! Most of these are the plain profile's client against raw scripted
+//! servers, so they pin `Profile::Plain` (the default is multiplexed).
 
 mod common;
 
@@ -7,11 +9,16 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use common::{bounded, echo_server, eventually};
-use enchufe::{handler_fn, Client, Json, Server};
+use enchufe::{handler_fn, Client, Json, Profile, Server};
 use enchufe_client::{Config, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
+
+/// The plain profile, pinned: what these tests are about.
+fn plain() -> Config {
+    Config::default().profile(Profile::Plain)
+}
 
 /// A raw server that accepts one connection and runs `script` on it.
 async fn raw_server<F, Fut>(script: F) -> std::net::SocketAddr
@@ -86,7 +93,9 @@ async fn a_request_without_reply_times_out() {
         let server = Server::bind("127.0.0.1:0").await.unwrap().serve(handler_fn(
             |_msg: String, _conn| async move { Ok::<_, Infallible>(None::<String>) },
         ));
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        let client = Client::connect_with(server.local_addr(), plain())
+            .await
+            .unwrap();
         let err = client
             .request_timeout::<_, String>("hello?", Duration::from_millis(100))
             .await
@@ -108,7 +117,7 @@ async fn the_server_closing_fails_the_pending_request_as_closed_by_peer() {
             s.read_exact(&mut request).await.unwrap();
         })
         .await;
-        let client = Client::connect(addr).await.unwrap();
+        let client = Client::connect_with(addr, plain()).await.unwrap();
         let err = client.request::<_, String>("hi").await.unwrap_err();
         assert!(matches!(err, Error::ClosedByPeer), "{err:?}");
         assert!(err.is_closed() && !err.is_timeout());
@@ -128,7 +137,7 @@ async fn an_oversize_frame_from_the_server_is_a_typed_error() {
             let _ = s.read_to_end(&mut sink).await;
         })
         .await;
-        let client = Client::connect(addr).await.unwrap();
+        let client = Client::connect_with(addr, plain()).await.unwrap();
         let err = client.recv::<String>().await.unwrap_err();
         assert!(
             matches!(
@@ -155,7 +164,7 @@ async fn eof_inside_a_frame_is_unexpected_eof() {
             s.write_all(&[0, 0, 0, 5, b'h', b'e']).await.unwrap();
         })
         .await;
-        let client = Client::connect(addr).await.unwrap();
+        let client = Client::connect_with(addr, plain()).await.unwrap();
         let err = client.recv::<String>().await.unwrap_err();
         assert!(
             matches!(
@@ -181,7 +190,7 @@ async fn a_message_that_does_not_decode_does_not_end_the_connection() {
             s.write_all(&[0, 0, 0, 2, b'o', b'k']).await.unwrap();
         })
         .await;
-        let client = Client::connect(addr).await.unwrap();
+        let client = Client::connect_with(addr, plain()).await.unwrap();
         let err = client.recv::<String>().await.unwrap_err();
         assert!(
             matches!(
@@ -205,7 +214,7 @@ async fn a_message_that_does_not_decode_does_not_end_the_connection() {
 async fn an_oversize_message_is_refused_before_anything_is_sent() {
     bounded(async {
         let server = echo_server(Default::default()).await;
-        let config = Config::default().max_frame_length(16);
+        let config = plain().max_frame_length(16);
         let client = Client::connect_with(server.local_addr(), config)
             .await
             .unwrap();
@@ -247,7 +256,9 @@ async fn half_close_still_delivers_what_the_server_sends_afterwards() {
                 }
             },
         ));
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        let client = Client::connect_with(server.local_addr(), plain())
+            .await
+            .unwrap();
         for msg in ["one", "two", "last"] {
             client.send(msg).await.unwrap();
         }
@@ -284,7 +295,7 @@ async fn a_greeting_is_unsolicited_and_replies_are_not() {
             let _ = s.read_to_end(&mut sink).await;
         })
         .await;
-        let client = Client::connect(addr).await.unwrap();
+        let client = Client::connect_with(addr, plain()).await.unwrap();
         assert_eq!(
             client.recv::<String>().await.unwrap().as_deref(),
             Some("hello")

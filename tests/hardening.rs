@@ -141,8 +141,14 @@ async fn a_handler_past_its_timeout_is_stopped() {
     bounded(async {
         let limit = Some(Duration::from_millis(200));
         // Plain: the connection closes with the reason.
-        let (server, mut reasons) = start(Config::default().handler_timeout(limit)).await;
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        let config = Config::default()
+            .handler_timeout(limit)
+            .profile(Profile::Plain);
+        let (server, mut reasons) = start(config).await;
+        let plain = enchufe::client::Config::default().profile(Profile::Plain);
+        let client = Client::connect_with(server.local_addr(), plain)
+            .await
+            .unwrap();
         let err = client.request::<_, String>("slow").await.unwrap_err();
         assert!(err.is_closed(), "{err:?}");
         let reason = reasons.recv().await.unwrap();

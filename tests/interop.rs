@@ -25,6 +25,12 @@
 //!    `TcpStream` against an enchufe server, and an enchufe client against a
 //!    plain `TcpListener`.
 //! 4. Five Python clients connected at the same time to one enchufe server.
+//! 5. Profiles: enchufe's client pins the plain profile for the course's
+//!    server; in its default (multiplexed) profile it is told at connect
+//!    that the course's server speaks the plain one, never handed the
+//!    greeting as a reply. The enchufe server's default profile (automatic)
+//!    serves the course's client as plain, one that sends first and one
+//!    that waits for the greeting alike.
 //!
 //! Every test is bounded (60 s overall, `--timeout 30` for the scripts) and
 //! uses only loopback addresses with port 0. The tests need `python3` on the
@@ -50,7 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use enchufe::server::{Disconnect, ServerHandle};
-use enchufe::{Client, Connection, Handler, Server};
+use enchufe::{Client, Connection, Handler, Profile, Server};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{TcpListener, TcpStream};
@@ -64,6 +70,12 @@ const GREETING: &str = "¡Bienvenido al servidor del curso! ñandú 🦀";
 
 // ---------------------------------------------------------------------------
 // Helpers
+
+/// The client's plain profile: what the course's classes speak (enchufe's
+/// client defaults to the multiplexed one).
+fn plain() -> enchufe::client::Config {
+    enchufe::client::Config::default().profile(Profile::Plain)
+}
 // ---------------------------------------------------------------------------
 
 /// `"echo:" + msg`, the course server's reply.
@@ -340,7 +352,8 @@ impl Handler for CourseEcho {
 async fn enchufe_client_against_course_server(host: &str) {
     let server = CourseServer::start(host, GREETING, 1).await;
     let addr = server.addr(host);
-    let client = Client::connect(addr)
+    // The course's server speaks only the plain profile: pinned.
+    let client = Client::connect_with(addr, plain())
         .await
         .unwrap_or_else(|e| panic!("connecting to the course server at {addr}: {e}"));
     assert_eq!(client.peer_addr(), Some(addr));
@@ -597,7 +610,9 @@ async fn enchufe_client_against_raw_listener() {
         .await
         .expect("binding the raw listener");
     let addr = listener.local_addr().expect("listener address");
-    let client = Client::connect(addr).await.expect("enchufe connect");
+    let client = Client::connect_with(addr, plain())
+        .await
+        .expect("enchufe connect");
     let (mut stream, _) = listener.accept().await.expect("accepting");
 
     client.send("hola").await.expect("sending hola");
@@ -692,4 +707,63 @@ async fn concurrent_python_clients_against_enchufe_server(clients: usize) {
 
     assert_all_clients_half_closed(&server, &handler, clients).await;
     server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. Profiles: defaults that cannot pair a push with a request
+// ---------------------------------------------------------------------------
+
+/// enchufe's client in its default profile (multiplexed) at the course's
+/// server: the server greets and answers our hello with `echo:ENCH...`.
+/// Before profiles were checked, a plain client got the greeting as the
+/// reply to its first request; now connecting fails, typed, and says which
+/// setting to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enchufe_default_client_at_the_python_course_server_fails_at_connect_with_a_profile_mismatch(
+) {
+    bounded("default client vs Python course server", async {
+        let server = CourseServer::start("127.0.0.1", GREETING, 1).await;
+        let err = Client::connect(server.addr("127.0.0.1"))
+            .await
+            .expect_err("the course's server speaks only the plain profile");
+        assert!(
+            matches!(
+                err,
+                enchufe::client::Error::ProfileMismatch(enchufe::framing::mux::Mismatch::NotAHello)
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_profile_mismatch());
+        assert!(err.to_string().contains("Profile::Plain"), "{err}");
+        // The course's server read one frame (our hello) and saw us leave.
+        server
+            .finish(&["CLOSED 1".to_owned(), "DONE".to_owned()])
+            .await;
+    })
+    .await;
+}
+
+/// The course's client that sends nothing and waits for the greeting (an
+/// interactive session before the user types) against an enchufe server in
+/// its default profile: after `detect_timeout` without a frame the server
+/// takes it for plain and greets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_course_client_that_waits_for_the_greeting_gets_it_from_the_default_server() {
+    bounded("silent Python client vs default enchufe server", async {
+        let handler = CourseEcho {
+            greeting: Some(GREETING.to_owned()),
+            ..CourseEcho::default()
+        };
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .expect("binding the enchufe server")
+            .serve(handler.clone());
+        let port = server.local_addr().port();
+        let report = run_course_client("silent", "127.0.0.1", port, &[], 1).await;
+        assert_same_texts(&report.received, &[GREETING.to_owned()], "the greeting");
+        assert!(report.eof);
+        assert_all_clients_half_closed(&server, &handler, 1).await;
+        server.shutdown().await;
+    })
+    .await;
 }

@@ -157,7 +157,11 @@ async fn enchufe_client_and_python_server_exchange_personas() {
             );
         };
 
-        let client = Client::connect(format!("127.0.0.1:{port}")).await.unwrap();
+        // The Python peer speaks the plain profile: pinned.
+        let plain = enchufe::client::Config::default().profile(enchufe::Profile::Plain);
+        let client = Client::connect_with(format!("127.0.0.1:{port}"), plain)
+            .await
+            .unwrap();
         let MsgPack(hello): MsgPack<Persona> = client.recv().await.unwrap().expect("greeting");
         assert_eq!(hello, greeting());
         for p in personas() {

@@ -20,17 +20,21 @@
 //!    value for a notify is discarded; had it been sent, the client would
 //!    have failed on a reply to id 0). Exact push list, `eof`, exit 0, and
 //!    the server saw a clean `PeerClosed`.
-//! 2. The same over IPv6 (`::1`).
+//! 2. The same over IPv6 (`::1`), against a server in its default profile
+//!    (`Auto`), which the client's hello makes multiplexed.
 //! 3. Four Python clients connected at the same time (a barrier in
 //!    `on_connect` proves it) each get exactly their own responses and pushes.
-//! 4. A server in the PLAIN profile is never mistaken for a multiplexed one:
-//!    a silent plain server sends no hello, so the client times out (exit 3)
-//!    after sending nothing but its hello, which the plain server took as an
-//!    ordinary message; a plain greeting or a plain `echo:` reply fails the
-//!    magic check (exit 4); a plain server that echoes bytes unchanged bounces
-//!    the client's own hello back, which passes, but the first request then
-//!    comes back as a request frame and the client stops with a protocol
-//!    violation (exit 2). None of them prints a JSON report.
+//! 4. A server in the PLAIN profile is never mistaken for a multiplexed one.
+//!    An enchufe server pinned to `Profile::Plain` closes the connection at
+//!    the client's hello, before its handler sees anything (exit 2, closed
+//!    before its hello), and counts it; one that greets first fails the
+//!    magic check (exit 4). Other plain servers, written by hand here: a
+//!    silent one sends no hello, so the client times out (exit 3) after
+//!    sending nothing but its hello; an `echo:` reply fails the magic check
+//!    (exit 4); one that echoes bytes unchanged bounces the client's own
+//!    hello back, which passes (this client ignores the flags), but the
+//!    first request then comes back as a request frame and the client stops
+//!    with a protocol violation (exit 2). None of them prints a JSON report.
 //!
 //! Every test is bounded (60 s overall, `--timeout 30` for the script unless
 //! a test needs a shorter one) and uses loopback addresses with port 0. The
@@ -472,9 +476,9 @@ impl Handler for PlainProbe {
 // 1 & 2. One Python mux client: out of order, errors, pushes, big bodies
 // ---------------------------------------------------------------------------
 
-async fn one_client_full_exchange(bind: &str, host: &str, tag: &str) {
+async fn one_client_full_exchange(bind: &str, host: &str, tag: &str, profile: Profile) {
     let lab = Lab::default();
-    let server = start_server(bind, Profile::Multiplexed, lab.clone()).await;
+    let server = start_server(bind, profile, lab.clone()).await;
     let port = server.local_addr().port();
 
     let unicode = "¿qué tal? ñandú 🦀 añoranza €".to_owned();
@@ -543,7 +547,7 @@ async fn one_client_full_exchange(bind: &str, host: &str, tag: &str) {
 async fn python_mux_client_gets_out_of_order_replies_errors_pushes_and_3mib_echo_ipv4() {
     bounded(
         "Python mux client vs enchufe mux server over IPv4",
-        one_client_full_exchange("127.0.0.1:0", "127.0.0.1", "ipv4"),
+        one_client_full_exchange("127.0.0.1:0", "127.0.0.1", "ipv4", Profile::Multiplexed),
     )
     .await;
 }
@@ -551,8 +555,9 @@ async fn python_mux_client_gets_out_of_order_replies_errors_pushes_and_3mib_echo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_mux_client_gets_out_of_order_replies_errors_pushes_and_3mib_echo_ipv6() {
     bounded(
-        "Python mux client vs enchufe mux server over IPv6",
-        one_client_full_exchange("[::1]:0", "::1", "ipv6"),
+        "Python mux client vs enchufe default (automatic) server over IPv6",
+        // The server's default profile: the client's hello makes it multiplexed.
+        one_client_full_exchange("[::1]:0", "::1", "ipv6", Profile::Auto),
     )
     .await;
 }
@@ -646,15 +651,12 @@ async fn python_mux_client_times_out_with_exit_3_on_silent_plain_server_that_sen
 }
 
 async fn silent_plain_server() {
-    let probe = PlainProbe::new(None, PlainReply::Silent);
-    let server = start_server("127.0.0.1:0", Profile::Plain, probe.clone()).await;
-    let port = server.local_addr().port();
-
+    let (addr, server) = hand_written_plain_server(PlainReply::Silent).await;
     let started = tokio::time::Instant::now();
     let run = run_mux_client(
         "plain-silent",
         "127.0.0.1",
-        port,
+        addr.port(),
         &["hola".to_owned()],
         &["note:x".to_owned()],
         1,
@@ -667,16 +669,71 @@ async fn silent_plain_server() {
         "the client should wait for the hello about its 2 s timeout, gave up after {:?}",
         started.elapsed()
     );
-
     // The plain server took the client's hello for an ordinary message, and
     // nothing else arrived: the client sent no notify or request before it
     // had accepted a hello.
-    wait_until("the plain server to see the connection end", || {
-        probe.disconnects.load(Ordering::SeqCst) == 1
+    assert_eq!(server.await.unwrap(), vec![CLIENT_HELLO_AS_TEXT.to_owned()]);
+}
+
+/// A plain server that is not enchufe's, by hand: the course's protocol,
+/// each message answered per `reply` and recorded. (An enchufe server
+/// pinned to the plain profile closes at a multiplexed hello; this stands
+/// for every other plain server.) Serves one connection; the task returns
+/// what it received.
+async fn hand_written_plain_server(
+    reply: PlainReply,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut t = enchufe::Transport::new(stream);
+        let mut received = Vec::new();
+        while let Ok(Some(frame)) = t.recv().await {
+            let text = String::from_utf8(frame.to_vec()).expect("UTF-8 from the client");
+            received.push(text.clone());
+            let answer = match reply {
+                PlainReply::Silent => continue,
+                PlainReply::Tagged => format!("echo:{text}"),
+                PlainReply::Exact => text,
+            };
+            if t.send(enchufe::Bytes::from(answer)).await.is_err() {
+                break;
+            }
+        }
+        received
+    });
+    (addr, task)
+}
+
+/// An enchufe server pinned to the plain profile closes the connection at
+/// a multiplexed hello: nothing reaches its handler, and it counts the
+/// mismatch. (It used to take the hello for a message and answer it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_mux_client_at_a_pinned_plain_enchufe_server_is_closed_at_its_hello_exit_2() {
+    bounded("Python mux client vs enchufe plain server", async {
+        let probe = PlainProbe::new(None, PlainReply::Exact);
+        let server = start_server("127.0.0.1:0", Profile::Plain, probe.clone()).await;
+        let run = run_mux_client(
+            "plain-enchufe",
+            "127.0.0.1",
+            server.local_addr().port(),
+            &["hola".to_owned()],
+            &[],
+            0,
+            SCRIPT_TIMEOUT,
+        )
+        .await;
+        run.assert_failed(2, "closed before its hello");
+        wait_until("the plain server to see the connection end", || {
+            probe.disconnects.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        assert!(probe.received().is_empty(), "{:?}", probe.received());
+        assert_eq!(server.stats().profile_mismatches, 1);
+        server.shutdown().await;
     })
     .await;
-    assert_eq!(probe.received(), vec![CLIENT_HELLO_AS_TEXT.to_owned()]);
-    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,12 +764,11 @@ async fn plain_greeting_and_tagged_echo() {
 
     // A plain server that answers "echo:" + msg: the client's hello comes
     // back with a prefix, so the magic does not match.
-    let probe = PlainProbe::new(None, PlainReply::Tagged);
-    let server = start_server("127.0.0.1:0", Profile::Plain, probe.clone()).await;
+    let (addr, server) = hand_written_plain_server(PlainReply::Tagged).await;
     let run = run_mux_client(
         "plain-tagged-echo",
         "127.0.0.1",
-        server.local_addr().port(),
+        addr.port(),
         &["hola".to_owned()],
         &[],
         0,
@@ -720,12 +776,7 @@ async fn plain_greeting_and_tagged_echo() {
     )
     .await;
     run.assert_failed(4, "not an enchufe peer");
-    wait_until("the plain echo server to see the connection end", || {
-        probe.disconnects.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    assert_eq!(probe.received(), vec![CLIENT_HELLO_AS_TEXT.to_owned()]);
-    server.shutdown().await;
+    assert_eq!(server.await.unwrap(), vec![CLIENT_HELLO_AS_TEXT.to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -737,12 +788,11 @@ async fn plain_exact_echo() {
     // The one plain server that passes the hello check: it returns the
     // client's own hello. The first request then comes back as a request
     // frame (kind 1), which may not travel server->client.
-    let probe = PlainProbe::new(None, PlainReply::Exact);
-    let server = start_server("127.0.0.1:0", Profile::Plain, probe.clone()).await;
+    let (addr, server) = hand_written_plain_server(PlainReply::Exact).await;
     let run = run_mux_client(
         "plain-exact-echo",
         "127.0.0.1",
-        server.local_addr().port(),
+        addr.port(),
         &["hola".to_owned()],
         &[],
         0,
@@ -750,19 +800,14 @@ async fn plain_exact_echo() {
     )
     .await;
     run.assert_failed(2, "kind 1 (request) may not travel server->client");
-    wait_until("the plain echo server to see the connection end", || {
-        probe.disconnects.load(Ordering::SeqCst) == 1
-    })
-    .await;
     let mut request = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 1];
     request.extend_from_slice(b"hola");
     assert_eq!(
-        probe.received(),
+        server.await.unwrap(),
         vec![
             CLIENT_HELLO_AS_TEXT.to_owned(),
             String::from_utf8(request).expect("a request frame for id 1 is UTF-8"),
         ],
         "the plain server saw the hello and the request as two plain messages"
     );
-    server.shutdown().await;
 }

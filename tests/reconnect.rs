@@ -53,7 +53,9 @@ async fn next_event(events: &mut broadcast::Receiver<Event>) -> Event {
 /// The server side of one multiplexed connection, by hand.
 async fn accept_mux(listener: &TcpListener) -> Transport<TcpStream> {
     let mut t = Transport::new(listener.accept().await.unwrap().0);
-    t.send(Hello::new("").encode().unwrap()).await.unwrap();
+    t.send(Hello::new("").answering().encode().unwrap())
+        .await
+        .unwrap();
     Hello::decode(&t.recv().await.unwrap().unwrap()).unwrap();
     t
 }

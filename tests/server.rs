@@ -15,6 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
+/// The client's plain profile, for tests of what the plain wire does (a
+/// failing handler closes the connection; connecting does not wait for a
+/// hello). The server's default profile serves it as plain.
+fn plain() -> enchufe_client::Config {
+    enchufe_client::Config::default().profile(enchufe::Profile::Plain)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_clients_each_make_hundred_requests_with_every_reply_correct() {
     bounded(async {
@@ -240,13 +247,13 @@ async fn connections_over_the_limit_wait_until_one_leaves() {
     bounded(async {
         let server = echo_server(Config::default().max_connections(2)).await;
         let addr = server.local_addr();
-        let a = Client::connect(addr).await.unwrap();
-        let b = Client::connect(addr).await.unwrap();
+        let a = Client::connect_with(addr, plain()).await.unwrap();
+        let b = Client::connect_with(addr, plain()).await.unwrap();
         let _: String = a.request("a").await.unwrap();
         let _: String = b.request("b").await.unwrap();
 
         // The kernel completes the handshake, but the server does not serve it.
-        let c = Client::connect(addr).await.unwrap();
+        let c = Client::connect_with(addr, plain()).await.unwrap();
         let third = tokio::spawn(async move {
             let reply: String = c.request("c").await.unwrap();
             reply
@@ -355,6 +362,7 @@ async fn invalid_utf8_handler_errors_and_panics_cost_one_connection_only() {
             .unwrap()
             .serve(Recorder(reasons_tx));
         let addr = server.local_addr();
+        // The default (multiplexed) client, beside plain ones on the same port.
         let survivor = Client::connect(addr).await.unwrap();
 
         let mut raw = TcpStream::connect(addr).await.unwrap();
@@ -364,7 +372,7 @@ async fn invalid_utf8_handler_errors_and_panics_cost_one_connection_only() {
             "InvalidUtf8 { valid_up_to: 0 }"
         );
 
-        let failing = Client::connect(addr).await.unwrap();
+        let failing = Client::connect_with(addr, plain()).await.unwrap();
         let err = failing.request::<_, String>("fail").await.unwrap_err();
         // A failure, not a goodbye: the connection is reset.
         assert!(err.is_reset(), "{err:?}");
@@ -373,7 +381,7 @@ async fn invalid_utf8_handler_errors_and_panics_cost_one_connection_only() {
             "handler: refusing to do that"
         );
 
-        let panicking = Client::connect(addr).await.unwrap();
+        let panicking = Client::connect_with(addr, plain()).await.unwrap();
         let err = panicking.request::<_, String>("panic").await.unwrap_err();
         assert!(err.is_reset(), "{err:?}");
         assert_eq!(reasons.recv().await.unwrap(), "panic: handler bug");

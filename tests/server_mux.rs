@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{bounded, eventually};
-use enchufe::framing::mux::{ErrorCode, Header, Hello, Kind};
+use enchufe::framing::mux::{ErrorCode, Header, Hello, Kind, Mismatch};
 use enchufe::framing::{OutFrame, Transport};
 use enchufe::{Connection, Handler, Server, ServerHandle};
 use enchufe_server::{BusyPolicy, Config, Disconnect, Profile};
@@ -29,7 +29,8 @@ impl Raw {
         let mut t = Transport::new(stream);
         t.send(Hello::new("").encode().unwrap()).await.unwrap();
         let hello = t.recv().await.unwrap().expect("server hello");
-        assert_eq!(Hello::decode(&hello).unwrap(), Hello::new(""));
+        // A server's hello answers ours: the acceptor flag set.
+        assert_eq!(Hello::decode(&hello).unwrap(), Hello::new("").answering());
         Raw(t)
     }
 
@@ -121,7 +122,8 @@ async fn the_server_hello_is_byte_exact_and_comes_first() {
         let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
         let mut hello = [0u8; 11];
         raw.read_exact(&mut hello).await.unwrap();
-        assert_eq!(hello, [0, 0, 0, 7, b'E', b'N', b'C', b'H', 1, 0, 0]);
+        // Flags 0x02: the acceptor's hello, which answers the client's.
+        assert_eq!(hello, [0, 0, 0, 7, b'E', b'N', b'C', b'H', 1, 2, 0]);
         // Our hello, then request 1 "ping".
         raw.write_all(&[0, 0, 0, 7, b'E', b'N', b'C', b'H', 1, 0, 0])
             .await
@@ -456,10 +458,11 @@ async fn between_peers_requests_go_both_ways_and_pings_keep_the_link() {
     bounded(async {
         let (server, stream) = asker_peer(Duration::from_millis(20)).await;
         let mut raw = stream;
-        // A peer's hello is byte exact: flag 0x01, then the id.
+        // A peer's hello is byte exact: flags 0x01 (peer) | 0x02 (it
+        // accepted the connection), then the id.
         let mut hello = [0u8; 12];
         raw.read_exact(&mut hello).await.unwrap();
-        assert_eq!(hello, [0, 0, 0, 8, b'E', b'N', b'C', b'H', 1, 1, 1, b's']);
+        assert_eq!(hello, [0, 0, 0, 8, b'E', b'N', b'C', b'H', 1, 3, 1, b's']);
         let mut c = Raw(Transport::new(raw));
         c.0.send(Hello::peer("r").encode().unwrap()).await.unwrap();
 
@@ -537,16 +540,39 @@ async fn dialing_out_fails_with_typed_errors() {
             matches!(err, enchufe_server::Error::Connect { .. }),
             "{err}"
         );
-        // A plain-profile server answers our hello with something else.
-        let plain = common::echo_server(Config::default()).await;
+        // A server pinned to the plain profile closes at our hello.
+        let plain = common::echo_server(Config::default().profile(Profile::Plain)).await;
         let err = server.connect(plain.local_addr()).await.unwrap_err();
         assert!(
             matches!(
                 err,
-                enchufe_server::Error::Framing(enchufe::framing::Error::BadHello)
+                enchufe_server::Error::Framing(enchufe::framing::Error::ProfileMismatch(
+                    Mismatch::ClosedOnHello
+                ))
             ),
             "{err}"
         );
+        assert!(err.is_profile_mismatch());
+        // One that echoes bytes unchanged sends our own hello back: told
+        // apart from an answer by the acceptor flag.
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        let echoing = tokio::spawn(async move {
+            let (mut s, _) = echo.accept().await.unwrap();
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+        let err = server.connect(echo_addr).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                enchufe_server::Error::Framing(enchufe::framing::Error::ProfileMismatch(
+                    Mismatch::Echoed
+                ))
+            ),
+            "{err}"
+        );
+        echoing.await.unwrap();
         // A listener that never says anything.
         let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let err = server

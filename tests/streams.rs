@@ -19,6 +19,13 @@ use peakmem_alloc::{PeakMemAlloc, PeakMemAllocTrait, INSTRUMENTED_SYSTEM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Streams are a plain-profile feature: the client pins it (its default is
+/// multiplexed). The servers keep their default (automatic) profile, which
+/// serves streams to a plain client.
+fn plain() -> enchufe::client::Config {
+    enchufe::client::Config::default().profile(enchufe::Profile::Plain)
+}
+
 #[global_allocator]
 static ALLOC: &PeakMemAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -122,7 +129,9 @@ fn checksum(len: u64) -> u64 {
 async fn a_message_over_the_frame_limit_streams_to_the_handler_and_the_connection_goes_on() {
     bounded(async {
         let (server, streams) = server(u64::MAX).await;
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        let client = Client::connect_with(server.local_addr(), plain())
+            .await
+            .unwrap();
         assert_eq!(
             client.request::<_, String>("antes").await.unwrap(),
             "echo:antes"
@@ -149,7 +158,9 @@ async fn a_message_over_the_frame_limit_streams_to_the_handler_and_the_connectio
 async fn what_the_handler_leaves_unread_is_skipped_before_its_reply() {
     bounded(async {
         let (server, _) = server(100_000).await;
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        let client = Client::connect_with(server.local_addr(), plain())
+            .await
+            .unwrap();
         let len = 2 * MIB;
         client.send_stream(pattern(len), len).await.unwrap();
         let answer: String = client.recv().await.unwrap().unwrap();
@@ -175,11 +186,15 @@ async fn a_stream_cut_short_fails_that_connection_only() {
         drop(raw);
         // The client's own reader ending early ends its connection, with the
         // reason.
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        let client = Client::connect_with(server.local_addr(), plain())
+            .await
+            .unwrap();
         let err = client.send_stream(&[1u8; 10][..], 5000).await.unwrap_err();
         assert!(err.to_string().contains("short"), "{err}");
         // Others are served.
-        let other = Client::connect(server.local_addr()).await.unwrap();
+        let other = Client::connect_with(server.local_addr(), plain())
+            .await
+            .unwrap();
         assert_eq!(other.request::<_, String>("ok").await.unwrap(), "echo:ok");
         server.shutdown().await;
     })
@@ -190,18 +205,20 @@ async fn a_stream_cut_short_fails_that_connection_only() {
 async fn streams_are_refused_unless_turned_on_and_handled() {
     bounded(async {
         // Off by default: over the frame limit is an error, as before.
-        let plain = Server::bind("127.0.0.1:0")
+        let off = Server::bind("127.0.0.1:0")
             .await
             .unwrap()
             .with_config(Config::default().max_frame_length(1024))
             .serve(enchufe::handler_fn(|m: String, _| async move {
                 Ok::<_, Infallible>(Some(m))
             }));
-        let client = Client::connect(plain.local_addr()).await.unwrap();
+        let client = Client::connect_with(off.local_addr(), plain())
+            .await
+            .unwrap();
         client.send_stream(pattern(4096), 4096).await.unwrap();
         let end = client.recv::<String>().await;
         assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
-        plain.shutdown().await;
+        off.shutdown().await;
 
         // On, but the handler does not take streams: that connection ends.
         let on = Server::bind("127.0.0.1:0")
@@ -215,16 +232,22 @@ async fn streams_are_refused_unless_turned_on_and_handled() {
             .serve(enchufe::handler_fn(|m: String, _| async move {
                 Ok::<_, Infallible>(Some(m))
             }));
-        let client = Client::connect(on.local_addr()).await.unwrap();
+        let client = Client::connect_with(on.local_addr(), plain())
+            .await
+            .unwrap();
         client.send_stream(pattern(4096), 4096).await.unwrap();
         let end = client.recv::<String>().await;
         assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
         // Over max_stream_length: refused on the header.
-        let client = Client::connect(on.local_addr()).await.unwrap();
+        let client = Client::connect_with(on.local_addr(), plain())
+            .await
+            .unwrap();
         let _ = client.send_stream(pattern(MIB + 1), MIB + 1).await;
         let end = client.recv::<String>().await;
         assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
-        let fresh = Client::connect(on.local_addr()).await.unwrap();
+        let fresh = Client::connect_with(on.local_addr(), plain())
+            .await
+            .unwrap();
         assert_eq!(fresh.request::<_, String>("x").await.unwrap(), "x");
         on.shutdown().await;
 
@@ -255,7 +278,9 @@ async fn a_200_mib_message_costs_both_ends_under_32_mib() {
     let _serial = MEMORY.lock().await;
     bounded(async {
         let (server, _) = server(u64::MAX).await;
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        let client = Client::connect_with(server.local_addr(), plain())
+            .await
+            .unwrap();
         assert_eq!(
             client.request::<_, String>("warm").await.unwrap(),
             "echo:warm"

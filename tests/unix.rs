@@ -55,9 +55,8 @@ async fn plain_profile_round_trip_push_and_half_close_over_a_unix_socket() {
     bounded(async {
         let path = SocketPath::new("plain");
         let server = Server::bind_unix(&path.0).unwrap().serve(Greeter);
-        let client = Client::connect_unix(&path.0, client::Config::default())
-            .await
-            .unwrap();
+        let plain = client::Config::default().profile(Profile::Plain);
+        let client = Client::connect_unix(&path.0, plain).await.unwrap();
         assert_eq!(client.peer_addr(), None);
         assert_eq!(
             client.recv::<String>().await.unwrap().as_deref(),
@@ -120,10 +119,11 @@ async fn large_frames_cross_a_unix_socket_intact() {
             .serve(handler_fn(|body: Bytes, _conn| async move {
                 Ok::<_, Infallible>(Some(body))
             }));
-        let client =
-            Client::connect_unix(&path.0, client::Config::default().max_frame_length(limit))
-                .await
-                .unwrap();
+        // Plain: a payload of exactly the limit has no header to make room for.
+        let config = client::Config::default()
+            .profile(Profile::Plain)
+            .max_frame_length(limit);
+        let client = Client::connect_unix(&path.0, config).await.unwrap();
         for len in [0, 1, 65_535, 65_536, 1 << 20, limit] {
             let body = Bytes::from((0..len).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
             let back: Bytes = client.request(body.clone()).await.unwrap();

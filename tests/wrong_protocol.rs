@@ -44,8 +44,9 @@ async fn client_at_an_http_server_says_the_server_is_not_speaking_frames() {
             true,
         )
         .await;
-        let client = Client::connect(addr).await.unwrap();
-        let err = client.request::<_, String>("hola").await.unwrap_err();
+        // The default (multiplexed) client reads the server's first bytes
+        // for its hello: it is told at connect.
+        let err = Client::connect(addr).await.unwrap_err();
         assert!(err.is_not_frames() && err.is_frame_too_large(), "{err:?}");
         assert!(
             matches!(
@@ -68,7 +69,17 @@ async fn client_at_an_http_server_says_the_server_is_not_speaking_frames() {
                 && text.contains("an HTTP response"),
             "{text}"
         );
-        // Every later call gets the same answer.
+        // A plain client connects at once and learns at its first request;
+        // every later call gets the same answer.
+        let addr = raw_server(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            true,
+        )
+        .await;
+        let plain = enchufe::client::Config::default().profile(Profile::Plain);
+        let client = Client::connect_with(addr, plain).await.unwrap();
+        let err = client.request::<_, String>("hola").await.unwrap_err();
+        assert!(err.is_not_frames(), "{err:?}");
         let again = client.request::<_, String>("otra").await.unwrap_err();
         assert!(again.is_not_frames(), "{again:?}");
     })
@@ -79,8 +90,9 @@ async fn client_at_an_http_server_says_the_server_is_not_speaking_frames() {
 async fn client_at_an_ssh_server_says_it_looks_like_ssh() {
     bounded(async {
         let addr = raw_server(b"SSH-2.0-OpenSSH_9.6\r\n", false).await;
-        let client = Client::connect(addr).await.unwrap();
-        let err = client.recv::<String>().await.unwrap_err();
+        // The default (multiplexed) client reads the server's first bytes
+        // for its hello: it is told at connect.
+        let err = Client::connect(addr).await.unwrap_err();
         assert!(
             matches!(
                 &err,
@@ -179,8 +191,9 @@ async fn server_sent_an_http_request_says_the_client_is_not_speaking_frames() {
 async fn an_oversize_binary_header_is_still_just_too_large() {
     bounded(async {
         let addr = raw_server(&[0xff, 0x00, 0x00, 0x01], false).await;
-        let client = Client::connect(addr).await.unwrap();
-        let err = client.recv::<String>().await.unwrap_err();
+        // The default (multiplexed) client reads the server's first bytes
+        // for its hello: it is told at connect.
+        let err = Client::connect(addr).await.unwrap_err();
         assert!(err.is_frame_too_large() && !err.is_not_frames(), "{err:?}");
     })
     .await;

@@ -232,9 +232,9 @@ impl Bench {
             if let Some(n) = max_connections {
                 args.extend(["--max-connections".into(), n.to_string().into()]);
             }
-            if mux {
-                args.push("--mux".into());
-            }
+            // Each profile pinned: echo_server's default (automatic) would
+            // serve the plain runs too, but the figures must not depend on it.
+            args.push(if mux { "--mux" } else { "--plain" }.into());
             ServerSpec {
                 name: name.into(),
                 program: self.echo_server.clone(),

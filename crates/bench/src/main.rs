@@ -14,7 +14,7 @@
 //!
 //! ```text
 //!   compare ──spawns──> servers:  serve --impl floor | tarpc   (this binary)
-//!      │                          echo_server [--mux]          (the example)
+//!      │                          echo_server --plain|--mux    (the example)
 //!      │                each prints `listening on 127.0.0.1:PORT`
 //!      └────spawns──> clients:  load  (generator | Client | tarpc) -> JSON
 //!                               hold  (idle connections), abuse -> JSON

@@ -29,7 +29,11 @@ use crate::{Config, Error, Event, Result};
 /// - [`Client::close`]: half-close; the server's last words still arrive.
 ///
 /// The profile ([`Config::profile`]) decides what goes on the wire; the
-/// methods are the same in both.
+/// methods are the same in both. The default is the multiplexed profile,
+/// which an enchufe server in its default profile answers; the plain one is
+/// for servers that speak only the course's protocol (its Python `Server`).
+/// Either way a server of the other profile is an
+/// [`Error::ProfileMismatch`], never a reply paired with the wrong request.
 ///
 /// # What the plain profile can and cannot promise
 ///
@@ -45,14 +49,14 @@ use crate::{Config, Error, Event, Result};
 ///
 /// # The multiplexed profile
 ///
-/// With [`Profile::Multiplexed`] every frame carries a kind and a request id
-/// (`docs/PROTOCOL.md`), and the client uses them:
+/// With [`Profile::Multiplexed`] (the default) every frame carries a kind
+/// and a request id (`docs/PROTOCOL.md`), and the client uses them:
 ///
 /// - Connecting exchanges hellos before the client is returned, within
-///   [`Config::connect_timeout`]: [`Error::VersionMismatch`] and
-///   [`Error::NotEnchufe`] say the server is not one to talk to, and a server
-///   in the plain profile, which never sends a hello, is
-///   [`Error::ConnectTimeout`]. [`Client::connect_with`] does this;
+///   [`Config::connect_timeout`]: [`Error::VersionMismatch`] says the
+///   server speaks another version, and a server of the plain profile (it
+///   answers the hello with a message, sends it back, closes, or sends
+///   nothing in time) is [`Error::ProfileMismatch`]. [`Client::connect_with`] does this;
 ///   for a stream you opened yourself use [`Client::handshake`] or
 ///   [`Client::handshake_io`] (the sync [`Client::from_stream`] and
 ///   [`Client::from_io`] cannot wait for a hello).
@@ -76,11 +80,10 @@ use crate::{Config, Error, Event, Result};
 ///   pending and later calls fail with [`Error::Protocol`].
 ///
 /// ```no_run
-/// use enchufe_client::{Client, Config, Profile};
+/// use enchufe_client::Client;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> enchufe_client::Result<()> {
-/// let config = Config::default().profile(Profile::Multiplexed);
-/// let client = Client::connect_with("127.0.0.1:8080", config).await?;
+/// let client = Client::connect("127.0.0.1:8080").await?;
 /// // Two requests in flight at once on one connection; replies by id.
 /// let (a, b) = tokio::join!(
 ///     client.request::<_, String>("slow"),
@@ -168,11 +171,11 @@ enum Route {
 }
 
 impl Client {
-    /// Connects with the default [`Config`].
+    /// Connects with the default [`Config`] (the multiplexed profile).
     ///
     /// # Errors
     /// [`Error::Resolve`], [`Error::Refused`], [`Error::ConnectTimeout`] or
-    /// [`Error::Connect`].
+    /// [`Error::Connect`]; as [`Client::connect_with`] for the hello exchange.
     pub async fn connect(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Client> {
         Self::connect_with(addr, Config::default()).await
     }
@@ -190,9 +193,10 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::connect`]; in the multiplexed profile also
-    /// [`Error::VersionMismatch`], [`Error::NotEnchufe`],
-    /// [`Error::ConnectTimeout`] when no hello arrives in time (a server in
-    /// the plain profile sends none), [`Error::Encode`] for a
+    /// [`Error::VersionMismatch`], [`Error::NotEnchufe`] (a hello that is
+    /// malformed), [`Error::ProfileMismatch`] when the server speaks the
+    /// plain profile (no hello in time, a message or our own hello back, a
+    /// close instead of a hello), [`Error::Encode`] for a
     /// [`Config::node_id`] over 255 bytes, and the errors of a connection
     /// that ends during the exchange ([`Error::ClosedByPeer`], [`Error::Framing`],
     /// ...).
@@ -241,9 +245,10 @@ impl Client {
     /// Wraps an established TCP connection.
     ///
     /// # Panics
-    /// If `config.profile` is [`Profile::Multiplexed`]: that profile starts
-    /// with a hello exchange, which a sync constructor cannot wait for. Use
-    /// [`Client::handshake`], which serves both profiles.
+    /// Unless `config.profile` is [`Profile::Plain`]: the multiplexed
+    /// profile (the default) starts with a hello exchange, which a sync
+    /// constructor cannot wait for. Use [`Client::handshake`], which serves
+    /// both profiles.
     pub fn from_stream(stream: TcpStream, config: Config) -> Client {
         assert_no_hello(&config, "from_stream", "handshake");
         let (stream, addrs) = tcp_parts(stream);
@@ -255,7 +260,7 @@ impl Client {
     /// Wraps any byte stream (a Unix socket, TLS, `tokio::io::duplex` in tests).
     ///
     /// # Panics
-    /// If `config.profile` is [`Profile::Multiplexed`], as
+    /// Unless `config.profile` is [`Profile::Plain`], as
     /// [`Client::from_stream`]; use [`Client::handshake_io`].
     pub fn from_io<Io>(io: Io, config: Config) -> Client
     where
@@ -277,16 +282,12 @@ impl Client {
     ///
     /// # Errors
     /// In the multiplexed profile, as [`Client::connect_with`] for the hello
-    /// exchange; [`Error::ConnectTimeout`] names the peer's address. Never in
-    /// the plain profile.
+    /// exchange. Never in the plain profile.
     pub async fn handshake(stream: TcpStream, config: Config) -> Result<Client> {
         let deadline = Instant::now() + config.connect_timeout;
-        let shown = stream
-            .peer_addr()
-            .map_or_else(|_| "<unknown>".to_owned(), |addr| addr.to_string());
         let (wiring, incoming) = Wiring::fixed(&config);
         let (stream, addrs) = tcp_parts(stream);
-        let link = Link::start(stream, &config, addrs, deadline, &shown, wiring).await?;
+        let link = Link::start(stream, &config, addrs, deadline, wiring).await?;
         Ok(Self::assemble(Route::Fixed(link), incoming, config))
     }
 
@@ -295,8 +296,7 @@ impl Client {
     /// [`Client::from_io`].
     ///
     /// # Errors
-    /// As [`Client::handshake`]; [`Error::ConnectTimeout`] names the address
-    /// `"<io>"`.
+    /// As [`Client::handshake`].
     pub async fn handshake_io<Io>(io: Io, config: Config) -> Result<Client>
     where
         Io: AsyncRead + AsyncWrite + Send + 'static,
@@ -304,15 +304,7 @@ impl Client {
         let deadline = Instant::now() + config.connect_timeout;
         let (wiring, incoming) = Wiring::fixed(&config);
         // Boxed: the driver needs `Unpin`, which this constructor never asked for.
-        let link = Link::start(
-            Box::pin(io),
-            &config,
-            (None, None),
-            deadline,
-            "<io>",
-            wiring,
-        )
-        .await?;
+        let link = Link::start(Box::pin(io), &config, (None, None), deadline, wiring).await?;
         Ok(Self::assemble(Route::Fixed(link), incoming, config))
     }
 
@@ -621,7 +613,7 @@ impl Client {
     }
 
     fn multiplexed(&self) -> bool {
-        self.inner.config.profile == Profile::Multiplexed
+        self.inner.config.profile != Profile::Plain
     }
 
     /// Encodes a message and checks that its frame fits the limit, header
@@ -650,8 +642,8 @@ impl Client {
 /// Refuses the sync constructors a profile that starts with a hello.
 fn assert_no_hello(config: &Config, constructor: &str, instead: &str) {
     assert!(
-        config.profile != Profile::Multiplexed,
-        "Client::{constructor} cannot wait for the multiplexed hello exchange; \
-         use Client::{instead}"
+        config.profile == Profile::Plain,
+        "Client::{constructor} cannot wait for the multiplexed hello exchange (the default \
+         profile); use Client::{instead}, or set Profile::Plain"
     );
 }

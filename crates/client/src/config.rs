@@ -9,32 +9,37 @@ use crate::Reconnect;
 /// ```
 /// use std::time::Duration;
 /// use enchufe_client::Profile;
+/// // The course's Python server speaks only the plain profile.
 /// let config = enchufe_client::Config::default()
 ///     .request_timeout(Duration::from_secs(5))
-///     .profile(Profile::Multiplexed);
+///     .profile(Profile::Plain);
 /// assert_eq!(config.request_timeout, Duration::from_secs(5));
-/// assert_eq!(config.profile, Profile::Multiplexed);
+/// assert_eq!(enchufe_client::Config::default().profile, Profile::Multiplexed);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Which protocol the connection speaks on top of the framing; the server
-    /// must be configured for the same one (`docs/PROTOCOL.md`).
+    /// Which protocol the connection speaks on top of the framing
+    /// (`docs/PROTOCOL.md`).
     ///
-    /// Default [`Profile::Plain`]: one frame is one message, nothing added,
-    /// the course's protocol, spoken by enchufe's default server and the
-    /// Python `Server`. Replies are paired with requests by order, so it
-    /// needs a server that answers every request once, in order, and pushes
-    /// nothing while requests are outstanding (see
-    /// [`Client`](crate::Client)).
+    /// Default [`Profile::Multiplexed`]: a hello each way when connecting,
+    /// then 9 header bytes per frame; replies matched by id (in any order,
+    /// from many tasks at once), pushes told apart from replies, server
+    /// errors carried back as [`Error::Remote`](crate::Error::Remote), and
+    /// cancellation of requests the caller gave up on. An enchufe server in
+    /// its default profile ([`Profile::Auto`]) answers it; a server that
+    /// speaks only the plain profile (the course's Python `Server`, an
+    /// enchufe server pinned to [`Profile::Plain`]) makes connecting fail
+    /// with [`Error::ProfileMismatch`](crate::Error::ProfileMismatch), never
+    /// a wrong reply. [`Profile::Auto`] here means multiplexed too.
     ///
-    /// [`Profile::Multiplexed`] costs a hello frame each way when connecting
-    /// and 9 header bytes per frame, and only talks to enchufe servers in
-    /// that profile (or clients written from the spec); it buys replies
-    /// matched by id (in any order, from many tasks at once), pushes told
-    /// apart from replies, server errors carried back as
-    /// [`Error::Remote`](crate::Error::Remote), and cancellation of requests
-    /// the caller gave up on.
+    /// [`Profile::Plain`]: one frame is one message, nothing added, the
+    /// course's protocol, for its Python `Server` and other plain servers.
+    /// Replies are paired with requests by order, so it needs a server that
+    /// answers every request once, in order, and pushes nothing while
+    /// requests are outstanding (see [`Client`](crate::Client)). A
+    /// multiplexed hello as the server's first frame fails with
+    /// [`Error::ProfileMismatch`](crate::Error::ProfileMismatch).
     pub profile: Profile,
 
     /// Our name, sent in the multiplexed hello. Default empty, which is what
@@ -242,7 +247,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            profile: Profile::Plain,
+            profile: Profile::Multiplexed,
             node_id: String::new(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),

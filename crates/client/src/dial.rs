@@ -34,7 +34,7 @@ pub(crate) async fn dial(
             })?
             .map_err(|source| via_error(shown, source))?;
         let addrs = (connected.peer_addr, connected.local_addr);
-        return Link::start(connected.io, config, addrs, deadline, shown, wiring.clone()).await;
+        return Link::start(connected.io, config, addrs, deadline, wiring.clone()).await;
     }
     #[cfg(unix)]
     if let Some(path) = shown.strip_prefix(UNIX_PREFIX) {
@@ -49,15 +49,7 @@ pub(crate) async fn dial(
                 path: path.to_owned(),
                 source,
             })?;
-        return Link::start(
-            stream,
-            config,
-            (None, None),
-            deadline,
-            shown,
-            wiring.clone(),
-        )
-        .await;
+        return Link::start(stream, config, (None, None), deadline, wiring.clone()).await;
     }
     let attempt = async {
         let addrs = tokio::net::lookup_host(addr)
@@ -103,9 +95,9 @@ pub(crate) async fn dial(
                 addr: shown.to_owned(),
                 source,
             })?;
-        return Link::start(stream, config, addrs, deadline, shown, wiring.clone()).await;
+        return Link::start(stream, config, addrs, deadline, wiring.clone()).await;
     }
-    Link::start(stream, config, addrs, deadline, shown, wiring.clone()).await
+    Link::start(stream, config, addrs, deadline, wiring.clone()).await
 }
 
 pub(crate) fn tcp_parts(

@@ -33,9 +33,9 @@ pub enum Error {
         addr: SocketAddr,
     },
 
-    /// The connection was not established within the connect timeout (in
-    /// the multiplexed profile: or the server's hello did not arrive within
-    /// it, as when the server speaks the plain profile).
+    /// The connection was not established within the connect timeout. (A
+    /// server's hello that does not arrive in time is
+    /// [`Error::ProfileMismatch`] with `Mismatch::NoHello`.)
     #[error("connecting to {addr} timed out after {after:?}")]
     ConnectTimeout {
         /// The address as given (for [`Client::handshake`](crate::Client::handshake),
@@ -175,9 +175,21 @@ pub enum Error {
         theirs: u8,
     },
 
-    /// Multiplexed profile: the server's first frame is not an enchufe hello
-    /// (it speaks the plain profile and answered our hello as a message, or
-    /// another protocol altogether). The connection is closed.
+    /// The server speaks the other profile ([`Config::profile`](crate::Config::profile)):
+    /// a multiplexed client (the default) at a server of the plain profile
+    /// only (the course's Python `Server`, an enchufe server pinned to
+    /// `Profile::Plain`), told at connect; or a plain client at a
+    /// multiplexed server, told at its first request or `recv`. The
+    /// [`Mismatch`](enchufe_framing::mux::Mismatch) says how it showed, and
+    /// the message which setting to change. The connection is closed;
+    /// nothing was taken for a reply.
+    #[error("profile mismatch: {0}")]
+    ProfileMismatch(enchufe_framing::mux::Mismatch),
+
+    /// Multiplexed profile: the server's first frame starts like an enchufe
+    /// hello but is not a valid one (a node id that is not UTF-8, say). A
+    /// first frame that is no hello at all is [`Error::ProfileMismatch`].
+    /// The connection is closed.
     #[error("the server is not a multiplexed enchufe peer: its first frame is not a hello")]
     NotEnchufe,
 
@@ -246,10 +258,12 @@ impl Error {
     /// Whether something took too long: a request's reply
     /// ([`Error::Timeout`]), connecting ([`Error::ConnectTimeout`]), or the
     /// server's silence ([`Error::Silent`], which is also
-    /// [`is_closed`](Error::is_closed)).
+    /// [`is_closed`](Error::is_closed)), or for the server's hello
+    /// ([`Mismatch::NoHello`](enchufe_framing::mux::Mismatch::NoHello)).
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::Timeout(_) | Error::ConnectTimeout { .. } | Error::Silent => true,
+            Error::ProfileMismatch(m) => matches!(m, enchufe_framing::mux::Mismatch::NoHello(_)),
             Error::Framing(e) => e.is_timeout(),
             _ => false,
         }
@@ -303,6 +317,16 @@ impl Error {
         }
     }
 
+    /// Whether the server speaks the other profile
+    /// ([`Error::ProfileMismatch`]).
+    pub fn is_profile_mismatch(&self) -> bool {
+        match self {
+            Error::ProfileMismatch(_) => true,
+            Error::GaveUp { last, .. } => last.is_profile_mismatch(),
+            _ => false,
+        }
+    }
+
     /// Whether nothing could be reached to connect to: refused, unresolved,
     /// no socket at that path, no answer in time.
     pub fn is_connect(&self) -> bool {
@@ -334,6 +358,7 @@ impl Error {
             F::Io(source) if source.kind() == io::ErrorKind::ConnectionReset => {
                 Error::ResetByPeer(e)
             }
+            F::ProfileMismatch(how) => Error::ProfileMismatch(*how),
             _ => Error::Framing(e),
         }
     }

@@ -22,20 +22,23 @@
 //! has the byte diagrams):
 //!
 //! ```text
-//! Plain (default):  [len u32 BE][ message ... ]
+//! Plain:                 [len u32 BE][ message ... ]
 //!   replies pair with requests by order; a push looks like a reply
 //!
-//! Multiplexed:      [len][ 'E' 'N' 'C' 'H' | 1 | flags | id len | node id ]  hello, each way
-//!                   [len][ kind | request id u64 BE | message ... ]           every frame after
+//! Multiplexed (default): [len][ 'E' 'N' 'C' 'H' | 1 | flags | id len | node id ]  hello, each way
+//!                        [len][ kind | request id u64 BE | message ... ]           every frame after
 //!   kind: 1 request, 2 response, 3 error, 4 notify, 5 push, 6 cancel
 //! ```
 //!
-//! The plain profile is the course's protocol and talks to any server of it;
-//! its limits are spelled out on [`Client`]. The multiplexed profile talks
-//! to enchufe servers configured for it: many requests in flight from many
+//! The multiplexed profile, the default, talks to enchufe servers (their
+//! default profile, `Auto`, answers both): many requests in flight from many
 //! tasks with replies matched by id, pushes kept apart from replies, server
 //! errors as [`Error::Remote`], and requests the caller gives up on cancelled
-//! on the server.
+//! on the server. The plain profile is the course's protocol and talks to
+//! any server of it (the course's Python `Server`); its limits are spelled
+//! out on [`Client`]. A server of the other profile is
+//! [`Error::ProfileMismatch`], at connect or at the first reply, never a
+//! message taken for another.
 //!
 //! # Map of the crate
 //!
@@ -84,7 +87,7 @@
 //! a message between the replies.)
 //!
 //! ```
-//! use enchufe_client::{Client, Config, Profile};
+//! use enchufe_client::Client;
 //! # use enchufe_framing::mux::{Header, Hello, Kind};
 //! # use enchufe_framing::Transport;
 //! # fn frame(kind: Kind, id: u64, body: &[u8]) -> bytes::Bytes {
@@ -96,7 +99,7 @@
 //! # let addr = listener.local_addr()?;
 //! # let server = tokio::spawn(async move {
 //! #     let mut t = Transport::new(listener.accept().await.unwrap().0);
-//! #     t.send(Hello::new("").encode().unwrap()).await.unwrap();
+//! #     t.send(Hello::new("").answering().encode().unwrap()).await.unwrap();
 //! #     Hello::decode(&t.recv().await.unwrap().unwrap()).unwrap();
 //! #     let mut requests = Vec::new();
 //! #     for _ in 0..2 {
@@ -112,8 +115,7 @@
 //! #     t.flush().await.unwrap();
 //! #     while t.recv().await.unwrap().is_some() {}
 //! # });
-//! let config = Config::default().profile(Profile::Multiplexed);
-//! let client = Client::connect_with(addr, config).await?; // hellos exchanged
+//! let client = Client::connect(addr).await?; // hellos exchanged
 //! // Both requests are in flight at once; the replies come back in reverse
 //! // order, each to its own request.
 //! let (a, b) = tokio::join!(

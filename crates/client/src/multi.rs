@@ -57,11 +57,10 @@ pub enum Routing {
 /// closes them all.
 ///
 /// ```no_run
-/// use enchufe_client::{Config, MultiClient, Profile, Routing};
+/// use enchufe_client::{Config, MultiClient, Routing};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> enchufe_client::Result<()> {
-/// let config = Config::default().profile(Profile::Multiplexed);
-/// let servers = MultiClient::with_routing(config, Routing::LeastInFlight);
+/// let servers = MultiClient::with_routing(Config::default(), Routing::LeastInFlight);
 /// servers.add("a", "127.0.0.1:8081").await?;
 /// servers.add("b", "127.0.0.1:8082").await?;
 /// let reply: String = servers.request(&"a", "hola").await?;
@@ -281,6 +280,12 @@ where
 
     /// Sends a one-way message to every connected server, all at once, and
     /// returns to how many it was queued. Servers that are down are skipped.
+    ///
+    /// In the multiplexed profile (the default) it is a `notify`: nothing
+    /// comes back. In the plain profile a server that answers every message
+    /// answers this one too, and that answer can be taken as the reply to a
+    /// request made after it: broadcast there only to servers that do not
+    /// answer one-way messages.
     ///
     /// # Errors
     /// [`Error::Encode`] (nothing sent).

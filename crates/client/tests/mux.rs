@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use enchufe_client::{Client, Config, Error, ErrorCode, Profile};
-use enchufe_framing::mux::{Header, Hello, Kind};
+use enchufe_framing::mux::{Header, Hello, Kind, Mismatch};
 use enchufe_framing::Transport;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -67,7 +67,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Script<Io> {
     async fn hello(io: Io) -> Self {
         let mut transport = Transport::new(io);
         transport
-            .send(Hello::new("scripted").encode().unwrap())
+            .send(Hello::new("scripted").answering().encode().unwrap())
             .await
             .unwrap();
         let theirs = transport.recv().await.unwrap().expect("client hello");
@@ -129,7 +129,7 @@ async fn connecting_exchanges_hellos_byte_exact_before_the_client_is_returned() 
                 hello,
                 [0, 0, 0, 12, 0x45, 0x4e, 0x43, 0x48, 1, 0, 5, b'a', b'l', b'i', b'c', b'e']
             );
-            s.write_all(&wire(&Hello::new("srv").encode().unwrap()))
+            s.write_all(&wire(&Hello::new("srv").answering().encode().unwrap()))
                 .await
                 .unwrap();
             let mut script = Script {
@@ -163,7 +163,7 @@ async fn handshake_waits_for_the_servers_hello_over_any_stream() {
             // The client must still be waiting: our hello has not been sent.
             release.send(()).unwrap();
             transport
-                .send(Hello::new("").encode().unwrap())
+                .send(Hello::new("").answering().encode().unwrap())
                 .await
                 .unwrap();
             let mut script = Script { transport };
@@ -220,7 +220,7 @@ async fn a_server_of_another_version_is_a_version_mismatch() {
 }
 
 #[tokio::test]
-async fn a_first_frame_that_is_not_a_hello_is_not_enchufe() {
+async fn a_first_frame_that_is_not_a_hello_is_a_profile_mismatch() {
     bounded(async {
         let (addr, server) = listen(|mut s| async move {
             s.write_all(&wire(b"HTTP/1.1 400 Bad Request"))
@@ -231,14 +231,17 @@ async fn a_first_frame_that_is_not_a_hello_is_not_enchufe() {
         })
         .await;
         let err = Client::connect_with(addr, mux()).await.unwrap_err();
-        assert!(matches!(err, Error::NotEnchufe), "{err:?}");
+        assert!(
+            matches!(err, Error::ProfileMismatch(Mismatch::NotAHello)),
+            "{err:?}"
+        );
         server.await.unwrap();
     })
     .await;
 }
 
 #[tokio::test]
-async fn a_plain_server_that_sends_no_hello_is_a_connect_timeout() {
+async fn a_plain_server_that_sends_no_hello_is_a_profile_mismatch_in_time() {
     bounded(async {
         // A plain-profile server sends nothing until it gets a request; the
         // client's hello is not one it answers.
@@ -253,9 +256,10 @@ async fn a_plain_server_that_sends_no_hello_is_a_connect_timeout() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, Error::ConnectTimeout { after, addr: a } if *after == limit && *a == addr.to_string()),
+            matches!(&err, Error::ProfileMismatch(Mismatch::NoHello(after)) if *after == limit),
             "{err:?}"
         );
+        assert!(err.is_timeout() && err.is_profile_mismatch());
         assert!(started.elapsed() < Duration::from_secs(5));
         server.await.unwrap();
     })
@@ -506,7 +510,7 @@ async fn send_and_notify_write_notify_frames_byte_exact() {
             let mut hello = [0u8; 11];
             s.read_exact(&mut hello).await.unwrap();
             assert_eq!(hello, [0, 0, 0, 7, 0x45, 0x4e, 0x43, 0x48, 1, 0, 0]);
-            s.write_all(&wire(&Hello::new("").encode().unwrap()))
+            s.write_all(&wire(&Hello::new("").answering().encode().unwrap()))
                 .await
                 .unwrap();
             let mut rest = Vec::new();
@@ -620,7 +624,8 @@ async fn pushes_is_the_unsolicited_stream_in_the_plain_profile_too() {
             s.write_all(&wire(b"bye")).await.unwrap();
         })
         .await;
-        let client = Client::connect(addr).await.unwrap();
+        let plain = Config::default().profile(Profile::Plain);
+        let client = Client::connect_with(addr, plain).await.unwrap();
         let pushes: Vec<String> = client
             .pushes::<String>()
             .map(|push| push.unwrap())

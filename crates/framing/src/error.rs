@@ -105,6 +105,12 @@ pub enum Error {
         theirs: u8,
     },
 
+    /// The two ends speak different profiles ([`crate::mux::Profile`]); the
+    /// [`Mismatch`](crate::mux::Mismatch) says how it showed. The
+    /// connection ends before any message is taken for another.
+    #[error("profile mismatch: {0}")]
+    ProfileMismatch(crate::mux::Mismatch),
+
     /// A multiplexed frame broke the protocol (too short, unknown kind, a
     /// kind that may not travel in that direction).
     #[error("protocol violation: {0}")]
@@ -142,6 +148,12 @@ impl Error {
         )
     }
 
+    /// Whether the two ends speak different profiles
+    /// ([`Error::ProfileMismatch`]).
+    pub fn is_profile_mismatch(&self) -> bool {
+        matches!(self, Error::ProfileMismatch(_))
+    }
+
     /// Whether the peer is not speaking length-prefixed frames at all
     /// ([`Error::NotFrames`]): what it sent looks like HTTP, SSH, TLS or text.
     pub fn is_not_frames(&self) -> bool {
@@ -158,9 +170,13 @@ impl Error {
         }
     }
 
-    /// Whether an I/O operation timed out.
+    /// Whether an I/O operation timed out (or no hello arrived in time).
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+            || matches!(
+                self,
+                Error::ProfileMismatch(crate::mux::Mismatch::NoHello(_))
+            )
     }
 
     /// Whether this error ends the stream it happened on (as opposed to one

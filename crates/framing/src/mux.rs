@@ -33,6 +33,34 @@ pub const MAX_NODE_ID: usize = 255;
 /// [`Kind::Ping`] keepalives.
 pub const FLAG_PEER: u8 = 0x01;
 
+/// Hello flag bit: the sender accepted the connection (a server, or the
+/// peer that was dialed); its hello answers the dialer's. A dialer never
+/// sets it, so a dialer that reads back a hello without it, byte for byte
+/// its own, is talking to a plain echo server and says so
+/// ([`Mismatch::Echoed`]) instead of taking its own hello for an answer.
+pub const FLAG_ACCEPTOR: u8 = 0x02;
+
+/// Whether a frame is a multiplexed hello of any version: the magic, a
+/// version byte, a flags byte, and exactly the node id its length byte
+/// announces. How a server in [`Profile::Auto`] tells a multiplexed client
+/// from a plain one by its first frame, and how a plain end recognises a
+/// multiplexed one; only ever asked of a connection's first frame.
+///
+/// A plain message is taken for a hello only if it is 7 to 262 bytes that
+/// start with `ENCH`, then any version and flags bytes, then a length byte
+/// that counts exactly the bytes left: nothing a person types, and nothing
+/// the course's classes send.
+///
+/// ```
+/// use enchufe_framing::mux::{is_hello, Hello};
+/// assert!(is_hello(&Hello::new("a").encode().unwrap()));
+/// assert!(!is_hello(b"ENCHANTED"));
+/// assert!(!is_hello(b"hola"));
+/// ```
+pub fn is_hello(frame: &[u8]) -> bool {
+    frame.len() >= 7 && frame[..4] == MAGIC && frame.len() == 7 + usize::from(frame[6])
+}
+
 /// What a multiplexed frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -119,6 +147,8 @@ pub struct Hello {
     pub version: u8,
     /// Whether the sender is a peer ([`FLAG_PEER`]).
     pub peer: bool,
+    /// Whether the sender accepted the connection ([`FLAG_ACCEPTOR`]).
+    pub acceptor: bool,
     /// Who the sender is (peers use it; clients and servers may leave it
     /// empty). At most [`MAX_NODE_ID`] bytes of UTF-8.
     pub node_id: String,
@@ -130,6 +160,7 @@ impl Hello {
         Hello {
             version: VERSION,
             peer: false,
+            acceptor: false,
             node_id: node_id.into(),
         }
     }
@@ -148,6 +179,22 @@ impl Hello {
         }
     }
 
+    /// This hello as the accepting side sends it: [`FLAG_ACCEPTOR`] set.
+    ///
+    /// ```
+    /// use enchufe_framing::mux::Hello;
+    /// let ours = Hello::new("").encode().unwrap();
+    /// let answer = Hello::new("").answering().encode().unwrap();
+    /// assert_ne!(ours, answer);
+    /// assert!(Hello::decode(&answer).unwrap().acceptor);
+    /// ```
+    pub fn answering(self) -> Hello {
+        Hello {
+            acceptor: true,
+            ..self
+        }
+    }
+
     /// The hello's frame payload.
     ///
     /// # Errors
@@ -160,7 +207,14 @@ impl Hello {
         let mut out = BytesMut::with_capacity(7 + id.len());
         out.put_slice(&MAGIC);
         out.put_u8(self.version);
-        out.put_u8(if self.peer { FLAG_PEER } else { 0 });
+        let mut flags = 0;
+        if self.peer {
+            flags |= FLAG_PEER;
+        }
+        if self.acceptor {
+            flags |= FLAG_ACCEPTOR;
+        }
+        out.put_u8(flags);
         out.put_u8(id.len() as u8);
         out.put_slice(id);
         Ok(out.freeze())
@@ -190,6 +244,7 @@ impl Hello {
             version,
             // Unknown flag bits are ignored, as the spec says.
             peer: frame[5] & FLAG_PEER != 0,
+            acceptor: frame[5] & FLAG_ACCEPTOR != 0,
             node_id: node_id.to_owned(),
         })
     }
@@ -280,16 +335,93 @@ impl ErrorCode {
     }
 }
 
-/// Which protocol a connection speaks on top of the framing. Server and
-/// client must agree.
+/// Which protocol a connection speaks on top of the framing.
+///
+/// Between two enchufe ends the defaults agree and can never pair a push
+/// with a request: clients (`Client`, `MultiClient`, `Peer`) speak
+/// [`Profile::Multiplexed`], servers [`Profile::Auto`], which serves a
+/// multiplexed client and a plain one (the course's Python classes, `nc`,
+/// any length-prefix speaker) on the same port, told apart by the first
+/// frame. [`Profile::Plain`] on a client is for servers that speak only the
+/// course's protocol; on a server, for a port that must never speak
+/// anything else.
+///
+/// Every mismatch is an error, never a wrong answer: a plain end that reads
+/// a multiplexed hello, and a multiplexed end whose hello is not answered
+/// by one, stop with [`Error::ProfileMismatch`](crate::Error::ProfileMismatch)
+/// saying which [`Mismatch`] and which setting to change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Profile {
     /// One frame is one message, nothing added: the course's protocol.
-    /// Replies in request order; pushes look like replies.
-    #[default]
+    /// Replies in request order; a push looks like a reply, so a client
+    /// must not have a request in flight when the server may push.
     Plain,
     /// A hello, then a 9-byte header (kind, request id) on every frame:
     /// many requests in flight, replies by id, pushes apart, errors carried.
+    /// The clients' default.
     Multiplexed,
+    /// The servers' default: the first frame decides. A multiplexed hello
+    /// ([`is_hello`]) makes the connection multiplexed (the server answers
+    /// with its own hello); any other frame makes it plain, and is its first
+    /// request. The handler's `on_connect` runs once the profile is known.
+    /// A plain client that waits for the server to speak first sends no
+    /// frame: after the server's `detect_timeout` it is served as plain.
+    /// On the dialing side (a client, or a server dialing out) it means
+    /// [`Profile::Multiplexed`].
+    #[default]
+    Auto,
+}
+
+/// How a profile mismatch showed itself: the two ends of a connection speak
+/// different [`Profile`]s. Each says what this end saw; the error's message
+/// says which setting to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// This end speaks multiplexed; the other end's first frame is a
+    /// message, not a hello: a plain server's greeting or its reply to our
+    /// hello.
+    NotAHello,
+    /// This end speaks multiplexed; the other end sent our own hello back,
+    /// byte for byte: a plain echo server.
+    Echoed,
+    /// This end speaks multiplexed; the other end closed the connection on
+    /// reading our hello, as an enchufe server pinned to [`Profile::Plain`]
+    /// does (or one that refused the connection).
+    ClosedOnHello,
+    /// This end speaks multiplexed; no hello arrived within this long: a
+    /// plain server waiting for a request (or a server that has not served
+    /// the connection: every slot taken).
+    NoHello(std::time::Duration),
+    /// This end speaks plain; the other end's first frame is a multiplexed
+    /// hello.
+    GotHello,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const PLAIN: &str = "the other end speaks the plain profile and this end the \
+             multiplexed one: set `Profile::Plain` on this client (or let the server's \
+             profile be `Profile::Auto`, its default)";
+        match self {
+            Mismatch::NotAHello => write!(f, "{PLAIN}; its first frame is a message, not a hello"),
+            Mismatch::Echoed => write!(f, "{PLAIN}; it sent our hello back"),
+            Mismatch::ClosedOnHello => write!(
+                f,
+                "{PLAIN}; it closed the connection on reading our hello (or refused it)"
+            ),
+            Mismatch::NoHello(after) => write!(
+                f,
+                "no hello within {after:?}: the server speaks the plain profile and this \
+                 client the multiplexed one (set `Profile::Plain` here), or it has not \
+                 served the connection yet (all its connection slots taken, or too slow)"
+            ),
+            Mismatch::GotHello => f.write_str(
+                "the other end speaks the multiplexed profile (its first frame is a hello) \
+                 and this end the plain one: leave `Profile` at its default on both ends \
+                 (`Multiplexed` on a client, `Auto` on a server)",
+            ),
+        }
+    }
 }

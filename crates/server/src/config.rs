@@ -144,9 +144,10 @@ pub struct Config {
     /// raise this.
     pub idle_timeout: Option<Duration>,
 
-    /// Plain profile: a new connection must complete its first frame
-    /// within this, or it is closed (in the multiplexed profile the hello
-    /// is the first frame: [`Config::handshake_timeout`]). Default 10 s: a
+    /// Plain and automatic profiles: a new connection must complete its
+    /// first frame within this, or it is closed (in the multiplexed profile
+    /// the hello is the first frame: [`Config::handshake_timeout`]; under
+    /// [`Profile::Auto`] this bounds the hello too). Default 10 s: a
     /// connection that sends nothing holds a slot for this long, not for the
     /// idle timeout. `None`: no such deadline (a server that speaks first
     /// and waits for a person to answer, say).
@@ -204,11 +205,37 @@ pub struct Config {
     /// Default [`SlowConsumer::Block`].
     pub slow_consumer: SlowConsumer,
 
-    /// The protocol: [`Profile::Plain`] (default; the course's protocol, one
-    /// frame one message) or [`Profile::Multiplexed`] (hello, then request ids:
+    /// The protocol. Default [`Profile::Auto`]: each connection's first
+    /// frame decides, so one port serves enchufe's clients (multiplexed, their
+    /// default) and the course's plain ones (its Python classes, `nc`), and
+    /// neither can take a push for a reply. [`Profile::Plain`]: only the
+    /// course's protocol (one frame one message; a multiplexed client is
+    /// closed at its hello, counted in
+    /// [`Stats::profile_mismatches`](crate::Stats::profile_mismatches)).
+    /// [`Profile::Multiplexed`]: only enchufe's (hello, then request ids:
     /// concurrent handlers, replies out of order, pushes and errors told
-    /// apart). Clients must use the same profile. See `docs/PROTOCOL.md`.
+    /// apart); the server sends its hello without waiting for the client's.
+    /// A connection this server dials out speaks multiplexed under `Auto`.
+    /// Under `Auto`, until a connection's first frame (or
+    /// [`Config::detect_timeout`]) decides, neither framing would be right
+    /// for a push: [`ServerHandle::push`](crate::ServerHandle::push) to it
+    /// fails with [`Error::Unsupported`](crate::Error::Unsupported) and a
+    /// broadcast passes it by (its handler has not seen it yet either).
+    /// See `docs/PROTOCOL.md`.
     pub profile: Profile,
+
+    /// [`Profile::Auto`] only: how long a new connection may stay silent
+    /// before it is served as plain (its `on_connect` runs then). Default
+    /// 500 ms. A multiplexed client sends its hello as soon as it is
+    /// connected, so it is here long before; a plain client usually sends
+    /// a request at once too. What waits this long is a plain client that
+    /// waits for the server to speak first (a greeting): it gets the
+    /// greeting this much later. Lower it for such clients (or pin
+    /// [`Profile::Plain`]); raise it if multiplexed clients on a loaded or
+    /// slow host fail with a profile mismatch. `None`: wait for the first
+    /// frame (up to [`Config::first_frame_timeout`]), as hyper's automatic
+    /// HTTP/1 and HTTP/2 server waits for the preface.
+    pub detect_timeout: Option<Duration>,
 
     /// Multiplexed only: handlers running at once on one connection.
     /// Default 64: enough to keep a pipelining client busy, small enough that
@@ -225,8 +252,10 @@ pub struct Config {
     /// Default empty.
     pub node_id: String,
 
-    /// Multiplexed only: how long a new connection may take to send its
-    /// hello. Default 10 s.
+    /// [`Profile::Multiplexed`] only: how long a new connection may take to
+    /// send its hello, and a connection this server dials to answer its own.
+    /// Default 10 s. (Under [`Profile::Auto`] the hello is the first frame:
+    /// [`Config::first_frame_timeout`].)
     pub handshake_timeout: Duration,
 
     /// Multiplexed only: speak as a peer, with these settings for links to
@@ -362,6 +391,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::detect_timeout`].
+    #[must_use]
+    pub fn detect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.detect_timeout = timeout;
+        self
+    }
+
     /// Sets [`Config::max_in_flight`] (at least 1).
     #[must_use]
     pub fn max_in_flight(mut self, n: usize) -> Self {
@@ -398,7 +434,9 @@ impl Config {
     }
 
     pub(crate) fn framing(&self) -> enchufe_framing::Config {
-        let streams = if self.profile == Profile::Plain {
+        // Under `Auto` streams are on until a hello makes the connection
+        // multiplexed (a hello is never over the frame limit).
+        let streams = if self.profile != Profile::Multiplexed {
             self.max_stream_length
         } else {
             0
@@ -428,7 +466,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             accept_backoff_max: Duration::from_secs(1),
             slow_consumer: SlowConsumer::Block,
-            profile: Profile::Plain,
+            profile: Profile::Auto,
+            detect_timeout: Some(Duration::from_millis(500)),
             max_in_flight: 64,
             busy: BusyPolicy::Wait,
             node_id: String::new(),

@@ -2,7 +2,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
@@ -68,7 +68,9 @@ struct Inner {
     /// How long a push may wait for room in the queue.
     write_timeout: Duration,
     /// Plain pushes are bare frames; multiplexed ones carry a push header.
-    profile: Profile,
+    /// [`PROFILE_UNKNOWN`] until the first frame decides ([`Profile::Auto`]):
+    /// set once, read by every push (a relaxed load).
+    profile: AtomicU8,
     /// The writer's failure, kept so the disconnect reason can name it.
     failure: Mutex<Option<Error>>,
     /// Per-connection state of any types the handler wants (see `with_state`).
@@ -140,7 +142,7 @@ impl Connection {
             counters: parts.counters,
             max_frame_length: parts.max_frame_length,
             write_timeout: parts.write_timeout,
-            profile: parts.profile,
+            profile: AtomicU8::new(profile_code(parts.profile)),
             failure: Mutex::new(None),
             state: Mutex::new(HashMap::new()),
             remote: OnceLock::new(),
@@ -396,15 +398,22 @@ impl Connection {
     /// The frame that pushes an encoded body to this client (broadcast
     /// encodes once and calls this per connection).
     pub(crate) fn push_frame(&self, body: Bytes) -> Result<OutFrame> {
-        let frame = match self.inner.profile {
-            Profile::Multiplexed => OutFrame::with_header(
+        let frame = match self.inner.profile.load(Ordering::Relaxed) {
+            PROFILE_MULTIPLEXED => OutFrame::with_header(
                 Header {
                     kind: Kind::Push,
                     id: 0,
                 },
                 body,
             ),
-            _ => OutFrame::plain(body),
+            PROFILE_PLAIN => OutFrame::plain(body),
+            // Neither framing would be right yet; the handler has not seen
+            // this connection either (a broadcast passes it by).
+            _ => {
+                return Err(Error::Unsupported(
+                    "a push before the connection's first frame decided its profile",
+                ))
+            }
         };
         self.check_len(frame)
     }
@@ -498,9 +507,27 @@ impl Connection {
         &self.inner.counters
     }
 
-    /// Whether this connection speaks the plain profile.
+    /// Whether this connection speaks the plain profile (or may: its
+    /// profile is not decided yet).
     pub(crate) fn is_plain(&self) -> bool {
-        self.inner.profile == Profile::Plain
+        self.inner.profile.load(Ordering::Relaxed) != PROFILE_MULTIPLEXED
+    }
+
+    /// The profile this connection speaks; `None` while a server in
+    /// [`Profile::Auto`] waits for the first frame.
+    pub(crate) fn profile(&self) -> Option<Profile> {
+        match self.inner.profile.load(Ordering::Relaxed) {
+            PROFILE_PLAIN => Some(Profile::Plain),
+            PROFILE_MULTIPLEXED => Some(Profile::Multiplexed),
+            _ => None,
+        }
+    }
+
+    /// The first frame decided the profile ([`Profile::Auto`]).
+    pub(crate) fn set_profile(&self, profile: Profile) {
+        self.inner
+            .profile
+            .store(profile_code(profile), Ordering::Relaxed);
     }
 
     pub(crate) fn signal(&self) -> &Signal {
@@ -569,5 +596,17 @@ impl Connection {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+}
+
+const PROFILE_PLAIN: u8 = 0;
+const PROFILE_MULTIPLEXED: u8 = 1;
+const PROFILE_UNKNOWN: u8 = 2;
+
+fn profile_code(profile: Profile) -> u8 {
+    match profile {
+        Profile::Plain => PROFILE_PLAIN,
+        Profile::Multiplexed => PROFILE_MULTIPLEXED,
+        _ => PROFILE_UNKNOWN,
     }
 }

@@ -107,6 +107,20 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         self.core.hello_done();
     }
 
+    /// The first frame made the connection multiplexed ([`Profile::Auto`](crate::Profile::Auto)):
+    /// from now on no frame is streamed (a multiplexed frame's header would
+    /// be taken for body).
+    pub(crate) fn no_streams(&mut self) {
+        self.core.wire_mut().set_max_stream_length(0);
+    }
+
+    /// Writes what `on_connect` pushed, now: ahead of the reply to a first
+    /// request that may already be read (under `Auto` it always is), so a
+    /// greeting comes first, as the handler wrote it.
+    pub(crate) fn take_pushes(&mut self) {
+        self.take_outbox();
+    }
+
     /// Something runs (a handler): not idleness.
     pub(crate) fn set_busy(&mut self, busy: bool) {
         self.core.set_busy(busy);

@@ -160,6 +160,13 @@ impl Error {
         matches!(self, Error::Framing(e) if e.is_frame_too_large())
     }
 
+    /// Whether the other end speaks the other profile
+    /// ([`enchufe_framing::Error::ProfileMismatch`]): a multiplexed client
+    /// at a server pinned to the plain profile, say.
+    pub fn is_profile_mismatch(&self) -> bool {
+        matches!(self, Error::Framing(e) if e.is_profile_mismatch())
+    }
+
     /// Whether the client is not speaking length-prefixed frames at all: it
     /// sent what looks like HTTP, SSH, TLS or text
     /// ([`enchufe_framing::Error::NotFrames`]).

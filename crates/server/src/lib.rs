@@ -17,10 +17,16 @@
 //!      +- deadlines: one Sleep (idle, keepalive, write stall, hello)
 //! ```
 //!
-//! The plain profile: one frame is one message, nothing added, so any client
-//! that speaks the 4-byte length prefix (the course's Python `Client`) works.
-//! Requests on one connection are handled in order, so replies leave in
-//! request order. A push and a reply look alike on the wire.
+//! Profiles ([`Config::profile`]): by default ([`Profile::Auto`]) each
+//! connection's first frame decides. A multiplexed hello (enchufe's
+//! clients, by default) makes it multiplexed: requests run concurrently and
+//! replies, pushes and errors are told apart by a header. Anything else
+//! makes it plain: one frame is one message, nothing added, so any client
+//! that speaks the 4-byte length prefix (the course's Python `Client`)
+//! works; requests on one connection are handled in order, replies leave in
+//! request order, and a push and a reply look alike on the wire. A client
+//! of the other profile than a pinned server's is an error at connect,
+//! never a wrong reply.
 //!
 //! Limits: [`Config`] bounds connections, frame length, the bytes queued
 //! for each connection and for all of them, idle time and stalled writes. Shutdown ([`ServerHandle::shutdown`]) stops

@@ -20,7 +20,9 @@ use crate::layer::{BoxIo, DialLayer, Layer, Layered};
 use crate::outbox::{flag, Budget};
 use crate::stats::{Counters, ShutdownReport, Stats};
 use crate::task::{serve, Ctx};
-use crate::{Config, Connection, ConnectionId, Disconnect, Error, Handler, PeerLinks, Result};
+use crate::{
+    Config, Connection, ConnectionId, Disconnect, Error, Handler, PeerLinks, Profile, Result,
+};
 
 /// A bound TCP listener, ready to serve a [`Handler`].
 ///
@@ -931,7 +933,12 @@ async fn serve_connection<H: Handler, Io>(
         queue: config.outbound_queue,
         queue_bytes: config.max_queued_bytes,
         budget: shared.budget.clone(),
-        profile: config.profile,
+        // What this end dials speaks multiplexed: only an accepted
+        // connection can wait for the other end's first frame.
+        profile: match config.profile {
+            Profile::Auto if ready.is_some() => Profile::Multiplexed,
+            profile => profile,
+        },
         policy: config.slow_consumer,
         counters: shared.counters.clone(),
         local_peer: config.peer.is_some(),
@@ -988,6 +995,9 @@ async fn serve_connection<H: Handler, Io>(
         Disconnect::Error(e) => {
             if e.is_not_frames() {
                 Counters::add(&shared.counters.not_frames, 1);
+            }
+            if e.is_profile_mismatch() {
+                Counters::add(&shared.counters.profile_mismatches, 1);
             }
             if e.is_bad_input() {
                 // Counted, and warned about at the 1st, 2nd, 4th, 8th...:

@@ -36,6 +36,10 @@ pub struct Stats {
     /// warnings are thinned (the 1st, 2nd, 4th, 8th...), this counts them
     /// all.
     pub closed_for_bad_input: u64,
+    /// Connections closed because the client spoke the other profile: a
+    /// multiplexed hello at a server pinned to `Profile::Plain` (the
+    /// client is told at connect). Counted in `closed_for_bad_input` too.
+    pub profile_mismatches: u64,
 }
 
 /// What a graceful shutdown did with the work it found, from
@@ -74,6 +78,7 @@ pub(crate) struct Counters {
     pub(crate) ws_rejected: AtomicU64,
     pub(crate) refused_per_address: AtomicU64,
     pub(crate) closed_for_bad_input: AtomicU64,
+    pub(crate) profile_mismatches: AtomicU64,
     /// [`ShutdownReport`]'s, counted only once shutdown began.
     pub(crate) shutdown_answered: AtomicU64,
     pub(crate) shutdown_refused: AtomicU64,
@@ -103,6 +108,7 @@ impl Counters {
             ws_rejected: self.ws_rejected.load(Ordering::Relaxed),
             refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
             closed_for_bad_input: self.closed_for_bad_input.load(Ordering::Relaxed),
+            profile_mismatches: self.profile_mismatches.load(Ordering::Relaxed),
         }
     }
 

@@ -44,7 +44,7 @@ where
     Io: AsyncRead + AsyncWrite + Unpin + crate::driver::Reset,
 {
     let config = &ctx.config;
-    let mux = config.profile == Profile::Multiplexed;
+    let mux = conn.profile() == Some(Profile::Multiplexed);
     let mut driver = Driver::new(
         Wire::new(io, &ctx.framing),
         conn,
@@ -54,7 +54,8 @@ where
             keepalive: config.peer.as_ref().and_then(|p| p.keepalive),
             write_timeout: Some(config.write_timeout),
             // The multiplexed hello is the first frame; in the plain profile
-            // the first request is (`hello_done` once it is read).
+            // the first request is (`hello_done` once it is read), and under
+            // `Auto` whichever comes.
             hello: if mux {
                 Some(config.handshake_timeout)
             } else {
@@ -79,10 +80,29 @@ async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     driver: &mut Driver<'_, Io>,
     ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
 ) -> Disconnect {
-    if ctx.config.profile == Profile::Multiplexed {
-        if let Err(reason) = handshake(ctx, conn, driver).await {
-            return reason;
+    // What was read to tell the profile (`Auto`): the plain loop's first event.
+    let mut first = None;
+    match conn.profile() {
+        Some(Profile::Multiplexed) => {
+            if let Err(reason) = handshake(ctx, conn, driver, None).await {
+                return reason;
+            }
         }
+        Some(_) => {}
+        None => match detect(ctx, conn, driver).await {
+            Ok(Detected::Hello(hello)) => {
+                conn.set_profile(Profile::Multiplexed);
+                driver.no_streams();
+                if let Err(reason) = handshake(ctx, conn, driver, Some(hello)).await {
+                    return reason;
+                }
+            }
+            Ok(Detected::Plain(event)) => {
+                conn.set_profile(Profile::Plain);
+                first = event;
+            }
+            Err(reason) => return reason,
+        },
     }
     let greeting = AssertUnwindSafe(ctx.handler.on_connect(conn)).catch_unwind();
     match run_beside::<false, _, _>(driver, greeting).await {
@@ -90,12 +110,85 @@ async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         Ok(Err(panic)) => return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic))),
         Err(end) => return end,
     }
+    driver.take_pushes();
     if let Some(ready) = ready.take() {
         let _ = ready.send(Ok(conn.clone()));
     }
-    match ctx.config.profile {
-        Profile::Multiplexed => multiplexed(ctx, conn, driver).await,
-        _ => plain(ctx, conn, driver).await,
+    match conn.profile() {
+        Some(Profile::Multiplexed) => multiplexed(ctx, conn, driver).await,
+        _ => {
+            let first = match first {
+                Some(event) => event,
+                None => first_plain_event(driver).await,
+            };
+            plain(ctx, conn, driver, Some(first)).await
+        }
+    }
+}
+
+/// What a connection's first frame said ([`Profile::Auto`]).
+enum Detected {
+    /// A multiplexed hello (this frame).
+    Hello(BytesMut),
+    /// A plain client: its first event (a frame that is not a hello, the
+    /// start of a streamed one), or nothing yet: it said nothing within
+    /// [`Config::detect_timeout`] (it waits for a greeting, say).
+    Plain(Option<Event>),
+}
+
+/// [`Profile::Auto`]: waits for the first frame, at most
+/// [`Config::detect_timeout`], and tells the profile from it (see
+/// [`mux::is_hello`]). Only the first frame is looked at; the loops that
+/// follow pay nothing.
+async fn detect<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Ctx<H>,
+    conn: &Connection,
+    driver: &mut Driver<'_, Io>,
+) -> Result<Detected, Disconnect> {
+    let first = async {
+        loop {
+            match driver.event(true).await {
+                Event::Frame(frame) if mux::is_hello(&frame) => return Ok(Detected::Hello(frame)),
+                Event::Frame(frame) => {
+                    driver.hello_done();
+                    return Ok(Detected::Plain(Some(Event::Frame(frame))));
+                }
+                // Only a plain frame can be over the frame limit.
+                Event::Stream(len) => return Ok(Detected::Plain(Some(Event::Stream(len)))),
+                Event::Eof => return Err(Disconnect::PeerClosed),
+                Event::End(reason) => return Err(reason),
+                Event::Signal if driver.stopping => return Err(Disconnect::Shutdown),
+                Event::Signal if driver.closing => return Err(closed(conn)),
+                Event::Signal => {}
+            }
+        }
+    };
+    // `event` keeps its state in the driver, so giving up on it at the
+    // window's end loses nothing: the frame still on its way is read next.
+    match ctx.config.detect_timeout {
+        Some(window) => tokio::time::timeout(window, first)
+            .await
+            .unwrap_or(Ok(Detected::Plain(None))),
+        None => first.await,
+    }
+}
+
+/// The plain profile's first event, with its first frame checked: a
+/// multiplexed hello there is a client of the other profile, closed at once
+/// (with [`Mismatch::GotHello`](mux::Mismatch::GotHello)) so that it learns
+/// at connect, before any message of it is taken for a request.
+async fn first_plain_event<Io: AsyncRead + AsyncWrite + Unpin>(
+    driver: &mut Driver<'_, Io>,
+) -> Event {
+    loop {
+        match driver.event(true).await {
+            Event::Frame(frame) if mux::is_hello(&frame) => {
+                let mismatch = enchufe_framing::Error::ProfileMismatch(mux::Mismatch::GotHello);
+                return Event::End(Disconnect::Error(mismatch.into()));
+            }
+            Event::Signal if !(driver.closing || driver.stopping) => {}
+            event => return event,
+        }
     }
 }
 
@@ -153,25 +246,47 @@ fn count_at_shutdown<Io: AsyncRead + AsyncWrite + Unpin>(driver: &Driver<'_, Io>
     }
 }
 
-/// Sends our hello (first, before any push) and reads theirs, within the
-/// handshake timeout.
+/// Sends our hello (first, before any push) and reads theirs (or takes
+/// `theirs`, already read to tell the profile), within the handshake
+/// timeout. Our hello answers theirs on a connection we accepted
+/// ([`mux::FLAG_ACCEPTOR`]); on one we dialed, theirs must not be ours sent
+/// back.
 async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Ctx<H>,
     conn: &Connection,
     driver: &mut Driver<'_, Io>,
+    mut theirs: Option<BytesMut>,
 ) -> Result<(), Disconnect> {
     let hello = if ctx.config.peer.is_some() {
         Hello::peer(ctx.config.node_id.clone())
     } else {
         Hello::new(ctx.config.node_id.clone())
     };
+    let dialed = conn.is_outbound();
+    let hello = if dialed { hello } else { hello.answering() };
     let hello = hello.encode().map_err(|e| Disconnect::Error(e.into()))?;
+    // Written even before a hello of another version is refused, so that
+    // its sender learns ours.
     driver
-        .write(&OutFrame::plain(hello))
+        .write(&OutFrame::plain(hello.clone()))
         .map_err(Disconnect::Error)?;
     loop {
-        match driver.event(true).await {
+        let event = match theirs.take() {
+            Some(frame) => Event::Frame(frame),
+            None => driver.event(true).await,
+        };
+        match event {
             Event::Frame(frame) => {
+                let mismatch = |how| {
+                    let e = enchufe_framing::Error::ProfileMismatch(how);
+                    Disconnect::Error(e.into())
+                };
+                if dialed && frame[..] == hello[..] {
+                    return Err(mismatch(mux::Mismatch::Echoed));
+                }
+                if dialed && !mux::is_hello(&frame) {
+                    return Err(mismatch(mux::Mismatch::NotAHello));
+                }
                 let hello = Hello::decode(&frame).map_err(|e| Disconnect::Error(e.into()))?;
                 debug!(node = %hello.node_id, peer = hello.peer, "hello");
                 conn.set_remote(hello);
@@ -180,6 +295,12 @@ async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                     driver.start_keepalive();
                 }
                 return Ok(());
+            }
+            // Closed at our hello: what a server pinned to the plain
+            // profile does with it.
+            Event::Eof if dialed => {
+                let e = enchufe_framing::Error::ProfileMismatch(mux::Mismatch::ClosedOnHello);
+                return Err(Disconnect::Error(e.into()));
             }
             Event::Eof => return Err(Disconnect::PeerClosed),
             Event::Stream(_) => return Err(not_streamed()),
@@ -192,10 +313,12 @@ async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The plain profile: one request at a time, replies in request order.
+/// `first` is the first event, already read.
 async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Ctx<H>,
     conn: &Connection,
     driver: &mut Driver<'_, Io>,
+    mut first: Option<Event>,
 ) -> Disconnect {
     loop {
         if driver.closing {
@@ -204,7 +327,13 @@ async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         if driver.stopping {
             return Disconnect::Shutdown;
         }
-        let frame = match driver.event(true).await {
+        // Only a check of `first` per frame: it is taken once, then `None`
+        // is never written again.
+        let event = match first {
+            None => driver.event(true).await,
+            Some(_) => first.take().expect("checked"),
+        };
+        let frame = match event {
             Event::Frame(frame) => {
                 // The first frame is in: its deadline no longer applies.
                 driver.hello_done();

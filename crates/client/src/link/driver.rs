@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use enchufe_framing::driver::{self, Deadlines, Event};
-use enchufe_framing::mux::{Header, Kind};
+use enchufe_framing::mux::{self, Header, Kind};
 use enchufe_framing::session::{self, Inbound, Role};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -41,6 +41,10 @@ pub(super) struct Driver<Io> {
     multiplexed: bool,
     /// Plain profile: reply slots in the order their requests were written.
     pending: VecDeque<Pending>,
+    /// Plain profile, until the first frame: that frame is checked for a
+    /// multiplexed hello (a server of the other profile), so that it is
+    /// never taken for a reply.
+    check_first: bool,
     /// Unsolicited frames for `recv`; bounded, so a client that does not
     /// read them stops the driver reading (backpressure to the server).
     incoming: PollSender<Result<BytesMut>>,
@@ -109,6 +113,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             shared,
             multiplexed,
             pending: VecDeque::new(),
+            check_first: !multiplexed,
             incoming: PollSender::new(wiring.incoming),
             held: None,
             report_end: wiring.report_end,
@@ -472,6 +477,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 Err(what) => return Err(Stop::Protocol(what)),
             }
         } else {
+            if self.check_first {
+                self.check_first = false;
+                if mux::is_hello(&frame) {
+                    let mismatch = enchufe_framing::Error::ProfileMismatch(mux::Mismatch::GotHello);
+                    return Err(Stop::Failed(mismatch));
+                }
+            }
             match self.pending.pop_front() {
                 // A timed-out request's late reply is dropped here.
                 Some(mut slot) => {

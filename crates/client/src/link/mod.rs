@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use enchufe_framing::mux::{Header, Hello, Kind, Profile};
+use enchufe_framing::mux::{self, Header, Hello, Kind, Mismatch, Profile};
 use enchufe_framing::session::{Abandon, InFlight};
 use enchufe_framing::{OutFrame, Signal, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -285,20 +285,19 @@ impl Link {
         config: &Config,
         addrs: (Option<SocketAddr>, Option<SocketAddr>),
         deadline: Instant,
-        shown: &str,
         wiring: Wiring,
     ) -> Result<Link>
     where
         Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut wire = Wire::new(io, &config.framing());
-        if config.profile == Profile::Multiplexed {
+        if config.profile != Profile::Plain {
+            // A server that never answers the hello speaks the plain
+            // profile and waits for a request (or is far too slow).
+            let no_hello = Mismatch::NoHello(config.connect_timeout);
             tokio::time::timeout_at(deadline, exchange_hellos(&mut wire, &config.node_id))
                 .await
-                .map_err(|_| Error::ConnectTimeout {
-                    addr: shown.to_owned(),
-                    after: config.connect_timeout,
-                })??;
+                .map_err(|_| Error::ProfileMismatch(no_hello))??;
         }
         Ok(Self::spawn(wire, config, addrs, wiring))
     }
@@ -327,7 +326,7 @@ impl Link {
             events: wiring.events.clone(),
         });
         let span = tracing::info_span!("client", peer = ?peer_addr);
-        let multiplexed = config.profile == Profile::Multiplexed;
+        let multiplexed = config.profile != Profile::Plain;
         let driver = Driver::new(
             wire,
             shared.clone(),
@@ -429,7 +428,7 @@ impl Link {
             deadline,
             timeout,
         };
-        if self.inner.profile != Profile::Multiplexed {
+        if self.inner.profile == Profile::Plain {
             // Plain: the driver registers the slot as it writes the frame.
             self.submit(OutFrame::plain(body), Some(slot), Some((deadline, timeout)))
                 .await?;
@@ -604,7 +603,9 @@ async fn feed<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Sends our hello and reads the server's (PROTOCOL.md, section 1).
+/// Sends our hello and reads the server's (PROTOCOL.md, section 1). What
+/// a server of the plain profile does instead (answers with a message,
+/// sends our hello back, closes) is [`Error::ProfileMismatch`].
 async fn exchange_hellos<Io: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<Io>,
     node_id: &str,
@@ -612,9 +613,19 @@ async fn exchange_hellos<Io: AsyncRead + AsyncWrite + Unpin>(
     let ours = Hello::new(node_id).encode().map_err(Error::Encode)?;
     // Each side sends its hello without waiting for the other's, so sending
     // before reading cannot deadlock.
-    wire.write(&OutFrame::plain(ours))?;
+    wire.write(&OutFrame::plain(ours.clone()))?;
     wire.flush().await?;
-    let theirs = wire.recv().await?.ok_or(Error::ClosedByPeer)?;
+    let theirs = wire
+        .recv()
+        .await?
+        .ok_or(Error::ProfileMismatch(Mismatch::ClosedOnHello))?;
+    if theirs[..] == ours[..] {
+        // A server answers with the acceptor flag set: this is ours.
+        return Err(Error::ProfileMismatch(Mismatch::Echoed));
+    }
+    if !mux::is_hello(&theirs) {
+        return Err(Error::ProfileMismatch(Mismatch::NotAHello));
+    }
     let hello = Hello::decode(&theirs)?;
     debug!(server = %hello.node_id, "hello exchanged");
     Ok(())
