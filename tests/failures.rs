@@ -148,8 +148,11 @@ async fn a_connection_ended_by_a_failure_is_reset_and_a_goodbye_is_not() {
         let lab = Lab::default();
         let server = serve(lab, Config::default().max_frame_length(1024)).await;
         let addr = server.local_addr();
+        // The plain profile, whose wire has no error frame: the failure
+        // is told by the reset (a multiplexed client gets error replies).
+        let plain = enchufe_client::Config::default().profile(Profile::Plain);
         for failing in ["fail", "panic", "big"] {
-            let client = Client::connect(addr).await.unwrap();
+            let client = Client::connect_with(addr, plain.clone()).await.unwrap();
             let err = client.request::<_, String>(failing).await.unwrap_err();
             assert!(
                 err.is_reset() && matches!(err, ClientError::ResetByPeer(_)),
@@ -169,7 +172,7 @@ async fn a_connection_ended_by_a_failure_is_reset_and_a_goodbye_is_not() {
         );
 
         // A goodbye: the handler closes its connection.
-        let client = Client::connect(addr).await.unwrap();
+        let client = Client::connect_with(addr, plain).await.unwrap();
         let reply: String = client.request("hi").await.unwrap();
         assert_eq!(reply, "echo:hi");
         let err = client.request::<_, String>("bye").await.unwrap_err();

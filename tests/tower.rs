@@ -147,7 +147,10 @@ async fn a_service_error_closes_a_plain_connection() {
             .await
             .unwrap()
             .serve(ServiceHandler::new(service));
-        let client = Client::connect(server.local_addr()).await.unwrap();
+        let plain = client::Config::default().profile(Profile::Plain);
+        let client = Client::connect_with(server.local_addr(), plain)
+            .await
+            .unwrap();
         let reply = client.request::<_, String>("x").await;
         assert!(
             matches!(reply, Err(ref e) if e.is_closed()),

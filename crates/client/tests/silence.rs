@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use enchufe_client::{Client, Config, Error, Event, Reconnect};
+use enchufe_framing::mux::Profile;
 use enchufe_framing::net::{BoxFuture, Connect, Connected};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, Mutex};
@@ -15,8 +16,10 @@ use tokio::sync::{mpsc, Mutex};
 const SILENCE: Duration = Duration::from_secs(1);
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// The plain profile: the other ends here are plain echoes.
 fn config() -> Config {
     Config::default()
+        .profile(Profile::Plain)
         .request_timeout(Duration::from_secs(30))
         .silence_timeout(SILENCE)
 }
