@@ -1,8 +1,9 @@
 //! The whole tour in one program that exits by itself (CI runs it): a server,
 //! three clients connected concurrently making requests, a push to one client
-//! and a broadcast to all, half-close, graceful shutdown, a summary. Then the
-//! multiplexed profile: requests in flight at once on one connection, answered
-//! out of order yet each matched to its request, pushes kept apart from replies.
+//! and a broadcast to all, half-close, graceful shutdown, a summary. Then
+//! requests in flight at once on one connection (the multiplexed profile, the
+//! clients' default), answered out of order yet each matched to its request,
+//! pushes kept apart from replies.
 //!
 //! Unlike the other examples, `--addr` defaults to `127.0.0.1:0` (a free port);
 //! the two servers use it one after the other.

@@ -348,7 +348,7 @@ impl ErrorCode {
 ///
 /// Every mismatch is an error, never a wrong answer: a plain end that reads
 /// a multiplexed hello, and a multiplexed end whose hello is not answered
-/// by one, stop with [`Error::ProfileMismatch`](crate::Error::ProfileMismatch)
+/// by one, stop with [`Error::ProfileMismatch`]
 /// saying which [`Mismatch`] and which setting to change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]

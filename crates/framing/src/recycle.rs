@@ -1,6 +1,6 @@
 //! Large frames' buffers, given back for the next large frame.
 //!
-//! A frame of [`LARGE_FRAME`](crate::LARGE_FRAME) bytes or more arrives into
+//! A frame of [`LARGE_FRAME`] bytes or more arrives into
 //! a buffer of its own, which leaves the connection with the frame. A
 //! program that receives many of them (a file receiver: one 1 MiB chunk per
 //! frame) allocates and frees a large buffer per frame, and glibc's malloc

@@ -124,7 +124,7 @@ pub enum Admit {
     /// began); a one-way message is dropped.
     ShuttingDown,
     /// A request whose id is already running or parked: answer it with
-    /// [`ErrorCode::DuplicateId`](crate::mux::ErrorCode::DuplicateId); the
+    /// [`ErrorCode::DuplicateId`]; the
     /// first goes on untouched.
     Duplicate,
 }
