@@ -12,8 +12,10 @@
 //! Checked:
 //! - the server closes the connection within 5 s of the client's
 //!   half-close, whatever came before (no hang), and keeps accepting;
-//! - plain (an echo handler, 1 KiB frame limit): the bytes that come back
-//!   are exactly the frames of a reference parser of what was sent, echoed
+//! - plain (an echo handler, 1 KiB frame limit): nothing comes back when the
+//!   first frame is a multiplexed hello (the server refuses it); otherwise
+//!   the bytes that come back are exactly the frames of a reference parser
+//!   of what was sent, echoed
 //!   (a prefix of them when a frame over the limit makes the server stop
 //!   reading: the socket may then be reset with replies unread);
 //! - multiplexed (the same handler): what comes back is whole frames,
@@ -28,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use enchufe_framing::mux::Hello;
+use enchufe_framing::mux::{is_hello, Hello};
 use enchufe_framing::Bytes;
 use enchufe_fuzz::{reference_frames, End, Script};
 use enchufe_server::{handler_fn, Config, Profile, Server, ServerHandle};
@@ -147,6 +149,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (frames, end) = reference_frames(&sent, MAX_FRAME);
+    if frames.first().is_some_and(|f| is_hello(f)) {
+        // A multiplexed hello as the first frame: a server pinned to the
+        // plain profile refuses it (a profile mismatch) and answers nothing.
+        assert!(received.is_empty(), "a plain server answered a hello");
+        return;
+    }
     let echoed: Vec<u8> = frames.iter().flat_map(|f| frame(f)).collect();
     match end {
         End::TooLarge { .. } => assert!(
