@@ -1,4 +1,4 @@
-//! Sends a file to a receiver: verified with BLAKE3, resumable, with a
+//! Sends a file to a receiver: verified with XXH3-128, resumable, with a
 //! progress bar on both ends (hidden when stderr is not a terminal).
 //!
 //! ```sh
@@ -86,7 +86,7 @@ async fn main() -> Result<()> {
                                 path, size, hash, ..
                             }) => {
                                 println!(
-                                    "received {} ({size} bytes, blake3 {hash})",
+                                    "received {} ({size} bytes, xxh3-128 {hash})",
                                     path.display()
                                 );
                                 break;
@@ -148,7 +148,7 @@ async fn main() -> Result<()> {
             tokio::select! {
                 r = upload.send(&client) => {
                     let r = r?;
-                    println!("sent {} ({} bytes, blake3 {}, resumed from {})", r.name, r.size, r.hash, r.resumed_from);
+                    println!("sent {} ({} bytes, xxh3-128 {}, resumed from {})", r.name, r.size, r.hash, r.resumed_from);
                 }
                 () = stop::signal() => return Err("interrupted: send again to resume".into()),
             }

@@ -50,7 +50,7 @@
 //! | `enchufe-client` | [`client`] | [`Client`], [`MultiClient`] |
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
 //! | `enchufe-udp` | [`udp`] | [`UdpServer`], [`UdpClient`], `udp::Handler` (datagrams) |
-//! | `enchufe-transfer` | [`transfer`] | `transfer::Upload`, `transfer::Receiver` (files and streams: chunks, BLAKE3, progress, resume), `transfer::course` |
+//! | `enchufe-transfer` | [`transfer`] | `transfer::Upload`, `transfer::Receiver` (files and streams: chunks, XXH3-128, progress, resume), `transfer::course` |
 //! | `enchufe-http` | [`http`] | `http::Server`, `http::Handler`, `http::RequestHead` (HTTP/1.1 GET on the same driver) |
 //! | `enchufe-transports` | `tls`, `ws` (features) | TLS `Acceptor` / `Connector` (rustls); the WebSocket upgrade and `WsIo` |
 //!

@@ -547,12 +547,21 @@ async fn a_lying_sender_gets_typed_refusals_by_the_bytes() {
         let client = t.client().await;
         let offer = |id: &[u8; 16], name: &str, size: u64| {
             let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            control(serde_json::json!({"type": "offer", "id": id, "name": name, "size": size, "restart": false}))
+            control(serde_json::json!({"type": "offer", "id": id, "name": name, "size": size, "digest": "xxh3-128", "restart": false}))
         };
         let finish = |id: &[u8; 16], hash: &str| {
             let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
             control(serde_json::json!({"type": "finish", "id": id, "hash": hash}))
         };
+
+        // An offer checked with another hash (another version of enchufe):
+        // refused at once, naming both, before any byte is sent.
+        let other = control(serde_json::json!({"type": "offer", "id": "0f".repeat(16), "name": "o.txt",
+            "size": 8, "digest": "blake3", "restart": false}));
+        let r = ask(&client, other).await;
+        assert_eq!(r["reason"], "protocol", "{r}");
+        let message = r["message"].as_str().unwrap();
+        assert!(message.contains("\"blake3\"") && message.contains("\"xxh3-128\""), "{message}");
 
         // A wrong hash: the bytes arrive, the file never takes its name.
         let a = [0xa; 16];

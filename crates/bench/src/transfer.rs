@@ -109,7 +109,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     );
     println!("| what | time | throughput | × iperf3 | sender peak RSS | receiver peak RSS |");
     println!("|---|---|---|---|---|---|");
-    row("`file_transfer` (chunks, BLAKE3, fsync)", &ours);
+    row("`file_transfer` (chunks, XXH3-128, fsync)", &ours);
     row(
         "the same, glibc malloc told to keep freed memory (`MALLOC_*` below)",
         &tuned,

@@ -80,9 +80,9 @@ pub enum Error {
     /// The bytes received do not hash to what the sender computed.
     #[error("hash mismatch: sender {expected}, received {actual}")]
     HashMismatch {
-        /// The sender's BLAKE3, in hex.
+        /// The sender's XXH3-128, in hex.
         expected: String,
-        /// The receiver's BLAKE3 of what arrived, in hex.
+        /// The receiver's XXH3-128 of what arrived, in hex.
         actual: String,
     },
     /// The body ended before its declared size.

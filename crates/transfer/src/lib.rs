@@ -3,8 +3,8 @@
 //! Send a file, or any `AsyncRead` of a known size, from a [`Client`] to a
 //! server whose handler is a [`Receiver`] (or calls one). The body travels
 //! as chunks (1 MiB by default), so files over 4 GiB work and memory stays
-//! bounded by the window of chunks in flight; a BLAKE3 hash checks it end to
-//! end; both ends report progress; either end can cancel; a transfer cut
+//! bounded by the window of chunks in flight; an XXH3-128 hash checks it end
+//! to end against corruption (TLS is what guards against tampering); both ends report progress; either end can cancel; a transfer cut
 //! halfway resumes from what the receiver already holds.
 //!
 //! ```text
@@ -14,7 +14,7 @@
 //!                                 prefix hash}
 //!   chunk (id, offset, bytes) ×window ──────>   queue -> writer task:
 //!                          <── ack ×window       reorder, hash, write
-//!   finish {BLAKE3} ─────────────────────────>  all bytes? hash equal?
+//!   finish {XXH3-128} ──────────────────────>  all bytes? hash equal?
 //!                          <── done              fsync, rename to DIR/name
 //! ```
 //!
@@ -72,6 +72,7 @@
 //! [`Client`]: enchufe_client::Client
 
 pub mod course;
+mod digest;
 mod error;
 mod protocol;
 pub mod receiver;

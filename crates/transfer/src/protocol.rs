@@ -17,6 +17,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use enchufe_framing::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
 use crate::error::Reason;
 
 /// The first bytes of every transfer frame.
@@ -43,12 +44,12 @@ impl TransferId {
         TransferId(bytes)
     }
 
-    /// A fresh id: a BLAKE3 of the clock, the process id and a counter, so
-    /// two calls never repeat (no random-number crate needed).
+    /// A fresh id: an XXH3-128 of the clock, the process id and a counter,
+    /// so two calls never repeat (no random-number crate needed).
     pub fn random() -> TransferId {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut h = blake3::Hasher::new();
+        let mut h = Digest::new();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -62,7 +63,7 @@ impl TransferId {
     /// same name, size and modification time give the same id, so sending
     /// it again resumes; a changed file gets a new one.
     pub fn for_file(name: &str, size: u64, modified: Option<std::time::SystemTime>) -> TransferId {
-        let mut h = blake3::Hasher::new();
+        let mut h = Digest::new();
         h.update(name.as_bytes());
         h.update(&[0]);
         h.update(&size.to_le_bytes());
@@ -72,10 +73,8 @@ impl TransferId {
         TransferId::derive(h)
     }
 
-    fn derive(h: blake3::Hasher) -> TransferId {
-        let mut id = [0; 16];
-        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
-        TransferId(id)
+    fn derive(h: Digest) -> TransferId {
+        TransferId(h.bytes())
     }
 
     /// The id's bytes.
@@ -135,12 +134,13 @@ impl<'de> Deserialize<'de> for TransferId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Control {
-    /// Sender: I have `size` bytes named `name`; `restart` drops any partial
-    /// file kept for this id.
+    /// Sender: I have `size` bytes named `name`, checked with the hash
+    /// named `digest`; `restart` drops any partial file kept for this id.
     Offer {
         id: TransferId,
         name: String,
         size: u64,
+        digest: String,
         restart: bool,
     },
     /// Receiver: send from `offset`; the `offset` bytes kept hash to
@@ -212,6 +212,27 @@ pub(crate) fn reuse_chunk_buffer(mut buf: BytesMut, id: TransferId, offset: u64)
     buf.put_u8(CHUNK);
     buf.put_slice(id.as_bytes());
     buf.put_u64(offset);
+    buf
+}
+
+/// A chunk's frame of exactly `len` data bytes, its header written, for a
+/// blocking read in place over whatever `buf` held: a buffer that served an
+/// earlier chunk keeps its length, so only bytes it never held are zeroed
+/// (zeroing every 1 MiB chunk before reading over it was 7% of a sender's
+/// CPU in `perf`).
+pub(crate) fn sized_chunk_buffer(
+    mut buf: BytesMut,
+    id: TransferId,
+    offset: u64,
+    len: usize,
+) -> BytesMut {
+    buf.truncate(CHUNK_HEADER + len);
+    buf.resize(CHUNK_HEADER + len, 0);
+    let mut header = &mut buf[..CHUNK_HEADER];
+    header.put_slice(MAGIC);
+    header.put_u8(CHUNK);
+    header.put_slice(id.as_bytes());
+    header.put_u64(offset);
     buf
 }
 
@@ -322,6 +343,7 @@ mod tests {
             id,
             name: "año.bin".into(),
             size: 5 << 30,
+            digest: crate::digest::ALGORITHM.into(),
             restart: false,
         });
         assert_eq!(round_trip(offer.clone()), offer);

@@ -6,7 +6,7 @@
 //!    offer  -> registry (limits) -> spawn a writer task -> Accept{offset}
 //!    chunk  -> writer's bounded queue (window) -> Ack       (no disk wait)
 //!    finish -> writer: all bytes? hash equal? fsync, rename -> Done
-//!  writer task (one per transfer, owns the file and the running BLAKE3)
+//!  writer task (one per transfer, owns the file and the running XXH3-128)
 //!    chunks reordered by offset (at most `window` ahead), written in
 //!    batches on the blocking pool; idle deadline; cancel deletes, a cut
 //!    (connection gone, stall, shutdown) keeps the partial file for a resume
@@ -25,6 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::digest::{Digest, ALGORITHM};
 use crate::error::{Error, Reason, Result};
 use crate::protocol::{Chunk, Control, Frame, FrameKind, TransferId};
 use crate::Progress;
@@ -145,7 +146,7 @@ pub enum Event {
         path: PathBuf,
         /// Its size.
         size: u64,
-        /// Its BLAKE3, in hex.
+        /// Its XXH3-128, in hex.
         hash: String,
     },
     /// The transfer ended without a file (see [`Error::reason`]).
@@ -164,7 +165,7 @@ pub enum Event {
 /// [`Routed::Transfer`](crate::Routed::Transfer).
 ///
 /// A file is written as `DIR/.enchufe-<id>.part` and renamed to
-/// `DIR/<name>` only once every byte arrived and its BLAKE3 equals the
+/// `DIR/<name>` only once every byte arrived and its XXH3-128 equals the
 /// sender's; a failed, cancelled or cut transfer never leaves a file under
 /// the final name. A cut one (connection lost, stalled, shut down) keeps
 /// its partial file, and the same id offered again resumes from it.
@@ -290,8 +291,9 @@ impl Receiver {
                 id,
                 name,
                 size,
+                digest,
                 restart,
-            }) => self.offer(id, name, size, restart, conn).await,
+            }) => self.offer(id, name, size, &digest, restart, conn).await,
             FrameKind::Control(Control::Finish { id, hash }) => self.finish(id, hash).await,
             FrameKind::Control(Control::Cancel { id }) => self.cancel_requested(id).await,
             FrameKind::Control(other) => Err(Error::Protocol(format!(
@@ -334,10 +336,17 @@ impl Receiver {
         id: TransferId,
         name: String,
         size: u64,
+        digest: &str,
         restart: bool,
         conn: &Connection,
     ) -> Result<Control> {
         let config = &self.inner.config;
+        if digest != ALGORITHM {
+            return Err(Error::Protocol(format!(
+                "the sender checks the body with {digest:?}, this receiver with {ALGORITHM:?}: \
+                 use the same version of enchufe on both ends"
+            )));
+        }
         check_name(&name)?;
         if size > config.max_file_size {
             return Err(Error::TooLarge {
@@ -577,7 +586,7 @@ struct Writer {
 /// blocking pool for each write and back.
 struct Sink {
     file: std::fs::File,
-    hasher: blake3::Hasher,
+    hasher: Digest,
 }
 
 /// How a writer ended, and whether its partial file stays.
@@ -602,7 +611,7 @@ impl Writer {
         let end = match self.open(restart).await {
             Ok((sink, offset)) => {
                 let config = &self.inner.config;
-                let prefix_hash = sink.hasher.finalize().to_hex().to_string();
+                let prefix_hash = sink.hasher.hex();
                 let (progress, progress_rx) = watch::channel(Progress {
                     done: offset,
                     total: self.size,
@@ -650,7 +659,7 @@ impl Writer {
                 file.set_len(0)?;
                 held = 0;
             }
-            let mut hasher = blake3::Hasher::new();
+            let mut hasher = Digest::new();
             std::io::copy(&mut (&mut file).take(held), &mut hasher)?;
             file.seek(std::io::SeekFrom::Start(held))?;
             Ok((Sink { file, hasher }, held))
@@ -744,7 +753,7 @@ impl Writer {
             };
             return End::Failed(e, Keep::Partial);
         }
-        let actual = sink.hasher.finalize().to_hex().to_string();
+        let actual = sink.hasher.hex();
         if actual != hash {
             let e = Error::HashMismatch {
                 expected: hash.to_owned(),

@@ -17,9 +17,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::digest::{Digest, ALGORITHM};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    chunk_buffer, reuse_chunk_buffer, Control, Frame, FrameKind, TransferId, CHUNK_HEADER,
+    reuse_chunk_buffer, sized_chunk_buffer, Control, Frame, FrameKind, TransferId, CHUNK_HEADER,
 };
 use crate::Progress;
 
@@ -308,7 +309,7 @@ impl Upload {
     async fn run(&mut self, client: &Client, cancel: &CancellationToken) -> Result<Receipt> {
         let (mut offset, max_chunk, window, prefix) =
             self.offer(client, cancel, self.restart).await?;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = Digest::new();
         if offset > 0 && !self.prefix_matches(&mut hasher, offset, &prefix).await? {
             match &mut self.source {
                 Source::File(file) => {
@@ -381,7 +382,7 @@ impl Upload {
         }
         let hasher = producer.finish().await?;
 
-        let hash = hasher.finalize().to_hex().to_string();
+        let hash = hasher.hex();
         let finish = Frame::control(Control::Finish {
             id: self.id,
             hash: hash.clone(),
@@ -412,6 +413,7 @@ impl Upload {
             id: self.id,
             name: self.name.clone(),
             size: self.size,
+            digest: ALGORITHM.into(),
             restart,
         });
         // The receiver may hash a long partial file back first: as long as
@@ -456,7 +458,7 @@ impl Upload {
     /// they hash to what the receiver holds.
     async fn prefix_matches(
         &mut self,
-        hasher: &mut blake3::Hasher,
+        hasher: &mut Digest,
         offset: u64,
         prefix: &str,
     ) -> Result<bool> {
@@ -475,7 +477,7 @@ impl Upload {
             hasher.update(&buf[..n]);
             left -= n as u64;
         }
-        Ok(hasher.finalize().to_hex().as_str() == prefix)
+        Ok(hasher.hex() == prefix)
     }
 }
 
@@ -486,7 +488,7 @@ struct Job {
     offset: u64,
     size: u64,
     chunk: usize,
-    hasher: blake3::Hasher,
+    hasher: Digest,
 }
 
 /// Chunk frames, ready to send, in order; an error ends them.
@@ -500,11 +502,11 @@ const READ_AHEAD: usize = 2;
 /// body. Dropping it stops the producer (a task is aborted; a blocking
 /// read ends at its next chunk, which no one takes).
 struct Producer {
-    handle: tokio::task::JoinHandle<Option<blake3::Hasher>>,
+    handle: tokio::task::JoinHandle<Option<Digest>>,
 }
 
 impl Producer {
-    async fn finish(mut self) -> Result<blake3::Hasher> {
+    async fn finish(mut self) -> Result<Digest> {
         match (&mut self.handle).await {
             Ok(Some(hasher)) => Ok(hasher),
             // The error went down the channel, which the loop already read.
@@ -543,14 +545,12 @@ async fn produce(source: Source, job: Job, window: usize) -> Result<(Chunks, Rec
     Ok((rx, recycle, Producer { handle }))
 }
 
-/// The buffer for the next chunk: an answered chunk's when one came back
-/// and is large enough, else a new one.
-fn next_buffer(job: &mut Job, len: usize, reuse: &mut mpsc::Receiver<BytesMut>) -> BytesMut {
+/// The buffer for the next chunk of `len` bytes: an answered chunk's when
+/// one came back and is large enough, else a new one.
+fn next_buffer(len: usize, reuse: &mut mpsc::Receiver<BytesMut>) -> BytesMut {
     match reuse.try_recv() {
-        Ok(buf) if buf.capacity() >= CHUNK_HEADER + len => {
-            reuse_chunk_buffer(buf, job.id, job.offset)
-        }
-        _ => chunk_buffer(job.id, job.offset, len),
+        Ok(buf) if buf.capacity() >= CHUNK_HEADER + len => buf,
+        _ => BytesMut::with_capacity(CHUNK_HEADER + len),
     }
 }
 
@@ -560,7 +560,7 @@ fn produce_from_file(
     mut job: Job,
     tx: &mpsc::Sender<Result<Bytes>>,
     reuse: &mut mpsc::Receiver<BytesMut>,
-) -> Option<blake3::Hasher> {
+) -> Option<Digest> {
     use std::io::{Read, Seek};
     // The async reads of a resume check may have read ahead of `offset`.
     if let Err(e) = file.seek(std::io::SeekFrom::Start(job.offset)) {
@@ -569,8 +569,7 @@ fn produce_from_file(
     }
     while job.offset < job.size {
         let len = job.chunk.min((job.size - job.offset) as usize);
-        let mut buf = next_buffer(&mut job, len, reuse);
-        buf.resize(CHUNK_HEADER + len, 0);
+        let mut buf = sized_chunk_buffer(next_buffer(len, reuse), job.id, job.offset, len);
         let mut got = 0;
         while got < len {
             match file.read(&mut buf[CHUNK_HEADER + got..]) {
@@ -603,10 +602,10 @@ async fn produce_from_reader(
     mut job: Job,
     tx: mpsc::Sender<Result<Bytes>>,
     mut reuse: mpsc::Receiver<BytesMut>,
-) -> Option<blake3::Hasher> {
+) -> Option<Digest> {
     while job.offset < job.size {
         let len = job.chunk.min((job.size - job.offset) as usize);
-        let mut buf = next_buffer(&mut job, len, &mut reuse);
+        let mut buf = reuse_chunk_buffer(next_buffer(len, &mut reuse), job.id, job.offset);
         while buf.len() < CHUNK_HEADER + len {
             let want = (CHUNK_HEADER + len - buf.len()) as u64;
             match (&mut reader).take(want).read_buf(&mut buf).await {
