@@ -226,6 +226,27 @@ async fn bad_input_is_typed_and_leaves_no_file() {
 }
 
 #[tokio::test]
+async fn a_source_shorter_than_its_size_is_typed_after_what_it_gave() {
+    bounded("a_source_shorter_than_its_size", async {
+        // Over several buffers, so that the sender is reading ahead of
+        // what it writes when the source ends.
+        let (size, has) = (3 * course::BUFFER as u64, 5 * course::BUFFER as u64 / 2);
+        let (mut a, mut b) = tokio::io::duplex(64 << 10);
+        let drain = tokio::spawn(async move { tokio::io::copy(&mut b, &mut tokio::io::sink()).await });
+        let source = tokio::io::repeat(7).take(has);
+        let r = course::send(&mut a, source, size, &Default::default(), None).await;
+        assert!(
+            matches!(r, Err(Error::SourceEnded { expected, read }) if expected == size && read == has),
+            "{r:?}"
+        );
+        drop(a);
+        // The size header and every byte the source gave went out.
+        assert_eq!(drain.await.unwrap().unwrap(), 4 + has);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bad_names_are_refused_before_reading() {
     let out = tempfile::tempdir().unwrap();
     for name in ["", "..", "../x", "a/b", "/etc/passwd", "a\0b", "C:\\x"] {
