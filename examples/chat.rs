@@ -23,16 +23,7 @@ use enchufe::client::Error as ClientError;
 use enchufe::server::Profile;
 use enchufe::{Client, Server};
 
-#[path = "support/log.rs"]
-mod log;
-#[path = "support/room.rs"]
-mod room;
-#[path = "support/stdin.rs"]
-mod stdin;
-#[path = "support/stop.rs"]
-mod stop;
-#[path = "support/web.rs"]
-mod web;
+mod support;
 
 /// A chat room: run one server, then any number of clients.
 #[derive(Parser)]
@@ -59,7 +50,7 @@ enum Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let (addr, nick) = match Args::parse() {
         Args::Client { addr, nick } => (addr, nick),
         Args::Server { addr, web } => {
@@ -68,13 +59,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .profile(Profile::Multiplexed)
                 .idle_timeout(None);
             let server = Server::bind(addr.as_str()).await?.with_config(config);
-            let server = web::listen(server, web.as_deref()).await?;
-            let server = server.serve(room::Room::default());
+            let server = support::web::listen(server, web.as_deref()).await?;
+            let server = server.serve(support::room::Room::default());
             if let Some(web) = server.ws_addr() {
                 tracing::info!(%web, "browsers: open http://{web}/");
             }
             tracing::info!(addr = %server.local_addr(), "chat server ready; Ctrl-C to stop");
-            stop::signal().await;
+            support::stop::signal().await;
             server.shutdown().await;
             return Ok(());
         }
@@ -95,19 +86,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, ClientError>(()) // the server closed
     });
 
-    let mut lines = stdin::lines();
+    let mut lines = support::stdin::lines();
     loop {
         tokio::select! {
-            line = lines.recv() => match line {
+            line = lines.next() => match line {
                 Some(line) => match client.request::<_, String>(line).await {
                     Ok(reply) => if !reply.is_empty() { println!("{reply}") },
                     Err(ClientError::Remote { message, .. }) => println!("error: {message}"),
                     Err(e) => return Err(e.into()),
                 },
-                None => break, // end of input
+                None => break, // end of input, Ctrl-C or SIGTERM
             },
             ended = &mut printer => return Ok(ended??), // the server closed first
-            () = stop::signal() => break,
         }
     }
     // Half-close: every line has had its reply (or Ctrl-C): the server

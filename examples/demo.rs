@@ -14,8 +14,7 @@
 //! RUST_LOG=debug cargo run --example demo
 //! ```
 
-#[path = "support/log.rs"]
-mod log;
+mod support;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,7 +40,7 @@ const COMMANDS: [&str; 2] = ["saltar", "correr"];
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let args = Args::parse();
     let started = Instant::now();
     // A bug must fail CI quickly instead of hanging it.

@@ -31,8 +31,7 @@ use enchufe::{Client, Profile};
 use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
-#[path = "support/tls.rs"]
-mod tls;
+mod support;
 
 /// Sends stdin lines to a server and prints what it sends back.
 #[derive(Parser)]
@@ -62,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
-    let config = tls::client(
+    let config = support::tls::client(
         Config::default().profile(Profile::Plain),
         args.tls_ca.as_deref(),
         args.tls_name.as_deref(),

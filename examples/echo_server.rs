@@ -37,12 +37,7 @@ use enchufe::server::{Config, Profile};
 use enchufe::{handler_fn, Server};
 use tracing_subscriber::EnvFilter;
 
-#[path = "support/nofile.rs"]
-mod nofile;
-#[path = "support/stop.rs"]
-mod stop;
-#[path = "support/tls.rs"]
-mod tls;
+mod support;
 
 /// Sends every frame back unchanged.
 #[derive(Parser)]
@@ -97,17 +92,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (server, addr)
         }
     };
-    let server = tls::server(server, args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    let server = support::tls::server(server, args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let server = server.with_config(config);
     // Stdout carries only this line, for scripts that asked for port 0.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
-    let open_files = nofile::raise();
+    let open_files = support::nofile::raise();
     tracing::info!(%addr, ?profile, ?open_files, "echo server ready; Ctrl-C or SIGTERM to stop");
 
     // Request = Response = Bytes: the payload is handed back as it arrived.
     let echo = handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) });
-    server.run(echo, stop::signal()).await;
+    server.run(echo, support::stop::signal()).await;
     if let Some(path) = &args.unix {
         let _ = std::fs::remove_file(path);
     }

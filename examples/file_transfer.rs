@@ -13,12 +13,7 @@
 //! raw body, and `Gracias.` back (`--max-size` bounds what `recv` accepts).
 //! The course's Python sender and receiver are the other end as well.
 
-#[path = "support/log.rs"]
-mod log;
-#[path = "support/progress.rs"]
-mod progress;
-#[path = "support/stop.rs"]
-mod stop;
+mod support;
 
 use std::path::PathBuf;
 
@@ -59,7 +54,7 @@ enum Cli {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    log::init();
+    support::log::init();
     match Cli::parse() {
         Cli::Recv {
             addr,
@@ -80,7 +75,7 @@ async fn main() -> Result<()> {
                     loop {
                         match events.recv().await {
                             Ok(Event::Started { name, progress, .. }) => {
-                                drop(progress::show(name, progress))
+                                drop(support::progress::show(name, progress))
                             }
                             Ok(Event::Finished {
                                 path, size, hash, ..
@@ -97,7 +92,7 @@ async fn main() -> Result<()> {
                     }
                 }
             };
-            tokio::select! { () = received => {}, () = stop::signal() => {} }
+            tokio::select! { () = received => {}, () = support::stop::signal() => {} }
             server.shutdown().await;
             receiver.shutdown().await;
         }
@@ -123,7 +118,7 @@ async fn main() -> Result<()> {
                     };
                     let name = format!("recibido-{n}.bin");
                     let (tx, rx) = watch::channel(Progress::default());
-                    let shown = progress::show(name.clone(), rx);
+                    let shown = support::progress::show(name.clone(), rx);
                     match course::receive(&mut stream, &out, &name, &config, Some(&tx)).await {
                         Ok((path, size)) => {
                             println!("received {} ({size} bytes)", path.display());
@@ -135,7 +130,7 @@ async fn main() -> Result<()> {
                     let _ = shown.await;
                 }
             };
-            tokio::select! { () = received => {}, () = stop::signal() => {} }
+            tokio::select! { () = received => {}, () = support::stop::signal() => {} }
         }
         Cli::Send {
             addr,
@@ -144,13 +139,13 @@ async fn main() -> Result<()> {
         } => {
             let client = Client::connect(&addr).await?;
             let upload = Upload::file(&file).await?;
-            progress::show(progress::name_of(&file), upload.progress());
+            support::progress::show(support::progress::name_of(&file), upload.progress());
             tokio::select! {
                 r = upload.send(&client) => {
                     let r = r?;
                     println!("sent {} ({} bytes, blake3 {}, resumed from {})", r.name, r.size, r.hash, r.resumed_from);
                 }
-                () = stop::signal() => return Err("interrupted: send again to resume".into()),
+                () = support::stop::signal() => return Err("interrupted: send again to resume".into()),
             }
         }
         Cli::Send { addr, file, .. } => {
@@ -158,7 +153,7 @@ async fn main() -> Result<()> {
             let source = tokio::fs::File::open(&file).await?;
             let size = source.metadata().await?.len();
             let (tx, rx) = watch::channel(Progress::default());
-            progress::show(progress::name_of(&file), rx);
+            support::progress::show(support::progress::name_of(&file), rx);
             let reply =
                 course::send(&mut stream, source, size, &Default::default(), Some(&tx)).await?;
             println!("Respuesta: {}", String::from_utf8_lossy(&reply));

@@ -18,12 +18,7 @@
 //!
 //! `tests/hosts/mesh.sh` drives three of these across network namespaces.
 
-#[path = "support/log.rs"]
-mod log;
-#[path = "support/stdin.rs"]
-mod stdin;
-#[path = "support/stop.rs"]
-mod stop;
+mod support;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -90,7 +85,7 @@ async fn command(peer: &Peer, line: &str) -> Result<bool, Box<dyn std::error::Er
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let args = Args::parse();
     let mut config = PeerConfig::new(args.id.as_str());
     if let Some(ms) = args.keepalive_ms {
@@ -123,7 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!(id = peer.id(), addr = %peer.local_addr(), "peer up; commands on stdin");
 
-    let mut lines = stdin::lines();
+    let mut lines = support::stdin::lines();
     loop {
         tokio::select! {
             // Both `recv`s are cancel-safe: nothing is lost when the other wins.
@@ -135,15 +130,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok(_) => {} // kinds added later
                 Err(RecvError::Closed) => break,
             },
-            line = lines.recv() => match line {
+            line = lines.next() => match line {
                 Some(line) => match command(&peer, &line).await {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => println!("error {e}"),
                 },
-                None => break, // end of input, or stdin unreadable
+                None => break, // end of input, Ctrl-C or SIGTERM
             },
-            () = stop::signal() => break,
         }
     }
     peer.close().await;

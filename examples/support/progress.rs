@@ -1,6 +1,5 @@
 //! The `file_transfer` example's progress bars (indicatif), one per
-//! transfer, drawn on stderr only when it is a terminal
-//! (`#[path = "support/progress.rs"] mod progress;`).
+//! transfer, drawn on stderr only when it is a terminal.
 
 use std::io::IsTerminal;
 use std::path::Path;
