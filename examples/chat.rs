@@ -9,9 +9,8 @@
 //! printf '/who\nhola a todos\n/msg bob secreto\n' | cargo run --example chat -- client --nick ana
 //! ```
 //!
-//! Browsers join the same room with `--web`: the server then also answers
-//! `http://127.0.0.1:8081/` with a chat page (`support/chat.html`) that
-//! connects back over a WebSocket on that port (feature `ws`):
+//! With `--web` (feature `ws`) the server also serves `support/chat.html`, a
+//! page from which browsers join the same room over a WebSocket:
 //!
 //! ```text
 //! cargo run --features ws --example chat -- server --web 127.0.0.1:8081
@@ -25,12 +24,10 @@ use enchufe::{Client, Server};
 
 mod support;
 
-/// A chat room: run one server, then any number of clients.
 #[derive(Parser)]
 enum Args {
     /// Runs the chat server until Ctrl-C or SIGTERM.
     Server {
-        /// Address to listen on.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         addr: String,
         /// Also serve the chat page and WebSocket here, for browsers.
@@ -39,7 +36,6 @@ enum Args {
     },
     /// Joins the room; stdin lines are messages, `/who`, `/msg NICK TEXT`.
     Client {
-        /// Server to connect to.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         addr: String,
         /// Your nickname: one word, unique in the room.
@@ -61,19 +57,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let server = Server::bind(addr.as_str()).await?.with_config(config);
             let server = support::web::listen(server, web.as_deref()).await?;
             let server = server.serve(support::room::Room::default());
-            if let Some(web) = server.ws_addr() {
-                tracing::info!(%web, "browsers: open http://{web}/");
-            }
-            tracing::info!(addr = %server.local_addr(), "chat server ready; Ctrl-C to stop");
+            let browsers = server.ws_addr().map(|web| format!("http://{web}/"));
+            tracing::info!(addr = %server.local_addr(), ?browsers, "chat server ready; Ctrl-C to stop");
             support::stop::signal().await;
             server.shutdown().await;
             return Ok(());
         }
     };
 
-    let config = enchufe::client::Config::default().profile(Profile::Multiplexed);
-    let client = Client::connect_with(addr.as_str(), config).await?;
-    // A taken nickname ends the program here, with the server's reason.
+    let client = Client::connect(addr.as_str()).await?; // multiplexed: the default
+                                                        // A taken nickname ends the program here, with the server's reason.
     let _ok: String = client.request(format!("/nick {nick}")).await?;
     tracing::info!(server = %addr, nick, "joined; /who, /msg NICK TEXT, Ctrl-D to leave");
 
@@ -100,8 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ended = &mut printer => return Ok(ended??), // the server closed first
         }
     }
-    // Half-close: every line has had its reply (or Ctrl-C): the server
-    // closes, ending the printer.
+    // Half-close: every line has had its reply; the server closes, ending the printer.
     client.close().await?;
     printer.await??;
     Ok(())
