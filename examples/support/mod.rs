@@ -5,6 +5,7 @@
 // Each example uses some of these, so the rest is dead code in it.
 #![allow(dead_code)]
 
+pub(crate) mod args;
 pub(crate) mod log;
 pub(crate) mod nofile;
 pub(crate) mod progress;
