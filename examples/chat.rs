@@ -2,18 +2,14 @@
 //! else as a push `ana: hola`, `/msg bob text` to bob alone, `/who` lists the
 //! room, `* ana joined` / `* ana left` go to everyone. Every line is a request,
 //! so a mistake comes back as that line's error; pushes never pass for replies.
+//! With `--web` (feature `ws`), browsers join the same room from a page
+//! (`support/chat.html`) served there.
 //!
 //! ```text
 //! cargo run --example chat -- server --addr 127.0.0.1:8080              # terminal 1
 //! cargo run --example chat -- client --addr 127.0.0.1:8080 --nick bob   # terminal 2
 //! printf '/who\nhola a todos\n/msg bob secreto\n' | cargo run --example chat -- client --nick ana
-//! ```
-//!
-//! With `--web` (feature `ws`) the server also serves `support/chat.html`, a
-//! page from which browsers join the same room over a WebSocket:
-//!
-//! ```text
-//! cargo run --features ws --example chat -- server --web 127.0.0.1:8081
+//! cargo run --features ws --example chat -- server --web 127.0.0.1:8081   # or, for browsers too
 //! # open http://127.0.0.1:8081/ (or http://127.0.0.1:8081/?nick=ana&say=hola)
 //! ```
 
@@ -28,6 +24,7 @@ mod support;
 enum Args {
     /// Runs the chat server until Ctrl-C or SIGTERM.
     Server {
+        /// Address to listen on.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         addr: String,
         /// Also serve the chat page and WebSocket here, for browsers.
@@ -36,6 +33,7 @@ enum Args {
     },
     /// Joins the room; stdin lines are messages, `/who`, `/msg NICK TEXT`.
     Client {
+        /// Server to connect to.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         addr: String,
         /// Your nickname: one word, unique in the room.
@@ -57,8 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let server = Server::bind(addr.as_str()).await?.with_config(config);
             let server = support::web::listen(server, web.as_deref()).await?;
             let server = server.serve(support::room::Room::default());
-            let browsers = server.ws_addr().map(|web| format!("http://{web}/"));
-            tracing::info!(addr = %server.local_addr(), ?browsers, "chat server ready; Ctrl-C to stop");
+            if let Some(web) = server.ws_addr() {
+                tracing::info!(%web, "browsers: open http://{web}/");
+            }
+            tracing::info!(addr = %server.local_addr(), "chat server ready; Ctrl-C to stop");
             support::stop::signal().await;
             server.shutdown().await;
             return Ok(());

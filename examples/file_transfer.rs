@@ -28,13 +28,13 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 #[derive(Parser)]
 enum Cli {
     /// Receives files into a directory.
-    Recv(Recv),
+    Recv(RecvArgs),
     /// Sends one file.
-    Send(Send),
+    Send(SendArgs),
 }
 
 #[derive(clap::Args)]
-struct Recv {
+struct RecvArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     addr: String,
     #[arg(long, value_name = "DIR")]
@@ -50,7 +50,7 @@ struct Recv {
 }
 
 #[derive(clap::Args)]
-struct Send {
+struct SendArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     addr: String,
     #[arg(long, value_name = "PATH")]
@@ -71,7 +71,7 @@ async fn main() -> Result<()> {
 }
 
 /// A `Receiver` is the server's handler; its events tell how each file goes.
-async fn recv(args: Recv) -> Result<()> {
+async fn recv(args: RecvArgs) -> Result<()> {
     let receiver = Receiver::new(&args.out, Default::default());
     let mut events = receiver.events();
     let server = Server::bind(&args.addr).await?.serve(receiver.clone());
@@ -99,7 +99,7 @@ async fn recv(args: Recv) -> Result<()> {
 }
 
 /// An `Upload` resumes where the receiver's copy ends.
-async fn send(args: Send) -> Result<()> {
+async fn send(args: SendArgs) -> Result<()> {
     let client = Client::connect(&args.addr).await?;
     let upload = Upload::file(&args.file).await?;
     progress::show(progress::name_of(&args.file), upload.progress());
@@ -114,7 +114,7 @@ async fn send(args: Send) -> Result<()> {
 }
 
 /// The course's receiver: one sender at a time, each body into `recibido-N.bin`.
-async fn recv_course(args: Recv) -> Result<()> {
+async fn recv_course(args: RecvArgs) -> Result<()> {
     let listener = TcpListener::bind(&args.addr).await?;
     println!("listening on {}", listener.local_addr()?);
     let config = course::Config::default().max_size(args.max_size);
@@ -145,7 +145,7 @@ async fn recv_course(args: Recv) -> Result<()> {
 }
 
 /// The course's sender: the size, the body, then the receiver's thanks.
-async fn send_course(args: Send) -> Result<()> {
+async fn send_course(args: SendArgs) -> Result<()> {
     let mut stream = TcpStream::connect(&args.addr).await?;
     let file = tokio::fs::File::open(&args.file).await?;
     let size = file.metadata().await?.len();
