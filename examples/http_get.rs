@@ -35,7 +35,7 @@ struct Args {
 }
 
 /// A reply: status code, its line, headers, body.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) status_line: String,
@@ -53,42 +53,40 @@ pub(crate) async fn get(url: &str) -> Result<Reply, Error> {
     stream.get_mut().write_all(request.as_bytes()).await?;
 
     // "HTTP/1.1 200 OK": the version, the status code, a reason for people.
+    let mut reply = Reply::default();
     let mut head = (&mut stream).take(MAX_HEAD).lines();
-    let status_line = read_line(&mut head).await?;
-    let mut parts = status_line.split(' ');
-    let status = match (parts.next(), parts.next().map(str::parse::<u16>)) {
+    let line = read_line(&mut head).await?;
+    let mut parts = line.split(' ');
+    reply.status = match (parts.next(), parts.next().map(str::parse)) {
         (Some(version), Some(Ok(status))) if version.starts_with("HTTP/1.") => status,
-        _ => return Err(format!("{authority} is not an HTTP server: {status_line:?}").into()),
+        _ => return Err(format!("{authority} is not an HTTP server: {line:?}").into()),
     };
+    reply.status_line = line;
     // Then one `Name: value` header per line, up to a blank line.
-    let mut headers = Vec::new();
     let mut line = read_line(&mut head).await?;
     while !line.is_empty() {
         let (name, value) = line.split_once(':').ok_or("a header line without ':'")?;
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        reply
+            .headers
+            .push((name.trim().to_owned(), value.trim().to_owned()));
         line = read_line(&mut head).await?;
     }
 
     // Then the body: exactly Content-Length bytes, or else up to the close
     // (which we asked for).
-    let length = headers
+    let length = reply
+        .headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("content-length"));
-    let mut body = Vec::new();
     match length.map(|(_, n)| n.parse::<u64>()) {
         Some(Ok(n)) if n <= MAX_BODY => {
-            body.resize(n as usize, 0);
-            stream.read_exact(&mut body).await?;
+            reply.body.resize(n as usize, 0);
+            stream.read_exact(&mut reply.body).await?;
         }
         Some(_) => return Err("Content-Length invalid or over 16 MiB".into()),
-        None => drop(stream.take(MAX_BODY).read_to_end(&mut body).await?),
+        None => drop(stream.take(MAX_BODY).read_to_end(&mut reply.body).await?),
     }
-    Ok(Reply {
-        status,
-        status_line,
-        headers,
-        body,
-    })
+    Ok(reply)
 }
 
 /// The next line of the head, without its CRLF; an error when the server
