@@ -2,19 +2,14 @@
 //! else as a push `ana: hola`, `/msg bob text` to bob alone, `/who` lists the
 //! room, `* ana joined` / `* ana left` go to everyone. Every line is a request,
 //! so a mistake comes back as that line's error; pushes never pass for replies.
+//! With `--web` (feature `ws`), browsers join the same room from a page
+//! (`support/chat.html`) served there.
 //!
 //! ```text
 //! cargo run --example chat -- server --addr 127.0.0.1:8080              # terminal 1
 //! cargo run --example chat -- client --addr 127.0.0.1:8080 --nick bob   # terminal 2
 //! printf '/who\nhola a todos\n/msg bob secreto\n' | cargo run --example chat -- client --nick ana
-//! ```
-//!
-//! Browsers join the same room with `--web`: the server then also answers
-//! `http://127.0.0.1:8081/` with a chat page (`support/chat.html`) that
-//! connects back over a WebSocket on that port (feature `ws`):
-//!
-//! ```text
-//! cargo run --features ws --example chat -- server --web 127.0.0.1:8081
+//! cargo run --features ws --example chat -- server --web 127.0.0.1:8081   # or, for browsers too
 //! # open http://127.0.0.1:8081/ (or http://127.0.0.1:8081/?nick=ana&say=hola)
 //! ```
 
@@ -23,18 +18,8 @@ use enchufe::client::Error as ClientError;
 use enchufe::server::Profile;
 use enchufe::{Client, Server};
 
-#[path = "support/log.rs"]
-mod log;
-#[path = "support/room.rs"]
-mod room;
-#[path = "support/stdin.rs"]
-mod stdin;
-#[path = "support/stop.rs"]
-mod stop;
-#[path = "support/web.rs"]
-mod web;
+mod support;
 
-/// A chat room: run one server, then any number of clients.
 #[derive(Parser)]
 enum Args {
     /// Runs the chat server until Ctrl-C or SIGTERM.
@@ -59,7 +44,7 @@ enum Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let (addr, nick) = match Args::parse() {
         Args::Client { addr, nick } => (addr, nick),
         Args::Server { addr, web } => {
@@ -68,21 +53,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .profile(Profile::Multiplexed)
                 .idle_timeout(None);
             let server = Server::bind(addr.as_str()).await?.with_config(config);
-            let server = web::listen(server, web.as_deref()).await?;
-            let server = server.serve(room::Room::default());
+            let server = support::web::listen(server, web.as_deref()).await?;
+            let server = server.serve(support::room::Room::default());
             if let Some(web) = server.ws_addr() {
                 tracing::info!(%web, "browsers: open http://{web}/");
             }
             tracing::info!(addr = %server.local_addr(), "chat server ready; Ctrl-C to stop");
-            stop::signal().await;
+            support::stop::signal().await;
             server.shutdown().await;
             return Ok(());
         }
     };
 
-    let config = enchufe::client::Config::default().profile(Profile::Multiplexed);
-    let client = Client::connect_with(addr.as_str(), config).await?;
-    // A taken nickname ends the program here, with the server's reason.
+    let client = Client::connect(addr.as_str()).await?; // multiplexed: the default
+                                                        // A taken nickname ends the program here, with the server's reason.
     let _ok: String = client.request(format!("/nick {nick}")).await?;
     tracing::info!(server = %addr, nick, "joined; /who, /msg NICK TEXT, Ctrl-D to leave");
 
@@ -95,23 +79,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, ClientError>(()) // the server closed
     });
 
-    let mut lines = stdin::lines();
+    let mut lines = support::stdin::lines();
     loop {
         tokio::select! {
-            line = lines.recv() => match line {
+            line = lines.next() => match line {
                 Some(line) => match client.request::<_, String>(line).await {
                     Ok(reply) => if !reply.is_empty() { println!("{reply}") },
                     Err(ClientError::Remote { message, .. }) => println!("error: {message}"),
                     Err(e) => return Err(e.into()),
                 },
-                None => break, // end of input
+                None => break, // end of input, Ctrl-C or SIGTERM
             },
             ended = &mut printer => return Ok(ended??), // the server closed first
-            () = stop::signal() => break,
         }
     }
-    // Half-close: every line has had its reply (or Ctrl-C): the server
-    // closes, ending the printer.
+    // Half-close: every line has had its reply; the server closes, ending the printer.
     client.close().await?;
     printer.await??;
     Ok(())

@@ -1,11 +1,11 @@
 //! A line client like the course's `Client`: each stdin line goes out as one
 //! text frame (a one-way `send`) while a task prints every message that
-//! arrives (replies, greetings, pushes). At end of input (Ctrl-D, or the end of
-//! a pipe) it half-closes and exits once the server has sent all and closed.
-//! It speaks the plain profile, set in code (`Profile::Plain`), because it is
-//! the course's client: it talks to the course's Python `Server` as well as
-//! to `echo_server` (whose default serves both profiles). Its lines are
-//! one-way messages, so nothing is paired with a request.
+//! arrives (replies, greetings, pushes). At end of input (Ctrl-D, the end of a
+//! pipe, Ctrl-C or SIGTERM) it half-closes and exits once the server has sent
+//! all and closed. It speaks the plain profile, set in code, because it is the
+//! course's client: it talks to the course's Python `Server` as well as to
+//! `echo_server` (whose default serves both profiles). Its lines are one-way
+//! messages, so nothing is paired with a request.
 //!
 //! ```text
 //! cargo run --example echo_server                       # terminal 1
@@ -23,16 +23,11 @@
 //! cargo run --features tls --example echo_client -- --addr 127.0.0.1:8080 --tls-ca target/dev-cert/ca.pem --tls-name localhost
 //! ```
 
-use std::io::IsTerminal;
-
 use clap::Parser;
 use enchufe::client::Config;
 use enchufe::{Client, Profile};
-use tokio::sync::mpsc;
-use tracing_subscriber::EnvFilter;
 
-#[path = "support/tls.rs"]
-mod tls;
+mod support;
 
 /// Sends stdin lines to a server and prints what it sends back.
 #[derive(Parser)]
@@ -53,16 +48,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    support::log::init();
     let args = Args::parse();
 
-    let config = tls::client(
+    let config = support::tls::client(
         Config::default().profile(Profile::Plain),
         args.tls_ca.as_deref(),
         args.tls_name.as_deref(),
@@ -87,19 +76,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    // Stdin is read on a plain thread: a pending read on tokio's stdin cannot
-    // be cancelled and would keep the program alive after the server has gone.
-    let (tx, mut lines) = mpsc::channel(16);
-    std::thread::spawn(move || {
-        std::io::stdin()
-            .lines()
-            .try_for_each(|l| tx.blocking_send(l))
-    });
+    let mut lines = support::stdin::lines();
     loop {
         tokio::select! {
-            line = lines.recv() => match line {
-                Some(line) => client.send(line?).await?,
-                None => break, // end of input
+            line = lines.next() => match line {
+                Some(line) => client.send(line).await?,
+                None => break, // end of input, Ctrl-C or SIGTERM
             },
             ended = &mut printer => return Ok(ended??), // the server closed first
         }

@@ -1,13 +1,12 @@
 //! An echo server: every frame goes back unchanged, as raw bytes (no UTF-8
-//! check, no copy), so any client that speaks the 4-byte length prefix can use
-//! it as a test or benchmark target, the course's Python `Client` included.
-//! By default both profiles on one port (`Profile::Auto`: each connection's
-//! first frame tells), so the course's Python `Client`, `echo_client` and
-//! enchufe's default (multiplexed) `Client` all work with no flag;
-//! `--plain` or `--mux` serves only that one (the benchmarks pin them). It
-//! prints `listening on HOST:PORT` on stdout once bound (so `--addr
-//! 127.0.0.1:0` is usable from a script), runs until Ctrl-C or SIGTERM, then
-//! shuts down gracefully.
+//! check, no copy), so any client of the 4-byte length prefix can use it as a
+//! test or benchmark target. By default it serves both profiles on one port
+//! (`Profile::Auto`: each connection's first frame tells), so the course's
+//! Python `Client`, `echo_client` and enchufe's default (multiplexed) `Client`
+//! all work with no flag; `--plain` or `--mux` serves only one (the
+//! benchmarks, `cargo run --release -p enchufe-bench -- compare`, pin them).
+//! It prints `listening on HOST:PORT` on stdout once bound (for scripts that
+//! ask for port 0) and runs until Ctrl-C or SIGTERM, then stops gracefully.
 //!
 //! ```text
 //! cargo run --example echo_server -- --addr 127.0.0.1:8080
@@ -23,26 +22,15 @@
 //! cargo run --features tls --example echo_server -- --tls-cert target/dev-cert/cert.pem --tls-key target/dev-cert/key.pem
 //! cargo run --features tls --example echo_client -- --addr localhost:8080 --tls-ca target/dev-cert/ca.pem
 //! ```
-//!
-//! Then, in another terminal: `cargo run --example echo_client`. The
-//! comparison harness (`cargo run --release -p enchufe-bench -- compare`)
-//! builds this example in release and benchmarks it.
 
 use std::convert::Infallible;
-use std::io::{IsTerminal, Write};
 
 use bytes::Bytes;
 use clap::Parser;
 use enchufe::server::{Config, Profile};
 use enchufe::{handler_fn, Server};
-use tracing_subscriber::EnvFilter;
 
-#[path = "support/nofile.rs"]
-mod nofile;
-#[path = "support/stop.rs"]
-mod stop;
-#[path = "support/tls.rs"]
-mod tls;
+mod support;
 
 /// Sends every frame back unchanged.
 #[derive(Parser)]
@@ -72,13 +60,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    support::log::init();
     let args = Args::parse();
 
     let profile = match (args.mux, args.plain) {
@@ -97,17 +79,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (server, addr)
         }
     };
-    let server = tls::server(server, args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    let server = support::tls::server(server, args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let server = server.with_config(config);
-    // Stdout carries only this line, for scripts that asked for port 0.
+    // Stdout carries only this line (flushed: Rust's stdout is line-buffered).
     println!("listening on {addr}");
-    std::io::stdout().flush()?;
-    let open_files = nofile::raise();
+    let open_files = support::nofile::raise();
     tracing::info!(%addr, ?profile, ?open_files, "echo server ready; Ctrl-C or SIGTERM to stop");
 
     // Request = Response = Bytes: the payload is handed back as it arrived.
     let echo = handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) });
-    server.run(echo, stop::signal()).await;
+    server.run(echo, support::stop::signal()).await;
     if let Some(path) = &args.unix {
         let _ = std::fs::remove_file(path);
     }

@@ -7,10 +7,7 @@
 //! printf 'saltar\ncorrer\n' | cargo run --example echo_client        # twice
 //! ```
 
-#[path = "support/log.rs"]
-mod log;
-#[path = "support/stop.rs"]
-mod stop;
+mod support;
 
 use std::convert::Infallible;
 
@@ -59,7 +56,7 @@ impl Handler for Greeter {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let args = Args::parse();
 
     let (left, mut left_rx) = watch::channel(0);
@@ -69,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tokio::select! {
         Ok(_) = left_rx.wait_for(|&n| n >= args.clients) => tracing::info!("all clients left"),
-        () = stop::signal() => {}
+        () = support::stop::signal() => {}
     }
     server.shutdown().await;
     Ok(())

@@ -1,9 +1,9 @@
-//! An HTTP GET written by hand over a `TcpStream`, as the course's web
-//! client does it: HTTP is text agreed on top of the same sockets. Write the
-//! request line and headers, then read the status line, the headers up to
-//! the blank line, and exactly `Content-Length` bytes of body. Prints the
-//! status line and headers on stderr and the body on stdout; exits with 22
-//! (as `curl --fail`) when the status is 400 or more.
+//! An HTTP GET written by hand over a `TcpStream`, as the course's web client
+//! does it: HTTP is text agreed on top of the same sockets. Write the request
+//! line and headers, then read the status line, the headers up to the blank
+//! line, and exactly `Content-Length` bytes of body. Prints the head on
+//! stderr and the body on stdout; exits with 22 (as `curl --fail`) when the
+//! status is 400 or more.
 //!
 //! ```text
 //! cargo run --example http_hello                 # in one terminal
@@ -13,11 +13,11 @@
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 
-/// Most bytes of the response head, and of its body: a wrong server must
-/// not make us buffer without end.
+/// Most bytes of the reply's head, and of its body: a wrong server must not
+/// make us buffer without end.
 const MAX_HEAD: u64 = 64 * 1024;
 const MAX_BODY: u64 = 16 * 1024 * 1024;
 
@@ -35,7 +35,7 @@ struct Args {
 }
 
 /// A reply: status code, its line, headers, body.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) status_line: String,
@@ -43,76 +43,60 @@ pub(crate) struct Reply {
     pub(crate) body: Vec<u8>,
 }
 
-/// `GET path` from `http://host:port/path` (the port is not optional), by
-/// hand.
+/// `GET path` from `http://host:port/path` (the port is not optional).
 pub(crate) async fn get(url: &str) -> Result<Reply, Error> {
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let mut stream = BufReader::new(TcpStream::connect(authority).await?);
-
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
     stream.get_mut().write_all(request.as_bytes()).await?;
 
-    let mut head = (&mut stream).take(MAX_HEAD);
-    let status_line = read_line(&mut head).await?;
-    let mut parts = status_line.splitn(3, ' ');
-    let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let status = match code.parse::<u16>() {
-        Ok(status) if version.starts_with("HTTP/1.") => status,
-        _ => {
-            return Err(
-                format!("{authority} is not an HTTP server: it answered {status_line:?}").into(),
-            )
-        }
+    // "HTTP/1.1 200 OK": the version, the status code, a reason for people.
+    let mut reply = Reply::default();
+    let mut head = (&mut stream).take(MAX_HEAD).lines();
+    let line = read_line(&mut head).await?;
+    let mut parts = line.split(' ');
+    reply.status = match (parts.next(), parts.next().map(str::parse)) {
+        (Some(version), Some(Ok(status))) if version.starts_with("HTTP/1.") => status,
+        _ => return Err(format!("{authority} is not an HTTP server: {line:?}").into()),
     };
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(&mut head).await?;
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(format!("bad header line {line:?}"))?;
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    reply.status_line = line;
+    // Then one `Name: value` header per line, up to a blank line.
+    let mut line = read_line(&mut head).await?;
+    while !line.is_empty() {
+        let (name, value) = line.split_once(':').ok_or("a header line without ':'")?;
+        reply
+            .headers
+            .push((name.trim().to_owned(), value.trim().to_owned()));
+        line = read_line(&mut head).await?;
     }
-    let length = headers
+
+    // Then the body: exactly Content-Length bytes, or else up to the close
+    // (which we asked for).
+    let length = reply
+        .headers
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"));
-    let mut body = Vec::new();
-    match length.map(|(_, v)| v.parse::<u64>()) {
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"));
+    match length.map(|(_, n)| n.parse::<u64>()) {
         Some(Ok(n)) if n <= MAX_BODY => {
-            body.resize(n as usize, 0);
-            stream.read_exact(&mut body).await?;
+            reply.body.resize(n as usize, 0);
+            stream.read_exact(&mut reply.body).await?;
         }
         Some(_) => return Err("Content-Length invalid or over 16 MiB".into()),
-        // No length: the body runs to the close (we asked for one).
-        None => drop(stream.take(MAX_BODY).read_to_end(&mut body).await?),
+        None => drop(stream.take(MAX_BODY).read_to_end(&mut reply.body).await?),
     }
-    Ok(Reply {
-        status,
-        status_line,
-        headers,
-        body,
-    })
+    Ok(reply)
 }
 
-/// One line of the head without its CRLF; an error when the server closes
-/// first or sends more than the head may hold (`MAX_HEAD`).
-async fn read_line(head: &mut (impl AsyncBufReadExt + Unpin)) -> Result<String, Error> {
-    let mut line = Vec::new();
-    let read = head.read_until(b'\n', &mut line).await;
-    let reset = matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
-    if reset {
-        return Err("the server reset the connection without an HTTP reply head".into());
+/// The next line of the head, without its CRLF; an error when the server
+/// hangs up first, or sends more than the head may hold (`MAX_HEAD`).
+async fn read_line(head: &mut Lines<impl AsyncBufRead + Unpin>) -> Result<String, Error> {
+    match head.next_line().await {
+        Ok(Some(line)) => Ok(line),
+        Err(e) if e.kind() != std::io::ErrorKind::ConnectionReset => Err(e.into()),
+        _ => Err("the server hung up without a whole HTTP reply head".into()),
     }
-    read?;
-    if line.last() != Some(&b'\n') {
-        return Err("the server closed the connection without an HTTP reply head".into());
-    }
-    let text = String::from_utf8_lossy(&line);
-    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 #[tokio::main]

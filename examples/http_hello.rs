@@ -23,10 +23,7 @@ use std::time::Duration;
 use clap::Parser;
 use enchufe::http::{handler_fn, Config, Request, Response, Server};
 
-#[path = "support/log.rs"]
-mod log;
-#[path = "support/stop.rs"]
-mod stop;
+mod support;
 
 /// Serves "hola" over HTTP/1.1.
 #[derive(Parser)]
@@ -68,7 +65,7 @@ async fn hello(request: Request) -> Response {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let args = Args::parse();
     let config = Config::default()
         .head_timeout(Duration::try_from_secs_f64(args.head_timeout)?)
@@ -80,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, "http_hello ready: curl http://{addr}/hola/mundo; Ctrl-C to stop");
-    server.run(handler_fn(hello), stop::signal()).await;
+    server.run(handler_fn(hello), support::stop::signal()).await;
     tracing::info!("http_hello stopped");
     Ok(())
 }

@@ -7,8 +7,7 @@
 //! cargo run --example json                          # 127.0.0.1:8080
 //! ```
 
-#[path = "support/log.rs"]
-mod log;
+mod support;
 
 use std::convert::Infallible;
 
@@ -35,7 +34,7 @@ struct Student {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let args = Args::parse();
 
     // A frame that is not a valid Student closes that connection (see Handler).

@@ -20,10 +20,7 @@ use clap::Parser;
 use enchufe::{handler_fn, Server};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-#[path = "support/log.rs"]
-mod log;
-#[path = "support/stop.rs"]
-mod stop;
+mod support;
 
 /// Echoes every frame; serves its metrics to Prometheus.
 #[derive(Parser)]
@@ -38,7 +35,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let args = Args::parse();
 
     // The recorder first: the server takes its metric handles when built.
@@ -56,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "echo server ready; Ctrl-C or SIGTERM to stop"
     );
     let echo = handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) });
-    server.run(echo, stop::signal()).await;
+    server.run(echo, support::stop::signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,120 +1,59 @@
-//! A peer in a mesh: it listens, dials every `--peer` (retrying until that
-//! peer is up, and again whenever the link is lost), so any number of them
-//! can start in any order. Commands on stdin, one per line: `send ID TEXT`,
-//! `request ID TEXT`, `broadcast TEXT`, `peers`, `quit` (or end of input).
-//! Output on stdout, one line per event, for people and scripts alike:
-//! `up ID`, `down ID`, `recv FROM TEXT`, `reply ID TEXT`, `sent N`,
-//! `peers ID,ID`, `error MESSAGE`. A request is answered `ID got TEXT`.
+//! A peer in a mesh: it listens on `--addr` and dials every `--peer`, again
+//! whenever the link is lost, so peers start in any order. Commands on stdin,
+//! one per line: `send ID TEXT`, `request ID TEXT`, `broadcast TEXT`, `peers`,
+//! `quit` (or end of input). Output on stdout, one line per event, for people
+//! and scripts alike (`tests/hosts/mesh.sh` drives three peers across network
+//! namespaces): `up ID`, `down ID`, `recv FROM TEXT`, `reply ID TEXT`, `sent
+//! N`, `peers ID,ID`, `error MESSAGE`. Every message is answered `ID got
+//! TEXT`, a reply that a one-way `send` or `broadcast` drops.
 //!
 //! ```text
-//! # two peers, either first:
 //! cargo run --example p2p -- --id a --addr 127.0.0.1:7001 --peer 127.0.0.1:7002
 //! cargo run --example p2p -- --id b --addr 127.0.0.1:7002 --peer 127.0.0.1:7001
-//! # three, in any order (each names the other two):
-//! cargo run --example p2p -- --id a --addr 127.0.0.1:7001 --peer 127.0.0.1:7002 --peer 127.0.0.1:7003
-//! cargo run --example p2p -- --id b --addr 127.0.0.1:7002 --peer 127.0.0.1:7001 --peer 127.0.0.1:7003
-//! cargo run --example p2p -- --id c --addr 127.0.0.1:7003 --peer 127.0.0.1:7001 --peer 127.0.0.1:7002
 //! ```
-//!
-//! `tests/hosts/mesh.sh` drives three of these across network namespaces.
 
-#[path = "support/log.rs"]
-mod log;
-#[path = "support/stdin.rs"]
-mod stdin;
-#[path = "support/stop.rs"]
-mod stop;
+mod support;
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use clap::Parser;
-use enchufe::peer::{Config as PeerConfig, Peer, PeerEvent};
-use enchufe::{handler_fn, Json};
-use serde::{Deserialize, Serialize};
+use enchufe::peer::{Config, Peer, PeerEvent};
+use enchufe::{handler_fn, Connection};
 use tokio::sync::broadcast::error::RecvError;
 
-/// One peer of a mesh, driven from stdin.
 #[derive(Parser)]
 struct Args {
     /// This peer's id, sent to the others in the hello.
     #[arg(long)]
     id: String,
-    /// Address to listen on (`--listen` is accepted too).
-    #[arg(
-        long,
-        alias = "listen",
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     addr: String,
     /// Another peer's address; repeat for each.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
     /// Ping a link silent this long (the library's default if absent).
-    #[arg(long, value_name = "MS")]
-    keepalive_ms: Option<u64>,
+    #[arg(long, value_name = "MS", value_parser = support::args::millis)]
+    keepalive_ms: Option<Duration>,
     /// Drop a link silent this long: how fast a dead link is noticed.
-    #[arg(long, value_name = "MS")]
-    idle_ms: Option<u64>,
-}
-
-/// What travels between peers: one-way text, or a question wanting a reply.
-#[derive(Serialize, Deserialize)]
-enum Msg {
-    Say(String),
-    Ask(String),
-}
-
-/// Runs one stdin command; `Ok(false)` means quit.
-async fn command(peer: &Peer, line: &str) -> Result<bool, Box<dyn std::error::Error>> {
-    let (cmd, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
-    let (to, text) = rest.split_once(' ').unwrap_or((rest, ""));
-    match cmd {
-        "send" => peer.send(to, Json(Msg::Say(text.into()))).await?,
-        "request" => {
-            let reply: String = peer.request(to, Json(Msg::Ask(text.into()))).await?;
-            println!("reply {to} {reply}");
-        }
-        "broadcast" => {
-            let n = peer.broadcast(Json(Msg::Say(rest.into()))).await?;
-            println!("sent {n}");
-        }
-        "peers" => println!("peers {}", peer.peers().join(",")),
-        "quit" => return Ok(false),
-        "" => {}
-        _ => return Err(format!("unknown command {cmd:?}").into()),
-    }
-    Ok(true)
+    #[arg(long, value_name = "MS", value_parser = support::args::millis)]
+    idle_ms: Option<Duration>,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    log::init();
+    support::log::init();
     let args = Args::parse();
-    let mut config = PeerConfig::new(args.id.as_str());
-    if let Some(ms) = args.keepalive_ms {
-        config = config.keepalive(Duration::from_millis(ms));
-    }
-    if let Some(ms) = args.idle_ms {
-        config = config.idle_timeout(Duration::from_millis(ms));
-    }
+    let mut config = Config::new(args.id.as_str());
+    config.keepalive = args.keepalive_ms.unwrap_or(config.keepalive);
+    config.idle_timeout = args.idle_ms.unwrap_or(config.idle_timeout);
 
-    // Rust's stdout is line-buffered even into a pipe: each `println!` is
-    // one whole line, flushed, never interleaved with another.
-    let me = args.id.clone();
-    let handler = handler_fn(move |Json(msg): Json<Msg>, conn| {
-        let me = me.clone();
-        async move {
-            let from = conn.node_id().unwrap_or("?");
-            Ok::<_, Infallible>(match msg {
-                Msg::Say(text) => {
-                    println!("recv {from} {text}");
-                    None
-                }
-                Msg::Ask(text) => Some(format!("{me} got {text}")),
-            })
-        }
+    // Rust's stdout is line-buffered, into a pipe too: one `println!`, one line.
+    let me = args.id;
+    let handler = handler_fn(move |text: String, conn: Connection| {
+        println!("recv {} {text}", conn.node_id().unwrap_or("?"));
+        let reply = format!("{me} got {text}");
+        async move { Ok::<_, Infallible>(Some(reply)) }
     });
     let peer = Peer::bind_with(args.addr.as_str(), handler, config).await?;
     let mut events = peer.events();
@@ -123,29 +62,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!(id = peer.id(), addr = %peer.local_addr(), "peer up; commands on stdin");
 
-    let mut lines = stdin::lines();
-    loop {
-        tokio::select! {
-            // Both `recv`s are cancel-safe: nothing is lost when the other wins.
-            event = events.recv() => match event {
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
                 Ok(PeerEvent::Up { id, .. }) => println!("up {id}"),
                 Ok(PeerEvent::Down { id }) => println!("down {id}"),
                 Ok(PeerEvent::Unreachable { addr }) => println!("error gave up dialing {addr}"),
-                Err(RecvError::Lagged(n)) => println!("error missed {n} events"),
                 Ok(_) => {} // kinds added later
+                Err(RecvError::Lagged(n)) => println!("error missed {n} events"),
                 Err(RecvError::Closed) => break,
-            },
-            line = lines.recv() => match line {
-                Some(line) => match command(&peer, &line).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => println!("error {e}"),
-                },
-                None => break, // end of input, or stdin unreadable
-            },
-            () = stop::signal() => break,
+            }
+        }
+    });
+    let mut lines = support::stdin::lines();
+    while let Some(line) = lines.next().await.filter(|line| line.trim() != "quit") {
+        if let Err(e) = command(&peer, &line).await {
+            println!("error {e}");
         }
     }
     peer.close().await;
+    Ok(())
+}
+
+/// Runs one stdin command.
+async fn command(peer: &Peer, line: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (cmd, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+    let (to, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    match cmd {
+        "send" => peer.send(to, text).await?,
+        "request" => println!("reply {to} {}", peer.request::<_, String>(to, text).await?),
+        "broadcast" => println!("sent {}", peer.broadcast(rest).await?),
+        "peers" => println!("peers {}", peer.peers().join(",")),
+        "" => {}
+        _ => return Err(format!("unknown command {cmd:?}").into()),
+    }
     Ok(())
 }

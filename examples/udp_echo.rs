@@ -23,8 +23,7 @@ use enchufe::udp::handler_fn;
 use enchufe::{UdpClient, UdpServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-#[path = "support/stop.rs"]
-mod stop;
+mod support;
 
 #[derive(Parser)]
 struct Args {
@@ -63,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 handler_fn(
                     |datagram: Bytes, _ctx| async move { Ok::<_, Infallible>(Some(datagram)) },
                 );
-            server.run(echo, stop::signal()).await;
+            server.run(echo, support::stop::signal()).await;
         }
         Role::Client { addr } => {
             let client = UdpClient::connect(addr.as_str()).await?;
@@ -81,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             tokio::select! {
                 done = talk => done?,
-                () = stop::signal() => {}
+                () = support::stop::signal() => {}
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Logging for the examples, shared (`#[path = "support/log.rs"] mod log;`):
+//! Logging for the examples (`support::log`; `tests/hosts/probe.rs` takes it too):
 //! to stderr, `RUST_LOG` to choose (default `info`), colours only on a
 //! terminal.
 

@@ -1,6 +1,5 @@
 //! The `file_transfer` example's progress bars (indicatif), one per
-//! transfer, drawn on stderr only when it is a terminal
-//! (`#[path = "support/progress.rs"] mod progress;`).
+//! transfer, drawn on stderr only when it is a terminal.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -43,4 +42,31 @@ async fn bar(name: String, mut progress: watch::Receiver<Progress>) {
 pub(crate) fn name_of(path: &Path) -> String {
     path.file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+/// A bar for a transfer that reports through a watch channel of its
+/// caller's (`course::send`, `course::receive`).
+pub(crate) struct Bar {
+    progress: watch::Sender<Progress>,
+    shown: tokio::task::JoinHandle<()>,
+}
+
+impl Bar {
+    /// Starts drawing a bar labelled `name`.
+    pub(crate) fn new(name: String) -> Bar {
+        let (progress, rx) = watch::channel(Progress::default());
+        let shown = show(name, rx);
+        Bar { progress, shown }
+    }
+
+    /// Where the transfer reports its progress.
+    pub(crate) fn sender(&self) -> &watch::Sender<Progress> {
+        &self.progress
+    }
+
+    /// Ends the bar once it has drawn the last progress reported.
+    pub(crate) async fn finish(self) {
+        drop(self.progress);
+        let _ = self.shown.await;
+    }
 }

@@ -1,6 +1,5 @@
 //! The chat room of the `chat` example, as a `Handler`: shared with
-//! `tests/browser.rs`, which joins it from a browser
-//! (`#[path = "support/room.rs"] mod room;`).
+//! `tests/browser.rs`, which joins it from a browser.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};

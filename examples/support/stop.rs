@@ -1,5 +1,5 @@
 //! Stopping an example gracefully, shared by the examples that run until
-//! stopped (`#[path = "support/stop.rs"] mod stop;`).
+//! stopped (`tests/hosts/probe.rs` takes it too).
 
 /// Completes on Ctrl-C or SIGTERM (what `kill` and service managers send). A
 /// signal that cannot be listened for is logged and ignored rather than

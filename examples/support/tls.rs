@@ -1,7 +1,7 @@
 //! TLS flags of the examples (`--tls-cert`, `--tls-key`, `--tls-ca`,
-//! `--tls-name`), shared by `echo_server` and `echo_client`
-//! (`#[path = "support/tls.rs"] mod tls;`). Built without the `tls`
-//! feature, asking for TLS is an error that says how to build with it.
+//! `--tls-name`), shared by `echo_server` and `echo_client`. Built without
+//! the `tls` feature, asking for TLS is an error that says how to build
+//! with it.
 #![allow(dead_code)]
 
 use std::path::Path;
