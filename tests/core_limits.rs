@@ -63,7 +63,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::eventually;
+use common::{eventually, serve};
 use enchufe::framing::mux::{ErrorCode, Header, Hello, Kind};
 use enchufe::framing::Transport;
 use enchufe::{handler_fn, Connection, Handler, Server, ServerHandle};
@@ -331,14 +331,6 @@ impl Handler for Lab {
 
 fn mux() -> Config {
     Config::default().profile(Profile::Multiplexed)
-}
-
-async fn serve(lab: Lab, config: Config) -> ServerHandle {
-    Server::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_config(config)
-        .serve(lab)
 }
 
 /// A hand-written multiplexed client (as in tests/server_mux.rs).

@@ -6,67 +6,16 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{bounded, eventually};
-use enchufe::{Client, Connection, Handler, Server, ServerHandle};
+use common::lab::Lab;
+use common::{bounded, eventually, serve};
+use enchufe::Client;
 use enchufe_client::{Error as ClientError, ErrorCode};
 use enchufe_server::{Config, Profile, ShutdownReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
-
-/// "hang" waits for `release` (its drop is counted), "fail" errs, "panic"
-/// panics, "big" answers 2 KiB, "bye" closes its connection and answers
-/// nothing; anything else is echoed.
-#[derive(Clone, Default)]
-struct Lab {
-    started: Arc<AtomicUsize>,
-    dropped: Arc<AtomicUsize>,
-    release: Arc<Notify>,
-}
-
-struct CountDrop(Arc<AtomicUsize>);
-impl Drop for CountDrop {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl Handler for Lab {
-    type Request = String;
-    type Response = String;
-    type Error = String;
-
-    async fn handle(&self, req: String, conn: &Connection) -> Result<Option<String>, String> {
-        match req.as_str() {
-            "hang" => {
-                let _dropped = CountDrop(self.dropped.clone());
-                self.started.fetch_add(1, Ordering::SeqCst);
-                self.release.notified().await;
-                Ok(Some("released".into()))
-            }
-            "fail" => Err("refusing to do that".into()),
-            "panic" => panic!("handler bug"),
-            "big" => Ok(Some("x".repeat(2048))),
-            "bye" => {
-                conn.close();
-                Ok(None)
-            }
-            _ => Ok(Some(format!("echo:{req}"))),
-        }
-    }
-}
-
-async fn serve(lab: Lab, config: Config) -> ServerHandle {
-    Server::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_config(config)
-        .serve(lab)
-}
 
 fn frame(body: &str) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();

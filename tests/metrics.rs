@@ -208,6 +208,38 @@ async fn a_client_counts_its_traffic_and_a_bad_connection_counts_an_error_by_kin
     .await;
 }
 
+#[tokio::test]
+async fn both_ends_of_a_multiplexed_connection_count_the_hellos_alike() {
+    let _turn = TURN.lock().await;
+    bounded(async {
+        let mut recorded = Recorded::start();
+        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(echo());
+        // Multiplexed: each end sends a hello and reads the other's, then
+        // one request and its reply.
+        let client = Client::connect(server.local_addr()).await.unwrap();
+        let reply: String = client.request("hola").await.unwrap();
+        assert_eq!(reply, "hola");
+        client.close().await.unwrap();
+        for end in ["client", "server"] {
+            let name = format!("enchufe_connections_closed_total{{reason=peer_closed,role={end}}}");
+            recorded.wait_for(&name, 1.0).await;
+        }
+        let get =
+            |what: &str, role: &str| recorded.get(&format!("enchufe_{what}_total{{role={role}}}"));
+        // Two frames each way, a hello and a message, counted at both ends.
+        for (what, value) in [("frames_sent", 2.0), ("frames_received", 2.0)] {
+            assert_eq!(get(what, "client"), value, "{what}: {:?}", recorded.0);
+            assert_eq!(get(what, "server"), value, "{what}: {:?}", recorded.0);
+        }
+        // What one end sent, the other received, byte for byte.
+        assert_eq!(get("bytes_sent", "client"), get("bytes_received", "server"));
+        assert_eq!(get("bytes_received", "client"), get("bytes_sent", "server"));
+        assert!(get("bytes_sent", "client") > 0.0, "{:?}", recorded.0);
+        server.shutdown().await;
+    })
+    .await;
+}
+
 /// Pushes ten messages at once into a queue of two, counting refusals.
 struct Flood(Arc<AtomicU64>);
 

@@ -9,53 +9,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::lab::{Lab, REFUSAL};
 use common::{bounded, eventually};
 use enchufe::{Client, Connection, Handler, Server, ServerHandle};
 use enchufe_client::{Error as ClientError, ErrorCode};
 use enchufe_server::{BusyPolicy, Config, Profile};
 use futures::StreamExt;
-use tokio::sync::Notify;
 
-#[derive(Clone, Default)]
-struct Lab {
-    started: Arc<AtomicUsize>,
-    dropped: Arc<AtomicUsize>,
-    release: Arc<Notify>,
-}
-
-struct CountDrop(Arc<AtomicUsize>);
-impl Drop for CountDrop {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl Handler for Lab {
-    type Request = String;
-    type Response = String;
-    type Error = String;
-
-    async fn handle(&self, req: String, _conn: &Connection) -> Result<Option<String>, String> {
-        match req.as_str() {
-            "hang" => {
-                self.started.fetch_add(1, Ordering::SeqCst);
-                let _dropped = CountDrop(self.dropped.clone());
-                self.release.notified().await;
-                Ok(Some("released".into()))
-            }
-            "fail" => Err("bad input".into()),
-            "panic" => panic!("handler bug"),
-            _ => Ok(Some(format!("echo:{req}"))),
-        }
-    }
-}
-
+/// [`common::serve`] in the multiplexed profile.
 async fn serve(lab: Lab, config: Config) -> ServerHandle {
-    Server::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_config(config.profile(Profile::Multiplexed))
-        .serve(lab)
+    common::serve(lab, config.profile(Profile::Multiplexed)).await
 }
 
 async fn client(server: &ServerHandle) -> Client {
@@ -167,7 +130,7 @@ async fn handler_errors_panics_and_busy_reach_the_caller_as_typed_remote_errors(
 
         let err = client.request::<_, String>("fail").await.unwrap_err();
         assert!(
-            matches!(&err, ClientError::Remote { code: ErrorCode::Handler, message } if message == "bad input"),
+            matches!(&err, ClientError::Remote { code: ErrorCode::Handler, message } if message == REFUSAL),
             "{err:?}"
         );
         let err = client.request::<_, String>("panic").await.unwrap_err();

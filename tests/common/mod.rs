@@ -7,11 +7,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use enchufe::{handler_fn, Server, ServerHandle};
+use enchufe::{handler_fn, Handler, Server, ServerHandle};
 use enchufe_server::Config;
 
 pub mod files;
 pub mod interop;
+pub mod lab;
 
 /// Every test body runs under this limit, so a bug shows as a failure, not a hang.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -21,6 +22,15 @@ pub async fn bounded<T>(body: impl Future<Output = T>) -> T {
     tokio::time::timeout(TEST_LIMIT, body)
         .await
         .expect("test exceeded its time limit")
+}
+
+/// A server on 127.0.0.1:0 running `handler` with `config`.
+pub async fn serve(handler: impl Handler, config: Config) -> ServerHandle {
+    Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_config(config)
+        .serve(handler)
 }
 
 /// An echo server on 127.0.0.1:0 that answers `echo:<msg>`.

@@ -24,6 +24,8 @@
 #   ENCHUFE_MESH_BIN=PATH  run this binary instead of building examples/p2p.rs
 #   ENCHUFE_MESH_KEEP=1    keep the logs directory even when the run passes
 # Installs iptables with apt-get when it is missing.
+# The checks, namespaces, links, iptables and clean-up are tests/hosts/lib.sh,
+# shared with tests/hosts/partition.sh.
 # Exit status: 0 passed (or explicitly skipped), 1 the mesh misbehaved,
 # 2 the machine cannot run the test (not root, no namespaces, no iptables).
 set -euo pipefail
@@ -36,7 +38,9 @@ KEEPALIVE_MS=200
 IDLE_MS=1000    # a cut link must be reported down within a few of these
 WAIT=20         # seconds any single wait may take before the run fails
 RUN="ench$$"    # namespace prefix: unique per run, so leftovers of a crashed run cannot collide
-declare -A PID FD INC
+# shellcheck source=tests/hosts/lib.sh
+source tests/hosts/lib.sh
+declare -A FD INC
 
 say() { printf '[mesh %3ss] %s\n' "$SECONDS" "$*"; }
 
@@ -58,44 +62,9 @@ fail() {
     exit 1
 }
 
-# Cannot run here: exit 2 with the reason, unless skipping was asked for.
-unable() {
-    echo "FAIL: tests/hosts/mesh.sh cannot run: $*" >&2
-    echo "      (set ENCHUFE_SKIP_NETNS=1 to skip this test explicitly)" >&2
-    exit 2
-}
-
-if [[ "${ENCHUFE_SKIP_NETNS:-}" == 1 ]]; then
-    echo "*** SKIPPED tests/hosts/mesh.sh: ENCHUFE_SKIP_NETNS=1; the multi-host Peer mesh was NOT tested ***"
-    exit 0
-fi
-[[ $EUID -eq 0 ]] || unable "network namespaces need root (CI runs as root; locally: sudo $0)"
-command -v ip >/dev/null || unable "ip (iproute2) is not installed"
-
-LOGS=$(mktemp -d -t enchufe-mesh.XXXXXX)
-NETNS=()
-cleanup() {
-    local rc=$?
-    for n in "${!PID[@]}"; do
-        kill -9 "${PID[$n]}" 2>/dev/null || true
-        wait "${PID[$n]}" 2>/dev/null || true # reaped quietly: no "Killed" noise
-    done
-    for ns in "${NETNS[@]}"; do
-        # Anything still inside a namespace of this run was started by it.
-        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    if [[ $rc -eq 0 && "${ENCHUFE_MESH_KEEP:-}" != 1 ]]; then
-        rm -rf "$LOGS"
-    else
-        echo "logs kept in $LOGS" >&2
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+hosts_begin "the multi-host Peer mesh"
 
 # ---- the namespaces and links ------------------------------------------------
-ns() { printf '%s-%s' "$RUN" "$1"; }
 num() { case $1 in a) echo 1 ;; b) echo 2 ;; c) echo 3 ;; esac; }
 # The address of node $1 on its link to node $2: 10.77.<lower><higher>.<node>.
 addr() {
@@ -104,53 +73,18 @@ addr() {
     if ((x < y)); then echo "10.77.$x$y.$x"; else echo "10.77.$y$x.$x"; fi
 }
 
-for n in "${NODES[@]}"; do
-    ip netns add "$(ns "$n")" 2>"$LOGS/netns.err" ||
-        unable "ip netns add failed: $(cat "$LOGS/netns.err")"
-    NETNS+=("$(ns "$n")")
-    ip -n "$(ns "$n")" link set lo up
-done
+namespaces "${NODES[@]}"
 for pair in ab ac bc; do
     x=${pair:0:1} y=${pair:1:1}
-    ip link add "to-$y" netns "$(ns "$x")" type veth peer name "to-$x" netns "$(ns "$y")" ||
-        unable "cannot create a veth link"
-    ip -n "$(ns "$x")" addr add "$(addr "$x" "$y")/24" dev "to-$y"
-    ip -n "$(ns "$y")" addr add "$(addr "$y" "$x")/24" dev "to-$x"
-    ip -n "$(ns "$x")" link set "to-$y" up
-    ip -n "$(ns "$y")" link set "to-$x" up
+    veth "$x" "to-$y" "$(addr "$x" "$y")" "$y" "to-$x" "$(addr "$y" "$x")"
 done
 say "namespaces $RUN-{a,b,c}, veth links 10.77.12.0/24 (a-b), 10.77.13.0/24 (a-c), 10.77.23.0/24 (b-c)"
 
 # ---- iptables: installed if missing, and a backend that works in a namespace --
-if ! command -v iptables >/dev/null && ! command -v iptables-legacy >/dev/null; then
-    command -v apt-get >/dev/null || unable "iptables is missing and there is no apt-get to install it"
-    say "installing iptables with apt-get"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } \
-        >"$LOGS/apt.log" 2>&1 || { tail -n 20 "$LOGS/apt.log" >&2; unable "apt-get install iptables failed"; }
-fi
-IPT=
-for cand in iptables iptables-nft iptables-legacy; do
-    command -v "$cand" >/dev/null || continue
-    probe=(OUTPUT -o lo -p tcp --dport 9 -j DROP)
-    if ip netns exec "$(ns a)" "$cand" -w -A "${probe[@]}" 2>>"$LOGS/iptables.err"; then
-        ip netns exec "$(ns a)" "$cand" -w -D "${probe[@]}"
-        IPT=$cand
-        break
-    fi
-done
-[[ -n "$IPT" ]] || unable "no iptables backend works in a namespace: $(cat "$LOGS/iptables.err")"
-say "iptables backend: $IPT ($("$IPT" --version))"
+pick_iptables a
 
 # ---- the peers -------------------------------------------------------------------
-if [[ -n "${ENCHUFE_MESH_BIN:-}" ]]; then
-    BIN=$ENCHUFE_MESH_BIN
-else
-    say "building examples/p2p.rs"
-    BIN=$(cargo build --locked --example p2p --message-format=json-render-diagnostics |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1) ||
-        fail "cargo build --example p2p failed"
-fi
-[[ -x "$BIN" ]] || unable "no p2p binary (got '$BIN')"
+example_bin p2p "${ENCHUFE_MESH_BIN:-}"
 
 for n in "${NODES[@]}"; do
     mkfifo "$LOGS/$n.in"
@@ -173,15 +107,6 @@ start() {
     PID[$x]=$!
 }
 tell() { printf '%s\n' "$2" >&"${FD[$1]}"; }
-alive() {
-    local n rc
-    for n in "${!PID[@]}"; do
-        kill -0 "${PID[$n]}" 2>/dev/null && continue
-        rc=0
-        wait "${PID[$n]}" || rc=$?
-        fail "peer $n (pid ${PID[$n]}) died, exit status $rc"
-    done
-}
 
 # poll COMMAND...: runs COMMAND every 0.1s until it succeeds (status 0) or
 # $WAIT seconds pass (status 1). Fails at once if a peer died.

@@ -27,6 +27,8 @@
 #   ENCHUFE_PROBE_BIN=PATH  use this binary instead of building the example
 #   ENCHUFE_MESH_KEEP=1     keep the logs directory even when the run passes
 # Installs iptables with apt-get when it is missing.
+# The checks, namespaces, links, iptables and clean-up are tests/hosts/lib.sh,
+# shared with tests/hosts/mesh.sh.
 # Exit status: 0 passed (or explicitly skipped), 1 misbehaved, 2 cannot run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,7 +39,8 @@ SILENCE_MS=500
 ROUND_MS=50
 WAIT=20          # seconds any single wait may take before the run fails
 RUN="encp$$"     # namespace prefix, unique per run
-declare -A PID
+# shellcheck source=tests/hosts/lib.sh
+source tests/hosts/lib.sh
 
 say() { printf '[partition %3ss] %s\n' "$SECONDS" "$*"; }
 fail() {
@@ -50,101 +53,25 @@ fail() {
     echo "FAIL: $*" >&2
     exit 1
 }
-unable() {
-    echo "FAIL: tests/hosts/partition.sh cannot run: $*" >&2
-    echo "      (set ENCHUFE_SKIP_NETNS=1 to skip this test explicitly)" >&2
-    exit 2
-}
-
-if [[ "${ENCHUFE_SKIP_NETNS:-}" == 1 ]]; then
-    echo "*** SKIPPED tests/hosts/partition.sh: ENCHUFE_SKIP_NETNS=1; the MultiClient partition was NOT tested ***"
-    exit 0
-fi
-[[ $EUID -eq 0 ]] || unable "network namespaces need root (CI runs as root; locally: sudo $0)"
-command -v ip >/dev/null || unable "ip (iproute2) is not installed"
-
-LOGS=$(mktemp -d -t enchufe-partition.XXXXXX)
-NETNS=()
-cleanup() {
-    local rc=$?
-    for n in "${!PID[@]}"; do
-        kill -9 "${PID[$n]}" 2>/dev/null || true
-        wait "${PID[$n]}" 2>/dev/null || true
-    done
-    for ns in "${NETNS[@]}"; do
-        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    if [[ $rc -eq 0 && "${ENCHUFE_MESH_KEEP:-}" != 1 ]]; then
-        rm -rf "$LOGS"
-    else
-        echo "logs kept in $LOGS" >&2
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+hosts_begin "the MultiClient partition"
 
 # ---- namespaces and links --------------------------------------------------------
-ns() { printf '%s-%s' "$RUN" "$1"; }
-for n in c "${SERVERS[@]}"; do
-    ip netns add "$(ns "$n")" 2>"$LOGS/netns.err" || unable "ip netns add failed: $(cat "$LOGS/netns.err")"
-    NETNS+=("$(ns "$n")")
-    ip -n "$(ns "$n")" link set lo up
-done
+namespaces c "${SERVERS[@]}"
 for k in 1 2 3; do
-    s=s$k
-    ip link add "to-$s" netns "$(ns c)" type veth peer name to-c netns "$(ns "$s")" ||
-        unable "cannot create a veth link"
-    ip -n "$(ns c)" addr add "10.78.$k.1/24" dev "to-$s"
-    ip -n "$(ns "$s")" addr add "10.78.$k.2/24" dev to-c
-    ip -n "$(ns c)" link set "to-$s" up
-    ip -n "$(ns "$s")" link set to-c up
+    veth c "to-s$k" "10.78.$k.1" "s$k" to-c "10.78.$k.2"
 done
 say "namespaces $RUN-{c,s1,s2,s3}; links 10.78.{1,2,3}.0/24 (c is .1, sK is .2)"
 
 # ---- iptables ---------------------------------------------------------------------
-if ! command -v iptables >/dev/null && ! command -v iptables-legacy >/dev/null; then
-    command -v apt-get >/dev/null || unable "iptables is missing and there is no apt-get to install it"
-    say "installing iptables with apt-get"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } \
-        >"$LOGS/apt.log" 2>&1 || { tail -n 20 "$LOGS/apt.log" >&2; unable "apt-get install iptables failed"; }
-fi
-IPT=
-for cand in iptables iptables-nft iptables-legacy; do
-    command -v "$cand" >/dev/null || continue
-    probe=(OUTPUT -o lo -p tcp --dport 9 -j DROP)
-    if ip netns exec "$(ns c)" "$cand" -w -A "${probe[@]}" 2>>"$LOGS/iptables.err"; then
-        ip netns exec "$(ns c)" "$cand" -w -D "${probe[@]}"
-        IPT=$cand
-        break
-    fi
-done
-[[ -n "$IPT" ]] || unable "no iptables backend works in a namespace: $(cat "$LOGS/iptables.err")"
+pick_iptables c
 block() { # block ACTION(-A|-D): every packet on the c-s2 link, both ways
     ip netns exec "$(ns c)" "$IPT" -w "$1" INPUT -i to-s2 -j DROP
     ip netns exec "$(ns c)" "$IPT" -w "$1" OUTPUT -o to-s2 -j DROP
 }
 
 # ---- the binaries -----------------------------------------------------------------
-if [[ -n "${ENCHUFE_PROBE_BIN:-}" ]]; then
-    BIN=$ENCHUFE_PROBE_BIN
-else
-    say "building the partition_probe example"
-    BIN=$(cargo build --locked --example partition_probe --message-format=json-render-diagnostics |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1) ||
-        fail "cargo build --example partition_probe failed"
-fi
-[[ -x "$BIN" ]] || unable "no partition_probe binary (got '$BIN')"
+example_bin partition_probe "${ENCHUFE_PROBE_BIN:-}"
 
-alive() {
-    local n rc
-    for n in "${!PID[@]}"; do
-        kill -0 "${PID[$n]}" 2>/dev/null && continue
-        rc=0
-        wait "${PID[$n]}" || rc=$?
-        fail "$n (pid ${PID[$n]}) died, exit status $rc"
-    done
-}
 poll() { # poll WHAT COMMAND...: every 0.1 s until it succeeds, at most $WAIT s
     local what=$1 end=$((SECONDS + WAIT))
     shift

@@ -8,11 +8,17 @@
 //! | `enchufe_connections_opened_total` | counter | `role` | connections opened (accepted or dialed) |
 //! | `enchufe_connections_closed_total` | counter | `role`, `reason` | connections ended, by [`Ended`] reason: `peer_closed`, `closed`, `idle_timeout`, `shutdown`, `error` |
 //! | `enchufe_errors_total` | counter | `role`, `kind` | connections ended by an error, by kind (`io`, `frame_too_large`, `not_frames`, `unexpected_eof`, `handler`, `write_stalled`...) |
-//! | `enchufe_frames_received_total` | counter | `role` | frames read (a streamed frame counts once) |
-//! | `enchufe_frames_sent_total` | counter | `role` | frames queued for writing |
+//! | `enchufe_frames_received_total` | counter | `role` | frames read (a streamed frame counts once), hellos included |
+//! | `enchufe_frames_sent_total` | counter | `role` | frames queued for writing, hellos included |
 //! | `enchufe_bytes_received_total` | counter | `role` | bytes read from the socket, length prefixes included |
 //! | `enchufe_bytes_sent_total` | counter | `role` | bytes written to the socket, length prefixes included |
 //! | `enchufe_pushes_dropped_total` | counter | `role` | pushes dropped by the server's slow-consumer policy |
+//!
+//! Frames and bytes are counted alike at both ends: on a multiplexed
+//! connection the hello each end sends is a frame sent, and the other's
+//! hello a frame received, so what one end counts as sent the other counts
+//! as received (a client's hello exchange happens before its driver starts;
+//! [`Meter::received_before`] adds the hello it read).
 //!
 //! `role` is `server` (a server's connections over TCP, Unix sockets, TLS or
 //! WebSocket, and the links it dials: a peer's) or `client` (a `Client`'s
@@ -120,6 +126,15 @@ impl Meter {
             bytes_out: counter!("enchufe_bytes_sent_total", "role" => role),
             reported: Traffic::default(),
         }
+    }
+
+    /// Counts `frames` read on the connection before its driver began
+    /// counting: a client's hello exchange runs on the wire before the
+    /// driver starts, so the server's hello would be missing from
+    /// `enchufe_frames_received_total` (its bytes are counted by the wire
+    /// already). Once per connection.
+    pub fn received_before(&self, frames: u64) {
+        self.frames_in.increment(frames);
     }
 
     /// Adds what moved since the last report (`now` is cumulative).

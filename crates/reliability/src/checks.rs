@@ -119,6 +119,23 @@ async fn probe(addr: SocketAddr, limit: Duration) -> Option<Duration> {
     matches!(served, Ok(Some(()))).then(|| start.elapsed())
 }
 
+/// A client of `config` connected to `addr`; failing to connect fails the
+/// check.
+async fn connect(addr: SocketAddr, config: ClientConfig) -> Result<Client, String> {
+    Client::connect_with(addr, config)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The profile a check's server runs with `--mux` (or without).
+fn profile(mux: bool) -> Profile {
+    if mux {
+        Profile::Multiplexed
+    } else {
+        Profile::Plain
+    }
+}
+
 /// The `p`th percentile (0..=100) of `samples`, nearest rank.
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     if samples.is_empty() {
@@ -572,9 +589,7 @@ pub(crate) async fn kill_server(cx: &Cx) -> Result<Vec<Row>, String> {
             )
             .while_down(WhileDown::FailFast),
     );
-    let client = Client::connect_with(addr, config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = connect(addr, config).await?;
     let _: Bytes = client
         .request(Bytes::from_static(b"before"))
         .await
@@ -643,21 +658,13 @@ pub(crate) async fn shutdown(cx: &Cx) -> Result<Vec<Row>, String> {
             "shutdown-plain"
         };
         let mut srv = cx.own(name, "slow", &extra).await?;
-        let profile = if mux {
-            Profile::Multiplexed
-        } else {
-            Profile::Plain
-        };
+        let profile = profile(mux);
         let config = ClientConfig::default()
             .profile(profile)
             .request_timeout(Duration::from_secs(20));
         let mut clients = Vec::new();
         for _ in 0..if mux { 1 } else { n } {
-            clients.push(
-                Client::connect_with(srv.addr, config.clone())
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            clients.push(connect(srv.addr, config.clone()).await?);
         }
         let mut calls = JoinSet::new();
         for i in 0..n {
@@ -707,6 +714,20 @@ pub(crate) async fn shutdown(cx: &Cx) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
+/// The client for one request of [`panics`]: the `shared` one if there is
+/// one (multiplexed: a panic costs its request, not the connection), else
+/// a new connection (plain: the panic ended the last one).
+async fn attempt(
+    shared: Option<&Client>,
+    addr: SocketAddr,
+    config: &ClientConfig,
+) -> Result<Client, String> {
+    match shared {
+        Some(client) => Ok(client.clone()),
+        None => connect(addr, config.clone()).await,
+    }
+}
+
 /// A handler that panics, 100 times, in both profiles.
 pub(crate) async fn panics(cx: &Cx) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
@@ -722,28 +743,19 @@ pub(crate) async fn panics(cx: &Cx) -> Result<Vec<Row>, String> {
             .await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let base = proc::fds(srv.pid).map_err(|e| e.to_string())?;
-        let profile = if mux {
-            Profile::Multiplexed
-        } else {
-            Profile::Plain
-        };
+        let profile = profile(mux);
         let config = ClientConfig::default()
             .profile(profile)
             .request_timeout(Duration::from_secs(5));
         let (mut typed, mut served) = (0, 0);
         let mut kinds = std::collections::BTreeSet::new();
-        let shared = Client::connect_with(srv.addr, config.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let shared = if mux {
+            Some(connect(srv.addr, config.clone()).await?)
+        } else {
+            None
+        };
         for _ in 0..n {
-            // Plain: the connection ends with the panic, so each is new.
-            let client = if mux {
-                shared.clone()
-            } else {
-                Client::connect_with(srv.addr, config.clone())
-                    .await
-                    .map_err(|e| e.to_string())?
-            };
+            let client = attempt(shared.as_ref(), srv.addr, &config).await?;
             match client
                 .request::<_, Bytes>(Bytes::from_static(b"panic"))
                 .await
@@ -754,13 +766,7 @@ pub(crate) async fn panics(cx: &Cx) -> Result<Vec<Row>, String> {
                 }
                 _ => {}
             }
-            let next = if mux {
-                shared.clone()
-            } else {
-                Client::connect_with(srv.addr, config.clone())
-                    .await
-                    .map_err(|e| e.to_string())?
-            };
+            let next = attempt(shared.as_ref(), srv.addr, &config).await?;
             if next
                 .request::<_, Bytes>(Bytes::from_static(b"ok"))
                 .await
@@ -800,21 +806,14 @@ pub(crate) async fn deep_json(cx: &Cx) -> Result<Vec<Row>, String> {
         let srv = cx
             .own(if mux { "json-mux" } else { "json-plain" }, "json", extra)
             .await?;
-        let profile = if mux {
-            Profile::Multiplexed
-        } else {
-            Profile::Plain
-        };
+        let profile = profile(mux);
         let config = ClientConfig::default()
             .profile(profile)
             .request_timeout(Duration::from_secs(5));
-        let client = Client::connect_with(srv.addr, config.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let client = connect(srv.addr, config.clone()).await?;
         let got = client.request::<_, Bytes>(nested.clone()).await;
-        let after = Client::connect_with(srv.addr, config)
-            .await
-            .map_err(|e| e.to_string())?
+        let after = connect(srv.addr, config)
+            .await?
             .request::<_, Json<serde_json::Value>>(Json(serde_json::json!([1, [2]])))
             .await;
         let typed = matches!(&got, Err(e) if !e.is_timeout());

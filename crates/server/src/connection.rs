@@ -36,7 +36,9 @@ impl fmt::Display for ConnectionId {
 /// server's graceful shutdown; `Disconnect::Error` bad input, a handler's
 /// error or panic, or a stalled client. A TCP connection that ends with
 /// `Disconnect::Error` is reset rather than closed (what was queued is
-/// flushed first), so its client can tell the failure from a goodbye.
+/// flushed first), so its client can tell the failure from a goodbye,
+/// unless the two ends disagree on the protocol
+/// ([`Error::ends_with_reset`]).
 pub type Disconnect = enchufe_framing::Ended<Error>;
 
 /// One client's connection, as the server sees it.

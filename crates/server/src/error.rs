@@ -167,6 +167,23 @@ impl Error {
         matches!(self, Error::Framing(e) if e.is_profile_mismatch())
     }
 
+    /// Whether a connection that ends with this error is reset (RST) rather
+    /// than closed, so its client can tell a failure from a goodbye: true
+    /// for every error but a disagreement on the protocol, a profile
+    /// mismatch or a multiplexed version mismatch
+    /// ([`enchufe_framing::Error::VersionMismatch`]). Those close cleanly:
+    /// the client must read what was answered (our hello, for one of
+    /// another version) or the clean close that says "not this profile" (a
+    /// server pinned to plain), which a reset would destroy or turn into a
+    /// vaguer "reset by peer".
+    pub fn ends_with_reset(&self) -> bool {
+        !(self.is_profile_mismatch()
+            || matches!(
+                self,
+                Error::Framing(enchufe_framing::Error::VersionMismatch { .. })
+            ))
+    }
+
     /// Whether the client is not speaking length-prefixed frames at all: it
     /// sent what looks like HTTP, SSH, TLS or text
     /// ([`enchufe_framing::Error::NotFrames`]).
@@ -189,5 +206,33 @@ impl Error {
                 | Error::FirstFrameTimeout(_)
                 | Error::FrameTimeout(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use enchufe_framing::mux::Mismatch;
+    use enchufe_framing::Error as Framing;
+
+    #[test]
+    fn only_a_protocol_disagreement_ends_without_a_reset() {
+        let clean = [
+            Error::Framing(Framing::ProfileMismatch(Mismatch::GotHello)),
+            Error::Framing(Framing::VersionMismatch { ours: 1, theirs: 2 }),
+        ];
+        for e in &clean {
+            assert!(!e.ends_with_reset(), "{e:?}");
+        }
+        let reset = [
+            Error::Handler("no".into()),
+            Error::HandlerPanic("bug".into()),
+            Error::Framing(Framing::BadHello),
+            Error::FrameTimeout(std::time::Duration::from_secs(1)),
+            Error::WriteStalled(std::time::Duration::from_secs(1)),
+        ];
+        for e in &reset {
+            assert!(e.ends_with_reset(), "{e:?}");
+        }
     }
 }

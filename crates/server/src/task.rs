@@ -66,26 +66,12 @@ where
     );
     let reason = run(ctx, conn, &mut driver, ready).await;
     if !driver.aborted {
-        // A failure (a handler's error or panic, a reply that could not be
-        // sent, bad input) is not a goodbye: the client is told so. Not a
-        // profile mismatch: the client must read what we answered (our
-        // hello, for one of another version) or the clean close that says
-        // "not this profile" (a pinned-plain server), which a reset would
-        // destroy or turn into a vaguer "reset by peer".
-        let failed = matches!(&reason, Disconnect::Error(e) if !disagreed(e));
+        // A failure is not a goodbye: the client is told so with a reset
+        // (which errors do is `Error::ends_with_reset`).
+        let failed = matches!(&reason, Disconnect::Error(e) if e.ends_with_reset());
         driver.finish(failed).await;
     }
     reason
-}
-
-/// The two ends disagree on the protocol (profile or version), as opposed
-/// to one of them failing: the connection ends with a clean close.
-fn disagreed(e: &crate::Error) -> bool {
-    e.is_profile_mismatch()
-        || matches!(
-            e,
-            crate::Error::Framing(enchufe_framing::Error::VersionMismatch { .. })
-        )
 }
 
 async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(

@@ -107,7 +107,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             },
         );
         #[cfg(feature = "metrics")]
-        core.set_meter(enchufe_framing::meter::Meter::new("client"));
+        {
+            let meter = enchufe_framing::meter::Meter::new("client");
+            if multiplexed {
+                // `Link::start` read the server's hello before this driver
+                // began counting frames (the wire counted its bytes).
+                meter.received_before(1);
+            }
+            core.set_meter(meter);
+        }
         Driver {
             core,
             shared,
