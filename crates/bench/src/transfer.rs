@@ -205,13 +205,15 @@ async fn between_processes(
         if let Ok(m) = procfs::memory(receiver.pid) {
             receiver_hwm = receiver_hwm.max(m.hwm);
         }
-        if let Some(status) = sender.try_wait()? {
-            break status;
-        }
         if Instant::now() > limit {
             return Err(Error::harness("the transfer ran over 600 s"));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Sample memory every 20 ms, but take the sender's exit when it
+        // happens: a 20 ms tick would add up to 2.5% to a 0.8 s transfer.
+        tokio::select! {
+            status = sender.wait() => break status?,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
     };
     let secs = start.elapsed().as_secs_f64();
     if !status.success() {

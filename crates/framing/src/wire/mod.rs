@@ -374,11 +374,19 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if let Some(large) = &mut self.large {
             if large.body.len() == large.body.capacity() {
-                // Double with what arrived, never past the declared length.
+                // Double with what arrived, never past the declared length:
+                // the last step allocates exactly the frame (`reserve`
+                // would double past it, so a 1 MiB frame held 2 MiB and a
+                // 16 MiB `recycle` pool kept half as many of them).
                 let remaining = large.len - large.body.len();
-                large
-                    .body
-                    .reserve(remaining.min(large.body.len().max(LARGE_START)));
+                let grow = large.body.len().max(LARGE_START);
+                if grow >= remaining {
+                    let mut exact = BytesMut::with_capacity(large.len);
+                    exact.extend_from_slice(&large.body);
+                    large.body = exact;
+                } else {
+                    large.body.reserve(grow);
+                }
             }
             // Never past this frame, though a recycled buffer has room for
             // more: what was read past it had to be copied back to `rbuf`,
@@ -709,6 +717,22 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_grows_to_exactly_its_length() {
+        // An odd length no recycled buffer fits: the frame's own buffer
+        // doubles with what arrives, and its last step stops at the length.
+        let len = (5 << 20) + 7;
+        let (mut raw, io) = tokio::io::duplex(64 << 10);
+        let mut wire = Wire::new(io, &cfg(8 << 20));
+        let writer = tokio::spawn(async move {
+            raw.write_all(&framed(&vec![3; len])).await.unwrap();
+            raw
+        });
+        let frame = wire.recv().await.unwrap().unwrap();
+        assert_eq!((frame.len(), frame.capacity()), (len, len));
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]
