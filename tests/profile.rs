@@ -16,7 +16,7 @@ use common::{bounded, echo_server, eventually};
 use enchufe::client::{Config as ClientConfig, Error};
 use enchufe::framing::mux::{Hello, Mismatch};
 use enchufe::server::Config;
-use enchufe::{Client, Connection, Handler, MultiClient, Profile, Server, ServerHandle};
+use enchufe::{Client, Connection, Handler, MultiClient, Profile, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -47,11 +47,7 @@ impl Handler for Commands {
 }
 
 async fn serve(config: Config) -> ServerHandle {
-    Server::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_config(config)
-        .serve(Commands)
+    common::serve(Commands, config).await
 }
 
 fn plain_client() -> ClientConfig {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, eventually};
+use common::{bounded, eventually, serve};
 use enchufe::framing::mux::{ErrorCode, Header, Hello, Kind, Mismatch};
 use enchufe::framing::{OutFrame, Transport};
 use enchufe::{Connection, Handler, Server, ServerHandle};
@@ -101,18 +101,6 @@ impl Handler for Lab {
 
 fn mux() -> Config {
     Config::default().profile(Profile::Multiplexed)
-}
-
-async fn serve(lab: Lab, config: Config) -> ServerHandle {
-    serve_with(lab, config).await
-}
-
-async fn serve_with(handler: impl Handler, config: Config) -> ServerHandle {
-    Server::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_config(config)
-        .serve(handler)
 }
 
 #[tokio::test]
@@ -436,7 +424,7 @@ async fn asker_peer(keepalive: Duration) -> (ServerHandle, TcpStream) {
     let config = mux()
         .peer(enchufe_server::PeerLinks::default().keepalive(Some(keepalive)))
         .node_id("s");
-    let server = serve_with(Asker, config).await;
+    let server = serve(Asker, config).await;
     let stream = TcpStream::connect(server.local_addr()).await.unwrap();
     (server, stream)
 }
