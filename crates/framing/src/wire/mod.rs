@@ -394,6 +394,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
             // receiver's CPU in `perf`). The next header costs one more
             // read instead, per large frame.
             let remaining = large.len - large.body.len();
+            if remaining == 0 {
+                // The frame is whole: nothing to read into it, and a read
+                // with no room would look like EOF. (No caller gets here
+                // today: each takes a whole frame before reading.)
+                return Poll::Ready(Ok(0));
+            }
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut self.io),
                 cx,
