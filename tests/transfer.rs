@@ -562,6 +562,13 @@ async fn a_lying_sender_gets_typed_refusals_by_the_bytes() {
         assert_eq!(r["reason"], "protocol", "{r}");
         let message = r["message"].as_str().unwrap();
         assert!(message.contains("\"blake3\"") && message.contains("\"xxh3-128\""), "{message}");
+        // An offer from a version before the field (it hashed with BLAKE3):
+        // the same typed refusal, not a decode failure.
+        let old = control(serde_json::json!({"type": "offer", "id": "0e".repeat(16), "name": "o.txt",
+            "size": 8, "restart": false}));
+        let r = ask(&client, old).await;
+        assert_eq!(r["reason"], "protocol", "{r}");
+        assert!(r["message"].as_str().unwrap().contains("\"blake3\""), "{r}");
 
         // A wrong hash: the bytes arrive, the file never takes its name.
         let a = [0xa; 16];

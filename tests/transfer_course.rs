@@ -247,6 +247,43 @@ async fn a_source_shorter_than_its_size_is_typed_after_what_it_gave() {
 }
 
 #[tokio::test]
+async fn a_slow_receiver_that_keeps_reading_is_not_an_idle_one() {
+    bounded("a_slow_receiver_that_keeps_reading", async {
+        // 1 MiB taken 32 KiB every 100 ms: about 3 s for the body, each
+        // write waiting about 100 ms, under an idle limit of 2 s that
+        // applies to each wait, not to the whole body.
+        let size = course::BUFFER as u64;
+        let (mut a, mut b) = tokio::io::duplex(32 << 10);
+        let drain = tokio::spawn(async move {
+            let (mut buf, mut got) = (vec![0; 32 << 10], 0u64);
+            loop {
+                match b.read(&mut buf).await.unwrap() {
+                    0 => return got,
+                    n => got += n as u64,
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        let config = course::Config::default().idle_timeout(std::time::Duration::from_secs(2));
+        let sent = async {
+            // The reply never comes from this drain; the body is what counts.
+            let r =
+                course::send(&mut a, tokio::io::repeat(1).take(size), size, &config, None).await;
+            drop(a);
+            r
+        };
+        let (r, got) = tokio::join!(sent, drain);
+        assert_eq!(got.unwrap(), 4 + size);
+        // It got as far as waiting for the reply (EOF: no `Gracias.`).
+        assert!(
+            !matches!(r, Err(Error::Timeout { what, .. }) if what.contains("body")),
+            "{r:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bad_names_are_refused_before_reading() {
     let out = tempfile::tempdir().unwrap();
     for name in ["", "..", "../x", "a/b", "/etc/passwd", "a\0b", "C:\\x"] {

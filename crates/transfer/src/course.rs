@@ -280,12 +280,21 @@ where
             });
         }
         let more = sent + (filled as u64) < size;
-        let write = within(
-            idle,
-            "the body to be written",
-            stream.write_all(&current[..filled]),
-            net,
-        );
+        // The idle limit is per write call, as per read on the receiver: a
+        // slow link that keeps taking bytes is not cut for taking 1 MiB
+        // slowly.
+        let piece = &current[..filled];
+        let write = async {
+            let mut at = 0;
+            while at < piece.len() {
+                let write = stream.write(&piece[at..]);
+                match within(idle, "the body to be written", write, net).await? {
+                    0 => return Err(net(std::io::ErrorKind::WriteZero.into())),
+                    n => at += n,
+                }
+            }
+            Ok(())
+        };
         let read = async {
             if more {
                 reader.read(&mut next).await

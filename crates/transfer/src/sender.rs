@@ -3,7 +3,7 @@
 //! ```text
 //!  offer ──────────────> Accept{offset, prefix hash}   (resume: check the prefix)
 //!  chunk, chunk, ... ──> Ack, Ack, ...                 (at most `window` unacknowledged)
-//!  finish{BLAKE3} ─────> Done                          (file under its final name)
+//!  finish{XXH3} ───────> Done                          (file under its final name)
 //! ```
 
 use std::path::Path;
@@ -82,7 +82,7 @@ pub struct Receipt {
     pub name: String,
     /// Its size.
     pub size: u64,
-    /// Its BLAKE3 (both ends agreed), in hex.
+    /// Its XXH3-128 (both ends agreed), in hex.
     pub hash: String,
     /// Bytes the receiver already held from an earlier attempt (0 for a
     /// fresh transfer).
@@ -157,7 +157,7 @@ impl Source {
 ///     }
 /// });
 /// let receipt = upload.send(&client).await?;
-/// println!("sent {} bytes, BLAKE3 {}", receipt.size, receipt.hash);
+/// println!("sent {} bytes, XXH3-128 {}", receipt.size, receipt.hash);
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
