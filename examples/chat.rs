@@ -20,6 +20,7 @@ use enchufe::{Client, Server};
 
 mod support;
 
+/// A chat room: run one server, then any number of clients.
 #[derive(Parser)]
 enum Args {
     /// Runs the chat server until Ctrl-C or SIGTERM.

@@ -90,6 +90,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // "I'm done sending": the server still answers what it has read, then
     // closes, and that close is what ends the printer.
     client.close().await?;
-    printer.await??;
+    tokio::select! {
+        ended = printer => ended??,
+        () = support::stop::signal() => {} // a second Ctrl-C: stop waiting
+    }
     Ok(())
 }
