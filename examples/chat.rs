@@ -66,8 +66,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    let client = Client::connect(addr.as_str()).await?; // multiplexed: the default
-                                                        // A taken nickname ends the program here, with the server's reason.
+    // Multiplexed (the default). A taken nickname ends the program at
+    // `/nick`, with the server's reason.
+    let client = Client::connect(addr.as_str()).await?;
     let _ok: String = client.request(format!("/nick {nick}")).await?;
     tracing::info!(server = %addr, nick, "joined; /who, /msg NICK TEXT, Ctrl-D to leave");
 
