@@ -158,6 +158,29 @@ async fn a_dial_closed_during_the_hello_is_retried() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_peer_reports_no_peer_as_unreachable() {
+    bounded(async {
+        // A closing peer's dialer sees its link go down and its next dial
+        // fail at the moment of the close: that is not the other peer
+        // being unreachable. (The race showed as a stray `error gave up
+        // dialing` line in tests/hosts/mesh.sh.)
+        for _ in 0..200 {
+            let (a, _) = peer("a").await;
+            let (b, _) = peer("b").await;
+            let mut events = a.events();
+            a.add_peer(b.local_addr().to_string());
+            one_link(&a, &b).await;
+            a.close().await; // returns once every dialer has ended
+            while let Ok(event) = events.try_recv() {
+                assert!(!matches!(event, PeerEvent::Unreachable { .. }), "{event:?}");
+            }
+            b.close().await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_static_pair_links_whatever_the_start_order() {
     bounded(async {

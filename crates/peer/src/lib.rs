@@ -379,6 +379,8 @@ async fn keep_linked(inner: Arc<Inner>, addr: String, mut first: Option<FirstLin
                     break;
                 }
             },
+            // Our own close, racing a dial: not the other peer's failure.
+            Err(_) if inner.closing.is_cancelled() => break,
             Err(e) => {
                 warn!(error = %e, "peer unreachable; giving up");
                 inner
@@ -402,9 +404,12 @@ async fn keep_linked(inner: Arc<Inner>, addr: String, mut first: Option<FirstLin
             });
         }
         if linked {
+            // Closing first: a close also takes the link down, and that is
+            // not a reason to dial again.
             tokio::select! {
-                () = down(&inner.table, &id) => debug!(peer = %id, "link lost; dialing again"),
+                biased;
                 () = inner.closing.cancelled() => break,
+                () = down(&inner.table, &id) => debug!(peer = %id, "link lost; dialing again"),
             }
         }
     }
