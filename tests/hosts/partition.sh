@@ -128,19 +128,18 @@ poll "a reply from s2 after the heal" saw "$up" '^reply s2 '
 say "s2 answers again"
 
 # ---- stop and check -------------------------------------------------------------------------
-kill -TERM "${PID[c]}"
-rc=0
-timeout 20 tail --pid="${PID[c]}" -f /dev/null || fail "the client did not stop on SIGTERM"
-wait "${PID[c]}" || rc=$?
-unset 'PID[c]'
-((rc == 0)) || fail "the client exited with status $rc"
+# SIGTERM to node $1 (named $2 in messages): it must exit 0 within 20 s.
+stop_gracefully() {
+    local node=$1 name=$2 rc=0
+    kill -TERM "${PID[$node]}"
+    timeout 20 tail --pid="${PID[$node]}" -f /dev/null || fail "$name did not stop on SIGTERM"
+    wait "${PID[$node]}" || rc=$?
+    unset "PID[$node]"
+    ((rc == 0)) || fail "$name exited with status $rc"
+}
+stop_gracefully c "the client"
 for s in "${SERVERS[@]}"; do
-    kill -TERM "${PID[$s]}"
-    rc=0
-    timeout 20 tail --pid="${PID[$s]}" -f /dev/null || fail "$s did not stop on SIGTERM"
-    wait "${PID[$s]}" || rc=$?
-    unset "PID[$s]"
-    ((rc == 0)) || fail "$s exited with status $rc"
+    stop_gracefully "$s" "$s"
 done
 
 awk -v logs="$LOGS" '
