@@ -11,9 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, eventually};
+use common::{bounded, eventually, serve};
 use enchufe::framing::Transport;
-use enchufe::{handler_fn, Client, Connection, Handler, Server};
+use enchufe::{handler_fn, Client, Connection, Handler};
 use enchufe_server::{Config, SlowConsumer};
 use metrics::Unit;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
@@ -78,6 +78,13 @@ impl Recorded {
         self.0.get(name).copied().unwrap_or(0.0)
     }
 
+    /// Asserts each `(name, value)` of the last snapshot.
+    fn assert_all(&self, expected: &[(&str, f64)]) {
+        for &(name, value) in expected {
+            assert_eq!(self.get(name), value, "{name}: {:?}", self.0);
+        }
+    }
+
     /// Takes snapshots until `name` reaches `value` (bounded by the test's
     /// limit): what a connection reports when it ends lands a moment after
     /// the other end sees it end.
@@ -101,7 +108,7 @@ async fn a_server_counts_its_connections_frames_and_bytes_exactly() {
     let _turn = TURN.lock().await;
     bounded(async {
         let mut recorded = Recorded::start();
-        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(echo());
+        let server = serve(echo(), Config::default()).await;
         let mut peer = Transport::new(TcpStream::connect(server.local_addr()).await.unwrap());
         // Five frames of 1, 2, ... 5 bytes: 5 frames and 4 × 5 + 15 bytes
         // each way.
@@ -125,7 +132,7 @@ async fn a_server_counts_its_connections_frames_and_bytes_exactly() {
                 1.0,
             )
             .await;
-        for (name, value) in [
+        recorded.assert_all(&[
             ("enchufe_connections_open{role=server}", 0.0),
             ("enchufe_connections_opened_total{role=server}", 1.0),
             (
@@ -136,9 +143,7 @@ async fn a_server_counts_its_connections_frames_and_bytes_exactly() {
             ("enchufe_frames_sent_total{role=server}", 5.0),
             ("enchufe_bytes_received_total{role=server}", 35.0),
             ("enchufe_bytes_sent_total{role=server}", 35.0),
-        ] {
-            assert_eq!(recorded.get(name), value, "{name}: {:?}", recorded.0);
-        }
+        ]);
         server.shutdown().await;
     })
     .await;
@@ -150,11 +155,7 @@ async fn a_client_counts_its_traffic_and_a_bad_connection_counts_an_error_by_kin
     bounded(async {
         let mut recorded = Recorded::start();
         let config = Config::default().max_frame_length(64);
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(config)
-            .serve(echo());
+        let server = serve(echo(), config).await;
 
         // Plain, so that the figures are the three frames and nothing else
         // (a multiplexed client adds its hello and 9-byte headers).
@@ -173,16 +174,14 @@ async fn a_client_counts_its_traffic_and_a_bad_connection_counts_an_error_by_kin
                 1.0,
             )
             .await;
-        for (name, value) in [
+        recorded.assert_all(&[
             ("enchufe_connections_open{role=client}", 0.0),
             ("enchufe_connections_opened_total{role=client}", 1.0),
             ("enchufe_frames_sent_total{role=client}", 3.0),
             ("enchufe_frames_received_total{role=client}", 3.0),
             ("enchufe_bytes_sent_total{role=client}", 24.0),
             ("enchufe_bytes_received_total{role=client}", 24.0),
-        ] {
-            assert_eq!(recorded.get(name), value, "{name}: {:?}", recorded.0);
-        }
+        ]);
 
         // A header declaring more than the server's 64-byte limit.
         let mut bad = TcpStream::connect(server.local_addr()).await.unwrap();
@@ -213,7 +212,7 @@ async fn both_ends_of_a_multiplexed_connection_count_the_hellos_alike() {
     let _turn = TURN.lock().await;
     bounded(async {
         let mut recorded = Recorded::start();
-        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(echo());
+        let server = serve(echo(), Config::default()).await;
         // Multiplexed: each end sends a hello and reads the other's, then
         // one request and its reply.
         let client = Client::connect(server.local_addr()).await.unwrap();
@@ -270,11 +269,7 @@ async fn dropped_pushes_are_counted() {
         let config = Config::default()
             .outbound_queue(2)
             .slow_consumer(SlowConsumer::DropNewest);
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(config)
-            .serve(Flood(refused.clone()));
+        let server = serve(Flood(refused.clone()), config).await;
         let client = Client::connect(server.local_addr()).await.unwrap();
         // Once this is answered, on_connect is over.
         let _: String = client.request("done?").await.unwrap();
@@ -298,7 +293,7 @@ async fn describe_gives_every_metric_a_unit_and_help() {
         let mut recorded = Recorded::start();
         enchufe::framing::meter::describe();
         // Descriptions show with the metrics that exist: make them exist.
-        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(echo());
+        let server = serve(echo(), Config::default()).await;
         let client = Client::connect(server.local_addr()).await.unwrap();
         let _: String = client.request("hola").await.unwrap();
         client.close().await.unwrap();

@@ -8,10 +8,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bounded, echo_server};
+use common::{bounded, echo_server, serve};
 use enchufe::client::{self, ErrorCode};
 use enchufe::server::tower::{Request, ServiceHandler};
-use enchufe::{Client, MultiClient, Server, ServerHandle};
+use enchufe::{Client, MultiClient, ServerHandle};
 use enchufe_server::{BoxError, Config, Profile};
 use tokio::sync::{mpsc, Notify};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
@@ -51,11 +51,7 @@ async fn a_tower_timeout_on_a_slow_service_is_a_timeout_error_reply() {
                     }
                     Ok::<_, Infallible>(Some(format!("done:{}", req.message)))
                 });
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(mux_server())
-            .serve(ServiceHandler::new(service));
+        let server = serve(ServiceHandler::new(service), mux_server()).await;
         let client = mux_client(&server).await;
 
         let slow = client.request::<_, String>("slow").await;
@@ -88,11 +84,7 @@ async fn load_shed_over_a_concurrency_limit_answers_busy_while_the_service_is_fu
                     Ok::<_, BoxError>(Some(format!("done:{}", req.message)))
                 }
             });
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(mux_server())
-            .serve(ServiceHandler::new(service));
+        let server = serve(ServiceHandler::new(service), mux_server()).await;
         let client = mux_client(&server).await;
 
         let held = tokio::spawn({
@@ -125,10 +117,7 @@ async fn a_plain_server_serves_a_service_that_only_takes_the_message() {
             .service_fn(
                 |msg: String| async move { Ok::<_, Infallible>(Some(msg.len().to_string())) },
             );
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .serve(ServiceHandler::new(service));
+        let server = serve(ServiceHandler::new(service), Config::default()).await;
         let client = Client::connect(server.local_addr()).await.unwrap();
         let len: String = client.request("ñandú").await.unwrap();
         assert_eq!(len, "7");
@@ -143,10 +132,7 @@ async fn a_service_error_closes_a_plain_connection() {
         let service = service_fn(|_: Request<String>| async move {
             Err::<Option<String>, _>(BoxError::from("refused by the service"))
         });
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .serve(ServiceHandler::new(service));
+        let server = serve(ServiceHandler::new(service), Config::default()).await;
         let plain = client::Config::default().profile(Profile::Plain);
         let client = Client::connect_with(server.local_addr(), plain)
             .await
@@ -165,16 +151,16 @@ async fn a_service_error_closes_a_plain_connection() {
 async fn a_client_service_under_a_timeout_layer_answers_and_times_out() {
     bounded(async {
         // "slow" is never answered.
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(mux_server())
-            .serve(enchufe::handler_fn(|req: String, _conn| async move {
+        let server = serve(
+            enchufe::handler_fn(|req: String, _conn| async move {
                 if req == "slow" {
                     std::future::pending::<()>().await;
                 }
                 Ok::<_, Infallible>(Some(req.to_uppercase()))
-            }));
+            }),
+            mux_server(),
+        )
+        .await;
         let client = mux_client(&server).await;
         let mut service = ServiceBuilder::new()
             .timeout(SHORT)
@@ -229,11 +215,7 @@ async fn a_rate_limit_behind_a_buffer_is_shared_by_every_request() {
             .service_fn(|req: Request<String>| async move {
                 Ok::<_, Infallible>(Some(format!("done:{}", req.message)))
             });
-        let server = Server::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(mux_server())
-            .serve(ServiceHandler::new(service));
+        let server = serve(ServiceHandler::new(service), mux_server()).await;
         let client = mux_client(&server).await;
         let first: String = client.request("first").await.unwrap();
         assert_eq!(first, "done:first");
