@@ -215,11 +215,16 @@ pub(crate) fn chunk_buffer(id: TransferId, offset: u64, capacity: usize) -> Byte
 /// already the process's, so no page is faulted in and zeroed again.
 pub(crate) fn reuse_chunk_buffer(mut buf: BytesMut, id: TransferId, offset: u64) -> BytesMut {
     buf.clear();
-    buf.put_slice(MAGIC);
-    buf.put_u8(CHUNK);
-    buf.put_slice(id.as_bytes());
-    buf.put_u64(offset);
+    put_chunk_header(&mut buf, id, offset);
     buf
+}
+
+/// A chunk's [`CHUNK_HEADER`] bytes: magic, kind, id, offset.
+fn put_chunk_header(mut out: impl BufMut, id: TransferId, offset: u64) {
+    out.put_slice(MAGIC);
+    out.put_u8(CHUNK);
+    out.put_slice(id.as_bytes());
+    out.put_u64(offset);
 }
 
 /// A chunk's frame of exactly `len` data bytes, its header written, for a
@@ -235,11 +240,7 @@ pub(crate) fn sized_chunk_buffer(
 ) -> BytesMut {
     buf.truncate(CHUNK_HEADER + len);
     buf.resize(CHUNK_HEADER + len, 0);
-    let mut header = &mut buf[..CHUNK_HEADER];
-    header.put_slice(MAGIC);
-    header.put_u8(CHUNK);
-    header.put_slice(id.as_bytes());
-    header.put_u64(offset);
+    put_chunk_header(&mut buf[..CHUNK_HEADER], id, offset);
     buf
 }
 
