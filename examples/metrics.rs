@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_http_listener(args.metrics_addr)
         .install()?;
     // Units and `# HELP` lines for enchufe's metrics (optional).
-    enchufe::framing::meter::describe();
+    enchufe::metrics::describe();
 
     let server = Server::bind(args.addr.as_str()).await?;
     tracing::info!(

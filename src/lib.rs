@@ -45,7 +45,8 @@
 //!
 //! | crate | re-exported as | what it holds |
 //! |---|---|---|
-//! | `enchufe-framing` | [`framing`] | [`Transport`], the codec, [`Encode`]/[`Decode`], [`Json`] |
+//! | `enchufe-framing` | [`framing`] (a chosen list) | [`Transport`], the codec, [`Encode`]/[`Decode`], [`Json`] |
+//! | `enchufe-engine` | not re-exported (private engine), but [`net`] and [`Ended`] | the connection driver every role runs on |
 //! | `enchufe-server` | [`server`] | [`Server`], [`Handler`], [`Connection`], [`ServerHandle`] |
 //! | `enchufe-client` | [`client`] | [`Client`], [`MultiClient`] |
 //! | `enchufe-peer` | [`peer`] | [`Peer`] |
@@ -66,7 +67,7 @@
 //!   `MultiClient::service` (a client as a `Service`).
 //! - `metrics`: connections, frames and bytes each way, dropped pushes and
 //!   errors by kind, reported through the `metrics` facade for any exporter;
-//!   the names are listed in `framing::meter` and the README, and
+//!   the names are listed in the [`metrics`] module and the README, and
 //!   `examples/metrics.rs` serves them to Prometheus.
 //!
 //! # Example: a server and a client in one program
@@ -90,12 +91,50 @@
 //! ```
 
 pub use enchufe_client as client;
-pub use enchufe_framing as framing;
 pub use enchufe_http as http;
 pub use enchufe_peer as peer;
 pub use enchufe_server as server;
 pub use enchufe_transfer as transfer;
 pub use enchufe_udp as udp;
+
+/// Frames and messages: the bytes on the wire (a 4-byte big-endian length,
+/// then the payload), the codecs that make them, and the message formats.
+///
+/// This is a deliberate list: the connection engine that moves frames
+/// (drivers, wires, session rules) is private to enchufe and may change in
+/// any release.
+pub mod framing {
+    #[cfg(feature = "msgpack")]
+    pub use enchufe_framing::MsgPack;
+    #[cfg(feature = "postcard")]
+    pub use enchufe_framing::Postcard;
+    pub use enchufe_framing::{
+        mux, recycle, Body, BoxError, Bytes, BytesMut, Config, Decode, Encode, Error, Foreign,
+        FrameCodec, FrameReader, FrameWriter, Json, OutFrame, Raw, Result, Text, Transport,
+        HEADER_LEN, MAX_BATCH, STREAM_CHUNK,
+    };
+}
+
+/// Transports beyond TCP and Unix sockets: [`Accept`](net::Accept) (where
+/// a server gets its connections, `Server::from_accept`) and
+/// [`Connect`](net::Connect) (how a client, a `MultiClient` or a peer opens
+/// one, `client::Config::connector`). A simulated network (`sim`) and
+/// in-memory pipes in tests use them.
+pub mod net {
+    pub use enchufe_engine::net::{Accept, BoxFuture, BoxIo, Connect, Connected, Io};
+}
+
+/// Why a connection ended, the same for every role: a server's
+/// `Disconnect`, a client's link.
+pub use enchufe_engine::Ended;
+
+/// Connection metrics through the `metrics` facade (feature `metrics`):
+/// the names, labels and units every role reports.
+#[cfg(feature = "metrics")]
+pub mod metrics {
+    #[doc(inline)]
+    pub use enchufe_engine::meter::describe;
+}
 
 pub use enchufe_client::{Client, MultiClient};
 pub use enchufe_framing::mux::{ErrorCode, Profile};

@@ -291,7 +291,7 @@ async fn describe_gives_every_metric_a_unit_and_help() {
     let _turn = TURN.lock().await;
     bounded(async {
         let mut recorded = Recorded::start();
-        enchufe::framing::meter::describe();
+        enchufe::metrics::describe();
         // Descriptions show with the metrics that exist: make them exist.
         let server = serve(echo(), Config::default()).await;
         let client = Client::connect(server.local_addr()).await.unwrap();

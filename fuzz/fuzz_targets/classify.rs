@@ -3,7 +3,7 @@
 //! a violation is a description, not a crash.
 #![no_main]
 
-use enchufe_framing::session::{classify, Inbound, Role};
+use enchufe_engine::session::{classify, Inbound, Role};
 use enchufe_framing::BytesMut;
 use libfuzzer_sys::fuzz_target;
 

@@ -30,8 +30,8 @@
 
 use std::task::{Context, Poll};
 
+use enchufe_engine::session::{classify, Inbound, Role};
 use enchufe_framing::mux::{Header, Hello, Kind};
-use enchufe_framing::session::{classify, Inbound, Role};
 use enchufe_framing::{BytesMut, Config, Next, OutFrame, Wire, STREAM_CHUNK};
 use enchufe_fuzz::{block_on, reference_frames_streamed, End, FuzzIo, Script};
 use libfuzzer_sys::fuzz_target;

@@ -140,7 +140,7 @@ pub struct Config {
     /// [`Error::Refused`](crate::Error::Refused) when the connector says
     /// `ConnectionRefused` and the address is an IP address. `tls` is not
     /// applied on top.
-    pub connector: Option<std::sync::Arc<dyn enchufe_framing::net::Connect>>,
+    pub connector: Option<std::sync::Arc<dyn enchufe_engine::net::Connect>>,
 
     /// TLS for every connection this client dials (feature `tls`). Default
     /// `None`: plain TCP. With `Some`, each dial (and each redial) runs a
@@ -226,7 +226,7 @@ impl Config {
 
     /// Sets [`Config::connector`].
     #[must_use]
-    pub fn connector(mut self, connector: impl enchufe_framing::net::Connect) -> Self {
+    pub fn connector(mut self, connector: impl enchufe_engine::net::Connect) -> Self {
         self.connector = Some(std::sync::Arc::new(connector));
         self
     }

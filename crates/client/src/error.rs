@@ -384,7 +384,7 @@ impl From<io::Error> for Error {
 /// How a client's connection ended: the framing crate's one "why it ended"
 /// type, with the framing error shared, so every waiting request and every
 /// later call is told the same thing.
-pub(crate) type Ended = enchufe_framing::Ended<Arc<enchufe_framing::Error>>;
+pub(crate) type Ended = enchufe_engine::Ended<Arc<enchufe_framing::Error>>;
 
 /// What a caller is told about a connection that ended this way.
 pub(crate) fn ended_error(how: &Ended) -> Error {

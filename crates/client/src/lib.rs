@@ -61,7 +61,7 @@
 //! - Feature `tower`: `Client::service` and `MultiClient::service`, the
 //!   client as a `tower::Service` (the `tower` module); feature `metrics`:
 //!   each connection's traffic and end through the `metrics` facade (names
-//!   in `enchufe_framing::meter`).
+//!   in `enchufe_engine::meter`).
 //!
 //! # Examples
 //!

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use enchufe_client::{Client, Config, Error, Event, Reconnect};
+use enchufe_engine::net::{BoxFuture, Connect, Connected};
 use enchufe_framing::mux::Profile;
-use enchufe_framing::net::{BoxFuture, Connect, Connected};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, Mutex};
 

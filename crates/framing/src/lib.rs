@@ -34,19 +34,14 @@
 //!   `postcard`). Both features are on by default.
 //! - [`mux`]: the multiplexed profile's hello and 9-byte message header
 //!   (request ids, kinds), for many requests in flight on one connection.
-//! - [`Wire`]: one connection's bytes for a driver that polls (the server's
+//! - [`Wire`]: one connection's bytes for a connection driver that polls (the server's
 //!   and client's connection core): one task reads and writes, no buffer
 //!   while idle, reads that grow with what arrived, large bodies in their
 //!   own buffer and written with one vectored write. Generic over its codec
 //!   ([`Split`]): [`LengthPrefix`] by default, an HTTP request head in the
 //!   `enchufe-http` crate.
-//! - [`session`]: the multiplexed profile's rules with no socket in them
-//!   (what a frame means for a client, a server or a peer; in-flight limits,
-//!   parking, cancels, shutdown), shared by every role.
-//! - [`driver`]: the connection driver of every role (a server's
-//!   connection, a client's link, a peer link): the [`Wire`], the [`Signal`]
-//!   other tasks raise, and one timer for every deadline, reporting events
-//!   to the role's own small loop. [`Ended`] says why a connection ended.
+//!   The connection engine that drives a `Wire` (deadlines, signals, the
+//!   multiplexed session rules) is not here: it is private to enchufe.
 //! - [`recycle`]: large frames' buffers given back by the program that
 //!   received them, for the next large frame (a file receiver's chunks).
 //! - [`OutFrame`]: an outgoing frame as a small prefix (a mux header) plus a
@@ -77,26 +72,22 @@ mod codec;
 mod config;
 #[cfg(feature = "postcard")]
 mod depth;
-pub mod driver;
-mod ended;
 mod error;
 mod finite;
 mod message;
-#[cfg(feature = "metrics")]
-pub mod meter;
 pub mod mux;
-pub mod net;
 pub mod recycle;
-pub mod session;
-mod signal;
 mod transport;
 mod wire;
 
-pub use body::{Body, BodySender, BODY_CHUNKS};
+pub use body::Body;
+#[doc(hidden)]
+pub use body::{BodySender, BODY_CHUNKS};
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
-pub use ended::Ended;
-pub use error::{is_closed_io, BoxError, Error, Foreign, Result};
+#[doc(hidden)]
+pub use error::is_closed_io;
+pub use error::{BoxError, Error, Foreign, Result};
 #[cfg(feature = "msgpack")]
 pub use message::MsgPack;
 #[cfg(feature = "postcard")]
@@ -125,9 +116,12 @@ pub use message::{Decode, Encode, Json, Raw, Text};
 /// # Ok::<(), enchufe_framing::Error>(())
 /// ```
 pub use bytes::{Bytes, BytesMut};
-pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
-pub use wire::{LengthPrefix, Next, Split, Wire, LARGE_FRAME, STREAM_CHUNK};
+// The wire is the engine's view of the bytes: public for enchufe's own
+// crates (the engine and the roles), hidden and not covered by semver.
+pub use wire::STREAM_CHUNK;
+#[doc(hidden)]
+pub use wire::{LengthPrefix, Next, Split, Wire, LARGE_FRAME};
 
 /// Bytes taken by the length prefix of every frame.
 pub const HEADER_LEN: usize = 4;

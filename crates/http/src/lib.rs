@@ -1,6 +1,6 @@
 //! HTTP/1.1 over enchufe's machinery: HTTP is one more agreement about the
 //! bytes on a socket, so it runs on the same connection
-//! [`Driver`](enchufe_framing::driver::Driver) as the length-prefixed
+//! [`Driver`](enchufe_engine::driver::Driver) as the length-prefixed
 //! profiles, with another codec in the [`Wire`](enchufe_framing::Wire).
 //!
 //! ```text

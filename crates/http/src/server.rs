@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use enchufe_framing::driver::{Deadlines, Driver, Event};
-use enchufe_framing::{OutFrame, Signal, Wire};
+use enchufe_engine::driver::{Deadlines, Driver, Event};
+use enchufe_engine::Signal;
+use enchufe_framing::{OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;

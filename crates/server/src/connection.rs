@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use enchufe_engine::session::{Abandon, InFlight};
 use enchufe_framing::mux::{Header, Hello, Kind, Profile};
-use enchufe_framing::session::{Abandon, InFlight};
 use enchufe_framing::{Decode, Encode, OutFrame};
 use tokio::sync::{oneshot, Semaphore};
 use tracing::trace;
@@ -29,7 +29,7 @@ impl fmt::Display for ConnectionId {
 
 /// Why a connection ended, as given to
 /// [`Handler::on_disconnect`](crate::Handler::on_disconnect) and logged: the
-/// framing crate's [`Ended`](enchufe_framing::Ended), the one "why it ended"
+/// framing crate's [`Ended`](enchufe_engine::Ended), the one "why it ended"
 /// type of every role, with the server's [`Error`] as its failure.
 ///
 /// `Disconnect::Closed` is [`Connection::close`]; `Disconnect::Shutdown` the
@@ -39,7 +39,7 @@ impl fmt::Display for ConnectionId {
 /// flushed first), so its client can tell the failure from a goodbye,
 /// unless the two ends disagree on the protocol
 /// ([`Error::ends_with_reset`]).
-pub type Disconnect = enchufe_framing::Ended<Error>;
+pub type Disconnect = enchufe_engine::Ended<Error>;
 
 /// One client's connection, as the server sees it.
 ///

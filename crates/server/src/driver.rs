@@ -1,4 +1,4 @@
-//! A server connection on the [connection driver](enchufe_framing::driver):
+//! A server connection on the [connection driver](enchufe_engine::driver):
 //! the one loop every role shares moves the bytes and keeps the deadlines;
 //! this module adds what only a server's connection has. It drains the
 //! connection's outbox (pushes, a peer's requests) into the output while the
@@ -17,8 +17,9 @@
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use enchufe_framing::driver::{self, Deadlines};
-use enchufe_framing::{OutFrame, Signal, Wire};
+use enchufe_engine::driver::{self, Deadlines};
+use enchufe_engine::Signal;
+use enchufe_framing::{OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use std::sync::atomic::AtomicU64;
@@ -72,7 +73,7 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         #[allow(unused_mut)]
         let mut core = driver::Driver::new(wire, conn.signal(), budget, deadlines);
         #[cfg(feature = "metrics")]
-        core.set_meter(enchufe_framing::meter::Meter::new("server"));
+        core.set_meter(enchufe_engine::meter::Meter::new("server"));
         Driver {
             core,
             conn,

@@ -19,9 +19,9 @@ use crate::Result;
 /// A byte stream of any transport, boxed so the connection loop is compiled
 /// once for all of them (what a vtable call per read costs is nothing next
 /// to TLS's crypto or WebSocket's masking): the same type as the one a
-/// custom [`Accept`](enchufe_framing::net::Accept) or
-/// [`Connect`](enchufe_framing::net::Connect) yields.
-pub(crate) use enchufe_framing::net::BoxIo;
+/// custom [`Accept`](enchufe_engine::net::Accept) or
+/// [`Connect`](enchufe_engine::net::Connect) yields.
+pub(crate) use enchufe_engine::net::BoxIo;
 
 /// What an accepted connection goes through before it is served.
 #[derive(Debug, Clone)]
@@ -115,7 +115,7 @@ pub(crate) fn rare_warn(counter: &AtomicU64, error: &dyn std::error::Error, what
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DialLayer {
     /// Opens connections in place of TCP ([`Server::connector`](crate::Server::connector)).
-    pub(crate) connector: Option<Arc<dyn enchufe_framing::net::Connect>>,
+    pub(crate) connector: Option<Arc<dyn enchufe_engine::net::Connect>>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::Connector>,
 }

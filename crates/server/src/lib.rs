@@ -36,7 +36,7 @@
 //! Features: `tower` adds the `tower` module (a [`Handler`] from a
 //! `tower::Service`, so tower middleware wraps handlers); `metrics` reports
 //! connections, frames, bytes, dropped pushes and errors through the
-//! `metrics` facade (names in `enchufe_framing::meter`); `tls` and `ws` add
+//! `metrics` facade (names in `enchufe_engine::meter`); `tls` and `ws` add
 //! those listeners.
 //!
 //! # Examples

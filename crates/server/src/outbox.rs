@@ -58,7 +58,7 @@ impl Budget {
     }
 }
 
-pub(crate) use enchufe_framing::Signal;
+pub(crate) use enchufe_engine::Signal;
 
 /// What each bit of a server connection's [`Signal`] means.
 pub(crate) mod flag {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use enchufe_framing::net::{Accept, Connect};
+use enchufe_engine::net::{Accept, Connect};
 use enchufe_framing::Encode;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
@@ -132,7 +132,7 @@ impl Server {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// use std::net::SocketAddr;
-    /// use enchufe_framing::net::{Accept, BoxFuture, BoxIo};
+    /// use enchufe_engine::net::{Accept, BoxFuture, BoxIo};
     /// use enchufe_server::{handler_fn, Server};
     ///
     /// /// Connections handed over a channel: one end of a `duplex` each.
@@ -968,7 +968,7 @@ async fn serve_connection<H: Handler, Io>(
         }
     }
     #[cfg(feature = "metrics")]
-    let open = enchufe_framing::meter::Open::new("server");
+    let open = enchufe_engine::meter::Open::new("server");
     let reason = serve(ctx, &conn, io, &mut ready).await;
     #[cfg(feature = "metrics")]
     open.close(&reason, crate::stats::error_kind);

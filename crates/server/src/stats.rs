@@ -127,7 +127,7 @@ impl Counters {
 pub(crate) fn error_kind(error: &crate::Error) -> &'static str {
     use crate::Error;
     match error {
-        Error::Framing(e) => enchufe_framing::meter::error_kind(e),
+        Error::Framing(e) => enchufe_engine::meter::error_kind(e),
         Error::Io(_) => "io",
         e if e.is_tls() => "tls",
         Error::HandshakeTimeout(_) => "handshake_timeout",

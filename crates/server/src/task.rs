@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use enchufe_engine::session::{self, Admit, Flow, Inbound, Role};
 use enchufe_framing::mux::{self, ErrorCode, Header, Hello, Kind, Profile};
-use enchufe_framing::session::{self, Admit, Flow, Inbound, Role};
 use enchufe_framing::{Decode, Encode, OutFrame, Wire};
 use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
@@ -21,7 +21,7 @@ use tracing::{debug, trace, warn};
 
 use crate::driver::{Driver, Event};
 use crate::{BusyPolicy, Config, Connection, Disconnect, Error, Handler};
-use enchufe_framing::driver::Deadlines;
+use enchufe_engine::driver::Deadlines;
 
 /// What a connection task needs from its server.
 pub(crate) struct Ctx<H> {

@@ -9,7 +9,7 @@
 //! milliseconds.
 //!
 //! enchufe's roles take the simulated network through the same seams as
-//! any other transport ([`enchufe_framing::net`]): a server accepts from a
+//! any other transport ([`enchufe_engine::net`]): a server accepts from a
 //! [`Listener`] ([`Server::from_accept`]), and clients, `MultiClient`s and
 //! peers dial with a [`Connector`] (`client::Config::connector`,
 //! [`Server::connector`]). The driver, the profiles, the limits, reconnect
@@ -96,7 +96,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use enchufe_framing::net::{Accept, BoxFuture, BoxIo, Connect, Connected};
+use enchufe_engine::net::{Accept, BoxFuture, BoxIo, Connect, Connected};
 use enchufe_peer::Peer;
 use enchufe_server::{Handler, Server};
 use rand::SeedableRng;

@@ -2,7 +2,7 @@
 //! cargo feature: `tls` (rustls) and `ws` (WebSocket, for browsers).
 //!
 //! Each turns a connected socket into an `AsyncRead + AsyncWrite` that the
-//! one connection driver (`enchufe_framing::driver`) serves exactly as it
+//! one connection driver (`enchufe_engine::driver`) serves exactly as it
 //! serves a `TcpStream`: a transport is a listener or connector yielding
 //! such a stream, never another copy of the connection loop. The server's
 //! accept loop and the client's dial use them; most programs reach them

@@ -7,10 +7,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use enchufe_framing::driver::{self, Deadlines, Event};
+use enchufe_engine::driver::{self, Deadlines, Event};
+use enchufe_engine::session::{self, Inbound, Role};
+use enchufe_engine::Signal;
 use enchufe_framing::mux::{self, Header, Kind};
-use enchufe_framing::session::{self, Inbound, Role};
-use enchufe_framing::{OutFrame, Signal, Wire};
+use enchufe_framing::{OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
@@ -68,7 +69,7 @@ pub(super) struct Driver<Io> {
     silence: Option<Duration>,
     /// This connection in the `metrics` gauges, until it ends.
     #[cfg(feature = "metrics")]
-    open: Option<enchufe_framing::meter::Open>,
+    open: Option<enchufe_engine::meter::Open>,
 }
 
 /// Most output a streamed frame's chunks fill before the driver waits for
@@ -108,7 +109,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         );
         #[cfg(feature = "metrics")]
         {
-            let meter = enchufe_framing::meter::Meter::new("client");
+            let meter = enchufe_engine::meter::Meter::new("client");
             if multiplexed {
                 // `Link::start` read the server's hello before this driver
                 // began counting frames (the wire counted its bytes).
@@ -132,7 +133,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             sending: None,
             silence,
             #[cfg(feature = "metrics")]
-            open: Some(enchufe_framing::meter::Open::new("client")),
+            open: Some(enchufe_engine::meter::Open::new("client")),
         }
     }
 
@@ -156,7 +157,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         debug!(how = ?how, "connection ended");
         #[cfg(feature = "metrics")]
         if let Some(open) = self.open.take() {
-            open.close(&how, |e| enchufe_framing::meter::error_kind(e));
+            open.close(&how, |e| enchufe_engine::meter::error_kind(e));
         }
         self.shared.end(how.clone());
         for mut slot in self.pending.drain(..) {

@@ -21,9 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use enchufe_engine::session::{Abandon, InFlight};
+use enchufe_engine::Signal;
 use enchufe_framing::mux::{self, Header, Hello, Kind, Mismatch, Profile};
-use enchufe_framing::session::{Abandon, InFlight};
-use enchufe_framing::{OutFrame, Signal, Wire};
+use enchufe_framing::{OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -100,7 +101,7 @@ impl Wiring {
 /// What each bit of a link's [`Signal`] means.
 mod flag {
     /// Frames were queued for the driver (the driver's own bit).
-    pub(super) const QUEUED: u8 = enchufe_framing::driver::QUEUED;
+    pub(super) const QUEUED: u8 = enchufe_engine::driver::QUEUED;
     /// [`Link::close`] was called: flush, then half-close.
     pub(super) const CLOSE: u8 = 2;
     /// The last handle is gone: flush, half-close, stop.

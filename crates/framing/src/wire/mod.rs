@@ -644,8 +644,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
 /// `Drop` can report its last figures.
 #[cfg(feature = "metrics")]
 impl<Io, C> Wire<Io, C> {
-    /// Frames queued, bytes read and bytes written so far.
-    pub(crate) fn traffic(&self) -> (u64, u64, u64) {
+    /// Frames queued, bytes read and bytes written so far (for the
+    /// engine's meter; not covered by semver).
+    #[doc(hidden)]
+    pub fn traffic(&self) -> (u64, u64, u64) {
         (self.frames_written, self.bytes_read, self.written)
     }
 }

@@ -27,7 +27,7 @@
 //!
 //! # Cost
 //!
-//! Nothing per frame is sent to the recorder. The [`Wire`](crate::Wire)
+//! Nothing per frame is sent to the recorder. The [`Wire`](enchufe_framing::Wire)
 //! counts frames and bytes in plain integer fields (an add per frame
 //! written and per read; frames read were already counted for the idle
 //! timeout); the [`Driver`](crate::driver::Driver) adds what moved to the
@@ -43,7 +43,9 @@
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge, Unit};
 
-use crate::{Ended, Error};
+use enchufe_framing::Error;
+
+use crate::Ended;
 
 /// Gives the recorder each metric's unit and a line of help (Prometheus's
 /// `# HELP`), once, after it is installed. Optional: the metrics are

@@ -10,11 +10,11 @@ use std::fmt;
 ///
 /// `E` is the failure of the role that reports it: the server's `Error`
 /// (a handler's panic, a stalled client, bad input) or, for a client's link,
-/// the framing [`Error`](crate::Error) behind an `Arc`, shared by every
+/// the framing [`Error`](enchufe_framing::Error) behind an `Arc`, shared by every
 /// caller that waited on the connection.
 ///
 /// ```
-/// use enchufe_framing::Ended;
+/// use enchufe_engine::Ended;
 /// let clean: Ended<std::io::Error> = Ended::PeerClosed;
 /// assert!(clean.is_clean());
 /// assert_eq!(clean.to_string(), "closed by the other end");

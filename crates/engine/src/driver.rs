@@ -42,8 +42,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
-use crate::mux::{Header, Kind};
-use crate::{Error, LengthPrefix, Next, OutFrame, Result, Signal, Split, Wire};
+use enchufe_framing::mux::{Header, Kind};
+use enchufe_framing::{Error, LengthPrefix, Next, OutFrame, Result, Split, Wire};
+
+use crate::Signal;
 
 /// The [`Signal`] bit that says frames wait in the role's queue (pushes,
 /// requests queued by other tasks). Every other bit is the role's own and
@@ -54,7 +56,7 @@ pub const QUEUED: u8 = 1;
 /// frames: enough to see a reset behind a few pipelined requests, small
 /// next to the frame limit (a connection may hold a whole frame anyway).
 /// 64 KiB: the size from which a frame gets its own buffer.
-pub const WATCH_BOUND: usize = crate::wire::LARGE_FRAME;
+pub const WATCH_BOUND: usize = enchufe_framing::LARGE_FRAME;
 
 /// Idleness is checked this many times per idle timeout: a connection is
 /// closed between `idle` and `idle × (1 + 1/IDLE_TICKS)` after its last
@@ -71,7 +73,7 @@ pub enum Event {
     /// The other end closed its writing side between frames.
     Eof,
     /// A streamed frame of this many body bytes began (a wire with
-    /// [`Config::max_stream_length`](crate::Config::max_stream_length) on):
+    /// [`Config::max_stream_length`](enchufe_framing::Config::max_stream_length) on):
     /// take its body with [`Driver::poll_chunk`] before reading again.
     Stream(u64),
     /// Frames wait in the role's queue: the [`QUEUED`] bit is raised, or
@@ -731,7 +733,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::Config;
+    use enchufe_framing::Config;
 
     fn driver(
         io: tokio::io::DuplexStream,

@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use crate::mux::{ErrorCode, Header, Kind};
-use crate::Error;
+use enchufe_framing::mux::{ErrorCode, Header, Kind};
+use enchufe_framing::Error;
 
 /// Which end of a multiplexed connection we are: it decides which kinds the
 /// other end may send.
@@ -66,7 +66,7 @@ pub enum Inbound {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use enchufe_framing::session::{classify, Inbound, Role};
+/// use enchufe_engine::session::{classify, Inbound, Role};
 /// let cancel = BytesMut::from(&[6, 0, 0, 0, 0, 0, 0, 0, 9][..]);
 /// assert_eq!(classify(cancel.clone(), Role::Server), Ok(Inbound::Cancel(9)));
 /// assert!(classify(cancel, Role::Client).is_err());
@@ -102,11 +102,13 @@ pub fn classify(frame: BytesMut, role: Role) -> Result<Inbound, &'static str> {
         Kind::Notify => return Err("the server sent a notify frame"),
         Kind::Cancel => return Err("the server sent a cancel frame"),
         // Only a server is left to reach here: it got a server-only kind.
-        // (`Kind` is non-exhaustive, but within this crate the match is
-        // complete; `Header::split` refuses bytes of no known kind.)
         Kind::Response | Kind::Error | Kind::Push | Kind::Ping => {
             return Err("a client sent a server-only kind")
         }
+        // `Kind` is non-exhaustive, and `Header::split` refuses bytes of no
+        // known kind: a kind added to the wire without a rule here is
+        // refused rather than guessed at.
+        _ => return Err("a frame of a kind this version has no rule for"),
     })
 }
 
@@ -274,7 +276,7 @@ impl<T> Flow<T> {
 /// - After the end, registering fails at once: nobody waits forever.
 ///
 /// ```
-/// use enchufe_framing::session::InFlight;
+/// use enchufe_engine::session::InFlight;
 /// let table: InFlight<&str> = InFlight::new();
 /// let id = table.register("slot").unwrap();
 /// assert_eq!(table.take(id), Some("slot"));

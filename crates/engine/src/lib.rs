@@ -1,0 +1,44 @@
+//! The connection engine of enchufe: **internal, not covered by semver.**
+//!
+//! Use the `enchufe` crate. This crate holds the machinery that every role
+//! (a server's connection, a client's link, a peer link, an HTTP
+//! connection) runs on, and it changes whenever the roles need it to. It is
+//! a crate of its own only because the role crates (server, client, http)
+//! cannot depend on each other; its documentation is hidden and nothing in
+//! it may be relied on, except the few names the `enchufe` facade
+//! re-exports on purpose ([`Ended`], and [`net`]'s `Accept`, `Connect`,
+//! `Connected`, `BoxIo`), which are covered through the facade.
+//!
+//! ```text
+//!  roles (server, client, http)
+//!    |  one small loop each, asking the driver what needs attention
+//!    v
+//!  driver::Driver<Io, S, C>   the Wire (bytes, from enchufe-framing), the
+//!    |                        Signal other tasks raise, one timer for every
+//!    |                        deadline, the output's byte budget
+//!  session                    the multiplexed rules: no socket, no clock
+//!  signal::Signal, Ended      how other tasks reach a driver; why it ended
+//!  net                        Accept / Connect: transports beyond TCP/Unix
+//!  meter                      traffic counters (feature `metrics`)
+//! ```
+//!
+//! Like hyper's private `proto` module and quinn's `quinn-proto`, the engine
+//! is kept apart from the bytes (`enchufe-framing`: frames, codecs, message
+//! formats, the `Wire`) and from the roles' public types.
+
+#![doc(html_no_source)]
+
+#[doc(hidden)]
+pub mod driver;
+mod ended;
+#[cfg(feature = "metrics")]
+#[doc(hidden)]
+pub mod meter;
+pub mod net;
+#[doc(hidden)]
+pub mod session;
+mod signal;
+
+pub use ended::Ended;
+#[doc(hidden)]
+pub use signal::Signal;
