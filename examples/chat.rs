@@ -2,15 +2,16 @@
 //! else as a push `ana: hola`, `/msg bob text` to bob alone, `/who` lists the
 //! room, `* ana joined` / `* ana left` go to everyone. Every line is a request,
 //! so a mistake comes back as that line's error; pushes never pass for replies.
-//! With `--web` (feature `ws`), browsers join the same room from a page
-//! (`support/chat.html`) served there.
+//! With `--web` (feature `ws`), browsers join the same room on the same
+//! port: `GET /` is the page (`support/chat.html`), its WebSocket the same
+//! room's door.
 //!
 //! ```text
 //! cargo run --example chat -- server --addr 127.0.0.1:8080              # terminal 1
 //! cargo run --example chat -- client --addr 127.0.0.1:8080 --nick bob   # terminal 2
 //! printf '/who\nhola a todos\n/msg bob secreto\n' | cargo run --example chat -- client --nick ana
-//! cargo run --features ws --example chat -- server --web 127.0.0.1:8081   # or, for browsers too
-//! # open http://127.0.0.1:8081/ (or http://127.0.0.1:8081/?nick=ana&say=hola)
+//! cargo run --features ws --example chat -- server --web   # or, for browsers too
+//! # open http://127.0.0.1:8080/ (or http://127.0.0.1:8080/?nick=ana&say=hola)
 //! ```
 
 use clap::Parser;
@@ -28,9 +29,9 @@ enum Args {
         /// Address to listen on.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         addr: String,
-        /// Also serve the chat page and WebSocket here, for browsers.
-        #[arg(long, value_name = "HOST:PORT")]
-        web: Option<String>,
+        /// Also serve the chat page and its WebSocket on this port, for browsers.
+        #[arg(long)]
+        web: bool,
     },
     /// Joins the room; stdin lines are messages, `/who`, `/msg NICK TEXT`.
     Client {
@@ -54,10 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .profile(Profile::Multiplexed)
                 .idle_timeout(None);
             let server = Server::bind(addr.as_str()).await?.with_config(config);
-            let server = support::web::listen(server, web.as_deref()).await?;
+            let server = support::web::listen(server, web)?;
             let server = server.serve(support::room::Room::default());
-            if let Some(web) = server.ws_addr() {
-                tracing::info!(%web, "browsers: open http://{web}/");
+            if web {
+                tracing::info!("browsers: open http://{}/", server.local_addr());
             }
             tracing::info!(addr = %server.local_addr(), "chat server ready; Ctrl-C to stop");
             support::stop::signal().await;

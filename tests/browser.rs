@@ -77,11 +77,10 @@ async fn a_browser_joins_the_chat() {
             .await
             .unwrap()
             .with_config(config)
-            .ws("127.0.0.1:0", enchufe::ws::Options::default().page(PAGE))
-            .await
-            .unwrap()
+            .web(enchufe::ws::Options::default().page(PAGE))
             .serve(room::Room::default());
-        let web = server.ws_addr().unwrap();
+        // Terminal clients, the page and its WebSocket: one port.
+        let web = server.local_addr();
 
         // A terminal client in the room.
         let config = client::Config::default().profile(Profile::Multiplexed);

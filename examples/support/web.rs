@@ -1,5 +1,5 @@
-//! The chat example's `--web HOST:PORT`: a WebSocket listener on the same
-//! server that also answers `GET /` with `support/chat.html`. Without the
+//! The chat example's `--web`: the server's own port also answers `GET /`
+//! with `support/chat.html` and takes its WebSocket. Without the
 //! `ws` feature, asking for it is an error that says how to build with it.
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -8,25 +8,21 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 #[allow(dead_code)]
 pub(crate) const PAGE: &str = include_str!("chat.html");
 
-/// Adds the WebSocket listener (and the page) at `addr`, if given.
+/// Serves the page and the WebSocket on the server's own port, if asked.
 #[cfg(feature = "ws")]
-pub(crate) async fn listen(server: enchufe::Server, addr: Option<&str>) -> Result<enchufe::Server> {
-    Ok(match addr {
-        Some(addr) => {
-            server
-                .ws(addr, enchufe::ws::Options::default().page(PAGE))
-                .await?
-        }
-        None => server,
+pub(crate) fn listen(server: enchufe::Server, web: bool) -> Result<enchufe::Server> {
+    Ok(match web {
+        true => server.web(enchufe::ws::Options::default().page(PAGE)),
+        false => server,
     })
 }
 
 #[cfg(not(feature = "ws"))]
-pub(crate) async fn listen(server: enchufe::Server, addr: Option<&str>) -> Result<enchufe::Server> {
-    match addr {
-        Some(_) => Err(
+pub(crate) fn listen(server: enchufe::Server, web: bool) -> Result<enchufe::Server> {
+    match web {
+        true => Err(
             "built without WebSocket: run with `cargo run --features ws --example chat ...`".into(),
         ),
-        None => Ok(server),
+        false => Ok(server),
     }
 }

@@ -65,4 +65,4 @@ mod server;
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use head::{Limits, Refusal, RequestHead, MAX_HEADERS};
 pub use message::{Request, Response};
-pub use server::{Config, Server};
+pub use server::{door, Config, Door, Server};

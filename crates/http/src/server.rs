@@ -17,10 +17,8 @@ use enchufe_engine::Signal;
 use enchufe_framing::{OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::{Handler, Limits, Refusal, Request, RequestHead, Response};
 
@@ -189,67 +187,98 @@ impl Server {
     /// connection finish the request in hand (a running handler, its reply)
     /// within [`Config::shutdown_grace`], drops those still open after it,
     /// and returns once every connection's task has ended.
+    ///
+    /// The listener is the frame server's (`enchufe::Server` with this
+    /// handler as its only door): one accept loop with its permit before
+    /// `accept`, back-off, connection caps and shutdown for every protocol.
     pub async fn run<H: Handler>(self, handler: H, shutdown: impl Future<Output = ()>) {
-        let handler = Arc::new(handler);
-        let config = Arc::new(self.config);
-        let permits = Arc::new(Semaphore::new(config.max_connections));
-        let stop = CancellationToken::new();
-        // Past the grace period: every connection task drops what it does.
-        let abort = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        tokio::pin!(shutdown);
-        loop {
-            // The permit first: at the limit, clients wait in the backlog.
-            let permit = tokio::select! {
-                () = &mut shutdown => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let stream = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of descriptors, a reset before accept: back
-                        // off rather than spin or exit.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let (handler, config) = (handler.clone(), config.clone());
-            let (stop, abort) = (stop.clone(), abort.clone());
-            tracker.spawn(async move {
-                // Dropping `serve` drops the handler's future, the socket and
-                // anything else the connection holds: no await is left behind.
-                tokio::select! {
-                    biased;
-                    () = abort.cancelled() => {}
-                    () = serve(stream, &*handler, &config, &stop) => {}
-                }
-                drop(permit);
-            });
+        let listen = enchufe_server::Config::default()
+            .max_connections(self.config.max_connections)
+            .shutdown_grace(self.config.shutdown_grace);
+        let door = Door::new(handler).with_config(self.config);
+        enchufe_server::Server::from_listener(self.listener)
+            .with_config(listen)
+            .http_only(door)
+            .run(no_frames(), shutdown)
+            .await;
+    }
+}
+
+/// The frame handler of an HTTP-only server: never called, since every
+/// connection goes to the HTTP door.
+fn no_frames() -> impl enchufe_server::Handler {
+    enchufe_server::handler_fn(|_: bytes::Bytes, _conn| async {
+        Ok::<Option<bytes::Bytes>, std::convert::Infallible>(None)
+    })
+}
+
+/// HTTP/1.1 as a door of an enchufe server: the same port serves frames
+/// and HTTP (and WebSocket, with `Server::web`), each connection told apart
+/// by its first byte, all under the listener's limits.
+///
+/// ```
+/// use enchufe_http::{door, handler_fn, Request, Response};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let web = door(handler_fn(|req: Request| async move {
+///     Response::text(200, format!("hola, {}\n", req.path))
+/// }));
+/// let server = enchufe_server::Server::bind("127.0.0.1:0").await?.http(web);
+/// let handle = server.serve(enchufe_server::handler_fn(|cmd: String, _conn| async move {
+///     Ok::<_, std::convert::Infallible>(Some(cmd))
+/// }));
+/// // frames and HTTP at handle.local_addr()
+/// # handle.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub fn door<H: Handler>(handler: H) -> Door<H> {
+    Door::new(handler)
+}
+
+/// An HTTP handler with its [`Config`], served on an enchufe server's
+/// listener ([`door`]; `Server::http`). Of the config, the listener's own
+/// limits (`max_connections`, `shutdown_grace`) are the server's; the rest
+/// (heads, deadlines, bodies, replies) apply per connection.
+pub struct Door<H> {
+    handler: Arc<H>,
+    config: Arc<Config>,
+}
+
+impl<H> std::fmt::Debug for Door<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Door")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> Door<H> {
+    /// A door with the default [`Config`].
+    pub fn new(handler: H) -> Door<H> {
+        Door {
+            handler: Arc::new(handler),
+            config: Arc::new(Config::default()),
         }
-        // Stop accepting before waiting: the listener is closed here.
-        drop(self.listener);
-        stop.cancel();
-        tracker.close();
-        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = tracker.len(),
-                grace = ?config.shutdown_grace,
-                "connections still open after the grace period; dropping them"
-            );
-            abort.cancel();
-            tracker.wait().await;
-        }
+    }
+
+    /// Replaces the configuration.
+    #[must_use]
+    pub fn with_config(mut self, config: Config) -> Door<H> {
+        self.config = Arc::new(config);
+        self
+    }
+}
+
+impl<H: Handler> enchufe_server::Door for Door<H> {
+    fn serve(
+        &self,
+        io: enchufe_engine::net::BoxIo,
+        _peer: SocketAddr,
+        stop: CancellationToken,
+    ) -> enchufe_engine::net::BoxFuture<'static, ()> {
+        let (handler, config) = (self.handler.clone(), self.config.clone());
+        Box::pin(async move { serve(io, &*handler, &config, &stop).await })
     }
 }
 
@@ -289,6 +318,10 @@ where
         idle: Some(config.idle_timeout),
         write_timeout: Some(config.write_timeout),
         frame: Some(config.head_timeout),
+        // The first request's head must begin and end within the head
+        // timeout: a connection that sends nothing holds a socket and a
+        // permit, and is refused (408) as a trickled head is.
+        hello: Some(config.head_timeout),
         ..Deadlines::default()
     };
     let mut driver = Driver::new(wire, &signal, config.output_budget, deadlines);
@@ -301,11 +334,14 @@ where
             event = driver.event(true) => event,
         };
         match event {
-            Event::Frame(head) => match answer(&head, handler, &mut driver, config, stop).await {
-                Ok(true) => {}
-                Ok(false) => break End::Close,
-                Err(status) => break End::Refuse(status),
-            },
+            Event::Frame(head) => {
+                driver.hello_done();
+                match answer(&head, handler, &mut driver, config, stop).await {
+                    Ok(true) => {}
+                    Ok(false) => break End::Close,
+                    Err(status) => break End::Refuse(status),
+                }
+            }
             Event::ReadFailed(e) => match driver.wire().split().refusal() {
                 Some(refusal) => {
                     tracing::debug!(error = %e, "request head refused");
@@ -485,7 +521,7 @@ mod tests {
     async fn a_running_handler_leaves_further_input_unread() {
         const PIPE: usize = 4096;
         let (ours, mut theirs) = tokio::io::duplex(PIPE);
-        let gate = Arc::new(Semaphore::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let opened = gate.clone();
         let handler = handler_fn(move |_: Request| {
             let gate = opened.clone();

@@ -71,6 +71,7 @@
 
 mod config;
 mod connection;
+mod door;
 mod driver;
 mod error;
 mod handler;
@@ -86,6 +87,7 @@ pub mod tower;
 
 pub use config::{BusyPolicy, Config, PeerLinks, Profile, SlowConsumer};
 pub use connection::{Connection, ConnectionId, Disconnect};
+pub use door::{Door, HEAD_LIMIT};
 pub use enchufe_framing::mux::ErrorCode;
 pub use enchufe_framing::{Body, BoxError};
 pub use error::{Error, Result};

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::connection::Parts;
+use crate::door::{Door, Doors, Route};
 use crate::layer::{BoxIo, DialLayer, Layer, Layered};
 use crate::outbox::{flag, Budget};
 use crate::stats::{Counters, ShutdownReport, Stats};
@@ -54,6 +55,9 @@ pub struct Server {
     extra: Vec<(Listener, Layer)>,
     /// How [`ServerHandle::connect`] wraps what it dials.
     dial_layer: DialLayer,
+    /// Protocols served on the main listener beside frames (HTTP,
+    /// WebSocket), told apart by their first bytes.
+    doors: Doors,
 }
 
 /// Where a server accepts connections.
@@ -186,6 +190,7 @@ impl Server {
             layer: Layer::Plain,
             extra: Vec::new(),
             dial_layer: DialLayer::default(),
+            doors: Doors::default(),
         }
     }
 
@@ -307,6 +312,67 @@ impl Server {
         Ok(self)
     }
 
+    /// Serves HTTP on this server's listener beside frames: a connection
+    /// whose first byte is a capital letter (an HTTP method) goes to
+    /// `door` (for HTTP/1.1, `enchufe::http::door(handler)`) with every
+    /// limit of the listener (connection caps, the per-address cap, TLS,
+    /// the handshake deadline, shutdown). Frames are told apart by their
+    /// first byte, the high byte of their length (see the `door` module
+    /// docs): a server whose [`Config::max_frame_length`] is 1 GiB or more
+    /// would take large frames for HTTP, so keep it lower with a door.
+    /// Only the main listener (`bind`, `from_listener`, `from_accept`)
+    /// has doors; the WebSocket listener of [`Server::ws`] does not.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use enchufe_server::{handler_fn, Door, Server};
+    /// # #[derive(Debug)] struct Hello;
+    /// # impl Door for Hello {
+    /// #     fn serve(&self, _: enchufe_engine::net::BoxIo, _: std::net::SocketAddr,
+    /// #         _: tokio_util::sync::CancellationToken) -> enchufe_engine::net::BoxFuture<'static, ()> {
+    /// #         Box::pin(async {})
+    /// #     }
+    /// # }
+    /// let server = Server::bind("127.0.0.1:0").await?.http(Hello);
+    /// let handle = server.serve(handler_fn(|req: String, _conn| async move {
+    ///     Ok::<_, std::convert::Infallible>(Some(req))
+    /// }));
+    /// // frames and HTTP both at handle.local_addr()
+    /// # handle.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn http(mut self, door: impl Door) -> Server {
+        self.doors.http = Some(Arc::new(door));
+        self
+    }
+
+    /// Sends every connection of the main listener to the HTTP door
+    /// without looking at its bytes (an HTTP-only server). For
+    /// `enchufe-http`'s `Server`; not covered by semver.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn http_only(mut self, door: impl Door) -> Server {
+        self.doors.http = Some(Arc::new(door));
+        self.doors.http_only = true;
+        self
+    }
+
+    /// Serves WebSocket on this server's listener beside frames (and HTTP,
+    /// with [`Server::http`]): an HTTP request that asks to upgrade
+    /// becomes a WebSocket whose messages are frames, served by the same
+    /// handler, registry and limits as TCP clients; without an HTTP door,
+    /// other requests get `options`' page (`GET /`) or a refusal. One port
+    /// for terminal clients, the page and the browsers' WebSocket.
+    #[cfg(feature = "ws")]
+    #[must_use]
+    pub fn web(mut self, options: crate::ws::Options) -> Server {
+        self.doors.web = Some(Arc::new(options));
+        self
+    }
+
     /// Replaces the configuration.
     #[must_use]
     pub fn with_config(mut self, config: Config) -> Server {
@@ -385,8 +451,10 @@ impl Server {
             ws_addr,
             dial_layer: self.dial_layer,
         });
-        let listeners = std::iter::once((self.listener, self.layer)).chain(self.extra);
-        for (listener, layer) in listeners {
+        let doors = (self.doors.any() || self.doors.http_only).then(|| Arc::new(self.doors));
+        let listeners = std::iter::once((self.listener, self.layer, doors))
+            .chain(self.extra.into_iter().map(|(l, layer)| (l, layer, None)));
+        for (listener, layer, doors) in listeners {
             let addr = match &listener {
                 Listener::Tcp(l) => l.local_addr().unwrap_or(local_addr),
                 #[cfg(unix)]
@@ -396,6 +464,7 @@ impl Server {
             let accept = accept_loop(
                 listener,
                 layer,
+                doors,
                 self.config.accept_backoff_max,
                 shared.clone(),
             );
@@ -469,6 +538,8 @@ struct NewConnection {
     permit: OwnedSemaphorePermit,
     /// Its place among its address's connections, when they are limited.
     address_slot: Option<crate::limits::AddressSlot>,
+    /// The listener's doors besides frames, when it has any.
+    doors: Option<Arc<Doors>>,
     /// Dialed by [`ServerHandle::connect`], which waits on `ready` for the
     /// hello exchange; `None` for an accepted connection.
     ready: Option<oneshot::Sender<Result<Connection>>>,
@@ -494,6 +565,7 @@ impl Spawner {
                         permit,
                         address_slot,
                         ready,
+                        doors,
                     } = new;
                     let shared = &*shared_for_task;
                     match stream {
@@ -504,7 +576,35 @@ impl Spawner {
                                 warn!(error = %e, "cannot set TCP_NODELAY");
                             }
                             let local_addr = stream.local_addr().unwrap_or(shared.local_addr);
-                            match layer.handshake(stream, shared.layer_cx(&ctx)).await {
+                            let layered = match layer.handshake(stream, shared.layer_cx(&ctx)).await
+                            {
+                                Layered::Plain(stream) => match &doors {
+                                    Some(doors) => match shared
+                                        .routing(&ctx, doors, peer_addr)
+                                        .tcp(stream)
+                                        .await
+                                    {
+                                        Route::Frames(stream) => Layered::Plain(stream),
+                                        Route::FramesBoxed(io) => Layered::Boxed(io),
+                                        Route::Gone => Layered::Gone,
+                                    },
+                                    None => Layered::Plain(stream),
+                                },
+                                Layered::Boxed(io) => match &doors {
+                                    Some(doors) => {
+                                        match shared.routing(&ctx, doors, peer_addr).boxed(io).await
+                                        {
+                                            Route::Frames(io) | Route::FramesBoxed(io) => {
+                                                Layered::Boxed(io)
+                                            }
+                                            Route::Gone => Layered::Gone,
+                                        }
+                                    }
+                                    None => Layered::Boxed(io),
+                                },
+                                Layered::Gone => Layered::Gone,
+                            };
+                            match layered {
                                 Layered::Plain(stream) => {
                                     serve_connection(
                                         stream, peer_addr, local_addr, id, ready, &ctx, shared,
@@ -572,6 +672,25 @@ impl Shared {
             deadline: self.handshake_timeout,
             max_frame_length: ctx.config.max_frame_length,
             shutdown: &self.shutdown,
+        }
+    }
+
+    /// What the front door needs to route a connection to its protocol.
+    fn routing<'a, H: Handler>(
+        &'a self,
+        ctx: &Ctx<H>,
+        doors: &'a Doors,
+        peer: SocketAddr,
+    ) -> crate::door::Routing<'a> {
+        crate::door::Routing {
+            doors,
+            detect: ctx.config.detect_timeout.unwrap_or(Duration::ZERO),
+            deadline: self.handshake_timeout,
+            max_frame_length: ctx.config.max_frame_length,
+            peer,
+            shutdown: &self.shutdown,
+            abort: &self.abort,
+            counters: &self.counters,
         }
     }
 
@@ -792,6 +911,7 @@ impl ServerHandle {
                 permit,
                 address_slot: None,
                 ready: Some(ready),
+                doors: None,
             },
         );
         connected.await.unwrap_or(Err(Error::Closed))
@@ -850,6 +970,7 @@ impl ServerHandle {
 async fn accept_loop(
     mut listener: Listener,
     layer: Layer,
+    doors: Option<Arc<Doors>>,
     backoff_max: Duration,
     shared: Arc<Shared>,
 ) {
@@ -906,6 +1027,7 @@ async fn accept_loop(
                 permit,
                 address_slot,
                 ready: None,
+                doors: doors.clone(),
             },
         );
     }

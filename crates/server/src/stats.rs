@@ -40,6 +40,8 @@ pub struct Stats {
     /// multiplexed hello at a server pinned to `Profile::Plain` (the
     /// client is told at connect). Counted in `closed_for_bad_input` too.
     pub profile_mismatches: u64,
+    /// Connections handed to the HTTP door ([`Server::http`](crate::Server::http)).
+    pub http_connections: u64,
 }
 
 /// What a graceful shutdown did with the work it found, from
@@ -79,6 +81,7 @@ pub(crate) struct Counters {
     pub(crate) refused_per_address: AtomicU64,
     pub(crate) closed_for_bad_input: AtomicU64,
     pub(crate) profile_mismatches: AtomicU64,
+    pub(crate) http_connections: AtomicU64,
     /// [`ShutdownReport`]'s, counted only once shutdown began.
     pub(crate) shutdown_answered: AtomicU64,
     pub(crate) shutdown_refused: AtomicU64,
@@ -109,6 +112,7 @@ impl Counters {
             refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
             closed_for_bad_input: self.closed_for_bad_input.load(Ordering::Relaxed),
             profile_mismatches: self.profile_mismatches.load(Ordering::Relaxed),
+            http_connections: self.http_connections.load(Ordering::Relaxed),
         }
     }
 
