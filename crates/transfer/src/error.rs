@@ -241,4 +241,4 @@ impl Error {
 
 /// Linux's "no space left on device" (the same number on every Unix the
 /// workspace builds for), named here so the crate needs no libc.
-const ENOSPC: i32 = 28;
+pub(crate) const ENOSPC: i32 = 28;
