@@ -15,6 +15,8 @@
 //!   honest one (its deadline and the connection cap are tested in paused
 //!   time in `crates/transfer/src/course/server.rs`); `send_file` names a missing file before connecting, and is told
 //!   in words when the receiver could not store its file.
+//! - Lesson 6 of docs/COURSE.md, as written: the `file_transfer` example's
+//!   `recv --course` into a directory that does not exist, and `send`.
 //!
 //! ```text
 //! cargo test --test transfer_course
@@ -468,6 +470,117 @@ async fn a_sender_whose_file_the_receiver_cannot_store_is_told_so() {
         for ended in task.await.unwrap() {
             assert_eq!(ended.unwrap_err().reason(), Some(Reason::Storage));
         }
+    })
+    .await;
+}
+
+/// The `file_transfer` example, built (or found fresh) with the features
+/// this test was built with, so cargo reuses the library it already built.
+fn file_transfer_example() -> PathBuf {
+    let features: Vec<&str> = [
+        ("msgpack", cfg!(feature = "msgpack")),
+        ("postcard", cfg!(feature = "postcard")),
+        ("tls", cfg!(feature = "tls")),
+        ("ws", cfg!(feature = "ws")),
+        ("sim", cfg!(feature = "sim")),
+        ("tower", cfg!(feature = "tower")),
+        ("metrics", cfg!(feature = "metrics")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "file_transfer",
+            "--no-default-features",
+        ])
+        .args(["--features", &features.join(",")])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cannot run cargo");
+    assert!(
+        status.success(),
+        "cargo build --example file_transfer failed"
+    );
+    // Beside this test's binary: target/<profile>/deps/.. /examples.
+    let deps = std::env::current_exe().unwrap();
+    let bin = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/file_transfer");
+    assert!(bin.is_file(), "no {}", bin.display());
+    bin
+}
+
+/// Lesson 6 of docs/COURSE.md and docs/COURSE.en.md, as written, on a
+/// machine where `--out` does not exist yet (`--addr` on port 0 here, and
+/// `--count 1` so that `recv` exits).
+#[tokio::test]
+async fn lesson_6_runs_as_written_into_a_new_directory() {
+    // Built first, outside the test's time limit: a cold build takes minutes.
+    let example = tokio::task::spawn_blocking(file_transfer_example)
+        .await
+        .unwrap();
+    bounded("lesson_6_runs_as_written_into_a_new_directory", async {
+        let src = tempfile::tempdir().unwrap();
+        let file = random_file(src.path(), "informe.pdf", 3 << 20, 7);
+        let out = src.path().join("in");
+        let run = |args: &[&str]| {
+            let mut cmd = tokio::process::Command::new(&example);
+            cmd.args(args)
+                .current_dir(src.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            cmd
+        };
+        let out_arg = out.to_str().unwrap();
+        let args = [
+            "recv",
+            "--addr",
+            "127.0.0.1:0",
+            "--out",
+            out_arg,
+            "--course",
+            "--count",
+            "1",
+        ];
+        let mut recv = run(&args).spawn().unwrap();
+        let mut lines = BufReader::new(recv.stdout.take().unwrap()).lines();
+        let listening = lines.next_line().await.unwrap().expect("listening line");
+        let addr = listening
+            .strip_prefix("listening on ")
+            .expect("listening line");
+
+        let send = ["send", "--addr", addr, "--file", "informe.pdf", "--course"];
+        let sent = run(&send).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&sent.stdout);
+        assert!(
+            sent.status.success(),
+            "send: {stdout}{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        assert!(stdout.contains("Gracias."), "{stdout}");
+
+        assert!(recv.wait().await.unwrap().success());
+        assert_same_file(&out.join("recibido-1.bin"), &file);
+
+        // A missing file is named.
+        let missing = ["send", "--addr", addr, "--file", "falta.pdf", "--course"];
+        let failed = run(&missing).output().await.unwrap();
+        assert!(!failed.status.success());
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            stderr.contains("error: cannot open falta.pdf: "),
+            "{stderr}"
+        );
     })
     .await;
 }
