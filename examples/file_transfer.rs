@@ -10,7 +10,7 @@
 //! serves until Ctrl-C, or `--count N` files; `send` exits 0 once the file
 //! is confirmed, and resumes a cut one. With `--course` on both, they speak
 //! the course's protocol (4-byte size, body, `Gracias.`), also with its
-//! Python scripts; `recv` names files `recibido-N.bin` (1 GiB at most).
+//! Python scripts; `recv` names files `recibido-N.bin`.
 
 mod support;
 
@@ -41,6 +41,9 @@ struct Cli {
     /// Speak the course's protocol (size, body, `Gracias.`).
     #[arg(long)]
     course: bool,
+    /// `recv --course`: the largest size accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_size: u64,
 }
 
 #[tokio::main]
@@ -63,7 +66,7 @@ async fn recv(cli: &Cli, out: &Path) -> Result {
     let listener = TcpListener::bind(&cli.addr).await;
     let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
     println!("listening on {}", listener.local_addr()?);
-    let course = course::Receiver::new(out, Default::default());
+    let course = course::Receiver::new(out, course::Config::default().max_size(cli.max_size));
     let files = Receiver::new(out, Default::default());
     let mut events = files.events();
     let server = if cli.course {

@@ -171,7 +171,9 @@ pub enum Event {
         path: PathBuf,
         /// Its size.
         size: u64,
-        /// Its XXH3-128, in hex.
+        /// Its XXH3-128, in hex; empty from a
+        /// [`course::Receiver`](crate::course::Receiver), whose protocol
+        /// carries no hash.
         hash: String,
     },
     /// The transfer ended without a file (see [`Error::reason`]).

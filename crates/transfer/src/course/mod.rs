@@ -40,7 +40,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::digest::Digest;
 use crate::error::{is_gone, Error, Result};
 use crate::receiver::{check_name, remove_quietly};
 use crate::{Progress, TransferId};
@@ -216,7 +215,7 @@ where
     check_name(name)?;
     let start = Instant::now();
     let size = read_size(stream, config).await?;
-    let (path, _hash) = receive_body(stream, dir, name, size, config, start, progress).await?;
+    let path = receive_body(stream, dir, name, size, config, start, progress).await?;
     Ok((path, size))
 }
 
@@ -251,7 +250,7 @@ pub(crate) async fn read_size<S: AsyncRead + Unpin>(
 }
 
 /// Receives a body of `size` bytes into `dir/name` (through a temporary
-/// file) and answers [`THANKS`]; the path and the body's XXH3-128 in hex.
+/// file) and answers [`THANKS`]; the path.
 pub(crate) async fn receive_body<S>(
     stream: &mut S,
     dir: &Path,
@@ -260,7 +259,7 @@ pub(crate) async fn receive_body<S>(
     config: &Config,
     start: Instant,
     progress: Option<&watch::Sender<Progress>>,
-) -> Result<(PathBuf, String)>
+) -> Result<PathBuf>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -270,7 +269,7 @@ where
         idle: config.idle_timeout,
         deadline: config.time_for(size).map(|t| (start + t, t)),
     };
-    let hash = write_body(stream, &part.0, size, &clock, progress).await?;
+    write_body(stream, &part.0, size, &clock, progress).await?;
     tokio::fs::rename(&part.0, &dest)
         .await
         .map_err(|e| Error::storage(&dest, e))?;
@@ -285,7 +284,7 @@ where
         Error::Source,
     )
     .await?;
-    Ok((dest, hash))
+    Ok(dest)
 }
 
 /// The temporary file of a body being received, removed unless it was
@@ -339,15 +338,12 @@ async fn write_body<S: AsyncRead + Unpin>(
     size: u64,
     clock: &Clock,
     progress: Option<&watch::Sender<Progress>>,
-) -> Result<String> {
+) -> Result<()> {
     let mut file = tokio::fs::File::create(part)
         .await
         .map_err(|e| Error::storage(part, e))?;
     let mut buf = vec![0; BUFFER.min(size as usize)];
     let mut received = 0u64;
-    // Not an integrity check (the protocol carries no hash to compare
-    // with): a fingerprint for the log, as enchufe's own receiver gives.
-    let mut hasher = Digest::new();
     while received < size {
         // A whole buffer per file write (tokio's file writes on a blocking
         // thread while the next buffer fills from the socket).
@@ -364,7 +360,6 @@ async fn write_body<S: AsyncRead + Unpin>(
             }
             got += n;
         }
-        hasher.update(&buf[..got]);
         file.write_all(&buf[..got])
             .await
             .map_err(|e| Error::storage(part, e))?;
@@ -376,8 +371,7 @@ async fn write_body<S: AsyncRead + Unpin>(
             });
         }
     }
-    file.flush().await.map_err(|e| Error::storage(part, e))?;
-    Ok(hasher.hex())
+    file.flush().await.map_err(|e| Error::storage(part, e))
 }
 
 /// Reads until `buf` is full or the stream ends; how many bytes arrived.

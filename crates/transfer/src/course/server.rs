@@ -32,9 +32,9 @@ use crate::{Event, Progress, TransferId};
 ///
 /// It reports each sender as enchufe's [`Receiver`](crate::Receiver) reports
 /// a transfer, with an [`Event`]: `Started` once the size is accepted
-/// (`offset` 0: the protocol cannot resume), `Finished` with the XXH3-128
-/// of what arrived (a fingerprint to compare by hand: the protocol carries
-/// none), or `Failed` ([`Error::TooSlow`] for a sender past its deadline,
+/// (`offset` 0: the protocol cannot resume), `Finished` (its `hash` empty:
+/// the protocol carries none, and hashing would cost the receiver CPU for
+/// nothing it could check), or `Failed` ([`Error::TooSlow`] for a sender past its deadline,
 /// [`Error::Cancelled`] for one cut by [`Receiver::shutdown`]). The id is a
 /// fresh one per sender.
 ///
@@ -230,13 +230,13 @@ fn spawn<S>(
         drop(permit);
         inner.serving.fetch_sub(1, Ordering::Relaxed);
         let event = match result {
-            Ok((path, size, hash)) => {
+            Ok((path, size)) => {
                 tracing::info!(?peer, path = %path.display(), size, "file received");
                 Event::Finished {
                     id,
                     path,
                     size,
-                    hash,
+                    hash: String::new(),
                 }
             }
             Err(error) => {
@@ -269,7 +269,7 @@ impl Inner {
         stream: &mut S,
         id: TransferId,
         name: &str,
-    ) -> Result<(PathBuf, u64, String)>
+    ) -> Result<(PathBuf, u64)>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -286,18 +286,9 @@ impl Inner {
             offset: 0,
             progress: watched,
         });
-        let config = &self.config;
-        let (path, hash) = receive_body(
-            stream,
-            &self.dir,
-            name,
-            size,
-            config,
-            start,
-            Some(&progress),
-        )
-        .await?;
-        Ok((path, size, hash))
+        let (dir, config) = (&self.dir, &self.config);
+        let path = receive_body(stream, dir, name, size, config, start, Some(&progress)).await?;
+        Ok((path, size))
     }
 }
 
