@@ -1085,6 +1085,22 @@ mod tests {
     }
 
     #[test]
+    fn prepare_dir_creates_the_directory_or_says_why_not() {
+        let root = tempfile::tempdir().unwrap();
+        let nested = root.path().join("a/b/in");
+        prepare_dir(&nested).unwrap();
+        assert!(nested.is_dir());
+        // Nothing is left behind by the check.
+        assert_eq!(std::fs::read_dir(&nested).unwrap().count(), 0);
+
+        let file = root.path().join("informe.pdf");
+        std::fs::write(&file, "x").unwrap();
+        let err = prepare_dir(&file.join("in")).unwrap_err();
+        assert_eq!(err.reason(), Some(Reason::Storage));
+        assert!(err.to_string().contains("informe.pdf/in"), "{err}");
+    }
+
+    #[test]
     fn names_from_the_network_stay_in_the_directory() {
         for good in ["a.txt", "año 2024.pdf", "x..y"] {
             let r = check_name(good);
