@@ -196,7 +196,8 @@ async fn within<T>(
 /// [`Error::BadName`]; [`Error::TooLarge`] over `max_size` (nothing is
 /// read past the header); [`Error::Truncated`] when the stream ends first;
 /// [`Error::Storage`] (a full disk among them); [`Error::TooSlow`] past the
-/// overall deadline; [`Error::Timeout`]. In every case nothing is left
+/// overall deadline; [`Error::Timeout`]; [`Error::Connection`] when the
+/// stream fails. In every case nothing is left
 /// under `dir/name` (an existing file there is replaced only by a complete
 /// one), the temporary file is removed, and no reply is sent.
 ///
@@ -230,7 +231,7 @@ pub(crate) async fn read_size<S: AsyncRead + Unpin>(
         limit,
         "the size header",
         read_full(stream, &mut header),
-        Error::Source,
+        Error::Connection,
     )
     .await?;
     if got < 4 {
@@ -281,7 +282,7 @@ where
         config.reply_timeout,
         "the reply to be written",
         reply,
-        Error::Source,
+        Error::Connection,
     )
     .await?;
     Ok(dest)
@@ -319,7 +320,7 @@ impl Clock {
         match self.deadline {
             Some((at, after)) if at < idle_at => {
                 match tokio::time::timeout_at(at, stream.read(buf)).await {
-                    Ok(r) => r.map_err(Error::Source),
+                    Ok(r) => r.map_err(Error::Connection),
                     Err(_) => Err(Error::TooSlow {
                         received,
                         expected,
@@ -327,7 +328,7 @@ impl Clock {
                     }),
                 }
             }
-            _ => within(self.idle, "the body", stream.read(buf), Error::Source).await,
+            _ => within(self.idle, "the body", stream.read(buf), Error::Connection).await,
         }
     }
 }
