@@ -10,7 +10,9 @@
 //! transfers, a duplicate id, a lying sender (hash mismatch, truncation,
 //! chunks out of bounds, by hand-written frames), a short source, a full
 //! disk. Each failure is a typed error at both ends, leaves no file under
-//! the final name, and the server goes on serving.
+//! the final name, and the server goes on serving. Leftover partial files
+//! are pruned by age and total size, and evicted (oldest first) when the
+//! disk is full rather than failing an upload.
 //!
 //! ```text
 //! cargo test --test transfer
@@ -23,7 +25,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use common::bounded;
@@ -631,6 +633,82 @@ async fn a_full_disk_is_typed_and_leaves_no_file() {
         assert!(ended(&mut t.events).await.unwrap_err().is_storage_full());
         assert!(names_in(disk.path()).is_empty());
         small_transfer_works(&client, disk.path(), "cabe.txt").await;
+        t.stop().await;
+    })
+    .await;
+}
+
+/// A leftover partial file of `len` bytes for a fresh id, last written
+/// `age` ago; its name.
+fn leftover(dir: &Path, len: usize, age: Duration) -> String {
+    let name = format!(".enchufe-{}.part", TransferId::random());
+    let file = std::fs::File::create(dir.join(&name)).unwrap();
+    std::io::Write::write_all(&mut &file, &vec![7; len]).unwrap();
+    file.set_modified(SystemTime::now() - age).unwrap();
+    name
+}
+
+#[tokio::test]
+async fn leftovers_past_their_age_or_the_total_size_go_at_the_next_offer() {
+    bounded(async {
+        let config = receiver::Config::default()
+            .max_part_age(Duration::from_secs(3600))
+            .max_part_bytes(10 << 10);
+        let t = Fixture::new(config, Profile::Plain).await;
+        let min = |m: u64| Duration::from_secs(60 * m);
+        let too_old = leftover(t.out(), 1 << 10, min(120));
+        let oldest = leftover(t.out(), 6 << 10, min(30));
+        let kept = [
+            leftover(t.out(), 6 << 10, min(20)),
+            leftover(t.out(), 3 << 10, min(10)),
+        ];
+        // Not a partial file: never touched, however old.
+        let other = t.out().join("otro.txt");
+        std::fs::write(&other, "mío").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(SystemTime::now() - min(600))
+            .unwrap();
+        assert_eq!(names_in(t.out()).len(), 5);
+
+        // An offer prunes: past the age, then the oldest until the rest
+        // hold at most 10 KiB (6 + 3).
+        let client = t.client().await;
+        small_transfer_works(&client, t.out(), "nuevo.txt").await;
+        let mut expected = vec![kept[0].clone(), kept[1].clone()];
+        expected.extend(["nuevo.txt".to_owned(), "otro.txt".to_owned()]);
+        expected.sort();
+        assert_eq!(names_in(t.out()), expected);
+        assert!(!t.out().join(too_old).exists() && !t.out().join(oldest).exists());
+        t.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_disk_evicts_old_leftovers_before_failing_an_upload() {
+    let Some(disk) = Tmpfs::mount(8 << 20) else {
+        return;
+    };
+    bounded(async {
+        // A 5 MiB leftover, well within the default age and size limits,
+        // and a 4 MiB upload: together they do not fit in 8 MiB.
+        let t = Fixture::at(disk.path(), Default::default(), Profile::Multiplexed).await;
+        let old = leftover(disk.path(), 5 << 20, Duration::from_secs(60));
+        let file = t.file("honesto.bin", 4 << 20, 19);
+        let client = t.client().await;
+        let receipt = Upload::file(&file)
+            .await
+            .unwrap()
+            .send(&client)
+            .await
+            .unwrap();
+        assert_eq!(receipt.size, 4 << 20);
+        assert_same_file(&disk.path().join("honesto.bin"), &file);
+        assert!(!disk.path().join(old).exists());
+        assert_eq!(names_in(disk.path()), ["honesto.bin"]);
         t.stop().await;
     })
     .await;

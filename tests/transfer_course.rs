@@ -3,14 +3,20 @@
 //! style, and its bad input.
 //!
 //! - `tests/interop/course_file_sender.py` → enchufe's receiver
-//!   (`transfer::course::receive`, what `file_transfer recv --course` runs),
-//!   and enchufe's sender (`course::send`) → `course_file_receiver.py`:
-//!   64 MiB each way, byte-identical.
+//!   (`transfer::course::Receiver`, what `file_transfer recv --course`
+//!   runs), and enchufe's sender (`course::send`) →
+//!   `course_file_receiver.py`: 64 MiB each way, byte-identical.
 //! - Half-close: a sender that shuts down writing after the body (Python's
 //!   `shutdown(SHUT_WR)`, and a raw Rust socket) still gets `Gracias.`.
 //! - Bad input: a size over the limit, a body cut short, a bad name, a full
 //!   disk; each a typed error, no file under the final name, and the
 //!   receiver goes on to serve the next sender.
+//! - Senders are served at once: one that trickles does not hold up an
+//!   honest one (its deadline and the connection cap are tested in paused
+//!   time in `crates/transfer/src/course/server.rs`); `send_file` names a missing file before connecting, and is told
+//!   in words when the receiver could not store its file.
+//! - Lesson 6 of docs/COURSE.md, as written: the `file_transfer` example's
+//!   `recv --course` into a directory that does not exist, and `send`.
 //!
 //! ```text
 //! cargo test --test transfer_course
@@ -19,36 +25,66 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::files::{assert_same_file, names_in, random_file, Tmpfs};
 use common::interop::{bounded, spawn_python, SCRIPT_TIMEOUT};
-use enchufe::transfer::{course, Error, Reason};
+use enchufe::transfer::{course, Error, Event, Reason};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
 
 const BIG: u64 = 64 << 20;
 
-/// A course receiver on `127.0.0.1:0` serving `senders` senders one after
-/// another (as `file_transfer recv --course` does); each result in order.
+/// Each sender's end: its file, or why it has none.
+type Ended = Result<PathBuf, Arc<Error>>;
+
+/// A `course::Receiver` (what `file_transfer recv --course` runs) on
+/// `127.0.0.1:0`, and a task that collects how the first `senders` senders
+/// ended, in the order they connected (`recibido-N.bin`).
 async fn receiver(
     dir: &Path,
     config: course::Config,
     senders: usize,
-) -> (String, tokio::task::JoinHandle<Vec<Result<PathBuf, Error>>>) {
+) -> (String, tokio::task::JoinHandle<Vec<Ended>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let dir = dir.to_owned();
+    let receiver = course::Receiver::new(dir, config);
+    let mut events = receiver.events();
+    receiver.serve(listener);
     let task = tokio::spawn(async move {
-        let mut results = Vec::new();
-        for n in 1..=senders {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let name = format!("recibido-{n}.bin");
-            let r = course::receive(&mut stream, &dir, &name, &config, None).await;
-            results.push(r.map(|(path, _)| path));
+        let mut ended = Vec::new();
+        while ended.len() < senders {
+            ended.push(next_end(&mut events).await);
         }
-        results
+        receiver.shutdown().await;
+        ended.sort_by_key(|(name, _)| number_of(name));
+        ended.into_iter().map(|(_, r)| r).collect()
     });
     (port, task)
+}
+
+/// N of `recibido-N.bin`.
+fn number_of(name: &str) -> u64 {
+    let n = name
+        .strip_prefix("recibido-")
+        .and_then(|n| n.strip_suffix(".bin"));
+    n.unwrap().parse().unwrap()
+}
+
+/// The next sender's end, with its file's name.
+async fn next_end(events: &mut broadcast::Receiver<Event>) -> (String, Ended) {
+    loop {
+        match events.recv().await.unwrap() {
+            Event::Finished { path, .. } => {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                return (name, Ok(path));
+            }
+            Event::Failed { name, error, .. } => return (name, Err(error)),
+            _ => {}
+        }
+    }
 }
 
 async fn python_sender(port: &str, file: &Path, shutdown: bool) -> String {
@@ -201,7 +237,7 @@ async fn bad_input_is_typed_and_leaves_no_file() {
         let results = task.await.unwrap();
         let reasons: Vec<_> = results
             .iter()
-            .map(|r| r.as_ref().err().and_then(Error::reason))
+            .map(|r| r.as_ref().err().and_then(|e| e.reason()))
             .collect();
         assert_eq!(
             reasons,
@@ -213,7 +249,7 @@ async fn bad_input_is_typed_and_leaves_no_file() {
             ]
         );
         assert!(matches!(
-            results[1],
+            results[1].as_ref().map_err(|e| &**e),
             Err(Error::Truncated {
                 expected: 1000,
                 received: 10
@@ -314,6 +350,237 @@ async fn full_disk_is_typed_and_leaves_no_file() {
         assert!(err.is_storage_full(), "{err}");
         assert_eq!(err.reason(), Some(Reason::StorageFull));
         assert_eq!(names_in(disk.path()), ["recibido-2.bin"]);
+    })
+    .await;
+}
+
+/// A sender that declares `size` bytes and then sends one every `every`,
+/// until its stream fails; how many it sent.
+async fn trickle<S: tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    size: u32,
+    every: Duration,
+) -> u64 {
+    stream.write_all(&size.to_be_bytes()).await.unwrap();
+    for sent in 0..u64::from(size) {
+        if stream.write_all(b"x").await.is_err() || stream.flush().await.is_err() {
+            return sent;
+        }
+        tokio::time::sleep(every).await;
+    }
+    u64::from(size)
+}
+
+/// The next `Started` event's name.
+async fn next_start(events: &mut broadcast::Receiver<Event>) -> String {
+    loop {
+        if let Event::Started { name, .. } = events.recv().await.unwrap() {
+            return name;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_trickling_sender_does_not_hold_up_an_honest_one() {
+    bounded("a_trickling_sender_does_not_hold_up_an_honest_one", async {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let file = random_file(src.path(), "informe.pdf", 3 << 20, 4);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let receiver = course::Receiver::new(out.path(), course::Config::default());
+        let mut events = receiver.events();
+        receiver.serve(listener);
+
+        // First a sender that declares 1000 bytes and sends 10 a second:
+        // within every limit (64 KiB/s after 30 s of grace), for 100 s.
+        let trickler = TcpStream::connect(&addr).await.unwrap();
+        let trickling = tokio::spawn(trickle(trickler, 1000, Duration::from_millis(100)));
+        assert_eq!(next_start(&mut events).await, "recibido-1.bin");
+
+        // Then an honest one: served beside it, not after it.
+        let started = std::time::Instant::now();
+        let config = course::Config::default();
+        let honest = course::send_file(&file, &addr, &config, None);
+        let sent = tokio::time::timeout(Duration::from_secs(10), honest).await;
+        assert_eq!(sent.expect("held up behind the trickler").unwrap(), 3 << 20);
+        println!(
+            "honest sender done in {:?} beside a trickler",
+            started.elapsed()
+        );
+        let (name, ended) = next_end(&mut events).await;
+        assert_eq!(name, "recibido-2.bin");
+        assert_same_file(&ended.unwrap(), &file);
+        assert_eq!(receiver.active(), 1, "the trickler is still being served");
+
+        // Shutdown cuts it and removes its temporary file.
+        receiver.shutdown().await;
+        let (name, ended) = next_end(&mut events).await;
+        assert_eq!(name, "recibido-1.bin");
+        assert!(matches!(*ended.unwrap_err(), Error::Cancelled));
+        assert!(trickling.await.unwrap() < 1000);
+        assert_eq!(names_in(out.path()), ["recibido-2.bin"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn send_file_names_a_missing_file_before_connecting() {
+    bounded("send_file_names_a_missing_file_before_connecting", async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let err = course::send_file("no-existe/informe.pdf", &addr, &Default::default(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Open { .. }), "{err:?}");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("cannot open no-existe/informe.pdf: "),
+            "{shown}"
+        );
+        // Nobody connected: the receiver never saw an empty transfer.
+        let accept = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(accept.is_err(), "the sender connected");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sender_whose_file_the_receiver_cannot_store_is_told_so() {
+    bounded("a_sender_whose_file_the_receiver_cannot_store", async {
+        let src = tempfile::tempdir().unwrap();
+        // A receiver whose directory is gone: every file fails to store.
+        let gone = tempfile::tempdir().unwrap();
+        let (port, task) = receiver(&gone.path().join("borrado"), Default::default(), 2).await;
+        let addr = format!("127.0.0.1:{port}");
+        // Larger than the socket buffers (the receiver closes mid-body), and
+        // small enough to be sent whole before it closes.
+        for (n, size) in [(5, 8u64 << 20), (6, 10)] {
+            let file = random_file(src.path(), "informe.pdf", size, n);
+            let err = course::send_file(&file, &addr, &Default::default(), None)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::NotConfirmed { .. }), "{err:?}");
+            let shown = err.to_string();
+            assert!(
+                shown.contains("could not store it (see the receiver's log)"),
+                "{shown}"
+            );
+        }
+        for ended in task.await.unwrap() {
+            assert_eq!(ended.unwrap_err().reason(), Some(Reason::Storage));
+        }
+    })
+    .await;
+}
+
+/// The `file_transfer` example, built (or found fresh) with the features
+/// this test was built with, so cargo reuses the library it already built.
+fn file_transfer_example() -> PathBuf {
+    let features: Vec<&str> = [
+        ("msgpack", cfg!(feature = "msgpack")),
+        ("postcard", cfg!(feature = "postcard")),
+        ("tls", cfg!(feature = "tls")),
+        ("ws", cfg!(feature = "ws")),
+        ("sim", cfg!(feature = "sim")),
+        ("tower", cfg!(feature = "tower")),
+        ("metrics", cfg!(feature = "metrics")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "file_transfer",
+            "--no-default-features",
+        ])
+        .args(["--features", &features.join(",")])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cannot run cargo");
+    assert!(
+        status.success(),
+        "cargo build --example file_transfer failed"
+    );
+    // Beside this test's binary: target/<profile>/deps/.. /examples.
+    let deps = std::env::current_exe().unwrap();
+    let bin = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/file_transfer");
+    assert!(bin.is_file(), "no {}", bin.display());
+    bin
+}
+
+/// Lesson 6 of docs/COURSE.md and docs/COURSE.en.md, as written, on a
+/// machine where `--out` does not exist yet (`--addr` on port 0 here, and
+/// `--count 1` so that `recv` exits).
+#[tokio::test]
+async fn lesson_6_runs_as_written_into_a_new_directory() {
+    // Built first, outside the test's time limit: a cold build takes minutes.
+    let example = tokio::task::spawn_blocking(file_transfer_example)
+        .await
+        .unwrap();
+    bounded("lesson_6_runs_as_written_into_a_new_directory", async {
+        let src = tempfile::tempdir().unwrap();
+        let file = random_file(src.path(), "informe.pdf", 3 << 20, 7);
+        let out = src.path().join("in");
+        let run = |args: &[&str]| {
+            let mut cmd = tokio::process::Command::new(&example);
+            cmd.args(args)
+                .current_dir(src.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            cmd
+        };
+        let out_arg = out.to_str().unwrap();
+        let args = [
+            "recv",
+            "--addr",
+            "127.0.0.1:0",
+            "--out",
+            out_arg,
+            "--course",
+            "--count",
+            "1",
+        ];
+        let mut recv = run(&args).spawn().unwrap();
+        let mut lines = BufReader::new(recv.stdout.take().unwrap()).lines();
+        let listening = lines.next_line().await.unwrap().expect("listening line");
+        let addr = listening
+            .strip_prefix("listening on ")
+            .expect("listening line");
+
+        let send = ["send", "--addr", addr, "--file", "informe.pdf", "--course"];
+        let sent = run(&send).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&sent.stdout);
+        assert!(
+            sent.status.success(),
+            "send: {stdout}{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        assert!(stdout.contains("Gracias."), "{stdout}");
+
+        assert!(recv.wait().await.unwrap().success());
+        assert_same_file(&out.join("recibido-1.bin"), &file);
+
+        // A missing file is named.
+        let missing = ["send", "--addr", addr, "--file", "falta.pdf", "--course"];
+        let failed = run(&missing).output().await.unwrap();
+        assert!(!failed.status.success());
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            stderr.contains("error: cannot open falta.pdf: "),
+            "{stderr}"
+        );
     })
     .await;
 }

@@ -45,7 +45,7 @@ pub(crate) fn name_of(path: &Path) -> String {
 }
 
 /// A bar for a transfer that reports through a watch channel of its
-/// caller's (`course::send`, `course::receive`).
+/// caller's (`course::send_file`, `course::receive`).
 pub(crate) struct Bar {
     progress: watch::Sender<Progress>,
     shown: tokio::task::JoinHandle<()>,

@@ -24,6 +24,42 @@ pub enum Error {
     /// Reading the local source (the sender's file or reader) failed.
     #[error("reading the source: {0}")]
     Source(#[source] io::Error),
+    /// The file to send could not be opened (or its size read).
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file, as given.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The course sender could not connect to the receiver.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address, as given.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The course protocol's connection failed (not a refusal: see
+    /// [`Error::NotConfirmed`]).
+    #[error("connection: {0}")]
+    Connection(#[source] io::Error),
+    /// The course receiver did not answer `Gracias.`: it closed or reset
+    /// the connection before the body was through, or answered something
+    /// else. The course protocol has no way to say why (a size over its
+    /// limit, a full disk, a directory it cannot write), so the message
+    /// points at the receiver's log.
+    #[error("{}", not_confirmed(*sent, *size, reply))]
+    NotConfirmed {
+        /// Body bytes written before the connection ended.
+        sent: u64,
+        /// The declared size.
+        size: u64,
+        /// What the receiver answered instead (often nothing).
+        reply: Vec<u8>,
+    },
     /// The source ended before the size it declared.
     #[error("the source ended after {read} of {expected} bytes")]
     SourceEnded {
@@ -92,6 +128,19 @@ pub enum Error {
         expected: u64,
         /// What arrived.
         received: u64,
+    },
+    /// A course sender was slower than the receiver's overall deadline
+    /// (`course::Config::min_rate`, `grace`, `max_time`) allows.
+    #[error(
+        "too slow: {received} of {expected} bytes in {after:?}, under the receiver's minimum rate"
+    )]
+    TooSlow {
+        /// Bytes of the body that arrived.
+        received: u64,
+        /// The declared size.
+        expected: u64,
+        /// The time the transfer was given.
+        after: Duration,
     },
     /// No chunk arrived for the idle deadline; the partial file is kept for
     /// a resume.
@@ -191,13 +240,17 @@ impl Error {
             Error::Truncated { .. } => Reason::Truncated,
             Error::Storage { .. } if self.is_storage_full() => Reason::StorageFull,
             Error::Storage { .. } => Reason::Storage,
-            Error::Stalled(_) => Reason::Stalled,
+            Error::Stalled(_) | Error::TooSlow { .. } => Reason::Stalled,
             Error::Cancelled => Reason::Cancelled,
             Error::Interrupted => Reason::Interrupted,
             Error::ResumeMismatch { .. } => Reason::ResumeMismatch,
             Error::Protocol(_) => Reason::Protocol,
             Error::Client(_)
             | Error::Source(_)
+            | Error::Open { .. }
+            | Error::Connect { .. }
+            | Error::Connection(_)
+            | Error::NotConfirmed { .. }
             | Error::SourceEnded { .. }
             | Error::Timeout { .. } => return None,
         })
@@ -214,14 +267,19 @@ impl Error {
 
     /// The connection closed under the transfer (a cut transfer: resume it).
     pub fn is_closed(&self) -> bool {
-        matches!(self, Error::Client(e) if e.is_closed())
+        match self {
+            Error::Client(e) => e.is_closed(),
+            Error::Connection(e) => is_gone(e),
+            Error::NotConfirmed { sent, size, .. } => sent < size,
+            _ => false,
+        }
     }
 
     /// A wait ran out: a request, or one of this crate's own.
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::Client(e) => e.is_timeout(),
-            Error::Timeout { .. } | Error::Stalled(_) => true,
+            Error::Timeout { .. } | Error::Stalled(_) | Error::TooSlow { .. } => true,
             _ => false,
         }
     }
@@ -239,6 +297,32 @@ impl Error {
     }
 }
 
+/// The other end closed or reset the connection.
+pub(crate) fn is_gone(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+    )
+}
+
+fn not_confirmed(sent: u64, size: u64, reply: &[u8]) -> String {
+    let what = if sent < size {
+        format!("the receiver closed the connection after {sent} of {size} bytes")
+    } else if reply.is_empty() {
+        "the receiver closed the connection without answering".to_owned()
+    } else {
+        format!(
+            "the receiver answered {:?} instead of \"Gracias.\"",
+            String::from_utf8_lossy(reply)
+        )
+    };
+    format!(
+        "{what}: it did not confirm the file, so it refused it or could not store it \
+         (see the receiver's log)"
+    )
+}
+
 /// Linux's "no space left on device" (the same number on every Unix the
 /// workspace builds for), named here so the crate needs no libc.
-const ENOSPC: i32 = 28;
+pub(crate) const ENOSPC: i32 = 28;

@@ -24,7 +24,9 @@
 //! requests: they go out between chunks instead of after the file.
 //!
 //! [`course`] speaks the course's improved file protocol instead (a 4-byte
-//! size, the raw body, `Gracias.`), with bounded memory.
+//! size, the raw body, `Gracias.`), with bounded memory: a
+//! [`course::Receiver`] serving senders at once, each within a deadline,
+//! and [`course::send_file`].
 //!
 //! # Examples
 //!

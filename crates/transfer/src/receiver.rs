@@ -10,14 +10,17 @@
 //!    chunks reordered by offset (at most `window` ahead), written in
 //!    batches on the blocking pool; idle deadline; cancel deletes, a cut
 //!    (connection gone, stall, shutdown) keeps the partial file for a resume
+//!  leftovers (partial files of cut transfers): pruned by age and total size
+//!    at each offer; on a full disk the oldest go first, so they never make
+//!    a transfer running now fail
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use enchufe_server::{Connection, ConnectionId, Disconnect, Handler};
@@ -26,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::digest::{Digest, ALGORITHM};
-use crate::error::{Error, Reason, Result};
+use crate::error::{Error, Reason, Result, ENOSPC};
 use crate::protocol::{Chunk, Control, Frame, FrameKind, TransferId};
 use crate::Progress;
 
@@ -66,6 +69,16 @@ pub struct Config {
     /// `fsync` the file before it takes its final name, so "done" means on
     /// disk. Default `true`.
     pub sync: bool,
+    /// A cut transfer's partial file (kept for a resume) older than this is
+    /// removed at the next offer. Default 24 h: a sender cut off resumes
+    /// within a day, and what it never resumes does not stay for ever.
+    pub max_part_age: Duration,
+    /// The most bytes the partial files of cut transfers may hold together;
+    /// past it, the oldest are removed at the next offer. Default 16 GiB. A
+    /// leftover larger than this alone does not survive the next offer.
+    /// Whatever this cap, a transfer that finds the disk full removes
+    /// leftovers, oldest first, and writes again before it fails.
+    pub max_part_bytes: u64,
 }
 
 impl Default for Config {
@@ -78,6 +91,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             overwrite: false,
             sync: true,
+            max_part_age: Duration::from_secs(24 * 60 * 60),
+            max_part_bytes: 16 << 30,
         }
     }
 }
@@ -118,6 +133,16 @@ impl Config {
         self.sync = sync;
         self
     }
+    /// Sets [`Config::max_part_age`].
+    pub fn max_part_age(mut self, age: Duration) -> Self {
+        self.max_part_age = age;
+        self
+    }
+    /// Sets [`Config::max_part_bytes`].
+    pub fn max_part_bytes(mut self, bytes: u64) -> Self {
+        self.max_part_bytes = bytes;
+        self
+    }
 }
 
 /// What happens to transfers, for progress bars and logs
@@ -146,7 +171,9 @@ pub enum Event {
         path: PathBuf,
         /// Its size.
         size: u64,
-        /// Its XXH3-128, in hex.
+        /// Its XXH3-128, in hex; empty from a
+        /// [`course::Receiver`](crate::course::Receiver), whose protocol
+        /// carries no hash.
         hash: String,
     },
     /// The transfer ended without a file (see [`Error::reason`]).
@@ -168,7 +195,8 @@ pub enum Event {
 /// `DIR/<name>` only once every byte arrived and its XXH3-128 equals the
 /// sender's; a failed, cancelled or cut transfer never leaves a file under
 /// the final name. A cut one (connection lost, stalled, shut down) keeps
-/// its partial file, and the same id offered again resumes from it.
+/// its partial file, and the same id offered again resumes from it, within
+/// [`Config::max_part_age`] and [`Config::max_part_bytes`].
 ///
 /// # Examples
 ///
@@ -250,7 +278,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(5);
 const RECENT: usize = 64;
 
 impl Receiver {
-    /// A receiver writing into `dir` (which must exist).
+    /// A receiver writing into `dir` (which must exist and be writable:
+    /// [`prepare_dir`] checks both).
     pub fn new(dir: impl Into<PathBuf>, config: Config) -> Receiver {
         Receiver {
             inner: Arc::new(Inner {
@@ -358,6 +387,7 @@ impl Receiver {
         if !config.overwrite && dest.exists() {
             return Err(Error::Exists { name });
         }
+        self.prune(id).await;
         let (active, rx) = self.register(id, size, conn).await?;
         let (accept_tx, accept_rx) = oneshot::channel();
         let writer = Writer {
@@ -493,6 +523,27 @@ impl Receiver {
         rx.await.map_err(|_| failure_of(&active))
     }
 
+    /// Removes leftovers past the age and size limits, on the blocking
+    /// pool; the offered id's own partial file stays, for its resume.
+    async fn prune(&self, offered: TransferId) {
+        let inner = self.inner.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            let mut keep = inner.running();
+            keep.insert(offered);
+            let config = &inner.config;
+            prune_parts(
+                &inner.dir,
+                &keep,
+                config.max_part_age,
+                config.max_part_bytes,
+            )
+        })
+        .await;
+        if let Ok(Err(e)) = pruned {
+            tracing::warn!(dir = %self.inner.dir.display(), error = %e, "cannot prune partial files");
+        }
+    }
+
     async fn cancel_requested(&self, id: TransferId) -> Result<Control> {
         match self.find(id) {
             Ok(active) => {
@@ -504,6 +555,103 @@ impl Receiver {
         }
         Ok(Control::Cancelled)
     }
+}
+
+impl Inner {
+    /// The transfers running now, whose partial files are not leftovers.
+    fn running(&self) -> HashSet<TransferId> {
+        self.active
+            .lock()
+            .expect("registry lock")
+            .keys()
+            .copied()
+            .collect()
+    }
+}
+
+/// A leftover: the partial file of a transfer not running.
+struct Leftover {
+    path: PathBuf,
+    bytes: u64,
+    modified: SystemTime,
+}
+
+/// The partial files in `dir` (`.enchufe-<id>.part`) of transfers not in
+/// `keep`, oldest first.
+fn leftovers(dir: &Path, keep: &HashSet<TransferId>) -> std::io::Result<Vec<Leftover>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PART_PREFIX)?.strip_suffix(".part"))
+            .and_then(|id| id.parse::<TransferId>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else {
+            continue; // removed meanwhile
+        };
+        if keep.contains(&id) || !meta.is_file() {
+            continue;
+        }
+        found.push(Leftover {
+            path: entry.path(),
+            bytes: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        });
+    }
+    found.sort_by_key(|l| l.modified);
+    Ok(found)
+}
+
+/// Removes the leftovers older than `max_age`, then the oldest until the
+/// rest hold at most `max_bytes`.
+fn prune_parts(
+    dir: &Path,
+    keep: &HashSet<TransferId>,
+    max_age: Duration,
+    max_bytes: u64,
+) -> std::io::Result<()> {
+    let found = leftovers(dir, keep)?;
+    let mut total: u64 = found.iter().map(|l| l.bytes).sum();
+    let now = SystemTime::now();
+    for l in found {
+        let old = now.duration_since(l.modified).unwrap_or_default() > max_age;
+        if old || total > max_bytes {
+            tracing::info!(path = %l.path.display(), bytes = l.bytes, old, "removing a leftover partial file");
+            remove_quietly(&l.path);
+            total -= l.bytes;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the oldest leftover, to make room on a full disk. Whether there
+/// was one.
+fn evict_oldest(dir: &Path, keep: &HashSet<TransferId>) -> bool {
+    match leftovers(dir, keep) {
+        Ok(found) => found.first().is_some_and(|l| {
+            tracing::info!(path = %l.path.display(), bytes = l.bytes, "disk full: removing the oldest leftover partial file");
+            std::fs::remove_file(&l.path).is_ok()
+        }),
+        Err(_) => false,
+    }
+}
+
+/// Creates `dir` (and its parents) if it is missing, and checks that a file
+/// can be created in it: a receiver that calls this at start refuses then,
+/// naming the directory and why, instead of failing every transfer.
+///
+/// # Errors
+/// [`Error::Storage`] with the directory and the operating system's error.
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::storage(dir, e))?;
+    let probe = dir.join(format!("{PART_PREFIX}probe-{}", TransferId::random()));
+    std::fs::File::create(&probe).map_err(|e| Error::storage(dir, e))?;
+    remove_quietly(&probe);
+    Ok(())
 }
 
 /// The error a writer left behind, for a request that found it gone.
@@ -717,7 +865,9 @@ impl Writer {
                     if batch.is_empty() {
                         continue;
                     }
-                    match write(sink.take().expect("sink is back after each write"), batch).await {
+                    let at = next - batch.iter().map(|b| b.len() as u64).sum::<u64>();
+                    let sink_back = sink.take().expect("sink is back after each write");
+                    match write(sink_back, batch, at, self.evictor()).await {
                         Ok(back) => sink = Some(back),
                         Err(e) => return End::Failed(Error::storage(&self.part, e), Keep::Nothing),
                     }
@@ -779,6 +929,13 @@ impl Writer {
         }
     }
 
+    /// What a write calls on a full disk: removes the oldest leftover (never
+    /// a running transfer's file); whether it removed one.
+    fn evictor(&self) -> impl Fn() -> bool + Send + 'static {
+        let inner = self.inner.clone();
+        move || evict_oldest(&inner.dir, &inner.running())
+    }
+
     fn unregister(&self) {
         let mut active = self.inner.active.lock().expect("registry lock");
         if active
@@ -825,10 +982,17 @@ impl Writer {
     }
 }
 
-/// Hashes and writes a batch of in-order chunks on the blocking pool, the
-/// hash and the write side by side on two threads (the chunks are shared,
-/// not copied): a batch costs the longer of the two, not their sum.
-async fn write(sink: Sink, batch: Vec<Bytes>) -> std::io::Result<Sink> {
+/// Hashes and writes a batch of in-order chunks (from offset `at`) on the
+/// blocking pool, the hash and the write side by side on two threads (the
+/// chunks are shared, not copied): a batch costs the longer of the two, not
+/// their sum. On a full disk, `evict` makes room and the batch is written
+/// again from `at`, until it fits or nothing is left to evict.
+async fn write(
+    sink: Sink,
+    batch: Vec<Bytes>,
+    at: u64,
+    evict: impl Fn() -> bool + Send + 'static,
+) -> std::io::Result<Sink> {
     let Sink {
         mut file,
         mut hasher,
@@ -840,11 +1004,14 @@ async fn write(sink: Sink, batch: Vec<Bytes>) -> std::io::Result<Sink> {
         }
         hasher
     });
-    let written = tokio::task::spawn_blocking(move || {
-        for data in &batch {
-            file.write_all(data)?;
+    let written = tokio::task::spawn_blocking(move || loop {
+        match batch.iter().try_for_each(|data| file.write_all(data)) {
+            Err(e) if e.raw_os_error() == Some(ENOSPC) && evict() => {
+                file.seek(std::io::SeekFrom::Start(at))?;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => return Ok::<_, std::io::Error>((file, batch)),
         }
-        Ok::<_, std::io::Error>((file, batch))
     });
     let (hashed, written) = tokio::join!(hashed, written);
     let lost = |e: tokio::task::JoinError| std::io::Error::other(e);
@@ -906,11 +1073,31 @@ mod tests {
         assert_eq!((c.max_transfers, c.max_chunk, c.window), (16, 1 << 20, 8));
         assert_eq!(c.idle_timeout, Duration::from_secs(30));
         assert!(!c.overwrite && c.sync);
+        assert_eq!(
+            (c.max_part_age, c.max_part_bytes),
+            (Duration::from_secs(86_400), 16 << 30)
+        );
         // A full chunk with its header is one frame under the default limit.
         let frame = c.max_chunk as usize + CHUNK_HEADER;
         assert!(frame < enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH);
         let s = crate::sender::Config::default();
         assert_eq!((s.chunk_size, s.window), (c.max_chunk, c.window));
+    }
+
+    #[test]
+    fn prepare_dir_creates_the_directory_or_says_why_not() {
+        let root = tempfile::tempdir().unwrap();
+        let nested = root.path().join("a/b/in");
+        prepare_dir(&nested).unwrap();
+        assert!(nested.is_dir());
+        // Nothing is left behind by the check.
+        assert_eq!(std::fs::read_dir(&nested).unwrap().count(), 0);
+
+        let file = root.path().join("informe.pdf");
+        std::fs::write(&file, "x").unwrap();
+        let err = prepare_dir(&file.join("in")).unwrap_err();
+        assert_eq!(err.reason(), Some(Reason::Storage));
+        assert!(err.to_string().contains("informe.pdf/in"), "{err}");
     }
 
     #[test]

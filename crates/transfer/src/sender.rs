@@ -178,12 +178,16 @@ impl Upload {
     /// sending the same file again after a cut resumes.
     ///
     /// # Errors
-    /// [`Error::Source`] when it cannot be opened; [`Error::BadName`] when
-    /// its name is not UTF-8.
+    /// [`Error::Open`], naming the file, when it cannot be opened;
+    /// [`Error::BadName`] when its name is not UTF-8.
     pub async fn file(path: impl AsRef<Path>) -> Result<Upload> {
         let path = path.as_ref();
-        let file = tokio::fs::File::open(path).await.map_err(Error::Source)?;
-        let meta = file.metadata().await.map_err(Error::Source)?;
+        let open = |source| Error::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = tokio::fs::File::open(path).await.map_err(open)?;
+        let meta = file.metadata().await.map_err(open)?;
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
