@@ -571,6 +571,7 @@ impl Shared {
             counters: &self.counters,
             deadline: self.handshake_timeout,
             max_frame_length: ctx.config.max_frame_length,
+            frame_timeout: ctx.config.frame_timeout,
             shutdown: &self.shutdown,
         }
     }
