@@ -579,11 +579,7 @@ where
         let len = len as usize; // <= max_message or MAX_CONTROL: fits
         if self.rbuf.len() < header_len + len {
             self.started |= data.is_some();
-            // Room for what the frame still needs, as it arrives: a
-            // declared length reserves nothing beyond what came.
-            if self.rbuf.capacity() == self.rbuf.len() {
-                self.rbuf.reserve(READ_CHUNK.max(self.rbuf.len()));
-            }
+            self.make_room(header_len + len);
             return Ok(Step::NeedMore);
         }
         if matches!(header.opcode, OpCode::Control(Control::Ping)) && self.pong.is_some() {
@@ -636,6 +632,24 @@ where
             }
         }
         Ok(Step::Again)
+    }
+
+    /// Room in `rbuf` for a frame of `need` bytes that is not all here: it
+    /// doubles with the bytes that arrived (a declared length reserves
+    /// nothing by itself), and the last step allocates exactly the frame,
+    /// so an 8 MiB message holds 8 MiB, not the 16 MiB doubling would give.
+    fn make_room(&mut self, need: usize) {
+        if self.rbuf.capacity() > self.rbuf.len() {
+            return;
+        }
+        let grow = READ_CHUNK.max(self.rbuf.len());
+        if self.rbuf.len() + grow >= need {
+            let mut exact = BytesMut::with_capacity(need);
+            exact.extend_from_slice(&self.rbuf);
+            self.rbuf = exact;
+        } else {
+            self.rbuf.reserve(grow);
+        }
     }
 
     /// A whole message of `len` bytes is to be handed out.
@@ -1013,6 +1027,14 @@ mod tests {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::WebSocketStream;
 
+    /// Runs a test body on paused time, failing it if it would hang (time
+    /// jumps to the limit as soon as every task waits).
+    async fn bounded<T>(body: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(600), body)
+            .await
+            .expect("the test hung")
+    }
+
     /// A WebSocket pair over an in-memory pipe, the server end as `WsIo`.
     async fn pair(max: usize) -> (WsIo<DuplexStream>, WebSocketStream<DuplexStream>) {
         let (a, b) = tokio::io::duplex(1 << 16);
@@ -1045,100 +1067,112 @@ mod tests {
         None
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn messages_become_frames_and_back() {
-        let (mut server, mut client) = pair(1024).await;
-        client.send(Message::binary(&b"hola"[..])).await.unwrap();
-        client.send(Message::text("ñ")).await.unwrap();
-        let mut got = [0u8; 14];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"\0\0\0\x04hola\0\0\0\x02\xc3\xb1");
-        // Written in odd pieces, sent as one message per frame.
-        for piece in [&b"\0\0"[..], b"\0\x03ab", b"c\0\0\0\0"] {
-            server.write_all(piece).await.unwrap();
-        }
-        server.flush().await.unwrap();
-        assert_eq!(
-            client.next().await.unwrap().unwrap(),
-            Message::binary(&b"abc"[..])
-        );
-        assert_eq!(
-            client.next().await.unwrap().unwrap(),
-            Message::binary(&b""[..])
-        );
-        // Shutdown sends a close (going away); the client's close ends our
-        // reads.
-        server.shutdown().await.unwrap();
-        assert_eq!(close_code_seen(&mut client).await, Some(1001));
-        drop(client);
-        assert_eq!(server.read(&mut got).await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_fragmented_message_is_one_frame_and_pings_between_are_answered() {
-        let (mut server, mut client) = pair(1024).await;
-        let mut raw = Vec::new();
-        raw.extend(frame(false, 0x1, "ña".as_bytes()));
-        raw.extend(frame(true, 0x9, b"p"));
-        raw.extend(frame(false, 0x0, b"nd"));
-        raw.extend(frame(true, 0x0, "ú".as_bytes()));
-        client.get_mut().write_all(&raw).await.unwrap();
-        let mut got = vec![0u8; 4 + "ñandú".len()];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got[4..], "ñandú".as_bytes());
-        assert_eq!(&got[..4], &(got.len() as u32 - 4).to_be_bytes());
-        server.flush().await.unwrap();
-        assert_eq!(
-            client.next().await.unwrap().unwrap(),
-            Message::Pong(Bytes::from_static(b"p"))
-        );
-    }
-
-    #[tokio::test]
-    async fn every_message_already_read_comes_out_of_one_read() {
-        let (mut server, mut client) = pair(1024).await;
-        for i in 0..20u8 {
-            client.feed(Message::binary(vec![i; 60])).await.unwrap();
-        }
-        client.flush().await.unwrap();
-        // One read of the socket: all twenty messages, in one call.
-        let mut buf = [0u8; 8 * 1024];
-        let n = server.read(&mut buf).await.unwrap();
-        assert_eq!(n, 20 * 64);
-        // Replies are held until the flush, then leave together.
-        for i in 0..20u8 {
-            server.write_all(&[0, 0, 0, 1, i]).await.unwrap();
-        }
-        assert!(futures::FutureExt::now_or_never(client.next()).is_none());
-        assert_eq!(server.out.len(), 20 * 3);
-        server.flush().await.unwrap();
-        for i in 0..20u8 {
+        bounded(async {
+            let (mut server, mut client) = pair(1024).await;
+            client.send(Message::binary(&b"hola"[..])).await.unwrap();
+            client.send(Message::text("ñ")).await.unwrap();
+            let mut got = [0u8; 14];
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"\0\0\0\x04hola\0\0\0\x02\xc3\xb1");
+            // Written in odd pieces, sent as one message per frame.
+            for piece in [&b"\0\0"[..], b"\0\x03ab", b"c\0\0\0\0"] {
+                server.write_all(piece).await.unwrap();
+            }
+            server.flush().await.unwrap();
             assert_eq!(
                 client.next().await.unwrap().unwrap(),
-                Message::binary(vec![i])
+                Message::binary(&b"abc"[..])
             );
-        }
+            assert_eq!(
+                client.next().await.unwrap().unwrap(),
+                Message::binary(&b""[..])
+            );
+            // Shutdown sends a close (going away); the client's close ends our
+            // reads.
+            server.shutdown().await.unwrap();
+            assert_eq!(close_code_seen(&mut client).await, Some(1001));
+            drop(client);
+            assert_eq!(server.read(&mut got).await.unwrap(), 0);
+        })
+        .await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
+    async fn a_fragmented_message_is_one_frame_and_pings_between_are_answered() {
+        bounded(async {
+            let (mut server, mut client) = pair(1024).await;
+            let mut raw = Vec::new();
+            raw.extend(frame(false, 0x1, "ña".as_bytes()));
+            raw.extend(frame(true, 0x9, b"p"));
+            raw.extend(frame(false, 0x0, b"nd"));
+            raw.extend(frame(true, 0x0, "ú".as_bytes()));
+            client.get_mut().write_all(&raw).await.unwrap();
+            let mut got = vec![0u8; 4 + "ñandú".len()];
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got[4..], "ñandú".as_bytes());
+            assert_eq!(&got[..4], &(got.len() as u32 - 4).to_be_bytes());
+            server.flush().await.unwrap();
+            assert_eq!(
+                client.next().await.unwrap().unwrap(),
+                Message::Pong(Bytes::from_static(b"p"))
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_message_already_read_comes_out_of_one_read() {
+        bounded(async {
+            let (mut server, mut client) = pair(1024).await;
+            for i in 0..20u8 {
+                client.feed(Message::binary(vec![i; 60])).await.unwrap();
+            }
+            client.flush().await.unwrap();
+            // One read of the socket: all twenty messages, in one call.
+            let mut buf = [0u8; 8 * 1024];
+            let n = server.read(&mut buf).await.unwrap();
+            assert_eq!(n, 20 * 64);
+            // Replies are held until the flush, then leave together.
+            for i in 0..20u8 {
+                server.write_all(&[0, 0, 0, 1, i]).await.unwrap();
+            }
+            assert!(futures::FutureExt::now_or_never(client.next()).is_none());
+            assert_eq!(server.out.len(), 20 * 3);
+            server.flush().await.unwrap();
+            for i in 0..20u8 {
+                assert_eq!(
+                    client.next().await.unwrap().unwrap(),
+                    Message::binary(vec![i])
+                );
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_oversize_message_reads_as_an_oversize_header_and_closes_1009() {
-        let (mut server, mut client) = pair(8).await;
-        client.send(Message::binary(vec![7u8; 9])).await.unwrap();
-        let mut header = [0u8; 4];
-        server.read_exact(&mut header).await.unwrap();
-        assert_eq!(u32::from_be_bytes(header), 9);
-        // The driver fails on the header and flushes before it drops.
-        server.flush().await.unwrap();
-        assert_eq!(close_code_seen(&mut client).await, Some(1009));
-        // Fragments add up to the limit too.
-        let (mut server, mut client) = pair(8).await;
-        let mut raw = frame(false, 0x2, &[1; 5]);
-        raw.extend(frame(true, 0x0, &[1; 5]));
-        client.get_mut().write_all(&raw).await.unwrap();
-        server.read_exact(&mut header).await.unwrap();
-        assert_eq!(u32::from_be_bytes(header), 10);
-        server.flush().await.unwrap();
-        assert_eq!(close_code_seen(&mut client).await, Some(1009));
+        bounded(async {
+            let (mut server, mut client) = pair(8).await;
+            client.send(Message::binary(vec![7u8; 9])).await.unwrap();
+            let mut header = [0u8; 4];
+            server.read_exact(&mut header).await.unwrap();
+            assert_eq!(u32::from_be_bytes(header), 9);
+            // The driver fails on the header and flushes before it drops.
+            server.flush().await.unwrap();
+            assert_eq!(close_code_seen(&mut client).await, Some(1009));
+            // Fragments add up to the limit too.
+            let (mut server, mut client) = pair(8).await;
+            let mut raw = frame(false, 0x2, &[1; 5]);
+            raw.extend(frame(true, 0x0, &[1; 5]));
+            client.get_mut().write_all(&raw).await.unwrap();
+            server.read_exact(&mut header).await.unwrap();
+            assert_eq!(u32::from_be_bytes(header), 10);
+            server.flush().await.unwrap();
+            assert_eq!(close_code_seen(&mut client).await, Some(1009));
+        })
+        .await;
     }
 
     /// Reads until an error, which it returns.
@@ -1157,119 +1191,186 @@ mod tests {
         e.get_ref().and_then(|e| e.downcast_ref::<Error>()).unwrap()
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn bad_input_is_closed_with_its_code() {
-        let cases: [(Vec<u8>, u16); 7] = [
-            (frame(true, 0x1, b"\xff\xfe"), 1007), // text not UTF-8
-            (
-                [frame(false, 0x1, b"\xc3"), frame(true, 0x0, b"(")].concat(),
-                1007,
-            ),
-            (frame(true, 0x8, b"\x03\xe8\xff"), 1007), // close reason not UTF-8
-            (b"\x82\x01x".to_vec(), 1002),             // not masked
-            (frame(true, 0x3, b""), 1002),             // reserved opcode
-            (frame(true, 0x0, b"x"), 1002),            // continuation of nothing
-            (frame(false, 0x9, b""), 1002),            // fragmented ping
-        ];
-        for (raw, code) in cases {
-            let (mut server, mut client) = pair(1024).await;
-            client.get_mut().write_all(&raw).await.unwrap();
-            let e = read_error(&mut server).await;
-            assert_eq!(ws_error(&e).close_code(), Some(code), "{e}");
-            server.flush().await.unwrap();
-            assert_eq!(close_code_seen(&mut client).await, Some(code));
-        }
+        bounded(async {
+            let cases: [(Vec<u8>, u16); 7] = [
+                (frame(true, 0x1, b"\xff\xfe"), 1007), // text not UTF-8
+                (
+                    [frame(false, 0x1, b"\xc3"), frame(true, 0x0, b"(")].concat(),
+                    1007,
+                ),
+                (frame(true, 0x8, b"\x03\xe8\xff"), 1007), // close reason not UTF-8
+                (b"\x82\x01x".to_vec(), 1002),             // not masked
+                (frame(true, 0x3, b""), 1002),             // reserved opcode
+                (frame(true, 0x0, b"x"), 1002),            // continuation of nothing
+                (frame(false, 0x9, b""), 1002),            // fragmented ping
+            ];
+            for (raw, code) in cases {
+                let (mut server, mut client) = pair(1024).await;
+                client.get_mut().write_all(&raw).await.unwrap();
+                let e = read_error(&mut server).await;
+                assert_eq!(ws_error(&e).close_code(), Some(code), "{e}");
+                server.flush().await.unwrap();
+                assert_eq!(close_code_seen(&mut client).await, Some(code));
+            }
+        })
+        .await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_peers_close_ends_reads_and_is_echoed_at_shutdown() {
-        let (mut server, mut client) = pair(1024).await;
-        client.send(Message::binary(&b"last"[..])).await.unwrap();
-        client
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Library(4000),
-                reason: "bye".into(),
-            })))
-            .await
-            .unwrap();
-        let mut all = Vec::new();
-        server.read_to_end(&mut all).await.unwrap();
-        assert_eq!(all, b"\0\0\0\x04last");
-        server.write_all(b"\0\0\0\x01r").await.unwrap();
-        server.shutdown().await.unwrap();
-        assert_eq!(
-            client.next().await.unwrap().unwrap(),
-            Message::binary(&b"r"[..])
-        );
-        assert_eq!(close_code_seen(&mut client).await, Some(4000));
+        bounded(async {
+            let (mut server, mut client) = pair(1024).await;
+            client.send(Message::binary(&b"last"[..])).await.unwrap();
+            client
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Library(4000),
+                    reason: "bye".into(),
+                })))
+                .await
+                .unwrap();
+            let mut all = Vec::new();
+            server.read_to_end(&mut all).await.unwrap();
+            assert_eq!(all, b"\0\0\0\x04last");
+            server.write_all(b"\0\0\0\x01r").await.unwrap();
+            server.shutdown().await.unwrap();
+            assert_eq!(
+                client.next().await.unwrap().unwrap(),
+                Message::binary(&b"r"[..])
+            );
+            assert_eq!(close_code_seen(&mut client).await, Some(4000));
+        })
+        .await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unfinished_message_is_closed_at_its_deadline() {
-        let (mut server, mut client) = pair(1024).await;
-        server.set_message_timeout(Some(Duration::from_secs(5)));
-        // A first fragment, then pings only: the message never completes.
-        client
-            .get_mut()
-            .write_all(&frame(false, 0x2, b"ab"))
-            .await
-            .unwrap();
-        let pinger = async {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                client
-                    .get_mut()
-                    .write_all(&frame(true, 0x9, b""))
-                    .await
-                    .unwrap();
-            }
-        };
-        let started = tokio::time::Instant::now();
-        let e = tokio::select! {
-            e = read_error(&mut server) => e,
-            () = pinger => unreachable!(),
-        };
-        assert!(matches!(ws_error(&e), Error::MessageTimeout(_)), "{e}");
-        let waited = started.elapsed();
-        assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(7));
-        server.flush().await.unwrap();
-        assert_eq!(close_code_seen(&mut client).await, Some(1008));
-        // A frame whose bytes trickle is held to the same deadline.
-        let (mut server, mut client) = pair(1024).await;
-        server.set_message_timeout(Some(Duration::from_secs(5)));
-        let raw = frame(true, 0x2, &[9; 100]);
-        client.get_mut().write_all(&raw[..50]).await.unwrap();
-        let e = read_error(&mut server).await;
-        assert!(matches!(ws_error(&e), Error::MessageTimeout(_)), "{e}");
+        bounded(async {
+            let (mut server, mut client) = pair(1024).await;
+            server.set_message_timeout(Some(Duration::from_secs(5)));
+            // A first fragment, then pings only: the message never completes.
+            client
+                .get_mut()
+                .write_all(&frame(false, 0x2, b"ab"))
+                .await
+                .unwrap();
+            let pinger = async {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    client
+                        .get_mut()
+                        .write_all(&frame(true, 0x9, b""))
+                        .await
+                        .unwrap();
+                }
+            };
+            let started = tokio::time::Instant::now();
+            let e = tokio::select! {
+                e = read_error(&mut server) => e,
+                () = pinger => unreachable!(),
+            };
+            assert!(matches!(ws_error(&e), Error::MessageTimeout(_)), "{e}");
+            let waited = started.elapsed();
+            assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(7));
+            server.flush().await.unwrap();
+            assert_eq!(close_code_seen(&mut client).await, Some(1008));
+            // A frame whose bytes trickle is held to the same deadline.
+            let (mut server, mut client) = pair(1024).await;
+            server.set_message_timeout(Some(Duration::from_secs(5)));
+            let raw = frame(true, 0x2, &[9; 100]);
+            client.get_mut().write_all(&raw[..50]).await.unwrap();
+            let e = read_error(&mut server).await;
+            assert!(matches!(ws_error(&e), Error::MessageTimeout(_)), "{e}");
+        })
+        .await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_pings_and_never_reads_is_held_to_a_budget() {
-        // The pipe holds 64 KiB each way; the client writes pings and never
-        // reads its pongs.
-        let (a, mut client) = tokio::io::duplex(1 << 16);
-        let mut server = WsIo::new(a, 1024, None);
-        let pings = frame(true, 0x9, &[b'p'; 125]).repeat(10_000); // 1.3 MB
-        let writer = tokio::time::timeout(Duration::from_secs(10), client.write_all(&pings));
-        let reader = async {
-            let mut buf = [0u8; 64];
-            // No data ever comes: the read waits (the driver's deadlines
-            // end such a connection).
-            let read = server.read(&mut buf).await;
-            unreachable!("a read returned: {read:?}");
-        };
-        tokio::select! {
-            written = writer => assert!(written.is_err(), "every ping was taken {written:?}"),
-            () = reader => {}
-        }
-        // What the server holds for this peer: its output budget and one
-        // pong, besides what the pipe holds.
-        assert!(
-            server.out.len() <= WRITE_BUDGET + 2 + MAX_CONTROL,
-            "{}",
-            server.out.len()
-        );
-        assert!(server.rbuf.capacity() <= 2 * READ_CHUNK);
+        bounded(async {
+            // The pipe holds 64 KiB each way; the client writes pings and never
+            // reads its pongs.
+            let (a, mut client) = tokio::io::duplex(1 << 16);
+            let mut server = WsIo::new(a, 1024, None);
+            let pings = frame(true, 0x9, &[b'p'; 125]).repeat(10_000); // 1.3 MB
+            let writer = tokio::time::timeout(Duration::from_secs(10), client.write_all(&pings));
+            let reader = async {
+                let mut buf = [0u8; 64];
+                // No data ever comes: the read waits (the driver's deadlines
+                // end such a connection).
+                let read = server.read(&mut buf).await;
+                unreachable!("a read returned: {read:?}");
+            };
+            tokio::select! {
+                written = writer => assert!(written.is_err(), "every ping was taken {written:?}"),
+                () = reader => {}
+            }
+            // What the server holds for this peer: its output budget and one
+            // pong, besides what the pipe holds.
+            assert!(
+                server.out.len() <= WRITE_BUDGET + 2 + MAX_CONTROL,
+                "{}",
+                server.out.len()
+            );
+            assert!(server.rbuf.capacity() <= 2 * READ_CHUNK);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_holds_no_buffers() {
+        bounded(async {
+            let (mut server, mut client) = pair(1 << 20).await;
+            // A large message, read and answered; then the client goes quiet.
+            let mut got = vec![0u8; 4 + 300_000];
+            let (sent, read) = tokio::join!(
+                client.send(Message::binary(vec![1u8; 300_000])),
+                server.read_exact(&mut got)
+            );
+            sent.unwrap();
+            read.unwrap();
+            let (echoed, reply) = tokio::join!(
+                async {
+                    server.write_all(&got).await?;
+                    server.flush().await
+                },
+                client.next()
+            );
+            echoed.unwrap();
+            assert_eq!(reply.unwrap().unwrap().len(), 300_000);
+            let mut buf = [0u8; 16];
+            let waiting = futures::FutureExt::now_or_never(server.read(&mut buf));
+            assert!(waiting.is_none());
+            assert_eq!((server.rbuf.capacity(), server.out.capacity()), (0, 0));
+            // What stays is the struct itself, boxed once by the server.
+            assert!(std::mem::size_of::<WsIo<tokio::net::TcpStream>>() <= 512);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_message_is_buffered_at_its_size() {
+        bounded(async {
+            let (mut server, mut client) = pair(1 << 20).await;
+            let len = 700_000;
+            let sending = tokio::spawn(async move {
+                client.send(Message::binary(vec![3u8; len])).await.unwrap();
+                client
+            });
+            let mut header = [0u8; 4];
+            server.read_exact(&mut header).await.unwrap();
+            // The whole message was read before its header came out, into a
+            // buffer of its size (plus its frame header), not the doubling's.
+            assert!(
+                server.rbuf.capacity() < len + 64,
+                "{}",
+                server.rbuf.capacity()
+            );
+            assert_eq!(u32::from_be_bytes(header) as usize, len);
+            let _client = sending.await.unwrap();
+        })
+        .await;
     }
 
     #[test]
