@@ -17,11 +17,42 @@
 //!  driver:     [00 00 00 04][68 6f 6c 61]          (WsIo adds/removes the length)
 //! ```
 //!
-//! A text message is taken as its UTF-8 bytes, like a binary one. A message
-//! over the frame limit is read as a frame header that declares its size,
-//! so the framing layer rejects it as it rejects an oversize TCP frame.
-//! Pings are answered by tungstenite; a close message is the end of the
-//! stream; shutting down the write side sends a close message.
+//! A text message is taken as its UTF-8 bytes, like a binary one (after
+//! checking they are UTF-8). A fragmented message is handed up whole, as
+//! one frame; pings are answered; the peer's close frame is the end of the
+//! stream and is echoed at shutdown.
+//!
+//! [`WsIo`] speaks RFC 6455 itself, as a server (tungstenite parses the
+//! frame headers), so that it behaves on the wire as the driver does over
+//! TCP:
+//!
+//! - **Batches.** One read hands up every whole message already read, so
+//!   the driver answers a batch and flushes once; writes are encoded into
+//!   an output that leaves at `poll_flush` (a socket write only when it
+//!   holds 64 KiB).
+//! - **Limits.** A message over the limit (fragments added up) is refused
+//!   on its header: it reads as a frame header declaring its size, so the
+//!   framing layer rejects it as it rejects an oversize TCP frame. A
+//!   message whose first frame arrived must be whole within
+//!   [`Options::message_timeout`]. At most one pong is owed, and no frame is
+//!   decoded while it has no room in the output: a peer that pings and
+//!   never reads holds 64 KiB and one pong, and its writes stall.
+//! - **Memory.** The read buffer grows with the bytes that arrived, to
+//!   exactly one frame; it and the output are freed while the connection is
+//!   quiet. An idle connection holds the struct (a few hundred bytes) and
+//!   its socket: about 4 KiB a connection in a server, as over TCP.
+//! - **Close codes.** Every refusal sends a close frame with its code
+//!   before the connection ends (with the next flush, which the driver
+//!   does before dropping a failed connection): 1002 protocol error, 1007
+//!   text that is not UTF-8, 1008 a message not completed in time, 1009 a
+//!   message over the limit. Shutting down sends 1001 (going away), or
+//!   echoes the peer's close.
+//!
+//! ```text
+//!  socket --> rbuf --decode: unmask, check, join fragments--> [len][payload]... --> driver
+//!  socket <-- out <--encode: [0x82][len][payload] per frame-- [len][payload]... <-- driver
+//!                 (+ one owed pong, + the close frame)
+//! ```
 
 use std::io;
 use std::pin::Pin;
@@ -951,7 +982,7 @@ where
 {
     /// Encodes whole frames of `buf` as binary messages into the output,
     /// without writing to the socket unless the output holds
-    /// [`WRITE_BUDGET`]: the batch leaves at [`poll_flush`](Self::poll_flush).
+    /// 64 KiB: the batch leaves at [`poll_flush`](Self::poll_flush).
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
