@@ -421,7 +421,9 @@ pub struct WsIo<Io> {
     /// A data frame started arriving and its message is not whole: the
     /// completion deadline runs.
     started: bool,
+    /// The frame limit: a longer message is refused on its header.
     max_message: usize,
+    /// How long a started message may take to be whole.
     message_timeout: Option<Duration>,
     /// The completion deadline, made on the first message that has to wait
     /// for more bytes and reset for the next; armed only while `started`.
@@ -461,7 +463,9 @@ enum Emit {
     Buffered(Bytes),
 }
 
+/// A fragmented message so far.
 struct Partial {
+    /// Its first frame was text: the whole is checked for UTF-8.
     text: bool,
     data: BytesMut,
 }
