@@ -465,8 +465,11 @@ enum Emit {
 
 /// A fragmented message so far.
 struct Partial {
-    /// Its first frame was text: the whole is checked for UTF-8.
+    /// Its first frame was text: it must be UTF-8.
     text: bool,
+    /// How much of `data` is known to be UTF-8 (text only), so each
+    /// fragment is checked once.
+    checked: usize,
     data: BytesMut,
 }
 
@@ -585,37 +588,46 @@ where
             Err(_) => return Err(Refusal::Protocol("reserved opcode")),
         };
         let header_len = cursor.position() as usize;
-        if header.rsv1 || header.rsv2 || header.rsv3 {
-            // No extension was negotiated.
-            return Err(Refusal::Protocol("reserved bit set"));
+        // The size is checked on the header, before any byte of the
+        // payload is waited for; a message's fragments add up.
+        if len > self.max_message as u64 {
+            return Err(Refusal::TooBig(len));
         }
-        let Some(mask) = header.mask else {
-            return Err(Refusal::Protocol("unmasked frame from a client"));
-        };
+        let len = len as usize; // <= max_message: fits
         let data = match header.opcode {
-            OpCode::Control(_) => {
-                if !header.is_final || len > MAX_CONTROL as u64 {
-                    return Err(Refusal::Protocol("fragmented or long control frame"));
-                }
-                None
-            }
-            OpCode::Data(kind) => {
-                let continues = matches!(kind, Data::Continue);
-                if continues != self.partial.is_some() {
-                    return Err(Refusal::Protocol("fragments out of order"));
-                }
-                let before = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
-                if before + len > self.max_message as u64 {
-                    return Err(Refusal::TooBig(before + len));
-                }
-                Some(kind)
-            }
+            OpCode::Data(kind) => Some(kind),
+            OpCode::Control(_) => None,
         };
-        let len = len as usize; // <= max_message or MAX_CONTROL: fits
+        let total = self.partial.as_ref().map_or(0, |p| p.data.len()) + len;
+        let in_order = data.map(|kind| matches!(kind, Data::Continue) == self.partial.is_some());
+        let plain = header.mask.is_some() && !(header.rsv1 || header.rsv2 || header.rsv3);
         if self.rbuf.len() < header_len + len {
+            if plain && in_order == Some(true) && total > self.max_message {
+                // No need to wait for a fragment that cannot fit.
+                return Err(Refusal::TooBig(total as u64));
+            }
             self.started |= data.is_some();
             self.make_room(header_len + len);
             return Ok(Step::NeedMore);
+        }
+        // The rest is checked on the whole frame, in tungstenite's order,
+        // so the two agree on every input (`tests/ws_against_tungstenite.rs`).
+        let Some(mask) = header.mask else {
+            return Err(Refusal::Protocol("unmasked frame from a client"));
+        };
+        if !plain {
+            // No extension was negotiated.
+            return Err(Refusal::Protocol("reserved bit set"));
+        }
+        match in_order {
+            None if !header.is_final || len > MAX_CONTROL => {
+                return Err(Refusal::Protocol("fragmented or long control frame"));
+            }
+            Some(false) => return Err(Refusal::Protocol("fragments out of order")),
+            Some(true) if total > self.max_message => {
+                return Err(Refusal::TooBig(total as u64));
+            }
+            _ => {}
         }
         if matches!(header.opcode, OpCode::Control(Control::Ping)) && self.pong.is_some() {
             return Ok(Step::Blocked);
@@ -648,17 +660,29 @@ where
                     (is_final, partial) => {
                         let mut partial = partial.unwrap_or(Partial {
                             text,
+                            checked: 0,
                             data: BytesMut::new(),
                         });
                         partial.data.extend_from_slice(&self.rbuf[..len]);
                         self.rbuf.advance(len);
+                        if text {
+                            // Fail fast (RFC 6455 §8.1): a fragment may end
+                            // inside a character, but not hold a wrong one.
+                            match std::str::from_utf8(&partial.data[partial.checked..]) {
+                                Ok(_) => partial.checked = partial.data.len(),
+                                Err(e) if e.error_len().is_some() => {
+                                    return Err(Refusal::InvalidUtf8)
+                                }
+                                Err(e) => partial.checked += e.valid_up_to(),
+                            }
+                        }
                         if !is_final {
                             self.partial = Some(partial);
                             self.started = true;
                             return Ok(Step::Again);
                         }
-                        if text && std::str::from_utf8(&partial.data).is_err() {
-                            return Err(Refusal::InvalidUtf8);
+                        if text && partial.checked < partial.data.len() {
+                            return Err(Refusal::InvalidUtf8); // a character cut short
                         }
                         let data = partial.data.freeze();
                         self.start_message(data.len(), Emit::Buffered(data));
@@ -855,12 +879,12 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, Refusal> {
         [] => Ok(None),
         [_] => Err(Refusal::Protocol("close frame of one byte")),
         [hi, lo, reason @ ..] => {
+            if std::str::from_utf8(reason).is_err() {
+                return Err(Refusal::InvalidUtf8);
+            }
             let code = u16::from_be_bytes([*hi, *lo]);
             if !CloseCode::from(code).is_allowed() {
                 return Err(Refusal::Protocol("close code not allowed"));
-            }
-            if std::str::from_utf8(reason).is_err() {
-                return Err(Refusal::InvalidUtf8);
             }
             Ok(Some(code))
         }
@@ -936,6 +960,9 @@ where
                         let e = this.refuse(refusal);
                         if matches!(refusal, Refusal::TooBig(_)) {
                             continue; // the oversize header goes to the driver
+                        }
+                        if buf.filled().len() > start {
+                            break; // the messages before it first; then `refused`
                         }
                         return Poll::Ready(Err(e));
                     }
