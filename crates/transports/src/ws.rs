@@ -388,6 +388,11 @@ const WRITE_BUDGET: usize = 64 * 1024;
 /// a batch of small messages arrives in one read.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// From this many payload bytes in one `poll_write`, they are written to
+/// the socket straight from the caller's buffer (the driver's large bodies,
+/// which it does not copy either) instead of being copied into the output.
+const DIRECT: usize = 16 * 1024;
+
 /// The longest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL: usize = 125;
 
@@ -1028,6 +1033,26 @@ where
         }
         let mut used = 0;
         while used < buf.len() && this.out.len() < WRITE_BUDGET {
+            if this.wleft >= DIRECT && buf.len() - used >= DIRECT {
+                // A large body goes from the driver's buffer to the socket
+                // without a copy, behind what `out` holds, in one write.
+                let body = &buf[used..used + this.wleft.min(buf.len() - used)];
+                let slices = [io::IoSlice::new(&this.out), io::IoSlice::new(body)];
+                let n = match Pin::new(&mut this.io).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(0)) if used == 0 => {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(n)) if n > 0 => n,
+                    Poll::Ready(Err(e)) if used == 0 => return Poll::Ready(Err(e)),
+                    Poll::Pending if used == 0 => return Poll::Pending,
+                    _ => break, // what was taken so far is reported
+                };
+                let from_out = n.min(this.out.len());
+                this.out.advance(from_out);
+                this.wleft -= n - from_out;
+                used += n - from_out;
+                continue;
+            }
             if this.wleft > 0 {
                 let n = this
                     .wleft
@@ -1376,6 +1401,39 @@ mod tests {
                 server.out.len()
             );
             assert!(server.rbuf.capacity() <= 2 * READ_CHUNK);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_bodies_go_out_between_small_frames_intact() {
+        bounded(async {
+            let (mut server, mut client) = pair(1 << 20).await;
+            let large: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+            let mut frames = Vec::new();
+            for body in [&b"a"[..], &large, b"b", &large[..DIRECT], b""] {
+                frames.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                frames.extend_from_slice(body);
+            }
+            let (written, got) = tokio::join!(
+                async {
+                    server.write_all(&frames).await?;
+                    server.flush().await
+                },
+                async {
+                    let mut got = Vec::new();
+                    for _ in 0..5 {
+                        got.push(client.next().await.unwrap().unwrap().into_data());
+                    }
+                    got
+                }
+            );
+            written.unwrap();
+            assert_eq!(got[0], &b"a"[..]);
+            assert_eq!(got[1], &large[..]);
+            assert_eq!(got[2], &b"b"[..]);
+            assert_eq!(got[3], &large[..DIRECT]);
+            assert!(got[4].is_empty());
         })
         .await;
     }
