@@ -133,8 +133,8 @@ async fn an_oversize_message_ends_only_its_connection() {
         let server = server(Config::default().max_frame_length(1024)).await;
         let mut ws = ws_client(&server).await;
         ws.send(Message::binary(vec![b'x'; 1025])).await.unwrap();
-        // Closed (or reset) by the server: no reply, no hang.
-        assert_eq!(next_data(&mut ws).await.filter(|m| !m.is_close()), None);
+        // Closed by the server with 1009 (message too big): no reply.
+        assert_eq!(close_code(&mut ws).await, Some(1009));
         // A message at the limit is fine on another connection.
         let mut ws = ws_client(&server).await;
         let at_limit = "x".repeat(1024 - "echo:".len());
@@ -142,6 +142,127 @@ async fn an_oversize_message_ends_only_its_connection() {
         let reply = next_data(&mut ws).await.unwrap();
         assert_eq!(reply.into_data().len(), 1024);
         server.shutdown().await;
+    })
+    .await;
+}
+
+/// The code of the close frame the server sends next (data before it is
+/// skipped); `None` if the connection ends without one.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A client's frame as raw bytes (masked, as a client's must be), for what
+/// tokio-tungstenite will not send: broken frames, invalid text, fragments.
+fn raw_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126, "a short frame only");
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut out = vec![u8::from(fin) << 7 | opcode, 0x80 | payload.len() as u8];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_close_frame_with_its_code() {
+    bounded(async {
+        let server = server(Config::default()).await;
+        let cases: [(Vec<u8>, u16); 3] = [
+            (raw_frame(true, 0x1, b"caf\xe9"), 1007), // Latin-1, not UTF-8
+            (raw_frame(true, 0x3, b"x"), 1002),       // reserved opcode
+            (raw_frame(true, 0x0, b"x"), 1002),       // continuation of nothing
+        ];
+        for (raw, code) in cases {
+            let mut ws = ws_client(&server).await;
+            ws.get_mut().write_all(&raw).await.unwrap();
+            assert_eq!(close_code(&mut ws).await, Some(code));
+        }
+        // Each refusal ended only its own connection.
+        eventually(|| server.connection_count() == 0).await;
+        let mut ws = ws_client(&server).await;
+        ws.send(Message::text("still here")).await.unwrap();
+        assert_eq!(
+            next_data(&mut ws).await,
+            Some(Message::binary(&b"echo:still here"[..]))
+        );
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_default_limit_is_refused_with_1009() {
+    bounded(async {
+        let server = server(Config::default()).await;
+        let ws = ws_client(&server).await;
+        // 9 MiB against the 8 MiB frame limit: the server refuses on the
+        // header, while the client is still sending (its send may fail).
+        let (mut tx, mut rx) = ws.split();
+        let send = tokio::spawn(async move {
+            let _ = tx.send(Message::binary(vec![b'x'; 9 << 20])).await;
+            tx
+        });
+        let code = loop {
+            match rx.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => break None,
+            }
+        };
+        assert_eq!(code, Some(1009));
+        let _ = send.await;
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_left_unfinished_is_closed_with_1008() {
+    bounded(async {
+        let config = Config::default().frame_timeout(Some(Duration::from_millis(300)));
+        let server = server(config).await;
+        let mut ws = ws_client(&server).await;
+        // The first fragment of a message whose last never comes.
+        ws.get_mut()
+            .write_all(&raw_frame(false, 0x2, b"half"))
+            .await
+            .unwrap();
+        assert_eq!(close_code(&mut ws).await, Some(1008));
+        eventually(|| server.connection_count() == 0).await;
+        // A fragmented message that completes in time is one frame.
+        let mut ws = ws_client(&server).await;
+        let mut raw = raw_frame(false, 0x1, b"ho");
+        raw.extend(raw_frame(true, 0x9, b"ping between"));
+        raw.extend(raw_frame(true, 0x0, b"la"));
+        ws.get_mut().write_all(&raw).await.unwrap();
+        assert_eq!(
+            next_data(&mut ws).await,
+            Some(Message::binary(&b"echo:hola"[..]))
+        );
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_websockets_with_going_away() {
+    bounded(async {
+        let server = server(Config::default()).await;
+        let mut ws = ws_client(&server).await;
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(
+            next_data(&mut ws).await,
+            Some(Message::binary(&b"echo:hi"[..]))
+        );
+        let stopping = tokio::spawn(async move { server.shutdown().await });
+        assert_eq!(close_code(&mut ws).await, Some(1001));
+        stopping.await.unwrap();
     })
     .await;
 }

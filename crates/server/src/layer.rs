@@ -52,6 +52,9 @@ pub(crate) struct Context<'a> {
     pub(crate) counters: &'a Counters,
     pub(crate) deadline: Duration,
     pub(crate) max_frame_length: usize,
+    /// [`Config::frame_timeout`](crate::Config::frame_timeout), which also
+    /// bounds a WebSocket message's completion.
+    pub(crate) frame_timeout: Option<Duration>,
     pub(crate) shutdown: &'a tokio_util::sync::CancellationToken,
 }
 
@@ -78,7 +81,10 @@ impl Layer {
                     let accepted =
                         crate::ws::accept(stream, &options, cx.max_frame_length, cx.deadline).await;
                     match accepted {
-                        Ok(crate::ws::Accepted::WebSocket(io)) => Layered::Boxed(Box::into_pin(io)),
+                        Ok(crate::ws::Accepted::WebSocket(mut io)) => {
+                            io.set_message_timeout(cx.frame_timeout);
+                            Layered::Boxed(Box::into_pin(io))
+                        }
                         Ok(_) => {
                             debug!("page served");
                             Layered::Gone

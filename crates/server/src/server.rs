@@ -273,7 +273,9 @@ impl Server {
     /// registry, limits and shutdown as the main listener, in the same
     /// profile. Each WebSocket binary message carries one frame's payload
     /// (`docs/PROTOCOL.md`); messages over [`Config::max_frame_length`]
-    /// end the connection like an oversize frame. The HTTP upgrade request
+    /// end the connection like an oversize frame, and a message must be
+    /// whole within [`Config::frame_timeout`] of its first frame (each
+    /// refusal sends its RFC 6455 close code). The HTTP upgrade request
     /// must arrive within [`Config::handshake_timeout`] and fit in
     /// [`ws::Options::max_request_bytes`](crate::ws::Options::max_request_bytes);
     /// a plain `GET /` gets [`ws::Options::page`](crate::ws::Options::page)
@@ -671,6 +673,7 @@ impl Shared {
             counters: &self.counters,
             deadline: self.handshake_timeout,
             max_frame_length: ctx.config.max_frame_length,
+            frame_timeout: ctx.config.frame_timeout,
             shutdown: &self.shutdown,
         }
     }
