@@ -227,6 +227,53 @@ async fn bad_input_is_counted_but_warned_about_rarely() {
     assert!((1..=8).contains(&n), "{n} warnings for 100 bad connections");
 }
 
+/// Counts the log lines at INFO or above the subscriber writes.
+#[derive(Clone, Default)]
+struct LoudLines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl std::io::Write for LoudLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf);
+        if ["INFO", "WARN", "ERROR"].iter().any(|l| line.contains(l)) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn connections_that_send_nothing_are_counted_but_logged_rarely() {
+    // One thread: the subscriber set here sees the server's tasks too.
+    let lines = LoudLines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    bounded(async {
+        let (server, _) = start(Config::default()).await;
+        // Connect and close at once, as a port check or a connect flood does.
+        for _ in 0..2_000 {
+            drop(TcpStream::connect(server.local_addr()).await.unwrap());
+        }
+        eventually(|| server.stats().empty_connections == 2_000).await;
+        assert_eq!(server.stats().closed_for_bad_input, 0);
+        server.shutdown().await;
+    })
+    .await;
+    // The 1st, 2nd, 4th, ..., 1024th: 11 lines, plus the server's own few.
+    let n = lines.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        n < 30,
+        "{n} log lines at INFO or above for 2,000 empty connections"
+    );
+}
+
 #[tokio::test]
 async fn the_listen_backlog_is_what_the_config_says() {
     bounded(async {

@@ -91,6 +91,11 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
         self.stopping || self.core.signal().is_raised(flag::SHUTDOWN)
     }
 
+    /// Frames read so far: zero for a connection that has sent nothing.
+    pub(crate) fn frames_read(&self) -> u64 {
+        self.core.frames_read()
+    }
+
     /// Counts one request in a [`ShutdownReport`](crate::ShutdownReport)
     /// counter.
     pub(crate) fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64, n: u64) {

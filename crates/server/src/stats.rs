@@ -36,6 +36,11 @@ pub struct Stats {
     /// warnings are thinned (the 1st, 2nd, 4th, 8th...), this counts them
     /// all.
     pub closed_for_bad_input: u64,
+    /// Connections that closed without sending a byte: a port check, a load
+    /// balancer's health check, a flood of connects. Logged like bad input
+    /// (the 1st, 2nd, 4th, 8th... at `info`, the rest at `debug`), counted
+    /// here all.
+    pub empty_connections: u64,
     /// Connections closed because the client spoke the other profile: a
     /// multiplexed hello at a server pinned to `Profile::Plain` (the
     /// client is told at connect). Counted in `closed_for_bad_input` too.
@@ -79,6 +84,7 @@ pub(crate) struct Counters {
     pub(crate) refused_per_address: AtomicU64,
     pub(crate) closed_for_bad_input: AtomicU64,
     pub(crate) profile_mismatches: AtomicU64,
+    pub(crate) empty_connections: AtomicU64,
     /// [`ShutdownReport`]'s, counted only once shutdown began.
     pub(crate) shutdown_answered: AtomicU64,
     pub(crate) shutdown_refused: AtomicU64,
@@ -109,6 +115,7 @@ impl Counters {
             refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
             closed_for_bad_input: self.closed_for_bad_input.load(Ordering::Relaxed),
             profile_mismatches: self.profile_mismatches.load(Ordering::Relaxed),
+            empty_connections: self.empty_connections.load(Ordering::Relaxed),
         }
     }
 

@@ -33,13 +33,15 @@ pub(crate) struct Ctx<H> {
 /// Serves one connection until it ends: hello (multiplexed), `on_connect`,
 /// the profile's loop, then the goodbye (queued frames flushed and the
 /// writing side shut down, within the write timeout). `ready` is answered
-/// once the connection is up (dialed connections wait on it).
+/// once the connection is up (dialed connections wait on it). Returns why
+/// it ended, and whether the other end never completed a frame (`true`
+/// with [`Disconnect::PeerClosed`]: it closed without sending a byte).
 pub(crate) async fn serve<H: Handler, Io>(
     ctx: &Ctx<H>,
     conn: &Connection,
     io: Io,
     ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
-) -> Disconnect
+) -> (Disconnect, bool)
 where
     Io: AsyncRead + AsyncWrite + Unpin + crate::driver::Reset,
 {
@@ -71,7 +73,7 @@ where
         let failed = matches!(&reason, Disconnect::Error(e) if e.ends_with_reset());
         driver.finish(failed).await;
     }
-    reason
+    (reason, driver.frames_read() == 0)
 }
 
 async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
