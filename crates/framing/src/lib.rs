@@ -127,7 +127,7 @@ pub use message::{Decode, Encode, Json, Raw, Text};
 pub use bytes::{Bytes, BytesMut};
 pub use signal::Signal;
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
-pub use wire::{LengthPrefix, Next, Split, Wire, LARGE_FRAME, STREAM_CHUNK};
+pub use wire::{LengthPrefix, MemoryBudget, Next, Split, Wire, LARGE_FRAME, STREAM_CHUNK};
 
 /// Bytes taken by the length prefix of every frame.
 pub const HEADER_LEN: usize = 4;

@@ -130,6 +130,29 @@ pub struct Config {
     /// an empty queue.
     pub max_total_queued_bytes: usize,
 
+    /// Bytes all connections together may hold in large frames still
+    /// arriving (frames of 64 KiB or more, in a buffer of their own that
+    /// grows with the bytes that arrive). Default 256 MiB.
+    ///
+    /// Past it, a connection whose frame would grow is not read until
+    /// other frames complete or their connections end (TCP's flow control
+    /// holds its sender back), counted in
+    /// [`Stats::reads_paused_for_memory`](crate::Stats::reads_paused_for_memory);
+    /// its [`Config::frame_timeout`] still runs, so clients that never
+    /// finish their frames are cut and give their bytes back. Without it
+    /// each connection may hold a frame up to `max_frame_length`: 300
+    /// connections sending 8 MiB − 1 of an 8 MiB frame took a server from
+    /// 4 MiB to 2.4 GiB in 3 s. 256 MiB is 32 such frames at once, with
+    /// [`Config::max_total_queued_bytes`] (128 MiB) under 400 MiB for the
+    /// two shared limits, well within a small VM. Not counted: each
+    /// connection's first 128 KiB (its read buffer for small frames, or a
+    /// large frame's first buffer), so the fast path of small frames never
+    /// touches the budget and at most `max_connections` × 128 KiB sits
+    /// outside it; frames already handed to handlers; streamed bodies
+    /// ([`Config::max_stream_length`], a few chunks each). Raise it for a
+    /// server that receives many large frames at once from trusted clients.
+    pub max_total_partial_bytes: usize,
+
     /// A connection that completes no frame for this long is closed.
     /// Default 2 minutes; `None` waits forever.
     ///
@@ -349,6 +372,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::max_total_partial_bytes`].
+    #[must_use]
+    pub fn max_total_partial_bytes(mut self, bytes: usize) -> Self {
+        self.max_total_partial_bytes = bytes;
+        self
+    }
+
     /// Sets [`Config::idle_timeout`].
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
@@ -456,6 +486,7 @@ impl Default for Config {
             outbound_queue: 128,
             max_queued_bytes: 4 << 20,
             max_total_queued_bytes: 128 << 20,
+            max_total_partial_bytes: 256 << 20,
             idle_timeout: Some(Duration::from_secs(120)),
             first_frame_timeout: Some(Duration::from_secs(10)),
             frame_timeout: Some(Duration::from_secs(30)),

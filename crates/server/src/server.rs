@@ -359,10 +359,12 @@ impl Server {
             });
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
+        let memory = enchufe_framing::MemoryBudget::new(self.config.max_total_partial_bytes);
         let ctx = Arc::new(Ctx {
             handler: Arc::new(handler),
             framing: self.config.framing(),
             config: self.config.clone(),
+            memory: memory.clone(),
         });
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
@@ -375,6 +377,7 @@ impl Server {
             handshake_timeout: self.config.handshake_timeout,
             counters: Arc::new(Counters::default()),
             budget: Arc::new(Budget::new(self.config.max_total_queued_bytes)),
+            memory,
             permits: Arc::new(Semaphore::new(self.config.max_connections)),
             per_address: self
                 .config
@@ -442,6 +445,9 @@ pub(crate) struct Shared {
     counters: Arc<Counters>,
     /// Bytes queued for every connection together.
     budget: Arc<Budget>,
+    /// Bytes of large frames arriving on every connection together (the
+    /// connections' wires share it through `Ctx`).
+    memory: enchufe_framing::MemoryBudget,
     /// Connection permits, for accepted and dialed connections alike.
     permits: Arc<Semaphore>,
     /// Accepted connections per client address, when limited.
@@ -800,7 +806,7 @@ impl ServerHandle {
     /// Counters so far: connections accepted, pushes dropped, slow clients
     /// disconnected.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.shared.counters.snapshot(&self.shared.memory)
     }
 
     /// Whether shutdown has begun.

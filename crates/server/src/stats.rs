@@ -41,6 +41,15 @@ pub struct Stats {
     /// (the 1st, 2nd, 4th, 8th... at `info`, the rest at `debug`), counted
     /// here all.
     pub empty_connections: u64,
+    /// Times a connection was not read because its large frame could not
+    /// grow within [`Config::max_total_partial_bytes`](crate::Config::max_total_partial_bytes).
+    pub reads_paused_for_memory: u64,
+    /// Bytes held now by large frames still arriving, counted against
+    /// [`Config::max_total_partial_bytes`](crate::Config::max_total_partial_bytes)
+    /// (a gauge, not a count).
+    pub partial_bytes: u64,
+    /// The most [`Stats::partial_bytes`] has been.
+    pub partial_bytes_peak: u64,
     /// Connections closed because the client spoke the other profile: a
     /// multiplexed hello at a server pinned to `Profile::Plain` (the
     /// client is told at connect). Counted in `closed_for_bad_input` too.
@@ -104,8 +113,11 @@ impl Counters {
         metrics::counter!("enchufe_pushes_dropped_total", "role" => "server").increment(n);
     }
 
-    pub(crate) fn snapshot(&self) -> Stats {
+    pub(crate) fn snapshot(&self, memory: &enchufe_framing::MemoryBudget) -> Stats {
         Stats {
+            reads_paused_for_memory: memory.pauses(),
+            partial_bytes: memory.held() as u64,
+            partial_bytes_peak: memory.peak() as u64,
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             pushes_dropped: self.pushes_dropped.load(Ordering::Relaxed),
             slow_disconnects: self.slow_disconnects.load(Ordering::Relaxed),

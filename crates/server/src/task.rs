@@ -28,6 +28,9 @@ pub(crate) struct Ctx<H> {
     pub(crate) handler: Arc<H>,
     pub(crate) config: Config,
     pub(crate) framing: enchufe_framing::Config,
+    /// What large frames still arriving may hold, all connections together
+    /// ([`Config::max_total_partial_bytes`]).
+    pub(crate) memory: enchufe_framing::MemoryBudget,
 }
 
 /// Serves one connection until it ends: hello (multiplexed), `on_connect`,
@@ -47,8 +50,10 @@ where
 {
     let config = &ctx.config;
     let mux = conn.profile() == Some(Profile::Multiplexed);
+    let mut wire = Wire::new(io, &ctx.framing);
+    wire.set_memory_budget(Some(ctx.memory.clone()));
     let mut driver = Driver::new(
-        Wire::new(io, &ctx.framing),
+        wire,
         conn,
         config.max_queued_bytes,
         Deadlines {
