@@ -46,7 +46,7 @@ pub(crate) async fn serve<H: Handler, Io>(
     ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
 ) -> (Disconnect, bool)
 where
-    Io: AsyncRead + AsyncWrite + Unpin + crate::driver::Reset,
+    Io: AsyncRead + AsyncWrite + Unpin + crate::driver::Socket,
 {
     let config = &ctx.config;
     let mux = conn.profile() == Some(Profile::Multiplexed);
@@ -71,6 +71,7 @@ where
             frame: config.frame_timeout,
         },
     );
+    driver.set_eof_probe(config.eof_keepalive);
     let reason = run(ctx, conn, &mut driver, ready).await;
     if !driver.aborted {
         // A failure is not a goodbye: the client is told so with a reset
@@ -525,6 +526,11 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             // end closes too.
             draining = true;
             driver.finish_writing().await;
+        }
+        if driver.eof {
+            // Half-closed with requests in flight: answered if the client
+            // is still there, dropped if it is gone.
+            driver.watch_gone();
         }
         let event = std::future::poll_fn(|cx| mux.poll(driver, cx)).await;
         match event {
