@@ -229,11 +229,15 @@ pub(crate) async fn partial_frames(cx: &Cx) -> Result<Vec<Row>, String> {
     // The ordinary client, every half second for 15 s (within the frame
     // deadline of 30 s, which would cut the attackers).
     let start = Instant::now();
-    let (mut served, mut probes) = (0, 0);
+    let (mut served, mut probes, mut missed) = (0, 0, Vec::new());
     while start.elapsed() < Duration::from_secs(15) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         probes += 1;
-        served += usize::from(probe(addr, Duration::from_secs(2)).await.is_some());
+        let at = start.elapsed();
+        match probe(addr, Duration::from_secs(2)).await {
+            Some(_) => served += 1,
+            None => missed.push(format!("{:.1} s", at.as_secs_f64())),
+        }
     }
     let grew = peak_growth(srv.pid, base);
     tasks.shutdown().await;
@@ -254,7 +258,12 @@ pub(crate) async fn partial_frames(cx: &Cx) -> Result<Vec<Row>, String> {
         row(
             "  ordinary client meanwhile",
             format!(
-                "served {served}/{probes}{}",
+                "served {served}/{probes}{}{}",
+                if missed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (missed at {})", missed.join(", "))
+                },
                 died.map_or(String::new(), |status| format!(
                     "; the server DIED: {status}"
                 ))
