@@ -31,8 +31,11 @@ async fn start(config: Config) -> (ServerHandle, mpsc::UnboundedReceiver<String>
             msg: String,
             _: &enchufe::Connection,
         ) -> Result<Option<String>, Infallible> {
-            if msg == "slow" {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+            match msg.as_str() {
+                "slow" => tokio::time::sleep(Duration::from_secs(60)).await,
+                "a while" => tokio::time::sleep(Duration::from_millis(2500)).await,
+                "forever" => std::future::pending().await,
+                _ => {}
             }
             Ok(Some(format!("echo:{msg}")))
         }
@@ -183,6 +186,118 @@ async fn a_handler_past_its_timeout_is_stopped() {
     .await;
 }
 
+/// A raw multiplexed client's request frame: header, then the body.
+fn mux_request(id: u64, body: &str) -> Vec<u8> {
+    use enchufe::framing::mux::{Header, Kind};
+    let mut payload = Header {
+        kind: Kind::Request,
+        id,
+    }
+    .to_bytes()
+    .to_vec();
+    payload.extend_from_slice(body.as_bytes());
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend(payload);
+    frame
+}
+
+/// Reads one frame's payload.
+async fn read_frame(raw: &mut TcpStream) -> Vec<u8> {
+    let mut head = [0u8; 4];
+    raw.read_exact(&mut head).await.unwrap();
+    let mut payload = vec![0u8; u32::from_be_bytes(head) as usize];
+    raw.read_exact(&mut payload).await.unwrap();
+    payload
+}
+
+#[tokio::test]
+async fn a_client_gone_after_its_half_close_frees_its_slot_in_both_profiles() {
+    bounded(async {
+        for profile in [Profile::Plain, Profile::Multiplexed] {
+            // No handler deadline: only noticing the client frees the slot.
+            let config = Config::default()
+                .profile(profile)
+                .handler_timeout(None)
+                .eof_keepalive(Some(Duration::from_secs(1)));
+            let (server, mut reasons) = start(config).await;
+            let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
+            if profile == Profile::Plain {
+                raw.write_all(b"\0\0\0\x07forever").await.unwrap();
+            } else {
+                use enchufe::framing::mux::Hello;
+
+                let hello = Hello::new("").encode().unwrap();
+                raw.write_all(&(hello.len() as u32).to_be_bytes())
+                    .await
+                    .unwrap();
+                raw.write_all(&hello).await.unwrap();
+                read_frame(&mut raw).await;
+                raw.write_all(&mux_request(1, "forever")).await.unwrap();
+            }
+            // The course's last question: send, then half-close.
+            raw.shutdown().await.unwrap();
+            eventually(|| server.connection_count() == 1).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(server.connection_count(), 1, "half-closed: still served");
+            // Then the client is gone: its socket answers with a reset
+            // (here at once; a socket that no longer exists answers the
+            // server's keepalive probe so).
+            raw.set_zero_linger().unwrap();
+            drop(raw);
+            let freed = tokio::time::timeout(Duration::from_secs(10), async {
+                eventually(|| server.connection_count() == 0).await;
+            })
+            .await;
+            assert!(freed.is_ok(), "{profile:?}: the slot stays taken");
+            let reason = reasons.recv().await.unwrap();
+            assert!(
+                reason.contains("reset") || reason.contains("pipe"),
+                "{reason}"
+            );
+            server.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_half_closing_client_is_probed_and_still_gets_its_answer() {
+    bounded(async {
+        let config = Config::default()
+            .profile(Profile::Plain)
+            .eof_keepalive(Some(Duration::from_secs(1)));
+        let (server, _) = start(config).await;
+        let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
+        let port = raw.local_addr().unwrap().port();
+        raw.write_all(b"\0\0\0\x07a while").await.unwrap();
+        raw.shutdown().await.unwrap();
+        // While the handler runs (2.5 s), the server probes this client
+        // (every 1 s), which answers: `ss` shows the server's socket's
+        // keepalive timer.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let out = tokio::process::Command::new("ss")
+            .args(["-tnoH", &format!("dport = :{port}")])
+            .output()
+            .await
+            .expect("ss (iproute2) is on the image");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(line.contains("keepalive"), "ss said: {line:?}");
+        assert_eq!(read_frame(&mut raw).await, b"echo:a while");
+        let mut rest = Vec::new();
+        raw.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[test]
+fn handlers_have_a_deadline_by_default() {
+    let config = Config::default();
+    assert_eq!(config.handler_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(config.eof_keepalive, Some(Duration::from_secs(10)));
+}
+
 /// Counts the log lines at WARN the subscriber writes.
 #[derive(Clone, Default)]
 struct WarnLines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
@@ -225,6 +340,53 @@ async fn bad_input_is_counted_but_warned_about_rarely() {
     // The 1st, 2nd, 4th, ..., 64th: 7 warnings for 100 bad connections.
     let n = warns.0.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=8).contains(&n), "{n} warnings for 100 bad connections");
+}
+
+/// Counts the log lines at INFO or above the subscriber writes.
+#[derive(Clone, Default)]
+struct LoudLines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl std::io::Write for LoudLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf);
+        if ["INFO", "WARN", "ERROR"].iter().any(|l| line.contains(l)) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn connections_that_send_nothing_are_counted_but_logged_rarely() {
+    // One thread: the subscriber set here sees the server's tasks too.
+    let lines = LoudLines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    bounded(async {
+        let (server, _) = start(Config::default()).await;
+        // Connect and close at once, as a port check or a connect flood does.
+        for _ in 0..2_000 {
+            drop(TcpStream::connect(server.local_addr()).await.unwrap());
+        }
+        eventually(|| server.stats().empty_connections == 2_000).await;
+        assert_eq!(server.stats().closed_for_bad_input, 0);
+        server.shutdown().await;
+    })
+    .await;
+    // The 1st, 2nd, 4th, ..., 1024th: 11 lines, plus the server's own few.
+    let n = lines.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        n < 30,
+        "{n} log lines at INFO or above for 2,000 empty connections"
+    );
 }
 
 #[tokio::test]

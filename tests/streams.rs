@@ -155,6 +155,46 @@ async fn a_message_over_the_frame_limit_streams_to_the_handler_and_the_connectio
 }
 
 #[tokio::test]
+async fn the_handler_deadline_counts_from_each_chunk_so_a_slow_upload_is_not_cut() {
+    bounded(async {
+        let limit = std::time::Duration::from_millis(400);
+        let config = Config::default()
+            .max_frame_length(1024)
+            .max_stream_length(u64::from(u32::MAX))
+            .handler_timeout(Some(limit));
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(config)
+            .serve(Sums {
+                read_at_most: u64::MAX,
+                streams: Arc::default(),
+            });
+        // 8 chunks of 64 KiB, one every 150 ms: the upload takes 3 times
+        // the handler's limit, and the handler reads every chunk at once.
+        let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
+        let chunk = enchufe::framing::STREAM_CHUNK;
+        let len = 8 * chunk as u64;
+        raw.write_all(&(len as u32).to_be_bytes()).await.unwrap();
+        let mut body = pattern(len);
+        let mut buf = vec![0u8; chunk];
+        for _ in 0..8 {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            body.read_exact(&mut buf).await.unwrap();
+            raw.write_all(&buf).await.unwrap();
+        }
+        let mut head = [0u8; 4];
+        raw.read_exact(&mut head).await.expect("answered, not cut");
+        let mut answer = vec![0u8; u32::from_be_bytes(head) as usize];
+        raw.read_exact(&mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert_eq!(answer, format!("{len}:{len}:{}", checksum(len)));
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn what_the_handler_leaves_unread_is_skipped_before_its_reply() {
     bounded(async {
         let (server, _) = server(100_000).await;

@@ -278,6 +278,12 @@ where
         }
     }
 
+    /// Frames read so far (a streamed body's chunks included): zero for a
+    /// connection that has sent nothing.
+    pub fn frames_read(&self) -> u64 {
+        self.activity
+    }
+
     /// Writing failed, stalled or was shut down: output is dropped.
     pub fn is_write_done(&self) -> bool {
         self.write_done

@@ -119,6 +119,7 @@ pub use bytes::{Bytes, BytesMut};
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};
 // The wire is the engine's view of the bytes: public for enchufe's own
 // crates (the engine and the roles), hidden and not covered by semver.
+pub use wire::MemoryBudget;
 pub use wire::STREAM_CHUNK;
 #[doc(hidden)]
 pub use wire::{LengthPrefix, Next, Split, Wire, LARGE_FRAME};

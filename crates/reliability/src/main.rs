@@ -132,8 +132,9 @@ async fn run(args: Args) -> i32 {
         logs,
         scale: args.scale,
     };
-    let all: [(&str, Check); 11] = [
+    let all: [(&str, Check); 12] = [
         check!("header", checks::header_4gib),
+        check!("partial", checks::partial_frames),
         check!("trickle", checks::trickle),
         check!("slowloris", checks::slowloris),
         check!("pushes", checks::never_reads_pushes),

@@ -130,6 +130,29 @@ pub struct Config {
     /// an empty queue.
     pub max_total_queued_bytes: usize,
 
+    /// Bytes all connections together may hold in large frames still
+    /// arriving (frames of 64 KiB or more, in a buffer of their own that
+    /// grows with the bytes that arrive). Default 256 MiB.
+    ///
+    /// Past it, a connection whose frame would grow is not read until
+    /// other frames complete or their connections end (TCP's flow control
+    /// holds its sender back), counted in
+    /// [`Stats::reads_paused_for_memory`](crate::Stats::reads_paused_for_memory);
+    /// its [`Config::frame_timeout`] still runs, so clients that never
+    /// finish their frames are cut and give their bytes back. Without it
+    /// each connection may hold a frame up to `max_frame_length`: 300
+    /// connections sending 8 MiB − 1 of an 8 MiB frame took a server from
+    /// 4 MiB to 2.4 GiB in 3 s. 256 MiB is 32 such frames at once, with
+    /// [`Config::max_total_queued_bytes`] (128 MiB) under 400 MiB for the
+    /// two shared limits, well within a small VM. Not counted: each
+    /// connection's first 128 KiB (its read buffer for small frames, or a
+    /// large frame's first buffer), so the fast path of small frames never
+    /// touches the budget and at most `max_connections` × 128 KiB sits
+    /// outside it; frames already handed to handlers; streamed bodies
+    /// ([`Config::max_stream_length`], a few chunks each). Raise it for a
+    /// server that receives many large frames at once from trusted clients.
+    pub max_total_partial_bytes: usize,
+
     /// A connection that completes no frame for this long is closed.
     /// Default 2 minutes; `None` waits forever.
     ///
@@ -182,14 +205,49 @@ pub struct Config {
     /// SYN left unanswered), a larger one lets a burst wait.
     pub listen_backlog: Option<u32>,
 
-    /// Longest a handler may run on one request (or a streamed message).
-    /// Past it the handler is dropped: in the plain profile the connection
-    /// ends with [`Error::HandlerTimeout`](crate::Error::HandlerTimeout),
-    /// reset like every failure (the plain wire cannot carry the error);
-    /// in the multiplexed profile
-    /// the request is answered with an error (code 8, `timeout`). Default
-    /// `None`: handlers run as long as they take.
+    /// Longest a handler may run on one request. Past it the handler is
+    /// dropped: in the plain profile the connection ends with
+    /// [`Error::HandlerTimeout`](crate::Error::HandlerTimeout), reset like
+    /// every failure (the plain wire cannot carry the error); in the
+    /// multiplexed profile the request is answered with an error (code 8,
+    /// `timeout`) and the connection goes on. A streamed message's handler
+    /// ([`Handler::handle_stream`](crate::Handler::handle_stream)) gets
+    /// this long from each chunk of its body it takes, and from the body's
+    /// end: a large upload may take as long as it takes while the handler
+    /// keeps reading it.
+    ///
+    /// Default 60 s: a handler that never ends (a bug, a lost wakeup, a
+    /// remote call without its own timeout) would otherwise hold its
+    /// connection's slot, and in the multiplexed profile one of its
+    /// `max_in_flight` places, forever. 60 s is what proxies commonly give
+    /// a backend to answer (nginx's `proxy_read_timeout`). `None`: handlers
+    /// run as long as they take (long polls, a handler that waits for an
+    /// event; such a server should still bound each wait itself).
     pub handler_timeout: Option<Duration>,
+
+    /// TCP only: when the client closes its sending side while a handler
+    /// runs (plain) or requests are in flight (multiplexed), the server
+    /// turns on TCP keepalive probes on that connection, every this long,
+    /// and watches the socket for an error. Default 10 s.
+    ///
+    /// A half-close is how the course's client asks its last question
+    /// (send, `shutdown(SHUT_WR)`, read the answer), so EOF alone must not
+    /// cancel anything; but a client whose process is gone has sent the
+    /// same FIN, and its handler would run on for nobody. The client's
+    /// kernel tells them apart: a live socket answers a probe, a socket
+    /// that no longer exists answers with a reset, which ends the
+    /// connection (dropping its handlers and freeing the slot). A host
+    /// that vanished answers nothing, and the kernel gives up after its
+    /// retries (9 on Linux: about 10 × this). A reset sent after the FIN
+    /// (the client died with unread data, or closed with `SO_LINGER` 0) is
+    /// seen at once. A closed client socket lingers in `FIN_WAIT2` in its
+    /// kernel for a while (60 s on Linux, `tcp_fin_timeout`) and answers
+    /// probes until then. Probes cost one small packet each way per
+    /// interval, on such connections only. Unix sockets, TLS and WebSocket
+    /// connections (whose socket is boxed out of reach) get no probes:
+    /// [`Config::handler_timeout`] bounds them. `None`: no probes. Keepalive
+    /// times are whole seconds (at least 1 s).
+    pub eof_keepalive: Option<Duration>,
 
     /// Longest wait for a write to make progress: a queued reply finding room,
     /// a batch being flushed, the last frames before a close. Default 10 s.
@@ -320,6 +378,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::eof_keepalive`].
+    #[must_use]
+    pub fn eof_keepalive(mut self, every: Option<Duration>) -> Self {
+        self.eof_keepalive = every;
+        self
+    }
+
     /// Sets [`Config::max_stream_length`]: frames up to `bytes` long are
     /// streamed to [`Handler::handle_stream`](crate::Handler::handle_stream).
     #[must_use]
@@ -346,6 +411,13 @@ impl Config {
     #[must_use]
     pub fn max_total_queued_bytes(mut self, bytes: usize) -> Self {
         self.max_total_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets [`Config::max_total_partial_bytes`].
+    #[must_use]
+    pub fn max_total_partial_bytes(mut self, bytes: usize) -> Self {
+        self.max_total_partial_bytes = bytes;
         self
     }
 
@@ -456,11 +528,13 @@ impl Default for Config {
             outbound_queue: 128,
             max_queued_bytes: 4 << 20,
             max_total_queued_bytes: 128 << 20,
+            max_total_partial_bytes: 256 << 20,
             idle_timeout: Some(Duration::from_secs(120)),
             first_frame_timeout: Some(Duration::from_secs(10)),
             frame_timeout: Some(Duration::from_secs(30)),
             max_connections_per_ip: None,
-            handler_timeout: None,
+            handler_timeout: Some(Duration::from_secs(60)),
+            eof_keepalive: Some(Duration::from_secs(10)),
             listen_backlog: Some(4096),
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),

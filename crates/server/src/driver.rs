@@ -14,7 +14,10 @@
 //!                     +--- outbox frames ------+  (below half the budget)
 //! ```
 
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use enchufe_engine::driver::{self, Deadlines};
@@ -61,7 +64,16 @@ pub(crate) struct Driver<'a, Io> {
     pub(crate) eof: bool,
     /// The grace period is over: end without a goodbye.
     pub(crate) aborted: bool,
+    /// How to probe the socket once the other end half-closed while work
+    /// runs, and how often ([`Config::eof_keepalive`](crate::Config::eof_keepalive));
+    /// taken when probing starts.
+    probe: Option<(WatchGone<Io>, Duration)>,
+    /// Probing: ends with the socket's error if the other end is gone.
+    gone: Option<Gone>,
 }
+
+/// [`Socket::watch_gone`] of the connection's I/O.
+type WatchGone<Io> = fn(&Io, Duration) -> Option<Gone>;
 
 impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
     pub(crate) fn new(
@@ -83,6 +95,28 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
             stopping: false,
             eof: false,
             aborted: false,
+            probe: None,
+            gone: None,
+        }
+    }
+
+    /// Probes the socket every `every` once the other end half-closed while
+    /// work runs ([`Driver::watch_gone`]); `None`: never.
+    pub(crate) fn set_eof_probe(&mut self, every: Option<Duration>)
+    where
+        Io: Socket,
+    {
+        self.probe = every.map(|every| (Io::watch_gone as WatchGone<Io>, every));
+    }
+
+    /// The other end closed its sending side while work runs (a plain
+    /// handler, multiplexed requests in flight): start probing the socket,
+    /// once, so that a client that is gone ends the connection
+    /// ([`Socket::watch_gone`]) while one that only half-closed is answered.
+    pub(crate) fn watch_gone(&mut self) {
+        if let Some((watch, every)) = self.probe.take() {
+            tracing::debug!(?every, "half-closed while busy; probing");
+            self.gone = watch(self.core.wire().get_ref(), every);
         }
     }
 
@@ -90,6 +124,11 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
     /// signal since (an atomic load: not for every frame).
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping || self.core.signal().is_raised(flag::SHUTDOWN)
+    }
+
+    /// Frames read so far: zero for a connection that has sent nothing.
+    pub(crate) fn frames_read(&self) -> u64 {
+        self.core.frames_read()
     }
 
     /// Counts one request in a [`ShutdownReport`](crate::ShutdownReport)
@@ -195,6 +234,13 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
                 Poll::Ready(event) => event,
                 Poll::Pending => {
                     self.publish();
+                    if let Some(gone) = &mut self.gone {
+                        if let Poll::Ready(e) = gone.as_mut().poll(cx) {
+                            self.gone = None;
+                            let e = enchufe_framing::Error::Io(e);
+                            return Poll::Ready(Event::End(Disconnect::Error(e.into())));
+                        }
+                    }
                     return Poll::Pending;
                 }
             };
@@ -277,6 +323,12 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
             match self.poll_slow::<WATCH>(cx, false) {
                 Poll::Ready(Event::End(reason)) => return Poll::Ready(reason),
                 Poll::Ready(_) => continue,
+                // Watching saw the other end's EOF: is it still there?
+                Poll::Pending
+                    if WATCH && self.probe.is_some() && self.core.wire().is_read_closed() =>
+                {
+                    self.watch_gone();
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -337,7 +389,7 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
     /// The connection's end: a goodbye ([`Driver::finish_writing`]), or,
     /// when it `failed`, a reset. Then what is already queued is flushed
     /// (within the write timeout; pushes still in the outbox are dropped)
-    /// and the socket is set to reset when it is dropped ([`Reset`]), so
+    /// and the socket is set to reset when it is dropped ([`Socket`]), so
     /// the other end is told of a failure (`ECONNRESET`, "connection reset
     /// by peer") rather than a goodbye. The writing side is not shut down:
     /// a FIN first would read as a clean close. What the kernel has not
@@ -347,7 +399,7 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
     /// (one more made the handler's call too big to inline into its loop).
     pub(crate) async fn finish(&mut self, failed: bool)
     where
-        Io: Reset,
+        Io: Socket,
     {
         if !failed {
             return self.finish_writing().await;
@@ -374,17 +426,69 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
     }
 }
 
-/// How a connection's I/O ends on a failure. A TCP socket is reset when
-/// dropped (`SO_LINGER` 0: an RST, not a FIN), so the client can tell a
-/// crash from a goodbye. Other transports have no reset and close as usual:
-/// a Unix socket (no such signal exists), and TLS or WebSocket streams,
-/// which are boxed past reach of their socket.
-pub(crate) trait Reset {
+/// What the server does to a connection's socket beyond reading and
+/// writing, where the transport allows: a TCP socket is reset when dropped
+/// after a failure (`SO_LINGER` 0: an RST, not a FIN, so the client can
+/// tell a crash from a goodbye), and probed once its client half-closed
+/// while work runs ([`Socket::watch_gone`]). Other transports do neither
+/// and close as usual: a Unix socket (no such signal exists), and TLS or
+/// WebSocket streams, which are boxed past reach of their socket.
+pub(crate) trait Socket {
     /// Makes dropping this I/O reset the connection, where it can.
     fn reset_on_drop(&self) {}
+
+    /// Turns on keepalive probes `every` so long and returns a future
+    /// that ends with the error the socket reports when the other end is
+    /// gone (a reset, probes unanswered); `None` where that cannot be done.
+    fn watch_gone(&self, every: Duration) -> Option<Gone> {
+        let _ = every;
+        None
+    }
 }
 
-impl Reset for tokio::net::TcpStream {
+/// Ends with the socket's error once the other end is gone.
+pub(crate) type Gone = Pin<Box<dyn Future<Output = std::io::Error> + Send>>;
+
+impl Socket for tokio::net::TcpStream {
+    fn watch_gone(&self, every: Duration) -> Option<Gone> {
+        let socket = socket2::SockRef::from(self);
+        // Whole seconds, at least one: the kernel's unit.
+        let every = every.max(Duration::from_secs(1));
+        let keepalive = socket2::TcpKeepalive::new().with_time(every);
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "windows",
+        ))]
+        let keepalive = keepalive.with_interval(every);
+        // A second handle on the same socket, registered on its own, so
+        // its error can be awaited while the wire owns the first: after
+        // EOF a read only ever says EOF again, a reset or a probe timing
+        // out shows only as the socket's error (`EPOLLERR`).
+        let watcher = socket
+            .set_tcp_keepalive(&keepalive)
+            .and_then(|()| socket.try_clone())
+            .and_then(|dup| tokio::net::TcpStream::from_std(dup.into()));
+        let watcher = match watcher {
+            Ok(watcher) => watcher,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot probe a half-closed connection");
+                return None;
+            }
+        };
+        Some(Box::pin(async move {
+            let ready = watcher.ready(tokio::io::Interest::ERROR).await;
+            match ready.and_then(|_| watcher.take_error()) {
+                Ok(Some(e)) | Err(e) => e,
+                Ok(None) => std::io::ErrorKind::ConnectionReset.into(),
+            }
+        }))
+    }
+
     fn reset_on_drop(&self) {
         // tokio's own `set_linger` is deprecated (a non-zero linger blocks
         // the runtime in close); socket2 sets the same option, and zero
@@ -396,6 +500,6 @@ impl Reset for tokio::net::TcpStream {
 }
 
 #[cfg(unix)]
-impl Reset for tokio::net::UnixStream {}
+impl Socket for tokio::net::UnixStream {}
 
-impl Reset for crate::layer::BoxIo {}
+impl Socket for crate::layer::BoxIo {}

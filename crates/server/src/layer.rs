@@ -108,12 +108,20 @@ impl Layer {
 /// at `warn` (the rest at `debug`): bad input must not flood the log, and
 /// the count says how many there were.
 pub(crate) fn rare_warn(counter: &AtomicU64, error: &dyn std::error::Error, what: &str) {
-    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    if n.is_power_of_two() {
+    let (n, loud) = rarely(counter);
+    if loud {
         warn!(%error, count = n, "{what}");
     } else {
         debug!(%error, count = n, "{what}");
     }
+}
+
+/// Counts one more and says whether this one is logged at its own level:
+/// the 1st, 2nd, 4th, 8th... (the rest go at `debug`). Whoever can connect
+/// can cause any number of these: 20,000 of them write 15 lines.
+pub(crate) fn rarely(counter: &AtomicU64) -> (u64, bool) {
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    (n, n.is_power_of_two())
 }
 
 /// How [`ServerHandle::connect`](crate::ServerHandle::connect) wraps what

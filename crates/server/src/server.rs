@@ -427,10 +427,12 @@ impl Server {
             });
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
+        let memory = enchufe_framing::MemoryBudget::new(self.config.max_total_partial_bytes);
         let ctx = Arc::new(Ctx {
             handler: Arc::new(handler),
             framing: self.config.framing(),
             config: self.config.clone(),
+            memory: memory.clone(),
         });
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
@@ -443,6 +445,7 @@ impl Server {
             handshake_timeout: self.config.handshake_timeout,
             counters: Arc::new(Counters::default()),
             budget: Arc::new(Budget::new(self.config.max_total_queued_bytes)),
+            memory,
             permits: Arc::new(Semaphore::new(self.config.max_connections)),
             per_address: self
                 .config
@@ -513,6 +516,9 @@ pub(crate) struct Shared {
     counters: Arc<Counters>,
     /// Bytes queued for every connection together.
     budget: Arc<Budget>,
+    /// Bytes of large frames arriving on every connection together (the
+    /// connections' wires share it through `Ctx`).
+    memory: enchufe_framing::MemoryBudget,
     /// Connection permits, for accepted and dialed connections alike.
     permits: Arc<Semaphore>,
     /// Accepted connections per client address, when limited.
@@ -923,7 +929,7 @@ impl ServerHandle {
     /// Counters so far: connections accepted, pushes dropped, slow clients
     /// disconnected.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.shared.counters.snapshot(&self.shared.memory)
     }
 
     /// Whether shutdown has begun.
@@ -1046,7 +1052,7 @@ async fn serve_connection<H: Handler, Io>(
     ctx: &Ctx<H>,
     shared: &Shared,
 ) where
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + crate::driver::Reset,
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + crate::driver::Socket,
 {
     let config = &ctx.config;
     let conn = Connection::new(Parts {
@@ -1094,7 +1100,7 @@ async fn serve_connection<H: Handler, Io>(
     }
     #[cfg(feature = "metrics")]
     let open = enchufe_engine::meter::Open::new("server");
-    let reason = serve(ctx, &conn, io, &mut ready).await;
+    let (reason, silent) = serve(ctx, &conn, io, &mut ready).await;
     #[cfg(feature = "metrics")]
     open.close(&reason, crate::stats::error_kind);
     // Out of the registry as soon as it is over, so that a client that has
@@ -1136,6 +1142,17 @@ async fn serve_connection<H: Handler, Io>(
                 crate::layer::rare_warn(&shared.counters.closed_for_bad_input, e, what);
             } else {
                 warn!(error = %e, "closed");
+            }
+        }
+        // Closed without a byte: counted, and logged as rarely as bad
+        // input, since whoever can connect can make any number of them
+        // (20,000 were 20,000 lines, 3.5 MB of log).
+        Disconnect::PeerClosed if silent => {
+            let (n, loud) = crate::layer::rarely(&shared.counters.empty_connections);
+            if loud {
+                info!(count = n, "closed before sending anything");
+            } else {
+                debug!(count = n, "closed before sending anything");
             }
         }
         other => info!(reason = %other, "closed"),

@@ -36,6 +36,20 @@ pub struct Stats {
     /// warnings are thinned (the 1st, 2nd, 4th, 8th...), this counts them
     /// all.
     pub closed_for_bad_input: u64,
+    /// Connections that closed without sending a byte: a port check, a load
+    /// balancer's health check, a flood of connects. Logged like bad input
+    /// (the 1st, 2nd, 4th, 8th... at `info`, the rest at `debug`), counted
+    /// here all.
+    pub empty_connections: u64,
+    /// Times a connection was not read because its large frame could not
+    /// grow within [`Config::max_total_partial_bytes`](crate::Config::max_total_partial_bytes).
+    pub reads_paused_for_memory: u64,
+    /// Bytes held now by large frames still arriving, counted against
+    /// [`Config::max_total_partial_bytes`](crate::Config::max_total_partial_bytes)
+    /// (a gauge, not a count).
+    pub partial_bytes: u64,
+    /// The most [`Stats::partial_bytes`] has been.
+    pub partial_bytes_peak: u64,
     /// Connections closed because the client spoke the other profile: a
     /// multiplexed hello at a server pinned to `Profile::Plain` (the
     /// client is told at connect). Counted in `closed_for_bad_input` too.
@@ -82,6 +96,7 @@ pub(crate) struct Counters {
     pub(crate) closed_for_bad_input: AtomicU64,
     pub(crate) profile_mismatches: AtomicU64,
     pub(crate) http_connections: AtomicU64,
+    pub(crate) empty_connections: AtomicU64,
     /// [`ShutdownReport`]'s, counted only once shutdown began.
     pub(crate) shutdown_answered: AtomicU64,
     pub(crate) shutdown_refused: AtomicU64,
@@ -101,8 +116,11 @@ impl Counters {
         metrics::counter!("enchufe_pushes_dropped_total", "role" => "server").increment(n);
     }
 
-    pub(crate) fn snapshot(&self) -> Stats {
+    pub(crate) fn snapshot(&self, memory: &enchufe_framing::MemoryBudget) -> Stats {
         Stats {
+            reads_paused_for_memory: memory.pauses(),
+            partial_bytes: memory.held() as u64,
+            partial_bytes_peak: memory.peak() as u64,
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             pushes_dropped: self.pushes_dropped.load(Ordering::Relaxed),
             slow_disconnects: self.slow_disconnects.load(Ordering::Relaxed),
@@ -113,6 +131,7 @@ impl Counters {
             closed_for_bad_input: self.closed_for_bad_input.load(Ordering::Relaxed),
             profile_mismatches: self.profile_mismatches.load(Ordering::Relaxed),
             http_connections: self.http_connections.load(Ordering::Relaxed),
+            empty_connections: self.empty_connections.load(Ordering::Relaxed),
         }
     }
 

@@ -12,10 +12,12 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::task::Poll;
+use std::time::Duration;
 
 use enchufe_framing::{Body, BoxError, Error as FramingError};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 
 use crate::driver::Driver;
@@ -27,6 +29,9 @@ pub(crate) type Outcome<R> = std::thread::Result<Result<Option<R>, BoxError>>;
 
 /// Runs [`Handler::handle_stream`] on a body of `len` bytes. `Err` if the
 /// connection must end first (the body was cut, aborted, idle, stalled).
+/// `limit` ([`Config::handler_timeout`](crate::Config::handler_timeout))
+/// counts from each chunk the handler takes and from the body's end, so
+/// an upload of any size may take its time while the handler reads it.
 pub(crate) async fn handle<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     handler: &H,
     conn: &Connection,
@@ -36,22 +41,14 @@ pub(crate) async fn handle<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Outcome<H::Response>, Disconnect> {
     let (tx, body) = Body::channel(len);
     let call = AssertUnwindSafe(handler.handle_stream(body, conn)).catch_unwind();
-    let call = async move {
-        match limit {
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => Ok(Err(crate::Error::HandlerTimeout(limit).into())),
-            },
-            None => call.await,
-        }
-    };
-    run(driver, PollSender::new(tx), call).await
+    run(driver, PollSender::new(tx), call, limit).await
 }
 
 async fn run<Io, R, F>(
     driver: &mut Driver<'_, Io>,
     tx: PollSender<enchufe_framing::Result<bytes::Bytes>>,
     work: F,
+    limit: Option<Duration>,
 ) -> Result<Outcome<R>, Disconnect>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
@@ -61,6 +58,8 @@ where
     let mut tx = Some(tx);
     let mut body_done = false;
     let mut out: Option<Outcome<R>> = None;
+    // One timer, moved on per chunk taken (a clock read per 64 KiB chunk).
+    let mut deadline = limit.map(|limit| Box::pin(tokio::time::sleep(limit)));
     driver.set_busy(true);
     let result = std::future::poll_fn(|cx| loop {
         // Feed the body while its reader has room; once it is gone (the
@@ -80,6 +79,9 @@ where
                 Poll::Ready(Ok(Some(chunk))) => {
                     if let Some(sender) = tx.as_mut() {
                         let _ = sender.send_item(Ok(chunk));
+                        if let (Some(deadline), Some(limit)) = (&mut deadline, limit) {
+                            deadline.as_mut().reset(Instant::now() + limit);
+                        }
                     }
                 }
                 Poll::Ready(Ok(None)) => {
@@ -111,6 +113,14 @@ where
         if body_done {
             if let Some(outcome) = out.take() {
                 return Poll::Ready(Ok(outcome));
+            }
+        }
+        if out.is_none() {
+            if let (Some(deadline), Some(limit)) = (&mut deadline, limit) {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    let late = crate::Error::HandlerTimeout(limit);
+                    return Poll::Ready(Ok(Ok(Err(late.into()))));
+                }
             }
         }
         // Meanwhile: pushes and pings go out, deadlines are kept.

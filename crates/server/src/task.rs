@@ -28,25 +28,32 @@ pub(crate) struct Ctx<H> {
     pub(crate) handler: Arc<H>,
     pub(crate) config: Config,
     pub(crate) framing: enchufe_framing::Config,
+    /// What large frames still arriving may hold, all connections together
+    /// ([`Config::max_total_partial_bytes`]).
+    pub(crate) memory: enchufe_framing::MemoryBudget,
 }
 
 /// Serves one connection until it ends: hello (multiplexed), `on_connect`,
 /// the profile's loop, then the goodbye (queued frames flushed and the
 /// writing side shut down, within the write timeout). `ready` is answered
-/// once the connection is up (dialed connections wait on it).
+/// once the connection is up (dialed connections wait on it). Returns why
+/// it ended, and whether the other end never completed a frame (`true`
+/// with [`Disconnect::PeerClosed`]: it closed without sending a byte).
 pub(crate) async fn serve<H: Handler, Io>(
     ctx: &Ctx<H>,
     conn: &Connection,
     io: Io,
     ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
-) -> Disconnect
+) -> (Disconnect, bool)
 where
-    Io: AsyncRead + AsyncWrite + Unpin + crate::driver::Reset,
+    Io: AsyncRead + AsyncWrite + Unpin + crate::driver::Socket,
 {
     let config = &ctx.config;
     let mux = conn.profile() == Some(Profile::Multiplexed);
+    let mut wire = Wire::new(io, &ctx.framing);
+    wire.set_memory_budget(Some(ctx.memory.clone()));
     let mut driver = Driver::new(
-        Wire::new(io, &ctx.framing),
+        wire,
         conn,
         config.max_queued_bytes,
         Deadlines {
@@ -64,6 +71,7 @@ where
             frame: config.frame_timeout,
         },
     );
+    driver.set_eof_probe(config.eof_keepalive);
     let reason = run(ctx, conn, &mut driver, ready).await;
     if !driver.aborted {
         // A failure is not a goodbye: the client is told so with a reset
@@ -71,7 +79,7 @@ where
         let failed = matches!(&reason, Disconnect::Error(e) if e.ends_with_reset());
         driver.finish(failed).await;
     }
-    reason
+    (reason, driver.frames_read() == 0)
 }
 
 async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
@@ -518,6 +526,11 @@ async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             // end closes too.
             draining = true;
             driver.finish_writing().await;
+        }
+        if driver.eof {
+            // Half-closed with requests in flight: answered if the client
+            // is still there, dropped if it is gone.
+            driver.watch_gone();
         }
         let event = std::future::poll_fn(|cx| mux.poll(driver, cx)).await;
         match event {

@@ -15,6 +15,9 @@
 //! - **Large frames have their own buffer** (at or above [`LARGE_FRAME`]):
 //!   the frame handed out owns it, so the read buffer is not pinned by a body
 //!   waiting to be echoed, and the next frame does not need a fresh one.
+//! - **Many connections share one limit** for the large frames arriving
+//!   ([`MemoryBudget`], optional): past it, a frame's buffer does not grow
+//!   and its connection is not read until bytes are given back.
 //! - **Large bodies are never copied on the way out**: their header goes into
 //!   the write buffer, the body is queued as it is, and both leave in one
 //!   vectored write.
@@ -36,9 +39,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{Config, Error, OutFrame, Result, HEADER_LEN};
 
+mod budget;
 mod split;
 mod stream;
 
+pub use budget::MemoryBudget;
 pub use split::{LengthPrefix, Split};
 pub use stream::{Next, STREAM_CHUNK};
 
@@ -110,6 +115,9 @@ pub struct Wire<Io, C = LengthPrefix> {
     rbuf: BytesMut,
     /// The large frame whose body is arriving into its own buffer.
     large: Option<Large>,
+    /// The limit shared with other wires on what large frames still
+    /// arriving hold (none: each is bounded by the frame limit alone).
+    budget: Option<MemoryBudget>,
     /// Output ready to write, in order, before `tail`: frozen stretches of
     /// the write buffer and large bodies queued without a copy.
     segments: VecDeque<Bytes>,
@@ -135,6 +143,9 @@ struct Large {
     /// Declared payload length (a stream: the body bytes still to hand out).
     len: usize,
     body: BytesMut,
+    /// What `body` holds of the wire's [`MemoryBudget`], given back when
+    /// the frame is handed out or dropped.
+    charge: budget::Charge,
     /// This frame's body is streamed ([`Wire::poll_chunk`]), not buffered.
     stream: Option<Stream>,
 }
@@ -167,6 +178,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
             stream_max: config.max_stream_length.min(u64::from(u32::MAX)),
             rbuf: BytesMut::new(),
             large: None,
+            budget: None,
             segments: VecDeque::new(),
             tail: BytesMut::new(),
             queued: 0,
@@ -182,6 +194,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
     /// The largest payload read or written.
     pub fn max_frame_length(&self) -> usize {
         self.max
+    }
+
+    /// Shares `budget` with other wires: from the next large frame on, the
+    /// bytes its buffer grows by past its first 128 KiB are taken
+    /// from it, and while it has no room this wire reads nothing (the
+    /// frame is complete or dropped with the wire before they are given
+    /// back). Small frames and streamed bodies are not counted. `None`:
+    /// no shared limit (the default).
+    pub fn set_memory_budget(&mut self, budget: Option<MemoryBudget>) {
+        self.budget = budget;
     }
 
     /// The codec that finds messages ([`Split`]).
@@ -232,20 +254,38 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
             // move it to the frame's own buffer, sized by what arrived.
             self.rbuf.advance(HEADER_LEN);
             let have = self.rbuf.len();
-            // A buffer given back (`recycle`) if one fits: no allocation,
-            // no page faults; else one sized by what arrived.
-            let mut body = crate::recycle::take(declared).unwrap_or_else(|| {
-                BytesMut::with_capacity(declared.min(LARGE_START.max(2 * have)))
+            // A buffer given back (`recycle`) if one fits (and the budget,
+            // if any, has room for it): no allocation, no page faults; else
+            // one sized by what arrived, within the uncharged allowance.
+            let recycled = crate::recycle::take(declared).and_then(|buf| self.afford(buf));
+            let mut body = recycled.unwrap_or_else(|| {
+                let first = LARGE_START.max(2 * have).min(budget::UNCHARGED.max(have));
+                BytesMut::with_capacity(declared.min(first))
             });
             body.extend_from_slice(&self.rbuf);
             self.rbuf = BytesMut::new();
+            let charge = budget::Charge::new(self.budget.as_ref(), body.capacity());
             self.large = Some(Large {
                 len: declared,
                 body,
+                charge,
                 stream: None,
             });
         }
         Ok(None)
+    }
+
+    /// `buf` (a recycled buffer) if the budget has room for all of it; it
+    /// is given back to the pool otherwise.
+    #[cold]
+    fn afford(&self, buf: BytesMut) -> Option<BytesMut> {
+        match &self.budget {
+            Some(budget) if budget.held() + buf.capacity() > budget.limit() => {
+                crate::recycle::give_back(buf.freeze());
+                None
+            }
+            _ => Some(buf),
+        }
     }
 
     /// The next frame: from the buffer, or reading the I/O. `Ok(None)` on a
@@ -380,13 +420,25 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
                 // 16 MiB `recycle` pool kept half as many of them).
                 let remaining = large.len - large.body.len();
                 let grow = large.body.len().max(LARGE_START);
-                if grow >= remaining {
+                let exact = grow >= remaining;
+                let capacity = if exact {
+                    large.len
+                } else {
+                    large.body.capacity() + grow
+                };
+                if !large.charge.grow_to(capacity, cx) {
+                    // Over the shared budget: read nothing (the sender is
+                    // held back by TCP) until bytes are given back.
+                    return Poll::Pending;
+                }
+                if exact {
                     let mut exact = BytesMut::with_capacity(large.len);
                     exact.extend_from_slice(&large.body);
                     large.body = exact;
                 } else {
                     large.body.reserve(grow);
                 }
+                large.charge.settle(large.body.capacity());
             }
             // Never past this frame, though a recycled buffer has room for
             // more: what was read past it had to be copied back to `rbuf`,
@@ -790,6 +842,49 @@ mod tests {
             let _ = futures::poll!(std::future::poll_fn(|cx| wire.poll_frame(cx)));
         }
         assert!(wire.read_capacity() <= 2 << 20, "{}", wire.read_capacity());
+    }
+
+    #[tokio::test]
+    async fn wires_sharing_a_budget_wait_for_room_and_never_hold_more() {
+        let budget = MemoryBudget::new(1 << 20);
+        let wire = |budget: &MemoryBudget| {
+            let (raw, io) = tokio::io::duplex(4 << 20);
+            let mut wire = Wire::new(io, &cfg(8 << 20));
+            wire.set_memory_budget(Some(budget.clone()));
+            (raw, wire)
+        };
+        let (mut raw_a, mut a) = wire(&budget);
+        let (mut raw_b, mut b) = wire(&budget);
+        // Frames of 1 MiB: either alone fits, both do not.
+        let body: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let bytes = framed(&body);
+        let poll = |w: &mut Wire<_>| {
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            for _ in 0..256 {
+                if let Poll::Ready(r) = w.poll_frame(&mut cx) {
+                    return Some(r.unwrap().unwrap());
+                }
+            }
+            None
+        };
+        // A holds most of its frame; B sends all of its and must wait.
+        raw_a.write_all(&bytes[..bytes.len() - 1]).await.unwrap();
+        assert!(poll(&mut a).is_none());
+        raw_b.write_all(&bytes).await.unwrap();
+        assert!(poll(&mut b).is_none(), "B waits for room");
+        assert!(budget.pauses() >= 1);
+        assert!(budget.held() <= budget.limit(), "{}", budget.held());
+        let held = a.read_capacity() + b.read_capacity();
+        assert!(
+            held <= (1 << 20) + 2 * budget::UNCHARGED,
+            "{held} bytes held"
+        );
+        // A's connection ends: its bytes come back, and B's frame arrives.
+        drop((a, raw_a));
+        let frame = b.recv().await.unwrap().unwrap();
+        assert!(frame[..] == body[..]);
+        assert_eq!(budget.held(), 0, "a frame handed out gives its bytes back");
+        assert!(budget.peak() <= budget.limit());
     }
 
     #[tokio::test]

@@ -54,6 +54,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
         self.large = Some(Large {
             len: declared,
             body: BytesMut::new(),
+            charge: Default::default(),
             stream: Some(Stream {
                 total: declared as u64,
                 announced: false,
