@@ -80,9 +80,9 @@ use crate::{Config, Error, Event, Result};
 ///   pending and later calls fail with [`Error::Protocol`].
 ///
 /// ```no_run
-/// use enchufe_client::Client;
+/// use enchufe::client::Client;
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_client::Result<()> {
+/// # async fn main() -> enchufe::client::Result<()> {
 /// let client = Client::connect("127.0.0.1:8080").await?;
 /// // Two requests in flight at once on one connection; replies by id.
 /// let (a, b) = tokio::join!(
@@ -97,9 +97,9 @@ use crate::{Config, Error, Event, Result};
 /// # Examples
 ///
 /// ```no_run
-/// use enchufe_client::Client;
+/// use enchufe::client::Client;
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_client::Result<()> {
+/// # async fn main() -> enchufe::client::Result<()> {
 /// let client = Client::connect("127.0.0.1:8080").await?;
 /// let reply: String = client.request("hola").await?;
 /// println!("{reply}");
@@ -126,9 +126,9 @@ use crate::{Config, Error, Event, Result};
 /// so does dropping the last handle.
 ///
 /// ```no_run
-/// use enchufe_client::{Client, Config, Event, Reconnect};
+/// use enchufe::client::{Client, Config, Event, Reconnect};
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_client::Result<()> {
+/// # async fn main() -> enchufe::client::Result<()> {
 /// let config = Config::default().reconnect(Reconnect::default());
 /// let client = Client::connect_with("127.0.0.1:8080", config).await?;
 /// let mut events = client.events();
@@ -380,7 +380,7 @@ impl Client {
     /// answer, if any, arrives through [`Client::recv`]. Plain profile only.
     ///
     /// ```no_run
-    /// # async fn demo(client: enchufe_client::Client) -> enchufe_client::Result<()> {
+    /// # async fn demo(client: enchufe::client::Client) -> enchufe::client::Result<()> {
     /// // Any AsyncRead: a tokio::fs::File (with its metadata().len()), a
     /// // socket, or bytes in memory as here.
     /// let data = vec![7u8; 50 << 20];
@@ -525,7 +525,7 @@ impl Client {
     ///
     /// ```no_run
     /// use futures::StreamExt;
-    /// # async fn run(client: enchufe_client::Client) -> enchufe_client::Result<()> {
+    /// # async fn run(client: enchufe::client::Client) -> enchufe::client::Result<()> {
     /// let mut pushes = std::pin::pin!(client.pushes::<String>());
     /// while let Some(push) = pushes.next().await {
     ///     println!("server says: {}", push?);

@@ -8,13 +8,13 @@ use crate::Reconnect;
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_client::Profile;
+/// use enchufe::client::Profile;
 /// // The course's Python server speaks only the plain profile.
-/// let config = enchufe_client::Config::default()
+/// let config = enchufe::client::Config::default()
 ///     .request_timeout(Duration::from_secs(5))
 ///     .profile(Profile::Plain);
 /// assert_eq!(config.request_timeout, Duration::from_secs(5));
-/// assert_eq!(enchufe_client::Config::default().profile, Profile::Multiplexed);
+/// assert_eq!(enchufe::client::Config::default().profile, Profile::Multiplexed);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -152,10 +152,10 @@ pub enum Error {
     /// [`Error::is_frame_too_large`] or [`Error::is_timeout`], or look inside:
     ///
     /// ```
-    /// use enchufe_client::Error;
+    /// use enchufe::client::Error;
     /// # fn check(err: Error) {
     /// if let Error::Framing(e) = &err {
-    ///     if let enchufe_framing::Error::FrameTooLarge { declared, limit } = &**e {
+    ///     if let enchufe::framing::Error::FrameTooLarge { declared, limit } = &**e {
     ///         eprintln!("{declared} bytes over the limit of {limit}");
     ///     }
     /// }

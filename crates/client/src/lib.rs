@@ -67,8 +67,8 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use enchufe_client::Client;
-//! use enchufe_server::{handler_fn, Server};
+//! use enchufe::client::Client;
+//! use enchufe::server::{handler_fn, Server};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = Server::bind("127.0.0.1:0").await?.serve(handler_fn(
@@ -87,9 +87,9 @@
 //! a message between the replies.)
 //!
 //! ```
-//! use enchufe_client::Client;
-//! # use enchufe_framing::mux::{Header, Hello, Kind};
-//! # use enchufe_framing::Transport;
+//! use enchufe::client::Client;
+//! # use enchufe::framing::mux::{Header, Hello, Kind};
+//! # use enchufe::framing::Transport;
 //! # fn frame(kind: Kind, id: u64, body: &[u8]) -> bytes::Bytes {
 //! #     [&Header { kind, id }.to_bytes()[..], body].concat().into()
 //! # }

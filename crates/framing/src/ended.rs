@@ -14,7 +14,7 @@ use std::fmt;
 /// caller that waited on the connection.
 ///
 /// ```
-/// use enchufe_framing::Ended;
+/// use enchufe::framing::Ended;
 /// let clean: Ended<std::io::Error> = Ended::PeerClosed;
 /// assert!(clean.is_clean());
 /// assert_eq!(clean.to_string(), "closed by the other end");

@@ -201,7 +201,7 @@ impl Error {
 /// declares at least 0x2020_2020 bytes (about 514 MiB).
 ///
 /// ```
-/// use enchufe_framing::Foreign;
+/// use enchufe::framing::Foreign;
 /// assert_eq!(Foreign::sniff(*b"GET "), Some(Foreign::HttpRequest));
 /// assert_eq!(Foreign::sniff(*b"SSH-"), Some(Foreign::Ssh));
 /// assert_eq!(Foreign::sniff([0, 0, 0, 4]), None);

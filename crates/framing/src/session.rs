@@ -66,7 +66,7 @@ pub enum Inbound {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use enchufe_framing::session::{classify, Inbound, Role};
+/// use enchufe::framing::session::{classify, Inbound, Role};
 /// let cancel = BytesMut::from(&[6, 0, 0, 0, 0, 0, 0, 0, 9][..]);
 /// assert_eq!(classify(cancel.clone(), Role::Server), Ok(Inbound::Cancel(9)));
 /// assert!(classify(cancel, Role::Client).is_err());
@@ -274,7 +274,7 @@ impl<T> Flow<T> {
 /// - After the end, registering fails at once: nobody waits forever.
 ///
 /// ```
-/// use enchufe_framing::session::InFlight;
+/// use enchufe::framing::session::InFlight;
 /// let table: InFlight<&str> = InFlight::new();
 /// let id = table.register("slot").unwrap();
 /// assert_eq!(table.take(id), Some("slot"));

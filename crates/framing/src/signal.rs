@@ -14,7 +14,7 @@ use futures::task::AtomicWaker;
 /// bit is the driver's.
 ///
 /// ```
-/// use enchufe_framing::Signal;
+/// use enchufe::framing::Signal;
 /// const QUEUED: u8 = 1;
 /// let signal = Signal::default();
 /// signal.raise(QUEUED);

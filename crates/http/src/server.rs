@@ -143,7 +143,7 @@ impl Config {
 /// taken for the next head.
 ///
 /// ```no_run
-/// use enchufe_http::{handler_fn, Request, Response, Server};
+/// use enchufe::http::{handler_fn, Request, Response, Server};
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
 /// let server = Server::bind("127.0.0.1:8080").await?;
 /// let hello = handler_fn(|req: Request| async move {

@@ -84,7 +84,7 @@ impl Error {
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = enchufe_peer::Config::new("a").keepalive(Duration::from_millis(500));
+/// let config = enchufe::peer::Config::new("a").keepalive(Duration::from_millis(500));
 /// assert_eq!(config.id, "a");
 /// ```
 #[derive(Debug, Clone)]

@@ -36,8 +36,8 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use enchufe_peer::{Config, Peer};
-//! use enchufe_server::handler_fn;
+//! use enchufe::peer::{Config, Peer};
+//! use enchufe::server::handler_fn;
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let hello = |name: &'static str| handler_fn(move |msg: String, _conn| async move {

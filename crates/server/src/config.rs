@@ -51,7 +51,7 @@ pub enum BusyPolicy {
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = enchufe_server::Config::default()
+/// let config = enchufe::server::Config::default()
 ///     .max_connections(64)
 ///     .idle_timeout(Some(Duration::from_secs(30)));
 /// assert_eq!(config.max_connections, 64);
@@ -483,7 +483,7 @@ impl Default for Config {
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_server::{Config, PeerLinks};
+/// use enchufe::server::{Config, PeerLinks};
 /// let config = Config::default().peer(PeerLinks::default().keepalive(Some(Duration::from_secs(1))));
 /// assert!(config.peer.is_some());
 /// ```

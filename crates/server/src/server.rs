@@ -30,7 +30,7 @@ use crate::{
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use enchufe_server::{handler_fn, Server};
+/// use enchufe::server::{handler_fn, Server};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = Server::bind("127.0.0.1:0").await?;
@@ -132,8 +132,8 @@ impl Server {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// use std::net::SocketAddr;
-    /// use enchufe_framing::net::{Accept, BoxFuture, BoxIo};
-    /// use enchufe_server::{handler_fn, Server};
+    /// use enchufe::framing::net::{Accept, BoxFuture, BoxIo};
+    /// use enchufe::server::{handler_fn, Server};
     ///
     /// /// Connections handed over a channel: one end of a `duplex` each.
     /// #[derive(Debug)]
@@ -205,7 +205,7 @@ impl Server {
     /// std::fs::create_dir_all(&dir)?;
     /// let path = dir.join("echo.sock");
     /// # let _ = std::fs::remove_file(&path);
-    /// let server = enchufe_server::Server::bind_unix(&path)?;
+    /// let server = enchufe::server::Server::bind_unix(&path)?;
     /// # drop(server); std::fs::remove_file(&path)?;
     /// # Ok(())
     /// # }
@@ -234,7 +234,7 @@ impl Server {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
-    /// use enchufe_server::{handler_fn, tls, Server};
+    /// use enchufe::server::{handler_fn, tls, Server};
     /// let acceptor = tls::Acceptor::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
     /// let server = Server::bind("127.0.0.1:0").await?.tls(acceptor);
     /// let handle = server.serve(handler_fn(|req: String, _conn| async move {
@@ -283,7 +283,7 @@ impl Server {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use enchufe_server::{handler_fn, ws, Server};
+    /// use enchufe::server::{handler_fn, ws, Server};
     /// let server = Server::bind("127.0.0.1:0").await?
     ///     .ws("127.0.0.1:0", ws::Options::default().page("<script>/* ... */</script>"))
     ///     .await?;

@@ -50,13 +50,13 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use enchufe_client::{Backoff, Client, Config, Reconnect};
-//! use enchufe_server::{handler_fn, Profile};
-//! use enchufe_sim as sim;
+//! use enchufe::client::{Backoff, Client, Config, Reconnect};
+//! use enchufe::server::{handler_fn, Profile};
+//! use enchufe::sim;
 //!
 //! let mut world = sim::build(&sim::turmoil::Builder::new(), 7);
 //! world.host("server", || {
-//!     let config = enchufe_server::Config::default().profile(Profile::Multiplexed);
+//!     let config = enchufe::server::Config::default().profile(Profile::Multiplexed);
 //!     sim::serve(9000, config, handler_fn(|n: String, _conn| async move {
 //!         Ok::<_, std::convert::Infallible>(Some(n))
 //!     }))

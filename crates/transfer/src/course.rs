@@ -12,9 +12,9 @@
 //! hash: TCP's checksum is all the integrity it gets.
 //!
 //! ```
-//! use enchufe_transfer::course;
+//! use enchufe::transfer::course;
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), enchufe_transfer::Error> {
+//! # async fn main() -> Result<(), enchufe::transfer::Error> {
 //! # let dir = tempfile::tempdir().unwrap();
 //! let (mut a, mut b) = tokio::io::duplex(64 << 10);
 //! let config = course::Config::default();

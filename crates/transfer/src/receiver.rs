@@ -34,7 +34,7 @@ use crate::Progress;
 /// documents.
 ///
 /// ```
-/// use enchufe_transfer::receiver::Config;
+/// use enchufe::transfer::receiver::Config;
 /// let config = Config::default().max_file_size(1 << 30).max_transfers(4);
 /// assert_eq!(config.max_file_size, 1 << 30);
 /// ```
@@ -173,9 +173,9 @@ pub enum Event {
 /// # Examples
 ///
 /// ```
-/// use enchufe_client::Client;
-/// use enchufe_server::Server;
-/// use enchufe_transfer::{Receiver, Upload};
+/// use enchufe::client::Client;
+/// use enchufe::server::Server;
+/// use enchufe::transfer::{Receiver, Upload};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = tempfile::tempdir()?;
@@ -529,7 +529,7 @@ const PART_PREFIX: &str = ".enchufe-";
 /// network and is joined to the receiver's directory.
 ///
 /// ```
-/// use enchufe_transfer::receiver::check_name;
+/// use enchufe::transfer::receiver::check_name;
 /// assert!(check_name("informe final.pdf").is_ok());
 /// for bad in ["", "..", "a/../b", "/etc/passwd", "a\\b", "a\0b", ".enchufe-x.part"] {
 ///     assert!(check_name(bad).is_err(), "{bad:?}");
