@@ -180,6 +180,10 @@ impl Server {
     }
 
     fn on(listener: Listener) -> Server {
+        // Every server is built through here: its metric series exist from
+        // now on, before its first connection.
+        #[cfg(feature = "metrics")]
+        enchufe_framing::meter::register("server", crate::stats::ERROR_KINDS);
         Server {
             listener,
             config: Config::default(),
