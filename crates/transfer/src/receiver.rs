@@ -466,10 +466,7 @@ impl Receiver {
                 "a chunk of {len} bytes, over max_chunk"
             )));
         }
-        if offset
-            .checked_add(len)
-            .map_or(true, |end| end > active.size)
-        {
+        if offset.checked_add(len).is_none_or(|end| end > active.size) {
             return Err(Error::Protocol(format!(
                 "a chunk past the declared size (offset {offset})"
             )));
