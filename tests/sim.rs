@@ -473,3 +473,43 @@ fn peers_started_in_the_wrong_order_find_each_other() {
     world.run().expect("the simulation ends cleanly");
     assert_eq!(*done.lock().unwrap(), vec!["b:hello", "b:again"]);
 }
+
+#[test]
+fn a_peer_with_the_default_backoff_keeps_dialing_one_that_starts_minutes_later() {
+    let mut world = builder(Duration::from_secs(300)).rng_seed(9).build();
+    let echo = |id: &'static str| {
+        handler_fn(move |req: String, _conn| async move {
+            Ok::<_, std::convert::Infallible>(Some(format!("{id}:{req}")))
+        })
+    };
+    let late = Duration::from_secs(150);
+    // "b" lists nobody and starts 150 simulated seconds after "a" began
+    // dialing it: only a's dialing can make the link.
+    world.host("b", move || async move {
+        tokio::time::sleep(late).await;
+        let peer = sim::peer(PORT, echo("b"), PeerConfig::new("b")).await?;
+        std::future::pending::<()>().await;
+        drop(peer);
+        Ok(())
+    });
+    let done = Arc::new(Mutex::new(None));
+    let record = done.clone();
+    world.client("a", async move {
+        // The library's own dialing policy: no backoff set here.
+        let peer = sim::peer(PORT, echo("a"), PeerConfig::new("a")).await?;
+        let mut events = peer.events();
+        peer.add_peer(format!("b:{PORT}"));
+        let start = tokio::time::Instant::now();
+        tokio::time::timeout(late + Duration::from_secs(10), peer.wait_for("b")).await?;
+        // Linked once b was up: within one capped wait (2 s) of it.
+        assert!(start.elapsed() >= late, "{:?}", start.elapsed());
+        while let Ok(event) = events.try_recv() {
+            assert!(!matches!(event, PeerEvent::Unreachable { .. }), "{event:?}");
+        }
+        let reply: String = peer.request("b", "late").await?;
+        *record.lock().unwrap() = Some(reply);
+        Ok(())
+    });
+    world.run().expect("the simulation ends cleanly");
+    assert_eq!(done.lock().unwrap().as_deref(), Some("b:late"));
+}
