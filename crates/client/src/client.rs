@@ -6,7 +6,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use enchufe_framing::mux::{self, Header, Kind, Profile};
 use enchufe_framing::{Decode, Encode, OutFrame, Wire};
-use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{broadcast, mpsc};
@@ -15,7 +14,7 @@ use tokio::time::Instant;
 use crate::dial::{dial, tcp_parts, UNIX_PREFIX};
 use crate::link::{Link, Wiring};
 use crate::supervisor::Supervised;
-use crate::{Config, Error, Event, Result};
+use crate::{Config, Error, Event, Pushes, Result};
 
 /// A connection to a server: a cloneable handle plus one background task
 /// that drives the connection (writes requests in batches, reads replies).
@@ -512,35 +511,28 @@ impl Client {
         self.inner.incoming.lock().await.recv().await
     }
 
-    /// The unsolicited messages as a [`Stream`]: each item is what
-    /// [`Client::recv`] would return, and the stream ends where `recv`
+    /// The unsolicited messages as a [`Stream`](futures::Stream) ([`Pushes`]): each item is
+    /// what [`Client::recv`] would return, and the stream ends where `recv`
     /// returns `Ok(None)`. Pushes in the multiplexed profile; in the plain
     /// profile, messages that arrived while no request was waiting.
     ///
-    /// The stream holds a handle to the connection, so it keeps the
-    /// connection open while it lives. It is not `Unpin`: pin it
-    /// (`std::pin::pin!`, `Box::pin`) to call `StreamExt::next`. Calls to
-    /// `recv` and other streams on the same connection take messages from the
-    /// same queue: each message goes to one of them.
+    /// The stream is `Unpin` (call `StreamExt::next` on it directly) and
+    /// keeps the connection open while it lives. Calls to `recv` and other
+    /// streams on the same connection take messages from the same queue:
+    /// each message goes to one of them.
     ///
     /// ```no_run
     /// use futures::StreamExt;
     /// # async fn run(client: enchufe::client::Client) -> enchufe::client::Result<()> {
-    /// let mut pushes = std::pin::pin!(client.pushes::<String>());
+    /// let mut pushes = client.pushes::<String>();
     /// while let Some(push) = pushes.next().await {
     ///     println!("server says: {}", push?);
     /// }
     /// # Ok(())
     /// # }
     /// ```
-    pub fn pushes<M: Decode>(&self) -> impl Stream<Item = Result<M>> {
-        futures::stream::unfold(self.clone(), |client| async move {
-            match client.recv::<M>().await {
-                Ok(Some(msg)) => Some((Ok(msg), client)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), client)),
-            }
-        })
+    pub fn pushes<M: Decode>(&self) -> Pushes<M> {
+        Pushes::new(self.clone())
     }
 
     /// What happens to the connection from now on: each drop

@@ -137,6 +137,7 @@ mod dial;
 mod error;
 mod link;
 mod multi;
+mod pushes;
 mod reconnect;
 mod supervisor;
 #[cfg(feature = "tower")]
@@ -148,6 +149,7 @@ pub use dial::UNIX_PREFIX;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
 pub use multi::{MultiClient, Routing};
+pub use pushes::Pushes;
 pub use reconnect::{Backoff, Event, Reconnect, WhileDown};
 
 /// TLS for [`Config::tls`] (feature `tls`).
