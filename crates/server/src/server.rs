@@ -834,11 +834,14 @@ impl ServerHandle {
             shared.tracker.wait().await;
         }
         let report = shared.counters.shutdown_report();
+        // The counts cover only the requests in flight when the shutdown
+        // began, not the server's life: the message says so, or "answered=0"
+        // reads as "nothing was ever answered".
         info!(
             answered = report.answered,
             refused = report.refused,
             cancelled = report.cancelled,
-            "stopped"
+            "stopped; of the requests in flight at shutdown:"
         );
         report
     }
