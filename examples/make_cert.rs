@@ -15,6 +15,10 @@ use std::path::PathBuf;
 use clap::Parser;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
+mod support;
+
+use support::report::Report;
+
 /// Writes ca.pem, cert.pem and key.pem into a directory.
 #[derive(Parser)]
 struct Args {
@@ -26,7 +30,7 @@ struct Args {
     name: Vec<String>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Report> {
     let args = Args::parse();
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -39,13 +43,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = KeyPair::generate()?;
     let cert = CertificateParams::new(args.name.clone())?.signed_by(&key, &ca, &ca_key)?;
 
-    std::fs::create_dir_all(&args.out)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| Report::context(format!("cannot create {}", args.out.display()), e))?;
     for (file, pem) in [
         ("ca.pem", ca.pem()),
         ("cert.pem", cert.pem()),
         ("key.pem", key.serialize_pem()),
     ] {
-        std::fs::write(args.out.join(file), pem)?;
+        let path = args.out.join(file);
+        std::fs::write(&path, pem)
+            .map_err(|e| Report::context(format!("cannot write {}", path.display()), e))?;
     }
     println!(
         "wrote ca.pem, cert.pem, key.pem to {} for {}",

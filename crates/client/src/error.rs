@@ -343,6 +343,16 @@ impl Error {
         matches!(self, Error::Framing(e) if e.is_not_frames())
     }
 
+    /// What the server speaks instead of frames, when it is not speaking
+    /// them ([`is_not_frames`](Error::is_not_frames)): a program can give
+    /// advice of its own, such as the flag that turns TLS on.
+    pub fn looks_like(&self) -> Option<enchufe_framing::Foreign> {
+        match self {
+            Error::Framing(e) => e.looks_like(),
+            _ => None,
+        }
+    }
+
     /// Whether the TLS handshake failed (`Error::Tls`; always `false`
     /// without the `tls` feature). A reconnecting client that gave up
     /// answers for its last attempt.
