@@ -5,7 +5,7 @@
 //! key is thrown away and nothing expires soon.
 //!
 //! ```text
-//! cargo run --example make_cert -- --out target/dev-cert --name localhost --name 127.0.0.1
+//! cargo run --features tls --example make_cert -- --out target/dev-cert --name localhost --name 127.0.0.1
 //! cargo run --features tls --example echo_server -- --tls-cert target/dev-cert/cert.pem --tls-key target/dev-cert/key.pem
 //! cargo run --features tls --example echo_client -- --addr localhost:8080 --tls-ca target/dev-cert/ca.pem
 //! ```
