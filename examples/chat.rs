@@ -45,7 +45,7 @@ enum Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let (addr, nick) = match Args::parse() {
         Args::Client { addr, nick } => (addr, nick),

@@ -31,7 +31,7 @@ const CLIENTS: usize = 3;
 const COMMANDS: [&str; 2] = ["saltar", "correr"];
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let args = Args::parse();
     // A bug must fail CI quickly instead of hanging it.

@@ -24,10 +24,13 @@
 //! ```
 
 use clap::Parser;
-use enchufe::client::Config;
+use enchufe::client::{Config, Error};
+use enchufe::framing::Foreign;
 use enchufe::{Client, Profile};
 
 mod support;
+
+use support::report::Report;
 
 /// Sends stdin lines to a server and prints what it sends back.
 #[derive(Parser)]
@@ -47,7 +50,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Report> {
     support::log::init();
     let args = Args::parse();
 
@@ -83,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(line) => client.send(line).await?,
                 None => break, // end of input, Ctrl-C or SIGTERM
             },
-            ended = &mut printer => return Ok(ended??), // the server closed first
+            ended = &mut printer => return ended?.map_err(|e| explain(&args.addr, e)), // the server closed first
         }
     }
 
@@ -91,8 +94,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // closes, and that close is what ends the printer.
     client.close().await?;
     tokio::select! {
-        ended = printer => ended??,
+        ended = printer => ended?.map_err(|e| explain(&args.addr, e))?,
         () = support::stop::signal() => {} // a second Ctrl-C: stop waiting
     }
     Ok(())
+}
+
+/// The error, with this program's flag for a server that speaks TLS.
+fn explain(addr: &str, e: Error) -> Report {
+    match e.looks_like() {
+        Some(Foreign::Tls) => Report::context(format!("{addr} speaks TLS: add --tls-ca CA.pem"), e),
+        _ => Report::context(addr, e),
+    }
 }

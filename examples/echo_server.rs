@@ -59,7 +59,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let args = Args::parse();
 

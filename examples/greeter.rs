@@ -55,7 +55,7 @@ impl Handler for Greeter {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let args = Args::parse();
 

@@ -33,7 +33,7 @@ struct Student {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let args = Args::parse();
 

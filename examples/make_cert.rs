@@ -5,7 +5,7 @@
 //! key is thrown away and nothing expires soon.
 //!
 //! ```text
-//! cargo run --example make_cert -- --out target/dev-cert --name localhost --name 127.0.0.1
+//! cargo run --features tls --example make_cert -- --out target/dev-cert --name localhost --name 127.0.0.1
 //! cargo run --features tls --example echo_server -- --tls-cert target/dev-cert/cert.pem --tls-key target/dev-cert/key.pem
 //! cargo run --features tls --example echo_client -- --addr localhost:8080 --tls-ca target/dev-cert/ca.pem
 //! ```
@@ -14,6 +14,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+mod support;
+
+use support::report::Report;
 
 /// Writes ca.pem, cert.pem and key.pem into a directory.
 #[derive(Parser)]
@@ -26,7 +30,7 @@ struct Args {
     name: Vec<String>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Report> {
     let args = Args::parse();
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -39,13 +43,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = KeyPair::generate()?;
     let cert = CertificateParams::new(args.name.clone())?.signed_by(&key, &ca, &ca_key)?;
 
-    std::fs::create_dir_all(&args.out)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| Report::context(format!("cannot create {}", args.out.display()), e))?;
     for (file, pem) in [
         ("ca.pem", ca.pem()),
         ("cert.pem", cert.pem()),
         ("key.pem", key.serialize_pem()),
     ] {
-        std::fs::write(args.out.join(file), pem)?;
+        let path = args.out.join(file);
+        std::fs::write(&path, pem)
+            .map_err(|e| Report::context(format!("cannot write {}", path.display()), e))?;
     }
     println!(
         "wrote ca.pem, cert.pem, key.pem to {} for {}",

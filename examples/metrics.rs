@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --features metrics --example metrics -- --addr 127.0.0.1:8080 --metrics-addr 127.0.0.1:9000
 //! printf 'hola\n' | cargo run --example echo_client -- --addr 127.0.0.1:8080   # some traffic
-//! curl http://127.0.0.1:9000/metrics            # enchufe_frames_received_total{role="server"} 1 ...
+//! curl http://127.0.0.1:9000/metrics            # enchufe_received_frames_total{role="server"} 1 ...
 //! ```
 //!
 //! Any other exporter works the same way: install it as the global recorder
@@ -34,7 +34,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let args = Args::parse();
 
@@ -43,9 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     PrometheusBuilder::new()
         .with_http_listener(args.metrics_addr)
         .install()?;
-    // Units and `# HELP` lines for enchufe's metrics (optional).
-    enchufe::metrics::describe();
-
+    // Building the server registers its series, with their `# HELP` lines,
+    // at zero: /metrics lists them before the first connection.
     let server = Server::bind(args.addr.as_str()).await?;
     tracing::info!(
         addr = %server.local_addr()?,

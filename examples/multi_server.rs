@@ -38,7 +38,7 @@ enum Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     match Args::parse() {
         Args::Serve { addr, name } => {

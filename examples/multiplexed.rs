@@ -30,7 +30,7 @@ struct Args {
 const TASKS: u64 = 4;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let args = Args::parse();
     // A bug must fail CI quickly instead of hanging it.

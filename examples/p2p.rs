@@ -38,15 +38,22 @@ struct Args {
     /// Drop a link silent this long: how fast a dead link is noticed.
     #[arg(long, value_name = "MS", value_parser = support::args::millis)]
     idle_ms: Option<Duration>,
+    /// Stop dialing a `--peer` after this many failed attempts (about 2 s
+    /// apart once backed off); without it, dial until the peer is up.
+    #[arg(long, value_name = "N")]
+    dial_attempts: Option<u32>,
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let args = Args::parse();
     let mut config = Config::new(args.id.as_str());
     config.keepalive = args.keepalive_ms.unwrap_or(config.keepalive);
     config.idle_timeout = args.idle_ms.unwrap_or(config.idle_timeout);
+    if let Some(attempts) = args.dial_attempts {
+        config.backoff = config.backoff.max_attempts(attempts);
+    }
 
     // Rust's stdout is line-buffered, into a pipe too: one `println!`, one line.
     let me = args.id;

@@ -180,6 +180,10 @@ async fn a_handler_past_its_timeout_is_stopped() {
             ),
             "{err:?}"
         );
+        // A handler stopped by the server's timeout is a timeout to the
+        // client's predicate, and its code can be asked for.
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(err.code(), Some(ErrorCode::Timeout));
         assert_eq!(client.request::<_, String>("ok").await.unwrap(), "echo:ok");
         server.shutdown().await;
     })

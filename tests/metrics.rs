@@ -118,9 +118,9 @@ async fn a_server_counts_its_connections_frames_and_bytes_exactly() {
             assert_eq!(reply.len(), n);
         }
         recorded.take();
-        assert_eq!(recorded.get("enchufe_connections_open{role=server}"), 1.0);
+        assert_eq!(recorded.get("enchufe_open_connections{role=server}"), 1.0);
         assert_eq!(
-            recorded.get("enchufe_connections_opened_total{role=server}"),
+            recorded.get("enchufe_opened_connections_total{role=server}"),
             1.0
         );
 
@@ -128,21 +128,21 @@ async fn a_server_counts_its_connections_frames_and_bytes_exactly() {
         eventually(|| server.connection_count() == 0).await;
         recorded
             .wait_for(
-                "enchufe_connections_closed_total{reason=peer_closed,role=server}",
+                "enchufe_closed_connections_total{reason=peer_closed,role=server}",
                 1.0,
             )
             .await;
         recorded.assert_all(&[
-            ("enchufe_connections_open{role=server}", 0.0),
-            ("enchufe_connections_opened_total{role=server}", 1.0),
+            ("enchufe_open_connections{role=server}", 0.0),
+            ("enchufe_opened_connections_total{role=server}", 1.0),
             (
-                "enchufe_connections_closed_total{reason=peer_closed,role=server}",
+                "enchufe_closed_connections_total{reason=peer_closed,role=server}",
                 1.0,
             ),
-            ("enchufe_frames_received_total{role=server}", 5.0),
-            ("enchufe_frames_sent_total{role=server}", 5.0),
-            ("enchufe_bytes_received_total{role=server}", 35.0),
-            ("enchufe_bytes_sent_total{role=server}", 35.0),
+            ("enchufe_received_frames_total{role=server}", 5.0),
+            ("enchufe_sent_frames_total{role=server}", 5.0),
+            ("enchufe_received_bytes_total{role=server}", 35.0),
+            ("enchufe_sent_bytes_total{role=server}", 35.0),
         ]);
         server.shutdown().await;
     })
@@ -170,17 +170,17 @@ async fn a_client_counts_its_traffic_and_a_bad_connection_counts_an_error_by_kin
         client.close().await.unwrap();
         recorded
             .wait_for(
-                "enchufe_connections_closed_total{reason=peer_closed,role=client}",
+                "enchufe_closed_connections_total{reason=peer_closed,role=client}",
                 1.0,
             )
             .await;
         recorded.assert_all(&[
-            ("enchufe_connections_open{role=client}", 0.0),
-            ("enchufe_connections_opened_total{role=client}", 1.0),
-            ("enchufe_frames_sent_total{role=client}", 3.0),
-            ("enchufe_frames_received_total{role=client}", 3.0),
-            ("enchufe_bytes_sent_total{role=client}", 24.0),
-            ("enchufe_bytes_received_total{role=client}", 24.0),
+            ("enchufe_open_connections{role=client}", 0.0),
+            ("enchufe_opened_connections_total{role=client}", 1.0),
+            ("enchufe_sent_frames_total{role=client}", 3.0),
+            ("enchufe_received_frames_total{role=client}", 3.0),
+            ("enchufe_sent_bytes_total{role=client}", 24.0),
+            ("enchufe_received_bytes_total{role=client}", 24.0),
         ]);
 
         // A header declaring more than the server's 64-byte limit.
@@ -195,11 +195,11 @@ async fn a_client_counts_its_traffic_and_a_bad_connection_counts_an_error_by_kin
             )
             .await;
         assert_eq!(
-            recorded.get("enchufe_connections_closed_total{reason=error,role=server}"),
+            recorded.get("enchufe_closed_connections_total{reason=error,role=server}"),
             1.0
         );
         assert_eq!(
-            recorded.get("enchufe_bytes_received_total{role=server}"),
+            recorded.get("enchufe_received_bytes_total{role=server}"),
             24.0 + 4.0
         );
         server.shutdown().await;
@@ -220,20 +220,20 @@ async fn both_ends_of_a_multiplexed_connection_count_the_hellos_alike() {
         assert_eq!(reply, "hola");
         client.close().await.unwrap();
         for end in ["client", "server"] {
-            let name = format!("enchufe_connections_closed_total{{reason=peer_closed,role={end}}}");
+            let name = format!("enchufe_closed_connections_total{{reason=peer_closed,role={end}}}");
             recorded.wait_for(&name, 1.0).await;
         }
         let get =
             |what: &str, role: &str| recorded.get(&format!("enchufe_{what}_total{{role={role}}}"));
         // Two frames each way, a hello and a message, counted at both ends.
-        for (what, value) in [("frames_sent", 2.0), ("frames_received", 2.0)] {
+        for (what, value) in [("sent_frames", 2.0), ("received_frames", 2.0)] {
             assert_eq!(get(what, "client"), value, "{what}: {:?}", recorded.0);
             assert_eq!(get(what, "server"), value, "{what}: {:?}", recorded.0);
         }
         // What one end sent, the other received, byte for byte.
-        assert_eq!(get("bytes_sent", "client"), get("bytes_received", "server"));
-        assert_eq!(get("bytes_received", "client"), get("bytes_sent", "server"));
-        assert!(get("bytes_sent", "client") > 0.0, "{:?}", recorded.0);
+        assert_eq!(get("sent_bytes", "client"), get("received_bytes", "server"));
+        assert_eq!(get("received_bytes", "client"), get("sent_bytes", "server"));
+        assert!(get("sent_bytes", "client") > 0.0, "{:?}", recorded.0);
         server.shutdown().await;
     })
     .await;
@@ -277,7 +277,7 @@ async fn dropped_pushes_are_counted() {
         assert!(refused > 0, "the queue of two took ten pushes");
         recorded.take();
         assert_eq!(
-            recorded.get("enchufe_pushes_dropped_total{role=server}"),
+            recorded.get("enchufe_dropped_pushes_total{role=server}"),
             refused as f64
         );
         assert_eq!(server.stats().pushes_dropped, refused);
@@ -291,24 +291,99 @@ async fn describe_gives_every_metric_a_unit_and_help() {
     let _turn = TURN.lock().await;
     bounded(async {
         let mut recorded = Recorded::start();
-        enchufe::metrics::describe();
-        // Descriptions show with the metrics that exist: make them exist.
+        // Descriptions show with the metrics that exist: make them exist
+        // (building the server describes them).
         let server = serve(echo(), Config::default()).await;
         let client = Client::connect(server.local_addr()).await.unwrap();
         let _: String = client.request("hola").await.unwrap();
         client.close().await.unwrap();
         recorded
             .wait_for(
-                "enchufe_connections_closed_total{reason=peer_closed,role=client}",
+                "enchufe_closed_connections_total{reason=peer_closed,role=client}",
                 1.0,
             )
             .await;
-        let (unit, help) = &recorded.1["enchufe_bytes_sent_total"];
+        let (unit, help) = &recorded.1["enchufe_sent_bytes_total"];
         assert_eq!(*unit, Some(Unit::Bytes));
         assert!(help.contains("Bytes written"), "{help}");
-        let (unit, _) = &recorded.1["enchufe_connections_open"];
+        let (unit, _) = &recorded.1["enchufe_open_connections"];
         assert_eq!(*unit, Some(Unit::Count));
         server.shutdown().await;
     })
     .await;
+}
+
+/// Every series `recorder` holds, as `name{label=value,...}` (labels sorted)
+/// -> its value and whether it has a `# HELP` line.
+fn series(snapshotter: &Snapshotter) -> HashMap<String, (f64, bool)> {
+    let mut all = HashMap::new();
+    for (key, _unit, help, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let value = match value {
+            DebugValue::Counter(n) => n as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Histogram(_) => continue,
+        };
+        all.insert(
+            format!("{}{{{}}}", key.name(), labels.join(",")),
+            (value, help.is_some()),
+        );
+    }
+    all
+}
+
+fn assert_zero_and_described(all: &HashMap<String, (f64, bool)>, expected: &[&str]) {
+    for name in expected {
+        assert_eq!(all.get(*name), Some(&(0.0, true)), "{name}: {all:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_series_exists_at_zero_with_help_before_the_first_connection() {
+    // A recorder of this test's own (no turn needed): only what building a
+    // server and a client registered is in it.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let _server =
+        metrics::with_local_recorder(&recorder, || enchufe::Server::from_listener(listener));
+    let all = series(&snapshotter);
+    assert_zero_and_described(
+        &all,
+        &[
+            "enchufe_open_connections{role=server}",
+            "enchufe_opened_connections_total{role=server}",
+            "enchufe_closed_connections_total{reason=peer_closed,role=server}",
+            "enchufe_closed_connections_total{reason=error,role=server}",
+            "enchufe_errors_total{kind=io,role=server}",
+            "enchufe_errors_total{kind=handler_panic,role=server}",
+            "enchufe_received_frames_total{role=server}",
+            "enchufe_sent_frames_total{role=server}",
+            "enchufe_received_bytes_total{role=server}",
+            "enchufe_sent_bytes_total{role=server}",
+            "enchufe_dropped_pushes_total{role=server}",
+        ],
+    );
+
+    // A client: built on one end of a pipe (its connection counts as
+    // open, so the gauge is not asked about), nothing ended or failed yet.
+    let (ours, _theirs) = tokio::io::duplex(64);
+    let plain = enchufe::client::Config::default().profile(enchufe::Profile::Plain);
+    let _client = metrics::with_local_recorder(&recorder, || Client::from_io(ours, plain));
+    let all = series(&snapshotter);
+    assert_zero_and_described(
+        &all,
+        &[
+            "enchufe_closed_connections_total{reason=idle_timeout,role=client}",
+            "enchufe_errors_total{kind=not_frames,role=client}",
+            "enchufe_sent_bytes_total{role=client}",
+        ],
+    );
 }

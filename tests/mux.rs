@@ -37,9 +37,9 @@ async fn sixty_four_tasks_times_a_thousand_requests_with_pushes_interleaved() {
 
         // Pushes flow the whole time; each must arrive as a push, in order.
         let collector = {
-            let pushes = client.pushes::<String>();
+            // Unpin: no pinning before `next`.
+            let mut pushes = client.pushes::<String>();
             tokio::spawn(async move {
-                let mut pushes = std::pin::pin!(pushes);
                 for expected in 0..PUSHES {
                     let push = pushes.next().await.expect("stream open").expect("push");
                     assert_eq!(push, format!("push {expected}"));

@@ -311,7 +311,7 @@ async fn pushes_keep_coming_across_a_reconnect() {
         );
         let client = Client::connect_with(addr, config).await.unwrap();
         let mut events = client.events();
-        let mut pushes = std::pin::pin!(client.pushes::<String>());
+        let mut pushes = client.pushes::<String>();
 
         client.request::<_, String>("one").await.unwrap();
         assert_eq!(pushes.next().await.unwrap().unwrap(), "news:one");

@@ -194,7 +194,7 @@ fn run_partition(seed: u64, latency: bool) -> (Run, Seen) {
         b.min_message_latency(Duration::from_millis(1))
             .max_message_latency(Duration::from_millis(20));
     }
-    let mut world = sim::build(&b, seed);
+    let mut world = b.rng_seed(seed).build();
     for name in SERVERS {
         echo_host(&mut world, name, &seen);
     }
@@ -305,7 +305,7 @@ fn the_same_seed_gives_the_same_run() {
 #[test]
 fn a_crashed_server_host_is_a_typed_error_then_the_client_reconnects_to_its_restart() {
     let seen = Seen::default();
-    let mut world = sim::build(&builder(Duration::from_secs(60)), 3);
+    let mut world = builder(Duration::from_secs(60)).rng_seed(3).build();
     echo_host(&mut world, "server", &seen);
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let record = outcomes.clone();
@@ -391,7 +391,7 @@ fn under_latency_requests_are_answered_and_deadlines_fire_as_configured() {
     // 100 ms each way, every message: a round trip takes at least 200 ms.
     b.min_message_latency(Duration::from_millis(100))
         .max_message_latency(Duration::from_millis(100));
-    let mut world = sim::build(&b, 5);
+    let mut world = b.rng_seed(5).build();
     echo_host(&mut world, "server", &seen);
     world.client("client", async {
         let config = sim::client_config(
@@ -425,7 +425,7 @@ fn under_latency_requests_are_answered_and_deadlines_fire_as_configured() {
 
 #[test]
 fn peers_started_in_the_wrong_order_find_each_other() {
-    let mut world = sim::build(&builder(Duration::from_secs(60)), 8);
+    let mut world = builder(Duration::from_secs(60)).rng_seed(8).build();
     let peer_config = |id: &str| {
         PeerConfig::new(id).backoff(
             Backoff::default()
@@ -472,4 +472,44 @@ fn peers_started_in_the_wrong_order_find_each_other() {
     });
     world.run().expect("the simulation ends cleanly");
     assert_eq!(*done.lock().unwrap(), vec!["b:hello", "b:again"]);
+}
+
+#[test]
+fn a_peer_with_the_default_backoff_keeps_dialing_one_that_starts_minutes_later() {
+    let mut world = builder(Duration::from_secs(300)).rng_seed(9).build();
+    let echo = |id: &'static str| {
+        handler_fn(move |req: String, _conn| async move {
+            Ok::<_, std::convert::Infallible>(Some(format!("{id}:{req}")))
+        })
+    };
+    let late = Duration::from_secs(150);
+    // "b" lists nobody and starts 150 simulated seconds after "a" began
+    // dialing it: only a's dialing can make the link.
+    world.host("b", move || async move {
+        tokio::time::sleep(late).await;
+        let peer = sim::peer(PORT, echo("b"), PeerConfig::new("b")).await?;
+        std::future::pending::<()>().await;
+        drop(peer);
+        Ok(())
+    });
+    let done = Arc::new(Mutex::new(None));
+    let record = done.clone();
+    world.client("a", async move {
+        // The library's own dialing policy: no backoff set here.
+        let peer = sim::peer(PORT, echo("a"), PeerConfig::new("a")).await?;
+        let mut events = peer.events();
+        peer.add_peer(format!("b:{PORT}"));
+        let start = tokio::time::Instant::now();
+        tokio::time::timeout(late + Duration::from_secs(10), peer.wait_for("b")).await?;
+        // Linked once b was up: within one capped wait (2 s) of it.
+        assert!(start.elapsed() >= late, "{:?}", start.elapsed());
+        while let Ok(event) = events.try_recv() {
+            assert!(!matches!(event, PeerEvent::Unreachable { .. }), "{event:?}");
+        }
+        let reply: String = peer.request("b", "late").await?;
+        *record.lock().unwrap() = Some(reply);
+        Ok(())
+    });
+    world.run().expect("the simulation ends cleanly");
+    assert_eq!(done.lock().unwrap().as_deref(), Some("b:late"));
 }

@@ -33,8 +33,10 @@ async fn mux_client(server: &ServerHandle) -> Client {
 
 fn remote_code(result: client::Result<String>) -> ErrorCode {
     match result {
-        Err(client::Error::Remote { code, .. }) => code,
-        other => panic!("expected an error reply, got {other:?}"),
+        Err(err) => err
+            .code()
+            .unwrap_or_else(|| panic!("expected an error reply, got {err:?}")),
+        Ok(reply) => panic!("expected an error reply, got {reply:?}"),
     }
 }
 
@@ -54,8 +56,11 @@ async fn a_tower_timeout_on_a_slow_service_is_a_timeout_error_reply() {
         let server = serve(ServiceHandler::new(service), mux_server()).await;
         let client = mux_client(&server).await;
 
-        let slow = client.request::<_, String>("slow").await;
-        assert_eq!(remote_code(slow), ErrorCode::Timeout);
+        let slow = client.request::<_, String>("slow").await.unwrap_err();
+        // The predicate sees a timeout on the server as a timeout.
+        assert!(slow.is_timeout(), "{slow:?}");
+        assert!(!slow.is_busy(), "{slow:?}");
+        assert_eq!(remote_code(Err(slow)), ErrorCode::Timeout);
         // Only that request failed: the connection goes on.
         let fast: String = client.request("fast").await.unwrap();
         assert_eq!(fast, "done:fast");
@@ -96,8 +101,10 @@ async fn load_shed_over_a_concurrency_limit_answers_busy_while_the_service_is_fu
             .await
             .expect("the held request entered the service");
         // The only slot is taken: shed, with the code that says "retry later".
-        let shed = client.request::<_, String>("more").await;
-        assert_eq!(remote_code(shed), ErrorCode::Busy);
+        let shed = client.request::<_, String>("more").await.unwrap_err();
+        assert!(shed.is_busy(), "{shed:?}");
+        assert!(!shed.is_timeout(), "{shed:?}");
+        assert_eq!(remote_code(Err(shed)), ErrorCode::Busy);
 
         release.notify_one();
         assert_eq!(held.await.unwrap().unwrap(), "done:hold");

@@ -164,7 +164,7 @@ async fn lossy_relay(server: SocketAddr, nth: u64) -> (SocketAddr, Arc<AtomicU64
                 },
             };
             seen += 1;
-            if seen % nth == 0 {
+            if seen.is_multiple_of(nth) {
                 count.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

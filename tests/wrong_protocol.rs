@@ -69,6 +69,13 @@ async fn client_at_an_http_server_says_the_server_is_not_speaking_frames() {
                 && text.contains("an HTTP response"),
             "{text}"
         );
+        // The message ends with what to do, and a program can ask what the
+        // server speaks to give advice of its own.
+        assert!(
+            text.ends_with("that address serves HTTP, not frames: check the port"),
+            "{text}"
+        );
+        assert_eq!(err.looks_like(), Some(Foreign::HttpResponse));
         // A plain client connects at once and learns at its first request;
         // every later call gets the same answer.
         let addr = raw_server(

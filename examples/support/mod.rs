@@ -9,6 +9,7 @@ pub(crate) mod args;
 pub(crate) mod log;
 pub(crate) mod nofile;
 pub(crate) mod progress;
+pub(crate) mod report;
 pub(crate) mod room;
 pub(crate) mod stdin;
 pub(crate) mod stop;

@@ -6,7 +6,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use enchufe_framing::mux::{self, Header, Kind, Profile};
 use enchufe_framing::{Decode, Encode, OutFrame, Wire};
-use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{broadcast, mpsc};
@@ -15,7 +14,7 @@ use tokio::time::Instant;
 use crate::dial::{dial, tcp_parts, UNIX_PREFIX};
 use crate::link::{Link, Wiring};
 use crate::supervisor::Supervised;
-use crate::{Config, Error, Event, Result};
+use crate::{Config, Error, Event, Pushes, Result};
 
 /// A connection to a server: a cloneable handle plus one background task
 /// that drives the connection (writes requests in batches, reads replies).
@@ -29,77 +28,17 @@ use crate::{Config, Error, Event, Result};
 /// - [`Client::close`]: half-close; the server's last words still arrive.
 ///
 /// The profile ([`Config::profile`]) decides what goes on the wire; the
-/// methods are the same in both. The default is the multiplexed profile,
-/// which an enchufe server in its default profile answers; the plain one is
-/// for servers that speak only the course's protocol (its Python `Server`).
-/// Either way a server of the other profile is an
-/// [`Error::ProfileMismatch`], never a reply paired with the wrong request.
-///
-/// # What the plain profile can and cannot promise
-///
-/// On the plain wire (the course's protocol) a frame carries no id and no
-/// kind. So `request` takes **the next frame that arrives after the earlier
-/// requests got theirs** as its reply. This is exact when the server answers
-/// every request exactly once, in order, and pushes nothing while requests
-/// are outstanding, which is how enchufe's plain server and the course's
-/// `Server` behave for request/reply protocols. A server that pushes while a
-/// request is outstanding, or answers some requests with nothing, shifts the
-/// pairing; such protocols should use `send` + `recv` and match replies
-/// themselves (or the multiplexed profile, which tags every frame).
-///
-/// # The multiplexed profile
-///
-/// With [`Profile::Multiplexed`] (the default) every frame carries a kind
-/// and a request id (`docs/PROTOCOL.md`), and the client uses them:
-///
-/// - Connecting exchanges hellos before the client is returned, within
-///   [`Config::connect_timeout`]: [`Error::VersionMismatch`] says the
-///   server speaks another version, and a server of the plain profile (it
-///   answers the hello with a message, sends it back, closes, or sends
-///   nothing in time) is [`Error::ProfileMismatch`]. [`Client::connect_with`] does this;
-///   for a stream you opened yourself use [`Client::handshake`] or
-///   [`Client::handshake_io`] (the sync [`Client::from_stream`] and
-///   [`Client::from_io`] cannot wait for a hello).
-/// - Each request gets the next id (1, 2, 3, ...) and a reply slot keyed by
-///   it, registered before the request can be written. Replies are matched
-///   by id, so they may come in any order, and any number of tasks may have
-///   requests in flight through clones of one `Client` (up to
-///   [`Config::max_in_flight`]).
-/// - An error frame for a request fails that request alone with
-///   [`Error::Remote`].
-/// - A request that times out, or whose future is dropped before its reply,
-///   gives its slot back at once and sends the server a `cancel` frame with
-///   its id. The cancel is queued without waiting (it is sent from `Drop`,
-///   past the outbound queue's bound; once the connection is closing it is
-///   skipped), and the server's reply, should one come, is dropped on
-///   arrival like any reply for an id the client no longer knows.
-/// - [`Client::send`] sends a `notify` frame; [`Client::recv`] and
-///   [`Client::pushes`] yield push frames only, never a reply.
-/// - A server that breaks the protocol (a frame shorter than its 9-byte
-///   header, an unknown kind, a kind only clients send) is hung up on:
-///   pending and later calls fail with [`Error::Protocol`].
-///
-/// ```no_run
-/// use enchufe_client::Client;
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_client::Result<()> {
-/// let client = Client::connect("127.0.0.1:8080").await?;
-/// // Two requests in flight at once on one connection; replies by id.
-/// let (a, b) = tokio::join!(
-///     client.request::<_, String>("slow"),
-///     client.request::<_, String>("fast"),
-/// );
-/// println!("{} {}", a?, b?);
-/// # Ok(())
-/// # }
-/// ```
+/// methods are the same in both. The crate docs say what each profile
+/// promises ([plain](crate#the-plain-profiles-promise),
+/// [multiplexed](crate#the-multiplexed-profile-in-detail)) and how a client
+/// [keeps itself connected](crate#reconnecting) ([`Config::reconnect`]).
 ///
 /// # Examples
 ///
 /// ```no_run
-/// use enchufe_client::Client;
+/// use enchufe::client::Client;
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_client::Result<()> {
+/// # async fn main() -> enchufe::client::Result<()> {
 /// let client = Client::connect("127.0.0.1:8080").await?;
 /// let reply: String = client.request("hola").await?;
 /// println!("{reply}");
@@ -107,39 +46,6 @@ use crate::{Config, Error, Event, Result};
 /// while let Some(last) = client.recv::<String>().await? {
 ///     println!("server said: {last}");
 /// }
-/// # Ok(())
-/// # }
-/// ```
-///
-/// # Reconnecting
-///
-/// With [`Config::reconnect`] set, [`Client::connect_with`] returns a client
-/// that keeps itself connected: when the connection drops, a supervisor task
-/// redials with backoff (exchanging hellos again in the multiplexed
-/// profile), and the same handles go on working on the new connection.
-/// Requests in flight when the connection drops fail at once with its error
-/// and are **never retried**; calls made while there is no connection wait
-/// or fail per [`WhileDown`](crate::WhileDown); [`Client::recv`] and
-/// [`Client::pushes`] deliver across connections; [`Client::events`]
-/// reports each drop and reconnection. When the backoff gives up, every call
-/// fails with [`Error::GaveUp`]. [`Client::close`] stops the supervisor, and
-/// so does dropping the last handle.
-///
-/// ```no_run
-/// use enchufe_client::{Client, Config, Event, Reconnect};
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_client::Result<()> {
-/// let config = Config::default().reconnect(Reconnect::default());
-/// let client = Client::connect_with("127.0.0.1:8080", config).await?;
-/// let mut events = client.events();
-/// tokio::spawn(async move {
-///     while let Ok(event) = events.recv().await {
-///         if let Event::Reconnected { addr, attempts } = event {
-///             println!("back on {addr} after {attempts} attempts");
-///         }
-///     }
-/// });
-/// let reply: String = client.request("hola").await?; // waits out a restart
 /// # Ok(())
 /// # }
 /// ```
@@ -380,7 +286,7 @@ impl Client {
     /// answer, if any, arrives through [`Client::recv`]. Plain profile only.
     ///
     /// ```no_run
-    /// # async fn demo(client: enchufe_client::Client) -> enchufe_client::Result<()> {
+    /// # async fn demo(client: enchufe::client::Client) -> enchufe::client::Result<()> {
     /// // Any AsyncRead: a tokio::fs::File (with its metadata().len()), a
     /// // socket, or bytes in memory as here.
     /// let data = vec![7u8; 50 << 20];
@@ -512,35 +418,28 @@ impl Client {
         self.inner.incoming.lock().await.recv().await
     }
 
-    /// The unsolicited messages as a [`Stream`]: each item is what
-    /// [`Client::recv`] would return, and the stream ends where `recv`
+    /// The unsolicited messages as a [`Stream`](futures::Stream) ([`Pushes`]): each item is
+    /// what [`Client::recv`] would return, and the stream ends where `recv`
     /// returns `Ok(None)`. Pushes in the multiplexed profile; in the plain
     /// profile, messages that arrived while no request was waiting.
     ///
-    /// The stream holds a handle to the connection, so it keeps the
-    /// connection open while it lives. It is not `Unpin`: pin it
-    /// (`std::pin::pin!`, `Box::pin`) to call `StreamExt::next`. Calls to
-    /// `recv` and other streams on the same connection take messages from the
-    /// same queue: each message goes to one of them.
+    /// The stream is `Unpin` (call `StreamExt::next` on it directly) and
+    /// keeps the connection open while it lives. Calls to `recv` and other
+    /// streams on the same connection take messages from the same queue:
+    /// each message goes to one of them.
     ///
     /// ```no_run
     /// use futures::StreamExt;
-    /// # async fn run(client: enchufe_client::Client) -> enchufe_client::Result<()> {
-    /// let mut pushes = std::pin::pin!(client.pushes::<String>());
+    /// # async fn run(client: enchufe::client::Client) -> enchufe::client::Result<()> {
+    /// let mut pushes = client.pushes::<String>();
     /// while let Some(push) = pushes.next().await {
     ///     println!("server says: {}", push?);
     /// }
     /// # Ok(())
     /// # }
     /// ```
-    pub fn pushes<M: Decode>(&self) -> impl Stream<Item = Result<M>> {
-        futures::stream::unfold(self.clone(), |client| async move {
-            match client.recv::<M>().await {
-                Ok(Some(msg)) => Some((Ok(msg), client)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), client)),
-            }
-        })
+    pub fn pushes<M: Decode>(&self) -> Pushes<M> {
+        Pushes::new(self.clone())
     }
 
     /// What happens to the connection from now on: each drop

@@ -8,13 +8,13 @@ use crate::Reconnect;
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_client::Profile;
+/// use enchufe::client::Profile;
 /// // The course's Python server speaks only the plain profile.
-/// let config = enchufe_client::Config::default()
+/// let config = enchufe::client::Config::default()
 ///     .request_timeout(Duration::from_secs(5))
 ///     .profile(Profile::Plain);
 /// assert_eq!(config.request_timeout, Duration::from_secs(5));
-/// assert_eq!(enchufe_client::Config::default().profile, Profile::Multiplexed);
+/// assert_eq!(enchufe::client::Config::default().profile, Profile::Multiplexed);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -106,28 +106,20 @@ pub struct Config {
     /// constructors that take a stream ignore this field.
     pub reconnect: Option<Reconnect>,
 
-    /// How long a connection may stay silent while a reply is awaited
+    /// How long a connection may bring nothing while a reply is awaited
     /// before it is taken for dead. Default `None`: never (a request times
     /// out on its own, and the connection stays).
     ///
-    /// A server that crashed or restarted is seen at once (its kernel
-    /// closes the connection), but a cut cable, a network partition or a
-    /// frozen host send nothing at all: without this the connection looks
-    /// alive forever, and a reconnecting client or a `MultiClient` goes on
-    /// sending to it. With `Some(d)`, when nothing at all (no reply, no
-    /// push) has arrived for `d` and the oldest request awaiting a reply
-    /// was sent at least `d` ago, the connection is dropped: the requests
-    /// on it fail with [`Error::Silent`](crate::Error::Silent), the client
-    /// reports [`Event::Disconnected`](crate::Event::Disconnected) and (with
-    /// [`Config::reconnect`]) redials, and a `MultiClient` routes around it
-    /// until it is back. It happens between `d` and 2.25 × `d` after that
-    /// request was sent (silence is checked in quarter steps of `d`, on the
-    /// one timer the connection already has; nothing is done per frame).
-    /// An idle connection is never dropped by it: no reply is awaited.
-    ///
-    /// Choose it longer than the slowest reply you expect, and no longer
-    /// than [`Config::request_timeout`] in the multiplexed profile (a
-    /// request that timed out is no longer awaited there).
+    /// A crashed server's kernel closes the connection, but a cut cable, a
+    /// partition or a frozen host send nothing at all. With `Some(d)`, once
+    /// nothing has arrived for `d` and the oldest awaited request is at least
+    /// `d` old (checked in quarter steps of `d` on the connection's one
+    /// timer: dropped between `d` and 2.25 × `d`), the connection is dropped:
+    /// its requests fail with [`Error::Silent`](crate::Error::Silent), a
+    /// reconnecting client redials and a `MultiClient` routes around it. An
+    /// idle connection is never dropped by it. Choose it longer than the
+    /// slowest reply, and in the multiplexed profile no longer than
+    /// [`Config::request_timeout`].
     pub silence_timeout: Option<Duration>,
 
     /// How this client opens its connections, in place of TCP: a

@@ -152,10 +152,10 @@ pub enum Error {
     /// [`Error::is_frame_too_large`] or [`Error::is_timeout`], or look inside:
     ///
     /// ```
-    /// use enchufe_client::Error;
+    /// use enchufe::client::Error;
     /// # fn check(err: Error) {
     /// if let Error::Framing(e) = &err {
-    ///     if let enchufe_framing::Error::FrameTooLarge { declared, limit } = &**e {
+    ///     if let enchufe::framing::Error::FrameTooLarge { declared, limit } = &**e {
     ///         eprintln!("{declared} bytes over the limit of {limit}");
     ///     }
     /// }
@@ -212,11 +212,12 @@ pub enum Error {
         message: String,
     },
 
-    /// Reconnecting client: there is no connection right now (the server is
-    /// down and the client is redialing), and the call could not wait for
-    /// one: [`WhileDown::FailFast`](crate::WhileDown::FailFast), or
+    /// Reconnecting client: there is no connection right now (it was lost
+    /// and the client is redialing: the server may be down, or the network
+    /// between may be cut), and the call could not wait for one:
+    /// [`WhileDown::FailFast`](crate::WhileDown::FailFast), or
     /// [`WhileDown::Wait`](crate::WhileDown::Wait) ran out. Nothing was sent.
-    #[error("not connected: the server is down and the client is reconnecting")]
+    #[error("no connection to the server; the client is reconnecting")]
     Disconnected,
 
     /// Reconnecting client: redialing used up
@@ -256,13 +257,20 @@ pub enum Error {
 
 impl Error {
     /// Whether something took too long: a request's reply
-    /// ([`Error::Timeout`]), connecting ([`Error::ConnectTimeout`]), or the
+    /// ([`Error::Timeout`]), connecting ([`Error::ConnectTimeout`]), the
     /// server's silence ([`Error::Silent`], which is also
-    /// [`is_closed`](Error::is_closed)), or for the server's hello
-    /// ([`Mismatch::NoHello`](enchufe_framing::mux::Mismatch::NoHello)).
+    /// [`is_closed`](Error::is_closed)), the server's hello
+    /// ([`Mismatch::NoHello`](enchufe_framing::mux::Mismatch::NoHello)), or
+    /// the handler on the server ([`Error::Remote`] with
+    /// [`ErrorCode::Timeout`]: its `handler_timeout`, or a tower `timeout`
+    /// layer).
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::Timeout(_) | Error::ConnectTimeout { .. } | Error::Silent => true,
+            Error::Remote {
+                code: ErrorCode::Timeout,
+                ..
+            } => true,
             Error::ProfileMismatch(m) => matches!(m, enchufe_framing::mux::Mismatch::NoHello(_)),
             Error::Framing(e) => e.is_timeout(),
             _ => false,
@@ -285,6 +293,36 @@ impl Error {
         }
     }
 
+    /// The server's error code, when it failed this request
+    /// ([`Error::Remote`]); `None` for every failure of our own or of the
+    /// connection.
+    ///
+    /// ```
+    /// use enchufe::client::Error;
+    /// use enchufe::ErrorCode;
+    /// # fn check(err: Error) {
+    /// match err.code() {
+    ///     Some(ErrorCode::BadRequest) => eprintln!("the server could not read our request"),
+    ///     Some(code) => eprintln!("the server failed it: {code:?}"),
+    ///     None => eprintln!("no answer from the server: {err}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether the server refused the request for load
+    /// ([`Error::Remote`] with [`ErrorCode::Busy`]: too many requests in
+    /// flight on the connection, or a tower `load-shed` layer): the request
+    /// did not run, and a retry later may succeed.
+    pub fn is_busy(&self) -> bool {
+        self.code() == Some(ErrorCode::Busy)
+    }
+
     /// Whether the server reset the connection ([`Error::ResetByPeer`]):
     /// it ended on a failure, not with a goodbye.
     pub fn is_reset(&self) -> bool {
@@ -303,6 +341,16 @@ impl Error {
     /// or text.
     pub fn is_not_frames(&self) -> bool {
         matches!(self, Error::Framing(e) if e.is_not_frames())
+    }
+
+    /// What the server speaks instead of frames, when it is not speaking
+    /// them ([`is_not_frames`](Error::is_not_frames)): a program can give
+    /// advice of its own, such as the flag that turns TLS on.
+    pub fn looks_like(&self) -> Option<enchufe_framing::Foreign> {
+        match self {
+            Error::Framing(e) => e.looks_like(),
+            _ => None,
+        }
     }
 
     /// Whether the TLS handshake failed (`Error::Tls`; always `false`
@@ -396,5 +444,51 @@ pub(crate) fn ended_error(how: &Ended) -> Error {
         // A client's link ends itself otherwise only by closing; the other
         // reasons are a server's.
         _ => Error::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(code: ErrorCode) -> Error {
+        Error::Remote {
+            code,
+            message: String::from("from the server"),
+        }
+    }
+
+    #[test]
+    fn the_predicates_see_the_servers_error_code() {
+        let timeout = remote(ErrorCode::Timeout);
+        assert!(timeout.is_timeout());
+        assert!(!timeout.is_busy());
+        assert_eq!(timeout.code(), Some(ErrorCode::Timeout));
+
+        let busy = remote(ErrorCode::Busy);
+        assert!(busy.is_busy());
+        assert!(!busy.is_timeout());
+        assert_eq!(busy.code(), Some(ErrorCode::Busy));
+
+        let handler = remote(ErrorCode::Handler);
+        assert!(!handler.is_timeout() && !handler.is_busy());
+        assert_eq!(handler.code(), Some(ErrorCode::Handler));
+
+        // Our own timeout has no server code.
+        let ours = Error::Timeout(Duration::from_secs(1));
+        assert!(ours.is_timeout());
+        assert_eq!(ours.code(), None);
+    }
+
+    #[test]
+    fn disconnected_says_only_what_the_client_knows() {
+        // During a partition the server may be up: the text must not say
+        // it is down.
+        let text = Error::Disconnected.to_string();
+        assert_eq!(
+            text,
+            "no connection to the server; the client is reconnecting"
+        );
+        assert!(!text.contains("down"), "{text}");
     }
 }

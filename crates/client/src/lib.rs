@@ -36,9 +36,103 @@
 //! errors as [`Error::Remote`], and requests the caller gives up on cancelled
 //! on the server. The plain profile is the course's protocol and talks to
 //! any server of it (the course's Python `Server`); its limits are spelled
-//! out on [`Client`]. A server of the other profile is
+//! out [below](#the-plain-profiles-promise). A server of the other profile is
 //! [`Error::ProfileMismatch`], at connect or at the first reply, never a
 //! message taken for another.
+//!
+//! # The plain profile's promise
+//!
+//! On the plain wire (the course's protocol) a frame carries no id and no
+//! kind. So `request` takes **the next frame that arrives after the earlier
+//! requests got theirs** as its reply. This is exact when the server answers
+//! every request exactly once, in order, and pushes nothing while requests
+//! are outstanding, which is how enchufe's plain server and the course's
+//! `Server` behave for request/reply protocols. A server that pushes while a
+//! request is outstanding, or answers some requests with nothing, shifts the
+//! pairing; such protocols should use `send` + `recv` and match replies
+//! themselves (or the multiplexed profile, which tags every frame).
+//!
+//!
+//! # The multiplexed profile in detail
+//!
+//! With [`Profile::Multiplexed`] (the default) every frame carries a kind
+//! and a request id (`docs/PROTOCOL.md`), and the client uses them:
+//!
+//! - Connecting exchanges hellos before the client is returned, within
+//!   [`Config::connect_timeout`]: [`Error::VersionMismatch`] says the
+//!   server speaks another version, and a server of the plain profile (it
+//!   answers the hello with a message, sends it back, closes, or sends
+//!   nothing in time) is [`Error::ProfileMismatch`]. [`Client::connect_with`] does this;
+//!   for a stream you opened yourself use [`Client::handshake`] or
+//!   [`Client::handshake_io`] (the sync [`Client::from_stream`] and
+//!   [`Client::from_io`] cannot wait for a hello).
+//! - Each request gets the next id (1, 2, 3, ...) and a reply slot keyed by
+//!   it, registered before the request can be written. Replies are matched
+//!   by id, so they may come in any order, and any number of tasks may have
+//!   requests in flight through clones of one `Client` (up to
+//!   [`Config::max_in_flight`]).
+//! - An error frame for a request fails that request alone with
+//!   [`Error::Remote`].
+//! - A request that times out, or whose future is dropped before its reply,
+//!   gives its slot back at once and sends the server a `cancel` frame with
+//!   its id. The cancel is queued without waiting (it is sent from `Drop`,
+//!   past the outbound queue's bound; once the connection is closing it is
+//!   skipped), and the server's reply, should one come, is dropped on
+//!   arrival like any reply for an id the client no longer knows.
+//! - [`Client::send`] sends a `notify` frame; [`Client::recv`] and
+//!   [`Client::pushes`] yield push frames only, never a reply.
+//! - A server that breaks the protocol (a frame shorter than its 9-byte
+//!   header, an unknown kind, a kind only clients send) is hung up on:
+//!   pending and later calls fail with [`Error::Protocol`].
+//!
+//! ```no_run
+//! use enchufe::client::Client;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> enchufe::client::Result<()> {
+//! let client = Client::connect("127.0.0.1:8080").await?;
+//! // Two requests in flight at once on one connection; replies by id.
+//! let (a, b) = tokio::join!(
+//!     client.request::<_, String>("slow"),
+//!     client.request::<_, String>("fast"),
+//! );
+//! println!("{} {}", a?, b?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//!
+//! # Reconnecting
+//!
+//! With [`Config::reconnect`] set, [`Client::connect_with`] returns a client
+//! that keeps itself connected: when the connection drops, a supervisor task
+//! redials with backoff (exchanging hellos again in the multiplexed
+//! profile), and the same handles go on working on the new connection.
+//! Requests in flight when the connection drops fail at once with its error
+//! and are **never retried**; calls made while there is no connection wait
+//! or fail per [`WhileDown`]; [`Client::recv`] and
+//! [`Client::pushes`] deliver across connections; [`Client::events`]
+//! reports each drop and reconnection. When the backoff gives up, every call
+//! fails with [`Error::GaveUp`]. [`Client::close`] stops the supervisor, and
+//! so does dropping the last handle.
+//!
+//! ```no_run
+//! use enchufe::client::{Client, Config, Event, Reconnect};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> enchufe::client::Result<()> {
+//! let config = Config::default().reconnect(Reconnect::default());
+//! let client = Client::connect_with("127.0.0.1:8080", config).await?;
+//! let mut events = client.events();
+//! tokio::spawn(async move {
+//!     while let Ok(event) = events.recv().await {
+//!         if let Event::Reconnected { addr, attempts } = event {
+//!             println!("back on {addr} after {attempts} attempts");
+//!         }
+//!     }
+//! });
+//! let reply: String = client.request("hola").await?; // waits out a restart
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Map of the crate
 //!
@@ -67,8 +161,8 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use enchufe_client::Client;
-//! use enchufe_server::{handler_fn, Server};
+//! use enchufe::client::Client;
+//! use enchufe::server::{handler_fn, Server};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = Server::bind("127.0.0.1:0").await?.serve(handler_fn(
@@ -87,9 +181,9 @@
 //! a message between the replies.)
 //!
 //! ```
-//! use enchufe_client::Client;
-//! # use enchufe_framing::mux::{Header, Hello, Kind};
-//! # use enchufe_framing::Transport;
+//! use enchufe::client::Client;
+//! # use enchufe::framing::mux::{Header, Hello, Kind};
+//! # use enchufe::framing::Transport;
 //! # fn frame(kind: Kind, id: u64, body: &[u8]) -> bytes::Bytes {
 //! #     [&Header { kind, id }.to_bytes()[..], body].concat().into()
 //! # }
@@ -137,6 +231,7 @@ mod dial;
 mod error;
 mod link;
 mod multi;
+mod pushes;
 mod reconnect;
 mod supervisor;
 #[cfg(feature = "tower")]
@@ -148,6 +243,7 @@ pub use dial::UNIX_PREFIX;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
 pub use multi::{MultiClient, Routing};
+pub use pushes::Pushes;
 pub use reconnect::{Backoff, Event, Reconnect, WhileDown};
 
 /// TLS for [`Config::tls`] (feature `tls`).

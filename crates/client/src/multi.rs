@@ -57,9 +57,9 @@ pub enum Routing {
 /// closes them all.
 ///
 /// ```no_run
-/// use enchufe_client::{Config, MultiClient, Routing};
+/// use enchufe::client::{Config, MultiClient, Routing};
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_client::Result<()> {
+/// # async fn main() -> enchufe::client::Result<()> {
 /// let servers = MultiClient::with_routing(Config::default(), Routing::LeastInFlight);
 /// servers.add("a", "127.0.0.1:8081").await?;
 /// servers.add("b", "127.0.0.1:8082").await?;

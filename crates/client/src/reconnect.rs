@@ -19,7 +19,7 @@ use crate::Error;
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_client::Backoff;
+/// use enchufe::client::Backoff;
 /// let policy = Backoff::default().max_attempts(5);
 /// assert_eq!(policy.max_attempts, Some(5));
 /// assert!(policy.delay(0) <= Duration::from_millis(50));
@@ -132,7 +132,7 @@ impl Default for Backoff {
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_client::{Backoff, Config, Reconnect, WhileDown};
+/// use enchufe::client::{Backoff, Config, Reconnect, WhileDown};
 /// let config = Config::default().reconnect(
 ///     Reconnect::default()
 ///         .backoff(Backoff::default().forever())

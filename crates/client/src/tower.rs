@@ -15,8 +15,8 @@
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
-//! use enchufe_client::Client;
-//! use enchufe_server::{handler_fn, Server};
+//! use enchufe::client::Client;
+//! use enchufe::server::{handler_fn, Server};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

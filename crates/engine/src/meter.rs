@@ -4,15 +4,15 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `enchufe_connections_open` | gauge | `role` | connections open now |
-//! | `enchufe_connections_opened_total` | counter | `role` | connections opened (accepted or dialed) |
-//! | `enchufe_connections_closed_total` | counter | `role`, `reason` | connections ended, by [`Ended`] reason: `peer_closed`, `closed`, `idle_timeout`, `shutdown`, `error` |
+//! | `enchufe_open_connections` | gauge | `role` | connections open now |
+//! | `enchufe_opened_connections_total` | counter | `role` | connections opened (accepted or dialed) |
+//! | `enchufe_closed_connections_total` | counter | `role`, `reason` | connections ended, by [`Ended`] reason: `peer_closed`, `closed`, `idle_timeout`, `shutdown`, `error` |
 //! | `enchufe_errors_total` | counter | `role`, `kind` | connections ended by an error, by kind (`io`, `frame_too_large`, `not_frames`, `unexpected_eof`, `handler`, `write_stalled`...) |
-//! | `enchufe_frames_received_total` | counter | `role` | frames read (a streamed frame counts once), hellos included |
-//! | `enchufe_frames_sent_total` | counter | `role` | frames queued for writing, hellos included |
-//! | `enchufe_bytes_received_total` | counter | `role` | bytes read from the socket, length prefixes included |
-//! | `enchufe_bytes_sent_total` | counter | `role` | bytes written to the socket, length prefixes included |
-//! | `enchufe_pushes_dropped_total` | counter | `role` | pushes dropped by the server's slow-consumer policy |
+//! | `enchufe_received_frames_total` | counter | `role` | frames read (a streamed frame counts once), hellos included |
+//! | `enchufe_sent_frames_total` | counter | `role` | frames queued for writing, hellos included |
+//! | `enchufe_received_bytes_total` | counter | `role` | bytes read from the socket, length prefixes included |
+//! | `enchufe_sent_bytes_total` | counter | `role` | bytes written to the socket, length prefixes included |
+//! | `enchufe_dropped_pushes_total` | counter | `role` | pushes dropped by the server's slow-consumer policy |
 //!
 //! Frames and bytes are counted alike at both ends: on a multiplexed
 //! connection the hello each end sends is a frame sent, and the other's
@@ -38,8 +38,10 @@
 //! # Recorder
 //!
 //! Handles are taken from the recorder installed when the connection
-//! opens: install yours (say `metrics_exporter_prometheus::PrometheusBuilder::install`)
-//! before the first connection.
+//! opens, and every series is registered at zero ([`register`]) when a
+//! server is built or a client dials: install yours (say
+//! `metrics_exporter_prometheus::PrometheusBuilder::install`) before that,
+//! and `/metrics` lists every series before the first connection.
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge, Unit};
 
@@ -47,22 +49,70 @@ use enchufe_framing::Error;
 
 use crate::Ended;
 
+/// The `reason` label of `enchufe_closed_connections_total`: how a
+/// connection ended ([`Ended`]).
+pub const CLOSE_REASONS: &[&str] = &["peer_closed", "closed", "idle_timeout", "shutdown", "error"];
+
+/// The `kind` labels [`error_kind`] gives a framing error.
+pub const ERROR_KINDS: &[&str] = &[
+    "io",
+    "frame_too_large",
+    "too_large_to_send",
+    "not_frames",
+    "unexpected_eof",
+    "decode",
+    "encode",
+    "bad_hello",
+    "version_mismatch",
+    "malformed",
+    "other",
+];
+
+/// Registers every series of `role` with the installed recorder at zero,
+/// described (unit and `# HELP`): a server calls it when built and a client
+/// before it dials, so an exporter lists every series, and a counter that
+/// never moves (`enchufe_errors_total`) reads 0 rather than missing.
+/// `error_kinds` are the `kind` labels that role's errors take. Registering
+/// a series that exists changes nothing.
+pub fn register(role: &'static str, error_kinds: &[&'static str]) {
+    describe();
+    gauge!("enchufe_open_connections", "role" => role).increment(0.0);
+    for name in [
+        "enchufe_opened_connections_total",
+        "enchufe_received_frames_total",
+        "enchufe_sent_frames_total",
+        "enchufe_received_bytes_total",
+        "enchufe_sent_bytes_total",
+    ] {
+        counter!(name, "role" => role).increment(0);
+    }
+    for &reason in CLOSE_REASONS {
+        counter!("enchufe_closed_connections_total", "role" => role, "reason" => reason)
+            .increment(0);
+    }
+    for &kind in error_kinds {
+        counter!("enchufe_errors_total", "role" => role, "kind" => kind).increment(0);
+    }
+    if role == "server" {
+        counter!("enchufe_dropped_pushes_total", "role" => role).increment(0);
+    }
+}
+
 /// Gives the recorder each metric's unit and a line of help (Prometheus's
-/// `# HELP`), once, after it is installed. Optional: the metrics are
-/// recorded without it.
+/// `# HELP`); [`register`] calls it.
 pub fn describe() {
     describe_gauge!(
-        "enchufe_connections_open",
+        "enchufe_open_connections",
         Unit::Count,
         "Connections open now."
     );
     describe_counter!(
-        "enchufe_connections_opened_total",
+        "enchufe_opened_connections_total",
         Unit::Count,
         "Connections opened (accepted or dialed)."
     );
     describe_counter!(
-        "enchufe_connections_closed_total",
+        "enchufe_closed_connections_total",
         Unit::Count,
         "Connections ended, by reason."
     );
@@ -71,24 +121,24 @@ pub fn describe() {
         Unit::Count,
         "Connections ended by an error, by kind."
     );
-    describe_counter!("enchufe_frames_received_total", Unit::Count, "Frames read.");
+    describe_counter!("enchufe_received_frames_total", Unit::Count, "Frames read.");
     describe_counter!(
-        "enchufe_frames_sent_total",
+        "enchufe_sent_frames_total",
         Unit::Count,
         "Frames queued for writing."
     );
     describe_counter!(
-        "enchufe_bytes_received_total",
+        "enchufe_received_bytes_total",
         Unit::Bytes,
         "Bytes read from sockets, length prefixes included."
     );
     describe_counter!(
-        "enchufe_bytes_sent_total",
+        "enchufe_sent_bytes_total",
         Unit::Bytes,
         "Bytes written to sockets, length prefixes included."
     );
     describe_counter!(
-        "enchufe_pushes_dropped_total",
+        "enchufe_dropped_pushes_total",
         Unit::Count,
         "Pushes dropped by the slow-consumer policy."
     );
@@ -122,10 +172,10 @@ impl Meter {
     /// Counters for one connection of `role` (`"server"`, `"client"`).
     pub fn new(role: &'static str) -> Meter {
         Meter {
-            frames_in: counter!("enchufe_frames_received_total", "role" => role),
-            frames_out: counter!("enchufe_frames_sent_total", "role" => role),
-            bytes_in: counter!("enchufe_bytes_received_total", "role" => role),
-            bytes_out: counter!("enchufe_bytes_sent_total", "role" => role),
+            frames_in: counter!("enchufe_received_frames_total", "role" => role),
+            frames_out: counter!("enchufe_sent_frames_total", "role" => role),
+            bytes_in: counter!("enchufe_received_bytes_total", "role" => role),
+            bytes_out: counter!("enchufe_sent_bytes_total", "role" => role),
             reported: Traffic::default(),
         }
     }
@@ -133,7 +183,7 @@ impl Meter {
     /// Counts `frames` read on the connection before its driver began
     /// counting: a client's hello exchange runs on the wire before the
     /// driver starts, so the server's hello would be missing from
-    /// `enchufe_frames_received_total` (its bytes are counted by the wire
+    /// `enchufe_received_frames_total` (its bytes are counted by the wire
     /// already). Once per connection.
     pub fn received_before(&self, frames: u64) {
         self.frames_in.increment(frames);
@@ -155,7 +205,7 @@ fn add(counter: &Counter, now: u64, last: u64) {
     }
 }
 
-/// One open connection in the gauge `enchufe_connections_open`, counted
+/// One open connection in the gauge `enchufe_open_connections`, counted
 /// as opened when made; [`Open::close`] counts how it ended. The gauge
 /// goes down when this is dropped, however the connection ended.
 #[derive(Debug)]
@@ -167,8 +217,8 @@ pub struct Open {
 impl Open {
     /// A connection of `role` opened.
     pub fn new(role: &'static str) -> Open {
-        counter!("enchufe_connections_opened_total", "role" => role).increment(1);
-        let gauge = gauge!("enchufe_connections_open", "role" => role);
+        counter!("enchufe_opened_connections_total", "role" => role).increment(1);
+        let gauge = gauge!("enchufe_open_connections", "role" => role);
         gauge.increment(1.0);
         Open { role, gauge }
     }
@@ -184,7 +234,7 @@ impl Open {
             Ended::Error(_) => "error",
         };
         let role = self.role;
-        counter!("enchufe_connections_closed_total", "role" => role, "reason" => reason)
+        counter!("enchufe_closed_connections_total", "role" => role, "reason" => reason)
             .increment(1);
         if let Ended::Error(e) = how {
             counter!("enchufe_errors_total", "role" => role, "kind" => kind(e)).increment(1);

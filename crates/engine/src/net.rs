@@ -85,7 +85,7 @@ impl Debug for dyn Io {
 /// so an implementation need not.
 ///
 /// ```
-/// use enchufe_engine::net::{BoxFuture, Connect, Connected};
+/// use enchufe::net::{BoxFuture, Connect, Connected};
 ///
 /// /// Dials TCP, as the built-in path does (for illustration).
 /// #[derive(Debug)]

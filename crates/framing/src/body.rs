@@ -29,9 +29,9 @@ pub type BodySender = mpsc::Sender<Result<Bytes>>;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use enchufe_framing::Body;
+/// use enchufe::framing::Body;
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_framing::Result<()> {
+/// # async fn main() -> enchufe::framing::Result<()> {
 /// let (tx, mut body) = Body::channel(5);
 /// tx.send(Ok(Bytes::from_static(b"ho"))).await.unwrap();
 /// tx.send(Ok(Bytes::from_static(b"la!"))).await.unwrap();

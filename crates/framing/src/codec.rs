@@ -114,8 +114,8 @@ impl Encoder<Bytes> for FrameCodec {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use enchufe_framing::OutFrame;
-/// use enchufe_framing::mux::{Header, Kind};
+/// use enchufe::framing::OutFrame;
+/// use enchufe::framing::mux::{Header, Kind};
 /// let frame = OutFrame::with_header(Header { kind: Kind::Push, id: 0 }, Bytes::from_static(b"hi"));
 /// assert_eq!(frame.len(), 11);
 /// ```

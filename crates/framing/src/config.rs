@@ -1,7 +1,7 @@
 /// Limits of one framed stream.
 ///
 /// ```
-/// let config = enchufe_framing::Config::default().max_frame_length(64 * 1024);
+/// let config = enchufe::framing::Config::default().max_frame_length(64 * 1024);
 /// assert_eq!(config.max_frame_length, 64 * 1024);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -54,8 +54,9 @@ pub enum Error {
     /// answers for; the stream cannot go on.
     #[error(
         "the peer is not speaking length-prefixed frames: it sent \"{}\", which looks like {looks_like} \
-         (read as a frame header, {declared} bytes, over the limit of {limit})",
-        .header.escape_ascii()
+         (read as a frame header, {declared} bytes, over the limit of {limit}); {}",
+        .header.escape_ascii(),
+        .looks_like.advice()
     )]
     NotFrames {
         /// What the bytes look like.
@@ -160,6 +161,15 @@ impl Error {
         matches!(self, Error::NotFrames { .. })
     }
 
+    /// What the peer speaks instead of frames ([`Error::NotFrames`]), so a
+    /// program can give advice of its own (the flag that turns TLS on, say).
+    pub fn looks_like(&self) -> Option<Foreign> {
+        match self {
+            Error::NotFrames { looks_like, .. } => Some(*looks_like),
+            _ => None,
+        }
+    }
+
     /// Whether the stream ended (cleanly or inside a frame) or the
     /// connection was reset or broken.
     pub fn is_closed(&self) -> bool {
@@ -201,7 +211,7 @@ impl Error {
 /// declares at least 0x2020_2020 bytes (about 514 MiB).
 ///
 /// ```
-/// use enchufe_framing::Foreign;
+/// use enchufe::framing::Foreign;
 /// assert_eq!(Foreign::sniff(*b"GET "), Some(Foreign::HttpRequest));
 /// assert_eq!(Foreign::sniff(*b"SSH-"), Some(Foreign::Ssh));
 /// assert_eq!(Foreign::sniff([0, 0, 0, 4]), None);
@@ -249,6 +259,33 @@ impl Foreign {
                 Some(Foreign::Text)
             }
             _ => None,
+        }
+    }
+}
+
+impl Foreign {
+    /// What to do about it, in a few words: the end of
+    /// [`Error::NotFrames`]'s message.
+    ///
+    /// ```
+    /// use enchufe::framing::Foreign;
+    /// assert!(Foreign::Tls.advice().contains("both ends must use TLS"));
+    /// ```
+    pub fn advice(self) -> &'static str {
+        match self {
+            Foreign::HttpRequest => {
+                "an HTTP client (a browser?) is at a port of frames; enchufe::http serves HTTP"
+            }
+            Foreign::HttpResponse => "that address serves HTTP, not frames: check the port",
+            Foreign::Ssh => "that address is an SSH server: check the port",
+            Foreign::Tls => {
+                "the other end speaks TLS: both ends must use TLS (client::Config::tls, \
+                 Server::tls) or neither"
+            }
+            Foreign::Text => {
+                "frames begin with a 4-byte length, so a text tool (nc, telnet) cannot speak \
+                 them: use a framed client"
+            }
         }
     }
 }

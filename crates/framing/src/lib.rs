@@ -51,9 +51,9 @@
 //! # Example
 //!
 //! ```
-//! use enchufe_framing::{Json, Transport};
+//! use enchufe::framing::{Json, Transport};
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> enchufe_framing::Result<()> {
+//! # async fn main() -> enchufe::framing::Result<()> {
 //! let (a, b) = tokio::io::duplex(64 * 1024);
 //! let (mut left, mut right) = (Transport::new(a), Transport::new(b));
 //!
@@ -98,7 +98,7 @@ pub use message::{Decode, Encode, Json, Raw, Text};
 /// give, so a codec of your own needs no extra dependency.
 ///
 /// ```
-/// use enchufe_framing::{Bytes, BytesMut, Decode, Encode, Result};
+/// use enchufe::framing::{Bytes, BytesMut, Decode, Encode, Result};
 /// struct Celsius(i16);
 /// impl Encode for Celsius {
 ///     fn encode(self) -> Result<Bytes> {
@@ -107,13 +107,13 @@ pub use message::{Decode, Encode, Json, Raw, Text};
 /// }
 /// impl Decode for Celsius {
 ///     fn decode(frame: BytesMut) -> Result<Self> {
-///         let bytes: [u8; 2] = frame[..].try_into().map_err(|e| enchufe_framing::Error::Decode(Box::new(e)))?;
+///         let bytes: [u8; 2] = frame[..].try_into().map_err(|e| enchufe::framing::Error::Decode(Box::new(e)))?;
 ///         Ok(Celsius(i16::from_be_bytes(bytes)))
 ///     }
 /// }
 /// let frame = Celsius(-5).encode()?;
 /// assert_eq!(Celsius::decode(BytesMut::from(&frame[..]))?.0, -5);
-/// # Ok::<(), enchufe_framing::Error>(())
+/// # Ok::<(), enchufe::framing::Error>(())
 /// ```
 pub use bytes::{Bytes, BytesMut};
 pub use transport::{FrameReader, FrameWriter, Transport, MAX_BATCH};

@@ -13,7 +13,7 @@ use crate::{Error, Result};
 /// it through enchufe.
 ///
 /// ```
-/// use enchufe_framing::Encode;
+/// use enchufe::framing::Encode;
 /// assert_eq!(&"hola".encode().unwrap()[..], b"hola");
 /// ```
 pub trait Encode {
@@ -29,7 +29,7 @@ pub trait Encode {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use enchufe_framing::{Decode, Error};
+/// use enchufe::framing::{Decode, Error};
 /// let text = String::decode(BytesMut::from(&b"hola"[..])).unwrap();
 /// assert_eq!(text, "hola");
 /// let bad = String::decode(BytesMut::from(&b"\xff"[..]));
@@ -59,7 +59,7 @@ pub type Raw = Bytes;
 /// decode as a number at the receiver).
 ///
 /// ```
-/// use enchufe_framing::{Decode, Encode, Error, Json};
+/// use enchufe::framing::{Decode, Encode, Error, Json};
 /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 /// struct Point { x: i32, y: f64 }
 ///
@@ -92,7 +92,7 @@ pub struct Json<T>(pub T);
 /// Needs the `msgpack` feature (on by default).
 ///
 /// ```
-/// use enchufe_framing::{Decode, Encode, MsgPack};
+/// use enchufe::framing::{Decode, Encode, MsgPack};
 /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 /// struct Persona { nombre: String, mail: String }
 ///
@@ -126,7 +126,7 @@ pub struct MsgPack<T>(pub T);
 /// Needs the `postcard` feature (on by default).
 ///
 /// ```
-/// use enchufe_framing::{Decode, Encode, Postcard};
+/// use enchufe::framing::{Decode, Encode, Postcard};
 /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 /// struct Persona { nombre: String, edad: u8 }
 ///

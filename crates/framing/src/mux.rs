@@ -52,7 +52,7 @@ pub const FLAG_ACCEPTOR: u8 = 0x02;
 /// the course's classes send.
 ///
 /// ```
-/// use enchufe_framing::mux::{is_hello, Hello};
+/// use enchufe::framing::mux::{is_hello, Hello};
 /// assert!(is_hello(&Hello::new("a").encode().unwrap()));
 /// assert!(!is_hello(b"ENCHANTED"));
 /// assert!(!is_hello(b"hola"));
@@ -123,7 +123,7 @@ impl Header {
     ///
     /// ```
     /// use bytes::BytesMut;
-    /// use enchufe_framing::mux::{Header, Kind};
+    /// use enchufe::framing::mux::{Header, Kind};
     /// let frame = BytesMut::from(&[1, 0, 0, 0, 0, 0, 0, 0, 7, b'h', b'i'][..]);
     /// let (header, body) = Header::split(frame).unwrap();
     /// assert_eq!(header, Header { kind: Kind::Request, id: 7 });
@@ -168,7 +168,7 @@ impl Hello {
     /// A peer's hello: [`Hello::new`] with [`FLAG_PEER`] set.
     ///
     /// ```
-    /// use enchufe_framing::mux::Hello;
+    /// use enchufe::framing::mux::Hello;
     /// let hello = Hello::peer("a");
     /// assert_eq!(Hello::decode(&hello.encode().unwrap()).unwrap(), hello);
     /// ```
@@ -182,7 +182,7 @@ impl Hello {
     /// This hello as the accepting side sends it: [`FLAG_ACCEPTOR`] set.
     ///
     /// ```
-    /// use enchufe_framing::mux::Hello;
+    /// use enchufe::framing::mux::Hello;
     /// let ours = Hello::new("").encode().unwrap();
     /// let answer = Hello::new("").answering().encode().unwrap();
     /// assert_ne!(ours, answer);

@@ -19,7 +19,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use enchufe_framing::recycle;
+//! use enchufe::framing::recycle;
 //!
 //! let frame = Bytes::from(vec![7u8; 256 * 1024]);
 //! // ... write it to a file, hash it ...

@@ -25,9 +25,9 @@ pub const MAX_BATCH: usize = 64;
 /// # Examples
 ///
 /// ```
-/// use enchufe_framing::Transport;
+/// use enchufe::framing::Transport;
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe_framing::Result<()> {
+/// # async fn main() -> enchufe::framing::Result<()> {
 /// let (a, b) = tokio::io::duplex(1024);
 /// let mut a = Transport::new(a);
 /// let mut b = Transport::new(b);

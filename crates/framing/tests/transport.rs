@@ -611,7 +611,7 @@ async fn send_batch_caps_at_max_batch_and_leaves_the_rest_queued() {
             counts.push(w.send_batch(first, || queue.pop_front()).await.unwrap());
         }
         let mut expected_counts = vec![MAX_BATCH; TOTAL / MAX_BATCH];
-        if TOTAL % MAX_BATCH != 0 {
+        if !TOTAL.is_multiple_of(MAX_BATCH) {
             expected_counts.push(TOTAL % MAX_BATCH);
         }
         assert_eq!(counts, expected_counts);

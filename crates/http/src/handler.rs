@@ -42,7 +42,7 @@ use crate::{Request, Response};
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_http::{Handler, Request, Response};
+/// use enchufe::http::{Handler, Request, Response};
 ///
 /// /// Answers after a pause, as if it asked a database.
 /// struct Slow {
@@ -78,7 +78,7 @@ impl<F> std::fmt::Debug for HandlerFn<F> {
 /// `enchufe::handler_fn` does for frames).
 ///
 /// ```
-/// use enchufe_http::{handler_fn, Request, Response};
+/// use enchufe::http::{handler_fn, Request, Response};
 ///
 /// let hello = handler_fn(|request: Request| async move {
 ///     tokio::task::yield_now().await; // a real one would await I/O here

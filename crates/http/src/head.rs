@@ -78,8 +78,8 @@ impl Refusal {
 /// trickled a byte at a time costs linear work, not quadratic.
 ///
 /// ```
-/// use enchufe_framing::{BytesMut, Split};
-/// use enchufe_http::{Limits, Refusal, RequestHead};
+/// use enchufe::framing::{BytesMut, Split};
+/// use enchufe::http::{Limits, Refusal, RequestHead};
 ///
 /// let mut head = RequestHead::new(Limits::default());
 /// let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2"[..]);

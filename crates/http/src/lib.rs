@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use enchufe_http::{handler_fn, Config, Request, Response, Server};
+//! use enchufe::http::{handler_fn, Config, Request, Response, Server};
 //!
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
 //! let hello = handler_fn(|request: Request| async move {

@@ -80,7 +80,7 @@ impl Request {
 /// dropped, since the server owns the framing.
 ///
 /// ```
-/// use enchufe_http::Response;
+/// use enchufe::http::Response;
 /// let reply = Response::text(404, "no such page\n").header("Cache-Control", "no-store");
 /// assert_eq!(reply.status, 404);
 /// ```

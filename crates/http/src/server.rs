@@ -142,7 +142,7 @@ impl Config {
 /// taken for the next head.
 ///
 /// ```no_run
-/// use enchufe_http::{handler_fn, Request, Response, Server};
+/// use enchufe::http::{handler_fn, Request, Response, Server};
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
 /// let server = Server::bind("127.0.0.1:8080").await?;
 /// let hello = handler_fn(|req: Request| async move {
@@ -217,14 +217,14 @@ fn no_frames() -> impl enchufe_server::Handler {
 /// by its first byte, all under the listener's limits.
 ///
 /// ```
-/// use enchufe_http::{door, handler_fn, Request, Response};
+/// use enchufe::http::{door, handler_fn, Request, Response};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let web = door(handler_fn(|req: Request| async move {
 ///     Response::text(200, format!("hola, {}\n", req.path))
 /// }));
-/// let server = enchufe_server::Server::bind("127.0.0.1:0").await?.http(web);
-/// let handle = server.serve(enchufe_server::handler_fn(|cmd: String, _conn| async move {
+/// let server = enchufe::Server::bind("127.0.0.1:0").await?.http(web);
+/// let handle = server.serve(enchufe::handler_fn(|cmd: String, _conn| async move {
 ///     Ok::<_, std::convert::Infallible>(Some(cmd))
 /// }));
 /// // frames and HTTP at handle.local_addr()

@@ -25,8 +25,9 @@ pub enum Error {
     #[error("no link to peer {0:?}")]
     NotConnected(String),
 
-    /// Dialing gave up: the other peer never came up within the backoff's
-    /// limits.
+    /// Dialing gave up: the other peer never came up within
+    /// [`Backoff::max_attempts`] (only with a limit set; by default a peer
+    /// dials until the other comes up).
     #[error("cannot reach peer {addr} after {attempts} attempts: {last}")]
     Unreachable {
         /// The address dialed.
@@ -84,7 +85,7 @@ impl Error {
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = enchufe_peer::Config::new("a").keepalive(Duration::from_millis(500));
+/// let config = enchufe::peer::Config::new("a").keepalive(Duration::from_millis(500));
 /// assert_eq!(config.id, "a");
 /// ```
 #[derive(Debug, Clone)]
@@ -101,7 +102,14 @@ pub struct Config {
     /// messages are never dropped; a peer that stops reading is dropped after
     /// the write timeout).
     pub server: enchufe_server::Config,
-    /// How dialing retries while the other peer is not up.
+    /// How dialing retries while the other peer is not up. Default: the
+    /// client's delays (50 ms, doubling up to 2 s between attempts) and
+    /// **no limit on attempts**, as nng's dialers do: a listed peer that
+    /// starts minutes later, or comes back after an outage, is still
+    /// linked, at the cost of one connection attempt every 2 s while it is
+    /// away. For a window, set [`Backoff::max_attempts`]: past it the dial
+    /// gives up with [`Error::Unreachable`] and
+    /// [`PeerEvent::Unreachable`](crate::PeerEvent::Unreachable).
     pub backoff: Backoff,
     /// How often an idle link sends a ping. Default 5 s.
     pub keepalive: Duration,
@@ -205,7 +213,7 @@ impl Default for Config {
             id: format!("{:016x}", h.finish()),
             server: enchufe_server::Config::default()
                 .slow_consumer(enchufe_server::SlowConsumer::Block),
-            backoff: Backoff::default(),
+            backoff: Backoff::default().forever(),
             keepalive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             event_queue: 1024,

@@ -4,7 +4,8 @@
 //! server and a client; start them in the wrong order and the first one's
 //! connect fails. A [`Peer`] serves a [`Handler`] like a
 //! [`Server`] and dials other peers, retrying with
-//! exponential backoff and jitter ([`Backoff`]) until they are up, and
+//! exponential backoff and jitter ([`Backoff`]) until they are up (with
+//! no limit on attempts unless [`Config::backoff`] sets one), and
 //! dialing again whenever a link is lost, so the start order no longer
 //! matters and a restarted peer is found again.
 //!
@@ -36,8 +37,8 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use enchufe_peer::{Config, Peer};
-//! use enchufe_server::handler_fn;
+//! use enchufe::peer::{Config, Peer};
+//! use enchufe::server::handler_fn;
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let hello = |name: &'static str| handler_fn(move |msg: String, _conn| async move {
@@ -241,8 +242,9 @@ impl Peer {
     /// ([`Peer::bind_unix`]).
     ///
     /// # Errors
-    /// [`Error::Unreachable`] when the backoff's attempts run out (nothing
-    /// is dialed any more); [`Error::Closed`] if this peer closes first.
+    /// [`Error::Unreachable`] when the backoff's attempts run out, if
+    /// [`Config::backoff`] sets a limit (nothing is dialed any more; by
+    /// default there is none); [`Error::Closed`] if this peer closes first.
     ///
     /// `addr` is anything that prints as an address: a `SocketAddr` (as
     /// [`Peer::local_addr`] gives), `"host:port"`, or `"unix:PATH"`.

@@ -51,7 +51,7 @@ pub enum BusyPolicy {
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = enchufe_server::Config::default()
+/// let config = enchufe::server::Config::default()
 ///     .max_connections(64)
 ///     .idle_timeout(Some(Duration::from_secs(30)));
 /// assert_eq!(config.max_connections, 64);
@@ -67,13 +67,10 @@ pub struct Config {
     /// buffer grows with the bytes that arrive, up to `max_frame_length`)
     /// plus `max_queued_bytes` of output, so this bounds the server's memory.
     ///
-    /// Why 10,000: it was 1,024, and 1,000 slowloris plus 5,000 idle
-    /// connections (reconnecting as the deadlines cut them) then held every
-    /// slot, so an ordinary client waited behind them in the backlog and was
-    /// served 0 times in 12. A connection that sends nothing or trickles
-    /// costs about 8 KiB (its task and a small read buffer; measured by
-    /// `scripts/reliability`), so 10,000 of them are about 80 MiB, and with
-    /// room for them an ordinary client is served at once (`RELIABILITY.md`).
+    /// Why 10,000: room for 1,000 slowloris plus 5,000 idle connections
+    /// with an ordinary client still served at once (with 1,024 it waited
+    /// behind them in the backlog; `RELIABILITY.md`), at about 8 KiB per
+    /// connection that sends nothing or trickles, so about 80 MiB.
     /// Each connection needs a file descriptor: raise the process's
     /// open-file limit (`ulimit -n`; the `echo_server` example raises its
     /// soft limit to the hard one) or past it `accept` fails with EMFILE and
@@ -161,10 +158,9 @@ pub struct Config {
     /// minutes, against what the servers we measure ourselves by do: nginx
     /// closes an idle keep-alive connection after 75 s, HAProxy setups
     /// commonly use 30–60 s (`timeout client`), Redis never (`timeout 0`).
-    /// It was 10 minutes: 1,024 silent connections then held every slot that
-    /// long. Two minutes still suits a person typing at the course's REPL; a
-    /// chat client that may stay quiet longer should ping, or the server
-    /// raise this.
+    /// Short enough that silent connections do not hold the slots for long,
+    /// long enough for a person typing at the course's REPL; a chat client
+    /// that may stay quiet longer should ping, or the server raise this.
     pub idle_timeout: Option<Duration>,
 
     /// Plain and automatic profiles: a new connection must complete its
@@ -557,7 +553,7 @@ impl Default for Config {
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_server::{Config, PeerLinks};
+/// use enchufe::server::{Config, PeerLinks};
 /// let config = Config::default().peer(PeerLinks::default().keepalive(Some(Duration::from_secs(1))));
 /// assert!(config.peer.is_some());
 /// ```

@@ -199,7 +199,7 @@ impl Connection {
     ///
     /// ```
     /// use std::convert::Infallible;
-    /// use enchufe_server::{handler_fn, Connection};
+    /// use enchufe::server::{handler_fn, Connection};
     ///
     /// // A chat room: every line goes to everyone else.
     /// let chat = handler_fn(|line: String, conn: Connection| async move {
@@ -358,7 +358,7 @@ impl Connection {
     /// `f` runs under a lock: keep it short and do not block in it.
     ///
     /// ```
-    /// # use enchufe_server::Connection;
+    /// # use enchufe::server::Connection;
     /// #[derive(Default)]
     /// struct Nick(Option<String>);
     ///

@@ -29,7 +29,7 @@ use crate::{Connection, Disconnect};
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use enchufe_server::{Connection, Handler};
+/// use enchufe::server::{Connection, Handler};
 ///
 /// struct Upper;
 ///
@@ -86,7 +86,7 @@ pub trait Handler: Send + Sync + 'static {
     ///
     /// ```
     /// use std::convert::Infallible;
-    /// use enchufe_server::{Body, BoxError, Connection, Handler};
+    /// use enchufe::server::{Body, BoxError, Connection, Handler};
     ///
     /// /// Counts the bytes of every large message.
     /// struct Sizes;
@@ -143,7 +143,7 @@ pub trait Handler: Send + Sync + 'static {
     ///
     /// ```
     /// use std::convert::Infallible;
-    /// use enchufe_server::{Connection, Handler};
+    /// use enchufe::server::{Connection, Handler};
     ///
     /// /// Counts the lines a client sends; answers once it is done.
     /// struct Count;
@@ -207,7 +207,7 @@ impl<F, Req, Resp, E> std::fmt::Debug for HandlerFn<F, Req, Resp, E> {
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use enchufe_server::handler_fn;
+/// use enchufe::server::handler_fn;
 ///
 /// let echo = handler_fn(|req: String, _conn| async move {
 ///     Ok::<_, Infallible>(Some(req))

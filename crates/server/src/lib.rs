@@ -43,7 +43,7 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use enchufe_server::{Connection, Handler, Server};
+//! use enchufe::server::{Connection, Handler, Server};
 //!
 //! struct Greeter;
 //!

@@ -31,7 +31,7 @@ use crate::{
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use enchufe_server::{handler_fn, Server};
+/// use enchufe::server::{handler_fn, Server};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = Server::bind("127.0.0.1:0").await?;
@@ -136,8 +136,8 @@ impl Server {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// use std::net::SocketAddr;
-    /// use enchufe_engine::net::{Accept, BoxFuture, BoxIo};
-    /// use enchufe_server::{handler_fn, Server};
+    /// use enchufe::net::{Accept, BoxFuture, BoxIo};
+    /// use enchufe::server::{handler_fn, Server};
     ///
     /// /// Connections handed over a channel: one end of a `duplex` each.
     /// #[derive(Debug)]
@@ -184,6 +184,10 @@ impl Server {
     }
 
     fn on(listener: Listener) -> Server {
+        // Every server is built through here: its metric series exist from
+        // now on, before its first connection.
+        #[cfg(feature = "metrics")]
+        enchufe_engine::meter::register("server", crate::stats::ERROR_KINDS);
         Server {
             listener,
             config: Config::default(),
@@ -210,7 +214,7 @@ impl Server {
     /// std::fs::create_dir_all(&dir)?;
     /// let path = dir.join("echo.sock");
     /// # let _ = std::fs::remove_file(&path);
-    /// let server = enchufe_server::Server::bind_unix(&path)?;
+    /// let server = enchufe::server::Server::bind_unix(&path)?;
     /// # drop(server); std::fs::remove_file(&path)?;
     /// # Ok(())
     /// # }
@@ -239,7 +243,7 @@ impl Server {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
-    /// use enchufe_server::{handler_fn, tls, Server};
+    /// use enchufe::server::{handler_fn, tls, Server};
     /// let acceptor = tls::Acceptor::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
     /// let server = Server::bind("127.0.0.1:0").await?.tls(acceptor);
     /// let handle = server.serve(handler_fn(|req: String, _conn| async move {
@@ -290,7 +294,7 @@ impl Server {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use enchufe_server::{handler_fn, ws, Server};
+    /// use enchufe::server::{handler_fn, ws, Server};
     /// let server = Server::bind("127.0.0.1:0").await?
     ///     .ws("127.0.0.1:0", ws::Options::default().page("<script>/* ... */</script>"))
     ///     .await?;
@@ -328,11 +332,11 @@ impl Server {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use enchufe_server::{handler_fn, Door, Server};
+    /// use enchufe::server::{handler_fn, Door, Server};
     /// # #[derive(Debug)] struct Hello;
     /// # impl Door for Hello {
-    /// #     fn serve(&self, _: enchufe_engine::net::BoxIo, _: std::net::SocketAddr,
-    /// #         _: tokio_util::sync::CancellationToken) -> enchufe_engine::net::BoxFuture<'static, ()> {
+    /// #     fn serve(&self, _: enchufe::net::BoxIo, _: std::net::SocketAddr,
+    /// #         _: tokio_util::sync::CancellationToken) -> enchufe::net::BoxFuture<'static, ()> {
     /// #         Box::pin(async {})
     /// #     }
     /// # }
@@ -959,11 +963,14 @@ impl ServerHandle {
             shared.tracker.wait().await;
         }
         let report = shared.counters.shutdown_report();
+        // The counts cover only the requests in flight when the shutdown
+        // began, not the server's life: the message says so, or "answered=0"
+        // reads as "nothing was ever answered".
         info!(
             answered = report.answered,
             refused = report.refused,
             cancelled = report.cancelled,
-            "stopped"
+            "stopped; of the requests in flight at shutdown:"
         );
         report
     }

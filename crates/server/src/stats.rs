@@ -109,11 +109,11 @@ impl Counters {
     }
 
     /// Pushes dropped: counted here, and through the `metrics` facade
-    /// (`enchufe_pushes_dropped_total`) with that feature.
+    /// (`enchufe_dropped_pushes_total`) with that feature.
     pub(crate) fn dropped(&self, n: u64) {
         Counters::add(&self.pushes_dropped, n);
         #[cfg(feature = "metrics")]
-        metrics::counter!("enchufe_pushes_dropped_total", "role" => "server").increment(n);
+        metrics::counter!("enchufe_dropped_pushes_total", "role" => "server").increment(n);
     }
 
     pub(crate) fn snapshot(&self, memory: &enchufe_framing::MemoryBudget) -> Stats {
@@ -143,6 +143,34 @@ impl Counters {
         }
     }
 }
+
+/// Every `kind` label [`error_kind`] gives: the framing error's, then the
+/// server's own.
+#[cfg(feature = "metrics")]
+pub(crate) const ERROR_KINDS: &[&str] = &[
+    "io",
+    "frame_too_large",
+    "too_large_to_send",
+    "not_frames",
+    "unexpected_eof",
+    "decode",
+    "encode",
+    "bad_hello",
+    "version_mismatch",
+    "malformed",
+    "tls",
+    "handshake_timeout",
+    "first_frame_timeout",
+    "frame_timeout",
+    "handler_timeout",
+    "timeout",
+    "handler",
+    "handler_panic",
+    "write_stalled",
+    "unsupported",
+    "remote",
+    "other",
+];
 
 /// The `kind` label of the error that ended a connection
 /// (`enchufe_errors_total`, feature `metrics`).

@@ -30,8 +30,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use enchufe_server::tower::{Request, ServiceHandler};
-//! use enchufe_server::{BoxError, Config, Profile, Server};
+//! use enchufe::server::tower::{Request, ServiceHandler};
+//! use enchufe::server::{BoxError, Config, Profile, Server};
 //! use tower::ServiceBuilder;
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -23,7 +23,6 @@
 //!
 //! | helper | what it gives |
 //! |---|---|
-//! | [`build`] | a `turmoil::Sim` from a builder and a seed (turmoil's own `build` seeds from the OS) |
 //! | [`serve`] | serves a handler on a host until the host is crashed |
 //! | [`server`] | a [`Server`] on a simulated port, to configure yourself |
 //! | [`client_config`] | a client configuration that dials the simulated network |
@@ -35,7 +34,8 @@
 //! error: declare every host before dialing it.
 //!
 //! # Determinism
-//! The seed fixes turmoil's choices (message latencies, random drops,
+//! The seed (turmoil's `Builder::rng_seed`; without one, turmoil seeds from
+//! the OS) fixes turmoil's choices (message latencies, random drops,
 //! which ready host runs first). Two things in a process are random
 //! beyond its reach, and the helpers turn them off: reconnect backoff
 //! jitter ([`client_config`] and [`peer`] set
@@ -50,13 +50,13 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use enchufe_client::{Backoff, Client, Config, Reconnect};
-//! use enchufe_server::{handler_fn, Profile};
-//! use enchufe_sim as sim;
+//! use enchufe::client::{Backoff, Client, Config, Reconnect};
+//! use enchufe::server::{handler_fn, Profile};
+//! use enchufe::sim;
 //!
-//! let mut world = sim::build(&sim::turmoil::Builder::new(), 7);
+//! let mut world = sim::turmoil::Builder::new().rng_seed(7).build();
 //! world.host("server", || {
-//!     let config = enchufe_server::Config::default().profile(Profile::Multiplexed);
+//!     let config = enchufe::server::Config::default().profile(Profile::Multiplexed);
 //!     sim::serve(9000, config, handler_fn(|n: String, _conn| async move {
 //!         Ok::<_, std::convert::Infallible>(Some(n))
 //!     }))
@@ -99,16 +99,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use enchufe_engine::net::{Accept, BoxFuture, BoxIo, Connect, Connected};
 use enchufe_peer::Peer;
 use enchufe_server::{Handler, Server};
-use rand::SeedableRng;
 
 /// The turmoil this kit is built on, so that a test uses the same version.
 pub use turmoil;
-
-/// Builds a simulation whose random choices come from `seed`: the same
-/// seed, the same run. (turmoil's `Builder::build` seeds from the OS.)
-pub fn build<'a>(builder: &turmoil::Builder, seed: u64) -> turmoil::Sim<'a> {
-    builder.build_with_rng(Box::new(rand::rngs::SmallRng::seed_from_u64(seed)))
-}
 
 /// A server's listener on the simulated network: [`Server::from_accept`]
 /// serves what it accepts. Bound on the current host.

@@ -34,9 +34,9 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use enchufe_client::Client;
-//! use enchufe_server::{Connection, Handler, Server};
-//! use enchufe_transfer::{Receiver, Routed, Upload};
+//! use enchufe::client::Client;
+//! use enchufe::server::{Connection, Handler, Server};
+//! use enchufe::transfer::{Receiver, Routed, Upload};
 //!
 //! struct App { files: Receiver }
 //!
@@ -52,7 +52,7 @@
 //!         }))
 //!     }
 //!
-//!     async fn on_disconnect(&self, conn: &Connection, _: &enchufe_server::Disconnect) {
+//!     async fn on_disconnect(&self, conn: &Connection, _: &enchufe::server::Disconnect) {
 //!         self.files.disconnected(conn.id());
 //!     }
 //! }

@@ -30,7 +30,7 @@ pub(crate) const CHUNK_HEADER: usize = 4 + 1 + 16 + 8;
 /// Names one transfer on both ends; a resumed transfer offers the same id.
 ///
 /// ```
-/// use enchufe_transfer::TransferId;
+/// use enchufe::transfer::TransferId;
 /// let id = TransferId::from_bytes([7; 16]);
 /// assert_eq!(id.to_string(), "07".repeat(16));
 /// assert_eq!(id.to_string().parse::<TransferId>().unwrap(), id);
@@ -304,8 +304,8 @@ impl Decode for Frame {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use enchufe_framing::Decode;
-/// use enchufe_transfer::Routed;
+/// use enchufe::framing::Decode;
+/// use enchufe::transfer::Routed;
 /// let req = Routed::<String>::decode(BytesMut::from(&b"hola"[..])).unwrap();
 /// assert!(matches!(req, Routed::App(s) if s == "hola"));
 /// ```

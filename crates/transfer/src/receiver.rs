@@ -37,7 +37,7 @@ use crate::Progress;
 /// documents.
 ///
 /// ```
-/// use enchufe_transfer::receiver::Config;
+/// use enchufe::transfer::receiver::Config;
 /// let config = Config::default().max_file_size(1 << 30).max_transfers(4);
 /// assert_eq!(config.max_file_size, 1 << 30);
 /// ```
@@ -201,9 +201,9 @@ pub enum Event {
 /// # Examples
 ///
 /// ```
-/// use enchufe_client::Client;
-/// use enchufe_server::Server;
-/// use enchufe_transfer::{Receiver, Upload};
+/// use enchufe::client::Client;
+/// use enchufe::server::Server;
+/// use enchufe::transfer::{Receiver, Upload};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = tempfile::tempdir()?;
@@ -496,10 +496,7 @@ impl Receiver {
                 "a chunk of {len} bytes, over max_chunk"
             )));
         }
-        if offset
-            .checked_add(len)
-            .map_or(true, |end| end > active.size)
-        {
+        if offset.checked_add(len).is_none_or(|end| end > active.size) {
             return Err(Error::Protocol(format!(
                 "a chunk past the declared size (offset {offset})"
             )));
@@ -677,7 +674,7 @@ const PART_PREFIX: &str = ".enchufe-";
 /// network and is joined to the receiver's directory.
 ///
 /// ```
-/// use enchufe_transfer::receiver::check_name;
+/// use enchufe::transfer::receiver::check_name;
 /// assert!(check_name("informe final.pdf").is_ok());
 /// for bad in ["", "..", "a/../b", "/etc/passwd", "a\\b", "a\0b", ".enchufe-x.part"] {
 ///     assert!(check_name(bad).is_err(), "{bad:?}");

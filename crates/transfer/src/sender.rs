@@ -145,8 +145,8 @@ impl Source {
 /// Progress and cancellation, before the upload starts:
 ///
 /// ```no_run
-/// # async fn f(client: enchufe_client::Client) -> Result<(), enchufe_transfer::Error> {
-/// use enchufe_transfer::Upload;
+/// # async fn f(client: enchufe::client::Client) -> Result<(), enchufe::transfer::Error> {
+/// use enchufe::transfer::Upload;
 /// let upload = Upload::file("informe.pdf").await?;
 /// let mut progress = upload.progress();
 /// let cancel = upload.canceller(); // cancel.cancel() from anywhere

@@ -18,7 +18,7 @@
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use enchufe_transports::tls::{Acceptor, Connector};
-//! // Files made by `cargo run --example make_cert -- --out DIR --name localhost`:
+//! // Files made by `cargo run --features tls --example make_cert -- --out DIR --name localhost`:
 //! # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
 //! # let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
 //! let acceptor = Acceptor::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;

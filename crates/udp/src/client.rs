@@ -17,7 +17,7 @@ use crate::{Error, Result};
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_udp::client::Config;
+/// use enchufe::udp::client::Config;
 /// let config = Config::default().timeout(Duration::from_millis(200)).retries(5);
 /// assert_eq!((config.timeout, config.retries), (Duration::from_millis(200), 5));
 /// ```
@@ -107,9 +107,9 @@ const MAX_STALE: usize = 64;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use enchufe_udp::{client::Config, UdpClient};
+/// use enchufe::udp::{client::Config, UdpClient};
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), enchufe_udp::Error> {
+/// # async fn main() -> Result<(), enchufe::udp::Error> {
 /// let config = Config::default().timeout(Duration::from_millis(500)).retries(2);
 /// let client = UdpClient::connect_with("127.0.0.1:15000", config).await?;
 /// let reply: String = client.request("hola").await?;

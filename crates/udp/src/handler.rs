@@ -26,7 +26,7 @@ use enchufe_framing::{Decode, Encode};
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use enchufe_udp::{Context, Handler};
+/// use enchufe::udp::{Context, Handler};
 ///
 /// struct Upper;
 ///
@@ -108,7 +108,7 @@ impl<F, Req, Resp, E> std::fmt::Debug for HandlerFn<F, Req, Resp, E> {
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use enchufe_udp::handler_fn;
+/// use enchufe::udp::handler_fn;
 ///
 /// let echo = handler_fn(|req: String, _ctx| async move {
 ///     Ok::<_, Infallible>(Some(req))

@@ -39,9 +39,9 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use enchufe_udp::{handler_fn, UdpClient, UdpServer};
+//! use enchufe::udp::{handler_fn, UdpClient, UdpServer};
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), enchufe_udp::Error> {
+//! # async fn main() -> Result<(), enchufe::udp::Error> {
 //! let server = UdpServer::bind("127.0.0.1:0").await?.serve(handler_fn(|req: String, ctx| async move {
 //!     Ok::<_, Infallible>(Some(format!("Aquí va mi respuesta para {}: {req}", ctx.peer_addr().ip())))
 //! }));

@@ -25,7 +25,7 @@ use crate::{Context, Error, Handler, Result};
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_udp::server::Config;
+/// use enchufe::udp::server::Config;
 /// let config = Config::default().max_datagram(1200).max_in_flight(64);
 /// assert_eq!((config.max_datagram, config.max_in_flight), (1200, 64));
 /// assert_eq!(config.shutdown_grace, Duration::from_secs(5));
@@ -147,7 +147,7 @@ impl Counters {
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use enchufe_udp::{handler_fn, UdpClient, UdpServer};
+/// use enchufe::udp::{handler_fn, UdpClient, UdpServer};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = UdpServer::bind("127.0.0.1:0").await?.serve(handler_fn(|req: String, _ctx| async move {

@@ -312,7 +312,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 }
             };
             if let Some(deadline) = deadline {
-                if self.core.deadline().map_or(true, |armed| deadline < armed) {
+                if self.core.deadline().is_none_or(|armed| deadline < armed) {
                     self.core.set_deadline(Some(deadline));
                 }
             }

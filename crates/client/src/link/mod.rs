@@ -80,6 +80,10 @@ impl Wiring {
     /// A client's incoming queue and events, for links that report their
     /// end to `recv` unless the client reconnects.
     pub(crate) fn new(config: &Config) -> (Wiring, mpsc::Receiver<Result<BytesMut>>) {
+        // Every client is built through here: its metric series exist from
+        // now on, before its first connection.
+        #[cfg(feature = "metrics")]
+        enchufe_engine::meter::register("client", enchufe_engine::meter::ERROR_KINDS);
         let (incoming, incoming_rx) = mpsc::channel(config.incoming_queue);
         let (events, _) = broadcast::channel(EVENTS_QUEUE);
         let wiring = Wiring {

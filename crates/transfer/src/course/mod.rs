@@ -19,9 +19,9 @@
 //! - [`receive`] and [`send`]: one transfer over any stream.
 //!
 //! ```
-//! use enchufe_transfer::course;
+//! use enchufe::transfer::course;
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), enchufe_transfer::Error> {
+//! # async fn main() -> Result<(), enchufe::transfer::Error> {
 //! # let dir = tempfile::tempdir().unwrap();
 //! let (mut a, mut b) = tokio::io::duplex(64 << 10);
 //! let config = course::Config::default();
@@ -67,7 +67,7 @@ pub const BUFFER: usize = 1 << 20;
 ///
 /// ```
 /// use std::time::Duration;
-/// use enchufe_transfer::course::Config;
+/// use enchufe::transfer::course::Config;
 /// let config = Config::default().min_rate(Some(1 << 20)).max_time(Some(Duration::from_secs(600)));
 /// // 10 MiB: 30 s of grace plus 10 s at 1 MiB/s.
 /// assert_eq!(config.time_for(10 << 20), Some(Duration::from_secs(40)));

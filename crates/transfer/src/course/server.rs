@@ -48,7 +48,7 @@ use crate::{Event, Progress, TransferId};
 /// # Examples
 ///
 /// ```
-/// use enchufe_transfer::{course::{self, Receiver}, Event};
+/// use enchufe::transfer::{course::{self, Receiver}, Event};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = tempfile::tempdir()?;
