@@ -29,7 +29,8 @@
 //! - **Batches.** One read hands up every whole message already read, so
 //!   the driver answers a batch and flushes once; writes are encoded into
 //!   an output that leaves at `poll_flush` (a socket write only when it
-//!   holds 64 KiB).
+//!   holds 64 KiB, or for a body of 16 KiB or more, which is written from
+//!   the caller's buffer behind it without a copy).
 //! - **Limits.** A message over the limit (fragments added up) is refused
 //!   on its header: it reads as a frame header declaring its size, so the
 //!   framing layer rejects it as it rejects an oversize TCP frame. A
