@@ -664,13 +664,29 @@ where
                         self.start_message(len, Emit::Rbuf(len));
                     }
                     (is_final, partial) => {
-                        let mut partial = partial.unwrap_or(Partial {
-                            text,
-                            checked: 0,
-                            data: BytesMut::new(),
-                        });
-                        partial.data.extend_from_slice(&self.rbuf[..len]);
-                        self.rbuf.advance(len);
+                        let mut partial = match partial {
+                            Some(mut partial) => {
+                                partial.data.extend_from_slice(&self.rbuf[..len]);
+                                self.rbuf.advance(len);
+                                partial
+                            }
+                            // A large first fragment keeps the buffer it
+                            // was read into (no copy; `rbuf` then starts a
+                            // new one). A small one is copied, so it does
+                            // not pin a read buffer that also holds others.
+                            None => Partial {
+                                text,
+                                checked: 0,
+                                data: if len >= DIRECT {
+                                    self.rbuf.split_to(len)
+                                } else {
+                                    let data = BytesMut::from(&self.rbuf[..len]);
+                                    self.rbuf.advance(len);
+                                    data
+                                },
+                            },
+                        };
+
                         if text {
                             // Fail fast (RFC 6455 §8.1): a fragment may end
                             // inside a character, but not hold a wrong one.
@@ -1206,6 +1222,35 @@ mod tests {
                 client.next().await.unwrap().unwrap(),
                 Message::Pong(Bytes::from_static(b"p"))
             );
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_fragments_join_intact() {
+        bounded(async {
+            let (a, mut client) = tokio::io::duplex(1 << 16);
+            let mut server = WsIo::new(a, 1 << 20, None);
+            let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            let mut raw = Vec::new();
+            for (fin, opcode, part) in [(false, 0x2, &body[..70_000]), (true, 0x0, &body[70_000..])]
+            {
+                let mut out = BytesMut::new();
+                put_header(&mut out, opcode, part.len());
+                out[0] = (out[0] & 0x7f) | if fin { 0x80 } else { 0 };
+                out[1] |= 0x80;
+                out.extend_from_slice(&[9, 8, 7, 6]);
+                let start = out.len();
+                out.extend_from_slice(part);
+                unmask(&mut out[start..], [9, 8, 7, 6]);
+                raw.extend_from_slice(&out);
+            }
+            let mut got = vec![0u8; 4 + body.len()];
+            let (written, read) = tokio::join!(client.write_all(&raw), server.read_exact(&mut got));
+            written.unwrap();
+            read.unwrap();
+            assert_eq!(&got[..4], &(body.len() as u32).to_be_bytes());
+            assert!(got[4..] == body[..]);
         })
         .await;
     }
