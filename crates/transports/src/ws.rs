@@ -1023,7 +1023,7 @@ where
             }
         }
         // Pongs owed go out with the replies to this batch (the driver
-        // flushes after it), or now if the socket takes them.
+        // flushes after it), or, if it has none, when the next read waits.
         this.queue_pong();
         Poll::Ready(Ok(()))
     }
