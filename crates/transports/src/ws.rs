@@ -29,7 +29,8 @@
 //! - **Batches.** One read hands up every whole message already read, so
 //!   the driver answers a batch and flushes once; writes are encoded into
 //!   an output that leaves at `poll_flush` (a socket write only when it
-//!   holds 64 KiB).
+//!   holds 64 KiB, or for a body of 16 KiB or more, which is written from
+//!   the caller's buffer behind it without a copy).
 //! - **Limits.** A message over the limit (fragments added up) is refused
 //!   on its header: it reads as a frame header declaring its size, so the
 //!   framing layer rejects it as it rejects an oversize TCP frame. A
@@ -663,13 +664,29 @@ where
                         self.start_message(len, Emit::Rbuf(len));
                     }
                     (is_final, partial) => {
-                        let mut partial = partial.unwrap_or(Partial {
-                            text,
-                            checked: 0,
-                            data: BytesMut::new(),
-                        });
-                        partial.data.extend_from_slice(&self.rbuf[..len]);
-                        self.rbuf.advance(len);
+                        let mut partial = match partial {
+                            Some(mut partial) => {
+                                partial.data.extend_from_slice(&self.rbuf[..len]);
+                                self.rbuf.advance(len);
+                                partial
+                            }
+                            // A large first fragment keeps the buffer it
+                            // was read into (no copy; `rbuf` then starts a
+                            // new one). A small one is copied, so it does
+                            // not pin a read buffer that also holds others.
+                            None => Partial {
+                                text,
+                                checked: 0,
+                                data: if len >= DIRECT {
+                                    self.rbuf.split_to(len)
+                                } else {
+                                    let data = BytesMut::from(&self.rbuf[..len]);
+                                    self.rbuf.advance(len);
+                                    data
+                                },
+                            },
+                        };
+
                         if text {
                             // Fail fast (RFC 6455 §8.1): a fragment may end
                             // inside a character, but not hold a wrong one.
@@ -1006,7 +1023,7 @@ where
             }
         }
         // Pongs owed go out with the replies to this batch (the driver
-        // flushes after it), or now if the socket takes them.
+        // flushes after it), or, if it has none, when the next read waits.
         this.queue_pong();
         Poll::Ready(Ok(()))
     }
@@ -1205,6 +1222,35 @@ mod tests {
                 client.next().await.unwrap().unwrap(),
                 Message::Pong(Bytes::from_static(b"p"))
             );
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_fragments_join_intact() {
+        bounded(async {
+            let (a, mut client) = tokio::io::duplex(1 << 16);
+            let mut server = WsIo::new(a, 1 << 20, None);
+            let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            let mut raw = Vec::new();
+            for (fin, opcode, part) in [(false, 0x2, &body[..70_000]), (true, 0x0, &body[70_000..])]
+            {
+                let mut out = BytesMut::new();
+                put_header(&mut out, opcode, part.len());
+                out[0] = (out[0] & 0x7f) | if fin { 0x80 } else { 0 };
+                out[1] |= 0x80;
+                out.extend_from_slice(&[9, 8, 7, 6]);
+                let start = out.len();
+                out.extend_from_slice(part);
+                unmask(&mut out[start..], [9, 8, 7, 6]);
+                raw.extend_from_slice(&out);
+            }
+            let mut got = vec![0u8; 4 + body.len()];
+            let (written, read) = tokio::join!(client.write_all(&raw), server.read_exact(&mut got));
+            written.unwrap();
+            read.unwrap();
+            assert_eq!(&got[..4], &(body.len() as u32).to_be_bytes());
+            assert!(got[4..] == body[..]);
         })
         .await;
     }
