@@ -3,26 +3,21 @@
 //!
 //! ```sh
 //! cargo run --example file_transfer -- recv --addr 127.0.0.1:8080 --out /tmp/in
-//! cargo run --example file_transfer -- send --addr 127.0.0.1:8080 --file informe.pdf
+//! cargo run --example file_transfer -- send --addr 127.0.0.1:8080 --file README.md
 //! ```
 //!
-//! `recv` creates `--out` if missing (or refuses at once, saying why) and
-//! serves until Ctrl-C, or `--count N` files; `send` exits 0 once the file
-//! is confirmed, and resumes a cut one. With `--course` on both, they speak
-//! the course's protocol (4-byte size, body, `Gracias.`), also with its
-//! Python scripts; `recv` names files `recibido-N.bin`.
+//! `recv` creates `--out` if missing (or refuses, saying why) and serves until
+//! Ctrl-C, SIGTERM or `--count N` files; `send` resumes a cut file. `--course`
+//! on both speaks the course's protocol (4-byte size, body, `Gracias.`).
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use enchufe::transfer::{course, receiver::prepare_dir, Event, Receiver, Upload};
+use enchufe::transfer::{course, receiver::prepare_dir, Receiver, Upload};
 use enchufe::{Client, Server};
 use support::progress;
-use tokio::net::TcpListener;
-
-type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
 struct Cli {
@@ -61,36 +56,23 @@ async fn main() {
 }
 
 /// Either receiver (enchufe's is a server's handler) reports files as `Event`s.
-async fn recv(cli: &Cli, out: &Path) -> Result {
+async fn recv(cli: &Cli, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     prepare_dir(out).map_err(|e| format!("--out: {e}"))?;
-    let listener = TcpListener::bind(&cli.addr).await;
-    let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
-    println!("listening on {}", listener.local_addr()?);
+    let listener = support::listen::bind(&cli.addr).await?;
     let course = course::Receiver::new(out, course::Config::default().max_size(cli.max_size));
     let files = Receiver::new(out, Default::default());
-    let mut events = files.events();
+    let events = (course.events(), files.events());
     let server = if cli.course {
-        events = course.events();
         course.serve(listener);
         None
     } else {
         Some(Server::from_listener(listener).serve(files.clone()))
     };
-    let received = async {
-        let mut done = 0;
-        while cli.count != Some(done) {
-            match events.recv().await {
-                Ok(Event::Started { name, progress, .. }) => drop(progress::show(name, progress)),
-                Ok(Event::Finished { path, size, .. }) => {
-                    println!("received {} ({size} bytes)", path.display());
-                    done += 1;
-                }
-                Ok(Event::Failed { name, error, .. }) => eprintln!("{name}: {error}"),
-                _ => {}
-            }
-        }
-    };
-    tokio::select! { () = received => {}, () = support::stop::signal() => {} }
+    let events = if cli.course { events.0 } else { events.1 };
+    tokio::select! {
+        () = progress::print_events(events, cli.count) => {}
+        () = support::stop::signal() => {}
+    }
     if let Some(server) = server {
         server.shutdown().await;
     }
@@ -100,7 +82,7 @@ async fn recv(cli: &Cli, out: &Path) -> Result {
 
 /// The course's sender opens the file, connects, sends and waits for
 /// `Gracias.`; an `Upload` resumes where the receiver's copy ends.
-async fn send(cli: &Cli, file: &Path) -> Result {
+async fn send(cli: &Cli, file: &Path) -> Result<(), Box<dyn std::error::Error>> {
     if cli.course {
         let bar = progress::Bar::new(progress::name_of(file));
         let config = course::Config::default();

@@ -1,12 +1,33 @@
 //! The `file_transfer` example's progress bars (indicatif), one per
-//! transfer, drawn on stderr only when it is a terminal.
+//! transfer, drawn on stderr only when it is a terminal, and its receiver's
+//! log of files.
 
 use std::io::IsTerminal;
 use std::path::Path;
 
-use enchufe::transfer::Progress;
+use enchufe::transfer::{Event, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+/// Prints each file a receiver stores or fails to store, with a bar for
+/// each transfer under way, until `count` files have arrived (with `None`,
+/// until the receiver is gone).
+pub(crate) async fn print_events(mut events: broadcast::Receiver<Event>, count: Option<usize>) {
+    let mut done = 0;
+    while count != Some(done) {
+        match events.recv().await {
+            Ok(Event::Started { name, progress, .. }) => drop(show(name, progress)),
+            Ok(Event::Finished { path, size, .. }) => {
+                println!("received {} ({size} bytes)", path.display());
+                done += 1;
+            }
+            Ok(Event::Failed { name, error, .. }) => eprintln!("{name}: {error}"),
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => eprintln!("{n} events missed"),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
 
 /// Follows one transfer until its sender goes away, in the background.
 pub(crate) fn show(
