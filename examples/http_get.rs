@@ -3,7 +3,7 @@
 //! line and headers, then read the status line, the headers up to the blank
 //! line, and exactly `Content-Length` bytes of body. Prints the head on
 //! stderr and the body on stdout; exits with 22 (as `curl --fail`) when the
-//! status is 400 or more.
+//! status is 400 or more, with 1 and the error's message when it fails.
 //!
 //! ```text
 //! cargo run --example http_hello                 # in one terminal
@@ -13,11 +13,15 @@
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use reply::{read_line, Reply};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// Most bytes of the reply's head, and of its body: a wrong server must not
-/// make us buffer without end.
+#[path = "support/http_reply.rs"]
+mod reply;
+
+/// Most bytes of the reply's head and body: a wrong server must not make us
+/// buffer without end.
 const MAX_HEAD: u64 = 64 * 1024;
 const MAX_BODY: u64 = 16 * 1024 * 1024;
 
@@ -32,15 +36,6 @@ struct Args {
     /// Seconds to wait for the whole exchange.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     timeout: u64,
-}
-
-/// A reply: status code, its line, headers, body.
-#[derive(Debug, Default)]
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) status_line: String,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
 }
 
 /// `GET path` from `http://host:port/path` (the port is not optional).
@@ -63,22 +58,20 @@ pub(crate) async fn get(url: &str) -> Result<Reply, Error> {
     };
     reply.status_line = line;
     // Then one `Name: value` header per line, up to a blank line.
+    let mut length = None;
     let mut line = read_line(&mut head).await?;
     while !line.is_empty() {
         let (name, value) = line.split_once(':').ok_or("a header line without ':'")?;
-        reply
-            .headers
-            .push((name.trim().to_owned(), value.trim().to_owned()));
+        let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.parse::<u64>());
+        }
+        reply.headers.push((name, value));
         line = read_line(&mut head).await?;
     }
-
     // Then the body: exactly Content-Length bytes, or else up to the close
     // (which we asked for).
-    let length = reply
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"));
-    match length.map(|(_, n)| n.parse::<u64>()) {
+    match length {
         Some(Ok(n)) if n <= MAX_BODY => {
             reply.body.resize(n as usize, 0);
             stream.read_exact(&mut reply.body).await?;
@@ -89,30 +82,19 @@ pub(crate) async fn get(url: &str) -> Result<Reply, Error> {
     Ok(reply)
 }
 
-/// The next line of the head, without its CRLF; an error when the server
-/// hangs up first, or sends more than the head may hold (`MAX_HEAD`).
-async fn read_line(head: &mut Lines<impl AsyncBufRead + Unpin>) -> Result<String, Error> {
-    match head.next_line().await {
-        Ok(Some(line)) => Ok(line),
-        Err(e) if e.kind() != std::io::ErrorKind::ConnectionReset => Err(e.into()),
-        _ => Err("the server hung up without a whole HTTP reply head".into()),
-    }
-}
-
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() {
     let args = Args::parse();
-    let reply = tokio::time::timeout(Duration::from_secs(args.timeout), get(&args.url))
-        .await
-        .map_err(|_| format!("no whole reply within {} s", args.timeout))??;
-    eprintln!("{}", reply.status_line);
-    for (name, value) in &reply.headers {
-        eprintln!("{name}: {value}");
-    }
-    std::io::Write::write_all(&mut std::io::stdout(), &reply.body)?;
-    if reply.status >= 400 {
-        // As `curl --fail`: a script can tell a refusal from a page.
-        std::process::exit(22);
-    }
-    Ok(())
+    let limit = Duration::from_secs(args.timeout);
+    let reply = match tokio::time::timeout(limit, get(&args.url)).await {
+        Ok(reply) => reply,
+        Err(_) => Err(format!("no whole reply within {} s", args.timeout).into()),
+    };
+    let reply = reply.unwrap_or_else(|e| {
+        eprintln!("error: GET {}: {e}", args.url); // the URL names the server
+        std::process::exit(1)
+    });
+    reply.print();
+    // As `curl --fail`: a script can tell a refusal from a page.
+    std::process::exit(if reply.status >= 400 { 22 } else { 0 });
 }
