@@ -12,6 +12,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,7 +37,14 @@ pub(crate) enum Door {
     Http,
     /// WebSocket, through `Server::web`: its messages are frames.
     Ws,
+    /// The same server behind TLS (`Server::tls`): the attackers never
+    /// finish a handshake, the ordinary client sends a frame over TLS.
+    Tls,
 }
+
+/// The certificate (PEM) the TLS door's ordinary client trusts: the one
+/// the TLS server wrote at its start.
+static TLS_CA: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// A WebSocket upgrade request, the same for every client (the key is the
 /// one of RFC 6455's example).
@@ -52,6 +60,7 @@ const PING: u8 = 0x9;
 const GET: &[u8] = b"GET /ping HTTP/1.1\r\nHost: enchufe\r\n\r\n";
 
 impl Door {
+    /// The doors of the plain listener.
     pub(crate) const ALL: [Door; 3] = [Door::Frames, Door::Http, Door::Ws];
 
     fn name(self) -> &'static str {
@@ -59,6 +68,7 @@ impl Door {
             Door::Frames => "frames",
             Door::Http => "HTTP",
             Door::Ws => "WebSocket",
+            Door::Tls => "TLS",
         }
     }
 
@@ -68,13 +78,14 @@ impl Door {
             Door::Frames => "frame (1 byte/s)",
             Door::Http => "request head (1 byte/s)",
             Door::Ws => "fragmented message (a fragment a second)",
+            Door::Tls => "handshake (1 byte/s)",
         }
     }
 
     /// The start of a unit the attacker never finishes, and what it then
     /// sends once a second: a frame announcing 8 MiB, a request head
     /// without its blank line, a WebSocket message of fragments without a
-    /// last one.
+    /// last one, a TLS record announcing a 512-byte ClientHello.
     fn unfinished(self) -> (Vec<u8>, &'static [u8]) {
         match self {
             Door::Frames => ((FRAME as u32).to_be_bytes().to_vec(), &[1]),
@@ -85,6 +96,7 @@ impl Door {
                 ws_frame(false, BINARY, b"part"),
                 &[CONTINUATION, 0x81, 0, 0, 0, 0, 7],
             ),
+            Door::Tls => (vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01], &[0]),
         }
     }
 }
@@ -154,7 +166,8 @@ async fn response_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
 /// Opens a connection of `door` from `from`: a WebSocket is upgraded;
 /// with `served`, one request is answered first (a frame, an HTTP request
 /// kept alive, a WebSocket message), so that the connection holds what a
-/// served connection holds.
+/// served connection holds. A TLS connection is only connected (its
+/// attackers write the handshake by hand, and never finish it).
 pub(crate) async fn open(
     door: Door,
     from: Ipv4Addr,
@@ -185,6 +198,7 @@ pub(crate) async fn open(
                 stream.write_all(&ws_frame(true, BINARY, b"ping")).await?;
                 stream.read_exact(&mut [0; 6]).await?;
             }
+            Door::Tls => {}
         }
     }
     Ok(stream)
@@ -248,7 +262,12 @@ pub(crate) async fn probe(door: Door, addr: SocketAddr, limit: Duration) -> Opti
     let start = Instant::now();
     let served = tokio::time::timeout(limit, async {
         match door {
-            Door::Frames => frames_ping(addr, limit).await,
+            Door::Frames => frames_ping(addr, ClientConfig::default(), limit).await,
+            Door::Tls => {
+                let ca = TLS_CA.lock().map(|ca| ca.clone()).unwrap_or_default();
+                let tls = enchufe::tls::Connector::from_ca_pem(&ca).ok()?;
+                frames_ping(addr, ClientConfig::default().tls(tls), limit).await
+            }
             Door::Http => http_ping(addr).await,
             Door::Ws => ws_ping(addr).await,
         }
@@ -257,11 +276,11 @@ pub(crate) async fn probe(door: Door, addr: SocketAddr, limit: Duration) -> Opti
     matches!(served, Ok(Some(()))).then(|| start.elapsed())
 }
 
-async fn frames_ping(addr: SocketAddr, limit: Duration) -> Option<()> {
+async fn frames_ping(addr: SocketAddr, config: ClientConfig, limit: Duration) -> Option<()> {
     // Plain: the course's protocol, which every server the suite starts
     // serves (the echo server's automatic profile and the suite's own
     // servers pinned to plain alike).
-    let config = ClientConfig::default()
+    let config = config
         .profile(Profile::Plain)
         .connect_timeout(limit)
         .request_timeout(limit);
@@ -324,7 +343,8 @@ pub(crate) async fn curl_for(addr: SocketAddr, window: Duration) -> Option<(Vec<
 
 /// 2,000 slowloris and 2,000 idle connections per door, reconnecting when
 /// cut, against one `doors` server, while the door's ordinary client (and
-/// `curl`, for HTTP) is served.
+/// `curl`, for HTTP) is served; then the same against the same server
+/// behind TLS, the attackers stuck in the handshake.
 pub(crate) async fn slowloris(cx: &Cx) -> Result<Vec<Row>, String> {
     let (nslow, nidle) = (cx.n(2000), cx.n(2000));
     let srv = cx.own("doors-slowloris", "doors", &[]).await?;
@@ -336,6 +356,17 @@ pub(crate) async fn slowloris(cx: &Cx) -> Result<Vec<Row>, String> {
         // The next door's figures start from a server without attackers.
         proc::wait_fds(srv.pid, Duration::from_secs(10), |n| n <= base + 8).await;
     }
+    srv.stop().await;
+    let cert = cx.logs.join("doors-tls-cert.pem");
+    let cert_arg = cert.to_string_lossy();
+    let srv = cx
+        .own("doors-tls", "doors", &["--tls", cert_arg.as_ref()])
+        .await?;
+    let ca = std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    if let Ok(mut trusted) = TLS_CA.lock() {
+        *trusted = ca;
+    }
+    rows.extend(under_attack(&srv, Door::Tls, nslow, nidle, "TLS").await?);
     srv.stop().await;
     Ok(rows)
 }
@@ -385,7 +416,7 @@ pub(crate) async fn unfinished(cx: &Cx) -> Result<Vec<Row>, String> {
             (_, true) => (30, "frame_timeout 30 s"),
         };
         let (answer, expected, answered) = match door {
-            Door::Frames => (String::new(), "", true),
+            Door::Frames | Door::Tls => (String::new(), "", true),
             Door::Http => {
                 let status = got.split(|&b| b == b'\r').next().unwrap_or(&[]);
                 let status = String::from_utf8_lossy(status).into_owned();

@@ -53,6 +53,10 @@ enum Command {
         mux: bool,
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Serve behind TLS, with a certificate for 127.0.0.1 made at
+        /// start and written (PEM) to this file for the clients to trust.
+        #[arg(long)]
+        tls: Option<PathBuf>,
     },
     /// The slowloris check's attackers (used by the suite itself).
     #[command(hide = true)]
@@ -98,8 +102,10 @@ async fn main() {
             addr,
             mux,
             delay_ms,
+            tls,
         }) => {
-            if let Err(e) = serve::serve(&kind, &addr, mux, Duration::from_millis(delay_ms)).await {
+            let delay = Duration::from_millis(delay_ms);
+            if let Err(e) = serve::serve(&kind, &addr, mux, delay, tls.as_deref()).await {
                 eprintln!("serve: {e}");
                 std::process::exit(2);
             }

@@ -26,6 +26,7 @@ pub(crate) async fn serve(
     addr: &str,
     mux: bool,
     delay: Duration,
+    tls: Option<&std::path::Path>,
 ) -> Result<(), String> {
     let profile = if mux {
         Profile::Multiplexed
@@ -51,6 +52,10 @@ pub(crate) async fn serve(
             .web(enchufe::ws::Options::default())
     } else {
         server
+    };
+    let server = match tls {
+        Some(path) => server.tls(self_signed(path)?),
+        None => server,
     };
     println!("listening on {local}");
     let _ = std::io::stdout().flush();
@@ -109,6 +114,17 @@ pub(crate) async fn serve(
         other => return Err(format!("no server kind {other:?}")),
     }
     Ok(())
+}
+
+/// A TLS acceptor with a self-signed certificate for 127.0.0.1, made now;
+/// the certificate is written (PEM) to `path` for clients to trust.
+fn self_signed(path: &std::path::Path) -> Result<enchufe::tls::Acceptor, String> {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .map_err(|e| e.to_string())?;
+    let pem = cert.cert.pem();
+    std::fs::write(path, &pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    enchufe::tls::Acceptor::from_pem(pem.as_bytes(), cert.key_pair.serialize_pem().as_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// Connects to `addr` and sends half a frame (`half`) or a whole request,
