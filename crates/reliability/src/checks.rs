@@ -54,7 +54,7 @@ impl Cx {
         ((full as f64 * self.scale).round() as usize).max(1)
     }
 
-    async fn echo(&self, name: &str, extra: &[&str]) -> Result<Server, String> {
+    pub(crate) async fn echo(&self, name: &str, extra: &[&str]) -> Result<Server, String> {
         let spec = Spec::echo(&self.echo, extra);
         Server::start(&spec, "127.0.0.1:0", self.logs.join(format!("{name}.log"))).await
     }

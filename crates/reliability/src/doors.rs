@@ -557,18 +557,23 @@ pub(crate) async fn empty(cx: &Cx) -> Result<Vec<Row>, String> {
 
 /// The memory of an idle connection of each door, after one request:
 /// 2,000 of them on a fresh `doors` server each (so no door reuses what
-/// another freed), the server's RSS growth divided by their number.
+/// another freed), the server's RSS growth divided by their number; and
+/// frames on the `echo_server` example too, a server without other doors.
 pub(crate) async fn idle_memory(cx: &Cx) -> Result<Vec<Row>, String> {
     let n = cx.n(2000);
     let mut rows = Vec::new();
-    for (door, bound) in [
-        (Door::Frames, Some(4u64 << 10)),
-        (Door::Ws, Some(16 << 10)),
-        (Door::Http, None),
+    for (door, bound, doors) in [
+        (Door::Frames, Some(4u64 << 10), true),
+        (Door::Frames, Some(4u64 << 10), false),
+        (Door::Ws, Some(16 << 10), true),
+        (Door::Http, None, true),
     ] {
-        let srv = cx
-            .own(&format!("doors-idle-{door:?}"), "doors", &[])
-            .await?;
+        let name = format!("doors-idle-{door:?}");
+        let srv = if doors {
+            cx.own(&name, "doors", &[]).await?
+        } else {
+            cx.echo("echo-idle", &[]).await?
+        };
         // What the first connection ever allocates (the registry, a
         // worker's buffers) is not any connection's.
         probe(door, srv.addr, Duration::from_secs(2)).await;
@@ -598,7 +603,15 @@ pub(crate) async fn idle_memory(cx: &Cx) -> Result<Vec<Row>, String> {
         srv.stop().await;
         let per = grew as f64 / open.max(1) as f64 / 1024.0;
         rows.push(row(
-            format!("{}: idle connection after one request", door.name()),
+            format!(
+                "{}: idle connection after one request{}",
+                door.name(),
+                if doors {
+                    ""
+                } else {
+                    " (echo_server, no other door)"
+                }
+            ),
             format!(
                 "{per:.1} KiB each ({open}/{n} open, RSS {:+.1} MiB, peak {:+.1} MiB)",
                 grew as f64 / f64::from(1 << 20),
