@@ -129,6 +129,17 @@ async fn main() {
     }
 }
 
+/// Checks of targets an open issue sets and the code does not yet meet
+/// everywhere: their rows are printed (a miss shows as `MISSED (target)`)
+/// but do not fail the suite. A check leaves this list once its target is
+/// met, and from then on guards it like every other check.
+const TARGETS: &[&str] = &[
+    "partial",
+    "door-slowloris",
+    "door-unfinished",
+    "door-idle-memory",
+];
+
 async fn run(args: Args) -> i32 {
     let nofile = proc::raise_nofile();
     let here = std::env::current_exe().unwrap_or_default();
@@ -184,8 +195,15 @@ async fn run(args: Args) -> i32 {
         }
         let t = Instant::now();
         eprintln!("-- {name}");
+        // A check of an open issue's target reports its figures without
+        // gating: the suite's exit status covers the guarantees already
+        // met (see TARGETS).
+        let target = TARGETS.contains(&name);
         match check(&cx).await {
-            Ok(r) => {
+            Ok(mut r) => {
+                for r in &mut r {
+                    r.target = target;
+                }
                 for r in &r {
                     eprintln!(
                         "   {} | {} | {}",
@@ -201,6 +219,7 @@ async fn run(args: Args) -> i32 {
                 figure: format!("could not run: {e}"),
                 bound: "runs".into(),
                 ok: false,
+                target,
             }),
         }
         eprintln!("   ({:.1} s)", t.elapsed().as_secs_f64());
@@ -213,14 +232,20 @@ async fn run(args: Args) -> i32 {
             r.check,
             r.figure,
             r.bound,
-            if r.ok { "ok" } else { "**MISSED**" }
+            match (r.ok, r.target) {
+                (true, _) => "ok",
+                (false, false) => "**MISSED**",
+                (false, true) => "**MISSED** (target)",
+            }
         );
     }
-    let missed = rows.iter().filter(|r| !r.ok).count();
+    let missed = rows.iter().filter(|r| !r.ok && !r.target).count();
+    let targets_missed = rows.iter().filter(|r| !r.ok && r.target).count();
     println!("\n({:.0} s)", start.elapsed().as_secs_f64());
+    println!("(targets not yet met, reported without failing: {targets_missed})");
     println!(
         "reliability: {} passed, {missed} failed",
-        rows.len() - missed
+        rows.len() - missed - targets_missed
     );
     i32::from(missed > 0)
 }
