@@ -502,3 +502,66 @@ async fn shutdown_lets_a_running_handler_finish_and_drops_one_past_the_grace() {
     let _ = timeout(LIMIT, stuck.read_to_end(&mut rest)).await.unwrap();
     assert!(rest.is_empty(), "no reply from a cancelled handler");
 }
+
+/// The rules table over the wire: each smuggling shape of RFC 9112 is
+/// refused with its status and the connection closed, so what follows the
+/// head is never served as a request of its own.
+#[tokio::test]
+async fn smuggling_shapes_are_refused_and_close_the_connection() {
+    let (addr, _stop, _task) = start(Config::default()).await;
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let shapes: [(&[u8], &str); 11] = [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 35\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \xff41\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\xff\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n", "501"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "400"),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", "505"),
+        (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", "501"),
+        (b"GET x HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+    ];
+    for (head, status) in shapes {
+        let bytes = [head, smuggled].concat();
+        let reply = exchange(addr, &bytes).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{head:?}: {reply}"
+        );
+        assert!(reply.contains("Connection: close\r\n"), "{reply}");
+        assert!(!reply.contains("smuggled"), "{head:?}: {reply}");
+        assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
+    }
+    let target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(20_000));
+    let reply = exchange(addr, target.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 414 "), "{reply}");
+}
+
+/// What the rules accept: a newer HTTP/1 minor as 1.1, an absolute-form
+/// target with its path and authority apart, and a `Date` on every reply.
+#[tokio::test]
+async fn newer_minors_and_absolute_targets_are_served_with_a_date() {
+    let seen = handler_fn(|request: Request| async move {
+        let authority = request.authority.unwrap_or_default();
+        Response::text(200, format!("{} at {authority}\n", request.path))
+    });
+    let (addr, _stop, _task) = start_with(Config::default(), seen).await;
+    let reply = exchange(
+        addr,
+        b"GET /a HTTP/1.2\r\nHost: x\r\n\r\n\
+          GET http://example.com:81/b?c HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{reply}");
+    assert!(reply.contains("/a at x\n"), "{reply}");
+    assert!(reply.contains("/b?c at example.com:81\n"), "{reply}");
+    assert_eq!(reply.matches("\r\nDate: ").count(), 2, "{reply}");
+    // Refusals carry one too.
+    let reply = exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(
+        reply.starts_with("HTTP/1.1 400 ") && reply.contains("\r\nDate: "),
+        "{reply}"
+    );
+}

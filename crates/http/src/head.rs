@@ -4,6 +4,8 @@
 use bytes::BytesMut;
 use enchufe_framing::{Error, Result, Split};
 
+use crate::Refusal;
+
 /// The most headers a head may carry whatever [`Limits::max_headers`] says:
 /// the parser's header array lives on the stack (32 bytes each, 4 KiB).
 pub const MAX_HEADERS: usize = 128;
@@ -42,28 +44,6 @@ impl Limits {
     pub fn max_headers(mut self, count: usize) -> Self {
         self.max_headers = count.min(MAX_HEADERS);
         self
-    }
-}
-
-/// Why a head was refused: the reply a server owes before it closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// Over [`Limits::max_head`] bytes (`431`).
-    TooLarge,
-    /// Over [`Limits::max_headers`] headers (`431`).
-    TooManyHeaders,
-    /// Not an HTTP/1.x request head; what was wrong (`400`).
-    Malformed(&'static str),
-}
-
-impl Refusal {
-    /// The status code that answers it: `431` or `400`.
-    pub fn status(self) -> u16 {
-        match self {
-            Refusal::TooLarge | Refusal::TooManyHeaders => 431,
-            Refusal::Malformed(_) => 400,
-        }
     }
 }
 
@@ -127,13 +107,27 @@ impl RequestHead {
     fn refuse(&mut self, refusal: Refusal, buf: &BytesMut) -> Error {
         self.refused = Some(refusal);
         match refusal {
-            Refusal::TooLarge => Error::FrameTooLarge {
+            Refusal::TooLarge | Refusal::TargetTooLong => Error::FrameTooLarge {
                 declared: buf.len() as u64,
                 limit: self.limits.max_head,
             },
             Refusal::TooManyHeaders => Error::Malformed("too many header fields"),
             Refusal::Malformed(what) => Error::Malformed(what),
+            Refusal::VersionNotSupported => Error::Malformed("HTTP version not supported"),
+            _ => Error::Malformed("request refused"),
         }
+    }
+
+    /// A head over the limit: `414` when the request line alone is (its
+    /// end is not within the limit), `431` otherwise.
+    fn too_large(&mut self, buf: &BytesMut) -> Error {
+        let line_ends = buf[..self.limits.max_head.min(buf.len())].contains(&b'\n');
+        let refusal = if line_ends {
+            Refusal::TooLarge
+        } else {
+            Refusal::TargetTooLong
+        };
+        self.refuse(refusal, buf)
     }
 
     /// Where the blank line ending the head is, searching only bytes not
@@ -156,27 +150,64 @@ impl Split for RequestHead {
         let ended = self.blank_line(buf);
         if !ended && self.checked {
             if buf.len() > self.limits.max_head {
-                return Err(self.refuse(Refusal::TooLarge, buf));
+                return Err(self.too_large(buf));
             }
             return Ok(None);
         }
         self.checked = true;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers[..self.limits.max_headers]);
-        match request.parse(buf) {
+        let max_headers = self.limits.max_headers;
+        let mut parsed = parse(buf, max_headers);
+        if let Err(httparse::Error::Version) = parsed {
+            match newer_minor(buf) {
+                // `HTTP/1.x`, x > 1, is read as HTTP/1.1 (RFC 9110 §2.5):
+                // the digit is rewritten in the buffer, so the head cut is
+                // the head the handler's `Request` is parsed from.
+                Some(Some(digit)) => {
+                    buf[digit] = b'1';
+                    parsed = parse(buf, max_headers);
+                }
+                Some(None) => return Err(self.refuse(Refusal::VersionNotSupported, buf)),
+                None => {}
+            }
+        }
+        match parsed {
             Ok(httparse::Status::Complete(len)) if len <= self.limits.max_head => {
                 self.scanned = 0;
                 self.checked = false;
                 Ok(Some(buf.split_to(len)))
             }
-            Ok(httparse::Status::Complete(_)) => Err(self.refuse(Refusal::TooLarge, buf)),
+            Ok(httparse::Status::Complete(_)) => Err(self.too_large(buf)),
             Ok(httparse::Status::Partial) if buf.len() > self.limits.max_head => {
-                Err(self.refuse(Refusal::TooLarge, buf))
+                Err(self.too_large(buf))
             }
             Ok(httparse::Status::Partial) => Ok(None),
             Err(httparse::Error::TooManyHeaders) => Err(self.refuse(Refusal::TooManyHeaders, buf)),
             Err(e) => Err(self.refuse(Refusal::Malformed(describe(e)), buf)),
         }
+    }
+}
+
+/// httparse over `buf` with at most `max_headers` headers (the array on
+/// the stack lives only for the call, so the buffer may change after it).
+fn parse(buf: &[u8], max_headers: usize) -> httparse::Result<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    httparse::Request::new(&mut headers[..max_headers]).parse(buf)
+}
+
+/// The version of a request line httparse refused: `Some(Some(i))` for
+/// `HTTP/1.x` with x > 1 (`i` is the index of x), `Some(None)` for another
+/// major (`HTTP/2.0`, `HTTP/3`), `None` when it is no HTTP version at all.
+fn newer_minor(buf: &[u8]) -> Option<Option<usize>> {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let start = line.iter().rposition(|&b| b == b' ')? + 1;
+    let version = &line[start..];
+    let rest = version.strip_prefix(b"HTTP/")?;
+    match rest {
+        [b'1', b'.', minor] if minor.is_ascii_digit() => Some(Some(start + 7)),
+        [b'1', ..] => None,
+        [major, ..] if major.is_ascii_digit() => Some(None),
+        _ => None,
     }
 }
 
@@ -240,6 +271,35 @@ mod tests {
         let mut head = RequestHead::new(Limits::default());
         assert!(split_all(&mut head, b"\0\0\0\x05hello", 64).is_err());
         assert!(matches!(head.refusal(), Some(Refusal::Malformed(_))));
+    }
+
+    #[test]
+    fn newer_minors_are_1_1_other_majors_505_and_a_long_target_414() {
+        for step in [1, 4, 64] {
+            let mut head = RequestHead::new(Limits::default());
+            let heads = split_all(&mut head, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", step).unwrap();
+            assert_eq!(
+                &heads[0][..],
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                "step {step}"
+            );
+            for other in [&b"GET / HTTP/2.0\r\n\r\n"[..], b"GET / HTTP/3.0\r\n\r\n"] {
+                let mut head = RequestHead::new(Limits::default());
+                assert!(split_all(&mut head, other, step).is_err());
+                assert_eq!(head.refusal(), Some(Refusal::VersionNotSupported));
+            }
+            let mut head = RequestHead::new(Limits::default());
+            assert!(split_all(&mut head, b"GET / HTTQ/1.1\r\n\r\n", step).is_err());
+            assert!(matches!(head.refusal(), Some(Refusal::Malformed(_))));
+        }
+        let mut head = RequestHead::new(Limits::default().max_head(100));
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(200));
+        assert!(split_all(&mut head, long.as_bytes(), 7).is_err());
+        assert_eq!(head.refusal().map(Refusal::status), Some(414));
+        let mut head = RequestHead::new(Limits::default().max_head(100));
+        let long = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", "a".repeat(200));
+        assert!(split_all(&mut head, long.as_bytes(), 7).is_err());
+        assert_eq!(head.refusal().map(Refusal::status), Some(431));
     }
 
     #[test]

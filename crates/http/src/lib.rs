@@ -40,8 +40,10 @@
 //!
 //! - [`RequestHead`]: the [`Split`](enchufe_framing::Split) that cuts
 //!   request heads out of the read buffer, within [`Limits`] (16 KiB, 64
-//!   headers by default); a head over them is a [`Refusal`] (`431`), as is
-//!   one that is not HTTP (`400`).
+//!   headers by default).
+//! - [`Refusal`]: the rules table (RFC 9112's framing rules among them):
+//!   each variant a rule and its status; every refusal closes the
+//!   connection.
 //! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives.
 //! - [`Handler`]: `async fn handle(&self, Request) -> Response`, its future
 //!   `Send`; [`handler_fn`] makes one from a closure. One request at a time
@@ -57,12 +59,15 @@
 //! [`Server`]). The `http_hello` and `http_get` examples show both ends,
 //! the client written by hand over a `TcpStream`.
 
+mod date;
 mod handler;
 mod head;
 mod message;
+mod rules;
 mod server;
 
 pub use handler::{handler_fn, Handler, HandlerFn};
-pub use head::{Limits, Refusal, RequestHead, MAX_HEADERS};
+pub use head::{Limits, RequestHead, MAX_HEADERS};
 pub use message::{Request, Response};
+pub use rules::Refusal;
 pub use server::{door, Config, Door, Server};

@@ -3,16 +3,23 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::rules::{self, Framing};
 use crate::Refusal;
 
-/// A request head, parsed: method, path, version and headers. The server
-/// reads no request bodies (see [`Server`](crate::Server)).
+/// A request head, parsed and checked against the rules table (see
+/// [`Refusal`]): method, path, authority, version and headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// `GET`, `HEAD`, ... as sent.
+    /// `GET`, `HEAD`, ... as sent (one of the methods the server knows).
     pub method: String,
-    /// The request target as sent: `/index.html?x=1`.
+    /// The path and query of the target: `/index.html?x=1`, also when the
+    /// target was sent in absolute form (`http://host/index.html?x=1`);
+    /// `*` for `OPTIONS *`.
     pub path: String,
+    /// Who the request is for: the authority of an absolute-form target,
+    /// else the `Host` header (RFC 9112 §3.2.2: the target's wins); `None`
+    /// on an HTTP/1.0 request without either.
+    pub authority: Option<String>,
     /// The minor version: `1` for HTTP/1.1, `0` for HTTP/1.0.
     pub version: u8,
     /// Header lines in order, names as sent (compare them ignoring case,
@@ -22,11 +29,18 @@ pub struct Request {
 
 impl Request {
     /// Parses one whole head, as [`RequestHead`](crate::RequestHead) cuts
-    /// it (so the limits are already checked).
+    /// it (so the limits are already checked), and applies the rules
+    /// table.
     ///
     /// # Errors
-    /// A [`Refusal`] when it is not a complete HTTP/1.x head.
+    /// A [`Refusal`] when it is not a complete HTTP/1.x head or breaks a
+    /// rule.
     pub fn parse(head: &[u8]) -> Result<Request, Refusal> {
+        Request::parse_framed(head).map(|(request, _)| request)
+    }
+
+    /// [`Request::parse`], with how the body that follows is delimited.
+    pub(crate) fn parse_framed(head: &[u8]) -> Result<(Request, Framing), Refusal> {
         let mut headers = [httparse::EMPTY_HEADER; crate::head::MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(head) {
@@ -35,16 +49,29 @@ impl Request {
             Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooManyHeaders),
             Err(_) => return Err(Refusal::Malformed("not an HTTP/1.x request head")),
         }
-        Ok(Request {
-            method: request.method.unwrap_or_default().to_owned(),
-            path: request.path.unwrap_or_default().to_owned(),
+        let framing = rules::check(&request)?;
+        let method = request.method.unwrap_or_default();
+        let (path, authority) = rules::target(method, request.path.unwrap_or_default())?;
+        let authority = authority.map(str::to_owned).or_else(|| {
+            request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(|v| v.trim().to_owned())
+        });
+        let request = Request {
+            method: method.to_owned(),
+            path: path.into_owned(),
+            authority,
             version: request.version.unwrap_or_default(),
             headers: request
                 .headers
                 .iter()
                 .map(|h| (h.name.to_owned(), h.value.to_vec()))
                 .collect(),
-        })
+        };
+        Ok((request, framing))
     }
 
     /// The first header of this name (any case), if valid UTF-8.
@@ -123,6 +150,13 @@ impl Response {
         let mut out = BytesMut::with_capacity(128 + self.body.len());
         let status = self.status.clamp(100, 999);
         out.put_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("date"))
+        {
+            crate::date::put(&mut out);
+        }
         for (name, value) in &self.headers {
             let owned = ["content-length", "connection", "transfer-encoding"]
                 .iter()
@@ -164,11 +198,15 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "",
     }
 }
@@ -181,7 +219,7 @@ mod tests {
     fn keep_alive_follows_the_version_and_the_connection_header() {
         let parse = |h: &str| Request::parse(h.as_bytes()).unwrap();
         assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").keep_alive());
-        assert!(!parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive());
+        assert!(!parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n").keep_alive());
         assert!(!parse("GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(parse("GET / HTTP/1.0\r\nconnection: x, Keep-Alive\r\n\r\n").keep_alive());
     }
@@ -192,13 +230,17 @@ mod tests {
             .header("X-Ok", "1")
             .header("X-Bad", "a\r\nSet-Cookie: evil")
             .header("Content-Length", "999");
-        let bytes = reply.encode(1, false, false);
+        let bytes = reply
+            .clone()
+            .header("Date", "today")
+            .encode(1, false, false);
         assert_eq!(
             &bytes[..],
             &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Ok: 1\r\n\
-               Content-Length: 4\r\nConnection: close\r\n\r\nhola"[..]
+               Date: today\r\nContent-Length: 4\r\nConnection: close\r\n\r\nhola"[..]
         );
         let head = reply.encode(0, true, true);
+        assert!(head.starts_with(b"HTTP/1.1 200 OK\r\nDate: "), "{head:?}");
         assert!(head.ends_with(b"Content-Length: 4\r\nConnection: keep-alive\r\n\r\n"));
     }
 }

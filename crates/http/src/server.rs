@@ -20,7 +20,8 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Handler, Limits, Refusal, Request, RequestHead, Response};
+use crate::rules::Framing;
+use crate::{Handler, Limits, Request, RequestHead, Response};
 
 /// The server's limits and deadlines.
 #[derive(Debug, Clone)]
@@ -383,17 +384,14 @@ where
     Io: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let request = Request::parse(head).map_err(Refusal::status)?;
-    if request.version >= 1 && request.header("host").is_none() {
-        return Err(400);
-    }
-    if request.header("transfer-encoding").is_some() {
-        return Err(501);
-    }
-    match request.header("content-length").map(str::parse::<u64>) {
-        None | Some(Ok(0)) => {}
-        Some(Ok(_)) => return Err(413),
-        Some(Err(_)) => return Err(400),
+    let (request, framing) = Request::parse_framed(head).map_err(|refusal| {
+        tracing::debug!(?refusal, "request refused");
+        refusal.status()
+    })?;
+    match framing {
+        Framing::Length(0) => {}
+        Framing::Length(_) => return Err(413),
+        Framing::Chunked => return Err(501),
     }
     // The handler takes the request: what the reply's framing needs is
     // kept aside.
