@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use enchufe::http::{handler_fn, Config, Handler, Limits, Request, Response, Server};
+use tokio::io::AsyncBufReadExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -131,11 +132,11 @@ async fn garbage_bodies_and_missing_hosts_are_refused_then_closed() {
         (b"\0\0\0\x04hola", "400"),
         (b"GET / HTTP/1.1\r\n\r\n", "400"),
         (
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8388609\r\n\r\nhello",
             "413",
         ),
         (
-            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
             "501",
         ),
     ];
@@ -564,4 +565,154 @@ async fn newer_minors_and_absolute_targets_are_served_with_a_date() {
         reply.starts_with("HTTP/1.1 400 ") && reply.contains("\r\nDate: "),
         "{reply}"
     );
+}
+
+/// Answers `POST` with the request's body, and anything else with the
+/// body's length unread.
+async fn echo(mut request: Request) -> Response {
+    if request.method != "POST" {
+        return Response::text(200, format!("{} unread\n", request.path));
+    }
+    match request.body.to_bytes(1 << 20).await {
+        Ok(body) => Response::new(200, body),
+        Err(e) => Response::text(500, format!("{e}\n")),
+    }
+}
+
+/// Bodies of both framings reach the handler whole, however they are cut,
+/// and the request after each is read from where the body ends.
+#[tokio::test]
+async fn content_length_and_chunked_bodies_reach_the_handler_and_the_next_request_follows() {
+    let (addr, _stop, _task) = start_with(Config::default(), handler_fn(echo)).await;
+    let bytes = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\nGET /no HTTP/\
+        POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5;ext=1\r\nhola \r\nA\r\ncomo estas\r\n0\r\nX-Trailer: t\r\n\r\n\
+        GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = exchange(addr, bytes).await;
+    assert_eq!(reply.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{reply}");
+    assert!(reply.contains("\r\n\r\nGET /no HTTP/"), "{reply}");
+    assert!(reply.contains("\r\n\r\nhola como estas"), "{reply}");
+    assert!(reply.ends_with("/c unread\n"), "{reply}");
+    // The same bytes a few at a time.
+    let reply = timeout(LIMIT, async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        for piece in bytes.chunks(3) {
+            stream.write_all(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        String::from_utf8(reply).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{reply}");
+    assert!(reply.contains("\r\n\r\nhola como estas"), "{reply}");
+}
+
+/// A body over `max_body` is 413 (declared, or counted as chunks come),
+/// a broken chunk 400, and either closes the connection.
+#[tokio::test]
+async fn bodies_past_the_limit_are_413_and_broken_chunks_400() {
+    let config = Config::default().max_body(10);
+    let (addr, _stop, _task) = start_with(config, handler_fn(echo)).await;
+    let next = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let shapes: [(&[u8], &str); 5] = [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhola mundo!", "413"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhola m\r\n5\r\nundo!\r\n0\r\n\r\n", "413"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhola\r\n0\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nholaX\r\n0\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", "400"),
+    ];
+    for (bytes, status) in shapes {
+        let reply = exchange(addr, &[bytes, next].concat()).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{bytes:?}: {reply}"
+        );
+        assert!(reply.contains("Connection: close\r\n"), "{reply}");
+        assert!(!reply.contains("smuggled"), "{reply}");
+    }
+    let reply = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhola mundo",
+    )
+    .await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200 ") && reply.ends_with("\r\n\r\nhola mundo"),
+        "{reply}"
+    );
+}
+
+/// A body the handler does not read is skipped up to `drain_bytes` and the
+/// connection goes on; past it the connection closes after the reply.
+#[tokio::test]
+async fn an_unread_body_is_drained_or_the_connection_closed() {
+    let config = Config::default().drain_bytes(17);
+    let (addr, _stop, _task) = start_with(config, handler_fn(echo)).await;
+    let small = b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\nGET /x HTTP/1.1\r\n\
+        GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = exchange(addr, small).await;
+    assert!(
+        reply.contains("/a unread\n") && reply.ends_with("/b unread\n"),
+        "{reply}"
+    );
+    assert!(!reply.contains("/x"), "{reply}");
+    let big = [
+        &b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"[..],
+        &[b'a'; 100],
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    .concat();
+    let reply = exchange(addr, &big).await;
+    assert!(
+        reply.ends_with("/a unread\n") && reply.contains("Connection: close\r\n"),
+        "{reply}"
+    );
+}
+
+/// `Expect: 100-continue` is answered `100 Continue` only when the handler
+/// reads the body; a handler that does not gets its reply sent at once,
+/// and the connection closes (the client may never send the body).
+#[tokio::test]
+async fn continue_is_sent_only_when_the_handler_reads_the_body() {
+    let (addr, _stop, _task) = start_with(Config::default(), handler_fn(echo)).await;
+    timeout(LIMIT, async {
+        let mut stream = tokio::io::BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let head =
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+        stream.get_mut().write_all(head).await.unwrap();
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+        stream.read_line(&mut line).await.unwrap();
+        stream.get_mut().write_all(b"hola").await.unwrap();
+        stream.get_mut().shutdown().await.unwrap();
+        let mut rest = String::new();
+        stream.read_to_string(&mut rest).await.unwrap();
+        assert!(
+            rest.starts_with("HTTP/1.1 200 OK\r\n") && rest.ends_with("\r\n\r\nhola"),
+            "{rest}"
+        );
+
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head =
+            b"PUT /q HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+        stream.write_all(head).await.unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.unwrap();
+        assert!(!reply.contains("100 Continue"), "{reply}");
+        assert!(
+            reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.contains("Connection: close\r\n"),
+            "{reply}"
+        );
+    })
+    .await
+    .unwrap();
+    let reply = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 417 "), "{reply}");
 }

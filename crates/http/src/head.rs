@@ -1,7 +1,7 @@
 //! [`RequestHead`]: the codec that finds HTTP/1.x request heads in a
 //! connection's bytes, with limits, for the [`Wire`](enchufe_framing::Wire).
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use enchufe_framing::{Error, Result, Split};
 
 use crate::Refusal;
@@ -49,8 +49,10 @@ impl Limits {
 
 /// The [`Split`] of HTTP/1.x request heads: each message it cuts is one
 /// whole head, request line through the blank line, checked by `httparse`
-/// within [`Limits`]. Bodies are not its business (the server refuses
-/// requests that have one).
+/// within [`Limits`]. After a head with a body, the server switches it to
+/// cutting that body (its bytes as they arrive, then an empty message at
+/// its end; chunked bodies decoded, trailers parsed within the same limits
+/// and dropped), then it cuts heads again.
 ///
 /// A head is parsed when its first bytes arrive (garbage is refused at
 /// once, not after 16 KiB of it) and again when its blank line does; in
@@ -81,7 +83,33 @@ pub struct RequestHead {
     checked: bool,
     /// Why the last head was refused, for the server's reply.
     refused: Option<Refusal>,
+    /// Whether a body is being cut, and where in it.
+    body: Mode,
+    /// The most body bytes the current body may carry.
+    max_body: u64,
 }
+
+/// Where the codec is: between requests (cutting a head) or inside a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Cutting the next head.
+    Head,
+    /// A `Content-Length` body: this many bytes left.
+    Length(u64),
+    /// Chunked: a chunk-size line next; the body's bytes so far.
+    Size(u64),
+    /// Chunked: this many bytes of the chunk left; the body's bytes so far.
+    Data(u64, u64),
+    /// Chunked: the CRLF after a chunk's data; the body's bytes so far.
+    DataEnd(u64),
+    /// Chunked: trailer lines up to the blank line.
+    Trailers,
+}
+
+/// The longest chunk-size line (size and extensions) accepted: hyper's
+/// bound on extensions is of the same order; a size alone is at most 16
+/// hex digits.
+const MAX_CHUNK_LINE: usize = 4096;
 
 impl RequestHead {
     /// A codec with these limits.
@@ -91,6 +119,108 @@ impl RequestHead {
             scanned: 0,
             checked: false,
             refused: None,
+            body: Mode::Head,
+            max_body: 0,
+        }
+    }
+
+    /// Cuts a body next: `Some(len)` bytes of a `Content-Length` body, or
+    /// `None` for a chunked one, at most `max_body` bytes in all. The
+    /// messages [`Split::split`] then gives are the body's bytes as they
+    /// arrive (never empty), then one empty message at its end; after that
+    /// it cuts heads again.
+    pub(crate) fn start_body(&mut self, len: Option<u64>, max_body: u64) {
+        self.max_body = max_body;
+        self.body = match len {
+            Some(n) => Mode::Length(n),
+            None => Mode::Size(0),
+        };
+    }
+
+    /// Whether a body is being cut (its end message not yet given).
+    pub(crate) fn in_body(&self) -> bool {
+        self.body != Mode::Head
+    }
+
+    /// The bytes a `Content-Length` body still has to arrive (`None`:
+    /// chunked, or no body).
+    pub(crate) fn body_left(&self) -> Option<u64> {
+        match self.body {
+            Mode::Length(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// The next message of a body: its bytes, or the empty end.
+    fn split_body(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>> {
+        loop {
+            match self.body {
+                Mode::Head => return Ok(None),
+                Mode::Length(0) => {
+                    self.body = Mode::Head;
+                    return Ok(Some(BytesMut::new()));
+                }
+                Mode::Length(_) | Mode::Data(..) if buf.is_empty() => return Ok(None),
+                Mode::Length(left) => {
+                    let n = left.min(buf.len() as u64);
+                    self.body = Mode::Length(left - n);
+                    return Ok(Some(buf.split_to(n as usize)));
+                }
+                Mode::Data(left, total) => {
+                    let n = left.min(buf.len() as u64);
+                    self.body = if n == left {
+                        Mode::DataEnd(total)
+                    } else {
+                        Mode::Data(left - n, total)
+                    };
+                    return Ok(Some(buf.split_to(n as usize)));
+                }
+                Mode::Size(total) => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        let total = total.saturating_add(size);
+                        if total > self.max_body {
+                            return Err(self.refuse(Refusal::BodyTooLarge, buf));
+                        }
+                        self.body = if size == 0 {
+                            Mode::Trailers
+                        } else {
+                            Mode::Data(size, total)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(self.refuse(Refusal::BadChunk, buf));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(_) => return Err(self.refuse(Refusal::BadChunk, buf)),
+                },
+                Mode::DataEnd(total) => {
+                    match (buf.first(), buf.get(1)) {
+                        (Some(b'\r'), Some(b'\n')) => buf.advance(2),
+                        (None, _) | (Some(b'\r'), None) => return Ok(None),
+                        _ => return Err(self.refuse(Refusal::BadChunk, buf)),
+                    }
+                    self.body = Mode::Size(total);
+                }
+                Mode::Trailers => {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let headers = &mut headers[..self.limits.max_headers];
+                    match httparse::parse_headers(buf, headers) {
+                        // Trailers are read and dropped: nothing in this
+                        // server acts on them (RFC 9112 §7.1.2 allows it).
+                        Ok(httparse::Status::Complete((used, _))) => {
+                            buf.advance(used);
+                            self.body = Mode::Head;
+                            return Ok(Some(BytesMut::new()));
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > self.limits.max_head => {
+                            return Err(self.refuse(Refusal::BadChunk, buf));
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(self.refuse(Refusal::BadChunk, buf)),
+                    }
+                }
+            }
         }
     }
 
@@ -112,6 +242,11 @@ impl RequestHead {
                 limit: self.limits.max_head,
             },
             Refusal::TooManyHeaders => Error::Malformed("too many header fields"),
+            Refusal::BodyTooLarge => Error::FrameTooLarge {
+                declared: self.max_body.saturating_add(1),
+                limit: usize::try_from(self.max_body).unwrap_or(usize::MAX),
+            },
+            Refusal::BadChunk => Error::Malformed("broken chunked body"),
             Refusal::Malformed(what) => Error::Malformed(what),
             Refusal::VersionNotSupported => Error::Malformed("HTTP version not supported"),
             _ => Error::Malformed("request refused"),
@@ -144,6 +279,9 @@ impl RequestHead {
 
 impl Split for RequestHead {
     fn split(&mut self, buf: &mut BytesMut, _max: usize) -> Result<Option<BytesMut>> {
+        if self.body != Mode::Head {
+            return self.split_body(buf);
+        }
         if buf.is_empty() {
             return Ok(None);
         }

@@ -5,7 +5,9 @@
 //!
 //! ```text
 //!   client bytes:  GET /hola HTTP/1.1\r\nHost: x\r\n\r\n  (a head: up to the blank line)
+//!                  [body: Content-Length bytes, or chunks]
 //!   Wire<TcpStream, RequestHead> --split--> head --Request::parse--> Request
+//!                                --split--> body bytes, end --> Request::body
 //!   Handler::handle(Request).await -> Response (the driver flushes and keeps
 //!                                     deadlines meanwhile, reading nothing)
 //!   Response --encode--> HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhola\n
@@ -55,10 +57,15 @@
 //!   an idle timeout between requests, graceful shutdown (running handlers
 //!   get [`Config::shutdown_grace`], then are dropped).
 //!
-//! Only `GET` and `HEAD` are meant: requests with a body are refused (see
-//! [`Server`]). The `http_hello` and `http_get` examples show both ends,
-//! the client written by hand over a `TcpStream`.
+//! - [`Body`]: a request's body (`Content-Length` or chunked), streamed to
+//!   the handler as it arrives, within [`Config::max_body`]; one left
+//!   unread is drained (up to [`Config::drain_bytes`]) or the connection
+//!   closed.
+//!
+//! The `http_hello` and `http_get` examples show both ends, the client
+//! written by hand over a `TcpStream`.
 
+mod body;
 mod date;
 mod handler;
 mod head;
@@ -66,6 +73,7 @@ mod message;
 mod rules;
 mod server;
 
+pub use body::Body;
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use head::{Limits, RequestHead, MAX_HEADERS};
 pub use message::{Request, Response};

@@ -4,11 +4,12 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::rules::{self, Framing};
-use crate::Refusal;
+use crate::{Body, Refusal};
 
-/// A request head, parsed and checked against the rules table (see
-/// [`Refusal`]): method, path, authority, version and headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request, its head parsed and checked against the rules table (see
+/// [`Refusal`]): method, path, authority, version, headers, and its body
+/// streamed as it arrives.
+#[derive(Debug)]
 pub struct Request {
     /// `GET`, `HEAD`, ... as sent (one of the methods the server knows).
     pub method: String,
@@ -25,6 +26,9 @@ pub struct Request {
     /// Header lines in order, names as sent (compare them ignoring case,
     /// as [`Request::header`] does).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The body (`Content-Length` or chunked), read from the connection
+    /// as the handler reads it; [`Body::empty`] when there is none.
+    pub body: Body,
 }
 
 impl Request {
@@ -70,6 +74,7 @@ impl Request {
                 .iter()
                 .map(|h| (h.name.to_owned(), h.value.to_vec()))
                 .collect(),
+            body: Body::empty(),
         };
         Ok((request, framing))
     }

@@ -25,6 +25,9 @@
 /// | both `Content-Length` and `Transfer-Encoding` (9112 §6.1, §11.2)  | `LengthAndEncoding`      | 400    |
 /// | `Transfer-Encoding` on HTTP/1.0 (9112 §6.1)                       | `EncodingOnHttp10`       | 400    |
 /// | `Transfer-Encoding` other than a final `chunked` (9112 §6.1)      | `UnsupportedEncoding`    | 501    |
+/// | `Expect` other than `100-continue` (9110 §10.1.1)                  | `UnknownExpectation`     | 417    |
+/// | a body over `Config::max_body` (declared, or as chunks arrive)    | `BodyTooLarge`           | 413    |
+/// | a chunk size that is not hex, a chunk not ended by CRLF, trailers over the head limits (9112 §7.1) | `BadChunk` | 400 |
 ///
 /// Absolute-form targets (`GET http://host/path`) are accepted: the
 /// handler gets the path in [`Request::path`](crate::Request::path) and
@@ -64,6 +67,14 @@ pub enum Refusal {
     EncodingOnHttp10,
     /// A `Transfer-Encoding` other than a final `chunked` (`501`).
     UnsupportedEncoding,
+    /// An `Expect` other than `100-continue` (`417`).
+    UnknownExpectation,
+    /// A body over [`Config::max_body`](crate::Config::max_body) (`413`).
+    BodyTooLarge,
+    /// A broken chunked body: a chunk size that is no hex number (or whose
+    /// line is too long), a chunk not ended by CRLF, trailers over the head
+    /// limits (`400`).
+    BadChunk,
 }
 
 impl Refusal {
@@ -74,6 +85,8 @@ impl Refusal {
             Refusal::TargetTooLong => 414,
             Refusal::VersionNotSupported => 505,
             Refusal::UnknownMethod | Refusal::UnsupportedEncoding => 501,
+            Refusal::UnknownExpectation => 417,
+            Refusal::BodyTooLarge => 413,
             Refusal::Malformed(_)
             | Refusal::BadTarget
             | Refusal::HostCount
@@ -81,7 +94,8 @@ impl Refusal {
             | Refusal::BadContentLength
             | Refusal::DifferingContentLength
             | Refusal::LengthAndEncoding
-            | Refusal::EncodingOnHttp10 => 400,
+            | Refusal::EncodingOnHttp10
+            | Refusal::BadChunk => 400,
         }
     }
 }
@@ -144,6 +158,10 @@ pub(crate) fn check(request: &httparse::Request<'_, '_>) -> Result<Framing, Refu
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             encodings.extend(value.split(',').map(str::trim).filter(|c| !c.is_empty()));
+        } else if name.eq_ignore_ascii_case("expect")
+            && !value.trim().eq_ignore_ascii_case("100-continue")
+        {
+            return Err(Refusal::UnknownExpectation);
         }
     }
     if hosts > 1 || (hosts == 0 && version >= 1) {

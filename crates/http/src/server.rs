@@ -20,8 +20,9 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::BodySender;
 use crate::rules::Framing;
-use crate::{Handler, Limits, Request, RequestHead, Response};
+use crate::{Body, Handler, Limits, Refusal, Request, RequestHead, Response};
 
 /// The server's limits and deadlines.
 #[derive(Debug, Clone)]
@@ -42,6 +43,18 @@ pub struct Config {
     /// The longest reply body plus head. Default 8 MiB (the framing
     /// default); a larger reply is answered `500`.
     pub max_response: usize,
+    /// The longest request body, declared (`Content-Length`, refused
+    /// before the handler runs) or counted as chunks arrive: past it the
+    /// reply is `413` and the connection is closed. Default 8 MiB, as
+    /// [`Config::max_response`]: the body is streamed ([`Body`]), so this
+    /// bounds what a handler is offered, not memory; raise it for uploads.
+    pub max_body: u64,
+    /// After a reply whose handler left the body unread, at most this many
+    /// body bytes are read and dropped so the connection can serve the next
+    /// request; a longer rest closes it. Default 256 KiB: reading a small
+    /// rest costs less than a new connection; a large one is the client's
+    /// upload the server does not want.
+    pub drain_bytes: u64,
     /// Replies held for a client that does not read, past which no further
     /// pipelined request is read. Default 256 KiB.
     pub output_budget: usize,
@@ -80,6 +93,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             max_response: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH,
+            max_body: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH as u64,
+            drain_bytes: 256 * 1024,
             output_budget: 256 * 1024,
             max_connections: 1024,
             linger: Duration::from_secs(1),
@@ -127,6 +142,18 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::max_body`].
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Sets [`Config::drain_bytes`].
+    pub fn drain_bytes(mut self, bytes: u64) -> Self {
+        self.drain_bytes = bytes;
+        self
+    }
+
     /// Sets [`Config::max_connections`].
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
@@ -134,13 +161,10 @@ impl Config {
     }
 }
 
-/// An HTTP/1.1 server for `GET` and `HEAD`: keep-alive, pipelining,
-/// limits on heads and deadlines, on enchufe's connection driver.
-///
-/// Requests with a body (`Content-Length` over 0, or any
-/// `Transfer-Encoding`) are answered `413` / `501` and the connection is
-/// closed: this server reads heads only, and a body left unread would be
-/// taken for the next head.
+/// An HTTP/1.1 server: keep-alive, pipelining, request bodies (streamed,
+/// [`Body`]), limits on heads and bodies and deadlines, on enchufe's
+/// connection driver. What it refuses is the rules table on
+/// [`Refusal`](crate::Refusal).
 ///
 /// ```no_run
 /// use enchufe::http::{handler_fn, Request, Response, Server};
@@ -328,6 +352,9 @@ where
     let mut driver = Driver::new(wire, &signal, config.output_budget, deadlines);
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    // Body bytes still allowed to be read and dropped, while the rest of a
+    // body the handler left unread is skipped.
+    let mut draining: Option<u64> = None;
     let end = loop {
         let event = tokio::select! {
             biased;
@@ -335,14 +362,27 @@ where
             event = driver.event(true) => event,
         };
         match event {
+            Event::Frame(rest) if draining.is_some() => {
+                if !driver.wire().split().in_body() {
+                    draining = None;
+                    continue;
+                }
+                match draining.and_then(|left| left.checked_sub(rest.len() as u64)) {
+                    Some(left) => draining = Some(left),
+                    None => break End::Close,
+                }
+            }
             Event::Frame(head) => {
                 driver.hello_done();
                 match answer(&head, handler, &mut driver, config, stop).await {
-                    Ok(true) => {}
-                    Ok(false) => break End::Close,
+                    Ok(After::KeepAlive) => {}
+                    Ok(After::Drain) => draining = Some(config.drain_bytes),
+                    Ok(After::Close) => break End::Close,
                     Err(status) => break End::Refuse(status),
                 }
             }
+            // A broken rest of a body already answered: no second reply.
+            Event::ReadFailed(_) if draining.is_some() => break End::Close,
             Event::ReadFailed(e) => match driver.wire().split().refusal() {
                 Some(refusal) => {
                     tracing::debug!(error = %e, "request head refused");
@@ -372,64 +412,181 @@ where
     }
 }
 
-/// Answers one head: `Ok(keep_alive)`, or `Err(status)` to refuse and close.
+/// What follows a reply.
+enum After {
+    /// The next request.
+    KeepAlive,
+    /// The rest of the body the handler left unread, then the next request.
+    Drain,
+    /// Nothing: close after flushing.
+    Close,
+}
+
+/// The connection's side of a request body while the handler runs: reads
+/// body messages from the wire (only when the handler asked for the body
+/// and its channel has room) and passes them on.
+struct Pump {
+    /// `None` once the body ended, failed, or the handler dropped it.
+    tx: Option<BodySender>,
+    /// `Expect: 100-continue` on HTTP/1.1: nothing is read before the
+    /// handler asks, and then `100 Continue` goes first.
+    expect: bool,
+    /// The body's end message was taken: the next request starts clean.
+    ended: bool,
+    /// The body broke (its refusal's status): refuse and close.
+    failed: Option<u16>,
+    /// The connection cannot go on after this reply (EOF, a stall).
+    cut: bool,
+}
+
+impl Pump {
+    /// Whether to read body bytes now; writes `100 Continue` the first time
+    /// an expecting handler asks.
+    fn read<Io>(&mut self, driver: &mut Driver<Io, &Signal, RequestHead>) -> bool
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(tx) = &self.tx else { return false };
+        if !tx.wanted() && (self.expect || tx.tx.capacity() == 0) {
+            return false;
+        }
+        if self.expect {
+            self.expect = false;
+            let _ = driver.write(&OutFrame::plain(bytes::Bytes::from_static(
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+            )));
+        }
+        tx.tx.capacity() > 0
+    }
+
+    /// A body message from the wire: bytes, or (empty) the end.
+    fn deliver(&mut self, message: bytes::BytesMut) {
+        if message.is_empty() {
+            self.ended = true;
+        }
+        if let Some(tx) = &self.tx {
+            // Room was checked before reading; a handler that dropped its
+            // body closed the channel: the rest is drained or the
+            // connection closed after the reply.
+            if tx.tx.try_send(Ok(message.freeze())).is_err() || self.ended {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// The body cannot be read on: `error` to the handler.
+    fn fail(&mut self, error: enchufe_framing::Error) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.tx.try_send(Err(error));
+        }
+        self.cut = true;
+    }
+}
+
+/// Answers one request: what follows it, or `Err(status)` to refuse and
+/// close.
 async fn answer<Io, H>(
     head: &[u8],
     handler: &H,
     driver: &mut Driver<Io, &Signal, RequestHead>,
     config: &Config,
     stop: &CancellationToken,
-) -> Result<bool, u16>
+) -> Result<After, u16>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let (request, framing) = Request::parse_framed(head).map_err(|refusal| {
+    let (mut request, framing) = Request::parse_framed(head).map_err(|refusal| {
         tracing::debug!(?refusal, "request refused");
         refusal.status()
     })?;
-    match framing {
-        Framing::Length(0) => {}
-        Framing::Length(_) => return Err(413),
-        Framing::Chunked => return Err(501),
-    }
+    let len = match framing {
+        Framing::Length(0) => None,
+        Framing::Length(n) if n > config.max_body => return Err(Refusal::BodyTooLarge.status()),
+        Framing::Length(n) => Some(Some(n)),
+        Framing::Chunked => Some(None),
+    };
+    let mut pump = len.map(|len| {
+        driver
+            .wire_mut()
+            .split_mut()
+            .start_body(len, config.max_body);
+        let (tx, body) = Body::channel(len);
+        request.body = body;
+        Pump {
+            tx: Some(tx),
+            // RFC 9110 §10.1.1: ignored on HTTP/1.0.
+            expect: request.version >= 1 && request.header("expect").is_some(),
+            ended: false,
+            failed: None,
+            cut: false,
+        }
+    });
     // The handler takes the request: what the reply's framing needs is
     // kept aside.
     let (version, head_only) = (request.version, request.method == "HEAD");
     let asked_keep_alive = request.keep_alive();
-    let reply = match run_handler(handler, request, driver, config.handler_timeout).await {
+    let outcome = run_handler(handler, request, driver, pump.as_mut(), config).await;
+    if let Some(status) = pump.as_ref().and_then(|p| p.failed) {
+        return Err(status);
+    }
+    let reply = match outcome {
         Outcome::Reply(reply) => reply,
         Outcome::TimedOut => Response::text(503, "503: the handler took too long\n"),
         Outcome::Panicked => return Err(500),
-        Outcome::Ended => return Ok(false),
+        Outcome::Ended => return Ok(After::Close),
     };
     // Shutdown began while the handler ran: this reply is the last, and
-    // says so.
-    let keep_alive = asked_keep_alive && !stop.is_cancelled();
+    // says so. A body the handler left unread is drained after it, unless
+    // its client waits for `100 Continue` (it may never send it) or the
+    // connection broke.
+    let mut after = if asked_keep_alive && !stop.is_cancelled() {
+        After::KeepAlive
+    } else {
+        After::Close
+    };
+    if let Some(pump) = &pump {
+        if pump.cut || pump.expect {
+            after = After::Close;
+        } else if !pump.ended && matches!(after, After::KeepAlive) {
+            // A declared rest over the bound is known now: the reply says
+            // the connection closes. A chunked rest is measured as it comes.
+            let left = driver.wire().split().body_left();
+            after = if left.is_some_and(|left| left > config.drain_bytes) {
+                After::Close
+            } else {
+                After::Drain
+            };
+        }
+    }
+    let keep_alive = !matches!(after, After::Close);
     let bytes = reply.encode(version, keep_alive, head_only);
     if driver.write(&OutFrame::plain(bytes)).is_err() {
         tracing::warn!(status = reply.status, "reply over max_response");
         return Err(500);
     }
-    Ok(keep_alive)
+    Ok(after)
 }
 
 /// Runs the handler on this task while the driver keeps the connection:
 /// earlier replies are flushed, the write deadline is kept, the idle
-/// timeout waits (the driver is busy), and nothing is read (pipelined heads
-/// stay in the wire's bounded buffer until their turn). The handler's
-/// deadline is the driver's own ([`Driver::set_deadline`]), on the
-/// connection's one timer, so a run without a timeout arms nothing.
+/// timeout waits (the driver is busy) unless the handler waits for its
+/// body, and nothing is read but that body (pipelined heads stay in the
+/// wire's bounded buffer until their turn). The handler's deadline is the
+/// driver's own ([`Driver::set_deadline`]), on the connection's one timer,
+/// so a run without a timeout arms nothing.
 async fn run_handler<Io, H>(
     handler: &H,
     request: Request,
     driver: &mut Driver<Io, &Signal, RequestHead>,
-    timeout: Option<Duration>,
+    mut pump: Option<&mut Pump>,
+    config: &Config,
 ) -> Outcome
 where
     Io: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
+    let timeout = config.handler_timeout;
     // A closure may panic before it returns its future, or the future when
     // polled: both answer `500`. Unwind safety: on a panic the future is
     // dropped and the connection closed, so no state it left half-changed
@@ -456,7 +613,11 @@ where
             }
         }
         loop {
-            match driver.poll_event(cx, false) {
+            // The body is read only while the handler wants it; a body that
+            // stops arriving meanwhile is bounded by the idle timeout.
+            let read = pump.as_deref_mut().is_some_and(|p| p.read(driver));
+            driver.set_busy(!read);
+            match driver.poll_event(cx, read) {
                 Poll::Ready(Event::Deadline) => {
                     tracing::warn!(limit = ?timeout.unwrap_or_default(), "HTTP handler timed out");
                     return Poll::Ready(Outcome::TimedOut);
@@ -464,9 +625,42 @@ where
                 Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
                     return Poll::Ready(Outcome::Ended)
                 }
-                // Nothing else can come while not reading (the idle
-                // timeout waits while busy; no signal bits are used).
-                Poll::Ready(_) => {}
+                Poll::Ready(event) => {
+                    let Some(pump) = pump.as_deref_mut() else {
+                        // Nothing else can come while not reading (no
+                        // signal bits are used).
+                        continue;
+                    };
+                    match event {
+                        Event::Frame(message) => {
+                            pump.deliver(message);
+                            // The handler may read it now.
+                            return match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                                Ok(Poll::Ready(reply)) => Poll::Ready(Outcome::Reply(reply)),
+                                Ok(Poll::Pending) => continue,
+                                Err(panic) => {
+                                    tracing::warn!(
+                                        panic = panic_message(&*panic),
+                                        "HTTP handler panicked"
+                                    );
+                                    Poll::Ready(Outcome::Panicked)
+                                }
+                            };
+                        }
+                        Event::ReadFailed(e) => {
+                            pump.failed = driver.wire().split().refusal().map(Refusal::status);
+                            pump.fail(e);
+                        }
+                        Event::Eof => pump.fail(enchufe_framing::Error::UnexpectedEof {
+                            expected: 0,
+                            received: 0,
+                        }),
+                        Event::IdleTimeout | Event::FrameTimeout(_) => pump.fail(
+                            enchufe_framing::Error::Malformed("the request body stopped arriving"),
+                        ),
+                        _ => {}
+                    }
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
