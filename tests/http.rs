@@ -573,7 +573,7 @@ async fn echo(mut request: Request) -> Response {
     if request.method != "POST" {
         return Response::text(200, format!("{} unread\n", request.path));
     }
-    match request.body.to_bytes(1 << 20).await {
+    match request.body.to_bytes(8 << 20).await {
         Ok(body) => Response::new(200, body),
         Err(e) => Response::text(500, format!("{e}\n")),
     }
@@ -715,4 +715,43 @@ async fn continue_is_sent_only_when_the_handler_reads_the_body() {
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 417 "), "{reply}");
+}
+
+/// curl sends a file with `Content-Length` (`--data-binary @file`) and
+/// chunked from stdin (`-T -`, after `Expect: 100-continue`); both come
+/// back byte for byte.
+#[tokio::test]
+async fn curl_round_trips_a_body_with_content_length_and_chunked() {
+    let (addr, _stop, _task) = start_with(Config::default(), handler_fn(echo)).await;
+    let text: String = (0..20_000).map(|i| format!("linea {i}\n")).collect();
+    let path = std::env::temp_dir().join(format!("enchufe-http-body-{}", std::process::id()));
+    std::fs::write(&path, &text).unwrap();
+    let url = format!("http://{addr}/eco");
+    let file = format!("@{}", path.display());
+    let back = curl(&["--data-binary", &file, &url]).await;
+    assert!(back == text, "{} bytes back of {}", back.len(), text.len());
+    let out = timeout(
+        LIMIT,
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "curl -sS --max-time 10 -X POST -H 'Transfer-Encoding: chunked' -T - {url} < {}",
+                path.display()
+            ))
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == text.as_bytes(),
+        "{} bytes back",
+        out.stdout.len()
+    );
 }
