@@ -755,3 +755,94 @@ async fn curl_round_trips_a_body_with_content_length_and_chunked() {
         out.stdout.len()
     );
 }
+
+/// Streamed replies: a request body streamed back (chunked on HTTP/1.1,
+/// through curl, larger than the output budget and the body channel), a
+/// declared length, HTTP/1.0 (no chunked: the close ends it), and `HEAD`
+/// (no body).
+#[tokio::test]
+async fn streamed_replies_are_chunked_or_sized_and_head_has_no_body() {
+    let stream = handler_fn(|request: Request| async move {
+        match request.path.as_str() {
+            "/eco" => Response::stream(200, request.body),
+            "/sized" => {
+                let parts = ["ho", "la", "!"].map(|p| Ok::<_, std::io::Error>(p.into()));
+                Response::stream(200, futures::stream::iter(parts)).length(5)
+            }
+            "/short" => {
+                let parts = [Ok::<_, std::io::Error>("hola".into())];
+                Response::stream(200, futures::stream::iter(parts)).length(9)
+            }
+            _ => Response::reader(200, &b"del lector\n"[..]),
+        }
+    });
+    let config = Config::default().max_body(64 << 20);
+    let (addr, _stop, _task) = start_with(config, stream).await;
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let path = std::env::temp_dir().join(format!("enchufe-http-stream-{}", std::process::id()));
+    std::fs::write(&path, &data).unwrap();
+    let out = timeout(
+        LIMIT,
+        tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--data-binary"])
+            .arg(format!("@{}", path.display()))
+            .arg(format!("http://{addr}/eco"))
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == data,
+        "{} bytes back of {}",
+        out.stdout.len(),
+        data.len()
+    );
+
+    let reply = exchange(
+        addr,
+        b"GET /r HTTP/1.1\r\nHost: x\r\n\r\nHEAD /r HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /sized HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (first, rest) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(first.contains("Transfer-Encoding: chunked"), "{reply}");
+    assert!(
+        rest.starts_with("b\r\ndel lector\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{reply}"
+    );
+    let (second, rest) = rest
+        .split_once("0\r\n\r\n")
+        .unwrap()
+        .1
+        .split_once("\r\n\r\n")
+        .unwrap();
+    assert!(second.contains("Transfer-Encoding: chunked"), "{reply}");
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK\r\n"),
+        "HEAD has no body: {reply}"
+    );
+    assert!(
+        rest.contains("Content-Length: 5\r\n") && rest.ends_with("\r\n\r\nhola!"),
+        "{reply}"
+    );
+
+    let reply = exchange(addr, b"GET /r HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await;
+    assert!(
+        !reply.contains("chunked") && !reply.contains("Content-Length"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("\r\n\r\ndel lector\n"), "{reply}");
+    // Shorter than declared: cut, and the connection closes.
+    let reply = exchange(addr, b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        reply.contains("Content-Length: 9\r\n") && reply.ends_with("hola"),
+        "{reply}"
+    );
+}

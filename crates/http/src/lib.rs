@@ -46,7 +46,9 @@
 //! - [`Refusal`]: the rules table (RFC 9112's framing rules among them):
 //!   each variant a rule and its status; every refusal closes the
 //!   connection.
-//! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives.
+//! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives; a
+//!   reply's body in memory or streamed ([`Response::stream`],
+//!   [`Response::reader`]: chunked, within the output budget).
 //! - [`Handler`]: `async fn handle(&self, Request) -> Response`, its future
 //!   `Send`; [`handler_fn`] makes one from a closure. One request at a time
 //!   per connection (replies in request order); a panic is `500` and closes

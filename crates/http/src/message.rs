@@ -1,7 +1,12 @@
 //! [`Request`] and [`Response`]: what a [`Handler`](crate::Handler) sees and
 //! answers, and how a response becomes bytes.
 
+use std::pin::Pin;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use enchufe_framing::BoxError;
+use futures::{Stream, TryStreamExt};
+use tokio::io::AsyncRead;
 
 use crate::rules::{self, Framing};
 use crate::{Body, Refusal};
@@ -107,23 +112,55 @@ impl Request {
     }
 }
 
-/// A reply: status, headers, body. The server adds `Content-Length` and,
-/// when it closes, `Connection: close`; headers of those names set here are
-/// dropped, since the server owns the framing.
+/// A reply: status, headers, body. The server adds `Date`,
+/// `Content-Length` (or `Transfer-Encoding: chunked` for a streamed body
+/// of unknown length) and, when it closes, `Connection: close`; headers of
+/// the framing names set here are dropped, since the server owns the
+/// framing.
+///
+/// The body is either in memory ([`Response::body`]) or streamed
+/// ([`Response::stream`], [`Response::reader`]): chunks are written as
+/// they come, within the connection's output budget, so memory stays
+/// bounded whatever the length.
 ///
 /// ```
 /// use enchufe::http::Response;
 /// let reply = Response::text(404, "no such page\n").header("Cache-Control", "no-store");
 /// assert_eq!(reply.status, 404);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Response {
     /// The status code (`200`, `404`, ...).
     pub status: u16,
     /// Header lines to send, in order.
     pub headers: Vec<(String, String)>,
     /// The body (not sent in reply to `HEAD`, though its length is).
+    /// Ignored when the body is streamed.
     pub body: Bytes,
+    /// A streamed body, written after the head as its chunks come.
+    pub(crate) stream: Option<Streamed>,
+}
+
+/// A streamed body's chunks: an error ends the reply (the connection is
+/// closed, so the client sees it cut short).
+pub(crate) type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
+
+/// A streamed body and its declared length, if any.
+pub(crate) struct Streamed {
+    /// `Some(n)`: sent with `Content-Length: n` (the stream must give
+    /// exactly `n` bytes, else the connection is closed); `None`: chunked
+    /// on HTTP/1.1, delimited by the close on HTTP/1.0.
+    pub(crate) len: Option<u64>,
+    /// The chunks.
+    pub(crate) chunks: Chunks,
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Response {
@@ -133,7 +170,56 @@ impl Response {
             status,
             headers: Vec::new(),
             body: body.into(),
+            stream: None,
         }
+    }
+
+    /// A reply whose body is `chunks`, written as they come: with
+    /// `Transfer-Encoding: chunked` on HTTP/1.1 (on HTTP/1.0, delimited by
+    /// closing the connection). An error from the stream ends the reply
+    /// cut short and closes the connection. A request's
+    /// [`Body`](crate::Body) is such a stream, so this echoes a request
+    /// of any length in bounded memory:
+    ///
+    /// ```
+    /// use enchufe::http::{Request, Response};
+    /// async fn echo(request: Request) -> Response {
+    ///     Response::stream(200, request.body)
+    /// }
+    /// ```
+    pub fn stream<S, E>(status: u16, chunks: S) -> Response
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let mut reply = Response::new(status, Bytes::new());
+        reply.stream = Some(Streamed {
+            len: None,
+            chunks: Box::pin(chunks.map_err(Into::into)),
+        });
+        reply
+    }
+
+    /// A reply whose body is read from `reader` (a file, a pipe) in chunks
+    /// and written as they come, as [`Response::stream`].
+    pub fn reader(status: u16, reader: impl AsyncRead + Send + 'static) -> Response {
+        Response::stream(status, tokio_util::io::ReaderStream::new(reader))
+    }
+
+    /// Declares a streamed body's length: sent with `Content-Length`
+    /// instead of chunked. A stream that gives more or fewer bytes closes
+    /// the connection (the client sees the reply cut short). No effect on
+    /// a body in memory.
+    pub fn length(mut self, len: u64) -> Response {
+        if let Some(stream) = &mut self.stream {
+            stream.len = Some(len);
+        }
+        self
+    }
+
+    /// Whether the body is streamed.
+    pub fn is_streamed(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// A `text/plain; charset=utf-8` reply.
@@ -175,14 +261,22 @@ impl Response {
             }
             out.put_slice(format!("{name}: {value}\r\n").as_bytes());
         }
-        out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        match &self.stream {
+            None => out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes()),
+            Some(Streamed { len: Some(n), .. }) => {
+                out.put_slice(format!("Content-Length: {n}\r\n").as_bytes())
+            }
+            // HTTP/1.0 has no chunked: the close ends the body.
+            Some(_) if version >= 1 => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+            Some(_) => {}
+        }
         match (version, keep_alive) {
             (1.., false) => out.put_slice(b"Connection: close\r\n"),
             (0, true) => out.put_slice(b"Connection: keep-alive\r\n"),
             _ => {}
         }
         out.put_slice(b"\r\n");
-        if !head_only {
+        if !head_only && self.stream.is_none() {
             out.put_slice(&self.body);
         }
         out.freeze()
@@ -235,16 +329,13 @@ mod tests {
             .header("X-Ok", "1")
             .header("X-Bad", "a\r\nSet-Cookie: evil")
             .header("Content-Length", "999");
-        let bytes = reply
-            .clone()
-            .header("Date", "today")
-            .encode(1, false, false);
+        let head = reply.encode(0, true, true);
+        let bytes = reply.header("Date", "today").encode(1, false, false);
         assert_eq!(
             &bytes[..],
             &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Ok: 1\r\n\
                Date: today\r\nContent-Length: 4\r\nConnection: close\r\n\r\nhola"[..]
         );
-        let head = reply.encode(0, true, true);
         assert!(head.starts_with(b"HTTP/1.1 200 OK\r\nDate: "), "{head:?}");
         assert!(head.ends_with(b"Content-Length: 4\r\nConnection: keep-alive\r\n\r\n"));
     }

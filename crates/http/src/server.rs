@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::BodySender;
+use crate::message::Streamed;
 use crate::rules::Framing;
 use crate::{Body, Handler, Limits, Refusal, Request, RequestHead, Response};
 
@@ -474,6 +475,34 @@ impl Pump {
         }
     }
 
+    /// An event of the driver while the body may be read: body bytes are
+    /// passed on (`true`: the handler has something to read), a read that
+    /// failed, ended or stalled fails the body.
+    fn event<Io>(&mut self, event: Event, driver: &Driver<Io, &Signal, RequestHead>) -> bool
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        match event {
+            Event::Frame(message) => {
+                self.deliver(message);
+                return true;
+            }
+            Event::ReadFailed(e) => {
+                self.failed = driver.wire().split().refusal().map(Refusal::status);
+                self.fail(e);
+            }
+            Event::Eof => self.fail(enchufe_framing::Error::UnexpectedEof {
+                expected: 0,
+                received: 0,
+            }),
+            Event::IdleTimeout | Event::FrameTimeout(_) => self.fail(
+                enchufe_framing::Error::Malformed("the request body stopped arriving"),
+            ),
+            _ => {}
+        }
+        false
+    }
+
     /// The body cannot be read on: `error` to the handler.
     fn fail(&mut self, error: enchufe_framing::Error) {
         if let Some(tx) = self.tx.take() {
@@ -530,42 +559,176 @@ where
     if let Some(status) = pump.as_ref().and_then(|p| p.failed) {
         return Err(status);
     }
-    let reply = match outcome {
+    let mut reply = match outcome {
         Outcome::Reply(reply) => reply,
         Outcome::TimedOut => Response::text(503, "503: the handler took too long\n"),
         Outcome::Panicked => return Err(500),
         Outcome::Ended => return Ok(After::Close),
     };
     // Shutdown began while the handler ran: this reply is the last, and
-    // says so. A body the handler left unread is drained after it, unless
-    // its client waits for `100 Continue` (it may never send it) or the
-    // connection broke.
-    let mut after = if asked_keep_alive && !stop.is_cancelled() {
+    // says so. HTTP/1.0 has no chunked: a streamed body of unknown length
+    // ends with the connection.
+    let open = asked_keep_alive
+        && !stop.is_cancelled()
+        && (version >= 1 || reply.stream.as_ref().is_none_or(|s| s.len.is_some()));
+    let stream = reply.stream.as_ref().filter(|_| !head_only).is_some();
+    // A streamed reply may read the body while it is written: what follows
+    // is known after it.
+    let after = if stream {
+        open_after(open)
+    } else {
+        after_body(open_after(open), pump.as_ref(), driver, config)
+    };
+    let keep_alive = !matches!(after, After::Close);
+    let head = reply.encode(version, keep_alive, head_only);
+    let Some(chunks) = reply.stream.take().filter(|_| !head_only) else {
+        if driver.write(&OutFrame::plain(head)).is_err() {
+            tracing::warn!(status = reply.status, "reply over max_response");
+            return Err(500);
+        }
+        return Ok(after);
+    };
+    let chunked = chunks.len.is_none() && version >= 1;
+    match send_stream(driver, pump.as_mut(), head, chunks, chunked, config).await {
+        Ok(()) => Ok(after_body(after, pump.as_ref(), driver, config)),
+        Err(Streaming::BeforeHead) => Err(500),
+        Err(Streaming::Cut) => Ok(After::Close),
+    }
+}
+
+/// What follows a reply before looking at the body.
+fn open_after(open: bool) -> After {
+    if open {
         After::KeepAlive
     } else {
         After::Close
-    };
-    if let Some(pump) = &pump {
-        if pump.cut || pump.expect {
-            after = After::Close;
-        } else if !pump.ended && matches!(after, After::KeepAlive) {
-            // A declared rest over the bound is known now: the reply says
-            // the connection closes. A chunked rest is measured as it comes.
-            let left = driver.wire().split().body_left();
-            after = if left.is_some_and(|left| left > config.drain_bytes) {
-                After::Close
-            } else {
-                After::Drain
-            };
+    }
+}
+
+/// What follows a reply given the request body's state: a body the handler
+/// left unread is drained after it, unless its client waits for `100
+/// Continue` (it may never send it), the connection broke, or a declared
+/// rest is over [`Config::drain_bytes`] (known now, so the reply says the
+/// connection closes; a chunked rest is measured as it comes).
+fn after_body<Io>(
+    after: After,
+    pump: Option<&Pump>,
+    driver: &Driver<Io, &Signal, RequestHead>,
+    config: &Config,
+) -> After
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(pump) = pump else { return after };
+    if pump.cut || pump.expect {
+        return After::Close;
+    }
+    if pump.ended || !matches!(after, After::KeepAlive) {
+        return after;
+    }
+    let left = driver.wire().split().body_left();
+    if left.is_some_and(|left| left > config.drain_bytes) {
+        After::Close
+    } else {
+        After::Drain
+    }
+}
+
+/// How a streamed reply failed.
+enum Streaming {
+    /// Before its head was written: a `500` can still be sent.
+    BeforeHead,
+    /// After: the connection closes, the client sees the reply cut short.
+    Cut,
+}
+
+/// Writes a streamed reply: the head once the first chunk (or the end)
+/// arrives, so that a `100 Continue` its reading of the request body
+/// causes goes first; then each chunk (framed when `chunked`), only while
+/// the output holds less than [`Config::output_budget`]. The request body's
+/// pump runs meanwhile, so a reply may stream the request back.
+async fn send_stream<Io>(
+    driver: &mut Driver<Io, &Signal, RequestHead>,
+    mut pump: Option<&mut Pump>,
+    head: bytes::Bytes,
+    streamed: Streamed,
+    chunked: bool,
+    config: &Config,
+) -> Result<(), Streaming>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    let Streamed { len, mut chunks } = streamed;
+    let mut head = Some(head);
+    let mut sent: u64 = 0;
+    let result = std::future::poll_fn(|cx| loop {
+        let room = driver.queued() < config.output_budget;
+        if room {
+            match chunks.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if let Some(head) = head.take() {
+                        driver.write_chunk(&head);
+                    }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    sent += chunk.len() as u64;
+                    if len.is_some_and(|len| sent > len) {
+                        tracing::warn!(?len, "streamed reply longer than its length");
+                        return Poll::Ready(Err(Streaming::Cut));
+                    }
+                    if chunked {
+                        let size = format!("{:x}\r\n", chunk.len());
+                        driver.write_chunk(&bytes::Bytes::from(size));
+                        driver.write_chunk(&chunk);
+                        driver.write_chunk(&bytes::Bytes::from_static(b"\r\n"));
+                    } else {
+                        driver.write_chunk(&chunk);
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "streamed reply failed");
+                    return Poll::Ready(Err(match head {
+                        Some(_) => Streaming::BeforeHead,
+                        None => Streaming::Cut,
+                    }));
+                }
+                Poll::Ready(None) => {
+                    if let Some(head) = head.take() {
+                        driver.write_chunk(&head);
+                    }
+                    if len.is_some_and(|len| sent != len) {
+                        tracing::warn!(?len, sent, "streamed reply shorter than its length");
+                        return Poll::Ready(Err(Streaming::Cut));
+                    }
+                    if chunked {
+                        driver.write_chunk(&bytes::Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => {}
+            }
         }
-    }
-    let keep_alive = !matches!(after, After::Close);
-    let bytes = reply.encode(version, keep_alive, head_only);
-    if driver.write(&OutFrame::plain(bytes)).is_err() {
-        tracing::warn!(status = reply.status, "reply over max_response");
-        return Err(500);
-    }
-    Ok(after)
+        let read = pump.as_deref_mut().is_some_and(|p| p.read(driver));
+        driver.set_busy(!read);
+        match driver.poll_event(cx, read) {
+            Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
+                return Poll::Ready(Err(Streaming::Cut))
+            }
+            Poll::Ready(event) => {
+                if let Some(pump) = pump.as_deref_mut() {
+                    pump.event(event, driver);
+                }
+            }
+            // Room again after a flush: the stream is polled once more.
+            Poll::Pending if !room && driver.queued() < config.output_budget => {}
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await;
+    driver.set_busy(false);
+    result
 }
 
 /// Runs the handler on this task while the driver keeps the connection:
@@ -631,34 +794,19 @@ where
                         // signal bits are used).
                         continue;
                     };
-                    match event {
-                        Event::Frame(message) => {
-                            pump.deliver(message);
-                            // The handler may read it now.
-                            return match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
-                                Ok(Poll::Ready(reply)) => Poll::Ready(Outcome::Reply(reply)),
-                                Ok(Poll::Pending) => continue,
-                                Err(panic) => {
-                                    tracing::warn!(
-                                        panic = panic_message(&*panic),
-                                        "HTTP handler panicked"
-                                    );
-                                    Poll::Ready(Outcome::Panicked)
-                                }
-                            };
-                        }
-                        Event::ReadFailed(e) => {
-                            pump.failed = driver.wire().split().refusal().map(Refusal::status);
-                            pump.fail(e);
-                        }
-                        Event::Eof => pump.fail(enchufe_framing::Error::UnexpectedEof {
-                            expected: 0,
-                            received: 0,
-                        }),
-                        Event::IdleTimeout | Event::FrameTimeout(_) => pump.fail(
-                            enchufe_framing::Error::Malformed("the request body stopped arriving"),
-                        ),
-                        _ => {}
+                    if pump.event(event, driver) {
+                        // The handler may read it now.
+                        return match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                            Ok(Poll::Ready(reply)) => Poll::Ready(Outcome::Reply(reply)),
+                            Ok(Poll::Pending) => continue,
+                            Err(panic) => {
+                                tracing::warn!(
+                                    panic = panic_message(&*panic),
+                                    "HTTP handler panicked"
+                                );
+                                Poll::Ready(Outcome::Panicked)
+                            }
+                        };
                     }
                 }
                 Poll::Pending => return Poll::Pending,
