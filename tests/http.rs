@@ -846,3 +846,24 @@ async fn streamed_replies_are_chunked_or_sized_and_head_has_no_body() {
         "{reply}"
     );
 }
+
+/// A body that stops arriving while the handler reads it ends within the
+/// idle timeout: the handler's read fails and the connection closes.
+#[tokio::test]
+async fn a_body_that_stops_arriving_ends_at_the_idle_timeout() {
+    let config = Config::default().idle_timeout(Duration::from_millis(300));
+    let (addr, _stop, _task) = start_with(config, handler_fn(echo)).await;
+    let reply = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhola",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+    assert!(reply.contains("Connection: close\r\n"), "{reply}");
+    let reply = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nhola\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+}
