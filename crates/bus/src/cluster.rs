@@ -360,6 +360,31 @@ impl Cluster {
         members
     }
 
+    /// The rooms with a member on some server (this server's now, the
+    /// others' as of their last heartbeat within [`Config::presence_ttl`]).
+    /// Sorted.
+    pub fn rooms(&self) -> Vec<String> {
+        let names: Vec<String> = lock(&self.inner.rooms).keys().cloned().collect();
+        let mut rooms: Vec<String> = names
+            .into_iter()
+            .filter(|name| !self.inner.local_members(name).is_empty())
+            .collect();
+        let now = Instant::now();
+        for (seen, remote) in lock(&self.inner.remote).values() {
+            if now.duration_since(*seen) <= self.inner.config.presence_ttl {
+                rooms.extend(
+                    remote
+                        .iter()
+                        .filter(|(_, members)| !members.is_empty())
+                        .map(|(name, _)| name.clone()),
+                );
+            }
+        }
+        rooms.sort();
+        rooms.dedup();
+        rooms
+    }
+
     /// The servers heard from within [`Config::presence_ttl`], this one
     /// included. Sorted.
     pub fn nodes(&self) -> Vec<NodeId> {

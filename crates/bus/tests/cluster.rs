@@ -98,10 +98,17 @@ async fn presence_lists_members_everywhere_and_forgets_a_crashed_server() {
             all.sort();
             all
         };
+        b.cluster.join("solo-b", b.id(0)).unwrap();
         eventually("everyone sees the three members", || {
             [&a, &b, &c]
                 .iter()
                 .all(|n| n.cluster.members("sala") == everyone)
+        })
+        .await;
+        eventually("everyone sees b's own room", || {
+            [&a, &b, &c]
+                .iter()
+                .all(|n| n.cluster.rooms() == ["sala", "solo-b"])
         })
         .await;
 
