@@ -24,6 +24,26 @@
 //!   send, send except a member), presence ([`Cluster::members`]) from
 //!   heartbeats with a TTL.
 //!
+//! # The Redis bus
+//!
+//! Crate: `redis` (redis-rs), the kept Rust client, with tokio (its 1.x
+//! builds on Rust 1.88). Publishing goes through one multiplexed
+//! connection, so one server's messages reach Redis in the order sent; each
+//! subscription has a pub/sub connection of its own, as Redis requires.
+//!
+//! Plain pub/sub (`PUBLISH`/`SUBSCRIBE`), not sharded (`SPUBLISH`, Redis 7):
+//! on one Redis, or a primary with replicas, they behave alike; sharded
+//! pub/sub pays only in a Redis Cluster, where plain pub/sub sends every
+//! message to every node. A cluster of enchufe servers uses one channel,
+//! which would sit on one shard anyway, and plain pub/sub works with every
+//! Redis and with Valkey.
+//!
+//! A publish that fails drops the connection; the next one reconnects, no
+//! sooner than a backoff doubling from `RedisConfig::min_backoff` (100 ms)
+//! to `RedisConfig::max_backoff` (2 s), and until then publishes fail at
+//! once with [`Error::Unavailable`]. A subscription whose connection ends
+//! connects and subscribes again with the same backoff.
+//!
 //! Delivery through the bus is at most once: pub/sub keeps nothing, so a
 //! server cut from the bus misses what was published meanwhile (counted
 //! where it can be: failed publishes, full queues). Recovering missed
