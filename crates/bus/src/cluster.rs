@@ -50,6 +50,10 @@ pub struct Config {
     /// of presence (their messages are still delivered). Default 256 KiB,
     /// about 30,000 members per server.
     pub max_presence_bytes: usize,
+    /// How long [`Cluster::detach`] may take to publish what is still
+    /// queued and say goodbye. Default 2 s, the Redis bus's command
+    /// timeout: past it, what is left is dropped.
+    pub detach_timeout: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(1),
             presence_ttl: Duration::from_secs(3),
             max_presence_bytes: 256 << 10,
+            detach_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -185,6 +190,9 @@ struct Inner {
     publish_failures: AtomicU64,
     received: AtomicU64,
     incoming_dropped: AtomicU64,
+    /// Detaching: sends are refused, the publisher empties its queue.
+    closing: CancellationToken,
+    /// Stop now, whatever is queued (detaching took too long).
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -227,6 +235,7 @@ impl Cluster {
             publish_failures: AtomicU64::new(0),
             received: AtomicU64::new(0),
             incoming_dropped: AtomicU64::new(0),
+            closing: CancellationToken::new(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             config,
@@ -234,14 +243,14 @@ impl Cluster {
         // The tasks hold only a weak reference, so dropping every Cluster
         // ends them.
         let weak = Arc::downgrade(&inner);
-        let cancel = inner.cancel.clone();
+        let (closing, cancel) = (inner.closing.clone(), inner.cancel.clone());
         inner
             .tasks
-            .spawn(publisher(weak.clone(), drain, cancel.clone()));
+            .spawn(publisher(weak.clone(), drain, closing.clone(), cancel));
         inner
             .tasks
-            .spawn(receiver(weak.clone(), subscription, cancel.clone()));
-        inner.tasks.spawn(heartbeat(weak, cancel));
+            .spawn(receiver(weak.clone(), subscription, closing.clone()));
+        inner.tasks.spawn(heartbeat(weak, closing));
         inner.tasks.close();
         Ok(Cluster { inner })
     }
@@ -411,24 +420,32 @@ impl Cluster {
         }
     }
 
-    /// Leaves the cluster: tells the other servers (so this server's
-    /// members leave their presence at once, within the bus's command
-    /// timeout), stops the tasks and waits for them. Later sends fail with
-    /// [`Error::Closed`].
+    /// Leaves the cluster: publishes what is still queued, tells the other
+    /// servers (so this server's members leave their presence at once),
+    /// stops the tasks and waits for them, all within
+    /// [`Config::detach_timeout`]. Later sends fail with [`Error::Closed`].
     pub async fn detach(self) {
         let inner = &self.inner;
-        if inner.cancel.is_cancelled() {
+        if inner.closing.is_cancelled() {
             return;
         }
-        inner.cancel.cancel();
-        inner.tasks.wait().await;
+        inner.closing.cancel();
+        let limit = inner.config.detach_timeout;
+        let started = Instant::now();
+        if tokio::time::timeout(limit, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            inner.cancel.cancel();
+            inner.tasks.wait().await;
+        }
         let gone = Envelope {
             node: inner.node,
             kind: Kind::Gone,
             payload: Bytes::new(),
         };
         let _ = tokio::time::timeout(
-            inner.config.heartbeat,
+            limit.saturating_sub(started.elapsed()),
             inner.bus.publish(&inner.config.channel, gone.encode()),
         )
         .await;
@@ -448,7 +465,7 @@ impl Cluster {
 
     fn send<M: Encode>(&self, kind: Kind, except: Option<ConnectionId>, msg: M) -> Result<usize> {
         let inner = &self.inner;
-        if inner.cancel.is_cancelled() {
+        if inner.closing.is_cancelled() {
             return Err(Error::Closed);
         }
         let frame = msg.encode().map_err(Error::Encode)?;
@@ -559,18 +576,26 @@ impl Inner {
     }
 }
 
-/// Publishes what the cluster queued, one at a time, in order.
+/// Publishes what the cluster queued, one at a time, in order; once
+/// detaching, until the queue is empty.
 async fn publisher(
     inner: std::sync::Weak<Inner>,
     mut drain: Drain<Bytes>,
+    closing: CancellationToken,
     cancel: CancellationToken,
 ) {
     loop {
         let envelope = tokio::select! {
+            // In this order: what is queued goes before a goodbye.
+            biased;
             _ = cancel.cancelled() => return,
             envelope = drain.recv() => match envelope {
                 Some(envelope) => envelope,
                 None => return,
+            },
+            _ = closing.cancelled() => match drain.queued_bytes() {
+                0 => return,
+                _ => continue,
             },
         };
         let Some(inner) = inner.upgrade() else { return };

@@ -136,6 +136,28 @@ async fn presence_lists_members_everywhere_and_forgets_a_crashed_server() {
 }
 
 #[tokio::test]
+async fn detach_publishes_what_is_queued_first() {
+    tokio::time::timeout(WAIT, async {
+        let bus = Arc::new(MemoryBus::new());
+        let a = Node::start(bus.clone(), config(), 0).await;
+        let b = Node::start(bus, config(), 1).await;
+        settle(&[&a, &b]).await;
+        // Queued, not yet published (this runtime has one thread, and the
+        // publisher has not run since).
+        for n in 0..10 {
+            a.cluster.broadcast(format!("m{n}")).unwrap();
+        }
+        a.cluster.clone().detach().await;
+        for n in 0..10 {
+            assert_eq!(next(b.client(0)).await, format!("m{n}"));
+        }
+        eventually("a said goodbye", || b.cluster.nodes().len() == 1).await;
+    })
+    .await
+    .expect("not hung");
+}
+
+#[tokio::test]
 async fn a_closed_connection_leaves_its_rooms() {
     tokio::time::timeout(WAIT, async {
         let a = Node::start(Arc::new(MemoryBus::new()), config(), 2).await;
