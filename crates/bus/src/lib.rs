@@ -42,7 +42,9 @@
 //! sooner than a backoff doubling from `RedisConfig::min_backoff` (100 ms)
 //! to `RedisConfig::max_backoff` (2 s), and until then publishes fail at
 //! once with [`Error::Unavailable`]. A subscription whose connection ends
-//! connects and subscribes again with the same backoff.
+//! connects and subscribes again with the same backoff; it also pings Redis
+//! every `RedisConfig::keepalive` (5 s), so a connection that died without
+//! a word (a cut network) is replaced too.
 //!
 //! Delivery through the bus is at most once: pub/sub keeps nothing, so a
 //! server cut from the bus misses what was published meanwhile (counted

@@ -240,3 +240,97 @@ async fn three_servers_on_redis_deliver_each_message_once_and_survive_a_restart(
     .await
     .expect("not hung");
 }
+
+/// A TCP relay to Redis whose open connections can be black-holed: they
+/// stay open and carry nothing, as after a network cut that no FIN or RST
+/// announced. New connections are relayed as before.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(upstream: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                watch.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = watch.changed() => {
+                            // Black-holed: hold both ends open, relay nothing.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        Relay { addr, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn black_hole(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn a_silently_dead_subscription_is_noticed_and_replaced() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    tokio::time::timeout(WAIT * 2, async {
+        let relay = Relay::start(redis.port).await;
+        let mut config = RedisConfig::default();
+        config.keepalive = Duration::from_millis(100);
+        config.command_timeout = Duration::from_millis(300);
+        config.min_backoff = Duration::from_millis(20);
+        config.max_backoff = Duration::from_millis(200);
+        let cut_off = RedisBus::open(&relay.url(), config).unwrap();
+        let (direct, _) = bus(&redis);
+        let mut sub = cut_off.subscribe(&["news"], 1 << 20).unwrap();
+
+        // Publishes directly until the subscription (through the relay)
+        // hears one.
+        async fn until_heard(direct: &RedisBus, sub: &mut enchufe::bus::Subscription) {
+            loop {
+                direct
+                    .publish("news", Bytes::from_static(b"hola"))
+                    .await
+                    .unwrap();
+                if let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(50), sub.recv()).await
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::timeout(WAIT, until_heard(&direct, &mut sub))
+            .await
+            .expect("the subscription goes live");
+        while tokio::time::timeout(Duration::from_millis(50), sub.recv())
+            .await
+            .is_ok()
+        {}
+
+        relay.black_hole();
+        tokio::time::timeout(WAIT, until_heard(&direct, &mut sub))
+            .await
+            .expect("the dead subscription is noticed and replaced");
+        assert!(cut_off.stats().resubscribes >= 1);
+        cut_off.close().await;
+        redis.down().await;
+    })
+    .await
+    .expect("not hung");
+}
