@@ -90,9 +90,9 @@ const WRITE_START: usize = 4 * 1024;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use enchufe::framing::{Config, OutFrame, Wire};
+/// use enchufe_framing::{Config, OutFrame, Wire};
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> enchufe::framing::Result<()> {
+/// # async fn main() -> enchufe_framing::Result<()> {
 /// let (a, b) = tokio::io::duplex(1024);
 /// let (mut a, mut b) = (Wire::new(a, &Config::default()), Wire::new(b, &Config::default()));
 /// a.write(&OutFrame::plain(Bytes::from_static(b"hola")))?;

@@ -31,7 +31,7 @@ use crate::{Error, Result, HEADER_LEN};
 /// Lines ending in `\n`, at most 80 bytes each:
 ///
 /// ```
-/// use enchufe::framing::{BytesMut, Config, Error, Result, Split, Wire};
+/// use enchufe_framing::{BytesMut, Config, Error, Result, Split, Wire};
 ///
 /// #[derive(Debug)]
 /// struct Lines;
