@@ -112,7 +112,7 @@ impl Client {
     ) -> Result<Client> {
         let shown = addr.to_string();
         let (wiring, incoming) = Wiring::new(&config);
-        let link = dial(addr, &shown, &config, &wiring).await?;
+        let link = dial(&shown, &config, &wiring).await?;
         let route = match config.reconnect.clone() {
             None => Route::Fixed(link),
             Some(policy) => Route::Supervised(Supervised::start(
