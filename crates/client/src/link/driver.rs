@@ -483,7 +483,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 }
                 Ok(Inbound::Push(body)) => body,
                 Ok(_) => return Err(Stop::Protocol("the server sent a client-only kind")),
-                Err(what) => return Err(Stop::Protocol(what)),
+                Err(violation) => return Err(Stop::Protocol(violation.as_str())),
             }
         } else {
             if self.check_first {
