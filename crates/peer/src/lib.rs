@@ -73,9 +73,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
 mod config;
+mod error;
 mod table;
 
-pub use config::{Config, Error, Result};
+pub use config::Config;
+pub use error::{Error, Result};
 
 /// How [`Peer::connect`] and [`Peer::add_peer`] tell a Unix socket's path
 /// from a `HOST:PORT`: `unix:/run/peer-a.sock` (the client's convention).

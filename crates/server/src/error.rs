@@ -145,6 +145,32 @@ impl Error {
         }
     }
 
+    /// Whether the connection was reset (`ECONNRESET`) rather than closed:
+    /// the other end ended it on a failure.
+    pub fn is_reset(&self) -> bool {
+        match self {
+            Error::Io(e) => e.kind() == io::ErrorKind::ConnectionReset,
+            Error::Framing(e) => e.is_reset(),
+            _ => false,
+        }
+    }
+
+    /// Whether the other end refused a request for load ([`Error::Remote`]
+    /// with `ErrorCode::Busy`): it did not run, and a retry later may
+    /// succeed.
+    pub fn is_busy(&self) -> bool {
+        self.code() == Some(enchufe_framing::mux::ErrorCode::Busy)
+    }
+
+    /// The other end's error code, when it failed a request
+    /// ([`Error::Remote`]); `None` for every other failure.
+    pub fn code(&self) -> Option<enchufe_framing::mux::ErrorCode> {
+        match self {
+            Error::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
     /// Whether a TLS handshake failed (`Error::Tls`; always `false`
     /// without the `tls` feature).
     pub fn is_tls(&self) -> bool {
