@@ -482,6 +482,83 @@ mod tests {
         assert_eq!(ours.code(), None);
     }
 
+    /// Every predicate, in one row: timeout, closed, reset, frame too
+    /// large, profile mismatch, bad input, busy.
+    fn answers(e: &Error) -> [bool; 7] {
+        [
+            e.is_timeout(),
+            e.is_closed(),
+            e.is_reset(),
+            e.is_frame_too_large(),
+            e.is_profile_mismatch(),
+            e.is_bad_input(),
+            e.is_busy(),
+        ]
+    }
+
+    #[test]
+    fn the_predicate_set_of_every_enchufe_error_answers_here() {
+        use enchufe_framing::mux::Mismatch;
+        use enchufe_framing::Error as F;
+        let reset = Error::from(F::Io(io::ErrorKind::ConnectionReset.into()));
+        assert!(matches!(reset, Error::ResetByPeer(_)), "{reset:?}");
+        let mismatch = Error::from(F::ProfileMismatch(Mismatch::NotAHello));
+        assert_eq!(mismatch.mismatch(), Some(Mismatch::NotAHello));
+        // Wrapped, not copied: the framing error's own text.
+        assert_eq!(
+            mismatch.to_string(),
+            F::ProfileMismatch(Mismatch::NotAHello).to_string()
+        );
+        let violation = Error::from(F::Malformed("unknown frame kind"));
+        assert!(matches!(violation.framing(), Some(F::Malformed(_))));
+        let cases = [
+            (
+                Error::Timeout(Duration::from_secs(1)),
+                [true, false, false, false, false, false, false],
+            ),
+            (
+                Error::ClosedByPeer,
+                [false, true, false, false, false, false, false],
+            ),
+            (reset, [false, true, true, false, false, false, false]),
+            (
+                Error::from(F::FrameTooLarge {
+                    declared: 9,
+                    limit: 8,
+                }),
+                [false, false, false, true, false, true, false],
+            ),
+            (mismatch, [false, false, false, false, true, false, false]),
+            (
+                Error::from(F::ProfileMismatch(Mismatch::NoHello(Duration::from_secs(
+                    1,
+                )))),
+                [true, false, false, false, true, false, false],
+            ),
+            (violation, [false, false, false, false, false, true, false]),
+            (
+                Error::from(F::InvalidUtf8 { valid_up_to: 0 }),
+                [false, false, false, false, false, true, false],
+            ),
+            (
+                remote(ErrorCode::Busy),
+                [false, false, false, false, false, false, true],
+            ),
+            // A reconnecting client that gave up answers for its last try.
+            (
+                Error::GaveUp {
+                    addr: "x:1".into(),
+                    attempts: 3,
+                    last: Arc::new(Error::from(F::ProfileMismatch(Mismatch::GotHello))),
+                },
+                [false, true, false, false, true, false, false],
+            ),
+        ];
+        for (e, expected) in &cases {
+            assert_eq!(answers(e), *expected, "{e:?}");
+        }
+    }
+
     #[test]
     fn disconnected_says_only_what_the_client_knows() {
         // During a partition the server may be up: the text must not say

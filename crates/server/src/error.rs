@@ -241,6 +241,73 @@ mod tests {
     use enchufe_framing::mux::Mismatch;
     use enchufe_framing::Error as Framing;
 
+    /// Every predicate, in one row: timeout, closed, reset, frame too
+    /// large, profile mismatch, bad input, busy.
+    fn answers(e: &Error) -> [bool; 7] {
+        [
+            e.is_timeout(),
+            e.is_closed(),
+            e.is_reset(),
+            e.is_frame_too_large(),
+            e.is_profile_mismatch(),
+            e.is_bad_input(),
+            e.is_busy(),
+        ]
+    }
+
+    #[test]
+    fn the_predicate_set_of_every_enchufe_error_answers_here() {
+        use std::io;
+        use std::time::Duration;
+        let cases = [
+            (
+                Error::FrameTimeout(Duration::from_secs(1)),
+                [true, false, false, false, false, true, false],
+            ),
+            (
+                Error::Timeout(Duration::from_secs(1)),
+                [true, false, false, false, false, false, false],
+            ),
+            (
+                Error::Closed,
+                [false, true, false, false, false, false, false],
+            ),
+            (
+                Error::Io(io::ErrorKind::ConnectionReset.into()),
+                [false, true, true, false, false, true, false],
+            ),
+            (
+                Error::Framing(Framing::Io(io::ErrorKind::ConnectionReset.into())),
+                [false, true, true, false, false, true, false],
+            ),
+            (
+                Error::Framing(Framing::FrameTooLarge {
+                    declared: 9,
+                    limit: 8,
+                }),
+                [false, false, false, true, false, true, false],
+            ),
+            (
+                Error::Framing(Framing::ProfileMismatch(Mismatch::GotHello)),
+                [false, false, false, false, true, true, false],
+            ),
+            (
+                Error::Remote {
+                    code: enchufe_framing::mux::ErrorCode::Busy,
+                    message: "full".into(),
+                },
+                [false, false, false, false, false, false, true],
+            ),
+            (
+                Error::HandlerPanic("bug".into()),
+                [false, false, false, false, false, false, false],
+            ),
+        ];
+        for (e, expected) in &cases {
+            assert_eq!(answers(e), *expected, "{e:?}");
+        }
+    }
+
     #[test]
     fn only_a_protocol_disagreement_ends_without_a_reset() {
         let clean = [
