@@ -94,6 +94,12 @@ impl Error {
         self.server().is_some_and(enchufe_server::Error::is_busy)
     }
 
+    /// The other peer's error code, when it failed a request; `None` for
+    /// every other failure.
+    pub fn code(&self) -> Option<enchufe_framing::mux::ErrorCode> {
+        self.server().and_then(enchufe_server::Error::code)
+    }
+
     /// Whether a link's TLS handshake failed (always `false` without the
     /// `tls` feature); for a dialer that gave up, its last attempt.
     pub fn is_tls(&self) -> bool {
@@ -176,5 +182,7 @@ mod tests {
         for (e, expected) in &cases {
             assert_eq!(answers(e), *expected, "{e:?}");
         }
+        assert_eq!(cases[5].0.code(), Some(ErrorCode::Busy));
+        assert_eq!(Error::Closed.code(), None);
     }
 }
