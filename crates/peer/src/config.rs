@@ -35,7 +35,7 @@ pub struct Config {
     /// starts minutes later, or comes back after an outage, is still
     /// linked, at the cost of one connection attempt every 2 s while it is
     /// away. For a window, set [`Backoff::max_attempts`]: past it the dial
-    /// gives up with [`Error::Unreachable`] and
+    /// gives up with [`Error::Unreachable`](crate::Error::Unreachable) and
     /// [`PeerEvent::Unreachable`](crate::PeerEvent::Unreachable).
     pub backoff: Backoff,
     /// How often an idle link sends a ping. Default 5 s.
@@ -49,7 +49,7 @@ pub struct Config {
     pub event_queue: usize,
     /// What [`Peer::send`](crate::Peer::send) and [`Peer::request`](crate::Peer::request) do when the peer has no
     /// link right now: [`WhileDown::FailFast`] (the default) fails at once
-    /// with [`Error::NotConnected`]; [`WhileDown::Wait`] waits up to its
+    /// with [`Error::NotConnected`](crate::Error::NotConnected); [`WhileDown::Wait`] waits up to its
     /// bound for the link to come (back), as while a peer restarts.
     pub while_down: WhileDown,
     /// TLS on every link (feature `tls`): the acceptor for links other

@@ -18,7 +18,7 @@ pub enum Error {
     NotConnected(String),
 
     /// Dialing gave up: the other peer never came up within
-    /// [`Backoff::max_attempts`] (only with a limit set; by default a peer
+    /// [`Backoff::max_attempts`](crate::Backoff::max_attempts) (only with a limit set; by default a peer
     /// dials until the other comes up).
     #[error("cannot reach peer {addr} after {attempts} attempts: {last}")]
     Unreachable {
