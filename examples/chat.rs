@@ -13,6 +13,17 @@
 //! cargo run --features ws --example chat -- server --web   # or, for browsers too
 //! # open http://127.0.0.1:8080/ (or http://127.0.0.1:8080/?nick=ana&say=hola)
 //! ```
+//!
+//! With `--bus` (feature `redis`), servers on one Redis form one room: a
+//! line, `/msg` and `/who` reach members on every server.
+//!
+//! ```text
+//! redis-server --port 6379 --save '' --appendonly no                   # terminal 1
+//! cargo run --features redis --example chat -- server --addr 127.0.0.1:8081 --bus redis://127.0.0.1:6379
+//! cargo run --features redis --example chat -- server --addr 127.0.0.1:8082 --bus redis://127.0.0.1:6379
+//! cargo run --example chat -- client --addr 127.0.0.1:8081 --nick ana
+//! cargo run --example chat -- client --addr 127.0.0.1:8082 --nick bob
+//! ```
 
 use clap::Parser;
 use enchufe::client::Error as ClientError;
@@ -32,6 +43,9 @@ enum Args {
         /// Also serve the chat page and its WebSocket on this port, for browsers.
         #[arg(long)]
         web: bool,
+        /// Join the servers on this Redis into one room (feature `redis`).
+        #[arg(long, value_name = "redis://HOST:PORT")]
+        bus: Option<String>,
     },
     /// Joins the room; stdin lines are messages, `/who`, `/msg NICK TEXT`.
     Client {
@@ -49,19 +63,23 @@ async fn main() -> Result<(), support::report::Report> {
     support::log::init();
     let (addr, nick) = match Args::parse() {
         Args::Client { addr, nick } => (addr, nick),
-        Args::Server { addr, web } => {
+        Args::Server { addr, web, bus } => {
             // No idle timeout: in a chat, listening for hours without typing is normal.
             let config = enchufe::server::Config::default()
                 .profile(Profile::Multiplexed)
                 .idle_timeout(None);
             let server = Server::bind(addr.as_str()).await?.with_config(config);
             let server = support::web::listen(server, web)?;
-            let server = server.serve(support::room::Room::default());
+            let room = support::room::Room::default();
+            let cluster = support::bus::slot(&room);
+            let server = server.serve(room);
+            support::bus::attach(&server, cluster.clone(), bus.as_deref())?;
             if web {
                 tracing::info!("browsers: open http://{}/", server.local_addr());
             }
             tracing::info!(addr = %server.local_addr(), "chat server ready; Ctrl-C to stop");
             support::stop::signal().await;
+            support::bus::detach(&cluster).await;
             server.shutdown().await;
             return Ok(());
         }

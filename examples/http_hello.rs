@@ -1,18 +1,21 @@
 //! HTTP/1.1 over the same machinery: the course's web server, on enchufe's
-//! connection driver with an HTTP request-head codec in place of the length
-//! prefix. It answers `GET` (and `HEAD`) with keep-alive; a head over 16 KiB
-//! or 64 headers gets `431`, one that is not HTTP `400`, one that does not
-//! arrive whole within `--head-timeout` `408`, and then the connection is
-//! closed. The handler is async: `/lento/NAME` awaits a second before its
-//! reply, and one over `--handler-timeout` is `503`. Prints
-//! `listening on HOST:PORT` on stdout once bound; runs until Ctrl-C or
-//! SIGTERM.
+//! connection driver with an HTTP codec in place of the length prefix. It
+//! answers `GET` (and `HEAD`) with keep-alive, and `POST /eco` (or `PUT`,
+//! as `curl -T` sends) with the request's body (sent with `Content-Length` or chunked, up to
+//! `--max-body`); a head over 16 KiB or 64 headers gets `431`, one that is
+//! not HTTP `400`, one that does not arrive whole within `--head-timeout`
+//! `408`, and then the connection is closed. The handler is async:
+//! `/lento/NAME` awaits a second before its reply, and one over
+//! `--handler-timeout` is `503`. Prints `listening on HOST:PORT` on stdout
+//! once bound; runs until Ctrl-C or SIGTERM.
 //!
 //! ```text
 //! cargo run --example http_hello -- --addr 127.0.0.1:8080
 //! curl -i http://127.0.0.1:8080/hola/mundo
 //! curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/hola/otra   # one connection, two requests
 //! curl http://127.0.0.1:8080/lento/ana & curl http://127.0.0.1:8080/hola/eva   # eva first
+//! curl --data-binary @Cargo.toml http://127.0.0.1:8080/eco            # the file back
+//! echo hola | curl -H 'Transfer-Encoding: chunked' -T - http://127.0.0.1:8080/eco
 //! cargo run --example http_hello -- --handler-timeout 0.5   # then /lento/ana is 503
 //! cargo run --example http_get -- --url http://127.0.0.1:8080/hola/mundo
 //! ```
@@ -40,12 +43,20 @@ struct Args {
     /// Seconds a request may take to answer (then `503`).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     handler_timeout: f64,
+    /// The longest request body `/eco` takes (then `413`).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    max_body: u64,
 }
 
 /// The handler: what the course's `handle_command` is for HTTP, async.
 /// `/lento/NAME` waits a second first (as a database query would): other
 /// connections are served meanwhile, and past `--handler-timeout` it is `503`.
 async fn hello(request: Request) -> Response {
+    if matches!(request.method.as_str(), "POST" | "PUT") && request.path == "/eco" {
+        // Streamed back as it arrives: memory stays a few chunks whatever
+        // the length (the server refuses a body over `--max-body`, 413).
+        return Response::stream(200, request.body);
+    }
     if request.method != "GET" && request.method != "HEAD" {
         return Response::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
     }
@@ -70,7 +81,8 @@ async fn main() -> Result<(), support::report::Report> {
     let config = Config::default()
         .head_timeout(Duration::try_from_secs_f64(args.head_timeout)?)
         .idle_timeout(Duration::try_from_secs_f64(args.idle_timeout)?)
-        .handler_timeout(Some(Duration::try_from_secs_f64(args.handler_timeout)?));
+        .handler_timeout(Some(Duration::try_from_secs_f64(args.handler_timeout)?))
+        .max_body(args.max_body);
     let server = Server::bind(args.addr.as_str()).await?.with_config(config);
     let addr = server.local_addr()?;
     // Stdout carries only this line, for scripts and tests that bind port 0.

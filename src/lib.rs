@@ -53,6 +53,7 @@
 //! | `enchufe-udp` | [`udp`] | [`UdpServer`], [`UdpClient`], `udp::Handler` (datagrams) |
 //! | `enchufe-transfer` | [`transfer`] | `transfer::Upload`, `transfer::Receiver` (files and streams: chunks, XXH3-128, progress, resume), `transfer::course` |
 //! | `enchufe-http` | [`http`] | `http::Server`, `http::Handler`, `http::RequestHead` (HTTP/1.1 GET on the same driver) |
+//! | `enchufe-bus` | `bus` (feature `bus`) | `bus::Cluster` (broadcasts, rooms and presence across servers), the `bus::Bus` trait, `bus::MemoryBus`, `bus::RedisBus` (feature `redis`) |
 //! | `enchufe-transports` | `tls`, `ws` (features) | TLS `Acceptor` / `Connector` (rustls); the WebSocket upgrade and `WsIo` |
 //!
 //! # Features
@@ -61,6 +62,8 @@
 //! - `tls`: `Server::tls`, `Server::dial_tls`, `client::Config::tls` (so
 //!   `MultiClient` too), `peer::Config::tls`; the `tls` module.
 //! - `ws`: `Server::ws`, a WebSocket listener for browsers; the `ws` module.
+//! - `bus`: the `bus` module: broadcasts and rooms that reach every server
+//!   attached to one bus; `redis` adds the bus on Redis pub/sub.
 //! - `tower`: the tower bridge: `server::tower::ServiceHandler` (a
 //!   [`Handler`] from a `tower::Service`, so tower's timeouts, limits and
 //!   load shedding wrap handlers) and `Client::service` /
@@ -90,6 +93,10 @@
 //! # }
 //! ```
 
+/// Broadcasts, rooms and presence across servers on a shared bus, in
+/// process or on Redis (features `bus`, `redis`).
+#[cfg(feature = "bus")]
+pub use enchufe_bus as bus;
 pub use enchufe_client as client;
 pub use enchufe_http as http;
 pub use enchufe_peer as peer;

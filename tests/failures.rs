@@ -1,5 +1,5 @@
-//! Handlers that outlive their clients, and failures the client can see
-//! (issue 12): a plain handler whose client reset is dropped at once, a
+//! Handlers that outlive their clients, and failures the client can see:
+//! a plain handler whose client reset is dropped at once, a
 //! half-close still gets its answers, a connection ended by a failure is
 //! reset rather than closed like a goodbye, and shutdown says what became of
 //! the requests in flight. Run with `cargo test --test failures`.

@@ -191,3 +191,26 @@ async fn an_http_connection_that_sends_nothing_is_refused_at_the_head_deadline()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_first_head_not_whole_in_time_is_answered_408_at_the_front_door() {
+    bounded(async {
+        // With both doors, the front door reads the head itself to tell an
+        // upgrade from a request: one that never ends is answered as the
+        // HTTP door would answer it.
+        let config = Config::default().handshake_timeout(Duration::from_millis(300));
+        let server = one_port(config).await;
+        let mut slow = TcpStream::connect(server.local_addr()).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(10), slow.read_to_string(&mut response))
+            .await
+            .expect("answered, not left open")
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+        server.shutdown().await;
+    })
+    .await;
+}

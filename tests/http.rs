@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use enchufe::http::{handler_fn, Config, Handler, Limits, Request, Response, Server};
+use tokio::io::AsyncBufReadExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -131,11 +132,11 @@ async fn garbage_bodies_and_missing_hosts_are_refused_then_closed() {
         (b"\0\0\0\x04hola", "400"),
         (b"GET / HTTP/1.1\r\n\r\n", "400"),
         (
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8388609\r\n\r\nhello",
             "413",
         ),
         (
-            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
             "501",
         ),
     ];
@@ -501,4 +502,368 @@ async fn shutdown_lets_a_running_handler_finish_and_drops_one_past_the_grace() {
     let mut rest = Vec::new();
     let _ = timeout(LIMIT, stuck.read_to_end(&mut rest)).await.unwrap();
     assert!(rest.is_empty(), "no reply from a cancelled handler");
+}
+
+/// The rules table over the wire: each smuggling shape of RFC 9112 is
+/// refused with its status and the connection closed, so what follows the
+/// head is never served as a request of its own.
+#[tokio::test]
+async fn smuggling_shapes_are_refused_and_close_the_connection() {
+    let (addr, _stop, _task) = start(Config::default()).await;
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let shapes: [(&[u8], &str); 11] = [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 35\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \xff41\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\xff\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n", "501"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "400"),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", "505"),
+        (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", "501"),
+        (b"GET x HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+    ];
+    for (head, status) in shapes {
+        let bytes = [head, smuggled].concat();
+        let reply = exchange(addr, &bytes).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{head:?}: {reply}"
+        );
+        assert!(reply.contains("Connection: close\r\n"), "{reply}");
+        assert!(!reply.contains("smuggled"), "{head:?}: {reply}");
+        assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
+    }
+    let target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(20_000));
+    let reply = exchange(addr, target.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 414 "), "{reply}");
+}
+
+/// What the rules accept: a newer HTTP/1 minor as 1.1, an absolute-form
+/// target with its path and authority apart, and a `Date` on every reply.
+#[tokio::test]
+async fn newer_minors_and_absolute_targets_are_served_with_a_date() {
+    let seen = handler_fn(|request: Request| async move {
+        let authority = request.authority.unwrap_or_default();
+        Response::text(200, format!("{} at {authority}\n", request.path))
+    });
+    let (addr, _stop, _task) = start_with(Config::default(), seen).await;
+    let reply = exchange(
+        addr,
+        b"GET /a HTTP/1.2\r\nHost: x\r\n\r\n\
+          GET http://example.com:81/b?c HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{reply}");
+    assert!(reply.contains("/a at x\n"), "{reply}");
+    assert!(reply.contains("/b?c at example.com:81\n"), "{reply}");
+    assert_eq!(reply.matches("\r\nDate: ").count(), 2, "{reply}");
+    // Refusals carry one too.
+    let reply = exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(
+        reply.starts_with("HTTP/1.1 400 ") && reply.contains("\r\nDate: "),
+        "{reply}"
+    );
+}
+
+/// Answers `POST` with the request's body, and anything else with the
+/// body's length unread.
+async fn echo(mut request: Request) -> Response {
+    if request.method != "POST" {
+        return Response::text(200, format!("{} unread\n", request.path));
+    }
+    match request.body.to_bytes(8 << 20).await {
+        Ok(body) => Response::new(200, body),
+        Err(e) => Response::text(500, format!("{e}\n")),
+    }
+}
+
+/// Bodies of both framings reach the handler whole, however they are cut,
+/// and the request after each is read from where the body ends.
+#[tokio::test]
+async fn content_length_and_chunked_bodies_reach_the_handler_and_the_next_request_follows() {
+    let (addr, _stop, _task) = start_with(Config::default(), handler_fn(echo)).await;
+    let bytes = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\nGET /no HTTP/\
+        POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5;ext=1\r\nhola \r\nA\r\ncomo estas\r\n0\r\nX-Trailer: t\r\n\r\n\
+        GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = exchange(addr, bytes).await;
+    assert_eq!(reply.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{reply}");
+    assert!(reply.contains("\r\n\r\nGET /no HTTP/"), "{reply}");
+    assert!(reply.contains("\r\n\r\nhola como estas"), "{reply}");
+    assert!(reply.ends_with("/c unread\n"), "{reply}");
+    // The same bytes a few at a time.
+    let reply = timeout(LIMIT, async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        for piece in bytes.chunks(3) {
+            stream.write_all(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        String::from_utf8(reply).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{reply}");
+    assert!(reply.contains("\r\n\r\nhola como estas"), "{reply}");
+}
+
+/// A body over `max_body` is 413 (declared, or counted as chunks come),
+/// a broken chunk 400, and either closes the connection.
+#[tokio::test]
+async fn bodies_past_the_limit_are_413_and_broken_chunks_400() {
+    let config = Config::default().max_body(10);
+    let (addr, _stop, _task) = start_with(config, handler_fn(echo)).await;
+    let next = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let shapes: [(&[u8], &str); 5] = [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhola mundo!", "413"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhola m\r\n5\r\nundo!\r\n0\r\n\r\n", "413"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhola\r\n0\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nholaX\r\n0\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", "400"),
+    ];
+    for (bytes, status) in shapes {
+        let reply = exchange(addr, &[bytes, next].concat()).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{bytes:?}: {reply}"
+        );
+        assert!(reply.contains("Connection: close\r\n"), "{reply}");
+        assert!(!reply.contains("smuggled"), "{reply}");
+    }
+    let reply = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhola mundo",
+    )
+    .await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200 ") && reply.ends_with("\r\n\r\nhola mundo"),
+        "{reply}"
+    );
+}
+
+/// A body the handler does not read is skipped up to `drain_bytes` and the
+/// connection goes on; past it the connection closes after the reply.
+#[tokio::test]
+async fn an_unread_body_is_drained_or_the_connection_closed() {
+    let config = Config::default().drain_bytes(17);
+    let (addr, _stop, _task) = start_with(config, handler_fn(echo)).await;
+    let small = b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\nGET /x HTTP/1.1\r\n\
+        GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = exchange(addr, small).await;
+    assert!(
+        reply.contains("/a unread\n") && reply.ends_with("/b unread\n"),
+        "{reply}"
+    );
+    assert!(!reply.contains("/x"), "{reply}");
+    let big = [
+        &b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"[..],
+        &[b'a'; 100],
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    .concat();
+    let reply = exchange(addr, &big).await;
+    assert!(
+        reply.ends_with("/a unread\n") && reply.contains("Connection: close\r\n"),
+        "{reply}"
+    );
+}
+
+/// `Expect: 100-continue` is answered `100 Continue` only when the handler
+/// reads the body; a handler that does not gets its reply sent at once,
+/// and the connection closes (the client may never send the body).
+#[tokio::test]
+async fn continue_is_sent_only_when_the_handler_reads_the_body() {
+    let (addr, _stop, _task) = start_with(Config::default(), handler_fn(echo)).await;
+    timeout(LIMIT, async {
+        let mut stream = tokio::io::BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let head =
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+        stream.get_mut().write_all(head).await.unwrap();
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+        stream.read_line(&mut line).await.unwrap();
+        stream.get_mut().write_all(b"hola").await.unwrap();
+        stream.get_mut().shutdown().await.unwrap();
+        let mut rest = String::new();
+        stream.read_to_string(&mut rest).await.unwrap();
+        assert!(
+            rest.starts_with("HTTP/1.1 200 OK\r\n") && rest.ends_with("\r\n\r\nhola"),
+            "{rest}"
+        );
+
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head =
+            b"PUT /q HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+        stream.write_all(head).await.unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.unwrap();
+        assert!(!reply.contains("100 Continue"), "{reply}");
+        assert!(
+            reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.contains("Connection: close\r\n"),
+            "{reply}"
+        );
+    })
+    .await
+    .unwrap();
+    let reply = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 417 "), "{reply}");
+}
+
+/// curl sends a file with `Content-Length` (`--data-binary @file`) and
+/// chunked from stdin (`-T -`, after `Expect: 100-continue`); both come
+/// back byte for byte.
+#[tokio::test]
+async fn curl_round_trips_a_body_with_content_length_and_chunked() {
+    let (addr, _stop, _task) = start_with(Config::default(), handler_fn(echo)).await;
+    let text: String = (0..20_000).map(|i| format!("linea {i}\n")).collect();
+    let path = std::env::temp_dir().join(format!("enchufe-http-body-{}", std::process::id()));
+    std::fs::write(&path, &text).unwrap();
+    let url = format!("http://{addr}/eco");
+    let file = format!("@{}", path.display());
+    let back = curl(&["--data-binary", &file, &url]).await;
+    assert!(back == text, "{} bytes back of {}", back.len(), text.len());
+    let out = timeout(
+        LIMIT,
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "curl -sS --max-time 10 -X POST -H 'Transfer-Encoding: chunked' -T - {url} < {}",
+                path.display()
+            ))
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == text.as_bytes(),
+        "{} bytes back",
+        out.stdout.len()
+    );
+}
+
+/// Streamed replies: a request body streamed back (chunked on HTTP/1.1,
+/// through curl, larger than the output budget and the body channel), a
+/// declared length, HTTP/1.0 (no chunked: the close ends it), and `HEAD`
+/// (no body).
+#[tokio::test]
+async fn streamed_replies_are_chunked_or_sized_and_head_has_no_body() {
+    let stream = handler_fn(|request: Request| async move {
+        match request.path.as_str() {
+            "/eco" => Response::stream(200, request.body),
+            "/sized" => {
+                let parts = ["ho", "la", "!"].map(|p| Ok::<_, std::io::Error>(p.into()));
+                Response::stream(200, futures::stream::iter(parts)).length(5)
+            }
+            "/short" => {
+                let parts = [Ok::<_, std::io::Error>("hola".into())];
+                Response::stream(200, futures::stream::iter(parts)).length(9)
+            }
+            _ => Response::reader(200, &b"del lector\n"[..]),
+        }
+    });
+    let config = Config::default().max_body(64 << 20);
+    let (addr, _stop, _task) = start_with(config, stream).await;
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let path = std::env::temp_dir().join(format!("enchufe-http-stream-{}", std::process::id()));
+    std::fs::write(&path, &data).unwrap();
+    let out = timeout(
+        LIMIT,
+        tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--data-binary"])
+            .arg(format!("@{}", path.display()))
+            .arg(format!("http://{addr}/eco"))
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == data,
+        "{} bytes back of {}",
+        out.stdout.len(),
+        data.len()
+    );
+
+    let reply = exchange(
+        addr,
+        b"GET /r HTTP/1.1\r\nHost: x\r\n\r\nHEAD /r HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /sized HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (first, rest) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(first.contains("Transfer-Encoding: chunked"), "{reply}");
+    assert!(
+        rest.starts_with("b\r\ndel lector\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{reply}"
+    );
+    let (second, rest) = rest
+        .split_once("0\r\n\r\n")
+        .unwrap()
+        .1
+        .split_once("\r\n\r\n")
+        .unwrap();
+    assert!(second.contains("Transfer-Encoding: chunked"), "{reply}");
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK\r\n"),
+        "HEAD has no body: {reply}"
+    );
+    assert!(
+        rest.contains("Content-Length: 5\r\n") && rest.ends_with("\r\n\r\nhola!"),
+        "{reply}"
+    );
+
+    let reply = exchange(addr, b"GET /r HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await;
+    assert!(
+        !reply.contains("chunked") && !reply.contains("Content-Length"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("\r\n\r\ndel lector\n"), "{reply}");
+    // Shorter than declared: cut, and the connection closes.
+    let reply = exchange(addr, b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        reply.contains("Content-Length: 9\r\n") && reply.ends_with("hola"),
+        "{reply}"
+    );
+}
+
+/// A body that stops arriving while the handler reads it ends within the
+/// idle timeout: the handler's read fails and the connection closes.
+#[tokio::test]
+async fn a_body_that_stops_arriving_ends_at_the_idle_timeout() {
+    let config = Config::default().idle_timeout(Duration::from_millis(300));
+    let (addr, _stop, _task) = start_with(config, handler_fn(echo)).await;
+    let reply = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhola",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+    assert!(reply.contains("Connection: close\r\n"), "{reply}");
+    let reply = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nhola\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
 }

@@ -1,11 +1,10 @@
-//! Defaults that cannot give a wrong answer (issue 10, item 1). Two enchufe
+//! Defaults that cannot give a wrong answer. Two enchufe
 //! ends with default settings (client: multiplexed; server: automatic)
 //! never pair a push with a request, and every profile mismatch, in both
 //! directions, is a typed error at connect or at the first request, never
 //! a message taken for another. Run with `cargo test --test profile`.
 //!
-//! The first four tests are the issue's findings: each failed on the code
-//! before (where both defaults were plain) and passes now.
+//! The first four tests fail where both defaults are plain.
 
 mod common;
 

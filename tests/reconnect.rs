@@ -10,15 +10,14 @@ mod common;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::mux_peer::MuxPeer;
 use common::{bounded, echo_server, echo_server_at, eventually};
-use enchufe::framing::mux::{Header, Hello, Kind};
-use enchufe::framing::Transport;
+use enchufe::framing::mux::Kind;
 use enchufe::{handler_fn, Client, ServerHandle};
 use enchufe_client::{Backoff, Config, Error, Event, Reconnect, WhileDown};
 use enchufe_server::Profile;
 use futures::StreamExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
 /// Redials quickly so tests do not wait on the default backoff.
@@ -50,22 +49,6 @@ async fn next_event(events: &mut broadcast::Receiver<Event>) -> Event {
     }
 }
 
-/// The server side of one multiplexed connection, by hand.
-async fn accept_mux(listener: &TcpListener) -> Transport<TcpStream> {
-    let mut t = Transport::new(listener.accept().await.unwrap().0);
-    t.send(Hello::new("").answering().encode().unwrap())
-        .await
-        .unwrap();
-    Hello::decode(&t.recv().await.unwrap().unwrap()).unwrap();
-    t
-}
-
-async fn next_request(t: &mut Transport<TcpStream>) -> (u64, String) {
-    let (header, body) = Header::split(t.recv().await.unwrap().unwrap()).unwrap();
-    assert_eq!(header.kind, Kind::Request);
-    (header.id, String::from_utf8(body.to_vec()).unwrap())
-}
-
 #[tokio::test]
 async fn a_request_in_flight_when_the_connection_drops_fails_typed_and_is_not_retried() {
     bounded(async {
@@ -77,7 +60,7 @@ async fn a_request_in_flight_when_the_connection_drops_fails_typed_and_is_not_re
         );
         let (client, mut first) = tokio::join!(
             async { Client::connect_with(addr, config).await.unwrap() },
-            accept_mux(&listener)
+            MuxPeer::accept(&listener)
         );
         let mut events = client.events();
 
@@ -85,7 +68,7 @@ async fn a_request_in_flight_when_the_connection_drops_fails_typed_and_is_not_re
             let client = client.clone();
             async move { client.request::<_, String>("first").await }
         });
-        let (_, body) = next_request(&mut first).await;
+        let (_, body) = first.next_request().await;
         assert_eq!(body, "first");
         drop(first); // the server dies with the request unanswered
 
@@ -94,21 +77,14 @@ async fn a_request_in_flight_when_the_connection_drops_fails_typed_and_is_not_re
 
         // The client redials; the first frame on the new connection is the
         // next request, not the old one again.
-        let mut second = accept_mux(&listener).await;
+        let mut second = MuxPeer::accept(&listener).await;
         let reply = tokio::spawn({
             let client = client.clone();
             async move { client.request::<_, String>("second").await }
         });
-        let (id, body) = next_request(&mut second).await;
+        let (id, body) = second.next_request().await;
         assert_eq!(body, "second");
-        let mut frame = Header {
-            kind: Kind::Response,
-            id,
-        }
-        .to_bytes()
-        .to_vec();
-        frame.extend_from_slice(b"ok");
-        second.send(Bytes::from(frame)).await.unwrap();
+        second.send(Kind::Response, id, "ok").await;
         assert_eq!(reply.await.unwrap().unwrap(), "ok");
 
         assert!(matches!(
@@ -399,7 +375,7 @@ async fn a_request_while_down_that_outwaits_its_timeout_is_disconnected_not_time
         .request_timeout(Duration::from_millis(100));
         let (client, first) = tokio::join!(
             async { Client::connect_with(addr, config).await.unwrap() },
-            accept_mux(&listener)
+            MuxPeer::accept(&listener)
         );
         let mut events = client.events();
         drop(first);

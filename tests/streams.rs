@@ -1,4 +1,4 @@
-//! Streamed frame bodies (plain profile, issue 8): a frame longer than
+//! Streamed frame bodies (plain profile): a frame longer than
 //! `max_frame_length` and within `max_stream_length` reaches
 //! `Handler::handle_stream` in chunks; `Client::send_stream` sends one from
 //! any `AsyncRead`. Memory stays bounded by a few chunks on both ends: the
@@ -310,7 +310,7 @@ async fn streams_are_refused_unless_turned_on_and_handled() {
     .await;
 }
 
-/// Issue 8's figure: sending one 200 MiB message peaks under 32 MiB in the
+/// Sending one 200 MiB message peaks under 32 MiB in the
 /// sender. Here sender and receiver share the process, so the bound holds
 /// for both together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

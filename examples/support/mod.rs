@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod args;
+pub(crate) mod bus;
 pub(crate) mod log;
 pub(crate) mod nofile;
 pub(crate) mod progress;

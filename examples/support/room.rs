@@ -1,5 +1,9 @@
 //! The chat room of the `chat` example, as a `Handler`: shared with
-//! `tests/browser.rs`, which joins it from a browser.
+//! `tests/browser.rs`, which joins it from a browser. With a bus (feature
+//! `redis`, `chat server --bus redis://HOST:PORT`), the room spans every
+//! server on that bus: lines, notices and `/msg` go through the cluster,
+//! and `/who` and nickname checks read its presence (each member is also
+//! alone in a room named `nick:NAME`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -13,21 +17,79 @@ pub(crate) struct Nick(Option<String>);
 
 /// Who is in the room. One lock, so two clients cannot take one nickname.
 #[derive(Default)]
-pub(crate) struct Room(Mutex<HashMap<String, Connection>>);
+pub(crate) struct Room {
+    members: Mutex<HashMap<String, Connection>>,
+    /// Set once the server runs (attaching needs its handle).
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: std::sync::Arc<std::sync::OnceLock<enchufe::bus::Cluster>>,
+}
 
 impl Room {
     fn members(&self) -> MutexGuard<'_, HashMap<String, Connection>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `try_push` never waits: a client too slow to read misses lines
     /// instead of holding up the room (as `ServerHandle::broadcast` does).
     fn announce(&self, msg: &str, except: Option<ConnectionId>) {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster.get() {
+            // Local members at once, the other servers' through the bus.
+            let sent = match except {
+                Some(except) => cluster.to_room_except("chat", except, msg),
+                None => cluster.to_room("chat", msg),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "line not sent");
+            }
+            return;
+        }
         for conn in self.members().values().filter(|c| Some(c.id()) != except) {
             if let Err(e) = conn.try_push(msg) {
                 tracing::debug!(conn = %conn.id(), error = %e, "line not delivered");
             }
         }
+    }
+
+    /// Nicknames on the other servers of the cluster, if any.
+    fn remote_nicks(&self) -> Vec<String> {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster.get() {
+            let rooms = cluster.rooms().into_iter();
+            return rooms
+                .filter_map(|r| r.strip_prefix("nick:").map(str::to_owned))
+                .collect();
+        }
+        Vec::new()
+    }
+
+    /// Puts `conn` in the cluster's rooms as `nick` (leaving `old`'s).
+    fn enter(&self, _conn: ConnectionId, _nick: Option<&str>, _old: Option<&str>) {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster.get() {
+            if let Some(old) = _old {
+                cluster.leave(&format!("nick:{old}"), _conn);
+            }
+            match _nick {
+                Some(nick) => {
+                    let _ = cluster.join("chat", _conn);
+                    let _ = cluster.join(&format!("nick:{nick}"), _conn);
+                }
+                None => _ = cluster.leave("chat", _conn),
+            }
+        }
+    }
+
+    /// A private line to `to` on another server; `false` if nobody there
+    /// has that nickname.
+    fn tell_remote(&self, _to: &str, _line: &str) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster.get() {
+            if self.remote_nicks().iter().any(|n| n == _to) {
+                return cluster.to_room(&format!("nick:{_to}"), _line).is_ok();
+            }
+        }
+        false
     }
 }
 
@@ -43,34 +105,45 @@ impl Handler for Room {
                 Err("usage: /nick NAME".into())
             }
             ("/nick", _) => {
+                // Across servers the check is as fresh as the last heartbeat.
+                let remote = self.remote_nicks();
                 let mut members = self.members();
-                if members.contains_key(rest) {
+                if members.contains_key(rest) || remote.iter().any(|n| n == rest) {
                     return Err(format!("the nickname {rest} is taken"));
                 }
                 members.insert(rest.to_owned(), conn.clone());
-                let notice = match conn.with_state(|n: &mut Nick| n.0.replace(rest.to_owned())) {
+                let old = conn.with_state(|n: &mut Nick| n.0.replace(rest.to_owned()));
+                let notice = match &old {
                     Some(old) => {
-                        members.remove(&old);
+                        members.remove(old);
                         format!("* {old} is now {rest}")
                     }
                     None => format!("* {rest} joined"),
                 };
                 drop(members);
+                self.enter(conn.id(), Some(rest), old.as_deref());
                 self.announce(&notice, None);
                 Ok(Some("ok".into()))
             }
             (_, None) => Err("first choose a nickname: /nick NAME".into()),
             ("/who", _) => {
                 let mut nicks: Vec<String> = self.members().keys().cloned().collect();
+                nicks.extend(self.remote_nicks());
                 nicks.sort_unstable();
+                nicks.dedup();
                 Ok(Some(format!("here: {}", nicks.join(", "))))
             }
             ("/msg", Some(me)) => {
                 let (to, text) = rest.split_once(' ').ok_or("usage: /msg NICK TEXT")?;
-                let target = self.members().get(to).cloned();
-                let target = target.ok_or_else(|| format!("no one here is called {to}"))?;
+                let line = format!("{me} (private): {text}");
+                let Some(target) = self.members().get(to).cloned() else {
+                    return match self.tell_remote(to, &line) {
+                        true => Ok(Some(String::new())),
+                        false => Err(format!("no one here is called {to}")),
+                    };
+                };
                 // One addressee, so this push may wait for room in its queue.
-                let sent = target.push(format!("{me} (private): {text}")).await;
+                let sent = target.push(line).await;
                 sent.map(|()| Some(String::new()))
                     .map_err(|e| format!("not delivered to {to}: {e}"))
             }
@@ -89,6 +162,7 @@ impl Handler for Room {
     async fn on_disconnect(&self, conn: &Connection, _reason: &Disconnect) {
         if let Some(nick) = conn.with_state(|n: &mut Nick| n.0.take()) {
             self.members().remove(&nick);
+            self.enter(conn.id(), None, Some(&nick));
             self.announce(&format!("* {nick} left"), None);
         }
     }

@@ -1,6 +1,6 @@
 //! A string handler whose requests pick a behaviour, shared by the tests of
 //! failures and of the multiplexed profile (`tests/failures.rs`,
-//! `tests/mux.rs`).
+//! `tests/multiplexed.rs`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -13,6 +13,7 @@ use enchufe_server::Config;
 pub mod files;
 pub mod interop;
 pub mod lab;
+pub mod mux_peer;
 
 /// Every test body runs under this limit, so a bug shows as a failure, not a hang.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);

@@ -1,8 +1,10 @@
 //! [`RequestHead`]: the codec that finds HTTP/1.x request heads in a
 //! connection's bytes, with limits, for the [`Wire`](enchufe_framing::Wire).
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use enchufe_framing::{Error, Result, Split};
+
+use crate::Refusal;
 
 /// The most headers a head may carry whatever [`Limits::max_headers`] says:
 /// the parser's header array lives on the stack (32 bytes each, 4 KiB).
@@ -45,53 +47,19 @@ impl Limits {
     }
 }
 
-/// Why a head was refused: the reply a server owes before it closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// Over [`Limits::max_head`] bytes (`431`).
-    TooLarge,
-    /// Over [`Limits::max_headers`] headers (`431`).
-    TooManyHeaders,
-    /// Not an HTTP/1.x request head; what was wrong (`400`).
-    Malformed(&'static str),
-}
-
-impl Refusal {
-    /// The status code that answers it: `431` or `400`.
-    pub fn status(self) -> u16 {
-        match self {
-            Refusal::TooLarge | Refusal::TooManyHeaders => 431,
-            Refusal::Malformed(_) => 400,
-        }
-    }
-}
-
 /// The [`Split`] of HTTP/1.x request heads: each message it cuts is one
 /// whole head, request line through the blank line, checked by `httparse`
-/// within [`Limits`]. Bodies are not its business (the server refuses
-/// requests that have one).
+/// within [`Limits`]. After a head with a body, the server switches it to
+/// cutting that body (its bytes as they arrive, then an empty message at
+/// its end; chunked bodies decoded, trailers parsed within the same limits
+/// and dropped), then it cuts heads again.
 ///
 /// A head is parsed when its first bytes arrive (garbage is refused at
 /// once, not after 16 KiB of it) and again when its blank line does; in
 /// between only the new bytes are searched for the blank line, so a head
-/// trickled a byte at a time costs linear work, not quadratic.
-///
-/// ```
-/// use enchufe::framing::{BytesMut, Split};
-/// use enchufe::http::{Limits, Refusal, RequestHead};
-///
-/// let mut head = RequestHead::new(Limits::default());
-/// let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2"[..]);
-/// let first = head.split(&mut buf, 0).unwrap().expect("a whole head");
-/// assert_eq!(&first[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-/// assert!(head.split(&mut buf, 0).unwrap().is_none(), "the second is partial");
-///
-/// let mut head = RequestHead::new(Limits::default());
-/// let mut buf = BytesMut::from(&b"\x16\x03\x01 not http"[..]);
-/// assert!(head.split(&mut buf, 0).is_err());
-/// assert_eq!(head.refusal().map(|r| r.status()), Some(400));
-/// ```
+/// trickled a byte at a time costs linear work, not quadratic. (The
+/// [`Split`] trait is the engine's, not re-exported by `enchufe`: the unit
+/// tests of this module show the codec at work.)
 #[derive(Debug, Clone)]
 pub struct RequestHead {
     limits: Limits,
@@ -101,7 +69,33 @@ pub struct RequestHead {
     checked: bool,
     /// Why the last head was refused, for the server's reply.
     refused: Option<Refusal>,
+    /// Whether a body is being cut, and where in it.
+    body: Mode,
+    /// The most body bytes the current body may carry.
+    max_body: u64,
 }
+
+/// Where the codec is: between requests (cutting a head) or inside a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Cutting the next head.
+    Head,
+    /// A `Content-Length` body: this many bytes left.
+    Length(u64),
+    /// Chunked: a chunk-size line next; the body's bytes so far.
+    Size(u64),
+    /// Chunked: this many bytes of the chunk left; the body's bytes so far.
+    Data(u64, u64),
+    /// Chunked: the CRLF after a chunk's data; the body's bytes so far.
+    DataEnd(u64),
+    /// Chunked: trailer lines up to the blank line.
+    Trailers,
+}
+
+/// The longest chunk-size line (size and extensions) accepted: hyper's
+/// bound on extensions is of the same order; a size alone is at most 16
+/// hex digits.
+const MAX_CHUNK_LINE: usize = 4096;
 
 impl RequestHead {
     /// A codec with these limits.
@@ -111,6 +105,108 @@ impl RequestHead {
             scanned: 0,
             checked: false,
             refused: None,
+            body: Mode::Head,
+            max_body: 0,
+        }
+    }
+
+    /// Cuts a body next: `Some(len)` bytes of a `Content-Length` body, or
+    /// `None` for a chunked one, at most `max_body` bytes in all. The
+    /// messages [`Split::split`] then gives are the body's bytes as they
+    /// arrive (never empty), then one empty message at its end; after that
+    /// it cuts heads again.
+    pub(crate) fn start_body(&mut self, len: Option<u64>, max_body: u64) {
+        self.max_body = max_body;
+        self.body = match len {
+            Some(n) => Mode::Length(n),
+            None => Mode::Size(0),
+        };
+    }
+
+    /// Whether a body is being cut (its end message not yet given).
+    pub(crate) fn in_body(&self) -> bool {
+        self.body != Mode::Head
+    }
+
+    /// The bytes a `Content-Length` body still has to arrive (`None`:
+    /// chunked, or no body).
+    pub(crate) fn body_left(&self) -> Option<u64> {
+        match self.body {
+            Mode::Length(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// The next message of a body: its bytes, or the empty end.
+    fn split_body(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>> {
+        loop {
+            match self.body {
+                Mode::Head => return Ok(None),
+                Mode::Length(0) => {
+                    self.body = Mode::Head;
+                    return Ok(Some(BytesMut::new()));
+                }
+                Mode::Length(_) | Mode::Data(..) if buf.is_empty() => return Ok(None),
+                Mode::Length(left) => {
+                    let n = left.min(buf.len() as u64);
+                    self.body = Mode::Length(left - n);
+                    return Ok(Some(buf.split_to(n as usize)));
+                }
+                Mode::Data(left, total) => {
+                    let n = left.min(buf.len() as u64);
+                    self.body = if n == left {
+                        Mode::DataEnd(total)
+                    } else {
+                        Mode::Data(left - n, total)
+                    };
+                    return Ok(Some(buf.split_to(n as usize)));
+                }
+                Mode::Size(total) => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        let total = total.saturating_add(size);
+                        if total > self.max_body {
+                            return Err(self.refuse(Refusal::BodyTooLarge, buf));
+                        }
+                        self.body = if size == 0 {
+                            Mode::Trailers
+                        } else {
+                            Mode::Data(size, total)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(self.refuse(Refusal::BadChunk, buf));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(_) => return Err(self.refuse(Refusal::BadChunk, buf)),
+                },
+                Mode::DataEnd(total) => {
+                    match (buf.first(), buf.get(1)) {
+                        (Some(b'\r'), Some(b'\n')) => buf.advance(2),
+                        (None, _) | (Some(b'\r'), None) => return Ok(None),
+                        _ => return Err(self.refuse(Refusal::BadChunk, buf)),
+                    }
+                    self.body = Mode::Size(total);
+                }
+                Mode::Trailers => {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let headers = &mut headers[..self.limits.max_headers];
+                    match httparse::parse_headers(buf, headers) {
+                        // Trailers are read and dropped: nothing in this
+                        // server acts on them (RFC 9112 §7.1.2 allows it).
+                        Ok(httparse::Status::Complete((used, _))) => {
+                            buf.advance(used);
+                            self.body = Mode::Head;
+                            return Ok(Some(BytesMut::new()));
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > self.limits.max_head => {
+                            return Err(self.refuse(Refusal::BadChunk, buf));
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(self.refuse(Refusal::BadChunk, buf)),
+                    }
+                }
+            }
         }
     }
 
@@ -127,13 +223,32 @@ impl RequestHead {
     fn refuse(&mut self, refusal: Refusal, buf: &BytesMut) -> Error {
         self.refused = Some(refusal);
         match refusal {
-            Refusal::TooLarge => Error::FrameTooLarge {
+            Refusal::TooLarge | Refusal::TargetTooLong => Error::FrameTooLarge {
                 declared: buf.len() as u64,
                 limit: self.limits.max_head,
             },
             Refusal::TooManyHeaders => Error::Malformed("too many header fields"),
+            Refusal::BodyTooLarge => Error::FrameTooLarge {
+                declared: self.max_body.saturating_add(1),
+                limit: usize::try_from(self.max_body).unwrap_or(usize::MAX),
+            },
+            Refusal::BadChunk => Error::Malformed("broken chunked body"),
             Refusal::Malformed(what) => Error::Malformed(what),
+            Refusal::VersionNotSupported => Error::Malformed("HTTP version not supported"),
+            _ => Error::Malformed("request refused"),
         }
+    }
+
+    /// A head over the limit: `414` when the request line alone is (its
+    /// end is not within the limit), `431` otherwise.
+    fn too_large(&mut self, buf: &BytesMut) -> Error {
+        let line_ends = buf[..self.limits.max_head.min(buf.len())].contains(&b'\n');
+        let refusal = if line_ends {
+            Refusal::TooLarge
+        } else {
+            Refusal::TargetTooLong
+        };
+        self.refuse(refusal, buf)
     }
 
     /// Where the blank line ending the head is, searching only bytes not
@@ -150,33 +265,73 @@ impl RequestHead {
 
 impl Split for RequestHead {
     fn split(&mut self, buf: &mut BytesMut, _max: usize) -> Result<Option<BytesMut>> {
+        if self.body != Mode::Head {
+            return self.split_body(buf);
+        }
         if buf.is_empty() {
             return Ok(None);
         }
         let ended = self.blank_line(buf);
         if !ended && self.checked {
             if buf.len() > self.limits.max_head {
-                return Err(self.refuse(Refusal::TooLarge, buf));
+                return Err(self.too_large(buf));
             }
             return Ok(None);
         }
         self.checked = true;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers[..self.limits.max_headers]);
-        match request.parse(buf) {
+        let max_headers = self.limits.max_headers;
+        let mut parsed = parse(buf, max_headers);
+        if let Err(httparse::Error::Version) = parsed {
+            match newer_minor(buf) {
+                // `HTTP/1.x`, x > 1, is read as HTTP/1.1 (RFC 9110 §2.5):
+                // the digit is rewritten in the buffer, so the head cut is
+                // the head the handler's `Request` is parsed from.
+                Some(Some(digit)) => {
+                    buf[digit] = b'1';
+                    parsed = parse(buf, max_headers);
+                }
+                Some(None) => return Err(self.refuse(Refusal::VersionNotSupported, buf)),
+                None => {}
+            }
+        }
+        match parsed {
             Ok(httparse::Status::Complete(len)) if len <= self.limits.max_head => {
                 self.scanned = 0;
                 self.checked = false;
                 Ok(Some(buf.split_to(len)))
             }
-            Ok(httparse::Status::Complete(_)) => Err(self.refuse(Refusal::TooLarge, buf)),
+            Ok(httparse::Status::Complete(_)) => Err(self.too_large(buf)),
             Ok(httparse::Status::Partial) if buf.len() > self.limits.max_head => {
-                Err(self.refuse(Refusal::TooLarge, buf))
+                Err(self.too_large(buf))
             }
             Ok(httparse::Status::Partial) => Ok(None),
             Err(httparse::Error::TooManyHeaders) => Err(self.refuse(Refusal::TooManyHeaders, buf)),
             Err(e) => Err(self.refuse(Refusal::Malformed(describe(e)), buf)),
         }
+    }
+}
+
+/// httparse over `buf` with at most `max_headers` headers (the array on
+/// the stack lives only for the call, so the buffer may change after it).
+fn parse(buf: &[u8], max_headers: usize) -> httparse::Result<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    httparse::Request::new(&mut headers[..max_headers]).parse(buf)
+}
+
+/// The version of a request line httparse refused: `Some(Some(i))` for
+/// `HTTP/1.x` with x > 1 (`i` is the index of x), `Some(None)` for another
+/// major (`HTTP/2.0`, `HTTP/3`), `None` when it is no HTTP version at all.
+fn newer_minor(buf: &[u8]) -> Option<Option<usize>> {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let start = line.iter().rposition(|&b| b == b' ')? + 1;
+    let version = &line[start..];
+    let rest = version.strip_prefix(b"HTTP/")?;
+    match rest {
+        [b'1', b'.', minor] if minor.is_ascii_digit() => Some(Some(start + 7)),
+        [b'1', ..] => None,
+        [major, ..] if major.is_ascii_digit() => Some(None),
+        _ => None,
     }
 }
 
@@ -240,6 +395,35 @@ mod tests {
         let mut head = RequestHead::new(Limits::default());
         assert!(split_all(&mut head, b"\0\0\0\x05hello", 64).is_err());
         assert!(matches!(head.refusal(), Some(Refusal::Malformed(_))));
+    }
+
+    #[test]
+    fn newer_minors_are_1_1_other_majors_505_and_a_long_target_414() {
+        for step in [1, 4, 64] {
+            let mut head = RequestHead::new(Limits::default());
+            let heads = split_all(&mut head, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", step).unwrap();
+            assert_eq!(
+                &heads[0][..],
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                "step {step}"
+            );
+            for other in [&b"GET / HTTP/2.0\r\n\r\n"[..], b"GET / HTTP/3.0\r\n\r\n"] {
+                let mut head = RequestHead::new(Limits::default());
+                assert!(split_all(&mut head, other, step).is_err());
+                assert_eq!(head.refusal(), Some(Refusal::VersionNotSupported));
+            }
+            let mut head = RequestHead::new(Limits::default());
+            assert!(split_all(&mut head, b"GET / HTTQ/1.1\r\n\r\n", step).is_err());
+            assert!(matches!(head.refusal(), Some(Refusal::Malformed(_))));
+        }
+        let mut head = RequestHead::new(Limits::default().max_head(100));
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(200));
+        assert!(split_all(&mut head, long.as_bytes(), 7).is_err());
+        assert_eq!(head.refusal().map(Refusal::status), Some(414));
+        let mut head = RequestHead::new(Limits::default().max_head(100));
+        let long = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", "a".repeat(200));
+        assert!(split_all(&mut head, long.as_bytes(), 7).is_err());
+        assert_eq!(head.refusal().map(Refusal::status), Some(431));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! ```text
 //!   client bytes:  GET /hola HTTP/1.1\r\nHost: x\r\n\r\n  (a head: up to the blank line)
+//!                  [body: Content-Length bytes, or chunks]
 //!   Wire<TcpStream, RequestHead> --split--> head --Request::parse--> Request
+//!                                --split--> body bytes, end --> Request::body
 //!   Handler::handle(Request).await -> Response (the driver flushes and keeps
 //!                                     deadlines meanwhile, reading nothing)
 //!   Response --encode--> HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhola\n
@@ -40,9 +42,13 @@
 //!
 //! - [`RequestHead`]: the [`Split`](enchufe_framing::Split) that cuts
 //!   request heads out of the read buffer, within [`Limits`] (16 KiB, 64
-//!   headers by default); a head over them is a [`Refusal`] (`431`), as is
-//!   one that is not HTTP (`400`).
-//! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives.
+//!   headers by default).
+//! - [`Refusal`]: the rules table (RFC 9112's framing rules among them):
+//!   each variant a rule and its status; every refusal closes the
+//!   connection.
+//! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives; a
+//!   reply's body in memory or streamed ([`Response::stream`],
+//!   [`Response::reader`]: chunked, within the output budget).
 //! - [`Handler`]: `async fn handle(&self, Request) -> Response`, its future
 //!   `Send`; [`handler_fn`] makes one from a closure. One request at a time
 //!   per connection (replies in request order); a panic is `500` and closes
@@ -53,16 +59,25 @@
 //!   an idle timeout between requests, graceful shutdown (running handlers
 //!   get [`Config::shutdown_grace`], then are dropped).
 //!
-//! Only `GET` and `HEAD` are meant: requests with a body are refused (see
-//! [`Server`]). The `http_hello` and `http_get` examples show both ends,
-//! the client written by hand over a `TcpStream`.
+//! - [`Body`]: a request's body (`Content-Length` or chunked), streamed to
+//!   the handler as it arrives, within [`Config::max_body`]; one left
+//!   unread is drained (up to [`Config::drain_bytes`]) or the connection
+//!   closed.
+//!
+//! The `http_hello` and `http_get` examples show both ends, the client
+//! written by hand over a `TcpStream`.
 
+mod body;
+mod date;
 mod handler;
 mod head;
 mod message;
+mod rules;
 mod server;
 
+pub use body::Body;
 pub use handler::{handler_fn, Handler, HandlerFn};
-pub use head::{Limits, Refusal, RequestHead, MAX_HEADERS};
+pub use head::{Limits, RequestHead, MAX_HEADERS};
 pub use message::{Request, Response};
+pub use rules::Refusal;
 pub use server::{door, Config, Door, Server};

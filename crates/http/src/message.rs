@@ -1,32 +1,55 @@
 //! [`Request`] and [`Response`]: what a [`Handler`](crate::Handler) sees and
 //! answers, and how a response becomes bytes.
 
+use std::pin::Pin;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use enchufe_framing::BoxError;
+use futures::{Stream, TryStreamExt};
+use tokio::io::AsyncRead;
 
-use crate::Refusal;
+use crate::rules::{self, Framing};
+use crate::{Body, Refusal};
 
-/// A request head, parsed: method, path, version and headers. The server
-/// reads no request bodies (see [`Server`](crate::Server)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request, its head parsed and checked against the rules table (see
+/// [`Refusal`]): method, path, authority, version, headers, and its body
+/// streamed as it arrives.
+#[derive(Debug)]
 pub struct Request {
-    /// `GET`, `HEAD`, ... as sent.
+    /// `GET`, `HEAD`, ... as sent (one of the methods the server knows).
     pub method: String,
-    /// The request target as sent: `/index.html?x=1`.
+    /// The path and query of the target: `/index.html?x=1`, also when the
+    /// target was sent in absolute form (`http://host/index.html?x=1`);
+    /// `*` for `OPTIONS *`.
     pub path: String,
+    /// Who the request is for: the authority of an absolute-form target,
+    /// else the `Host` header (RFC 9112 §3.2.2: the target's wins); `None`
+    /// on an HTTP/1.0 request without either.
+    pub authority: Option<String>,
     /// The minor version: `1` for HTTP/1.1, `0` for HTTP/1.0.
     pub version: u8,
     /// Header lines in order, names as sent (compare them ignoring case,
     /// as [`Request::header`] does).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The body (`Content-Length` or chunked), read from the connection
+    /// as the handler reads it; [`Body::empty`] when there is none.
+    pub body: Body,
 }
 
 impl Request {
     /// Parses one whole head, as [`RequestHead`](crate::RequestHead) cuts
-    /// it (so the limits are already checked).
+    /// it (so the limits are already checked), and applies the rules
+    /// table.
     ///
     /// # Errors
-    /// A [`Refusal`] when it is not a complete HTTP/1.x head.
+    /// A [`Refusal`] when it is not a complete HTTP/1.x head or breaks a
+    /// rule.
     pub fn parse(head: &[u8]) -> Result<Request, Refusal> {
+        Request::parse_framed(head).map(|(request, _)| request)
+    }
+
+    /// [`Request::parse`], with how the body that follows is delimited.
+    pub(crate) fn parse_framed(head: &[u8]) -> Result<(Request, Framing), Refusal> {
         let mut headers = [httparse::EMPTY_HEADER; crate::head::MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(head) {
@@ -35,16 +58,30 @@ impl Request {
             Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooManyHeaders),
             Err(_) => return Err(Refusal::Malformed("not an HTTP/1.x request head")),
         }
-        Ok(Request {
-            method: request.method.unwrap_or_default().to_owned(),
-            path: request.path.unwrap_or_default().to_owned(),
+        let framing = rules::check(&request)?;
+        let method = request.method.unwrap_or_default();
+        let (path, authority) = rules::target(method, request.path.unwrap_or_default())?;
+        let authority = authority.map(str::to_owned).or_else(|| {
+            request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(|v| v.trim().to_owned())
+        });
+        let request = Request {
+            method: method.to_owned(),
+            path: path.into_owned(),
+            authority,
             version: request.version.unwrap_or_default(),
             headers: request
                 .headers
                 .iter()
                 .map(|h| (h.name.to_owned(), h.value.to_vec()))
                 .collect(),
-        })
+            body: Body::empty(),
+        };
+        Ok((request, framing))
     }
 
     /// The first header of this name (any case), if valid UTF-8.
@@ -75,23 +112,55 @@ impl Request {
     }
 }
 
-/// A reply: status, headers, body. The server adds `Content-Length` and,
-/// when it closes, `Connection: close`; headers of those names set here are
-/// dropped, since the server owns the framing.
+/// A reply: status, headers, body. The server adds `Date`,
+/// `Content-Length` (or `Transfer-Encoding: chunked` for a streamed body
+/// of unknown length) and, when it closes, `Connection: close`; headers of
+/// the framing names set here are dropped, since the server owns the
+/// framing.
+///
+/// The body is either in memory ([`Response::body`]) or streamed
+/// ([`Response::stream`], [`Response::reader`]): chunks are written as
+/// they come, within the connection's output budget, so memory stays
+/// bounded whatever the length.
 ///
 /// ```
 /// use enchufe::http::Response;
 /// let reply = Response::text(404, "no such page\n").header("Cache-Control", "no-store");
 /// assert_eq!(reply.status, 404);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Response {
     /// The status code (`200`, `404`, ...).
     pub status: u16,
     /// Header lines to send, in order.
     pub headers: Vec<(String, String)>,
     /// The body (not sent in reply to `HEAD`, though its length is).
+    /// Ignored when the body is streamed.
     pub body: Bytes,
+    /// A streamed body, written after the head as its chunks come.
+    pub(crate) stream: Option<Streamed>,
+}
+
+/// A streamed body's chunks: an error ends the reply (the connection is
+/// closed, so the client sees it cut short).
+pub(crate) type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
+
+/// A streamed body and its declared length, if any.
+pub(crate) struct Streamed {
+    /// `Some(n)`: sent with `Content-Length: n` (the stream must give
+    /// exactly `n` bytes, else the connection is closed); `None`: chunked
+    /// on HTTP/1.1, delimited by the close on HTTP/1.0.
+    pub(crate) len: Option<u64>,
+    /// The chunks.
+    pub(crate) chunks: Chunks,
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Response {
@@ -101,7 +170,56 @@ impl Response {
             status,
             headers: Vec::new(),
             body: body.into(),
+            stream: None,
         }
+    }
+
+    /// A reply whose body is `chunks`, written as they come: with
+    /// `Transfer-Encoding: chunked` on HTTP/1.1 (on HTTP/1.0, delimited by
+    /// closing the connection). An error from the stream ends the reply
+    /// cut short and closes the connection. A request's
+    /// [`Body`](crate::Body) is such a stream, so this echoes a request
+    /// of any length in bounded memory:
+    ///
+    /// ```
+    /// use enchufe::http::{Request, Response};
+    /// async fn echo(request: Request) -> Response {
+    ///     Response::stream(200, request.body)
+    /// }
+    /// ```
+    pub fn stream<S, E>(status: u16, chunks: S) -> Response
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let mut reply = Response::new(status, Bytes::new());
+        reply.stream = Some(Streamed {
+            len: None,
+            chunks: Box::pin(chunks.map_err(Into::into)),
+        });
+        reply
+    }
+
+    /// A reply whose body is read from `reader` (a file, a pipe) in chunks
+    /// and written as they come, as [`Response::stream`].
+    pub fn reader(status: u16, reader: impl AsyncRead + Send + 'static) -> Response {
+        Response::stream(status, tokio_util::io::ReaderStream::new(reader))
+    }
+
+    /// Declares a streamed body's length: sent with `Content-Length`
+    /// instead of chunked. A stream that gives more or fewer bytes closes
+    /// the connection (the client sees the reply cut short). No effect on
+    /// a body in memory.
+    pub fn length(mut self, len: u64) -> Response {
+        if let Some(stream) = &mut self.stream {
+            stream.len = Some(len);
+        }
+        self
+    }
+
+    /// Whether the body is streamed.
+    pub fn is_streamed(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// A `text/plain; charset=utf-8` reply.
@@ -123,6 +241,13 @@ impl Response {
         let mut out = BytesMut::with_capacity(128 + self.body.len());
         let status = self.status.clamp(100, 999);
         out.put_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("date"))
+        {
+            crate::date::put(&mut out);
+        }
         for (name, value) in &self.headers {
             let owned = ["content-length", "connection", "transfer-encoding"]
                 .iter()
@@ -136,14 +261,22 @@ impl Response {
             }
             out.put_slice(format!("{name}: {value}\r\n").as_bytes());
         }
-        out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        match &self.stream {
+            None => out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes()),
+            Some(Streamed { len: Some(n), .. }) => {
+                out.put_slice(format!("Content-Length: {n}\r\n").as_bytes())
+            }
+            // HTTP/1.0 has no chunked: the close ends the body.
+            Some(_) if version >= 1 => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+            Some(_) => {}
+        }
         match (version, keep_alive) {
             (1.., false) => out.put_slice(b"Connection: close\r\n"),
             (0, true) => out.put_slice(b"Connection: keep-alive\r\n"),
             _ => {}
         }
         out.put_slice(b"\r\n");
-        if !head_only {
+        if !head_only && self.stream.is_none() {
             out.put_slice(&self.body);
         }
         out.freeze()
@@ -164,11 +297,15 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "",
     }
 }
@@ -181,7 +318,7 @@ mod tests {
     fn keep_alive_follows_the_version_and_the_connection_header() {
         let parse = |h: &str| Request::parse(h.as_bytes()).unwrap();
         assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").keep_alive());
-        assert!(!parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive());
+        assert!(!parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n").keep_alive());
         assert!(!parse("GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(parse("GET / HTTP/1.0\r\nconnection: x, Keep-Alive\r\n\r\n").keep_alive());
     }
@@ -192,13 +329,14 @@ mod tests {
             .header("X-Ok", "1")
             .header("X-Bad", "a\r\nSet-Cookie: evil")
             .header("Content-Length", "999");
-        let bytes = reply.encode(1, false, false);
+        let head = reply.encode(0, true, true);
+        let bytes = reply.header("Date", "today").encode(1, false, false);
         assert_eq!(
             &bytes[..],
             &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Ok: 1\r\n\
-               Content-Length: 4\r\nConnection: close\r\n\r\nhola"[..]
+               Date: today\r\nContent-Length: 4\r\nConnection: close\r\n\r\nhola"[..]
         );
-        let head = reply.encode(0, true, true);
+        assert!(head.starts_with(b"HTTP/1.1 200 OK\r\nDate: "), "{head:?}");
         assert!(head.ends_with(b"Content-Length: 4\r\nConnection: keep-alive\r\n\r\n"));
     }
 }

@@ -20,7 +20,10 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Handler, Limits, Refusal, Request, RequestHead, Response};
+use crate::body::BodySender;
+use crate::message::Streamed;
+use crate::rules::Framing;
+use crate::{Body, Handler, Limits, Refusal, Request, RequestHead, Response};
 
 /// The server's limits and deadlines.
 #[derive(Debug, Clone)]
@@ -41,6 +44,18 @@ pub struct Config {
     /// The longest reply body plus head. Default 8 MiB (the framing
     /// default); a larger reply is answered `500`.
     pub max_response: usize,
+    /// The longest request body, declared (`Content-Length`, refused
+    /// before the handler runs) or counted as chunks arrive: past it the
+    /// reply is `413` and the connection is closed. Default 8 MiB, as
+    /// [`Config::max_response`]: the body is streamed ([`Body`]), so this
+    /// bounds what a handler is offered, not memory; raise it for uploads.
+    pub max_body: u64,
+    /// After a reply whose handler left the body unread, at most this many
+    /// body bytes are read and dropped so the connection can serve the next
+    /// request; a longer rest closes it. Default 256 KiB: reading a small
+    /// rest costs less than a new connection; a large one is the client's
+    /// upload the server does not want.
+    pub drain_bytes: u64,
     /// Replies held for a client that does not read, past which no further
     /// pipelined request is read. Default 256 KiB.
     pub output_budget: usize,
@@ -79,6 +94,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             max_response: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH,
+            max_body: enchufe_framing::Config::DEFAULT_MAX_FRAME_LENGTH as u64,
+            drain_bytes: 256 * 1024,
             output_budget: 256 * 1024,
             max_connections: 1024,
             linger: Duration::from_secs(1),
@@ -126,6 +143,18 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::max_body`].
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Sets [`Config::drain_bytes`].
+    pub fn drain_bytes(mut self, bytes: u64) -> Self {
+        self.drain_bytes = bytes;
+        self
+    }
+
     /// Sets [`Config::max_connections`].
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
@@ -133,13 +162,10 @@ impl Config {
     }
 }
 
-/// An HTTP/1.1 server for `GET` and `HEAD`: keep-alive, pipelining,
-/// limits on heads and deadlines, on enchufe's connection driver.
-///
-/// Requests with a body (`Content-Length` over 0, or any
-/// `Transfer-Encoding`) are answered `413` / `501` and the connection is
-/// closed: this server reads heads only, and a body left unread would be
-/// taken for the next head.
+/// An HTTP/1.1 server: keep-alive, pipelining, request bodies (streamed,
+/// [`Body`]), limits on heads and bodies and deadlines, on enchufe's
+/// connection driver. What it refuses is the rules table on
+/// [`Refusal`](crate::Refusal).
 ///
 /// ```no_run
 /// use enchufe::http::{handler_fn, Request, Response, Server};
@@ -327,6 +353,9 @@ where
     let mut driver = Driver::new(wire, &signal, config.output_budget, deadlines);
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    // Body bytes still allowed to be read and dropped, while the rest of a
+    // body the handler left unread is skipped.
+    let mut draining: Option<u64> = None;
     let end = loop {
         let event = tokio::select! {
             biased;
@@ -334,14 +363,27 @@ where
             event = driver.event(true) => event,
         };
         match event {
+            Event::Frame(rest) if draining.is_some() => {
+                if !driver.wire().split().in_body() {
+                    draining = None;
+                    continue;
+                }
+                match draining.and_then(|left| left.checked_sub(rest.len() as u64)) {
+                    Some(left) => draining = Some(left),
+                    None => break End::Close,
+                }
+            }
             Event::Frame(head) => {
                 driver.hello_done();
                 match answer(&head, handler, &mut driver, config, stop).await {
-                    Ok(true) => {}
-                    Ok(false) => break End::Close,
+                    Ok(After::KeepAlive) => {}
+                    Ok(After::Drain) => draining = Some(config.drain_bytes),
+                    Ok(After::Close) => break End::Close,
                     Err(status) => break End::Refuse(status),
                 }
             }
+            // A broken rest of a body already answered: no second reply.
+            Event::ReadFailed(_) if draining.is_some() => break End::Close,
             Event::ReadFailed(e) => match driver.wire().split().refusal() {
                 Some(refusal) => {
                     tracing::debug!(error = %e, "request head refused");
@@ -371,67 +413,343 @@ where
     }
 }
 
-/// Answers one head: `Ok(keep_alive)`, or `Err(status)` to refuse and close.
+/// What follows a reply.
+enum After {
+    /// The next request.
+    KeepAlive,
+    /// The rest of the body the handler left unread, then the next request.
+    Drain,
+    /// Nothing: close after flushing.
+    Close,
+}
+
+/// The connection's side of a request body while the handler runs: reads
+/// body messages from the wire (only when the handler asked for the body
+/// and its channel has room) and passes them on.
+struct Pump {
+    /// `None` once the body ended, failed, or the handler dropped it.
+    tx: Option<BodySender>,
+    /// `Expect: 100-continue` on HTTP/1.1: nothing is read before the
+    /// handler asks, and then `100 Continue` goes first.
+    expect: bool,
+    /// The body's end message was taken: the next request starts clean.
+    ended: bool,
+    /// The body broke (its refusal's status): refuse and close.
+    failed: Option<u16>,
+    /// The connection cannot go on after this reply (EOF, a stall).
+    cut: bool,
+}
+
+impl Pump {
+    /// Whether to read body bytes now; writes `100 Continue` the first time
+    /// an expecting handler asks.
+    fn read<Io>(&mut self, driver: &mut Driver<Io, &Signal, RequestHead>) -> bool
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(tx) = &self.tx else { return false };
+        if !tx.wanted() && (self.expect || tx.tx.capacity() == 0) {
+            return false;
+        }
+        if self.expect {
+            self.expect = false;
+            let _ = driver.write(&OutFrame::plain(bytes::Bytes::from_static(
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+            )));
+        }
+        tx.tx.capacity() > 0
+    }
+
+    /// A body message from the wire: bytes, or (empty) the end.
+    fn deliver(&mut self, message: bytes::BytesMut) {
+        if message.is_empty() {
+            self.ended = true;
+        }
+        if let Some(tx) = &self.tx {
+            // Room was checked before reading; a handler that dropped its
+            // body closed the channel: the rest is drained or the
+            // connection closed after the reply.
+            if tx.tx.try_send(Ok(message.freeze())).is_err() || self.ended {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// An event of the driver while the body may be read: body bytes are
+    /// passed on (`true`: the handler has something to read), a read that
+    /// failed, ended or stalled fails the body.
+    fn event<Io>(&mut self, event: Event, driver: &Driver<Io, &Signal, RequestHead>) -> bool
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        match event {
+            Event::Frame(message) => {
+                self.deliver(message);
+                return true;
+            }
+            Event::ReadFailed(e) => {
+                self.failed = driver.wire().split().refusal().map(Refusal::status);
+                self.fail(e);
+            }
+            Event::Eof => self.fail(enchufe_framing::Error::UnexpectedEof {
+                expected: 0,
+                received: 0,
+            }),
+            Event::IdleTimeout | Event::FrameTimeout(_) => self.fail(
+                enchufe_framing::Error::Malformed("the request body stopped arriving"),
+            ),
+            _ => {}
+        }
+        false
+    }
+
+    /// The body cannot be read on: `error` to the handler.
+    fn fail(&mut self, error: enchufe_framing::Error) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.tx.try_send(Err(error));
+        }
+        self.cut = true;
+    }
+}
+
+/// Answers one request: what follows it, or `Err(status)` to refuse and
+/// close.
 async fn answer<Io, H>(
     head: &[u8],
     handler: &H,
     driver: &mut Driver<Io, &Signal, RequestHead>,
     config: &Config,
     stop: &CancellationToken,
-) -> Result<bool, u16>
+) -> Result<After, u16>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let request = Request::parse(head).map_err(Refusal::status)?;
-    if request.version >= 1 && request.header("host").is_none() {
-        return Err(400);
-    }
-    if request.header("transfer-encoding").is_some() {
-        return Err(501);
-    }
-    match request.header("content-length").map(str::parse::<u64>) {
-        None | Some(Ok(0)) => {}
-        Some(Ok(_)) => return Err(413),
-        Some(Err(_)) => return Err(400),
-    }
+    let (mut request, framing) = Request::parse_framed(head).map_err(|refusal| {
+        tracing::debug!(?refusal, "request refused");
+        refusal.status()
+    })?;
+    let len = match framing {
+        Framing::Length(0) => None,
+        Framing::Length(n) if n > config.max_body => return Err(Refusal::BodyTooLarge.status()),
+        Framing::Length(n) => Some(Some(n)),
+        Framing::Chunked => Some(None),
+    };
+    let mut pump = len.map(|len| {
+        driver
+            .wire_mut()
+            .split_mut()
+            .start_body(len, config.max_body);
+        let (tx, body) = Body::channel(len);
+        request.body = body;
+        Pump {
+            tx: Some(tx),
+            // RFC 9110 §10.1.1: ignored on HTTP/1.0.
+            expect: request.version >= 1 && request.header("expect").is_some(),
+            ended: false,
+            failed: None,
+            cut: false,
+        }
+    });
     // The handler takes the request: what the reply's framing needs is
     // kept aside.
     let (version, head_only) = (request.version, request.method == "HEAD");
     let asked_keep_alive = request.keep_alive();
-    let reply = match run_handler(handler, request, driver, config.handler_timeout).await {
+    let outcome = run_handler(handler, request, driver, pump.as_mut(), config).await;
+    if let Some(status) = pump.as_ref().and_then(|p| p.failed) {
+        return Err(status);
+    }
+    let mut reply = match outcome {
         Outcome::Reply(reply) => reply,
         Outcome::TimedOut => Response::text(503, "503: the handler took too long\n"),
         Outcome::Panicked => return Err(500),
-        Outcome::Ended => return Ok(false),
+        Outcome::Ended => return Ok(After::Close),
     };
     // Shutdown began while the handler ran: this reply is the last, and
-    // says so.
-    let keep_alive = asked_keep_alive && !stop.is_cancelled();
-    let bytes = reply.encode(version, keep_alive, head_only);
-    if driver.write(&OutFrame::plain(bytes)).is_err() {
-        tracing::warn!(status = reply.status, "reply over max_response");
-        return Err(500);
+    // says so. HTTP/1.0 has no chunked: a streamed body of unknown length
+    // ends with the connection.
+    let open = asked_keep_alive
+        && !stop.is_cancelled()
+        && (version >= 1 || reply.stream.as_ref().is_none_or(|s| s.len.is_some()));
+    let stream = reply.stream.as_ref().filter(|_| !head_only).is_some();
+    // A streamed reply may read the body while it is written: what follows
+    // is known after it.
+    let after = if stream {
+        open_after(open)
+    } else {
+        after_body(open_after(open), pump.as_ref(), driver, config)
+    };
+    let keep_alive = !matches!(after, After::Close);
+    let head = reply.encode(version, keep_alive, head_only);
+    let Some(chunks) = reply.stream.take().filter(|_| !head_only) else {
+        if driver.write(&OutFrame::plain(head)).is_err() {
+            tracing::warn!(status = reply.status, "reply over max_response");
+            return Err(500);
+        }
+        return Ok(after);
+    };
+    let chunked = chunks.len.is_none() && version >= 1;
+    match send_stream(driver, pump.as_mut(), head, chunks, chunked, config).await {
+        Ok(()) => Ok(after_body(after, pump.as_ref(), driver, config)),
+        Err(Streaming::BeforeHead) => Err(500),
+        Err(Streaming::Cut) => Ok(After::Close),
     }
-    Ok(keep_alive)
+}
+
+/// What follows a reply before looking at the body.
+fn open_after(open: bool) -> After {
+    if open {
+        After::KeepAlive
+    } else {
+        After::Close
+    }
+}
+
+/// What follows a reply given the request body's state: a body the handler
+/// left unread is drained after it, unless its client waits for `100
+/// Continue` (it may never send it), the connection broke, or a declared
+/// rest is over [`Config::drain_bytes`] (known now, so the reply says the
+/// connection closes; a chunked rest is measured as it comes).
+fn after_body<Io>(
+    after: After,
+    pump: Option<&Pump>,
+    driver: &Driver<Io, &Signal, RequestHead>,
+    config: &Config,
+) -> After
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(pump) = pump else { return after };
+    if pump.cut || pump.expect {
+        return After::Close;
+    }
+    if pump.ended || !matches!(after, After::KeepAlive) {
+        return after;
+    }
+    let left = driver.wire().split().body_left();
+    if left.is_some_and(|left| left > config.drain_bytes) {
+        After::Close
+    } else {
+        After::Drain
+    }
+}
+
+/// How a streamed reply failed.
+enum Streaming {
+    /// Before its head was written: a `500` can still be sent.
+    BeforeHead,
+    /// After: the connection closes, the client sees the reply cut short.
+    Cut,
+}
+
+/// Writes a streamed reply: the head once the first chunk (or the end)
+/// arrives, so that a `100 Continue` its reading of the request body
+/// causes goes first; then each chunk (framed when `chunked`), only while
+/// the output holds less than [`Config::output_budget`]. The request body's
+/// pump runs meanwhile, so a reply may stream the request back.
+async fn send_stream<Io>(
+    driver: &mut Driver<Io, &Signal, RequestHead>,
+    mut pump: Option<&mut Pump>,
+    head: bytes::Bytes,
+    streamed: Streamed,
+    chunked: bool,
+    config: &Config,
+) -> Result<(), Streaming>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    let Streamed { len, mut chunks } = streamed;
+    let mut head = Some(head);
+    let mut sent: u64 = 0;
+    let result = std::future::poll_fn(|cx| loop {
+        let room = driver.queued() < config.output_budget;
+        if room {
+            match chunks.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if let Some(head) = head.take() {
+                        driver.write_chunk(&head);
+                    }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    sent += chunk.len() as u64;
+                    if len.is_some_and(|len| sent > len) {
+                        tracing::warn!(?len, "streamed reply longer than its length");
+                        return Poll::Ready(Err(Streaming::Cut));
+                    }
+                    if chunked {
+                        let size = format!("{:x}\r\n", chunk.len());
+                        driver.write_chunk(&bytes::Bytes::from(size));
+                        driver.write_chunk(&chunk);
+                        driver.write_chunk(&bytes::Bytes::from_static(b"\r\n"));
+                    } else {
+                        driver.write_chunk(&chunk);
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "streamed reply failed");
+                    return Poll::Ready(Err(match head {
+                        Some(_) => Streaming::BeforeHead,
+                        None => Streaming::Cut,
+                    }));
+                }
+                Poll::Ready(None) => {
+                    if let Some(head) = head.take() {
+                        driver.write_chunk(&head);
+                    }
+                    if len.is_some_and(|len| sent != len) {
+                        tracing::warn!(?len, sent, "streamed reply shorter than its length");
+                        return Poll::Ready(Err(Streaming::Cut));
+                    }
+                    if chunked {
+                        driver.write_chunk(&bytes::Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => {}
+            }
+        }
+        let read = pump.as_deref_mut().is_some_and(|p| p.read(driver));
+        driver.set_busy(!read);
+        match driver.poll_event(cx, read) {
+            Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
+                return Poll::Ready(Err(Streaming::Cut))
+            }
+            Poll::Ready(event) => {
+                if let Some(pump) = pump.as_deref_mut() {
+                    pump.event(event, driver);
+                }
+            }
+            // Room again after a flush: the stream is polled once more.
+            Poll::Pending if !room && driver.queued() < config.output_budget => {}
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await;
+    driver.set_busy(false);
+    result
 }
 
 /// Runs the handler on this task while the driver keeps the connection:
 /// earlier replies are flushed, the write deadline is kept, the idle
-/// timeout waits (the driver is busy), and nothing is read (pipelined heads
-/// stay in the wire's bounded buffer until their turn). The handler's
-/// deadline is the driver's own ([`Driver::set_deadline`]), on the
-/// connection's one timer, so a run without a timeout arms nothing.
+/// timeout waits (the driver is busy) unless the handler waits for its
+/// body, and nothing is read but that body (pipelined heads stay in the
+/// wire's bounded buffer until their turn). The handler's deadline is the
+/// driver's own ([`Driver::set_deadline`]), on the connection's one timer,
+/// so a run without a timeout arms nothing.
 async fn run_handler<Io, H>(
     handler: &H,
     request: Request,
     driver: &mut Driver<Io, &Signal, RequestHead>,
-    timeout: Option<Duration>,
+    mut pump: Option<&mut Pump>,
+    config: &Config,
 ) -> Outcome
 where
     Io: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
+    let timeout = config.handler_timeout;
     // A closure may panic before it returns its future, or the future when
     // polled: both answer `500`. Unwind safety: on a panic the future is
     // dropped and the connection closed, so no state it left half-changed
@@ -458,7 +776,11 @@ where
             }
         }
         loop {
-            match driver.poll_event(cx, false) {
+            // The body is read only while the handler wants it; a body that
+            // stops arriving meanwhile is bounded by the idle timeout.
+            let read = pump.as_deref_mut().is_some_and(|p| p.read(driver));
+            driver.set_busy(!read);
+            match driver.poll_event(cx, read) {
                 Poll::Ready(Event::Deadline) => {
                     tracing::warn!(limit = ?timeout.unwrap_or_default(), "HTTP handler timed out");
                     return Poll::Ready(Outcome::TimedOut);
@@ -466,9 +788,27 @@ where
                 Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
                     return Poll::Ready(Outcome::Ended)
                 }
-                // Nothing else can come while not reading (the idle
-                // timeout waits while busy; no signal bits are used).
-                Poll::Ready(_) => {}
+                Poll::Ready(event) => {
+                    let Some(pump) = pump.as_deref_mut() else {
+                        // Nothing else can come while not reading (no
+                        // signal bits are used).
+                        continue;
+                    };
+                    if pump.event(event, driver) {
+                        // The handler may read it now.
+                        return match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                            Ok(Poll::Ready(reply)) => Poll::Ready(Outcome::Reply(reply)),
+                            Ok(Poll::Pending) => continue,
+                            Err(panic) => {
+                                tracing::warn!(
+                                    panic = panic_message(&*panic),
+                                    "HTTP handler panicked"
+                                );
+                                Poll::Ready(Outcome::Panicked)
+                            }
+                        };
+                    }
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -512,6 +852,102 @@ mod tests {
 
     use super::*;
     use crate::handler_fn;
+
+    /// An I/O that counts the writes made to it.
+    struct Counting {
+        inner: tokio::io::DuplexStream,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Sixteen pipelined requests that arrive in one read are answered in
+    /// order with one write, not one per reply.
+    #[tokio::test]
+    async fn pipelined_replies_leave_in_order_in_one_write() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = Counting {
+            inner: ours,
+            writes: writes.clone(),
+        };
+        let handler =
+            handler_fn(|request: Request| async move { Response::text(200, request.path) });
+        let config = Config::default();
+        let server = tokio::spawn(async move {
+            serve(io, &handler, &config, &CancellationToken::new()).await;
+        });
+        let mut requests = String::new();
+        for i in 0..16 {
+            requests.push_str(&format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        }
+        theirs.write_all(requests.as_bytes()).await.unwrap();
+        let mut replies = vec![0u8; 0];
+        let mut buf = [0u8; 1 << 16];
+        while replies.windows(4).filter(|w| w == b"\r\n\r\n").count() < 16
+            || !replies.ends_with(b"/15")
+        {
+            let n = theirs.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            replies.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8(replies).unwrap();
+        let order: Vec<usize> = (0..16)
+            .map(|i| text.find(&format!("\r\n\r\n/{i}")).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(theirs);
+        server.await.unwrap();
+    }
 
     /// While a handler runs, the connection reads nothing more: what the
     /// client can push is the pipe's capacity plus at most the head limit

@@ -17,6 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::child::{Server, Spec};
+use crate::doors::{self, Door};
 use crate::proc::{self, mib};
 
 /// One line of the table.
@@ -26,14 +27,17 @@ pub(crate) struct Row {
     pub(crate) figure: String,
     pub(crate) bound: String,
     pub(crate) ok: bool,
+    /// Of a check in `TARGETS` (main.rs): reported, not gating.
+    pub(crate) target: bool,
 }
 
-fn row(check: impl Into<String>, figure: String, bound: &str, ok: bool) -> Row {
+pub(crate) fn row(check: impl Into<String>, figure: String, bound: &str, ok: bool) -> Row {
     Row {
         check: check.into(),
         figure,
         bound: bound.to_string(),
         ok,
+        target: false,
     }
 }
 
@@ -49,16 +53,21 @@ pub(crate) struct Cx {
 }
 
 impl Cx {
-    fn n(&self, full: usize) -> usize {
+    pub(crate) fn n(&self, full: usize) -> usize {
         ((full as f64 * self.scale).round() as usize).max(1)
     }
 
-    async fn echo(&self, name: &str, extra: &[&str]) -> Result<Server, String> {
+    pub(crate) async fn echo(&self, name: &str, extra: &[&str]) -> Result<Server, String> {
         let spec = Spec::echo(&self.echo, extra);
         Server::start(&spec, "127.0.0.1:0", self.logs.join(format!("{name}.log"))).await
     }
 
-    async fn own(&self, name: &str, kind: &str, extra: &[&str]) -> Result<Server, String> {
+    pub(crate) async fn own(
+        &self,
+        name: &str,
+        kind: &str,
+        extra: &[&str],
+    ) -> Result<Server, String> {
         let spec = Spec::own(kind, extra);
         Server::start(&spec, "127.0.0.1:0", self.logs.join(format!("{name}.log"))).await
     }
@@ -66,10 +75,10 @@ impl Cx {
 
 /// The server's frame limit and per-connection output budget, defaults of
 /// `server::Config`: the byte budget memory checks are held to.
-const FRAME: u64 = 8 << 20;
-const QUEUED: u64 = 4 << 20;
+pub(crate) const FRAME: u64 = 8 << 20;
+pub(crate) const QUEUED: u64 = 4 << 20;
 
-fn frame(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(payload);
     out
@@ -77,7 +86,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// A TCP connection to `addr` from the loopback address `from`, so that
 /// attackers and the ordinary client (127.0.0.1) are told apart.
-async fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind((from, 0).into())?;
     socket.connect(addr).await
@@ -98,25 +107,11 @@ async fn until_closed(stream: &mut TcpStream, limit: Duration) -> Result<(), ()>
     .map_err(|_| ())
 }
 
-/// The ordinary client: connects from 127.0.0.1, sends one request and
-/// waits for its reply. Returns the whole time taken, or `None` if it was
-/// not served within `limit`.
+/// The ordinary client of frames: connects from 127.0.0.1, sends one
+/// request and waits for its reply. Returns the whole time taken, or
+/// `None` if it was not served within `limit`.
 async fn probe(addr: SocketAddr, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    let served = tokio::time::timeout(limit, async {
-        // Plain: the course's protocol, which every server the suite
-        // starts serves (the echo server's automatic profile and the
-        // suite's own servers pinned to plain alike).
-        let config = ClientConfig::default()
-            .profile(Profile::Plain)
-            .connect_timeout(limit)
-            .request_timeout(limit);
-        let client = Client::connect_with(addr, config).await.ok()?;
-        let reply: Bytes = client.request(Bytes::from_static(b"ping")).await.ok()?;
-        (reply.as_ref() == b"ping").then_some(())
-    })
-    .await;
-    matches!(served, Ok(Some(()))).then(|| start.elapsed())
+    doors::probe(Door::Frames, addr, limit).await
 }
 
 /// A client of `config` connected to `addr`; failing to connect fails the
@@ -146,12 +141,12 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[rank.clamp(1, samples.len()) - 1]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 /// Peak RSS growth of `pid` over `base` since the last reset.
-fn peak_growth(pid: u32, base: u64) -> i64 {
+pub(crate) fn peak_growth(pid: u32, base: u64) -> i64 {
     proc::peak_rss(pid).unwrap_or(0) as i64 - base as i64
 }
 
@@ -353,12 +348,13 @@ pub(crate) async fn trickle(cx: &Cx) -> Result<Vec<Row>, String> {
     ])
 }
 
-/// The attack of the slowloris check, run by `enchufe-reliability attack`
-/// in its own (niced) process: `slow` connections from 127.0.0.2 that
-/// announce 8 MiB and send a byte a second, `idle` ones from 127.0.0.3 that
-/// send nothing; each reconnects when the server cuts it. Prints `open N`
-/// every 100 ms, until killed.
-pub(crate) async fn attack(addr: SocketAddr, slow: usize, idle: usize) {
+/// The attack of the slowloris checks, run by `enchufe-reliability attack`
+/// in its own (niced) process: `slow` connections of `door` from
+/// 127.0.0.2 that start a unit (a frame announcing 8 MiB, a request head, a
+/// WebSocket message) and send a byte a second, `idle` ones from 127.0.0.3
+/// that send nothing more once open; each reconnects when the server cuts
+/// it. Prints `open N` every 100 ms, until killed.
+pub(crate) async fn attack(addr: SocketAddr, door: Door, slow: usize, idle: usize) {
     let open = Arc::new(AtomicUsize::new(0));
     let mut attack = JoinSet::new();
     for i in 0..slow + idle {
@@ -367,35 +363,12 @@ pub(crate) async fn attack(addr: SocketAddr, slow: usize, idle: usize) {
         let from = Ipv4Addr::new(127, 0, 0, if slow { 2 } else { 3 });
         attack.spawn(async move {
             loop {
-                let connect =
-                    tokio::time::timeout(Duration::from_secs(3), connect_from(from, addr));
-                let Ok(Ok(mut stream)) = connect.await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                open.fetch_add(1, Ordering::Relaxed);
-                if !slow
-                    || stream
-                        .write_all(&(FRAME as u32).to_be_bytes())
-                        .await
-                        .is_ok()
+                if doors::attacker(door, from, addr, slow, &open)
+                    .await
+                    .is_none()
                 {
-                    let mut buf = [0u8; 64];
-                    loop {
-                        tokio::select! {
-                            r = stream.read(&mut buf) => match r {
-                                Ok(0) | Err(_) => break,
-                                Ok(_) => {}
-                            },
-                            () = tokio::time::sleep(Duration::from_secs(1)), if slow => {
-                                if stream.write_all(&[1]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                open.fetch_sub(1, Ordering::Relaxed);
             }
         });
     }
@@ -408,7 +381,7 @@ pub(crate) async fn attack(addr: SocketAddr, slow: usize, idle: usize) {
 
 /// The ordinary client every 50 ms for `window`, on a thread and runtime of
 /// its own so that its timing does not queue behind the suite's tasks.
-async fn probe_for(addr: SocketAddr, window: Duration) -> (Vec<Duration>, usize) {
+async fn probe_for(door: Door, addr: SocketAddr, window: Duration) -> (Vec<Duration>, usize) {
     let run = move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -421,7 +394,7 @@ async fn probe_for(addr: SocketAddr, window: Duration) -> (Vec<Duration>, usize)
             while start.elapsed() < window {
                 let next = Instant::now() + Duration::from_millis(50);
                 probes += 1;
-                if let Some(t) = probe(addr, Duration::from_secs(5)).await {
+                if let Some(t) = doors::probe(door, addr, Duration::from_secs(5)).await {
                     samples.push(t);
                 }
                 tokio::time::sleep_until(next.into()).await;
@@ -439,15 +412,32 @@ async fn probe_for(addr: SocketAddr, window: Duration) -> (Vec<Duration>, usize)
 pub(crate) async fn slowloris(cx: &Cx) -> Result<Vec<Row>, String> {
     let (nslow, nidle) = (cx.n(1000), cx.n(5000));
     let srv = cx.echo("slowloris", &[]).await?;
+    let rows = under_attack(&srv, Door::Frames, nslow, nidle, "").await;
+    srv.stop().await;
+    rows
+}
+
+/// `nslow` slowloris and `nidle` idle connections of `door` against `srv`,
+/// reconnecting when cut, while the door's ordinary client connects and
+/// makes a request every 50 ms for 15 s (and `curl`, for HTTP, every
+/// 500 ms). `label` starts the rows' names.
+pub(crate) async fn under_attack(
+    srv: &Server,
+    door: Door,
+    nslow: usize,
+    nidle: usize,
+    label: &str,
+) -> Result<Vec<Row>, String> {
     let addr = srv.addr;
     // The attackers in their own process at the lowest CPU priority: on
     // one 2-core machine they would otherwise take the server's CPU, which
     // attackers on other machines do not.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let door_arg = format!("{door:?}").to_lowercase();
     let mut child = tokio::process::Command::new("nice")
         .args(["-n", "19"])
         .arg(exe)
-        .args(["attack", "--addr", &addr.to_string()])
+        .args(["attack", "--addr", &addr.to_string(), "--door", &door_arg])
         .args(["--slow", &nslow.to_string(), "--idle", &nidle.to_string()])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -472,20 +462,24 @@ pub(crate) async fn slowloris(cx: &Cx) -> Result<Vec<Row>, String> {
     }
     let opened = open.load(Ordering::Relaxed);
     let ramp = ramp.elapsed();
-    // Probes for 15 s: past the 10 s first-frame deadline, so the attackers
-    // are cut and reconnect during the measurement.
-    let (mut samples, probes) = probe_for(addr, Duration::from_secs(15)).await;
+    // Probes for 15 s: past the 10 s first-frame and head deadlines, so
+    // the attackers are cut and reconnect during the measurement.
+    let window = Duration::from_secs(15);
+    let curl = async {
+        match door {
+            Door::Http => doors::curl_for(addr, window).await,
+            _ => None,
+        }
+    };
+    let ((mut samples, probes), curl) = tokio::join!(probe_for(door, addr, window), curl);
     let during = open.load(Ordering::Relaxed);
     let rss = proc::rss(srv.pid).unwrap_or(0);
     let _ = child.start_kill();
     let _ = child.wait().await;
-    srv.stop().await;
-    let served = samples.len();
-    let p50 = percentile(&mut samples, 50.0);
-    let p99 = percentile(&mut samples, 99.0);
-    let max = samples.last().copied().unwrap_or_default();
-    Ok(vec![row(
-        format!("{nslow} slowloris + {nidle} idle, ordinary client"),
+    let (served, p50, p99, max) = latencies(&mut samples);
+    let sep = if label.is_empty() { "" } else { ": " };
+    let mut rows = vec![row(
+        format!("{label}{sep}{nslow} slowloris + {nidle} idle, ordinary client"),
         format!(
             "served {served}/{probes}, p50 {}, p99 {}, max {}; attack sockets open {opened} after {:.1} s, {during} at the end; server RSS {}",
             ms(p50),
@@ -496,7 +490,39 @@ pub(crate) async fn slowloris(cx: &Cx) -> Result<Vec<Row>, String> {
         ),
         "served every time, p99 < 50 ms",
         served == probes && p99 < Duration::from_millis(50),
-    )])
+    )];
+    match (door, curl) {
+        (Door::Http, Some((mut times, tries))) => {
+            let (served, p50, p99, max) = latencies(&mut times);
+            rows.push(row(
+                "  curl meanwhile (its time_total)",
+                format!(
+                    "served {served}/{tries}, p50 {}, p99 {}, max {}",
+                    ms(p50),
+                    ms(p99),
+                    ms(max)
+                ),
+                "served every time, p99 < 50 ms",
+                served == tries && p99 < Duration::from_millis(50),
+            ));
+        }
+        (Door::Http, None) => rows.push(row(
+            "  curl meanwhile",
+            "curl is not installed: not run".into(),
+            "served every time, p99 < 50 ms",
+            true,
+        )),
+        _ => {}
+    }
+    Ok(rows)
+}
+
+/// How many `samples`, and their p50, p99 and maximum.
+fn latencies(samples: &mut [Duration]) -> (usize, Duration, Duration, Duration) {
+    let p50 = percentile(samples, 50.0);
+    let p99 = percentile(samples, 99.0);
+    let max = samples.last().copied().unwrap_or_default();
+    (samples.len(), p50, p99, max)
 }
 
 /// A client that never reads while the server pushes 1 GiB at it.
@@ -536,17 +562,41 @@ pub(crate) async fn never_reads_pushes(cx: &Cx) -> Result<Vec<Row>, String> {
 /// A client that sends 8 MiB echo requests and never reads the replies.
 pub(crate) async fn never_reads_echoes(cx: &Cx) -> Result<Vec<Row>, String> {
     let srv = cx.echo("echoes", &[]).await?;
+    let request = frame(&vec![0x33; FRAME as usize]);
+    let row = never_reader(
+        &srv,
+        Door::Frames,
+        "never-reading client, 8 MiB echoes",
+        request,
+        128,
+    )
+    .await;
+    srv.stop().await;
+    Ok(vec![row?])
+}
+
+/// A client of `door` that sends `unit` up to `count` times and never
+/// reads what the server answers: the server's peak RSS growth must stay
+/// within the connection's byte budget, and the connection be dropped.
+pub(crate) async fn never_reader(
+    srv: &Server,
+    door: Door,
+    label: &str,
+    unit: Vec<u8>,
+    count: usize,
+) -> Result<Row, String> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let base_fds = proc::fds(srv.pid).map_err(|e| e.to_string())?;
     let base = proc::rss(srv.pid).map_err(|e| e.to_string())?;
     let _ = proc::reset_peak(srv.pid);
     let addr = srv.addr;
     let writer = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let request = frame(&vec![0x33; FRAME as usize]);
+        let mut stream = doors::open(door, Ipv4Addr::LOCALHOST, addr, false)
+            .await
+            .ok()?;
         let mut sent = 0usize;
-        for _ in 0..128 {
-            if stream.write_all(&request).await.is_err() {
+        for _ in 0..count {
+            if stream.write_all(&unit).await.is_err() {
                 break;
             }
             sent += 1;
@@ -558,12 +608,13 @@ pub(crate) async fn never_reads_echoes(cx: &Cx) -> Result<Vec<Row>, String> {
     proc::wait_fds(srv.pid, Duration::from_secs(5), |n| n > base_fds).await;
     let dropped = proc::wait_fds(srv.pid, Duration::from_secs(40), |n| n <= base_fds).await;
     let grew = peak_growth(srv.pid, base);
-    let served = probe(srv.addr, Duration::from_secs(2)).await.is_some();
+    let served = doors::probe(door, addr, Duration::from_secs(2))
+        .await
+        .is_some();
     writer.abort();
-    srv.stop().await;
     let budget = QUEUED + 2 * FRAME + (4 << 20);
-    Ok(vec![row(
-        "never-reading client, 8 MiB echoes",
+    Ok(row(
+        label,
         format!(
             "peak RSS {:+}; dropped after {}; next client {}",
             mib(grew),
@@ -575,7 +626,7 @@ pub(crate) async fn never_reads_echoes(cx: &Cx) -> Result<Vec<Row>, String> {
         ),
         "RSS < +24 MiB (as above); dropped",
         grew < budget as i64 && dropped.is_some() && served,
-    )])
+    ))
 }
 
 /// A client killed with SIGKILL in the middle of a request: how soon the
@@ -961,24 +1012,34 @@ fn malformed(i: usize) -> (Vec<u8>, bool) {
 }
 
 async fn send_malformed(addr: SocketAddr, from: usize, to: usize) -> usize {
+    flood(from, to, |i| async move {
+        let Ok(mut stream) = connect_from(Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8), addr).await
+        else {
+            return false;
+        };
+        let (bytes, then_close) = malformed(i);
+        if stream.write_all(&bytes).await.is_err() {
+            return true;
+        }
+        if !then_close {
+            let _ = until_closed(&mut stream, Duration::from_secs(15)).await;
+        }
+        true
+    })
+    .await
+}
+
+/// Runs `conn` for each of `from..to`, 64 at a time; how many returned
+/// `true`.
+pub(crate) async fn flood<F, Fut>(from: usize, to: usize, conn: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     futures::stream::iter(from..to)
-        .map(|i| async move {
-            let Ok(mut stream) =
-                connect_from(Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8), addr).await
-            else {
-                return 0;
-            };
-            let (bytes, then_close) = malformed(i);
-            if stream.write_all(&bytes).await.is_err() {
-                return 1;
-            }
-            if !then_close {
-                let _ = until_closed(&mut stream, Duration::from_secs(15)).await;
-            }
-            1
-        })
+        .map(conn)
         .buffer_unordered(64)
-        .fold(0, |a, b| async move { a + b })
+        .fold(0, |a, ok| async move { a + usize::from(ok) })
         .await
 }
 

@@ -1,6 +1,7 @@
 //! The servers and clients this binary runs as its own children: handlers
 //! that the `echo_server` example does not have (slow, pushing, panicking,
-//! JSON), and a client to be killed with SIGKILL in the middle of a request.
+//! JSON), a server with every door on one port (frames, HTTP, WebSocket),
+//! and a client to be killed with SIGKILL in the middle of a request.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -15,6 +16,9 @@ use tokio::io::AsyncWriteExt;
 pub(crate) const PUSHES: usize = 128;
 /// Size of each push, the default frame limit.
 pub(crate) const PUSH_LEN: usize = 8 << 20;
+/// The body the `doors` server's HTTP door answers `GET /big` with (a
+/// client that asks for it and never reads fills its output).
+pub(crate) const BIG_LEN: usize = 64 << 10;
 
 /// Serves `kind` on `addr` until SIGTERM, then shuts down gracefully.
 pub(crate) async fn serve(
@@ -22,6 +26,7 @@ pub(crate) async fn serve(
     addr: &str,
     mux: bool,
     delay: Duration,
+    tls: Option<&std::path::Path>,
 ) -> Result<(), String> {
     let profile = if mux {
         Profile::Multiplexed
@@ -31,6 +36,27 @@ pub(crate) async fn serve(
     let server = Server::bind(addr).await.map_err(|e| e.to_string())?;
     let local = server.local_addr().map_err(|e| e.to_string())?;
     let server = server.with_config(Config::default().profile(profile));
+    // Every door on the one port, each with its defaults: frames (an
+    // echo), HTTP (`pong`, or `BIG_LEN` bytes at `/big`) and WebSocket
+    // (its messages are frames, echoed by the same handler).
+    let server = if kind == "doors" {
+        let http = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
+            if req.path == "/big" {
+                enchufe::http::Response::text(200, "x".repeat(BIG_LEN))
+            } else {
+                enchufe::http::Response::text(200, "pong")
+            }
+        });
+        server
+            .http(enchufe::http::door(http))
+            .web(enchufe::ws::Options::default())
+    } else {
+        server
+    };
+    let server = match tls {
+        Some(path) => server.tls(self_signed(path)?),
+        None => server,
+    };
     println!("listening on {local}");
     let _ = std::io::stdout().flush();
     let stop = async {
@@ -41,6 +67,11 @@ pub(crate) async fn serve(
         }
     };
     match kind {
+        "doors" => {
+            let echo =
+                handler_fn(|frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) });
+            server.run(echo, stop).await;
+        }
         "slow" => {
             let slow = handler_fn(move |frame: Bytes, _conn| async move {
                 tokio::time::sleep(delay).await;
@@ -83,6 +114,17 @@ pub(crate) async fn serve(
         other => return Err(format!("no server kind {other:?}")),
     }
     Ok(())
+}
+
+/// A TLS acceptor with a self-signed certificate for 127.0.0.1, made now;
+/// the certificate is written (PEM) to `path` for clients to trust.
+fn self_signed(path: &std::path::Path) -> Result<enchufe::tls::Acceptor, String> {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .map_err(|e| e.to_string())?;
+    let pem = cert.cert.pem();
+    std::fs::write(path, &pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    enchufe::tls::Acceptor::from_pem(pem.as_bytes(), cert.key_pair.serialize_pem().as_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// Connects to `addr` and sends half a frame (`half`) or a whole request,

@@ -157,11 +157,15 @@ impl Routing<'_> {
                 Rewind::new(read, io)
             } else {
                 match read_head(io, read, self.deadline, self.shutdown).await {
-                    Some((head, io)) if !is_upgrade(&head) => {
+                    Head::Whole(head, io) if !is_upgrade(&head) => {
                         return self.through_http_door(Box::pin(io)).await
                     }
-                    Some((_, io)) => io,
-                    None => return Route::Gone,
+                    Head::Whole(_, io) => io,
+                    Head::TooSlow(io) => {
+                        too_slow(io).await;
+                        return Route::Gone;
+                    }
+                    Head::Gone => return Route::Gone,
                 }
             };
             let accepted = crate::ws::accept(io, &web, self.max_frame_length, self.deadline);
@@ -196,18 +200,27 @@ impl Routing<'_> {
     }
 }
 
+/// How reading a request head at the front door ended.
+#[cfg_attr(not(feature = "ws"), allow(dead_code))]
+enum Head {
+    /// The whole head (what was read, and the stream with it given back).
+    Whole(Vec<u8>, Rewind<BoxIo>),
+    /// Not whole within the deadline: the client is answered `408`.
+    TooSlow(BoxIo),
+    /// The client went away, or shutdown began.
+    Gone,
+}
+
 /// Reads an HTTP request head (up to its blank line, at most
-/// [`HEAD_LIMIT`] bytes, within `deadline`), returning what was read and
-/// the stream with those bytes given back. `None`: the client went away,
-/// or was too slow, or shutdown began (a head over the limit is handed on
-/// for the door to refuse).
+/// [`HEAD_LIMIT`] bytes, within `deadline`). A head over the limit is
+/// handed on as `Whole` for the door to refuse with its own status.
 #[cfg_attr(not(feature = "ws"), allow(dead_code))]
 async fn read_head(
     mut io: BoxIo,
     mut read: Vec<u8>,
     deadline: Duration,
     shutdown: &CancellationToken,
-) -> Option<(Vec<u8>, Rewind<BoxIo>)> {
+) -> Head {
     let reading = async {
         let mut chunk = [0u8; 2048];
         while !has_blank_line(&read) && read.len() < HEAD_LIMIT {
@@ -220,13 +233,28 @@ async fn read_head(
         true
     };
     let whole = tokio::select! {
-        whole = tokio::time::timeout(deadline, reading) => whole.unwrap_or(false),
-        () = shutdown.cancelled() => false,
+        whole = tokio::time::timeout(deadline, reading) => whole,
+        () = shutdown.cancelled() => return Head::Gone,
     };
-    if !whole {
-        return None;
+    match whole {
+        Ok(true) => Head::Whole(read.clone(), Rewind::new(read, io)),
+        Ok(false) => Head::Gone,
+        Err(_) => Head::TooSlow(io),
     }
-    Some((read.clone(), Rewind::new(read, io)))
+}
+
+/// Answers a client whose head did not arrive in time, as the HTTP door
+/// answers one (`408`, then close), within one second.
+#[cfg_attr(not(feature = "ws"), allow(dead_code))]
+async fn too_slow(mut io: BoxIo) {
+    use tokio::io::AsyncWriteExt;
+    const REPLY: &[u8] =
+        b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 4\r\n\r\n408\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        io.write_all(REPLY).await?;
+        io.shutdown().await
+    })
+    .await;
 }
 
 fn has_blank_line(bytes: &[u8]) -> bool {

@@ -70,6 +70,9 @@ pub(crate) struct Driver<'a, Io> {
     probe: Option<(WatchGone<Io>, Duration)>,
     /// Probing: ends with the socket's error if the other end is gone.
     gone: Option<Gone>,
+    /// The running plain handler's limit, while its deadline is armed on
+    /// the driver's timer ([`Driver::start_handler_deadline`]).
+    handler_limit: Option<Duration>,
 }
 
 /// [`Socket::watch_gone`] of the connection's I/O.
@@ -97,6 +100,23 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
             aborted: false,
             probe: None,
             gone: None,
+            handler_limit: None,
+        }
+    }
+
+    /// A plain handler waits: it must finish within `limit`, or the
+    /// connection ends with [`Error::HandlerTimeout`]. On the driver's one
+    /// timer: one clock read per handler that waits, none per frame.
+    pub(crate) fn start_handler_deadline(&mut self, limit: Duration) {
+        self.handler_limit = Some(limit);
+        self.core
+            .set_deadline(Some(tokio::time::Instant::now() + limit));
+    }
+
+    /// The handler finished (or the connection ends): no deadline.
+    pub(crate) fn end_handler_deadline(&mut self) {
+        if self.handler_limit.take().is_some() {
+            self.core.set_deadline(None);
         }
     }
 
@@ -289,6 +309,12 @@ impl<'a, Io: AsyncRead + AsyncWrite + Unpin> Driver<'a, Io> {
                 }
                 driver::Event::FrameTimeout(limit) => {
                     return Poll::Ready(Event::End(Disconnect::Error(Error::FrameTimeout(limit))))
+                }
+                driver::Event::Deadline => {
+                    if let Some(limit) = self.handler_limit.take() {
+                        let late = Error::HandlerTimeout(limit);
+                        return Poll::Ready(Event::End(Disconnect::Error(late)));
+                    }
                 }
                 // No deadline of the server's own is set.
                 _ => {}

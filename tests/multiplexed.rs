@@ -1,7 +1,7 @@
 //! The multiplexed profile end to end, enchufe client against enchufe
 //! server: many tasks on one connection, pushes never taken for replies,
 //! deadlines, cancellation reaching the handler, panics as error replies,
-//! broadcast to a thousand connections. Run with `cargo test --test mux`.
+//! broadcast to a thousand connections. Run with `cargo test --test multiplexed`.
 
 mod common;
 

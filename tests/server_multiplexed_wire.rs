@@ -1,7 +1,7 @@
 //! The server's multiplexed profile, driven byte by byte through a raw
 //! framing transport (no enchufe client involved): hello, ids, out-of-order
 //! replies, error replies, panics, cancel, busy, pushes.
-//! Run with `cargo test --test server_mux`.
+//! Run with `cargo test --test server_multiplexed_wire`.
 
 mod common;
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::mux_peer::MuxPeer;
 use common::{bounded, eventually, serve};
 use enchufe::framing::mux::{ErrorCode, Header, Hello, Kind, Mismatch};
 use enchufe::framing::{OutFrame, Transport};
@@ -19,33 +20,6 @@ use enchufe_server::{BusyPolicy, Config, Disconnect, Profile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
-
-/// A hand-written multiplexed client.
-struct Raw(Transport<TcpStream>);
-
-impl Raw {
-    async fn connect(server: &ServerHandle) -> Raw {
-        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
-        let mut t = Transport::new(stream);
-        t.send(Hello::new("").encode().unwrap()).await.unwrap();
-        let hello = t.recv().await.unwrap().expect("server hello");
-        // A server's hello answers ours: the acceptor flag set.
-        assert_eq!(Hello::decode(&hello).unwrap(), Hello::new("").answering());
-        Raw(t)
-    }
-
-    async fn send(&mut self, kind: Kind, id: u64, body: &str) {
-        let mut frame = Header { kind, id }.to_bytes().to_vec();
-        frame.extend_from_slice(body.as_bytes());
-        self.0.send(Bytes::from(frame)).await.unwrap();
-    }
-
-    async fn recv(&mut self) -> Option<(Header, String)> {
-        let frame = self.0.recv().await.unwrap()?;
-        let (header, body) = Header::split(frame).unwrap();
-        Some((header, String::from_utf8_lossy(&body).into_owned()))
-    }
-}
 
 /// Test handler: "sleep:<ms>:x" answers x after ms; "fail" errs; "panic"
 /// panics; "wait" blocks until released (and reports its drop); anything
@@ -135,7 +109,7 @@ async fn the_server_hello_is_byte_exact_and_comes_first() {
 async fn replies_go_out_of_order_with_their_ids() {
     bounded(async {
         let server = serve(Lab::default(), mux()).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         // Delay inverse to arrival: the first request finishes last.
         for (id, ms) in [(1, 300), (2, 150), (3, 0)] {
             c.send(Kind::Request, id, &format!("sleep:{ms}:r{id}"))
@@ -158,7 +132,7 @@ async fn replies_go_out_of_order_with_their_ids() {
 async fn errors_and_panics_become_error_replies_and_the_connection_lives_on() {
     bounded(async {
         let server = serve(Lab::default(), mux()).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         c.send(Kind::Request, 1, "fail").await;
         let (h, body) = c.recv().await.unwrap();
         assert_eq!((h.kind, h.id), (Kind::Error, 1));
@@ -191,7 +165,7 @@ async fn errors_and_panics_become_error_replies_and_the_connection_lives_on() {
 async fn a_request_that_does_not_decode_gets_a_bad_request_error() {
     bounded(async {
         let server = serve(Lab::default(), mux()).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         let mut bad = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 9];
         bad.push(0xff);
         c.0.send(Bytes::from(bad)).await.unwrap();
@@ -210,7 +184,7 @@ async fn cancel_drops_the_handler_future() {
     bounded(async {
         let lab = Lab::default();
         let server = serve(lab.clone(), mux()).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         c.send(Kind::Request, 1, "wait").await;
         eventually(|| lab.running.load(Ordering::SeqCst) == 1).await;
         c.send(Kind::Cancel, 1, "").await;
@@ -233,7 +207,7 @@ async fn over_max_in_flight_requests_are_refused_as_busy_by_policy() {
         let lab = Lab::default();
         let config = mux().max_in_flight(2).busy(BusyPolicy::Refuse);
         let server = serve(lab.clone(), config).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         c.send(Kind::Request, 1, "wait").await;
         c.send(Kind::Request, 2, "wait").await;
         eventually(|| lab.running.load(Ordering::SeqCst) == 2).await;
@@ -255,7 +229,7 @@ async fn over_max_in_flight_requests_wait_by_default() {
     bounded(async {
         let lab = Lab::default();
         let server = serve(lab.clone(), mux().max_in_flight(3)).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         for id in 1..=30 {
             c.send(Kind::Request, id, "sleep:5:x").await;
         }
@@ -281,7 +255,7 @@ async fn pushes_and_broadcasts_carry_the_push_header() {
             ..Lab::default()
         };
         let server = serve(lab, mux()).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         c.send(Kind::Notify, 0, "note").await;
         assert_eq!(seen.recv().await.unwrap(), "note");
         // A notify gets no reply; the next frame is the broadcast push.
@@ -301,7 +275,7 @@ async fn pushes_and_broadcasts_carry_the_push_header() {
 async fn half_close_gets_every_answer_before_the_server_closes() {
     bounded(async {
         let server = serve(Lab::default(), mux()).await;
-        let c = Raw::connect(&server).await;
+        let c = MuxPeer::connect(server.local_addr()).await;
         let (mut reader, mut writer) = c.0.split();
         for id in 1..=5u64 {
             let frame = OutFrame::with_header(
@@ -385,7 +359,7 @@ async fn a_server_only_kind_from_a_client_closes_the_connection() {
             .unwrap()
             .with_config(mux())
             .serve(Why(tx));
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         c.send(Kind::Push, 0, "not yours to send").await;
         let reason = why.recv().await.unwrap();
         assert!(reason.contains("protocol violation"), "{reason}");
@@ -429,18 +403,6 @@ async fn asker_peer(keepalive: Duration) -> (ServerHandle, TcpStream) {
     (server, stream)
 }
 
-impl Raw {
-    /// The next frame that is not a ping.
-    async fn recv_no_ping(&mut self) -> Option<(Header, String)> {
-        loop {
-            let frame = self.recv().await?;
-            if frame.0.kind != Kind::Ping {
-                return Some(frame);
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn between_peers_requests_go_both_ways_and_pings_keep_the_link() {
     bounded(async {
@@ -451,7 +413,7 @@ async fn between_peers_requests_go_both_ways_and_pings_keep_the_link() {
         let mut hello = [0u8; 12];
         raw.read_exact(&mut hello).await.unwrap();
         assert_eq!(hello, [0, 0, 0, 8, b'E', b'N', b'C', b'H', 1, 3, 1, b's']);
-        let mut c = Raw(Transport::new(raw));
+        let mut c = MuxPeer(Transport::new(raw));
         c.0.send(Hello::peer("r").encode().unwrap()).await.unwrap();
 
         c.send(Kind::Request, 1, "rain").await;
@@ -495,7 +457,7 @@ async fn between_peers_requests_go_both_ways_and_pings_keep_the_link() {
 async fn a_client_that_is_not_a_peer_gets_no_requests_and_no_pings() {
     bounded(async {
         let (server, stream) = asker_peer(Duration::from_millis(5)).await;
-        let mut c = Raw(Transport::new(stream));
+        let mut c = MuxPeer(Transport::new(stream));
         c.0.send(Hello::new("plain").encode().unwrap())
             .await
             .unwrap();
@@ -590,7 +552,7 @@ async fn a_duplicate_id_is_refused_and_the_first_request_still_gets_its_reply() 
     bounded(async {
         let lab = Lab::default();
         let server = serve(lab.clone(), mux()).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         c.send(Kind::Request, 7, "wait").await;
         eventually(|| lab.running.load(Ordering::SeqCst) == 1).await;
         // The same id again, while the first is in flight.

@@ -1,7 +1,7 @@
-//! Acceptance checks for the server's connection core: five limits that
-//! today's core gets wrong. Each test FAILS on the core as of commit 4db4a09
-//! (the figures below were observed there) and is meant to pass once the
-//! core is fixed. None is ignored; each fails in well under 10 s.
+//! Five limits of the server's connection core, each measured from outside:
+//! memory counted by a global allocator, handlers counted as they run,
+//! answers read off the wire. Each fails in well under 10 s on a core
+//! without the limit.
 //!
 //! 1. `a_client_that_never_reads_costs_at_most_the_byte_budget`: a plain
 //!    echo server (default config) and a raw client that sends 40 frames of
@@ -9,36 +9,29 @@
 //!    heap bytes since the baseline is at most [`BYTE_BUDGET`] (16 MiB of
 //!    outbound bytes not yet in the kernel, counting the writer's buffer, +
 //!    the one 8 MiB request in hand) + 1 MiB [`SLACK`].
-//!    Today: FAILS, peak 320.0 MiB (all 40 frames taken: the queue counts
-//!    128 frames, not bytes). For scale, today's core with
-//!    `outbound_queue(1)` measures 24.0 MiB or 32.0 MiB from run to run: the
-//!    writer copies each reply into its own buffer while the original is
-//!    still alive, and at peak that copy counts.
+//!    A queue counted in frames, not bytes, takes all 40 (320 MiB).
 //! 2. `declared_lengths_reserve_nothing_before_bytes_arrive`: 200
 //!    connections each send a header declaring 8 MiB - 1 and 10 body bytes,
 //!    and stay open. Once the server has read every byte (its sockets'
 //!    receive queues are empty), the heap has grown by less than
-//!    200 x 64 KiB = 12.5 MiB. Today: FAILS, grew 1603.8 MiB (the codec
-//!    reserves the declared length as soon as it reads the header). For
-//!    scale, the same 200 connections declaring 100 bytes grow it 5.5 MiB.
+//!    200 x 64 KiB = 12.5 MiB (a codec that reserves the declared length on
+//!    the header grows it by 1.6 GiB).
 //! 3. `one_way_messages_count_against_max_in_flight`: multiplexed,
 //!    `max_in_flight(4)`, `BusyPolicy::Refuse`; 100 notify frames whose
 //!    handlers wait on a gate, then a request. At most 4 handlers ever run at
 //!    once, and the connection answers a request afterwards. Notifies over
 //!    the limit may run later (after the gate opens) or be dropped: the test
-//!    asserts only the concurrency bound. Today: FAILS, 100 handlers at once.
+//!    asserts only the concurrency bound.
 //! 4. `a_cancel_is_read_even_at_the_in_flight_limit`: multiplexed,
 //!    `max_in_flight(2)`, `BusyPolicy::Wait`; requests 1 and 2 block forever,
 //!    then cancel 1, cancel 2 and request 3 "ping": request 3 is answered
-//!    within 3 s and both cancelled handlers are gone. Today: FAILS, no answer
-//!    to 3 within 3 s, 2 handlers still running (the reader stops at the
-//!    limit, so the cancels are never read).
+//!    within 3 s and both cancelled handlers are gone (a reader that stops
+//!    at the limit never reads the cancels).
 //! 5. `requests_unread_at_shutdown_get_shutting_down_errors`: multiplexed,
 //!    `max_in_flight(1)`, `BusyPolicy::Wait`; request 1 waits on a gate,
 //!    2..=5 queue behind it unread; shutdown begins, then the gate opens.
 //!    Before the connection closes, every id 1..=5 gets exactly one answer:
 //!    1 a response, 2..=5 a response or an error with code 6 (shutting down).
-//!    Today: FAILS, only id 1 is answered; ids [2, 3, 4, 5] get nothing.
 //!
 //! No plain-profile variant of 5: the plain wire has no error frame, so a
 //! request left unread at shutdown can only be answered or dropped with the
@@ -49,7 +42,7 @@
 //! the workspace forbids the `unsafe` a hand-written one needs). Allocations
 //! are process-wide, so the two tests that read it hold [`MEMORY`] and run
 //! one at a time; the others allocate only KiBs.
-//! Run with `cargo test --test core_limits`.
+//! Run with `cargo test --test limits_connection_core`.
 
 mod common;
 
@@ -63,10 +56,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::mux_peer::MuxPeer;
 use common::{eventually, serve};
-use enchufe::framing::mux::{ErrorCode, Header, Hello, Kind};
+use enchufe::framing::mux::{ErrorCode, Kind};
 use enchufe::framing::Transport;
-use enchufe::{handler_fn, Connection, Handler, Server, ServerHandle};
+use enchufe::{handler_fn, Connection, Handler, Server};
 use enchufe_server::{BusyPolicy, Config, Profile};
 use peakmem_alloc::{PeakMemAlloc, PeakMemAllocTrait, INSTRUMENTED_SYSTEM};
 use tokio::io::AsyncWriteExt;
@@ -333,35 +327,6 @@ fn mux() -> Config {
     Config::default().profile(Profile::Multiplexed)
 }
 
-/// A hand-written multiplexed client (as in tests/server_mux.rs).
-struct Raw(Transport<TcpStream>);
-
-impl Raw {
-    async fn connect(server: &ServerHandle) -> Raw {
-        let stream = TcpStream::connect(server.local_addr()).await.unwrap();
-        // Without it, Nagle holds small frames sent back to back on the
-        // client until the first is acknowledged: "sent" would not mean sent.
-        stream.set_nodelay(true).unwrap();
-        let mut t = Transport::new(stream);
-        t.send(Hello::new("").encode().unwrap()).await.unwrap();
-        let hello = t.recv().await.unwrap().expect("server hello");
-        Hello::decode(&hello).unwrap();
-        Raw(t)
-    }
-
-    async fn send(&mut self, kind: Kind, id: u64, body: &str) {
-        let mut frame = Header { kind, id }.to_bytes().to_vec();
-        frame.extend_from_slice(body.as_bytes());
-        self.0.send(Bytes::from(frame)).await.unwrap();
-    }
-
-    /// The next frame; `None` when the server closed. Cancel-safe.
-    async fn recv(&mut self) -> Option<(Header, BytesMut)> {
-        let frame = self.0.recv().await.unwrap()?;
-        Some(Header::split(frame).unwrap())
-    }
-}
-
 // ---------------------------------------------------------------------------
 // 3. Notifies count against max_in_flight
 
@@ -371,7 +336,7 @@ async fn one_way_messages_count_against_max_in_flight() {
         let (open, lab) = Lab::new();
         let config = mux().max_in_flight(4).busy(BusyPolicy::Refuse);
         let server = serve(lab.clone(), config).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         for _ in 0..100 {
             c.send(Kind::Notify, 0, "gated").await;
         }
@@ -381,11 +346,11 @@ async fn one_way_messages_count_against_max_in_flight() {
         // it has read every notify; one that stops reading at the limit
         // answers it only after the gate opens. Either way the gate stays
         // shut long enough for every handler it starts to be counted.
-        let early = tokio::time::timeout(Duration::from_secs(1), c.recv()).await;
+        let early = tokio::time::timeout(Duration::from_secs(1), c.recv_bytes()).await;
         open.send_replace(true);
         let probe = match early {
             Ok(answer) => answer,
-            Err(_) => tokio::time::timeout(Duration::from_secs(3), c.recv())
+            Err(_) => tokio::time::timeout(Duration::from_secs(3), c.recv_bytes())
                 .await
                 .expect("the probe request was never answered"),
         };
@@ -399,7 +364,7 @@ async fn one_way_messages_count_against_max_in_flight() {
         println!("peak {peak} handlers at once; {started} started");
 
         c.send(Kind::Request, 2, "ping").await;
-        let (header, body) = tokio::time::timeout(Duration::from_secs(3), c.recv())
+        let (header, body) = tokio::time::timeout(Duration::from_secs(3), c.recv_bytes())
             .await
             .expect("no answer to a request after the notifies")
             .expect("the server closed the connection");
@@ -428,7 +393,7 @@ async fn a_cancel_is_read_even_at_the_in_flight_limit() {
             .busy(BusyPolicy::Wait)
             .shutdown_grace(Duration::from_millis(200));
         let server = serve(lab.clone(), config).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         c.send(Kind::Request, 1, "block").await;
         c.send(Kind::Request, 2, "block").await;
         tokio::time::timeout(Duration::from_secs(3), eventually(|| lab.running() == 2))
@@ -441,7 +406,7 @@ async fn a_cancel_is_read_even_at_the_in_flight_limit() {
         // Frames for the cancelled ids, if any, are allowed and skipped.
         let answer = tokio::time::timeout(Duration::from_secs(3), async {
             loop {
-                match c.recv().await {
+                match c.recv_bytes().await {
                     Some((header, body)) if header.id == 3 => return Some((header, body)),
                     Some(_) => {}
                     None => return None,
@@ -483,7 +448,7 @@ async fn requests_unread_at_shutdown_get_shutting_down_errors() {
             .busy(BusyPolicy::Wait)
             .shutdown_grace(Duration::from_secs(2));
         let server = serve(lab.clone(), config).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = MuxPeer::connect(server.local_addr()).await;
         c.send(Kind::Request, 1, "gated").await;
         for id in 2..=5 {
             c.send(Kind::Request, id, "fast").await;
@@ -508,7 +473,7 @@ async fn requests_unread_at_shutdown_get_shutting_down_errors() {
         // Everything the server sends until it closes: (kind, error code).
         let mut answers: BTreeMap<u64, Vec<(Kind, Option<u8>)>> = BTreeMap::new();
         tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some((header, body)) = c.recv().await {
+            while let Some((header, body)) = c.recv_bytes().await {
                 let code =
                     (header.kind == Kind::Error).then(|| ErrorCode::parse(&body).0.to_byte());
                 answers

@@ -1,9 +1,9 @@
-//! Slots that cannot be hoarded and handlers that cannot run forever
-//! (issue 12, items 1 and 2): a deadline for the first frame and for
+//! Slots that cannot be hoarded and handlers that cannot run forever: a
+//! deadline for the first frame and for
 //! completing any frame (slowloris), a limit per client address, and a
 //! per-request handler timeout. Each case fails on a server without the
 //! limit: the raw clients here would hold their connection for the whole
-//! idle timeout (10 minutes before), and the handlers would run forever.
+//! idle timeout, and the handlers would run forever.
 
 mod common;
 
@@ -190,21 +190,6 @@ async fn a_handler_past_its_timeout_is_stopped() {
     .await;
 }
 
-/// A raw multiplexed client's request frame: header, then the body.
-fn mux_request(id: u64, body: &str) -> Vec<u8> {
-    use enchufe::framing::mux::{Header, Kind};
-    let mut payload = Header {
-        kind: Kind::Request,
-        id,
-    }
-    .to_bytes()
-    .to_vec();
-    payload.extend_from_slice(body.as_bytes());
-    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-    frame.extend(payload);
-    frame
-}
-
 /// Reads one frame's payload.
 async fn read_frame(raw: &mut TcpStream) -> Vec<u8> {
     let mut head = [0u8; 4];
@@ -236,7 +221,13 @@ async fn a_client_gone_after_its_half_close_frees_its_slot_in_both_profiles() {
                     .unwrap();
                 raw.write_all(&hello).await.unwrap();
                 read_frame(&mut raw).await;
-                raw.write_all(&mux_request(1, "forever")).await.unwrap();
+                raw.write_all(&common::mux_peer::wire_frame(
+                    enchufe::framing::mux::Kind::Request,
+                    1,
+                    b"forever",
+                ))
+                .await
+                .unwrap();
             }
             // The course's last question: send, then half-close.
             raw.shutdown().await.unwrap();
@@ -412,7 +403,7 @@ async fn the_listen_backlog_is_what_the_config_says() {
     .await;
 }
 
-/// Issue 12, item 4: with the default limit, more silent connections than
+/// With the default connection limit, more silent connections than
 /// the old default (1,024) leave room for an ordinary client, served at once
 /// rather than after the first-frame deadline (10 s) frees a slot.
 #[tokio::test]

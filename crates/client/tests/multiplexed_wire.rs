@@ -1,7 +1,7 @@
 //! The client in the multiplexed profile, against scripted servers that speak
 //! `docs/PROTOCOL.md` frame by frame: hello exchange, replies by id and out
 //! of order, error frames, pushes, cancellation, protocol violations.
-//! Run with `cargo test -p enchufe-client --test mux`.
+//! Run with `cargo test -p enchufe-client --test multiplexed_wire`.
 
 use std::collections::HashMap;
 use std::future::Future;

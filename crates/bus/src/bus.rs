@@ -1,0 +1,92 @@
+//! The bus trait, its messages and subscriptions.
+
+use std::fmt;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::Stream;
+
+use crate::queue::Drain;
+use crate::Result;
+
+/// A publish/subscribe bus shared by the servers of a cluster: bytes
+/// published to a channel reach every subscription to that channel, on
+/// every server attached to the same bus (the publisher's own included).
+///
+/// Delivery is at most once: a subscriber that is disconnected, or whose
+/// queue is full, misses messages (counted in
+/// [`Subscription::dropped`]); messages from one publisher arrive in the
+/// order they were published.
+pub trait Bus: Send + Sync + fmt::Debug + 'static {
+    /// Publishes `payload` to `channel`; resolves once the bus took it.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`](crate::Error::Unavailable) when the bus cannot
+    /// be reached, [`Error::Timeout`](crate::Error::Timeout) when it did not
+    /// answer in time, [`Error::Closed`](crate::Error::Closed) once closed.
+    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<()>>;
+
+    /// Subscribes to `channels`; the subscription holds at most
+    /// `max_bytes` of payload not yet read, and drops (and counts) what
+    /// would go past it. Dropping the subscription unsubscribes.
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed) once the bus is closed.
+    fn subscribe(&self, channels: &[&str], max_bytes: usize) -> Result<Subscription>;
+}
+
+/// One message read from a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The channel it was published to.
+    pub channel: String,
+    /// The bytes published.
+    pub payload: Bytes,
+}
+
+impl Message {
+    /// What the message costs in a subscription's byte budget.
+    pub(crate) fn size(&self) -> usize {
+        self.channel.len() + self.payload.len()
+    }
+}
+
+/// A subscription to some channels of a [`Bus`]: a queue bounded in bytes
+/// that the bus fills and [`Subscription::recv`] empties.
+#[derive(Debug)]
+pub struct Subscription {
+    drain: Drain<Message>,
+}
+
+impl Subscription {
+    pub(crate) fn new(drain: Drain<Message>) -> Subscription {
+        Subscription { drain }
+    }
+
+    /// The next message; `None` once the bus is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: no message is lost if this is dropped before it
+    /// resolves.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.drain.recv().await
+    }
+
+    /// How many messages were dropped because this subscription's queue was
+    /// full (its reader was slower than the bus).
+    pub fn dropped(&self) -> u64 {
+        self.drain.dropped()
+    }
+
+    /// The payload bytes queued and not yet read.
+    pub fn queued_bytes(&self) -> usize {
+        self.drain.queued_bytes()
+    }
+
+    /// The messages as a stream.
+    pub fn into_stream(self) -> impl Stream<Item = Message> + Send {
+        futures::stream::unfold(self, |mut sub| async move {
+            sub.recv().await.map(|message| (message, sub))
+        })
+    }
+}

@@ -1,0 +1,354 @@
+//! The Redis bus (feature `redis`).
+//!
+//! Crate: `redis` (redis-rs), the kept Rust client, with tokio. Publishing
+//! goes through one multiplexed connection (commands from every task share
+//! it, in order); each subscription has its own pub/sub connection, as
+//! Redis requires (a subscribed connection takes no other commands).
+//!
+//! Plain pub/sub (`PUBLISH`/`SUBSCRIBE`), not sharded (`SPUBLISH`, Redis 7):
+//! on one Redis server, or a primary with replicas, they behave alike; in a
+//! Redis Cluster plain pub/sub sends every message to every node, which
+//! sharded pub/sub avoids by keeping a channel on its key's shard. A
+//! cluster of enchufe servers uses few channels (one by default), so a
+//! sharded channel would sit on one shard anyway; plain pub/sub works with
+//! every Redis from 2.0 and with Valkey.
+//!
+//! Failures: a publish that fails drops the connection and the next one
+//! reconnects, no sooner than a backoff that doubles from
+//! [`RedisConfig::min_backoff`] to [`RedisConfig::max_backoff`]; until then
+//! publishes fail at once with [`Error::Unavailable`] instead of each
+//! waiting for a connect. A subscription whose connection ends reconnects
+//! with the same backoff and subscribes again; messages published while it
+//! was away are lost (pub/sub keeps nothing), which is counted by nobody:
+//! Redis does not know they were missed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use redis::aio::MultiplexedConnection;
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{Bus, Message, Subscription};
+use crate::queue::{bounded, Feed};
+use crate::{Error, Result};
+
+/// Settings of a [`RedisBus`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// How long a connect may take. Default 2 s: a Redis on the same
+    /// network answers in milliseconds; longer only delays the report that
+    /// it is down.
+    pub connect_timeout: Duration,
+    /// How long a `PUBLISH` may take. Default 2 s, for the same reason.
+    pub command_timeout: Duration,
+    /// The first wait before reconnecting after a failure. Default 100 ms.
+    pub min_backoff: Duration,
+    /// The longest wait between reconnects; the wait doubles up to it.
+    /// Default 2 s: a restarted Redis is found again within about that.
+    pub max_backoff: Duration,
+    /// How often a subscription pings Redis, to notice a connection that
+    /// died without a word (a cut network, a firewall's dropped state):
+    /// no answer within [`RedisConfig::command_timeout`] and it reconnects.
+    /// Default 5 s: a dead subscription is found within about 7 s, for one
+    /// small command per subscription every 5 s.
+    pub keepalive: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> RedisConfig {
+        RedisConfig {
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            keepalive: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of a [`RedisBus`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Messages Redis took.
+    pub published: u64,
+    /// Publishes that failed (Redis down, timed out, waiting to reconnect).
+    pub publish_failures: u64,
+    /// Times a subscription connected again after losing its connection.
+    pub resubscribes: u64,
+    /// The publishing connection is up.
+    pub connected: bool,
+}
+
+/// A [`Bus`] on Redis pub/sub (see the module docs for the choices).
+/// Cheap to clone; clones share the connections. [`RedisBus::close`] ends
+/// its subscriptions.
+///
+/// ```no_run
+/// use enchufe::bus::{Bus, RedisBus, RedisConfig};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), enchufe::bus::Error> {
+/// let bus = RedisBus::open("redis://127.0.0.1:6379", RedisConfig::default())?;
+/// let mut sub = bus.subscribe(&["news"], 1 << 20)?;
+/// bus.publish("news", "hola".into()).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisBus {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    client: redis::Client,
+    config: RedisConfig,
+    publisher: Mutex<Publisher>,
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    resubscribes: AtomicU64,
+    connected: AtomicBool,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The publishing connection and when to try again after a failure.
+#[derive(Debug)]
+struct Publisher {
+    conn: Option<MultiplexedConnection>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl RedisBus {
+    /// A bus on the Redis at `url` (`redis://HOST:PORT`). Connects lazily:
+    /// on the first publish, and in the background for each subscription.
+    ///
+    /// # Errors
+    /// [`Error::Address`] if `url` is not a Redis URL.
+    pub fn open(url: &str, config: RedisConfig) -> Result<RedisBus> {
+        let client = redis::Client::open(url).map_err(|e| Error::Address(e.into()))?;
+        Ok(RedisBus {
+            shared: Arc::new(Shared {
+                client,
+                publisher: Mutex::new(Publisher {
+                    conn: None,
+                    retry_at: None,
+                    backoff: config.min_backoff,
+                }),
+                config,
+                published: AtomicU64::new(0),
+                publish_failures: AtomicU64::new(0),
+                resubscribes: AtomicU64::new(0),
+                connected: AtomicBool::new(false),
+                cancel: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RedisStats {
+        let s = &self.shared;
+        RedisStats {
+            published: s.published.load(Ordering::Relaxed),
+            publish_failures: s.publish_failures.load(Ordering::Relaxed),
+            resubscribes: s.resubscribes.load(Ordering::Relaxed),
+            connected: s.connected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Ends every subscription (their `recv` returns `None`) and waits for
+    /// their tasks; later publishes and subscribes fail with
+    /// [`Error::Closed`].
+    pub async fn close(&self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+}
+
+impl Shared {
+    fn publisher(&self) -> std::sync::MutexGuard<'_, Publisher> {
+        self.publisher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The publishing connection, connecting if the backoff allows.
+    async fn connection(&self) -> Result<MultiplexedConnection> {
+        {
+            let publisher = self.publisher();
+            if let Some(conn) = &publisher.conn {
+                return Ok(conn.clone());
+            }
+            if publisher.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Err(Error::Unavailable("waiting to reconnect to redis".into()));
+            }
+        }
+        let connect = self.client.get_multiplexed_async_connection();
+        match timeout(self.config.connect_timeout, connect).await {
+            Ok(Ok(conn)) => {
+                let mut publisher = self.publisher();
+                publisher.conn = Some(conn.clone());
+                publisher.retry_at = None;
+                publisher.backoff = self.config.min_backoff;
+                self.connected.store(true, Ordering::Relaxed);
+                Ok(conn)
+            }
+            Ok(Err(e)) => {
+                self.lost();
+                Err(Error::Unavailable(e.into()))
+            }
+            Err(_) => {
+                self.lost();
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    /// The publishing connection failed: drop it, wait before the next try.
+    fn lost(&self) {
+        let mut publisher = self.publisher();
+        publisher.conn = None;
+        publisher.retry_at = Some(Instant::now() + publisher.backoff);
+        publisher.backoff = (publisher.backoff * 2).min(self.config.max_backoff);
+        self.connected.store(false, Ordering::Relaxed);
+    }
+
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let outcome = async {
+            let mut conn = self.connection().await?;
+            let command = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(&payload[..])
+                .to_owned();
+            match timeout(
+                self.config.command_timeout,
+                command.query_async::<i64>(&mut conn),
+            )
+            .await
+            {
+                Ok(Ok(_receivers)) => Ok(()),
+                Ok(Err(e)) => {
+                    self.lost();
+                    Err(Error::Unavailable(e.into()))
+                }
+                Err(_) => {
+                    self.lost();
+                    Err(Error::Timeout)
+                }
+            }
+        }
+        .await;
+        match &outcome {
+            Ok(()) => self.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.publish_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        outcome
+    }
+
+    /// A subscription's task: connect, subscribe, forward; on a lost
+    /// connection wait the backoff and do it again, until the subscription
+    /// is dropped or the bus closed.
+    async fn subscriber(self: Arc<Self>, channels: Vec<String>, feed: Feed<Message>) {
+        let mut backoff = self.config.min_backoff;
+        let mut first = true;
+        loop {
+            let session = async {
+                let mut pubsub =
+                    timeout(self.config.connect_timeout, self.client.get_async_pubsub())
+                        .await
+                        .map_err(|_| Error::Timeout)?
+                        .map_err(|e| Error::Unavailable(e.into()))?;
+                for channel in &channels {
+                    timeout(self.config.command_timeout, pubsub.subscribe(channel))
+                        .await
+                        .map_err(|_| Error::Timeout)?
+                        .map_err(|e| Error::Unavailable(e.into()))?;
+                }
+                Ok::<_, Error>(pubsub)
+            };
+            let pubsub = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = feed.closed() => return,
+                pubsub = session => pubsub,
+            };
+            match pubsub {
+                Ok(pubsub) => {
+                    if !first {
+                        self.resubscribes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    first = false;
+                    backoff = self.config.min_backoff;
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut keepalive = tokio::time::interval(self.config.keepalive);
+                    keepalive.reset();
+                    loop {
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => return,
+                            _ = feed.closed() => return,
+                            _ = keepalive.tick() => {
+                                let ping = sink.ping::<redis::Value>();
+                                if !matches!(timeout(self.config.command_timeout, ping).await, Ok(Ok(_))) {
+                                    tracing::warn!("redis subscription silent; reconnecting");
+                                    break;
+                                }
+                            }
+                            msg = messages.next() => match msg {
+                                Some(msg) => {
+                                    let message = Message {
+                                        channel: msg.get_channel_name().to_owned(),
+                                        payload: Bytes::copy_from_slice(msg.get_payload_bytes()),
+                                    };
+                                    let size = message.size();
+                                    feed.offer(message, size);
+                                }
+                                None => {
+                                    tracing::warn!("redis subscription lost; reconnecting");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "redis subscribe failed; retrying"),
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = feed.closed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<()>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.shared.publish(&channel, payload).await })
+    }
+
+    fn subscribe(&self, channels: &[&str], max_bytes: usize) -> Result<Subscription> {
+        if self.shared.cancel.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let (feed, drain) = bounded(max_bytes);
+        let channels = channels.iter().map(|c| (*c).to_owned()).collect();
+        self.shared
+            .tasks
+            .spawn(self.shared.clone().subscriber(channels, feed));
+        Ok(Subscription::new(drain))
+    }
+}

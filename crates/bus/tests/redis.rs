@@ -1,0 +1,336 @@
+//! The bus on a real `redis-server` (installed by `scripts/setup`), which
+//! each test starts on a free loopback port and kills at the end.
+//! `ENCHUFE_SKIP_REDIS=1` skips them (and says so) where it cannot be
+//! installed.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{config, eventually, maybe_next, next, settle, Node, WAIT};
+use enchufe::bus::{Bus, RedisBus, RedisConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+/// A `redis-server` of the test's own, with nothing saved to disk.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// `None` when the tests are to be skipped.
+    async fn start() -> Option<Redis> {
+        if std::env::var_os("ENCHUFE_SKIP_REDIS").is_some_and(|v| v == "1") {
+            eprintln!("*** SKIPPED: redis test (ENCHUFE_SKIP_REDIS=1)");
+            return None;
+        }
+        // A free port: bound and released (a race with another process is
+        // possible but unlikely, and would fail the test, not hang it).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis { port, child: None };
+        redis.up().await;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server on its port and waits until it accepts.
+    async fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs (scripts/setup installs it; ENCHUFE_SKIP_REDIS=1 skips)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually_async("redis-server accepts", || TcpStream::connect(addr.clone())).await;
+    }
+
+    /// Kills the server (its clients see their connections reset).
+    async fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+async fn eventually_async<F, T, E>(what: &str, mut attempt: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    tokio::time::timeout(WAIT, async {
+        while attempt().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not within {WAIT:?}: {what}"));
+}
+
+fn bus(redis: &Redis) -> (RedisBus, Arc<dyn Bus>) {
+    let mut config = RedisConfig::default();
+    config.min_backoff = Duration::from_millis(20);
+    config.max_backoff = Duration::from_millis(200);
+    let bus = RedisBus::open(&redis.url(), config).unwrap();
+    (bus.clone(), Arc::new(bus))
+}
+
+#[tokio::test]
+async fn publish_and_subscribe_and_a_typed_error_when_redis_is_down() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    tokio::time::timeout(WAIT * 2, async {
+        let (bus, _) = bus(&redis);
+        let mut sub = bus.subscribe(&["news"], 1 << 20).unwrap();
+        // Pub/sub keeps nothing: publish until the subscription is live.
+        let got = tokio::time::timeout(WAIT, async {
+            loop {
+                bus.publish("news", Bytes::from_static(b"hola"))
+                    .await
+                    .unwrap();
+                if let Ok(Some(message)) =
+                    tokio::time::timeout(Duration::from_millis(50), sub.recv()).await
+                {
+                    return message;
+                }
+            }
+        })
+        .await
+        .expect("the subscription goes live");
+        assert_eq!(got.channel, "news");
+        assert_eq!(got.payload, "hola");
+        assert!(bus.stats().connected);
+
+        redis.down().await;
+        let err = loop {
+            // The first publish may still find the old connection open.
+            if let Err(err) = bus.publish("news", Bytes::from_static(b"x")).await {
+                break err;
+            }
+        };
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(bus.stats().publish_failures >= 1);
+        assert!(!bus.stats().connected);
+        bus.close().await;
+        assert_eq!(sub.recv().await, None, "closing ends the subscription");
+        assert!(bus
+            .publish("news", Bytes::new())
+            .await
+            .unwrap_err()
+            .is_closed());
+    })
+    .await
+    .expect("not hung");
+}
+
+#[tokio::test]
+async fn three_servers_on_redis_deliver_each_message_once_and_survive_a_restart() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    tokio::time::timeout(WAIT * 4, async {
+        let (bus_a, on_a) = bus(&redis);
+        let (bus_b, on_b) = bus(&redis);
+        let (bus_c, on_c) = bus(&redis);
+        let a = Node::start(on_a, config(), 2).await;
+        let b = Node::start(on_b, config(), 1).await;
+        let c = Node::start(on_c, config(), 1).await;
+        settle(&[&a, &b, &c]).await;
+        for node in [&a, &b, &c] {
+            for i in 0..node.clients.len() {
+                node.cluster.join("sala", node.id(i)).unwrap();
+            }
+        }
+
+        // From a member on a: reaches b and c exactly once, in order.
+        for n in 0..20 {
+            a.cluster
+                .to_room_except("sala", a.id(0), format!("m{n}"))
+                .unwrap();
+        }
+        a.cluster.to_room("sala", "end").unwrap();
+        for (node, client) in [(&a, 1), (&b, 0), (&c, 0)] {
+            for n in 0..20 {
+                assert_eq!(next(node.client(client)).await, format!("m{n}"));
+            }
+            assert_eq!(next(node.client(client)).await, "end", "nothing twice");
+        }
+        assert_eq!(next(a.client(0)).await, "end");
+        for (node, client) in [(&a, 0), (&a, 1), (&b, 0), (&c, 0)] {
+            assert_eq!(
+                maybe_next(node.client(client), Duration::from_millis(100)).await,
+                None
+            );
+        }
+
+        // Redis goes away: local delivery goes on, the failures are counted.
+        redis.down().await;
+        eventually_async("a's publishes fail", || {
+            let bus = bus_a.clone();
+            async move {
+                match bus.publish("probe", Bytes::new()).await {
+                    Ok(()) => Err(()),
+                    Err(_) => Ok(()),
+                }
+            }
+        })
+        .await;
+        let failures = a.cluster.stats().publish_failures;
+        assert_eq!(a.cluster.to_room("sala", "local").unwrap(), 2);
+        assert_eq!(next(a.client(0)).await, "local");
+        assert_eq!(next(a.client(1)).await, "local");
+        eventually("the lost publication is counted", || {
+            a.cluster.stats().publish_failures > failures
+        })
+        .await;
+
+        // Redis is back (same port): the buses reconnect and subscribe
+        // again, and delivery resumes. What was published while a server's
+        // subscription was still down is lost (pub/sub), so send until one
+        // arrives, then check that everything after it arrives in order.
+        redis.up().await;
+        let mut n = 0;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                c.cluster.to_room("sala", format!("again{n}")).unwrap();
+                n += 1;
+                if let Some(got) = maybe_next(b.client(0), Duration::from_millis(100)).await {
+                    assert!(got.starts_with("again"), "{got}");
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("delivery resumes after the restart");
+        assert!(bus_c.stats().connected);
+        eventually("every subscription came back", || {
+            [&bus_a, &bus_b, &bus_c]
+                .iter()
+                .all(|bus| bus.stats().resubscribes >= 1)
+        })
+        .await;
+        c.cluster.to_room("sala", "after").unwrap();
+        for (node, client) in [(&a, 0), (&a, 1), (&b, 0)] {
+            loop {
+                let got = next(node.client(client)).await;
+                if got == "after" {
+                    break;
+                }
+                assert!(got.starts_with("again"), "{got}");
+            }
+        }
+        let stats = b.cluster.stats();
+        assert!(stats.received >= 22, "{stats:?}");
+        redis.down().await;
+    })
+    .await
+    .expect("not hung");
+}
+
+/// A TCP relay to Redis whose open connections can be black-holed: they
+/// stay open and carry nothing, as after a network cut that no FIN or RST
+/// announced. New connections are relayed as before.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(upstream: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                watch.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = watch.changed() => {
+                            // Black-holed: hold both ends open, relay nothing.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        Relay { addr, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn black_hole(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn a_silently_dead_subscription_is_noticed_and_replaced() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    tokio::time::timeout(WAIT * 2, async {
+        let relay = Relay::start(redis.port).await;
+        let mut config = RedisConfig::default();
+        config.keepalive = Duration::from_millis(100);
+        config.command_timeout = Duration::from_millis(300);
+        config.min_backoff = Duration::from_millis(20);
+        config.max_backoff = Duration::from_millis(200);
+        let cut_off = RedisBus::open(&relay.url(), config).unwrap();
+        let (direct, _) = bus(&redis);
+        let mut sub = cut_off.subscribe(&["news"], 1 << 20).unwrap();
+
+        // Publishes directly until the subscription (through the relay)
+        // hears one.
+        async fn until_heard(direct: &RedisBus, sub: &mut enchufe::bus::Subscription) {
+            loop {
+                direct
+                    .publish("news", Bytes::from_static(b"hola"))
+                    .await
+                    .unwrap();
+                if let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(50), sub.recv()).await
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::timeout(WAIT, until_heard(&direct, &mut sub))
+            .await
+            .expect("the subscription goes live");
+        while tokio::time::timeout(Duration::from_millis(50), sub.recv())
+            .await
+            .is_ok()
+        {}
+
+        relay.black_hole();
+        tokio::time::timeout(WAIT, until_heard(&direct, &mut sub))
+            .await
+            .expect("the dead subscription is noticed and replaced");
+        assert!(cut_off.stats().resubscribes >= 1);
+        cut_off.close().await;
+        redis.down().await;
+    })
+    .await
+    .expect("not hung");
+}

@@ -1,0 +1,193 @@
+//! [`Body`]: a request's body, streamed to the handler as it arrives.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use enchufe_framing::{Error, Result};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
+
+/// How many chunks wait between the connection and the handler: a body
+/// holds at most this many reads of the socket in memory (each at most the
+/// wire's read buffer), whatever its length.
+const CHUNKS: usize = 4;
+
+/// A request's body (`Content-Length` or chunked), handed to the handler
+/// in chunks as its bytes arrive: memory stays bounded by a few reads
+/// whatever its length, within [`Config::max_body`](crate::Config::max_body).
+///
+/// Nothing is read from the socket for it until the handler asks (so an
+/// `Expect: 100-continue` request gets its `100 Continue` only then); a
+/// body the handler leaves unread is drained after the reply, up to
+/// [`Config::drain_bytes`](crate::Config::drain_bytes), or the connection
+/// is closed: the next request is never read from the middle of a body.
+///
+/// Read it with [`Body::chunk`], all at once with [`Body::to_bytes`], or as
+/// an [`AsyncRead`].
+#[derive(Debug)]
+pub struct Body {
+    len: Option<u64>,
+    rx: Option<mpsc::Receiver<Result<Bytes>>>,
+    /// Set when the handler first asks for a chunk: the connection starts
+    /// reading the body (and answers `100 Continue` if it was expected).
+    wanted: Arc<AtomicBool>,
+    /// What `poll_read` has not handed out yet of the last chunk.
+    current: Bytes,
+    /// The end (or an error) was seen: no more chunks.
+    done: bool,
+}
+
+/// The connection's end of a [`Body`].
+#[derive(Debug)]
+pub(crate) struct BodySender {
+    pub(crate) tx: mpsc::Sender<Result<Bytes>>,
+    pub(crate) wanted: Arc<AtomicBool>,
+}
+
+impl Body {
+    /// A body with no bytes (a request without one).
+    pub fn empty() -> Body {
+        Body {
+            len: Some(0),
+            rx: None,
+            wanted: Arc::default(),
+            current: Bytes::new(),
+            done: true,
+        }
+    }
+
+    /// A body whose chunks the connection sends; `len` is the declared
+    /// length (`None`: chunked). An empty chunk marks the end; the sender
+    /// dropped before it is a body cut short.
+    pub(crate) fn channel(len: Option<u64>) -> (BodySender, Body) {
+        let (tx, rx) = mpsc::channel(CHUNKS);
+        let wanted = Arc::new(AtomicBool::new(false));
+        let body = Body {
+            len,
+            rx: Some(rx),
+            wanted: wanted.clone(),
+            current: Bytes::new(),
+            done: false,
+        };
+        (BodySender { tx, wanted }, body)
+    }
+
+    /// The declared length (`Content-Length`), or `None` for a chunked
+    /// body.
+    pub fn len(&self) -> Option<u64> {
+        self.len
+    }
+
+    /// Whether the request has no body (`Content-Length: 0` or none).
+    pub fn is_empty(&self) -> bool {
+        self.len == Some(0)
+    }
+
+    /// The next chunk: `Ok(None)` at the end of the body.
+    ///
+    /// # Errors
+    /// [`Error::UnexpectedEof`] when the connection ended inside the body;
+    /// [`Error::FrameTooLarge`] past
+    /// [`Config::max_body`](crate::Config::max_body); [`Error::Malformed`]
+    /// for a broken chunked encoding. The server answers these itself
+    /// (`400`, `413`) and closes, whatever the handler replies.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a chunk not returned stays queued.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// The whole body in one buffer, refused past `limit` bytes.
+    ///
+    /// # Errors
+    /// As [`Body::chunk`], and [`Error::FrameTooLarge`] past `limit`.
+    pub async fn to_bytes(&mut self, limit: usize) -> Result<Bytes> {
+        let mut all = BytesMut::new();
+        while let Some(chunk) = self.chunk().await? {
+            if all.len() + chunk.len() > limit {
+                return Err(Error::FrameTooLarge {
+                    declared: (all.len() + chunk.len()) as u64,
+                    limit,
+                });
+            }
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all.freeze())
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        if !self.current.is_empty() {
+            return Poll::Ready(Ok(Some(std::mem::take(&mut self.current))));
+        }
+        let Some(rx) = self.rx.as_mut().filter(|_| !self.done) else {
+            return Poll::Ready(Ok(None));
+        };
+        self.wanted.store(true, Ordering::Relaxed);
+        let next = ready!(rx.poll_recv(cx));
+        match next {
+            Some(Ok(chunk)) if !chunk.is_empty() => Poll::Ready(Ok(Some(chunk))),
+            Some(Ok(_)) => {
+                self.done = true;
+                Poll::Ready(Ok(None))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Poll::Ready(Err(e))
+            }
+            None => {
+                self.done = true;
+                Poll::Ready(Err(Error::UnexpectedEof {
+                    expected: self.len.unwrap_or(0),
+                    received: 0,
+                }))
+            }
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl futures::Stream for Body {
+    type Item = Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_chunk(cx).map(Result::transpose)
+    }
+}
+
+impl AsyncRead for Body {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.current.is_empty() {
+            match ready!(this.poll_chunk(cx)) {
+                Ok(Some(chunk)) => this.current = chunk,
+                Ok(None) => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(io::Error::other(e))),
+            }
+        }
+        let n = this.current.len().min(buf.remaining());
+        buf.put_slice(&this.current[..n]);
+        this.current.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl BodySender {
+    /// Whether the handler has asked for the body yet.
+    pub(crate) fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed)
+    }
+}
