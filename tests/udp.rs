@@ -314,7 +314,7 @@ async fn a_reply_over_the_clients_limit_is_reported_truncated() {
             .unwrap();
         let err = client.request::<_, String>("101").await.unwrap_err();
         assert!(
-            matches!(err, Error::Truncated { limit: 100 }) && err.is_too_large(),
+            matches!(err, Error::Truncated { limit: 100 }) && err.is_frame_too_large(),
             "{err:?}"
         );
         let fits: String = client.request("100").await.unwrap();

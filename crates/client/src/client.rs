@@ -99,8 +99,9 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::connect`]; in the multiplexed profile also
-    /// [`Error::VersionMismatch`], [`Error::NotEnchufe`] (a hello that is
-    /// malformed), [`Error::ProfileMismatch`] when the server speaks the
+    /// [`Error::Framing`] with the framing `VersionMismatch`, `BadHello` (a
+    /// hello that is malformed), or `ProfileMismatch`
+    /// ([`Error::is_profile_mismatch`]) when the server speaks the
     /// plain profile (no hello in time, a message or our own hello back, a
     /// close instead of a hello), [`Error::Encode`] for a
     /// [`Config::node_id`] over 255 bytes, and the errors of a connection
@@ -112,7 +113,7 @@ impl Client {
     ) -> Result<Client> {
         let shown = addr.to_string();
         let (wiring, incoming) = Wiring::new(&config);
-        let link = dial(addr, &shown, &config, &wiring).await?;
+        let link = dial(&shown, &config, &wiring).await?;
         let route = match config.reconnect.clone() {
             None => Route::Fixed(link),
             Some(policy) => Route::Supervised(Supervised::start(
@@ -343,7 +344,7 @@ impl Client {
     /// (a reconnecting client does not retry the request: the server may
     /// have acted on it); as [`Client::send`] for the request itself.
     /// Multiplexed profile only: [`Error::Remote`] when the server answers
-    /// with an error frame, [`Error::Protocol`] when it breaks the protocol.
+    /// with an error frame, [`Error::Framing`] (a framing `Malformed`) when it breaks the protocol.
     ///
     /// # Cancel safety
     /// Dropping the future gives up the request. In the multiplexed profile
@@ -400,7 +401,7 @@ impl Client {
     /// [`Error::Decode`] if this message is not an `M` (the next call goes on
     /// with the next message); once, the error that ended the connection
     /// ([`Error::Framing`]: a frame over the limit, a cut frame, a socket error;
-    /// [`Error::Protocol`]); a reconnecting client reports those as
+    /// a protocol violation); a reconnecting client reports those as
     /// [`Event`]s instead, and returns [`Error::GaveUp`] once if it gives up.
     ///
     /// # Cancel safety

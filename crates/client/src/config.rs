@@ -30,7 +30,8 @@ pub struct Config {
     /// its default profile ([`Profile::Auto`]) answers it; a server that
     /// speaks only the plain profile (the course's Python `Server`, an
     /// enchufe server pinned to [`Profile::Plain`]) makes connecting fail
-    /// with [`Error::ProfileMismatch`](crate::Error::ProfileMismatch), never
+    /// with a profile mismatch
+    /// ([`Error::is_profile_mismatch`](crate::Error::is_profile_mismatch)), never
     /// a wrong reply. [`Profile::Auto`] here means multiplexed too.
     ///
     /// [`Profile::Plain`]: one frame is one message, nothing added, the
@@ -39,7 +40,8 @@ pub struct Config {
     /// answers every request once, in order, and pushes nothing while
     /// requests are outstanding (see [`Client`](crate::Client)). A
     /// multiplexed hello as the server's first frame fails with
-    /// [`Error::ProfileMismatch`](crate::Error::ProfileMismatch).
+    /// a profile mismatch
+    /// ([`Error::is_profile_mismatch`](crate::Error::is_profile_mismatch)).
     pub profile: Profile,
 
     /// Our name, sent in the multiplexed hello. Default empty, which is what

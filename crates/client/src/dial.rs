@@ -1,103 +1,74 @@
-//! Opening a connection: resolving, dialing TCP or a Unix socket within
-//! the connect timeout, TLS on top when configured, and what each
-//! connection's driver is wired to.
+//! Opening a client's connection: the engine's one dial (connector, Unix
+//! socket or TCP, then TLS when configured) within the connect timeout,
+//! then the link on top, and the engine's dial errors named as the
+//! client's.
 
 use std::net::SocketAddr;
 
-use tokio::net::{TcpStream, ToSocketAddrs};
+use enchufe_engine::dial::{self as engine, Io};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::link::{Link, Wiring};
 use crate::{Config, Error, Result};
 
-/// How an address names a Unix domain socket instead of `HOST:PORT`:
-/// `unix:/run/app.sock`. [`Client::connect`](crate::Client::connect), [`Client::connect_with`](crate::Client::connect_with) and
-/// `MultiClient::add` take such addresses.
-pub const UNIX_PREFIX: &str = "unix:";
+pub use enchufe_engine::dial::UNIX_PREFIX;
 
-/// Resolves `addr` (or takes the path of a `unix:PATH` address), connects
-/// within `connect_timeout` and (multiplexed) exchanges hellos within the
-/// same deadline: one connection attempt.
-pub(crate) async fn dial(
-    addr: impl ToSocketAddrs,
-    shown: &str,
-    config: &Config,
-    wiring: &Wiring,
-) -> Result<Link> {
+/// Dials `addr` (`HOST:PORT`, or `unix:PATH`) within `connect_timeout` and
+/// (multiplexed) exchanges hellos within the same deadline: one connection
+/// attempt.
+pub(crate) async fn dial(addr: &str, config: &Config, wiring: &Wiring) -> Result<Link> {
     let deadline = Instant::now() + config.connect_timeout;
-    if let Some(connector) = &config.connector {
-        let connected = tokio::time::timeout_at(deadline, connector.connect(shown))
-            .await
-            .map_err(|_| Error::ConnectTimeout {
-                addr: shown.to_owned(),
-                after: config.connect_timeout,
-            })?
-            .map_err(|source| via_error(shown, source))?;
-        let addrs = (connected.peer_addr, connected.local_addr);
-        return Link::start(connected.io, config, addrs, deadline, wiring.clone()).await;
-    }
-    #[cfg(unix)]
-    if let Some(path) = shown.strip_prefix(UNIX_PREFIX) {
-        let path = std::path::Path::new(path);
-        let stream = tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
-            .await
-            .map_err(|_| Error::ConnectTimeout {
-                addr: shown.to_owned(),
-                after: config.connect_timeout,
-            })?
-            .map_err(|source| Error::ConnectUnix {
-                path: path.to_owned(),
-                source,
-            })?;
-        return Link::start(stream, config, (None, None), deadline, wiring.clone()).await;
-    }
-    let attempt = async {
-        let addrs = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|source| Error::Resolve {
-                addr: shown.to_owned(),
-                source,
-            })?;
-        let mut last = None;
-        for candidate in addrs {
-            match TcpStream::connect(candidate).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    last = Some(Error::Refused { addr: candidate });
-                }
-                Err(source) => {
-                    last = Some(Error::Connect {
-                        addr: candidate,
-                        source,
-                    })
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Resolve {
-            addr: shown.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
-        }))
-    };
-    let stream = tokio::time::timeout_at(deadline, attempt)
-        .await
-        .map_err(|_| Error::ConnectTimeout {
-            addr: shown.to_owned(),
-            after: config.connect_timeout,
-        })??;
-    let (stream, addrs) = tcp_parts(stream);
     #[cfg(feature = "tls")]
-    if let Some(connector) = &config.tls {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let stream = connector
-            .connect(shown, stream, left)
-            .await
-            .map_err(|source| Error::Tls {
-                addr: shown.to_owned(),
-                source,
-            })?;
-        return Link::start(stream, config, addrs, deadline, wiring.clone()).await;
+    let tls = config.tls.as_ref();
+    #[cfg(not(feature = "tls"))]
+    let tls: Option<&engine::NoTls> = None;
+    let dialed = engine::dial(addr, tls, config.connector.as_deref(), deadline)
+        .await
+        .map_err(|e| dial_error(addr, config, e))?;
+    let addrs = (dialed.peer_addr, dialed.local_addr);
+    let wiring = wiring.clone();
+    match dialed.io {
+        Io::Tcp(stream) => Link::start(stream, config, addrs, deadline, wiring).await,
+        #[cfg(unix)]
+        Io::Unix(stream) => Link::start(stream, config, addrs, deadline, wiring).await,
+        Io::Secure(stream) => Link::start(stream, config, addrs, deadline, wiring).await,
+        Io::Boxed(io) => Link::start(io, config, addrs, deadline, wiring).await,
     }
-    Link::start(stream, config, addrs, deadline, wiring.clone()).await
+}
+
+/// The client's name for each way a dial fails.
+#[cfg(feature = "tls")]
+type DialError = engine::Error<enchufe_transports::tls::Error>;
+#[cfg(not(feature = "tls"))]
+type DialError = engine::Error<std::convert::Infallible>;
+
+fn dial_error(addr: &str, config: &Config, e: DialError) -> Error {
+    let shown = || addr.to_owned();
+    match e {
+        engine::Error::Resolve(source) => Error::Resolve {
+            addr: shown(),
+            source,
+        },
+        engine::Error::Refused { addr, .. } => Error::Refused { addr },
+        engine::Error::Connect { addr, source } => Error::Connect { addr, source },
+        engine::Error::Via(source) => Error::ConnectVia {
+            addr: shown(),
+            source,
+        },
+        engine::Error::Unix { path, source } => Error::ConnectUnix { path, source },
+        #[cfg(feature = "tls")]
+        engine::Error::Secure(source) => Error::Tls {
+            addr: shown(),
+            source,
+        },
+        #[cfg(not(feature = "tls"))]
+        engine::Error::Secure(never) => match never {},
+        engine::Error::Timeout => Error::ConnectTimeout {
+            addr: shown(),
+            after: config.connect_timeout,
+        },
+    }
 }
 
 pub(crate) fn tcp_parts(
@@ -107,17 +78,4 @@ pub(crate) fn tcp_parts(
     let _ = stream.set_nodelay(true);
     let addrs = (stream.peer_addr().ok(), stream.local_addr().ok());
     (stream, addrs)
-}
-
-/// A connector's error: refused (with an IP address to name) or otherwise.
-fn via_error(shown: &str, source: std::io::Error) -> Error {
-    match shown.parse::<SocketAddr>() {
-        Ok(addr) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Error::Refused { addr }
-        }
-        _ => Error::ConnectVia {
-            addr: shown.to_owned(),
-            source,
-        },
-    }
 }

@@ -34,8 +34,8 @@ pub enum Error {
     },
 
     /// The connection was not established within the connect timeout. (A
-    /// server's hello that does not arrive in time is
-    /// [`Error::ProfileMismatch`] with `Mismatch::NoHello`.)
+    /// server's hello that does not arrive in time is a profile mismatch,
+    /// `Mismatch::NoHello`: see [`Error::is_profile_mismatch`].)
     #[error("connecting to {addr} timed out after {after:?}")]
     ConnectTimeout {
         /// The address as given (for [`Client::handshake`](crate::Client::handshake),
@@ -145,11 +145,19 @@ pub enum Error {
 
     /// The framed stream failed: a frame over `max_frame_length` (announced
     /// by the server, and the connection ends; or ours to send, and nothing
-    /// was sent), the stream cut inside a frame, or the socket failed
-    /// (reset, broken pipe, ...). The framing error is the source, shared
-    /// (`Arc`) because every request waiting on a connection that failed is
-    /// told the same error. Ask [`Error::is_closed`],
-    /// [`Error::is_frame_too_large`] or [`Error::is_timeout`], or look inside:
+    /// was sent), the stream cut inside a frame, the socket failed (broken
+    /// pipe, ...), or (multiplexed profile) the hello exchange or the
+    /// protocol failed: the server speaks the other profile
+    /// (`ProfileMismatch`: a multiplexed client at a plain server, told at
+    /// connect, or a plain client at a multiplexed server, told at its
+    /// first request or `recv`), another version (`VersionMismatch`), sends
+    /// a malformed hello (`BadHello`) or breaks the protocol (`Malformed`;
+    /// the client then closes the connection and every pending and later
+    /// call fails with it). The framing error is wrapped, never copied,
+    /// and shared (`Arc`) because every request waiting on a connection
+    /// that failed is told the same error. Ask [`Error::is_closed`],
+    /// [`Error::is_frame_too_large`], [`Error::is_profile_mismatch`],
+    /// [`Error::is_timeout`]..., or look inside ([`Error::framing`]):
     ///
     /// ```
     /// use enchufe::client::Error;
@@ -163,42 +171,6 @@ pub enum Error {
     /// ```
     #[error(transparent)]
     Framing(std::sync::Arc<enchufe_framing::Error>),
-
-    /// Multiplexed profile: the server speaks another version of the
-    /// protocol. Nothing was exchanged beyond the hellos; the connection is
-    /// closed.
-    #[error("protocol version mismatch: we speak {ours}, the server {theirs}")]
-    VersionMismatch {
-        /// Our version ([`enchufe_framing::mux::VERSION`]).
-        ours: u8,
-        /// The version in the server's hello.
-        theirs: u8,
-    },
-
-    /// The server speaks the other profile ([`Config::profile`](crate::Config::profile)):
-    /// a multiplexed client (the default) at a server of the plain profile
-    /// only (the course's Python `Server`, an enchufe server pinned to
-    /// `Profile::Plain`), told at connect; or a plain client at a
-    /// multiplexed server, told at its first request or `recv`. The
-    /// [`Mismatch`](enchufe_framing::mux::Mismatch) says how it showed, and
-    /// the message which setting to change. The connection is closed;
-    /// nothing was taken for a reply.
-    #[error("profile mismatch: {0}")]
-    ProfileMismatch(enchufe_framing::mux::Mismatch),
-
-    /// Multiplexed profile: the server's first frame starts like an enchufe
-    /// hello but is not a valid one (a node id that is not UTF-8, say). A
-    /// first frame that is no hello at all is [`Error::ProfileMismatch`].
-    /// The connection is closed.
-    #[error("the server is not a multiplexed enchufe peer: its first frame is not a hello")]
-    NotEnchufe,
-
-    /// Multiplexed profile: the server broke the protocol (a frame shorter
-    /// than the 9-byte header, of an unknown kind, or of a kind only a client
-    /// sends). The client closes the connection; every pending request and
-    /// every later call fails with this error.
-    #[error("protocol violation by the server: {0}")]
-    Protocol(&'static str),
 
     /// Multiplexed profile: the server answered this request with an error
     /// frame. Only this request failed; the connection goes on.
@@ -271,7 +243,6 @@ impl Error {
                 code: ErrorCode::Timeout,
                 ..
             } => true,
-            Error::ProfileMismatch(m) => matches!(m, enchufe_framing::mux::Mismatch::NoHello(_)),
             Error::Framing(e) => e.is_timeout(),
             _ => false,
         }
@@ -324,9 +295,28 @@ impl Error {
     }
 
     /// Whether the server reset the connection ([`Error::ResetByPeer`]):
-    /// it ended on a failure, not with a goodbye.
+    /// it ended on a failure, not with a goodbye. A reconnecting client
+    /// that gave up answers for its last attempt.
     pub fn is_reset(&self) -> bool {
-        matches!(self, Error::ResetByPeer(_))
+        match self {
+            Error::ResetByPeer(_) => true,
+            Error::Framing(e) => e.is_reset(),
+            Error::GaveUp { last, .. } => last.is_reset(),
+            _ => false,
+        }
+    }
+
+    /// Whether what the server sent could not be taken: a message that
+    /// does not decode ([`Error::Decode`]), or bytes that broke the framing
+    /// or the protocol (an oversize frame, not frames at all, a stream cut
+    /// inside a frame, a malformed hello or frame). Not: a refused
+    /// connect, a timeout, a profile or version disagreement.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Decode(_) => true,
+            Error::Framing(e) => e.is_bad_input(),
+            _ => false,
+        }
     }
 
     /// Whether a frame was over `max_frame_length` (an
@@ -365,13 +355,34 @@ impl Error {
         }
     }
 
-    /// Whether the server speaks the other profile
-    /// ([`Error::ProfileMismatch`]).
+    /// Whether the server speaks the other profile (a framing
+    /// `ProfileMismatch`; [`Error::mismatch`] says how it showed).
     pub fn is_profile_mismatch(&self) -> bool {
         match self {
-            Error::ProfileMismatch(_) => true,
+            Error::Framing(e) => e.is_profile_mismatch(),
             Error::GaveUp { last, .. } => last.is_profile_mismatch(),
             _ => false,
+        }
+    }
+
+    /// How a profile mismatch showed ([`Error::is_profile_mismatch`]): the
+    /// setting to change depends on it.
+    pub fn mismatch(&self) -> Option<enchufe_framing::mux::Mismatch> {
+        match self.framing()? {
+            enchufe_framing::Error::ProfileMismatch(how) => Some(*how),
+            _ => None,
+        }
+    }
+
+    /// The framing error inside, when the connection's stream or protocol
+    /// failed ([`Error::Framing`], [`Error::ResetByPeer`], or a message
+    /// that does not decode or encode), for a caller that needs more than
+    /// the predicates.
+    pub fn framing(&self) -> Option<&enchufe_framing::Error> {
+        match self {
+            Error::Framing(e) | Error::ResetByPeer(e) => Some(e),
+            Error::Decode(e) | Error::Encode(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -392,22 +403,13 @@ impl Error {
 
 impl Error {
     /// The client's error for a framing error shared by several callers:
-    /// what the client names itself (the server's protocol violation, its
-    /// hello) gets its own variant, the rest is wrapped as the source.
+    /// wrapped as the source, except a reset, which the client names
+    /// ([`Error::ResetByPeer`]: a failure, where a close is a goodbye).
     pub(crate) fn from_shared(e: Arc<enchufe_framing::Error>) -> Self {
-        use enchufe_framing::Error as F;
-        match &*e {
-            F::BadHello => Error::NotEnchufe,
-            F::VersionMismatch { ours, theirs } => Error::VersionMismatch {
-                ours: *ours,
-                theirs: *theirs,
-            },
-            F::Malformed(what) => Error::Protocol(what),
-            F::Io(source) if source.kind() == io::ErrorKind::ConnectionReset => {
-                Error::ResetByPeer(e)
-            }
-            F::ProfileMismatch(how) => Error::ProfileMismatch(*how),
-            _ => Error::Framing(e),
+        if e.is_reset() {
+            Error::ResetByPeer(e)
+        } else {
+            Error::Framing(e)
         }
     }
 }
@@ -478,6 +480,83 @@ mod tests {
         let ours = Error::Timeout(Duration::from_secs(1));
         assert!(ours.is_timeout());
         assert_eq!(ours.code(), None);
+    }
+
+    /// Every predicate, in one row: timeout, closed, reset, frame too
+    /// large, profile mismatch, bad input, busy.
+    fn answers(e: &Error) -> [bool; 7] {
+        [
+            e.is_timeout(),
+            e.is_closed(),
+            e.is_reset(),
+            e.is_frame_too_large(),
+            e.is_profile_mismatch(),
+            e.is_bad_input(),
+            e.is_busy(),
+        ]
+    }
+
+    #[test]
+    fn the_predicate_set_of_every_enchufe_error_answers_here() {
+        use enchufe_framing::mux::Mismatch;
+        use enchufe_framing::Error as F;
+        let reset = Error::from(F::Io(io::ErrorKind::ConnectionReset.into()));
+        assert!(matches!(reset, Error::ResetByPeer(_)), "{reset:?}");
+        let mismatch = Error::from(F::ProfileMismatch(Mismatch::NotAHello));
+        assert_eq!(mismatch.mismatch(), Some(Mismatch::NotAHello));
+        // Wrapped, not copied: the framing error's own text.
+        assert_eq!(
+            mismatch.to_string(),
+            F::ProfileMismatch(Mismatch::NotAHello).to_string()
+        );
+        let violation = Error::from(F::Malformed("unknown frame kind"));
+        assert!(matches!(violation.framing(), Some(F::Malformed(_))));
+        let cases = [
+            (
+                Error::Timeout(Duration::from_secs(1)),
+                [true, false, false, false, false, false, false],
+            ),
+            (
+                Error::ClosedByPeer,
+                [false, true, false, false, false, false, false],
+            ),
+            (reset, [false, true, true, false, false, false, false]),
+            (
+                Error::from(F::FrameTooLarge {
+                    declared: 9,
+                    limit: 8,
+                }),
+                [false, false, false, true, false, true, false],
+            ),
+            (mismatch, [false, false, false, false, true, false, false]),
+            (
+                Error::from(F::ProfileMismatch(Mismatch::NoHello(Duration::from_secs(
+                    1,
+                )))),
+                [true, false, false, false, true, false, false],
+            ),
+            (violation, [false, false, false, false, false, true, false]),
+            (
+                Error::from(F::InvalidUtf8 { valid_up_to: 0 }),
+                [false, false, false, false, false, true, false],
+            ),
+            (
+                remote(ErrorCode::Busy),
+                [false, false, false, false, false, false, true],
+            ),
+            // A reconnecting client that gave up answers for its last try.
+            (
+                Error::GaveUp {
+                    addr: "x:1".into(),
+                    attempts: 3,
+                    last: Arc::new(Error::from(F::ProfileMismatch(Mismatch::GotHello))),
+                },
+                [false, true, false, false, true, false, false],
+            ),
+        ];
+        for (e, expected) in &cases {
+            assert_eq!(answers(e), *expected, "{e:?}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@
 //! on the server. The plain profile is the course's protocol and talks to
 //! any server of it (the course's Python `Server`); its limits are spelled
 //! out [below](#the-plain-profiles-promise). A server of the other profile is
-//! [`Error::ProfileMismatch`], at connect or at the first reply, never a
+//! a profile mismatch ([`Error::is_profile_mismatch`]), at connect or at the first reply, never a
 //! message taken for another.
 //!
 //! # The plain profile's promise
@@ -59,10 +59,10 @@
 //! and a request id (`docs/PROTOCOL.md`), and the client uses them:
 //!
 //! - Connecting exchanges hellos before the client is returned, within
-//!   [`Config::connect_timeout`]: [`Error::VersionMismatch`] says the
+//!   [`Config::connect_timeout`]: a framing `VersionMismatch` says the
 //!   server speaks another version, and a server of the plain profile (it
 //!   answers the hello with a message, sends it back, closes, or sends
-//!   nothing in time) is [`Error::ProfileMismatch`]. [`Client::connect_with`] does this;
+//!   nothing in time) is a profile mismatch ([`Error::mismatch`] says how). [`Client::connect_with`] does this;
 //!   for a stream you opened yourself use [`Client::handshake`] or
 //!   [`Client::handshake_io`] (the sync [`Client::from_stream`] and
 //!   [`Client::from_io`] cannot wait for a hello).
@@ -83,7 +83,8 @@
 //!   [`Client::pushes`] yield push frames only, never a reply.
 //! - A server that breaks the protocol (a frame shorter than its 9-byte
 //!   header, an unknown kind, a kind only clients send) is hung up on:
-//!   pending and later calls fail with [`Error::Protocol`].
+//!   pending and later calls fail with [`Error::Framing`] holding the
+//!   framing `Malformed`.
 //!
 //! ```no_run
 //! use enchufe::client::Client;

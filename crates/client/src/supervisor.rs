@@ -17,10 +17,12 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, Instrument};
+use tracing::{info, Instrument};
 
 use crate::dial::dial;
 use crate::link::{Link, Wiring};
+use enchufe_engine::retry::{retry, GaveUp, Start};
+
 use crate::{Backoff, Config, Error, Event, Reconnect, Result, WhileDown};
 
 /// Where a reconnecting client stands.
@@ -219,25 +221,21 @@ impl Task {
     /// Dials until it works (returning the new link, installed), the
     /// backoff runs out (`None`, state `GaveUp`), or the client stops.
     async fn redial(&self) -> Option<Link> {
-        let mut attempts = 0;
-        let last = loop {
-            // Wait before the first attempt too: a server that accepts and
-            // hangs up at once would otherwise be redialed in a tight loop.
-            let wait = self.backoff.delay(attempts);
-            tokio::select! {
-                () = self.stop.cancelled() => return None,
-                () = tokio::time::sleep(wait) => {}
-            }
-            attempts += 1;
-            let dialed = tokio::select! {
-                () = self.stop.cancelled() => return None,
-                dialed = dial(self.addr.as_str(), &self.addr, &self.config, &self.wiring) => dialed,
-            };
-            match dialed {
-                Ok(link) => return self.install(link, attempts),
-                Err(e) if self.backoff.exhausted(attempts) => break e,
-                Err(e) => debug!(attempts, error = %e, "redial failed"),
-            }
+        // The lost link counts as a failure, so the first redial waits too:
+        // a server that accepts and hangs up at once would otherwise be
+        // redialed in a tight loop.
+        let redialed = retry(
+            &self.backoff,
+            Start::AfterLoss,
+            || dial(&self.addr, &self.config, &self.wiring),
+            |_| true,
+        );
+        let GaveUp { attempts, last } = tokio::select! {
+            () = self.stop.cancelled() => return None,
+            redialed = redialed => match redialed {
+                Ok((link, attempts)) => return self.install(link, attempts),
+                Err(gave_up) => gave_up,
+            },
         };
         info!(attempts, error = %last, "giving up reconnecting");
         let last = Arc::new(last);

@@ -6,8 +6,8 @@
 //! a crate of its own only because the role crates (server, client, http)
 //! cannot depend on each other; its documentation is hidden and nothing in
 //! it may be relied on, except the few names the `enchufe` facade
-//! re-exports on purpose ([`Ended`], and [`net`]'s `Accept`, `Connect`,
-//! `Connected`, `BoxIo`), which are covered through the facade.
+//! re-exports on purpose ([`Ended`], [`net`]'s `Accept`, `Connect`,
+//! `Connected`, `BoxIo`, and [`retry`]'s `Backoff` and `WhileDown`), which are covered through the facade.
 //!
 //! ```text
 //!  roles (server, client, http)
@@ -19,6 +19,8 @@
 //!  session                    the multiplexed rules: no socket, no clock
 //!  signal::Signal, Ended      how other tasks reach a driver; why it ended
 //!  net                        Accept / Connect: transports beyond TCP/Unix
+//!  dial, retry                the one dial and the one retry loop (with
+//!                             `Backoff`) of client links and peer links
 //!  meter                      traffic counters (feature `metrics`)
 //! ```
 //!
@@ -29,12 +31,15 @@
 #![doc(html_no_source)]
 
 #[doc(hidden)]
+pub mod dial;
+#[doc(hidden)]
 pub mod driver;
 mod ended;
 #[cfg(feature = "metrics")]
 #[doc(hidden)]
 pub mod meter;
 pub mod net;
+pub mod retry;
 #[doc(hidden)]
 pub mod session;
 mod signal;

@@ -14,7 +14,6 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 
 use enchufe_framing::mux::{ErrorCode, Header, Kind};
-use enchufe_framing::Error;
 
 /// Which end of a multiplexed connection we are: it decides which kinds the
 /// other end may send.
@@ -57,25 +56,75 @@ pub enum Inbound {
     Ping,
 }
 
+/// How a multiplexed frame broke the protocol ([`classify`]'s error). Each
+/// is its own variant so that a role, a counter or a test matches on what
+/// happened; [`Violation::as_str`] is the text a log or a
+/// `framing::Error::Malformed` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// Fewer bytes than the 9-byte header.
+    Short,
+    /// A kind byte this version does not know.
+    UnknownKind,
+    /// A server sent a request, a notify or a cancel to a client.
+    ServerSentServerKind(Kind),
+    /// A client sent a kind only a server may send (a response, an error,
+    /// a push, a ping).
+    ClientSentServerKind(Kind),
+    /// A ping on a link that is not between two peers.
+    PingOutsidePeers,
+    /// A kind with no rule here (the kind list grew without one).
+    NoRule,
+}
+
+impl Violation {
+    /// A short description of it, for logs and `framing::Error::Malformed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Violation::Short => "frame shorter than the 9-byte header",
+            Violation::UnknownKind => "unknown frame kind",
+            Violation::ServerSentServerKind(Kind::Request) => "the server sent a request frame",
+            Violation::ServerSentServerKind(Kind::Notify) => "the server sent a notify frame",
+            Violation::ServerSentServerKind(_) => "the server sent a cancel frame",
+            Violation::ClientSentServerKind(_) => "a client sent a server-only kind",
+            Violation::PingOutsidePeers => "a ping on a link that is not between peers",
+            Violation::NoRule => "a frame of a kind this version has no rule for",
+        }
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for Violation {}
+
 /// Classifies a multiplexed frame (the payload after the 4-byte length) for
 /// `role`.
 ///
 /// # Errors
-/// The protocol violation, as a short description: a frame shorter than the
-/// header, an unknown kind, or a kind the other end may not send to us.
+/// The protocol [`Violation`]: a frame shorter than the header, an unknown
+/// kind, or a kind the other end may not send to us.
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use enchufe_engine::session::{classify, Inbound, Role};
+/// use enchufe_engine::session::{classify, Inbound, Role, Violation};
+/// use enchufe::framing::mux::Kind;
 /// let cancel = BytesMut::from(&[6, 0, 0, 0, 0, 0, 0, 0, 9][..]);
 /// assert_eq!(classify(cancel.clone(), Role::Server), Ok(Inbound::Cancel(9)));
-/// assert!(classify(cancel, Role::Client).is_err());
+/// assert_eq!(
+///     classify(cancel, Role::Client),
+///     Err(Violation::ServerSentServerKind(Kind::Cancel))
+/// );
 /// ```
-pub fn classify(frame: BytesMut, role: Role) -> Result<Inbound, &'static str> {
-    let (header, body) = Header::split(frame).map_err(|e| match e {
-        Error::Malformed(what) => what,
-        _ => "malformed frame",
-    })?;
+pub fn classify(frame: BytesMut, role: Role) -> Result<Inbound, Violation> {
+    if frame.len() < enchufe_framing::mux::HEADER_LEN {
+        return Err(Violation::Short);
+    }
+    // Long enough: the only error left is the kind byte.
+    let (header, body) = Header::split(frame).map_err(|_| Violation::UnknownKind)?;
     let asks = matches!(role, Role::Server | Role::Peer);
     let answers = matches!(role, Role::Client | Role::Peer);
     Ok(match header.kind {
@@ -98,17 +147,18 @@ pub fn classify(frame: BytesMut, role: Role) -> Result<Inbound, &'static str> {
             outcome: Err(ErrorCode::parse(&body)),
         },
         Kind::Ping if role == Role::Peer => Inbound::Ping,
-        Kind::Request => return Err("the server sent a request frame"),
-        Kind::Notify => return Err("the server sent a notify frame"),
-        Kind::Cancel => return Err("the server sent a cancel frame"),
+        kind @ (Kind::Request | Kind::Notify | Kind::Cancel) => {
+            return Err(Violation::ServerSentServerKind(kind))
+        }
+        Kind::Ping if role == Role::Client => return Err(Violation::PingOutsidePeers),
         // Only a server is left to reach here: it got a server-only kind.
-        Kind::Response | Kind::Error | Kind::Push | Kind::Ping => {
-            return Err("a client sent a server-only kind")
+        kind @ (Kind::Response | Kind::Error | Kind::Push | Kind::Ping) => {
+            return Err(Violation::ClientSentServerKind(kind))
         }
         // `Kind` is non-exhaustive, and `Header::split` refuses bytes of no
         // known kind: a kind added to the wire without a rule here is
         // refused rather than guessed at.
-        _ => return Err("a frame of a kind this version has no rule for"),
+        _ => return Err(Violation::NoRule),
     })
 }
 
@@ -436,9 +486,29 @@ mod tests {
         assert!(ok(7, Peer) && !ok(7, Client) && !ok(7, Server));
         assert_eq!(
             classify(frame(9, 0, b""), Server),
-            Err("unknown frame kind")
+            Err(Violation::UnknownKind)
         );
-        assert!(classify(BytesMut::from(&[1u8, 0][..]), Server).is_err());
+        assert_eq!(
+            classify(BytesMut::from(&[1u8, 0][..]), Server),
+            Err(Violation::Short)
+        );
+        assert_eq!(
+            classify(frame(1, 3, b"x"), Client),
+            Err(Violation::ServerSentServerKind(Kind::Request))
+        );
+        assert_eq!(
+            classify(frame(7, 0, b""), Client),
+            Err(Violation::PingOutsidePeers)
+        );
+        assert_eq!(
+            classify(frame(2, 3, b"x"), Server),
+            Err(Violation::ClientSentServerKind(Kind::Response))
+        );
+        // The texts a log shows are those of before.
+        assert_eq!(
+            Violation::Short.to_string(),
+            "frame shorter than the 9-byte header"
+        );
     }
 
     #[test]

@@ -189,6 +189,31 @@ impl Error {
             )
     }
 
+    /// Whether the connection was reset (`ECONNRESET`): the other end
+    /// ended it on a failure (or its host or the network did), not with a
+    /// goodbye.
+    pub fn is_reset(&self) -> bool {
+        matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::ConnectionReset)
+    }
+
+    /// Whether the bytes the other end sent broke the framing or the
+    /// protocol: an oversize frame, not frames at all, a stream cut inside
+    /// a frame, a message that does not decode, a malformed hello or
+    /// frame. (Not: our own message too large to send or that does not
+    /// encode, an I/O failure, a disagreement on version or profile.)
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::FrameTooLarge { .. }
+                | Error::NotFrames { .. }
+                | Error::UnexpectedEof { .. }
+                | Error::InvalidUtf8 { .. }
+                | Error::Decode(_)
+                | Error::BadHello
+                | Error::Malformed(_)
+        )
+    }
+
     /// Whether this error ends the stream it happened on (as opposed to one
     /// message failing to decode or encode, after which the stream is still
     /// usable).

@@ -8,79 +8,6 @@ use enchufe_server::{PeerLinks, Profile};
 
 use crate::{Backoff, WhileDown};
 
-/// `Result` with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Why a peer operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The listener could not be bound, or a link failed (the inner error
-    /// says how: [`Timeout`](enchufe_server::Error::Timeout),
-    /// [`Remote`](enchufe_server::Error::Remote), a framing error...).
-    #[error(transparent)]
-    Server(#[from] enchufe_server::Error),
-
-    /// No live link to a peer with this id.
-    #[error("no link to peer {0:?}")]
-    NotConnected(String),
-
-    /// Dialing gave up: the other peer never came up within
-    /// [`Backoff::max_attempts`] (only with a limit set; by default a peer
-    /// dials until the other comes up).
-    #[error("cannot reach peer {addr} after {attempts} attempts: {last}")]
-    Unreachable {
-        /// The address dialed.
-        addr: String,
-        /// Attempts made.
-        attempts: u32,
-        /// The last attempt's error.
-        #[source]
-        last: enchufe_server::Error,
-    },
-
-    /// The peer is closing or closed.
-    #[error("the peer is closed")]
-    Closed,
-}
-
-impl Error {
-    /// Whether a request to a peer took too long.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Server(e) if e.is_timeout())
-    }
-
-    /// Whether there is no link: the peer is closed, not connected, or the
-    /// link went away.
-    pub fn is_closed(&self) -> bool {
-        match self {
-            Error::Closed | Error::NotConnected(_) => true,
-            Error::Server(e) => e.is_closed(),
-            _ => false,
-        }
-    }
-
-    /// Whether a frame was over the limit.
-    pub fn is_frame_too_large(&self) -> bool {
-        matches!(self, Error::Server(e) if e.is_frame_too_large())
-    }
-
-    /// Whether a link's TLS handshake failed (always `false` without the
-    /// `tls` feature); for a dialer that gave up, its last attempt.
-    pub fn is_tls(&self) -> bool {
-        match self {
-            Error::Server(e) | Error::Unreachable { last: e, .. } => e.is_tls(),
-            _ => false,
-        }
-    }
-
-    /// Whether the other end is not speaking length-prefixed frames at all
-    /// (it looks like HTTP, SSH, TLS or text).
-    pub fn is_not_frames(&self) -> bool {
-        matches!(self, Error::Server(e) if e.is_not_frames())
-    }
-}
-
 /// Settings of a [`Peer`](crate::Peer).
 ///
 /// ```
@@ -108,7 +35,7 @@ pub struct Config {
     /// starts minutes later, or comes back after an outage, is still
     /// linked, at the cost of one connection attempt every 2 s while it is
     /// away. For a window, set [`Backoff::max_attempts`]: past it the dial
-    /// gives up with [`Error::Unreachable`] and
+    /// gives up with [`Error::Unreachable`](crate::Error::Unreachable) and
     /// [`PeerEvent::Unreachable`](crate::PeerEvent::Unreachable).
     pub backoff: Backoff,
     /// How often an idle link sends a ping. Default 5 s.
@@ -122,7 +49,7 @@ pub struct Config {
     pub event_queue: usize,
     /// What [`Peer::send`](crate::Peer::send) and [`Peer::request`](crate::Peer::request) do when the peer has no
     /// link right now: [`WhileDown::FailFast`] (the default) fails at once
-    /// with [`Error::NotConnected`]; [`WhileDown::Wait`] waits up to its
+    /// with [`Error::NotConnected`](crate::Error::NotConnected); [`WhileDown::Wait`] waits up to its
     /// bound for the link to come (back), as while a peer restarts.
     pub while_down: WhileDown,
     /// TLS on every link (feature `tls`): the acceptor for links other

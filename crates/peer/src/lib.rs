@@ -64,6 +64,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use enchufe_engine::retry::{retry, GaveUp, Start};
 use enchufe_framing::{Decode, Encode};
 use enchufe_server::{Connection, Handler, Server, ServerHandle};
 use tokio::sync::broadcast;
@@ -72,17 +73,20 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
 mod config;
+mod error;
 mod table;
 
-pub use config::{Config, Error, Result};
+pub use config::Config;
+pub use error::{Error, Result};
 
-/// How dialing retries: the client's reconnect backoff, shared by peers.
-pub use enchufe_client::Backoff;
-/// What a send or request to a peer without a link does (the client's policy).
-pub use enchufe_client::WhileDown;
 /// How [`Peer::connect`] and [`Peer::add_peer`] tell a Unix socket's path
 /// from a `HOST:PORT`: `unix:/run/peer-a.sock` (the client's convention).
-pub use enchufe_client::UNIX_PREFIX;
+pub use enchufe_engine::dial::UNIX_PREFIX;
+/// How dialing retries: the same backoff as a reconnecting client's.
+pub use enchufe_engine::retry::Backoff;
+/// What a send or request to a peer without a link does (the same policy
+/// as a reconnecting client's).
+pub use enchufe_engine::retry::WhileDown;
 pub use table::PeerEvent;
 use table::{PeerHandler, Table};
 
@@ -365,13 +369,17 @@ impl Peer {
 type FirstLink = tokio::sync::oneshot::Sender<Result<String>>;
 
 /// Keeps a link to the peer at `addr`: dials with backoff until it answers,
-/// then waits for that peer to go down (by any link), then dials again.
+/// then waits for that peer to go down (by any link), then dials again
+/// (after a wait: a lost link counts as a failed attempt, as for a
+/// reconnecting client).
 async fn keep_linked(inner: Arc<Inner>, addr: String, mut first: Option<FirstLink>) {
+    let mut start = Start::Now;
     loop {
         let conn = tokio::select! {
-            conn = dial(&inner, &addr) => conn,
+            conn = dial(&inner, &addr, start) => conn,
             () = inner.closing.cancelled() => break,
         };
+        start = Start::AfterLoss;
         let id = match conn {
             Ok(conn) => match conn.node_id() {
                 Some(id) => id.to_owned(),
@@ -420,42 +428,36 @@ async fn keep_linked(inner: Arc<Inner>, addr: String, mut first: Option<FirstLin
     }
 }
 
-/// One successful dial, retrying per the backoff.
-async fn dial(inner: &Inner, addr: &str) -> Result<Connection> {
-    let policy = &inner.backoff;
-    let mut attempt = 0;
-    loop {
-        let dialed = match addr.strip_prefix(UNIX_PREFIX) {
-            #[cfg(unix)]
-            Some(path) => inner.server.connect_unix(path).await,
-            _ => inner.server.connect(addr).await,
-        };
-        match dialed {
-            Ok(conn) if conn.is_peer() => return Ok(conn),
-            Ok(conn) => {
-                conn.close();
-                return Err(Error::Server(enchufe_server::Error::Unsupported(
-                    "the other end is not a peer",
-                )));
-            }
-            // Only our own closing ends the dialing; a link closed during
-            // its hello (a peer dying as we dial it) is retried like any
-            // other failure.
-            Err(_) if inner.closing.is_cancelled() => return Err(Error::Closed),
-            Err(last) => {
-                attempt += 1;
-                if policy.exhausted(attempt) {
-                    return Err(Error::Unreachable {
-                        addr: addr.to_owned(),
-                        attempts: attempt,
-                        last,
-                    });
-                }
-                let wait = policy.delay(attempt - 1);
-                debug!(attempt, ?wait, error = %last, "peer not up yet; retrying");
-                tokio::time::sleep(wait).await;
-            }
+/// One successful dial, retrying per the backoff (the engine's one retry
+/// loop, as a reconnecting client's).
+async fn dial(inner: &Inner, addr: &str, start: Start) -> Result<Connection> {
+    let attempt = || async {
+        let conn = inner.server.connect(addr).await?;
+        if conn.is_peer() {
+            return Ok(conn);
         }
+        conn.close();
+        Err(enchufe_server::Error::Unsupported(
+            "the other end is not a peer",
+        ))
+    };
+    // Only our own closing ends the dialing (and a dial of something that
+    // is not a peer); a link closed during its hello (a peer dying as we
+    // dial it) is retried like any other failure.
+    let retryable = |e: &enchufe_server::Error| {
+        !inner.closing.is_cancelled() && !matches!(e, enchufe_server::Error::Unsupported(_))
+    };
+    match retry(&inner.backoff, start, attempt, retryable).await {
+        Ok((conn, _)) => Ok(conn),
+        Err(_) if inner.closing.is_cancelled() => Err(Error::Closed),
+        Err(GaveUp { last, .. }) if matches!(last, enchufe_server::Error::Unsupported(_)) => {
+            Err(Error::Server(last))
+        }
+        Err(GaveUp { attempts, last }) => Err(Error::Unreachable {
+            addr: addr.to_owned(),
+            attempts,
+            last,
+        }),
     }
 }
 

@@ -98,9 +98,10 @@ pub enum Error {
     Framing(#[from] enchufe_framing::Error),
 
     /// The handler returned an error. In the plain profile there is no way to
-    /// send it to the client, so the connection is closed.
+    /// send it to the client, so the connection is closed. The handler's
+    /// error is kept as it was returned ([`HandlerError::take`]).
     #[error("handler failed: {0}")]
-    Handler(String),
+    Handler(#[source] HandlerError),
 
     /// The handler panicked. The panic costs that connection, never the server.
     #[error("handler panicked: {0}")]
@@ -119,6 +120,82 @@ pub enum Error {
     #[error("connection is closed")]
     Closed,
 }
+
+/// A handler's error, kept as the handler returned it: its text (what
+/// [`Display`](std::fmt::Display) shows) and the value itself, for a caller
+/// that knows its type ([`HandlerError::is`], [`HandlerError::take`]).
+///
+/// ```
+/// use enchufe::server::HandlerError;
+/// #[derive(Debug, PartialEq)]
+/// struct NoSuchUser(u32);
+/// impl std::fmt::Display for NoSuchUser {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "no user {}", self.0)
+///     }
+/// }
+/// let e = HandlerError::new(NoSuchUser(7));
+/// assert_eq!(e.to_string(), "no user 7");
+/// assert!(e.is::<NoSuchUser>());
+/// assert_eq!(e.take::<NoSuchUser>(), Some(NoSuchUser(7)));
+/// ```
+pub struct HandlerError {
+    /// The error's text, taken once: what logs and `Display` show, also
+    /// after the value was taken.
+    text: String,
+    /// The value. A handler's error need only be `Display + Send`; the
+    /// lock makes this error `Sync` as every enchufe error is.
+    value: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+impl HandlerError {
+    /// Keeps `error`, a handler's error.
+    pub fn new<E: std::fmt::Display + Send + 'static>(error: E) -> HandlerError {
+        HandlerError {
+            text: error.to_string(),
+            value: std::sync::Mutex::new(Some(Box::new(error))),
+        }
+    }
+
+    /// Whether the handler's error is an `E` (and was not taken yet).
+    pub fn is<E: 'static>(&self) -> bool {
+        self.value
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|value| value.is::<E>())
+    }
+
+    /// Takes the handler's error out, if it is an `E`; `None` if it is of
+    /// another type or was taken already. The text stays.
+    pub fn take<E: 'static>(&self) -> Option<E> {
+        let mut value = self
+            .value
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match value.take()?.downcast::<E>() {
+            Ok(taken) => Some(*taken),
+            Err(other) => {
+                *value = Some(other);
+                None
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HandlerError").field(&self.text).finish()
+    }
+}
+
+impl std::error::Error for HandlerError {}
 
 impl Error {
     /// Whether something took too long: a peer request's reply, the hello
@@ -142,6 +219,32 @@ impl Error {
             Error::Framing(e) => e.is_closed(),
             Error::Io(e) => enchufe_framing::is_closed_io(e),
             _ => false,
+        }
+    }
+
+    /// Whether the connection was reset (`ECONNRESET`) rather than closed:
+    /// the other end ended it on a failure.
+    pub fn is_reset(&self) -> bool {
+        match self {
+            Error::Io(e) => e.kind() == io::ErrorKind::ConnectionReset,
+            Error::Framing(e) => e.is_reset(),
+            _ => false,
+        }
+    }
+
+    /// Whether the other end refused a request for load ([`Error::Remote`]
+    /// with `ErrorCode::Busy`): it did not run, and a retry later may
+    /// succeed.
+    pub fn is_busy(&self) -> bool {
+        self.code() == Some(enchufe_framing::mux::ErrorCode::Busy)
+    }
+
+    /// The other end's error code, when it failed a request
+    /// ([`Error::Remote`]); `None` for every other failure.
+    pub fn code(&self) -> Option<enchufe_framing::mux::ErrorCode> {
+        match self {
+            Error::Remote { code, .. } => Some(*code),
+            _ => None,
         }
     }
 
@@ -211,9 +314,93 @@ impl Error {
 
 #[cfg(test)]
 mod tests {
-    use super::Error;
+    use super::{Error, HandlerError};
     use enchufe_framing::mux::Mismatch;
     use enchufe_framing::Error as Framing;
+
+    /// Every predicate, in one row: timeout, closed, reset, frame too
+    /// large, profile mismatch, bad input, busy.
+    fn answers(e: &Error) -> [bool; 7] {
+        [
+            e.is_timeout(),
+            e.is_closed(),
+            e.is_reset(),
+            e.is_frame_too_large(),
+            e.is_profile_mismatch(),
+            e.is_bad_input(),
+            e.is_busy(),
+        ]
+    }
+
+    #[test]
+    fn the_predicate_set_of_every_enchufe_error_answers_here() {
+        use std::io;
+        use std::time::Duration;
+        let cases = [
+            (
+                Error::FrameTimeout(Duration::from_secs(1)),
+                [true, false, false, false, false, true, false],
+            ),
+            (
+                Error::Timeout(Duration::from_secs(1)),
+                [true, false, false, false, false, false, false],
+            ),
+            (
+                Error::Closed,
+                [false, true, false, false, false, false, false],
+            ),
+            (
+                Error::Io(io::ErrorKind::ConnectionReset.into()),
+                [false, true, true, false, false, true, false],
+            ),
+            (
+                Error::Framing(Framing::Io(io::ErrorKind::ConnectionReset.into())),
+                [false, true, true, false, false, true, false],
+            ),
+            (
+                Error::Framing(Framing::FrameTooLarge {
+                    declared: 9,
+                    limit: 8,
+                }),
+                [false, false, false, true, false, true, false],
+            ),
+            (
+                Error::Framing(Framing::ProfileMismatch(Mismatch::GotHello)),
+                [false, false, false, false, true, true, false],
+            ),
+            (
+                Error::Remote {
+                    code: enchufe_framing::mux::ErrorCode::Busy,
+                    message: "full".into(),
+                },
+                [false, false, false, false, false, false, true],
+            ),
+            (
+                Error::HandlerPanic("bug".into()),
+                [false, false, false, false, false, false, false],
+            ),
+        ];
+        for (e, expected) in &cases {
+            assert_eq!(answers(e), *expected, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_handlers_error_keeps_its_value_and_its_text() {
+        let e = Error::Handler(HandlerError::new(std::io::Error::other("disk")));
+        assert_eq!(e.to_string(), "handler failed: disk");
+        let Error::Handler(inner) = &e else {
+            unreachable!()
+        };
+        assert!(inner.is::<std::io::Error>() && !inner.is::<String>());
+        assert_eq!(inner.take::<String>(), None);
+        let taken = inner.take::<std::io::Error>().expect("the value");
+        assert_eq!(taken.to_string(), "disk");
+        assert_eq!(inner.take::<std::io::Error>().map(|_| ()), None);
+        // The source chain reaches it, and the text stays.
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "disk");
+    }
 
     #[test]
     fn only_a_protocol_disagreement_ends_without_a_reset() {
@@ -225,7 +412,7 @@ mod tests {
             assert!(!e.ends_with_reset(), "{e:?}");
         }
         let reset = [
-            Error::Handler("no".into()),
+            Error::Handler(HandlerError::new("no")),
             Error::HandlerPanic("bug".into()),
             Error::Framing(Framing::BadHello),
             Error::FrameTimeout(std::time::Duration::from_secs(1)),

@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::server::Stream;
 use crate::stats::Counters;
-use crate::Result;
+use crate::Error;
 
 /// A byte stream of any transport, boxed so the connection loop is compiled
 /// once for all of them (what a vtable call per read costs is nothing next
@@ -134,27 +132,37 @@ pub(crate) struct DialLayer {
     pub(crate) tls: Option<crate::tls::Connector>,
 }
 
-impl DialLayer {
-    /// Runs the client's side of the handshake on a dialed TCP stream.
-    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
-    pub(crate) async fn wrap(
-        &self,
-        stream: TcpStream,
-        shown: &str,
-        deadline: Duration,
-    ) -> Result<Stream> {
+/// The server's name for each way a dial fails: [`Error::Connect`] with
+/// the I/O error (a timeout as `TimedOut`), or [`Error::Tls`].
+pub(crate) fn dial_error(addr: &str, limit: Duration, e: DialError) -> Error {
+    use enchufe_engine::dial::Error as E;
+    let source = match e {
+        E::Resolve(source)
+        | E::Refused { source, .. }
+        | E::Connect { source, .. }
+        | E::Via(source)
+        | E::Unix { source, .. } => source,
         #[cfg(feature = "tls")]
-        if let Some(connector) = &self.tls {
-            let _ = stream.set_nodelay(true);
-            let tls = connector
-                .connect(shown, stream, deadline)
-                .await
-                .map_err(|source| crate::Error::Tls {
-                    addr: shown.to_owned(),
-                    source,
-                })?;
-            return Ok(Stream::Boxed(Box::pin(tls)));
+        E::Secure(source) => {
+            return Error::Tls {
+                addr: addr.to_owned(),
+                source,
+            }
         }
-        Ok(Stream::Tcp(stream))
+        #[cfg(not(feature = "tls"))]
+        E::Secure(never) => match never {},
+        E::Timeout => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {limit:?}"),
+        ),
+    };
+    Error::Connect {
+        addr: addr.to_owned(),
+        source,
     }
 }
+
+#[cfg(feature = "tls")]
+type DialError = enchufe_engine::dial::Error<crate::tls::Error>;
+#[cfg(not(feature = "tls"))]
+type DialError = enchufe_engine::dial::Error<std::convert::Infallible>;

@@ -815,40 +815,19 @@ impl ServerHandle {
     /// [`Config::handshake_timeout`]. This is how a peer dials another peer:
     /// whoever dialed, both ends serve the connection.
     ///
+    /// `addr` is `HOST:PORT`, or `unix:PATH` for a Unix domain socket (as
+    /// for a client); a [`Server::connector`] is given it as written.
+    ///
     /// # Errors
     /// [`Error::Closed`] when shutting down; [`Error::TooManyConnections`];
-    /// [`Error::Connect`] when the TCP connection fails (refused,
+    /// [`Error::Connect`] when the connection fails (refused,
     /// unreachable, no answer in time); [`Error::HandshakeTimeout`] or the
     /// framing error of a failed hello exchange ([`Error::Framing`]).
     pub async fn connect(
         &self,
         addr: impl ToSocketAddrs + std::fmt::Display,
     ) -> Result<Connection> {
-        let shown = addr.to_string();
-        if let Some(connector) = self.shared.dial_layer.connector.clone() {
-            let (stream, peer_addr, permit) = self
-                .dial(shown.clone(), async {
-                    let connected = connector.connect(&shown).await?;
-                    let peer_addr = connected.peer_addr.unwrap_or(UNKNOWN_ADDR);
-                    Ok((Stream::Boxed(connected.io), peer_addr))
-                })
-                .await?;
-            return self.serve_dialed(stream, peer_addr, permit).await;
-        }
-        let stream = self
-            .dial(shown.clone(), async {
-                let stream = TcpStream::connect(addr).await?;
-                let peer_addr = stream.peer_addr()?;
-                Ok((stream, peer_addr))
-            })
-            .await?;
-        let (stream, peer_addr, permit) = stream;
-        let stream = self
-            .shared
-            .dial_layer
-            .wrap(stream, &shown, self.shared.handshake_timeout)
-            .await?;
-        self.serve_dialed(stream, peer_addr, permit).await
+        self.dial(&addr.to_string()).await
     }
 
     /// [`ServerHandle::connect`] to a Unix domain socket: dials `path` and
@@ -858,22 +837,18 @@ impl ServerHandle {
     /// As [`ServerHandle::connect`]; [`Error::Connect`] names the path.
     #[cfg(unix)]
     pub async fn connect_unix(&self, path: impl AsRef<std::path::Path>) -> Result<Connection> {
-        let path = path.as_ref();
-        let (stream, peer_addr, permit) = self
-            .dial(path.display().to_string(), async {
-                let stream = UnixStream::connect(path).await?;
-                Ok((Stream::Unix(stream), UNIX_ADDR))
-            })
-            .await?;
-        self.serve_dialed(stream, peer_addr, permit).await
+        let addr = format!(
+            "{}{}",
+            enchufe_engine::dial::UNIX_PREFIX,
+            path.as_ref().display()
+        );
+        self.dial(&addr).await
     }
 
-    /// Takes a permit and opens the stream within the handshake timeout.
-    async fn dial<S>(
-        &self,
-        shown: String,
-        open: impl std::future::Future<Output = std::io::Result<(S, SocketAddr)>>,
-    ) -> Result<(S, SocketAddr, OwnedSemaphorePermit)> {
+    /// Takes a permit, opens the stream with the engine's one dial within
+    /// the handshake timeout (the TLS handshake included), and serves it.
+    async fn dial(&self, addr: &str) -> Result<Connection> {
+        use enchufe_engine::dial::{self as engine, Io};
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
             return Err(Error::Closed);
@@ -884,25 +859,29 @@ impl ServerHandle {
             .try_acquire_owned()
             .map_err(|_| Error::TooManyConnections)?;
         let limit = shared.handshake_timeout;
-        let (stream, peer_addr) = match tokio::time::timeout(limit, open).await {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(source)) => {
-                return Err(Error::Connect {
-                    addr: shown,
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(Error::Connect {
-                    addr: shown,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer within {limit:?}"),
-                    ),
-                })
-            }
+        let layer = &shared.dial_layer;
+        #[cfg(feature = "tls")]
+        let tls = layer.tls.as_ref();
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<&engine::NoTls> = None;
+        let deadline = tokio::time::Instant::now() + limit;
+        let dialed = engine::dial(addr, tls, layer.connector.as_deref(), deadline)
+            .await
+            .map_err(|e| crate::layer::dial_error(addr, limit, e))?;
+        let stream = match dialed.io {
+            Io::Tcp(stream) => Stream::Tcp(stream),
+            #[cfg(unix)]
+            Io::Unix(stream) => Stream::Unix(stream),
+            Io::Secure(stream) => Stream::Boxed(Box::pin(stream)),
+            Io::Boxed(io) => Stream::Boxed(io),
         };
-        Ok((stream, peer_addr, permit))
+        let peer_addr = match (&stream, dialed.peer_addr) {
+            (_, Some(addr)) => addr,
+            #[cfg(unix)]
+            (Stream::Unix(_), None) => UNIX_ADDR,
+            (_, None) => UNKNOWN_ADDR,
+        };
+        self.serve_dialed(stream, peer_addr, permit).await
     }
 
     /// Serves a dialed stream like an accepted one; waits for the hello

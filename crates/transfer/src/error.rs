@@ -284,6 +284,51 @@ impl Error {
         }
     }
 
+    /// The connection was reset under the transfer (`ECONNRESET`): the
+    /// other end ended it on a failure.
+    pub fn is_reset(&self) -> bool {
+        match self {
+            Error::Client(e) => e.is_reset(),
+            Error::Connection(e) => e.kind() == io::ErrorKind::ConnectionReset,
+            _ => false,
+        }
+    }
+
+    /// A frame of the connection was over its `max_frame_length` (not a
+    /// file over `max_file_size`: that is [`Error::TooLarge`]).
+    pub fn is_frame_too_large(&self) -> bool {
+        matches!(self, Error::Client(e) if e.is_frame_too_large())
+    }
+
+    /// The other end speaks the other profile of the frame protocol.
+    pub fn is_profile_mismatch(&self) -> bool {
+        matches!(self, Error::Client(e) if e.is_profile_mismatch())
+    }
+
+    /// What the other end sent could not be taken: it broke the transfer
+    /// protocol ([`Error::Protocol`]), offered a name that is not a plain
+    /// file name ([`Error::BadName`]), sent bytes that do not hash to what
+    /// it computed ([`Error::HashMismatch`]), or broke the framing.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Protocol(_) | Error::BadName { .. } | Error::HashMismatch { .. } => true,
+            Error::Client(e) => e.is_bad_input(),
+            _ => false,
+        }
+    }
+
+    /// The receiver is at its limit of transfers ([`Error::Busy`], or
+    /// refused as busy), or the server refused a request for load: a retry
+    /// later may succeed.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Error::Busy { .. } => true,
+            Error::Refused { reason, .. } => *reason == Reason::Busy,
+            Error::Client(e) => e.is_busy(),
+            _ => false,
+        }
+    }
+
     /// The error as the receiver sends it.
     pub(crate) fn to_refusal(&self) -> (Reason, String) {
         (self.reason().unwrap_or(Reason::Protocol), self.to_string())
@@ -326,3 +371,66 @@ fn not_confirmed(sent: u64, size: u64, reply: &[u8]) -> String {
 /// Linux's "no space left on device" (the same number on every Unix the
 /// workspace builds for), named here so the crate needs no libc.
 pub(crate) const ENOSPC: i32 = 28;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enchufe_framing::mux::Mismatch;
+    use std::sync::Arc;
+
+    /// Every predicate, in one row: timeout, closed, reset, frame too
+    /// large, profile mismatch, bad input, busy.
+    fn answers(e: &Error) -> [bool; 7] {
+        [
+            e.is_timeout(),
+            e.is_closed(),
+            e.is_reset(),
+            e.is_frame_too_large(),
+            e.is_profile_mismatch(),
+            e.is_bad_input(),
+            e.is_busy(),
+        ]
+    }
+
+    #[test]
+    fn the_predicate_set_of_every_enchufe_error_answers_here() {
+        let framing = |e| Error::Client(enchufe_client::Error::Framing(Arc::new(e)));
+        let cases = [
+            (
+                Error::Stalled(Duration::from_secs(1)),
+                [true, false, false, false, false, false, false],
+            ),
+            (
+                Error::Connection(io::ErrorKind::ConnectionReset.into()),
+                [false, true, true, false, false, false, false],
+            ),
+            (
+                framing(enchufe_framing::Error::FrameTooLarge {
+                    declared: 9,
+                    limit: 8,
+                }),
+                [false, false, false, true, false, true, false],
+            ),
+            (
+                framing(enchufe_framing::Error::ProfileMismatch(Mismatch::GotHello)),
+                [false, false, false, false, true, false, false],
+            ),
+            (
+                Error::Protocol("a chunk where a reply was expected".into()),
+                [false, false, false, false, false, true, false],
+            ),
+            (
+                Error::Busy { limit: 4 },
+                [false, false, false, false, false, false, true],
+            ),
+            // A file over the receiver's limit is not a frame over it.
+            (
+                Error::TooLarge { size: 9, limit: 8 },
+                [false, false, false, false, false, false, false],
+            ),
+        ];
+        for (e, expected) in &cases {
+            assert_eq!(answers(e), *expected, "{e:?}");
+        }
+    }
+}

@@ -102,8 +102,42 @@ impl Error {
 
     /// Whether a datagram was over `max_datagram`: ours to send
     /// ([`Error::TooLarge`]) or one that arrived ([`Error::Truncated`]).
-    pub fn is_too_large(&self) -> bool {
+    /// (A datagram is UDP's frame: the name is the one every enchufe error
+    /// answers to.)
+    pub fn is_frame_too_large(&self) -> bool {
         matches!(self, Error::TooLarge { .. } | Error::Truncated { .. })
+    }
+
+    /// [`Error::is_frame_too_large`], by its former name.
+    #[deprecated(note = "use `is_frame_too_large`, the name every enchufe error answers to")]
+    pub fn is_too_large(&self) -> bool {
+        self.is_frame_too_large()
+    }
+
+    /// Whether the socket failed as a closed connection does (UDP has no
+    /// connection to close: only an I/O error that says so).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Io(e) if enchufe_framing::is_closed_io(e))
+    }
+
+    /// Whether the socket reported a reset. On a connected UDP socket the
+    /// reset of an ICMP "port unreachable" is [`Error::Refused`] instead
+    /// ([`Error::is_refused`]), so this is only another socket failure.
+    pub fn is_reset(&self) -> bool {
+        matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::ConnectionReset)
+    }
+
+    /// Always `false`: UDP has no profiles. There so that every enchufe
+    /// error answers the same questions.
+    pub fn is_profile_mismatch(&self) -> bool {
+        false
+    }
+
+    /// Whether what arrived could not be taken: a datagram over the limit
+    /// ([`Error::Truncated`]) or one that does not decode
+    /// ([`Error::Decode`]).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Error::Truncated { .. } | Error::Decode(_))
     }
 
     /// An I/O error on a socket connected to `peer`, with ICMP "port
@@ -139,10 +173,66 @@ mod tests {
             attempts: 4,
             each: Duration::from_secs(1),
         };
-        assert!(timeout.is_timeout() && !timeout.is_too_large());
-        assert!(Error::Truncated { limit: 8 }.is_too_large());
-        assert!(Error::TooLarge { size: 9, limit: 8 }.is_too_large());
+        assert!(timeout.is_timeout() && !timeout.is_frame_too_large());
+        assert!(Error::Truncated { limit: 8 }.is_frame_too_large());
+        assert!(Error::TooLarge { size: 9, limit: 8 }.is_frame_too_large());
         let other = Error::from_io(io::ErrorKind::PermissionDenied.into(), addr);
         assert!(matches!(other, Error::Io(_)) && !other.is_refused());
+    }
+
+    /// Every predicate, in one row: timeout, closed, reset, frame too
+    /// large, profile mismatch, bad input, refused.
+    fn answers(e: &Error) -> [bool; 7] {
+        [
+            e.is_timeout(),
+            e.is_closed(),
+            e.is_reset(),
+            e.is_frame_too_large(),
+            e.is_profile_mismatch(),
+            e.is_bad_input(),
+            e.is_refused(),
+        ]
+    }
+
+    #[test]
+    fn the_predicate_set_of_every_enchufe_error_answers_here() {
+        let cases = [
+            (
+                Error::Timeout {
+                    attempts: 1,
+                    each: Duration::from_secs(1),
+                },
+                [true, false, false, false, false, false, false],
+            ),
+            (
+                Error::Io(io::ErrorKind::BrokenPipe.into()),
+                [false, true, false, false, false, false, false],
+            ),
+            (
+                Error::Io(io::ErrorKind::ConnectionReset.into()),
+                [false, true, true, false, false, false, false],
+            ),
+            (
+                Error::TooLarge { size: 9, limit: 8 },
+                [false, false, false, true, false, false, false],
+            ),
+            (
+                Error::Truncated { limit: 8 },
+                [false, false, false, true, false, true, false],
+            ),
+            (
+                Error::Decode(enchufe_framing::Error::InvalidUtf8 { valid_up_to: 0 }),
+                [false, false, false, false, false, true, false],
+            ),
+            (
+                Error::Refused {
+                    addr: "127.0.0.1:9".parse().unwrap(),
+                },
+                [false, false, false, false, false, false, true],
+            ),
+        ];
+        for (e, expected) in &cases {
+            assert_eq!(answers(e), *expected, "{e:?}");
+        }
     }
 }

@@ -33,7 +33,7 @@
 //!   (timeout and retries in [`client::Config`]).
 //! - [`Handler`], [`Context`] (the sender's address), [`handler_fn`].
 //! - [`Error`]: one enum for both roles, with predicates
-//!   ([`Error::is_timeout`], [`Error::is_refused`], [`Error::is_too_large`]).
+//!   ([`Error::is_timeout`], [`Error::is_refused`], [`Error::is_frame_too_large`]).
 //!
 //! # Example
 //!

@@ -143,9 +143,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             Stop::End(how) => (how, None),
             Stop::Protocol(what) => {
                 debug!(what, "protocol violation; closing the connection");
+                let violation = Arc::new(enchufe_framing::Error::Malformed(what));
                 (
-                    Ended::Error(Arc::new(enchufe_framing::Error::Malformed(what))),
-                    Some(Error::Protocol(what)),
+                    Ended::Error(violation.clone()),
+                    Some(Error::Framing(violation)),
                 )
             }
             Stop::Failed(e) => {
@@ -483,7 +484,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 }
                 Ok(Inbound::Push(body)) => body,
                 Ok(_) => return Err(Stop::Protocol("the server sent a client-only kind")),
-                Err(what) => return Err(Stop::Protocol(what)),
+                Err(violation) => return Err(Stop::Protocol(violation.as_str())),
             }
         } else {
             if self.check_first {

@@ -302,7 +302,7 @@ impl Link {
             let no_hello = Mismatch::NoHello(config.connect_timeout);
             tokio::time::timeout_at(deadline, exchange_hellos(&mut wire, &config.node_id))
                 .await
-                .map_err(|_| Error::ProfileMismatch(no_hello))??;
+                .map_err(|_| Error::from(enchufe_framing::Error::ProfileMismatch(no_hello)))??;
         }
         Ok(Self::spawn(wire, config, addrs, wiring))
     }
@@ -610,7 +610,7 @@ async fn feed<R: AsyncRead + Unpin>(
 
 /// Sends our hello and reads the server's (PROTOCOL.md, section 1). What
 /// a server of the plain profile does instead (answers with a message,
-/// sends our hello back, closes) is [`Error::ProfileMismatch`].
+/// sends our hello back, closes) is a profile mismatch ([`Error::is_profile_mismatch`]).
 async fn exchange_hellos<Io: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<Io>,
     node_id: &str,
@@ -623,13 +623,19 @@ async fn exchange_hellos<Io: AsyncRead + AsyncWrite + Unpin>(
     let theirs = wire
         .recv()
         .await?
-        .ok_or(Error::ProfileMismatch(Mismatch::ClosedOnHello))?;
+        .ok_or(Error::from(enchufe_framing::Error::ProfileMismatch(
+            Mismatch::ClosedOnHello,
+        )))?;
     if theirs[..] == ours[..] {
         // A server answers with the acceptor flag set: this is ours.
-        return Err(Error::ProfileMismatch(Mismatch::Echoed));
+        return Err(Error::from(enchufe_framing::Error::ProfileMismatch(
+            Mismatch::Echoed,
+        )));
     }
     if !mux::is_hello(&theirs) {
-        return Err(Error::ProfileMismatch(Mismatch::NotAHello));
+        return Err(Error::from(enchufe_framing::Error::ProfileMismatch(
+            Mismatch::NotAHello,
+        )));
     }
     let hello = Hello::decode(&theirs)?;
     debug!(server = %hello.node_id, "hello exchanged");

@@ -263,12 +263,14 @@ async fn answer_eof<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
 #[inline]
 /// What a plain handler's call came to: its reply (if any), or the reason
 /// the connection ends (its error or panic, or the connection's own end).
-fn settle<R, E: std::fmt::Display>(
+fn settle<R, E: std::fmt::Display + Send + 'static>(
     ran: Result<std::thread::Result<Result<Option<R>, E>>, Disconnect>,
 ) -> Result<Option<R>, Disconnect> {
     match ran? {
         Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(e)) => Err(Disconnect::Error(Error::Handler(e.to_string()))),
+        Ok(Err(e)) => Err(Disconnect::Error(Error::Handler(crate::HandlerError::new(
+            e,
+        )))),
         Err(panic) => Err(Disconnect::Error(Error::HandlerPanic(panic_message(
             &*panic,
         )))),

@@ -184,7 +184,9 @@ impl<'a, H: Handler> Mux<'a, H> {
         frame: BytesMut,
         cx: Option<&mut Context<'_>>,
     ) -> Result<(), Disconnect> {
-        let malformed = |what| Disconnect::Error(enchufe_framing::Error::Malformed(what).into());
+        let malformed = |v: session::Violation| {
+            Disconnect::Error(enchufe_framing::Error::Malformed(v.as_str()).into())
+        };
         let (id, body) = match session::classify(frame, self.role).map_err(malformed)? {
             Inbound::Request { id, body } => (Some(id), body),
             Inbound::Notify(body) => (None, body),
