@@ -14,7 +14,10 @@ use crate::error::{Error, Result, ENOSPC};
 use crate::protocol::{Control, TransferId};
 use crate::Progress;
 
-use super::*;
+use super::event::Event;
+use super::leftovers::evict_oldest;
+use super::names::remove_quietly;
+use super::registry::{Active, Cmd, Inner, RECENT};
 
 /// One transfer's task: owns the file, the running hash and the reorder
 /// buffer.
