@@ -13,6 +13,7 @@ use enchufe_server::Config;
 pub mod files;
 pub mod interop;
 pub mod lab;
+pub mod log;
 pub mod mux_peer;
 
 /// Every test body runs under this limit, so a bug shows as a failure, not a hang.
