@@ -44,11 +44,10 @@ pub enum Error {
     #[error("i/o error during the upgrade: {0}")]
     Io(#[from] io::Error),
 
-    /// The peer broke RFC 6455 (what it did, for the log): an unmasked or
-    /// reserved frame, a fragmented or long control frame, fragments out
-    /// of order, a bad close frame. Closed with code 1002.
+    /// The peer broke RFC 6455 ([`Violation`] says how). Closed with code
+    /// 1002.
     #[error("WebSocket protocol error: {0}")]
-    Protocol(&'static str),
+    Protocol(Violation),
 
     /// A text message (or a close frame's reason) that is not UTF-8.
     /// Closed with code 1007.
@@ -67,6 +66,34 @@ impl Error {
         matches!(self, Error::Timeout(_) | Error::MessageTimeout(_))
     }
 
+    /// Whether the socket closed or failed under the upgrade.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Io(_))
+    }
+
+    /// Whether the other end reset the connection (`ECONNRESET`) during the
+    /// upgrade.
+    pub fn is_reset(&self) -> bool {
+        matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::ConnectionReset)
+    }
+
+    /// Whether what the other end sent was refused: a request head over the
+    /// limit, not an upgrade, from an origin not allowed, broken RFC 6455,
+    /// text that is not UTF-8, or too slow (a head or a message not done in
+    /// time). A page that does not exist is not bad input.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::TooLarge { .. }
+                | Error::BadRequest(_)
+                | Error::Forbidden(_)
+                | Error::Protocol(_)
+                | Error::InvalidUtf8
+                | Error::Timeout(_)
+                | Error::MessageTimeout(_)
+        )
+    }
+
     /// The close code (RFC 6455 §7.4.1) the connection was closed with,
     /// for the errors of an open WebSocket. A message over the limit is
     /// closed with 1009 and reported by the framing layer as an oversize
@@ -79,6 +106,34 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// How the peer broke RFC 6455, for [`Error::Protocol`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// An opcode RFC 6455 reserves.
+    #[error("reserved opcode")]
+    ReservedOpcode,
+    /// A client's frame without a mask.
+    #[error("unmasked frame from a client")]
+    Unmasked,
+    /// One of the reserved bits set (no extension was agreed).
+    #[error("reserved bit set")]
+    ReservedBit,
+    /// A control frame fragmented or over 125 bytes.
+    #[error("fragmented or long control frame")]
+    BadControl,
+    /// A continuation with no message started, or a new message before the
+    /// last one ended.
+    #[error("fragments out of order")]
+    FragmentOrder,
+    /// A close frame whose payload is one byte (a code takes two).
+    #[error("close frame of one byte")]
+    ShortClose,
+    /// A close code RFC 6455 does not allow on the wire.
+    #[error("close code not allowed")]
+    CloseCode,
 }
 
 /// Close codes (RFC 6455 §7.4.1) this end sends.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::error::{code, Error};
+use super::error::{code, Error, Violation};
 
 /// Most bytes of output [`WsIo`](super::stream::WsIo) holds before it writes to the socket from
 /// [`poll_write`](tokio::io::AsyncWrite::poll_write) rather than taking more: the
@@ -32,7 +32,7 @@ pub(super) const MAX_CONTROL: usize = 125;
 /// error reads report.
 #[derive(Clone, Copy)]
 pub(super) enum Refusal {
-    Protocol(&'static str),
+    Protocol(Violation),
     InvalidUtf8,
     Timeout(Duration),
     /// Over the message limit (the message's size so far): reads hand the
@@ -79,14 +79,14 @@ impl Refusal {
 pub(super) fn close_code(payload: &[u8]) -> Result<Option<u16>, Refusal> {
     match payload {
         [] => Ok(None),
-        [_] => Err(Refusal::Protocol("close frame of one byte")),
+        [_] => Err(Refusal::Protocol(Violation::ShortClose)),
         [hi, lo, reason @ ..] => {
             if std::str::from_utf8(reason).is_err() {
                 return Err(Refusal::InvalidUtf8);
             }
             let code = u16::from_be_bytes([*hi, *lo]);
             if !CloseCode::from(code).is_allowed() {
-                return Err(Refusal::Protocol("close code not allowed"));
+                return Err(Refusal::Protocol(Violation::CloseCode));
             }
             Ok(Some(code))
         }

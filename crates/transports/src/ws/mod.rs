@@ -64,7 +64,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, Violation};
 pub use handshake::{accept, Accepted};
 pub use options::Options;
 pub use stream::WsIo;

@@ -13,6 +13,7 @@ use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
+use super::error::Violation;
 use super::frame::{
     close_code, put_header, unmask, Refusal, DIRECT, MAX_CONTROL, READ_CHUNK, WRITE_BUDGET,
 };
@@ -156,7 +157,7 @@ where
         let (header, len) = match FrameHeader::parse(&mut cursor) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(Step::NeedMore),
-            Err(_) => return Err(Refusal::Protocol("reserved opcode")),
+            Err(_) => return Err(Refusal::Protocol(Violation::ReservedOpcode)),
         };
         let header_len = cursor.position() as usize;
         // The size is checked on the header, before any byte of the
@@ -184,17 +185,17 @@ where
         // The rest is checked on the whole frame, in tungstenite's order,
         // so the two agree on every input (`tests/ws_against_tungstenite.rs`).
         let Some(mask) = header.mask else {
-            return Err(Refusal::Protocol("unmasked frame from a client"));
+            return Err(Refusal::Protocol(Violation::Unmasked));
         };
         if !plain {
             // No extension was negotiated.
-            return Err(Refusal::Protocol("reserved bit set"));
+            return Err(Refusal::Protocol(Violation::ReservedBit));
         }
         match in_order {
             None if !header.is_final || len > MAX_CONTROL => {
-                return Err(Refusal::Protocol("fragmented or long control frame"));
+                return Err(Refusal::Protocol(Violation::BadControl));
             }
-            Some(false) => return Err(Refusal::Protocol("fragments out of order")),
+            Some(false) => return Err(Refusal::Protocol(Violation::FragmentOrder)),
             Some(true) if total > self.max_message => {
                 return Err(Refusal::TooBig(total as u64));
             }

@@ -481,3 +481,52 @@ fn upgrade_requests() {
         Err(Error::BadRequest(_))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_protocol_error_names_how_rfc_6455_was_broken() {
+    bounded(async {
+        let mut reserved_bit = frame(true, 0x2, b"x");
+        reserved_bit[0] |= 0x40;
+        let cases = [
+            (b"\x82\x01x".to_vec(), Violation::Unmasked),
+            (frame(true, 0x3, b""), Violation::ReservedOpcode),
+            (reserved_bit, Violation::ReservedBit),
+            (frame(true, 0x0, b"x"), Violation::FragmentOrder),
+            (frame(false, 0x9, b""), Violation::BadControl),
+            (frame(true, 0x8, b"\x03"), Violation::ShortClose),
+            // 1005 ("no status") may not be sent on the wire.
+            (frame(true, 0x8, b"\x03\xed"), Violation::CloseCode),
+        ];
+        for (raw, violation) in cases {
+            let (mut server, mut client) = pair(1024).await;
+            client.get_mut().write_all(&raw).await.unwrap();
+            let e = read_error(&mut server).await;
+            assert!(
+                matches!(ws_error(&e), Error::Protocol(v) if *v == violation),
+                "{violation:?}: {e}"
+            );
+        }
+    })
+    .await;
+}
+
+#[test]
+fn predicates_tell_bad_input_from_a_socket_that_went_away() {
+    let reset = Error::Io(io::ErrorKind::ConnectionReset.into());
+    assert!(reset.is_closed() && reset.is_reset() && !reset.is_bad_input());
+    let eof = Error::Io(io::ErrorKind::UnexpectedEof.into());
+    assert!(eof.is_closed() && !eof.is_reset() && !eof.is_bad_input());
+    let bad = [
+        Error::Protocol(Violation::Unmasked),
+        Error::InvalidUtf8,
+        Error::TooLarge { limit: 1 },
+        Error::BadRequest("not an upgrade".into()),
+        Error::Forbidden("https://elsewhere".into()),
+        Error::Timeout(Duration::from_secs(1)),
+        Error::MessageTimeout(Duration::from_secs(1)),
+    ];
+    for e in bad {
+        assert!(e.is_bad_input() && !e.is_closed() && !e.is_reset(), "{e}");
+    }
+    assert!(!Error::NotFound("/nope".into()).is_bad_input());
+}
