@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::digest::ALGORITHM;
-use crate::error::{Error, Reason, Result};
+use crate::error::{Error, Reason, Result, Violation};
 use crate::protocol::{Chunk, Control, Frame, FrameKind, TransferId};
 
 /// Receives transfers into a directory: serve it as a [`Handler`], or
@@ -131,9 +131,9 @@ impl Receiver {
             }) => self.offer(id, name, size, &digest, restart, conn).await,
             FrameKind::Control(Control::Finish { id, hash }) => self.finish(id, hash).await,
             FrameKind::Control(Control::Cancel { id }) => self.cancel_requested(id).await,
-            FrameKind::Control(other) => Err(Error::Protocol(format!(
-                "a receiver does not answer {other:?}"
-            ))),
+            FrameKind::Control(other) => Err(Error::Protocol(Violation::NotForReceiver(format!(
+                "{other:?}"
+            )))),
         };
         Frame::control(reply.unwrap_or_else(|e| {
             let (reason, message) = e.to_refusal();
@@ -177,10 +177,10 @@ impl Receiver {
     ) -> Result<Control> {
         let config = &self.inner.config;
         if digest != ALGORITHM {
-            return Err(Error::Protocol(format!(
-                "the sender checks the body with {digest:?}, this receiver with {ALGORITHM:?}: \
-                 use the same version of enchufe on both ends"
-            )));
+            return Err(Error::Protocol(Violation::DigestMismatch {
+                theirs: digest.to_owned(),
+                ours: ALGORITHM,
+            }));
         }
         check_name(&name)?;
         if size > config.max_file_size {
@@ -298,14 +298,10 @@ impl Receiver {
         // transfer.
         let len = chunk.data.len() as u64;
         if len > u64::from(self.inner.config.max_chunk) {
-            return Err(Error::Protocol(format!(
-                "a chunk of {len} bytes, over max_chunk"
-            )));
+            return Err(Error::Protocol(Violation::ChunkTooLarge { len }));
         }
         if offset.checked_add(len).is_none_or(|end| end > active.size) {
-            return Err(Error::Protocol(format!(
-                "a chunk past the declared size (offset {offset})"
-            )));
+            return Err(Error::Protocol(Violation::ChunkPastEnd { offset }));
         }
         let idle = self.inner.config.idle_timeout;
         match tokio::time::timeout(idle, active.tx.send(Cmd::Chunk(chunk))).await {

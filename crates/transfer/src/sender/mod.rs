@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::{Digest, ALGORITHM};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Violation};
 use crate::protocol::{Control, Frame, FrameKind, TransferId, CHUNK_HEADER};
 use crate::Progress;
 
@@ -414,7 +414,9 @@ fn unexpected(reply: FrameKind) -> Error {
         FrameKind::Control(Control::Refused { reason, message }) => {
             Error::Refused { reason, message }
         }
-        FrameKind::Control(other) => Error::Protocol(format!("unexpected reply {other:?}")),
-        FrameKind::Chunk(_) => Error::Protocol("a chunk where a reply was expected".into()),
+        FrameKind::Control(other) => {
+            Error::Protocol(Violation::UnexpectedReply(format!("{other:?}")))
+        }
+        FrameKind::Chunk(_) => Error::Protocol(Violation::ChunkForReply),
     }
 }

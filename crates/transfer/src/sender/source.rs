@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Violation};
 use crate::protocol::{reuse_chunk_buffer, sized_chunk_buffer, TransferId, CHUNK_HEADER};
 
 /// Where an upload's bytes come from.
@@ -38,7 +38,7 @@ impl Source {
         match self {
             Source::File(f) => Ok(f),
             Source::Reader(r) => Ok(r.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())),
-            Source::Spent => Err(Error::Protocol("an upload's source is read once".into())),
+            Source::Spent => Err(Error::Protocol(Violation::SourceSpent)),
         }
     }
 }
@@ -71,7 +71,7 @@ impl Producer {
         match (&mut self.handle).await {
             Ok(Some(hasher)) => Ok(hasher),
             // The error went down the channel, which the loop already read.
-            Ok(None) => Err(Error::Protocol("the chunk producer ended early".into())),
+            Ok(None) => Err(Error::Protocol(Violation::ProducerEnded)),
             Err(e) => Err(Error::Source(std::io::Error::other(e))),
         }
     }
@@ -105,7 +105,7 @@ pub(super) async fn produce(
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             tokio::spawn(produce_from_reader(reader, job, tx, reuse))
         }
-        Source::Spent => return Err(Error::Protocol("an upload's source is read once".into())),
+        Source::Spent => return Err(Error::Protocol(Violation::SourceSpent)),
     };
     Ok((rx, recycle, Producer { handle }))
 }
