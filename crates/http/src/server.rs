@@ -13,6 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use enchufe_engine::driver::{Deadlines, Driver, Event};
+use enchufe_engine::role::Failure;
 use enchufe_engine::Signal;
 use enchufe_framing::{OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -383,8 +384,8 @@ where
                 }
             }
             // A broken rest of a body already answered: no second reply.
-            Event::ReadFailed(_) if draining.is_some() => break End::Close,
-            Event::ReadFailed(e) => match driver.wire().split().refusal() {
+            Event::End(Failure::ReadFailed(_)) if draining.is_some() => break End::Close,
+            Event::End(Failure::ReadFailed(e)) => match driver.wire().split().refusal() {
                 Some(refusal) => {
                     tracing::debug!(error = %e, "request head refused");
                     break End::Refuse(refusal.status());
@@ -394,10 +395,13 @@ where
                     break End::Close;
                 }
             },
-            Event::FrameTimeout(_) | Event::HelloTimeout(_) => break End::Refuse(408),
-            Event::Eof | Event::IdleTimeout | Event::WriteFailed(_) | Event::Stalled(_) => {
-                break End::Close
+            Event::End(Failure::FrameTimeout(_)) | Event::End(Failure::HelloTimeout(_)) => {
+                break End::Refuse(408)
             }
+            Event::Eof
+            | Event::End(Failure::IdleTimeout)
+            | Event::End(Failure::WriteFailed(_))
+            | Event::End(Failure::Stalled(_)) => break End::Close,
             // No streams, role bits or queue here; our one deadline (the
             // handler's) is cleared before we read again.
             _ => {}
@@ -487,7 +491,7 @@ impl Pump {
                 self.deliver(message);
                 return true;
             }
-            Event::ReadFailed(e) => {
+            Event::End(Failure::ReadFailed(e)) => {
                 self.failed = driver.wire().split().refusal().map(Refusal::status);
                 self.fail(e);
             }
@@ -495,7 +499,7 @@ impl Pump {
                 expected: 0,
                 received: 0,
             }),
-            Event::IdleTimeout | Event::FrameTimeout(_) => self.fail(
+            Event::End(Failure::IdleTimeout) | Event::End(Failure::FrameTimeout(_)) => self.fail(
                 enchufe_framing::Error::Malformed("the request body stopped arriving"),
             ),
             _ => {}
@@ -713,7 +717,7 @@ where
         let read = pump.as_deref_mut().is_some_and(|p| p.read(driver));
         driver.set_busy(!read);
         match driver.poll_event(cx, read) {
-            Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
+            Poll::Ready(Event::End(Failure::WriteFailed(_)) | Event::End(Failure::Stalled(_))) => {
                 return Poll::Ready(Err(Streaming::Cut))
             }
             Poll::Ready(event) => {
@@ -785,9 +789,9 @@ where
                     tracing::warn!(limit = ?timeout.unwrap_or_default(), "HTTP handler timed out");
                     return Poll::Ready(Outcome::TimedOut);
                 }
-                Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
-                    return Poll::Ready(Outcome::Ended)
-                }
+                Poll::Ready(
+                    Event::End(Failure::WriteFailed(_)) | Event::End(Failure::Stalled(_)),
+                ) => return Poll::Ready(Outcome::Ended),
                 Poll::Ready(event) => {
                     let Some(pump) = pump.as_deref_mut() else {
                         // Nothing else can come while not reading (no

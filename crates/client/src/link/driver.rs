@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use enchufe_engine::driver::{self, Deadlines, Event};
+use enchufe_engine::role::Failure;
 use enchufe_engine::session::{self, Inbound, Role};
 use enchufe_engine::Signal;
 use enchufe_framing::mux::{self, Header, Kind};
@@ -253,11 +254,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 // Nothing arrived for the silence timeout (the core's idle
                 // deadline). Dead only if a reply has been awaited all that
                 // time: an idle link, or a request just sent, is not.
-                Event::IdleTimeout if self.awaited_longer_than_silence() => {
+                Event::End(Failure::IdleTimeout) if self.awaited_longer_than_silence() => {
                     debug!(silence = ?self.silence, "no frame while replies were awaited; dropping the connection");
                     return Poll::Ready(Stop::End(Ended::IdleTimeout));
                 }
-                Event::ReadFailed(e) | Event::WriteFailed(e) => {
+                Event::End(Failure::ReadFailed(e) | Failure::WriteFailed(e)) => {
                     return Poll::Ready(Stop::Failed(e))
                 }
                 // No idle, hello or write deadline is set on a client link.
