@@ -111,6 +111,11 @@ where
     pub fn io(&self) -> &Io {
         self.wire.get_ref()
     }
+
+    /// The framed I/O (its codec's state: what it refused, say).
+    pub fn wire(&self) -> &Wire<Io, C> {
+        self.wire
+    }
 }
 
 /// What a connection is for: the hooks the [driver](crate::driver::Driver)
