@@ -52,7 +52,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
-use enchufe_framing::mux::{Header, Kind};
 use enchufe_framing::{LengthPrefix, Next, OutFrame, Result, Split, Wire};
 
 use crate::role::{Bare, Failure, Output, Role};
@@ -68,12 +67,6 @@ pub const QUEUED: u8 = 1;
 /// next to the frame limit (a connection may hold a whole frame anyway).
 /// 64 KiB: the size from which a frame gets its own buffer.
 pub const WATCH_BOUND: usize = enchufe_framing::LARGE_FRAME;
-
-/// Idleness is checked this many times per idle timeout: a connection is
-/// closed between `idle` and `idle × (1 + 1/IDLE_TICKS)` after its last
-/// frame, for four timer firings per idle period instead of a timer reset per
-/// frame.
-const IDLE_TICKS: u32 = 4;
 
 /// What needs the role's loop: the driver's one event, for every role.
 /// What the driver cannot go on with reaches the role's
@@ -102,26 +95,6 @@ pub enum Event<E = Failure> {
     /// The connection (or its output) cannot go on: why, in the role's
     /// words.
     End(E),
-}
-
-/// The deadlines a driver keeps. Each is off when `None`.
-#[derive(Debug, Clone, Default)]
-pub struct Deadlines {
-    /// End the connection after this long without a frame (while the role
-    /// is not [busy](Driver::set_busy)).
-    pub idle: Option<Duration>,
-    /// Send a multiplexed `ping` this often, once
-    /// [started](Driver::start_keepalive).
-    pub keepalive: Option<Duration>,
-    /// Give up on the output after this long without write progress.
-    pub write_timeout: Option<Duration>,
-    /// The hello must arrive within this long (until
-    /// [`Driver::hello_done`]).
-    pub hello: Option<Duration>,
-    /// Once part of a frame has arrived, the rest must arrive within this
-    /// long (checked while the role reads; a streamed body is exempt, its
-    /// chunks count as activity for `idle` instead).
-    pub frame: Option<Duration>,
 }
 
 /// One connection's I/O, signal and deadlines, and its role; see the
@@ -389,25 +362,6 @@ where
         self.meter = Some(meter);
     }
 
-    /// Sets the role's own deadline ([`Event::Deadline`] when it passes),
-    /// or clears it. The timer is reset only if this one is earlier than
-    /// what it waits for.
-    pub fn set_deadline(&mut self, at: Option<Instant>) {
-        self.deadline = at;
-        match at {
-            Some(at) if !self.armed || at < self.timer.deadline() => {
-                self.timer.as_mut().reset(at);
-                self.armed = true;
-            }
-            _ => {}
-        }
-    }
-
-    /// The role's deadline, if set.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
     /// Lowers [`QUEUED`] before the role takes its queue: a frame queued
     /// from now on raises it again.
     pub fn take_queued(&mut self) {
@@ -628,221 +582,13 @@ where
             }
         }
     }
-
-    /// About to wait: a frame left half-arrived starts its deadline (one
-    /// clock read per wait, not per frame); a whole one, or not reading,
-    /// clears it. A role that is not reading (a handler runs) does not hold
-    /// the other end to the deadline.
-    fn watch_partial(&mut self, read: bool) {
-        let partial = read && self.wire.has_partial_frame();
-        let fresh = |since: Option<(Instant, u64)>| since.map(|(_, seen)| seen);
-        match (partial, fresh(self.partial_since), self.frame_limit) {
-            (true, seen, Some(limit)) if seen != Some(self.activity) => {
-                let now = Instant::now();
-                self.partial_since = Some((now, self.activity));
-                let deadline = now + limit;
-                if !self.armed || self.timer.deadline() > deadline {
-                    self.timer.as_mut().reset(deadline);
-                    self.armed = true;
-                }
-            }
-            (false, Some(_), _) => self.partial_since = None,
-            _ => {}
-        }
-    }
-
-    /// A write blocked: stamp the stall once (or again after progress), and
-    /// make sure the timer fires by its deadline.
-    fn note_stall(&mut self) {
-        let Some(limit) = self.write_timeout else {
-            return;
-        };
-        let written = self.wire.written();
-        if matches!(self.stall, Some((_, at)) if at == written) {
-            return;
-        }
-        let now = Instant::now();
-        self.stall = Some((now, written));
-        let deadline = now + limit;
-        if !self.armed || self.timer.deadline() > deadline {
-            self.timer.as_mut().reset(deadline);
-            self.armed = true;
-        }
-    }
-
-    /// The timer fired: check every deadline with one clock read, then
-    /// re-arm for the earliest one left.
-    fn on_timer(&mut self) -> Option<Due> {
-        #[cfg(feature = "metrics")]
-        self.report();
-        let now = Instant::now();
-        let event = self.due(now);
-        self.rearm();
-        event
-    }
-
-    fn due(&mut self, now: Instant) -> Option<Due> {
-        if let (Some((since, written)), Some(limit)) = (self.stall, self.write_timeout) {
-            if self.wire.written() != written {
-                self.stall = Some((now, self.wire.written()));
-            } else if now >= since + limit {
-                self.write_done = true;
-                self.stall = None;
-                return Some(Due::Failed(Failure::Stalled(limit)));
-            }
-        }
-        if let Some((deadline, limit)) = self.hello {
-            if now >= deadline {
-                self.hello = None;
-                return Some(Due::Failed(Failure::HelloTimeout(limit)));
-            }
-        }
-        if let (Some((since, seen)), Some(limit)) = (self.partial_since, self.frame_limit) {
-            if now >= since + limit {
-                // Cleared either way: the next wait stamps a frame still
-                // (or newly) half-arrived.
-                self.partial_since = None;
-                if seen == self.activity && self.wire.has_partial_frame() {
-                    return Some(Due::Failed(Failure::FrameTimeout(limit)));
-                }
-            }
-        }
-        if let (Some(tick), Some(idle)) = (self.next_idle_tick, self.idle) {
-            if now >= tick {
-                self.next_idle_tick = Some(now + idle / IDLE_TICKS);
-                if self.activity != self.seen_activity || self.busy {
-                    self.seen_activity = self.activity;
-                    self.quiet_ticks = 0;
-                } else {
-                    self.quiet_ticks += 1;
-                    if self.quiet_ticks >= IDLE_TICKS {
-                        self.quiet_ticks = 0;
-                        return Some(Due::Failed(Failure::IdleTimeout));
-                    }
-                }
-            }
-        }
-        if let (Some(at), Some(every)) = (self.next_ping, self.keepalive) {
-            if now >= at {
-                let ping = OutFrame::with_header(
-                    Header {
-                        kind: Kind::Ping,
-                        id: 0,
-                    },
-                    Bytes::new(),
-                );
-                let _ = self.write(&ping);
-                self.next_ping = Some(now + every);
-            }
-        }
-        if matches!(self.deadline, Some(at) if now >= at) {
-            self.deadline = None;
-            return Some(Due::Deadline);
-        }
-        None
-    }
-
-    /// Sets the timer to the earliest deadline, if any.
-    fn rearm(&mut self) {
-        let stall = self
-            .stall
-            .zip(self.write_timeout)
-            .map(|((since, _), limit)| since + limit);
-        let hello = self.hello.map(|(at, _)| at);
-        let partial = self
-            .partial_since
-            .zip(self.frame_limit)
-            .map(|((since, _), limit)| since + limit);
-        let earliest = [
-            self.next_idle_tick,
-            self.next_ping,
-            stall,
-            hello,
-            partial,
-            self.deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        match earliest {
-            Some(at) => {
-                self.timer.as_mut().reset(at);
-                self.armed = true;
-            }
-            None => self.armed = false,
-        }
-    }
-
-    /// Flushes and shuts the writing side down, within the write timeout
-    /// (if any). The output is done afterwards, whatever happened.
-    ///
-    /// # Errors
-    /// The write's error, or an `io::ErrorKind::TimedOut` one when the
-    /// write timeout passed first.
-    pub async fn finish_writing(&mut self) -> Result<()> {
-        if self.write_done {
-            return Ok(());
-        }
-        let result = match self.write_timeout {
-            Some(limit) => match tokio::time::timeout(limit, self.wire.shutdown()).await {
-                Ok(result) => result,
-                Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-            },
-            None => self.wire.shutdown().await,
-        };
-        self.write_done = true;
-        result
-    }
-
-    /// Flushes what is queued, within the write timeout (if any), without
-    /// shutting the writing side down: the last words before a connection
-    /// is reset. The output is done afterwards, whatever happened.
-    ///
-    /// # Errors
-    /// As [`Driver::finish_writing`].
-    pub async fn flush_last(&mut self) -> Result<()> {
-        if self.write_done {
-            return Ok(());
-        }
-        let result = match self.write_timeout {
-            Some(limit) => match tokio::time::timeout(limit, self.wire.flush()).await {
-                Ok(result) => result,
-                Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-            },
-            None => self.wire.flush().await,
-        };
-        self.write_done = true;
-        result
-    }
-
-    /// Flushes what is queued and shuts the writing side down, without
-    /// waiting: `Pending` until done. The output is done once it is ready.
-    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.write_done {
-            return Poll::Ready(Ok(()));
-        }
-        let result = std::task::ready!(self.wire.poll_shutdown(cx));
-        self.write_done = true;
-        Poll::Ready(result)
-    }
-
-    /// Reads a frame that has already arrived, without waiting: `None` when
-    /// there is none yet (at shutdown, requests sent before it are answered
-    /// rather than left unread).
-    pub fn read_now(&mut self) -> Option<Result<Option<BytesMut>>> {
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        match self.wire.poll_frame(&mut cx) {
-            Poll::Ready(result) => Some(result),
-            Poll::Pending => None,
-        }
-    }
 }
 
-/// What the timer found due.
-enum Due {
-    Failed(Failure),
-    Deadline,
-}
+mod ending;
+mod timer;
+
+pub use timer::Deadlines;
+use timer::{Due, IDLE_TICKS};
 
 #[cfg(test)]
 mod tests;
