@@ -1,22 +1,24 @@
 //! Broadcasts and rooms across every server attached to one bus.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use enchufe_framing::Encode;
 use enchufe_server::{ConnectionId, ServerHandle};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::envelope::{decode_presence, encode_presence, Envelope, Kind};
+use crate::history::{plan, UNKNOWN_PREV};
 use crate::queue::{bounded, Drain, Feed};
-use crate::{Bus, Error, Result, Subscription};
+use crate::{Bus, Cursor, Error, History, Recovery, Result, Stamp, Subscription};
 
 /// Settings of a [`Cluster`].
 #[derive(Debug, Clone)]
@@ -51,9 +53,17 @@ pub struct Config {
     /// about 30,000 members per server.
     pub max_presence_bytes: usize,
     /// How long [`Cluster::detach`] may take to publish what is still
-    /// queued and say goodbye. Default 2 s, the Redis bus's command
-    /// timeout: past it, what is left is dropped.
+    /// queued and say goodbye, and how long [`Cluster::recover`] waits for
+    /// this server's own messages still on their way to the history.
+    /// Default 2 s, the Redis bus's command timeout: past it, what is left
+    /// is dropped (and a recovery is reported incomplete).
     pub detach_timeout: Duration,
+    /// Each room's recent messages kept on the bus for members that
+    /// reconnect ([`Cluster::recover`]), or `None` to keep none. Default
+    /// `None`: pub/sub alone is one command per message, history makes it
+    /// a pipeline of three and memory on the bus; turn it on with
+    /// `Some(History::default())` (1,000 messages or 2 minutes per room).
+    pub history: Option<History>,
 }
 
 impl Default for Config {
@@ -68,7 +78,89 @@ impl Default for Config {
             presence_ttl: Duration::from_secs(3),
             max_presence_bytes: 256 << 10,
             detach_timeout: Duration::from_secs(2),
+            history: None,
         }
+    }
+}
+
+/// A publication waiting for the bus.
+struct Outgoing {
+    envelope: Bytes,
+    /// The room history it goes to (a room message with history on).
+    log: Option<String>,
+    /// The caller awaiting the bus's answer, if any.
+    confirm: Option<oneshot::Sender<Result<usize>>>,
+}
+
+/// The most (room, server) positions a cluster remembers; past it, it
+/// forgets them all (see `Positions::forgot`). 65,536 entries of about
+/// 64 B: 4 MiB at worst.
+const MAX_POSITIONS: usize = 65_536;
+
+#[derive(Debug, Default)]
+struct Positions {
+    /// This server's last message number (every room message gets the next).
+    seq: u64,
+    /// Room -> server -> the number of its last message to that room.
+    rooms: HashMap<String, HashMap<NodeId, u64>>,
+    entries: usize,
+    /// Positions were forgotten once (too many rooms): a message to a room
+    /// whose previous one is forgotten says so (`UNKNOWN_PREV`), and a
+    /// recovery across it is reported incomplete rather than guessed.
+    forgot: bool,
+    /// Room messages with history queued for the bus (or dropped).
+    logged: u64,
+}
+
+impl Positions {
+    /// Records `node`'s message `seq` in `room`; its previous one there.
+    fn record(&mut self, room: &str, node: NodeId, seq: u64) -> Option<u64> {
+        let known = self.rooms.get(room).is_some_and(|r| r.contains_key(&node));
+        if !known && self.entries >= MAX_POSITIONS {
+            self.rooms.clear();
+            self.entries = 0;
+            self.forgot = true;
+        }
+        let nodes = self.rooms.entry(room.to_owned()).or_default();
+        let old = nodes.insert(node, seq);
+        if old.is_none() {
+            self.entries += 1;
+        }
+        old
+    }
+}
+
+/// Live room messages held for a connection while it is recovered.
+#[derive(Debug, Default)]
+struct Pending {
+    items: Vec<(Stamp, u64, Bytes)>,
+    bytes: usize,
+    /// Some did not fit in `Config::max_incoming_bytes`.
+    overflow: bool,
+}
+
+/// Removes a recovery's pending entry however `recover` ends.
+struct Recovering<'a> {
+    inner: &'a Inner,
+    key: (ConnectionId, String),
+}
+
+impl Recovering<'_> {
+    /// Takes the held messages; later ones go to the connection directly.
+    /// Call with the `recovering` lock held (`map`).
+    fn take(&self, map: &mut HashMap<(ConnectionId, String), Pending>) -> Option<Pending> {
+        let pending = map.remove(&self.key);
+        if pending.is_some() {
+            self.inner.recovering_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        pending
+    }
+}
+
+impl Drop for Recovering<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.inner.recovering);
+        self.take(&mut map);
     }
 }
 
@@ -128,6 +220,31 @@ pub struct Stats {
     pub incoming_dropped: u64,
 }
 
+/// What a send awaited to the bus did ([`Cluster::to_room_confirmed`],
+/// [`Cluster::broadcast_confirmed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sent {
+    /// Local connections it was queued to.
+    pub local: usize,
+    /// Servers whose subscription took it, this one's included (as the
+    /// bus counts its subscriptions).
+    pub reached: usize,
+    /// Servers in the cluster when it was sent, this one included
+    /// ([`Cluster::nodes`]).
+    pub expected: usize,
+}
+
+impl Sent {
+    /// Every server heard of when it was sent took it. `false`: some
+    /// server's subscription was down (reconnecting), or a server that
+    /// crashed is still within its presence TTL; their members did not get
+    /// it through the bus.
+    pub fn everywhere(&self) -> bool {
+        self.reached >= self.expected
+    }
+}
+
 /// Broadcasts and rooms that reach the members of every server attached to
 /// the same [`Bus`]: a layer beside the server's registry, which it reads
 /// through the [`ServerHandle`].
@@ -145,7 +262,13 @@ pub struct Stats {
 /// [`Cluster::members`] lists them across servers from presence heartbeats.
 ///
 /// When the bus is down, local delivery goes on; what could not be
-/// published is counted ([`Stats::publish_failures`]).
+/// published is counted ([`Stats::publish_failures`]), and reported to a
+/// caller that awaits it ([`Cluster::to_room_confirmed`]).
+///
+/// With [`Config::history`], room messages are also kept on the bus for a
+/// while, and a member that reconnects to any server gets what it missed
+/// ([`Cluster::recover`]; each message carries a [`Stamp`], a member keeps a
+/// [`Cursor`]).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -185,7 +308,19 @@ struct Inner {
     rooms: Mutex<HashMap<String, HashSet<ConnectionId>>>,
     /// Other servers' rooms from their last heartbeat, and when it came.
     remote: Mutex<HashMap<NodeId, (Instant, Rooms)>>,
-    outgoing: Feed<Bytes>,
+    outgoing: Feed<Outgoing>,
+    /// Where each room stands: this server's numbering, and the last
+    /// message heard from each server per room.
+    positions: Mutex<Positions>,
+    /// Connections being recovered, per room: live room messages wait here
+    /// until the replay is queued, so they come after it and none twice.
+    recovering: Mutex<HashMap<(ConnectionId, String), Pending>>,
+    /// `recovering.len()`, read without the lock on every room message.
+    recovering_count: AtomicUsize,
+    /// Logged room messages that left the outgoing queue (published,
+    /// failed or dropped), against `Positions::logged`: recovery waits for
+    /// this server's own to reach the history.
+    settled: watch::Sender<u64>,
     published: AtomicU64,
     publish_failures: AtomicU64,
     received: AtomicU64,
@@ -231,6 +366,10 @@ impl Cluster {
             rooms: Mutex::default(),
             remote: Mutex::default(),
             outgoing,
+            positions: Mutex::default(),
+            recovering: Mutex::default(),
+            recovering_count: AtomicUsize::new(0),
+            settled: watch::Sender::new(0),
             published: AtomicU64::new(0),
             publish_failures: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -276,7 +415,7 @@ impl Cluster {
     /// [`Config::max_message_bytes`]; [`Error::Closed`] after
     /// [`Cluster::detach`].
     pub fn broadcast<M: Encode>(&self, msg: M) -> Result<usize> {
-        self.send(Kind::All, None, msg)
+        self.send(None, None, |_| msg, None).map(|(local, _)| local)
     }
 
     /// [`Cluster::broadcast`] to everyone but `except`, a connection of
@@ -285,7 +424,8 @@ impl Cluster {
     /// # Errors
     /// As [`Cluster::broadcast`].
     pub fn broadcast_except<M: Encode>(&self, except: ConnectionId, msg: M) -> Result<usize> {
-        self.send(Kind::All, Some(except), msg)
+        self.send(None, Some(except), |_| msg, None)
+            .map(|(local, _)| local)
     }
 
     /// Sends `msg` to the members of `room` on every server. Returns how
@@ -296,7 +436,8 @@ impl Cluster {
     /// [`Config::max_room_name`].
     pub fn to_room<M: Encode>(&self, room: &str, msg: M) -> Result<usize> {
         self.check_room(room)?;
-        self.send(Kind::Room(room.to_owned()), None, msg)
+        self.send(Some(room), None, |_| msg, None)
+            .map(|(local, _)| local)
     }
 
     /// [`Cluster::to_room`] to every member but `except`, a connection of
@@ -311,7 +452,236 @@ impl Cluster {
         msg: M,
     ) -> Result<usize> {
         self.check_room(room)?;
-        self.send(Kind::Room(room.to_owned()), Some(except), msg)
+        self.send(Some(room), Some(except), |_| msg, None)
+            .map(|(local, _)| local)
+    }
+
+    /// [`Cluster::to_room`] (to everyone but `except`, if given) of the
+    /// message `make` builds from the message's [`Stamp`], so that members
+    /// can keep a [`Cursor`] for [`Cluster::recover`]. Returns the stamp.
+    ///
+    /// # Errors
+    /// As [`Cluster::to_room`].
+    pub fn to_room_with<M: Encode>(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        make: impl FnOnce(Stamp) -> M,
+    ) -> Result<Stamp> {
+        self.check_room(room)?;
+        let (_, stamp) = self.send(
+            Some(room),
+            except,
+            |stamp| make(stamp.expect("room messages are stamped")),
+            None,
+        )?;
+        Ok(stamp.expect("room messages are stamped"))
+    }
+
+    /// [`Cluster::to_room`] (to everyone but `except`, if given), then
+    /// waits for the bus's answer: which servers it reached, or why it did
+    /// not reach the others. Local members get it at once in any case.
+    ///
+    /// # Errors
+    /// As [`Cluster::to_room`]; then, for the bus: [`Error::Unavailable`]
+    /// or [`Error::Timeout`] (the bus is down or slow: it reached no other
+    /// server), [`Error::Full`] (the outgoing queue was full), or
+    /// [`Error::Closed`] (detached before it was published).
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not cancel the send: the message is
+    /// already delivered locally and queued for the bus.
+    pub async fn to_room_confirmed<M: Encode>(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        msg: M,
+    ) -> Result<Sent> {
+        self.check_room(room)?;
+        self.confirmed(Some(room), except, msg).await
+    }
+
+    /// [`Cluster::broadcast`] (to everyone but `except`, if given), then
+    /// waits for the bus's answer, as [`Cluster::to_room_confirmed`].
+    ///
+    /// # Errors
+    /// As [`Cluster::to_room_confirmed`].
+    ///
+    /// # Cancel safety
+    /// As [`Cluster::to_room_confirmed`].
+    pub async fn broadcast_confirmed<M: Encode>(
+        &self,
+        except: Option<ConnectionId>,
+        msg: M,
+    ) -> Result<Sent> {
+        self.confirmed(None, except, msg).await
+    }
+
+    async fn confirmed<M: Encode>(
+        &self,
+        room: Option<&str>,
+        except: Option<ConnectionId>,
+        msg: M,
+    ) -> Result<Sent> {
+        let expected = self.nodes().len();
+        let (tx, rx) = oneshot::channel();
+        let (local, _) = self.send(room, except, |_| msg, Some(tx))?;
+        let reached = match rx.await {
+            Ok(answer) => answer?,
+            // Dropped unanswered: the queue was full, or the cluster
+            // stopped before publishing it.
+            Err(_) if self.inner.closing.is_cancelled() => return Err(Error::Closed),
+            Err(_) => return Err(Error::Full),
+        };
+        Ok(Sent {
+            local,
+            reached,
+            expected,
+        })
+    }
+
+    /// Where a member that joins `room` now stands: the last message heard
+    /// here from each server in it. Give it to the member with its first
+    /// messages; each message it then receives moves it on
+    /// ([`Cursor::saw`]). As fresh as what this server has heard (a
+    /// message still on its way counts as not seen, so it would be
+    /// replayed, not lost).
+    pub fn cursor(&self, room: &str) -> Cursor {
+        let positions = lock(&self.inner.positions);
+        let last: BTreeMap<NodeId, u64> = positions
+            .rooms
+            .get(room)
+            .map(|nodes| nodes.iter().map(|(&node, &seq)| (node, seq)).collect())
+            .unwrap_or_default();
+        let mut cursor = Cursor::from_map(BTreeMap::new());
+        // The newest servers first would be nicer; any bounded choice is
+        // safe (a server left out is replayed in full, or reported).
+        for (node, seq) in last.into_iter().take(Cursor::MAX_NODES) {
+            cursor.saw(Stamp { node, seq });
+        }
+        cursor
+    }
+
+    /// Puts this server's connection `conn` (back) in `room` and queues to
+    /// it, in order, the room's messages after `cursor` that are still in
+    /// the history ([`Config::history`]); live messages that arrive
+    /// meanwhile follow them, and none comes twice. A member that was away
+    /// longer than the history keeps is told so: [`Recovery::Incomplete`]
+    /// (what is still kept is replayed all the same).
+    ///
+    /// The replay waits for room in the connection's queue
+    /// ([`Connection::push`](enchufe_server::Connection::push)); live
+    /// messages held meanwhile are bounded by
+    /// [`Config::max_incoming_bytes`] (past it, the recovery is incomplete).
+    ///
+    /// # Errors
+    /// [`Error::NoHistory`] without [`Config::history`] (or on a bus that
+    /// keeps none); [`Error::Unavailable`]/[`Error::Timeout`] if the bus
+    /// could not give the history (the connection is in the room all the
+    /// same, and gets live messages); [`Error::Closed`] if the connection
+    /// or the cluster closed; [`Error::TooLarge`] for a room name over
+    /// [`Config::max_room_name`]; [`Error::Recovering`] while another
+    /// recovery of the same connection and room runs.
+    pub async fn recover(
+        &self,
+        room: &str,
+        conn: ConnectionId,
+        cursor: &Cursor,
+    ) -> Result<Recovery> {
+        let inner = &*self.inner;
+        let keep = inner.config.history.ok_or(Error::NoHistory)?;
+        self.check_room(room)?;
+        if inner.closing.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let key = (conn, room.to_owned());
+        {
+            let mut map = lock(&inner.recovering);
+            if map.contains_key(&key) {
+                return Err(Error::Recovering);
+            }
+            map.insert(key.clone(), Pending::default());
+            inner.recovering_count.fetch_add(1, Ordering::Relaxed);
+        }
+        let guard = Recovering { inner, key };
+        self.join(room, conn)?;
+        // This server's messages stamped so far must be in the history
+        // before it is read: those sent before the join went to nobody
+        // here, and must come from it.
+        let logged = lock(&inner.positions).logged;
+        let mut missed = !matches!(
+            tokio::time::timeout(
+                inner.config.detach_timeout,
+                inner.settled.subscribe().wait_for(|n| *n >= logged),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        let history = match inner.bus.history(&inner.log(room), keep).await {
+            Ok(history) => history,
+            Err(e) => {
+                // What arrived meanwhile is not lost for the error.
+                let pending = guard.take(&mut lock(&inner.recovering));
+                if let (Some(pending), Some(to)) = (pending, inner.handle.connection(conn)) {
+                    for (_, _, frame) in pending.items {
+                        let _ = to.try_push(frame);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let entries = history.into_iter().filter_map(|entry| {
+            let envelope = Envelope::decode(entry)?;
+            match envelope.kind {
+                Kind::Room {
+                    room: name,
+                    seq,
+                    prev,
+                } if name == room => Some((
+                    Stamp {
+                        node: envelope.node,
+                        seq,
+                    },
+                    prev,
+                    envelope.payload,
+                )),
+                _ => None,
+            }
+        });
+        let (replay, gap) = plan(cursor, entries);
+        missed |= gap;
+        let to = inner.handle.connection(conn).ok_or(Error::Closed)?;
+        let mut seen = cursor.clone();
+        let mut replayed = 0;
+        for (stamp, frame) in replay {
+            if to.push(frame).await.is_err() {
+                if inner.handle.connection(conn).is_none() {
+                    return Err(Error::Closed);
+                }
+                // Dropped by the slow-consumer policy: missed after all.
+                missed = true;
+            } else {
+                replayed += 1;
+            }
+            seen.saw(stamp);
+        }
+        // The live messages held meanwhile, after the replay, minus those
+        // it already had; under the lock, so the next live one waits.
+        let mut map = lock(&inner.recovering);
+        if let Some(pending) = guard.take(&mut map) {
+            let (live, gap) = plan(&seen, pending.items);
+            missed |= gap || pending.overflow;
+            for (_, frame) in live {
+                if to.try_push(frame).is_err() {
+                    missed = true;
+                }
+            }
+        }
+        drop(map);
+        Ok(match missed {
+            true => Recovery::Incomplete { replayed },
+            false => Recovery::Complete { replayed },
+        })
     }
 
     /// Adds this server's connection `conn` to `room`. A connection that
@@ -463,30 +833,63 @@ impl Cluster {
         Ok(())
     }
 
-    fn send<M: Encode>(&self, kind: Kind, except: Option<ConnectionId>, msg: M) -> Result<usize> {
-        let inner = &self.inner;
+    /// Delivers locally and queues for the bus the message `make` builds
+    /// (from its stamp, for a room message). Returns the local count and
+    /// the stamp.
+    fn send<M: Encode>(
+        &self,
+        room: Option<&str>,
+        except: Option<ConnectionId>,
+        make: impl FnOnce(Option<Stamp>) -> M,
+        confirm: Option<oneshot::Sender<Result<usize>>>,
+    ) -> Result<(usize, Option<Stamp>)> {
+        let inner = &*self.inner;
         if inner.closing.is_cancelled() {
             return Err(Error::Closed);
         }
-        let frame = msg.encode().map_err(Error::Encode)?;
-        if frame.len() > inner.config.max_message_bytes {
-            return Err(Error::TooLarge {
-                what: "message",
-                len: frame.len(),
-                limit: inner.config.max_message_bytes,
-            });
-        }
-        let delivered = inner.deliver(&kind, except, frame.clone());
-        let envelope = Envelope {
+        let encode = |msg: M| {
+            let frame = msg.encode().map_err(Error::Encode)?;
+            if frame.len() > inner.config.max_message_bytes {
+                return Err(Error::TooLarge {
+                    what: "message",
+                    len: frame.len(),
+                    limit: inner.config.max_message_bytes,
+                });
+            }
+            Ok(frame)
+        };
+        let Some(room) = room else {
+            let frame = encode(make(None))?;
+            let delivered = inner.deliver(&Kind::All, inner.node, except, frame.clone());
+            inner.queue(Kind::All, frame, None, confirm);
+            return Ok((delivered, None));
+        };
+        // Numbered, delivered and queued under one lock: this server's
+        // messages reach everyone (and the history) in their numbers'
+        // order, which recovery relies on.
+        let mut positions = lock(&inner.positions);
+        let seq = positions.seq + 1;
+        let stamp = Stamp {
             node: inner.node,
-            kind,
-            payload: frame,
+            seq,
+        };
+        let frame = encode(make(Some(stamp)))?;
+        positions.seq = seq;
+        let prev = positions
+            .record(room, inner.node, seq)
+            .unwrap_or(if positions.forgot { UNKNOWN_PREV } else { 0 });
+        let kind = Kind::Room {
+            room: room.to_owned(),
+            seq,
+            prev,
+        };
+        let delivered = inner.deliver(&kind, inner.node, except, frame.clone());
+        let log = inner.config.history.map(|_| inner.log(room));
+        if log.is_some() {
+            positions.logged += 1;
         }
-        .encode();
-        let size = envelope.len();
-        // A full queue is counted by the queue (`Stats::outgoing_dropped`).
-        inner.outgoing.offer(envelope, size);
-        Ok(delivered)
+        inner.queue(kind, frame, log, confirm);
+        Ok((delivered, Some(stamp)))
     }
 }
 
@@ -505,8 +908,49 @@ impl Inner {
         live
     }
 
-    /// Queues `frame` to this server's connections that `kind` names.
-    fn deliver(&self, kind: &Kind, except: Option<ConnectionId>, frame: Bytes) -> usize {
+    /// The bus key of `room`'s history.
+    fn log(&self, room: &str) -> String {
+        format!("{}:history:{room}", self.config.channel)
+    }
+
+    /// Queues an envelope for the publisher. A logged one that does not
+    /// fit is settled at once (it will never reach the history).
+    fn queue(
+        &self,
+        kind: Kind,
+        frame: Bytes,
+        log: Option<String>,
+        confirm: Option<oneshot::Sender<Result<usize>>>,
+    ) {
+        let logged = log.is_some();
+        let envelope = Envelope {
+            node: self.node,
+            kind,
+            payload: frame,
+        }
+        .encode();
+        let size = envelope.len();
+        let item = Outgoing {
+            envelope,
+            log,
+            confirm,
+        };
+        // A full queue is counted by the queue (`Stats::outgoing_dropped`);
+        // a caller awaiting it sees its answer dropped (`Error::Full`).
+        if !self.outgoing.offer(item, size) && logged {
+            self.settled.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Queues `frame` to this server's connections that `kind` names (a
+    /// message from `node`).
+    fn deliver(
+        &self,
+        kind: &Kind,
+        node: NodeId,
+        except: Option<ConnectionId>,
+        frame: Bytes,
+    ) -> usize {
         match kind {
             // The server's own broadcast: encoded once, never waits, the
             // slow-consumer policy per connection.
@@ -515,13 +959,32 @@ impl Inner {
                 None => self.handle.broadcast(frame),
             }
             .unwrap_or(0),
-            Kind::Room(room) => self
-                .local_members(room)
-                .into_iter()
-                .filter(|id| Some(*id) != except)
-                .filter_map(|id| self.handle.connection(id))
-                .filter(|conn| conn.try_push(frame.clone()).is_ok())
-                .count(),
+            Kind::Room { room, seq, prev } => {
+                let members = self.local_members(room);
+                let mut held = (self.recovering_count.load(Ordering::Relaxed) > 0)
+                    .then(|| lock(&self.recovering));
+                let mut delivered = 0;
+                for id in members.into_iter().filter(|id| Some(*id) != except) {
+                    let key = (id, room.clone());
+                    if let Some(pending) = held.as_mut().and_then(|map| map.get_mut(&key)) {
+                        // Being recovered: after the replay.
+                        if pending.bytes + frame.len() > self.config.max_incoming_bytes {
+                            pending.overflow = true;
+                        } else {
+                            pending.bytes += frame.len();
+                            let stamp = Stamp { node, seq: *seq };
+                            pending.items.push((stamp, *prev, frame.clone()));
+                            delivered += 1;
+                        }
+                        continue;
+                    }
+                    let Some(conn) = self.handle.connection(id) else {
+                        continue;
+                    };
+                    delivered += usize::from(conn.try_push(frame.clone()).is_ok());
+                }
+                delivered
+            }
             Kind::Presence | Kind::Gone => 0,
         }
     }
@@ -547,7 +1010,15 @@ impl Inner {
             }
             kind => {
                 self.received.fetch_add(1, Ordering::Relaxed);
-                self.deliver(&kind, None, envelope.payload);
+                if let Kind::Room { room, seq, .. } = &kind {
+                    let mut positions = lock(&self.positions);
+                    let last = positions.record(room, envelope.node, *seq);
+                    if let Some(last) = last.filter(|&last| last > *seq) {
+                        // Never backwards (a duplicate from a misbehaving bus).
+                        positions.record(room, envelope.node, last);
+                    }
+                }
+                self.deliver(&kind, envelope.node, None, envelope.payload);
             }
         }
     }
@@ -580,17 +1051,17 @@ impl Inner {
 /// detaching, until the queue is empty.
 async fn publisher(
     inner: std::sync::Weak<Inner>,
-    mut drain: Drain<Bytes>,
+    mut drain: Drain<Outgoing>,
     closing: CancellationToken,
     cancel: CancellationToken,
 ) {
     loop {
-        let envelope = tokio::select! {
+        let item = tokio::select! {
             // In this order: what is queued goes before a goodbye.
             biased;
             _ = cancel.cancelled() => return,
-            envelope = drain.recv() => match envelope {
-                Some(envelope) => envelope,
+            item = drain.recv() => match item {
+                Some(item) => item,
                 None => return,
             },
             _ = closing.cancelled() => match drain.queued_bytes() {
@@ -599,17 +1070,28 @@ async fn publisher(
             },
         };
         let Some(inner) = inner.upgrade() else { return };
+        let channel = &inner.config.channel;
+        let publish = match (&item.log, inner.config.history) {
+            (Some(log), Some(keep)) => inner.bus.publish_logged(channel, log, item.envelope, keep),
+            _ => inner.bus.publish(channel, item.envelope),
+        };
         let published = tokio::select! {
             _ = cancel.cancelled() => return,
-            published = inner.bus.publish(&inner.config.channel, envelope) => published,
+            published = publish => published,
         };
-        match published {
-            Ok(()) => inner.published.fetch_add(1, Ordering::Relaxed),
+        match &published {
+            Ok(_) => inner.published.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
                 tracing::debug!(error = %e, "cluster message not published");
                 inner.publish_failures.fetch_add(1, Ordering::Relaxed)
             }
         };
+        if item.log.is_some() {
+            inner.settled.send_modify(|n| *n += 1);
+        }
+        if let Some(confirm) = item.confirm {
+            let _ = confirm.send(published);
+        }
     }
 }
 
@@ -647,6 +1129,11 @@ async fn heartbeat(inner: std::sync::Weak<Inner>, cancel: CancellationToken) {
         let Some(inner) = inner.upgrade() else { return };
         let presence = inner.presence();
         let size = presence.len();
-        inner.outgoing.offer(presence, size);
+        let item = Outgoing {
+            envelope: presence,
+            log: None,
+            confirm: None,
+        };
+        inner.outgoing.offer(item, size);
     }
 }

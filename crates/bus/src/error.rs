@@ -33,6 +33,13 @@ pub enum Error {
     /// A message could not be encoded.
     #[error("encoding failed")]
     Encode(#[source] enchufe_framing::Error),
+    /// The bus keeps no history, so nothing can be recovered from it.
+    #[error("this bus keeps no history")]
+    NoHistory,
+    /// The connection is already being recovered in that room
+    /// ([`Cluster::recover`](crate::Cluster::recover)).
+    #[error("already recovering this connection in this room")]
+    Recovering,
     /// The bus's address is not a valid URL.
     #[error("invalid bus address")]
     Address(#[source] BoxError),

@@ -19,8 +19,16 @@
 //! publishes fail at once with [`Error::Unavailable`] instead of each
 //! waiting for a connect. A subscription whose connection ends reconnects
 //! with the same backoff and subscribes again; messages published while it
-//! was away are lost (pub/sub keeps nothing), which is counted by nobody:
-//! Redis does not know they were missed.
+//! was away are lost (pub/sub keeps nothing): a publisher learns it from
+//! `PUBLISH`'s count of subscriptions reached, and a member recovers them
+//! from the history.
+//!
+//! Histories ([`Bus::publish_logged`]): one Redis Stream per room
+//! (`XADD key MAXLEN ~ N * e PAYLOAD`, then `PEXPIRE key AGE` and the
+//! `PUBLISH`, pipelined in one round trip and run in that order); read
+//! with `TIME` and `XREVRANGE key + - COUNT N`, keeping entries younger
+//! than the age by Redis's clock. `MAXLEN ~` lets Redis trim whole stream
+//! nodes (100 entries by default), so up to about 100 more than N stay.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,7 +44,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, Message, Subscription};
 use crate::queue::{bounded, Feed};
-use crate::{Error, Result};
+use crate::{Error, History, Result};
+
+/// A duration in whole milliseconds, at least 1 (Redis refuses an expiry
+/// of 0).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
 
 /// Settings of a [`RedisBus`].
 #[derive(Debug, Clone)]
@@ -223,39 +237,119 @@ impl Shared {
         self.connected.store(false, Ordering::Relaxed);
     }
 
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<()> {
+    /// Runs one request (a command or a pipeline) on the publishing
+    /// connection within the command timeout. A connection that failed is
+    /// dropped, so the next request reconnects (after the backoff); an
+    /// error reply from Redis leaves it be.
+    async fn request<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
         if self.cancel.is_cancelled() {
             return Err(Error::Closed);
         }
-        let outcome = async {
-            let mut conn = self.connection().await?;
-            let command = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(&payload[..])
-                .to_owned();
-            match timeout(
-                self.config.command_timeout,
-                command.query_async::<i64>(&mut conn),
-            )
-            .await
-            {
-                Ok(Ok(_receivers)) => Ok(()),
-                Ok(Err(e)) => {
+        let mut conn = self.connection().await?;
+        match timeout(self.config.command_timeout, run(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     self.lost();
-                    Err(Error::Unavailable(e.into()))
                 }
-                Err(_) => {
-                    self.lost();
-                    Err(Error::Timeout)
-                }
+                Err(Error::Unavailable(e.into()))
+            }
+            Err(_) => {
+                self.lost();
+                Err(Error::Timeout)
             }
         }
-        .await;
+    }
+
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<usize> {
+        let command = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(&payload[..])
+            .to_owned();
+        let outcome = self
+            .request(async |conn| command.query_async::<usize>(conn).await)
+            .await;
         match &outcome {
-            Ok(()) => self.published.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.published.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.publish_failures.fetch_add(1, Ordering::Relaxed),
         };
         outcome
+    }
+
+    /// `XADD log MAXLEN ~ N * e PAYLOAD`, `PEXPIRE log AGE` and `PUBLISH
+    /// channel PAYLOAD` in one round trip, run by Redis in that order: a
+    /// stream trimmed to about its length as it grows (gone whole once
+    /// nobody wrote to it for its age), and a publication that is in it
+    /// before anyone receives it.
+    async fn publish_logged(
+        &self,
+        channel: &str,
+        log: &str,
+        payload: Bytes,
+        keep: History,
+    ) -> Result<usize> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(log)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(keep.max_messages)
+            .arg("*")
+            .arg("e")
+            .arg(&payload[..])
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(log)
+            .arg(millis(keep.max_age))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(channel)
+            .arg(&payload[..]);
+        let outcome = self
+            .request(async |conn| pipe.query_async::<(usize,)>(conn).await)
+            .await
+            .map(|(reached,)| reached);
+        match &outcome {
+            Ok(_) => self.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.publish_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        outcome
+    }
+
+    /// `TIME` and `XREVRANGE log + - COUNT N` in one round trip: the newest
+    /// entries, of which those younger than `max_age` by Redis's own clock
+    /// (a stream id starts with the milliseconds it was added at).
+    async fn history(&self, log: &str, keep: History) -> Result<Vec<Bytes>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME")
+            .cmd("XREVRANGE")
+            .arg(log)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(keep.max_messages);
+        type Entries = Vec<(String, Vec<Vec<u8>>)>;
+        let ((secs, micros), entries): ((u64, u64), Entries) = self
+            .request(async |conn| pipe.query_async(conn).await)
+            .await?;
+        let now = secs * 1_000 + micros / 1_000;
+        let oldest = now.saturating_sub(millis(keep.max_age));
+        let mut out: Vec<Bytes> = entries
+            .into_iter()
+            .filter(|(id, _)| {
+                let ms = id.split('-').next().and_then(|ms| ms.parse::<u64>().ok());
+                ms.is_some_and(|ms| ms >= oldest)
+            })
+            .filter_map(|(_, mut fields)| {
+                // [field, value]: the one field "e" this bus writes.
+                (fields.len() == 2).then(|| Bytes::from(fields.swap_remove(1)))
+            })
+            .collect();
+        out.reverse();
+        Ok(out)
     }
 
     /// A subscription's task: connect, subscribe, forward; on a lost
@@ -335,9 +429,29 @@ impl Shared {
 }
 
 impl Bus for RedisBus {
-    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<()>> {
+    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<usize>> {
         let channel = channel.to_owned();
         Box::pin(async move { self.shared.publish(&channel, payload).await })
+    }
+
+    fn publish_logged(
+        &self,
+        channel: &str,
+        log: &str,
+        payload: Bytes,
+        keep: History,
+    ) -> BoxFuture<'_, Result<usize>> {
+        let (channel, log) = (channel.to_owned(), log.to_owned());
+        Box::pin(async move {
+            self.shared
+                .publish_logged(&channel, &log, payload, keep)
+                .await
+        })
+    }
+
+    fn history(&self, log: &str, keep: History) -> BoxFuture<'_, Result<Vec<Bytes>>> {
+        let log = log.to_owned();
+        Box::pin(async move { self.shared.history(&log, keep).await })
     }
 
     fn subscribe(&self, channels: &[&str], max_bytes: usize) -> Result<Subscription> {
