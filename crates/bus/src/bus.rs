@@ -1,6 +1,8 @@
 //! The bus trait, its messages and subscriptions.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -89,11 +91,21 @@ impl Message {
 #[derive(Debug)]
 pub struct Subscription {
     drain: Drain<Message>,
+    resumes: Arc<AtomicU64>,
 }
 
 impl Subscription {
-    pub(crate) fn new(drain: Drain<Message>) -> Subscription {
-        Subscription { drain }
+    /// A subscription reading `drain`; its bus counts in `resumes` each
+    /// time it subscribed again after losing its connection.
+    pub(crate) fn new(drain: Drain<Message>, resumes: Arc<AtomicU64>) -> Subscription {
+        Subscription { drain, resumes }
+    }
+
+    /// How many times the bus subscribed again after losing the
+    /// connection (each time, what was published meanwhile was missed).
+    /// It is counted before any message of the new connection is queued.
+    pub fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Acquire)
     }
 
     /// The next message; `None` once the bus is closed.

@@ -218,6 +218,13 @@ pub struct Stats {
     /// Messages from other servers dropped because the incoming queue was
     /// full.
     pub incoming_dropped: u64,
+    /// Messages from other servers delivered here from the histories,
+    /// after this server's subscription was lost and came back
+    /// ([`Config::history`]).
+    pub caught_up: u64,
+    /// Gaps such a catch-up found (messages trimmed from a history before
+    /// it was read, or a history that could not be read).
+    pub missed: u64,
 }
 
 /// What a send awaited to the bus did ([`Cluster::to_room_confirmed`],
@@ -324,6 +331,8 @@ struct Inner {
     published: AtomicU64,
     publish_failures: AtomicU64,
     received: AtomicU64,
+    caught_up: AtomicU64,
+    missed: AtomicU64,
     incoming_dropped: AtomicU64,
     /// Detaching: sends are refused, the publisher empties its queue.
     closing: CancellationToken,
@@ -373,6 +382,8 @@ impl Cluster {
             published: AtomicU64::new(0),
             publish_failures: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
             incoming_dropped: AtomicU64::new(0),
             closing: CancellationToken::new(),
             cancel: CancellationToken::new(),
@@ -786,6 +797,8 @@ impl Cluster {
             publish_failures: inner.publish_failures.load(Ordering::Relaxed),
             outgoing_dropped: inner.outgoing.dropped(),
             received: inner.received.load(Ordering::Relaxed),
+            caught_up: inner.caught_up.load(Ordering::Relaxed),
+            missed: inner.missed.load(Ordering::Relaxed),
             incoming_dropped: inner.incoming_dropped.load(Ordering::Relaxed),
         }
     }
@@ -1013,12 +1026,72 @@ impl Inner {
                 if let Kind::Room { room, seq, .. } = &kind {
                     let mut positions = lock(&self.positions);
                     let last = positions.record(room, envelope.node, *seq);
-                    if let Some(last) = last.filter(|&last| last > *seq) {
-                        // Never backwards (a duplicate from a misbehaving bus).
+                    if let Some(last) = last.filter(|&last| last >= *seq) {
+                        // Delivered already (by a catch-up, or a bus that
+                        // repeats itself): never twice, never backwards.
                         positions.record(room, envelope.node, last);
+                        return;
                     }
                 }
                 self.deliver(&kind, envelope.node, None, envelope.payload);
+            }
+        }
+    }
+
+    /// Delivers to this server's rooms the messages from other servers
+    /// that are in the histories and were not heard here (the
+    /// subscription was down). A server not heard from in a room before is
+    /// caught up only from its first message there (`prev` 0): older ones
+    /// may predate this server's members. Messages trimmed meanwhile are
+    /// lost, and counted ([`Stats::missed`]).
+    async fn catch_up(&self) {
+        let Some(keep) = self.config.history else {
+            return;
+        };
+        let rooms: Vec<String> = lock(&self.rooms).keys().cloned().collect();
+        for room in rooms {
+            let history = match self.bus.history(&self.log(&room), keep).await {
+                Ok(history) => history,
+                Err(e) => {
+                    tracing::warn!(room, error = %e, "cannot catch up a room after a bus outage");
+                    self.missed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            for entry in history {
+                let Some(envelope) = Envelope::decode(entry) else {
+                    continue;
+                };
+                let Kind::Room {
+                    room: name,
+                    seq,
+                    prev,
+                } = &envelope.kind
+                else {
+                    continue;
+                };
+                if *name != room || envelope.node == self.node {
+                    continue;
+                }
+                {
+                    let mut positions = lock(&self.positions);
+                    let last = positions
+                        .rooms
+                        .get(&room)
+                        .and_then(|nodes| nodes.get(&envelope.node))
+                        .copied();
+                    match last {
+                        Some(last) if *seq <= last => continue,
+                        Some(last) if *prev != last => {
+                            self.missed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None if *prev != 0 => continue,
+                        _ => {}
+                    }
+                    positions.record(&room, envelope.node, *seq);
+                }
+                self.caught_up.fetch_add(1, Ordering::Relaxed);
+                self.deliver(&envelope.kind, envelope.node, None, envelope.payload);
             }
         }
     }
@@ -1095,8 +1168,10 @@ async fn publisher(
     }
 }
 
-/// Delivers what other servers published.
+/// Delivers what other servers published; after the subscription was lost
+/// and came back, first what it missed (from the histories).
 async fn receiver(inner: std::sync::Weak<Inner>, mut sub: Subscription, cancel: CancellationToken) {
+    let mut caught_up_to = sub.resumes();
     loop {
         let message = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -1109,6 +1184,15 @@ async fn receiver(inner: std::sync::Weak<Inner>, mut sub: Subscription, cancel: 
         inner
             .incoming_dropped
             .store(sub.dropped(), Ordering::Relaxed);
+        let resumes = sub.resumes();
+        if resumes != caught_up_to {
+            // The subscription was lost and is back: what was published
+            // meanwhile is only in the histories. Here, before any message
+            // of the new connection (a message delivered by the catch-up
+            // is skipped when it comes again, by its number).
+            caught_up_to = resumes;
+            inner.catch_up().await;
+        }
         inner.on_message(message.payload);
     }
 }

@@ -64,6 +64,11 @@
 //! in order and none twice, or tells it that some were past the window
 //! ([`Recovery::Incomplete`]).
 //!
+//! The histories also heal a server whose subscription was lost (Redis
+//! restarted, a cut network): when it subscribes again it first delivers,
+//! from the histories of its rooms, what it missed meanwhile
+//! ([`Stats::caught_up`]), so its members lose nothing.
+//!
 //! ```text
 //! history of room "sala" (oldest first)
 //!   A#7 (prev 5)   B#3 (prev 0)   A#9 (prev 7)   B#4 (prev 3)

@@ -130,6 +130,6 @@ impl Bus for MemoryBus {
                 .or_default()
                 .push(feed.clone());
         }
-        Ok(Subscription::new(drain))
+        Ok(Subscription::new(drain, Arc::default()))
     }
 }

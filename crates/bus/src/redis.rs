@@ -355,7 +355,12 @@ impl Shared {
     /// A subscription's task: connect, subscribe, forward; on a lost
     /// connection wait the backoff and do it again, until the subscription
     /// is dropped or the bus closed.
-    async fn subscriber(self: Arc<Self>, channels: Vec<String>, feed: Feed<Message>) {
+    async fn subscriber(
+        self: Arc<Self>,
+        channels: Vec<String>,
+        feed: Feed<Message>,
+        resumes: Arc<AtomicU64>,
+    ) {
         let mut backoff = self.config.min_backoff;
         let mut first = true;
         loop {
@@ -382,6 +387,7 @@ impl Shared {
                 Ok(pubsub) => {
                     if !first {
                         self.resubscribes.fetch_add(1, Ordering::Relaxed);
+                        resumes.fetch_add(1, Ordering::Release);
                     }
                     first = false;
                     backoff = self.config.min_backoff;
@@ -460,9 +466,12 @@ impl Bus for RedisBus {
         }
         let (feed, drain) = bounded(max_bytes);
         let channels = channels.iter().map(|c| (*c).to_owned()).collect();
-        self.shared
-            .tasks
-            .spawn(self.shared.clone().subscriber(channels, feed));
-        Ok(Subscription::new(drain))
+        let resumes = Arc::new(AtomicU64::new(0));
+        self.shared.tasks.spawn(
+            self.shared
+                .clone()
+                .subscriber(channels, feed, resumes.clone()),
+        );
+        Ok(Subscription::new(drain, resumes))
     }
 }

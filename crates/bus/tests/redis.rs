@@ -569,3 +569,85 @@ async fn a_killed_server_leaves_presence_within_the_ttl_and_the_others_go_on() {
     .await
     .expect("not hung");
 }
+
+#[tokio::test]
+async fn a_server_cut_from_redis_reports_its_sends_and_catches_up_when_back() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    tokio::time::timeout(WAIT * 3, async {
+        let relay = Relay::start(redis.port).await;
+        let mut cut_config = RedisConfig::default();
+        cut_config.keepalive = Duration::from_millis(100);
+        cut_config.command_timeout = Duration::from_millis(300);
+        cut_config.connect_timeout = Duration::from_millis(300);
+        cut_config.min_backoff = Duration::from_millis(20);
+        cut_config.max_backoff = Duration::from_millis(200);
+        let cut_bus = RedisBus::open(&relay.url(), cut_config).unwrap();
+        let history = || {
+            let mut config = common::recovery::with_history(1_000, WAIT * 6);
+            config.presence_ttl = WAIT;
+            config
+        };
+        let a = Node::start(bus(&redis).1, history(), 1).await;
+        let b = Node::start(Arc::new(cut_bus.clone()), history(), 1).await;
+        settle(&[&a, &b]).await;
+        b.cluster.join("sala", b.id(0)).unwrap();
+        let say = |n: usize| {
+            a.cluster
+                .to_room_with("sala", None, |stamp| format!("{stamp} m{n}"))
+                .unwrap()
+        };
+        let mut member = common::recovery::Member::default();
+        for n in 0..10 {
+            say(n);
+        }
+        for _ in 0..10 {
+            member.read(&b, 0).await;
+        }
+
+        // Cut: b's connections to Redis carry nothing, and say nothing.
+        relay.black_hole();
+        for n in 10..20 {
+            say(n);
+        }
+        // b's own sends are reported, not lost quietly.
+        let err = b
+            .cluster
+            .to_room_confirmed("sala", None, "from b, cut")
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert_eq!(
+            next(b.client(0)).await,
+            "from b, cut",
+            "local delivery goes on"
+        );
+
+        // b notices, reconnects, and catches up from the history: m10..m19
+        // once each, in order, then live ones.
+        for n in 20..25 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            say(n);
+        }
+        for _ in 10..25 {
+            member.read(&b, 0).await;
+        }
+        member.check_order();
+        let texts: Vec<&str> = member.got.iter().map(|(_, t)| t.as_str()).collect();
+        let want: Vec<String> = (0..25).map(|n| format!("m{n}")).collect();
+        assert_eq!(texts, want);
+        assert_eq!(
+            maybe_next(b.client(0), Duration::from_millis(300)).await,
+            None
+        );
+        let stats = b.cluster.stats();
+        assert!(stats.caught_up >= 10, "{stats:?}");
+        assert_eq!(stats.missed, 0, "{stats:?}");
+        assert!(cut_bus.stats().resubscribes >= 1);
+        cut_bus.close().await;
+        redis.down().await;
+    })
+    .await
+    .expect("not hung");
+}

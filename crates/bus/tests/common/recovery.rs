@@ -66,6 +66,7 @@ pub async fn a_member_that_reconnects_elsewhere_gets_what_it_missed(bus: [Arc<dy
     let mut c = Node::start(on_c, config(), 1).await;
     settle(&[&a, &b, &c]).await;
     say(&a, "before it joined");
+    super::eventually("b heard it", || b.cluster.stats().received >= 1).await;
     let m = b.add_client().await;
     b.cluster.join("sala", b.id(m)).unwrap();
     // The start: what b heard so far counts as seen.
