@@ -1,6 +1,14 @@
-//! Broadcasts and rooms across every server attached to one bus.
+//! Broadcasts and rooms across every server attached to one bus: the
+//! [`Cluster`] handle and its sends here; where each room stands
+//! (`positions`), a member's recovery and a server's catch-up
+//! (`recovery`), and the tasks that publish, receive and send heartbeats
+//! (`tasks`) beside it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod positions;
+mod recovery;
+mod tasks;
+
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,9 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::envelope::{decode_presence, encode_presence, Envelope, Kind};
-use crate::history::{plan, UNKNOWN_PREV};
-use crate::queue::{bounded, Drain, Feed};
-use crate::{Bus, Cursor, Error, History, Recovery, Result, Stamp, Subscription};
+use crate::history::UNKNOWN_PREV;
+use crate::queue::{bounded, Feed};
+use crate::{Bus, Error, History, Result, Stamp};
+use positions::Positions;
+use recovery::Pending;
+use tasks::{heartbeat, publisher, receiver};
 
 /// Settings of a [`Cluster`].
 #[derive(Debug, Clone)]
@@ -90,78 +101,6 @@ struct Outgoing {
     log: Option<String>,
     /// The caller awaiting the bus's answer, if any.
     confirm: Option<oneshot::Sender<Result<usize>>>,
-}
-
-/// The most (room, server) positions a cluster remembers; past it, it
-/// forgets them all (see `Positions::forgot`). 65,536 entries of about
-/// 64 B: 4 MiB at worst.
-const MAX_POSITIONS: usize = 65_536;
-
-#[derive(Debug, Default)]
-struct Positions {
-    /// This server's last message number (every room message gets the next).
-    seq: u64,
-    /// Room -> server -> the number of its last message to that room.
-    rooms: HashMap<String, HashMap<NodeId, u64>>,
-    entries: usize,
-    /// Positions were forgotten once (too many rooms): a message to a room
-    /// whose previous one is forgotten says so (`UNKNOWN_PREV`), and a
-    /// recovery across it is reported incomplete rather than guessed.
-    forgot: bool,
-    /// Room messages with history queued for the bus (or dropped).
-    logged: u64,
-}
-
-impl Positions {
-    /// Records `node`'s message `seq` in `room`; its previous one there.
-    fn record(&mut self, room: &str, node: NodeId, seq: u64) -> Option<u64> {
-        let known = self.rooms.get(room).is_some_and(|r| r.contains_key(&node));
-        if !known && self.entries >= MAX_POSITIONS {
-            self.rooms.clear();
-            self.entries = 0;
-            self.forgot = true;
-        }
-        let nodes = self.rooms.entry(room.to_owned()).or_default();
-        let old = nodes.insert(node, seq);
-        if old.is_none() {
-            self.entries += 1;
-        }
-        old
-    }
-}
-
-/// Live room messages held for a connection while it is recovered.
-#[derive(Debug, Default)]
-struct Pending {
-    items: Vec<(Stamp, u64, Bytes)>,
-    bytes: usize,
-    /// Some did not fit in `Config::max_incoming_bytes`.
-    overflow: bool,
-}
-
-/// Removes a recovery's pending entry however `recover` ends.
-struct Recovering<'a> {
-    inner: &'a Inner,
-    key: (ConnectionId, String),
-}
-
-impl Recovering<'_> {
-    /// Takes the held messages; later ones go to the connection directly.
-    /// Call with the `recovering` lock held (`map`).
-    fn take(&self, map: &mut HashMap<(ConnectionId, String), Pending>) -> Option<Pending> {
-        let pending = map.remove(&self.key);
-        if pending.is_some() {
-            self.inner.recovering_count.fetch_sub(1, Ordering::Relaxed);
-        }
-        pending
-    }
-}
-
-impl Drop for Recovering<'_> {
-    fn drop(&mut self) {
-        let mut map = lock(&self.inner.recovering);
-        self.take(&mut map);
-    }
 }
 
 /// One server of a cluster, chosen at random when it attaches.
@@ -275,7 +214,7 @@ impl Sent {
 /// With [`Config::history`], room messages are also kept on the bus for a
 /// while, and a member that reconnects to any server gets what it missed
 /// ([`Cluster::recover`]; each message carries a [`Stamp`], a member keeps a
-/// [`Cursor`]).
+/// [`Cursor`](crate::Cursor)).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -469,7 +408,7 @@ impl Cluster {
 
     /// [`Cluster::to_room`] (to everyone but `except`, if given) of the
     /// message `make` builds from the message's [`Stamp`], so that members
-    /// can keep a [`Cursor`] for [`Cluster::recover`]. Returns the stamp.
+    /// can keep a [`Cursor`](crate::Cursor) for [`Cluster::recover`]. Returns the stamp.
     ///
     /// # Errors
     /// As [`Cluster::to_room`].
@@ -548,150 +487,6 @@ impl Cluster {
             local,
             reached,
             expected,
-        })
-    }
-
-    /// Where a member that joins `room` now stands: the last message heard
-    /// here from each server in it. Give it to the member with its first
-    /// messages; each message it then receives moves it on
-    /// ([`Cursor::saw`]). As fresh as what this server has heard (a
-    /// message still on its way counts as not seen, so it would be
-    /// replayed, not lost).
-    pub fn cursor(&self, room: &str) -> Cursor {
-        let positions = lock(&self.inner.positions);
-        let last: BTreeMap<NodeId, u64> = positions
-            .rooms
-            .get(room)
-            .map(|nodes| nodes.iter().map(|(&node, &seq)| (node, seq)).collect())
-            .unwrap_or_default();
-        let mut cursor = Cursor::from_map(BTreeMap::new());
-        // The newest servers first would be nicer; any bounded choice is
-        // safe (a server left out is replayed in full, or reported).
-        for (node, seq) in last.into_iter().take(Cursor::MAX_NODES) {
-            cursor.saw(Stamp { node, seq });
-        }
-        cursor
-    }
-
-    /// Puts this server's connection `conn` (back) in `room` and queues to
-    /// it, in order, the room's messages after `cursor` that are still in
-    /// the history ([`Config::history`]); live messages that arrive
-    /// meanwhile follow them, and none comes twice. A member that was away
-    /// longer than the history keeps is told so: [`Recovery::Incomplete`]
-    /// (what is still kept is replayed all the same).
-    ///
-    /// The replay waits for room in the connection's queue
-    /// ([`Connection::push`](enchufe_server::Connection::push)); live
-    /// messages held meanwhile are bounded by
-    /// [`Config::max_incoming_bytes`] (past it, the recovery is incomplete).
-    ///
-    /// # Errors
-    /// [`Error::NoHistory`] without [`Config::history`] (or on a bus that
-    /// keeps none); [`Error::Unavailable`]/[`Error::Timeout`] if the bus
-    /// could not give the history (the connection is in the room all the
-    /// same, and gets live messages); [`Error::Closed`] if the connection
-    /// or the cluster closed; [`Error::TooLarge`] for a room name over
-    /// [`Config::max_room_name`]; [`Error::Recovering`] while another
-    /// recovery of the same connection and room runs.
-    pub async fn recover(
-        &self,
-        room: &str,
-        conn: ConnectionId,
-        cursor: &Cursor,
-    ) -> Result<Recovery> {
-        let inner = &*self.inner;
-        let keep = inner.config.history.ok_or(Error::NoHistory)?;
-        self.check_room(room)?;
-        if inner.closing.is_cancelled() {
-            return Err(Error::Closed);
-        }
-        let key = (conn, room.to_owned());
-        {
-            let mut map = lock(&inner.recovering);
-            if map.contains_key(&key) {
-                return Err(Error::Recovering);
-            }
-            map.insert(key.clone(), Pending::default());
-            inner.recovering_count.fetch_add(1, Ordering::Relaxed);
-        }
-        let guard = Recovering { inner, key };
-        self.join(room, conn)?;
-        // This server's messages stamped so far must be in the history
-        // before it is read: those sent before the join went to nobody
-        // here, and must come from it.
-        let logged = lock(&inner.positions).logged;
-        let mut missed = !matches!(
-            tokio::time::timeout(
-                inner.config.detach_timeout,
-                inner.settled.subscribe().wait_for(|n| *n >= logged),
-            )
-            .await,
-            Ok(Ok(_))
-        );
-        let history = match inner.bus.history(&inner.log(room), keep).await {
-            Ok(history) => history,
-            Err(e) => {
-                // What arrived meanwhile is not lost for the error.
-                let pending = guard.take(&mut lock(&inner.recovering));
-                if let (Some(pending), Some(to)) = (pending, inner.handle.connection(conn)) {
-                    for (_, _, frame) in pending.items {
-                        let _ = to.try_push(frame);
-                    }
-                }
-                return Err(e);
-            }
-        };
-        let entries = history.into_iter().filter_map(|entry| {
-            let envelope = Envelope::decode(entry)?;
-            match envelope.kind {
-                Kind::Room {
-                    room: name,
-                    seq,
-                    prev,
-                } if name == room => Some((
-                    Stamp {
-                        node: envelope.node,
-                        seq,
-                    },
-                    prev,
-                    envelope.payload,
-                )),
-                _ => None,
-            }
-        });
-        let (replay, gap) = plan(cursor, entries);
-        missed |= gap;
-        let to = inner.handle.connection(conn).ok_or(Error::Closed)?;
-        let mut seen = cursor.clone();
-        let mut replayed = 0;
-        for (stamp, frame) in replay {
-            if to.push(frame).await.is_err() {
-                if inner.handle.connection(conn).is_none() {
-                    return Err(Error::Closed);
-                }
-                // Dropped by the slow-consumer policy: missed after all.
-                missed = true;
-            } else {
-                replayed += 1;
-            }
-            seen.saw(stamp);
-        }
-        // The live messages held meanwhile, after the replay, minus those
-        // it already had; under the lock, so the next live one waits.
-        let mut map = lock(&inner.recovering);
-        if let Some(pending) = guard.take(&mut map) {
-            let (live, gap) = plan(&seen, pending.items);
-            missed |= gap || pending.overflow;
-            for (_, frame) in live {
-                if to.try_push(frame).is_err() {
-                    missed = true;
-                }
-            }
-        }
-        drop(map);
-        Ok(match missed {
-            true => Recovery::Incomplete { replayed },
-            false => Recovery::Complete { replayed },
         })
     }
 
@@ -981,14 +776,9 @@ impl Inner {
                     let key = (id, room.clone());
                     if let Some(pending) = held.as_mut().and_then(|map| map.get_mut(&key)) {
                         // Being recovered: after the replay.
-                        if pending.bytes + frame.len() > self.config.max_incoming_bytes {
-                            pending.overflow = true;
-                        } else {
-                            pending.bytes += frame.len();
-                            let stamp = Stamp { node, seq: *seq };
-                            pending.items.push((stamp, *prev, frame.clone()));
-                            delivered += 1;
-                        }
+                        let stamp = Stamp { node, seq: *seq };
+                        let limit = self.config.max_incoming_bytes;
+                        delivered += usize::from(pending.hold(stamp, *prev, &frame, limit));
                         continue;
                     }
                     let Some(conn) = self.handle.connection(id) else {
@@ -1038,64 +828,6 @@ impl Inner {
         }
     }
 
-    /// Delivers to this server's rooms the messages from other servers
-    /// that are in the histories and were not heard here (the
-    /// subscription was down). A server not heard from in a room before is
-    /// caught up only from its first message there (`prev` 0): older ones
-    /// may predate this server's members. Messages trimmed meanwhile are
-    /// lost, and counted ([`Stats::missed`]).
-    async fn catch_up(&self) {
-        let Some(keep) = self.config.history else {
-            return;
-        };
-        let rooms: Vec<String> = lock(&self.rooms).keys().cloned().collect();
-        for room in rooms {
-            let history = match self.bus.history(&self.log(&room), keep).await {
-                Ok(history) => history,
-                Err(e) => {
-                    tracing::warn!(room, error = %e, "cannot catch up a room after a bus outage");
-                    self.missed.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            for entry in history {
-                let Some(envelope) = Envelope::decode(entry) else {
-                    continue;
-                };
-                let Kind::Room {
-                    room: name,
-                    seq,
-                    prev,
-                } = &envelope.kind
-                else {
-                    continue;
-                };
-                if *name != room || envelope.node == self.node {
-                    continue;
-                }
-                {
-                    let mut positions = lock(&self.positions);
-                    let last = positions
-                        .rooms
-                        .get(&room)
-                        .and_then(|nodes| nodes.get(&envelope.node))
-                        .copied();
-                    match last {
-                        Some(last) if *seq <= last => continue,
-                        Some(last) if *prev != last => {
-                            self.missed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        None if *prev != 0 => continue,
-                        _ => {}
-                    }
-                    positions.record(&room, envelope.node, *seq);
-                }
-                self.caught_up.fetch_add(1, Ordering::Relaxed);
-                self.deliver(&envelope.kind, envelope.node, None, envelope.payload);
-            }
-        }
-    }
-
     fn presence(&self) -> Bytes {
         let names: Vec<String> = lock(&self.rooms).keys().cloned().collect();
         let rooms: Vec<(String, Vec<u64>)> = names
@@ -1117,107 +849,5 @@ impl Inner {
             payload,
         }
         .encode()
-    }
-}
-
-/// Publishes what the cluster queued, one at a time, in order; once
-/// detaching, until the queue is empty.
-async fn publisher(
-    inner: std::sync::Weak<Inner>,
-    mut drain: Drain<Outgoing>,
-    closing: CancellationToken,
-    cancel: CancellationToken,
-) {
-    loop {
-        let item = tokio::select! {
-            // In this order: what is queued goes before a goodbye.
-            biased;
-            _ = cancel.cancelled() => return,
-            item = drain.recv() => match item {
-                Some(item) => item,
-                None => return,
-            },
-            _ = closing.cancelled() => match drain.queued_bytes() {
-                0 => return,
-                _ => continue,
-            },
-        };
-        let Some(inner) = inner.upgrade() else { return };
-        let channel = &inner.config.channel;
-        let publish = match (&item.log, inner.config.history) {
-            (Some(log), Some(keep)) => inner.bus.publish_logged(channel, log, item.envelope, keep),
-            _ => inner.bus.publish(channel, item.envelope),
-        };
-        let published = tokio::select! {
-            _ = cancel.cancelled() => return,
-            published = publish => published,
-        };
-        match &published {
-            Ok(_) => inner.published.fetch_add(1, Ordering::Relaxed),
-            Err(e) => {
-                tracing::debug!(error = %e, "cluster message not published");
-                inner.publish_failures.fetch_add(1, Ordering::Relaxed)
-            }
-        };
-        if item.log.is_some() {
-            inner.settled.send_modify(|n| *n += 1);
-        }
-        if let Some(confirm) = item.confirm {
-            let _ = confirm.send(published);
-        }
-    }
-}
-
-/// Delivers what other servers published; after the subscription was lost
-/// and came back, first what it missed (from the histories).
-async fn receiver(inner: std::sync::Weak<Inner>, mut sub: Subscription, cancel: CancellationToken) {
-    let mut caught_up_to = sub.resumes();
-    loop {
-        let message = tokio::select! {
-            _ = cancel.cancelled() => return,
-            message = sub.recv() => match message {
-                Some(message) => message,
-                None => return,
-            },
-        };
-        let Some(inner) = inner.upgrade() else { return };
-        inner
-            .incoming_dropped
-            .store(sub.dropped(), Ordering::Relaxed);
-        let resumes = sub.resumes();
-        if resumes != caught_up_to {
-            // The subscription was lost and is back: what was published
-            // meanwhile is only in the histories. Here, before any message
-            // of the new connection (a message delivered by the catch-up
-            // is skipped when it comes again, by its number).
-            caught_up_to = resumes;
-            inner.catch_up().await;
-        }
-        inner.on_message(message.payload);
-    }
-}
-
-/// Tells the other servers who is in this server's rooms, every
-/// [`Config::heartbeat`].
-async fn heartbeat(inner: std::sync::Weak<Inner>, cancel: CancellationToken) {
-    let Some(period) = inner.upgrade().map(|inner| inner.config.heartbeat) else {
-        return;
-    };
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        let presence = inner.presence();
-        let size = presence.len();
-        let item = Outgoing {
-            envelope: presence,
-            log: None,
-            confirm: None,
-        };
-        inner.outgoing.offer(item, size);
     }
 }
