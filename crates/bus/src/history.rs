@@ -45,6 +45,13 @@ pub struct History {
     /// network, or a server restarted behind a load balancer, is back well
     /// within it; longer asks members to trust stale order.
     pub max_age: Duration,
+    /// The most bytes of one room's history read at once (a member's
+    /// recovery, a server's catch-up): older entries past it count as not
+    /// kept (the recovery is reported incomplete). Default 4 MiB, the
+    /// default incoming queue's size: the 1,000 messages of a chat fit many
+    /// times over, and a room of large messages cannot make one read take
+    /// a gigabyte.
+    pub max_read_bytes: usize,
 }
 
 impl Default for History {
@@ -52,16 +59,19 @@ impl Default for History {
         History {
             max_messages: 1_000,
             max_age: Duration::from_secs(120),
+            max_read_bytes: 4 << 20,
         }
     }
 }
 
 impl History {
-    /// Keeps `max_messages` for `max_age`.
+    /// Keeps `max_messages` for `max_age` (and reads up to the default
+    /// `max_read_bytes`).
     pub fn new(max_messages: usize, max_age: Duration) -> History {
         History {
             max_messages,
             max_age,
+            ..History::default()
         }
     }
 }

@@ -114,7 +114,19 @@ impl Bus for MemoryBus {
         let entries = match logs.get_mut(log) {
             Some(entries) => {
                 trim(entries, keep, now);
-                entries.iter().map(|(_, entry)| entry.clone()).collect()
+                // The newest, up to `max_read_bytes`.
+                let mut bytes = 0;
+                let mut newest: Vec<Bytes> = entries
+                    .iter()
+                    .rev()
+                    .map(|(_, entry)| entry.clone())
+                    .take_while(|entry| {
+                        bytes += entry.len();
+                        bytes <= keep.max_read_bytes
+                    })
+                    .collect();
+                newest.reverse();
+                newest
             }
             None => Vec::new(),
         };

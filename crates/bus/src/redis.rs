@@ -26,8 +26,9 @@
 //! Histories ([`Bus::publish_logged`]): one Redis Stream per room
 //! (`XADD key MAXLEN ~ N * e PAYLOAD`, then `PEXPIRE key AGE` and the
 //! `PUBLISH`, pipelined in one round trip and run in that order); read
-//! with `TIME` and `XREVRANGE key + - COUNT N`, keeping entries younger
-//! than the age by Redis's clock. `MAXLEN ~` lets Redis trim whole stream
+//! with `TIME` and `XREVRANGE` in pages from the newest, keeping entries
+//! younger than the age by Redis's clock, up to `max_read_bytes` (the
+//! exclusive `(ID` range needs Redis 6.2 or later). `MAXLEN ~` lets Redis trim whole stream
 //! nodes (100 entries by default), so up to about 100 more than N stay.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -319,35 +320,55 @@ impl Shared {
         outcome
     }
 
-    /// `TIME` and `XREVRANGE log + - COUNT N` in one round trip: the newest
-    /// entries, of which those younger than `max_age` by Redis's own clock
-    /// (a stream id starts with the milliseconds it was added at).
+    /// `TIME`, then `XREVRANGE log (LAST - COUNT 32` page by page from the
+    /// newest: the entries younger than `max_age` by Redis's own clock (a
+    /// stream id starts with the milliseconds it was added at), at most
+    /// `max_messages` of them and no more than `max_read_bytes` (pages keep
+    /// one reply small whatever the entries weigh).
     async fn history(&self, log: &str, keep: History) -> Result<Vec<Bytes>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("TIME")
-            .cmd("XREVRANGE")
-            .arg(log)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(keep.max_messages);
-        type Entries = Vec<(String, Vec<Vec<u8>>)>;
-        let ((secs, micros), entries): ((u64, u64), Entries) = self
-            .request(async |conn| pipe.query_async(conn).await)
+        const PAGE: usize = 32;
+        let (secs, micros): (u64, u64) = self
+            .request(async |conn| redis::cmd("TIME").query_async(conn).await)
             .await?;
         let now = secs * 1_000 + micros / 1_000;
         let oldest = now.saturating_sub(millis(keep.max_age));
-        let mut out: Vec<Bytes> = entries
-            .into_iter()
-            .filter(|(id, _)| {
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut bytes = 0;
+        let mut from = "+".to_owned();
+        'pages: while out.len() < keep.max_messages {
+            let count = PAGE.min(keep.max_messages - out.len());
+            let command = redis::cmd("XREVRANGE")
+                .arg(log)
+                .arg(&from)
+                .arg("-")
+                .arg("COUNT")
+                .arg(count)
+                .to_owned();
+            type Entries = Vec<(String, Vec<Vec<u8>>)>;
+            let page: Entries = self
+                .request(async |conn| command.query_async(conn).await)
+                .await?;
+            let last = page.len() < count;
+            for (id, mut fields) in page {
                 let ms = id.split('-').next().and_then(|ms| ms.parse::<u64>().ok());
-                ms.is_some_and(|ms| ms >= oldest)
-            })
-            .filter_map(|(_, mut fields)| {
+                if ms.is_none_or(|ms| ms < oldest) {
+                    break 'pages;
+                }
                 // [field, value]: the one field "e" this bus writes.
-                (fields.len() == 2).then(|| Bytes::from(fields.swap_remove(1)))
-            })
-            .collect();
+                if fields.len() == 2 {
+                    let entry = fields.swap_remove(1);
+                    bytes += entry.len();
+                    if bytes > keep.max_read_bytes {
+                        break 'pages;
+                    }
+                    out.push(Bytes::from(entry));
+                }
+                from = format!("({id}");
+            }
+            if last {
+                break;
+            }
+        }
         out.reverse();
         Ok(out)
     }

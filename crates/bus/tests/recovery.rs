@@ -29,7 +29,25 @@ async fn a_member_that_reconnects_elsewhere_gets_what_it_missed() {
 async fn a_member_away_for_more_messages_than_kept_is_told() {
     tokio::time::timeout(
         WAIT * 3,
-        recovery::a_member_away_too_long_is_told(buses(), 5, 12),
+        recovery::a_member_away_too_long_is_told(
+            buses(),
+            with_history(5, Duration::from_secs(60)),
+            5,
+            12,
+        ),
+    )
+    .await
+    .expect("not hung");
+}
+
+#[tokio::test]
+async fn a_member_whose_missed_messages_weigh_more_than_a_read_is_told() {
+    let mut config = with_history(1_000, Duration::from_secs(60));
+    // About eight of the envelopes below.
+    config.history.as_mut().unwrap().max_read_bytes = 600;
+    tokio::time::timeout(
+        WAIT * 3,
+        recovery::a_member_away_too_long_is_told(buses(), config, 1, 30),
     )
     .await
     .expect("not hung");

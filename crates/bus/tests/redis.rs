@@ -362,7 +362,29 @@ async fn recovery_on_redis_tells_a_member_away_too_long() {
     // messages over a history of 5 leave between 5 and about 150.
     tokio::time::timeout(
         WAIT * 3,
-        common::recovery::a_member_away_too_long_is_told(buses(&redis), 5, 250),
+        common::recovery::a_member_away_too_long_is_told(
+            buses(&redis),
+            common::recovery::with_history(5, Duration::from_secs(60)),
+            5,
+            250,
+        ),
+    )
+    .await
+    .expect("not hung");
+    redis.down().await;
+}
+
+#[tokio::test]
+async fn recovery_on_redis_reads_no_more_than_its_byte_limit() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let mut config = common::recovery::with_history(1_000, Duration::from_secs(60));
+    // About eight envelopes, over several pages of XREVRANGE.
+    config.history.as_mut().unwrap().max_read_bytes = 600;
+    tokio::time::timeout(
+        WAIT * 3,
+        common::recovery::a_member_away_too_long_is_told(buses(&redis), config, 1, 100),
     )
     .await
     .expect("not hung");

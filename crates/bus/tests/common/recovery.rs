@@ -136,9 +136,15 @@ pub async fn a_member_that_reconnects_elsewhere_gets_what_it_missed(bus: [Arc<dy
 
 /// A member away for more than the history keeps is told so, and gets the
 /// newest messages that are still kept, in order.
-pub async fn a_member_away_too_long_is_told(bus: [Arc<dyn Bus>; 2], keep: usize, send: usize) {
+/// `keep` is the fewest the history must still hold (`config` decides).
+pub async fn a_member_away_too_long_is_told(
+    bus: [Arc<dyn Bus>; 2],
+    config: bus::Config,
+    keep: usize,
+    send: usize,
+) {
     let [on_a, on_b] = bus;
-    let config = || with_history(keep, Duration::from_secs(60));
+    let config = || config.clone();
     let a = Node::start(on_a, config(), 1).await;
     let mut b = Node::start(on_b, config(), 0).await;
     settle(&[&a, &b]).await;
