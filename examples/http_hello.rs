@@ -19,6 +19,14 @@
 //! cargo run --example http_hello -- --handler-timeout 0.5   # then /lento/ana is 503
 //! cargo run --example http_get -- --url http://127.0.0.1:8080/hola/mundo
 //! ```
+//!
+//! HTTPS (feature `tls`), with a dev certificate made by `make_cert`:
+//!
+//! ```text
+//! cargo run --features tls --example make_cert -- --out target/dev-cert --name localhost
+//! cargo run --features tls --example http_hello -- --tls-cert target/dev-cert/cert.pem --tls-key target/dev-cert/key.pem
+//! curl --cacert target/dev-cert/ca.pem https://localhost:8080/hola/mundo
+//! ```
 
 use std::io::Write;
 use std::time::Duration;
@@ -46,6 +54,12 @@ struct Args {
     /// The longest request body `/eco` takes (then `413`).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     max_body: u64,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`; feature `tls`).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// The handler: what the course's `handle_command` is for HTTP, async.
@@ -84,6 +98,8 @@ async fn main() -> Result<(), support::report::Report> {
         .handler_timeout(Some(Duration::try_from_secs_f64(args.handler_timeout)?))
         .max_body(args.max_body);
     let server = Server::bind(args.addr.as_str()).await?.with_config(config);
+    let (cert, key) = (args.tls_cert.as_deref(), args.tls_key.as_deref());
+    let server = support::tls::http_server(server, cert, key)?;
     let addr = server.local_addr()?;
     // Stdout carries only this line, for scripts and tests that bind port 0.
     println!("listening on {addr}");
