@@ -4,8 +4,10 @@
 //! rustls client (`enchufe::tls::Connector`).
 
 mod common;
+#[path = "common/example.rs"]
+mod example;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -34,37 +36,6 @@ fn write_certs(dir: &Path) {
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
-/// The `http_hello` example, built (or found fresh) with the features this
-/// test was built with, so cargo reuses the library it already built.
-fn http_hello_example() -> PathBuf {
-    let features: Vec<&str> = [
-        ("msgpack", cfg!(feature = "msgpack")),
-        ("postcard", cfg!(feature = "postcard")),
-        ("tls", cfg!(feature = "tls")),
-        ("ws", cfg!(feature = "ws")),
-        ("sim", cfg!(feature = "sim")),
-        ("tower", cfg!(feature = "tower")),
-        ("metrics", cfg!(feature = "metrics")),
-    ]
-    .into_iter()
-    .filter_map(|(name, on)| on.then_some(name))
-    .collect();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--example", "http_hello"])
-        .args(["--no-default-features", "--features", &features.join(",")])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cannot run cargo");
-    assert!(status.success(), "cargo build --example http_hello failed");
-    // Beside this test's binary: target/<profile>/deps/../examples.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap();
-    let bin = bin.join("examples/http_hello");
-    assert!(bin.is_file(), "no {}", bin.display());
-    bin
 }
 
 /// `http_hello` serving HTTPS on 127.0.0.1:0 with the certificate in `dir`,
@@ -119,7 +90,7 @@ async fn curl_gets_and_posts_over_https() {
     if !has_curl().await {
         return;
     }
-    let example = tokio::task::spawn_blocking(http_hello_example)
+    let example = tokio::task::spawn_blocking(|| example::example("http_hello"))
         .await
         .unwrap();
     bounded(async {
@@ -174,7 +145,7 @@ async fn curl_gets_and_posts_over_https() {
 
 #[tokio::test]
 async fn a_rustls_client_keeps_its_connection_alive() {
-    let example = tokio::task::spawn_blocking(http_hello_example)
+    let example = tokio::task::spawn_blocking(|| example::example("http_hello"))
         .await
         .unwrap();
     bounded(async {
