@@ -4,13 +4,13 @@
 //! installs them; without them the test says SKIPPED and passes.
 
 mod common;
-#[path = "common/example.rs"]
-mod example;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::bounded;
+use common::examples::built_examples;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -29,9 +29,14 @@ async fn has(tool: &str, version_flag: &str) -> bool {
     found
 }
 
+/// The repository's root, where the examples are built.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// `http_hello` on 127.0.0.1:0, and its address.
 async fn start() -> (Child, String) {
-    let bin = tokio::task::spawn_blocking(|| example::example("http_hello"))
+    let bin = tokio::task::spawn_blocking(|| built_examples(root()).join("http_hello"))
         .await
         .unwrap();
     let mut child = Command::new(bin)

@@ -4,14 +4,13 @@
 //! rustls client (`enchufe::tls::Connector`).
 
 mod common;
-#[path = "common/example.rs"]
-mod example;
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::bounded;
+use common::examples::built_examples;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -85,12 +84,17 @@ async fn has_curl() -> bool {
     found
 }
 
+/// The repository's root, where the examples are built.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
 #[tokio::test]
 async fn curl_gets_and_posts_over_https() {
     if !has_curl().await {
         return;
     }
-    let example = tokio::task::spawn_blocking(|| example::example("http_hello"))
+    let example = tokio::task::spawn_blocking(|| built_examples(root()).join("http_hello"))
         .await
         .unwrap();
     bounded(async {
@@ -145,7 +149,7 @@ async fn curl_gets_and_posts_over_https() {
 
 #[tokio::test]
 async fn a_rustls_client_keeps_its_connection_alive() {
-    let example = tokio::task::spawn_blocking(|| example::example("http_hello"))
+    let example = tokio::task::spawn_blocking(|| built_examples(root()).join("http_hello"))
         .await
         .unwrap();
     bounded(async {
