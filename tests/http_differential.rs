@@ -97,6 +97,12 @@ const ALLOWED: &[(&str, &str)] = &[
     ),
 ];
 
+/// How long a server may stay silent before its answer to a case counts
+/// as complete: generous, since every case waits for it at once (a loaded
+/// machine may take a while to answer), and a server that closes ends the
+/// wait sooner.
+const SILENCE: Duration = Duration::from_millis(1500);
+
 /// The largest body either handler reads (both refuse past it).
 const BODY_LIMIT: usize = 1 << 20;
 
@@ -319,7 +325,7 @@ async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u16> {
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
-        match tokio::time::timeout(Duration::from_millis(700), tcp.read(&mut buf)).await {
+        match tokio::time::timeout(SILENCE, tcp.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
         }
