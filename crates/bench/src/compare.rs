@@ -2,8 +2,8 @@
 //!
 //! The harness starts servers and load generators as separate processes
 //! on 127.0.0.1 with OS-chosen ports, re-executing its own binary (`serve`,
-//! `load`, `hold`, `abuse`) and enchufe's `echo_server` example, built in
-//! release first. Each comparison is a duel: for every round, each
+//! `load`, `hold`, `abuse`) and enchufe's `echo_server` and `http_hello`
+//! examples, built in release first (each only when a section needs it). Each comparison is a duel: for every round, each
 //! contender runs once, back to back, the order rotating between rounds
 //! (A B, B A, ...), so that both sides see the same machine. A ratio is the
 //! median of the per-round ratios; absolute figures are medians too, and
@@ -29,10 +29,10 @@ use crate::child::{self};
 use crate::error::Result;
 
 use self::bench::{Bench, Srv};
-use self::duel::{Who, LATENCY, MUX, PLAIN};
+use self::duel::{Who, HTTP, LATENCY, MUX, PLAIN};
 use self::report::{
-    abuse_table, client_table, idle_table, latency_table, loadavg, mux_table, plain_table,
-    print_header,
+    abuse_table, client_table, http_table, idle_table, latency_table, loadavg, mux_table,
+    plain_table, print_header,
 };
 
 /// `compare`'s options; `--quick` picks small defaults for the others.
@@ -59,6 +59,9 @@ pub(crate) struct Opts {
     /// Use this echo_server binary instead of building the example.
     #[arg(long, value_name = "PATH")]
     echo_server: Option<PathBuf>,
+    /// Use this http_hello binary instead of building the example.
+    #[arg(long, value_name = "PATH")]
+    http_hello: Option<PathBuf>,
     /// Run only these sections.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
@@ -79,6 +82,8 @@ enum Section {
     Idle,
     /// Server memory under abusive clients (enchufe only).
     Abuse,
+    /// HTTP/1.1 keep-alive and pipelined: http_hello vs hyper.
+    Http,
 }
 
 /// Runs the sections asked for and prints their tables on stdout as each
@@ -101,13 +106,28 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     let abuse_secs = opts.abuse_secs.unwrap_or(abuse_secs);
 
     print_header(rounds, secs).await;
+    let frames = [
+        Section::Plain,
+        Section::Latency,
+        Section::Client,
+        Section::Mux,
+        Section::Idle,
+        Section::Abuse,
+    ];
     let echo_server = match &opts.echo_server {
-        Some(path) => path.clone(),
-        None => child::build_example("echo_server").await?,
+        Some(path) => Some(path.clone()),
+        None if frames.into_iter().any(on) => Some(child::build_example("echo_server").await?),
+        None => None,
+    };
+    let http_hello = match &opts.http_hello {
+        Some(path) => Some(path.clone()),
+        None if on(Section::Http) => Some(child::build_example("http_hello").await?),
+        None => None,
     };
     let mut bench = Bench {
         exe,
         echo_server,
+        http_hello,
         logs,
         rounds,
         secs,
@@ -175,6 +195,21 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
             }
         }
         println!("{}", abuse_table(&rows, bench.abuse_secs));
+    }
+
+    if on(Section::Http) {
+        let mut http = Vec::new();
+        for (i, w) in HTTP.into_iter().enumerate() {
+            // hyper's `pipeline_flush` only matters when requests pipeline.
+            let who: &[Who] = if i == HTTP.len() - 1 {
+                &[Who::Hyper, Who::Http, Who::HyperFlush]
+            } else {
+                &[Who::Hyper, Who::Http]
+            };
+            http.push(bench.duel(w, who).await);
+        }
+        println!("{}", http_table(&http));
+        bench.stop_servers().await;
     }
 
     println!(

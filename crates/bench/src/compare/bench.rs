@@ -18,13 +18,22 @@ pub(super) enum Srv {
     Plain,
     Mux,
     Tarpc,
+    /// enchufe's `http_hello` example.
+    Http,
+    /// hyper's hello server, its defaults.
+    Hyper,
+    /// hyper's hello server with `pipeline_flush(true)`.
+    HyperFlush,
 }
 
 /// The settings of a run, after `--quick` picked its defaults.
 #[derive(Debug)]
 pub(super) struct Bench {
     pub(super) exe: PathBuf,
-    pub(super) echo_server: PathBuf,
+    /// Built only when a frame section runs.
+    pub(super) echo_server: Option<PathBuf>,
+    /// Built only when the HTTP section runs.
+    pub(super) http_hello: Option<PathBuf>,
     pub(super) logs: PathBuf,
     pub(super) rounds: usize,
     pub(super) secs: f64,
@@ -52,6 +61,10 @@ impl Bench {
             .to_vec(),
             env: Vec::new(),
         };
+        let example = |path: &Option<PathBuf>| {
+            // `run` builds each example its sections need.
+            path.clone().expect("the example is built for this section")
+        };
         let enchufe = |name: &str, mux: bool| {
             let mut args: Vec<OsString> = vec!["--addr".into(), "127.0.0.1:0".into()];
             if let Some(n) = max_connections {
@@ -62,7 +75,7 @@ impl Bench {
             args.push(if mux { "--mux" } else { "--plain" }.into());
             ServerSpec {
                 name: name.into(),
-                program: self.echo_server.clone(),
+                program: example(&self.echo_server),
                 args,
                 env: vec![("RUST_LOG".into(), "warn".into())],
             }
@@ -72,6 +85,16 @@ impl Bench {
             Srv::Tarpc => ours("tarpc", "tarpc"),
             Srv::Plain => enchufe("enchufe", false),
             Srv::Mux => enchufe("enchufe-mux", true),
+            Srv::Hyper => ours("hyper", "hyper"),
+            Srv::HyperFlush => ours("hyper-flush", "hyper-flush"),
+            // Its defaults, as a user runs it (a 5 s handler deadline
+            // included); its per-request log lines are `info`.
+            Srv::Http => ServerSpec {
+                name: "http_hello".into(),
+                program: example(&self.http_hello),
+                args: vec!["--addr".into(), "127.0.0.1:0".into()],
+                env: vec![("RUST_LOG".into(), "warn".into())],
+            },
         }
     }
 
@@ -94,6 +117,7 @@ impl Bench {
                 Srv::Floor | Srv::Plain => Kind::Frames,
                 Srv::Mux => Kind::ClientMux,
                 Srv::Tarpc => Kind::Tarpc,
+                Srv::Http | Srv::Hyper | Srv::HyperFlush => Kind::Http,
             };
             let warm = Spec {
                 kind,

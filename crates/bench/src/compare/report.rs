@@ -43,7 +43,8 @@ pub(super) async fn print_header(rounds: usize, secs: f64) {
     );
     println!(
         "- servers: floor = hand-written tokio-util `Framed` echo (crates/bench); \
-         enchufe = `examples/echo_server` in release, `RUST_LOG=warn`; tarpc 0.38, bincode over TCP; \
+         enchufe = `examples/echo_server` (HTTP: `examples/http_hello`) in release, `RUST_LOG=warn`; \
+         tarpc 0.38, bincode over TCP; hyper 1.x HTTP/1.1; \
          all on Tokio's multi-thread runtime with default workers\n"
     );
 }
@@ -209,6 +210,45 @@ pub(super) fn mux_table(duels: &[Duel]) -> String {
             opt(d.median(Who::Tarpc, |s| s.client_cpu), micros),
             opt(d.median(Who::EnchufeMux, |s| s.client_cpu), micros),
         );
+        used.push(d);
+    }
+    t + &errors(&used)
+}
+
+pub(super) fn http_table(duels: &[Duel]) -> String {
+    let mut t = String::from(
+        "## HTTP/1.1: enchufe http_hello vs hyper\n\n\
+         The harness's HTTP generator (keep-alive, `GET /hola/N`, every reply checked in order; \
+         ×16 is 16 requests pipelined per connection) against the `http_hello` example in release \
+         and against hyper 1.x serving the same routes (crates/bench `serve --impl hyper`; \
+         `hyper flush` is hyper with `pipeline_flush(true)`). CPU is the server process's, per \
+         request. Targets: throughput ≥ 1.0× hyper, hyper CPU / enchufe CPU ≥ 1.0.\n\n\
+         | workload | against | hyper | enchufe | enchufe / hyper | ≥ 1.0 | hyper CPU/req | enchufe CPU/req | hyper / enchufe CPU | ≥ 1.0 |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut used = Vec::new();
+    for d in duels {
+        for them in [Who::Hyper, Who::HyperFlush] {
+            if d.index(them).is_none() {
+                continue;
+            }
+            let thr = d.ratio(Who::Http, them, |s| s.rate);
+            let eff = d.ratio(them, Who::Http, |s| s.server_cpu);
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                d.workload.label(),
+                them.label(),
+                opt(d.median(them, |s| s.rate), rate),
+                opt(d.median(Who::Http, |s| s.rate), rate),
+                ratio(thr),
+                meets(thr, 1.0, true),
+                opt(d.median(them, |s| s.server_cpu), micros),
+                opt(d.median(Who::Http, |s| s.server_cpu), micros),
+                ratio(eff),
+                meets(eff, 1.0, true),
+            );
+        }
         used.push(d);
     }
     t + &errors(&used)
