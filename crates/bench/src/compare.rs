@@ -16,6 +16,7 @@
 
 mod duel;
 mod memory;
+mod peers;
 mod report;
 
 use std::collections::HashMap;
@@ -79,6 +80,12 @@ enum Section {
     Idle,
     /// Server memory under abusive clients (enchufe only).
     Abuse,
+    /// WebSocket: enchufe `Server::web` vs tokio-tungstenite; idle memory.
+    Ws,
+    /// UDP: `enchufe::udp` vs a raw tokio loop.
+    Udp,
+    /// TLS: enchufe `Server::tls` vs tokio-rustls + `Framed`; handshakes.
+    Tls,
 }
 
 /// The server processes the duels run against.
@@ -100,6 +107,7 @@ struct Bench {
     secs: f64,
     idle_conns: usize,
     abuse_secs: f64,
+    quick: bool,
     servers: HashMap<Srv, Server>,
 }
 
@@ -123,9 +131,16 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     let abuse_secs = opts.abuse_secs.unwrap_or(abuse_secs);
 
     print_header(rounds, secs).await;
+    // The ws, udp and tls sections run this binary's servers only.
+    let frames = all
+        || opts
+            .only
+            .iter()
+            .any(|s| !matches!(s, Section::Ws | Section::Udp | Section::Tls));
     let echo_server = match &opts.echo_server {
         Some(path) => path.clone(),
-        None => child::build_example("echo_server").await?,
+        None if frames => child::build_example("echo_server").await?,
+        None => PathBuf::new(),
     };
     let mut bench = Bench {
         exe,
@@ -135,6 +150,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         secs,
         idle_conns,
         abuse_secs,
+        quick: opts.quick,
         servers: HashMap::new(),
     };
 
@@ -199,6 +215,16 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         println!("{}", abuse_table(&rows, bench.abuse_secs));
     }
 
+    if on(Section::Ws) {
+        println!("{}", peers::ws(&bench).await);
+    }
+    if on(Section::Udp) {
+        println!("{}", peers::udp(&bench).await);
+    }
+    if on(Section::Tls) {
+        println!("{}", peers::tls(&bench).await);
+    }
+
     println!(
         "Finished in {:.0} s; load average {}. Server logs (stderr): `{}`.",
         started.elapsed().as_secs_f64(),
@@ -209,6 +235,16 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
 }
 
 impl Bench {
+    /// Seconds per run of the ws, udp and tls duels: half of `secs` with
+    /// `--quick`, so that the whole quick run stays near three minutes.
+    fn peer_secs(&self) -> f64 {
+        if self.quick {
+            self.secs / 2.0
+        } else {
+            self.secs
+        }
+    }
+
     /// How to start `srv`; enchufe's example runs with `RUST_LOG=warn` so
     /// that its per-connection `info` lines are not counted as its cost.
     fn server_spec(&self, srv: Srv, max_connections: Option<usize>) -> ServerSpec {

@@ -35,6 +35,7 @@ mod error;
 mod floor;
 mod load;
 mod payload;
+mod peers;
 mod procfs;
 mod rpc;
 mod tools;
@@ -78,6 +79,11 @@ enum Cmd {
     },
     /// One load run against a server; prints a JSON report.
     Load(load::Spec),
+    /// The WebSocket, UDP and TLS peers: servers, loads, idle holders.
+    Peer {
+        #[command(subcommand)]
+        cmd: peers::Cmd,
+    },
     /// Opens connections, echoes one frame on each, holds them idle.
     Hold {
         #[arg(long, value_name = "HOST:PORT")]
@@ -149,6 +155,7 @@ async fn main() -> ExitCode {
             exit_on_stdin_eof,
         } => serve(imp, &addr, exit_on_stdin_eof).await,
         Cmd::Load(spec) => load_and_report(&spec).await,
+        Cmd::Peer { cmd } => peers::run(cmd).await,
         Cmd::Hold { addr, conns, secs } => tools::hold(addr, conns, secs).await,
         Cmd::Abuse {
             case,
@@ -187,6 +194,13 @@ async fn serve(imp: Impl, addr: &str, exit_on_stdin_eof: bool) -> Result<()> {
         Impl::Floor => tokio::spawn(floor::serve(listener)),
         Impl::Tarpc => tokio::spawn(rpc::serve(listener)),
     };
+    wait_to_stop(exit_on_stdin_eof).await;
+    server.abort();
+    Ok(())
+}
+
+/// Until Ctrl-C or SIGTERM, or (when asked) the end of standard input.
+pub(crate) async fn wait_to_stop(exit_on_stdin_eof: bool) {
     let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
     if exit_on_stdin_eof {
         // A plain thread: a blocking read cannot be cancelled, and this one
@@ -200,8 +214,6 @@ async fn serve(imp: Impl, addr: &str, exit_on_stdin_eof: bool) -> Result<()> {
         () = stop_signal() => {}
         Ok(()) = eof_rx => {}
     }
-    server.abort();
-    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

@@ -134,7 +134,7 @@ pub(super) struct Spread {
     pub(super) max: f64,
 }
 
-fn spread(mut v: Vec<f64>) -> Option<Spread> {
+pub(super) fn spread(mut v: Vec<f64>) -> Option<Spread> {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return None;

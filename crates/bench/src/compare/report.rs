@@ -97,7 +97,7 @@ fn opt(v: Option<f64>, f: fn(f64) -> String) -> String {
 }
 
 /// `0.91 (0.85–0.97)`, or why there is none.
-fn ratio(s: Option<Spread>) -> String {
+pub(super) fn ratio(s: Option<Spread>) -> String {
     s.map_or_else(
         || "failed".into(),
         |s| format!("**{:.2}** ({:.2}–{:.2})", s.median, s.min, s.max),
@@ -105,7 +105,7 @@ fn ratio(s: Option<Spread>) -> String {
 }
 
 /// Whether the median meets a target: `higher` is better, or lower.
-fn meets(s: Option<Spread>, target: f64, higher: bool) -> &'static str {
+pub(super) fn meets(s: Option<Spread>, target: f64, higher: bool) -> &'static str {
     match s {
         Some(s) if (higher && s.median >= target) || (!higher && s.median <= target) => "yes",
         Some(_) => "no",
