@@ -348,9 +348,9 @@ struct Shared {
     counters: Counters,
 }
 
-/// The receive loop: one task that reads every datagram and starts a
-/// handler task for each (kept apart from what a handler task does, as the
-/// TCP server's accept loop is from its connection tasks).
+/// The receive loop: one task that reads every datagram and runs its
+/// handler: polled once inline, and moved to a task of its own only if it
+/// has to wait.
 struct Receiver<H> {
     /// Shared with the handler tasks, which send replies on it; closed when
     /// the last of them ends.
@@ -432,11 +432,22 @@ impl<H: Handler> Receiver<H> {
             limit: self.limit,
             _permit: permit,
         };
+        // The first poll here, in the receive loop: a handler that answers
+        // at once (an echo, a lookup) is done, reply sent, without a task
+        // of its own, its wakeup and its abort registration, which cost
+        // more than the datagram's own syscalls (see BENCHMARKS.md, UDP).
+        // Only a handler that waits gets a task, polled again there with a
+        // real waker (futures register the waker of their latest poll).
+        let mut run = Box::pin(job.run(payload, ctx));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if run.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
         let abort = self.shared.abort.clone();
         self.shared.tracker.spawn(async move {
             tokio::select! {
                 () = abort.cancelled() => {}
-                () = job.run(payload, ctx) => {}
+                () = run => {}
             }
         });
     }
