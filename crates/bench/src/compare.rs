@@ -95,6 +95,7 @@ enum Srv {
     Plain,
     Mux,
     Tarpc,
+    TarpcNagle,
 }
 
 /// The settings of a run, after `--quick` picked its defaults.
@@ -187,7 +188,14 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     if on(Section::Mux) {
         let mut mux = Vec::new();
         for w in MUX {
-            mux.push(bench.duel(w, &[Who::Tarpc, Who::EnchufeMux]).await);
+            // tarpc's default transport (Nagle on) too, at the target's
+            // workload only.
+            let who: &[Who] = if mux.is_empty() {
+                &[Who::Tarpc, Who::TarpcNagle, Who::EnchufeMux]
+            } else {
+                &[Who::Tarpc, Who::EnchufeMux]
+            };
+            mux.push(bench.duel(w, who).await);
         }
         println!("{}", mux_table(&mux));
         bench.stop_servers().await;
@@ -281,6 +289,7 @@ impl Bench {
         match srv {
             Srv::Floor => ours("floor", "floor"),
             Srv::Tarpc => ours("tarpc", "tarpc"),
+            Srv::TarpcNagle => ours("tarpc-nagle", "tarpc-nagle"),
             Srv::Plain => enchufe("enchufe", false),
             Srv::Mux => enchufe("enchufe-mux", true),
         }
@@ -305,6 +314,7 @@ impl Bench {
                 Srv::Floor | Srv::Plain => Kind::Frames,
                 Srv::Mux => Kind::ClientMux,
                 Srv::Tarpc => Kind::Tarpc,
+                Srv::TarpcNagle => Kind::TarpcNagle,
             };
             let warm = Spec {
                 kind,

@@ -46,6 +46,8 @@ pub(crate) enum Kind {
     ClientMux,
     /// tarpc's client.
     Tarpc,
+    /// tarpc's client with Nagle on (tarpc's default).
+    TarpcNagle,
 }
 
 /// One load run: who, where, how much.
@@ -174,10 +176,11 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
             }
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
         }
-        Kind::Tarpc => {
+        Kind::Tarpc | Kind::TarpcNagle => {
+            let nodelay = spec.kind == Kind::Tarpc;
             let mut clients = Vec::with_capacity(spec.conns);
             for _ in 0..spec.conns {
-                clients.push(Rpc::connect(spec.addr).await?);
+                clients.push(Rpc::connect(spec.addr, nodelay).await?);
             }
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
         }

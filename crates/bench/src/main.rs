@@ -115,8 +115,10 @@ enum Cmd {
 enum Impl {
     /// The hand-written tokio-util `Framed` echo.
     Floor,
-    /// A tarpc echo service, bincode over TCP.
+    /// A tarpc echo service, bincode over TCP, `TCP_NODELAY` on.
     Tarpc,
+    /// The same with tarpc's defaults: Nagle on.
+    TarpcNagle,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -192,7 +194,8 @@ async fn serve(imp: Impl, addr: &str, exit_on_stdin_eof: bool) -> Result<()> {
     println!("listening on {}", listener.local_addr()?);
     let server = match imp {
         Impl::Floor => tokio::spawn(floor::serve(listener)),
-        Impl::Tarpc => tokio::spawn(rpc::serve(listener)),
+        Impl::Tarpc => tokio::spawn(rpc::serve(listener, true)),
+        Impl::TarpcNagle => tokio::spawn(rpc::serve(listener, false)),
     };
     wait_to_stop(exit_on_stdin_eof).await;
     server.abort();

@@ -21,6 +21,8 @@ pub(super) enum Who {
     EnchufeMux,
     /// tarpc client → tarpc server.
     Tarpc,
+    /// The same, both with Nagle on (tarpc's default transport).
+    TarpcNagle,
 }
 
 impl Who {
@@ -30,6 +32,7 @@ impl Who {
             Who::Enchufe | Who::Client => Srv::Plain,
             Who::EnchufeMux => Srv::Mux,
             Who::Tarpc => Srv::Tarpc,
+            Who::TarpcNagle => Srv::TarpcNagle,
         }
     }
 
@@ -39,6 +42,7 @@ impl Who {
             Who::Client => Kind::Client,
             Who::EnchufeMux => Kind::ClientMux,
             Who::Tarpc => Kind::Tarpc,
+            Who::TarpcNagle => Kind::TarpcNagle,
         }
     }
 
@@ -49,6 +53,7 @@ impl Who {
             Who::Client => "enchufe Client",
             Who::EnchufeMux => "enchufe mux",
             Who::Tarpc => "tarpc",
+            Who::TarpcNagle => "tarpc (Nagle)",
         }
     }
 }
