@@ -14,6 +14,7 @@ pub mod examples;
 pub mod files;
 pub mod interop;
 pub mod lab;
+pub mod log;
 pub mod mux_peer;
 
 /// Every test body runs under this limit, so a bug shows as a failure, not a hang.

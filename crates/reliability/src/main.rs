@@ -12,6 +12,7 @@
 mod checks;
 mod child;
 mod doors;
+mod kit;
 mod proc;
 mod serve;
 
@@ -82,9 +83,9 @@ enum Command {
 }
 
 type Check = for<'a> fn(
-    &'a checks::Cx,
+    &'a kit::Cx,
 ) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Vec<checks::Row>, String>> + 'a>,
+    Box<dyn std::future::Future<Output = Result<Vec<kit::Row>, String>> + 'a>,
 >;
 
 macro_rules! check {
@@ -123,7 +124,7 @@ async fn main() {
             idle,
         }) => {
             proc::raise_nofile();
-            checks::attack(addr, door, slow, idle).await;
+            checks::attack::attack(addr, door, slow, idle).await;
         }
         None => std::process::exit(run(args).await),
     }
@@ -162,11 +163,7 @@ const TOGETHER: &[&str] = &[
 
 /// Runs one check: its rows (a check that could not run is a missed row),
 /// marked as targets if it is one, and how long it took in seconds.
-async fn run_check<'a>(
-    name: &'a str,
-    check: Check,
-    cx: &checks::Cx,
-) -> (&'a str, Vec<checks::Row>, f64) {
+async fn run_check<'a>(name: &'a str, check: Check, cx: &kit::Cx) -> (&'a str, Vec<kit::Row>, f64) {
     let t = Instant::now();
     // A check of an open issue's target reports its figures without
     // gating: the suite's exit status covers the guarantees already met
@@ -179,7 +176,7 @@ async fn run_check<'a>(
             }
             rows
         }
-        Err(e) => vec![checks::Row {
+        Err(e) => vec![kit::Row {
             check: name.to_string(),
             figure: format!("could not run: {e}"),
             bound: "runs".into(),
@@ -191,7 +188,7 @@ async fn run_check<'a>(
 }
 
 /// Prints a finished check's rows as they come, before the table.
-fn report(name: &str, rows: &[checks::Row], secs: f64) {
+fn report(name: &str, rows: &[kit::Row], secs: f64) {
     for r in rows {
         eprintln!(
             "   {} | {} | {}",
@@ -215,31 +212,31 @@ async fn run(args: Args) -> i32 {
         eprintln!("cannot create {}: {e}", logs.display());
         return 2;
     }
-    let cx = checks::Cx {
+    let cx = kit::Cx {
         echo,
         logs,
         scale: args.scale,
     };
     let all: [(&str, Check); 17] = [
-        check!("header", checks::header_4gib),
-        check!("partial", checks::partial_frames),
-        check!("trickle", checks::trickle),
-        check!("slowloris", checks::slowloris),
-        check!("pushes", checks::never_reads_pushes),
-        check!("echoes", checks::never_reads_echoes),
-        check!("kill-client", checks::kill_client),
-        check!("kill-server", checks::kill_server),
-        check!("shutdown", checks::shutdown),
-        check!("panic", checks::panics),
-        check!("json", checks::deep_json),
-        check!("malformed", checks::malformed_flood),
+        check!("header", checks::memory::header_4gib),
+        check!("partial", checks::memory::partial_frames),
+        check!("trickle", checks::memory::trickle),
+        check!("slowloris", checks::attack::slowloris),
+        check!("pushes", checks::readers::never_reads_pushes),
+        check!("echoes", checks::readers::never_reads_echoes),
+        check!("kill-client", checks::crash::kill_client),
+        check!("kill-server", checks::crash::kill_server),
+        check!("shutdown", checks::crash::shutdown),
+        check!("panic", checks::crash::panics),
+        check!("json", checks::input::deep_json),
+        check!("malformed", checks::input::malformed_flood),
         // Every door of one port (frames, HTTP, WebSocket), one server
         // per check.
-        check!("door-slowloris", doors::slowloris),
-        check!("door-unfinished", doors::unfinished),
-        check!("door-never-reads", doors::never_reads),
-        check!("door-empty", doors::empty),
-        check!("door-idle-memory", doors::idle_memory),
+        check!("door-slowloris", checks::doors::slowloris),
+        check!("door-unfinished", checks::doors::unfinished),
+        check!("door-never-reads", checks::doors::never_reads),
+        check!("door-empty", checks::doors::empty),
+        check!("door-idle-memory", checks::doors::idle_memory),
     ];
     eprintln!(
         "enchufe reliability suite: open-file limit {nofile}, scale {}, logs in {}",

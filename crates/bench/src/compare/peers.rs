@@ -13,9 +13,10 @@ use crate::error::{Error, Result};
 use crate::peers::{self, Impl, Kind, Report, Spec};
 use crate::procfs;
 
+use super::bench::Bench;
 use super::duel::{spread, Spread};
-use super::report::{meets, micros, rate, ratio};
-use super::Bench;
+use super::report::{meets, ratio};
+use super::units::{micros, rate};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
