@@ -12,11 +12,13 @@
 //! Map: this module holds the options, the run order and the server
 //! processes; [`duel`] the contenders, workloads and rounds; [`memory`] the
 //! idle-connection and abusive-client measurements; [`report`] the header
-//! and the markdown tables.
+//! and the markdown tables; [`peers`] the ws, udp and tls sections (their
+//! servers and loads are `crate::peers`).
 
 mod bench;
 mod duel;
 mod memory;
+mod peers;
 mod report;
 mod units;
 
@@ -84,6 +86,12 @@ enum Section {
     Abuse,
     /// HTTP/1.1 keep-alive and pipelined: http_hello vs hyper.
     Http,
+    /// WebSocket: enchufe `Server::web` vs tokio-tungstenite; idle memory.
+    Ws,
+    /// UDP: `enchufe::udp` vs a raw tokio loop.
+    Udp,
+    /// TLS: enchufe `Server::tls` vs tokio-rustls + `Framed`; handshakes.
+    Tls,
 }
 
 /// Runs the sections asked for and prints their tables on stdout as each
@@ -133,6 +141,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         secs,
         idle_conns,
         abuse_secs,
+        quick: opts.quick,
         servers: HashMap::new(),
     };
 
@@ -169,7 +178,14 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     if on(Section::Mux) {
         let mut mux = Vec::new();
         for w in MUX {
-            mux.push(bench.duel(w, &[Who::Tarpc, Who::EnchufeMux]).await);
+            // tarpc's default transport (Nagle on) too, at the target's
+            // workload only.
+            let who: &[Who] = if mux.is_empty() {
+                &[Who::Tarpc, Who::TarpcNagle, Who::EnchufeMux]
+            } else {
+                &[Who::Tarpc, Who::EnchufeMux]
+            };
+            mux.push(bench.duel(w, who).await);
         }
         println!("{}", mux_table(&mux));
         bench.stop_servers().await;
@@ -210,6 +226,15 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         }
         println!("{}", http_table(&http));
         bench.stop_servers().await;
+    }
+    if on(Section::Ws) {
+        println!("{}", peers::ws(&bench).await);
+    }
+    if on(Section::Udp) {
+        println!("{}", peers::udp(&bench).await);
+    }
+    if on(Section::Tls) {
+        println!("{}", peers::tls(&bench).await);
     }
 
     println!(

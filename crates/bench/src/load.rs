@@ -52,6 +52,8 @@ pub(crate) enum Kind {
     Tarpc,
     /// HTTP/1.1 `GET /hola/N` on keep-alive connections (`size` unused).
     Http,
+    /// tarpc's client with Nagle on (tarpc's default).
+    TarpcNagle,
 }
 
 /// One load run: who, where, how much.
@@ -198,10 +200,11 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
             }
             start
         }
-        Kind::Tarpc => {
+        Kind::Tarpc | Kind::TarpcNagle => {
+            let nodelay = spec.kind == Kind::Tarpc;
             let mut clients = Vec::with_capacity(spec.conns);
             for _ in 0..spec.conns {
-                clients.push(Rpc::connect(spec.addr).await?);
+                clients.push(Rpc::connect(spec.addr, nodelay).await?);
             }
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
         }

@@ -40,6 +40,7 @@ mod floor;
 mod hyper_hello;
 mod load;
 mod payload;
+mod peers;
 mod procfs;
 mod rpc;
 mod tools;
@@ -84,6 +85,11 @@ enum Cmd {
     },
     /// One load run against a server; prints a JSON report.
     Load(load::Spec),
+    /// The WebSocket, UDP and TLS peers: servers, loads, idle holders.
+    Peer {
+        #[command(subcommand)]
+        cmd: peers::Cmd,
+    },
     /// Opens connections, echoes one frame on each, holds them idle.
     Hold {
         #[arg(long, value_name = "HOST:PORT")]
@@ -115,12 +121,14 @@ enum Cmd {
 enum Impl {
     /// The hand-written tokio-util `Framed` echo.
     Floor,
-    /// A tarpc echo service, bincode over TCP.
+    /// A tarpc echo service, bincode over TCP, `TCP_NODELAY` on.
     Tarpc,
     /// hyper's HTTP/1.1 hello server (its defaults).
     Hyper,
     /// The same with `pipeline_flush(true)`.
     HyperFlush,
+    /// The same with tarpc's defaults: Nagle on.
+    TarpcNagle,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -159,6 +167,7 @@ async fn main() -> ExitCode {
             exit_on_stdin_eof,
         } => serve(imp, &addr, exit_on_stdin_eof).await,
         Cmd::Load(spec) => load_and_report(&spec).await,
+        Cmd::Peer { cmd } => peers::run(cmd).await,
         Cmd::Hold { addr, conns, secs } => tools::hold(addr, conns, secs).await,
         Cmd::Abuse {
             case,
@@ -195,10 +204,18 @@ async fn serve(imp: Impl, addr: &str, exit_on_stdin_eof: bool) -> Result<()> {
     println!("listening on {}", listener.local_addr()?);
     let server = match imp {
         Impl::Floor => tokio::spawn(floor::serve(listener)),
-        Impl::Tarpc => tokio::spawn(rpc::serve(listener)),
         Impl::Hyper => tokio::spawn(hyper_hello::serve(listener, false)),
         Impl::HyperFlush => tokio::spawn(hyper_hello::serve(listener, true)),
+        Impl::Tarpc => tokio::spawn(rpc::serve(listener, true)),
+        Impl::TarpcNagle => tokio::spawn(rpc::serve(listener, false)),
     };
+    wait_to_stop(exit_on_stdin_eof).await;
+    server.abort();
+    Ok(())
+}
+
+/// Until Ctrl-C or SIGTERM, or (when asked) the end of standard input.
+pub(crate) async fn wait_to_stop(exit_on_stdin_eof: bool) {
     let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
     if exit_on_stdin_eof {
         // A plain thread: a blocking read cannot be cancelled, and this one
@@ -212,8 +229,6 @@ async fn serve(imp: Impl, addr: &str, exit_on_stdin_eof: bool) -> Result<()> {
         () = stop_signal() => {}
         Ok(()) = eof_rx => {}
     }
-    server.abort();
-    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

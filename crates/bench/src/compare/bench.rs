@@ -24,6 +24,7 @@ pub(super) enum Srv {
     Hyper,
     /// hyper's hello server with `pipeline_flush(true)`.
     HyperFlush,
+    TarpcNagle,
 }
 
 /// The settings of a run, after `--quick` picked its defaults.
@@ -39,10 +40,21 @@ pub(super) struct Bench {
     pub(super) secs: f64,
     pub(super) idle_conns: usize,
     pub(super) abuse_secs: f64,
+    pub(super) quick: bool,
     pub(super) servers: HashMap<Srv, Server>,
 }
 
 impl Bench {
+    /// Seconds per run of the ws, udp and tls duels: half of `secs` with
+    /// `--quick`, so that the whole quick run stays near three minutes.
+    pub(super) fn peer_secs(&self) -> f64 {
+        if self.quick {
+            self.secs / 2.0
+        } else {
+            self.secs
+        }
+    }
+
     /// How to start `srv`; enchufe's example runs with `RUST_LOG=warn` so
     /// that its per-connection `info` lines are not counted as its cost.
     pub(super) fn server_spec(&self, srv: Srv, max_connections: Option<usize>) -> ServerSpec {
@@ -83,6 +95,7 @@ impl Bench {
         match srv {
             Srv::Floor => ours("floor", "floor"),
             Srv::Tarpc => ours("tarpc", "tarpc"),
+            Srv::TarpcNagle => ours("tarpc-nagle", "tarpc-nagle"),
             Srv::Plain => enchufe("enchufe", false),
             Srv::Mux => enchufe("enchufe-mux", true),
             Srv::Hyper => ours("hyper", "hyper"),
@@ -118,6 +131,7 @@ impl Bench {
                 Srv::Mux => Kind::ClientMux,
                 Srv::Tarpc => Kind::Tarpc,
                 Srv::Http | Srv::Hyper | Srv::HyperFlush => Kind::Http,
+                Srv::TarpcNagle => Kind::TarpcNagle,
             };
             let warm = Spec {
                 kind,

@@ -27,6 +27,8 @@ pub(super) enum Who {
     Hyper,
     /// HTTP generator → hyper with `pipeline_flush(true)`.
     HyperFlush,
+    /// The same, both with Nagle on (tarpc's default transport).
+    TarpcNagle,
 }
 
 impl Who {
@@ -39,6 +41,7 @@ impl Who {
             Who::Http => Srv::Http,
             Who::Hyper => Srv::Hyper,
             Who::HyperFlush => Srv::HyperFlush,
+            Who::TarpcNagle => Srv::TarpcNagle,
         }
     }
 
@@ -49,6 +52,7 @@ impl Who {
             Who::EnchufeMux => Kind::ClientMux,
             Who::Tarpc => Kind::Tarpc,
             Who::Http | Who::Hyper | Who::HyperFlush => Kind::Http,
+            Who::TarpcNagle => Kind::TarpcNagle,
         }
     }
 
@@ -62,6 +66,7 @@ impl Who {
             Who::Http => "enchufe http",
             Who::Hyper => "hyper",
             Who::HyperFlush => "hyper flush",
+            Who::TarpcNagle => "tarpc (Nagle)",
         }
     }
 }
@@ -155,7 +160,7 @@ pub(super) struct Spread {
     pub(super) max: f64,
 }
 
-fn spread(mut v: Vec<f64>) -> Option<Spread> {
+pub(super) fn spread(mut v: Vec<f64>) -> Option<Spread> {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return None;

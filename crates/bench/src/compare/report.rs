@@ -77,7 +77,7 @@ fn opt(v: Option<f64>, f: fn(f64) -> String) -> String {
 }
 
 /// `0.91 (0.85–0.97)`, or why there is none.
-fn ratio(s: Option<Spread>) -> String {
+pub(super) fn ratio(s: Option<Spread>) -> String {
     s.map_or_else(
         || "failed".into(),
         |s| format!("**{:.2}** ({:.2}–{:.2})", s.median, s.min, s.max),
@@ -85,7 +85,7 @@ fn ratio(s: Option<Spread>) -> String {
 }
 
 /// Whether the median meets a target: `higher` is better, or lower.
-fn meets(s: Option<Spread>, target: f64, higher: bool) -> &'static str {
+pub(super) fn meets(s: Option<Spread>, target: f64, higher: bool) -> &'static str {
     match s {
         Some(s) if (higher && s.median >= target) || (!higher && s.median <= target) => "yes",
         Some(_) => "no",
@@ -190,7 +190,9 @@ pub(super) fn mux_table(duels: &[Duel]) -> String {
         "## Multiplexed: enchufe Client + echo_server --mux vs tarpc\n\n\
          enchufe's `Client` (multiplexed profile) against the echo_server example with `--mux`; \
          tarpc's client against a tarpc echo service. Both: one client per connection, one task \
-         per request in flight. Target: enchufe ≥ 3× tarpc at 16 B, 32 × 16.\n\n\
+         per request in flight; tarpc with `TCP_NODELAY` on both ends, and at 16 B 32 × 16 also with \
+         its default transport (Nagle on, as its `tcp` helpers leave it). Target: enchufe ≥ 3× tarpc \
+         at 16 B, 32 × 16, both ways.\n\n\
          | workload | tarpc | enchufe | enchufe / tarpc | ≥ 3 | tarpc server CPU/req | enchufe server CPU/req | tarpc client CPU/req | enchufe client CPU/req |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
@@ -211,6 +213,23 @@ pub(super) fn mux_table(duels: &[Duel]) -> String {
             opt(d.median(Who::EnchufeMux, |s| s.client_cpu), micros),
         );
         used.push(d);
+    }
+    // tarpc as its users run it: its `tcp` helpers leave Nagle on.
+    for d in duels.iter().filter(|d| d.index(Who::TarpcNagle).is_some()) {
+        let r = d.ratio(Who::EnchufeMux, Who::TarpcNagle, |s| s.rate);
+        let _ = writeln!(
+            t,
+            "| {}, tarpc with Nagle on (its default) | {} | {} | {} | {} | {} | {} | {} | {} |",
+            d.workload.label(),
+            opt(d.median(Who::TarpcNagle, |s| s.rate), rate),
+            opt(d.median(Who::EnchufeMux, |s| s.rate), rate),
+            ratio(r),
+            meets(r, 3.0, true),
+            opt(d.median(Who::TarpcNagle, |s| s.server_cpu), micros),
+            opt(d.median(Who::EnchufeMux, |s| s.server_cpu), micros),
+            opt(d.median(Who::TarpcNagle, |s| s.client_cpu), micros),
+            opt(d.median(Who::EnchufeMux, |s| s.client_cpu), micros),
+        );
     }
     t + &errors(&used)
 }
