@@ -137,7 +137,6 @@ async fn main() {
 const TARGETS: &[&str] = &[
     "partial",
     "door-slowloris",
-    "door-unfinished",
     "door-idle-memory",
 ];
 
