@@ -10,6 +10,7 @@ mod common;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use common::log::Log;
 use common::{bounded, eventually};
 use enchufe::client::{Error as ClientError, ErrorCode};
 use enchufe::server::{Config, Disconnect};
@@ -293,32 +294,10 @@ fn handlers_have_a_deadline_by_default() {
     assert_eq!(config.eof_keepalive, Some(Duration::from_secs(10)));
 }
 
-/// Counts the log lines at WARN the subscriber writes.
-#[derive(Clone, Default)]
-struct WarnLines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl std::io::Write for WarnLines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if String::from_utf8_lossy(buf).contains("WARN") {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn bad_input_is_counted_but_warned_about_rarely() {
     // One thread: the subscriber set here sees the server's tasks too.
-    let warns = WarnLines::default();
-    let writer = warns.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Log::capture(tracing::Level::INFO);
     bounded(async {
         let (server, mut reasons) = start(Config::default()).await;
         for _ in 0..100 {
@@ -333,38 +312,14 @@ async fn bad_input_is_counted_but_warned_about_rarely() {
     })
     .await;
     // The 1st, 2nd, 4th, ..., 64th: 7 warnings for 100 bad connections.
-    let n = warns.0.load(std::sync::atomic::Ordering::SeqCst);
+    let n = log.lines_at(&["WARN"]);
     assert!((1..=8).contains(&n), "{n} warnings for 100 bad connections");
-}
-
-/// Counts the log lines at INFO or above the subscriber writes.
-#[derive(Clone, Default)]
-struct LoudLines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl std::io::Write for LoudLines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let line = String::from_utf8_lossy(buf);
-        if ["INFO", "WARN", "ERROR"].iter().any(|l| line.contains(l)) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test]
 async fn connections_that_send_nothing_are_counted_but_logged_rarely() {
     // One thread: the subscriber set here sees the server's tasks too.
-    let lines = LoudLines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Log::capture(tracing::Level::INFO);
     bounded(async {
         let (server, _) = start(Config::default()).await;
         // Connect and close at once, as a port check or a connect flood does.
@@ -377,7 +332,7 @@ async fn connections_that_send_nothing_are_counted_but_logged_rarely() {
     })
     .await;
     // The 1st, 2nd, 4th, ..., 1024th: 11 lines, plus the server's own few.
-    let n = lines.0.load(std::sync::atomic::Ordering::SeqCst);
+    let n = log.lines_at(&["INFO", "WARN", "ERROR"]);
     assert!(
         n < 30,
         "{n} log lines at INFO or above for 2,000 empty connections"

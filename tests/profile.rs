@@ -53,7 +53,7 @@ fn plain_client() -> ClientConfig {
     ClientConfig::default().profile(Profile::Plain)
 }
 
-// --- the findings, with default settings on both ends -------------
+// --- pushes and replies never mixed up, with default settings on both ends -
 
 #[tokio::test]
 async fn a_push_while_a_request_is_in_flight_is_not_its_reply() {

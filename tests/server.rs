@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::log::Log;
 use common::{bounded, echo_server, eventually};
 use enchufe::{handler_fn, Client, Connection, Handler, Server};
 use enchufe_server::{Config, Disconnect, Error};
@@ -584,30 +585,10 @@ async fn a_handler_reaches_its_server_and_broadcasts_to_everyone_but_the_sender(
     .await;
 }
 
-/// Keeps what the log subscriber writes.
-#[derive(Clone, Default)]
-struct Logged(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logged {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_shutdown_line_says_its_counts_are_of_the_requests_in_flight() {
     // One thread: the subscriber set here sees the server's tasks too.
-    let logged = Logged::default();
-    let writer = logged.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Log::capture(tracing::Level::INFO);
     bounded(async {
         let server = echo_server(Config::default()).await;
         let client = Client::connect(server.local_addr()).await.unwrap();
@@ -619,7 +600,7 @@ async fn the_shutdown_line_says_its_counts_are_of_the_requests_in_flight() {
         server.shutdown().await;
     })
     .await;
-    let text = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
+    let text = log.text();
     assert!(
         text.contains(
             "stopped; of the requests in flight at shutdown: answered=0 refused=0 cancelled=0"

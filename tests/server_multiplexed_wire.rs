@@ -431,14 +431,7 @@ async fn between_peers_requests_go_both_ways_and_pings_keep_the_link() {
         let (header, _) = c.recv_no_ping().await.unwrap();
         let mut error = vec![ErrorCode::Handler.to_byte()];
         error.extend_from_slice(b"no idea");
-        let mut frame = Header {
-            kind: Kind::Error,
-            id: header.id,
-        }
-        .to_bytes()
-        .to_vec();
-        frame.extend_from_slice(&error);
-        c.0.send(Bytes::from(frame)).await.unwrap();
+        c.send(Kind::Error, header.id, &error).await;
         let (_, body) = c.recv_no_ping().await.unwrap();
         assert!(
             body.contains("remote error") && body.contains("no idea"),

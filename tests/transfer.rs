@@ -32,7 +32,7 @@ use common::bounded;
 use common::files::{assert_same_file, names_in, random_file, Tmpfs};
 use enchufe::server::{Config, Disconnect};
 use enchufe::transfer::{
-    receiver, Error, Event, Progress, Reason, Receiver, Routed, TransferId, Upload,
+    receiver, Error, Event, Progress, Reason, Receiver, Routed, TransferId, Upload, Violation,
 };
 use enchufe::{Client, Connection, Handler, Profile, Server, ServerHandle};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
@@ -545,7 +545,7 @@ async fn ask(client: &Client, frame: Bytes) -> serde_json::Value {
 async fn a_lying_sender_gets_typed_refusals_by_the_bytes() {
     bounded(async {
         let config = receiver::Config::default().max_chunk(4).window(2);
-        let t = Fixture::new(config, Profile::Plain).await;
+        let mut t = Fixture::new(config, Profile::Plain).await;
         let client = t.client().await;
         let offer = |id: &[u8; 16], name: &str, size: u64| {
             let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -599,6 +599,17 @@ async fn a_lying_sender_gets_typed_refusals_by_the_bytes() {
         assert_eq!(ask(&client, chunk(&c, 12, b"1234")).await["type"], "ack");
         let r = ask(&client, finish(&c, &"0".repeat(64))).await;
         assert_eq!(r["reason"], "protocol", "{r}");
+        // The writer ended it, and says how (a's and b's ends come first).
+        let failed = loop {
+            match ended(&mut t.events).await {
+                Err(e) if matches!(&*e, Error::Protocol(_)) => break e,
+                _ => {}
+            }
+        };
+        assert!(
+            matches!(&*failed, Error::Protocol(Violation::ChunkBeyondWindow { offset: 12 })),
+            "{failed}"
+        );
         let r = ask(&client, chunk(&[0xee; 16], 0, b"x")).await;
         assert_eq!(r["reason"], "unknown_transfer");
         let r = ask(&client, control(serde_json::json!({"type": "done", "size": 1}))).await;

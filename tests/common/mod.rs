@@ -10,9 +10,11 @@ use std::time::Duration;
 use enchufe::{handler_fn, Handler, Server, ServerHandle};
 use enchufe_server::Config;
 
+pub mod examples;
 pub mod files;
 pub mod interop;
 pub mod lab;
+pub mod log;
 pub mod mux_peer;
 
 /// Every test body runs under this limit, so a bug shows as a failure, not a hang.

@@ -14,22 +14,22 @@
 //! idle-connection and abusive-client measurements; [`report`] the header
 //! and the markdown tables.
 
+mod bench;
 mod duel;
 mod memory;
 mod report;
+mod units;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::child::{self, Server, ServerSpec};
-use crate::error::{Error, Result};
-use crate::load::{Kind, Report, Spec};
+use crate::child::{self};
+use crate::error::Result;
 
-use self::duel::{Who, KIB, LATENCY, MUX, PLAIN};
+use self::bench::{Bench, Srv};
+use self::duel::{Who, LATENCY, MUX, PLAIN};
 use self::report::{
     abuse_table, client_table, idle_table, latency_table, loadavg, mux_table, plain_table,
     print_header,
@@ -79,28 +79,6 @@ enum Section {
     Idle,
     /// Server memory under abusive clients (enchufe only).
     Abuse,
-}
-
-/// The server processes the duels run against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Srv {
-    Floor,
-    Plain,
-    Mux,
-    Tarpc,
-}
-
-/// The settings of a run, after `--quick` picked its defaults.
-#[derive(Debug)]
-struct Bench {
-    exe: PathBuf,
-    echo_server: PathBuf,
-    logs: PathBuf,
-    rounds: usize,
-    secs: f64,
-    idle_conns: usize,
-    abuse_secs: f64,
-    servers: HashMap<Srv, Server>,
 }
 
 /// Runs the sections asked for and prints their tables on stdout as each
@@ -206,99 +184,4 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         bench.logs.display()
     );
     Ok(())
-}
-
-impl Bench {
-    /// How to start `srv`; enchufe's example runs with `RUST_LOG=warn` so
-    /// that its per-connection `info` lines are not counted as its cost.
-    fn server_spec(&self, srv: Srv, max_connections: Option<usize>) -> ServerSpec {
-        let ours = |name: &str, imp: &str| ServerSpec {
-            name: name.into(),
-            program: self.exe.clone(),
-            args: [
-                "serve",
-                "--impl",
-                imp,
-                "--addr",
-                "127.0.0.1:0",
-                "--exit-on-stdin-eof",
-            ]
-            .map(OsString::from)
-            .to_vec(),
-            env: Vec::new(),
-        };
-        let enchufe = |name: &str, mux: bool| {
-            let mut args: Vec<OsString> = vec!["--addr".into(), "127.0.0.1:0".into()];
-            if let Some(n) = max_connections {
-                args.extend(["--max-connections".into(), n.to_string().into()]);
-            }
-            // Each profile pinned: echo_server's default (automatic) would
-            // serve the plain runs too, but the figures must not depend on it.
-            args.push(if mux { "--mux" } else { "--plain" }.into());
-            ServerSpec {
-                name: name.into(),
-                program: self.echo_server.clone(),
-                args,
-                env: vec![("RUST_LOG".into(), "warn".into())],
-            }
-        };
-        match srv {
-            Srv::Floor => ours("floor", "floor"),
-            Srv::Tarpc => ours("tarpc", "tarpc"),
-            Srv::Plain => enchufe("enchufe", false),
-            Srv::Mux => enchufe("enchufe-mux", true),
-        }
-    }
-
-    /// The running server for `srv`, started (and warmed up) on first use
-    /// or again if it died.
-    async fn server(&mut self, srv: Srv) -> Result<&Server> {
-        let alive = match self.servers.get_mut(&srv) {
-            Some(server) => server.is_alive(),
-            None => false,
-        };
-        if !alive {
-            if self.servers.remove(&srv).is_some() {
-                eprintln!("  ! {srv:?} server had exited; starting it again");
-            }
-            let spec = self.server_spec(srv, None);
-            let server = Server::start(&spec, &self.logs).await?;
-            // A short run so that no contender pays for first-touch page
-            // faults and lazy initialisation.
-            let kind = match srv {
-                Srv::Floor | Srv::Plain => Kind::Frames,
-                Srv::Mux => Kind::ClientMux,
-                Srv::Tarpc => Kind::Tarpc,
-            };
-            let warm = Spec {
-                kind,
-                addr: server.addr,
-                conns: 4,
-                depth: 16,
-                size: KIB,
-                secs: 0.5,
-                frames: None,
-                latency: false,
-            };
-            self.load(&warm).await?;
-            self.servers.insert(srv, server);
-        }
-        Ok(&self.servers[&srv])
-    }
-
-    async fn stop_servers(&mut self) {
-        for (_, server) in self.servers.drain() {
-            server.stop().await;
-        }
-    }
-
-    /// One `load` process, to the end.
-    async fn load(&self, spec: &Spec) -> Result<Report> {
-        let mut args = vec!["load".to_owned()];
-        args.extend(spec.to_args());
-        let limit = Duration::from_secs_f64(spec.secs + 60.0);
-        let out = child::output(&self.exe, &args, limit).await?;
-        serde_json::from_str(out.trim())
-            .map_err(|e| Error::harness(format!("load printed {out:?}: {e}")))
-    }
 }

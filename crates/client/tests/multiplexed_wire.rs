@@ -8,15 +8,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use enchufe_client::{Client, Config, Error, ErrorCode, Profile};
-use enchufe_framing::mux::{Header, Hello, Kind, Mismatch};
+use enchufe_framing::mux::{Hello, Kind, Mismatch};
 use enchufe_framing::Transport;
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+#[path = "../../../tests/common/mux_peer.rs"]
+mod mux_peer;
+use mux_peer::{prefixed as wire, MuxPeer};
 
 /// Every test body runs under this limit, so a bug shows as a failure, not a hang.
 const TEST_LIMIT: Duration = Duration::from_secs(30);
@@ -51,71 +55,10 @@ where
 /// are exchanged (and the client's checked) before `script` runs.
 async fn mux_server<F, Fut>(script: F) -> (SocketAddr, JoinHandle<()>)
 where
-    F: FnOnce(Script<TcpStream>) -> Fut + Send + 'static,
+    F: FnOnce(MuxPeer) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    listen(|stream| async move { script(Script::hello(stream).await).await }).await
-}
-
-/// The server's side of a multiplexed connection, one frame at a time.
-struct Script<Io> {
-    transport: Transport<Io>,
-}
-
-impl<Io: AsyncRead + AsyncWrite + Unpin> Script<Io> {
-    /// Sends the server's hello, then reads and checks the client's.
-    async fn hello(io: Io) -> Self {
-        let mut transport = Transport::new(io);
-        transport
-            .send(Hello::new("scripted").answering().encode().unwrap())
-            .await
-            .unwrap();
-        let theirs = transport.recv().await.unwrap().expect("client hello");
-        Hello::decode(&theirs).expect("a valid client hello");
-        Script { transport }
-    }
-
-    /// The next frame, split; `None` once the client has closed.
-    async fn next(&mut self) -> Option<(Header, BytesMut)> {
-        let frame = self.transport.recv().await.unwrap()?;
-        Some(Header::split(frame).expect("a well-formed client frame"))
-    }
-
-    /// The next frame, which must be of `kind`: its id and body as text.
-    async fn expect(&mut self, kind: Kind) -> (u64, String) {
-        let (header, body) = self.next().await.expect("a frame, not the end");
-        assert_eq!(header.kind, kind, "unexpected frame {header:?}");
-        (header.id, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    async fn feed(&mut self, kind: Kind, id: u64, body: &[u8]) {
-        self.transport.feed(frame(kind, id, body)).await.unwrap();
-    }
-
-    async fn send(&mut self, kind: Kind, id: u64, body: &[u8]) {
-        self.transport.send(frame(kind, id, body)).await.unwrap();
-    }
-
-    /// Reads until the client closes; it must send nothing more.
-    async fn expect_end(&mut self) {
-        if let Some((header, _)) = self.next().await {
-            panic!("expected the client to close, got {header:?}");
-        }
-    }
-}
-
-fn frame(kind: Kind, id: u64, body: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(9 + body.len());
-    out.put_slice(&Header { kind, id }.to_bytes());
-    out.put_slice(body);
-    out.freeze()
-}
-
-/// A frame as the server writes it on the wire, length prefix included.
-fn wire(payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(payload);
-    out
+    listen(|stream| async move { script(MuxPeer::answer(stream).await).await }).await
 }
 
 #[tokio::test]
@@ -132,9 +75,7 @@ async fn connecting_exchanges_hellos_byte_exact_before_the_client_is_returned() 
             s.write_all(&wire(&Hello::new("srv").answering().encode().unwrap()))
                 .await
                 .unwrap();
-            let mut script = Script {
-                transport: Transport::new(s),
-            };
+            let mut script = MuxPeer::over(s);
             let (id, body) = script.expect(Kind::Request).await;
             assert_eq!((id, body.as_str()), (1, "ping"));
             script.send(Kind::Response, id, b"pong").await;
@@ -166,7 +107,7 @@ async fn handshake_waits_for_the_servers_hello_over_any_stream() {
                 .send(Hello::new("").answering().encode().unwrap())
                 .await
                 .unwrap();
-            let mut script = Script { transport };
+            let mut script = MuxPeer(transport);
             let (id, _) = script.expect(Kind::Request).await;
             script.send(Kind::Response, id, b"ok").await;
             script.expect_end().await;
@@ -279,7 +220,7 @@ async fn replies_out_of_order_are_matched_by_id() {
                     .feed(Kind::Response, *id, format!("re:{body}").as_bytes())
                     .await;
             }
-            script.transport.flush().await.unwrap();
+            script.flush().await;
             script.expect_end().await;
         })
         .await;
@@ -348,7 +289,7 @@ async fn pushes_between_replies_never_pass_for_replies() {
             script.feed(Kind::Push, 0, b"p3").await;
             script.feed(Kind::Response, requests["first"], b"r1").await;
             script.feed(Kind::Push, 0, b"p4").await;
-            script.transport.flush().await.unwrap();
+            script.flush().await;
             script.expect_end().await;
             // Dropping the script closes: the client's pushes end there.
         })
@@ -392,7 +333,7 @@ async fn a_timed_out_request_is_cancelled_and_its_late_reply_dropped() {
             assert_eq!((next, body.as_str()), (slow + 1, "next"));
             script.feed(Kind::Response, slow, b"late").await;
             script.feed(Kind::Response, next, b"fresh").await;
-            script.transport.flush().await.unwrap();
+            script.flush().await;
             script.expect_end().await;
         })
         .await;
@@ -472,7 +413,7 @@ async fn sixteen_tasks_share_one_connection_with_replies_in_reversed_batches() {
                         .feed(Kind::Response, *id, format!("echo:{body}").as_bytes())
                         .await;
                 }
-                script.transport.flush().await.unwrap();
+                script.flush().await;
                 batches += 1;
             }
             assert_eq!(batches, REQUESTS);
@@ -579,11 +520,7 @@ async fn a_protocol_violation_fails_the_pending_request_and_closes() {
         for (bad, what) in violations {
             let (addr, server) = mux_server(move |mut script| async move {
                 script.expect(Kind::Request).await;
-                script
-                    .transport
-                    .send(Bytes::from_static(bad))
-                    .await
-                    .unwrap();
+                script.0.send(Bytes::from_static(bad)).await.unwrap();
                 // The client hangs up at once, without a word more.
                 script.expect_end().await;
             })

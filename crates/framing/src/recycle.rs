@@ -30,7 +30,7 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::wire::LARGE_FRAME;
+use crate::wire::limits::LARGE_FRAME;
 
 /// How many bytes of buffers the pool keeps at most, by default: 16 MiB,
 /// sixteen of a file transfer's 1 MiB chunks (twice its default window).

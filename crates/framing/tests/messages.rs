@@ -60,7 +60,7 @@ fn round_trip<M: Encode + Decode>(message: M) -> M {
 
 /// Floats where a parser that is not exact goes wrong, and the edges.
 const HARD_F64: [f64; 9] = [
-    9.141592653589793, // the value from the issue: came back ...791
+    9.141592653589793, // a parser that is not exact gives back ...791
     0.1 + 0.2,
     1.779,
     f64::MAX,

@@ -1,8 +1,7 @@
-//! Every attack per door of one port: what a connection of each door
-//! (frames, HTTP, WebSocket) sends to open, to idle, to trickle and to
-//! leave a message unfinished, the ordinary client of each door, and the
-//! checks that run each attack door by door against the same `doors`
-//! server (`Server::http` and `Server::web` beside frames, defaults).
+//! The doors of one port (frames, HTTP, WebSocket) as attackers and
+//! ordinary clients see them: what a connection of each door sends to
+//! open, to idle, to trickle and to leave a message unfinished, and the
+//! ordinary client of each door.
 //!
 //! The attackers write their bytes by hand (a WebSocket frame is a header
 //! masked with the key 0, so the payload goes as it is); the ordinary
@@ -23,10 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::checks::{
-    connect_from, flood, frame, never_reader, peak_growth, row, under_attack, Cx, Row, FRAME,
-};
-use crate::proc;
+use crate::kit::{connect_from, frame, FRAME};
 
 /// A door of the one-port server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,26 +40,26 @@ pub(crate) enum Door {
 
 /// The certificate (PEM) the TLS door's ordinary client trusts: the one
 /// the TLS server wrote at its start.
-static TLS_CA: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+pub(crate) static TLS_CA: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// A WebSocket upgrade request, the same for every client (the key is the
 /// one of RFC 6455's example).
-const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: enchufe\r\nUpgrade: websocket\r\n\
+pub(crate) const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: enchufe\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
 Sec-WebSocket-Version: 13\r\n\r\n";
 /// The WebSocket opcodes the attackers send.
-const CONTINUATION: u8 = 0x0;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
+pub(crate) const CONTINUATION: u8 = 0x0;
+pub(crate) const BINARY: u8 = 0x2;
+pub(crate) const CLOSE: u8 = 0x8;
+pub(crate) const PING: u8 = 0x9;
 /// An HTTP request for `pong`, kept alive.
-const GET: &[u8] = b"GET /ping HTTP/1.1\r\nHost: enchufe\r\n\r\n";
+pub(crate) const GET: &[u8] = b"GET /ping HTTP/1.1\r\nHost: enchufe\r\n\r\n";
 
 impl Door {
     /// The doors of the plain listener.
     pub(crate) const ALL: [Door; 3] = [Door::Frames, Door::Http, Door::Ws];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Door::Frames => "frames",
             Door::Http => "HTTP",
@@ -73,7 +69,7 @@ impl Door {
     }
 
     /// What a door's clients send: its unit.
-    fn unit(self) -> &'static str {
+    pub(crate) fn unit(self) -> &'static str {
         match self {
             Door::Frames => "frame (1 byte/s)",
             Door::Http => "request head (1 byte/s)",
@@ -86,7 +82,7 @@ impl Door {
     /// sends once a second: a frame announcing 8 MiB, a request head
     /// without its blank line, a WebSocket message of fragments without a
     /// last one, a TLS record announcing a 512-byte ClientHello.
-    fn unfinished(self) -> (Vec<u8>, &'static [u8]) {
+    pub(crate) fn unfinished(self) -> (Vec<u8>, &'static [u8]) {
         match self {
             Door::Frames => ((FRAME as u32).to_be_bytes().to_vec(), &[1]),
             Door::Http => (b"GET / HTTP/1.1\r\nHost: enchufe\r\n".to_vec(), b"a"),
@@ -123,7 +119,7 @@ pub(crate) fn ws_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The code of the first Close frame among the server's `frames`
 /// (unmasked, as a server sends them), if there is one.
-fn close_code(mut frames: &[u8]) -> Option<u16> {
+pub(crate) fn close_code(mut frames: &[u8]) -> Option<u16> {
     while frames.len() >= 2 {
         let (opcode, len) = (frames[0] & 0x0f, frames[1] & 0x7f);
         let (len, at) = match len {
@@ -148,7 +144,7 @@ fn close_code(mut frames: &[u8]) -> Option<u16> {
 
 /// Reads an HTTP response head, to its blank line (at most 16 KiB; what
 /// follows in the same read, a short body, goes with it).
-async fn response_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+pub(crate) async fn response_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -276,7 +272,11 @@ pub(crate) async fn probe(door: Door, addr: SocketAddr, limit: Duration) -> Opti
     matches!(served, Ok(Some(()))).then(|| start.elapsed())
 }
 
-async fn frames_ping(addr: SocketAddr, config: ClientConfig, limit: Duration) -> Option<()> {
+pub(crate) async fn frames_ping(
+    addr: SocketAddr,
+    config: ClientConfig,
+    limit: Duration,
+) -> Option<()> {
     // Plain: the course's protocol, which every server the suite starts
     // serves (the echo server's automatic profile and the suite's own
     // servers pinned to plain alike).
@@ -289,7 +289,7 @@ async fn frames_ping(addr: SocketAddr, config: ClientConfig, limit: Duration) ->
     (reply.as_ref() == b"ping").then_some(())
 }
 
-async fn http_ping(addr: SocketAddr) -> Option<()> {
+pub(crate) async fn http_ping(addr: SocketAddr) -> Option<()> {
     let mut tcp = TcpStream::connect(addr).await.ok()?;
     tcp.write_all(b"GET /ping HTTP/1.1\r\nHost: enchufe\r\nConnection: close\r\n\r\n")
         .await
@@ -299,7 +299,7 @@ async fn http_ping(addr: SocketAddr) -> Option<()> {
     (response.starts_with(b"HTTP/1.1 200") && response.ends_with(b"pong")).then_some(())
 }
 
-async fn ws_ping(addr: SocketAddr) -> Option<()> {
+pub(crate) async fn ws_ping(addr: SocketAddr) -> Option<()> {
     let tcp = TcpStream::connect(addr).await.ok()?;
     let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
         .await
@@ -339,291 +339,6 @@ pub(crate) async fn curl_for(addr: SocketAddr, window: Duration) -> Option<(Vec<
         tokio::time::sleep_until(next.into()).await;
     }
     Some((times, tries))
-}
-
-/// 2,000 slowloris and 2,000 idle connections per door, reconnecting when
-/// cut, against one `doors` server, while the door's ordinary client (and
-/// `curl`, for HTTP) is served; then the same against the same server
-/// behind TLS, the attackers stuck in the handshake.
-pub(crate) async fn slowloris(cx: &Cx) -> Result<Vec<Row>, String> {
-    let (nslow, nidle) = (cx.n(2000), cx.n(2000));
-    let srv = cx.own("doors-slowloris", "doors", &[]).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let base = proc::fds(srv.pid).map_err(|e| e.to_string())?;
-    let mut rows = Vec::new();
-    for door in Door::ALL {
-        rows.extend(under_attack(&srv, door, nslow, nidle, door.name()).await?);
-        // The next door's figures start from a server without attackers.
-        proc::wait_fds(srv.pid, Duration::from_secs(10), |n| n <= base + 8).await;
-    }
-    srv.stop().await;
-    let cert = cx.logs.join("doors-tls-cert.pem");
-    let cert_arg = cert.to_string_lossy();
-    let srv = cx
-        .own("doors-tls", "doors", &["--tls", cert_arg.as_ref()])
-        .await?;
-    let ca = std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-    if let Ok(mut trusted) = TLS_CA.lock() {
-        *trusted = ca;
-    }
-    rows.extend(under_attack(&srv, Door::Tls, nslow, nidle, "TLS").await?);
-    srv.stop().await;
-    Ok(rows)
-}
-
-/// A message started and never finished, on each door of one server, as
-/// the connection's first unit and after one served: cut by the deadline
-/// (HTTP: `408`; WebSocket: Close 1008).
-pub(crate) async fn unfinished(cx: &Cx) -> Result<Vec<Row>, String> {
-    let srv = cx.own("doors-unfinished", "doors", &[]).await?;
-    let addr = srv.addr;
-    let attempt = |door: Door, served: bool| async move {
-        let from = Ipv4Addr::new(127, 0, 0, 2);
-        let mut stream = open(door, from, addr, served)
-            .await
-            .map_err(|e| format!("{}: {e}", door.name()))?;
-        let start = Instant::now();
-        let (first, each) = door.unfinished();
-        let mut got = Vec::new();
-        let cut = tokio::time::timeout(Duration::from_secs(60), async {
-            if stream.write_all(&first).await.is_ok() {
-                hold(&mut stream, Some(each), &mut got).await;
-            }
-        })
-        .await
-        .is_ok();
-        Ok::<_, String>((door, served, cut.then(|| start.elapsed()), got))
-    };
-    let attempts = Door::ALL
-        .into_iter()
-        .flat_map(|door| [(door, false), (door, true)])
-        .map(|(door, served)| attempt(door, served));
-    let ends = futures::future::join_all(attempts).await;
-    let next = probe(Door::Http, addr, Duration::from_secs(2))
-        .await
-        .is_some();
-    srv.stop().await;
-    let mut rows = Vec::new();
-    for end in ends {
-        let (door, served, cut, got) = end?;
-        // The deadline that applies: the first unit's (the front door's
-        // wait for a request head, and the first frame's), or the one for
-        // completing a unit once a first was served.
-        let (limit, deadline) = match (door, served) {
-            (Door::Http, true) => (10, "the HTTP door's head_timeout 10 s"),
-            (Door::Http, false) => (10, "the head deadline (handshake_timeout 10 s)"),
-            (_, false) => (10, "first_frame_timeout 10 s"),
-            (_, true) => (30, "frame_timeout 30 s"),
-        };
-        let (answer, expected, answered) = match door {
-            Door::Frames | Door::Tls => (String::new(), "", true),
-            Door::Http => {
-                let status = got.split(|&b| b == b'\r').next().unwrap_or(&[]);
-                let status = String::from_utf8_lossy(status).into_owned();
-                let ok = status.starts_with("HTTP/1.1 408");
-                let shown = if status.is_empty() {
-                    "answered nothing".into()
-                } else {
-                    format!("answered {status:?}")
-                };
-                (shown, "408 ", ok)
-            }
-            Door::Ws => {
-                let code = close_code(&got);
-                let shown = code.map_or("no Close frame".into(), |c| format!("Close {c}"));
-                (shown, "Close 1008 ", code == Some(1008))
-            }
-        };
-        let took = cut.map_or("NOT cut within 60 s".into(), |d| {
-            format!("cut after {:.1} s", d.as_secs_f64())
-        });
-        let when = if served {
-            "after one served"
-        } else {
-            "as the first"
-        };
-        rows.push(row(
-            format!("{}: a {} trickled {when}", door.name(), door.unit()),
-            if answer.is_empty() {
-                took
-            } else {
-                format!("{took}, {answer}")
-            },
-            &format!("{expected}within {deadline} + 5 s"),
-            answered && cut.is_some_and(|d| d < Duration::from_secs(limit + 5)),
-        ));
-    }
-    rows.push(row(
-        "  the next HTTP request",
-        if next { "served" } else { "NOT served" }.into(),
-        "served",
-        next,
-    ));
-    Ok(rows)
-}
-
-/// A client of each door that never reads: frames (8 MiB echoes), HTTP
-/// (pipelined requests for 64 KiB), WebSocket (pings, each owed a pong).
-pub(crate) async fn never_reads(cx: &Cx) -> Result<Vec<Row>, String> {
-    let big = b"GET /big HTTP/1.1\r\nHost: enchufe\r\n\r\n";
-    let units: [(Door, String, Vec<u8>, usize); 3] = [
-        (
-            Door::Frames,
-            "8 MiB echoes".into(),
-            frame(&vec![0x33; FRAME as usize]),
-            128,
-        ),
-        (
-            Door::Http,
-            format!("pipelined GETs of {} KiB", crate::serve::BIG_LEN >> 10),
-            big.to_vec(),
-            1_000_000,
-        ),
-        (
-            Door::Ws,
-            "125-byte pings".into(),
-            ws_frame(true, PING, &[0x5a; 125]),
-            1_000_000,
-        ),
-    ];
-    // At once, each on a server of its own (its memory its own): the
-    // check waits for each drop, the write deadline, once.
-    let runs = units
-        .into_iter()
-        .map(|(door, what, unit, count)| async move {
-            let name = format!("doors-never-reads-{door:?}");
-            let srv = cx.own(&name, "doors", &[]).await?;
-            let label = format!("{}: never-reading client, {what}", door.name());
-            let row = never_reader(&srv, door, &label, unit, count).await;
-            srv.stop().await;
-            row
-        });
-    futures::future::join_all(runs).await.into_iter().collect()
-}
-
-/// 20,000 connections that send nothing, then 20,000 WebSocket upgrades
-/// closed without a message: lines in the server's log.
-pub(crate) async fn empty(cx: &Cx) -> Result<Vec<Row>, String> {
-    let n = cx.n(20_000);
-    let srv = cx.own("doors-empty", "doors", &[]).await?;
-    let addr = srv.addr;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let lines = || {
-        std::fs::read_to_string(&srv.log)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
-    let mut rows = Vec::new();
-    for (what, door) in [
-        ("connect and close without a byte", Door::Frames),
-        ("WebSocket upgrades closed without a message", Door::Ws),
-    ] {
-        let before = lines();
-        let start = Instant::now();
-        let done = flood(0, n, |i| async move {
-            let from = Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8);
-            open(door, from, addr, false).await.is_ok()
-        })
-        .await;
-        let took = start.elapsed();
-        // Let the server see every close before its log is read.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let written = lines() - before;
-        rows.push(row(
-            format!("{n} connections: {what}"),
-            format!(
-                "{done} done in {:.1} s; {written} log lines (default RUST_LOG=info)",
-                took.as_secs_f64()
-            ),
-            "< 100 log lines",
-            done == n && written < 100,
-        ));
-    }
-    let served = probe(Door::Frames, addr, Duration::from_secs(2))
-        .await
-        .is_some();
-    srv.stop().await;
-    if !served {
-        rows.push(row(
-            "  ordinary client after the empty connections",
-            "NOT served".into(),
-            "served",
-            false,
-        ));
-    }
-    Ok(rows)
-}
-
-/// The memory of an idle connection of each door, after one request:
-/// 2,000 of them on a fresh `doors` server each (so no door reuses what
-/// another freed), the server's RSS growth divided by their number; and
-/// frames on the `echo_server` example too, a server without other doors.
-pub(crate) async fn idle_memory(cx: &Cx) -> Result<Vec<Row>, String> {
-    let n = cx.n(2000);
-    let mut rows = Vec::new();
-    for (door, bound, doors) in [
-        (Door::Frames, Some(4u64 << 10), true),
-        (Door::Frames, Some(4u64 << 10), false),
-        (Door::Ws, Some(16 << 10), true),
-        (Door::Http, None, true),
-    ] {
-        let name = format!("doors-idle-{door:?}");
-        let srv = if doors {
-            cx.own(&name, "doors", &[]).await?
-        } else {
-            cx.echo("echo-idle", &[]).await?
-        };
-        // What the first connection ever allocates (the registry, a
-        // worker's buffers) is not any connection's.
-        probe(door, srv.addr, Duration::from_secs(2)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let base = proc::rss(srv.pid).map_err(|e| e.to_string())?;
-        let _ = proc::reset_peak(srv.pid);
-        let addr = srv.addr;
-        let conns: Vec<TcpStream> = futures::stream::iter(0..n)
-            .map(|i| {
-                open(
-                    door,
-                    Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8),
-                    addr,
-                    true,
-                )
-            })
-            .buffer_unordered(64)
-            .filter_map(|r| async move { r.ok() })
-            .collect()
-            .await;
-        // Past the door's detection wait (500 ms), so each is settled.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let grew = proc::rss(srv.pid).unwrap_or(0) as i64 - base as i64;
-        let peak = peak_growth(srv.pid, base);
-        let open = conns.len();
-        drop(conns);
-        srv.stop().await;
-        let per = grew as f64 / open.max(1) as f64 / 1024.0;
-        rows.push(row(
-            format!(
-                "{}: idle connection after one request{}",
-                door.name(),
-                if doors {
-                    ""
-                } else {
-                    " (echo_server, no other door)"
-                }
-            ),
-            format!(
-                "{per:.1} KiB each ({open}/{n} open, RSS {:+.1} MiB, peak {:+.1} MiB)",
-                grew as f64 / f64::from(1 << 20),
-                peak as f64 / f64::from(1 << 20)
-            ),
-            &bound.map_or("no target (reported)".into(), |b| {
-                format!("<= {} KiB each, all open", b >> 10)
-            }),
-            open == n && bound.is_none_or(|b| per * 1024.0 <= b as f64),
-        ));
-    }
-    Ok(rows)
 }
 
 #[cfg(test)]

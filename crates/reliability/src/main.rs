@@ -12,6 +12,7 @@
 mod checks;
 mod child;
 mod doors;
+mod kit;
 mod proc;
 mod serve;
 
@@ -82,9 +83,9 @@ enum Command {
 }
 
 type Check = for<'a> fn(
-    &'a checks::Cx,
+    &'a kit::Cx,
 ) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Vec<checks::Row>, String>> + 'a>,
+    Box<dyn std::future::Future<Output = Result<Vec<kit::Row>, String>> + 'a>,
 >;
 
 macro_rules! check {
@@ -123,7 +124,7 @@ async fn main() {
             idle,
         }) => {
             proc::raise_nofile();
-            checks::attack(addr, door, slow, idle).await;
+            checks::attack::attack(addr, door, slow, idle).await;
         }
         None => std::process::exit(run(args).await),
     }
@@ -140,6 +141,69 @@ const TARGETS: &[&str] = &[
     "door-idle-memory",
 ];
 
+/// Checks that spend their time waiting for a server's deadlines (seconds
+/// of timers, little CPU): they run at once, side by side, each against a
+/// server of its own, so the suite takes the longest of them instead of
+/// their sum. The others (floods, latency under attack, memory per
+/// connection) run alone, one after another, so that no check's load shows
+/// in another's figures.
+const TOGETHER: &[&str] = &[
+    "header",
+    "trickle",
+    "pushes",
+    "echoes",
+    "kill-client",
+    "kill-server",
+    "shutdown",
+    "panic",
+    "json",
+    "door-unfinished",
+    "door-never-reads",
+];
+
+/// Runs one check: its rows (a check that could not run is a missed row),
+/// marked as targets if it is one, and how long it took in seconds.
+async fn run_check<'a>(
+    name: &'a str,
+    check: Check,
+    cx: &kit::Cx,
+) -> (&'a str, Vec<kit::Row>, f64) {
+    let t = Instant::now();
+    // A check of an open issue's target reports its figures without
+    // gating: the suite's exit status covers the guarantees already met
+    // (see TARGETS).
+    let target = TARGETS.contains(&name);
+    let rows = match check(cx).await {
+        Ok(mut rows) => {
+            for r in &mut rows {
+                r.target = target;
+            }
+            rows
+        }
+        Err(e) => vec![kit::Row {
+            check: name.to_string(),
+            figure: format!("could not run: {e}"),
+            bound: "runs".into(),
+            ok: false,
+            target,
+        }],
+    };
+    (name, rows, t.elapsed().as_secs_f64())
+}
+
+/// Prints a finished check's rows as they come, before the table.
+fn report(name: &str, rows: &[kit::Row], secs: f64) {
+    for r in rows {
+        eprintln!(
+            "   {} | {} | {}",
+            r.check,
+            r.figure,
+            if r.ok { "ok" } else { "MISSED" }
+        );
+    }
+    eprintln!("   ({name}: {secs:.1} s)");
+}
+
 async fn run(args: Args) -> i32 {
     let nofile = proc::raise_nofile();
     let here = std::env::current_exe().unwrap_or_default();
@@ -152,31 +216,31 @@ async fn run(args: Args) -> i32 {
         eprintln!("cannot create {}: {e}", logs.display());
         return 2;
     }
-    let cx = checks::Cx {
+    let cx = kit::Cx {
         echo,
         logs,
         scale: args.scale,
     };
     let all: [(&str, Check); 17] = [
-        check!("header", checks::header_4gib),
-        check!("partial", checks::partial_frames),
-        check!("trickle", checks::trickle),
-        check!("slowloris", checks::slowloris),
-        check!("pushes", checks::never_reads_pushes),
-        check!("echoes", checks::never_reads_echoes),
-        check!("kill-client", checks::kill_client),
-        check!("kill-server", checks::kill_server),
-        check!("shutdown", checks::shutdown),
-        check!("panic", checks::panics),
-        check!("json", checks::deep_json),
-        check!("malformed", checks::malformed_flood),
+        check!("header", checks::memory::header_4gib),
+        check!("partial", checks::memory::partial_frames),
+        check!("trickle", checks::memory::trickle),
+        check!("slowloris", checks::attack::slowloris),
+        check!("pushes", checks::readers::never_reads_pushes),
+        check!("echoes", checks::readers::never_reads_echoes),
+        check!("kill-client", checks::crash::kill_client),
+        check!("kill-server", checks::crash::kill_server),
+        check!("shutdown", checks::crash::shutdown),
+        check!("panic", checks::crash::panics),
+        check!("json", checks::input::deep_json),
+        check!("malformed", checks::input::malformed_flood),
         // Every door of one port (frames, HTTP, WebSocket), one server
         // per check.
-        check!("door-slowloris", doors::slowloris),
-        check!("door-unfinished", doors::unfinished),
-        check!("door-never-reads", doors::never_reads),
-        check!("door-empty", doors::empty),
-        check!("door-idle-memory", doors::idle_memory),
+        check!("door-slowloris", checks::doors::slowloris),
+        check!("door-unfinished", checks::doors::unfinished),
+        check!("door-never-reads", checks::doors::never_reads),
+        check!("door-empty", checks::doors::empty),
+        check!("door-idle-memory", checks::doors::idle_memory),
     ];
     eprintln!(
         "enchufe reliability suite: open-file limit {nofile}, scale {}, logs in {}",
@@ -184,45 +248,27 @@ async fn run(args: Args) -> i32 {
         cx.logs.display()
     );
     let start = Instant::now();
+    let chosen = all
+        .into_iter()
+        .filter(|(name, _)| args.only.as_deref().is_none_or(|only| name.contains(only)));
+    let (together, alone): (Vec<_>, Vec<_>) = chosen.partition(|(name, _)| TOGETHER.contains(name));
     let mut rows = Vec::new();
-    for (name, check) in all {
-        if args
-            .only
-            .as_deref()
-            .is_some_and(|only| !name.contains(only))
-        {
-            continue;
+    if !together.is_empty() {
+        let names: Vec<_> = together.iter().map(|(name, _)| *name).collect();
+        eprintln!("-- side by side: {}", names.join(", "));
+        let runs = together
+            .into_iter()
+            .map(|(name, check)| run_check(name, check, &cx));
+        for (name, r, secs) in futures::future::join_all(runs).await {
+            report(name, &r, secs);
+            rows.extend(r);
         }
-        let t = Instant::now();
+    }
+    for (name, check) in alone {
         eprintln!("-- {name}");
-        // A check of an open issue's target reports its figures without
-        // gating: the suite's exit status covers the guarantees already
-        // met (see TARGETS).
-        let target = TARGETS.contains(&name);
-        match check(&cx).await {
-            Ok(mut r) => {
-                for r in &mut r {
-                    r.target = target;
-                }
-                for r in &r {
-                    eprintln!(
-                        "   {} | {} | {}",
-                        r.check,
-                        r.figure,
-                        if r.ok { "ok" } else { "MISSED" }
-                    );
-                }
-                rows.extend(r);
-            }
-            Err(e) => rows.push(checks::Row {
-                check: name.to_string(),
-                figure: format!("could not run: {e}"),
-                bound: "runs".into(),
-                ok: false,
-                target,
-            }),
-        }
-        eprintln!("   ({:.1} s)", t.elapsed().as_secs_f64());
+        let (name, r, secs) = run_check(name, check, &cx).await;
+        report(name, &r, secs);
+        rows.extend(r);
     }
     println!("| check | figure | bound | ok |");
     println!("| --- | --- | --- | --- |");

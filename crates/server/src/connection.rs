@@ -82,8 +82,10 @@ struct Inner {
     /// Whether we speak as a peer ([`Config::peer`](crate::Config::peer)).
     local_peer: bool,
     /// The server this connection belongs to (weak: the server's registry
-    /// holds its connections).
-    server: Weak<crate::server::Shared>,
+    /// holds its connections). Its type is erased so that this module does
+    /// not depend on the server's: the server knows its connections, not the
+    /// reverse; [`Connection::server`] gives it back as a handle.
+    server: Weak<dyn Any + Send + Sync>,
     /// Set by [`Connection::drain`]: keep reading after closing.
     draining: AtomicBool,
     /// Whether this end dialed the connection ([`ServerHandle::connect`](crate::ServerHandle::connect)).
@@ -126,7 +128,7 @@ pub(crate) struct Parts {
     pub(crate) counters: Arc<Counters>,
     pub(crate) local_peer: bool,
     pub(crate) outbound: bool,
-    pub(crate) server: Weak<crate::server::Shared>,
+    pub(crate) server: Weak<dyn Any + Send + Sync>,
     pub(crate) max_in_flight: usize,
     pub(crate) request_timeout: Duration,
 }
@@ -192,26 +194,10 @@ impl Connection {
         self.inner.local_peer && self.inner.remote.get().is_some_and(|hello| hello.peer)
     }
 
-    /// The server this connection belongs to, to reach the others from a
-    /// handler: push to another connection, broadcast (to all but this one
-    /// with [`ServerHandle::broadcast_except`](crate::ServerHandle::broadcast_except)).
-    /// `None` once the server is gone.
-    ///
-    /// ```
-    /// use std::convert::Infallible;
-    /// use enchufe::server::{handler_fn, Connection};
-    ///
-    /// // A chat room: every line goes to everyone else.
-    /// let chat = handler_fn(|line: String, conn: Connection| async move {
-    ///     if let Some(server) = conn.server() {
-    ///         let _ = server.broadcast_except(conn.id(), format!("{}: {line}", conn.id()));
-    ///     }
-    ///     Ok::<_, Infallible>(None::<String>)
-    /// });
-    /// # let _ = chat;
-    /// ```
-    pub fn server(&self) -> Option<crate::ServerHandle> {
-        self.inner.server.upgrade().map(crate::ServerHandle::of)
+    /// The server this connection belongs to, type-erased (see
+    /// [`Connection::server`]).
+    pub(crate) fn home(&self) -> &Weak<dyn Any + Send + Sync> {
+        &self.inner.server
     }
 
     /// Whether this end dialed the connection

@@ -9,6 +9,67 @@ use serde::{Deserialize, Serialize};
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How the transfer protocol was broken, for [`Error::Protocol`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// An [`Upload`](crate::Upload)'s source was asked for a second time.
+    #[error("an upload's source is read once")]
+    SourceSpent,
+    /// The task reading the source ahead stopped before the declared size.
+    #[error("the chunk producer ended early")]
+    ProducerEnded,
+    /// The receiver answered with a message the sender was not waiting for
+    /// (its `Debug` text).
+    #[error("unexpected reply {0}")]
+    UnexpectedReply(String),
+    /// The receiver answered with a chunk.
+    #[error("a chunk where a reply was expected")]
+    ChunkForReply,
+    /// The sender sent a message only a receiver sends (its `Debug` text).
+    #[error("a receiver does not answer {0}")]
+    NotForReceiver(String),
+    /// The two ends hash the body with different algorithms.
+    #[error(
+        "the sender checks the body with {theirs:?}, this receiver with {ours:?}: \
+         use the same version of enchufe on both ends"
+    )]
+    DigestMismatch {
+        /// The sender's algorithm.
+        theirs: String,
+        /// This receiver's.
+        ours: &'static str,
+    },
+    /// A chunk over the receiver's `max_chunk`.
+    #[error("a chunk of {len} bytes, over max_chunk")]
+    ChunkTooLarge {
+        /// Its length.
+        len: u64,
+    },
+    /// A chunk that ends past the declared size.
+    #[error("a chunk past the declared size (offset {offset})")]
+    ChunkPastEnd {
+        /// Where it starts.
+        offset: u64,
+    },
+    /// A chunk already received.
+    #[error("a chunk sent twice (offset {offset})")]
+    ChunkTwice {
+        /// Where it starts.
+        offset: u64,
+    },
+    /// A chunk further ahead than the window allows.
+    #[error("a chunk beyond the window (offset {offset})")]
+    ChunkBeyondWindow {
+        /// Where it starts.
+        offset: u64,
+    },
+    /// The receiver's task that opens the file failed (panicked or was
+    /// cancelled).
+    #[error("the writer's task failed: {0}")]
+    WriterFailed(#[source] tokio::task::JoinError),
+}
+
 /// Why a transfer failed, on either end.
 ///
 /// The receiver's own failures are the named variants; the sender sees the
@@ -172,9 +233,10 @@ pub enum Error {
         /// The limit.
         after: Duration,
     },
-    /// The other end broke the transfer protocol.
+    /// The other end broke the transfer protocol (or an upload was used
+    /// twice): [`Violation`] says how.
     #[error("protocol: {0}")]
-    Protocol(String),
+    Protocol(#[source] Violation),
     /// The receiver refused or failed the transfer.
     #[error("refused by the receiver ({reason:?}): {message}")]
     Refused {
@@ -416,7 +478,7 @@ mod tests {
                 [false, false, false, false, true, false, false],
             ),
             (
-                Error::Protocol("a chunk where a reply was expected".into()),
+                Error::Protocol(Violation::ChunkForReply),
                 [false, false, false, false, false, true, false],
             ),
             (

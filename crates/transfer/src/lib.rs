@@ -80,7 +80,7 @@ mod protocol;
 pub mod receiver;
 pub mod sender;
 
-pub use error::{Error, Reason, Result};
+pub use error::{Error, Reason, Result, Violation};
 pub use protocol::{BadTransferId, Frame, Routed, TransferId, MAGIC};
 pub use receiver::{Event, Receiver};
 pub use sender::{Canceller, Receipt, Upload};

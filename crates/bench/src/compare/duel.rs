@@ -5,8 +5,8 @@ use crate::error::{Error, Result};
 use crate::load::{Kind, Spec};
 use crate::procfs;
 
-use super::report::{micros, rate};
-use super::{Bench, Srv};
+use super::bench::{Bench, Srv};
+use super::units::{micros, rate, KIB};
 
 /// A contender: a load generator against a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,6 @@ impl Workload {
     }
 }
 
-pub(super) const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
 /// The plain-profile workloads; the first two also duel the enchufe Client.

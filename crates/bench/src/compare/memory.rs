@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::procfs;
 use crate::tools::AbuseReport;
 
-use super::{Bench, Srv};
+use super::bench::{Bench, Srv};
 
 /// Memory held by idle connections on one server.
 #[derive(Debug)]

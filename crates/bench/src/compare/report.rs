@@ -7,6 +7,7 @@ use tokio::process::Command;
 
 use super::duel::{Duel, Spread, Who};
 use super::memory::{AbuseRow, IdleRow};
+use super::units::{micros, rate};
 
 pub(super) async fn print_header(rounds: usize, secs: f64) {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,28 +52,6 @@ pub(super) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-pub(super) fn rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2} M/s", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1} k/s", r / 1e3)
-    } else {
-        format!("{r:.0} /s")
-    }
-}
-
-pub(super) fn micros(us: f64) -> String {
-    if !us.is_finite() {
-        "–".into()
-    } else if us >= 1000.0 {
-        format!("{:.2} ms", us / 1000.0)
-    } else if us >= 10.0 {
-        format!("{us:.1} µs")
-    } else {
-        format!("{us:.2} µs")
-    }
 }
 
 fn kib(k: u64) -> String {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Waker};
 
-use super::LARGE_FRAME;
+use super::limits::LARGE_FRAME;
 
 /// Bytes of a large frame's buffer not charged to a [`MemoryBudget`]: its
 /// first allocation (at most twice what one read brought, 2 × 64 KiB),

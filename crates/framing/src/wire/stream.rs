@@ -20,7 +20,9 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Large, Split, Stream, Wire, LARGE_FRAME};
+use super::limits::LARGE_FRAME;
+use super::split::Split;
+use super::state::{Large, Stream, Wire};
 use crate::{Error, Result, HEADER_LEN};
 
 /// What [`Wire::poll_next`] found.

@@ -22,7 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{read_size, receive_body, Config};
+use super::config::Config;
+use super::receive::{read_size, receive_body};
 use crate::error::{Error, Result};
 use crate::{Event, Progress, TransferId};
 

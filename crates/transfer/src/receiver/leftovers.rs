@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::protocol::TransferId;
 
-use super::*;
+use super::names::{remove_quietly, PART_PREFIX};
 
 /// A leftover: the partial file of a transfer not running.
 pub(super) struct Leftover {

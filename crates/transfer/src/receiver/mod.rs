@@ -15,9 +15,16 @@
 //!    a transfer running now fail
 //! ```
 
+mod config;
+mod event;
 mod leftovers;
 mod names;
+mod registry;
 mod writer;
+
+pub use config::Config;
+pub use event::Event;
+use registry::{failure_of, Active, Cmd, Inner, EXIT_WAIT};
 
 use leftovers::*;
 pub(crate) use names::remove_quietly;
@@ -25,175 +32,19 @@ use names::*;
 pub use names::{check_name, prepare_dir};
 use writer::*;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use enchufe_server::{Connection, ConnectionId, Disconnect, Handler};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::digest::ALGORITHM;
-use crate::error::{Error, Reason, Result};
+use crate::error::{Error, Reason, Result, Violation};
 use crate::protocol::{Chunk, Control, Frame, FrameKind, TransferId};
-use crate::Progress;
-
-/// The receiver's limits. `Default` gives every field the value it
-/// documents.
-///
-/// ```
-/// use enchufe::transfer::receiver::Config;
-/// let config = Config::default().max_file_size(1 << 30).max_transfers(4);
-/// assert_eq!(config.max_file_size, 1 << 30);
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Config {
-    /// Largest declared size accepted. Default 64 GiB: past 4 GiB (the
-    /// course's 4-byte header) on purpose, small enough that a typo in a
-    /// size does not fill a disk.
-    pub max_file_size: u64,
-    /// Transfers running at once, all connections together. Default 16:
-    /// each holds a writer task and up to `2 × window × max_chunk` bytes.
-    pub max_transfers: usize,
-    /// Largest chunk a sender may use, in bytes. Default 1 MiB: a frame well
-    /// under the 8 MiB frame limit, large enough that per-chunk costs (a
-    /// request, an ack, a hop to the blocking pool) vanish beside the copy.
-    pub max_chunk: u32,
-    /// Chunks a sender may have unacknowledged. Default 8: 8 MiB in flight
-    /// keeps loopback busy (measured in `BENCHMARKS.md`) while a transfer's
-    /// memory stays bounded by `window × max_chunk` in the queue plus as
-    /// much being reordered.
-    pub window: u32,
-    /// A transfer with no chunk for this long is ended, its partial file
-    /// kept for a resume. Default 30 s.
-    pub idle_timeout: Duration,
-    /// Replace a file that already has the offered name. Default `false`:
-    /// the offer is refused with [`Error::Exists`].
-    pub overwrite: bool,
-    /// `fsync` the file before it takes its final name, so "done" means on
-    /// disk. Default `true`.
-    pub sync: bool,
-    /// A cut transfer's partial file (kept for a resume) older than this is
-    /// removed at the next offer. Default 24 h: a sender cut off resumes
-    /// within a day, and what it never resumes does not stay for ever.
-    pub max_part_age: Duration,
-    /// The most bytes the partial files of cut transfers may hold together;
-    /// past it, the oldest are removed at the next offer. Default 16 GiB. A
-    /// leftover larger than this alone does not survive the next offer.
-    /// Whatever this cap, a transfer that finds the disk full removes
-    /// leftovers, oldest first, and writes again before it fails.
-    pub max_part_bytes: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_file_size: 64 << 30,
-            max_transfers: 16,
-            max_chunk: 1 << 20,
-            window: 8,
-            idle_timeout: Duration::from_secs(30),
-            overwrite: false,
-            sync: true,
-            max_part_age: Duration::from_secs(24 * 60 * 60),
-            max_part_bytes: 16 << 30,
-        }
-    }
-}
-
-impl Config {
-    /// Sets [`Config::max_file_size`].
-    pub fn max_file_size(mut self, bytes: u64) -> Self {
-        self.max_file_size = bytes;
-        self
-    }
-    /// Sets [`Config::max_transfers`].
-    pub fn max_transfers(mut self, n: usize) -> Self {
-        self.max_transfers = n;
-        self
-    }
-    /// Sets [`Config::max_chunk`].
-    pub fn max_chunk(mut self, bytes: u32) -> Self {
-        self.max_chunk = bytes;
-        self
-    }
-    /// Sets [`Config::window`].
-    pub fn window(mut self, chunks: u32) -> Self {
-        self.window = chunks;
-        self
-    }
-    /// Sets [`Config::idle_timeout`].
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-    /// Sets [`Config::overwrite`].
-    pub fn overwrite(mut self, overwrite: bool) -> Self {
-        self.overwrite = overwrite;
-        self
-    }
-    /// Sets [`Config::sync`].
-    pub fn sync(mut self, sync: bool) -> Self {
-        self.sync = sync;
-        self
-    }
-    /// Sets [`Config::max_part_age`].
-    pub fn max_part_age(mut self, age: Duration) -> Self {
-        self.max_part_age = age;
-        self
-    }
-    /// Sets [`Config::max_part_bytes`].
-    pub fn max_part_bytes(mut self, bytes: u64) -> Self {
-        self.max_part_bytes = bytes;
-        self
-    }
-}
-
-/// What happens to transfers, for progress bars and logs
-/// ([`Receiver::events`]).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Event {
-    /// A transfer was accepted (from `offset` when it resumes).
-    Started {
-        /// Its id.
-        id: TransferId,
-        /// The file name offered.
-        name: String,
-        /// Its declared size.
-        size: u64,
-        /// Bytes already held from an earlier attempt.
-        offset: u64,
-        /// Bytes written so far, updated as chunks reach the file.
-        progress: watch::Receiver<Progress>,
-    },
-    /// The file is complete, verified and under its final name.
-    Finished {
-        /// Its id.
-        id: TransferId,
-        /// Where it is.
-        path: PathBuf,
-        /// Its size.
-        size: u64,
-        /// Its XXH3-128, in hex; empty from a
-        /// [`course::Receiver`](crate::course::Receiver), whose protocol
-        /// carries no hash.
-        hash: String,
-    },
-    /// The transfer ended without a file (see [`Error::reason`]).
-    Failed {
-        /// Its id.
-        id: TransferId,
-        /// The file name offered.
-        name: String,
-        /// Why.
-        error: Arc<Error>,
-    },
-}
 
 /// Receives transfers into a directory: serve it as a [`Handler`], or
 /// call [`Receiver::handle`] from yours for requests that are
@@ -232,59 +83,6 @@ pub enum Event {
 pub struct Receiver {
     inner: Arc<Inner>,
 }
-
-#[derive(Debug)]
-struct Inner {
-    dir: PathBuf,
-    config: Config,
-    active: Mutex<HashMap<TransferId, Arc<Active>>>,
-    /// Why the last transfers failed, so a chunk or a finish that arrives
-    /// just after its transfer ended is told the reason rather than
-    /// "unknown transfer". Bounded: [`RECENT`] entries.
-    failed: Mutex<std::collections::VecDeque<(TransferId, (Reason, String))>>,
-    events: broadcast::Sender<Event>,
-    tasks: TaskTracker,
-    /// Cancelled by [`Receiver::shutdown`]: every writer's cut is a child.
-    shutdown: CancellationToken,
-}
-
-/// A running transfer, as the request handlers see it.
-#[derive(Debug)]
-struct Active {
-    /// The declared size, so a chunk past it is refused by its request.
-    size: u64,
-    conn: ConnectionId,
-    /// To tell a live duplicate from a connection that is gone but not yet
-    /// reported by `on_disconnect`.
-    conn_handle: Connection,
-    tx: mpsc::Sender<Cmd>,
-    /// Ends the transfer and deletes the partial file.
-    cancel: CancellationToken,
-    /// Ends the transfer and keeps the partial file.
-    cut: CancellationToken,
-    /// Cancelled when the writer has exited (the registry entry is gone).
-    exited: CancellationToken,
-    /// Why the writer ended, for the requests that find it gone.
-    failure: Mutex<Option<(Reason, String)>>,
-}
-
-#[derive(Debug)]
-enum Cmd {
-    Chunk(Chunk),
-    Finish {
-        hash: String,
-        reply: oneshot::Sender<Control>,
-    },
-}
-
-/// How long a cancel or a duplicate offer waits for a writer to exit.
-const EXIT_WAIT: Duration = Duration::from_secs(5);
-
-/// Failures remembered for late requests: enough for every transfer that
-/// may run at once to have ended several times over, at a few hundred
-/// bytes each.
-const RECENT: usize = 64;
-
 impl Receiver {
     /// A receiver writing into `dir` (which must exist and be writable:
     /// [`prepare_dir`] checks both).
@@ -333,9 +131,9 @@ impl Receiver {
             }) => self.offer(id, name, size, &digest, restart, conn).await,
             FrameKind::Control(Control::Finish { id, hash }) => self.finish(id, hash).await,
             FrameKind::Control(Control::Cancel { id }) => self.cancel_requested(id).await,
-            FrameKind::Control(other) => Err(Error::Protocol(format!(
-                "a receiver does not answer {other:?}"
-            ))),
+            FrameKind::Control(other) => Err(Error::Protocol(Violation::NotForReceiver(format!(
+                "{other:?}"
+            )))),
         };
         Frame::control(reply.unwrap_or_else(|e| {
             let (reason, message) = e.to_refusal();
@@ -379,10 +177,10 @@ impl Receiver {
     ) -> Result<Control> {
         let config = &self.inner.config;
         if digest != ALGORITHM {
-            return Err(Error::Protocol(format!(
-                "the sender checks the body with {digest:?}, this receiver with {ALGORITHM:?}: \
-                 use the same version of enchufe on both ends"
-            )));
+            return Err(Error::Protocol(Violation::DigestMismatch {
+                theirs: digest.to_owned(),
+                ours: ALGORITHM,
+            }));
         }
         check_name(&name)?;
         if size > config.max_file_size {
@@ -500,14 +298,10 @@ impl Receiver {
         // transfer.
         let len = chunk.data.len() as u64;
         if len > u64::from(self.inner.config.max_chunk) {
-            return Err(Error::Protocol(format!(
-                "a chunk of {len} bytes, over max_chunk"
-            )));
+            return Err(Error::Protocol(Violation::ChunkTooLarge { len }));
         }
         if offset.checked_add(len).is_none_or(|end| end > active.size) {
-            return Err(Error::Protocol(format!(
-                "a chunk past the declared size (offset {offset})"
-            )));
+            return Err(Error::Protocol(Violation::ChunkPastEnd { offset }));
         }
         let idle = self.inner.config.idle_timeout;
         match tokio::time::timeout(idle, active.tx.send(Cmd::Chunk(chunk))).await {
@@ -561,30 +355,6 @@ impl Receiver {
         Ok(Control::Cancelled)
     }
 }
-
-impl Inner {
-    /// The transfers running now, whose partial files are not leftovers.
-    fn running(&self) -> HashSet<TransferId> {
-        self.active
-            .lock()
-            .expect("registry lock")
-            .keys()
-            .copied()
-            .collect()
-    }
-}
-
-/// The error a writer left behind, for a request that found it gone.
-fn failure_of(active: &Active) -> Error {
-    match active.failure.lock().expect("failure lock").clone() {
-        Some((reason, message)) => Error::Refused { reason, message },
-        None => Error::Refused {
-            reason: Reason::UnknownTransfer,
-            message: "the transfer has ended".into(),
-        },
-    }
-}
-
 impl Handler for Receiver {
     type Request = Frame;
     type Response = Frame;
@@ -603,6 +373,7 @@ impl Handler for Receiver {
 mod tests {
     use super::*;
     use crate::protocol::CHUNK_HEADER;
+    use std::time::Duration;
 
     #[test]
     fn defaults_are_the_documented_ones_and_fit_a_frame() {

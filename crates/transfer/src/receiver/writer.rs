@@ -10,11 +10,14 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::digest::Digest;
-use crate::error::{Error, Result, ENOSPC};
+use crate::error::{Error, Result, Violation, ENOSPC};
 use crate::protocol::{Control, TransferId};
 use crate::Progress;
 
-use super::*;
+use super::event::Event;
+use super::leftovers::evict_oldest;
+use super::names::remove_quietly;
+use super::registry::{Active, Cmd, Inner, RECENT};
 
 /// One transfer's task: owns the file, the running hash and the reorder
 /// buffer.
@@ -111,7 +114,7 @@ impl Writer {
             Ok((Sink { file, hasher }, held))
         })
         .await
-        .map_err(|e| Error::Protocol(format!("the writer's task failed: {e}")))?;
+        .map_err(|e| Error::Protocol(Violation::WriterFailed(e)))?;
         opened.map_err(|e| Error::storage(&self.part, e))
     }
 
@@ -141,18 +144,16 @@ impl Writer {
                 Err(_) => return End::Failed(Error::Stalled(config.idle_timeout), Keep::Partial),
                 Ok(None) => return End::Failed(Error::Interrupted, Keep::Partial),
                 Ok(Some(Cmd::Chunk(chunk))) => {
-                    let why = if chunk.offset < next || pending.contains_key(&chunk.offset) {
-                        Some("a chunk sent twice")
-                    } else if chunk.offset >= next + ahead {
-                        Some("a chunk beyond the window")
+                    let offset = chunk.offset;
+                    let violation = if offset < next || pending.contains_key(&offset) {
+                        Some(Violation::ChunkTwice { offset })
+                    } else if offset >= next + ahead {
+                        Some(Violation::ChunkBeyondWindow { offset })
                     } else {
                         None
                     };
-                    if let Some(why) = why {
-                        return End::Failed(
-                            Error::Protocol(format!("{why} (offset {})", chunk.offset)),
-                            Keep::Partial,
-                        );
+                    if let Some(violation) = violation {
+                        return End::Failed(Error::Protocol(violation), Keep::Partial);
                     }
                     pending.insert(chunk.offset, chunk.data);
                     let mut batch = Vec::new();

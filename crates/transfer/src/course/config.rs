@@ -1,0 +1,130 @@
+//! The course protocol's constants and the limits of its two ends.
+
+use std::time::Duration;
+
+/// The receiver's answer: `"Gracias."` in UTF-8, not length-prefixed.
+pub const THANKS: &[u8] = b"Gracias.";
+
+/// Bytes moved per file read or write: large enough that the hops to
+/// tokio's blocking threads for file I/O (one per read or write) do not
+/// dominate, as they did at 256 KiB (a fifth of both ends' CPU in context
+/// switches). A transfer holds two of them, plus tokio's own file buffer.
+pub const BUFFER: usize = 1 << 20;
+
+/// Limits of the course protocol's two ends.
+///
+/// A receiver gives each sender two clocks: the idle limit on every read,
+/// and an overall deadline of `grace + size / min_rate` from the moment it
+/// connected, capped by `max_time`. The first cuts a sender that stops;
+/// the second one that trickles (a byte now and then keeps any idle limit
+/// happy), so it holds its connection slot for a bounded time.
+///
+/// ```
+/// use std::time::Duration;
+/// use enchufe::transfer::course::Config;
+/// let config = Config::default().min_rate(Some(1 << 20)).max_time(Some(Duration::from_secs(600)));
+/// // 10 MiB: 30 s of grace plus 10 s at 1 MiB/s.
+/// assert_eq!(config.time_for(10 << 20), Some(Duration::from_secs(40)));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest declared size the receiver accepts. Default 1 GiB (the
+    /// header allows up to 4 GiB − 1, which a receiver need not accept
+    /// from anyone who connects).
+    pub max_size: u64,
+    /// The longest wait for the next bytes of the size or the body.
+    /// Default 30 s.
+    pub idle_timeout: Duration,
+    /// The longest wait for (or to write) the `Gracias.` reply. Default 30 s.
+    pub reply_timeout: Duration,
+    /// The slowest average rate a body may arrive at, in bytes per second
+    /// (`None`: no rate). Default 64 KiB/s: a slow home uplink (512 kbit/s)
+    /// still passes; a 1 GiB body gets about 4 h 34 min. The course's
+    /// scripts on loopback move hundreds of MiB/s.
+    pub min_rate: Option<u64>,
+    /// Time every sender gets besides what `min_rate` allows, and the limit
+    /// for its 4-byte size to arrive (or `idle_timeout`, if shorter).
+    /// Default 30 s: the course's sender connects first, then reads the
+    /// whole file into memory, and only then sends the size.
+    pub grace: Duration,
+    /// The longest a whole transfer may take, whatever its size (`None`: no
+    /// cap but the rate). Default `None`.
+    pub max_time: Option<Duration>,
+    /// Senders a [`Receiver`](super::server::Receiver) serves at once; the next waits in the
+    /// listener's backlog. Default 16: each holds two [`BUFFER`]s
+    /// (32 MiB in all) and a file.
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_size: 1 << 30,
+            idle_timeout: Duration::from_secs(30),
+            reply_timeout: Duration::from_secs(30),
+            min_rate: Some(64 << 10),
+            grace: Duration::from_secs(30),
+            max_time: None,
+            max_connections: 16,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_size`].
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = bytes;
+        self
+    }
+    /// Sets [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+    /// Sets [`Config::reply_timeout`].
+    pub fn reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+    /// Sets [`Config::min_rate`], in bytes per second.
+    pub fn min_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.min_rate = bytes_per_second;
+        self
+    }
+    /// Sets [`Config::grace`].
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+    /// Sets [`Config::max_time`].
+    pub fn max_time(mut self, limit: Option<Duration>) -> Self {
+        self.max_time = limit;
+        self
+    }
+    /// Sets [`Config::max_connections`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// The time a transfer of `size` bytes is given from its connection:
+    /// `grace + size / min_rate`, capped by `max_time`; `None` when neither
+    /// limits it.
+    pub fn time_for(&self, size: u64) -> Option<Duration> {
+        let by_rate = self.min_rate.map(|rate| {
+            let secs = size as f64 / rate.max(1) as f64;
+            self.grace
+                .saturating_add(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
+        });
+        match (by_rate, self.max_time) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The limit for the 4-byte size: `grace`, or `max_time` if shorter.
+    pub(super) fn header_time(&self) -> Duration {
+        self.max_time.map_or(self.grace, |m| m.min(self.grace))
+    }
+}
