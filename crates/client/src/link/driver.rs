@@ -181,7 +181,6 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
     ) -> Self {
         // No byte budget: what a client writes is bounded by its queue and
         // its in-flight limit. Request deadlines are the driver's own.
-        #[allow(unused_mut)]
         let role = LinkRole {
             shared: shared.clone(),
             pending: VecDeque::new(),
@@ -189,6 +188,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             closing: false,
             dropped: false,
         };
+        #[allow(unused_mut)]
         let mut core = driver::Driver::with_role(
             wire,
             LinkSignal(shared.clone()),
