@@ -258,13 +258,7 @@ impl Upload {
         // and the socket then overlap, and a slow source never holds back
         // chunks already read.
         let source = std::mem::replace(&mut self.source, Source::Spent);
-        let job = Job {
-            id: self.id,
-            offset,
-            size: self.size,
-            chunk: chunk as usize,
-            hasher,
-        };
+        let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
         let (mut chunks, recycle, producer) = produce(source, job, window).await?;
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
         let mut acked = offset;
