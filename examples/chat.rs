@@ -15,7 +15,9 @@
 //! ```
 //!
 //! With `--bus` (feature `redis`), servers on one Redis form one room: a
-//! line, `/msg` and `/who` reach members on every server.
+//! line, `/msg` and `/who` reach members on every server; a line that
+//! reached only this server's members (Redis down) comes back as an error,
+//! and a server cut off for a while catches up from the room's history.
 //!
 //! ```text
 //! redis-server --port 6379 --save '' --appendonly no                   # terminal 1

@@ -250,3 +250,112 @@ impl DevTools {
             .unwrap()
     }
 }
+
+/// The same page on a room that spans two servers on one bus (feature
+/// `redis`, for the room's cluster code; the bus is the in-process one):
+/// the browser on one server, a terminal client on the other.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_browser_joins_the_chat_across_servers_on_a_bus() {
+    use enchufe::bus::{self, Cluster, MemoryBus};
+    use std::sync::Arc;
+
+    let Some(chromium) = chromium() else { return };
+    bounded(async {
+        let bus = Arc::new(MemoryBus::new());
+        let chat_server = |web: bool| {
+            let bus = bus.clone();
+            async move {
+                let config = enchufe::server::Config::default()
+                    .profile(Profile::Multiplexed)
+                    .idle_timeout(None);
+                let server = Server::bind("127.0.0.1:0")
+                    .await
+                    .unwrap()
+                    .with_config(config);
+                let server = match web {
+                    true => server.web(enchufe::ws::Options::default().page(PAGE)),
+                    false => server,
+                };
+                let room = room::Room::default();
+                let slot = room.cluster.clone();
+                let server = server.serve(room);
+                let mut config = bus::Config::default();
+                config.heartbeat = Duration::from_millis(50);
+                config.presence_ttl = Duration::from_millis(300);
+                let cluster = Cluster::attach(&server, bus, config).unwrap();
+                slot.set(cluster.clone()).unwrap();
+                (server, cluster)
+            }
+        };
+        let (a, on_a) = chat_server(true).await;
+        let (b, on_b) = chat_server(false).await;
+        while on_a.nodes().len() < 2 || on_b.nodes().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // A terminal client on b.
+        let config = client::Config::default().profile(Profile::Multiplexed);
+        let bob = Client::connect_with(b.local_addr(), config).await.unwrap();
+        let _: String = bob.request("/nick bob").await.unwrap();
+
+        // The browser on a: it joins as "web" and says "hola".
+        let profile = tempdir("chromium-profile-bus");
+        let mut browser = tokio::process::Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+                "--window-size=800,600",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("http://{}/?nick=web&say=hola", a.local_addr()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start Chromium");
+
+        // Across the bus: the browser's line reaches bob on the other server.
+        let mut heard = Vec::new();
+        while !heard.iter().any(|l: &String| l == "web: hola") {
+            heard.push(bob.recv::<String>().await.unwrap().expect("server closed"));
+        }
+        assert!(heard.contains(&"* web joined".to_owned()), "{heard:?}");
+        // Presence: bob's /who lists the browser on the other server.
+        loop {
+            let who: String = bob.request("/who").await.unwrap();
+            if who == "here: bob, web" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _: String = bob.request("hola, navegador").await.unwrap();
+
+        // And back: the page on a shows bob's line from b.
+        let mut page = DevTools::connect(&profile).await;
+        loop {
+            let log = page
+                .eval("document.getElementById('log').textContent")
+                .await;
+            if log.as_str().unwrap_or("").contains("bob: hola, navegador") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        browser.kill().await.unwrap();
+        let _ = std::fs::remove_dir_all(&profile);
+        on_a.detach().await;
+        on_b.detach().await;
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}

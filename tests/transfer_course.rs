@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::examples::built_examples;
 use common::files::{assert_same_file, names_in, random_file, Tmpfs};
 use common::interop::{bounded, spawn_python, SCRIPT_TIMEOUT};
 use enchufe::transfer::{course, Error, Event, Reason};
@@ -474,57 +475,14 @@ async fn a_sender_whose_file_the_receiver_cannot_store_is_told_so() {
     .await;
 }
 
-/// The `file_transfer` example, built (or found fresh) with the features
-/// this test was built with, so cargo reuses the library it already built.
-fn file_transfer_example() -> PathBuf {
-    let features: Vec<&str> = [
-        ("msgpack", cfg!(feature = "msgpack")),
-        ("postcard", cfg!(feature = "postcard")),
-        ("tls", cfg!(feature = "tls")),
-        ("ws", cfg!(feature = "ws")),
-        ("sim", cfg!(feature = "sim")),
-        ("tower", cfg!(feature = "tower")),
-        ("metrics", cfg!(feature = "metrics")),
-    ]
-    .into_iter()
-    .filter_map(|(name, on)| on.then_some(name))
-    .collect();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            "file_transfer",
-            "--no-default-features",
-        ])
-        .args(["--features", &features.join(",")])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cannot run cargo");
-    assert!(
-        status.success(),
-        "cargo build --example file_transfer failed"
-    );
-    // Beside this test's binary: target/<profile>/deps/.. /examples.
-    let deps = std::env::current_exe().unwrap();
-    let bin = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/file_transfer");
-    assert!(bin.is_file(), "no {}", bin.display());
-    bin
-}
-
 /// Lesson 6 of docs/COURSE.md and docs/COURSE.en.md, as written, on a
 /// machine where `--out` does not exist yet (`--addr` on port 0 here, and
 /// `--count 1` so that `recv` exits).
 #[tokio::test]
 async fn lesson_6_runs_as_written_into_a_new_directory() {
     // Built first, outside the test's time limit: a cold build takes minutes.
-    let example = tokio::task::spawn_blocking(file_transfer_example)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = tokio::task::spawn_blocking(|| built_examples(root).join("file_transfer"))
         .await
         .unwrap();
     bounded("lesson_6_runs_as_written_into_a_new_directory", async {

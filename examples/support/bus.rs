@@ -31,7 +31,11 @@ pub(crate) fn attach(server: &ServerHandle, slot: Slot, url: Option<&str>) -> Re
     use enchufe::bus::{self, Cluster, RedisBus, RedisConfig};
     let Some(url) = url else { return Ok(()) };
     let bus = std::sync::Arc::new(RedisBus::open(url, RedisConfig::default())?);
-    let cluster = Cluster::attach(server, bus, bus::Config::default())?;
+    let mut config = bus::Config::default();
+    // A server cut from Redis for a while catches up from the room's
+    // history when it is back (1,000 lines or 2 minutes).
+    config.history = Some(bus::History::default());
+    let cluster = Cluster::attach(server, bus, config)?;
     tracing::info!(bus = url, node = %cluster.node(), "the room spans every server on this bus");
     let _ = slot.set(cluster);
     Ok(())

@@ -3,7 +3,9 @@
 //! `redis`, `chat server --bus redis://HOST:PORT`), the room spans every
 //! server on that bus: lines, notices and `/msg` go through the cluster,
 //! and `/who` and nickname checks read its presence (each member is also
-//! alone in a room named `nick:NAME`).
+//! alone in a room named `nick:NAME`). A member's line waits for the bus:
+//! if it reached this server's members but not the others (the bus is
+//! down or slow), the sender gets an error saying so.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -49,6 +51,20 @@ impl Room {
                 tracing::debug!(conn = %conn.id(), error = %e, "line not delivered");
             }
         }
+    }
+
+    /// A member's line: to everyone else at once here, and through the
+    /// bus; `Err` says why the other servers did not get it.
+    async fn say(&self, line: &str, from: ConnectionId) -> Result<(), String> {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster.get() {
+            return match cluster.to_room_confirmed("chat", Some(from), line).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("sent here, not to the other servers: {e}")),
+            };
+        }
+        self.announce(line, Some(from));
+        Ok(())
     }
 
     /// Nicknames on the other servers of the cluster, if any.
@@ -153,7 +169,7 @@ impl Handler for Room {
             // one connection's requests run concurrently, and a client waiting
             // for each ack keeps its lines and commands in order.
             (_, Some(me)) => {
-                self.announce(&format!("{me}: {line}"), Some(conn.id()));
+                self.say(&format!("{me}: {line}"), conn.id()).await?;
                 Ok(Some(String::new()))
             }
         }

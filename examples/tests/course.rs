@@ -36,6 +36,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
+#[path = "../../tests/common/examples.rs"]
+mod examples;
+use examples::built_examples;
+
 /// The commands that serve until stopped: the example, and its mode when it
 /// has one (the first argument after `--`).
 const SERVERS: &[(&str, Option<&str>)] = &[
@@ -312,35 +316,6 @@ async fn run_lesson(lines: &[Line], root: &Path, examples: &Path, tmp: &Path, ma
     }
 }
 
-/// The examples' binaries, built with every feature, as `cargo test
-/// --workspace --all-features` (scripts/test) builds them: then cargo only
-/// links what it has.
-fn build_examples(root: &Path) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = std::process::Command::new(cargo);
-    let all = ["--workspace", "--all-features", "--examples"];
-    build.args(["build", "--quiet"]).args(all).current_dir(root);
-    // The environment a shell has: `cargo test` gives this test its
-    // package's variables, and ring's build script reruns (and with it half
-    // the workspace) when they change.
-    for (name, _) in std::env::vars() {
-        let package = [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_PRIMARY_",
-        ];
-        if package.iter().any(|p| name.starts_with(p)) || name == "CARGO_TARGET_TMPDIR" {
-            build.env_remove(name);
-        }
-    }
-    let status = build.status().expect("cannot run cargo");
-    assert!(status.success(), "cargo build --examples failed");
-    // Beside this test's binary: target/<profile>/deps/../examples.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples")
-}
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -384,18 +359,97 @@ fn a_line_becomes_its_examples_binary() {
     assert_eq!(run.args, ["client", "--addr", "127.0.0.1:1"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_course_command_runs_as_written() {
-    let root = root();
+/// Set (to the examples' directory) in the copy of this test that runs
+/// inside its own network namespace.
+const IN_NETNS: &str = "ENCHUFE_COURSE_NETNS";
+
+/// The whole run, lessons included, ends within this (it takes seconds).
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// The guides name fixed ports (8080, 8081, 7001...), so their commands run
+/// in a network namespace of this test's own, where nothing else listens and
+/// nothing they open is seen outside: this test builds the examples, then
+/// runs itself again under `unshare --net` (as root; otherwise with
+/// `--map-root-user`, a user namespace) with loopback up. Where neither is
+/// allowed it fails, unless `ENCHUFE_SKIP_NETNS=1` says to skip it (loudly),
+/// as the namespace tests of scripts/test do.
+#[test]
+fn every_course_command_runs_as_written() {
+    if let Some(examples) = std::env::var_os(IN_NETNS) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(run_guides(&root(), Path::new(&examples)));
+        return;
+    }
     // Built first, outside every time limit: a cold build takes minutes.
-    let started = Instant::now();
-    let examples = tokio::task::spawn_blocking({
-        let root = root.clone();
-        move || build_examples(&root)
-    })
-    .await
-    .unwrap();
+    let started = std::time::Instant::now();
+    let examples = built_examples(&root());
     eprintln!("cargo build --examples: {:?}", started.elapsed());
+    let exe = std::env::current_exe().unwrap();
+    let this = [
+        "--exact",
+        "every_course_command_runs_as_written",
+        "--nocapture",
+    ];
+    let mut last = String::new();
+    for user_ns in [false, true] {
+        let mut unshare = std::process::Command::new("unshare");
+        if user_ns {
+            unshare.arg("--map-root-user");
+        }
+        unshare
+            .args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                r#"ip link set lo up && exec "$0" "$@""#,
+            ])
+            .arg(&exe)
+            .args(this)
+            .env(IN_NETNS, &examples);
+        let mut child = match unshare.spawn() {
+            Ok(child) => child,
+            Err(e) => panic!("cannot run unshare (util-linux): {e}"),
+        };
+        let deadline = std::time::Instant::now() + RUN_LIMIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the course commands took over {RUN_LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // 101: the test failed inside (its output is above); anything else:
+        // the namespace could not be made.
+        match status.code() {
+            Some(0) => return,
+            Some(101) => panic!("a course command failed (see above)"),
+            _ => {
+                last = format!(
+                    "unshare{} --net: {status}",
+                    if user_ns { " --map-root-user" } else { "" }
+                )
+            }
+        }
+    }
+    if std::env::var("ENCHUFE_SKIP_NETNS").as_deref() == Ok("1") {
+        eprintln!(
+            "SKIPPED: the course commands need a network namespace ({last}); ENCHUFE_SKIP_NETNS=1"
+        );
+        return;
+    }
+    panic!("cannot make a network namespace for the course commands ({last}): run as root, allow user namespaces, or set ENCHUFE_SKIP_NETNS=1 to skip");
+}
+
+/// Runs every lesson of both guides, each in a fresh temporary directory.
+async fn run_guides(root: &Path, examples: &Path) {
     let manifest = std::fs::read_to_string(root.join("examples/Cargo.toml")).unwrap();
     for name in ["COURSE.md", "COURSE.en.md"] {
         let lines = guide(name);
@@ -409,7 +463,7 @@ async fn every_course_command_runs_as_written() {
         for lesson in &lessons {
             let tmp = tempfile::tempdir().unwrap();
             let started = Instant::now();
-            run_lesson(lesson, &root, &examples, tmp.path(), &manifest).await;
+            run_lesson(lesson, root, examples, tmp.path(), &manifest).await;
             eprintln!("{name}: {} in {:?}", lesson[0].lesson, started.elapsed());
         }
     }

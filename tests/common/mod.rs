@@ -10,6 +10,7 @@ use std::time::Duration;
 use enchufe::{handler_fn, Handler, Server, ServerHandle};
 use enchufe_server::Config;
 
+pub mod examples;
 pub mod files;
 pub mod interop;
 pub mod lab;

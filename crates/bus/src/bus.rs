@@ -1,13 +1,15 @@
 //! The bus trait, its messages and subscriptions.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::Stream;
 
 use crate::queue::Drain;
-use crate::Result;
+use crate::{Error, History, Result};
 
 /// A publish/subscribe bus shared by the servers of a cluster: bytes
 /// published to a channel reach every subscription to that channel, on
@@ -18,13 +20,46 @@ use crate::Result;
 /// [`Subscription::dropped`]); messages from one publisher arrive in the
 /// order they were published.
 pub trait Bus: Send + Sync + fmt::Debug + 'static {
-    /// Publishes `payload` to `channel`; resolves once the bus took it.
+    /// Publishes `payload` to `channel`; resolves once the bus took it,
+    /// with the number of subscriptions it reached (each server of a
+    /// cluster has one, the publisher's included).
     ///
     /// # Errors
     /// [`Error::Unavailable`](crate::Error::Unavailable) when the bus cannot
     /// be reached, [`Error::Timeout`](crate::Error::Timeout) when it did not
     /// answer in time, [`Error::Closed`](crate::Error::Closed) once closed.
-    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<()>>;
+    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<usize>>;
+
+    /// Appends `payload` to the history `log`, then publishes it to
+    /// `channel`, in that order (whoever receives it can find it in the
+    /// history). The history keeps at least the last `keep.max_messages`
+    /// entries and none older than `keep.max_age` ([`Bus::history`] reads
+    /// them back); entries from one caller keep their order. Resolves as
+    /// [`Bus::publish`].
+    ///
+    /// # Errors
+    /// As [`Bus::publish`]; [`Error::NoHistory`] from a bus that keeps none
+    /// (the default).
+    fn publish_logged(
+        &self,
+        channel: &str,
+        log: &str,
+        payload: Bytes,
+        keep: History,
+    ) -> BoxFuture<'_, Result<usize>> {
+        let _ = (channel, log, payload, keep);
+        Box::pin(std::future::ready(Err(Error::NoHistory)))
+    }
+
+    /// The entries of the history `log` within `keep` (at most
+    /// `keep.max_messages`, the newest), oldest first.
+    ///
+    /// # Errors
+    /// As [`Bus::publish_logged`].
+    fn history(&self, log: &str, keep: History) -> BoxFuture<'_, Result<Vec<Bytes>>> {
+        let _ = (log, keep);
+        Box::pin(std::future::ready(Err(Error::NoHistory)))
+    }
 
     /// Subscribes to `channels`; the subscription holds at most
     /// `max_bytes` of payload not yet read, and drops (and counts) what
@@ -56,11 +91,21 @@ impl Message {
 #[derive(Debug)]
 pub struct Subscription {
     drain: Drain<Message>,
+    resumes: Arc<AtomicU64>,
 }
 
 impl Subscription {
-    pub(crate) fn new(drain: Drain<Message>) -> Subscription {
-        Subscription { drain }
+    /// A subscription reading `drain`; its bus counts in `resumes` each
+    /// time it subscribed again after losing its connection.
+    pub(crate) fn new(drain: Drain<Message>, resumes: Arc<AtomicU64>) -> Subscription {
+        Subscription { drain, resumes }
+    }
+
+    /// How many times the bus subscribed again after losing the
+    /// connection (each time, what was published meanwhile was missed).
+    /// It is counted before any message of the new connection is queued.
+    pub fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Acquire)
     }
 
     /// The next message; `None` once the bus is closed.

@@ -1,12 +1,14 @@
 //! What a cluster publishes on the bus: who sent it, to whom, the bytes.
 //!
 //! ```text
-//! +---------+------+-------------+----------------------+-----------------+
-//! | version | kind | node (16 B) | room: u16 BE len, name | payload (rest) |
-//! |  1 B    | 1 B  |             | (kind Room only)       |                |
-//! +---------+------+-------------+----------------------+-----------------+
+//! +---------+------+-------------+-----------------------------------+----------------+
+//! | version | kind | node (16 B) | room: u16 BE len, name, seq u64,  | payload (rest) |
+//! |  1 B    | 1 B  |             | prev u64 (kind Room only)         |                |
+//! +---------+------+-------------+-----------------------------------+----------------+
 //! kind 0 All: payload is the frame for every member
-//! kind 1 Room: payload is the frame for the room's members
+//! kind 1 Room: payload is the frame for the room's members; seq is the
+//!        message's number among the node's, prev the number of the node's
+//!        previous message to the room (0: none), see `history`
 //! kind 2 Presence: payload is { u16 BE len, room name, u32 BE count,
 //!        count x u64 BE connection id }*, the node's rooms now
 //! kind 3 Gone: the node detached; no payload
@@ -16,12 +18,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::NodeId;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kind {
     All,
-    Room(String),
+    Room { room: String, seq: u64, prev: u64 },
     Presence,
     Gone,
 }
@@ -36,24 +38,27 @@ pub(crate) struct Envelope {
 impl Envelope {
     pub(crate) fn encode(&self) -> Bytes {
         let room = match &self.kind {
-            Kind::Room(room) => Some(room.as_bytes()),
+            Kind::Room { room, seq, prev } => Some((room.as_bytes(), *seq, *prev)),
             _ => None,
         };
-        let mut out =
-            BytesMut::with_capacity(18 + room.map_or(0, |r| 2 + r.len()) + self.payload.len());
+        let mut out = BytesMut::with_capacity(
+            18 + room.map_or(0, |(r, _, _)| 18 + r.len()) + self.payload.len(),
+        );
         out.put_u8(VERSION);
         out.put_u8(match self.kind {
             Kind::All => 0,
-            Kind::Room(_) => 1,
+            Kind::Room { .. } => 1,
             Kind::Presence => 2,
             Kind::Gone => 3,
         });
         out.put_u128(self.node.0);
-        if let Some(room) = room {
+        if let Some((room, seq, prev)) = room {
             // Room names are limited to `Config::max_room_name` (< 64 KiB)
             // before they get here.
             out.put_u16(room.len() as u16);
             out.put_slice(room);
+            out.put_u64(seq);
+            out.put_u64(prev);
         }
         out.put_slice(&self.payload);
         out.freeze()
@@ -74,11 +79,15 @@ impl Envelope {
                     return None;
                 }
                 let len = bytes.get_u16() as usize;
-                if bytes.len() < len {
+                if bytes.len() < len + 16 {
                     return None;
                 }
                 let name = bytes.split_to(len);
-                Kind::Room(String::from_utf8(name.to_vec()).ok()?)
+                Kind::Room {
+                    room: String::from_utf8(name.to_vec()).ok()?,
+                    seq: bytes.get_u64(),
+                    prev: bytes.get_u64(),
+                }
             }
             2 => Kind::Presence,
             3 => Kind::Gone,
@@ -146,7 +155,11 @@ mod tests {
     fn round_trips_and_rejects_truncation() {
         let envelope = Envelope {
             node: NodeId(7),
-            kind: Kind::Room("sala".into()),
+            kind: Kind::Room {
+                room: "sala".into(),
+                seq: 9,
+                prev: 4,
+            },
             payload: Bytes::from_static(b"hola"),
         };
         let bytes = envelope.encode();

@@ -48,13 +48,39 @@
 //!
 //! Delivery through the bus is at most once: pub/sub keeps nothing, so a
 //! server cut from the bus misses what was published meanwhile (counted
-//! where it can be: failed publishes, full queues). Recovering missed
-//! messages (Redis Streams) is not part of this crate.
+//! where it can be: failed publishes, full queues; a send awaited with
+//! [`Cluster::to_room_confirmed`] says which servers it reached).
+//!
+//! # Recovery
+//!
+//! With [`Config::history`], each room message is also appended to a
+//! history on the bus (a Redis Stream per room, `XADD MAXLEN ~`, in the
+//! same round trip and before the `PUBLISH`), kept for [`History`]'s
+//! window (default 1,000 messages or 2 minutes per room). Each room
+//! message carries a [`Stamp`] (its server and number there, with the
+//! number of that server's previous message to the room); a member keeps a
+//! [`Cursor`] (the last stamp seen from each server), and when it
+//! reconnects to any server, [`Cluster::recover`] replays what it missed,
+//! in order and none twice, or tells it that some were past the window
+//! ([`Recovery::Incomplete`]).
+//!
+//! The histories also heal a server whose subscription was lost (Redis
+//! restarted, a cut network): when it subscribes again it first delivers,
+//! from the histories of its rooms, what it missed meanwhile
+//! ([`Stats::caught_up`]), so its members lose nothing.
+//!
+//! ```text
+//! history of room "sala" (oldest first)
+//!   A#7 (prev 5)   B#3 (prev 0)   A#9 (prev 7)   B#4 (prev 3)
+//! cursor { A: 7, B: 0 } -> replays B#3, A#9, B#4: complete
+//! cursor { A: 2 }       -> A#7 points back at 5, not 2: incomplete
+//! ```
 
 mod bus;
 mod cluster;
 mod envelope;
 mod error;
+mod history;
 mod memory;
 mod queue;
 #[cfg(feature = "redis")]
@@ -63,6 +89,7 @@ mod redis;
 pub use crate::bus::{Bus, Message, Subscription};
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisBus, RedisConfig, RedisStats};
-pub use cluster::{Cluster, Config, MemberId, NodeId, Stats};
+pub use cluster::{Cluster, Config, MemberId, NodeId, Sent, Stats};
 pub use error::{Error, Result};
+pub use history::{Cursor, History, ParseError, Recovery, Stamp};
 pub use memory::MemoryBus;

@@ -1,14 +1,15 @@
 //! The in-process bus: servers in one process (tests, one box).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use tokio::time::Instant;
 
 use crate::bus::{Bus, Message, Subscription};
 use crate::queue::{bounded, Feed};
-use crate::Result;
+use crate::{History, Result};
 
 /// The subscriptions to one channel (one subscription to several
 /// channels shares its feed between them).
@@ -16,7 +17,10 @@ type Feeds = Vec<Arc<Feed<Message>>>;
 
 /// A [`Bus`] inside one process: publishing offers the message to every
 /// subscription of the channel at once (never waits; a full subscription
-/// drops and counts it). Cheap to clone; clones are the same bus.
+/// drops and counts it). Histories ([`Bus::publish_logged`]) are kept in memory,
+/// trimmed to exactly `max_messages` and `max_age` (on tokio's clock, so a
+/// test with paused time can age them). Cheap to clone; clones are the
+/// same bus.
 ///
 /// ```
 /// use enchufe::bus::{Bus, MemoryBus};
@@ -32,6 +36,23 @@ type Feeds = Vec<Arc<Feed<Message>>>;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryBus {
     channels: Arc<Mutex<HashMap<String, Feeds>>>,
+    logs: Arc<Mutex<HashMap<String, Log>>>,
+}
+
+/// One history: entries with the time they were appended, oldest first.
+type Log = VecDeque<(Instant, Bytes)>;
+
+/// Drops what `keep` no longer keeps.
+fn trim(log: &mut Log, keep: History, now: Instant) {
+    while log.len() > keep.max_messages {
+        log.pop_front();
+    }
+    while log
+        .front()
+        .is_some_and(|(at, _)| now.duration_since(*at) > keep.max_age)
+    {
+        log.pop_front();
+    }
 }
 
 impl MemoryBus {
@@ -39,11 +60,29 @@ impl MemoryBus {
     pub fn new() -> MemoryBus {
         MemoryBus::default()
     }
+
+    fn append(&self, log: &str, entry: Bytes, keep: History) {
+        let now = Instant::now();
+        let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+        if !logs.contains_key(log) {
+            // Histories nobody appended to within their age are dropped
+            // whole when a new one starts, so rooms that went quiet cost
+            // nothing (and a busy room does not pay for the sweep).
+            logs.retain(|_, log| {
+                trim(log, keep, now);
+                !log.is_empty()
+            });
+        }
+        let entries = logs.entry(log.to_owned()).or_default();
+        entries.push_back((now, entry));
+        trim(entries, keep, now);
+    }
 }
 
 impl Bus for MemoryBus {
-    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<()>> {
+    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<usize>> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reached = 0;
         if let Some(feeds) = channels.get_mut(channel) {
             feeds.retain(|feed| !feed.is_closed());
             for feed in feeds.iter() {
@@ -52,10 +91,46 @@ impl Bus for MemoryBus {
                     payload: payload.clone(),
                 };
                 let size = message.size();
-                feed.offer(message, size);
+                reached += usize::from(feed.offer(message, size));
             }
         }
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(reached)))
+    }
+
+    fn publish_logged(
+        &self,
+        channel: &str,
+        log: &str,
+        payload: Bytes,
+        keep: History,
+    ) -> BoxFuture<'_, Result<usize>> {
+        self.append(log, payload.clone(), keep);
+        self.publish(channel, payload)
+    }
+
+    fn history(&self, log: &str, keep: History) -> BoxFuture<'_, Result<Vec<Bytes>>> {
+        let now = Instant::now();
+        let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = match logs.get_mut(log) {
+            Some(entries) => {
+                trim(entries, keep, now);
+                // The newest, up to `max_read_bytes`.
+                let mut bytes = 0;
+                let mut newest: Vec<Bytes> = entries
+                    .iter()
+                    .rev()
+                    .map(|(_, entry)| entry.clone())
+                    .take_while(|entry| {
+                        bytes += entry.len();
+                        bytes <= keep.max_read_bytes
+                    })
+                    .collect();
+                newest.reverse();
+                newest
+            }
+            None => Vec::new(),
+        };
+        Box::pin(std::future::ready(Ok(entries)))
     }
 
     fn subscribe(&self, channels: &[&str], max_bytes: usize) -> Result<Subscription> {
@@ -67,6 +142,6 @@ impl Bus for MemoryBus {
                 .or_default()
                 .push(feed.clone());
         }
-        Ok(Subscription::new(drain))
+        Ok(Subscription::new(drain, Arc::default()))
     }
 }

@@ -19,8 +19,17 @@
 //! publishes fail at once with [`Error::Unavailable`] instead of each
 //! waiting for a connect. A subscription whose connection ends reconnects
 //! with the same backoff and subscribes again; messages published while it
-//! was away are lost (pub/sub keeps nothing), which is counted by nobody:
-//! Redis does not know they were missed.
+//! was away are lost (pub/sub keeps nothing): a publisher learns it from
+//! `PUBLISH`'s count of subscriptions reached, and a member recovers them
+//! from the history.
+//!
+//! Histories ([`Bus::publish_logged`]): one Redis Stream per room
+//! (`XADD key MAXLEN ~ N * e PAYLOAD`, then `PEXPIRE key AGE` and the
+//! `PUBLISH`, pipelined in one round trip and run in that order); read
+//! with `TIME` and `XREVRANGE` in pages from the newest, keeping entries
+//! younger than the age by Redis's clock, up to `max_read_bytes` (the
+//! exclusive `(ID` range needs Redis 6.2 or later). `MAXLEN ~` lets Redis trim whole stream
+//! nodes (100 entries by default), so up to about 100 more than N stay.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,7 +45,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, Message, Subscription};
 use crate::queue::{bounded, Feed};
-use crate::{Error, Result};
+use crate::{Error, History, Result};
+
+/// A duration in whole milliseconds, at least 1 (Redis refuses an expiry
+/// of 0).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
 
 /// Settings of a [`RedisBus`].
 #[derive(Debug, Clone)]
@@ -223,45 +238,150 @@ impl Shared {
         self.connected.store(false, Ordering::Relaxed);
     }
 
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<()> {
+    /// Runs one request (a command or a pipeline) on the publishing
+    /// connection within the command timeout. A connection that failed is
+    /// dropped, so the next request reconnects (after the backoff); an
+    /// error reply from Redis leaves it be.
+    async fn request<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
         if self.cancel.is_cancelled() {
             return Err(Error::Closed);
         }
-        let outcome = async {
-            let mut conn = self.connection().await?;
-            let command = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(&payload[..])
-                .to_owned();
-            match timeout(
-                self.config.command_timeout,
-                command.query_async::<i64>(&mut conn),
-            )
-            .await
-            {
-                Ok(Ok(_receivers)) => Ok(()),
-                Ok(Err(e)) => {
+        let mut conn = self.connection().await?;
+        match timeout(self.config.command_timeout, run(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     self.lost();
-                    Err(Error::Unavailable(e.into()))
                 }
-                Err(_) => {
-                    self.lost();
-                    Err(Error::Timeout)
-                }
+                Err(Error::Unavailable(e.into()))
+            }
+            Err(_) => {
+                self.lost();
+                Err(Error::Timeout)
             }
         }
-        .await;
+    }
+
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<usize> {
+        let command = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(&payload[..])
+            .to_owned();
+        let outcome = self
+            .request(async |conn| command.query_async::<usize>(conn).await)
+            .await;
         match &outcome {
-            Ok(()) => self.published.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.published.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.publish_failures.fetch_add(1, Ordering::Relaxed),
         };
         outcome
     }
 
+    /// `XADD log MAXLEN ~ N * e PAYLOAD`, `PEXPIRE log AGE` and `PUBLISH
+    /// channel PAYLOAD` in one round trip, run by Redis in that order: a
+    /// stream trimmed to about its length as it grows (gone whole once
+    /// nobody wrote to it for its age), and a publication that is in it
+    /// before anyone receives it.
+    async fn publish_logged(
+        &self,
+        channel: &str,
+        log: &str,
+        payload: Bytes,
+        keep: History,
+    ) -> Result<usize> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(log)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(keep.max_messages)
+            .arg("*")
+            .arg("e")
+            .arg(&payload[..])
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(log)
+            .arg(millis(keep.max_age))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(channel)
+            .arg(&payload[..]);
+        let outcome = self
+            .request(async |conn| pipe.query_async::<(usize,)>(conn).await)
+            .await
+            .map(|(reached,)| reached);
+        match &outcome {
+            Ok(_) => self.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.publish_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        outcome
+    }
+
+    /// `TIME`, then `XREVRANGE log (LAST - COUNT 32` page by page from the
+    /// newest: the entries younger than `max_age` by Redis's own clock (a
+    /// stream id starts with the milliseconds it was added at), at most
+    /// `max_messages` of them and no more than `max_read_bytes` (pages keep
+    /// one reply small whatever the entries weigh).
+    async fn history(&self, log: &str, keep: History) -> Result<Vec<Bytes>> {
+        const PAGE: usize = 32;
+        let (secs, micros): (u64, u64) = self
+            .request(async |conn| redis::cmd("TIME").query_async(conn).await)
+            .await?;
+        let now = secs * 1_000 + micros / 1_000;
+        let oldest = now.saturating_sub(millis(keep.max_age));
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut bytes = 0;
+        let mut from = "+".to_owned();
+        'pages: while out.len() < keep.max_messages {
+            let count = PAGE.min(keep.max_messages - out.len());
+            let command = redis::cmd("XREVRANGE")
+                .arg(log)
+                .arg(&from)
+                .arg("-")
+                .arg("COUNT")
+                .arg(count)
+                .to_owned();
+            type Entries = Vec<(String, Vec<Vec<u8>>)>;
+            let page: Entries = self
+                .request(async |conn| command.query_async(conn).await)
+                .await?;
+            let last = page.len() < count;
+            for (id, mut fields) in page {
+                let ms = id.split('-').next().and_then(|ms| ms.parse::<u64>().ok());
+                if ms.is_none_or(|ms| ms < oldest) {
+                    break 'pages;
+                }
+                // [field, value]: the one field "e" this bus writes.
+                if fields.len() == 2 {
+                    let entry = fields.swap_remove(1);
+                    bytes += entry.len();
+                    if bytes > keep.max_read_bytes {
+                        break 'pages;
+                    }
+                    out.push(Bytes::from(entry));
+                }
+                from = format!("({id}");
+            }
+            if last {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// A subscription's task: connect, subscribe, forward; on a lost
     /// connection wait the backoff and do it again, until the subscription
     /// is dropped or the bus closed.
-    async fn subscriber(self: Arc<Self>, channels: Vec<String>, feed: Feed<Message>) {
+    async fn subscriber(
+        self: Arc<Self>,
+        channels: Vec<String>,
+        feed: Feed<Message>,
+        resumes: Arc<AtomicU64>,
+    ) {
         let mut backoff = self.config.min_backoff;
         let mut first = true;
         loop {
@@ -288,6 +408,7 @@ impl Shared {
                 Ok(pubsub) => {
                     if !first {
                         self.resubscribes.fetch_add(1, Ordering::Relaxed);
+                        resumes.fetch_add(1, Ordering::Release);
                     }
                     first = false;
                     backoff = self.config.min_backoff;
@@ -335,9 +456,29 @@ impl Shared {
 }
 
 impl Bus for RedisBus {
-    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<()>> {
+    fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<usize>> {
         let channel = channel.to_owned();
         Box::pin(async move { self.shared.publish(&channel, payload).await })
+    }
+
+    fn publish_logged(
+        &self,
+        channel: &str,
+        log: &str,
+        payload: Bytes,
+        keep: History,
+    ) -> BoxFuture<'_, Result<usize>> {
+        let (channel, log) = (channel.to_owned(), log.to_owned());
+        Box::pin(async move {
+            self.shared
+                .publish_logged(&channel, &log, payload, keep)
+                .await
+        })
+    }
+
+    fn history(&self, log: &str, keep: History) -> BoxFuture<'_, Result<Vec<Bytes>>> {
+        let log = log.to_owned();
+        Box::pin(async move { self.shared.history(&log, keep).await })
     }
 
     fn subscribe(&self, channels: &[&str], max_bytes: usize) -> Result<Subscription> {
@@ -346,9 +487,12 @@ impl Bus for RedisBus {
         }
         let (feed, drain) = bounded(max_bytes);
         let channels = channels.iter().map(|c| (*c).to_owned()).collect();
-        self.shared
-            .tasks
-            .spawn(self.shared.clone().subscriber(channels, feed));
-        Ok(Subscription::new(drain))
+        let resumes = Arc::new(AtomicU64::new(0));
+        self.shared.tasks.spawn(
+            self.shared
+                .clone()
+                .subscriber(channels, feed, resumes.clone()),
+        );
+        Ok(Subscription::new(drain, resumes))
     }
 }

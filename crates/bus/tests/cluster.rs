@@ -189,7 +189,7 @@ struct BrokenBus {
 }
 
 impl Bus for BrokenBus {
-    fn publish(&self, _: &str, _: Bytes) -> BoxFuture<'_, enchufe::bus::Result<()>> {
+    fn publish(&self, _: &str, _: Bytes) -> BoxFuture<'_, enchufe::bus::Result<usize>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         if self.stuck {
             Box::pin(futures::future::pending())

@@ -11,11 +11,13 @@
 //!
 //! ```text
 //!  roles (server, client, http)
-//!    |  one small loop each, asking the driver what needs attention
+//!    |  each implements role::Role (hooks the driver calls), and runs a
+//!    |  small loop on the driver's one Event
 //!    v
-//!  driver::Driver<Io, S, C>   the Wire (bytes, from enchufe-framing), the
-//!    |                        Signal other tasks raise, one timer for every
-//!    |                        deadline, the output's byte budget
+//!  driver::Driver<Io, S, C, R>  the Wire (bytes, from enchufe-framing),
+//!    |                        the Signal other tasks raise, one timer for
+//!    |                        every deadline, the output's byte budget,
+//!    |                        the Role R
 //!  session                    the multiplexed rules: no socket, no clock
 //!  signal::Signal, Ended      how other tasks reach a driver; why it ended
 //!  net                        Accept / Connect: transports beyond TCP/Unix
@@ -40,6 +42,8 @@ mod ended;
 pub mod meter;
 pub mod net;
 pub mod retry;
+#[doc(hidden)]
+pub mod role;
 #[doc(hidden)]
 pub mod session;
 mod signal;

@@ -1,6 +1,9 @@
 //! [`Server`]: HTTP/1.1 over the same connection [`Driver`] as every enchufe
 //! role, with [`RequestHead`] as the wire's codec instead of the length
-//! prefix.
+//! prefix, and HTTP's [`Role`] ([`HttpRole`]): the driver's failures come
+//! out as one [`Cut`], which the connection's loop (`serve`), a request
+//! body's pump and a reply's stream each read in their own way (`408`, a
+//! refusal's status, a body that stopped arriving, a reply cut short).
 
 use std::any::Any;
 use std::future::Future;
@@ -12,7 +15,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use enchufe_engine::driver::{Deadlines, Driver, Event};
+use enchufe_engine::driver::{self, Deadlines};
+use enchufe_engine::role::{Failure, Output, Role};
 use enchufe_engine::Signal;
 use enchufe_framing::{OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -308,6 +312,58 @@ impl<H: Handler> enchufe_server::Door for Door<H> {
     }
 }
 
+/// One HTTP connection's driver: the engine's, with HTTP's role.
+type Driver<'a, Io> = driver::Driver<Io, &'a Signal, RequestHead, HttpRole>;
+
+/// What HTTP's loops get from the driver.
+type Event = driver::Event<Cut>;
+
+/// HTTP's [`Role`]: every event as it is, but the driver's failures as one
+/// [`Cut`] (what the codec refused is read here, once).
+#[derive(Debug)]
+struct HttpRole;
+
+/// Why an HTTP connection, or the request body it reads, cannot go on.
+#[derive(Debug)]
+enum Cut {
+    /// Reading failed; with the status its codec refused the head or body
+    /// with, if it did.
+    Read {
+        error: enchufe_framing::Error,
+        refusal: Option<u16>,
+    },
+    /// A head began and did not end in time, or no first request came:
+    /// `408`. (A body: it stopped arriving.)
+    Late,
+    /// No request for the idle timeout. (A body: it stopped arriving.)
+    Idle,
+    /// The output failed or stalled: nothing more can be sent.
+    Output,
+}
+
+impl<Io> Role<Io, RequestHead> for HttpRole
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    type End = Cut;
+
+    fn on_failure(
+        &mut self,
+        failure: Failure,
+        out: &mut Output<'_, Io, RequestHead>,
+    ) -> Option<Event> {
+        Some(Event::End(match failure {
+            Failure::ReadFailed(error) => Cut::Read {
+                refusal: out.wire().split().refusal().map(Refusal::status),
+                error,
+            },
+            Failure::FrameTimeout(_) | Failure::HelloTimeout(_) => Cut::Late,
+            Failure::IdleTimeout => Cut::Idle,
+            Failure::WriteFailed(_) | Failure::Stalled(_) => Cut::Output,
+        }))
+    }
+}
+
 /// How a connection ends.
 enum End {
     /// Close after flushing what is queued.
@@ -350,7 +406,7 @@ where
         hello: Some(config.head_timeout),
         ..Deadlines::default()
     };
-    let mut driver = Driver::new(wire, &signal, config.output_budget, deadlines);
+    let mut driver = Driver::with_role(wire, &signal, config.output_budget, deadlines, HttpRole);
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     // Body bytes still allowed to be read and dropped, while the rest of a
@@ -383,21 +439,19 @@ where
                 }
             }
             // A broken rest of a body already answered: no second reply.
-            Event::ReadFailed(_) if draining.is_some() => break End::Close,
-            Event::ReadFailed(e) => match driver.wire().split().refusal() {
-                Some(refusal) => {
-                    tracing::debug!(error = %e, "request head refused");
-                    break End::Refuse(refusal.status());
+            Event::End(Cut::Read { .. }) if draining.is_some() => break End::Close,
+            Event::End(Cut::Read { error, refusal }) => match refusal {
+                Some(status) => {
+                    tracing::debug!(%error, "request head refused");
+                    break End::Refuse(status);
                 }
                 None => {
-                    tracing::debug!(error = %e, "connection read failed");
+                    tracing::debug!(%error, "connection read failed");
                     break End::Close;
                 }
             },
-            Event::FrameTimeout(_) | Event::HelloTimeout(_) => break End::Refuse(408),
-            Event::Eof | Event::IdleTimeout | Event::WriteFailed(_) | Event::Stalled(_) => {
-                break End::Close
-            }
+            Event::End(Cut::Late) => break End::Refuse(408),
+            Event::Eof | Event::End(Cut::Idle | Cut::Output) => break End::Close,
             // No streams, role bits or queue here; our one deadline (the
             // handler's) is cleared before we read again.
             _ => {}
@@ -443,7 +497,7 @@ struct Pump {
 impl Pump {
     /// Whether to read body bytes now; writes `100 Continue` the first time
     /// an expecting handler asks.
-    fn read<Io>(&mut self, driver: &mut Driver<Io, &Signal, RequestHead>) -> bool
+    fn read<Io>(&mut self, driver: &mut Driver<'_, Io>) -> bool
     where
         Io: AsyncRead + AsyncWrite + Unpin,
     {
@@ -478,26 +532,23 @@ impl Pump {
     /// An event of the driver while the body may be read: body bytes are
     /// passed on (`true`: the handler has something to read), a read that
     /// failed, ended or stalled fails the body.
-    fn event<Io>(&mut self, event: Event, driver: &Driver<Io, &Signal, RequestHead>) -> bool
-    where
-        Io: AsyncRead + AsyncWrite + Unpin,
-    {
+    fn event(&mut self, event: Event) -> bool {
         match event {
             Event::Frame(message) => {
                 self.deliver(message);
                 return true;
             }
-            Event::ReadFailed(e) => {
-                self.failed = driver.wire().split().refusal().map(Refusal::status);
-                self.fail(e);
+            Event::End(Cut::Read { error, refusal }) => {
+                self.failed = refusal;
+                self.fail(error);
             }
             Event::Eof => self.fail(enchufe_framing::Error::UnexpectedEof {
                 expected: 0,
                 received: 0,
             }),
-            Event::IdleTimeout | Event::FrameTimeout(_) => self.fail(
-                enchufe_framing::Error::Malformed("the request body stopped arriving"),
-            ),
+            Event::End(Cut::Idle | Cut::Late) => self.fail(enchufe_framing::Error::Malformed(
+                "the request body stopped arriving",
+            )),
             _ => {}
         }
         false
@@ -517,7 +568,7 @@ impl Pump {
 async fn answer<Io, H>(
     head: &[u8],
     handler: &H,
-    driver: &mut Driver<Io, &Signal, RequestHead>,
+    driver: &mut Driver<'_, Io>,
     config: &Config,
     stop: &CancellationToken,
 ) -> Result<After, u16>
@@ -613,7 +664,7 @@ fn open_after(open: bool) -> After {
 fn after_body<Io>(
     after: After,
     pump: Option<&Pump>,
-    driver: &Driver<Io, &Signal, RequestHead>,
+    driver: &Driver<'_, Io>,
     config: &Config,
 ) -> After
 where
@@ -648,7 +699,7 @@ enum Streaming {
 /// the output holds less than [`Config::output_budget`]. The request body's
 /// pump runs meanwhile, so a reply may stream the request back.
 async fn send_stream<Io>(
-    driver: &mut Driver<Io, &Signal, RequestHead>,
+    driver: &mut Driver<'_, Io>,
     mut pump: Option<&mut Pump>,
     head: bytes::Bytes,
     streamed: Streamed,
@@ -713,12 +764,10 @@ where
         let read = pump.as_deref_mut().is_some_and(|p| p.read(driver));
         driver.set_busy(!read);
         match driver.poll_event(cx, read) {
-            Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
-                return Poll::Ready(Err(Streaming::Cut))
-            }
+            Poll::Ready(Event::End(Cut::Output)) => return Poll::Ready(Err(Streaming::Cut)),
             Poll::Ready(event) => {
                 if let Some(pump) = pump.as_deref_mut() {
-                    pump.event(event, driver);
+                    pump.event(event);
                 }
             }
             // Room again after a flush: the stream is polled once more.
@@ -741,7 +790,7 @@ where
 async fn run_handler<Io, H>(
     handler: &H,
     request: Request,
-    driver: &mut Driver<Io, &Signal, RequestHead>,
+    driver: &mut Driver<'_, Io>,
     mut pump: Option<&mut Pump>,
     config: &Config,
 ) -> Outcome
@@ -785,16 +834,14 @@ where
                     tracing::warn!(limit = ?timeout.unwrap_or_default(), "HTTP handler timed out");
                     return Poll::Ready(Outcome::TimedOut);
                 }
-                Poll::Ready(Event::WriteFailed(_) | Event::Stalled(_)) => {
-                    return Poll::Ready(Outcome::Ended)
-                }
+                Poll::Ready(Event::End(Cut::Output)) => return Poll::Ready(Outcome::Ended),
                 Poll::Ready(event) => {
                     let Some(pump) = pump.as_deref_mut() else {
                         // Nothing else can come while not reading (no
                         // signal bits are used).
                         continue;
                     };
-                    if pump.event(event, driver) {
+                    if pump.event(event) {
                         // The handler may read it now.
                         return match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
                             Ok(Poll::Ready(reply)) => Poll::Ready(Outcome::Reply(reply)),

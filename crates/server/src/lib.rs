@@ -72,12 +72,12 @@
 mod config;
 mod connection;
 mod door;
-mod driver;
 mod error;
 mod handler;
 mod layer;
 mod limits;
 mod outbox;
+mod role;
 mod server;
 mod stats;
 mod stream;

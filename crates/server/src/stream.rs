@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 
-use crate::driver::Driver;
+use crate::role::{Driver, Serving};
 use crate::{Connection, Disconnect, Handler};
 
 /// What a handler's call on a stream came to: its reply or error, or its

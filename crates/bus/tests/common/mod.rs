@@ -109,3 +109,5 @@ pub async fn settle(nodes: &[&Node]) {
     })
     .await;
 }
+
+pub mod recovery;

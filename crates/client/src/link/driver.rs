@@ -1,4 +1,14 @@
-//! The link's driver: the one task that owns a client connection's I/O.
+//! The link's driver: the one task that owns a client connection's I/O,
+//! on the engine's driver with the client's role ([`LinkRole`]).
+//!
+//! ```text
+//!  handles --Shared queue + Signal--> engine Driver <--> socket
+//!                                      |  hooks: signal bits, EOF,
+//!                                      |  failures (silence) -> LinkRole
+//!                                      v  Event: Frame, Queued, Deadline
+//!                          this loop: pair replies, take the queue,
+//!                          stream bodies, expire requests, half-close
+//! ```
 
 use std::collections::VecDeque;
 use std::ops::Deref;
@@ -8,10 +18,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use enchufe_engine::driver::{self, Deadlines, Event};
+use enchufe_engine::role::{self as engine, Failure, Output};
 use enchufe_engine::session::{self, Inbound, Role};
 use enchufe_engine::Signal;
 use enchufe_framing::mux::{self, Header, Kind};
-use enchufe_framing::{OutFrame, Wire};
+use enchufe_framing::{LengthPrefix, OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
@@ -33,15 +44,14 @@ impl Deref for LinkSignal {
     }
 }
 
-/// The link's one task: the connection driver every role shares, plus what
-/// only a client's link does (pair replies with requests, hand pushes to
-/// `recv`, keep request deadlines, half-close on `close()`).
+/// The link's one task: the connection driver every role shares, with the
+/// client's role, plus the loop of what only a client's link does (pair
+/// replies with requests, hand pushes to `recv`, keep request deadlines,
+/// half-close on `close()`).
 pub(super) struct Driver<Io> {
-    core: driver::Driver<Io, LinkSignal>,
+    core: driver::Driver<Io, LinkSignal, LengthPrefix, LinkRole>,
     shared: Arc<Shared>,
     multiplexed: bool,
-    /// Plain profile: reply slots in the order their requests were written.
-    pending: VecDeque<Pending>,
     /// Plain profile, until the first frame: that frame is checked for a
     /// multiplexed hello (a server of the other profile), so that it is
     /// never taken for a reply.
@@ -53,10 +63,6 @@ pub(super) struct Driver<Io> {
     held: Option<BytesMut>,
     /// Whether the error that ends the connection goes to `incoming` too.
     report_end: bool,
-    /// `close()` was called or the last handle dropped: flush, half-close.
-    closing: bool,
-    /// The last handle is gone: stop once the writing side is closed.
-    dropped: bool,
     /// The writing side is shut down.
     write_closed: bool,
     /// The driver gave the scheduler one turn before taking a burst.
@@ -64,9 +70,6 @@ pub(super) struct Driver<Io> {
     /// A streamed frame being written, and its body bytes still to come:
     /// nothing else is written until it is done.
     sending: Option<(StreamOut, u64)>,
-    /// `Config::silence_timeout`: the core's idle deadline, acted on only
-    /// while a reply has been awaited at least this long.
-    silence: Option<Duration>,
     /// This connection in the `metrics` gauges, until it ends.
     #[cfg(feature = "metrics")]
     open: Option<enchufe_engine::meter::Open>,
@@ -76,6 +79,87 @@ pub(super) struct Driver<Io> {
 /// the socket: with the chunks waiting in the channel, what sending a frame
 /// of any length costs in memory.
 const STREAM_OUTPUT: usize = 256 * 1024;
+
+/// The client's [`Role`](engine::Role): what its link makes of the signal's bits, the
+/// other end's EOF and the driver's failures; frames, the queue and the
+/// request deadlines go to the link's loop, which answers them with the
+/// driver's writes.
+struct LinkRole {
+    shared: Arc<Shared>,
+    /// Plain profile: reply slots in the order their requests were written.
+    pending: VecDeque<Pending>,
+    /// `Config::silence_timeout`: the core's idle deadline, acted on only
+    /// while a reply has been awaited at least this long.
+    silence: Option<Duration>,
+    /// `close()` was called or the last handle dropped: flush, half-close.
+    closing: bool,
+    /// The last handle is gone: stop once the writing side is closed.
+    dropped: bool,
+}
+
+impl<Io> engine::Role<Io, LengthPrefix> for LinkRole {
+    type End = Stop;
+
+    fn on_eof(&mut self, _: &mut Output<'_, Io, LengthPrefix>) -> Option<Event<Stop>> {
+        Some(Event::End(Stop::End(Ended::PeerClosed)))
+    }
+
+    fn on_signal(&mut self, bits: u8, _: &mut Output<'_, Io, LengthPrefix>) -> Option<Event<Stop>> {
+        self.closing |= bits & (flag::CLOSE | flag::DROPPED) != 0;
+        self.dropped |= bits & flag::DROPPED != 0;
+        // The loop looks at them (stop, half-close).
+        Some(Event::Signal(bits))
+    }
+
+    fn on_failure(
+        &mut self,
+        failure: Failure,
+        _: &mut Output<'_, Io, LengthPrefix>,
+    ) -> Option<Event<Stop>> {
+        match failure {
+            Failure::ReadFailed(e) | Failure::WriteFailed(e) => Some(Event::End(Stop::Failed(e))),
+            // Nothing arrived for the silence timeout (the core's idle
+            // deadline). Dead only if a reply has been awaited all that
+            // time: an idle link, or a request just sent, is not.
+            Failure::IdleTimeout if self.awaited_longer_than_silence() => {
+                debug!(silence = ?self.silence, "no frame while replies were awaited; dropping the connection");
+                Some(Event::End(Stop::End(Ended::IdleTimeout)))
+            }
+            // No hello, frame or write deadline is set on a client link.
+            _ => None,
+        }
+    }
+}
+
+impl LinkRole {
+    /// Whether the oldest request awaiting a reply was sent at least the
+    /// silence timeout ago. Runs only when the silence deadline fires.
+    fn awaited_longer_than_silence(&self) -> bool {
+        let Some(silence) = self.silence else {
+            return false;
+        };
+        let Some(since) = Instant::now().checked_sub(silence) else {
+            return false;
+        };
+        // A slot's send time is its deadline less its timeout.
+        let sent_before = |deadline: Instant, timeout: Duration| {
+            deadline
+                .checked_sub(timeout)
+                .is_some_and(|sent| sent <= since)
+        };
+        let mut old = self
+            .pending
+            .iter()
+            .any(|slot| sent_before(slot.deadline, slot.timeout));
+        if !old {
+            self.shared.by_id.retain(|_, slot| {
+                old |= sent_before(slot.deadline, slot.timeout);
+                true
+            });
+        }
+        old
+    }
+}
 
 /// Why the driver stops.
 enum Stop {
@@ -98,7 +182,14 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         // No byte budget: what a client writes is bounded by its queue and
         // its in-flight limit. Request deadlines are the driver's own.
         #[allow(unused_mut)]
-        let mut core = driver::Driver::new(
+        let role = LinkRole {
+            shared: shared.clone(),
+            pending: VecDeque::new(),
+            silence,
+            closing: false,
+            dropped: false,
+        };
+        let mut core = driver::Driver::with_role(
             wire,
             LinkSignal(shared.clone()),
             usize::MAX,
@@ -106,6 +197,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 idle: silence,
                 ..Deadlines::default()
             },
+            role,
         );
         #[cfg(feature = "metrics")]
         {
@@ -121,17 +213,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             core,
             shared,
             multiplexed,
-            pending: VecDeque::new(),
             check_first: !multiplexed,
             incoming: PollSender::new(wiring.incoming),
             held: None,
             report_end: wiring.report_end,
-            closing: false,
-            dropped: false,
             write_closed: false,
             yielded: false,
             sending: None,
-            silence,
             #[cfg(feature = "metrics")]
             open: Some(enchufe_engine::meter::Open::new("client")),
         }
@@ -161,7 +249,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             open.close(&how, |e| enchufe_engine::meter::error_kind(e));
         }
         self.shared.end(how.clone());
-        for mut slot in self.pending.drain(..) {
+        for mut slot in self.core.role_mut().pending.drain(..) {
             slot.answer(Err(ended_error(&how)));
         }
         if let (true, Some(error)) = (self.report_end, report) {
@@ -174,7 +262,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
         loop {
-            if self.dropped && self.write_closed {
+            if self.core.role().dropped && self.write_closed {
                 return Poll::Ready(Stop::End(Ended::Closed));
             }
             if self.sending.is_some() {
@@ -210,7 +298,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     }
                     // Everything is flushed or waits on the socket, and
                     // nothing more is readable: the moment to half-close.
-                    if self.closing && !self.write_closed && self.can_half_close() {
+                    if self.core.role().closing && !self.write_closed && self.can_half_close() {
                         if let Poll::Ready(result) = self.core.poll_shutdown(cx) {
                             self.half_closed(result);
                             continue;
@@ -225,7 +313,6 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                         return Poll::Ready(stop);
                     }
                 }
-                Event::Eof => return Poll::Ready(Stop::End(Ended::PeerClosed)),
                 Event::Queued if self.sending.is_some() => {
                     // The queue waits for the streamed frame to be written;
                     // its end raises the flag again.
@@ -245,22 +332,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     self.core.take_queued();
                     self.take_queued();
                 }
-                Event::Signal(bits) => {
-                    self.closing |= bits & (flag::CLOSE | flag::DROPPED) != 0;
-                    self.dropped |= bits & flag::DROPPED != 0;
-                }
                 Event::Deadline => self.expire(),
-                // Nothing arrived for the silence timeout (the core's idle
-                // deadline). Dead only if a reply has been awaited all that
-                // time: an idle link, or a request just sent, is not.
-                Event::IdleTimeout if self.awaited_longer_than_silence() => {
-                    debug!(silence = ?self.silence, "no frame while replies were awaited; dropping the connection");
-                    return Poll::Ready(Stop::End(Ended::IdleTimeout));
-                }
-                Event::ReadFailed(e) | Event::WriteFailed(e) => {
-                    return Poll::Ready(Stop::Failed(e))
-                }
-                // No idle, hello or write deadline is set on a client link.
+                Event::End(stop) => return Poll::Ready(stop),
+                // Signal bits (the role took them: `closing`, `dropped`,
+                // looked at above) and EOF (an `End`) are the role's.
                 _ => {}
             }
         }
@@ -327,7 +402,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 continue;
             }
             if let Some(slot) = slot {
-                self.pending.push_back(slot);
+                self.core.role_mut().pending.push_back(slot);
             }
         }
     }
@@ -416,7 +491,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 }
             });
         }
-        for slot in self.pending.iter_mut().filter(|slot| slot.reply.is_some()) {
+        for slot in self
+            .core
+            .role_mut()
+            .pending
+            .iter_mut()
+            .filter(|slot| slot.reply.is_some())
+        {
             if slot.deadline <= now {
                 slot.answer(Err(Error::Timeout(slot.timeout)));
             } else {
@@ -437,34 +518,6 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         // Requests still in the shared queue have deadlines the driver has
         // not seen: they re-arm the timer when taken.
         self.core.set_deadline(next);
-    }
-
-    /// Whether the oldest request awaiting a reply was sent at least the
-    /// silence timeout ago. Runs only when the silence deadline fires.
-    fn awaited_longer_than_silence(&self) -> bool {
-        let Some(silence) = self.silence else {
-            return false;
-        };
-        let Some(since) = Instant::now().checked_sub(silence) else {
-            return false;
-        };
-        // A slot's send time is its deadline less its timeout.
-        let sent_before = |deadline: Instant, timeout: Duration| {
-            deadline
-                .checked_sub(timeout)
-                .is_some_and(|sent| sent <= since)
-        };
-        let mut old = self
-            .pending
-            .iter()
-            .any(|slot| sent_before(slot.deadline, slot.timeout));
-        if !old {
-            self.shared.by_id.retain(|_, slot| {
-                old |= sent_before(slot.deadline, slot.timeout);
-                true
-            });
-        }
-        old
     }
 
     /// Gives one frame to the request it answers, or to `recv`.
@@ -494,7 +547,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     return Err(Stop::Failed(mismatch));
                 }
             }
-            match self.pending.pop_front() {
+            match self.core.role_mut().pending.pop_front() {
                 // A timed-out request's late reply is dropped here.
                 Some(mut slot) => {
                     slot.answer(Ok(frame));

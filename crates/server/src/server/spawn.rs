@@ -142,7 +142,7 @@ async fn serve_connection<H: Handler, Io>(
     ctx: &Ctx<H>,
     shared: &Shared,
 ) where
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + crate::driver::Socket,
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + crate::role::Socket,
 {
     let config = &ctx.config;
     let conn = Connection::new(Parts {

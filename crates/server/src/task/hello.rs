@@ -6,7 +6,7 @@ use enchufe_framing::OutFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use crate::driver::{Driver, Event};
+use crate::role::{Driver, Event, Serving};
 use crate::{Connection, Disconnect, Handler};
 
 use super::*;
@@ -42,9 +42,9 @@ pub(super) async fn detect<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 Event::Stream(len) => return Ok(Detected::Plain(Some(Event::Stream(len)))),
                 Event::Eof => return Err(Disconnect::PeerClosed),
                 Event::End(reason) => return Err(reason),
-                Event::Signal if driver.stopping => return Err(Disconnect::Shutdown),
-                Event::Signal if driver.closing => return Err(closed(conn)),
-                Event::Signal => {}
+                _ if driver.role().stopping => return Err(Disconnect::Shutdown),
+                _ if driver.role().closing => return Err(closed(conn)),
+                _ => {}
             }
         }
     };
@@ -71,7 +71,7 @@ pub(super) async fn first_plain_event<Io: AsyncRead + AsyncWrite + Unpin>(
                 let mismatch = enchufe_framing::Error::ProfileMismatch(mux::Mismatch::GotHello);
                 return Event::End(Disconnect::Error(mismatch.into()));
             }
-            Event::Signal if !(driver.closing || driver.stopping) => {}
+            Event::Signal(_) if !(driver.role().closing || driver.role().stopping) => {}
             event => return event,
         }
     }
@@ -99,7 +99,7 @@ pub(super) async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     // Written even before a hello of another version is refused, so that
     // its sender learns ours.
     driver
-        .write(&OutFrame::plain(hello.clone()))
+        .send(&OutFrame::plain(hello.clone()))
         .map_err(Disconnect::Error)?;
     loop {
         let event = match theirs.take() {
@@ -136,9 +136,9 @@ pub(super) async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             Event::Eof => return Err(Disconnect::PeerClosed),
             Event::Stream(_) => return Err(not_streamed()),
             Event::End(reason) => return Err(reason),
-            Event::Signal if driver.stopping => return Err(Disconnect::Shutdown),
-            Event::Signal if driver.closing => return Err(closed(conn)),
-            Event::Signal => {}
+            _ if driver.role().stopping => return Err(Disconnect::Shutdown),
+            _ if driver.role().closing => return Err(closed(conn)),
+            _ => {}
         }
     }
 }

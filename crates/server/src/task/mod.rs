@@ -1,5 +1,6 @@
-//! The server's side of one connection, on the [`Driver`]: the hello, then
-//! the plain or the multiplexed loop. Handlers run on the connection's own
+//! The server's side of one connection, on the engine's driver with the
+//! server's role ([`Driver`]): the hello, then the plain or the multiplexed
+//! loop. Handlers run on the connection's own
 //! task (no spawn per request), and the task that read a request writes its
 //! reply.
 //!
@@ -29,7 +30,7 @@ use enchufe_framing::{Encode, OutFrame, Wire};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::driver::Driver;
+use crate::role::{Driver, Serving};
 use crate::{Config, Connection, Disconnect, Error, Handler};
 use enchufe_engine::driver::Deadlines;
 
@@ -56,13 +57,13 @@ pub(crate) async fn serve<H: Handler, Io>(
     ready: &mut Option<tokio::sync::oneshot::Sender<crate::Result<Connection>>>,
 ) -> (Disconnect, bool)
 where
-    Io: AsyncRead + AsyncWrite + Unpin + crate::driver::Socket,
+    Io: AsyncRead + AsyncWrite + Unpin + crate::role::Socket,
 {
     let config = &ctx.config;
     let mux = conn.profile() == Some(Profile::Multiplexed);
     let mut wire = Wire::new(io, &ctx.framing);
     wire.set_memory_budget(Some(ctx.memory.clone()));
-    let mut driver = Driver::new(
+    let mut driver = crate::role::driver(
         wire,
         conn,
         config.max_queued_bytes,
@@ -80,14 +81,14 @@ where
             },
             frame: config.frame_timeout,
         },
+        config.eof_keepalive,
     );
-    driver.set_eof_probe(config.eof_keepalive);
     let reason = run(ctx, conn, &mut driver, ready).await;
-    if !driver.aborted {
+    if !driver.role().aborted {
         // A failure is not a goodbye: the client is told so with a reset
         // (which errors do is `Error::ends_with_reset`).
         let failed = matches!(&reason, Disconnect::Error(e) if e.ends_with_reset());
-        driver.finish(failed).await;
+        crate::role::finish(&mut driver, failed).await;
     }
     (reason, driver.frames_read() == 0)
 }
@@ -128,7 +129,7 @@ async fn run<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         Ok(Err(panic)) => return Disconnect::Error(Error::HandlerPanic(panic_message(&*panic))),
         Err(end) => return end,
     }
-    driver.take_pushes();
+    driver.fill();
     if let Some(ready) = ready.take() {
         let _ = ready.send(Ok(conn.clone()));
     }
@@ -226,10 +227,10 @@ async fn within<F: Future>(
 #[cold]
 #[inline(never)]
 fn count_at_shutdown<Io: AsyncRead + AsyncWrite + Unpin>(driver: &Driver<'_, Io>, done: bool) {
-    if done && driver.is_stopping() {
-        driver.count(|c| &c.shutdown_answered, 1);
-    } else if !done && driver.aborted {
-        driver.count(|c| &c.shutdown_cancelled, 1);
+    if done && driver.role().is_stopping() {
+        driver.role().count(|c| &c.shutdown_answered, 1);
+    } else if !done && driver.role().aborted {
+        driver.role().count(|c| &c.shutdown_cancelled, 1);
     }
 }
 
@@ -253,7 +254,7 @@ async fn answer_eof<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         .encode()
         .map_err(Error::from)
         .and_then(|body| conn.push_frame(body))
-        .and_then(|frame| driver.write(&frame));
+        .and_then(|frame| driver.send(&frame));
     match written {
         Ok(()) | Err(Error::Closed) => Disconnect::PeerClosed,
         Err(e) => Disconnect::Error(e),
@@ -288,7 +289,7 @@ fn write_reply<R: Encode, Io: AsyncRead + AsyncWrite + Unpin>(
         return Ok(());
     };
     let written = match reply.encode() {
-        Ok(body) => driver.write(&OutFrame::plain(body)),
+        Ok(body) => driver.send(&OutFrame::plain(body)),
         Err(e) => Err(e.into()),
     };
     match written {

@@ -15,7 +15,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, trace, warn};
 
-use crate::driver::{Driver, Event};
+use crate::role::{Driver, Event, Serving};
 use crate::{BusyPolicy, Connection, Disconnect, Error, Handler};
 
 use super::*;
@@ -50,7 +50,7 @@ pub(super) async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     let mut stopped = false;
 
     loop {
-        if driver.stopping && !stopped {
+        if driver.role().stopping && !stopped {
             // Shutdown: nothing new runs; what waited is answered now, and
             // every request read from here on (reading goes on while
             // handlers finish) is answered `shutting down`.
@@ -63,14 +63,14 @@ pub(super) async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             mux.start(driver, id, body, None);
         }
         if mux.flow.is_idle() {
-            if driver.eof {
+            if driver.is_eof() {
                 return if draining {
                     Disconnect::Closed
                 } else {
                     answer_eof(ctx, conn, driver).await
                 };
             }
-            if driver.stopping {
+            if driver.role().stopping {
                 // Requests that arrived by now are answered, not left unread.
                 while let Some(next) = driver.read_now() {
                     match next {
@@ -86,33 +86,36 @@ pub(super) async fn multiplexed<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 return Disconnect::Shutdown;
             }
         }
-        if driver.closing && !draining {
+        if driver.role().closing && !draining {
             if !conn.is_draining() {
                 return closed(conn);
             }
             // Retired: what is queued goes out, then read on until the other
             // end closes too.
             draining = true;
-            driver.finish_writing().await;
+            crate::role::goodbye(driver).await;
         }
-        if driver.eof {
+        if driver.is_eof() {
             // Half-closed with requests in flight: answered if the client
             // is still there, dropped if it is gone.
             driver.watch_gone();
         }
         let event = std::future::poll_fn(|cx| mux.poll(driver, cx)).await;
         match event {
-            // The client is done sending; answer what it asked first.
-            Event::Frame(_) | Event::Eof | Event::Signal => {}
             Event::Stream(_) => return not_streamed(),
             Event::End(reason) => {
-                if driver.aborted {
+                if driver.role().aborted {
                     // The grace period is over: the requests still running
                     // are dropped with `mux`, unanswered.
-                    driver.count(|c| &c.shutdown_cancelled, mux.cancels.len() as u64);
+                    driver
+                        .role()
+                        .count(|c| &c.shutdown_cancelled, mux.cancels.len() as u64);
                 }
                 return reason;
             }
+            // A frame, the client done sending (answer what it asked
+            // first), a signal: look at the state.
+            _ => {}
         }
     }
 }
@@ -148,8 +151,8 @@ impl<'a, H: Handler> Mux<'a, H> {
             while let Poll::Ready(Some((id, outcome))) = self.running.poll_next_unpin(cx) {
                 if let Some(id) = id {
                     self.cancels.remove(&id);
-                    if !matches!(outcome, Outcome::Cancelled) && driver.is_stopping() {
-                        driver.count(|c| &c.shutdown_answered, 1);
+                    if !matches!(outcome, Outcome::Cancelled) && driver.role().is_stopping() {
+                        driver.role().count(|c| &c.shutdown_answered, 1);
                     }
                 }
                 self.flow.finished(id);
@@ -157,17 +160,17 @@ impl<'a, H: Handler> Mux<'a, H> {
                 finish::<H, Io>(driver, id, outcome);
             }
             if finished && (self.flow.parked() > 0 || self.flow.is_idle()) {
-                return Poll::Ready(Event::Signal);
+                return Poll::Ready(Event::Signal(0));
             }
             driver.set_busy(!self.flow.is_idle());
-            let read = !driver.eof && (driver.stopping || self.flow.can_read());
+            let read = !driver.is_eof() && (driver.role().stopping || self.flow.can_read());
             match driver.poll_event(cx, read) {
                 Poll::Ready(Event::Frame(frame)) => {
                     if let Err(reason) = self.inbound(driver, frame, Some(cx)) {
                         return Poll::Ready(Event::End(reason));
                     }
-                    if self.flow.is_idle() && (driver.eof || driver.stopping) {
-                        return Poll::Ready(Event::Signal);
+                    if self.flow.is_idle() && (driver.is_eof() || driver.role().stopping) {
+                        return Poll::Ready(Event::Signal(0));
                     }
                 }
                 other => return other,
@@ -211,7 +214,7 @@ impl<'a, H: Handler> Mux<'a, H> {
             (Admit::Run, id, Some(body)) => self.start(driver, id, body, cx),
             (Admit::Park, ..) => {}
             (Admit::Busy, Some(id), _) => {
-                let _ = driver.write(&error_frame(
+                let _ = driver.send(&error_frame(
                     id,
                     ErrorCode::Busy,
                     "too many requests in flight",
@@ -222,7 +225,7 @@ impl<'a, H: Handler> Mux<'a, H> {
             // running under that id: it goes on and gets its own answer.
             (Admit::Duplicate, Some(id), _) => {
                 debug!(id, "duplicate request id; refused");
-                let _ = driver.write(&error_frame(
+                let _ = driver.send(&error_frame(
                     id,
                     ErrorCode::DuplicateId,
                     "a request with this id is already in flight",
@@ -251,7 +254,7 @@ impl<'a, H: Handler> Mux<'a, H> {
                 match id {
                     Some(id) => {
                         let _ =
-                            driver.write(&error_frame(id, ErrorCode::BadRequest, &e.to_string()));
+                            driver.send(&error_frame(id, ErrorCode::BadRequest, &e.to_string()));
                     }
                     None => debug!(error = %e, "notify did not decode; dropped"),
                 }
@@ -312,8 +315,8 @@ pub(super) fn refuse_shutting_down<Io: AsyncRead + AsyncWrite + Unpin>(
 ) {
     match id {
         Some(id) => {
-            driver.count(|c| &c.shutdown_refused, 1);
-            let _ = driver.write(&error_frame(
+            driver.role().count(|c| &c.shutdown_refused, 1);
+            let _ = driver.send(&error_frame(
                 id,
                 ErrorCode::ShuttingDown,
                 "the server is shutting down",
@@ -390,7 +393,7 @@ pub(super) fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
         ),
         Outcome::Cancelled => return,
     };
-    match driver.write(&frame) {
+    match driver.send(&frame) {
         Ok(()) | Err(Error::Closed) => {}
         // Over the frame limit: the request still gets exactly one answer,
         // which says the framework refused the reply (the handler ran).
@@ -405,7 +408,7 @@ pub(super) fn finish<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 cut -= 1;
             }
             let refusal = error_frame(id, ErrorCode::ReplyTooLarge, &message[..cut]);
-            let _ = driver.write(&refusal);
+            let _ = driver.send(&refusal);
         }
     }
 }

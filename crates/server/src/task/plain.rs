@@ -7,7 +7,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::trace;
 
-use crate::driver::{Driver, Event};
+use crate::role::{Driver, Event};
 use crate::{Connection, Disconnect, Handler};
 
 use super::*;
@@ -21,10 +21,10 @@ pub(super) async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
     mut first: Option<Event>,
 ) -> Disconnect {
     loop {
-        if driver.closing {
+        if driver.role().closing {
             return closed(conn);
         }
-        if driver.stopping {
+        if driver.role().stopping {
             return Disconnect::Shutdown;
         }
         // Only a check of `first` per frame: it is taken once, then `None`
@@ -51,7 +51,7 @@ pub(super) async fn plain<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
             }
             Event::Eof => return answer_eof(ctx, conn, driver).await,
             Event::End(reason) => return reason,
-            Event::Signal => continue,
+            _ => continue,
         };
         trace!(bytes = frame.len(), "request");
         let request = match H::Request::decode(frame) {

@@ -1,22 +1,35 @@
-//! Broadcasts and rooms across every server attached to one bus.
+//! Broadcasts and rooms across every server attached to one bus: the
+//! [`Cluster`] handle and its sends here; where each room stands
+//! (`positions`), a member's recovery and a server's catch-up
+//! (`recovery`), and the tasks that publish, receive and send heartbeats
+//! (`tasks`) beside it.
+
+mod positions;
+mod recovery;
+mod tasks;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use enchufe_framing::Encode;
 use enchufe_server::{ConnectionId, ServerHandle};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::envelope::{decode_presence, encode_presence, Envelope, Kind};
-use crate::queue::{bounded, Drain, Feed};
-use crate::{Bus, Error, Result, Subscription};
+use crate::history::UNKNOWN_PREV;
+use crate::queue::{bounded, Feed};
+use crate::{Bus, Error, History, Result, Stamp};
+use positions::Positions;
+use recovery::Pending;
+use tasks::{heartbeat, publisher, receiver};
 
 /// Settings of a [`Cluster`].
 #[derive(Debug, Clone)]
@@ -51,9 +64,17 @@ pub struct Config {
     /// about 30,000 members per server.
     pub max_presence_bytes: usize,
     /// How long [`Cluster::detach`] may take to publish what is still
-    /// queued and say goodbye. Default 2 s, the Redis bus's command
-    /// timeout: past it, what is left is dropped.
+    /// queued and say goodbye, and how long [`Cluster::recover`] waits for
+    /// this server's own messages still on their way to the history.
+    /// Default 2 s, the Redis bus's command timeout: past it, what is left
+    /// is dropped (and a recovery is reported incomplete).
     pub detach_timeout: Duration,
+    /// Each room's recent messages kept on the bus for members that
+    /// reconnect ([`Cluster::recover`]), or `None` to keep none. Default
+    /// `None`: pub/sub alone is one command per message, history makes it
+    /// a pipeline of three and memory on the bus; turn it on with
+    /// `Some(History::default())` (1,000 messages or 2 minutes per room).
+    pub history: Option<History>,
 }
 
 impl Default for Config {
@@ -68,8 +89,18 @@ impl Default for Config {
             presence_ttl: Duration::from_secs(3),
             max_presence_bytes: 256 << 10,
             detach_timeout: Duration::from_secs(2),
+            history: None,
         }
     }
+}
+
+/// A publication waiting for the bus.
+struct Outgoing {
+    envelope: Bytes,
+    /// The room history it goes to (a room message with history on).
+    log: Option<String>,
+    /// The caller awaiting the bus's answer, if any.
+    confirm: Option<oneshot::Sender<Result<usize>>>,
 }
 
 /// One server of a cluster, chosen at random when it attaches.
@@ -126,6 +157,38 @@ pub struct Stats {
     /// Messages from other servers dropped because the incoming queue was
     /// full.
     pub incoming_dropped: u64,
+    /// Messages from other servers delivered here from the histories,
+    /// after this server's subscription was lost and came back
+    /// ([`Config::history`]).
+    pub caught_up: u64,
+    /// Gaps such a catch-up found (messages trimmed from a history before
+    /// it was read, or a history that could not be read).
+    pub missed: u64,
+}
+
+/// What a send awaited to the bus did ([`Cluster::to_room_confirmed`],
+/// [`Cluster::broadcast_confirmed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sent {
+    /// Local connections it was queued to.
+    pub local: usize,
+    /// Servers whose subscription took it, this one's included (as the
+    /// bus counts its subscriptions).
+    pub reached: usize,
+    /// Servers in the cluster when it was sent, this one included
+    /// ([`Cluster::nodes`]).
+    pub expected: usize,
+}
+
+impl Sent {
+    /// Every server heard of when it was sent took it. `false`: some
+    /// server's subscription was down (reconnecting), or a server that
+    /// crashed is still within its presence TTL; their members did not get
+    /// it through the bus.
+    pub fn everywhere(&self) -> bool {
+        self.reached >= self.expected
+    }
 }
 
 /// Broadcasts and rooms that reach the members of every server attached to
@@ -145,7 +208,13 @@ pub struct Stats {
 /// [`Cluster::members`] lists them across servers from presence heartbeats.
 ///
 /// When the bus is down, local delivery goes on; what could not be
-/// published is counted ([`Stats::publish_failures`]).
+/// published is counted ([`Stats::publish_failures`]), and reported to a
+/// caller that awaits it ([`Cluster::to_room_confirmed`]).
+///
+/// With [`Config::history`], room messages are also kept on the bus for a
+/// while, and a member that reconnects to any server gets what it missed
+/// ([`Cluster::recover`]; each message carries a [`Stamp`], a member keeps a
+/// [`Cursor`](crate::Cursor)).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -185,10 +254,24 @@ struct Inner {
     rooms: Mutex<HashMap<String, HashSet<ConnectionId>>>,
     /// Other servers' rooms from their last heartbeat, and when it came.
     remote: Mutex<HashMap<NodeId, (Instant, Rooms)>>,
-    outgoing: Feed<Bytes>,
+    outgoing: Feed<Outgoing>,
+    /// Where each room stands: this server's numbering, and the last
+    /// message heard from each server per room.
+    positions: Mutex<Positions>,
+    /// Connections being recovered, per room: live room messages wait here
+    /// until the replay is queued, so they come after it and none twice.
+    recovering: Mutex<HashMap<(ConnectionId, String), Pending>>,
+    /// `recovering.len()`, read without the lock on every room message.
+    recovering_count: AtomicUsize,
+    /// Logged room messages that left the outgoing queue (published,
+    /// failed or dropped), against `Positions::logged`: recovery waits for
+    /// this server's own to reach the history.
+    settled: watch::Sender<u64>,
     published: AtomicU64,
     publish_failures: AtomicU64,
     received: AtomicU64,
+    caught_up: AtomicU64,
+    missed: AtomicU64,
     incoming_dropped: AtomicU64,
     /// Detaching: sends are refused, the publisher empties its queue.
     closing: CancellationToken,
@@ -231,9 +314,15 @@ impl Cluster {
             rooms: Mutex::default(),
             remote: Mutex::default(),
             outgoing,
+            positions: Mutex::default(),
+            recovering: Mutex::default(),
+            recovering_count: AtomicUsize::new(0),
+            settled: watch::Sender::new(0),
             published: AtomicU64::new(0),
             publish_failures: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
             incoming_dropped: AtomicU64::new(0),
             closing: CancellationToken::new(),
             cancel: CancellationToken::new(),
@@ -276,7 +365,7 @@ impl Cluster {
     /// [`Config::max_message_bytes`]; [`Error::Closed`] after
     /// [`Cluster::detach`].
     pub fn broadcast<M: Encode>(&self, msg: M) -> Result<usize> {
-        self.send(Kind::All, None, msg)
+        self.send(None, None, |_| msg, None).map(|(local, _)| local)
     }
 
     /// [`Cluster::broadcast`] to everyone but `except`, a connection of
@@ -285,7 +374,8 @@ impl Cluster {
     /// # Errors
     /// As [`Cluster::broadcast`].
     pub fn broadcast_except<M: Encode>(&self, except: ConnectionId, msg: M) -> Result<usize> {
-        self.send(Kind::All, Some(except), msg)
+        self.send(None, Some(except), |_| msg, None)
+            .map(|(local, _)| local)
     }
 
     /// Sends `msg` to the members of `room` on every server. Returns how
@@ -296,7 +386,8 @@ impl Cluster {
     /// [`Config::max_room_name`].
     pub fn to_room<M: Encode>(&self, room: &str, msg: M) -> Result<usize> {
         self.check_room(room)?;
-        self.send(Kind::Room(room.to_owned()), None, msg)
+        self.send(Some(room), None, |_| msg, None)
+            .map(|(local, _)| local)
     }
 
     /// [`Cluster::to_room`] to every member but `except`, a connection of
@@ -311,7 +402,92 @@ impl Cluster {
         msg: M,
     ) -> Result<usize> {
         self.check_room(room)?;
-        self.send(Kind::Room(room.to_owned()), Some(except), msg)
+        self.send(Some(room), Some(except), |_| msg, None)
+            .map(|(local, _)| local)
+    }
+
+    /// [`Cluster::to_room`] (to everyone but `except`, if given) of the
+    /// message `make` builds from the message's [`Stamp`], so that members
+    /// can keep a [`Cursor`](crate::Cursor) for [`Cluster::recover`]. Returns the stamp.
+    ///
+    /// # Errors
+    /// As [`Cluster::to_room`].
+    pub fn to_room_with<M: Encode>(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        make: impl FnOnce(Stamp) -> M,
+    ) -> Result<Stamp> {
+        self.check_room(room)?;
+        let (_, stamp) = self.send(
+            Some(room),
+            except,
+            |stamp| make(stamp.expect("room messages are stamped")),
+            None,
+        )?;
+        Ok(stamp.expect("room messages are stamped"))
+    }
+
+    /// [`Cluster::to_room`] (to everyone but `except`, if given), then
+    /// waits for the bus's answer: which servers it reached, or why it did
+    /// not reach the others. Local members get it at once in any case.
+    ///
+    /// # Errors
+    /// As [`Cluster::to_room`]; then, for the bus: [`Error::Unavailable`]
+    /// or [`Error::Timeout`] (the bus is down or slow: it reached no other
+    /// server), [`Error::Full`] (the outgoing queue was full), or
+    /// [`Error::Closed`] (detached before it was published).
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not cancel the send: the message is
+    /// already delivered locally and queued for the bus.
+    pub async fn to_room_confirmed<M: Encode>(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        msg: M,
+    ) -> Result<Sent> {
+        self.check_room(room)?;
+        self.confirmed(Some(room), except, msg).await
+    }
+
+    /// [`Cluster::broadcast`] (to everyone but `except`, if given), then
+    /// waits for the bus's answer, as [`Cluster::to_room_confirmed`].
+    ///
+    /// # Errors
+    /// As [`Cluster::to_room_confirmed`].
+    ///
+    /// # Cancel safety
+    /// As [`Cluster::to_room_confirmed`].
+    pub async fn broadcast_confirmed<M: Encode>(
+        &self,
+        except: Option<ConnectionId>,
+        msg: M,
+    ) -> Result<Sent> {
+        self.confirmed(None, except, msg).await
+    }
+
+    async fn confirmed<M: Encode>(
+        &self,
+        room: Option<&str>,
+        except: Option<ConnectionId>,
+        msg: M,
+    ) -> Result<Sent> {
+        let expected = self.nodes().len();
+        let (tx, rx) = oneshot::channel();
+        let (local, _) = self.send(room, except, |_| msg, Some(tx))?;
+        let reached = match rx.await {
+            Ok(answer) => answer?,
+            // Dropped unanswered: the queue was full, or the cluster
+            // stopped before publishing it.
+            Err(_) if self.inner.closing.is_cancelled() => return Err(Error::Closed),
+            Err(_) => return Err(Error::Full),
+        };
+        Ok(Sent {
+            local,
+            reached,
+            expected,
+        })
     }
 
     /// Adds this server's connection `conn` to `room`. A connection that
@@ -416,6 +592,8 @@ impl Cluster {
             publish_failures: inner.publish_failures.load(Ordering::Relaxed),
             outgoing_dropped: inner.outgoing.dropped(),
             received: inner.received.load(Ordering::Relaxed),
+            caught_up: inner.caught_up.load(Ordering::Relaxed),
+            missed: inner.missed.load(Ordering::Relaxed),
             incoming_dropped: inner.incoming_dropped.load(Ordering::Relaxed),
         }
     }
@@ -463,30 +641,63 @@ impl Cluster {
         Ok(())
     }
 
-    fn send<M: Encode>(&self, kind: Kind, except: Option<ConnectionId>, msg: M) -> Result<usize> {
-        let inner = &self.inner;
+    /// Delivers locally and queues for the bus the message `make` builds
+    /// (from its stamp, for a room message). Returns the local count and
+    /// the stamp.
+    fn send<M: Encode>(
+        &self,
+        room: Option<&str>,
+        except: Option<ConnectionId>,
+        make: impl FnOnce(Option<Stamp>) -> M,
+        confirm: Option<oneshot::Sender<Result<usize>>>,
+    ) -> Result<(usize, Option<Stamp>)> {
+        let inner = &*self.inner;
         if inner.closing.is_cancelled() {
             return Err(Error::Closed);
         }
-        let frame = msg.encode().map_err(Error::Encode)?;
-        if frame.len() > inner.config.max_message_bytes {
-            return Err(Error::TooLarge {
-                what: "message",
-                len: frame.len(),
-                limit: inner.config.max_message_bytes,
-            });
-        }
-        let delivered = inner.deliver(&kind, except, frame.clone());
-        let envelope = Envelope {
+        let encode = |msg: M| {
+            let frame = msg.encode().map_err(Error::Encode)?;
+            if frame.len() > inner.config.max_message_bytes {
+                return Err(Error::TooLarge {
+                    what: "message",
+                    len: frame.len(),
+                    limit: inner.config.max_message_bytes,
+                });
+            }
+            Ok(frame)
+        };
+        let Some(room) = room else {
+            let frame = encode(make(None))?;
+            let delivered = inner.deliver(&Kind::All, inner.node, except, frame.clone());
+            inner.queue(Kind::All, frame, None, confirm);
+            return Ok((delivered, None));
+        };
+        // Numbered, delivered and queued under one lock: this server's
+        // messages reach everyone (and the history) in their numbers'
+        // order, which recovery relies on.
+        let mut positions = lock(&inner.positions);
+        let seq = positions.seq + 1;
+        let stamp = Stamp {
             node: inner.node,
-            kind,
-            payload: frame,
+            seq,
+        };
+        let frame = encode(make(Some(stamp)))?;
+        positions.seq = seq;
+        let prev = positions
+            .record(room, inner.node, seq)
+            .unwrap_or(if positions.forgot { UNKNOWN_PREV } else { 0 });
+        let kind = Kind::Room {
+            room: room.to_owned(),
+            seq,
+            prev,
+        };
+        let delivered = inner.deliver(&kind, inner.node, except, frame.clone());
+        let log = inner.config.history.map(|_| inner.log(room));
+        if log.is_some() {
+            positions.logged += 1;
         }
-        .encode();
-        let size = envelope.len();
-        // A full queue is counted by the queue (`Stats::outgoing_dropped`).
-        inner.outgoing.offer(envelope, size);
-        Ok(delivered)
+        inner.queue(kind, frame, log, confirm);
+        Ok((delivered, Some(stamp)))
     }
 }
 
@@ -505,8 +716,49 @@ impl Inner {
         live
     }
 
-    /// Queues `frame` to this server's connections that `kind` names.
-    fn deliver(&self, kind: &Kind, except: Option<ConnectionId>, frame: Bytes) -> usize {
+    /// The bus key of `room`'s history.
+    fn log(&self, room: &str) -> String {
+        format!("{}:history:{room}", self.config.channel)
+    }
+
+    /// Queues an envelope for the publisher. A logged one that does not
+    /// fit is settled at once (it will never reach the history).
+    fn queue(
+        &self,
+        kind: Kind,
+        frame: Bytes,
+        log: Option<String>,
+        confirm: Option<oneshot::Sender<Result<usize>>>,
+    ) {
+        let logged = log.is_some();
+        let envelope = Envelope {
+            node: self.node,
+            kind,
+            payload: frame,
+        }
+        .encode();
+        let size = envelope.len();
+        let item = Outgoing {
+            envelope,
+            log,
+            confirm,
+        };
+        // A full queue is counted by the queue (`Stats::outgoing_dropped`);
+        // a caller awaiting it sees its answer dropped (`Error::Full`).
+        if !self.outgoing.offer(item, size) && logged {
+            self.settled.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Queues `frame` to this server's connections that `kind` names (a
+    /// message from `node`).
+    fn deliver(
+        &self,
+        kind: &Kind,
+        node: NodeId,
+        except: Option<ConnectionId>,
+        frame: Bytes,
+    ) -> usize {
         match kind {
             // The server's own broadcast: encoded once, never waits, the
             // slow-consumer policy per connection.
@@ -515,13 +767,27 @@ impl Inner {
                 None => self.handle.broadcast(frame),
             }
             .unwrap_or(0),
-            Kind::Room(room) => self
-                .local_members(room)
-                .into_iter()
-                .filter(|id| Some(*id) != except)
-                .filter_map(|id| self.handle.connection(id))
-                .filter(|conn| conn.try_push(frame.clone()).is_ok())
-                .count(),
+            Kind::Room { room, seq, prev } => {
+                let members = self.local_members(room);
+                let mut held = (self.recovering_count.load(Ordering::Relaxed) > 0)
+                    .then(|| lock(&self.recovering));
+                let mut delivered = 0;
+                for id in members.into_iter().filter(|id| Some(*id) != except) {
+                    let key = (id, room.clone());
+                    if let Some(pending) = held.as_mut().and_then(|map| map.get_mut(&key)) {
+                        // Being recovered: after the replay.
+                        let stamp = Stamp { node, seq: *seq };
+                        let limit = self.config.max_incoming_bytes;
+                        delivered += usize::from(pending.hold(stamp, *prev, &frame, limit));
+                        continue;
+                    }
+                    let Some(conn) = self.handle.connection(id) else {
+                        continue;
+                    };
+                    delivered += usize::from(conn.try_push(frame.clone()).is_ok());
+                }
+                delivered
+            }
             Kind::Presence | Kind::Gone => 0,
         }
     }
@@ -547,7 +813,17 @@ impl Inner {
             }
             kind => {
                 self.received.fetch_add(1, Ordering::Relaxed);
-                self.deliver(&kind, None, envelope.payload);
+                if let Kind::Room { room, seq, .. } = &kind {
+                    let mut positions = lock(&self.positions);
+                    let last = positions.record(room, envelope.node, *seq);
+                    if let Some(last) = last.filter(|&last| last >= *seq) {
+                        // Delivered already (by a catch-up, or a bus that
+                        // repeats itself): never twice, never backwards.
+                        positions.record(room, envelope.node, last);
+                        return;
+                    }
+                }
+                self.deliver(&kind, envelope.node, None, envelope.payload);
             }
         }
     }
@@ -573,80 +849,5 @@ impl Inner {
             payload,
         }
         .encode()
-    }
-}
-
-/// Publishes what the cluster queued, one at a time, in order; once
-/// detaching, until the queue is empty.
-async fn publisher(
-    inner: std::sync::Weak<Inner>,
-    mut drain: Drain<Bytes>,
-    closing: CancellationToken,
-    cancel: CancellationToken,
-) {
-    loop {
-        let envelope = tokio::select! {
-            // In this order: what is queued goes before a goodbye.
-            biased;
-            _ = cancel.cancelled() => return,
-            envelope = drain.recv() => match envelope {
-                Some(envelope) => envelope,
-                None => return,
-            },
-            _ = closing.cancelled() => match drain.queued_bytes() {
-                0 => return,
-                _ => continue,
-            },
-        };
-        let Some(inner) = inner.upgrade() else { return };
-        let published = tokio::select! {
-            _ = cancel.cancelled() => return,
-            published = inner.bus.publish(&inner.config.channel, envelope) => published,
-        };
-        match published {
-            Ok(()) => inner.published.fetch_add(1, Ordering::Relaxed),
-            Err(e) => {
-                tracing::debug!(error = %e, "cluster message not published");
-                inner.publish_failures.fetch_add(1, Ordering::Relaxed)
-            }
-        };
-    }
-}
-
-/// Delivers what other servers published.
-async fn receiver(inner: std::sync::Weak<Inner>, mut sub: Subscription, cancel: CancellationToken) {
-    loop {
-        let message = tokio::select! {
-            _ = cancel.cancelled() => return,
-            message = sub.recv() => match message {
-                Some(message) => message,
-                None => return,
-            },
-        };
-        let Some(inner) = inner.upgrade() else { return };
-        inner
-            .incoming_dropped
-            .store(sub.dropped(), Ordering::Relaxed);
-        inner.on_message(message.payload);
-    }
-}
-
-/// Tells the other servers who is in this server's rooms, every
-/// [`Config::heartbeat`].
-async fn heartbeat(inner: std::sync::Weak<Inner>, cancel: CancellationToken) {
-    let Some(period) = inner.upgrade().map(|inner| inner.config.heartbeat) else {
-        return;
-    };
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        let presence = inner.presence();
-        let size = presence.len();
-        inner.outgoing.offer(presence, size);
     }
 }
