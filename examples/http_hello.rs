@@ -1,10 +1,11 @@
 //! HTTP/1.1 over the same machinery: the course's web server, on enchufe's
 //! connection driver with an HTTP codec in place of the length prefix. It
 //! answers `GET` (and `HEAD`) with keep-alive, and `POST /eco` (or `PUT`,
-//! as `curl -T` sends) with the request's body (sent with `Content-Length` or chunked, up to
-//! `--max-body`); a head over 16 KiB or 64 headers gets `431`, one that is
-//! not HTTP `400`, one that does not arrive whole within `--head-timeout`
-//! `408`, and then the connection is closed. The handler is async:
+//! as `curl -T` sends) with the request's body (`Content-Length` or
+//! chunked, up to `--max-body`), over HTTPS with `--tls-cert`; a head over
+//! 16 KiB or 64 headers gets `431`, one that is not HTTP `400`, one that
+//! does not arrive whole within `--head-timeout` `408`, and then the
+//! connection is closed. The handler is async:
 //! `/lento/NAME` awaits a second before its reply, and one over
 //! `--handler-timeout` is `503`. Prints `listening on HOST:PORT` on stdout
 //! once bound; runs until Ctrl-C or SIGTERM.
@@ -18,6 +19,10 @@
 //! echo hola | curl -H 'Transfer-Encoding: chunked' -T - http://127.0.0.1:8080/eco
 //! cargo run --example http_hello -- --handler-timeout 0.5   # then /lento/ana is 503
 //! cargo run --example http_get -- --url http://127.0.0.1:8080/hola/mundo
+//! # HTTPS (feature `tls`), with a dev certificate made by `make_cert`:
+//! cargo run --features tls --example make_cert -- --out target/dev-cert --name localhost
+//! cargo run --features tls --example http_hello -- --tls-cert target/dev-cert/cert.pem --tls-key target/dev-cert/key.pem
+//! curl --cacert target/dev-cert/ca.pem https://localhost:8080/hola/mundo
 //! ```
 
 use std::io::Write;
@@ -46,6 +51,12 @@ struct Args {
     /// The longest request body `/eco` takes (then `413`).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     max_body: u64,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`; feature `tls`).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// The handler: what the course's `handle_command` is for HTTP, async.
@@ -84,6 +95,8 @@ async fn main() -> Result<(), support::report::Report> {
         .handler_timeout(Some(Duration::try_from_secs_f64(args.handler_timeout)?))
         .max_body(args.max_body);
     let server = Server::bind(args.addr.as_str()).await?.with_config(config);
+    let (cert, key) = (args.tls_cert.as_deref(), args.tls_key.as_deref());
+    let server = support::tls::http_server(server, cert, key)?;
     let addr = server.local_addr()?;
     // Stdout carries only this line, for scripts and tests that bind port 0.
     println!("listening on {addr}");

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! cargo run --example udp_echo -- server --addr 127.0.0.1:8080
+//! cargo run --example udp_echo -- server --recv-buffer 4194304   # bursts
 //! cargo run --example udp_echo -- client --addr 127.0.0.1:8080
 //! printf 'hola\nñandú\n' | cargo run --example udp_echo -- client --addr 127.0.0.1:8080
 //! ```
@@ -19,7 +20,7 @@ use std::io::IsTerminal;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use enchufe::udp::handler_fn;
+use enchufe::udp::{handler_fn, server};
 use enchufe::{UdpClient, UdpServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -38,6 +39,10 @@ enum Role {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         addr: String,
+        /// Receive buffer (SO_RCVBUF) in bytes: what a burst can queue
+        /// while the server is busy; past it the kernel drops datagrams.
+        #[arg(long, value_name = "BYTES")]
+        recv_buffer: Option<usize>,
     },
     /// Send stdin lines to the server, print its replies.
     Client {
@@ -54,8 +59,10 @@ async fn main() -> Result<(), support::report::Report> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Args::parse().role {
-        Role::Server { addr } => {
-            let server = UdpServer::bind(addr.as_str()).await?;
+        Role::Server { addr, recv_buffer } => {
+            let mut config = server::Config::default();
+            config.recv_buffer = recv_buffer;
+            let server = UdpServer::bind(addr.as_str()).await?.with_config(config)?;
             println!("listening on {}", server.local_addr()?);
             // Bytes in, Bytes out: the datagram goes back as it arrived.
             let echo =

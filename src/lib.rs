@@ -60,7 +60,7 @@
 //!
 //! All off by default (the reasons are in `docs/ARCHITECTURE.md`):
 //! - `tls`: `Server::tls`, `Server::dial_tls`, `client::Config::tls` (so
-//!   `MultiClient` too), `peer::Config::tls`; the `tls` module.
+//!   `MultiClient` too), `peer::Config::tls`, `http::Server::tls`; the `tls` module.
 //! - `ws`: `Server::ws`, a WebSocket listener for browsers; the `ws` module.
 //! - `bus`: the `bus` module: broadcasts and rooms that reach every server
 //!   attached to one bus; `redis` adds the bus on Redis pub/sub.

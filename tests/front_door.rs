@@ -214,3 +214,35 @@ async fn a_first_head_not_whole_in_time_is_answered_408_at_the_front_door() {
     })
     .await;
 }
+
+/// The doors are the listener's, whatever it listens on: on a Unix socket,
+/// which cannot be peeked, the first byte is read and given back.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_doors_open_on_a_unix_socket_too() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("door.sock");
+        let server = Server::bind_unix(&path)
+            .unwrap()
+            .http(hello())
+            .serve(handler_fn(|msg: String, _conn| async move {
+                Ok::<_, Infallible>(Some(format!("echo:{msg}")))
+            }));
+        let mut unix = tokio::net::UnixStream::connect(&path).await.unwrap();
+        unix.write_all(b"GET /unix HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        unix.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("hola, /unix\n"), "{response}");
+        let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
+        raw.write_all(b"\0\0\0\x02hi").await.unwrap();
+        let mut back = [0u8; 11];
+        raw.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"\0\0\0\x07echo:hi");
+        server.shutdown().await;
+    })
+    .await;
+}

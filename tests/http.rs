@@ -136,7 +136,7 @@ async fn garbage_bodies_and_missing_hosts_are_refused_then_closed() {
             "413",
         ),
         (
-            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
             "501",
         ),
     ];
@@ -511,14 +511,16 @@ async fn shutdown_lets_a_running_handler_finish_and_drops_one_past_the_grace() {
 async fn smuggling_shapes_are_refused_and_close_the_connection() {
     let (addr, _stop, _task) = start(Config::default()).await;
     let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
-    let shapes: [(&[u8], &str); 11] = [
+    let shapes: [(&[u8], &str); 13] = [
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 35\r\n\r\n", "400"),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \xff41\r\n\r\n", "400"),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\xff\r\n\r\n", "400"),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "400"),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "400"),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n", "501"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "501"),
         (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "400"),
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", "505"),
         (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", "501"),

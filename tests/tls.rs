@@ -14,6 +14,7 @@ use enchufe::peer::{self, Peer};
 use enchufe::tls::{Acceptor, Connector};
 use enchufe::{handler_fn, Client, MultiClient, Server, ServerHandle};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A CA and a server certificate it signed, as PEM.
 struct Certs {
@@ -297,6 +298,52 @@ async fn a_tls_client_at_a_plain_server_fails_within_the_timeout() {
         let err = tls_error(addr, config).await;
         assert!(err.is_timeout(), "{err:?}");
         hold.abort();
+    })
+    .await;
+}
+
+/// `Server::tls_or_plain`: one port, TLS for the clients that start a TLS
+/// handshake and plain frames for the others (a TLS client, a plain one, the
+/// course's raw frame, and a plain client waiting for a greeting).
+#[tokio::test]
+async fn one_port_serves_tls_and_plain_clients() {
+    bounded(async {
+        let certs = Certs::localhost();
+        let config =
+            enchufe::server::Config::default().detect_timeout(Some(Duration::from_millis(200)));
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(config)
+            .tls_or_plain(certs.acceptor())
+            .serve(handler_fn(|msg: String, _conn| async move {
+                Ok::<_, Infallible>(Some(format!("echo:{msg}")))
+            }));
+        let addr = server.local_addr();
+        for profile in [Profile::Plain, Profile::Multiplexed] {
+            let tls = Client::connect_with(addr, tls_client(&certs, profile))
+                .await
+                .unwrap();
+            let reply: String = tls.request("cifrado").await.unwrap();
+            assert_eq!(reply, "echo:cifrado");
+            let plain = Client::connect_with(addr, client::Config::default().profile(profile))
+                .await
+                .unwrap();
+            let reply: String = plain.request("claro").await.unwrap();
+            assert_eq!(reply, "echo:claro");
+        }
+        // The course's client: a raw frame, at once or after a silence
+        // longer than the detection (a client waiting for a greeting).
+        for wait in [Duration::ZERO, Duration::from_millis(400)] {
+            let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio::time::sleep(wait).await;
+            raw.write_all(b"\0\0\0\x02hi").await.unwrap();
+            let mut back = [0u8; 11];
+            raw.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"\0\0\0\x07echo:hi");
+        }
+        assert_eq!(server.stats().tls_failures, 0);
+        server.shutdown().await;
     })
     .await;
 }

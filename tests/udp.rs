@@ -29,6 +29,7 @@ async fn serve_on<H: Handler>(addr: &str, config: server::Config, handler: H) ->
         .await
         .unwrap()
         .with_config(config)
+        .unwrap()
         .serve(handler)
 }
 
@@ -519,4 +520,53 @@ async fn enchufe_udp_client_against_the_python_udp_server() {
         }
     })
     .await;
+}
+
+/// A burst of 1,000 datagrams sent while the server reads nothing (its
+/// socket is bound with a 4 MiB receive buffer, but it is not serving yet)
+/// is answered whole once it serves, and the 1,000 replies wait in the
+/// client's 4 MiB receive buffer until it reads them. With the default
+/// buffers (208 KiB) the kernel drops most of such a burst. Needs
+/// `net.core.rmem_max` ≥ 4 MiB (the kernel caps the size silently; the
+/// test says so rather than failing on a lost datagram).
+#[tokio::test]
+async fn a_large_receive_buffer_holds_a_burst_the_server_is_slow_to_read() {
+    const BURST: usize = 1000;
+    const BUFFER: usize = 4 << 20;
+    let server = UdpServer::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_config(
+            server::Config::default()
+                .recv_buffer(BUFFER)
+                .max_in_flight(2 * BURST),
+        )
+        .unwrap();
+    let (granted, _) = server.buffer_sizes().unwrap();
+    assert!(
+        granted >= BUFFER,
+        "the kernel granted a {granted}-byte receive buffer: raise net.core.rmem_max to {BUFFER}"
+    );
+    let addr = server.local_addr().unwrap();
+    let client = UdpClient::connect_with(addr, client::Config::default().recv_buffer(BUFFER))
+        .await
+        .unwrap();
+    assert!(client.buffer_sizes().unwrap().0 >= BUFFER);
+    for i in 0..BURST {
+        client.send(format!("datagram {i}")).await.unwrap();
+    }
+    let handle = server.serve(handler_fn(|req: String, _ctx| async move {
+        Ok::<_, Infallible>(Some(req))
+    }));
+    let mut replies = std::collections::HashSet::new();
+    bounded(async {
+        while replies.len() < BURST {
+            replies.insert(client.recv::<String>().await.unwrap());
+        }
+    })
+    .await;
+    assert!((0..BURST).all(|i| replies.contains(&format!("datagram {i}"))));
+    let stats = handle.stats();
+    assert_eq!((stats.received, stats.busy_drops), (BURST as u64, 0));
+    handle.shutdown().await;
 }

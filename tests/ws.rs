@@ -250,6 +250,26 @@ async fn a_message_left_unfinished_is_closed_with_1008() {
     .await;
 }
 
+/// The first message is also under the server's first-frame deadline,
+/// which is the connection's (not the WebSocket's own message deadline):
+/// when it ends the connection, the close still says why.
+#[tokio::test]
+async fn a_first_message_left_unfinished_is_closed_with_1008_at_the_first_frame_deadline() {
+    bounded(async {
+        let config = Config::default().first_frame_timeout(Some(Duration::from_millis(300)));
+        let server = server(config).await;
+        let mut ws = ws_client(&server).await;
+        ws.get_mut()
+            .write_all(&raw_frame(false, 0x2, b"half"))
+            .await
+            .unwrap();
+        assert_eq!(close_code(&mut ws).await, Some(1008));
+        eventually(|| server.connection_count() == 0).await;
+        server.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn shutdown_closes_websockets_with_going_away() {
     bounded(async {

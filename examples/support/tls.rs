@@ -1,5 +1,5 @@
 //! TLS flags of the examples (`--tls-cert`, `--tls-key`, `--tls-ca`,
-//! `--tls-name`), shared by `echo_server` and `echo_client`. Built without
+//! `--tls-name`), shared by `echo_server`, `echo_client` and `http_hello`. Built without
 //! the `tls` feature, asking for TLS is an error that says how to build
 //! with it.
 #![allow(dead_code)]
@@ -15,6 +15,21 @@ pub(crate) fn server(
     cert: Option<&Path>,
     key: Option<&Path>,
 ) -> Result<enchufe::Server> {
+    Ok(match (cert, key) {
+        (Some(cert), Some(key)) => server.tls(enchufe::tls::Acceptor::from_pem_files(cert, key)?),
+        (None, None) => server,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    })
+}
+
+/// The HTTP server with TLS (HTTPS) when `cert` and `key` are given: the
+/// same acceptor as the frame server's.
+#[cfg(feature = "tls")]
+pub(crate) fn http_server(
+    server: enchufe::http::Server,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<enchufe::http::Server> {
     Ok(match (cert, key) {
         (Some(cert), Some(key)) => server.tls(enchufe::tls::Acceptor::from_pem_files(cert, key)?),
         (None, None) => server,
@@ -44,6 +59,15 @@ pub(crate) fn server(
     cert: Option<&Path>,
     key: Option<&Path>,
 ) -> Result<enchufe::Server> {
+    refuse(cert.or(key)).map(|()| server)
+}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) fn http_server(
+    server: enchufe::http::Server,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<enchufe::http::Server> {
     refuse(cert.or(key)).map(|()| server)
 }
 

@@ -2,8 +2,8 @@
 //!
 //! The harness starts servers and load generators as separate processes
 //! on 127.0.0.1 with OS-chosen ports, re-executing its own binary (`serve`,
-//! `load`, `hold`, `abuse`) and enchufe's `echo_server` example, built in
-//! release first. Each comparison is a duel: for every round, each
+//! `load`, `hold`, `abuse`) and enchufe's `echo_server` and `http_hello`
+//! examples, built in release first (each only when a section needs it). Each comparison is a duel: for every round, each
 //! contender runs once, back to back, the order rotating between rounds
 //! (A B, B A, ...), so that both sides see the same machine. A ratio is the
 //! median of the per-round ratios; absolute figures are medians too, and
@@ -12,11 +12,13 @@
 //! Map: this module holds the options, the run order and the server
 //! processes; [`duel`] the contenders, workloads and rounds; [`memory`] the
 //! idle-connection and abusive-client measurements; [`report`] the header
-//! and the markdown tables.
+//! and the markdown tables; [`peers`] the ws, udp and tls sections (their
+//! servers and loads are `crate::peers`).
 
 mod bench;
 mod duel;
 mod memory;
+mod peers;
 mod report;
 mod units;
 
@@ -29,10 +31,10 @@ use crate::child::{self};
 use crate::error::Result;
 
 use self::bench::{Bench, Srv};
-use self::duel::{Who, LATENCY, MUX, PLAIN};
+use self::duel::{Who, HTTP, LATENCY, MUX, PLAIN};
 use self::report::{
-    abuse_table, client_table, idle_table, latency_table, loadavg, mux_table, plain_table,
-    print_header,
+    abuse_table, client_table, http_table, idle_table, latency_table, loadavg, mux_table,
+    plain_table, print_header,
 };
 
 /// `compare`'s options; `--quick` picks small defaults for the others.
@@ -59,6 +61,9 @@ pub(crate) struct Opts {
     /// Use this echo_server binary instead of building the example.
     #[arg(long, value_name = "PATH")]
     echo_server: Option<PathBuf>,
+    /// Use this http_hello binary instead of building the example.
+    #[arg(long, value_name = "PATH")]
+    http_hello: Option<PathBuf>,
     /// Run only these sections.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
@@ -79,6 +84,14 @@ enum Section {
     Idle,
     /// Server memory under abusive clients (enchufe only).
     Abuse,
+    /// HTTP/1.1 keep-alive and pipelined: http_hello vs hyper.
+    Http,
+    /// WebSocket: enchufe `Server::web` vs tokio-tungstenite; idle memory.
+    Ws,
+    /// UDP: `enchufe::udp` vs a raw tokio loop.
+    Udp,
+    /// TLS: enchufe `Server::tls` vs tokio-rustls + `Framed`; handshakes.
+    Tls,
 }
 
 /// Runs the sections asked for and prints their tables on stdout as each
@@ -101,18 +114,34 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     let abuse_secs = opts.abuse_secs.unwrap_or(abuse_secs);
 
     print_header(rounds, secs).await;
+    let frames = [
+        Section::Plain,
+        Section::Latency,
+        Section::Client,
+        Section::Mux,
+        Section::Idle,
+        Section::Abuse,
+    ];
     let echo_server = match &opts.echo_server {
-        Some(path) => path.clone(),
-        None => child::build_example("echo_server").await?,
+        Some(path) => Some(path.clone()),
+        None if frames.into_iter().any(on) => Some(child::build_example("echo_server").await?),
+        None => None,
+    };
+    let http_hello = match &opts.http_hello {
+        Some(path) => Some(path.clone()),
+        None if on(Section::Http) => Some(child::build_example("http_hello").await?),
+        None => None,
     };
     let mut bench = Bench {
         exe,
         echo_server,
+        http_hello,
         logs,
         rounds,
         secs,
         idle_conns,
         abuse_secs,
+        quick: opts.quick,
         servers: HashMap::new(),
     };
 
@@ -149,7 +178,14 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     if on(Section::Mux) {
         let mut mux = Vec::new();
         for w in MUX {
-            mux.push(bench.duel(w, &[Who::Tarpc, Who::EnchufeMux]).await);
+            // tarpc's default transport (Nagle on) too, at the target's
+            // workload only.
+            let who: &[Who] = if mux.is_empty() {
+                &[Who::Tarpc, Who::TarpcNagle, Who::EnchufeMux]
+            } else {
+                &[Who::Tarpc, Who::EnchufeMux]
+            };
+            mux.push(bench.duel(w, who).await);
         }
         println!("{}", mux_table(&mux));
         bench.stop_servers().await;
@@ -175,6 +211,30 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
             }
         }
         println!("{}", abuse_table(&rows, bench.abuse_secs));
+    }
+
+    if on(Section::Http) {
+        let mut http = Vec::new();
+        for (i, w) in HTTP.into_iter().enumerate() {
+            // hyper's `pipeline_flush` only matters when requests pipeline.
+            let who: &[Who] = if i == HTTP.len() - 1 {
+                &[Who::Hyper, Who::Http, Who::HyperFlush]
+            } else {
+                &[Who::Hyper, Who::Http]
+            };
+            http.push(bench.duel(w, who).await);
+        }
+        println!("{}", http_table(&http));
+        bench.stop_servers().await;
+    }
+    if on(Section::Ws) {
+        println!("{}", peers::ws(&bench).await);
+    }
+    if on(Section::Udp) {
+        println!("{}", peers::udp(&bench).await);
+    }
+    if on(Section::Tls) {
+        println!("{}", peers::tls(&bench).await);
     }
 
     println!(

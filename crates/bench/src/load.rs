@@ -9,6 +9,8 @@
 //!   connection, with `depth` tasks each calling `request` in a loop on
 //!   clones of it (plain or multiplexed profile).
 //! - [`Kind::Tarpc`]: tarpc's client, `depth` tasks per connection likewise.
+//! - [`Kind::Http`]: keep-alive HTTP/1.1 (`http`), `depth` requests
+//!   pipelined per connection, every reply checked.
 //!
 //! A run stops after `secs` (or after `frames` per connection, for tests);
 //! frames in flight then drain, and the report counts every checked echo.
@@ -35,6 +37,8 @@ use crate::floor::codec;
 use crate::payload::{check, Payloads};
 use crate::rpc::Rpc;
 
+mod http;
+
 /// Which client drives the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Kind {
@@ -46,6 +50,10 @@ pub(crate) enum Kind {
     ClientMux,
     /// tarpc's client.
     Tarpc,
+    /// HTTP/1.1 `GET /hola/N` on keep-alive connections (`size` unused).
+    Http,
+    /// tarpc's client with Nagle on (tarpc's default).
+    TarpcNagle,
 }
 
 /// One load run: who, where, how much.
@@ -174,10 +182,29 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
             }
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
         }
-        Kind::Tarpc => {
+        Kind::Http => {
+            let mut streams = Vec::with_capacity(spec.conns);
+            for _ in 0..spec.conns {
+                let stream = TcpStream::connect(spec.addr).await?;
+                stream.set_nodelay(true)?;
+                streams.push(stream);
+            }
+            let start = Instant::now();
+            for (conn, stream) in streams.into_iter().enumerate() {
+                let gen = http::HttpGenerator {
+                    conn,
+                    depth: spec.depth,
+                    budget: budget(),
+                };
+                tasks.spawn(gen.run(stream));
+            }
+            start
+        }
+        Kind::Tarpc | Kind::TarpcNagle => {
+            let nodelay = spec.kind == Kind::Tarpc;
             let mut clients = Vec::with_capacity(spec.conns);
             for _ in 0..spec.conns {
-                clients.push(Rpc::connect(spec.addr).await?);
+                clients.push(Rpc::connect(spec.addr, nodelay).await?);
             }
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
         }
@@ -530,6 +557,42 @@ mod tests {
             matches!(err, Error::Mismatch { frame: 7, .. }),
             "expected a mismatch at frame 7, got {err}"
         );
+    }
+
+    #[tokio::test]
+    async fn http_generator_checks_every_reply_of_hyper_and_enchufe() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::hyper_hello::serve(listener, true));
+        let mut pipelined = spec(Kind::Http, addr);
+        pipelined.depth = 16;
+        let report = bounded(run(&pipelined)).await.unwrap();
+        assert_eq!(report.frames, 2 * FRAMES);
+
+        // enchufe's HTTP server, keep-alive one request at a time.
+        let hello = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
+            let name = req.path.strip_prefix("/hola/").unwrap_or("").to_owned();
+            enchufe::http::Response::text(200, format!("hola, {name}\n"))
+        });
+        let server = enchufe::http::Server::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(server.run(hello, std::future::pending()));
+        let mut one = spec(Kind::Http, addr);
+        one.depth = 1;
+        let report = bounded(run(&one)).await.unwrap();
+        assert_eq!(report.frames, 2 * FRAMES);
+
+        // A server whose reply to request 7 is another's: caught.
+        let liar = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
+            let name = req.path.strip_prefix("/hola/").unwrap_or("").to_owned();
+            let name = if name == "7" { "8".to_owned() } else { name };
+            enchufe::http::Response::text(200, format!("hola, {name}\n"))
+        });
+        let server = enchufe::http::Server::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(server.run(liar, std::future::pending()));
+        let err = bounded(run(&spec(Kind::Http, addr))).await.unwrap_err();
+        assert!(matches!(err, Error::Mismatch { frame: 7, .. }), "got {err}");
     }
 
     #[tokio::test]

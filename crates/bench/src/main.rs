@@ -6,6 +6,7 @@
 //! cargo run --release -p enchufe-bench -- compare --quick   # ~2 minutes
 //! cargo run --release -p enchufe-bench -- compare           # ~6 minutes
 //! cargo run --release -p enchufe-bench -- compare --only mux,idle
+//! cargo run --release -p enchufe-bench -- compare --only http --quick   # ~1 minute
 //! cargo run --release -p enchufe-bench -- transfer          # 1 GiB; needs iperf3
 //! ```
 //!
@@ -14,9 +15,11 @@
 //!
 //! ```text
 //!   compare ──spawns──> servers:  serve --impl floor | tarpc   (this binary)
+//!      │                          serve --impl hyper | hyper-flush
 //!      │                          echo_server --plain|--mux    (the example)
+//!      │                          http_hello                   (the example)
 //!      │                each prints `listening on 127.0.0.1:PORT`
-//!      └────spawns──> clients:  load  (generator | Client | tarpc) -> JSON
+//!      └────spawns──> clients:  load  (generator | Client | tarpc | http) -> JSON
 //!                               hold  (idle connections), abuse -> JSON
 //!   and reads server CPU (/proc/PID/stat) and memory (/proc/PID/status).
 //! ```
@@ -24,7 +27,8 @@
 //! Map: [`compare`] orchestrates (options, run order, server processes),
 //! its submodules `duel` running the contenders' rounds, `memory` the idle
 //! and abuse rows and `report` printing the markdown; [`floor`] is the
-//! hand-written echo server; [`rpc`] is tarpc's side; [`load`] the load
+//! hand-written echo server; [`rpc`] is tarpc's side; [`hyper_hello`]
+//! hyper's HTTP server; [`load`] the load
 //! generators and the byte-for-byte check ([`payload`]); [`tools`] the idle
 //! holder and the abusive clients; [`child`] and [`procfs`] the process
 //! plumbing.
@@ -33,8 +37,10 @@ mod child;
 mod compare;
 mod error;
 mod floor;
+mod hyper_hello;
 mod load;
 mod payload;
+mod peers;
 mod procfs;
 mod rpc;
 mod tools;
@@ -63,9 +69,10 @@ enum Cmd {
     /// A large file through the file_transfer example (separate processes)
     /// against iperf3's loopback rate; peak memory of both ends.
     Transfer(transfer::Opts),
-    /// Serves the floor or tarpc echo; prints `listening on ADDR`.
+    /// Serves the floor or tarpc echo, or hyper's HTTP hello; prints
+    /// `listening on ADDR`.
     Serve {
-        /// Which echo server.
+        /// Which server.
         #[arg(long = "impl", value_enum)]
         imp: Impl,
         /// Address to listen on (port 0 picks a free one).
@@ -78,6 +85,11 @@ enum Cmd {
     },
     /// One load run against a server; prints a JSON report.
     Load(load::Spec),
+    /// The WebSocket, UDP and TLS peers: servers, loads, idle holders.
+    Peer {
+        #[command(subcommand)]
+        cmd: peers::Cmd,
+    },
     /// Opens connections, echoes one frame on each, holds them idle.
     Hold {
         #[arg(long, value_name = "HOST:PORT")]
@@ -109,8 +121,14 @@ enum Cmd {
 enum Impl {
     /// The hand-written tokio-util `Framed` echo.
     Floor,
-    /// A tarpc echo service, bincode over TCP.
+    /// A tarpc echo service, bincode over TCP, `TCP_NODELAY` on.
     Tarpc,
+    /// hyper's HTTP/1.1 hello server (its defaults).
+    Hyper,
+    /// The same with `pipeline_flush(true)`.
+    HyperFlush,
+    /// The same with tarpc's defaults: Nagle on.
+    TarpcNagle,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -149,6 +167,7 @@ async fn main() -> ExitCode {
             exit_on_stdin_eof,
         } => serve(imp, &addr, exit_on_stdin_eof).await,
         Cmd::Load(spec) => load_and_report(&spec).await,
+        Cmd::Peer { cmd } => peers::run(cmd).await,
         Cmd::Hold { addr, conns, secs } => tools::hold(addr, conns, secs).await,
         Cmd::Abuse {
             case,
@@ -185,8 +204,18 @@ async fn serve(imp: Impl, addr: &str, exit_on_stdin_eof: bool) -> Result<()> {
     println!("listening on {}", listener.local_addr()?);
     let server = match imp {
         Impl::Floor => tokio::spawn(floor::serve(listener)),
-        Impl::Tarpc => tokio::spawn(rpc::serve(listener)),
+        Impl::Hyper => tokio::spawn(hyper_hello::serve(listener, false)),
+        Impl::HyperFlush => tokio::spawn(hyper_hello::serve(listener, true)),
+        Impl::Tarpc => tokio::spawn(rpc::serve(listener, true)),
+        Impl::TarpcNagle => tokio::spawn(rpc::serve(listener, false)),
     };
+    wait_to_stop(exit_on_stdin_eof).await;
+    server.abort();
+    Ok(())
+}
+
+/// Until Ctrl-C or SIGTERM, or (when asked) the end of standard input.
+pub(crate) async fn wait_to_stop(exit_on_stdin_eof: bool) {
     let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
     if exit_on_stdin_eof {
         // A plain thread: a blocking read cannot be cancelled, and this one
@@ -200,8 +229,6 @@ async fn serve(imp: Impl, addr: &str, exit_on_stdin_eof: bool) -> Result<()> {
         () = stop_signal() => {}
         Ok(()) = eof_rx => {}
     }
-    server.abort();
-    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

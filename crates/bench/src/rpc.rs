@@ -2,8 +2,10 @@
 //! inside length-delimited frames) on TCP, served and called the way
 //! tarpc's own examples do it.
 //!
-//! Both ends set `TCP_NODELAY`, as enchufe and the floor do; tarpc's `tcp`
-//! helpers leave Nagle on, which would measure Nagle rather than tarpc.
+//! Both ends set `TCP_NODELAY`, as enchufe and the floor do, unless
+//! `nodelay` is off: tarpc's own `tcp::listen` / `tcp::connect` leave Nagle
+//! on (the same `Framed` length-delimited transport otherwise), which is
+//! how its users run it, so the harness measures both.
 
 use std::time::Duration;
 
@@ -38,7 +40,7 @@ impl Echo for EchoServer {
 /// Accepts until the process ends; each connection is a `BaseChannel` with
 /// tarpc's defaults, each request's response future spawned (tarpc's usual
 /// way to serve requests concurrently).
-pub(crate) async fn serve(listener: TcpListener) {
+pub(crate) async fn serve(listener: TcpListener, nodelay: bool) {
     let mut backoff = Duration::from_millis(1);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -47,7 +49,7 @@ pub(crate) async fn serve(listener: TcpListener) {
             continue;
         };
         backoff = Duration::from_millis(1);
-        let _ = stream.set_nodelay(true);
+        let _ = stream.set_nodelay(nodelay);
         let transport = serde_transport::new(Framed::new(stream, codec()), Bincode::default());
         let requests = BaseChannel::with_defaults(transport).execute(EchoServer.serve());
         tokio::spawn(requests.for_each(|response| async {
@@ -62,9 +64,9 @@ pub(crate) async fn serve(listener: TcpListener) {
 pub(crate) struct Rpc(EchoClient);
 
 impl Rpc {
-    pub(crate) async fn connect(addr: std::net::SocketAddr) -> Result<Rpc> {
+    pub(crate) async fn connect(addr: std::net::SocketAddr, nodelay: bool) -> Result<Rpc> {
         let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        stream.set_nodelay(nodelay)?;
         let transport = serde_transport::new(Framed::new(stream, codec()), Bincode::default());
         Ok(Rpc(
             EchoClient::new(client::Config::default(), transport).spawn()

@@ -155,10 +155,6 @@ impl Cursor {
     pub fn stamps(&self) -> impl Iterator<Item = Stamp> + '_ {
         self.last.iter().map(|(&node, &seq)| Stamp { node, seq })
     }
-
-    pub(crate) fn from_map(last: BTreeMap<NodeId, u64>) -> Cursor {
-        Cursor { last }
-    }
 }
 
 impl fmt::Display for Cursor {

@@ -121,3 +121,51 @@ async fn recovery_needs_a_history_and_skips_what_the_member_saw() {
     .await
     .expect("not hung");
 }
+
+/// A bus that keeps no history: only publish and subscribe.
+#[derive(Debug)]
+struct NoHistoryBus(MemoryBus);
+
+impl Bus for NoHistoryBus {
+    fn publish(
+        &self,
+        channel: &str,
+        payload: bytes::Bytes,
+    ) -> futures::future::BoxFuture<'_, enchufe::bus::Result<usize>> {
+        self.0.publish(channel, payload)
+    }
+
+    fn subscribe(
+        &self,
+        channels: &[&str],
+        max_bytes: usize,
+    ) -> enchufe::bus::Result<enchufe::bus::Subscription> {
+        self.0.subscribe(channels, max_bytes)
+    }
+}
+
+#[tokio::test]
+async fn on_a_bus_without_history_room_messages_still_go_and_recovery_says_why_not() {
+    tokio::time::timeout(WAIT, async {
+        let bus = MemoryBus::new();
+        let plain = || -> Arc<dyn Bus> { Arc::new(NoHistoryBus(bus.clone())) };
+        let config = || with_history(10, WAIT);
+        let a = Node::start(plain(), config(), 1).await;
+        let mut b = Node::start(plain(), config(), 1).await;
+        settle(&[&a, &b]).await;
+        b.cluster.join("sala", b.id(0)).unwrap();
+        let mut member = Member::default();
+        say(&a, "hola");
+        assert_eq!(member.read(&b, 0).await.1, "hola");
+        assert_eq!(a.cluster.stats().publish_failures, 0);
+        let back = b.add_client().await;
+        let err = b
+            .cluster
+            .recover("sala", b.id(back), &member.cursor)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, enchufe::bus::Error::NoHistory), "{err:?}");
+    })
+    .await
+    .expect("not hung");
+}

@@ -57,7 +57,8 @@
 //!   keep-alive (HTTP/1.1 by default, HTTP/1.0 on request), pipelined
 //!   requests answered in order, a deadline for a whole head (`408`),
 //!   an idle timeout between requests, graceful shutdown (running handlers
-//!   get [`Config::shutdown_grace`], then are dropped).
+//!   get [`Config::shutdown_grace`], then are dropped); HTTPS with
+//!   `Server::tls` (feature `tls`: the frame server's TLS acceptor).
 //!
 //! - [`Body`]: a request's body (`Content-Length` or chunked), streamed to
 //!   the handler as it arrives, within [`Config::max_body`]; one left

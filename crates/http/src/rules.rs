@@ -24,7 +24,8 @@
 /// | `Content-Length` values that differ (9112 §6.3)                   | `DifferingContentLength` | 400    |
 /// | both `Content-Length` and `Transfer-Encoding` (9112 §6.1, §11.2)  | `LengthAndEncoding`      | 400    |
 /// | `Transfer-Encoding` on HTTP/1.0 (9112 §6.1)                       | `EncodingOnHttp10`       | 400    |
-/// | `Transfer-Encoding` other than a final `chunked` (9112 §6.1)      | `UnsupportedEncoding`    | 501    |
+/// | `Transfer-Encoding` whose final coding is not `chunked`, or `chunked` twice (9112 §6.1, §6.3) | `NotChunked` | 400 |
+/// | a coding before the final `chunked` (`gzip, chunked`): not decoded here (9112 §6.1) | `UnsupportedEncoding` | 501 |
 /// | `Expect` other than `100-continue` (9110 §10.1.1)                  | `UnknownExpectation`     | 417    |
 /// | a body over `Config::max_body` (declared, or as chunks arrive)    | `BodyTooLarge`           | 413    |
 /// | a chunk size that is not hex, a chunk not ended by CRLF, trailers over the head limits (9112 §7.1) | `BadChunk` | 400 |
@@ -65,7 +66,11 @@ pub enum Refusal {
     LengthAndEncoding,
     /// `Transfer-Encoding` on an HTTP/1.0 request (`400`).
     EncodingOnHttp10,
-    /// A `Transfer-Encoding` other than a final `chunked` (`501`).
+    /// A `Transfer-Encoding` whose final coding is not `chunked`, or with
+    /// `chunked` more than once: the body's end cannot be known (`400`).
+    NotChunked,
+    /// A `Transfer-Encoding` with a coding before the final `chunked`
+    /// (`gzip, chunked`), which this server does not decode (`501`).
     UnsupportedEncoding,
     /// An `Expect` other than `100-continue` (`417`).
     UnknownExpectation,
@@ -95,6 +100,7 @@ impl Refusal {
             | Refusal::DifferingContentLength
             | Refusal::LengthAndEncoding
             | Refusal::EncodingOnHttp10
+            | Refusal::NotChunked
             | Refusal::BadChunk => 400,
         }
     }
@@ -147,8 +153,8 @@ pub(crate) fn check(request: &httparse::Request<'_, '_>) -> Result<Framing, Refu
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case("content-length") {
-            // A list of equal values is one value (RFC 9112 §6.3 allows
-            // taking it so; hyper does).
+            // A list of equal values is one value (RFC 9110 §8.6 allows
+            // taking it so; hyper refuses it instead).
             for item in value.split(',') {
                 let n = decimal(item.trim()).ok_or(Refusal::BadContentLength)?;
                 if length.is_some_and(|l| l != n) {
@@ -176,9 +182,19 @@ pub(crate) fn check(request: &httparse::Request<'_, '_>) -> Result<Framing, Refu
     if version == 0 {
         return Err(Refusal::EncodingOnHttp10);
     }
-    match encodings.as_slice() {
-        [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-        _ => Err(Refusal::UnsupportedEncoding),
+    // RFC 9112 §6.3: without a final `chunked` the body's end cannot be
+    // known (400, MUST); §6.1: `chunked` is applied once only; a coding
+    // before it is one this server does not decode (501, SHOULD).
+    let is_chunked = |c: &&str| c.eq_ignore_ascii_case("chunked");
+    match encodings.split_last() {
+        Some((last, before)) if is_chunked(last) && !before.iter().any(is_chunked) => {
+            if before.is_empty() {
+                Ok(Framing::Chunked)
+            } else {
+                Err(Refusal::UnsupportedEncoding)
+            }
+        }
+        _ => Err(Refusal::NotChunked),
     }
 }
 
@@ -255,7 +271,7 @@ mod tests {
     #[test]
     fn each_row_of_the_table_refuses_its_shape() {
         use Refusal::*;
-        let cases: [(&str, Result<Framing, Refusal>); 16] = [
+        let cases: [(&str, Result<Framing, Refusal>); 18] = [
             ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Framing::Length(0))),
             ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n", Err(UnknownMethod)),
             ("CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n", Err(UnknownMethod)),
@@ -282,7 +298,12 @@ mod tests {
             ),
             (
                 "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                Err(UnsupportedEncoding),
+                Err(NotChunked),
+            ),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Err(NotChunked)),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(NotChunked),
             ),
             (
                 "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",

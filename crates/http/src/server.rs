@@ -185,6 +185,9 @@ impl Config {
 pub struct Server {
     listener: TcpListener,
     config: Config,
+    /// TLS on every connection accepted (`Server::tls`).
+    #[cfg(feature = "tls")]
+    tls: Option<enchufe_server::tls::Acceptor>,
 }
 
 impl Server {
@@ -196,7 +199,29 @@ impl Server {
         Ok(Server {
             listener: TcpListener::bind(addr).await?,
             config: Config::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS: every connection accepted runs the server's side of a
+    /// TLS handshake first (within [`Config::head_timeout`], as a head), with the same
+    /// acceptor (certificate options and loader) as the frame server's
+    /// `Server::tls` (feature `tls`). A failed handshake is logged and
+    /// closed; the handler never sees it.
+    ///
+    /// ```no_run
+    /// # async fn f(cert: &str, key: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// use enchufe::http::Server;
+    /// let acceptor = enchufe::server::tls::Acceptor::from_pem_files(cert, key)?;
+    /// let server = Server::bind("127.0.0.1:8443").await?.tls(acceptor);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, acceptor: enchufe_server::tls::Acceptor) -> Server {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// Replaces the configuration.
@@ -224,9 +249,16 @@ impl Server {
     pub async fn run<H: Handler>(self, handler: H, shutdown: impl Future<Output = ()>) {
         let listen = enchufe_server::Config::default()
             .max_connections(self.config.max_connections)
-            .shutdown_grace(self.config.shutdown_grace);
+            .shutdown_grace(self.config.shutdown_grace)
+            .handshake_timeout(self.config.head_timeout);
         let door = Door::new(handler).with_config(self.config);
-        enchufe_server::Server::from_listener(self.listener)
+        let server = enchufe_server::Server::from_listener(self.listener);
+        #[cfg(feature = "tls")]
+        let server = match self.tls {
+            Some(acceptor) => server.tls(acceptor),
+            None => server,
+        };
+        server
             .with_config(listen)
             .http_only(door)
             .run(no_frames(), shutdown)

@@ -27,9 +27,20 @@ pub(crate) enum Layer {
     Plain,
     #[cfg(feature = "tls")]
     Tls(crate::tls::Acceptor),
+    /// TLS for a connection whose first byte starts a TLS handshake, none
+    /// for the others ([`Server::tls_or_plain`](crate::Server::tls_or_plain)).
+    #[cfg(feature = "tls")]
+    TlsOrPlain(crate::tls::Acceptor),
     #[cfg(feature = "ws")]
     Ws(Arc<crate::ws::Options>),
 }
+
+/// The first byte of a TLS connection: a handshake record (its ClientHello).
+/// As a frame's first byte it would declare over 352 MiB, far past any
+/// frame limit a server that also speaks TLS would set; no HTTP method
+/// starts with it.
+#[cfg(feature = "tls")]
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// A connection after its layer's handshake.
 pub(crate) enum Layered<S> {
@@ -53,13 +64,55 @@ pub(crate) struct Context<'a> {
     /// [`Config::frame_timeout`](crate::Config::frame_timeout), which also
     /// bounds a WebSocket message's completion.
     pub(crate) frame_timeout: Option<Duration>,
+    /// How long a connection may stay silent before it is taken for plain
+    /// ([`Layer::TlsOrPlain`]): [`Config::detect_timeout`](crate::Config::detect_timeout),
+    /// or the handshake deadline where that is `None`.
+    pub(crate) detect: Duration,
     pub(crate) shutdown: &'a tokio_util::sync::CancellationToken,
 }
 
 impl Layer {
+    /// A TCP connection on a [`Layer::TlsOrPlain`] listener: its first byte
+    /// is peeked (nothing consumed), and the layer is TLS if it starts a
+    /// TLS handshake, none otherwise (silence past `detect` included: a
+    /// plain client waiting for a greeting). Other layers stay as they are.
+    pub(crate) async fn sniff(self, stream: &tokio::net::TcpStream, detect: Duration) -> Layer {
+        match self {
+            #[cfg(feature = "tls")]
+            Layer::TlsOrPlain(acceptor) => {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(detect, stream.peek(&mut first)).await {
+                    Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => Layer::Tls(acceptor),
+                    _ => Layer::Plain,
+                }
+            }
+            layer => {
+                let _ = (stream, detect);
+                layer
+            }
+        }
+    }
+
     /// Runs the handshake, within the deadline; gives up at shutdown.
+    ///
+    /// A plain listener has none and returns at once. Otherwise the
+    /// handshake's future is boxed: it is large (a TLS acceptor's state),
+    /// and inline it would widen every connection task by its size for the
+    /// connection's whole life, long after the handshake is over.
     #[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(unused_variables))]
     pub(crate) async fn handshake<S>(self, stream: S, cx: Context<'_>) -> Layered<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        match self {
+            Layer::Plain => Layered::Plain(stream),
+            #[cfg(any(feature = "tls", feature = "ws"))]
+            layer => Box::pin(layer.shake(stream, cx)).await,
+        }
+    }
+
+    #[cfg(any(feature = "tls", feature = "ws"))]
+    async fn shake<S>(self, stream: S, cx: Context<'_>) -> Layered<S>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -74,6 +127,32 @@ impl Layer {
                         Layered::Gone
                     }
                 },
+                // A stream that cannot be peeked (a Unix socket): its first
+                // byte is read and given back in front of it.
+                #[cfg(feature = "tls")]
+                Layer::TlsOrPlain(acceptor) => {
+                    let mut stream = stream;
+                    let mut first = [0u8; 1];
+                    let read = tokio::io::AsyncReadExt::read(&mut stream, &mut first);
+                    let n = match tokio::time::timeout(cx.detect, read).await {
+                        Ok(Ok(n)) => n,
+                        Ok(Err(_)) | Err(_) => 0,
+                    };
+                    if n == 0 {
+                        return Layered::Plain(stream);
+                    }
+                    let stream = crate::door::Rewind::new(first.to_vec(), stream);
+                    if first[0] != TLS_HANDSHAKE {
+                        return Layered::Boxed(Box::pin(stream));
+                    }
+                    match acceptor.accept(stream, cx.deadline).await {
+                        Ok(tls) => Layered::Boxed(Box::pin(tls)),
+                        Err(e) => {
+                            rare_warn(&cx.counters.tls_failures, &e, "TLS handshake failed");
+                            Layered::Gone
+                        }
+                    }
+                }
                 #[cfg(feature = "ws")]
                 Layer::Ws(options) => {
                     let accepted =

@@ -400,19 +400,39 @@ where
     }
     let queued = driver.queued();
     driver.role_mut().publish(queued);
-    driver.wire().get_ref().reset_on_drop();
+    if driver.wire().get_ref().closes_in_words() {
+        // The close says what happened (a WebSocket's Close frame with its
+        // code, TLS's close_notify); bounded, as the other end may not read.
+        let io = driver.wire_mut().get_mut();
+        let _ = tokio::time::timeout(LAST_WORDS, tokio::io::AsyncWriteExt::shutdown(io)).await;
+    } else {
+        driver.wire().get_ref().reset_on_drop();
+    }
 }
+
+/// How long a failed connection whose transport closes in words (TLS,
+/// WebSocket) is given to send them.
+const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// What the server does to a connection's socket beyond reading and
 /// writing, where the transport allows: a TCP socket is reset when dropped
 /// after a failure (`SO_LINGER` 0: an RST, not a FIN, so the client can
 /// tell a crash from a goodbye), and probed once its client half-closed
-/// while work runs ([`Socket::watch_gone`]). Other transports do neither
-/// and close as usual: a Unix socket (no such signal exists), and TLS or
-/// WebSocket streams, which are boxed past reach of their socket.
+/// while work runs ([`Socket::watch_gone`]). A Unix socket does neither
+/// and closes as usual (no such signal exists); TLS and WebSocket streams,
+/// boxed past reach of their socket, are shut down after a failure, so
+/// that they say why in their own close ([`Socket::closes_in_words`]).
 pub(crate) trait Socket {
     /// Makes dropping this I/O reset the connection, where it can.
     fn reset_on_drop(&self) {}
+
+    /// Whether a failed connection is closed by shutting this I/O down
+    /// rather than by a reset: the transport has its own words for it (a
+    /// WebSocket's Close frame with the code of the failure, TLS's
+    /// close_notify).
+    fn closes_in_words(&self) -> bool {
+        false
+    }
 
     /// Turns on keepalive probes `every` so long and returns a future
     /// that ends with the error the socket reports when the other end is
@@ -479,4 +499,8 @@ impl Socket for tokio::net::TcpStream {
 #[cfg(unix)]
 impl Socket for tokio::net::UnixStream {}
 
-impl Socket for crate::layer::BoxIo {}
+impl Socket for crate::layer::BoxIo {
+    fn closes_in_words(&self) -> bool {
+        true
+    }
+}

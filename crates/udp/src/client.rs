@@ -42,6 +42,17 @@ pub struct Config {
     /// message over it is not sent ([`Error::TooLarge`]); a datagram over it
     /// is dropped and reported ([`Error::Truncated`]).
     pub max_datagram: usize,
+
+    /// The socket's receive buffer (`SO_RCVBUF`), in bytes; `None` (the
+    /// default) keeps the system's. Replies that arrive faster than they
+    /// are read wait here; past it the kernel drops them. Linux caps it
+    /// at `net.core.rmem_max`; [`UdpClient::buffer_sizes`] tells what was
+    /// granted.
+    pub recv_buffer: Option<usize>,
+
+    /// The socket's send buffer (`SO_SNDBUF`), in bytes; `None` (the
+    /// default) keeps the system's. Capped at `net.core.wmem_max`.
+    pub send_buffer: Option<usize>,
 }
 
 impl Default for Config {
@@ -50,6 +61,8 @@ impl Default for Config {
             timeout: Duration::from_secs(1),
             retries: 3,
             max_datagram: MAX_DATAGRAM,
+            recv_buffer: None,
+            send_buffer: None,
         }
     }
 }
@@ -73,6 +86,19 @@ impl Config {
     #[must_use]
     pub fn max_datagram(mut self, bytes: usize) -> Self {
         self.max_datagram = bytes;
+        self
+    }
+    /// Sets [`Config::recv_buffer`].
+    #[must_use]
+    pub fn recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = Some(bytes);
+        self
+    }
+
+    /// Sets [`Config::send_buffer`].
+    #[must_use]
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = Some(bytes);
         self
     }
 }
@@ -168,6 +194,12 @@ impl UdpClient {
                     continue;
                 }
             };
+            // A buffer size the socket refuses fails this address, as a
+            // bind or connect error does.
+            if let Err(e) = datagram::set_buffers(&socket, config.recv_buffer, config.send_buffer) {
+                last = Some(e);
+                continue;
+            }
             match socket.connect(peer).await {
                 Ok(()) => return Ok(Self::from_socket(socket, peer, config)),
                 Err(e) => last = Some(e),
@@ -191,6 +223,15 @@ impl UdpClient {
     /// The server's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The socket's receive and send buffer sizes as the kernel reports
+    /// them, in bytes (Linux reports twice what was set).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the OS cannot tell.
+    pub fn buffer_sizes(&self) -> Result<(usize, usize)> {
+        Ok(datagram::buffer_sizes(&self.socket)?)
     }
 
     /// Our socket's address.

@@ -70,6 +70,32 @@ pub(crate) async fn recv_connected(socket: &UdpSocket, limit: usize) -> std::io:
 /// Whether the `n`th event of a kind should be logged: the 1st, 2nd, 4th,
 /// 8th... so a flood of bad datagrams costs a log line per doubling, not one
 /// per datagram, and needs no clock.
+/// Asks the kernel for receive and send buffers of these sizes
+/// (`SO_RCVBUF`, `SO_SNDBUF`); `None` leaves the system default. Linux
+/// doubles the value for its bookkeeping and caps it at
+/// `net.core.rmem_max` / `wmem_max` without an error, so what was granted
+/// is read back with [`buffer_sizes`].
+pub(crate) fn set_buffers(
+    socket: &UdpSocket,
+    recv: Option<usize>,
+    send: Option<usize>,
+) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    if let Some(bytes) = recv {
+        sock.set_recv_buffer_size(bytes)?;
+    }
+    if let Some(bytes) = send {
+        sock.set_send_buffer_size(bytes)?;
+    }
+    Ok(())
+}
+
+/// The receive and send buffer sizes the kernel granted, in bytes.
+pub(crate) fn buffer_sizes(socket: &UdpSocket) -> std::io::Result<(usize, usize)> {
+    let sock = socket2::SockRef::from(socket);
+    Ok((sock.recv_buffer_size()?, sock.send_buffer_size()?))
+}
+
 pub(crate) fn worth_logging(n: u64) -> bool {
     n.is_power_of_two()
 }

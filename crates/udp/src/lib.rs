@@ -18,7 +18,8 @@
 //!
 //!  UdpServer:  recv_from --> [too large? busy? -> dropped, counted]
 //!                  |
-//!                  +--> task: decode -> Handler::handle(req, Context) -> send_to(sender)
+//!                  +--> decode -> Handler::handle(req, Context) -> send_to(sender)
+//!                       (polled once in the receive loop; a task of its own if it waits)
 //!
 //!  UdpClient:  request = send, wait `timeout` for the next datagram from the
 //!              server, send again up to `retries` times

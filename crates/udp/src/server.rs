@@ -53,6 +53,18 @@ pub struct Config {
     /// (and send their replies) before they are dropped. Default 5 s, as
     /// the TCP server's.
     pub shutdown_grace: Duration,
+
+    /// The socket's receive buffer (`SO_RCVBUF`), in bytes; `None` (the
+    /// default) keeps the system's (208 KiB on most Linux systems). Bursts
+    /// that arrive faster than the server reads wait here; past it the
+    /// kernel drops them, uncounted by [`Stats`]. Linux caps the size at
+    /// `net.core.rmem_max`; [`UdpServer::buffer_sizes`] tells what was
+    /// granted.
+    pub recv_buffer: Option<usize>,
+
+    /// The socket's send buffer (`SO_SNDBUF`), in bytes; `None` (the
+    /// default) keeps the system's. Capped at `net.core.wmem_max`.
+    pub send_buffer: Option<usize>,
 }
 
 impl Default for Config {
@@ -61,6 +73,8 @@ impl Default for Config {
             max_datagram: MAX_DATAGRAM,
             max_in_flight: 256,
             shutdown_grace: Duration::from_secs(5),
+            recv_buffer: None,
+            send_buffer: None,
         }
     }
 }
@@ -84,6 +98,20 @@ impl Config {
     #[must_use]
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`Config::recv_buffer`].
+    #[must_use]
+    pub fn recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = Some(bytes);
+        self
+    }
+
+    /// Sets [`Config::send_buffer`].
+    #[must_use]
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = Some(bytes);
         self
     }
 }
@@ -190,11 +218,29 @@ impl UdpServer {
         }
     }
 
-    /// Replaces the configuration.
-    #[must_use]
-    pub fn with_config(mut self, config: Config) -> UdpServer {
+    /// Replaces the configuration, and sets the socket's buffer sizes
+    /// ([`Config::recv_buffer`], [`Config::send_buffer`]) at once, so that
+    /// datagrams arriving before [`serve`](Self::serve) wait in them too.
+    /// The kernel may grant less than asked without an error (Linux caps
+    /// at `net.core.rmem_max`); [`buffer_sizes`](Self::buffer_sizes)
+    /// reads back what it granted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the socket refuses a buffer size.
+    pub fn with_config(mut self, config: Config) -> Result<UdpServer> {
+        datagram::set_buffers(&self.socket, config.recv_buffer, config.send_buffer)?;
         self.config = config;
-        self
+        Ok(self)
+    }
+
+    /// The socket's receive and send buffer sizes as the kernel reports
+    /// them, in bytes (Linux reports twice what was set: half is its
+    /// bookkeeping).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the OS cannot tell.
+    pub fn buffer_sizes(&self) -> Result<(usize, usize)> {
+        Ok(datagram::buffer_sizes(&self.socket)?)
     }
 
     /// The address the socket is bound to (with the real port when 0 was
@@ -302,9 +348,9 @@ struct Shared {
     counters: Counters,
 }
 
-/// The receive loop: one task that reads every datagram and starts a
-/// handler task for each (kept apart from what a handler task does, as the
-/// TCP server's accept loop is from its connection tasks).
+/// The receive loop: one task that reads every datagram and runs its
+/// handler: polled once inline, and moved to a task of its own only if it
+/// has to wait.
 struct Receiver<H> {
     /// Shared with the handler tasks, which send replies on it; closed when
     /// the last of them ends.
@@ -386,11 +432,22 @@ impl<H: Handler> Receiver<H> {
             limit: self.limit,
             _permit: permit,
         };
+        // The first poll here, in the receive loop: a handler that answers
+        // at once (an echo, a lookup) is done, reply sent, without a task
+        // of its own, its wakeup and its abort registration, which cost
+        // more than the datagram's own syscalls (see BENCHMARKS.md, UDP).
+        // Only a handler that waits gets a task, polled again there with a
+        // real waker (futures register the waker of their latest poll).
+        let mut run = Box::pin(job.run(payload, ctx));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if run.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
         let abort = self.shared.abort.clone();
         self.shared.tracker.spawn(async move {
             tokio::select! {
                 () = abort.cancelled() => {}
-                () = job.run(payload, ctx) => {}
+                () = run => {}
             }
         });
     }

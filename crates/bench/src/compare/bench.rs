@@ -18,22 +18,43 @@ pub(super) enum Srv {
     Plain,
     Mux,
     Tarpc,
+    /// enchufe's `http_hello` example.
+    Http,
+    /// hyper's hello server, its defaults.
+    Hyper,
+    /// hyper's hello server with `pipeline_flush(true)`.
+    HyperFlush,
+    TarpcNagle,
 }
 
 /// The settings of a run, after `--quick` picked its defaults.
 #[derive(Debug)]
 pub(super) struct Bench {
     pub(super) exe: PathBuf,
-    pub(super) echo_server: PathBuf,
+    /// Built only when a frame section runs.
+    pub(super) echo_server: Option<PathBuf>,
+    /// Built only when the HTTP section runs.
+    pub(super) http_hello: Option<PathBuf>,
     pub(super) logs: PathBuf,
     pub(super) rounds: usize,
     pub(super) secs: f64,
     pub(super) idle_conns: usize,
     pub(super) abuse_secs: f64,
+    pub(super) quick: bool,
     pub(super) servers: HashMap<Srv, Server>,
 }
 
 impl Bench {
+    /// Seconds per run of the ws, udp and tls duels: half of `secs` with
+    /// `--quick`, so that the whole quick run stays near three minutes.
+    pub(super) fn peer_secs(&self) -> f64 {
+        if self.quick {
+            self.secs / 2.0
+        } else {
+            self.secs
+        }
+    }
+
     /// How to start `srv`; enchufe's example runs with `RUST_LOG=warn` so
     /// that its per-connection `info` lines are not counted as its cost.
     pub(super) fn server_spec(&self, srv: Srv, max_connections: Option<usize>) -> ServerSpec {
@@ -52,6 +73,10 @@ impl Bench {
             .to_vec(),
             env: Vec::new(),
         };
+        let example = |path: &Option<PathBuf>| {
+            // `run` builds each example its sections need.
+            path.clone().expect("the example is built for this section")
+        };
         let enchufe = |name: &str, mux: bool| {
             let mut args: Vec<OsString> = vec!["--addr".into(), "127.0.0.1:0".into()];
             if let Some(n) = max_connections {
@@ -62,7 +87,7 @@ impl Bench {
             args.push(if mux { "--mux" } else { "--plain" }.into());
             ServerSpec {
                 name: name.into(),
-                program: self.echo_server.clone(),
+                program: example(&self.echo_server),
                 args,
                 env: vec![("RUST_LOG".into(), "warn".into())],
             }
@@ -70,8 +95,19 @@ impl Bench {
         match srv {
             Srv::Floor => ours("floor", "floor"),
             Srv::Tarpc => ours("tarpc", "tarpc"),
+            Srv::TarpcNagle => ours("tarpc-nagle", "tarpc-nagle"),
             Srv::Plain => enchufe("enchufe", false),
             Srv::Mux => enchufe("enchufe-mux", true),
+            Srv::Hyper => ours("hyper", "hyper"),
+            Srv::HyperFlush => ours("hyper-flush", "hyper-flush"),
+            // Its defaults, as a user runs it (a 5 s handler deadline
+            // included); its per-request log lines are `info`.
+            Srv::Http => ServerSpec {
+                name: "http_hello".into(),
+                program: example(&self.http_hello),
+                args: vec!["--addr".into(), "127.0.0.1:0".into()],
+                env: vec![("RUST_LOG".into(), "warn".into())],
+            },
         }
     }
 
@@ -94,6 +130,8 @@ impl Bench {
                 Srv::Floor | Srv::Plain => Kind::Frames,
                 Srv::Mux => Kind::ClientMux,
                 Srv::Tarpc => Kind::Tarpc,
+                Srv::Http | Srv::Hyper | Srv::HyperFlush => Kind::Http,
+                Srv::TarpcNagle => Kind::TarpcNagle,
             };
             let warm = Spec {
                 kind,

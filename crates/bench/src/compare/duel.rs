@@ -21,6 +21,14 @@ pub(super) enum Who {
     EnchufeMux,
     /// tarpc client → tarpc server.
     Tarpc,
+    /// HTTP generator → enchufe http_hello.
+    Http,
+    /// HTTP generator → hyper (its defaults).
+    Hyper,
+    /// HTTP generator → hyper with `pipeline_flush(true)`.
+    HyperFlush,
+    /// The same, both with Nagle on (tarpc's default transport).
+    TarpcNagle,
 }
 
 impl Who {
@@ -30,6 +38,10 @@ impl Who {
             Who::Enchufe | Who::Client => Srv::Plain,
             Who::EnchufeMux => Srv::Mux,
             Who::Tarpc => Srv::Tarpc,
+            Who::Http => Srv::Http,
+            Who::Hyper => Srv::Hyper,
+            Who::HyperFlush => Srv::HyperFlush,
+            Who::TarpcNagle => Srv::TarpcNagle,
         }
     }
 
@@ -39,6 +51,8 @@ impl Who {
             Who::Client => Kind::Client,
             Who::EnchufeMux => Kind::ClientMux,
             Who::Tarpc => Kind::Tarpc,
+            Who::Http | Who::Hyper | Who::HyperFlush => Kind::Http,
+            Who::TarpcNagle => Kind::TarpcNagle,
         }
     }
 
@@ -49,6 +63,10 @@ impl Who {
             Who::Client => "enchufe Client",
             Who::EnchufeMux => "enchufe mux",
             Who::Tarpc => "tarpc",
+            Who::Http => "enchufe http",
+            Who::Hyper => "hyper",
+            Who::HyperFlush => "hyper flush",
+            Who::TarpcNagle => "tarpc (Nagle)",
         }
     }
 }
@@ -74,6 +92,8 @@ impl Workload {
 
     pub(super) fn label(&self) -> String {
         let size = match self.size {
+            // HTTP: `GET /hola/N`, a ~35-byte request, a ~150-byte reply.
+            0 => "GET".to_owned(),
             s if s >= 1 << 20 => format!("{} MiB", s >> 20),
             s if s >= 1 << 10 => format!("{} KiB", s >> 10),
             s => format!("{s} B"),
@@ -97,6 +117,13 @@ pub(super) const LATENCY: Workload = Workload {
     latency: true,
     ..Workload::new(16, 32, 1)
 };
+/// HTTP/1.1 keep-alive: one connection, 64, and 64 pipelining ×16 (the
+/// last also against hyper with `pipeline_flush`).
+pub(super) const HTTP: [Workload; 3] = [
+    Workload::new(0, 1, 1),
+    Workload::new(0, 64, 1),
+    Workload::new(0, 64, 16),
+];
 pub(super) const MUX: [Workload; 3] = [
     Workload::new(16, 32, 16),
     Workload::new(16, 1, 64),
@@ -133,7 +160,7 @@ pub(super) struct Spread {
     pub(super) max: f64,
 }
 
-fn spread(mut v: Vec<f64>) -> Option<Spread> {
+pub(super) fn spread(mut v: Vec<f64>) -> Option<Spread> {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return None;

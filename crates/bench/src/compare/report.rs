@@ -43,7 +43,8 @@ pub(super) async fn print_header(rounds: usize, secs: f64) {
     );
     println!(
         "- servers: floor = hand-written tokio-util `Framed` echo (crates/bench); \
-         enchufe = `examples/echo_server` in release, `RUST_LOG=warn`; tarpc 0.38, bincode over TCP; \
+         enchufe = `examples/echo_server` (HTTP: `examples/http_hello`) in release, `RUST_LOG=warn`; \
+         tarpc 0.38, bincode over TCP; hyper 1.x HTTP/1.1; \
          all on Tokio's multi-thread runtime with default workers\n"
     );
 }
@@ -76,7 +77,7 @@ fn opt(v: Option<f64>, f: fn(f64) -> String) -> String {
 }
 
 /// `0.91 (0.85–0.97)`, or why there is none.
-fn ratio(s: Option<Spread>) -> String {
+pub(super) fn ratio(s: Option<Spread>) -> String {
     s.map_or_else(
         || "failed".into(),
         |s| format!("**{:.2}** ({:.2}–{:.2})", s.median, s.min, s.max),
@@ -84,7 +85,7 @@ fn ratio(s: Option<Spread>) -> String {
 }
 
 /// Whether the median meets a target: `higher` is better, or lower.
-fn meets(s: Option<Spread>, target: f64, higher: bool) -> &'static str {
+pub(super) fn meets(s: Option<Spread>, target: f64, higher: bool) -> &'static str {
     match s {
         Some(s) if (higher && s.median >= target) || (!higher && s.median <= target) => "yes",
         Some(_) => "no",
@@ -189,7 +190,9 @@ pub(super) fn mux_table(duels: &[Duel]) -> String {
         "## Multiplexed: enchufe Client + echo_server --mux vs tarpc\n\n\
          enchufe's `Client` (multiplexed profile) against the echo_server example with `--mux`; \
          tarpc's client against a tarpc echo service. Both: one client per connection, one task \
-         per request in flight. Target: enchufe ≥ 3× tarpc at 16 B, 32 × 16.\n\n\
+         per request in flight; tarpc with `TCP_NODELAY` on both ends, and at 16 B 32 × 16 also with \
+         its default transport (Nagle on, as its `tcp` helpers leave it). Target: enchufe ≥ 3× tarpc \
+         at 16 B, 32 × 16, both ways.\n\n\
          | workload | tarpc | enchufe | enchufe / tarpc | ≥ 3 | tarpc server CPU/req | enchufe server CPU/req | tarpc client CPU/req | enchufe client CPU/req |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
@@ -209,6 +212,62 @@ pub(super) fn mux_table(duels: &[Duel]) -> String {
             opt(d.median(Who::Tarpc, |s| s.client_cpu), micros),
             opt(d.median(Who::EnchufeMux, |s| s.client_cpu), micros),
         );
+        used.push(d);
+    }
+    // tarpc as its users run it: its `tcp` helpers leave Nagle on.
+    for d in duels.iter().filter(|d| d.index(Who::TarpcNagle).is_some()) {
+        let r = d.ratio(Who::EnchufeMux, Who::TarpcNagle, |s| s.rate);
+        let _ = writeln!(
+            t,
+            "| {}, tarpc with Nagle on (its default) | {} | {} | {} | {} | {} | {} | {} | {} |",
+            d.workload.label(),
+            opt(d.median(Who::TarpcNagle, |s| s.rate), rate),
+            opt(d.median(Who::EnchufeMux, |s| s.rate), rate),
+            ratio(r),
+            meets(r, 3.0, true),
+            opt(d.median(Who::TarpcNagle, |s| s.server_cpu), micros),
+            opt(d.median(Who::EnchufeMux, |s| s.server_cpu), micros),
+            opt(d.median(Who::TarpcNagle, |s| s.client_cpu), micros),
+            opt(d.median(Who::EnchufeMux, |s| s.client_cpu), micros),
+        );
+    }
+    t + &errors(&used)
+}
+
+pub(super) fn http_table(duels: &[Duel]) -> String {
+    let mut t = String::from(
+        "## HTTP/1.1: enchufe http_hello vs hyper\n\n\
+         The harness's HTTP generator (keep-alive, `GET /hola/N`, every reply checked in order; \
+         ×16 is 16 requests pipelined per connection) against the `http_hello` example in release \
+         and against hyper 1.x serving the same routes (crates/bench `serve --impl hyper`; \
+         `hyper flush` is hyper with `pipeline_flush(true)`). CPU is the server process's, per \
+         request. Targets: throughput ≥ 1.0× hyper, hyper CPU / enchufe CPU ≥ 1.0.\n\n\
+         | workload | against | hyper | enchufe | enchufe / hyper | ≥ 1.0 | hyper CPU/req | enchufe CPU/req | hyper / enchufe CPU | ≥ 1.0 |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut used = Vec::new();
+    for d in duels {
+        for them in [Who::Hyper, Who::HyperFlush] {
+            if d.index(them).is_none() {
+                continue;
+            }
+            let thr = d.ratio(Who::Http, them, |s| s.rate);
+            let eff = d.ratio(them, Who::Http, |s| s.server_cpu);
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                d.workload.label(),
+                them.label(),
+                opt(d.median(them, |s| s.rate), rate),
+                opt(d.median(Who::Http, |s| s.rate), rate),
+                ratio(thr),
+                meets(thr, 1.0, true),
+                opt(d.median(them, |s| s.server_cpu), micros),
+                opt(d.median(Who::Http, |s| s.server_cpu), micros),
+                ratio(eff),
+                meets(eff, 1.0, true),
+            );
+        }
         used.push(d);
     }
     t + &errors(&used)

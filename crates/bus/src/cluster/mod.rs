@@ -74,6 +74,9 @@ pub struct Config {
     /// `None`: pub/sub alone is one command per message, history makes it
     /// a pipeline of three and memory on the bus; turn it on with
     /// `Some(History::default())` (1,000 messages or 2 minutes per room).
+    /// On a bus that keeps no history ([`Bus::publish_logged`] answers
+    /// [`Error::NoHistory`]) messages are published all the same and
+    /// [`Cluster::recover`] fails with that error.
     pub history: Option<History>,
 }
 

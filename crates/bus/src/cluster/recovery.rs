@@ -74,7 +74,7 @@ impl Cluster {
             .get(room)
             .map(|nodes| nodes.iter().map(|(&node, &seq)| (node, seq)).collect())
             .unwrap_or_default();
-        let mut cursor = Cursor::from_map(BTreeMap::new());
+        let mut cursor = Cursor::new();
         // The newest servers first would be nicer; any bounded choice is
         // safe (a server left out is replayed in full, or reported).
         for (node, seq) in last.into_iter().take(Cursor::MAX_NODES) {

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Inner, Outgoing};
 use crate::queue::Drain;
-use crate::Subscription;
+use crate::{Error, Subscription};
 
 /// Publishes what the cluster queued, one at a time, in order; once
 /// detaching, until the queue is empty.
@@ -35,9 +35,20 @@ pub(super) async fn publisher(
         };
         let Some(inner) = inner.upgrade() else { return };
         let channel = &inner.config.channel;
-        let publish = match (&item.log, inner.config.history) {
-            (Some(log), Some(keep)) => inner.bus.publish_logged(channel, log, item.envelope, keep),
-            _ => inner.bus.publish(channel, item.envelope),
+        let publish = async {
+            let Some((log, keep)) = item.log.as_ref().zip(inner.config.history) else {
+                return inner.bus.publish(channel, item.envelope).await;
+            };
+            match inner
+                .bus
+                .publish_logged(channel, log, item.envelope.clone(), keep)
+                .await
+            {
+                // A bus that keeps no history still carries the message;
+                // recovery will say what it cannot find.
+                Err(Error::NoHistory) => inner.bus.publish(channel, item.envelope).await,
+                published => published,
+            }
         };
         let published = tokio::select! {
             _ = cancel.cancelled() => return,

@@ -224,6 +224,42 @@ impl Server {
         self
     }
 
+    /// Serves TLS and plain connections on one port: a connection whose
+    /// first byte starts a TLS handshake (a ClientHello) gets the TLS
+    /// handshake of [`Server::tls`], any other is served as it is (a plain
+    /// frame client, the course's Python client, `curl http://` at an HTTP
+    /// door). A client that says nothing is taken for plain after
+    /// [`Config::detect_timeout`] (a client waiting for a greeting).
+    /// Behind TLS, the same doors and profiles are served as without it.
+    ///
+    /// The first byte of a TLS handshake (0x16) would begin a frame
+    /// declaring over 352 MiB, so no frame under a sane
+    /// [`Config::max_frame_length`] is taken for TLS. Only where plain
+    /// traffic is acceptable on the network (a private one, a migration to
+    /// TLS): with [`Server::tls`], a plain client is refused.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
+    /// use enchufe::server::{handler_fn, tls, Server};
+    /// let acceptor = tls::Acceptor::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
+    /// let server = Server::bind("127.0.0.1:0").await?.tls_or_plain(acceptor);
+    /// # let handle = server.serve(handler_fn(|req: String, _conn| async move {
+    /// #     Ok::<_, std::convert::Infallible>(Some(req))
+    /// # }));
+    /// # handle.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_or_plain(mut self, acceptor: crate::tls::Acceptor) -> Server {
+        self.layer = Layer::TlsOrPlain(acceptor);
+        self
+    }
+
     /// Dials with TLS: connections opened by [`ServerHandle::connect`] (a
     /// peer dialing another peer) run the client's side of a TLS handshake,
     /// checking the other end's certificate against the host dialed (or

@@ -87,6 +87,7 @@ impl Shared {
             deadline: self.handshake_timeout,
             max_frame_length: ctx.config.max_frame_length,
             frame_timeout: ctx.config.frame_timeout,
+            detect: ctx.config.detect_timeout.unwrap_or(self.handshake_timeout),
             shutdown: &self.shutdown,
         }
     }

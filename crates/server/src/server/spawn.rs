@@ -52,13 +52,16 @@ impl Spawner {
                                 warn!(error = %e, "cannot set TCP_NODELAY");
                             }
                             let local_addr = stream.local_addr().unwrap_or(shared.local_addr);
-                            let layered = match layer.handshake(stream, shared.layer_cx(&ctx)).await
-                            {
+                            let cx = shared.layer_cx(&ctx);
+                            let layer = layer.sniff(&stream, cx.detect).await;
+                            let layered = match layer.handshake(stream, cx).await {
                                 Layered::Plain(stream) => match &doors {
-                                    Some(doors) => match shared
-                                        .routing(&ctx, doors, peer_addr)
-                                        .tcp(stream)
-                                        .await
+                                    // Boxed, as every door's routing: its
+                                    // future is large and over once routed.
+                                    Some(doors) => match Box::pin(
+                                        shared.routing(&ctx, doors, peer_addr).tcp(stream),
+                                    )
+                                    .await
                                     {
                                         Route::Frames(stream) => Layered::Plain(stream),
                                         Route::FramesBoxed(io) => Layered::Boxed(io),
@@ -68,13 +71,7 @@ impl Spawner {
                                 },
                                 Layered::Boxed(io) => match &doors {
                                     Some(doors) => {
-                                        match shared.routing(&ctx, doors, peer_addr).boxed(io).await
-                                        {
-                                            Route::Frames(io) | Route::FramesBoxed(io) => {
-                                                Layered::Boxed(io)
-                                            }
-                                            Route::Gone => Layered::Gone,
-                                        }
+                                        route_boxed(io, doors, peer_addr, &ctx, shared).await
                                     }
                                     None => Layered::Boxed(io),
                                 },
@@ -97,22 +94,50 @@ impl Spawner {
                             }
                         }
                         #[cfg(unix)]
-                        Stream::Unix(stream) => match layer
-                            .handshake(stream, shared.layer_cx(&ctx))
-                            .await
-                        {
-                            Layered::Plain(stream) => {
-                                serve_connection(
-                                    stream, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                )
-                                .await
+                        Stream::Unix(stream) => {
+                            match (layer.handshake(stream, shared.layer_cx(&ctx)).await, &doors) {
+                                // A Unix socket cannot be peeked: routed boxed,
+                                // its first byte read and given back.
+                                (Layered::Plain(stream), Some(doors)) => {
+                                    let io: crate::layer::BoxIo = Box::pin(stream);
+                                    match route_boxed(io, doors, peer_addr, &ctx, shared).await {
+                                        Layered::Plain(io) | Layered::Boxed(io) => {
+                                            serve_connection(
+                                                io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
+                                            )
+                                            .await
+                                        }
+                                        Layered::Gone => {}
+                                    }
+                                }
+                                (Layered::Boxed(io), Some(doors)) => {
+                                    match route_boxed(io, doors, peer_addr, &ctx, shared).await {
+                                        Layered::Plain(io) | Layered::Boxed(io) => {
+                                            serve_connection(
+                                                io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
+                                            )
+                                            .await
+                                        }
+                                        Layered::Gone => {}
+                                    }
+                                }
+                                (layered, _) => match layered {
+                                    Layered::Plain(stream) => {
+                                        serve_connection(
+                                            stream, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
+                                        )
+                                        .await
+                                    }
+                                    Layered::Boxed(io) => {
+                                        serve_connection(
+                                            io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
+                                        )
+                                        .await
+                                    }
+                                    Layered::Gone => {}
+                                },
                             }
-                            Layered::Boxed(io) => {
-                                serve_connection(io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared)
-                                    .await
-                            }
-                            Layered::Gone => {}
-                        },
+                        }
                         Stream::Boxed(io) => {
                             let local_addr = shared.local_addr;
                             match layer.handshake(io, shared.layer_cx(&ctx)).await {
@@ -133,6 +158,22 @@ impl Spawner {
         }))
     }
 }
+/// Routes a boxed stream (TLS, a Unix socket) through the front door:
+/// frames come back to be served, a door serves the rest. Boxed, as the
+/// routing's future is large and over once routed.
+async fn route_boxed<H: Handler, S>(
+    io: crate::layer::BoxIo,
+    doors: &crate::door::Doors,
+    peer_addr: SocketAddr,
+    ctx: &Ctx<H>,
+    shared: &Shared,
+) -> Layered<S> {
+    match Box::pin(shared.routing(ctx, doors, peer_addr).boxed(io)).await {
+        Route::Frames(io) | Route::FramesBoxed(io) => Layered::Boxed(io),
+        Route::Gone => Layered::Gone,
+    }
+}
+
 async fn serve_connection<H: Handler, Io>(
     io: Io,
     peer_addr: SocketAddr,

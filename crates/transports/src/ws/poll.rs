@@ -174,13 +174,18 @@ where
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
-    /// Sends a close frame (the peer's code echoed after its close, else
-    /// 1001 going away), then shuts the socket's writing side.
+    /// Sends a close frame (the peer's code echoed after its close; 1008
+    /// while the peer's message is unfinished, as when the server's
+    /// deadline for it passed; else 1001 going away), then shuts the
+    /// socket's writing side.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match (this.refused, this.peer_closed) {
             (Some(refusal), _) => this.queue_close(Some(refusal.code()), refusal.reason()),
             (None, Some(echo)) => this.queue_close(echo, ""),
+            (None, None) if this.started => {
+                this.queue_close(Some(code::POLICY), "message not completed")
+            }
             (None, None) => this.queue_close(Some(code::GOING_AWAY), "going away"),
         }
         ready!(this.poll_send(cx))?;
