@@ -799,3 +799,10 @@ async fn a_file_over_4_gib_goes_through_whole() {
     .await
     .expect("the 4 GiB transfer did not finish within its limit");
 }
+
+#[tokio::test]
+async fn a_directory_is_refused_as_an_upload_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Upload::file(dir.path()).await.unwrap_err();
+    assert!(matches!(err, Error::Open { .. }), "{err}");
+}

@@ -485,15 +485,7 @@ mod tests {
     /// Every predicate, in one row: timeout, closed, reset, frame too
     /// large, profile mismatch, bad input, busy.
     fn answers(e: &Error) -> [bool; 7] {
-        [
-            e.is_timeout(),
-            e.is_closed(),
-            e.is_reset(),
-            e.is_frame_too_large(),
-            e.is_profile_mismatch(),
-            e.is_bad_input(),
-            e.is_busy(),
-        ]
+        enchufe_framing::predicate_row!(e, is_busy)
     }
 
     #[test]

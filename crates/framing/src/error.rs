@@ -338,6 +338,27 @@ pub fn is_closed_io(e: &io::Error) -> bool {
     )
 }
 
+/// The predicates every enchufe error type answers, in one row: timeout,
+/// closed, reset, frame too large, profile mismatch, bad input, then the
+/// crate's own (`predicate_row!(e, is_busy)`). Each crate's table test of
+/// its error asks through it, so the set is written once and every error
+/// type is asked the same questions. Not covered by semver.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! predicate_row {
+    ($e:expr $(, $own:ident)* $(,)?) => {
+        [
+            $e.is_timeout(),
+            $e.is_closed(),
+            $e.is_reset(),
+            $e.is_frame_too_large(),
+            $e.is_profile_mismatch(),
+            $e.is_bad_input(),
+            $($e.$own(),)*
+        ]
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,24 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Opens the regular file at `path` to send it, with its metadata; a
+/// failure, or a path that is not a regular file (a directory, say), is
+/// [`Error::Open`] naming it.
+pub(crate) async fn open_to_send(
+    path: &std::path::Path,
+) -> Result<(tokio::fs::File, std::fs::Metadata)> {
+    let open = |source| Error::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = tokio::fs::File::open(path).await.map_err(open)?;
+    let meta = file.metadata().await.map_err(open)?;
+    if !meta.is_file() {
+        return Err(open(io::Error::other("not a regular file")));
+    }
+    Ok((file, meta))
+}
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -443,15 +461,7 @@ mod tests {
     /// Every predicate, in one row: timeout, closed, reset, frame too
     /// large, profile mismatch, bad input, busy.
     fn answers(e: &Error) -> [bool; 7] {
-        [
-            e.is_timeout(),
-            e.is_closed(),
-            e.is_reset(),
-            e.is_frame_too_large(),
-            e.is_profile_mismatch(),
-            e.is_bad_input(),
-            e.is_busy(),
-        ]
+        enchufe_framing::predicate_row!(e, is_busy)
     }
 
     #[test]

@@ -183,15 +183,7 @@ mod tests {
     /// Every predicate, in one row: timeout, closed, reset, frame too
     /// large, profile mismatch, bad input, refused.
     fn answers(e: &Error) -> [bool; 7] {
-        [
-            e.is_timeout(),
-            e.is_closed(),
-            e.is_reset(),
-            e.is_frame_too_large(),
-            e.is_profile_mismatch(),
-            e.is_bad_input(),
-            e.is_refused(),
-        ]
+        enchufe_framing::predicate_row!(e, is_refused)
     }
 
     #[test]

@@ -203,13 +203,8 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
+    use crate::wire::tests::framed;
     use crate::{Config, OutFrame};
-
-    fn framed(body: &[u8]) -> Vec<u8> {
-        let mut out = (body.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(body);
-        out
-    }
 
     #[tokio::test]
     async fn a_frame_over_the_limit_streams_in_bounded_chunks_then_frames_resume() {

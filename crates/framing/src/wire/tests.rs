@@ -16,7 +16,8 @@ fn cfg(max: usize) -> Config {
     Config::default().max_frame_length(max)
 }
 
-fn framed(body: &[u8]) -> Vec<u8> {
+/// `body` as a length-prefixed frame.
+pub(super) fn framed(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(body);
     out

@@ -16,7 +16,7 @@ use crate::{Error, OutFrame, Result, HEADER_LEN};
 impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
     /// Queues a frame for writing (nothing is written until
     /// [`Wire::poll_flush`]). Bodies of [`LARGE_FRAME`] or more are queued
-    /// without a copy. With a codec other than [`LengthPrefix`] no length
+    /// without a copy. With a codec other than [`LengthPrefix`](super::split::LengthPrefix) no length
     /// goes before it: the frame's prefix and body leave as they are.
     ///
     /// # Errors

@@ -16,7 +16,7 @@
 //! - [`Receiver`]: a server for the protocol, one task per sender, with a
 //!   connection cap, an overall deadline per sender and events.
 //! - [`send_file`]: opens a file, connects and sends it.
-//! - [`receive`] and [`send`]: one transfer over any stream.
+//! - [`receive`](fn@receive) and [`send`](fn@send): one transfer over any stream.
 //!
 //! ```
 //! use enchufe::transfer::course;

@@ -5,7 +5,7 @@ use std::path::Path;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::error::{is_gone, Error, Result};
+use crate::error::{is_gone, open_to_send, Error, Result};
 use crate::Progress;
 
 use super::config::{Config, BUFFER, THANKS};
@@ -26,15 +26,7 @@ pub async fn send_file(
     progress: Option<&watch::Sender<Progress>>,
 ) -> Result<u64> {
     let path = path.as_ref();
-    let open = |source| Error::Open {
-        path: path.to_owned(),
-        source,
-    };
-    let file = tokio::fs::File::open(path).await.map_err(open)?;
-    let meta = file.metadata().await.map_err(open)?;
-    if !meta.is_file() {
-        return Err(open(std::io::Error::other("not a regular file")));
-    }
+    let (file, meta) = open_to_send(path).await?;
     let size = meta.len();
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::{Digest, ALGORITHM};
-use crate::error::{Error, Result, Violation};
+use crate::error::{open_to_send, Error, Result, Violation};
 use crate::protocol::{Control, Frame, FrameKind, TransferId, CHUNK_HEADER};
 use crate::Progress;
 
@@ -102,16 +102,12 @@ impl Upload {
     /// sending the same file again after a cut resumes.
     ///
     /// # Errors
-    /// [`Error::Open`], naming the file, when it cannot be opened;
+    /// [`Error::Open`], naming the file, when it cannot be opened or is not
+    /// a regular file;
     /// [`Error::BadName`] when its name is not UTF-8.
     pub async fn file(path: impl AsRef<Path>) -> Result<Upload> {
         let path = path.as_ref();
-        let open = |source| Error::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let file = tokio::fs::File::open(path).await.map_err(open)?;
-        let meta = file.metadata().await.map_err(open)?;
+        let (file, meta) = open_to_send(path).await?;
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -262,13 +258,7 @@ impl Upload {
         // and the socket then overlap, and a slow source never holds back
         // chunks already read.
         let source = std::mem::replace(&mut self.source, Source::Spent);
-        let job = Job {
-            id: self.id,
-            offset,
-            size: self.size,
-            chunk: chunk as usize,
-            hasher,
-        };
+        let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
         let (mut chunks, recycle, producer) = produce(source, job, window).await?;
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
         let mut acked = offset;

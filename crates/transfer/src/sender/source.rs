@@ -45,11 +45,23 @@ impl Source {
 /// What a producer reads: `size - offset` bytes in chunks, hashed on top
 /// of `hasher` (which holds the first `offset` bytes on a resume).
 pub(super) struct Job {
-    pub(super) id: TransferId,
-    pub(super) offset: u64,
-    pub(super) size: u64,
-    pub(super) chunk: usize,
-    pub(super) hasher: Digest,
+    id: TransferId,
+    offset: u64,
+    size: u64,
+    chunk: usize,
+    hasher: Digest,
+}
+
+impl Job {
+    pub(super) fn new(id: TransferId, offset: u64, size: u64, chunk: usize, hasher: Digest) -> Job {
+        Job {
+            id,
+            offset,
+            size,
+            chunk,
+            hasher,
+        }
+    }
 }
 
 /// Chunk frames, ready to send, in order; an error ends them.
