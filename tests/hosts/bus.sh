@@ -78,7 +78,7 @@ if [[ -n "${ENCHUFE_BUS_BIN:-}" ]]; then
     BIN=$ENCHUFE_BUS_BIN
 else
     say "building the chat example with the bus"
-    BIN=$(cargo build --locked --features redis --example chat --message-format=json-render-diagnostics |
+    BIN=$(cargo build --locked --workspace --all-features --example chat --message-format=json-render-diagnostics |
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1) || fail "cargo build --example chat failed"
 fi
 [[ -x "$BIN" ]] || unable "no chat binary (got '$BIN')"

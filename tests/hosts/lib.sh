@@ -119,7 +119,7 @@ example_bin() {
         BIN=$2
     else
         say "building the $1 example"
-        BIN=$(cargo build --locked --example "$1" --message-format=json-render-diagnostics |
+        BIN=$(cargo build --locked --workspace --all-features --example "$1" --message-format=json-render-diagnostics |
             sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1) ||
             fail "cargo build --example $1 failed"
     fi
