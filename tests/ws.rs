@@ -222,19 +222,24 @@ async fn a_message_over_the_default_limit_is_refused_with_1009() {
     .await;
 }
 
+/// Sends the first fragment of a message whose last never comes: the
+/// server's deadline closes the connection with 1008 and drops it.
+async fn half_message_is_closed_with_1008(server: &ServerHandle) {
+    let mut ws = ws_client(server).await;
+    ws.get_mut()
+        .write_all(&raw_frame(false, 0x2, b"half"))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+    eventually(|| server.connection_count() == 0).await;
+}
+
 #[tokio::test]
 async fn a_message_left_unfinished_is_closed_with_1008() {
     bounded(async {
         let config = Config::default().frame_timeout(Some(Duration::from_millis(300)));
         let server = server(config).await;
-        let mut ws = ws_client(&server).await;
-        // The first fragment of a message whose last never comes.
-        ws.get_mut()
-            .write_all(&raw_frame(false, 0x2, b"half"))
-            .await
-            .unwrap();
-        assert_eq!(close_code(&mut ws).await, Some(1008));
-        eventually(|| server.connection_count() == 0).await;
+        half_message_is_closed_with_1008(&server).await;
         // A fragmented message that completes in time is one frame.
         let mut ws = ws_client(&server).await;
         let mut raw = raw_frame(false, 0x1, b"ho");
@@ -258,13 +263,7 @@ async fn a_first_message_left_unfinished_is_closed_with_1008_at_the_first_frame_
     bounded(async {
         let config = Config::default().first_frame_timeout(Some(Duration::from_millis(300)));
         let server = server(config).await;
-        let mut ws = ws_client(&server).await;
-        ws.get_mut()
-            .write_all(&raw_frame(false, 0x2, b"half"))
-            .await
-            .unwrap();
-        assert_eq!(close_code(&mut ws).await, Some(1008));
-        eventually(|| server.connection_count() == 0).await;
+        half_message_is_closed_with_1008(&server).await;
         server.shutdown().await;
     })
     .await;
