@@ -185,6 +185,24 @@ pub(crate) async fn run(cmd: Cmd) -> Result<()> {
 /// A server bound and serving in a task: its address and the task.
 pub(crate) type Served = (SocketAddr, tokio::task::JoinHandle<()>);
 
+/// Serves `server` (its doors and layers set) with a `Bytes` echo handler
+/// until the task is aborted.
+pub(crate) fn echo(server: enchufe::Server) -> Result<Served> {
+    let local = server
+        .local_addr()
+        .map_err(|e| Error::harness(e.to_string()))?;
+    let handle = server.serve(enchufe::handler_fn(
+        |frame: bytes::Bytes, _conn| async move { Ok::<_, std::convert::Infallible>(Some(frame)) },
+    ));
+    Ok((
+        local,
+        tokio::spawn(async move {
+            let _serving = handle;
+            std::future::pending::<()>().await;
+        }),
+    ))
+}
+
 /// Binds, and serves in a task.
 async fn serve(imp: Impl, addr: SocketAddr, tls: Option<(PathBuf, PathBuf)>) -> Result<Served> {
     let need_tls = || {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use enchufe::{handler_fn, Profile, Server, ServerConfig};
+use enchufe::{Profile, Server, ServerConfig};
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -50,19 +50,7 @@ pub(crate) async fn enchufe(addr: SocketAddr, (cert, key): (PathBuf, PathBuf)) -
         .map_err(|e| Error::harness(e.to_string()))?
         .with_config(ServerConfig::default().profile(Profile::Plain))
         .tls(acceptor);
-    let local = server
-        .local_addr()
-        .map_err(|e| Error::harness(e.to_string()))?;
-    let handle = server.serve(handler_fn(|frame: Bytes, _conn| async move {
-        Ok::<_, std::convert::Infallible>(Some(frame))
-    }));
-    Ok((
-        local,
-        tokio::spawn(async move {
-            let _serving = handle;
-            std::future::pending::<()>().await;
-        }),
-    ))
+    super::echo(server)
 }
 
 /// The hand-written rival: tokio-rustls's acceptor (same ring provider,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use enchufe::{handler_fn, Profile, Server, ServerConfig};
+use enchufe::{Profile, Server, ServerConfig};
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -32,19 +32,7 @@ pub(crate) async fn enchufe(addr: SocketAddr) -> Result<Served> {
         .map_err(|e| Error::harness(e.to_string()))?
         .with_config(ServerConfig::default().profile(Profile::Plain))
         .web(enchufe::ws::Options::default());
-    let local = server
-        .local_addr()
-        .map_err(|e| Error::harness(e.to_string()))?;
-    let handle = server.serve(handler_fn(|frame: Bytes, _conn| async move {
-        Ok::<_, std::convert::Infallible>(Some(frame))
-    }));
-    Ok((
-        local,
-        tokio::spawn(async move {
-            let _serving = handle;
-            std::future::pending::<()>().await;
-        }),
-    ))
+    super::echo(server)
 }
 
 /// The hand-written rival: accept, upgrade with tokio-tungstenite, echo
