@@ -49,36 +49,55 @@ pub(crate) async fn attack(addr: SocketAddr, door: Door, slow: usize, idle: usiz
     }
 }
 
-/// The ordinary client every 50 ms for `window`, on a thread and runtime of
-/// its own so that its timing does not queue behind the suite's tasks.
+/// The ordinary client every 50 ms for `window`: the times of those
+/// served, and how many probes there were.
 pub(crate) async fn probe_for(
     door: Door,
     addr: SocketAddr,
     window: Duration,
 ) -> (Vec<Duration>, usize) {
+    let probes = probe_every(
+        door,
+        addr,
+        window,
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+    )
+    .await;
+    let n = probes.len().max(1);
+    (probes.into_iter().filter_map(|(_, t)| t).collect(), n)
+}
+
+/// The ordinary client every `every` for `window`, each probe given
+/// `limit`, on a thread and runtime of its own so that its timing does not
+/// queue behind the suite's tasks (attackers in the suite's own process
+/// would otherwise decide it). Each probe's start (from the first) and its
+/// time, `None` if it was not served within `limit`.
+pub(crate) async fn probe_every(
+    door: Door,
+    addr: SocketAddr,
+    window: Duration,
+    every: Duration,
+    limit: Duration,
+) -> Vec<(Duration, Option<Duration>)> {
     let run = move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime for the probe");
         rt.block_on(async move {
-            let mut samples = Vec::new();
-            let mut probes = 0;
+            let mut probes = Vec::new();
             let start = Instant::now();
             while start.elapsed() < window {
-                let next = Instant::now() + Duration::from_millis(50);
-                probes += 1;
-                if let Some(t) = doors::probe(door, addr, Duration::from_secs(5)).await {
-                    samples.push(t);
-                }
+                let next = Instant::now() + every;
+                let at = start.elapsed();
+                probes.push((at, doors::probe(door, addr, limit).await));
                 tokio::time::sleep_until(next.into()).await;
             }
-            (samples, probes)
+            probes
         })
     };
-    tokio::task::spawn_blocking(run)
-        .await
-        .unwrap_or((Vec::new(), 1))
+    tokio::task::spawn_blocking(run).await.unwrap_or_default()
 }
 
 /// 1,000 slowloris and 5,000 idle connections, reconnecting when cut, while
