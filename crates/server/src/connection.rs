@@ -74,11 +74,11 @@ struct Inner {
     /// set once, read by every push (a relaxed load).
     profile: AtomicU8,
     /// The writer's failure, kept so the disconnect reason can name it.
-    failure: Mutex<Option<Error>>,
+    failure: Mutex<Option<Box<Error>>>,
     /// Per-connection state of any types the handler wants (see `with_state`).
-    state: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+    state: Mutex<Option<Box<StateMap>>>,
     /// The other end's hello (multiplexed profile), once read.
-    remote: OnceLock<Hello>,
+    remote: OnceLock<Box<Remote>>,
     /// Whether we speak as a peer ([`Config::peer`](crate::Config::peer)).
     local_peer: bool,
     /// The server this connection belongs to (weak: the server's registry
@@ -90,14 +90,24 @@ struct Inner {
     draining: AtomicBool,
     /// Whether this end dialed the connection ([`ServerHandle::connect`](crate::ServerHandle::connect)).
     outbound: bool,
-    /// Our requests to the other end (peer connections only).
+}
+
+/// The other end of a multiplexed connection, once its hello arrived: who
+/// it is, and our requests to it. Boxed in `Inner`: a plain connection
+/// never has one.
+struct Remote {
+    hello: Hello,
     requests: Requests,
 }
+
+/// The handler's per-connection state, by type ([`Connection::with_state`]);
+/// boxed in `Inner`, and only once used: most connections never do.
+type StateMap = HashMap<TypeId, Box<dyn Any + Send>>;
 
 /// Requests this end sent on a peer connection, awaiting replies.
 struct Requests {
     /// Bounds requests awaiting replies (`max_in_flight`).
-    permits: Arc<Semaphore>,
+    permits: Semaphore,
     /// Reply slots by id: the session layer's table, the one the client
     /// uses too. After the connection's end, registering fails at once.
     slots: InFlight<oneshot::Sender<Result<BytesMut>>>,
@@ -129,8 +139,6 @@ pub(crate) struct Parts {
     pub(crate) local_peer: bool,
     pub(crate) outbound: bool,
     pub(crate) server: Weak<dyn Any + Send + Sync>,
-    pub(crate) max_in_flight: usize,
-    pub(crate) request_timeout: Duration,
 }
 
 impl Connection {
@@ -148,17 +156,12 @@ impl Connection {
             write_timeout: parts.write_timeout,
             profile: AtomicU8::new(profile_code(parts.profile)),
             failure: Mutex::new(None),
-            state: Mutex::new(HashMap::new()),
+            state: Mutex::new(None),
             remote: OnceLock::new(),
             local_peer: parts.local_peer,
             outbound: parts.outbound,
             server: parts.server,
             draining: AtomicBool::new(false),
-            requests: Requests {
-                permits: Arc::new(Semaphore::new(parts.max_in_flight)),
-                slots: InFlight::new(),
-                timeout: parts.request_timeout,
-            },
         };
         Self {
             inner: Arc::new(inner),
@@ -184,14 +187,22 @@ impl Connection {
     /// empty for clients. `None` in the plain profile (no hello) and before
     /// the hello has arrived (never inside a handler).
     pub fn node_id(&self) -> Option<&str> {
-        self.inner.remote.get().map(|hello| hello.node_id.as_str())
+        self.inner
+            .remote
+            .get()
+            .map(|remote| remote.hello.node_id.as_str())
     }
 
     /// Whether both ends are peers ([`Config::peer`](crate::Config::peer) on
     /// both sides): then either may send requests
     /// ([`Connection::request`]) on this connection.
     pub fn is_peer(&self) -> bool {
-        self.inner.local_peer && self.inner.remote.get().is_some_and(|hello| hello.peer)
+        self.inner.local_peer
+            && self
+                .inner
+                .remote
+                .get()
+                .is_some_and(|remote| remote.hello.peer)
     }
 
     /// The server this connection belongs to, type-erased (see
@@ -223,7 +234,12 @@ impl Connection {
     /// Dropping the future gives up the request: its slot is freed and the
     /// other end is sent a `cancel`.
     pub async fn request<M: Encode, R: Decode>(&self, msg: M) -> Result<R> {
-        self.request_timeout(msg, self.inner.requests.timeout).await
+        let timeout = self
+            .inner
+            .remote
+            .get()
+            .map_or(Duration::ZERO, |r| r.requests.timeout);
+        self.request_timeout(msg, timeout).await
     }
 
     /// [`Connection::request`] with its own timeout.
@@ -242,7 +258,10 @@ impl Connection {
         }
         let body = msg.encode()?;
         let exchange = async {
-            let requests = &self.inner.requests;
+            let requests = match self.inner.remote.get() {
+                Some(remote) => &remote.requests,
+                None => return Err(Error::Closed),
+            };
             let _permit = requests
                 .permits
                 .acquire()
@@ -362,6 +381,7 @@ impl Connection {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let slot = map
+            .get_or_insert_with(Default::default)
             .entry(TypeId::of::<T>())
             .or_insert_with(|| Box::new(T::default()));
         match slot.downcast_mut::<T>() {
@@ -533,20 +553,32 @@ impl Connection {
             .failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        slot.get_or_insert(error);
+        slot.get_or_insert_with(|| Box::new(error));
         drop(slot);
         self.close();
     }
 
     /// Records the other end's hello.
-    pub(crate) fn set_remote(&self, hello: Hello) {
-        let _ = self.inner.remote.set(hello);
+    /// Records the other end's hello; our requests to it are bounded by
+    /// `max_in_flight` and wait `timeout` by default.
+    pub(crate) fn set_remote(&self, hello: Hello, max_in_flight: usize, timeout: Duration) {
+        let requests = Requests {
+            permits: Semaphore::new(max_in_flight),
+            slots: InFlight::new(),
+            timeout,
+        };
+        let _ = self.inner.remote.set(Box::new(Remote { hello, requests }));
     }
 
     /// Answers our request `id` with what the other end sent; a reply for
     /// an id we no longer wait for (timed out, cancelled) is dropped.
     pub(crate) fn answer(&self, id: u64, outcome: Result<BytesMut>) {
-        match self.inner.requests.slots.take(id) {
+        let slot = self
+            .inner
+            .remote
+            .get()
+            .and_then(|r| r.requests.slots.take(id));
+        match slot {
             Some(slot) => {
                 let _ = slot.send(outcome);
             }
@@ -557,10 +589,13 @@ impl Connection {
     /// The connection has ended: every request still waiting fails, and
     /// later ones fail at once.
     pub(crate) fn end_requests(&self) {
-        for slot in self.inner.requests.slots.end() {
+        let Some(remote) = self.inner.remote.get() else {
+            return;
+        };
+        for slot in remote.requests.slots.end() {
             let _ = slot.send(Err(Error::Closed));
         }
-        self.inner.requests.permits.close();
+        remote.requests.permits.close();
     }
 
     /// Tells the other end we gave up on our request `id`. A cancel is a
@@ -584,6 +619,7 @@ impl Connection {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+            .map(|failure| *failure)
     }
 }
 

@@ -1,6 +1,7 @@
 //! One connection's task: its layer (TLS, WebSocket), its door, then the
 //! serving loop, registered with the server while it lives.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use crate::layer::Layered;
 use crate::outbox::flag;
 use crate::stats::Counters;
 use crate::task::{serve, Ctx};
-use crate::{Connection, ConnectionId, Disconnect, Error, Handler, PeerLinks, Profile, Result};
+use crate::{Connection, ConnectionId, Disconnect, Error, Handler, Profile, Result};
 
 use super::listener::{Stream, UNIX_ADDR};
 use super::shared::{NewConnection, Shared, Spawner};
@@ -30,134 +31,145 @@ impl Spawner {
                 Counters::add(&shared.counters.connections_accepted, 1);
             }
             let span = info_span!("conn", id = id.0, peer = %new.peer_addr, outbound);
+            let NewConnection {
+                stream,
+                layer,
+                peer_addr,
+                permit,
+                address_slot,
+                ready,
+                doors,
+            } = new;
+            // Its layer and door on the heap: their future is large and
+            // over once the connection is routed, and an idle connection
+            // would otherwise carry it for its whole life (the task was a
+            // third larger: RELIABILITY.md, idle memory).
+            let routed = Box::pin(route(
+                stream,
+                layer,
+                doors,
+                peer_addr,
+                ctx.clone(),
+                shared.clone(),
+            ));
             let ctx = ctx.clone();
             let shared_for_task = shared.clone();
             shared.tracker.spawn(
                 async move {
-                    let NewConnection {
-                        stream,
-                        layer,
-                        peer_addr,
-                        permit,
-                        address_slot,
-                        ready,
-                        doors,
-                    } = new;
+                    let held = (permit, address_slot);
                     let shared = &*shared_for_task;
-                    match stream {
-                        Stream::Tcp(stream) => {
-                            // Small request/reply frames must not wait for
-                            // Nagle; batching is ours.
-                            if let Err(e) = stream.set_nodelay(true) {
-                                warn!(error = %e, "cannot set TCP_NODELAY");
-                            }
-                            let local_addr = stream.local_addr().unwrap_or(shared.local_addr);
-                            let cx = shared.layer_cx(&ctx);
-                            let layer = layer.sniff(&stream, cx.detect).await;
-                            let layered = match layer.handshake(stream, cx).await {
-                                Layered::Plain(stream) => match &doors {
-                                    // Boxed, as every door's routing: its
-                                    // future is large and over once routed.
-                                    Some(doors) => match Box::pin(
-                                        shared.routing(&ctx, doors, peer_addr).tcp(stream),
-                                    )
-                                    .await
-                                    {
-                                        Route::Frames(stream) => Layered::Plain(stream),
-                                        Route::FramesBoxed(io) => Layered::Boxed(io),
-                                        Route::Gone => Layered::Gone,
-                                    },
-                                    None => Layered::Plain(stream),
-                                },
-                                Layered::Boxed(io) => match &doors {
-                                    Some(doors) => {
-                                        route_boxed(io, doors, peer_addr, &ctx, shared).await
-                                    }
-                                    None => Layered::Boxed(io),
-                                },
-                                Layered::Gone => Layered::Gone,
-                            };
-                            match layered {
-                                Layered::Plain(stream) => {
-                                    serve_connection(
-                                        stream, peer_addr, local_addr, id, ready, &ctx, shared,
-                                    )
-                                    .await
-                                }
-                                Layered::Boxed(io) => {
-                                    serve_connection(
-                                        io, peer_addr, local_addr, id, ready, &ctx, shared,
-                                    )
-                                    .await
-                                }
-                                Layered::Gone => {}
-                            }
+                    match routed.await {
+                        Routed::Tcp(stream, local_addr) => {
+                            serve_connection(stream, peer_addr, local_addr, id, ready, &ctx, shared)
+                                .await
+                        }
+                        Routed::Boxed(io, local_addr) => {
+                            serve_connection(io, peer_addr, local_addr, id, ready, &ctx, shared)
+                                .await
                         }
                         #[cfg(unix)]
-                        Stream::Unix(stream) => {
-                            match (layer.handshake(stream, shared.layer_cx(&ctx)).await, &doors) {
-                                // A Unix socket cannot be peeked: routed boxed,
-                                // its first byte read and given back.
-                                (Layered::Plain(stream), Some(doors)) => {
-                                    let io: crate::layer::BoxIo = Box::pin(stream);
-                                    match route_boxed(io, doors, peer_addr, &ctx, shared).await {
-                                        Layered::Plain(io) | Layered::Boxed(io) => {
-                                            serve_connection(
-                                                io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                            )
-                                            .await
-                                        }
-                                        Layered::Gone => {}
-                                    }
-                                }
-                                (Layered::Boxed(io), Some(doors)) => {
-                                    match route_boxed(io, doors, peer_addr, &ctx, shared).await {
-                                        Layered::Plain(io) | Layered::Boxed(io) => {
-                                            serve_connection(
-                                                io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                            )
-                                            .await
-                                        }
-                                        Layered::Gone => {}
-                                    }
-                                }
-                                (layered, _) => match layered {
-                                    Layered::Plain(stream) => {
-                                        serve_connection(
-                                            stream, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                        )
-                                        .await
-                                    }
-                                    Layered::Boxed(io) => {
-                                        serve_connection(
-                                            io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                        )
-                                        .await
-                                    }
-                                    Layered::Gone => {}
-                                },
-                            }
+                        Routed::Unix(stream) => {
+                            serve_connection(stream, peer_addr, UNIX_ADDR, id, ready, &ctx, shared)
+                                .await
                         }
-                        Stream::Boxed(io) => {
-                            let local_addr = shared.local_addr;
-                            match layer.handshake(io, shared.layer_cx(&ctx)).await {
-                                Layered::Plain(io) | Layered::Boxed(io) => {
-                                    serve_connection(
-                                        io, peer_addr, local_addr, id, ready, &ctx, shared,
-                                    )
-                                    .await
-                                }
-                                Layered::Gone => {}
-                            }
-                        }
+                        Routed::Gone => {}
                     }
-                    drop((permit, address_slot));
+                    drop(held);
                 }
                 .instrument(span),
             );
         }))
     }
 }
+
+/// A connection past its layer (TLS, WebSocket) and its door, with its
+/// local address: what the serving loop takes.
+enum Routed {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Boxed(crate::layer::BoxIo, SocketAddr),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+    /// A handshake failed, or a door served it: nothing more to do.
+    Gone,
+}
+
+impl Routed {
+    fn from<S>(
+        layered: Layered<S>,
+        local_addr: SocketAddr,
+        plain: impl FnOnce(S) -> Routed,
+    ) -> Routed {
+        match layered {
+            Layered::Plain(stream) => plain(stream),
+            Layered::Boxed(io) => Routed::Boxed(io, local_addr),
+            Layered::Gone => Routed::Gone,
+        }
+    }
+}
+
+/// Runs a new connection's layer and routes it through the front door.
+async fn route<H: Handler>(
+    stream: Stream,
+    layer: crate::layer::Layer,
+    doors: Option<Arc<crate::door::Doors>>,
+    peer_addr: SocketAddr,
+    ctx: Arc<Ctx<H>>,
+    shared: Arc<Shared>,
+) -> Routed {
+    let (ctx, shared) = (&*ctx, &*shared);
+    match stream {
+        Stream::Tcp(stream) => {
+            // Small request/reply frames must not wait for Nagle; batching
+            // is ours.
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let local_addr = stream.local_addr().unwrap_or(shared.local_addr);
+            let cx = shared.layer_cx(ctx);
+            let layer = layer.sniff(&stream, cx.detect).await;
+            match (layer.handshake(stream, cx).await, &doors) {
+                // Boxed, as every door's routing: its future is large and
+                // over once routed.
+                (Layered::Plain(stream), Some(doors)) => {
+                    match Box::pin(shared.routing(ctx, doors, peer_addr).tcp(stream)).await {
+                        Route::Frames(stream) => Routed::Tcp(stream, local_addr),
+                        Route::FramesBoxed(io) => Routed::Boxed(io, local_addr),
+                        Route::Gone => Routed::Gone,
+                    }
+                }
+                (Layered::Boxed(io), Some(doors)) => Routed::from(
+                    route_boxed::<H, Infallible>(io, doors, peer_addr, ctx, shared).await,
+                    local_addr,
+                    |never| match never {},
+                ),
+                (layered, _) => Routed::from(layered, local_addr, |stream| {
+                    Routed::Tcp(stream, local_addr)
+                }),
+            }
+        }
+        #[cfg(unix)]
+        Stream::Unix(stream) => {
+            let layered = match (layer.handshake(stream, shared.layer_cx(ctx)).await, doors) {
+                // A Unix socket cannot be peeked: routed boxed, its first
+                // byte read and given back.
+                (Layered::Plain(stream), Some(doors)) => {
+                    route_boxed(Box::pin(stream), &doors, peer_addr, ctx, shared).await
+                }
+                (Layered::Boxed(io), Some(doors)) => {
+                    route_boxed(io, &doors, peer_addr, ctx, shared).await
+                }
+                (layered, _) => layered,
+            };
+            Routed::from(layered, UNIX_ADDR, Routed::Unix)
+        }
+        Stream::Boxed(io) => Routed::from(
+            layer.handshake(io, shared.layer_cx(ctx)).await,
+            shared.local_addr,
+            |io| Routed::Boxed(io, shared.local_addr),
+        ),
+    }
+}
+
 /// Routes a boxed stream (TLS, a Unix socket) through the front door:
 /// frames come back to be served, a door serves the rest. Boxed, as the
 /// routing's future is large and over once routed.
@@ -206,11 +218,6 @@ async fn serve_connection<H: Handler, Io>(
         local_peer: config.peer.is_some(),
         outbound: ready.is_some(),
         server: shared.me.clone(),
-        max_in_flight: config.max_in_flight,
-        request_timeout: config
-            .peer
-            .as_ref()
-            .map_or(PeerLinks::default().request_timeout, |p| p.request_timeout),
     });
     // Debug, not info: a line per accepted connection lets whoever can
     // connect write the log (20,000 bad connections were 20,000 lines) and

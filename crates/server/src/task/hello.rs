@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::role::{Driver, Event, Serving};
-use crate::{Connection, Disconnect, Handler};
+use crate::{Connection, Disconnect, Handler, PeerLinks};
 
 use super::*;
 
@@ -120,7 +120,12 @@ pub(super) async fn handshake<H: Handler, Io: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let hello = Hello::decode(&frame).map_err(|e| Disconnect::Error(e.into()))?;
                 debug!(node = %hello.node_id, peer = hello.peer, "hello");
-                conn.set_remote(hello);
+                let config = &ctx.config;
+                let timeout = config
+                    .peer
+                    .as_ref()
+                    .map_or(PeerLinks::default().request_timeout, |p| p.request_timeout);
+                conn.set_remote(hello, config.max_in_flight, timeout);
                 driver.hello_done();
                 if conn.is_peer() {
                     driver.start_keepalive();

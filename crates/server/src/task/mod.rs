@@ -61,10 +61,16 @@ where
 {
     let config = &ctx.config;
     let mux = conn.profile() == Some(Profile::Multiplexed);
-    let mut wire = Wire::new(io, &ctx.framing);
-    wire.set_memory_budget(Some(ctx.memory.clone()));
+    // The wire in a scope of its own: moved into the driver, it would
+    // otherwise keep a slot of its own in this future for the connection's
+    // whole life.
+    let wire = || {
+        let mut wire = Wire::new(io, &ctx.framing);
+        wire.set_memory_budget(Some(ctx.memory.clone()));
+        wire
+    };
     let mut driver = crate::role::driver(
-        wire,
+        wire(),
         conn,
         config.max_queued_bytes,
         Deadlines {
