@@ -77,6 +77,7 @@ mod finite;
 mod message;
 pub mod mux;
 pub mod recycle;
+mod setters;
 mod transport;
 mod wire;
 
@@ -93,6 +94,8 @@ pub use message::MsgPack;
 #[cfg(feature = "postcard")]
 pub use message::Postcard;
 pub use message::{Decode, Encode, Json, Raw, Text};
+#[doc(hidden)]
+pub use setters::at_least_one;
 
 /// The `bytes` crate's buffers, which [`Encode`] and [`Decode`] take and
 /// give, so a codec of your own needs no extra dependency.
