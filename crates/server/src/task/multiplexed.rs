@@ -18,7 +18,8 @@ use tracing::{debug, trace, warn};
 use crate::role::{Driver, Event, Serving};
 use crate::{BusyPolicy, Connection, Disconnect, Error, Handler};
 
-use super::*;
+use super::beside::within;
+use super::shared::{answer_eof, closed, error_frame, not_streamed, panic_message, Ctx, Outcome};
 
 /// The multiplexed profile: handlers run concurrently on this task (up to
 /// `max_in_flight`, one-way messages included), each reply carries its
