@@ -141,7 +141,7 @@ impl Layer {
                     if n == 0 {
                         return Layered::Plain(stream);
                     }
-                    let stream = crate::door::Rewind::new(first.to_vec(), stream);
+                    let stream = crate::rewind::Rewind::new(first.to_vec(), stream);
                     if first[0] != TLS_HANDSHAKE {
                         return Layered::Boxed(Box::pin(stream));
                     }
