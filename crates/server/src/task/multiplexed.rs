@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use enchufe_engine::session::{self, Admit, Flow, Inbound, Role};
 use enchufe_framing::mux::{self, ErrorCode, Header, Kind};
-use enchufe_framing::{Decode, Encode, OutFrame};
+use enchufe_framing::{Decode, Encode, Malformed, OutFrame};
 use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -189,7 +189,7 @@ impl<'a, H: Handler> Mux<'a, H> {
         cx: Option<&mut Context<'_>>,
     ) -> Result<(), Disconnect> {
         let malformed = |v: session::Violation| {
-            Disconnect::Error(enchufe_framing::Error::Malformed(v.as_str()).into())
+            Disconnect::Error(enchufe_framing::Error::Malformed(Malformed::Mux(v)).into())
         };
         let (id, body) = match session::classify(frame, self.role).map_err(malformed)? {
             Inbound::Request { id, body } => (Some(id), body),

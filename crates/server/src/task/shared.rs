@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::beside::run_beside;
 use crate::role::{Driver, Serving};
-use crate::{Config, Connection, Disconnect, Error, Handler};
+use crate::{Config, Connection, Disconnect, Error, Handler, Unsupported};
 
 /// What a connection task needs from its server.
 pub(crate) struct Ctx<H> {
@@ -109,9 +109,7 @@ pub(super) fn error_frame(id: u64, code: ErrorCode, message: &str) -> OutFrame {
 /// A stream where none can be (a multiplexed connection never turns them
 /// on): the connection cannot go on.
 pub(super) fn not_streamed() -> Disconnect {
-    Disconnect::Error(Error::Unsupported(
-        "a streamed frame on a connection that does not take them",
-    ))
+    Disconnect::Error(Error::Unsupported(Unsupported::StreamHere))
 }
 
 pub(super) fn closed(conn: &Connection) -> Disconnect {
