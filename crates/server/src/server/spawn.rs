@@ -77,78 +77,32 @@ impl Spawner {
                                 },
                                 Layered::Gone => Layered::Gone,
                             };
-                            match layered {
-                                Layered::Plain(stream) => {
-                                    serve_connection(
-                                        stream, peer_addr, local_addr, id, ready, &ctx, shared,
-                                    )
-                                    .await
-                                }
-                                Layered::Boxed(io) => {
-                                    serve_connection(
-                                        io, peer_addr, local_addr, id, ready, &ctx, shared,
-                                    )
-                                    .await
-                                }
-                                Layered::Gone => {}
-                            }
+                            serve_layered(layered, peer_addr, local_addr, id, ready, &ctx, shared)
+                                .await;
                         }
                         #[cfg(unix)]
                         Stream::Unix(stream) => {
-                            match (layer.handshake(stream, shared.layer_cx(&ctx)).await, &doors) {
+                            let cx = shared.layer_cx(&ctx);
+                            let layered = match (layer.handshake(stream, cx).await, &doors) {
                                 // A Unix socket cannot be peeked: routed boxed,
                                 // its first byte read and given back.
                                 (Layered::Plain(stream), Some(doors)) => {
                                     let io: crate::layer::BoxIo = Box::pin(stream);
-                                    match route_boxed(io, doors, peer_addr, &ctx, shared).await {
-                                        Layered::Plain(io) | Layered::Boxed(io) => {
-                                            serve_connection(
-                                                io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                            )
-                                            .await
-                                        }
-                                        Layered::Gone => {}
-                                    }
+                                    route_boxed(io, doors, peer_addr, &ctx, shared).await
                                 }
                                 (Layered::Boxed(io), Some(doors)) => {
-                                    match route_boxed(io, doors, peer_addr, &ctx, shared).await {
-                                        Layered::Plain(io) | Layered::Boxed(io) => {
-                                            serve_connection(
-                                                io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                            )
-                                            .await
-                                        }
-                                        Layered::Gone => {}
-                                    }
+                                    route_boxed(io, doors, peer_addr, &ctx, shared).await
                                 }
-                                (layered, _) => match layered {
-                                    Layered::Plain(stream) => {
-                                        serve_connection(
-                                            stream, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                        )
-                                        .await
-                                    }
-                                    Layered::Boxed(io) => {
-                                        serve_connection(
-                                            io, peer_addr, UNIX_ADDR, id, ready, &ctx, shared,
-                                        )
-                                        .await
-                                    }
-                                    Layered::Gone => {}
-                                },
-                            }
+                                (layered, _) => layered,
+                            };
+                            serve_layered(layered, peer_addr, UNIX_ADDR, id, ready, &ctx, shared)
+                                .await;
                         }
                         Stream::Boxed(io) => {
+                            let layered = layer.handshake(io, shared.layer_cx(&ctx)).await;
                             let local_addr = shared.local_addr;
-                            match layer.handshake(io, shared.layer_cx(&ctx)).await {
-                                Layered::Plain(io) | Layered::Boxed(io) => {
-                                    serve_connection(
-                                        io, peer_addr, local_addr, id, ready, &ctx, shared,
-                                    )
-                                    .await
-                                }
-                                Layered::Gone => {}
-                            }
+                            serve_layered(layered, peer_addr, local_addr, id, ready, &ctx, shared)
+                                .await;
                         }
                     }
                     drop((permit, address_slot));
@@ -171,6 +125,31 @@ async fn route_boxed<H: Handler, S>(
     match Box::pin(shared.routing(ctx, doors, peer_addr).boxed(io)).await {
         Route::Frames(io) | Route::FramesBoxed(io) => Layered::Boxed(io),
         Route::Gone => Layered::Gone,
+    }
+}
+
+/// Serves as frames what the layers and the doors left: the stream as
+/// accepted (`Plain`: not boxed, the fast path) or wrapped (TLS, a door's
+/// rewound bytes), or nothing (`Gone`).
+async fn serve_layered<H: Handler, S>(
+    layered: Layered<S>,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+    id: ConnectionId,
+    ready: Option<oneshot::Sender<Result<Connection>>>,
+    ctx: &Ctx<H>,
+    shared: &Shared,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + crate::role::Socket,
+{
+    match layered {
+        Layered::Plain(stream) => {
+            serve_connection(stream, peer_addr, local_addr, id, ready, ctx, shared).await;
+        }
+        Layered::Boxed(io) => {
+            serve_connection(io, peer_addr, local_addr, id, ready, ctx, shared).await;
+        }
+        Layered::Gone => {}
     }
 }
 
