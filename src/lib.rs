@@ -117,8 +117,8 @@ pub mod framing {
     pub use enchufe_framing::Postcard;
     pub use enchufe_framing::{
         mux, recycle, Body, BoxError, Bytes, BytesMut, Config, Decode, Encode, Error, Foreign,
-        FrameCodec, FrameReader, FrameWriter, Json, OutFrame, Raw, Result, Text, Transport,
-        HEADER_LEN, MAX_BATCH, STREAM_CHUNK,
+        FrameCodec, FrameReader, FrameWriter, Json, Malformed, OutFrame, Raw, Result, Text,
+        Transport, HEADER_LEN, MAX_BATCH, STREAM_CHUNK,
     };
 }
 

@@ -6,13 +6,14 @@
 //! buffer, and flushes only when the read buffer holds no further complete
 //! frame, so a pipelining client's burst goes back in one `write`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Largest frame the floor, the generator and tarpc's transport accept:
@@ -32,16 +33,28 @@ pub(crate) fn codec() -> LengthDelimitedCodec {
 /// floor is stopped by ending its process, and tracking them is work the
 /// hand-written floor would not do.
 pub(crate) async fn serve(listener: TcpListener) {
+    accept_each(listener, connection).await;
+}
+
+/// The accept loop every hand-written server of the harness runs (the
+/// floor, hyper's, the TLS and WebSocket rivals): until its task ends,
+/// each connection with `TCP_NODELAY` (small echoes must not wait for
+/// Nagle; enchufe sets it too) in a task of its own, untracked. On an
+/// accept error (EMFILE and friends) it waits for a connection to go,
+/// 1 ms doubling up to 1 s, as enchufe does.
+pub(crate) async fn accept_each<F, Fut>(listener: TcpListener, mut serve: F)
+where
+    F: FnMut(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Duration::from_millis(1);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(1);
-                // Without it small echoes wait for Nagle; enchufe sets it too.
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(stream));
+                tokio::spawn(serve(stream));
             }
-            // EMFILE and friends: wait for a connection to go, as enchufe does.
             Err(_) => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));

@@ -8,7 +8,6 @@
 //! it is ready); enchufe always batches, so both of hyper's settings run.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,27 +22,14 @@ use tokio::net::TcpListener;
 /// Accepts until the process ends; connection tasks are not tracked (the
 /// server is stopped by ending its process, as the floor is).
 pub(crate) async fn serve(listener: TcpListener, pipeline_flush: bool) {
-    let mut backoff = Duration::from_millis(1);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff = Duration::from_millis(1);
-                // As enchufe and the floor do: small replies do not wait.
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .pipeline_flush(pipeline_flush)
-                        .serve_connection(TokioIo::new(stream), service_fn(hello))
-                        .await;
-                });
-            }
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    crate::floor::accept_each(listener, move |stream| async move {
+        let _ = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .pipeline_flush(pipeline_flush)
+            .serve_connection(TokioIo::new(stream), service_fn(hello))
+            .await;
+    })
+    .await;
 }
 
 /// `http_hello`'s handler for `GET`: the same bodies and `Content-Type`.

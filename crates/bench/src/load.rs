@@ -136,6 +136,18 @@ pub(crate) struct Percentiles {
     pub(crate) max: f64,
 }
 
+/// Opens the spec's connections, with `TCP_NODELAY` (small frames must
+/// not wait for Nagle), before any clock starts.
+async fn connect_all(spec: &Spec) -> Result<Vec<TcpStream>> {
+    let mut streams = Vec::with_capacity(spec.conns);
+    for _ in 0..spec.conns {
+        let stream = TcpStream::connect(spec.addr).await?;
+        stream.set_nodelay(true)?;
+        streams.push(stream);
+    }
+    Ok(streams)
+}
+
 /// Runs one load and checks every echo.
 ///
 /// # Errors
@@ -151,12 +163,7 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
     // traffic, not handshakes.
     let start = match spec.kind {
         Kind::Frames => {
-            let mut streams = Vec::with_capacity(spec.conns);
-            for _ in 0..spec.conns {
-                let stream = TcpStream::connect(spec.addr).await?;
-                stream.set_nodelay(true)?;
-                streams.push(stream);
-            }
+            let streams = connect_all(spec).await?;
             let start = Instant::now();
             for (conn, stream) in streams.into_iter().enumerate() {
                 let gen = Generator {
@@ -183,12 +190,7 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
         }
         Kind::Http => {
-            let mut streams = Vec::with_capacity(spec.conns);
-            for _ in 0..spec.conns {
-                let stream = TcpStream::connect(spec.addr).await?;
-                stream.set_nodelay(true)?;
-                streams.push(stream);
-            }
+            let streams = connect_all(spec).await?;
             let start = Instant::now();
             for (conn, stream) in streams.into_iter().enumerate() {
                 let gen = http::HttpGenerator {

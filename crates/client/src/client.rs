@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::dial::{dial, tcp_parts, UNIX_PREFIX};
 use crate::link::{Link, Wiring};
 use crate::supervisor::Supervised;
-use crate::{Config, Error, Event, Pushes, Result};
+use crate::{Config, Error, Event, Pushes, Result, Unsupported};
 
 /// A connection to a server: a cloneable handle plus one background task
 /// that drives the connection (writes requests in batches, reads replies).
@@ -309,9 +309,7 @@ impl Client {
         R: tokio::io::AsyncRead + Unpin + Send,
     {
         if self.multiplexed() {
-            return Err(Error::Unsupported(
-                "streamed messages are a plain-profile feature",
-            ));
+            return Err(Error::Unsupported(Unsupported::StreamsInMultiplexed));
         }
         if len > u64::from(u32::MAX) {
             return Err(enchufe_framing::Error::TooLargeToSend {

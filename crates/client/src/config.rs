@@ -1,3 +1,4 @@
+use enchufe_framing::at_least_one;
 use std::time::Duration;
 
 use enchufe_framing::mux::Profile;
@@ -148,11 +149,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Sets [`Config::profile`].
-    #[must_use]
-    pub fn profile(mut self, profile: Profile) -> Self {
-        self.profile = profile;
-        self
+    enchufe_framing::setters! {
+        profile: Profile;
+        connect_timeout: Duration;
+        request_timeout: Duration;
+        max_frame_length: usize;
+        /// 0 counts as 1.
+        outbound_queue: usize => at_least_one;
+        /// 0 counts as 1.
+        incoming_queue: usize => at_least_one;
+        /// 0 counts as 1.
+        max_in_flight: usize => at_least_one;
+        reconnect: Reconnect => Some;
+        silence_timeout: Duration => Some;
+        #[cfg(feature = "tls")]
+        tls: crate::tls::Connector => Some;
     }
 
     /// Sets [`Config::node_id`].
@@ -162,74 +173,10 @@ impl Config {
         self
     }
 
-    /// Sets [`Config::connect_timeout`].
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::request_timeout`].
-    #[must_use]
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::max_frame_length`].
-    #[must_use]
-    pub fn max_frame_length(mut self, bytes: usize) -> Self {
-        self.max_frame_length = bytes;
-        self
-    }
-
-    /// Sets [`Config::outbound_queue`] (at least 1).
-    #[must_use]
-    pub fn outbound_queue(mut self, frames: usize) -> Self {
-        self.outbound_queue = frames.max(1);
-        self
-    }
-
-    /// Sets [`Config::incoming_queue`] (at least 1).
-    #[must_use]
-    pub fn incoming_queue(mut self, frames: usize) -> Self {
-        self.incoming_queue = frames.max(1);
-        self
-    }
-
-    /// Sets [`Config::max_in_flight`] (at least 1).
-    #[must_use]
-    pub fn max_in_flight(mut self, requests: usize) -> Self {
-        self.max_in_flight = requests.max(1);
-        self
-    }
-
-    /// Sets [`Config::reconnect`].
-    #[must_use]
-    pub fn reconnect(mut self, policy: Reconnect) -> Self {
-        self.reconnect = Some(policy);
-        self
-    }
-
-    /// Sets [`Config::silence_timeout`].
-    #[must_use]
-    pub fn silence_timeout(mut self, silence: Duration) -> Self {
-        self.silence_timeout = Some(silence);
-        self
-    }
-
     /// Sets [`Config::connector`].
     #[must_use]
     pub fn connector(mut self, connector: impl enchufe_engine::net::Connect) -> Self {
         self.connector = Some(std::sync::Arc::new(connector));
-        self
-    }
-
-    /// Sets [`Config::tls`].
-    #[cfg(feature = "tls")]
-    #[must_use]
-    pub fn tls(mut self, connector: crate::tls::Connector) -> Self {
-        self.tls = Some(connector);
         self
     }
 

@@ -5,6 +5,25 @@ use std::time::Duration;
 
 use enchufe_framing::mux::ErrorCode;
 
+/// What a client's connection does not support: [`Error::Unsupported`]'s
+/// reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unsupported {
+    /// A streamed message ([`Client::send_stream`](crate::Client::send_stream))
+    /// in the multiplexed profile, where large data goes as many messages
+    /// so that other requests are not held up.
+    StreamsInMultiplexed,
+}
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unsupported::StreamsInMultiplexed => "streamed messages are a plain-profile feature",
+        })
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -129,10 +148,10 @@ pub enum Error {
     #[error("connection is closed")]
     Closed,
 
-    /// This call cannot be made on this connection (for example a streamed
-    /// message in the multiplexed profile). Nothing was sent.
+    /// This call cannot be made on this connection; [`Unsupported`] says
+    /// why. Nothing was sent.
     #[error("not supported: {0}")]
-    Unsupported(&'static str),
+    Unsupported(Unsupported),
 
     /// A message arrived but is not a valid value of the expected type
     /// (invalid UTF-8, JSON of another shape). The connection goes on.
@@ -482,12 +501,6 @@ mod tests {
         assert_eq!(ours.code(), None);
     }
 
-    /// Every predicate, in one row: timeout, closed, reset, frame too
-    /// large, profile mismatch, bad input, busy.
-    fn answers(e: &Error) -> [bool; 7] {
-        enchufe_framing::predicate_row!(e, is_busy)
-    }
-
     #[test]
     fn the_predicate_set_of_every_enchufe_error_answers_here() {
         use enchufe_framing::mux::Mismatch;
@@ -501,7 +514,9 @@ mod tests {
             mismatch.to_string(),
             F::ProfileMismatch(Mismatch::NotAHello).to_string()
         );
-        let violation = Error::from(F::Malformed("unknown frame kind"));
+        let violation = Error::from(F::Malformed(enchufe_framing::Malformed::Mux(
+            enchufe_framing::mux::Violation::UnknownKind,
+        )));
         assert!(matches!(violation.framing(), Some(F::Malformed(_))));
         let cases = [
             (
@@ -547,7 +562,11 @@ mod tests {
             ),
         ];
         for (e, expected) in &cases {
-            assert_eq!(answers(e), *expected, "{e:?}");
+            assert_eq!(
+                enchufe_framing::predicate_row!(e, is_busy),
+                *expected,
+                "{e:?}"
+            );
         }
     }
 

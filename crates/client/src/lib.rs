@@ -242,7 +242,7 @@ pub use client::Client;
 pub use config::Config;
 pub use dial::UNIX_PREFIX;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
-pub use error::{Error, Result};
+pub use error::{Error, Result, Unsupported};
 pub use multi::{MultiClient, Routing};
 pub use pushes::Pushes;
 pub use reconnect::{Backoff, Event, Reconnect, WhileDown};

@@ -40,18 +40,9 @@ pub struct Reconnect {
 }
 
 impl Reconnect {
-    /// Sets [`Reconnect::backoff`].
-    #[must_use]
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// Sets [`Reconnect::while_down`].
-    #[must_use]
-    pub fn while_down(mut self, policy: WhileDown) -> Self {
-        self.while_down = policy;
-        self
+    enchufe_framing::setters! {
+        backoff: Backoff;
+        while_down: WhileDown;
     }
 }
 

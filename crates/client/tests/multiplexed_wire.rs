@@ -505,16 +505,17 @@ async fn an_oversize_message_counts_the_header_against_the_limit() {
 #[tokio::test]
 async fn a_protocol_violation_fails_the_pending_request_and_closes() {
     bounded(async {
-        let violations: [(&[u8], &str); 4] = [
-            (&[9, 0, 0, 0, 0, 0, 0, 0, 1, b'x'], "unknown frame kind"),
-            (&[2, 0, 0], "frame shorter than the 9-byte header"),
+        use enchufe::framing::mux::Violation;
+        let violations: [(&[u8], Violation); 4] = [
+            (&[9, 0, 0, 0, 0, 0, 0, 0, 1, b'x'], Violation::UnknownKind),
+            (&[2, 0, 0], Violation::Short),
             (
                 &[1, 0, 0, 0, 0, 0, 0, 0, 1],
-                "the server sent a request frame",
+                Violation::ServerSentServerKind(Kind::Request),
             ),
             (
                 &[6, 0, 0, 0, 0, 0, 0, 0, 1],
-                "the server sent a cancel frame",
+                Violation::ServerSentServerKind(Kind::Cancel),
             ),
         ];
         for (bad, what) in violations {
@@ -528,7 +529,7 @@ async fn a_protocol_violation_fails_the_pending_request_and_closes() {
             let client = Client::connect_with(addr, mux()).await.unwrap();
             let err = client.request::<_, String>("x").await.unwrap_err();
             assert!(
-                matches!(err.framing(), Some(enchufe::framing::Error::Malformed(w)) if *w == what),
+                matches!(err.framing(), Some(enchufe::framing::Error::Malformed(enchufe::framing::Malformed::Mux(w))) if *w == what),
                 "{err:?}"
             );
             assert!(client.is_closed());

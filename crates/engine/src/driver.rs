@@ -42,16 +42,14 @@
 //! - Reading stops while the output holds its byte budget, so a peer that
 //!   does not read cannot make this end buffer without bound.
 
-use std::future::Future;
 use std::ops::Deref;
-use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
+use enchufe_framing::mux::{Header, Kind};
 use enchufe_framing::{LengthPrefix, Next, OutFrame, Result, Split, Wire};
 
 use crate::role::{Bare, Failure, Output, Role};
@@ -68,35 +66,6 @@ pub const QUEUED: u8 = 1;
 /// 64 KiB: the size from which a frame gets its own buffer.
 pub const WATCH_BOUND: usize = enchufe_framing::LARGE_FRAME;
 
-/// What needs the role's loop: the driver's one event, for every role.
-/// What the driver cannot go on with reaches the role's
-/// [`on_failure`](Role::on_failure) first and comes out as [`Event::End`]
-/// with the role's reason (`E`, [`Role::End`]).
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Event<E = Failure> {
-    /// A complete frame arrived.
-    Frame(BytesMut),
-    /// The other end closed its writing side between frames.
-    Eof,
-    /// A streamed frame of this many body bytes began (a wire with
-    /// [`Config::max_stream_length`](enchufe_framing::Config::max_stream_length) on):
-    /// take its body with [`Driver::poll_chunk`] before reading again.
-    Stream(u64),
-    /// Frames wait in the role's queue and its [`Role::on_queued`] left
-    /// them to its loop: take them with [`Driver::take_queued`] and
-    /// [`Driver::write`].
-    Queued,
-    /// These role bits of the signal were raised (each reported once), or
-    /// (`0`) the role's state changed: look at it.
-    Signal(u8),
-    /// The role's own deadline ([`Driver::set_deadline`]) passed.
-    Deadline,
-    /// The connection (or its output) cannot go on: why, in the role's
-    /// words.
-    End(E),
-}
-
 /// One connection's I/O, signal and deadlines, and its role; see the
 /// [module](self).
 ///
@@ -109,9 +78,8 @@ pub struct Driver<Io, S, C = LengthPrefix, R = Bare> {
     wire: Wire<Io, C>,
     role: R,
     signal: S,
-    timer: Pin<Box<Sleep>>,
-    /// Whether `timer` holds a deadline we care about.
-    armed: bool,
+    /// Every deadline, on one `Sleep`.
+    timer: Timer,
     /// Output held past which no frame is read.
     budget: usize,
     /// Role bits already reported.
@@ -130,24 +98,8 @@ pub struct Driver<Io, S, C = LengthPrefix, R = Bare> {
     /// while [watching](Driver::poll_watching), with frames still to hand
     /// out before it).
     eof: bool,
-    idle: Option<Duration>,
-    next_idle_tick: Option<Instant>,
-    quiet_ticks: u32,
-    /// Frames read so far, and the count at the last idle tick.
+    /// Frames read so far (idleness is counted in them).
     activity: u64,
-    seen_activity: u64,
-    keepalive: Option<Duration>,
-    next_ping: Option<Instant>,
-    write_timeout: Option<Duration>,
-    /// When the output first failed to make progress, and `written` then.
-    stall: Option<(Instant, u64)>,
-    hello: Option<(Instant, Duration)>,
-    frame_limit: Option<Duration>,
-    /// Since when part of a frame has been waiting for the rest, and the
-    /// frames read by then (a frame completed since: a new deadline).
-    partial_since: Option<(Instant, u64)>,
-    /// The role's own deadline.
-    deadline: Option<Instant>,
     /// Traffic counters (feature `metrics`), reported when the driver
     /// waits, when its timer fires and when it is dropped: per batch, not
     /// per frame.
@@ -218,13 +170,11 @@ where
         deadlines: Deadlines,
         role: R,
     ) -> Self {
-        let now = Instant::now();
-        let mut driver = Driver {
+        Driver {
             wire,
             role,
             signal,
-            timer: Box::pin(tokio::time::sleep_until(now)),
-            armed: false,
+            timer: Timer::new(&deadlines),
             budget,
             seen: 0,
             waiting: false,
@@ -232,24 +182,10 @@ where
             unflushed: false,
             busy: false,
             eof: false,
-            idle: deadlines.idle,
-            next_idle_tick: deadlines.idle.map(|idle| now + idle / IDLE_TICKS),
-            quiet_ticks: 0,
             activity: 0,
-            seen_activity: 0,
-            keepalive: deadlines.keepalive,
-            next_ping: None,
-            write_timeout: deadlines.write_timeout,
-            stall: None,
-            hello: deadlines.hello.map(|limit| (now + limit, limit)),
-            frame_limit: deadlines.frame,
-            partial_since: None,
-            deadline: None,
             #[cfg(feature = "metrics")]
             meter: None,
-        };
-        driver.rearm();
-        driver
+        }
     }
 
     /// The role.
@@ -342,15 +278,24 @@ where
 
     /// Starts keepalive pings (a peer link, once the hellos say so).
     pub fn start_keepalive(&mut self) {
-        if let Some(every) = self.keepalive {
-            self.next_ping = Some(Instant::now() + every);
-            self.rearm();
-        }
+        self.timer.start_keepalive();
     }
 
     /// The hello arrived: its deadline no longer applies.
     pub fn hello_done(&mut self) {
-        self.hello = None;
+        self.timer.hello_done();
+    }
+
+    /// Sets the role's own deadline ([`Role::on_deadline`] when it passes),
+    /// or clears it. The timer is reset only if this one is earlier than
+    /// what it waits for.
+    pub fn set_deadline(&mut self, at: Option<Instant>) {
+        self.timer.set_deadline(at);
+    }
+
+    /// The role's deadline, if set.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timer.deadline()
     }
 
     /// Reports this connection's traffic through `meter` from now on
@@ -422,12 +367,7 @@ where
         let read = read && !self.eof;
         if read && self.signal.flags() == 0 && self.queued() < self.budget {
             match self.wire.next_frame() {
-                Ok(Some(frame)) => {
-                    self.activity += 1;
-                    let (role, mut out) = self.parts();
-                    role.on_frame(&mut out);
-                    return Poll::Ready(Event::Frame(frame));
-                }
+                Ok(Some(frame)) => return Poll::Ready(self.frame(frame)),
                 Ok(None) => {}
                 Err(e) => {
                     if let Some(event) = self.fail(Failure::ReadFailed(e)) {
@@ -437,6 +377,16 @@ where
             }
         }
         self.poll_slow::<false>(cx, read)
+    }
+
+    /// A frame arrived: counted as activity, told to the role
+    /// ([`Role::on_frame`]), handed to its loop.
+    #[inline(always)]
+    fn frame(&mut self, frame: BytesMut) -> Event<R::End> {
+        self.activity += 1;
+        let (role, mut out) = self.parts();
+        role.on_frame(&mut out);
+        Event::Frame(frame)
     }
 
     /// [`Driver::poll_event`] for a role that takes no frames now (a plain
@@ -493,12 +443,7 @@ where
             // Frames already read come first: their replies join this batch.
             if read && room {
                 match self.wire.next_frame() {
-                    Ok(Some(frame)) => {
-                        self.activity += 1;
-                        let (role, mut out) = self.parts();
-                        role.on_frame(&mut out);
-                        return Poll::Ready(Event::Frame(frame));
-                    }
+                    Ok(Some(frame)) => return Poll::Ready(self.frame(frame)),
                     Ok(None) => {
                         if let Some(len) = self.wire.take_stream() {
                             self.activity += 1;
@@ -512,14 +457,14 @@ where
             if !self.write_done && (self.wire.queued() > 0 || self.unflushed) {
                 self.unflushed = false;
                 match self.wire.poll_flush(cx) {
-                    Poll::Ready(Ok(())) => self.stall = None,
+                    Poll::Ready(Ok(())) => self.timer.flushed(),
                     Poll::Ready(Err(e)) => {
                         self.write_done = true;
                         hand!(self.fail(Failure::WriteFailed(e)));
                     }
                     Poll::Pending => {
                         self.unflushed = true;
-                        self.note_stall();
+                        self.timer.note_stall(self.wire.written());
                     }
                 }
                 if self.waiting && self.wire.queued() < self.budget / 2 {
@@ -530,12 +475,7 @@ where
             }
             if read && self.queued() < self.budget && !self.eof && !self.wire.is_streaming() {
                 match self.wire.poll_next(cx) {
-                    Poll::Ready(Ok(Next::Frame(frame))) => {
-                        self.activity += 1;
-                        let (role, mut out) = self.parts();
-                        role.on_frame(&mut out);
-                        return Poll::Ready(Event::Frame(frame));
-                    }
+                    Poll::Ready(Ok(Next::Frame(frame))) => return Poll::Ready(self.frame(frame)),
                     Poll::Ready(Ok(Next::Stream(len))) => {
                         self.activity += 1;
                         let (role, mut out) = self.parts();
@@ -555,10 +495,14 @@ where
                     hand!(self.fail(Failure::ReadFailed(e)));
                 }
             }
-            if self.frame_limit.is_some() {
-                self.watch_partial(read);
+            if self.timer.watches_frames() {
+                // One clock read per wait, not per frame; a role that is
+                // not reading (a handler runs) does not hold the other end
+                // to the deadline.
+                let partial = read && self.wire.has_partial_frame();
+                self.timer.watch_partial(partial, self.activity);
             }
-            if !self.armed || self.timer.as_mut().poll(cx).is_pending() {
+            if !self.timer.poll(cx) {
                 // Register before waiting; a flag raised meanwhile means
                 // another turn.
                 if self.signal.poll(cx) != flags {
@@ -582,13 +526,109 @@ where
             }
         }
     }
+
+    /// The timer fired: every deadline checked with one clock read, a
+    /// keepalive ping written if one is due.
+    fn on_timer(&mut self) -> Option<Due> {
+        #[cfg(feature = "metrics")]
+        self.report();
+        let seen = Seen {
+            written: self.wire.written(),
+            partial: self.wire.has_partial_frame(),
+            activity: self.activity,
+            busy: self.busy,
+        };
+        let fired = self.timer.fire(&seen);
+        if fired.ping {
+            let ping = OutFrame::with_header(
+                Header {
+                    kind: Kind::Ping,
+                    id: 0,
+                },
+                Bytes::new(),
+            );
+            let _ = self.write(&ping);
+        }
+        if let Some(Due::Failed(Failure::Stalled(_))) = fired.due {
+            self.write_done = true;
+        }
+        fired.due
+    }
+
+    /// Flushes and shuts the writing side down, within the write timeout
+    /// (if any). The output is done afterwards, whatever happened.
+    ///
+    /// # Errors
+    /// The write's error, or an `io::ErrorKind::TimedOut` one when the
+    /// write timeout passed first.
+    pub async fn finish_writing(&mut self) -> Result<()> {
+        self.last_write(true).await
+    }
+
+    /// Flushes what is queued, within the write timeout (if any), without
+    /// shutting the writing side down: the last words before a connection
+    /// is reset. The output is done afterwards, whatever happened.
+    ///
+    /// # Errors
+    /// As [`Driver::finish_writing`].
+    pub async fn flush_last(&mut self) -> Result<()> {
+        self.last_write(false).await
+    }
+
+    /// The output's last write: a flush, then a shutdown of the writing
+    /// side if `shutdown`, within the write timeout.
+    async fn last_write(&mut self, shutdown: bool) -> Result<()> {
+        if self.write_done {
+            return Ok(());
+        }
+        let limit = self.timer.write_timeout();
+        let wire = &mut self.wire;
+        let write = async {
+            if shutdown {
+                wire.shutdown().await
+            } else {
+                wire.flush().await
+            }
+        };
+        let result = match limit {
+            Some(limit) => tokio::time::timeout(limit, write)
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())),
+            None => write.await,
+        };
+        self.write_done = true;
+        result
+    }
+
+    /// Flushes what is queued and shuts the writing side down, without
+    /// waiting: `Pending` until done. The output is done once it is ready.
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.write_done {
+            return Poll::Ready(Ok(()));
+        }
+        let result = std::task::ready!(self.wire.poll_shutdown(cx));
+        self.write_done = true;
+        Poll::Ready(result)
+    }
+
+    /// Reads a frame that has already arrived, without waiting: `None` when
+    /// there is none yet (at shutdown, requests sent before it are answered
+    /// rather than left unread).
+    pub fn read_now(&mut self) -> Option<Result<Option<BytesMut>>> {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match self.wire.poll_frame(&mut cx) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        }
+    }
 }
 
-mod ending;
+mod event;
 mod timer;
 
+pub use event::Event;
 pub use timer::Deadlines;
-use timer::{Due, IDLE_TICKS};
+use timer::{Due, Seen, Timer};
 
 #[cfg(test)]
 mod tests;

@@ -72,9 +72,10 @@ pub const ERROR_KINDS: &[&str] = &[
 /// described (unit and `# HELP`): a server calls it when built and a client
 /// before it dials, so an exporter lists every series, and a counter that
 /// never moves (`enchufe_errors_total`) reads 0 rather than missing.
-/// `error_kinds` are the `kind` labels that role's errors take. Registering
-/// a series that exists changes nothing.
-pub fn register(role: &'static str, error_kinds: &[&'static str]) {
+/// `own_error_kinds` are the `kind` labels that role's own errors take,
+/// beside a framing error's ([`ERROR_KINDS`]). Registering a series that
+/// exists changes nothing.
+pub fn register(role: &'static str, own_error_kinds: &[&'static str]) {
     describe();
     gauge!("enchufe_open_connections", "role" => role).increment(0.0);
     for name in [
@@ -90,7 +91,7 @@ pub fn register(role: &'static str, error_kinds: &[&'static str]) {
         counter!("enchufe_closed_connections_total", "role" => role, "reason" => reason)
             .increment(0);
     }
-    for &kind in error_kinds {
+    for &kind in ERROR_KINDS.iter().chain(own_error_kinds) {
         counter!("enchufe_errors_total", "role" => role, "kind" => kind).increment(0);
     }
     if role == "server" {

@@ -68,31 +68,16 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Sets [`Backoff::initial`].
-    #[must_use]
-    pub fn initial(mut self, delay: Duration) -> Self {
-        self.initial = delay;
-        self
-    }
-
-    /// Sets [`Backoff::max_delay`].
-    #[must_use]
-    pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.max_delay = delay;
-        self
+    enchufe_framing::setters! {
+        initial: Duration;
+        max_delay: Duration;
+        jitter: bool;
     }
 
     /// Sets [`Backoff::max_attempts`] to `Some(attempts)` (at least 1).
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts.max(1));
-        self
-    }
-
-    /// Sets [`Backoff::jitter`].
-    #[must_use]
-    pub fn jitter(mut self, jitter: bool) -> Self {
-        self.jitter = jitter;
         self
     }
 

@@ -9,7 +9,7 @@ use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
-use crate::{Error, Result, HEADER_LEN};
+use crate::{Error, Malformed, Result, HEADER_LEN};
 
 /// How many chunks wait between the connection and a [`Body`]'s reader: with
 /// chunks of at most [`STREAM_CHUNK`](crate::STREAM_CHUNK), a body holds at
@@ -119,9 +119,7 @@ impl Body {
                 let room = self.len - self.received;
                 if chunk.len() as u64 > room {
                     self.failed = true;
-                    return Poll::Ready(Err(Error::Malformed(
-                        "a streamed body got more bytes than its header declared",
-                    )));
+                    return Poll::Ready(Err(Error::Malformed(Malformed::StreamTooLong)));
                 }
                 self.received += chunk.len() as u64;
                 Poll::Ready(Ok(Some(chunk)))
@@ -197,7 +195,10 @@ mod tests {
     async fn more_bytes_than_declared_is_an_error() {
         let (tx, mut body) = Body::channel(2);
         tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
-        assert!(matches!(body.chunk().await, Err(Error::Malformed(_))));
+        assert!(matches!(
+            body.chunk().await,
+            Err(Error::Malformed(Malformed::StreamTooLong))
+        ));
         assert_eq!(body.chunk().await.unwrap(), None);
     }
 }

@@ -37,18 +37,9 @@ impl Config {
     /// protocol with `transfer::course`, which streams the body to disk.
     pub const DEFAULT_MAX_FRAME_LENGTH: usize = 8 * 1024 * 1024;
 
-    /// Sets [`Config::max_frame_length`].
-    #[must_use]
-    pub fn max_frame_length(mut self, bytes: usize) -> Self {
-        self.max_frame_length = bytes;
-        self
-    }
-
-    /// Sets [`Config::max_stream_length`].
-    #[must_use]
-    pub fn max_stream_length(mut self, bytes: u64) -> Self {
-        self.max_stream_length = bytes;
-        self
+    crate::setters! {
+        max_frame_length: usize;
+        max_stream_length: u64;
     }
 
     /// The limit as the codec applies it: never more than a header can carry.

@@ -6,6 +6,49 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How bytes broke the protocol: [`Error::Malformed`]'s reason. Each is
+/// its own variant, so that a caller, a counter or a test matches on what
+/// happened; the text it displays is for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// A multiplexed frame broke the protocol (too short, an unknown kind, a
+    /// kind that may not travel in that direction).
+    Mux(crate::mux::Violation),
+    /// A hello's node id is longer than
+    /// [`MAX_NODE_ID`](crate::mux::MAX_NODE_ID) bytes.
+    NodeIdTooLong,
+    /// A streamed body got more bytes than its header declared.
+    StreamTooLong,
+    /// A stream's reader ended before its declared length.
+    StreamTooShort,
+    /// A frame was asked for while a streamed body is unread.
+    StreamUnread,
+    /// An HTTP request the HTTP door refused, with the status it answered
+    /// (400, 431, 505...).
+    HttpRequest(u16),
+    /// An HTTP request's body stopped arriving before its end.
+    HttpBodyStopped,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Malformed::Mux(violation) => violation.fmt(f),
+            Malformed::NodeIdTooLong => f.write_str("node id longer than 255 bytes"),
+            Malformed::StreamTooLong => f.write_str("a stream longer than its declared length"),
+            Malformed::StreamTooShort => {
+                f.write_str("a stream's reader stopped before its declared length")
+            }
+            Malformed::StreamUnread => {
+                f.write_str("a frame was asked for while a streamed body is unread")
+            }
+            Malformed::HttpRequest(status) => write!(f, "HTTP request refused with {status}"),
+            Malformed::HttpBodyStopped => f.write_str("the request body stopped arriving"),
+        }
+    }
+}
+
 /// Why a frame or message could not be read or written.
 ///
 /// Match on the variant, not on the message text: the text may change.
@@ -112,10 +155,12 @@ pub enum Error {
     #[error("profile mismatch: {0}")]
     ProfileMismatch(crate::mux::Mismatch),
 
-    /// A multiplexed frame broke the protocol (too short, unknown kind, a
-    /// kind that may not travel in that direction).
+    /// The bytes broke the protocol: a multiplexed frame too short, of an
+    /// unknown kind or of a kind that may not travel in that direction, a
+    /// stream of another length than declared, a refused HTTP request;
+    /// [`Malformed`] says which.
     #[error("protocol violation: {0}")]
-    Malformed(&'static str),
+    Malformed(Malformed),
 
     /// A message could not be encoded into a frame.
     #[error("could not encode message: {0}")]
@@ -377,7 +422,7 @@ mod tests {
         assert!(cut.is_closed() && !cut.is_frame_too_large());
         assert!(Error::Io(io::ErrorKind::ConnectionReset.into()).is_closed());
         assert!(Error::Io(io::ErrorKind::TimedOut.into()).is_timeout());
-        assert!(!Error::Malformed("x").is_closed());
+        assert!(!Error::Malformed(Malformed::StreamUnread).is_closed());
         let http = Error::oversize_header(*b"HTTP", 8);
         assert!(http.is_not_frames() && http.is_frame_too_large() && http.is_fatal());
         assert!(!big.is_not_frames());

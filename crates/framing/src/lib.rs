@@ -77,6 +77,7 @@ mod finite;
 mod message;
 pub mod mux;
 pub mod recycle;
+mod setters;
 mod transport;
 mod wire;
 
@@ -87,12 +88,14 @@ pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 #[doc(hidden)]
 pub use error::is_closed_io;
-pub use error::{BoxError, Error, Foreign, Result};
+pub use error::{BoxError, Error, Foreign, Malformed, Result};
 #[cfg(feature = "msgpack")]
 pub use message::MsgPack;
 #[cfg(feature = "postcard")]
 pub use message::Postcard;
 pub use message::{Decode, Encode, Json, Raw, Text};
+#[doc(hidden)]
+pub use setters::at_least_one;
 
 /// The `bytes` crate's buffers, which [`Encode`] and [`Decode`] take and
 /// give, so a codec of your own needs no extra dependency.

@@ -14,7 +14,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{Error, Result};
+use crate::{Error, Malformed, Result};
 
 /// First four bytes of every hello: "ENCH".
 pub const MAGIC: [u8; 4] = *b"ENCH";
@@ -131,9 +131,10 @@ impl Header {
     /// ```
     pub fn split(mut frame: BytesMut) -> Result<(Header, BytesMut)> {
         if frame.len() < HEADER_LEN {
-            return Err(Error::Malformed("frame shorter than the 9-byte header"));
+            return Err(Error::Malformed(Malformed::Mux(Violation::Short)));
         }
-        let kind = Kind::from_byte(frame[0]).ok_or(Error::Malformed("unknown frame kind"))?;
+        let kind = Kind::from_byte(frame[0])
+            .ok_or(Error::Malformed(Malformed::Mux(Violation::UnknownKind)))?;
         frame.advance(1);
         let id = frame.get_u64();
         Ok((Header { kind, id }, frame))
@@ -202,7 +203,7 @@ impl Hello {
     pub fn encode(&self) -> Result<Bytes> {
         let id = self.node_id.as_bytes();
         if id.len() > MAX_NODE_ID {
-            return Err(Error::Malformed("node id longer than 255 bytes"));
+            return Err(Error::Malformed(Malformed::NodeIdTooLong));
         }
         let mut out = BytesMut::with_capacity(7 + id.len());
         out.put_slice(&MAGIC);
@@ -425,3 +426,49 @@ impl std::fmt::Display for Mismatch {
         }
     }
 }
+
+/// How a multiplexed frame broke the protocol (the engine's `classify`). Each
+/// is its own variant so that a role, a counter or a test matches on what
+/// happened; [`Violation::as_str`] is the text a log shows. As an error it
+/// is [`Error::Malformed`] with [`Malformed::Mux`](crate::Malformed::Mux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// Fewer bytes than the 9-byte header.
+    Short,
+    /// A kind byte this version does not know.
+    UnknownKind,
+    /// A server sent a request, a notify or a cancel to a client.
+    ServerSentServerKind(Kind),
+    /// A client sent a kind only a server may send (a response, an error,
+    /// a push, a ping).
+    ClientSentServerKind(Kind),
+    /// A ping on a link that is not between two peers.
+    PingOutsidePeers,
+    /// A kind with no rule here (the kind list grew without one).
+    NoRule,
+}
+
+impl Violation {
+    /// A short description of it, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Violation::Short => "frame shorter than the 9-byte header",
+            Violation::UnknownKind => "unknown frame kind",
+            Violation::ServerSentServerKind(Kind::Request) => "the server sent a request frame",
+            Violation::ServerSentServerKind(Kind::Notify) => "the server sent a notify frame",
+            Violation::ServerSentServerKind(_) => "the server sent a cancel frame",
+            Violation::ClientSentServerKind(_) => "a client sent a server-only kind",
+            Violation::PingOutsidePeers => "a ping on a link that is not between peers",
+            Violation::NoRule => "a frame of a kind this version has no rule for",
+        }
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for Violation {}

@@ -2,7 +2,7 @@
 //! connection's bytes, with limits, for the [`Wire`](enchufe_framing::Wire).
 
 use bytes::{Buf, BytesMut};
-use enchufe_framing::{Error, Result, Split};
+use enchufe_framing::{Error, Malformed, Result, Split};
 
 use crate::Refusal;
 
@@ -227,15 +227,11 @@ impl RequestHead {
                 declared: buf.len() as u64,
                 limit: self.limits.max_head,
             },
-            Refusal::TooManyHeaders => Error::Malformed("too many header fields"),
             Refusal::BodyTooLarge => Error::FrameTooLarge {
                 declared: self.max_body.saturating_add(1),
                 limit: usize::try_from(self.max_body).unwrap_or(usize::MAX),
             },
-            Refusal::BadChunk => Error::Malformed("broken chunked body"),
-            Refusal::Malformed(what) => Error::Malformed(what),
-            Refusal::VersionNotSupported => Error::Malformed("HTTP version not supported"),
-            _ => Error::Malformed("request refused"),
+            refusal => Error::Malformed(Malformed::HttpRequest(refusal.status())),
         }
     }
 

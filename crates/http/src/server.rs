@@ -579,7 +579,7 @@ impl Pump {
                 received: 0,
             }),
             Event::End(Cut::Idle | Cut::Late) => self.fail(enchufe_framing::Error::Malformed(
-                "the request body stopped arriving",
+                enchufe_framing::Malformed::HttpBodyStopped,
             )),
             _ => {}
         }

@@ -75,39 +75,12 @@ impl Config {
         }
     }
 
-    /// Sets [`Config::server`].
-    #[must_use]
-    pub fn server(mut self, server: enchufe_server::Config) -> Self {
-        self.server = server;
-        self
-    }
-
-    /// Sets [`Config::backoff`].
-    #[must_use]
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// Sets [`Config::keepalive`].
-    #[must_use]
-    pub fn keepalive(mut self, every: Duration) -> Self {
-        self.keepalive = every;
-        self
-    }
-
-    /// Sets [`Config::idle_timeout`].
-    #[must_use]
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::while_down`].
-    #[must_use]
-    pub fn while_down(mut self, policy: WhileDown) -> Self {
-        self.while_down = policy;
-        self
+    enchufe_framing::setters! {
+        server: enchufe_server::Config;
+        backoff: Backoff;
+        keepalive: Duration;
+        idle_timeout: Duration;
+        while_down: WhileDown;
     }
 
     /// Sets [`Config::tls`].

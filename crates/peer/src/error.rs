@@ -121,12 +121,6 @@ mod tests {
     use std::io;
     use std::time::Duration;
 
-    /// Every predicate, in one row: timeout, closed, reset, frame too
-    /// large, profile mismatch, bad input, busy.
-    fn answers(e: &Error) -> [bool; 7] {
-        enchufe_framing::predicate_row!(e, is_busy)
-    }
-
     #[test]
     fn every_predicate_looks_through_the_server_error() {
         let framing = |e| Error::Server(enchufe_server::Error::Framing(e));
@@ -172,7 +166,11 @@ mod tests {
             ),
         ];
         for (e, expected) in &cases {
-            assert_eq!(answers(e), *expected, "{e:?}");
+            assert_eq!(
+                enchufe_framing::predicate_row!(e, is_busy),
+                *expected,
+                "{e:?}"
+            );
         }
         assert_eq!(cases[5].0.code(), Some(ErrorCode::Busy));
         assert_eq!(Error::Closed.code(), None);

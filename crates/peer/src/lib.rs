@@ -438,7 +438,7 @@ async fn dial(inner: &Inner, addr: &str, start: Start) -> Result<Connection> {
         }
         conn.close();
         Err(enchufe_server::Error::Unsupported(
-            "the other end is not a peer",
+            enchufe_server::Unsupported::NotAPeer,
         ))
     };
     // Only our own closing ends the dialing (and a dial of something that

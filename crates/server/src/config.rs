@@ -1,3 +1,4 @@
+use enchufe_framing::at_least_one;
 use std::time::Duration;
 
 pub use enchufe_framing::mux::Profile;
@@ -325,179 +326,45 @@ pub struct Config {
 }
 
 impl Config {
-    /// Sets [`Config::max_connections`] (at least 1).
-    #[must_use]
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
-        self
-    }
-
-    /// Sets [`Config::max_frame_length`].
-    #[must_use]
-    pub fn max_frame_length(mut self, bytes: usize) -> Self {
-        self.max_frame_length = bytes;
-        self
-    }
-
-    /// Sets [`Config::first_frame_timeout`].
-    #[must_use]
-    pub fn first_frame_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.first_frame_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::frame_timeout`].
-    #[must_use]
-    pub fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.frame_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::max_connections_per_ip`].
-    #[must_use]
-    pub fn max_connections_per_ip(mut self, limit: Option<usize>) -> Self {
-        self.max_connections_per_ip = limit;
-        self
-    }
-
-    /// Sets [`Config::listen_backlog`].
-    #[must_use]
-    pub fn listen_backlog(mut self, backlog: Option<u32>) -> Self {
-        self.listen_backlog = backlog;
-        self
-    }
-
-    /// Sets [`Config::handler_timeout`].
-    #[must_use]
-    pub fn handler_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.handler_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::eof_keepalive`].
-    #[must_use]
-    pub fn eof_keepalive(mut self, every: Option<Duration>) -> Self {
-        self.eof_keepalive = every;
-        self
-    }
-
-    /// Sets [`Config::max_stream_length`]: frames up to `bytes` long are
-    /// streamed to [`Handler::handle_stream`](crate::Handler::handle_stream).
-    #[must_use]
-    pub fn max_stream_length(mut self, bytes: u64) -> Self {
-        self.max_stream_length = bytes;
-        self
-    }
-
-    /// Sets [`Config::outbound_queue`] (at least 1).
-    #[must_use]
-    pub fn outbound_queue(mut self, frames: usize) -> Self {
-        self.outbound_queue = frames.max(1);
-        self
-    }
-
-    /// Sets [`Config::max_queued_bytes`] (at least 1).
-    #[must_use]
-    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
-        self.max_queued_bytes = bytes.max(1);
-        self
-    }
-
-    /// Sets [`Config::max_total_queued_bytes`] (at least 1).
-    #[must_use]
-    pub fn max_total_queued_bytes(mut self, bytes: usize) -> Self {
-        self.max_total_queued_bytes = bytes.max(1);
-        self
-    }
-
-    /// Sets [`Config::max_total_partial_bytes`].
-    #[must_use]
-    pub fn max_total_partial_bytes(mut self, bytes: usize) -> Self {
-        self.max_total_partial_bytes = bytes;
-        self
-    }
-
-    /// Sets [`Config::idle_timeout`].
-    #[must_use]
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::write_timeout`].
-    #[must_use]
-    pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::shutdown_grace`].
-    #[must_use]
-    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.shutdown_grace = grace;
-        self
-    }
-
-    /// Sets [`Config::accept_backoff_max`].
-    #[must_use]
-    pub fn accept_backoff_max(mut self, max: Duration) -> Self {
-        self.accept_backoff_max = max;
-        self
-    }
-
-    /// Sets [`Config::slow_consumer`].
-    #[must_use]
-    pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
-        self.slow_consumer = policy;
-        self
-    }
-
-    /// Sets [`Config::profile`].
-    #[must_use]
-    pub fn profile(mut self, profile: Profile) -> Self {
-        self.profile = profile;
-        self
-    }
-
-    /// Sets [`Config::detect_timeout`].
-    #[must_use]
-    pub fn detect_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.detect_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::max_in_flight`] (at least 1).
-    #[must_use]
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
-        self
-    }
-
-    /// Sets [`Config::busy`].
-    #[must_use]
-    pub fn busy(mut self, policy: BusyPolicy) -> Self {
-        self.busy = policy;
-        self
+    enchufe_framing::setters! {
+        /// 0 counts as 1.
+        max_connections: usize => at_least_one;
+        max_frame_length: usize;
+        first_frame_timeout: Option<Duration>;
+        frame_timeout: Option<Duration>;
+        max_connections_per_ip: Option<usize>;
+        listen_backlog: Option<u32>;
+        handler_timeout: Option<Duration>;
+        eof_keepalive: Option<Duration>;
+        /// Frames up to this long are streamed to
+        /// [`Handler::handle_stream`](crate::Handler::handle_stream).
+        max_stream_length: u64;
+        /// 0 counts as 1.
+        outbound_queue: usize => at_least_one;
+        /// 0 counts as 1.
+        max_queued_bytes: usize => at_least_one;
+        /// 0 counts as 1.
+        max_total_queued_bytes: usize => at_least_one;
+        max_total_partial_bytes: usize;
+        idle_timeout: Option<Duration>;
+        write_timeout: Duration;
+        shutdown_grace: Duration;
+        accept_backoff_max: Duration;
+        slow_consumer: SlowConsumer;
+        profile: Profile;
+        detect_timeout: Option<Duration>;
+        /// 0 counts as 1.
+        max_in_flight: usize => at_least_one;
+        busy: BusyPolicy;
+        handshake_timeout: Duration;
+        /// This server then speaks as a peer.
+        peer: PeerLinks => Some;
     }
 
     /// Sets [`Config::node_id`].
     #[must_use]
     pub fn node_id(mut self, id: impl Into<String>) -> Self {
         self.node_id = id.into();
-        self
-    }
-
-    /// Sets [`Config::handshake_timeout`].
-    #[must_use]
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::peer`]: this server speaks as a peer.
-    #[must_use]
-    pub fn peer(mut self, links: PeerLinks) -> Self {
-        self.peer = Some(links);
         self
     }
 
@@ -571,18 +438,9 @@ pub struct PeerLinks {
 }
 
 impl PeerLinks {
-    /// Sets [`PeerLinks::keepalive`].
-    #[must_use]
-    pub fn keepalive(mut self, every: Option<Duration>) -> Self {
-        self.keepalive = every;
-        self
-    }
-
-    /// Sets [`PeerLinks::request_timeout`].
-    #[must_use]
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
+    enchufe_framing::setters! {
+        keepalive: Option<Duration>;
+        request_timeout: Duration;
     }
 }
 

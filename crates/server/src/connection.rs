@@ -15,7 +15,7 @@ use tracing::trace;
 
 use crate::outbox::{flag, Budget, Outbox, Refused, Signal};
 use crate::stats::Counters;
-use crate::{Error, Result, SlowConsumer};
+use crate::{Error, Result, SlowConsumer, Unsupported};
 
 /// A connection's number, unique for the life of a server (starting at 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -252,9 +252,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<R> {
         if !self.is_peer() {
-            return Err(Error::Unsupported(
-                "requests to the other end need a connection between two peers",
-            ));
+            return Err(Error::Unsupported(Unsupported::RequestsNeedPeers));
         }
         let body = msg.encode()?;
         let exchange = async {
@@ -417,11 +415,7 @@ impl Connection {
             PROFILE_PLAIN => OutFrame::plain(body),
             // Neither framing would be right yet; the handler has not seen
             // this connection either (a broadcast passes it by).
-            _ => {
-                return Err(Error::Unsupported(
-                    "a push before the connection's first frame decided its profile",
-                ))
-            }
+            _ => return Err(Error::Unsupported(Unsupported::PushBeforeProfile)),
         };
         self.check_len(frame)
     }

@@ -28,17 +28,16 @@
 //! ([`Rewind`]).
 
 use std::fmt::Debug;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use enchufe_engine::net::{BoxFuture, BoxIo};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::rewind::Rewind;
 
 /// The most bytes of an HTTP request head the front door reads to tell a
 /// WebSocket upgrade from another request: the HTTP door's own default
@@ -280,80 +279,9 @@ pub(crate) fn is_upgrade(head: &[u8]) -> bool {
     })
 }
 
-/// A stream with bytes already read from it given back in front: reads
-/// take them first, writes go straight through (hyper's `Rewind`).
-#[derive(Debug)]
-pub(crate) struct Rewind<S> {
-    prefix: Vec<u8>,
-    at: usize,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Rewind<S> {
-        Rewind {
-            prefix,
-            at: 0,
-            inner,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.at < this.prefix.len() {
-            let n = (this.prefix.len() - this.at).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.at..this.at + n]);
-            this.at += n;
-            if this.at == this.prefix.len() {
-                this.prefix = Vec::new(); // nothing held once given back
-                this.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn frames_are_never_taken_for_http() {
@@ -377,16 +305,5 @@ mod tests {
         assert!(!is_upgrade(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(!is_upgrade(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"));
         assert!(!is_upgrade(b"not http at all\r\n\r\n"));
-    }
-
-    #[tokio::test]
-    async fn rewind_gives_back_what_was_read_then_reads_on() {
-        let (a, mut b) = tokio::io::duplex(64);
-        b.write_all(b"lo").await.unwrap();
-        drop(b);
-        let mut r = Rewind::new(b"ho".to_vec(), a);
-        let mut all = String::new();
-        r.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "holo");
     }
 }

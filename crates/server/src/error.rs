@@ -1,6 +1,38 @@
 use std::io;
 use std::time::Duration;
 
+/// What a connection does not support: [`Error::Unsupported`]'s reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unsupported {
+    /// A request to the other end, on a connection that is not between two
+    /// peers ([`Connection::request`](crate::Connection::request)).
+    RequestsNeedPeers,
+    /// A push before the connection's first frame decided its profile
+    /// ([`Profile::Auto`](crate::Profile::Auto)).
+    PushBeforeProfile,
+    /// A streamed frame on a connection that does not take them (a
+    /// multiplexed one).
+    StreamHere,
+    /// A dialed connection's other end is not a peer.
+    NotAPeer,
+}
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unsupported::RequestsNeedPeers => {
+                "requests to the other end need a connection between two peers"
+            }
+            Unsupported::PushBeforeProfile => {
+                "a push before the connection's first frame decided its profile"
+            }
+            Unsupported::StreamHere => "a streamed frame on a connection that does not take them",
+            Unsupported::NotAPeer => "the other end is not a peer",
+        })
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -78,10 +110,10 @@ pub enum Error {
         message: String,
     },
 
-    /// The operation needs what this connection does not speak: requests
-    /// to the other end need a connection between two peers.
+    /// The operation needs what this connection does not speak;
+    /// [`Unsupported`] says what.
     #[error("not supported on this connection: {0}")]
-    Unsupported(&'static str),
+    Unsupported(Unsupported),
 
     /// Every connection permit is taken ([`Config::max_connections`](crate::Config::max_connections)).
     #[error("connection limit reached")]
@@ -318,12 +350,6 @@ mod tests {
     use enchufe_framing::mux::Mismatch;
     use enchufe_framing::Error as Framing;
 
-    /// Every predicate, in one row: timeout, closed, reset, frame too
-    /// large, profile mismatch, bad input, busy.
-    fn answers(e: &Error) -> [bool; 7] {
-        enchufe_framing::predicate_row!(e, is_busy)
-    }
-
     #[test]
     fn the_predicate_set_of_every_enchufe_error_answers_here() {
         use std::io;
@@ -373,7 +399,11 @@ mod tests {
             ),
         ];
         for (e, expected) in &cases {
-            assert_eq!(answers(e), *expected, "{e:?}");
+            assert_eq!(
+                enchufe_framing::predicate_row!(e, is_busy),
+                *expected,
+                "{e:?}"
+            );
         }
     }
 

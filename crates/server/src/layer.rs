@@ -120,13 +120,7 @@ impl Layer {
             match self {
                 Layer::Plain => Layered::Plain(stream),
                 #[cfg(feature = "tls")]
-                Layer::Tls(acceptor) => match acceptor.accept(stream, cx.deadline).await {
-                    Ok(tls) => Layered::Boxed(Box::pin(tls)),
-                    Err(e) => {
-                        rare_warn(&cx.counters.tls_failures, &e, "TLS handshake failed");
-                        Layered::Gone
-                    }
-                },
+                Layer::Tls(acceptor) => tls(&acceptor, stream, &cx).await,
                 // A stream that cannot be peeked (a Unix socket): its first
                 // byte is read and given back in front of it.
                 #[cfg(feature = "tls")]
@@ -141,17 +135,18 @@ impl Layer {
                     if n == 0 {
                         return Layered::Plain(stream);
                     }
-                    let stream = crate::door::Rewind::new(first.to_vec(), stream);
                     if first[0] != TLS_HANDSHAKE {
-                        return Layered::Boxed(Box::pin(stream));
+                        return Layered::Boxed(Box::pin(crate::rewind::Rewind::new(
+                            first.to_vec(),
+                            stream,
+                        )));
                     }
-                    match acceptor.accept(stream, cx.deadline).await {
-                        Ok(tls) => Layered::Boxed(Box::pin(tls)),
-                        Err(e) => {
-                            rare_warn(&cx.counters.tls_failures, &e, "TLS handshake failed");
-                            Layered::Gone
-                        }
-                    }
+                    tls(
+                        &acceptor,
+                        crate::rewind::Rewind::new(first.to_vec(), stream),
+                        &cx,
+                    )
+                    .await
                 }
                 #[cfg(feature = "ws")]
                 Layer::Ws(options) => {
@@ -177,6 +172,22 @@ impl Layer {
         tokio::select! {
             layered = shaken => layered,
             () = cx.shutdown.cancelled() => Layered::Gone,
+        }
+    }
+}
+
+/// A TLS handshake on `stream` within the handshake deadline; one that
+/// fails is counted and logged (rarely), and the connection is gone.
+#[cfg(feature = "tls")]
+async fn tls<S, T>(acceptor: &crate::tls::Acceptor, stream: S, cx: &Context<'_>) -> Layered<T>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match acceptor.accept(stream, cx.deadline).await {
+        Ok(tls) => Layered::Boxed(Box::pin(tls)),
+        Err(e) => {
+            rare_warn(&cx.counters.tls_failures, &e, "TLS handshake failed");
+            Layered::Gone
         }
     }
 }

@@ -144,20 +144,10 @@ impl Counters {
     }
 }
 
-/// Every `kind` label [`error_kind`] gives: the framing error's, then the
-/// server's own.
+/// The `kind` labels [`error_kind`] gives the server's own errors (a
+/// framing error's are `enchufe_engine::meter::ERROR_KINDS`).
 #[cfg(feature = "metrics")]
-pub(crate) const ERROR_KINDS: &[&str] = &[
-    "io",
-    "frame_too_large",
-    "too_large_to_send",
-    "not_frames",
-    "unexpected_eof",
-    "decode",
-    "encode",
-    "bad_hello",
-    "version_mismatch",
-    "malformed",
+pub(crate) const OWN_ERROR_KINDS: &[&str] = &[
     "tls",
     "handshake_timeout",
     "first_frame_timeout",
@@ -169,7 +159,6 @@ pub(crate) const ERROR_KINDS: &[&str] = &[
     "write_stalled",
     "unsupported",
     "remote",
-    "other",
 ];
 
 /// The `kind` label of the error that ended a connection

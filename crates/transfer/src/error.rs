@@ -458,12 +458,6 @@ mod tests {
     use enchufe_framing::mux::Mismatch;
     use std::sync::Arc;
 
-    /// Every predicate, in one row: timeout, closed, reset, frame too
-    /// large, profile mismatch, bad input, busy.
-    fn answers(e: &Error) -> [bool; 7] {
-        enchufe_framing::predicate_row!(e, is_busy)
-    }
-
     #[test]
     fn the_predicate_set_of_every_enchufe_error_answers_here() {
         let framing = |e| Error::Client(enchufe_client::Error::Framing(Arc::new(e)));
@@ -502,7 +496,11 @@ mod tests {
             ),
         ];
         for (e, expected) in &cases {
-            assert_eq!(answers(e), *expected, "{e:?}");
+            assert_eq!(
+                enchufe_framing::predicate_row!(e, is_busy),
+                *expected,
+                "{e:?}"
+            );
         }
     }
 }

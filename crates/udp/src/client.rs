@@ -68,38 +68,12 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets [`Config::timeout`].
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::retries`].
-    #[must_use]
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
-        self
-    }
-
-    /// Sets [`Config::max_datagram`].
-    #[must_use]
-    pub fn max_datagram(mut self, bytes: usize) -> Self {
-        self.max_datagram = bytes;
-        self
-    }
-    /// Sets [`Config::recv_buffer`].
-    #[must_use]
-    pub fn recv_buffer(mut self, bytes: usize) -> Self {
-        self.recv_buffer = Some(bytes);
-        self
-    }
-
-    /// Sets [`Config::send_buffer`].
-    #[must_use]
-    pub fn send_buffer(mut self, bytes: usize) -> Self {
-        self.send_buffer = Some(bytes);
-        self
+    enchufe_framing::setters! {
+        timeout: Duration;
+        retries: u32;
+        max_datagram: usize;
+        recv_buffer: usize => Some;
+        send_buffer: usize => Some;
     }
 }
 

@@ -180,12 +180,6 @@ mod tests {
         assert!(matches!(other, Error::Io(_)) && !other.is_refused());
     }
 
-    /// Every predicate, in one row: timeout, closed, reset, frame too
-    /// large, profile mismatch, bad input, refused.
-    fn answers(e: &Error) -> [bool; 7] {
-        enchufe_framing::predicate_row!(e, is_refused)
-    }
-
     #[test]
     fn the_predicate_set_of_every_enchufe_error_answers_here() {
         let cases = [
@@ -224,7 +218,11 @@ mod tests {
             ),
         ];
         for (e, expected) in &cases {
-            assert_eq!(answers(e), *expected, "{e:?}");
+            assert_eq!(
+                enchufe_framing::predicate_row!(e, is_refused),
+                *expected,
+                "{e:?}"
+            );
         }
     }
 }

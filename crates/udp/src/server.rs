@@ -80,39 +80,12 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets [`Config::max_datagram`].
-    #[must_use]
-    pub fn max_datagram(mut self, bytes: usize) -> Self {
-        self.max_datagram = bytes;
-        self
-    }
-
-    /// Sets [`Config::max_in_flight`].
-    #[must_use]
-    pub fn max_in_flight(mut self, handlers: usize) -> Self {
-        self.max_in_flight = handlers;
-        self
-    }
-
-    /// Sets [`Config::shutdown_grace`].
-    #[must_use]
-    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.shutdown_grace = grace;
-        self
-    }
-
-    /// Sets [`Config::recv_buffer`].
-    #[must_use]
-    pub fn recv_buffer(mut self, bytes: usize) -> Self {
-        self.recv_buffer = Some(bytes);
-        self
-    }
-
-    /// Sets [`Config::send_buffer`].
-    #[must_use]
-    pub fn send_buffer(mut self, bytes: usize) -> Self {
-        self.send_buffer = Some(bytes);
-        self
+    enchufe_framing::setters! {
+        max_datagram: usize;
+        max_in_flight: usize;
+        shutdown_grace: Duration;
+        recv_buffer: usize => Some;
+        send_buffer: usize => Some;
     }
 }
 

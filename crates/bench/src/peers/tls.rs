@@ -72,23 +72,16 @@ pub(crate) async fn floor(addr: SocketAddr, (cert, key): (PathBuf, PathBuf)) -> 
     let local = listener.local_addr()?;
     Ok((
         local,
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Ok(Ok(tls)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-                    {
-                        floor::connection(tls).await;
-                    }
-                });
+        tokio::spawn(floor::accept_each(listener, move |stream| {
+            let acceptor = acceptor.clone();
+            async move {
+                if let Ok(Ok(tls)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                {
+                    floor::connection(tls).await;
+                }
             }
-        }),
+        })),
     ))
 }
 

@@ -43,16 +43,7 @@ pub(crate) async fn tungstenite(addr: SocketAddr) -> Result<Served> {
     let local = listener.local_addr()?;
     Ok((
         local,
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(echo(stream));
-            }
-        }),
+        tokio::spawn(crate::floor::accept_each(listener, echo)),
     ))
 }
 

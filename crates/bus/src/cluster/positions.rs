@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::NodeId;
+use super::node::NodeId;
 
 /// The most (room, server) positions a cluster remembers; past it, it
 /// forgets them all (see `Positions::forgot`). 65,536 entries of about

@@ -4,36 +4,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use enchufe_server::ConnectionId;
 
-use super::{lock, Cluster, Inner, NodeId};
+use super::handle::Cluster;
+use super::node::NodeId;
+use super::pending::Pending;
+use super::shared::{lock, Inner};
 use crate::envelope::{Envelope, Kind};
 use crate::history::plan;
 use crate::{Cursor, Error, Recovery, Result, Stamp};
-
-/// Live room messages held for a connection while it is recovered.
-#[derive(Debug, Default)]
-pub(super) struct Pending {
-    items: Vec<(Stamp, u64, Bytes)>,
-    bytes: usize,
-    /// Some did not fit in `Config::max_incoming_bytes`.
-    overflow: bool,
-}
-
-impl Pending {
-    /// Holds a live message for after the replay; `false` (and the
-    /// recovery incomplete) past `limit` bytes held.
-    pub(super) fn hold(&mut self, stamp: Stamp, prev: u64, frame: &Bytes, limit: usize) -> bool {
-        if self.bytes + frame.len() > limit {
-            self.overflow = true;
-            return false;
-        }
-        self.bytes += frame.len();
-        self.items.push((stamp, prev, frame.clone()));
-        true
-    }
-}
 
 /// Removes a recovery's pending entry however `recover` ends.
 struct Recovering<'a> {

@@ -7,7 +7,7 @@ use std::sync::Weak;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, Outgoing};
+use super::shared::{Inner, Outgoing};
 use crate::queue::Drain;
 use crate::{Error, Subscription};
 

@@ -21,8 +21,8 @@ use enchufe_engine::driver::{self, Deadlines, Event};
 use enchufe_engine::role::{self as engine, Failure, Output};
 use enchufe_engine::session::{self, Inbound, Role};
 use enchufe_engine::Signal;
-use enchufe_framing::mux::{self, Header, Kind};
-use enchufe_framing::{LengthPrefix, OutFrame, Wire};
+use enchufe_framing::mux::{self, Header, Kind, Violation};
+use enchufe_framing::{LengthPrefix, Malformed, OutFrame, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
@@ -166,7 +166,7 @@ enum Stop {
     /// The connection ended this way; the socket is dropped.
     End(Ended),
     /// The server broke the protocol: hang up at once.
-    Protocol(&'static str),
+    Protocol(Malformed),
     /// A read or write failed.
     Failed(enchufe_framing::Error),
 }
@@ -230,7 +230,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         let (how, report) = match stop {
             Stop::End(how) => (how, None),
             Stop::Protocol(what) => {
-                debug!(what, "protocol violation; closing the connection");
+                debug!(%what, "protocol violation; closing the connection");
                 let violation = Arc::new(enchufe_framing::Error::Malformed(what));
                 (
                     Ended::Error(violation.clone()),
@@ -444,12 +444,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     continue;
                 }
                 Poll::Ready(Some(Ok(_))) => {
-                    enchufe_framing::Error::Malformed("a stream longer than its declared length")
+                    enchufe_framing::Error::Malformed(Malformed::StreamTooLong)
                 }
                 Poll::Ready(Some(Err(e))) => enchufe_framing::Error::Io(e),
-                Poll::Ready(None) => enchufe_framing::Error::Malformed(
-                    "a stream's reader stopped before its declared length",
-                ),
+                Poll::Ready(None) => enchufe_framing::Error::Malformed(Malformed::StreamTooShort),
             };
             let failure = Arc::new(failure);
             self.end_stream(Err(Error::Framing(failure.clone())));
@@ -536,8 +534,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     return Ok(());
                 }
                 Ok(Inbound::Push(body)) => body,
-                Ok(_) => return Err(Stop::Protocol("the server sent a client-only kind")),
-                Err(violation) => return Err(Stop::Protocol(violation.as_str())),
+                Ok(_) => return Err(Stop::Protocol(Malformed::Mux(Violation::NoRule))),
+                Err(violation) => return Err(Stop::Protocol(Malformed::Mux(violation))),
             }
         } else {
             if self.check_first {

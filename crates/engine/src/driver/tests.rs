@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use enchufe_framing::Config;
+use std::time::Duration;
 
 fn driver(
     io: tokio::io::DuplexStream,

@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 
-use enchufe_framing::mux::{ErrorCode, Header, Kind};
+use enchufe_framing::mux::{ErrorCode, Header, Kind, Violation};
 
 /// Which end of a multiplexed connection we are: it decides which kinds the
 /// other end may send.
@@ -44,51 +44,6 @@ pub enum Inbound {
     /// A peer's keepalive: proof of life, nothing to do.
     Ping,
 }
-
-/// How a multiplexed frame broke the protocol ([`classify`]'s error). Each
-/// is its own variant so that a role, a counter or a test matches on what
-/// happened; [`Violation::as_str`] is the text a log or a
-/// `framing::Error::Malformed` carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Violation {
-    /// Fewer bytes than the 9-byte header.
-    Short,
-    /// A kind byte this version does not know.
-    UnknownKind,
-    /// A server sent a request, a notify or a cancel to a client.
-    ServerSentServerKind(Kind),
-    /// A client sent a kind only a server may send (a response, an error,
-    /// a push, a ping).
-    ClientSentServerKind(Kind),
-    /// A ping on a link that is not between two peers.
-    PingOutsidePeers,
-    /// A kind with no rule here (the kind list grew without one).
-    NoRule,
-}
-
-impl Violation {
-    /// A short description of it, for logs and `framing::Error::Malformed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Violation::Short => "frame shorter than the 9-byte header",
-            Violation::UnknownKind => "unknown frame kind",
-            Violation::ServerSentServerKind(Kind::Request) => "the server sent a request frame",
-            Violation::ServerSentServerKind(Kind::Notify) => "the server sent a notify frame",
-            Violation::ServerSentServerKind(_) => "the server sent a cancel frame",
-            Violation::ClientSentServerKind(_) => "a client sent a server-only kind",
-            Violation::PingOutsidePeers => "a ping on a link that is not between peers",
-            Violation::NoRule => "a frame of a kind this version has no rule for",
-        }
-    }
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::error::Error for Violation {}
 
 /// Classifies a multiplexed frame (the payload after the 4-byte length) for
 /// `role`.

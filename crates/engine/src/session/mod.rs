@@ -15,6 +15,7 @@ mod in_flight;
 #[cfg(test)]
 mod tests;
 
-pub use classify::{classify, Inbound, Role, Violation};
+pub use classify::{classify, Inbound, Role};
+pub use enchufe_framing::mux::Violation;
 pub use flow::{Admit, Busy, Flow};
 pub use in_flight::{Abandon, InFlight};

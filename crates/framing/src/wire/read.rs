@@ -11,7 +11,7 @@ use super::budget::{self};
 use super::limits::{LARGE_FRAME, LARGE_START, READ_CHUNK};
 use super::split::Split;
 use super::state::{Large, Wire};
-use crate::{Error, Result, HEADER_LEN};
+use crate::{Error, Malformed, Result, HEADER_LEN};
 
 impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
     /// The next frame among the bytes already read, without any I/O.
@@ -100,9 +100,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
             if self.is_streaming() {
                 // The body must be taken first (`poll_chunk`); reading it
                 // into the frame buffer would hold it all.
-                return Poll::Ready(Err(Error::Malformed(
-                    "a frame was asked for while a streamed body is unread",
-                )));
+                return Poll::Ready(Err(Error::Malformed(Malformed::StreamUnread)));
             }
             if self.read_closed {
                 return Poll::Ready(self.eof());

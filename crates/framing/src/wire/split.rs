@@ -40,7 +40,7 @@ use crate::{Error, Result, HEADER_LEN};
 ///         match buf.iter().position(|&b| b == b'\n') {
 ///             Some(end) if end < 80 => Ok(Some(buf.split_to(end + 1))),
 ///             None if buf.len() < 80 => Ok(None),
-///             _ => Err(Error::Malformed("a line over 80 bytes")),
+///             _ => Err(Error::FrameTooLarge { declared: buf.len() as u64, limit: 80 }),
 ///         }
 ///     }
 /// }

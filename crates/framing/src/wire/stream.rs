@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::limits::LARGE_FRAME;
 use super::split::Split;
 use super::state::{Large, Stream, Wire};
-use crate::{Error, Result, HEADER_LEN};
+use crate::{Error, Malformed, Result, HEADER_LEN};
 
 /// What [`Wire::poll_next`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,9 +95,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin, C: Split> Wire<Io, C> {
                 return Poll::Ready(Ok(Next::Stream(len)));
             }
             if self.is_streaming() {
-                return Poll::Ready(Err(Error::Malformed(
-                    "a frame was asked for while a streamed body is unread",
-                )));
+                return Poll::Ready(Err(Error::Malformed(Malformed::StreamUnread)));
             }
             if self.read_closed {
                 return Poll::Ready(self.eof().map(|_| Next::Eof));

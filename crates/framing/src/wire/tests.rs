@@ -287,7 +287,10 @@ impl Split for Semicolons {
         match buf.iter().position(|&b| b == b';') {
             Some(end) if end < 8 => Ok(Some(buf.split_to(end + 1))),
             None if buf.len() < 8 => Ok(None),
-            _ => Err(Error::Malformed("over 8 bytes")),
+            _ => Err(Error::FrameTooLarge {
+                declared: buf.len() as u64,
+                limit: 8,
+            }),
         }
     }
 }
@@ -307,7 +310,10 @@ async fn another_codec_splits_reads_writes_unprefixed_and_bounds_the_buffer() {
     raw.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"ok;");
     raw.write_all(b"123456789").await.unwrap();
-    assert!(matches!(wire.recv().await, Err(Error::Malformed(_))));
+    assert!(matches!(
+        wire.recv().await,
+        Err(Error::FrameTooLarge { limit: 8, .. })
+    ));
     // EOF inside a message is not a clean close.
     let (mut raw, io) = tokio::io::duplex(64);
     let mut wire = Wire::with_split(io, &cfg(1024), Semicolons);

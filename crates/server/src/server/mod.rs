@@ -151,7 +151,7 @@ impl Server {
         // Every server is built through here: its metric series exist from
         // now on, before its first connection.
         #[cfg(feature = "metrics")]
-        enchufe_engine::meter::register("server", crate::stats::ERROR_KINDS);
+        enchufe_engine::meter::register("server", crate::stats::OWN_ERROR_KINDS);
         Server {
             listener,
             config: Config::default(),

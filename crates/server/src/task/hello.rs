@@ -9,7 +9,7 @@ use tracing::debug;
 use crate::role::{Driver, Event, Serving};
 use crate::{Connection, Disconnect, Handler, PeerLinks};
 
-use super::*;
+use super::shared::{closed, not_streamed, Ctx};
 
 /// What a connection's first frame said ([`Profile::Auto`]).
 pub(super) enum Detected {

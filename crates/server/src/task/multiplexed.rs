@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use enchufe_engine::session::{self, Admit, Flow, Inbound, Role};
 use enchufe_framing::mux::{self, ErrorCode, Header, Kind};
-use enchufe_framing::{Decode, Encode, OutFrame};
+use enchufe_framing::{Decode, Encode, Malformed, OutFrame};
 use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -18,7 +18,8 @@ use tracing::{debug, trace, warn};
 use crate::role::{Driver, Event, Serving};
 use crate::{BusyPolicy, Connection, Disconnect, Error, Handler};
 
-use super::*;
+use super::beside::within;
+use super::shared::{answer_eof, closed, error_frame, not_streamed, panic_message, Ctx, Outcome};
 
 /// The multiplexed profile: handlers run concurrently on this task (up to
 /// `max_in_flight`, one-way messages included), each reply carries its
@@ -188,7 +189,7 @@ impl<'a, H: Handler> Mux<'a, H> {
         cx: Option<&mut Context<'_>>,
     ) -> Result<(), Disconnect> {
         let malformed = |v: session::Violation| {
-            Disconnect::Error(enchufe_framing::Error::Malformed(v.as_str()).into())
+            Disconnect::Error(enchufe_framing::Error::Malformed(Malformed::Mux(v)).into())
         };
         let (id, body) = match session::classify(frame, self.role).map_err(malformed)? {
             Inbound::Request { id, body } => (Some(id), body),

@@ -10,7 +10,8 @@ use tracing::trace;
 use crate::role::{Driver, Event};
 use crate::{Connection, Disconnect, Handler};
 
-use super::*;
+use super::beside::run_beside;
+use super::shared::{answer_eof, closed, settle, write_reply, Ctx};
 
 /// The plain profile: one request at a time, replies in request order.
 /// `first` is the first event, already read.

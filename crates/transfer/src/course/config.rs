@@ -72,40 +72,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets [`Config::max_size`].
-    pub fn max_size(mut self, bytes: u64) -> Self {
-        self.max_size = bytes;
-        self
-    }
-    /// Sets [`Config::idle_timeout`].
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-    /// Sets [`Config::reply_timeout`].
-    pub fn reply_timeout(mut self, timeout: Duration) -> Self {
-        self.reply_timeout = timeout;
-        self
-    }
-    /// Sets [`Config::min_rate`], in bytes per second.
-    pub fn min_rate(mut self, bytes_per_second: Option<u64>) -> Self {
-        self.min_rate = bytes_per_second;
-        self
-    }
-    /// Sets [`Config::grace`].
-    pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
-    }
-    /// Sets [`Config::max_time`].
-    pub fn max_time(mut self, limit: Option<Duration>) -> Self {
-        self.max_time = limit;
-        self
-    }
-    /// Sets [`Config::max_connections`].
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n;
-        self
+    enchufe_framing::setters! {
+        max_size: u64;
+        idle_timeout: Duration;
+        reply_timeout: Duration;
+        /// In bytes per second.
+        min_rate: Option<u64>;
+        grace: Duration;
+        max_time: Option<Duration>;
+        max_connections: usize;
     }
 
     /// The time a transfer of `size` bytes is given from its connection:

@@ -67,49 +67,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets [`Config::max_file_size`].
-    pub fn max_file_size(mut self, bytes: u64) -> Self {
-        self.max_file_size = bytes;
-        self
-    }
-    /// Sets [`Config::max_transfers`].
-    pub fn max_transfers(mut self, n: usize) -> Self {
-        self.max_transfers = n;
-        self
-    }
-    /// Sets [`Config::max_chunk`].
-    pub fn max_chunk(mut self, bytes: u32) -> Self {
-        self.max_chunk = bytes;
-        self
-    }
-    /// Sets [`Config::window`].
-    pub fn window(mut self, chunks: u32) -> Self {
-        self.window = chunks;
-        self
-    }
-    /// Sets [`Config::idle_timeout`].
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-    /// Sets [`Config::overwrite`].
-    pub fn overwrite(mut self, overwrite: bool) -> Self {
-        self.overwrite = overwrite;
-        self
-    }
-    /// Sets [`Config::sync`].
-    pub fn sync(mut self, sync: bool) -> Self {
-        self.sync = sync;
-        self
-    }
-    /// Sets [`Config::max_part_age`].
-    pub fn max_part_age(mut self, age: Duration) -> Self {
-        self.max_part_age = age;
-        self
-    }
-    /// Sets [`Config::max_part_bytes`].
-    pub fn max_part_bytes(mut self, bytes: u64) -> Self {
-        self.max_part_bytes = bytes;
-        self
+    enchufe_framing::setters! {
+        max_file_size: u64;
+        max_transfers: usize;
+        max_chunk: u32;
+        window: u32;
+        idle_timeout: Duration;
+        overwrite: bool;
+        sync: bool;
+        max_part_age: Duration;
+        max_part_bytes: u64;
     }
 }

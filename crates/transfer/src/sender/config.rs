@@ -33,19 +33,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets [`Config::chunk_size`].
-    pub fn chunk_size(mut self, bytes: u32) -> Self {
-        self.chunk_size = bytes;
-        self
-    }
-    /// Sets [`Config::window`].
-    pub fn window(mut self, chunks: u32) -> Self {
-        self.window = chunks;
-        self
-    }
-    /// Sets [`Config::finish_timeout`].
-    pub fn finish_timeout(mut self, timeout: Duration) -> Self {
-        self.finish_timeout = timeout;
-        self
+    enchufe_framing::setters! {
+        chunk_size: u32;
+        window: u32;
+        finish_timeout: Duration;
     }
 }
