@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::config::Config;
+#[cfg(target_os = "linux")]
+use super::receive::receive_body_spliced;
 use super::receive::{read_size, receive_body};
 use crate::error::{Error, Result};
 use crate::{Event, Progress, TransferId};
@@ -272,7 +274,7 @@ impl Inner {
         name: &str,
     ) -> Result<(PathBuf, u64)>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let start = Instant::now();
         let size = read_size(stream, &self.config).await?;
@@ -288,6 +290,13 @@ impl Inner {
             progress: watched,
         });
         let (dir, config) = (&self.dir, &self.config);
+        // A TCP socket on Linux: the body is spliced into the file.
+        #[cfg(target_os = "linux")]
+        if let Some(tcp) = (stream as &mut dyn std::any::Any).downcast_mut() {
+            let path =
+                receive_body_spliced(tcp, dir, name, size, config, start, Some(&progress)).await?;
+            return Ok((path, size));
+        }
         let path = receive_body(stream, dir, name, size, config, start, Some(&progress)).await?;
         Ok((path, size))
     }
