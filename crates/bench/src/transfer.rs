@@ -86,11 +86,11 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     std::fs::File::open(&file)?.sync_all()?;
 
     let secs = opts.iperf_secs.to_string();
-    let iperf_before = iperf(&["-t", &secs]).await?;
+    let iperf_before = iperf(&["-t", &secs], &[]).await?;
     let ours = between_processes(&exe, &dir, &file, false, &[]).await?;
     let tuned = between_processes(&exe, &dir, &file, false, GLIBC_TUNED).await?;
     let course = between_processes(&exe, &dir, &file, true, &[]).await?;
-    let iperf_after = iperf(&["-t", &secs]).await?;
+    let iperf_after = iperf(&["-t", &secs], &[]).await?;
     let latency = requests_during_a_transfer(&dir, &file).await?;
 
     let iperf_mib = iperf_before.max(iperf_after);
@@ -245,14 +245,16 @@ pub(crate) async fn between_processes(
 }
 
 /// iperf3's single-stream loopback rate, in MiB/s (what the receiver got),
-/// for a run of `how` (`-t SECS` or `-n BYTES`).
-pub(crate) async fn iperf(how: &[&str]) -> Result<f64> {
+/// for a run of `how` (`-t SECS` or `-n BYTES`), its server given `server`
+/// besides (`-F FILE` writes what it receives to a file).
+pub(crate) async fn iperf(how: &[&str], server: &[&str]) -> Result<f64> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port().to_string()
     };
     let mut server = Command::new("iperf3")
         .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+        .args(server)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -1,11 +1,13 @@
 //! The `transfer` section: one file between two processes of the
 //! `file_transfer` example over loopback, in enchufe's transfer protocol
 //! (chunks, XXH3-128 on both ends, `fsync`) and in the course's (size and
-//! body), against iperf3 moving as many bytes in one stream; the three
-//! back to back in rotating order, round after round.
+//! body), against iperf3 moving as many bytes in one stream, from memory
+//! to memory and into a file (`-F`, as both protocols' receivers do); the
+//! four back to back in rotating order, round after round.
 //!
 //! ```text
 //!  iperf3 -s -1            <── iperf3 -c -n SIZE -J
+//!  iperf3 -s -1 -F FILE    <── iperf3 -c -n SIZE -J
 //!  file_transfer recv      <── file_transfer send --file F
 //!  file_transfer recv --course  <── file_transfer send --course --file F
 //! ```
@@ -27,11 +29,14 @@ use super::duel::{spread, Spread};
 use super::report::{meets, ratio};
 
 /// The contenders of a round, in the order of round 0.
-const WHO: [Who; 3] = [Who::Iperf, Who::Transfer, Who::Course];
+const WHO: [Who; 4] = [Who::Iperf, Who::IperfFile, Who::Transfer, Who::Course];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
+    /// iperf3, memory to memory: the target's peer.
     Iperf,
+    /// iperf3 with its receiver writing to a file (`-F`).
+    IperfFile,
     Transfer,
     Course,
 }
@@ -76,15 +81,24 @@ async fn run(bench: &Bench) -> Result<String> {
     eprintln!("transfer: writing {mib} MiB of pseudo-random bytes...");
     random_file(&file, size)?;
 
-    let mut columns: [Column; 3] = Default::default();
+    let mut columns: [Column; 4] = Default::default();
+    let iperf_file = tmp.0.join("iperf3.bin");
+    let iperf_file = iperf_file.to_string_lossy();
     let mut errors = Vec::new();
     for round in 0..bench.rounds {
         for k in 0..WHO.len() {
             let i = (round + k) % WHO.len();
             let who = WHO[i];
             let got = match who {
-                Who::Iperf if !has_iperf => continue,
-                Who::Iperf => iperf(&["-n", &size.to_string()]).await.map(|r| (r, None)),
+                Who::Iperf | Who::IperfFile if !has_iperf => continue,
+                Who::Iperf => iperf(&["-n", &size.to_string()], &[])
+                    .await
+                    .map(|r| (r, None)),
+                Who::IperfFile => {
+                    let r = iperf(&["-n", &size.to_string()], &["-F", &iperf_file]).await;
+                    let _ = std::fs::remove_file(&*iperf_file);
+                    r.map(|r| (r, None))
+                }
                 Who::Transfer | Who::Course => {
                     let course = who == Who::Course;
                     between_processes(&exe, &tmp.0, &file, course, &[])
@@ -132,7 +146,7 @@ fn table(
     mib: u64,
     dir: &Path,
     has_iperf: bool,
-    columns: &[Column; 3],
+    columns: &[Column; 4],
     errors: &[String],
 ) -> String {
     let mut t = String::new();
@@ -141,7 +155,9 @@ fn table(
         "### File transfer: `file_transfer` vs iperf3\n\n\
          {mib} MiB of pseudo-random bytes under `{}`, {} rounds, the contenders back to back in \
          rotating order. A transfer is timed from the sender's start to its exit; iperf3 \
-         (`-c -n {mib}M`, one stream) by its own report. Peak RSS: the highest `VmHWM` over the \
+         (`-c -n {mib}M`, one stream) by its own report; `× iperf3 -F` is against iperf3 whose \
+         receiver writes what it gets to a file beside ours, the cost of a file that iperf3 \
+         from memory to memory does not pay. Peak RSS: the highest `VmHWM` over the \
          rounds (limit 64 MiB each). Every received file is compared byte for byte with the \
          original.\n",
         dir.display(),
@@ -149,31 +165,31 @@ fn table(
     );
     let _ = writeln!(
         t,
-        "| what | throughput | × iperf3 | target | met | sender peak RSS | receiver peak RSS |\n\
-         |---|---|---|---|---|---|---|"
+        "| what | throughput | × iperf3 | target | met | × iperf3 -F | sender peak RSS | receiver peak RSS |\n\
+         |---|---|---|---|---|---|---|---|"
     );
     let mem = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     let rows = [
-        ("transfer protocol (chunks, XXH3-128, fsync)", 1, 0.8),
-        ("course protocol (size + body, no hash)", 2, 0.9),
+        ("transfer protocol (chunks, XXH3-128, fsync)", 2, 0.8),
+        ("course protocol (size + body, no hash)", 3, 0.9),
     ];
     for (what, i, target) in rows {
         let c = &columns[i];
-        let r = if has_iperf {
-            per_round(c, &columns[0])
-        } else {
-            None
+        let (r, to_file) = match has_iperf {
+            true => (per_round(c, &columns[0]), per_round(c, &columns[1])),
+            false => (None, None),
         };
-        let shown = if has_iperf {
-            ratio(r)
-        } else {
-            "no iperf3".into()
+        let shown = |r| match has_iperf {
+            true => ratio(r),
+            false => "no iperf3".into(),
         };
         let _ = writeln!(
             t,
-            "| {what} | {} | {shown} | ≥ {target} | {} | {} | {} |",
+            "| {what} | {} | {} | ≥ {target} | {} | {} | {} | {} |",
             median(c),
+            shown(r),
             meets(r, target, true),
+            shown(to_file),
             mem(c.hwm.0),
             mem(c.hwm.1)
         );
@@ -183,7 +199,15 @@ fn table(
     } else {
         "not installed (`scripts/bench-transfer` installs it)".into()
     };
-    let _ = writeln!(t, "| iperf3, one stream | {iperf} | 1 | | | | |");
+    let _ = writeln!(t, "| iperf3, one stream | {iperf} | 1 | | | | | |");
+    if has_iperf {
+        let _ = writeln!(
+            t,
+            "| iperf3 -F, one stream into a file | {} | {} | | | 1 | | |",
+            median(&columns[1]),
+            ratio(per_round(&columns[1], &columns[0]))
+        );
+    }
     for e in errors {
         let _ = writeln!(t, "- FAILED, {e}");
     }
