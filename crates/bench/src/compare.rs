@@ -13,13 +13,15 @@
 //! processes; [`duel`] the contenders, workloads and rounds; [`memory`] the
 //! idle-connection and abusive-client measurements; [`report`] the header
 //! and the markdown tables; [`peers`] the ws, udp and tls sections (their
-//! servers and loads are `crate::peers`).
+//! servers and loads are `crate::peers`); [`transfer`] the file transfer
+//! against iperf3.
 
 mod bench;
 mod duel;
 mod memory;
 mod peers;
 mod report;
+mod transfer;
 mod units;
 
 use std::collections::HashMap;
@@ -92,6 +94,8 @@ enum Section {
     Udp,
     /// TLS: enchufe `Server::tls` vs tokio-rustls + `Framed`; handshakes.
     Tls,
+    /// A file between two `file_transfer` processes vs iperf3.
+    Transfer,
 }
 
 /// Runs the sections asked for and prints their tables on stdout as each
@@ -235,6 +239,9 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     }
     if on(Section::Tls) {
         println!("{}", peers::tls(&bench).await);
+    }
+    if on(Section::Transfer) {
+        println!("{}", transfer::transfer(&bench).await);
     }
 
     println!(

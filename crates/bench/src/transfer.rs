@@ -52,14 +52,14 @@ pub(crate) struct Opts {
 
 /// One transfer between two processes.
 #[derive(Debug)]
-struct Run {
-    secs: f64,
-    sender_hwm_kib: u64,
-    receiver_hwm_kib: u64,
+pub(crate) struct Run {
+    pub(crate) secs: f64,
+    pub(crate) sender_hwm_kib: u64,
+    pub(crate) receiver_hwm_kib: u64,
 }
 
 impl Run {
-    fn mib_per_sec(&self, bytes: u64) -> f64 {
+    pub(crate) fn mib_per_sec(&self, bytes: u64) -> f64 {
         bytes as f64 / (1 << 20) as f64 / self.secs
     }
 }
@@ -85,11 +85,12 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     // compete with the first transfer's writes.
     std::fs::File::open(&file)?.sync_all()?;
 
-    let iperf_before = iperf(opts.iperf_secs).await?;
+    let secs = opts.iperf_secs.to_string();
+    let iperf_before = iperf(&["-t", &secs], &[]).await?;
     let ours = between_processes(&exe, &dir, &file, false, &[]).await?;
     let tuned = between_processes(&exe, &dir, &file, false, GLIBC_TUNED).await?;
     let course = between_processes(&exe, &dir, &file, true, &[]).await?;
-    let iperf_after = iperf(opts.iperf_secs).await?;
+    let iperf_after = iperf(&["-t", &secs], &[]).await?;
     let latency = requests_during_a_transfer(&dir, &file).await?;
 
     let iperf_mib = iperf_before.max(iperf_after);
@@ -143,7 +144,7 @@ const GLIBC_TUNED: &[(&str, &str)] = &[
 
 /// Sends `file` from one `file_transfer` process to another, both with the
 /// environment `env`.
-async fn between_processes(
+pub(crate) async fn between_processes(
     exe: &Path,
     dir: &Path,
     file: &Path,
@@ -243,14 +244,17 @@ async fn between_processes(
     })
 }
 
-/// iperf3's single-stream loopback rate, in MiB/s (what the receiver got).
-async fn iperf(secs: u32) -> Result<f64> {
+/// iperf3's single-stream loopback rate, in MiB/s (what the receiver got),
+/// for a run of `how` (`-t SECS` or `-n BYTES`), its server given `server`
+/// besides (`-F FILE` writes what it receives to a file).
+pub(crate) async fn iperf(how: &[&str], server: &[&str]) -> Result<f64> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port().to_string()
     };
     let mut server = Command::new("iperf3")
         .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+        .args(server)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -266,15 +270,8 @@ async fn iperf(secs: u32) -> Result<f64> {
     let mut last = String::new();
     for _ in 0..50 {
         let o = Command::new("iperf3")
-            .args([
-                "-c",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-t",
-                &secs.to_string(),
-                "-J",
-            ])
+            .args(["-c", "127.0.0.1", "-p", &port, "-J"])
+            .args(how)
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .output()
@@ -376,7 +373,7 @@ async fn requests_during_a_transfer(dir: &Path, file: &Path) -> Result<Latency> 
 }
 
 /// Pseudo-random bytes (xorshift64): incompressible enough, and fast to make.
-fn random_file(path: &Path, len: u64) -> Result<()> {
+pub(crate) fn random_file(path: &Path, len: u64) -> Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut buf = vec![0u8; 1 << 20];
@@ -428,12 +425,16 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> std::io::Result<TempDir> {
-        let dir =
-            std::env::temp_dir().join(format!("enchufe-bench-transfer-{}", std::process::id()));
+    pub(crate) fn new() -> std::io::Result<TempDir> {
+        TempDir::under(&std::env::temp_dir())
+    }
+
+    /// A fresh directory under `parent`.
+    pub(crate) fn under(parent: &Path) -> std::io::Result<TempDir> {
+        let dir = parent.join(format!("enchufe-bench-transfer-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         Ok(TempDir(dir))
     }

@@ -79,6 +79,8 @@ mod error;
 mod protocol;
 pub mod receiver;
 pub mod sender;
+#[cfg(target_os = "linux")]
+mod zero_copy;
 
 pub use error::{Error, Reason, Result, Violation};
 pub use protocol::{BadTransferId, Frame, Routed, TransferId, MAGIC};

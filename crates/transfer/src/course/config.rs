@@ -8,7 +8,9 @@ pub const THANKS: &[u8] = b"Gracias.";
 /// Bytes moved per file read or write: large enough that the hops to
 /// tokio's blocking threads for file I/O (one per read or write) do not
 /// dominate, as they did at 256 KiB (a fifth of both ends' CPU in context
-/// switches). A transfer holds two of them, plus tokio's own file buffer.
+/// switches). A transfer holds two of them; over TCP on Linux, where the
+/// body goes through the kernel (`sendfile`, `splice`), two pipes of this
+/// size instead, in kernel memory.
 pub const BUFFER: usize = 1 << 20;
 
 /// Limits of the course protocol's two ends.

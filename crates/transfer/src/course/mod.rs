@@ -6,7 +6,11 @@
 //! ```
 //!
 //! The course's scripts hold the whole file in memory; these helpers
-//! stream it in chunks of [`BUFFER`] bytes. The receiver writes to a
+//! stream it in chunks of [`BUFFER`] bytes. Over TCP on Linux the body
+//! does not pass through the process at all: [`send_file`] hands the file
+//! to the socket with `sendfile`, and [`Receiver`] moves it from the
+//! socket into the file with `splice` (through a pipe); other streams and
+//! systems read and write it in buffers. The receiver writes to a
 //! temporary name and renames only once every declared byte arrived, so a
 //! cut body never leaves a file under its final name. The protocol has no
 //! hash (TCP's checksum is all the integrity it gets) and no way to say

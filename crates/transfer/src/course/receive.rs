@@ -103,13 +103,37 @@ pub(super) async fn receive_body<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let part = Part(dir.join(format!(".enchufe-course-{}.part", TransferId::random())));
-    let dest = dir.join(name);
-    let clock = Clock {
-        idle: config.idle_timeout,
-        deadline: config.time_for(size).map(|t| (start + t, t)),
-    };
+    let part = Part::new(dir);
+    let clock = Clock::new(config, size, start);
     write_body(stream, &part.0, size, &clock, progress).await?;
+    conclude(stream, part, dir.join(name), config).await
+}
+
+/// [`receive_body`] on a TCP socket, the body spliced from the socket into
+/// the file without passing through this process (`crate::zero_copy`).
+#[cfg(target_os = "linux")]
+pub(super) async fn receive_body_spliced(
+    stream: &mut tokio::net::TcpStream,
+    dir: &Path,
+    name: &str,
+    size: u64,
+    config: &Config,
+    start: Instant,
+    progress: Option<&watch::Sender<Progress>>,
+) -> Result<PathBuf> {
+    let part = Part::new(dir);
+    let clock = Clock::new(config, size, start);
+    splice_body(stream, &part.0, size, &clock, progress).await?;
+    conclude(stream, part, dir.join(name), config).await
+}
+
+/// Gives the complete body its name and answers [`THANKS`].
+async fn conclude<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    part: Part,
+    dest: PathBuf,
+    config: &Config,
+) -> Result<PathBuf> {
     tokio::fs::rename(&part.0, &dest)
         .await
         .map_err(|e| Error::storage(&dest, e))?;
@@ -132,6 +156,12 @@ where
 /// stopped mid-body), so nothing is left behind.
 struct Part(PathBuf);
 
+impl Part {
+    fn new(dir: &Path) -> Part {
+        Part(dir.join(format!(".enchufe-course-{}.part", TransferId::random())))
+    }
+}
+
 impl Drop for Part {
     fn drop(&mut self) {
         remove_quietly(&self.0);
@@ -146,28 +176,33 @@ struct Clock {
 }
 
 impl Clock {
-    /// One read, under whichever limit comes first: one timer per read, as
-    /// the idle limit alone had.
-    async fn read<S: AsyncRead + Unpin>(
+    /// The clock of a body of `size` bytes whose sender connected at `start`.
+    fn new(config: &Config, size: u64, start: Instant) -> Clock {
+        Clock {
+            idle: config.idle_timeout,
+            deadline: config.time_for(size).map(|t| (start + t, t)),
+        }
+    }
+
+    /// One wait for the body's bytes, under whichever limit comes first:
+    /// one timer per wait, as the idle limit alone had.
+    async fn limit<T>(
         &self,
-        stream: &mut S,
-        buf: &mut [u8],
+        wait: impl std::future::Future<Output = std::io::Result<T>>,
         received: u64,
         expected: u64,
-    ) -> Result<usize> {
+    ) -> Result<T> {
         let idle_at = Instant::now() + self.idle;
         match self.deadline {
-            Some((at, after)) if at < idle_at => {
-                match tokio::time::timeout_at(at, stream.read(buf)).await {
-                    Ok(r) => r.map_err(Error::Connection),
-                    Err(_) => Err(Error::TooSlow {
-                        received,
-                        expected,
-                        after,
-                    }),
-                }
-            }
-            _ => within(self.idle, "the body", stream.read(buf), Error::Connection).await,
+            Some((at, after)) if at < idle_at => match tokio::time::timeout_at(at, wait).await {
+                Ok(r) => r.map_err(Error::Connection),
+                Err(_) => Err(Error::TooSlow {
+                    received,
+                    expected,
+                    after,
+                }),
+            },
+            _ => within(self.idle, "the body", wait, Error::Connection).await,
         }
     }
 }
@@ -179,19 +214,24 @@ async fn write_body<S: AsyncRead + Unpin>(
     clock: &Clock,
     progress: Option<&watch::Sender<Progress>>,
 ) -> Result<()> {
-    let mut file = tokio::fs::File::create(part)
-        .await
-        .map_err(|e| Error::storage(part, e))?;
-    let mut buf = vec![0; BUFFER.min(size as usize)];
-    let mut received = 0u64;
+    let storage = |e| Error::storage(part, e);
+    let file = tokio::fs::File::create(part).await.map_err(storage)?;
+    let mut file = Some(file.into_std().await);
+    // Two buffers: one fills from the stream while the other is written on
+    // the blocking pool, straight from the buffer (tokio's `File` would copy
+    // it into a buffer of its own first).
+    let room = BUFFER.min(size as usize);
+    let (mut buf, mut spare) = (vec![0; room], Some(vec![0; room]));
+    let mut writing: Option<Writing> = None;
+    let (mut received, mut written) = (0u64, 0u64);
     while received < size {
-        // A whole buffer per file write (tokio's file writes on a blocking
-        // thread while the next buffer fills from the socket).
         let want = buf.len().min((size - received) as usize);
         let mut got = 0;
         while got < want {
             let at = received + got as u64;
-            let n = clock.read(stream, &mut buf[got..want], at, size).await?;
+            let n = clock
+                .limit(stream.read(&mut buf[got..want]), at, size)
+                .await?;
             if n == 0 {
                 return Err(Error::Truncated {
                     expected: size,
@@ -200,18 +240,136 @@ async fn write_body<S: AsyncRead + Unpin>(
             }
             got += n;
         }
-        file.write_all(&buf[..got])
-            .await
-            .map_err(|e| Error::storage(part, e))?;
         received += got as u64;
-        if let Some(p) = progress {
-            p.send_replace(Progress {
-                done: received,
-                total: size,
-            });
+        if let Some(w) = writing.take() {
+            let (f, b) = written_back(w, &mut written, size, progress)
+                .await
+                .map_err(storage)?;
+            (file, spare) = (Some(f), Some(b));
         }
+        let full = std::mem::replace(&mut buf, spare.take().expect("the written buffer is back"));
+        let f = file.take().expect("the file is back after each write");
+        writing = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            (&f).write_all(&full[..got])?;
+            Ok((f, full, got as u64))
+        }));
     }
-    file.flush().await.map_err(|e| Error::storage(part, e))
+    if let Some(w) = writing.take() {
+        written_back(w, &mut written, size, progress)
+            .await
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// A buffer being written to the file on the blocking pool: the file and
+/// the buffer come back, with the bytes written.
+type Writing = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Vec<u8>, u64)>>;
+
+/// Waits for a write, counts its bytes and reports them.
+async fn written_back(
+    w: Writing,
+    written: &mut u64,
+    size: u64,
+    progress: Option<&watch::Sender<Progress>>,
+) -> std::io::Result<(std::fs::File, Vec<u8>)> {
+    let (file, buf, n) = w.await.map_err(std::io::Error::other)??;
+    *written += n;
+    if let Some(p) = progress {
+        p.send_replace(Progress {
+            done: *written,
+            total: size,
+        });
+    }
+    Ok((file, buf))
+}
+
+/// The body from a TCP socket into the file through two pipes: one
+/// fills from the socket (`splice`, in the kernel) while the other drains
+/// into the file on the blocking pool, as the two buffers of the portable
+/// path, each pipe holding at most [`BUFFER`] bytes (kernel memory, page
+/// references).
+#[cfg(target_os = "linux")]
+async fn splice_body(
+    stream: &tokio::net::TcpStream,
+    part: &Path,
+    size: u64,
+    clock: &Clock,
+    progress: Option<&watch::Sender<Progress>>,
+) -> Result<()> {
+    use crate::zero_copy::{Fill, Pipe};
+    use std::sync::Arc;
+
+    let storage = |e| Error::storage(part, e);
+    let file = tokio::fs::File::create(part).await.map_err(storage)?;
+    let file = Arc::new(file.into_std().await);
+    let mut filling = Pipe::new(BUFFER).map_err(storage)?;
+    let mut spare = Some(Pipe::new(BUFFER).map_err(storage)?);
+    let mut draining: Option<Draining> = None;
+    let (mut received, mut written) = (0u64, 0u64);
+    while received < size {
+        let want = filling.room().min((size - received) as usize);
+        match clock
+            .limit(filling.fill(stream, want), received, size)
+            .await?
+        {
+            Fill::Moved(n) => {
+                received += n as u64;
+                if filling.room() > 0 && received < size {
+                    continue;
+                }
+            }
+            Fill::End => {
+                return Err(Error::Truncated {
+                    expected: size,
+                    received,
+                })
+            }
+            Fill::Full => {}
+        }
+        if let Some(d) = draining.take() {
+            let pipe = drained(d, &mut written, size, progress).await;
+            spare = Some(pipe.map_err(storage)?);
+        }
+        let next = spare.take().expect("the drained pipe is back");
+        let mut full = std::mem::replace(&mut filling, next);
+        let file = file.clone();
+        draining = Some(tokio::task::spawn_blocking(move || {
+            let n = full.held() as u64;
+            full.drain_into(&file).map(|()| (full, n))
+        }));
+    }
+    if let Some(d) = draining.take() {
+        drained(d, &mut written, size, progress)
+            .await
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// A pipe draining into the file on the blocking pool; it comes back
+/// empty, with the bytes it moved.
+#[cfg(target_os = "linux")]
+type Draining = tokio::task::JoinHandle<std::io::Result<(crate::zero_copy::Pipe, u64)>>;
+
+/// Waits for a drain, counts its bytes as written and reports them.
+#[cfg(target_os = "linux")]
+async fn drained(
+    d: Draining,
+    written: &mut u64,
+    size: u64,
+    progress: Option<&watch::Sender<Progress>>,
+) -> std::io::Result<crate::zero_copy::Pipe> {
+    let (pipe, n) = d.await.map_err(std::io::Error::other)??;
+    *written += n;
+    if let Some(p) = progress {
+        p.send_replace(Progress {
+            done: *written,
+            total: size,
+        });
+    }
+    Ok(pipe)
 }
 
 /// Reads until `buf` is full or the stream ends; how many bytes arrived.

@@ -14,6 +14,8 @@ use super::receive::within;
 /// Sends the file at `path` to the course receiver at `addr` (`HOST:PORT`)
 /// and returns its size once the receiver answered [`THANKS`]. The file is
 /// opened before connecting, so a missing file costs the receiver nothing.
+/// On Linux the body goes from the page cache to the socket with
+/// `sendfile`, never through this process's memory.
 ///
 /// # Errors
 /// [`Error::Open`] naming the file; [`Error::Connect`] naming the address;
@@ -34,6 +36,14 @@ pub async fn send_file(
             addr: addr.to_owned(),
             source,
         })?;
+    #[cfg(target_os = "linux")]
+    let reply = {
+        let file = file.into_std().await;
+        write_header(&mut stream, size, config).await?;
+        send_file_body(&stream, &file, size, config, progress).await?;
+        read_reply(&mut stream, size, config).await?
+    };
+    #[cfg(not(target_os = "linux"))]
     let reply = send(&mut stream, file, size, config, progress).await?;
     if reply != THANKS {
         return Err(Error::NotConfirmed {
@@ -69,31 +79,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
 {
-    let limit = u64::from(u32::MAX);
-    if size > limit {
-        return Err(Error::TooLarge { size, limit });
-    }
-    // A receiver that cannot take the file closes: the sender sees a broken
-    // pipe or a reset, which is the receiver's answer, not a network fault.
-    let net = |sent: u64| {
-        move |e: std::io::Error| match is_gone(&e) {
-            true => Error::NotConfirmed {
-                sent,
-                size,
-                reply: Vec::new(),
-            },
-            false => Error::Connection(e),
-        }
-    };
+    write_header(stream, size, config).await?;
     let idle = config.idle_timeout;
-    let header = (size as u32).to_be_bytes();
-    within(
-        idle,
-        "the size header to be written",
-        stream.write_all(&header),
-        net(0),
-    )
-    .await?;
     let mut reader = reader.take(size);
     // Two buffers: one is written to the socket while the next is read.
     let room = BUFFER.min(size as usize).max(1);
@@ -116,7 +103,7 @@ where
             let mut at = 0;
             while at < piece.len() {
                 let write = stream.write(&piece[at..]);
-                let wrote = net(sent + at as u64);
+                let wrote = gone_means_refused(sent + at as u64, size);
                 match within(idle, "the body to be written", write, wrote).await? {
                     0 => return Err(Error::Connection(std::io::ErrorKind::WriteZero.into())),
                     n => at += n,
@@ -136,14 +123,97 @@ where
         sent += filled as u64;
         filled = read.map_err(Error::Source)?;
         std::mem::swap(&mut current, &mut next);
-        if let Some(p) = progress {
-            p.send_replace(Progress {
-                done: sent,
-                total: size,
+        report(progress, sent, size);
+    }
+    read_reply(stream, size, config).await
+}
+
+/// A receiver that cannot take the file closes: the sender sees a broken
+/// pipe or a reset, which is the receiver's answer, not a network fault.
+fn gone_means_refused(sent: u64, size: u64) -> impl FnOnce(std::io::Error) -> Error {
+    move |e: std::io::Error| match is_gone(&e) {
+        true => Error::NotConfirmed {
+            sent,
+            size,
+            reply: Vec::new(),
+        },
+        false => Error::Connection(e),
+    }
+}
+
+fn report(progress: Option<&watch::Sender<Progress>>, done: u64, total: u64) {
+    if let Some(p) = progress {
+        p.send_replace(Progress { done, total });
+    }
+}
+
+/// Writes the 4-byte size, after checking that `size` fits it.
+async fn write_header<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    size: u64,
+    config: &Config,
+) -> Result<()> {
+    let limit = u64::from(u32::MAX);
+    if size > limit {
+        return Err(Error::TooLarge { size, limit });
+    }
+    let header = (size as u32).to_be_bytes();
+    let write = stream.write_all(&header);
+    let what = "the size header to be written";
+    within(
+        config.idle_timeout,
+        what,
+        write,
+        gone_means_refused(0, size),
+    )
+    .await
+}
+
+/// The body of a file over TCP with `sendfile`: the kernel sends the
+/// file's pages from the page cache, with no copy through this process
+/// (`crate::zero_copy`). Each call sends at most [`BUFFER`] bytes, under
+/// the idle limit, as each write of the portable path.
+#[cfg(target_os = "linux")]
+async fn send_file_body(
+    stream: &tokio::net::TcpStream,
+    file: &std::fs::File,
+    size: u64,
+    config: &Config,
+    progress: Option<&watch::Sender<Progress>>,
+) -> Result<()> {
+    let idle = config.idle_timeout;
+    let mut sent = 0u64;
+    while sent < size {
+        let len = BUFFER.min((size - sent) as usize);
+        let at = sent;
+        let call = crate::zero_copy::send_file(stream, file, &mut sent, len);
+        let what = "the body to be written";
+        if within(idle, what, call, gone_means_refused(at, size)).await? == 0 {
+            return Err(Error::SourceEnded {
+                expected: size,
+                read: sent,
             });
         }
+        report(progress, sent, size);
     }
-    within(idle, "the half-close", stream.shutdown(), net(size)).await?;
+    Ok(())
+}
+
+/// Half-closes (the receiver still answers) and reads the reply: at most
+/// 4096 bytes, until the receiver closes or the reply is [`THANKS`].
+async fn read_reply<S>(stream: &mut S, size: u64, config: &Config) -> Result<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let half_close = stream.shutdown();
+    let idle = config.idle_timeout;
+    within(
+        idle,
+        "the half-close",
+        half_close,
+        gone_means_refused(size, size),
+    )
+    .await?;
     let mut reply = vec![0; 4096];
     let read = async {
         let mut got = 0;
@@ -155,7 +225,8 @@ where
         }
         Ok(got)
     };
-    let got = within(config.reply_timeout, "the reply", read, net(size)).await?;
+    let wrap = gone_means_refused(size, size);
+    let got = within(config.reply_timeout, "the reply", read, wrap).await?;
     reply.truncate(got);
     Ok(reply)
 }

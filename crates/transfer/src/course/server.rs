@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::config::Config;
+#[cfg(target_os = "linux")]
+use super::receive::receive_body_spliced;
 use super::receive::{read_size, receive_body};
 use crate::error::{Error, Result};
 use crate::{Event, Progress, TransferId};
@@ -272,7 +274,7 @@ impl Inner {
         name: &str,
     ) -> Result<(PathBuf, u64)>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let start = Instant::now();
         let size = read_size(stream, &self.config).await?;
@@ -288,6 +290,13 @@ impl Inner {
             progress: watched,
         });
         let (dir, config) = (&self.dir, &self.config);
+        // A TCP socket on Linux: the body is spliced into the file.
+        #[cfg(target_os = "linux")]
+        if let Some(tcp) = (stream as &mut dyn std::any::Any).downcast_mut() {
+            let path =
+                receive_body_spliced(tcp, dir, name, size, config, start, Some(&progress)).await?;
+            return Ok((path, size));
+        }
         let path = receive_body(stream, dir, name, size, config, start, Some(&progress)).await?;
         Ok((path, size))
     }
@@ -443,5 +452,53 @@ mod tests {
         assert_eq!(reply.unwrap(), THANKS);
         receiver.shutdown().await;
         assert_eq!(names_in(out.path()), ["recibido-1.bin", "recibido-2.bin"]);
+    }
+
+    /// Over TCP (on Linux, `sendfile` and `splice`) and over an in-memory
+    /// stream (buffers), a body of several pipes' and buffers' worth
+    /// arrives whole, and both ends' progress ends at its size.
+    #[tokio::test]
+    async fn bodies_arrive_whole_with_progress_over_tcp_and_in_memory() {
+        let limit = Duration::from_secs(30);
+        tokio::time::timeout(limit, async {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("in");
+            std::fs::create_dir(&out).unwrap();
+            let size = 3 * super::super::BUFFER + 12_345;
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let file = dir.path().join("origen.bin");
+            std::fs::write(&file, &data).unwrap();
+            let receiver = Receiver::new(&out, Config::default());
+            let mut events = receiver.events();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            receiver.serve(listener);
+            let total = size as u64;
+
+            let (sent, mut sent_rx) = watch::channel(Progress::default());
+            let config = Config::default();
+            let n = super::super::send_file(&file, &addr, &config, Some(&sent)).await;
+            assert_eq!(n.unwrap(), total);
+            assert_eq!(sent_rx.borrow_and_update().done, total);
+            let Event::Started { progress, .. } = events.recv().await.unwrap() else {
+                panic!("not started first")
+            };
+            let (name, path) = next_end(&mut events).await;
+            assert_eq!(name, "recibido-1.bin");
+            assert_eq!(progress.borrow().done, total);
+            assert!(std::fs::read(path.unwrap()).unwrap() == data);
+
+            let (mut a, mut b) = tokio::io::duplex(64 << 10);
+            let (got, got_rx) = watch::channel(Progress::default());
+            let recv = super::super::receive(&mut b, &out, "copia.bin", &config, Some(&got));
+            let send = send(&mut a, &data[..], total, &config, None);
+            let ((path, n), reply) = tokio::try_join!(recv, send).unwrap();
+            assert_eq!((n, reply.as_slice()), (total, THANKS));
+            assert_eq!(got_rx.borrow().done, total);
+            assert!(std::fs::read(path).unwrap() == data);
+            receiver.shutdown().await;
+        })
+        .await
+        .expect("not hung");
     }
 }
