@@ -20,6 +20,7 @@ mod duel;
 mod memory;
 mod peers;
 mod report;
+mod scale;
 mod units;
 
 use std::collections::HashMap;
@@ -64,6 +65,10 @@ pub(crate) struct Opts {
     /// Use this http_hello binary instead of building the example.
     #[arg(long, value_name = "PATH")]
     http_hello: Option<PathBuf>,
+    /// Most idle connections of the scale section (default 100,000;
+    /// 10,000 with `--quick`).
+    #[arg(long, value_name = "N")]
+    scale_conns: Option<usize>,
     /// Run only these sections.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
@@ -92,6 +97,9 @@ enum Section {
     Udp,
     /// TLS: enchufe `Server::tls` vs tokio-rustls + `Framed`; handshakes.
     Tls,
+    /// Idle connections by the 100,000 on one echo_server: memory and an
+    /// ordinary client's p99.
+    Scale,
 }
 
 /// Runs the sections asked for and prints their tables on stdout as each
@@ -121,6 +129,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         Section::Mux,
         Section::Idle,
         Section::Abuse,
+        Section::Scale,
     ];
     let echo_server = match &opts.echo_server {
         Some(path) => Some(path.clone()),
@@ -235,6 +244,10 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     }
     if on(Section::Tls) {
         println!("{}", peers::tls(&bench).await);
+    }
+    if on(Section::Scale) {
+        let steps = scale::steps(opts.quick, opts.scale_conns);
+        println!("{}", scale::scale(&bench, &steps).await);
     }
 
     println!(
