@@ -41,10 +41,12 @@ use self::report::{
 /// `compare`'s options; `--quick` picks small defaults for the others.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Opts {
-    /// About two minutes: 4 rounds of 1 s runs, 1,000 idle connections, 4 s
-    /// of abuse. Without it, about six minutes: 6 rounds of 2.5 s runs,
-    /// 10,000 idle connections, 10 s of abuse. (An even number of rounds
-    /// puts each side of a two-way duel first equally often.)
+    /// Under three minutes on 2 cores: 4 rounds of 0.8 s runs (0.5 s for
+    /// the ws, udp and tls duels), 1,000 idle connections, 3 s of abuse,
+    /// scale up to 10,000. Without it, about seven minutes: 6 rounds of
+    /// 2.5 s runs, 10,000 idle connections, 10 s of abuse, scale up to
+    /// 100,000. (An even number of rounds puts each side of a two-way duel
+    /// first equally often.)
     #[arg(long)]
     quick: bool,
     /// Rounds of each duel.
@@ -112,7 +114,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     let logs = std::env::temp_dir().join(format!("enchufe-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
     let (rounds, secs, idle_conns, abuse_secs) = if opts.quick {
-        (4, 1.0, 1_000, 4.0)
+        (4, 0.8, 1_000, 3.0)
     } else {
         (6, 2.5, 10_000, 10.0)
     };

@@ -3,8 +3,8 @@
 //! side in one run (`BENCHMARKS.md`, "Comparison harness").
 //!
 //! ```text
-//! cargo run --release -p enchufe-bench -- compare --quick   # ~2 minutes
-//! cargo run --release -p enchufe-bench -- compare           # ~6 minutes
+//! cargo run --release -p enchufe-bench -- compare --quick   # under 3 minutes on 2 cores
+//! cargo run --release -p enchufe-bench -- compare           # ~7 minutes
 //! cargo run --release -p enchufe-bench -- compare --only mux,idle
 //! cargo run --release -p enchufe-bench -- compare --only http --quick   # ~1 minute
 //! cargo run --release -p enchufe-bench -- transfer          # 1 GiB; needs iperf3

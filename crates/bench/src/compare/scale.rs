@@ -319,25 +319,29 @@ fn table(run: &Run, asked: usize) -> String {
         );
     }
     if let Some(last) = rows.last() {
-        let kib_ok = last.per_conn_kib <= TARGET_KIB;
-        let p99 = last.held.p99_ms.max(last.opening.p99_ms);
+        // "Served throughout": the whole run's p99 is the one held to the
+        // target, every step and every ramp included.
+        let whole = run.whole;
         let _ = writeln!(
             t,
-            "\nAt {}: {:.2} KiB a connection ({}), ordinary client p99 {:.2} ms opening and held \
-             ({}). Over the whole run: {} pings, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms.",
+            "\nAt {}: {:.2} KiB a connection ({}). The ordinary client over the whole run: {} \
+             pings, p50 {:.2} ms, p99 {:.2} ms ({}), max {:.1} ms.",
             last.conns,
             last.per_conn_kib,
-            if kib_ok { "≤ 4 KiB" } else { "over 4 KiB" },
-            p99,
-            if p99 < TARGET_P99_MS {
+            if last.per_conn_kib <= TARGET_KIB {
+                "≤ 4 KiB"
+            } else {
+                "over 4 KiB"
+            },
+            whole.pings,
+            whole.p50_ms,
+            whole.p99_ms,
+            if whole.p99_ms < TARGET_P99_MS {
                 "< 50 ms"
             } else {
                 "over 50 ms"
             },
-            run.whole.pings,
-            run.whole.p50_ms,
-            run.whole.p99_ms,
-            run.whole.max_ms,
+            whole.max_ms,
         );
     }
     if let Some(e) = &run.pings.error {
