@@ -55,6 +55,9 @@ struct Step {
     holder_rss_kib: u64,
     opening: Latency,
     held: Latency,
+    /// The control server's pings in the same windows.
+    control_opening: Latency,
+    control_held: Latency,
     load: String,
 }
 
@@ -153,6 +156,9 @@ struct Run {
     steps: Vec<Step>,
     pings: Pings,
     whole: Latency,
+    /// The control server's pings, and over the whole run.
+    control: Pings,
+    control_whole: Latency,
     /// The open-file limit in force, when it held the steps below what was
     /// asked.
     capped: Option<u64>,
@@ -196,8 +202,14 @@ async fn run(bench: &Bench, asked: &[usize]) -> Result<Run> {
     let mut orders = holder.stdin.take().expect("stdin is piped");
     let mut held = BufReader::new(holder.stdout.take().expect("stdout is piped")).lines();
 
+    // The control: the floor echo server, holding nothing, pinged the same
+    // way at the same time. On a machine shared with other work, what both
+    // see is the machine's; what only echo_server sees is the connections'.
+    let control = Server::start(&bench.server_spec(Srv::Floor, None), &bench.logs).await?;
     let pings = Arc::new(Mutex::new(Pings::default()));
+    let control_pings = Arc::new(Mutex::new(Pings::default()));
     let prober = tokio::spawn(probe(server.addr, pings.clone()));
+    let control_prober = tokio::spawn(probe(control.addr, control_pings.clone()));
     let started = Instant::now();
     let window = Duration::from_secs_f64(if bench.quick { 1.0 } else { 2.0 });
     tokio::time::sleep(window).await;
@@ -230,9 +242,11 @@ async fn run(bench: &Bench, asked: &[usize]) -> Result<Run> {
         let quiet = Instant::now();
         tokio::time::sleep(window).await;
         let p = pings.lock().expect("not poisoned");
-        if let Some(e) = &p.error {
+        let c = control_pings.lock().expect("not poisoned");
+        if let Some(e) = p.error.as_ref().or(c.error.as_ref()) {
             return Err(Error::harness(format!("the ordinary client failed: {e}")));
         }
+        let now = Instant::now();
         rows.push(Step {
             conns: n,
             opened_secs: (opened - opening).as_secs_f64(),
@@ -241,7 +255,9 @@ async fn run(bench: &Bench, asked: &[usize]) -> Result<Run> {
             cpu_per_open_us: cpu * 1e6 / (n - before).max(1) as f64,
             holder_rss_kib: holder_rss,
             opening: p.window(opening, opened),
-            held: p.window(quiet, Instant::now()),
+            held: p.window(quiet, now),
+            control_opening: c.window(opening, opened),
+            control_held: c.window(quiet, now),
             load: loadavg(),
         });
     }
@@ -255,13 +271,19 @@ async fn run(bench: &Bench, asked: &[usize]) -> Result<Run> {
         let _ = holder.kill().await;
     }
     prober.abort();
+    control_prober.abort();
     server.stop().await;
+    control.stop().await;
     let pings = std::mem::take(&mut *pings.lock().expect("not poisoned"));
+    let control = std::mem::take(&mut *control_pings.lock().expect("not poisoned"));
     let whole = pings.window(started, end);
+    let control_whole = control.window(started, end);
     Ok(Run {
         steps: rows,
         pings,
         whole,
+        control,
+        control_whole,
         capped: (asked_max > max).then_some(files),
     })
 }
@@ -277,10 +299,11 @@ fn table(run: &Run, asked: usize) -> String {
          Per connection = (server RSS at the step − RSS before any) / connections; marginal = \
          RSS growth since the step before / connections added. An ordinary client on 127.0.0.1 \
          pings a 16-byte frame every 2 ms throughout, latency counted from when each ping was \
-         due. Targets at {asked}: ≤ {TARGET_KIB} KiB a connection, ordinary client p99 < \
+         due; a second one pings a control server the same way at the same time (the floor \
+         echo, holding no connections), so that what both see is the machine's load. Targets at {asked}: ≤ {TARGET_KIB} KiB a connection, ordinary client p99 < \
          {TARGET_P99_MS} ms.\n\n\
-         | connections | opened in | server RSS | per connection | marginal | server CPU per connection opened | p99 while opening (max) | p99 held (max) | holder RSS | load average |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | connections | opened in | server RSS | per connection | marginal | server CPU per connection opened | p99 while opening (max) | p99 held (max) | control p99 opening / held | holder RSS | load average |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         max + 64
     );
     let mut prev = (0usize, None::<u64>);
@@ -298,7 +321,7 @@ fn table(run: &Run, asked: usize) -> String {
         prev = (r.conns, Some(r.rss_kib));
         let _ = writeln!(
             t,
-            "| {} | {:.1} s | {:.1} MiB | **{:.2} KiB** | {marginal} | {:.1} µs | {} | **{}** | {:.0} MiB | {} |",
+            "| {} | {:.1} s | {:.1} MiB | **{:.2} KiB** | {marginal} | {:.1} µs | {} | **{}** | {} / {} | {:.0} MiB | {} |",
             r.conns,
             r.opened_secs,
             r.rss_kib as f64 / 1024.0,
@@ -306,6 +329,8 @@ fn table(run: &Run, asked: usize) -> String {
             r.cpu_per_open_us,
             ms(r.opening),
             ms(r.held),
+            p99(r.control_opening),
+            p99(r.control_held),
             r.holder_rss_kib as f64 / 1024.0,
             r.load,
         );
@@ -325,7 +350,8 @@ fn table(run: &Run, asked: usize) -> String {
         let _ = writeln!(
             t,
             "\nAt {}: {:.2} KiB a connection ({}). The ordinary client over the whole run: {} \
-             pings, p50 {:.2} ms, p99 {:.2} ms ({}), max {:.1} ms.",
+             pings, p50 {:.2} ms, p99 {:.2} ms ({}), max {:.1} ms; the control's p99 {:.2} ms, \
+             max {:.1} ms.",
             last.conns,
             last.per_conn_kib,
             if last.per_conn_kib <= TARGET_KIB {
@@ -342,12 +368,21 @@ fn table(run: &Run, asked: usize) -> String {
                 "over 50 ms"
             },
             whole.max_ms,
+            run.control_whole.p99_ms,
+            run.control_whole.max_ms,
         );
     }
-    if let Some(e) = &run.pings.error {
+    if let Some(e) = run.pings.error.as_ref().or(run.control.error.as_ref()) {
         let _ = writeln!(t, "- FAILED, the ordinary client: {e}");
     }
     t
+}
+
+fn p99(l: Latency) -> String {
+    if l.pings == 0 {
+        return "–".into();
+    }
+    format!("{:.2} ms", l.p99_ms)
 }
 
 fn ms(l: Latency) -> String {
