@@ -39,6 +39,8 @@ struct Args {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     addr: String,
     /// Most connections served at once (`server::Config::max_connections`).
+    /// The server raises its open-file limit to match: soft to hard, and
+    /// the hard limit too where it may (as root), up to `fs.nr_open`.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
     max_connections: usize,
     /// Serve only the multiplexed profile (hello, then request ids).
@@ -83,7 +85,8 @@ async fn main() -> Result<(), support::report::Report> {
     let server = server.with_config(config);
     // Stdout carries only this line (flushed: Rust's stdout is line-buffered).
     println!("listening on {addr}");
-    let open_files = support::nofile::raise();
+    // A descriptor per connection, and a few for the listener and logs.
+    let open_files = support::nofile::raise(args.max_connections as u64 + 64);
     tracing::info!(%addr, ?profile, ?open_files, "echo server ready; Ctrl-C or SIGTERM to stop");
 
     // Request = Response = Bytes: the payload is handed back as it arrived.

@@ -8,6 +8,7 @@
 //! ```text
 //! cargo run --example udp_echo -- server --addr 127.0.0.1:8080
 //! cargo run --example udp_echo -- server --recv-buffer 4194304   # bursts
+//! cargo run --example udp_echo -- server --batch 1   # one datagram a system call
 //! cargo run --example udp_echo -- client --addr 127.0.0.1:8080
 //! printf 'hola\nñandú\n' | cargo run --example udp_echo -- client --addr 127.0.0.1:8080
 //! ```
@@ -43,6 +44,10 @@ enum Role {
         /// while the server is busy; past it the kernel drops datagrams.
         #[arg(long, value_name = "BYTES")]
         recv_buffer: Option<usize>,
+        /// Most datagrams taken in one system call, and replies sent in
+        /// one (`recvmmsg`/`sendmmsg` on Linux); 1 reads one at a time.
+        #[arg(long, value_name = "N", default_value_t = server::Config::default().batch)]
+        batch: usize,
     },
     /// Send stdin lines to the server, print its replies.
     Client {
@@ -59,8 +64,12 @@ async fn main() -> Result<(), support::report::Report> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Args::parse().role {
-        Role::Server { addr, recv_buffer } => {
-            let mut config = server::Config::default();
+        Role::Server {
+            addr,
+            recv_buffer,
+            batch,
+        } => {
+            let mut config = server::Config::default().batch(batch);
             config.recv_buffer = recv_buffer;
             let server = UdpServer::bind(addr.as_str()).await?.with_config(config)?;
             println!("listening on {}", server.local_addr()?);

@@ -108,6 +108,7 @@ async fn defaults_are_the_documented_limits() {
     assert_eq!(server.max_datagram, MAX_DATAGRAM);
     assert_eq!(server.max_in_flight, 256);
     assert_eq!(server.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(server.batch, 32);
     let client = client::Config::default();
     assert_eq!(client.timeout, Duration::from_secs(1));
     assert_eq!(client.retries, 3);
@@ -277,6 +278,60 @@ async fn a_late_reply_to_an_earlier_request_is_discarded() {
 }
 
 // --- bad input ----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_burst_is_taken_and_answered_in_batches_bad_datagrams_costing_only_themselves() {
+    bounded(async {
+        let config = server::Config::default().max_datagram(100).batch(16);
+        let server = UdpServer::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(config)
+            .unwrap();
+        let raw = raw_socket_to(server.local_addr().unwrap()).await;
+        // 64 datagrams wait in the socket before the server reads one:
+        // every tenth over the limit, every tenth from the fifth not UTF-8.
+        let mut expected = Vec::new();
+        for i in 0..64 {
+            match i % 10 {
+                0 => drop(raw.send(&[b'x'; 101]).await.unwrap()),
+                5 => drop(raw.send(&[0xff]).await.unwrap()),
+                _ => {
+                    raw.send(i.to_string().as_bytes()).await.unwrap();
+                    expected.push(format!("echo:{i}"));
+                }
+            }
+        }
+        let echo = handler_fn(|msg: String, _ctx| async move {
+            Ok::<_, Infallible>(Some(format!("echo:{msg}")))
+        });
+        let server = server.serve(echo);
+        let mut replies = Vec::new();
+        while replies.len() < expected.len() {
+            replies.push(recv_text(&raw).await);
+        }
+        assert_eq!(replies, expected, "every good datagram answered, in order");
+        eventually(|| server.stats().replies == expected.len() as u64).await;
+        let stats = server.stats();
+        assert_eq!(
+            (stats.received, stats.too_large, stats.undecodable),
+            (64, 7, 6)
+        );
+        if cfg!(target_os = "linux") {
+            // recvmmsg: at most 16 a call, so at least 4 calls, and far
+            // fewer than one a datagram.
+            assert!(
+                (4..=16).contains(&stats.batches),
+                "{} receive calls for 64 datagrams",
+                stats.batches
+            );
+        } else {
+            assert_eq!(stats.batches, 64);
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn an_oversize_datagram_is_counted_and_the_server_keeps_serving() {

@@ -22,6 +22,7 @@ mod memory;
 mod peers;
 mod report;
 mod transfer;
+mod scale;
 mod units;
 
 use std::collections::HashMap;
@@ -42,10 +43,12 @@ use self::report::{
 /// `compare`'s options; `--quick` picks small defaults for the others.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Opts {
-    /// About two minutes: 4 rounds of 1 s runs, 1,000 idle connections, 4 s
-    /// of abuse. Without it, about six minutes: 6 rounds of 2.5 s runs,
-    /// 10,000 idle connections, 10 s of abuse. (An even number of rounds
-    /// puts each side of a two-way duel first equally often.)
+    /// Under three minutes on 2 cores: 4 rounds of 0.8 s runs (0.5 s for
+    /// the ws, udp and tls duels), 1,000 idle connections, 3 s of abuse,
+    /// scale up to 10,000. Without it, about seven minutes: 6 rounds of
+    /// 2.5 s runs, 10,000 idle connections, 10 s of abuse, scale up to
+    /// 100,000. (An even number of rounds puts each side of a two-way duel
+    /// first equally often.)
     #[arg(long)]
     quick: bool,
     /// Rounds of each duel.
@@ -66,6 +69,10 @@ pub(crate) struct Opts {
     /// Use this http_hello binary instead of building the example.
     #[arg(long, value_name = "PATH")]
     http_hello: Option<PathBuf>,
+    /// Most idle connections of the scale section (default 100,000;
+    /// 10,000 with `--quick`).
+    #[arg(long, value_name = "N")]
+    scale_conns: Option<usize>,
     /// Run only these sections.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
@@ -96,6 +103,9 @@ enum Section {
     Tls,
     /// A file between two `file_transfer` processes vs iperf3.
     Transfer,
+    /// Idle connections by the 100,000 on one echo_server: memory and an
+    /// ordinary client's p99.
+    Scale,
 }
 
 /// Runs the sections asked for and prints their tables on stdout as each
@@ -108,7 +118,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     let logs = std::env::temp_dir().join(format!("enchufe-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
     let (rounds, secs, idle_conns, abuse_secs) = if opts.quick {
-        (4, 1.0, 1_000, 4.0)
+        (4, 0.8, 1_000, 3.0)
     } else {
         (6, 2.5, 10_000, 10.0)
     };
@@ -125,6 +135,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         Section::Mux,
         Section::Idle,
         Section::Abuse,
+        Section::Scale,
     ];
     let echo_server = match &opts.echo_server {
         Some(path) => Some(path.clone()),
@@ -242,6 +253,10 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     }
     if on(Section::Transfer) {
         println!("{}", transfer::transfer(&bench).await);
+    }
+    if on(Section::Scale) {
+        let steps = scale::steps(opts.quick, opts.scale_conns);
+        println!("{}", scale::scale(&bench, &steps).await);
     }
 
     println!(

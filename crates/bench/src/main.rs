@@ -3,8 +3,8 @@
 //! side in one run (`BENCHMARKS.md`, "Comparison harness").
 //!
 //! ```text
-//! cargo run --release -p enchufe-bench -- compare --quick   # ~2 minutes
-//! cargo run --release -p enchufe-bench -- compare           # ~6 minutes
+//! cargo run --release -p enchufe-bench -- compare --quick   # under 3 minutes on 2 cores
+//! cargo run --release -p enchufe-bench -- compare           # ~7 minutes
 //! cargo run --release -p enchufe-bench -- compare --only mux,idle
 //! cargo run --release -p enchufe-bench -- compare --only http --quick   # ~1 minute
 //! cargo run --release -p enchufe-bench -- transfer          # 1 GiB; needs iperf3
@@ -43,6 +43,7 @@ mod payload;
 mod peers;
 mod procfs;
 mod rpc;
+mod scale;
 mod tools;
 mod transfer;
 
@@ -99,6 +100,16 @@ enum Cmd {
         /// How long to hold them.
         #[arg(long, default_value_t = 60.0)]
         secs: f64,
+    },
+    /// Holds idle connections for the scale section: opens them up to N on
+    /// each `open N` line of standard input, from many source addresses,
+    /// prints `held N`; drops them all when standard input ends.
+    ScaleHold {
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: std::net::SocketAddr,
+        /// Most connections it will be asked for (sizes its open-file limit).
+        #[arg(long, default_value_t = 100_000)]
+        max: usize,
     },
     /// A misbehaving client, bounded in time and bytes; prints a JSON report.
     Abuse {
@@ -169,6 +180,7 @@ async fn main() -> ExitCode {
         Cmd::Load(spec) => load_and_report(&spec).await,
         Cmd::Peer { cmd } => peers::run(cmd).await,
         Cmd::Hold { addr, conns, secs } => tools::hold(addr, conns, secs).await,
+        Cmd::ScaleHold { addr, max } => scale::hold(addr, max).await,
         Cmd::Abuse {
             case,
             addr,

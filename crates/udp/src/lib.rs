@@ -16,10 +16,12 @@
 //!  | 20 B (v4)      | 8 B          | 0 ..= max_datagram (65,507) bytes |
 //!  +----------------+--------------+-----------------------------------+
 //!
-//!  UdpServer:  recv_from --> [too large? busy? -> dropped, counted]
+//!  UdpServer:  recvmmsg (up to `batch` datagrams) --> each: [too large? busy? -> dropped, counted]
 //!                  |
-//!                  +--> decode -> Handler::handle(req, Context) -> send_to(sender)
+//!                  +--> decode -> Handler::handle(req, Context) -> reply
 //!                       (polled once in the receive loop; a task of its own if it waits)
+//!              replies of the batch --> sendmmsg, one call (elsewhere than Linux:
+//!              recv_from and send_to, one datagram at a time)
 //!
 //!  UdpClient:  request = send, wait `timeout` for the next datagram from the
 //!              server, send again up to `retries` times
@@ -55,6 +57,7 @@
 //! # }
 //! ```
 
+mod batch;
 pub mod client;
 mod datagram;
 mod error;
