@@ -28,7 +28,9 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 use tracing::{debug, trace};
 
-use super::{flag, Outgoing, Pending, Shared, StreamOut};
+use super::shared::{flag, Outgoing, Pending, Shared};
+use super::stream::StreamOut;
+use super::wiring::Wiring;
 use crate::error::{ended_error, Ended};
 use crate::{Error, Result};
 
@@ -177,7 +179,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         shared: Arc<Shared>,
         multiplexed: bool,
         silence: Option<Duration>,
-        wiring: super::Wiring,
+        wiring: Wiring,
     ) -> Self {
         // No byte budget: what a client writes is bounded by its queue and
         // its in-flight limit. Request deadlines are the driver's own.
