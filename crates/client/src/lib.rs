@@ -232,6 +232,7 @@ mod dial;
 mod error;
 mod link;
 mod multi;
+mod pipeline;
 mod pushes;
 mod reconnect;
 mod supervisor;
@@ -244,6 +245,7 @@ pub use dial::UNIX_PREFIX;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result};
 pub use multi::{MultiClient, Routing};
+pub use pipeline::Pipeline;
 pub use pushes::Pushes;
 pub use reconnect::{Backoff, Event, Reconnect, WhileDown};
 

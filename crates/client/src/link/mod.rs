@@ -41,17 +41,23 @@ mod hello;
 mod permits;
 mod shared;
 mod stream;
+mod window;
 mod wiring;
 
 use driver::Driver;
 use hello::exchange_hellos;
 use permits::Permits;
-use shared::{flag, Outgoing, Pending, QueueItem, Shared};
+use shared::{flag, Outgoing, Pending, QueueItem, Reply, Shared};
 use stream::{feed, StreamOut};
+pub(crate) use window::Window;
 pub(crate) use wiring::Wiring;
 
 use crate::error::ended_error;
 use crate::{Config, Error, Event, Result};
+
+/// A place among the `max_in_flight`, waited for by [`Link::ready`].
+#[derive(Debug)]
+pub(crate) struct Ready(permits::Permit);
 
 /// One connection: its driver task and what the handles share with it. A
 /// [`Client`](crate::Client) is one link, or a succession of them when it
@@ -224,7 +230,7 @@ impl Link {
         };
         let (reply, answer) = oneshot::channel();
         let slot = Pending {
-            reply: Some(reply),
+            reply: Some(Reply::One(reply)),
             _permit: permit,
             deadline,
             timeout,
@@ -261,6 +267,111 @@ impl Link {
             Ok(reply) => reply,
             Err(_) => Err(self.closed_error()),
         }
+    }
+
+    /// Queues a pipelined request, whose reply goes to `window`'s place
+    /// `seq`, if it can go now: a place among the `max_in_flight` (`ready`
+    /// or a free one) and room in the queue. `Err` gives the body back when
+    /// it cannot ([`Link::ready`] waits for that). A request that cannot be
+    /// sent at all (the link is closed) has its place answered with why.
+    /// `Ok(Some(id))`: a multiplexed request's id, for [`Link::abandon`].
+    #[allow(clippy::result_large_err)] // private; the body comes back whole
+    pub(crate) fn try_pipelined(
+        &self,
+        body: Bytes,
+        (deadline, timeout): (Instant, Duration),
+        (window, seq): (&Arc<Window>, u64),
+        ready: Option<Ready>,
+    ) -> std::result::Result<Option<u64>, Bytes> {
+        let permit = match ready {
+            Some(Ready(permit)) => permit,
+            None => match Permits::try_acquire(&self.inner.in_flight) {
+                Some(permit) => permit,
+                None => return Err(body),
+            },
+        };
+        let shared = &self.inner.shared;
+        let mut out = shared.out();
+        if out.closed {
+            drop(out);
+            window.fill(seq, Err(self.closed_error()));
+            return Ok(None);
+        }
+        if out.frames.len() >= shared.max_queued {
+            return Err(body);
+        }
+        let slot = Pending {
+            reply: Some(Reply::Window(window.clone(), seq)),
+            _permit: permit,
+            deadline,
+            timeout,
+        };
+        let (item, id) = if self.inner.profile == Profile::Plain {
+            // The driver registers the slot as it writes the frame.
+            (
+                (
+                    Outgoing::Frame(OutFrame::plain(body)),
+                    Some(slot),
+                    Some(deadline),
+                ),
+                None,
+            )
+        } else {
+            // Registered before the frame is queued, so the reply finds it.
+            let Ok(id) = shared.by_id.register(slot) else {
+                drop(out);
+                window.fill(seq, Err(self.closed_error()));
+                return Ok(None);
+            };
+            let header = Header {
+                kind: Kind::Request,
+                id,
+            };
+            let frame = OutFrame::with_header(header, body);
+            ((Outgoing::Frame(frame), None, Some(deadline)), Some(id))
+        };
+        out.frames.push_back(item);
+        drop(out);
+        shared.signal.raise(flag::QUEUED);
+        Ok(id)
+    }
+
+    /// Waits, until `deadline`, for a place among the `max_in_flight` and
+    /// for room in the queue (or the link's end): what
+    /// [`Link::try_pipelined`] needs. `None` when the deadline passed first.
+    pub(crate) async fn ready(self, deadline: Instant) -> Option<Ready> {
+        let shared = &self.inner.shared;
+        let wait = async {
+            let permit = Permits::acquire(&self.inner.in_flight).await;
+            loop {
+                let room = shared.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                {
+                    let out = shared.out();
+                    if out.closed || out.frames.len() < shared.max_queued {
+                        return Ready(permit);
+                    }
+                }
+                room.await;
+            }
+        };
+        tokio::time::timeout_at(deadline, wait).await.ok()
+    }
+
+    /// A pipelined multiplexed request whose reply nobody will take: its
+    /// slot is freed now and the server told to stop, unless its answer
+    /// came first.
+    pub(crate) fn abandon(&self, id: u64) {
+        let shared = &self.inner.shared;
+        if shared.by_id.take(id).is_some() {
+            shared.queue_cancel(id);
+        }
+    }
+
+    /// The error for a request the link could not answer.
+    pub(crate) fn why_closed(&self) -> Error {
+        self.closed_error()
     }
 
     /// Half-closes the connection (see [`Client::close`](crate::Client::close)):

@@ -18,8 +18,9 @@ use tracing::{debug, trace};
 
 use super::permits::Permit;
 use super::stream::StreamOut;
+use super::window::Window;
 use crate::error::{ended_error, Ended};
-use crate::{Event, Result};
+use crate::{Error, Event, Result};
 
 /// A frame for the driver, a plain request's slot, and its request's deadline.
 pub(super) type QueueItem = (Outgoing, Option<Pending>, Option<Instant>);
@@ -91,7 +92,7 @@ pub(super) struct Pending {
     /// The reply's body, or why there is none. `None` once the driver has
     /// answered it with a timeout: a plain slot stays in line until its late
     /// reply arrives, so later replies still pair with their own requests.
-    pub(super) reply: Option<oneshot::Sender<Result<BytesMut>>>,
+    pub(super) reply: Option<Reply>,
     /// Held until the slot is answered or dropped: a request's place among
     /// the `max_in_flight`.
     pub(super) _permit: Permit,
@@ -102,10 +103,33 @@ pub(super) struct Pending {
     pub(super) timeout: Duration,
 }
 
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // A window's place must be answered, or its reader waits forever (a
+        // `One` caller learns it from its channel closing).
+        if let Some(Reply::Window(window, seq)) = self.reply.take() {
+            window.fill(seq, Err(Error::Closed));
+        }
+    }
+}
+
+/// Where a request's reply goes.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// The task awaiting one `request`.
+    One(oneshot::Sender<Result<BytesMut>>),
+    /// A place in a pipeline's window.
+    Window(Arc<Window>, u64),
+}
+
 impl Pending {
     pub(super) fn answer(&mut self, outcome: Result<BytesMut>) {
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(outcome);
+        match self.reply.take() {
+            Some(Reply::One(reply)) => {
+                let _ = reply.send(outcome);
+            }
+            Some(Reply::Window(window, seq)) => window.fill(seq, outcome),
+            None => {}
         }
     }
 }
