@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use enchufe_framing::{Decode, Encode};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream};
@@ -57,14 +57,20 @@ pub struct Pipeline<I, R> {
     depth: usize,
     timeout: Duration,
     window: Arc<Window>,
+    /// Places reserved in the window so far.
+    reserved: u64,
+    /// Places whose outcome was taken out of the window (into `answered`).
+    taken: u64,
+    /// Outcomes taken from the window, oldest first, not yet yielded (at
+    /// most `depth`).
+    answered: VecDeque<Result<BytesMut>>,
     /// Multiplexed requests in flight, `(place, id)`, oldest first: what
     /// dropping the pipeline cancels.
     ids: VecDeque<(u64, u64)>,
-    /// The place the next reply taken fills.
-    next_taken: u64,
-    /// A request that waits for a place among `max_in_flight` or for room
-    /// in the queue: its body, place and deadline.
-    held: Option<(Bytes, u64, Instant)>,
+    /// Requests encoded, with their place and deadline, not yet queued:
+    /// they wait for a place among `max_in_flight` or for room in the
+    /// queue (at most `depth`).
+    unsent: VecDeque<(Bytes, u64, Instant)>,
     /// That wait.
     waiting: Option<BoxFuture<'static, Option<Ready>>>,
     /// No more requests in the iterator.
@@ -84,14 +90,21 @@ impl<I, R> Pipeline<I, R> {
             depth: depth.max(1),
             timeout,
             window: Arc::new(Window::default()),
+            reserved: 0,
+            taken: 0,
+            answered: VecDeque::new(),
             ids: VecDeque::new(),
-            next_taken: 0,
-            held: None,
+            unsent: VecDeque::new(),
             waiting: None,
             drained: false,
             ended: false,
             reply: PhantomData,
         }
+    }
+
+    /// Requests sent (or failed) whose outcome is still in the window.
+    fn in_flight(&self) -> usize {
+        (self.reserved - self.taken) as usize
     }
 }
 
@@ -100,10 +113,31 @@ where
     I: Iterator<Item = M>,
     M: Encode,
 {
-    /// Sends requests while the window has room, the iterator has more, and
-    /// nothing waits. The clock is read once per call, not per request.
+    /// Tops the window up to `depth` with the next requests, then queues
+    /// what it can in one batch. The clock is read once per batch.
     fn fill(&mut self, link: &Link, cx: &mut Context<'_>) {
-        let mut now = None;
+        let room = self.depth - self.in_flight();
+        if room > 0 && !self.drained {
+            let first = self.window.reserve(room);
+            let deadline = Instant::now() + self.timeout;
+            let mut seq = first;
+            while seq < first + room as u64 {
+                let Some(msg) = self.requests.next() else {
+                    self.drained = true;
+                    break;
+                };
+                match self.client.body(msg) {
+                    Ok(body) => self.unsent.push_back((body, seq, deadline)),
+                    Err(e) => self.window.fill(seq, Err(e)),
+                }
+                seq += 1;
+            }
+            self.reserved = seq;
+            if seq < first + room as u64 {
+                // The iterator ended inside the reservation: give the rest back.
+                self.window.unreserve((first + room as u64 - seq) as usize);
+            }
+        }
         loop {
             let mut ready = None;
             if let Some(waiting) = self.waiting.as_mut() {
@@ -115,7 +149,7 @@ where
                             Some(got) => ready = Some(got),
                             None => {
                                 // Out of time before it could be sent.
-                                if let Some((_, seq, _)) = self.held.take() {
+                                if let Some((_, seq, _)) = self.unsent.pop_front() {
                                     self.window.fill(seq, Err(Error::Timeout(self.timeout)));
                                 }
                             }
@@ -123,39 +157,17 @@ where
                     }
                 }
             }
-            let (body, seq, deadline) = match self.held.take() {
-                Some(held) => held,
-                None => {
-                    if self.drained || self.window.len() >= self.depth {
-                        return;
-                    }
-                    let Some(msg) = self.requests.next() else {
-                        self.drained = true;
-                        return;
-                    };
-                    let seq = self.window.reserve();
-                    let body = match self.client.body(msg) {
-                        Ok(body) => body,
-                        Err(e) => {
-                            self.window.fill(seq, Err(e));
-                            continue;
-                        }
-                    };
-                    let now = *now.get_or_insert_with(Instant::now);
-                    (body, seq, now + self.timeout)
-                }
-            };
-            let limit = (deadline, self.timeout);
-            match link.try_pipelined(body, limit, (&self.window, seq), ready) {
-                Ok(Some(id)) => self.ids.push_back((seq, id)),
-                Ok(None) => {}
-                Err(body) => {
-                    // Rare: every place among `max_in_flight` is taken, or
-                    // the queue is full. Wait for both, boxed.
-                    self.held = Some((body, seq, deadline));
-                    self.waiting = Some(link.clone().ready(deadline).boxed());
-                }
+            if self.unsent.is_empty() {
+                return;
             }
+            let window = &self.window;
+            link.try_pipelined(&mut self.unsent, self.timeout, window, ready, &mut self.ids);
+            let Some(&(_, _, deadline)) = self.unsent.front() else {
+                return;
+            };
+            // Rare: every place among `max_in_flight` is taken, or the
+            // queue is full. Wait for both, boxed.
+            self.waiting = Some(link.clone().ready(deadline).boxed());
         }
     }
 }
@@ -195,25 +207,23 @@ where
                 }
             }
         };
-        this.fill(&link, cx);
-        if this.window.len() == 0 {
-            if this.drained && this.held.is_none() {
+        if this.answered.is_empty() {
+            // Outcomes first, so that their places are refilled at once.
+            let taken = this.window.take_answered(&mut this.answered, cx);
+            this.taken += taken as u64;
+            while this.ids.front().is_some_and(|&(seq, _)| seq < this.taken) {
+                this.ids.pop_front();
+            }
+            this.fill(&link, cx);
+        }
+        let Some(outcome) = this.answered.pop_front() else {
+            if this.drained && this.in_flight() == 0 {
                 this.ended = true;
                 return Poll::Ready(None);
             }
-            // Only a held request can leave the window empty and the
-            // iterator not drained: its wait has the waker.
+            // The window (or the wait for room) has the waker.
             return Poll::Pending;
-        }
-        let outcome = match this.window.poll_oldest(cx) {
-            Poll::Ready(outcome) => outcome,
-            Poll::Pending => return Poll::Pending,
         };
-        let seq = this.next_taken;
-        this.next_taken += 1;
-        if this.ids.front().is_some_and(|&(at, _)| at == seq) {
-            this.ids.pop_front();
-        }
         let outcome = match outcome {
             // A slot dropped unanswered: the connection ended.
             Err(Error::Closed) => Err(link.why_closed()),
@@ -239,7 +249,7 @@ impl<I, R> fmt::Debug for Pipeline<I, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("depth", &self.depth)
-            .field("in_flight", &self.window.len())
+            .field("in_flight", &self.in_flight())
             .field("drained", &self.drained)
             .finish_non_exhaustive()
     }

@@ -20,6 +20,7 @@
 //! the multiplexed hello exchange; `wiring` where pushes and the end go.
 //! Children import each other, never this file.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -269,71 +270,81 @@ impl Link {
         }
     }
 
-    /// Queues a pipelined request, whose reply goes to `window`'s place
-    /// `seq`, if it can go now: a place among the `max_in_flight` (`ready`
-    /// or a free one) and room in the queue. `Err` gives the body back when
-    /// it cannot ([`Link::ready`] waits for that). A request that cannot be
-    /// sent at all (the link is closed) has its place answered with why.
-    /// `Ok(Some(id))`: a multiplexed request's id, for [`Link::abandon`].
-    #[allow(clippy::result_large_err)] // private; the body comes back whole
+    /// Queues pipelined requests from the front of `batch`, `(body, place,
+    /// deadline)`, whose replies go to `window`'s places, as far as they
+    /// can go now: a place among the `max_in_flight` each (`ready` holds
+    /// one for the first) and room in the queue. One lock and one signal
+    /// for the batch. What cannot go yet stays in `batch` ([`Link::ready`]
+    /// waits for it); if the link is closed, every place is answered with
+    /// why and `batch` emptied. Each multiplexed request's `(place, id)`
+    /// goes to `ids`, for [`Link::abandon`].
     pub(crate) fn try_pipelined(
         &self,
-        body: Bytes,
-        (deadline, timeout): (Instant, Duration),
-        (window, seq): (&Arc<Window>, u64),
-        ready: Option<Ready>,
-    ) -> std::result::Result<Option<u64>, Bytes> {
-        let permit = match ready {
-            Some(Ready(permit)) => permit,
-            None => match Permits::try_acquire(&self.inner.in_flight) {
-                Some(permit) => permit,
-                None => return Err(body),
-            },
-        };
+        batch: &mut VecDeque<(Bytes, u64, Instant)>,
+        timeout: Duration,
+        window: &Arc<Window>,
+        mut ready: Option<Ready>,
+        ids: &mut VecDeque<(u64, u64)>,
+    ) {
         let shared = &self.inner.shared;
+        let plain = self.inner.profile == Profile::Plain;
         let mut out = shared.out();
-        if out.closed {
-            drop(out);
-            window.fill(seq, Err(self.closed_error()));
-            return Ok(None);
-        }
-        if out.frames.len() >= shared.max_queued {
-            return Err(body);
-        }
-        let slot = Pending {
-            reply: Some(Reply::Window(window.clone(), seq)),
-            _permit: permit,
-            deadline,
-            timeout,
-        };
-        let (item, id) = if self.inner.profile == Profile::Plain {
-            // The driver registers the slot as it writes the frame.
-            (
+        let mut queued = false;
+        while !out.closed && out.frames.len() < shared.max_queued {
+            let permit = match ready.take() {
+                Some(Ready(permit)) => permit,
+                None => match Permits::try_acquire(&self.inner.in_flight) {
+                    Some(permit) => permit,
+                    None => break,
+                },
+            };
+            let Some((body, seq, deadline)) = batch.pop_front() else {
+                break;
+            };
+            let slot = Pending {
+                reply: Some(Reply::Window(window.clone(), seq)),
+                _permit: permit,
+                deadline,
+                timeout,
+            };
+            let item = if plain {
+                // The driver registers the slot as it writes the frame.
                 (
                     Outgoing::Frame(OutFrame::plain(body)),
                     Some(slot),
                     Some(deadline),
-                ),
-                None,
-            )
-        } else {
-            // Registered before the frame is queued, so the reply finds it.
-            let Ok(id) = shared.by_id.register(slot) else {
-                drop(out);
-                window.fill(seq, Err(self.closed_error()));
-                return Ok(None);
+                )
+            } else {
+                // Registered before the frame is queued, so the reply finds it.
+                // It cannot have ended while `out` is open (the end closes
+                // `out` first); were it so, the slot's drop answers its place.
+                let Ok(id) = shared.by_id.register(slot) else {
+                    break;
+                };
+                ids.push_back((seq, id));
+                let header = Header {
+                    kind: Kind::Request,
+                    id,
+                };
+                (
+                    Outgoing::Frame(OutFrame::with_header(header, body)),
+                    None,
+                    Some(deadline),
+                )
             };
-            let header = Header {
-                kind: Kind::Request,
-                id,
-            };
-            let frame = OutFrame::with_header(header, body);
-            ((Outgoing::Frame(frame), None, Some(deadline)), Some(id))
-        };
-        out.frames.push_back(item);
+            out.frames.push_back(item);
+            queued = true;
+        }
+        let closed = out.closed;
         drop(out);
-        shared.signal.raise(flag::QUEUED);
-        Ok(id)
+        if queued {
+            shared.signal.raise(flag::QUEUED);
+        }
+        if closed && !batch.is_empty() {
+            for (_, seq, _) in batch.drain(..) {
+                window.fill(seq, Err(self.closed_error()));
+            }
+        }
     }
 
     /// Waits, until `deadline`, for a place among the `max_in_flight` and

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
@@ -36,15 +36,27 @@ impl Window {
         self.places.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reserves the next place; its number goes with the request's slot.
-    pub(crate) fn reserve(&self) -> u64 {
+    /// Reserves `n` more places and returns the number of the first; each
+    /// number goes with its request's slot.
+    pub(crate) fn reserve(&self, n: usize) -> u64 {
         let mut places = self.places();
-        places.outcomes.push_back(None);
-        places.first + places.outcomes.len() as u64 - 1
+        let first = places.first + places.outcomes.len() as u64;
+        places
+            .outcomes
+            .extend(std::iter::repeat_with(|| None).take(n));
+        first
+    }
+
+    /// Gives back the `n` newest places, reserved and never used.
+    pub(crate) fn unreserve(&self, n: usize) {
+        let mut places = self.places();
+        let keep = places.outcomes.len().saturating_sub(n);
+        places.outcomes.truncate(keep);
     }
 
     /// Places reserved and not yet taken.
-    pub(crate) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.places().outcomes.len()
     }
 
@@ -67,19 +79,28 @@ impl Window {
         }
     }
 
-    /// The oldest place's outcome once it is answered. `Pending` (with the
-    /// reader's waker kept) while it is not, or while no place is reserved.
-    pub(crate) fn poll_oldest(&self, cx: &mut Context<'_>) -> Poll<Result<BytesMut>> {
+    /// Moves the outcomes of the oldest places, as far as they are all
+    /// answered, to the end of `into`, and returns how many. None yet: the
+    /// reader's waker is kept, and the fill of the oldest place wakes it.
+    pub(crate) fn take_answered(
+        &self,
+        into: &mut VecDeque<Result<BytesMut>>,
+        cx: &mut Context<'_>,
+    ) -> usize {
         let mut places = self.places();
-        if let Some(Some(_)) = places.outcomes.front() {
-            places.first += 1;
+        let mut taken = 0;
+        while let Some(Some(_)) = places.outcomes.front() {
             if let Some(Some(outcome)) = places.outcomes.pop_front() {
-                return Poll::Ready(outcome);
+                into.push_back(outcome);
             }
+            taken += 1;
         }
-        // Registered under the lock: a `fill` after the check above wakes it.
-        self.reader.register(cx.waker());
-        Poll::Pending
+        places.first += taken as u64;
+        if taken == 0 {
+            // Registered under the lock: a `fill` after the check above wakes it.
+            self.reader.register(cx.waker());
+        }
+        taken
     }
 }
 
@@ -106,30 +127,32 @@ mod tests {
         let count = Arc::new(Count(0.into()));
         let waker = waker(count.clone());
         let mut cx = Context::from_waker(&waker);
-        let (a, b, c) = (window.reserve(), window.reserve(), window.reserve());
-        assert!(window.poll_oldest(&mut cx).is_pending());
+        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let mut taken = VecDeque::new();
+        let a = window.reserve(3);
+        let (b, c) = (a + 1, a + 2);
+        assert_eq!(window.take_answered(&mut taken, &mut cx), 0);
         // Answered out of order (the multiplexed profile): the newer ones
         // wait for the oldest, and do not wake the reader.
         window.fill(c, Ok(BytesMut::from("c")));
         window.fill(b, Err(Error::Closed));
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 0);
-        assert!(window.poll_oldest(&mut cx).is_pending());
+        assert_eq!(wakes(), 0);
+        assert_eq!(window.take_answered(&mut taken, &mut cx), 0);
         window.fill(a, Ok(BytesMut::from("a")));
         window.fill(a, Ok(BytesMut::from("again")));
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
-        let Poll::Ready(Ok(first)) = window.poll_oldest(&mut cx) else {
-            panic!("the oldest is answered");
-        };
-        assert_eq!(&first[..], b"a");
-        assert!(matches!(
-            window.poll_oldest(&mut cx),
-            Poll::Ready(Err(Error::Closed))
-        ));
-        assert!(matches!(window.poll_oldest(&mut cx), Poll::Ready(Ok(c)) if &c[..] == b"c"));
+        assert_eq!(wakes(), 1, "one wakeup for the oldest, none for a repeat");
+        assert_eq!(window.take_answered(&mut taken, &mut cx), 3);
+        assert!(matches!(taken.pop_front(), Some(Ok(x)) if &x[..] == b"a"));
+        assert!(matches!(taken.pop_front(), Some(Err(Error::Closed))));
+        assert!(matches!(taken.pop_front(), Some(Ok(x)) if &x[..] == b"c"));
         assert_eq!(window.len(), 0);
-        // A place already taken is not answered again.
+        // A place already taken is not answered again; numbers go on.
         window.fill(b, Ok(BytesMut::new()));
         assert_eq!(window.len(), 0);
-        assert!(window.poll_oldest(&mut cx).is_pending());
+        assert_eq!(window.reserve(1), c + 1);
+        assert_eq!(window.take_answered(&mut taken, &mut cx), 0);
+        window.fill(c + 1, Ok(BytesMut::from("d")));
+        assert_eq!(wakes(), 2);
+        assert_eq!(window.take_answered(&mut taken, &mut cx), 1);
     }
 }
