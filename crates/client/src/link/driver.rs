@@ -321,7 +321,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     self.core.take_queued();
                 }
                 Event::Queued => {
-                    if !self.yielded && self.core.queued() == 0 {
+                    // A pipeline queues its burst whole: nothing to wait for.
+                    let whole = self.shared.signal.take(flag::WHOLE);
+                    if !whole && !self.yielded && self.core.queued() == 0 {
                         // Woken by the first request of a burst: let the
                         // other tasks that are ready queue theirs too, so the
                         // burst leaves in one write instead of one each. One

@@ -338,7 +338,7 @@ impl Link {
         let closed = out.closed;
         drop(out);
         if queued {
-            shared.signal.raise(flag::QUEUED);
+            shared.signal.raise(flag::QUEUED | flag::WHOLE);
         }
         if closed && !batch.is_empty() {
             for (_, seq, _) in batch.drain(..) {

@@ -42,6 +42,9 @@ pub(super) mod flag {
     pub(in crate::link) const CLOSE: u8 = 2;
     /// The last handle is gone: flush, half-close, stop.
     pub(in crate::link) const DROPPED: u8 = 4;
+    /// With `QUEUED`: the frames queued are a whole burst (a pipeline's),
+    /// so the driver writes them without giving other tasks a turn first.
+    pub(in crate::link) const WHOLE: u8 = 8;
 }
 
 /// State the driver shares with the handles.
