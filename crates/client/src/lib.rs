@@ -7,7 +7,9 @@
 //! to the request waiting for it or, when none is, to the
 //! unsolicited-message queue read by [`Client::recv`] and
 //! [`Client::pushes`] (the course client's listening thread). Request
-//! deadlines are kept by the driver in one timer.
+//! deadlines are kept by the driver in one timer. To pipeline many
+//! requests from one task, [`Client::pipeline`] returns their replies in
+//! order as a stream, with no task wakeup and no channel per reply.
 //!
 //! ```text
 //!  send / request --> [bounded queue] --Signal--> driver --> socket
