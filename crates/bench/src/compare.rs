@@ -21,8 +21,8 @@ mod duel;
 mod memory;
 mod peers;
 mod report;
-mod transfer;
 mod scale;
+mod transfer;
 mod units;
 
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ use crate::child::{self};
 use crate::error::Result;
 
 use self::bench::{Bench, Srv};
-use self::duel::{Who, HTTP, LATENCY, MUX, PLAIN};
+use self::duel::{Who, CLIENT, HTTP, LATENCY, MUX, PLAIN};
 use self::report::{
     abuse_table, client_table, http_table, idle_table, latency_table, loadavg, mux_table,
     plain_table, print_header,
@@ -85,7 +85,8 @@ enum Section {
     Plain,
     /// p99 round trip at 32 connections × 1 in flight, enchufe vs floor.
     Latency,
-    /// enchufe `Client` pipelining vs the hand-written generator.
+    /// enchufe `Client` pipelining (request loops, `Client::pipeline`) vs the
+    /// hand-written generator, plain and multiplexed.
     Client,
     /// Multiplexed: enchufe `Client` + echo_server --mux vs tarpc.
     Mux,
@@ -170,7 +171,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
                 }
                 who.push(Who::Enchufe);
                 if on(Section::Client) && i < 2 {
-                    who.push(Who::Client);
+                    who.extend([Who::Client, Who::Pipeline]);
                 }
                 if who.len() > 1 {
                     plain.push(bench.duel(*w, &who).await);
@@ -180,14 +181,27 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         if on(Section::Plain) {
             println!("{}", plain_table(&plain));
         }
-        if on(Section::Client) {
-            println!("{}", client_table(&plain));
-        }
         if on(Section::Latency) {
             let duel = bench.duel(LATENCY, &[Who::Floor, Who::Enchufe]).await;
             println!("{}", latency_table(&duel));
         }
         bench.stop_servers().await;
+        if on(Section::Client) {
+            // The same in the multiplexed profile, against echo_server
+            // --mux; the request loops only in the full run (the mux
+            // section measures them against tarpc too).
+            let mut mux = Vec::new();
+            for w in CLIENT {
+                let who: &[Who] = if bench.quick {
+                    &[Who::GeneratorMux, Who::PipelineMux]
+                } else {
+                    &[Who::GeneratorMux, Who::EnchufeMux, Who::PipelineMux]
+                };
+                mux.push(bench.duel(w, who).await);
+            }
+            bench.stop_servers().await;
+            println!("{}", client_table(&plain, &mux));
+        }
     }
 
     if on(Section::Mux) {

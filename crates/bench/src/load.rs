@@ -5,9 +5,14 @@
 //!   over its own `FramedRead`/`FramedWrite` halves; it keeps `depth` frames
 //!   in flight, feeds new frames as echoes free the window and flushes only
 //!   when it must wait, the same batching as the floor server.
+//! - [`Kind::FramesMux`]: the same generator in the multiplexed profile
+//!   (`mux`): hellos, then a header per frame.
 //! - [`Kind::Client`] / [`Kind::ClientMux`]: enchufe's `Client`, one per
 //!   connection, with `depth` tasks each calling `request` in a loop on
 //!   clones of it (plain or multiplexed profile).
+//! - [`Kind::ClientPipeline`] / [`Kind::ClientMuxPipeline`]: enchufe's
+//!   `Client::pipeline`, one task per connection with `depth` requests in
+//!   flight, every echo checked in order.
 //! - [`Kind::Tarpc`]: tarpc's client, `depth` tasks per connection likewise.
 //! - [`Kind::Http`]: keep-alive HTTP/1.1 (`http`), `depth` requests
 //!   pipelined per connection, every reply checked.
@@ -38,6 +43,7 @@ use crate::payload::{check, Payloads};
 use crate::rpc::Rpc;
 
 mod http;
+mod mux;
 
 /// Which client drives the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,6 +60,12 @@ pub(crate) enum Kind {
     Http,
     /// tarpc's client with Nagle on (tarpc's default).
     TarpcNagle,
+    /// enchufe's `Client::pipeline`, plain profile: one task per connection.
+    ClientPipeline,
+    /// enchufe's `Client::pipeline`, multiplexed profile.
+    ClientMuxPipeline,
+    /// The hand-written generator in the multiplexed profile.
+    FramesMux,
 }
 
 /// One load run: who, where, how much.
@@ -188,6 +200,47 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
                 clients.push(Client::connect_with(spec.addr, config.clone()).await?);
             }
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
+        }
+        Kind::FramesMux => {
+            let mut streams = Vec::with_capacity(spec.conns);
+            for _ in 0..spec.conns {
+                let stream = TcpStream::connect(spec.addr).await?;
+                stream.set_nodelay(true)?;
+                streams.push(stream);
+            }
+            let start = Instant::now();
+            for (conn, stream) in streams.into_iter().enumerate() {
+                let gen = mux::MuxGenerator {
+                    conn,
+                    payloads: payloads.clone(),
+                    depth: spec.depth,
+                    budget: budget(),
+                };
+                tasks.spawn(gen.run(stream));
+            }
+            start
+        }
+        Kind::ClientPipeline | Kind::ClientMuxPipeline => {
+            let profile = match spec.kind {
+                Kind::ClientMuxPipeline => Profile::Multiplexed,
+                _ => Profile::Plain,
+            };
+            let config = Config::default().profile(profile);
+            let mut clients = Vec::with_capacity(spec.conns);
+            for _ in 0..spec.conns {
+                clients.push(Client::connect_with(spec.addr, config.clone()).await?);
+            }
+            let start = Instant::now();
+            for (conn, client) in clients.into_iter().enumerate() {
+                tasks.spawn(pipeline_loop(
+                    client,
+                    conn,
+                    spec.depth,
+                    payloads.clone(),
+                    budget(),
+                ));
+            }
+            start
         }
         Kind::Http => {
             let streams = connect_all(spec).await?;
@@ -419,6 +472,33 @@ impl Echoer for Rpc {
     }
 }
 
+/// One connection's requests through `Client::pipeline`, `depth` in
+/// flight, every echo checked in order.
+async fn pipeline_loop(
+    client: Client,
+    conn: usize,
+    depth: usize,
+    payloads: Payloads,
+    budget: Arc<Budget>,
+) -> Result<Tally> {
+    let mut sent = 0u64;
+    let feed = payloads.clone();
+    let requests = std::iter::from_fn(move || {
+        budget.take().then(|| {
+            sent += 1;
+            feed.get(sent - 1).clone()
+        })
+    });
+    let mut replies = client.pipeline::<_, Bytes>(requests, depth);
+    let mut tally = Tally::default();
+    while let Some(echo) = replies.next().await {
+        let n = tally.frames;
+        check(conn, n, &echo?, payloads.get(n))?;
+        tally.frames += 1;
+    }
+    Ok(tally)
+}
+
 /// One request at a time, forever (until the budget ends), each echo checked.
 async fn request_loop<E: Echoer>(
     client: E,
@@ -612,5 +692,28 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Mismatch { .. }), "got {err}");
+    }
+
+    #[tokio::test]
+    async fn pipelines_and_the_mux_generator_check_their_echoes() {
+        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(handler_fn(
+            |frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) },
+        ));
+        for kind in [
+            Kind::ClientPipeline,
+            Kind::ClientMuxPipeline,
+            Kind::FramesMux,
+        ] {
+            let mut spec = spec(kind, server.local_addr());
+            spec.latency = false;
+            let report = bounded(run(&spec)).await.unwrap();
+            assert_eq!(report.frames, 2 * FRAMES, "{kind:?}");
+        }
+        server.shutdown().await;
+
+        let err = bounded(run(&spec(Kind::ClientPipeline, liar(3, flip_a_bit).await)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Mismatch { frame: 3, .. }), "got {err}");
     }
 }

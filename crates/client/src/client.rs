@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::dial::{dial, tcp_parts, UNIX_PREFIX};
 use crate::link::{Link, Wiring};
 use crate::supervisor::Supervised;
-use crate::{Config, Error, Event, Pushes, Result, Unsupported};
+use crate::{Config, Error, Event, Pipeline, Pushes, Result, Unsupported};
 
 /// A connection to a server: a cloneable handle plus one background task
 /// that drives the connection (writes requests in batches, reads replies).
@@ -387,6 +387,44 @@ impl Client {
         link.exchange(body, deadline, timeout).await
     }
 
+    /// Sends `requests` on one connection with up to `depth` in flight
+    /// (at most [`Config::max_in_flight`]), and returns their replies in
+    /// the order of the requests, as a [`Stream`](futures::Stream) driven
+    /// by the task that polls it: [`Pipeline`]. The way to pipeline from
+    /// one task: no task per request, no wakeup and no channel per reply.
+    /// Requests are taken from the iterator only as room frees, so it may
+    /// be endless.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn run(client: enchufe::client::Client) -> enchufe::client::Result<()> {
+    /// let requests = (0..1000).map(|n| format!("hola {n}"));
+    /// let mut replies = client.pipeline::<_, String>(requests, 64);
+    /// while let Some(reply) = replies.next().await {
+    ///     println!("{}", reply?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// Each item is what [`Client::request`] would return for its request.
+    pub fn pipeline<I, R>(&self, requests: I, depth: usize) -> Pipeline<I::IntoIter, R>
+    where
+        I: IntoIterator,
+        I::Item: Encode,
+        R: Decode,
+    {
+        let config = &self.inner.config;
+        let depth = depth.clamp(1, config.max_in_flight.max(1));
+        Pipeline::new(
+            self.clone(),
+            requests.into_iter(),
+            depth,
+            config.request_timeout,
+        )
+    }
+
     /// The next unsolicited message (one that arrived while no request was
     /// waiting), decoded as `M`. `Ok(None)` once the server has closed the
     /// connection and every message before that was taken. In the
@@ -500,6 +538,11 @@ impl Client {
             Route::Fixed(link) => Ok(Cow::Borrowed(link)),
             Route::Supervised(supervised) => supervised.link().await.map(Cow::Owned),
         }
+    }
+
+    /// The link to use now, as [`Client::link`], owned.
+    pub(crate) async fn link_owned(&self) -> Result<Link> {
+        self.link().await.map(Cow::into_owned)
     }
 
     /// The link right now, if any.

@@ -7,7 +7,9 @@
 //! to the request waiting for it or, when none is, to the
 //! unsolicited-message queue read by [`Client::recv`] and
 //! [`Client::pushes`] (the course client's listening thread). Request
-//! deadlines are kept by the driver in one timer.
+//! deadlines are kept by the driver in one timer. To pipeline many
+//! requests from one task, [`Client::pipeline`] returns their replies in
+//! order as a stream, with no task wakeup and no channel per reply.
 //!
 //! ```text
 //!  send / request --> [bounded queue] --Signal--> driver --> socket
@@ -232,6 +234,7 @@ mod dial;
 mod error;
 mod link;
 mod multi;
+mod pipeline;
 mod pushes;
 mod reconnect;
 mod supervisor;
@@ -244,6 +247,7 @@ pub use dial::UNIX_PREFIX;
 pub use enchufe_framing::mux::{ErrorCode, Profile};
 pub use error::{Error, Result, Unsupported};
 pub use multi::{MultiClient, Routing};
+pub use pipeline::Pipeline;
 pub use pushes::Pushes;
 pub use reconnect::{Backoff, Event, Reconnect, WhileDown};
 

@@ -29,14 +29,20 @@ pub(super) enum Who {
     HyperFlush,
     /// The same, both with Nagle on (tarpc's default transport).
     TarpcNagle,
+    /// enchufe `Client::pipeline` (plain) → enchufe echo_server (plain).
+    Pipeline,
+    /// enchufe `Client::pipeline` (multiplexed) → enchufe echo_server --mux.
+    PipelineMux,
+    /// Hand-written generator, multiplexed → enchufe echo_server --mux.
+    GeneratorMux,
 }
 
 impl Who {
     fn server(self) -> Srv {
         match self {
             Who::Floor => Srv::Floor,
-            Who::Enchufe | Who::Client => Srv::Plain,
-            Who::EnchufeMux => Srv::Mux,
+            Who::Enchufe | Who::Client | Who::Pipeline => Srv::Plain,
+            Who::EnchufeMux | Who::PipelineMux | Who::GeneratorMux => Srv::Mux,
             Who::Tarpc => Srv::Tarpc,
             Who::Http => Srv::Http,
             Who::Hyper => Srv::Hyper,
@@ -53,6 +59,9 @@ impl Who {
             Who::Tarpc => Kind::Tarpc,
             Who::Http | Who::Hyper | Who::HyperFlush => Kind::Http,
             Who::TarpcNagle => Kind::TarpcNagle,
+            Who::Pipeline => Kind::ClientPipeline,
+            Who::PipelineMux => Kind::ClientMuxPipeline,
+            Who::GeneratorMux => Kind::FramesMux,
         }
     }
 
@@ -67,6 +76,9 @@ impl Who {
             Who::Hyper => "hyper",
             Who::HyperFlush => "hyper flush",
             Who::TarpcNagle => "tarpc (Nagle)",
+            Who::Pipeline => "Client pipeline",
+            Who::PipelineMux => "mux pipeline",
+            Who::GeneratorMux => "mux generator",
         }
     }
 }
@@ -105,7 +117,8 @@ impl Workload {
 
 const MIB: usize = 1 << 20;
 
-/// The plain-profile workloads; the first two also duel the enchufe Client.
+/// The plain-profile workloads; the first two also duel the enchufe Client
+/// ([`CLIENT`]).
 pub(super) const PLAIN: [Workload; 5] = [
     Workload::new(16, 1, 64),
     Workload::new(16, 32, 16),
@@ -113,6 +126,8 @@ pub(super) const PLAIN: [Workload; 5] = [
     Workload::new(64 * KIB, 1, 4),
     Workload::new(MIB, 1, 4),
 ];
+/// The `Client` section's workloads, in both profiles.
+pub(super) const CLIENT: [Workload; 2] = [Workload::new(16, 1, 64), Workload::new(16, 32, 16)];
 pub(super) const LATENCY: Workload = Workload {
     latency: true,
     ..Workload::new(16, 32, 1)

@@ -28,7 +28,9 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 use tracing::{debug, trace};
 
-use super::{flag, Outgoing, Pending, Shared, StreamOut};
+use super::shared::{flag, Outgoing, Pending, Shared};
+use super::stream::StreamOut;
+use super::wiring::Wiring;
 use crate::error::{ended_error, Ended};
 use crate::{Error, Result};
 
@@ -177,7 +179,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         shared: Arc<Shared>,
         multiplexed: bool,
         silence: Option<Duration>,
-        wiring: super::Wiring,
+        wiring: Wiring,
     ) -> Self {
         // No byte budget: what a client writes is bounded by its queue and
         // its in-flight limit. Request deadlines are the driver's own.
@@ -319,7 +321,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     self.core.take_queued();
                 }
                 Event::Queued => {
-                    if !self.yielded && self.core.queued() == 0 {
+                    // A pipeline queues its burst whole: nothing to wait for.
+                    let whole = self.shared.signal.take(flag::WHOLE);
+                    if !whole && !self.yielded && self.core.queued() == 0 {
                         // Woken by the first request of a burst: let the
                         // other tasks that are ready queue theirs too, so the
                         // burst leaves in one write instead of one each. One

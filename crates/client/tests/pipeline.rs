@@ -1,0 +1,262 @@
+//! `Client::pipeline`: many requests from one task, replies in request
+//! order, in both profiles; its bounds (`max_in_flight`, the outbound
+//! queue); errors in their place; and what dropping it frees.
+//! Run with `cargo test -p enchufe-client --test pipeline`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use enchufe_client::{Client, Config, Error, Profile};
+use enchufe_framing::mux::Kind;
+use enchufe_server::{handler_fn, Server, ServerHandle};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+#[path = "../../../tests/common/mux_peer.rs"]
+mod mux_peer;
+use mux_peer::MuxPeer;
+
+/// Every test body runs under this limit, so a bug shows as a failure, not a hang.
+const TEST_LIMIT: Duration = Duration::from_secs(30);
+
+async fn bounded<T>(body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+/// An enchufe echo server (both profiles) on 127.0.0.1:0.
+async fn echo_server() -> ServerHandle {
+    Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .serve(handler_fn(|frame: Bytes, _conn| async move {
+            Ok::<_, Infallible>(Some(frame))
+        }))
+}
+
+/// A listener on 127.0.0.1:0 that accepts one connection and runs `script`.
+async fn listen<F, Fut>(script: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        script(stream).await;
+    });
+    (addr, task)
+}
+
+fn message(n: usize) -> String {
+    format!("message {n}")
+}
+
+/// Checks that `client`'s pipeline of `count` requests, `depth` in
+/// flight, answers each with its own echo, in order.
+async fn echoes_in_order(client: &Client, count: usize, depth: usize) {
+    let mut replies = client.pipeline::<_, String>((0..count).map(message), depth);
+    let mut n = 0;
+    while let Some(reply) = replies.next().await {
+        assert_eq!(reply.unwrap(), message(n));
+        n += 1;
+    }
+    assert_eq!(n, count);
+    assert!(
+        replies.next().await.is_none(),
+        "an ended stream stays ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_come_back_in_request_order_in_both_profiles() {
+    bounded(async {
+        let server = echo_server().await;
+        for profile in [Profile::Plain, Profile::Multiplexed] {
+            let config = Config::default().profile(profile);
+            let client = Client::connect_with(server.local_addr(), config)
+                .await
+                .unwrap();
+            echoes_in_order(&client, 1000, 64).await;
+            // Requests through `request` on clones meanwhile pair with their own replies.
+            let other = client.clone();
+            let side = tokio::spawn(async move {
+                for n in 0..50 {
+                    let reply: String = other.request(format!("side {n}")).await.unwrap();
+                    assert_eq!(reply, format!("side {n}"));
+                }
+            });
+            echoes_in_order(&client, 300, 16).await;
+            side.await.unwrap();
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_depth_over_max_in_flight_and_a_full_queue_wait_instead_of_failing() {
+    bounded(async {
+        let server = echo_server().await;
+        for profile in [Profile::Plain, Profile::Multiplexed] {
+            // 3 places in flight and a queue of one frame: most requests
+            // find no place or no room and take the waiting path.
+            let config = Config::default()
+                .profile(profile)
+                .max_in_flight(3)
+                .outbound_queue(1);
+            let client = Client::connect_with(server.local_addr(), config)
+                .await
+                .unwrap();
+            echoes_in_order(&client, 200, 64).await;
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_too_large_fails_in_its_place_and_the_others_go_on() {
+    bounded(async {
+        let server = echo_server().await;
+        for profile in [Profile::Plain, Profile::Multiplexed] {
+            let config = Config::default().profile(profile).max_frame_length(64);
+            let client = Client::connect_with(server.local_addr(), config)
+                .await
+                .unwrap();
+            let bodies = ["a", &"x".repeat(100), "c"].map(str::to_owned);
+            let replies: Vec<_> = client
+                .pipeline::<_, String>(bodies, 8)
+                .collect::<Vec<_>>()
+                .await;
+            assert_eq!(replies.len(), 3);
+            assert_eq!(replies[0].as_deref().unwrap(), "a");
+            assert!(
+                replies[1].as_ref().unwrap_err().is_frame_too_large(),
+                "{:?}",
+                replies[1]
+            );
+            assert_eq!(replies[2].as_deref().unwrap(), "c");
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_connection_ending_fails_each_request_left_in_its_place() {
+    bounded(async {
+        let (addr, server) = listen(|mut s| async move {
+            // Five plain requests of 1 byte each, one answered, then EOF.
+            let mut requests = [0u8; 25];
+            s.read_exact(&mut requests).await.unwrap();
+            s.write_all(&[0, 0, 0, 1, b'0']).await.unwrap();
+        })
+        .await;
+        let client = Client::connect_with(addr, Config::default().profile(Profile::Plain))
+            .await
+            .unwrap();
+        let replies: Vec<_> = client
+            .pipeline::<_, String>((0..5).map(|n| n.to_string()), 5)
+            .collect()
+            .await;
+        server.await.unwrap();
+        assert_eq!(replies.len(), 5);
+        assert_eq!(replies[0].as_deref().unwrap(), "0");
+        for reply in &replies[1..] {
+            assert!(
+                matches!(reply, Err(Error::ClosedByPeer)),
+                "expected ClosedByPeer, got {reply:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_a_multiplexed_pipeline_frees_its_places_and_cancels_its_requests() {
+    bounded(async {
+        let (addr, server) = listen(|stream| async move {
+            let mut script = MuxPeer::answer(stream).await;
+            let mut ids = Vec::new();
+            for _ in 0..4 {
+                ids.push(script.expect(Kind::Request).await.0);
+            }
+            // Nothing answered: the client gives up on all four.
+            let mut cancelled = Vec::new();
+            for _ in 0..4 {
+                cancelled.push(script.expect(Kind::Cancel).await.0);
+            }
+            cancelled.sort_unstable();
+            assert_eq!(cancelled, ids);
+            let (id, body) = script.expect(Kind::Request).await;
+            script.send(Kind::Response, id, body).await;
+            script.expect_end().await;
+        })
+        .await;
+        let config = Config::default()
+            .profile(Profile::Multiplexed)
+            .max_in_flight(4);
+        let client = Client::connect_with(addr, config).await.unwrap();
+        let mut replies = client.pipeline::<_, String>((0..100).map(message), 4);
+        let waited = tokio::time::timeout(Duration::from_millis(200), replies.next()).await;
+        assert!(waited.is_err(), "no reply was sent, got {waited:?}");
+        drop(replies);
+        // Its four places among max_in_flight (4) are free again.
+        let reply: String = client
+            .request_timeout("after", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(reply, "after");
+        client.close().await.unwrap();
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_a_plain_pipeline_keeps_later_replies_paired() {
+    bounded(async {
+        let (dropped, was_dropped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = listen(|mut s| async move {
+            // Two requests of 1 byte, answered once the pipeline is gone.
+            let mut requests = [0u8; 10];
+            s.read_exact(&mut requests).await.unwrap();
+            was_dropped.await.unwrap();
+            let mut third = [0u8; 9];
+            s.read_exact(&mut third).await.unwrap();
+            assert_eq!(&third[4..], b"after");
+            s.write_all(&[0, 0, 0, 1, b'0', 0, 0, 0, 1, b'1'])
+                .await
+                .unwrap();
+            s.write_all(&third).await.unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+        })
+        .await;
+        let config = Config::default().profile(Profile::Plain).max_in_flight(3);
+        let client = Client::connect_with(addr, config).await.unwrap();
+        let mut replies = client.pipeline::<_, String>((0..2).map(|n| n.to_string()), 2);
+        let waited = tokio::time::timeout(Duration::from_millis(200), replies.next()).await;
+        assert!(waited.is_err(), "no reply was sent, got {waited:?}");
+        drop(replies);
+        dropped.send(()).unwrap();
+        // The late replies to the dropped requests go nowhere; this request
+        // gets its own.
+        let reply: String = client
+            .request_timeout("after", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(reply, "after");
+        client.close().await.unwrap();
+        server.await.unwrap();
+    })
+    .await;
+}
