@@ -26,7 +26,7 @@
 //!     // Stands for a file read, a query, a call to another service: the
 //!     // connection's task waits here, the runtime's worker does not.
 //!     tokio::time::sleep(Duration::from_millis(10)).await;
-//!     match request.path.strip_prefix("/hola/") {
+//!     match request.path().strip_prefix("/hola/") {
 //!         Some(name) => Response::text(200, format!("hola, {name}\n")),
 //!         None => Response::text(404, "no\n"),
 //!     }
@@ -73,12 +73,14 @@ mod date;
 mod handler;
 mod head;
 mod message;
+mod request;
 mod rules;
 mod server;
 
 pub use body::Body;
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use head::{Limits, RequestHead, MAX_HEADERS};
-pub use message::{Request, Response};
+pub use message::Response;
+pub use request::{Headers, Request};
 pub use rules::Refusal;
 pub use server::{door, Config, Door, Server};

@@ -33,12 +33,14 @@ pub(super) enum Outcome {
 /// timeout waits (the driver is busy) unless the handler waits for its
 /// body, and nothing is read but that body (pipelined heads stay in the
 /// wire's bounded buffer until their turn). The handler's deadline is the
-/// driver's own ([`Driver::set_deadline`]), on the connection's one timer,
-/// so a run without a timeout arms nothing.
+/// driver's own (`Driver::set_deadline`), on the connection's one timer,
+/// armed from the handler's first wait: a handler that answers in its
+/// first poll (or a run without a timeout) arms nothing and reads no
+/// clock.
 pub(super) async fn run_handler<Io, H>(
     handler: &H,
     request: Request,
-    driver: &mut Driver<'_, Io>,
+    driver: &mut Driver<Io>,
     mut pump: Option<&mut Pump>,
     config: &Config,
 ) -> Outcome
@@ -59,9 +61,7 @@ where
         }
     };
     let mut call = pin!(call);
-    if let Some(limit) = timeout {
-        driver.set_deadline(Some(Instant::now() + limit));
-    }
+    let mut armed = false;
     driver.set_busy(true);
     let outcome = std::future::poll_fn(|cx| {
         match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
@@ -71,6 +71,12 @@ where
                 tracing::warn!(panic = panic_message(&*panic), "HTTP handler panicked");
                 return Poll::Ready(Outcome::Panicked);
             }
+        }
+        // The deadline starts when the handler first waits: one that
+        // answers in its first poll reads no clock and arms no timer.
+        if let (Some(limit), false) = (timeout, armed) {
+            driver.set_deadline(Some(Instant::now() + limit));
+            armed = true;
         }
         loop {
             // The body is read only while the handler wants it; a body that
@@ -110,7 +116,9 @@ where
     })
     .await;
     driver.set_busy(false);
-    driver.set_deadline(None);
+    if armed {
+        driver.set_deadline(None);
+    }
     outcome
 }
 

@@ -55,8 +55,10 @@ pub struct Config {
     /// written (with `Connection: close`). Past it every connection is
     /// dropped, running handlers with it. Default 5 s.
     pub shutdown_grace: Duration,
-    /// The longest a [`Handler`] may take over one request: past it, its
-    /// future is dropped and the client gets `503 Service Unavailable`, and
+    /// The longest a [`Handler`] may take over one request, counted from
+    /// its first wait (a handler that answers in its first poll is never
+    /// timed out, and no clock is read for it): past it, its future is
+    /// dropped and the client gets `503 Service Unavailable`, and
     /// the connection goes on (kept alive if the request asked for it).
     /// `503` rather than `504 Gateway Timeout`: this server is no gateway
     /// and cannot tell that an upstream failed (a handler may time out on

@@ -19,7 +19,7 @@ use crate::Handler;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let web = door(handler_fn(|req: Request| async move {
-///     Response::text(200, format!("hola, {}\n", req.path))
+///     Response::text(200, format!("hola, {}\n", req.path()))
 /// }));
 /// let server = enchufe::Server::bind("127.0.0.1:0").await?.http(web);
 /// let handle = server.serve(enchufe::handler_fn(|cmd: String, _conn| async move {

@@ -20,7 +20,7 @@ use crate::Handler;
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
 /// let server = Server::bind("127.0.0.1:8080").await?;
 /// let hello = handler_fn(|req: Request| async move {
-///     Response::text(200, format!("hola, {}\n", req.path))
+///     Response::text(200, format!("hola, {}\n", req.path()))
 /// });
 /// server.run(hello, std::future::pending()).await; // or a Ctrl-C future
 /// # Ok(()) }

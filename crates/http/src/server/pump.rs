@@ -26,7 +26,7 @@ pub(super) struct Pump {
 impl Pump {
     /// Whether to read body bytes now; writes `100 Continue` the first time
     /// an expecting handler asks.
-    pub(super) fn read<Io>(&mut self, driver: &mut Driver<'_, Io>) -> bool
+    pub(super) fn read<Io>(&mut self, driver: &mut Driver<Io>) -> bool
     where
         Io: AsyncRead + AsyncWrite + Unpin,
     {

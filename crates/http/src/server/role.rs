@@ -1,6 +1,8 @@
 //! HTTP's [`Role`] on the engine's driver: the driver's failures as one
 //! [`Cut`].
 
+use std::sync::Arc;
+
 use enchufe_engine::driver;
 use enchufe_engine::role::{Failure, Output, Role};
 use enchufe_engine::Signal;
@@ -9,7 +11,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::{Refusal, RequestHead};
 
 /// One HTTP connection's driver: the engine's, with HTTP's role.
-pub(super) type Driver<'a, Io> = driver::Driver<Io, &'a Signal, RequestHead, HttpRole>;
+pub(super) type Driver<Io> = driver::Driver<Io, Arc<Signal>, RequestHead, HttpRole>;
+
+/// The signal bit raised when the server shuts down (the driver's own
+/// `QUEUED` is bit 0): the connection reads no further request, and the
+/// reply in hand says `Connection: close`.
+pub(super) const STOP: u8 = 2;
 
 /// What HTTP's loops get from the driver.
 pub(super) type Event = driver::Event<Cut>;

@@ -24,7 +24,7 @@ pub(super) enum Streaming {
 /// the output holds less than [`Config::output_budget`]. The request body's
 /// pump runs meanwhile, so a reply may stream the request back.
 pub(super) async fn send_stream<Io>(
-    driver: &mut Driver<'_, Io>,
+    driver: &mut Driver<Io>,
     mut pump: Option<&mut Pump>,
     head: bytes::Bytes,
     streamed: Streamed,

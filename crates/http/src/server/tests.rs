@@ -78,7 +78,7 @@ async fn pipelined_replies_leave_in_order_in_one_write() {
         inner: ours,
         writes: writes.clone(),
     };
-    let handler = handler_fn(|request: Request| async move { Response::text(200, request.path) });
+    let handler = handler_fn(|request: Request| async move { Response::text(200, request.path()) });
     let config = Config::default();
     let server = tokio::spawn(async move {
         serve(io, &handler, &config, &CancellationToken::new()).await;
