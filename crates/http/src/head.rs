@@ -334,14 +334,18 @@ impl Split for RequestHead {
 /// header array on the stack lives only for the call, so what is kept of
 /// it is offsets.
 fn parse(buf: &[u8], max_headers: usize) -> httparse::Result<(usize, Result<Layout, Refusal>)> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers[..max_headers]);
-    Ok(match request.parse(buf)? {
-        httparse::Status::Complete(len) => {
-            httparse::Status::Complete((len, Layout::new(&buf[..len], &request)))
-        }
-        httparse::Status::Partial => httparse::Status::Partial,
-    })
+    // Left uninitialised (httparse writes the headers it finds): filling
+    // 128 empty headers (4 KiB) per parse showed in the profile.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    Ok(
+        match request.parse_with_uninit_headers(buf, &mut headers[..max_headers])? {
+            httparse::Status::Complete(len) => {
+                httparse::Status::Complete((len, Layout::new(&buf[..len], &request)))
+            }
+            httparse::Status::Partial => httparse::Status::Partial,
+        },
+    )
 }
 
 /// The version of a request line httparse refused: `Some(Some(i))` for

@@ -6,11 +6,13 @@
 //! ```text
 //!   client bytes:  GET /hola HTTP/1.1\r\nHost: x\r\n\r\n  (a head: up to the blank line)
 //!                  [body: Content-Length bytes, or chunks]
-//!   Wire<TcpStream, RequestHead> --split--> head --Request::parse--> Request
+//!   Wire<TcpStream, RequestHead> --split: httparse + rules, once--> head + its
+//!                                  offsets --> Request (one Bytes, borrowed parts)
 //!                                --split--> body bytes, end --> Request::body
 //!   Handler::handle(Request).await -> Response (the driver flushes and keeps
 //!                                     deadlines meanwhile, reading nothing)
-//!   Response --encode--> HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhola\n
+//!   Response --encode (bytes appended, Date of the batch)-->
+//!                  HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhola\n
 //! ```
 //!
 //! # Example
@@ -42,13 +44,17 @@
 //!
 //! - [`RequestHead`]: the [`Split`](enchufe_framing::Split) that cuts
 //!   request heads out of the read buffer, within [`Limits`] (16 KiB, 64
-//!   headers by default).
+//!   headers by default), parsing each once (httparse, then the rules
+//!   table) and keeping where its parts are.
 //! - [`Refusal`]: the rules table (RFC 9112's framing rules among them):
 //!   each variant a rule and its status; every refusal closes the
 //!   connection.
-//! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives; a
-//!   reply's body in memory or streamed ([`Response::stream`],
-//!   [`Response::reader`]: chunked, within the output budget).
+//! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives. A
+//!   request is its head as it arrived (one `Bytes`) with the offsets of
+//!   its parts: [`Request::path`], [`Request::headers`] and the rest
+//!   borrow from it, nothing is allocated per header. A reply's body is in
+//!   memory or streamed ([`Response::stream`], [`Response::reader`]:
+//!   chunked, within the output budget).
 //! - [`Handler`]: `async fn handle(&self, Request) -> Response`, its future
 //!   `Send`; [`handler_fn`] makes one from a closure. One request at a time
 //!   per connection (replies in request order); a panic is `500` and closes

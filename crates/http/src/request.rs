@@ -80,7 +80,9 @@ enum Path {
 /// by the codec as it cuts the head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Layout {
-    method: Span,
+    /// One of the methods the rules table lets through, as a constant:
+    /// asking for it costs no UTF-8 check.
+    method: &'static str,
     path: Path,
     authority: Option<Span>,
     /// Where the header lines begin (after the request line).
@@ -129,8 +131,11 @@ impl Layout {
         let version = request.version.unwrap_or_default();
         // The header lines begin after the request line, which begins
         // with the method: httparse skips empty lines before it.
-        let method = Span::of(head, method.as_bytes());
-        let line = method.start as usize;
+        let line = Span::of(head, method.as_bytes()).start as usize;
+        let method = rules::METHODS
+            .into_iter()
+            .find(|known| *known == method)
+            .ok_or(Refusal::UnknownMethod)?;
         let headers = head[line..]
             .iter()
             .position(|&b| b == b'\n')
@@ -148,7 +153,7 @@ impl Layout {
             } else {
                 checked.keep_alive
             },
-            head_only: request.method == Some("HEAD"),
+            head_only: method == "HEAD",
         })
     }
 }
@@ -178,7 +183,7 @@ impl Request {
 
     /// `GET`, `HEAD`, ... as sent (one of the methods the server knows).
     pub fn method(&self) -> &str {
-        self.layout.method.text(&self.head)
+        self.layout.method
     }
 
     /// The path and query of the target: `/index.html?x=1`, also when the

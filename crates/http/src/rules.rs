@@ -117,7 +117,7 @@ pub(crate) enum Framing {
 
 /// The methods this server implements (RFC 9110 §9 and PATCH, RFC 5789);
 /// `CONNECT` is not among them (no tunnels).
-const METHODS: [&str; 8] = [
+pub(crate) const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
 ];
 
