@@ -869,3 +869,37 @@ async fn a_body_that_stops_arriving_ends_at_the_idle_timeout() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
 }
+
+/// Shutdown reaches a connection idle between keep-alive requests at
+/// once: it closes without waiting for the grace period (here longer than
+/// the test's limit), and the server stops.
+#[tokio::test]
+async fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
+    let config = Config::default().shutdown_grace(Duration::from_secs(600));
+    let (addr, stop, task) = start(config).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /uno HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = vec![0u8; 4096];
+    let mut got = 0;
+    while !reply[..got].ends_with(b"hola /uno\n") {
+        let n = timeout(LIMIT, idle.read(&mut reply[got..]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before the reply");
+        got += n;
+    }
+    assert!(!String::from_utf8_lossy(&reply[..got]).contains("Connection: close"));
+    stop.send(()).unwrap();
+    let n = timeout(LIMIT, idle.read(&mut reply))
+        .await
+        .expect("the idle connection is closed at shutdown")
+        .unwrap();
+    assert_eq!(n, 0);
+    timeout(LIMIT, task)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
