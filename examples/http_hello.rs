@@ -63,15 +63,15 @@ struct Args {
 /// `/lento/NAME` waits a second first (as a database query would): other
 /// connections are served meanwhile, and past `--handler-timeout` it is `503`.
 async fn hello(request: Request) -> Response {
-    if matches!(request.method.as_str(), "POST" | "PUT") && request.path == "/eco" {
+    if matches!(request.method(), "POST" | "PUT") && request.path() == "/eco" {
         // Streamed back as it arrives: memory stays a few chunks whatever
         // the length (the server refuses a body over `--max-body`, 413).
         return Response::stream(200, request.body);
     }
-    if request.method != "GET" && request.method != "HEAD" {
+    if request.method() != "GET" && request.method() != "HEAD" {
         return Response::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD");
     }
-    let path = request.path.as_str();
+    let path = request.path();
     if path == "/" {
         return Response::text(200, "hola\n");
     }

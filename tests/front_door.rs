@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn hello() -> enchufe::http::Door<impl enchufe::http::Handler> {
     door(http_fn(|req: Request| async move {
-        Response::text(200, format!("hola, {}\n", req.path))
+        Response::text(200, format!("hola, {}\n", req.path()))
     }))
 }
 

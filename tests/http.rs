@@ -23,7 +23,7 @@ mod http_get;
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn hello(request: Request) -> Response {
-    Response::text(200, format!("hola {}\n", request.path))
+    Response::text(200, format!("hola {}\n", request.path()))
 }
 
 /// A server on port 0 answering with [`hello`], its address, and what
@@ -292,7 +292,7 @@ fn awaiting(gate: Arc<Semaphore>, notes: mpsc::Sender<&'static str>) -> impl Han
     handler_fn(move |request: Request| {
         let (gate, notes) = (gate.clone(), notes.clone());
         async move {
-            let path = request.path.as_str();
+            let path = request.path();
             if path == "/wait" {
                 let _ = notes.try_send("started");
                 gate.acquire().await.unwrap().forget();
@@ -547,8 +547,8 @@ async fn smuggling_shapes_are_refused_and_close_the_connection() {
 #[tokio::test]
 async fn newer_minors_and_absolute_targets_are_served_with_a_date() {
     let seen = handler_fn(|request: Request| async move {
-        let authority = request.authority.unwrap_or_default();
-        Response::text(200, format!("{} at {authority}\n", request.path))
+        let authority = request.authority().unwrap_or_default();
+        Response::text(200, format!("{} at {authority}\n", request.path()))
     });
     let (addr, _stop, _task) = start_with(Config::default(), seen).await;
     let reply = exchange(
@@ -572,8 +572,8 @@ async fn newer_minors_and_absolute_targets_are_served_with_a_date() {
 /// Answers `POST` with the request's body, and anything else with the
 /// body's length unread.
 async fn echo(mut request: Request) -> Response {
-    if request.method != "POST" {
-        return Response::text(200, format!("{} unread\n", request.path));
+    if request.method() != "POST" {
+        return Response::text(200, format!("{} unread\n", request.path()));
     }
     match request.body.to_bytes(8 << 20).await {
         Ok(body) => Response::new(200, body),
@@ -765,7 +765,7 @@ async fn curl_round_trips_a_body_with_content_length_and_chunked() {
 #[tokio::test]
 async fn streamed_replies_are_chunked_or_sized_and_head_has_no_body() {
     let stream = handler_fn(|request: Request| async move {
-        match request.path.as_str() {
+        match request.path() {
             "/eco" => Response::stream(200, request.body),
             "/sized" => {
                 let parts = ["ho", "la", "!"].map(|p| Ok::<_, std::io::Error>(p.into()));
@@ -868,4 +868,38 @@ async fn a_body_that_stops_arriving_ends_at_the_idle_timeout() {
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+}
+
+/// Shutdown reaches a connection idle between keep-alive requests at
+/// once: it closes without waiting for the grace period (here longer than
+/// the test's limit), and the server stops.
+#[tokio::test]
+async fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
+    let config = Config::default().shutdown_grace(Duration::from_secs(600));
+    let (addr, stop, task) = start(config).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /uno HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = vec![0u8; 4096];
+    let mut got = 0;
+    while !reply[..got].ends_with(b"hola /uno\n") {
+        let n = timeout(LIMIT, idle.read(&mut reply[got..]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before the reply");
+        got += n;
+    }
+    assert!(!String::from_utf8_lossy(&reply[..got]).contains("Connection: close"));
+    stop.send(()).unwrap();
+    let n = timeout(LIMIT, idle.read(&mut reply))
+        .await
+        .expect("the idle connection is closed at shutdown")
+        .unwrap();
+    assert_eq!(n, 0);
+    timeout(LIMIT, task)
+        .await
+        .expect("the server stops")
+        .unwrap();
 }

@@ -161,7 +161,7 @@ async fn enchufe_server(log: Log) -> SocketAddr {
     let handler = handler_fn(move |mut request: Request| {
         let log = log.clone();
         async move {
-            let body = if reads_body(&request.method, &request.path) {
+            let body = if reads_body(request.method(), request.path()) {
                 match request.body.to_bytes(BODY_LIMIT).await {
                     Ok(body) => Some(body.to_vec()),
                     // The server answers a broken body itself.
@@ -170,15 +170,15 @@ async fn enchufe_server(log: Log) -> SocketAddr {
             } else {
                 None
             };
-            let headers = request.headers.iter().map(|(n, v)| (n.as_str(), &v[..]));
+            let headers = request.headers();
             log.lock().unwrap().push(Seen {
-                method: request.method.clone(),
-                target: request.path.clone(),
-                authority: request.authority.clone(),
+                method: request.method().to_owned(),
+                target: request.path().to_owned(),
+                authority: request.authority().map(str::to_owned),
                 headers: header_set(headers),
                 body: body.clone(),
             });
-            let (status, reply) = hello(&request.method, &request.path, body);
+            let (status, reply) = hello(request.method(), request.path(), body);
             Response::new(status, reply)
         }
     });

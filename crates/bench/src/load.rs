@@ -653,7 +653,7 @@ mod tests {
 
         // enchufe's HTTP server, keep-alive one request at a time.
         let hello = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
-            let name = req.path.strip_prefix("/hola/").unwrap_or("").to_owned();
+            let name = req.path().strip_prefix("/hola/").unwrap_or("").to_owned();
             enchufe::http::Response::text(200, format!("hola, {name}\n"))
         });
         let server = enchufe::http::Server::bind("127.0.0.1:0").await.unwrap();
@@ -666,7 +666,7 @@ mod tests {
 
         // A server whose reply to request 7 is another's: caught.
         let liar = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
-            let name = req.path.strip_prefix("/hola/").unwrap_or("").to_owned();
+            let name = req.path().strip_prefix("/hola/").unwrap_or("").to_owned();
             let name = if name == "7" { "8".to_owned() } else { name };
             enchufe::http::Response::text(200, format!("hola, {name}\n"))
         });

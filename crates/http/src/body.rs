@@ -34,7 +34,8 @@ pub struct Body {
     rx: Option<mpsc::Receiver<Result<Bytes>>>,
     /// Set when the handler first asks for a chunk: the connection starts
     /// reading the body (and answers `100 Continue` if it was expected).
-    wanted: Arc<AtomicBool>,
+    /// `None` for an empty body: nothing to ask for, nothing allocated.
+    wanted: Option<Arc<AtomicBool>>,
     /// What `poll_read` has not handed out yet of the last chunk.
     current: Bytes,
     /// The end (or an error) was seen: no more chunks.
@@ -54,7 +55,7 @@ impl Body {
         Body {
             len: Some(0),
             rx: None,
-            wanted: Arc::default(),
+            wanted: None,
             current: Bytes::new(),
             done: true,
         }
@@ -69,7 +70,7 @@ impl Body {
         let body = Body {
             len,
             rx: Some(rx),
-            wanted: wanted.clone(),
+            wanted: Some(wanted.clone()),
             current: Bytes::new(),
             done: false,
         };
@@ -127,7 +128,9 @@ impl Body {
         let Some(rx) = self.rx.as_mut().filter(|_| !self.done) else {
             return Poll::Ready(Ok(None));
         };
-        self.wanted.store(true, Ordering::Relaxed);
+        if let Some(wanted) = &self.wanted {
+            wanted.store(true, Ordering::Relaxed);
+        }
         let next = ready!(rx.poll_recv(cx));
         match next {
             Some(Ok(chunk)) if !chunk.is_empty() => Poll::Ready(Ok(Some(chunk))),

@@ -52,7 +52,7 @@ use crate::{Request, Response};
 /// impl Handler for Slow {
 ///     async fn handle(&self, request: Request) -> Response {
 ///         tokio::time::sleep(self.delay).await;
-///         Response::text(200, format!("{} took a while\n", request.path))
+///         Response::text(200, format!("{} took a while\n", request.path()))
 ///     }
 /// }
 /// # let _ = Slow { delay: Duration::ZERO };
@@ -82,7 +82,7 @@ impl<F> std::fmt::Debug for HandlerFn<F> {
 ///
 /// let hello = handler_fn(|request: Request| async move {
 ///     tokio::task::yield_now().await; // a real one would await I/O here
-///     Response::text(200, format!("hola, {}\n", request.path))
+///     Response::text(200, format!("hola, {}\n", request.path()))
 /// });
 /// # let _ = hello;
 /// ```

@@ -6,11 +6,13 @@
 //! ```text
 //!   client bytes:  GET /hola HTTP/1.1\r\nHost: x\r\n\r\n  (a head: up to the blank line)
 //!                  [body: Content-Length bytes, or chunks]
-//!   Wire<TcpStream, RequestHead> --split--> head --Request::parse--> Request
+//!   Wire<TcpStream, RequestHead> --split: httparse + rules, once--> head + its
+//!                                  offsets --> Request (one Bytes, borrowed parts)
 //!                                --split--> body bytes, end --> Request::body
 //!   Handler::handle(Request).await -> Response (the driver flushes and keeps
 //!                                     deadlines meanwhile, reading nothing)
-//!   Response --encode--> HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhola\n
+//!   Response --encode (bytes appended, Date of the batch)-->
+//!                  HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhola\n
 //! ```
 //!
 //! # Example
@@ -26,7 +28,7 @@
 //!     // Stands for a file read, a query, a call to another service: the
 //!     // connection's task waits here, the runtime's worker does not.
 //!     tokio::time::sleep(Duration::from_millis(10)).await;
-//!     match request.path.strip_prefix("/hola/") {
+//!     match request.path().strip_prefix("/hola/") {
 //!         Some(name) => Response::text(200, format!("hola, {name}\n")),
 //!         None => Response::text(404, "no\n"),
 //!     }
@@ -42,13 +44,17 @@
 //!
 //! - [`RequestHead`]: the [`Split`](enchufe_framing::Split) that cuts
 //!   request heads out of the read buffer, within [`Limits`] (16 KiB, 64
-//!   headers by default).
+//!   headers by default), parsing each once (httparse, then the rules
+//!   table) and keeping where its parts are.
 //! - [`Refusal`]: the rules table (RFC 9112's framing rules among them):
 //!   each variant a rule and its status; every refusal closes the
 //!   connection.
-//! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives; a
-//!   reply's body in memory or streamed ([`Response::stream`],
-//!   [`Response::reader`]: chunked, within the output budget).
+//! - [`Request`] and [`Response`]: what a [`Handler`] takes and gives. A
+//!   request is its head as it arrived (one `Bytes`) with the offsets of
+//!   its parts: [`Request::path`], [`Request::headers`] and the rest
+//!   borrow from it, nothing is allocated per header. A reply's body is in
+//!   memory or streamed ([`Response::stream`], [`Response::reader`]:
+//!   chunked, within the output budget).
 //! - [`Handler`]: `async fn handle(&self, Request) -> Response`, its future
 //!   `Send`; [`handler_fn`] makes one from a closure. One request at a time
 //!   per connection (replies in request order); a panic is `500` and closes
@@ -73,12 +79,14 @@ mod date;
 mod handler;
 mod head;
 mod message;
+mod request;
 mod rules;
 mod server;
 
 pub use body::Body;
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use head::{Limits, RequestHead, MAX_HEADERS};
-pub use message::{Request, Response};
+pub use message::Response;
+pub use request::{Headers, Request};
 pub use rules::Refusal;
 pub use server::{door, Config, Door, Server};

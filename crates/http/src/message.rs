@@ -1,116 +1,15 @@
-//! [`Request`] and [`Response`]: what a [`Handler`](crate::Handler) sees and
-//! answers, and how a response becomes bytes.
+//! [`Response`]: what a [`Handler`](crate::Handler) answers, and how it
+//! becomes bytes.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use enchufe_framing::BoxError;
 use futures::{Stream, TryStreamExt};
 use tokio::io::AsyncRead;
 
-use crate::rules::{self, Framing};
-use crate::{Body, Refusal};
-
-/// A request, its head parsed and checked against the rules table (see
-/// [`Refusal`]): method, path, authority, version, headers, and its body
-/// streamed as it arrives.
-#[derive(Debug)]
-pub struct Request {
-    /// `GET`, `HEAD`, ... as sent (one of the methods the server knows).
-    pub method: String,
-    /// The path and query of the target: `/index.html?x=1`, also when the
-    /// target was sent in absolute form (`http://host/index.html?x=1`);
-    /// `*` for `OPTIONS *`.
-    pub path: String,
-    /// Who the request is for: the authority of an absolute-form target,
-    /// else the `Host` header (RFC 9112 §3.2.2: the target's wins); `None`
-    /// on an HTTP/1.0 request without either.
-    pub authority: Option<String>,
-    /// The minor version: `1` for HTTP/1.1, `0` for HTTP/1.0.
-    pub version: u8,
-    /// Header lines in order, names as sent (compare them ignoring case,
-    /// as [`Request::header`] does).
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// The body (`Content-Length` or chunked), read from the connection
-    /// as the handler reads it; [`Body::empty`] when there is none.
-    pub body: Body,
-}
-
-impl Request {
-    /// Parses one whole head, as [`RequestHead`](crate::RequestHead) cuts
-    /// it (so the limits are already checked), and applies the rules
-    /// table.
-    ///
-    /// # Errors
-    /// A [`Refusal`] when it is not a complete HTTP/1.x head or breaks a
-    /// rule.
-    pub fn parse(head: &[u8]) -> Result<Request, Refusal> {
-        Request::parse_framed(head).map(|(request, _)| request)
-    }
-
-    /// [`Request::parse`], with how the body that follows is delimited.
-    pub(crate) fn parse_framed(head: &[u8]) -> Result<(Request, Framing), Refusal> {
-        let mut headers = [httparse::EMPTY_HEADER; crate::head::MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) => return Err(Refusal::Malformed("incomplete head")),
-            Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooManyHeaders),
-            Err(_) => return Err(Refusal::Malformed("not an HTTP/1.x request head")),
-        }
-        let framing = rules::check(&request)?;
-        let method = request.method.unwrap_or_default();
-        let (path, authority) = rules::target(method, request.path.unwrap_or_default())?;
-        let authority = authority.map(str::to_owned).or_else(|| {
-            request
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("host"))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .map(|v| v.trim().to_owned())
-        });
-        let request = Request {
-            method: method.to_owned(),
-            path: path.into_owned(),
-            authority,
-            version: request.version.unwrap_or_default(),
-            headers: request
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
-            body: Body::empty(),
-        };
-        Ok((request, framing))
-    }
-
-    /// The first header of this name (any case), if valid UTF-8.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .map(str::trim)
-    }
-
-    /// Whether the connection stays open after the reply: HTTP/1.1 unless
-    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
-    pub fn keep_alive(&self) -> bool {
-        let has = |token: &str| {
-            self.headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-                .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-                .flat_map(|v| v.split(','))
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        };
-        if self.version >= 1 {
-            !has("close")
-        } else {
-            has("keep-alive")
-        }
-    }
-}
+use crate::date::Date;
 
 /// A reply: status, headers, body. The server adds `Date`,
 /// `Content-Length` (or `Transfer-Encoding: chunked` for a streamed body
@@ -132,8 +31,9 @@ impl Request {
 pub struct Response {
     /// The status code (`200`, `404`, ...).
     pub status: u16,
-    /// Header lines to send, in order.
-    pub headers: Vec<(String, String)>,
+    /// Header lines to send, in order (a `&'static str` is kept as it is,
+    /// not copied).
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     /// The body (not sent in reply to `HEAD`, though its length is).
     /// Ignored when the body is streamed.
     pub body: Bytes,
@@ -228,25 +128,65 @@ impl Response {
     }
 
     /// Adds a header line.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
+    pub fn header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Response {
         self.headers.push((name.into(), value.into()));
         self
     }
 
-    /// The reply's bytes: status line, headers, `Content-Length`,
-    /// `Connection` when it differs from the version's default, blank line,
-    /// body unless `head_only`. Header lines that hold a CR or LF (they would
-    /// end the header early and let a value forge others) are left out.
+    /// The reply's bytes, head and body (unless `head_only`), with a
+    /// `Date` of now: for replies off the hot path (refusals, tests).
     pub(crate) fn encode(&self, version: u8, keep_alive: bool, head_only: bool) -> Bytes {
-        let mut out = BytesMut::with_capacity(128 + self.body.len());
+        let mut out = BytesMut::new();
+        let mut date = Date::default();
+        date.refresh();
+        self.encode_head(&mut out, version, keep_alive, &date);
+        if !head_only && self.stream.is_none() {
+            out.extend_from_slice(&self.body);
+        }
+        out.freeze()
+    }
+
+    /// Appends the reply's head to `out`: status line, `Date` (unless the
+    /// handler set one), headers, `Content-Length` (or chunked),
+    /// `Connection` when it differs from the version's default, blank line.
+    /// Header lines that hold a CR or LF (they would end the header early
+    /// and let a value forge others) are left out. Appended byte by byte,
+    /// no formatting machinery: this runs once per reply.
+    pub(crate) fn encode_head(
+        &self,
+        out: &mut BytesMut,
+        version: u8,
+        keep_alive: bool,
+        date: &Date,
+    ) {
         let status = self.status.clamp(100, 999);
-        out.put_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+        let reason = reason(status);
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        out.reserve(96 + reason.len() + headers);
+        let digits = [
+            b'0' + (status / 100) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+        ];
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&digits);
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
         if !self
             .headers
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case("date"))
         {
-            crate::date::put(&mut out);
+            out.extend_from_slice(date.line());
         }
         for (name, value) in &self.headers {
             let owned = ["content-length", "connection", "transfer-encoding"]
@@ -259,27 +199,33 @@ impl Response {
                 tracing::debug!(%name, "header left out of the reply");
                 continue;
             }
-            out.put_slice(format!("{name}: {value}\r\n").as_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
+        let mut number = itoa::Buffer::new();
         match &self.stream {
-            None => out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes()),
+            None => {
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(number.format(self.body.len()).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
             Some(Streamed { len: Some(n), .. }) => {
-                out.put_slice(format!("Content-Length: {n}\r\n").as_bytes())
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(number.format(*n).as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
             // HTTP/1.0 has no chunked: the close ends the body.
-            Some(_) if version >= 1 => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+            Some(_) if version >= 1 => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             Some(_) => {}
         }
         match (version, keep_alive) {
-            (1.., false) => out.put_slice(b"Connection: close\r\n"),
-            (0, true) => out.put_slice(b"Connection: keep-alive\r\n"),
+            (1.., false) => out.extend_from_slice(b"Connection: close\r\n"),
+            (0, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
             _ => {}
         }
-        out.put_slice(b"\r\n");
-        if !head_only && self.stream.is_none() {
-            out.put_slice(&self.body);
-        }
-        out.freeze()
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -313,15 +259,6 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keep_alive_follows_the_version_and_the_connection_header() {
-        let parse = |h: &str| Request::parse(h.as_bytes()).unwrap();
-        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").keep_alive());
-        assert!(!parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n").keep_alive());
-        assert!(!parse("GET / HTTP/1.0\r\n\r\n").keep_alive());
-        assert!(parse("GET / HTTP/1.0\r\nconnection: x, Keep-Alive\r\n\r\n").keep_alive());
-    }
 
     #[test]
     fn replies_carry_their_length_and_no_forged_headers() {

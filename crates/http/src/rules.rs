@@ -117,7 +117,7 @@ pub(crate) enum Framing {
 
 /// The methods this server implements (RFC 9110 §9 and PATCH, RFC 5789);
 /// `CONNECT` is not among them (no tunnels).
-const METHODS: [&str; 8] = [
+pub(crate) const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
 ];
 
@@ -130,15 +130,39 @@ const FRAMING: [&str; 5] = [
     "expect",
 ];
 
+/// What the table's header rows found in a head they accepted: the body's
+/// framing and the few header facts the server acts on, so no header is
+/// looked up again once the head is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checked<'h> {
+    /// How the body is delimited.
+    pub(crate) framing: Framing,
+    /// The `Host` header's value, if there is one (there is at most one).
+    pub(crate) host: Option<&'h [u8]>,
+    /// An `Expect: 100-continue` (any other expectation is refused).
+    pub(crate) expect: bool,
+    /// A `Connection` header lists `close`.
+    pub(crate) close: bool,
+    /// A `Connection` header lists `keep-alive`.
+    pub(crate) keep_alive: bool,
+}
+
 /// Applies the table (the rows after the parser's) to a parsed head:
-/// the body's framing, or the refusal.
-pub(crate) fn check(request: &httparse::Request<'_, '_>) -> Result<Framing, Refusal> {
+/// the body's framing and the header facts, or the refusal.
+pub(crate) fn check<'h>(request: &httparse::Request<'_, 'h>) -> Result<Checked<'h>, Refusal> {
     let method = request.method.unwrap_or_default();
     if !METHODS.contains(&method) {
         return Err(Refusal::UnknownMethod);
     }
     let version = request.version.unwrap_or_default();
     let mut hosts = 0;
+    let mut checked = Checked {
+        framing: Framing::Length(0),
+        host: None,
+        expect: false,
+        close: false,
+        keep_alive: false,
+    };
     let mut length: Option<u64> = None;
     let mut encodings: Vec<&str> = Vec::new();
     for header in request.headers.iter() {
@@ -152,6 +176,7 @@ pub(crate) fn check(request: &httparse::Request<'_, '_>) -> Result<Framing, Refu
         };
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            checked.host = Some(header.value);
         } else if name.eq_ignore_ascii_case("content-length") {
             // A list of equal values is one value (RFC 9110 §8.6 allows
             // taking it so; hyper refuses it instead).
@@ -164,17 +189,24 @@ pub(crate) fn check(request: &httparse::Request<'_, '_>) -> Result<Framing, Refu
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             encodings.extend(value.split(',').map(str::trim).filter(|c| !c.is_empty()));
-        } else if name.eq_ignore_ascii_case("expect")
-            && !value.trim().eq_ignore_ascii_case("100-continue")
-        {
-            return Err(Refusal::UnknownExpectation);
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.trim().eq_ignore_ascii_case("100-continue") {
+                return Err(Refusal::UnknownExpectation);
+            }
+            checked.expect = true;
+        } else {
+            for token in value.split(',').map(str::trim) {
+                checked.close |= token.eq_ignore_ascii_case("close");
+                checked.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
         }
     }
     if hosts > 1 || (hosts == 0 && version >= 1) {
         return Err(Refusal::HostCount);
     }
     if encodings.is_empty() {
-        return Ok(Framing::Length(length.unwrap_or(0)));
+        checked.framing = Framing::Length(length.unwrap_or(0));
+        return Ok(checked);
     }
     if length.is_some() {
         return Err(Refusal::LengthAndEncoding);
@@ -189,7 +221,8 @@ pub(crate) fn check(request: &httparse::Request<'_, '_>) -> Result<Framing, Refu
     match encodings.split_last() {
         Some((last, before)) if is_chunked(last) && !before.iter().any(is_chunked) => {
             if before.is_empty() {
-                Ok(Framing::Chunked)
+                checked.framing = Framing::Chunked;
+                Ok(checked)
             } else {
                 Err(Refusal::UnsupportedEncoding)
             }
@@ -258,14 +291,14 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         request.parse(head.as_bytes()).unwrap();
-        check(&request)
+        check(&request).map(|c| c.framing)
     }
 
     fn raw(head: &[u8]) -> Result<Framing, Refusal> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         request.parse(head).unwrap();
-        check(&request)
+        check(&request).map(|c| c.framing)
     }
 
     #[test]

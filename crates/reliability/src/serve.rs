@@ -41,7 +41,7 @@ pub(crate) async fn serve(
     // (its messages are frames, echoed by the same handler).
     let server = if kind == "doors" {
         let http = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
-            if req.path == "/big" {
+            if req.path() == "/big" {
                 enchufe::http::Response::text(200, "x".repeat(BIG_LEN))
             } else {
                 enchufe::http::Response::text(200, "pong")
