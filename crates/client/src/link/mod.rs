@@ -289,6 +289,9 @@ impl Link {
         let shared = &self.inner.shared;
         let plain = self.inner.profile == Profile::Plain;
         let mut out = shared.out();
+        // Multiplexed: the batch's slots registered under one lock, taken
+        // after `out` as everywhere (the end takes them one at a time).
+        let mut by_id = (!plain).then(|| shared.by_id.registrar());
         let mut queued = false;
         while !out.closed && out.frames.len() < shared.max_queued {
             let permit = match ready.take() {
@@ -318,7 +321,11 @@ impl Link {
                 // Registered before the frame is queued, so the reply finds it.
                 // It cannot have ended while `out` is open (the end closes
                 // `out` first); were it so, the slot's drop answers its place.
-                let Ok(id) = shared.by_id.register(slot) else {
+                let registered = match by_id.as_mut() {
+                    Some(by_id) => by_id.register(slot),
+                    None => shared.by_id.register(slot),
+                };
+                let Ok(id) = registered else {
                     break;
                 };
                 ids.push_back((seq, id));
@@ -336,6 +343,7 @@ impl Link {
             queued = true;
         }
         let closed = out.closed;
+        drop(by_id);
         drop(out);
         if queued {
             shared.signal.raise(flag::QUEUED | flag::WHOLE);

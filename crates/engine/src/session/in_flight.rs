@@ -5,10 +5,20 @@
 /// peer links (requests both ways), so registering, answering, giving up
 /// and the connection's end follow one set of rules.
 ///
-/// - Ids start at 1 (0 belongs to pushes and one-way messages).
+/// - Ids are never 0 (0 belongs to pushes and one-way messages), and no two
+///   requests in flight share one; an id freed is not seen again soon (see
+///   below), so a late answer to a request given up never reaches a newer
+///   one.
 /// - Whoever takes a slot out answers it: the reply, the caller giving up
 ///   ([`Abandon`]), or the end of the connection ([`InFlight::end`]).
 /// - After the end, registering fails at once: nobody waits forever.
+///
+/// The table is a slab, not a map: an id is a place's index (low 32 bits,
+/// plus one) and how many times that place was used before (high 32 bits),
+/// so registering and taking cost an index and a compare, no hashing, and
+/// memory is bounded by the most requests ever in flight at once (places
+/// are reused, newest freed first, while still in cache). A place's id
+/// comes back only after 2^32 reuses of that place.
 ///
 /// ```
 /// use enchufe_engine::session::InFlight;
@@ -16,14 +26,82 @@
 /// let id = table.register("slot").unwrap();
 /// assert_eq!(table.take(id), Some("slot"));
 /// assert_eq!(table.take(id), None, "answered once");
-/// assert_eq!(table.end(), Vec::<&str>::new());
+/// let again = table.register("next").unwrap();
+/// assert_ne!(again, id, "a freed id is not given again");
+/// assert_eq!(table.take(id), None, "nor does it reach the newer request");
+/// assert_eq!(table.end(), vec!["next"]);
 /// assert!(table.register("late").is_err());
 /// ```
 #[derive(Debug)]
 pub struct InFlight<S> {
-    next_id: std::sync::atomic::AtomicU64,
     /// `None` once the connection has ended.
-    slots: std::sync::Mutex<Option<std::collections::HashMap<u64, S>>>,
+    slots: std::sync::Mutex<Option<Slab<S>>>,
+}
+
+/// The places of an [`InFlight`] table.
+#[derive(Debug)]
+struct Slab<S> {
+    /// Each place: its use count (the id's high half) and its slot, if one
+    /// waits there.
+    places: Vec<(u32, Option<S>)>,
+    /// Places without a slot, the most recently freed last.
+    free: Vec<u32>,
+    /// Slots waiting.
+    len: usize,
+}
+
+impl<S> Slab<S> {
+    fn new() -> Self {
+        Slab {
+            places: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn id(at: u32, uses: u32) -> u64 {
+        (u64::from(uses) << 32) | (u64::from(at) + 1)
+    }
+
+    /// Puts `slot` in a free place (the most recently freed) and returns
+    /// its id; gives it back when every index is taken.
+    fn insert(&mut self, slot: S) -> Result<u64, S> {
+        let at = match self.free.pop() {
+            Some(at) => at,
+            // The index plus one must fit the id's low half.
+            None => match u32::try_from(self.places.len()) {
+                Ok(at) if at < u32::MAX => {
+                    self.places.push((0, None));
+                    at
+                }
+                _ => return Err(slot),
+            },
+        };
+        let place = &mut self.places[at as usize];
+        place.1 = Some(slot);
+        self.len += 1;
+        Ok(Self::id(at, place.0))
+    }
+
+    /// Empties place `at`: its next use gets a new id.
+    fn free(&mut self, at: u32) -> Option<S> {
+        let place = &mut self.places[at as usize];
+        let slot = place.1.take()?;
+        place.0 = place.0.wrapping_add(1);
+        self.free.push(at);
+        self.len -= 1;
+        Some(slot)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<S> {
+        let at = (id & u64::from(u32::MAX)).checked_sub(1)?;
+        let at = u32::try_from(at).ok()?;
+        let uses = self.places.get(at as usize)?.0;
+        if u64::from(uses) != id >> 32 {
+            return None; // an earlier use of the place, already answered
+        }
+        self.free(at)
+    }
 }
 
 impl<S> Default for InFlight<S> {
@@ -36,12 +114,11 @@ impl<S> InFlight<S> {
     /// An empty table (allocates nothing until the first request).
     pub fn new() -> Self {
         InFlight {
-            next_id: std::sync::atomic::AtomicU64::new(1),
-            slots: std::sync::Mutex::new(Some(std::collections::HashMap::new())),
+            slots: std::sync::Mutex::new(Some(Slab::new())),
         }
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, Option<std::collections::HashMap<u64, S>>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Option<Slab<S>>> {
         self.slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -50,36 +127,44 @@ impl<S> InFlight<S> {
     /// Registers a slot under a fresh id, before its request can be sent.
     ///
     /// # Errors
-    /// The slot back, once the connection has ended.
+    /// The slot back, once the connection has ended (or, never in practice,
+    /// with 2^32 - 1 requests in flight).
     pub fn register(&self, slot: S) -> Result<u64, S> {
-        let mut slots = self.slots();
-        let Some(map) = slots.as_mut() else {
-            return Err(slot);
-        };
-        // A u64 never wraps in practice.
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        map.insert(id, slot);
-        Ok(id)
+        self.registrar().register(slot)
+    }
+
+    /// The table held, to register a batch of slots under one lock (a
+    /// pipeline's requests). Hold it briefly: answers wait for it.
+    pub fn registrar(&self) -> Registrar<'_, S> {
+        Registrar(self.slots())
     }
 
     /// Takes the slot of `id` out, if it is still there.
     pub fn take(&self, id: u64) -> Option<S> {
-        self.slots().as_mut()?.remove(&id)
+        self.slots().as_mut()?.remove(id)
     }
 
     /// Keeps only the slots `keep` says to, and hands the others to it
     /// (`keep` returns false after answering one): how deadlines are swept.
     pub fn retain(&self, mut keep: impl FnMut(u64, &mut S) -> bool) {
-        if let Some(map) = self.slots().as_mut() {
-            map.retain(|id, slot| keep(*id, slot));
+        let mut slots = self.slots();
+        let Some(slab) = slots.as_mut() else {
+            return;
+        };
+        for at in 0..slab.places.len() {
+            let (uses, slot) = &mut slab.places[at];
+            let Some(s) = slot else { continue };
+            // `places` never holds more than u32::MAX entries.
+            let at = at as u32;
+            if !keep(Slab::<S>::id(at, *uses), s) {
+                slab.free(at);
+            }
         }
     }
 
     /// Requests waiting now.
     pub fn len(&self) -> usize {
-        self.slots().as_ref().map_or(0, |map| map.len())
+        self.slots().as_ref().map_or(0, |slab| slab.len)
     }
 
     /// Whether no request waits.
@@ -92,8 +177,31 @@ impl<S> InFlight<S> {
     pub fn end(&self) -> Vec<S> {
         self.slots()
             .take()
-            .map(|map| map.into_values().collect())
+            .map(|slab| slab.places.into_iter().filter_map(|(_, s)| s).collect())
             .unwrap_or_default()
+    }
+}
+
+/// An [`InFlight`] table held for a batch of registrations
+/// ([`InFlight::registrar`]).
+pub struct Registrar<'a, S>(std::sync::MutexGuard<'a, Option<Slab<S>>>);
+
+impl<S> std::fmt::Debug for Registrar<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar").finish_non_exhaustive()
+    }
+}
+
+impl<S> Registrar<'_, S> {
+    /// As [`InFlight::register`].
+    ///
+    /// # Errors
+    /// As [`InFlight::register`].
+    pub fn register(&mut self, slot: S) -> Result<u64, S> {
+        match self.0.as_mut() {
+            Some(slab) => slab.insert(slot),
+            None => Err(slot),
+        }
     }
 }
 
@@ -141,5 +249,68 @@ impl<S> Drop for Abandon<'_, S> {
         if self.table.take(self.id).is_some() && self.sent {
             (self.cancel)(self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_reused_under_new_ids_and_bounded_by_the_most_in_flight() {
+        let table: InFlight<u64> = InFlight::new();
+        let mut waiting = std::collections::VecDeque::new();
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..10_000u64 {
+            let id = table.register(n).unwrap();
+            assert_ne!(id, 0, "0 is for pushes");
+            assert!(seen.insert(id), "id {id} given twice");
+            waiting.push_back((id, n));
+            if waiting.len() > 3 {
+                // Answered out of order now and then, as multiplexed replies are.
+                let (id, n) = if n % 7 == 0 {
+                    waiting.remove(1).unwrap()
+                } else {
+                    waiting.pop_front().unwrap()
+                };
+                assert_eq!(table.take(id), Some(n));
+                assert_eq!(table.take(id), None, "a late second answer");
+            }
+        }
+        assert_eq!(table.len(), 3);
+        let places = table.slots().as_ref().map(|slab| slab.places.len());
+        assert_eq!(
+            places,
+            Some(4),
+            "the table grows to the most in flight, no further"
+        );
+        // Every early id, reused place or not, is gone for good.
+        let mut stale: Vec<u64> = seen.iter().copied().collect();
+        stale.retain(|id| !waiting.iter().any(|(w, _)| w == id));
+        assert!(stale.iter().all(|&id| table.take(id).is_none()));
+        assert_eq!(table.len(), 3);
+        // A sweep frees what it drops, under ids not seen before.
+        table.retain(|_, n| *n % 2 == 0);
+        let kept = table.len();
+        for _ in kept..4 {
+            assert!(seen.insert(table.register(0).unwrap()));
+        }
+        assert_eq!(
+            table.slots().as_ref().map(|slab| slab.places.len()),
+            Some(4)
+        );
+        assert_eq!(table.end().len(), 4);
+        assert_eq!(table.register(1), Err(1));
+        assert_eq!(table.take(*seen.iter().next().unwrap()), None);
+    }
+
+    #[test]
+    fn ids_that_name_no_place_are_ignored() {
+        let table: InFlight<()> = InFlight::new();
+        let id = table.register(()).unwrap();
+        for bogus in [0, u64::MAX, id + 1, id | (7 << 32), u64::from(u32::MAX)] {
+            assert_eq!(table.take(bogus), None, "{bogus:#x}");
+        }
+        assert_eq!(table.take(id), Some(()));
     }
 }

@@ -18,4 +18,4 @@ mod tests;
 pub use classify::{classify, Inbound, Role};
 pub use enchufe_framing::mux::Violation;
 pub use flow::{Admit, Busy, Flow};
-pub use in_flight::{Abandon, InFlight};
+pub use in_flight::{Abandon, InFlight, Registrar};
