@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 use tracing::{debug, trace};
 
-use super::shared::{flag, Outgoing, Pending, Shared};
+use super::shared::{flag, Outgoing, Pending, QueueItem, Shared};
 use super::stream::StreamOut;
 use super::wiring::Wiring;
 use crate::error::{ended_error, Ended};
@@ -72,6 +72,9 @@ pub(super) struct Driver<Io> {
     /// A streamed frame being written, and its body bytes still to come:
     /// nothing else is written until it is done.
     sending: Option<(StreamOut, u64)>,
+    /// The shared queue's last batch, emptied: swapped in for the next, so
+    /// its room (at most `outbound_queue` frames) is kept.
+    taken: VecDeque<QueueItem>,
     /// This connection in the `metrics` gauges, until it ends.
     #[cfg(feature = "metrics")]
     open: Option<enchufe_engine::meter::Open>,
@@ -222,6 +225,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             write_closed: false,
             yielded: false,
             sending: None,
+            taken: VecDeque::new(),
             #[cfg(feature = "metrics")]
             open: Some(enchufe_engine::meter::Open::new("client")),
         }
@@ -375,19 +379,23 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         if self.write_closed {
             return;
         }
-        let frames = std::mem::take(&mut self.shared.out().frames);
+        // The queue is swapped with the one taken last time, empty: neither
+        // is freed and grown again for each batch.
+        let mut frames = std::mem::take(&mut self.taken);
+        std::mem::swap(&mut self.shared.out().frames, &mut frames);
         self.shared.room.notify_waiters();
-        let mut frames = frames.into_iter();
-        while let Some((item, slot, deadline)) = frames.next() {
+        while let Some((item, slot, deadline)) = frames.pop_front() {
             let frame = match item {
                 Outgoing::Frame(frame) => frame,
                 Outgoing::Stream(stream) => {
                     self.start_stream(stream);
                     // What was queued after it waits for its end.
                     let mut out = self.shared.out();
-                    for item in frames.rev() {
+                    while let Some(item) = frames.pop_back() {
                         out.frames.push_front(item);
                     }
+                    drop(out);
+                    self.taken = frames;
                     return;
                 }
             };
@@ -409,6 +417,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 self.core.role_mut().pending.push_back(slot);
             }
         }
+        self.taken = frames;
     }
 
     /// Writes a streamed frame's header; its chunks follow as they come
