@@ -218,6 +218,21 @@ impl Duel {
 }
 
 impl Bench {
+    /// Every workload of a section, each dueled by `who(i)` (`i` its place
+    /// in `workloads`); then the section's servers are stopped.
+    pub(super) async fn duels<'w>(
+        &mut self,
+        workloads: &[Workload],
+        who: impl Fn(usize) -> &'w [Who],
+    ) -> Vec<Duel> {
+        let mut duels = Vec::new();
+        for (i, w) in workloads.iter().enumerate() {
+            duels.push(self.duel(*w, who(i)).await);
+        }
+        self.stop_servers().await;
+        duels
+    }
+
     /// Runs every round of `workload` for each contender.
     pub(super) async fn duel(&mut self, workload: Workload, who: &[Who]) -> Duel {
         let mut duel = Duel {
