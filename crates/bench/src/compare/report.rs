@@ -348,9 +348,9 @@ pub(super) fn abuse_table(rows: &[AbuseRow], secs: f64) -> String {
             r.report.secs,
             r.report.closed_by_server,
             r.report.conns,
-            kib(r.peak_rss_kib),
-            kib(r.peak_size_kib),
-            kib(r.hwm_kib),
+            kib(r.growth.rss),
+            kib(r.growth.size),
+            kib(r.growth.hwm),
             kib(r.after_rss_kib),
             r.target,
         );
