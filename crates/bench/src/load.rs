@@ -149,6 +149,15 @@ pub(crate) struct Percentiles {
     pub(crate) max: f64,
 }
 
+impl Percentiles {
+    /// A run that did not time its round trips.
+    pub(crate) const UNTIMED: Percentiles = Percentiles {
+        p50: f64::NAN,
+        p99: f64::NAN,
+        max: f64::NAN,
+    };
+}
+
 /// Opens the spec's connections, with `TCP_NODELAY` (small frames must
 /// not wait for Nagle), before any clock starts.
 async fn connect_all(spec: &Spec) -> Result<Vec<TcpStream>> {

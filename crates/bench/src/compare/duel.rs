@@ -2,7 +2,7 @@
 //! per round, back to back, the order rotating between rounds.
 
 use crate::error::{Error, Result};
-use crate::load::{Kind, Spec};
+use crate::load::{Kind, Percentiles, Spec};
 use crate::procfs;
 
 use super::bench::{Bench, Srv};
@@ -154,8 +154,8 @@ pub(super) struct Sample {
     pub(super) server_cpu: f64,
     /// Load process CPU per echo, µs.
     pub(super) client_cpu: f64,
-    pub(super) p50: f64,
-    pub(super) p99: f64,
+    /// Round trips, µs; NaN when the run did not time them.
+    pub(super) latency: Percentiles,
 }
 
 /// Every round of one workload: `samples[contender][round]`.
@@ -290,13 +290,11 @@ impl Bench {
             return Err(Error::harness("no echo came back"));
         }
         let frames = report.frames as f64;
-        let latency = report.latency_us;
         Ok(Sample {
             rate: frames / report.secs,
             server_cpu: (cpu_after - cpu_before) * 1e6 / frames,
             client_cpu: report.client_cpu_secs * 1e6 / frames,
-            p50: latency.map_or(f64::NAN, |l| l.p50),
-            p99: latency.map_or(f64::NAN, |l| l.p99),
+            latency: report.latency_us.unwrap_or(Percentiles::UNTIMED),
         })
     }
 }

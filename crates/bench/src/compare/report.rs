@@ -196,7 +196,7 @@ pub(super) fn client_table(plain: &[Duel], mux: &[Duel]) -> String {
 }
 
 pub(super) fn latency_table(d: &Duel) -> String {
-    let r = d.ratio(Who::Enchufe, Who::Floor, |s| s.p99);
+    let r = d.ratio(Who::Enchufe, Who::Floor, |s| s.latency.p99);
     let mut t = String::from(
         "## Round-trip latency: enchufe echo_server vs the floor\n\n\
          The generator with one frame in flight per connection, every round trip timed. \
@@ -208,10 +208,10 @@ pub(super) fn latency_table(d: &Duel) -> String {
         t,
         "| {} | {} | {} | {} | {} | {} | {} |",
         d.workload.label(),
-        opt(d.median(Who::Floor, |s| s.p50), micros),
-        opt(d.median(Who::Floor, |s| s.p99), micros),
-        opt(d.median(Who::Enchufe, |s| s.p50), micros),
-        opt(d.median(Who::Enchufe, |s| s.p99), micros),
+        opt(d.median(Who::Floor, |s| s.latency.p50), micros),
+        opt(d.median(Who::Floor, |s| s.latency.p99), micros),
+        opt(d.median(Who::Enchufe, |s| s.latency.p50), micros),
+        opt(d.median(Who::Enchufe, |s| s.latency.p99), micros),
         ratio(r),
         meets(r, 1.1, false),
     );
