@@ -1,6 +1,8 @@
 //! Byte-level tests of the upgrade and of [`WsIo`] against tungstenite as the client.
 
-use super::frame::{put_header, unmask, DIRECT, MAX_CONTROL, READ_CHUNK, WRITE_BUDGET};
+use super::frame::{
+    put_header, unmask, unmask_at, DIRECT, MAX_CONTROL, READ_CHUNK, STREAM_CHUNK, WRITE_BUDGET,
+};
 use super::handshake::{respond, Answer};
 use super::*;
 use bytes::{Bytes, BytesMut};
@@ -400,27 +402,90 @@ async fn a_quiet_connection_holds_no_buffers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_large_message_is_buffered_at_its_size() {
+async fn a_large_binary_message_streams_through_a_small_buffer() {
     bounded(async {
         let (mut server, mut client) = pair(1 << 20).await;
         let len = 700_000;
+        // Bytes that differ at every offset, so a mask applied at the wrong
+        // phase anywhere shows.
+        let sent: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let message = sent.clone();
         let sending = tokio::spawn(async move {
-            client.send(Message::binary(vec![3u8; len])).await.unwrap();
+            client.send(Message::binary(message)).await.unwrap();
             client
         });
         let mut header = [0u8; 4];
         server.read_exact(&mut header).await.unwrap();
-        // The whole message was read before its header came out, into a
-        // buffer of its size (plus its frame header), not the doubling's.
-        assert!(
-            server.rbuf.capacity() < len + 64,
-            "{}",
-            server.rbuf.capacity()
-        );
         assert_eq!(u32::from_be_bytes(header) as usize, len);
+        let mut got = vec![0u8; len];
+        let mut most = 0;
+        let mut at = 0;
+        while at < len {
+            // Odd sizes, to move the mask's phase between reads.
+            let end = (at + 4_097).min(len);
+            let n = server.read(&mut got[at..end]).await.unwrap();
+            assert!(n > 0, "EOF inside the message");
+            at += n;
+            most = most.max(server.rbuf.capacity());
+        }
+        assert!(got == sent, "the payload changed on its way");
+        // The message passed through; it was never gathered here.
+        assert!(most <= 2 * STREAM_CHUNK, "{most}");
+        // A text message of the same size is still checked whole first.
+        let mut client = sending.await.unwrap();
+        let text = "a".repeat(len);
+        let sending = tokio::spawn(async move {
+            client.send(Message::text(text)).await.unwrap();
+            client
+        });
+        server.read_exact(&mut header).await.unwrap();
+        assert!(server.rbuf.capacity() >= len, "{}", server.rbuf.capacity());
+        let mut rest = vec![0u8; len];
+        server.read_exact(&mut rest).await.unwrap();
+        assert!(rest.iter().all(|b| *b == b'a'));
         let _client = sending.await.unwrap();
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_message_cut_short_is_an_unexpected_eof_and_its_deadline_holds() {
+    bounded(async {
+        let (mut server, mut client) = pair(1 << 20).await;
+        server.set_message_timeout(Some(Duration::from_secs(5)));
+        let raw = frame(true, 0x2, &vec![5u8; 100_000]);
+        client.get_mut().write_all(&raw[..50_000]).await.unwrap();
+        // Its first bytes come out; the rest never arrives in time.
+        let mut got = vec![0u8; 4 + 1_000];
+        server.read_exact(&mut got).await.unwrap();
+        let e = read_error(&mut server).await;
+        assert!(matches!(ws_error(&e), Error::MessageTimeout(_)), "{e}");
+        server.flush().await.unwrap();
+        assert_eq!(close_code_seen(&mut client).await, Some(1008));
+        // The socket closing in the middle of one is not a clean end.
+        let (mut server, mut client) = pair(1 << 20).await;
+        client.get_mut().write_all(&raw[..50_000]).await.unwrap();
+        client.get_mut().shutdown().await.unwrap();
+        let mut sink = Vec::new();
+        let e = server.read_to_end(&mut sink).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    })
+    .await;
+}
+
+#[test]
+fn unmask_at_continues_a_mask_from_any_phase() {
+    let mask = [0xa1, 0xb2, 0xc3, 0xd4];
+    let plain: Vec<u8> = (0..40).collect();
+    let mut whole = plain.clone();
+    unmask(&mut whole, mask);
+    for cut in 0..40 {
+        let mut parts = plain.clone();
+        let (head, tail) = parts.split_at_mut(cut);
+        unmask_at(head, mask, 0);
+        unmask_at(tail, mask, cut);
+        assert_eq!(parts, whole, "cut at {cut}");
+    }
 }
 
 #[test]
