@@ -217,6 +217,27 @@ impl Duel {
     }
 }
 
+/// `run`'s result, and the CPU seconds (user + system) the server `pid`
+/// spent while it ran.
+pub(super) async fn with_cpu<R>(
+    pid: u32,
+    run: impl std::future::Future<Output = Result<R>>,
+) -> Result<(R, f64)> {
+    let before = procfs::cpu_secs(pid)?;
+    let report = run.await?;
+    Ok((report, procfs::cpu_secs(pid)? - before))
+}
+
+/// Echoes per second over `secs`, and `cpu_secs` in µs per echo; an error
+/// when no echo came back.
+pub(super) fn per_echo(echoes: u64, secs: f64, cpu_secs: f64) -> Result<(f64, f64)> {
+    if echoes == 0 {
+        return Err(Error::harness("no echo came back"));
+    }
+    let n = echoes as f64;
+    Ok((n / secs, cpu_secs * 1e6 / n))
+}
+
 impl Bench {
     /// Every workload of a section, each dueled by `who(i)` (`i` its place
     /// in `workloads`); then the section's servers are stopped.
@@ -283,17 +304,12 @@ impl Bench {
             frames: None,
             latency: w.latency,
         };
-        let cpu_before = procfs::cpu_secs(pid)?;
-        let report = self.load(&spec).await?;
-        let cpu_after = procfs::cpu_secs(pid)?;
-        if report.frames == 0 {
-            return Err(Error::harness("no echo came back"));
-        }
-        let frames = report.frames as f64;
+        let (report, cpu) = with_cpu(pid, self.load(&spec)).await?;
+        let (rate, server_cpu) = per_echo(report.frames, report.secs, cpu)?;
         Ok(Sample {
-            rate: frames / report.secs,
-            server_cpu: (cpu_after - cpu_before) * 1e6 / frames,
-            client_cpu: report.client_cpu_secs * 1e6 / frames,
+            rate,
+            server_cpu,
+            client_cpu: report.client_cpu_secs * 1e6 / report.frames as f64,
             latency: report.latency_us.unwrap_or(Percentiles::UNTIMED),
         })
     }

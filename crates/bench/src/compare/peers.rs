@@ -14,7 +14,7 @@ use crate::peers::{self, Impl, Kind, Report, Spec};
 use crate::procfs;
 
 use super::bench::Bench;
-use super::duel::{spread, Spread};
+use super::duel::{per_echo, spread, with_cpu, Spread};
 use super::report::{meets, ratio};
 use super::units::{micros, rate};
 
@@ -189,16 +189,12 @@ impl<'a> Peers<'a> {
 
     async fn measure(&mut self, imp: Impl, shape: Shape, secs: f64) -> Result<Sample> {
         let (pid, addr) = self.server(imp, shape).await?;
-        let before = procfs::cpu_secs(pid)?;
-        let report = self.load(&self.load_spec(shape, addr, secs)).await?;
-        let after = procfs::cpu_secs(pid)?;
-        if report.frames == 0 {
-            return Err(Error::harness("no echo came back"));
-        }
-        let n = report.frames as f64;
+        let spec = self.load_spec(shape, addr, secs);
+        let (report, cpu) = with_cpu(pid, self.load(&spec)).await?;
+        let (rate, cpu) = per_echo(report.frames, report.secs, cpu)?;
         Ok(Sample {
-            rate: n / report.secs,
-            cpu: (after - before) * 1e6 / n,
+            rate,
+            cpu,
             lost: report.lost,
         })
     }
