@@ -160,6 +160,9 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         quick: opts.quick,
         servers: HashMap::new(),
     };
+    // How long each section took, printed at the end: what to trim when
+    // `--quick` grows past its few minutes.
+    let mut laps = Laps::new();
 
     if on(Section::Plain) || on(Section::Client) || on(Section::Latency) {
         let mut plain = Vec::new();
@@ -199,6 +202,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
             println!("{}", client_table(&plain, &mux));
         }
     }
+    laps.lap("plain, latency, client");
 
     if on(Section::Mux) {
         // tarpc's default transport (Nagle on) too, at the target's
@@ -211,6 +215,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
             .await;
         println!("{}", mux_table(&mux));
     }
+    laps.lap("mux");
 
     if on(Section::Idle) {
         let mut rows = Vec::new();
@@ -222,6 +227,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         }
         println!("{}", idle_table(&rows));
     }
+    laps.lap("idle");
 
     if on(Section::Abuse) {
         let mut rows = Vec::new();
@@ -233,6 +239,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         }
         println!("{}", abuse_table(&rows, bench.abuse_secs));
     }
+    laps.lap("abuse");
 
     if on(Section::Http) {
         // hyper's `pipeline_flush` only matters when requests pipeline.
@@ -244,28 +251,69 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
             .await;
         println!("{}", http_table(&http));
     }
+    laps.lap("http");
     if on(Section::Ws) {
         println!("{}", peers::ws(&bench).await);
     }
+    laps.lap("ws");
     if on(Section::Udp) {
         println!("{}", peers::udp(&bench).await);
     }
+    laps.lap("udp");
     if on(Section::Tls) {
         println!("{}", peers::tls(&bench).await);
     }
+    laps.lap("tls");
     if on(Section::Transfer) {
         println!("{}", transfer::transfer(&bench).await);
     }
+    laps.lap("transfer");
     if on(Section::Scale) {
         let steps = scale::steps(opts.quick, opts.scale_conns);
         println!("{}", scale::scale(&bench, &steps).await);
     }
+    laps.lap("scale");
 
     println!(
-        "Finished in {:.0} s; load average {}. Server logs (stderr): `{}`.",
+        "Finished in {:.0} s ({}); load average {}. Server logs (stderr): `{}`.",
         started.elapsed().as_secs_f64(),
+        laps.summary(),
         loadavg(),
         bench.logs.display()
     );
     Ok(())
+}
+
+/// The seconds each section ran, in order.
+struct Laps {
+    since: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps {
+            since: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the section `name` (one that did not run took no time and is
+    /// left out).
+    fn lap(&mut self, name: &'static str) {
+        let secs = self.since.elapsed().as_secs_f64();
+        if secs >= 0.5 {
+            self.done.push((name, secs));
+        }
+        self.since = Instant::now();
+    }
+
+    fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(name, secs)| format!("{name} {secs:.0} s"))
+            .collect();
+        parts.join(", ")
+    }
 }
