@@ -193,35 +193,27 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
             // The same in the multiplexed profile, against echo_server
             // --mux; the request loops only in the full run (the mux
             // section measures them against tarpc too).
-            let mut mux = Vec::new();
-            for w in CLIENT {
-                let who: &[Who] = if bench.quick {
-                    &[Who::GeneratorMux, Who::PipelineMux]
-                } else {
-                    &[Who::GeneratorMux, Who::EnchufeMux, Who::PipelineMux]
-                };
-                mux.push(bench.duel(w, who).await);
-            }
-            bench.stop_servers().await;
+            let who: &[Who] = if bench.quick {
+                &[Who::GeneratorMux, Who::PipelineMux]
+            } else {
+                &[Who::GeneratorMux, Who::EnchufeMux, Who::PipelineMux]
+            };
+            let mux = bench.duels(&CLIENT, |_| who).await;
             println!("{}", client_table(&plain, &mux));
         }
     }
     laps.lap("plain, latency, client");
 
     if on(Section::Mux) {
-        let mut mux = Vec::new();
-        for w in MUX {
-            // tarpc's default transport (Nagle on) too, at the target's
-            // workload only.
-            let who: &[Who] = if mux.is_empty() {
-                &[Who::Tarpc, Who::TarpcNagle, Who::EnchufeMux]
-            } else {
-                &[Who::Tarpc, Who::EnchufeMux]
-            };
-            mux.push(bench.duel(w, who).await);
-        }
+        // tarpc's default transport (Nagle on) too, at the target's
+        // workload only.
+        let mux = bench
+            .duels(&MUX, |i| match i {
+                0 => &[Who::Tarpc, Who::TarpcNagle, Who::EnchufeMux],
+                _ => &[Who::Tarpc, Who::EnchufeMux],
+            })
+            .await;
         println!("{}", mux_table(&mux));
-        bench.stop_servers().await;
     }
     laps.lap("mux");
 
@@ -250,18 +242,14 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
     laps.lap("abuse");
 
     if on(Section::Http) {
-        let mut http = Vec::new();
-        for (i, w) in HTTP.into_iter().enumerate() {
-            // hyper's `pipeline_flush` only matters when requests pipeline.
-            let who: &[Who] = if i == HTTP.len() - 1 {
-                &[Who::Hyper, Who::Http, Who::HyperFlush]
-            } else {
-                &[Who::Hyper, Who::Http]
-            };
-            http.push(bench.duel(w, who).await);
-        }
+        // hyper's `pipeline_flush` only matters when requests pipeline.
+        let http = bench
+            .duels(&HTTP, |i| match i == HTTP.len() - 1 {
+                true => &[Who::Hyper, Who::Http, Who::HyperFlush],
+                false => &[Who::Hyper, Who::Http],
+            })
+            .await;
         println!("{}", http_table(&http));
-        bench.stop_servers().await;
     }
     laps.lap("http");
     if on(Section::Ws) {

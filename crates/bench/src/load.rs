@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::error::{Error, Result};
+use crate::flight;
 use crate::floor::codec;
 use crate::payload::{check, Payloads};
 use crate::rpc::Rpc;
@@ -148,6 +149,15 @@ pub(crate) struct Percentiles {
     pub(crate) max: f64,
 }
 
+impl Percentiles {
+    /// A run that did not time its round trips.
+    pub(crate) const UNTIMED: Percentiles = Percentiles {
+        p50: f64::NAN,
+        p99: f64::NAN,
+        max: f64::NAN,
+    };
+}
+
 /// Opens the spec's connections, with `TCP_NODELAY` (small frames must
 /// not wait for Nagle), before any clock starts.
 async fn connect_all(spec: &Spec) -> Result<Vec<TcpStream>> {
@@ -158,6 +168,21 @@ async fn connect_all(spec: &Spec) -> Result<Vec<TcpStream>> {
         streams.push(stream);
     }
     Ok(streams)
+}
+
+/// Opens the spec's connections as enchufe clients, in the multiplexed
+/// profile for the `*Mux*` kinds and the plain one otherwise.
+async fn connect_clients(spec: &Spec) -> Result<Vec<Client>> {
+    let profile = match spec.kind {
+        Kind::ClientMux | Kind::ClientMuxPipeline => Profile::Multiplexed,
+        _ => Profile::Plain,
+    };
+    let config = Config::default().profile(profile);
+    let mut clients = Vec::with_capacity(spec.conns);
+    for _ in 0..spec.conns {
+        clients.push(Client::connect_with(spec.addr, config.clone()).await?);
+    }
+    Ok(clients)
 }
 
 /// Runs one load and checks every echo.
@@ -174,62 +199,50 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
     // Connections are all opened before the clock starts: the run times
     // traffic, not handshakes.
     let start = match spec.kind {
-        Kind::Frames => {
+        Kind::Frames | Kind::FramesMux | Kind::Http => {
             let streams = connect_all(spec).await?;
             let start = Instant::now();
             for (conn, stream) in streams.into_iter().enumerate() {
-                let gen = Generator {
-                    conn,
-                    payloads: payloads.clone(),
-                    depth: spec.depth,
-                    budget: budget(),
-                    latency: spec.latency,
+                let (payloads, depth, budget) = (payloads.clone(), spec.depth, budget());
+                match spec.kind {
+                    Kind::Frames => {
+                        let latency = spec.latency;
+                        let gen = Generator {
+                            conn,
+                            payloads,
+                            depth,
+                            budget,
+                            latency,
+                        };
+                        tasks.spawn(gen.run(stream))
+                    }
+                    Kind::FramesMux => {
+                        let gen = mux::MuxGenerator {
+                            conn,
+                            payloads,
+                            depth,
+                            budget,
+                        };
+                        tasks.spawn(gen.run(stream))
+                    }
+                    _ => tasks.spawn(
+                        http::HttpGenerator {
+                            conn,
+                            depth,
+                            budget,
+                        }
+                        .run(stream),
+                    ),
                 };
-                tasks.spawn(gen.run(stream));
             }
             start
         }
         Kind::Client | Kind::ClientMux => {
-            let profile = match spec.kind {
-                Kind::ClientMux => Profile::Multiplexed,
-                _ => Profile::Plain,
-            };
-            let config = Config::default().profile(profile);
-            let mut clients = Vec::with_capacity(spec.conns);
-            for _ in 0..spec.conns {
-                clients.push(Client::connect_with(spec.addr, config.clone()).await?);
-            }
+            let clients = connect_clients(spec).await?;
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
         }
-        Kind::FramesMux => {
-            let mut streams = Vec::with_capacity(spec.conns);
-            for _ in 0..spec.conns {
-                let stream = TcpStream::connect(spec.addr).await?;
-                stream.set_nodelay(true)?;
-                streams.push(stream);
-            }
-            let start = Instant::now();
-            for (conn, stream) in streams.into_iter().enumerate() {
-                let gen = mux::MuxGenerator {
-                    conn,
-                    payloads: payloads.clone(),
-                    depth: spec.depth,
-                    budget: budget(),
-                };
-                tasks.spawn(gen.run(stream));
-            }
-            start
-        }
         Kind::ClientPipeline | Kind::ClientMuxPipeline => {
-            let profile = match spec.kind {
-                Kind::ClientMuxPipeline => Profile::Multiplexed,
-                _ => Profile::Plain,
-            };
-            let config = Config::default().profile(profile);
-            let mut clients = Vec::with_capacity(spec.conns);
-            for _ in 0..spec.conns {
-                clients.push(Client::connect_with(spec.addr, config.clone()).await?);
-            }
+            let clients = connect_clients(spec).await?;
             let start = Instant::now();
             for (conn, client) in clients.into_iter().enumerate() {
                 tasks.spawn(pipeline_loop(
@@ -239,19 +252,6 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
                     payloads.clone(),
                     budget(),
                 ));
-            }
-            start
-        }
-        Kind::Http => {
-            let streams = connect_all(spec).await?;
-            let start = Instant::now();
-            for (conn, stream) in streams.into_iter().enumerate() {
-                let gen = http::HttpGenerator {
-                    conn,
-                    depth: spec.depth,
-                    budget: budget(),
-                };
-                tasks.spawn(gen.run(stream));
             }
             start
         }
@@ -399,23 +399,8 @@ impl Generator {
         let writer = async {
             let mut n = 0u64;
             while self.budget.take() {
-                let permit = match window.try_acquire() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        // About to wait for echoes: send what is buffered.
-                        SinkExt::<Bytes>::flush(&mut frames).await?;
-                        window
-                            .acquire()
-                            .await
-                            .map_err(|_| Error::harness("window closed"))?
-                    }
-                };
-                permit.forget();
-                let stamp = self.latency.then(Instant::now);
-                sent_tx
-                    .send(stamp)
-                    .await
-                    .map_err(|_| Error::harness("reader gone"))?;
+                flight::take::<_, Bytes>(&window, &mut frames).await?;
+                flight::owe(&sent_tx, self.latency.then(Instant::now)).await?;
                 frames.feed(self.payloads.get(n).clone()).await?;
                 n += 1;
             }
@@ -429,16 +414,8 @@ impl Generator {
         let reader = async {
             let mut tally = Tally::default();
             while let Some(stamp) = sent_rx.recv().await {
-                let echo = match echoes.next().await {
-                    Some(echo) => echo?,
-                    None => {
-                        return Err(Error::Closed {
-                            conn: self.conn,
-                            received: tally.frames,
-                            owed: 1 + sent_rx.len() as u64,
-                        })
-                    }
-                };
+                let echo =
+                    flight::next_echo(&mut echoes, self.conn, tally.frames, &sent_rx).await?;
                 let n = tally.frames;
                 check(self.conn, n, &echo, self.payloads.get(n))?;
                 window.add_permits(1);
@@ -652,29 +629,27 @@ mod tests {
         assert_eq!(report.frames, 2 * FRAMES);
 
         // enchufe's HTTP server, keep-alive one request at a time.
-        let hello = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
-            let name = req.path().strip_prefix("/hola/").unwrap_or("").to_owned();
-            enchufe::http::Response::text(200, format!("hola, {name}\n"))
-        });
-        let server = enchufe::http::Server::bind("127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr().unwrap();
-        tokio::spawn(server.run(hello, std::future::pending()));
-        let mut one = spec(Kind::Http, addr);
+        let mut one = spec(Kind::Http, hola_server(|name| name).await);
         one.depth = 1;
         let report = bounded(run(&one)).await.unwrap();
         assert_eq!(report.frames, 2 * FRAMES);
 
         // A server whose reply to request 7 is another's: caught.
-        let liar = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
-            let name = req.path().strip_prefix("/hola/").unwrap_or("").to_owned();
-            let name = if name == "7" { "8".to_owned() } else { name };
-            enchufe::http::Response::text(200, format!("hola, {name}\n"))
+        let liar = hola_server(|name| if name == "7" { "8".to_owned() } else { name }).await;
+        let err = bounded(run(&spec(Kind::Http, liar))).await.unwrap_err();
+        assert!(matches!(err, Error::Mismatch { frame: 7, .. }), "got {err}");
+    }
+
+    /// An enchufe HTTP server answering `GET /hola/N` with `hola, {name(N)}`.
+    async fn hola_server(name: fn(String) -> String) -> SocketAddr {
+        let hello = enchufe::http::handler_fn(move |req: enchufe::http::Request| async move {
+            let n = req.path().strip_prefix("/hola/").unwrap_or("").to_owned();
+            enchufe::http::Response::text(200, format!("hola, {}\n", name(n)))
         });
         let server = enchufe::http::Server::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
-        tokio::spawn(server.run(liar, std::future::pending()));
-        let err = bounded(run(&spec(Kind::Http, addr))).await.unwrap_err();
-        assert!(matches!(err, Error::Mismatch { frame: 7, .. }), "got {err}");
+        tokio::spawn(server.run(hello, std::future::pending()));
+        addr
     }
 
     #[tokio::test]
