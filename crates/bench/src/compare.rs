@@ -160,6 +160,9 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         quick: opts.quick,
         servers: HashMap::new(),
     };
+    // How long each section took, printed at the end: what to trim when
+    // `--quick` grows past its few minutes.
+    let mut laps = Laps::new();
 
     if on(Section::Plain) || on(Section::Client) || on(Section::Latency) {
         let mut plain = Vec::new();
@@ -190,35 +193,29 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
             // The same in the multiplexed profile, against echo_server
             // --mux; the request loops only in the full run (the mux
             // section measures them against tarpc too).
-            let mut mux = Vec::new();
-            for w in CLIENT {
-                let who: &[Who] = if bench.quick {
-                    &[Who::GeneratorMux, Who::PipelineMux]
-                } else {
-                    &[Who::GeneratorMux, Who::EnchufeMux, Who::PipelineMux]
-                };
-                mux.push(bench.duel(w, who).await);
-            }
-            bench.stop_servers().await;
+            let who: &[Who] = if bench.quick {
+                &[Who::GeneratorMux, Who::PipelineMux]
+            } else {
+                &[Who::GeneratorMux, Who::EnchufeMux, Who::PipelineMux]
+            };
+            let mux = bench.duels(&CLIENT, |_| who).await;
             println!("{}", client_table(&plain, &mux));
         }
     }
+    laps.lap("plain, latency, client");
 
     if on(Section::Mux) {
-        let mut mux = Vec::new();
-        for w in MUX {
-            // tarpc's default transport (Nagle on) too, at the target's
-            // workload only.
-            let who: &[Who] = if mux.is_empty() {
-                &[Who::Tarpc, Who::TarpcNagle, Who::EnchufeMux]
-            } else {
-                &[Who::Tarpc, Who::EnchufeMux]
-            };
-            mux.push(bench.duel(w, who).await);
-        }
+        // tarpc's default transport (Nagle on) too, at the target's
+        // workload only.
+        let mux = bench
+            .duels(&MUX, |i| match i {
+                0 => &[Who::Tarpc, Who::TarpcNagle, Who::EnchufeMux],
+                _ => &[Who::Tarpc, Who::EnchufeMux],
+            })
+            .await;
         println!("{}", mux_table(&mux));
-        bench.stop_servers().await;
     }
+    laps.lap("mux");
 
     if on(Section::Idle) {
         let mut rows = Vec::new();
@@ -230,6 +227,7 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         }
         println!("{}", idle_table(&rows));
     }
+    laps.lap("idle");
 
     if on(Section::Abuse) {
         let mut rows = Vec::new();
@@ -241,43 +239,81 @@ pub(crate) async fn run(opts: Opts) -> Result<()> {
         }
         println!("{}", abuse_table(&rows, bench.abuse_secs));
     }
+    laps.lap("abuse");
 
     if on(Section::Http) {
-        let mut http = Vec::new();
-        for (i, w) in HTTP.into_iter().enumerate() {
-            // hyper's `pipeline_flush` only matters when requests pipeline.
-            let who: &[Who] = if i == HTTP.len() - 1 {
-                &[Who::Hyper, Who::Http, Who::HyperFlush]
-            } else {
-                &[Who::Hyper, Who::Http]
-            };
-            http.push(bench.duel(w, who).await);
-        }
+        // hyper's `pipeline_flush` only matters when requests pipeline.
+        let http = bench
+            .duels(&HTTP, |i| match i == HTTP.len() - 1 {
+                true => &[Who::Hyper, Who::Http, Who::HyperFlush],
+                false => &[Who::Hyper, Who::Http],
+            })
+            .await;
         println!("{}", http_table(&http));
-        bench.stop_servers().await;
     }
+    laps.lap("http");
     if on(Section::Ws) {
         println!("{}", peers::ws(&bench).await);
     }
+    laps.lap("ws");
     if on(Section::Udp) {
         println!("{}", peers::udp(&bench).await);
     }
+    laps.lap("udp");
     if on(Section::Tls) {
         println!("{}", peers::tls(&bench).await);
     }
+    laps.lap("tls");
     if on(Section::Transfer) {
         println!("{}", transfer::transfer(&bench).await);
     }
+    laps.lap("transfer");
     if on(Section::Scale) {
         let steps = scale::steps(opts.quick, opts.scale_conns);
         println!("{}", scale::scale(&bench, &steps).await);
     }
+    laps.lap("scale");
 
     println!(
-        "Finished in {:.0} s; load average {}. Server logs (stderr): `{}`.",
+        "Finished in {:.0} s ({}); load average {}. Server logs (stderr): `{}`.",
         started.elapsed().as_secs_f64(),
+        laps.summary(),
         loadavg(),
         bench.logs.display()
     );
     Ok(())
+}
+
+/// The seconds each section ran, in order.
+struct Laps {
+    since: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps {
+            since: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the section `name` (one that did not run took no time and is
+    /// left out).
+    fn lap(&mut self, name: &'static str) {
+        let secs = self.since.elapsed().as_secs_f64();
+        if secs >= 0.5 {
+            self.done.push((name, secs));
+        }
+        self.since = Instant::now();
+    }
+
+    fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(name, secs)| format!("{name} {secs:.0} s"))
+            .collect();
+        parts.join(", ")
+    }
 }

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::error::{Error, Result};
+use crate::flight;
 use crate::floor::codec;
 use crate::payload::{check, Payloads};
 use crate::rpc::Rpc;
@@ -148,6 +149,15 @@ pub(crate) struct Percentiles {
     pub(crate) max: f64,
 }
 
+impl Percentiles {
+    /// A run that did not time its round trips.
+    pub(crate) const UNTIMED: Percentiles = Percentiles {
+        p50: f64::NAN,
+        p99: f64::NAN,
+        max: f64::NAN,
+    };
+}
+
 /// Opens the spec's connections, with `TCP_NODELAY` (small frames must
 /// not wait for Nagle), before any clock starts.
 async fn connect_all(spec: &Spec) -> Result<Vec<TcpStream>> {
@@ -158,6 +168,21 @@ async fn connect_all(spec: &Spec) -> Result<Vec<TcpStream>> {
         streams.push(stream);
     }
     Ok(streams)
+}
+
+/// Opens the spec's connections as enchufe clients, in the multiplexed
+/// profile for the `*Mux*` kinds and the plain one otherwise.
+async fn connect_clients(spec: &Spec) -> Result<Vec<Client>> {
+    let profile = match spec.kind {
+        Kind::ClientMux | Kind::ClientMuxPipeline => Profile::Multiplexed,
+        _ => Profile::Plain,
+    };
+    let config = Config::default().profile(profile);
+    let mut clients = Vec::with_capacity(spec.conns);
+    for _ in 0..spec.conns {
+        clients.push(Client::connect_with(spec.addr, config.clone()).await?);
+    }
+    Ok(clients)
 }
 
 /// Runs one load and checks every echo.
@@ -174,62 +199,50 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
     // Connections are all opened before the clock starts: the run times
     // traffic, not handshakes.
     let start = match spec.kind {
-        Kind::Frames => {
+        Kind::Frames | Kind::FramesMux | Kind::Http => {
             let streams = connect_all(spec).await?;
             let start = Instant::now();
             for (conn, stream) in streams.into_iter().enumerate() {
-                let gen = Generator {
-                    conn,
-                    payloads: payloads.clone(),
-                    depth: spec.depth,
-                    budget: budget(),
-                    latency: spec.latency,
+                let (payloads, depth, budget) = (payloads.clone(), spec.depth, budget());
+                match spec.kind {
+                    Kind::Frames => {
+                        let latency = spec.latency;
+                        let gen = Generator {
+                            conn,
+                            payloads,
+                            depth,
+                            budget,
+                            latency,
+                        };
+                        tasks.spawn(gen.run(stream))
+                    }
+                    Kind::FramesMux => {
+                        let gen = mux::MuxGenerator {
+                            conn,
+                            payloads,
+                            depth,
+                            budget,
+                        };
+                        tasks.spawn(gen.run(stream))
+                    }
+                    _ => tasks.spawn(
+                        http::HttpGenerator {
+                            conn,
+                            depth,
+                            budget,
+                        }
+                        .run(stream),
+                    ),
                 };
-                tasks.spawn(gen.run(stream));
             }
             start
         }
         Kind::Client | Kind::ClientMux => {
-            let profile = match spec.kind {
-                Kind::ClientMux => Profile::Multiplexed,
-                _ => Profile::Plain,
-            };
-            let config = Config::default().profile(profile);
-            let mut clients = Vec::with_capacity(spec.conns);
-            for _ in 0..spec.conns {
-                clients.push(Client::connect_with(spec.addr, config.clone()).await?);
-            }
+            let clients = connect_clients(spec).await?;
             spawn_loops(&mut tasks, clients, spec, &payloads, budget)
         }
-        Kind::FramesMux => {
-            let mut streams = Vec::with_capacity(spec.conns);
-            for _ in 0..spec.conns {
-                let stream = TcpStream::connect(spec.addr).await?;
-                stream.set_nodelay(true)?;
-                streams.push(stream);
-            }
-            let start = Instant::now();
-            for (conn, stream) in streams.into_iter().enumerate() {
-                let gen = mux::MuxGenerator {
-                    conn,
-                    payloads: payloads.clone(),
-                    depth: spec.depth,
-                    budget: budget(),
-                };
-                tasks.spawn(gen.run(stream));
-            }
-            start
-        }
         Kind::ClientPipeline | Kind::ClientMuxPipeline => {
-            let profile = match spec.kind {
-                Kind::ClientMuxPipeline => Profile::Multiplexed,
-                _ => Profile::Plain,
-            };
-            let config = Config::default().profile(profile);
-            let mut clients = Vec::with_capacity(spec.conns);
-            for _ in 0..spec.conns {
-                clients.push(Client::connect_with(spec.addr, config.clone()).await?);
-            }
+            let clients = connect_clients(spec).await?;
             let start = Instant::now();
             for (conn, client) in clients.into_iter().enumerate() {
                 tasks.spawn(pipeline_loop(
@@ -239,19 +252,6 @@ pub(crate) async fn run(spec: &Spec) -> Result<Report> {
                     payloads.clone(),
                     budget(),
                 ));
-            }
-            start
-        }
-        Kind::Http => {
-            let streams = connect_all(spec).await?;
-            let start = Instant::now();
-            for (conn, stream) in streams.into_iter().enumerate() {
-                let gen = http::HttpGenerator {
-                    conn,
-                    depth: spec.depth,
-                    budget: budget(),
-                };
-                tasks.spawn(gen.run(stream));
             }
             start
         }
@@ -399,23 +399,8 @@ impl Generator {
         let writer = async {
             let mut n = 0u64;
             while self.budget.take() {
-                let permit = match window.try_acquire() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        // About to wait for echoes: send what is buffered.
-                        SinkExt::<Bytes>::flush(&mut frames).await?;
-                        window
-                            .acquire()
-                            .await
-                            .map_err(|_| Error::harness("window closed"))?
-                    }
-                };
-                permit.forget();
-                let stamp = self.latency.then(Instant::now);
-                sent_tx
-                    .send(stamp)
-                    .await
-                    .map_err(|_| Error::harness("reader gone"))?;
+                flight::take::<_, Bytes>(&window, &mut frames).await?;
+                flight::owe(&sent_tx, self.latency.then(Instant::now)).await?;
                 frames.feed(self.payloads.get(n).clone()).await?;
                 n += 1;
             }
@@ -429,16 +414,8 @@ impl Generator {
         let reader = async {
             let mut tally = Tally::default();
             while let Some(stamp) = sent_rx.recv().await {
-                let echo = match echoes.next().await {
-                    Some(echo) => echo?,
-                    None => {
-                        return Err(Error::Closed {
-                            conn: self.conn,
-                            received: tally.frames,
-                            owed: 1 + sent_rx.len() as u64,
-                        })
-                    }
-                };
+                let echo =
+                    flight::next_echo(&mut echoes, self.conn, tally.frames, &sent_rx).await?;
                 let n = tally.frames;
                 check(self.conn, n, &echo, self.payloads.get(n))?;
                 window.add_permits(1);
@@ -524,196 +501,4 @@ async fn request_loop<E: Echoer>(
 }
 
 #[cfg(test)]
-mod tests {
-    //! The harness's correctness check, checked: the generator against the
-    //! floor in-process, and against echo servers that lie.
-
-    use std::convert::Infallible;
-
-    use enchufe::{handler_fn, Server};
-    use tokio::net::TcpListener;
-    use tokio_util::codec::Framed;
-
-    use super::*;
-    use crate::floor;
-
-    /// Frames per connection in these tests: enough to wrap the payload
-    /// cycle several times and to fill every window.
-    const FRAMES: u64 = 60;
-
-    fn spec(kind: Kind, addr: SocketAddr) -> Spec {
-        Spec {
-            kind,
-            addr,
-            conns: 2,
-            depth: 4,
-            size: 100,
-            secs: 0.0,
-            frames: Some(FRAMES),
-            latency: true,
-        }
-    }
-
-    /// The floor, in this process, on an OS-chosen port.
-    async fn floor() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(floor::serve(listener));
-        addr
-    }
-
-    /// An echo server that gets frame `bad` of each connection wrong: it
-    /// sends `spoil(frame)` in its place; every other frame is echoed
-    /// faithfully.
-    async fn liar(bad: u64, spoil: fn(Bytes) -> Vec<Bytes>) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut framed = Framed::new(stream, codec());
-                    let mut n = 0;
-                    while let Some(Ok(frame)) = framed.next().await {
-                        let frame = frame.freeze();
-                        let out = if n == bad { spoil(frame) } else { vec![frame] };
-                        n += 1;
-                        for echo in out {
-                            if framed.send(echo).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    }
-
-    fn flip_a_bit(frame: Bytes) -> Vec<Bytes> {
-        let mut bytes = frame.to_vec();
-        bytes[57] ^= 0x10;
-        vec![bytes.into()]
-    }
-
-    fn drop_it(_: Bytes) -> Vec<Bytes> {
-        Vec::new()
-    }
-
-    /// Bounds a test that would otherwise hang on a bug; not a timing check.
-    async fn bounded<T>(f: impl Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(30), f)
-            .await
-            .expect("load run hung")
-    }
-
-    #[tokio::test]
-    async fn generator_checks_every_echo_of_the_floor() {
-        let report = bounded(run(&spec(Kind::Frames, floor().await)))
-            .await
-            .unwrap();
-        assert_eq!(report.frames, 2 * FRAMES);
-        assert!(report.latency_us.is_some());
-    }
-
-    #[tokio::test]
-    async fn generator_catches_a_flipped_bit() {
-        let err = bounded(run(&spec(Kind::Frames, liar(7, flip_a_bit).await)))
-            .await
-            .unwrap_err();
-        match err {
-            Error::Mismatch { frame, detail, .. } => {
-                assert_eq!(frame, 7);
-                assert!(detail.starts_with("byte 57 of 100"), "{detail}");
-            }
-            other => panic!("expected a mismatch, got {other}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn generator_catches_a_dropped_echo() {
-        // The echo of frame 7 never comes, so frame 8's arrives in its place.
-        let err = bounded(run(&spec(Kind::Frames, liar(7, drop_it).await)))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::Mismatch { frame: 7, .. }),
-            "expected a mismatch at frame 7, got {err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn http_generator_checks_every_reply_of_hyper_and_enchufe() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(crate::hyper_hello::serve(listener, true));
-        let mut pipelined = spec(Kind::Http, addr);
-        pipelined.depth = 16;
-        let report = bounded(run(&pipelined)).await.unwrap();
-        assert_eq!(report.frames, 2 * FRAMES);
-
-        // enchufe's HTTP server, keep-alive one request at a time.
-        let hello = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
-            let name = req.path().strip_prefix("/hola/").unwrap_or("").to_owned();
-            enchufe::http::Response::text(200, format!("hola, {name}\n"))
-        });
-        let server = enchufe::http::Server::bind("127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr().unwrap();
-        tokio::spawn(server.run(hello, std::future::pending()));
-        let mut one = spec(Kind::Http, addr);
-        one.depth = 1;
-        let report = bounded(run(&one)).await.unwrap();
-        assert_eq!(report.frames, 2 * FRAMES);
-
-        // A server whose reply to request 7 is another's: caught.
-        let liar = enchufe::http::handler_fn(|req: enchufe::http::Request| async move {
-            let name = req.path().strip_prefix("/hola/").unwrap_or("").to_owned();
-            let name = if name == "7" { "8".to_owned() } else { name };
-            enchufe::http::Response::text(200, format!("hola, {name}\n"))
-        });
-        let server = enchufe::http::Server::bind("127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr().unwrap();
-        tokio::spawn(server.run(liar, std::future::pending()));
-        let err = bounded(run(&spec(Kind::Http, addr))).await.unwrap_err();
-        assert!(matches!(err, Error::Mismatch { frame: 7, .. }), "got {err}");
-    }
-
-    #[tokio::test]
-    async fn client_loops_check_their_echoes_too() {
-        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(handler_fn(
-            |frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) },
-        ));
-        let report = bounded(run(&spec(Kind::Client, server.local_addr())))
-            .await
-            .unwrap();
-        assert_eq!(report.frames, 2 * FRAMES);
-        server.shutdown().await;
-
-        let err = bounded(run(&spec(Kind::Client, liar(3, flip_a_bit).await)))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Mismatch { .. }), "got {err}");
-    }
-
-    #[tokio::test]
-    async fn pipelines_and_the_mux_generator_check_their_echoes() {
-        let server = Server::bind("127.0.0.1:0").await.unwrap().serve(handler_fn(
-            |frame: Bytes, _conn| async move { Ok::<_, Infallible>(Some(frame)) },
-        ));
-        for kind in [
-            Kind::ClientPipeline,
-            Kind::ClientMuxPipeline,
-            Kind::FramesMux,
-        ] {
-            let mut spec = spec(kind, server.local_addr());
-            spec.latency = false;
-            let report = bounded(run(&spec)).await.unwrap();
-            assert_eq!(report.frames, 2 * FRAMES, "{kind:?}");
-        }
-        server.shutdown().await;
-
-        let err = bounded(run(&spec(Kind::ClientPipeline, liar(3, flip_a_bit).await)))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Mismatch { frame: 3, .. }), "got {err}");
-    }
-}
+mod tests;

@@ -36,6 +36,7 @@
 mod child;
 mod compare;
 mod error;
+mod flight;
 mod floor;
 mod hyper_hello;
 mod load;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::BytesMut;
+use enchufe_engine::Counted;
 use enchufe_framing::{Decode, Encode};
 use futures::Stream;
 use tokio::net::ToSocketAddrs;
@@ -126,22 +127,6 @@ struct Member<K> {
     in_flight: AtomicUsize,
     /// Stops this server's forwarding tasks (on `remove`).
     stop: CancellationToken,
-}
-
-/// Counts a request in flight while it lives.
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Counted(count)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl<K> MultiClient<K>

@@ -623,10 +623,9 @@ where
     }
 }
 
-mod event;
 mod timer;
 
-pub use event::Event;
+pub use crate::role::Event;
 pub use timer::Deadlines;
 use timer::{Due, Seen, Timer};
 

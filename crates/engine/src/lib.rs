@@ -32,6 +32,7 @@
 
 #![doc(html_no_source)]
 
+mod counted;
 #[doc(hidden)]
 pub mod dial;
 #[doc(hidden)]
@@ -41,6 +42,8 @@ mod ended;
 #[doc(hidden)]
 pub mod meter;
 pub mod net;
+#[doc(hidden)]
+pub mod notify;
 pub mod retry;
 #[doc(hidden)]
 pub mod role;
@@ -48,6 +51,8 @@ pub mod role;
 pub mod session;
 mod signal;
 
+#[doc(hidden)]
+pub use counted::Counted;
 pub use ended::Ended;
 #[doc(hidden)]
 pub use signal::Signal;

@@ -28,9 +28,8 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use enchufe_framing::{Error, OutFrame, Result, Wire};
-
-use crate::driver::Event;
 
 /// Why the driver cannot go on as it was: reading or writing failed, or a
 /// deadline passed. A role turns it into its own reason to end
@@ -52,6 +51,35 @@ pub enum Failure {
     /// A frame began arriving and was not complete within this limit (a
     /// client trickling bytes to hold the connection: slowloris).
     FrameTimeout(Duration),
+}
+
+/// What needs the role's loop: the driver's one event, for every role.
+/// What the driver cannot go on with reaches the role's
+/// [`on_failure`](Role::on_failure) first and comes out as [`Event::End`]
+/// with the role's reason (`E`, [`Role::End`](Role::End)).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<E = Failure> {
+    /// A complete frame arrived.
+    Frame(BytesMut),
+    /// The other end closed its writing side between frames.
+    Eof,
+    /// A streamed frame of this many body bytes began (a wire with
+    /// [`Config::max_stream_length`](enchufe_framing::Config::max_stream_length) on):
+    /// take its body with [`Driver::poll_chunk`](crate::driver::Driver::poll_chunk) before reading again.
+    Stream(u64),
+    /// Frames wait in the role's queue and its [`Role::on_queued`](Role::on_queued) left
+    /// them to its loop: take them with [`Driver::take_queued`](crate::driver::Driver::take_queued) and
+    /// [`Driver::write`](crate::driver::Driver::write).
+    Queued,
+    /// These role bits of the signal were raised (each reported once), or
+    /// (`0`) the role's state changed: look at it.
+    Signal(u8),
+    /// The role's own deadline ([`Driver::set_deadline`](crate::driver::Driver::set_deadline)) passed.
+    Deadline,
+    /// The connection (or its output) cannot go on: why, in the role's
+    /// words.
+    End(E),
 }
 
 /// The driver's output, as a role's hook sees it: it may queue frames

@@ -139,6 +139,16 @@ impl Body {
     }
 }
 
+impl Chunks for Body {
+    fn rest(&mut self) -> &mut Bytes {
+        &mut self.current
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        Body::poll_chunk(self, cx)
+    }
+}
+
 impl Stream for Body {
     type Item = Result<Bytes>;
 
@@ -153,20 +163,44 @@ impl AsyncRead for Body {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.current.is_empty() {
-            match ready!(this.poll_chunk(cx)) {
-                Ok(Some(chunk)) => this.current = chunk,
-                Ok(None) => return Poll::Ready(Ok(())),
-                Err(Error::Io(e)) => return Poll::Ready(Err(e)),
-                Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e))),
-            }
-        }
-        let n = this.current.len().min(buf.remaining());
-        buf.put_slice(&this.current[..n]);
-        this.current.advance(n);
-        Poll::Ready(Ok(()))
+        poll_read_chunks(self.get_mut(), cx, buf)
     }
+}
+
+/// A body that arrives in chunks: this crate's [`Body`], and the HTTP
+/// server's request body. Its [`AsyncRead`] is [`poll_read_chunks`].
+#[doc(hidden)]
+pub trait Chunks {
+    /// What `poll_read` has not handed out yet of the last chunk.
+    fn rest(&mut self) -> &mut Bytes;
+
+    /// The next chunk (the rest first); `None` at the end of the body.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>>;
+}
+
+/// [`AsyncRead::poll_read`] for a body of [`Chunks`]: hands out the rest of
+/// the last chunk, then the next. An I/O error comes out as itself; any
+/// other (a cut or overlong body, a malformed chunk) as
+/// [`io::ErrorKind::UnexpectedEof`] holding the error.
+#[doc(hidden)]
+pub fn poll_read_chunks<B: Chunks>(
+    body: &mut B,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    if body.rest().is_empty() {
+        match ready!(body.poll_chunk(cx)) {
+            Ok(Some(chunk)) => *body.rest() = chunk,
+            Ok(None) => return Poll::Ready(Ok(())),
+            Err(Error::Io(e)) => return Poll::Ready(Err(e)),
+            Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e))),
+        }
+    }
+    let rest = body.rest();
+    let n = rest.len().min(buf.remaining());
+    buf.put_slice(&rest[..n]);
+    rest.advance(n);
+    Poll::Ready(Ok(()))
 }
 
 #[cfg(test)]

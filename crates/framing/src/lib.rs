@@ -83,7 +83,7 @@ mod wire;
 
 pub use body::Body;
 #[doc(hidden)]
-pub use body::{BodySender, BODY_CHUNKS};
+pub use body::{poll_read_chunks, BodySender, Chunks, BODY_CHUNKS};
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 #[doc(hidden)]

@@ -430,7 +430,7 @@ impl std::fmt::Display for Mismatch {
 /// How a multiplexed frame broke the protocol (the engine's `classify`). Each
 /// is its own variant so that a role, a counter or a test matches on what
 /// happened; [`Violation::as_str`] is the text a log shows. As an error it
-/// is [`Error::Malformed`] with [`Malformed::Mux`](crate::Malformed::Mux).
+/// is [`Error::Malformed`] with [`Malformed::Mux`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
-use enchufe_framing::{Error, Result};
+use bytes::{Bytes, BytesMut};
+use enchufe_framing::{poll_read_chunks, Chunks, Error, Result};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -159,6 +159,16 @@ impl Default for Body {
     }
 }
 
+impl Chunks for Body {
+    fn rest(&mut self) -> &mut Bytes {
+        &mut self.current
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        Body::poll_chunk(self, cx)
+    }
+}
+
 impl futures::Stream for Body {
     type Item = Result<Bytes>;
 
@@ -173,18 +183,7 @@ impl AsyncRead for Body {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.current.is_empty() {
-            match ready!(this.poll_chunk(cx)) {
-                Ok(Some(chunk)) => this.current = chunk,
-                Ok(None) => return Poll::Ready(Ok(())),
-                Err(e) => return Poll::Ready(Err(io::Error::other(e))),
-            }
-        }
-        let n = this.current.len().min(buf.remaining());
-        buf.put_slice(&this.current[..n]);
-        this.current.advance(n);
-        Poll::Ready(Ok(()))
+        poll_read_chunks(self.get_mut(), cx, buf)
     }
 }
 
@@ -192,5 +191,28 @@ impl BodySender {
     /// Whether the handler has asked for the body yet.
     pub(crate) fn wanted(&self) -> bool {
         self.wanted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cut_body_reads_as_unexpected_eof() {
+        let (tx, mut body) = Body::channel(Some(6));
+        tx.tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        let err = tokio::time::timeout(Duration::from_secs(5), body.read_to_end(&mut got))
+            .await
+            .expect("not hung")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(got, b"abc");
     }
 }

@@ -4,12 +4,8 @@
 use bytes::{Buf, BytesMut};
 use enchufe_framing::{Error, Malformed, Result, Split};
 
-use crate::request::Layout;
+use crate::request::{Layout, MAX_HEADERS};
 use crate::Refusal;
-
-/// The most headers a head may carry whatever [`Limits::max_headers`] says:
-/// the parser's header array lives on the stack (32 bytes each, 4 KiB).
-pub const MAX_HEADERS: usize = 128;
 
 /// How much of a request head a server accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +53,7 @@ impl Limits {
 ///
 /// A head that arrives whole (the common case, pipelined heads too) is
 /// parsed once, by httparse, and checked against the rules table as it is
-/// cut; where its parts are is kept for the server ([`Request`]'s offsets
+/// cut; where its parts are is kept for the server ([`Request`](crate::Request)'s offsets
 /// into it), so nothing parses it again. A head that arrives in pieces is
 /// parsed when its first bytes arrive (garbage is refused at once, not
 /// after 16 KiB of it) and again when its blank line does; in between only

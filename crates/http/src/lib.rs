@@ -85,8 +85,8 @@ mod server;
 
 pub use body::Body;
 pub use handler::{handler_fn, Handler, HandlerFn};
-pub use head::{Limits, RequestHead, MAX_HEADERS};
+pub use head::{Limits, RequestHead};
 pub use message::Response;
-pub use request::{Headers, Request};
+pub use request::{Headers, Request, MAX_HEADERS};
 pub use rules::Refusal;
 pub use server::{door, Config, Door, Server};

@@ -75,6 +75,11 @@ enum Path {
     Made(Box<str>),
 }
 
+/// The most headers a head may carry whatever
+/// [`Limits::max_headers`](crate::Limits::max_headers) says: the parser's
+/// header array lives on the stack (32 bytes each, 4 KiB).
+pub const MAX_HEADERS: usize = 128;
+
 /// What parsing a head learnt, as offsets into it: the [`Request`]'s parts
 /// and what the server needs to frame its body and its reply. Made once,
 /// by the codec as it cuts the head.
@@ -103,7 +108,7 @@ pub(crate) struct Layout {
 impl Layout {
     /// Parses one whole head and lays it out.
     pub(crate) fn parse(head: &[u8]) -> Result<Layout, Refusal> {
-        let mut headers = [httparse::EMPTY_HEADER; crate::head::MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(head) {
             Ok(httparse::Status::Complete(_)) => Layout::new(head, &request),

@@ -134,7 +134,7 @@ async fn main() {
 /// everywhere: their rows are printed (a miss shows as `MISSED (target)`)
 /// but do not fail the suite. A check leaves this list once its target is
 /// met, and from then on guards it like every other check.
-const TARGETS: &[&str] = &["door-slowloris", "door-idle-memory"];
+const TARGETS: &[&str] = &["door-slowloris"];
 
 /// Checks that spend their time waiting for a server's deadlines (seconds
 /// of timers, little CPU): they run at once, side by side, each against a

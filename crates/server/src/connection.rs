@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use enchufe_engine::session::{Abandon, InFlight};
 use enchufe_framing::mux::{Header, Hello, Kind, Profile};
 use enchufe_framing::{Decode, Encode, OutFrame};
-use tokio::sync::{oneshot, Semaphore};
 use tracing::trace;
 
 use crate::outbox::{flag, Budget, Outbox, Refused, Signal};
+use crate::requests::{Carrier, Requests};
 use crate::stats::Counters;
 use crate::{Error, Result, SlowConsumer, Unsupported};
 
@@ -103,16 +102,6 @@ struct Remote {
 /// The handler's per-connection state, by type ([`Connection::with_state`]);
 /// boxed in `Inner`, and only once used: most connections never do.
 type StateMap = HashMap<TypeId, Box<dyn Any + Send>>;
-
-/// Requests this end sent on a peer connection, awaiting replies.
-struct Requests {
-    /// Bounds requests awaiting replies (`max_in_flight`).
-    permits: Semaphore,
-    /// Reply slots by id: the session layer's table, the one the client
-    /// uses too. After the connection's end, registering fails at once.
-    slots: InFlight<oneshot::Sender<Result<BytesMut>>>,
-    timeout: Duration,
-}
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,7 +227,7 @@ impl Connection {
             .inner
             .remote
             .get()
-            .map_or(Duration::ZERO, |r| r.requests.timeout);
+            .map_or(Duration::ZERO, |r| r.requests.timeout());
         self.request_timeout(msg, timeout).await
     }
 
@@ -256,33 +245,10 @@ impl Connection {
         }
         let body = msg.encode()?;
         let exchange = async {
-            let requests = match self.inner.remote.get() {
-                Some(remote) => &remote.requests,
-                None => return Err(Error::Closed),
-            };
-            let _permit = requests
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| Error::Closed)?;
-            let request = |id| {
-                OutFrame::with_header(
-                    Header {
-                        kind: Kind::Request,
-                        id,
-                    },
-                    body.clone(),
-                )
-            };
-            // The id does not change the length: check before registering.
-            self.check_len(request(0))?;
-            let (reply, answer) = oneshot::channel();
-            let id = requests.slots.register(reply).map_err(|_| Error::Closed)?;
-            let cancel = |id| self.send_cancel(id);
-            let mut outstanding = Abandon::new(&requests.slots, id, &cancel);
-            self.wait_for_room(request(id), false).await?;
-            outstanding.sent();
-            answer.await.unwrap_or(Err(Error::Closed))
+            match self.inner.remote.get() {
+                Some(remote) => remote.requests.exchange(self, body).await,
+                None => Err(Error::Closed),
+            }
         };
         let frame = tokio::time::timeout(timeout, exchange)
             .await
@@ -556,55 +522,25 @@ impl Connection {
     /// Records the other end's hello; our requests to it are bounded by
     /// `max_in_flight` and wait `timeout` by default.
     pub(crate) fn set_remote(&self, hello: Hello, max_in_flight: usize, timeout: Duration) {
-        let requests = Requests {
-            permits: Semaphore::new(max_in_flight),
-            slots: InFlight::new(),
-            timeout,
-        };
+        let requests = Requests::new(max_in_flight, timeout);
         let _ = self.inner.remote.set(Box::new(Remote { hello, requests }));
     }
 
     /// Answers our request `id` with what the other end sent; a reply for
     /// an id we no longer wait for (timed out, cancelled) is dropped.
     pub(crate) fn answer(&self, id: u64, outcome: Result<BytesMut>) {
-        let slot = self
-            .inner
-            .remote
-            .get()
-            .and_then(|r| r.requests.slots.take(id));
-        match slot {
-            Some(slot) => {
-                let _ = slot.send(outcome);
-            }
-            None => trace!(id, "reply for an abandoned request dropped"),
+        match self.inner.remote.get() {
+            Some(remote) => remote.requests.answer(id, outcome),
+            None => trace!(id, "reply with no request sent dropped"),
         }
     }
 
     /// The connection has ended: every request still waiting fails, and
     /// later ones fail at once.
     pub(crate) fn end_requests(&self) {
-        let Some(remote) = self.inner.remote.get() else {
-            return;
-        };
-        for slot in remote.requests.slots.end() {
-            let _ = slot.send(Err(Error::Closed));
+        if let Some(remote) = self.inner.remote.get() {
+            remote.requests.end();
         }
-        remote.requests.permits.close();
-    }
-
-    /// Tells the other end we gave up on our request `id`. A cancel is a
-    /// few bytes and frees the other end's work: it goes past the budget
-    /// rather than be skipped (once the connection is closed it is, and a
-    /// late reply is dropped on arrival).
-    fn send_cancel(&self, id: u64) {
-        let cancel = OutFrame::with_header(
-            Header {
-                kind: Kind::Cancel,
-                id,
-            },
-            Bytes::new(),
-        );
-        let _ = self.inner.outbox.force(cancel, &self.inner.signal);
     }
 
     pub(crate) fn take_failure(&self) -> Option<Error> {
@@ -614,6 +550,30 @@ impl Connection {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .map(|failure| *failure)
+    }
+}
+
+impl Carrier for Connection {
+    fn check_len(&self, frame: OutFrame) -> Result<OutFrame> {
+        Connection::check_len(self, frame)
+    }
+
+    async fn send(&self, frame: OutFrame) -> Result<()> {
+        self.wait_for_room(frame, false).await
+    }
+
+    /// A cancel is a few bytes and frees the other end's work: it goes past
+    /// the budget rather than be skipped (once the connection is closed it
+    /// is, and a late reply is dropped on arrival).
+    fn cancel(&self, id: u64) {
+        let cancel = OutFrame::with_header(
+            Header {
+                kind: Kind::Cancel,
+                id,
+            },
+            Bytes::new(),
+        );
+        let _ = self.inner.outbox.force(cancel, &self.inner.signal);
     }
 }
 

@@ -233,15 +233,12 @@ impl Error {
     /// Whether something took too long: a peer request's reply, the hello
     /// exchange, or a client that stopped reading ([`Error::WriteStalled`]).
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout(_)
-                | Error::HandshakeTimeout(_)
-                | Error::FirstFrameTimeout(_)
-                | Error::FrameTimeout(_)
-                | Error::HandlerTimeout(_)
-                | Error::WriteStalled(_)
-        ) || matches!(self, Error::Framing(e) if e.is_timeout())
+        self.is_slow_sender()
+            || matches!(
+                self,
+                Error::Timeout(_) | Error::HandlerTimeout(_) | Error::WriteStalled(_)
+            )
+            || matches!(self, Error::Framing(e) if e.is_timeout())
     }
 
     /// Whether the connection is gone (closed, reset, cut inside a frame).
@@ -333,13 +330,15 @@ impl Error {
     /// closes are counted and their warnings thinned, so bad input cannot
     /// flood the log.
     pub fn is_bad_input(&self) -> bool {
+        self.is_slow_sender() || matches!(self, Error::Framing(_) | Error::Io(_))
+    }
+
+    /// The other end was too slow to send its hello, its first frame or a
+    /// whole frame: a timeout, and bad input.
+    fn is_slow_sender(&self) -> bool {
         matches!(
             self,
-            Error::Framing(_)
-                | Error::Io(_)
-                | Error::HandshakeTimeout(_)
-                | Error::FirstFrameTimeout(_)
-                | Error::FrameTimeout(_)
+            Error::HandshakeTimeout(_) | Error::FirstFrameTimeout(_) | Error::FrameTimeout(_)
         )
     }
 }

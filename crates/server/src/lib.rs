@@ -77,6 +77,7 @@ mod handler;
 mod layer;
 mod limits;
 mod outbox;
+mod requests;
 mod rewind;
 mod role;
 mod server;

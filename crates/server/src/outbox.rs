@@ -14,6 +14,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use enchufe_engine::notify::until_notified;
+use enchufe_engine::Counted;
 use enchufe_framing::OutFrame;
 use tokio::sync::Notify;
 
@@ -191,30 +193,23 @@ impl Outbox {
         signal: &Signal,
     ) -> Result<(), Refused> {
         let mut frame = Some(frame);
-        let _waiting = Waiting::new(&self.waiting);
-        loop {
-            // Registered before the check, so a notification between the
-            // check and the await is not lost.
-            let room = self.writable.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            {
-                let mut state = self.state();
-                if state.closed {
-                    return Err(Refused::Closed);
-                }
-                let n = frame.as_ref().map_or(0, cost);
-                if self.fits(&state, n) {
-                    if let Some(frame) = frame.take() {
-                        self.push_back(&mut state, frame, is_push);
-                    }
-                    drop(state);
-                    signal.raise(flag::OUTBOX);
-                    return Ok(());
-                }
+        let _waiting = Counted::new(&self.waiting);
+        until_notified(&self.writable, || {
+            let mut state = self.state();
+            if state.closed {
+                return Some(Err(Refused::Closed));
             }
-            room.await;
-        }
+            if !self.fits(&state, frame.as_ref().map_or(0, cost)) {
+                return None;
+            }
+            if let Some(frame) = frame.take() {
+                self.push_back(&mut state, frame, is_push);
+            }
+            drop(state);
+            signal.raise(flag::OUTBOX);
+            Some(Ok(()))
+        })
+        .await
     }
 
     /// Queues a push, evicting the oldest queued pushes until it fits.
@@ -329,22 +324,6 @@ impl Outbox {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.state().frames.len()
-    }
-}
-
-/// Counts a sender waiting for room for as long as it waits.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Waiting(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -2,7 +2,7 @@
 //! per round, back to back, the order rotating between rounds.
 
 use crate::error::{Error, Result};
-use crate::load::{Kind, Spec};
+use crate::load::{Kind, Percentiles, Spec};
 use crate::procfs;
 
 use super::bench::{Bench, Srv};
@@ -154,8 +154,8 @@ pub(super) struct Sample {
     pub(super) server_cpu: f64,
     /// Load process CPU per echo, µs.
     pub(super) client_cpu: f64,
-    pub(super) p50: f64,
-    pub(super) p99: f64,
+    /// Round trips, µs; NaN when the run did not time them.
+    pub(super) latency: Percentiles,
 }
 
 /// Every round of one workload: `samples[contender][round]`.
@@ -217,7 +217,43 @@ impl Duel {
     }
 }
 
+/// `run`'s result, and the CPU seconds (user + system) the server `pid`
+/// spent while it ran.
+pub(super) async fn with_cpu<R>(
+    pid: u32,
+    run: impl std::future::Future<Output = Result<R>>,
+) -> Result<(R, f64)> {
+    let before = procfs::cpu_secs(pid)?;
+    let report = run.await?;
+    Ok((report, procfs::cpu_secs(pid)? - before))
+}
+
+/// Echoes per second over `secs`, and `cpu_secs` in µs per echo; an error
+/// when no echo came back.
+pub(super) fn per_echo(echoes: u64, secs: f64, cpu_secs: f64) -> Result<(f64, f64)> {
+    if echoes == 0 {
+        return Err(Error::harness("no echo came back"));
+    }
+    let n = echoes as f64;
+    Ok((n / secs, cpu_secs * 1e6 / n))
+}
+
 impl Bench {
+    /// Every workload of a section, each dueled by `who(i)` (`i` its place
+    /// in `workloads`); then the section's servers are stopped.
+    pub(super) async fn duels<'w>(
+        &mut self,
+        workloads: &[Workload],
+        who: impl Fn(usize) -> &'w [Who],
+    ) -> Vec<Duel> {
+        let mut duels = Vec::new();
+        for (i, w) in workloads.iter().enumerate() {
+            duels.push(self.duel(*w, who(i)).await);
+        }
+        self.stop_servers().await;
+        duels
+    }
+
     /// Runs every round of `workload` for each contender.
     pub(super) async fn duel(&mut self, workload: Workload, who: &[Who]) -> Duel {
         let mut duel = Duel {
@@ -268,20 +304,13 @@ impl Bench {
             frames: None,
             latency: w.latency,
         };
-        let cpu_before = procfs::cpu_secs(pid)?;
-        let report = self.load(&spec).await?;
-        let cpu_after = procfs::cpu_secs(pid)?;
-        if report.frames == 0 {
-            return Err(Error::harness("no echo came back"));
-        }
-        let frames = report.frames as f64;
-        let latency = report.latency_us;
+        let (report, cpu) = with_cpu(pid, self.load(&spec)).await?;
+        let (rate, server_cpu) = per_echo(report.frames, report.secs, cpu)?;
         Ok(Sample {
-            rate: frames / report.secs,
-            server_cpu: (cpu_after - cpu_before) * 1e6 / frames,
-            client_cpu: report.client_cpu_secs * 1e6 / frames,
-            p50: latency.map_or(f64::NAN, |l| l.p50),
-            p99: latency.map_or(f64::NAN, |l| l.p99),
+            rate,
+            server_cpu,
+            client_cpu: report.client_cpu_secs * 1e6 / report.frames as f64,
+            latency: report.latency_us.unwrap_or(Percentiles::UNTIMED),
         })
     }
 }

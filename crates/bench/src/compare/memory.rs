@@ -26,9 +26,9 @@ pub(super) struct AbuseRow {
     pub(super) case: &'static str,
     pub(super) target: &'static str,
     pub(super) report: AbuseReport,
-    pub(super) peak_rss_kib: u64,
-    pub(super) peak_size_kib: u64,
-    pub(super) hwm_kib: u64,
+    /// Growth over the idle baseline while the client ran: RSS and VmSize
+    /// at their peak, and the peak RSS the kernel kept (VmHWM).
+    pub(super) growth: procfs::Memory,
     pub(super) after_rss_kib: u64,
 }
 
@@ -133,9 +133,11 @@ impl Bench {
                 "bounded (no figure set)"
             },
             report,
-            peak_rss_kib: peak.rss.saturating_sub(base.rss),
-            peak_size_kib: peak.size.saturating_sub(base.size),
-            hwm_kib: after.hwm.saturating_sub(base.rss),
+            growth: procfs::Memory {
+                rss: peak.rss.saturating_sub(base.rss),
+                size: peak.size.saturating_sub(base.size),
+                hwm: after.hwm.saturating_sub(base.rss),
+            },
             after_rss_kib: after.rss.saturating_sub(base.rss),
         })
     }

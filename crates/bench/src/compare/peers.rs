@@ -14,7 +14,7 @@ use crate::peers::{self, Impl, Kind, Report, Spec};
 use crate::procfs;
 
 use super::bench::Bench;
-use super::duel::{spread, Spread};
+use super::duel::{per_echo, spread, with_cpu, Spread};
 use super::report::{meets, ratio};
 use super::units::{micros, rate};
 
@@ -60,6 +60,23 @@ impl Shape {
     }
 }
 
+/// The WebSocket section's shapes: small messages pipelined, then 1 MiB.
+const WS: [Shape; 2] = [
+    Shape::new(Kind::Ws, 64, 32, 16),
+    Shape::new(Kind::Ws, MIB, 1, 4),
+];
+/// The UDP section's shapes: small datagrams on one socket, then 1 KiB on 8.
+const UDP: [Shape; 2] = [
+    Shape::new(Kind::Udp, 64, 1, 64),
+    Shape::new(Kind::Udp, KIB, 8, 16),
+];
+/// The TLS section's shapes: small frames, 1 MiB frames, handshakes.
+const TLS: [Shape; 3] = [
+    Shape::new(Kind::Tls, 16, 32, 16),
+    Shape::new(Kind::Tls, MIB, 1, 4),
+    Shape::new(Kind::Handshake, 16, 1, 8),
+];
+
 /// One run: messages per second, server CPU per message (µs), losses.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -104,6 +121,16 @@ struct Peers<'a> {
 }
 
 impl<'a> Peers<'a> {
+    /// No server runs yet; with `tls` (certificate and key files), they
+    /// serve TLS.
+    fn new(bench: &'a Bench, tls: Option<(PathBuf, PathBuf)>) -> Self {
+        Peers {
+            bench,
+            tls,
+            running: HashMap::new(),
+        }
+    }
+
     fn spec(&self, imp: Impl) -> ServerSpec {
         let name = clap::ValueEnum::to_possible_value(&imp)
             .map(|v| v.get_name().to_owned())
@@ -162,16 +189,12 @@ impl<'a> Peers<'a> {
 
     async fn measure(&mut self, imp: Impl, shape: Shape, secs: f64) -> Result<Sample> {
         let (pid, addr) = self.server(imp, shape).await?;
-        let before = procfs::cpu_secs(pid)?;
-        let report = self.load(&self.load_spec(shape, addr, secs)).await?;
-        let after = procfs::cpu_secs(pid)?;
-        if report.frames == 0 {
-            return Err(Error::harness("no echo came back"));
-        }
-        let n = report.frames as f64;
+        let spec = self.load_spec(shape, addr, secs);
+        let (report, cpu) = with_cpu(pid, self.load(&spec)).await?;
+        let (rate, cpu) = per_echo(report.frames, report.secs, cpu)?;
         Ok(Sample {
-            rate: n / report.secs,
-            cpu: (after - before) * 1e6 / n,
+            rate,
+            cpu,
             lost: report.lost,
         })
     }
@@ -250,6 +273,23 @@ impl<'a> Peers<'a> {
     }
 }
 
+/// Every shape dueled by `pair` on servers started for the section (with
+/// `tls`: certificate and key), stopped after.
+async fn duels(
+    bench: &Bench,
+    tls: Option<(PathBuf, PathBuf)>,
+    pair: [Impl; 2],
+    shapes: &[Shape],
+) -> Vec<Row> {
+    let mut peers = Peers::new(bench, tls);
+    let mut rows = Vec::new();
+    for &shape in shapes {
+        rows.push(peers.duel(pair, shape).await);
+    }
+    peers.stop().await;
+    rows
+}
+
 fn table(
     title: &str,
     intro: &str,
@@ -300,20 +340,7 @@ fn table(
 
 /// `compare --only ws`.
 pub(super) async fn ws(bench: &Bench) -> String {
-    let mut peers = Peers {
-        bench,
-        tls: None,
-        running: HashMap::new(),
-    };
-    let pair = [Impl::WsEnchufe, Impl::WsTungstenite];
-    let mut rows = Vec::new();
-    for shape in [
-        Shape::new(Kind::Ws, 64, 32, 16),
-        Shape::new(Kind::Ws, MIB, 1, 4),
-    ] {
-        rows.push(peers.duel(pair, shape).await);
-    }
-    peers.stop().await;
+    let rows = duels(bench, None, [Impl::WsEnchufe, Impl::WsTungstenite], &WS).await;
     let mut t = table(
         "WebSocket: enchufe Server::web vs tokio-tungstenite",
         "Binary messages echoed; both servers driven by the same tokio-tungstenite client, \
@@ -352,30 +379,12 @@ pub(super) async fn ws(bench: &Bench) -> String {
 }
 
 async fn peers_idle(bench: &Bench, imp: Impl, n: usize) -> Result<(u64, u64)> {
-    let peers = Peers {
-        bench,
-        tls: None,
-        running: HashMap::new(),
-    };
-    peers.idle_ws(imp, n).await
+    Peers::new(bench, None).idle_ws(imp, n).await
 }
 
 /// `compare --only udp`.
 pub(super) async fn udp(bench: &Bench) -> String {
-    let mut peers = Peers {
-        bench,
-        tls: None,
-        running: HashMap::new(),
-    };
-    let pair = [Impl::UdpEnchufe, Impl::UdpRaw];
-    let mut rows = Vec::new();
-    for shape in [
-        Shape::new(Kind::Udp, 64, 1, 64),
-        Shape::new(Kind::Udp, KIB, 8, 16),
-    ] {
-        rows.push(peers.duel(pair, shape).await);
-    }
-    peers.stop().await;
+    let rows = duels(bench, None, [Impl::UdpEnchufe, Impl::UdpRaw], &UDP).await;
     table(
         "UDP: enchufe::udp vs a raw tokio loop",
         "Datagrams echoed; both servers driven by the same raw-socket client, each socket \
@@ -395,21 +404,7 @@ pub(super) async fn tls(bench: &Bench) -> String {
         Ok(cert) => cert,
         Err(e) => return format!("## TLS\n\nFAILED: no certificate: {e}\n"),
     };
-    let mut peers = Peers {
-        bench,
-        tls: Some(cert),
-        running: HashMap::new(),
-    };
-    let pair = [Impl::TlsEnchufe, Impl::TlsFloor];
-    let mut rows = Vec::new();
-    for shape in [
-        Shape::new(Kind::Tls, 16, 32, 16),
-        Shape::new(Kind::Tls, MIB, 1, 4),
-        Shape::new(Kind::Handshake, 16, 1, 8),
-    ] {
-        rows.push(peers.duel(pair, shape).await);
-    }
-    peers.stop().await;
+    let rows = duels(bench, Some(cert), [Impl::TlsEnchufe, Impl::TlsFloor], &TLS).await;
     table(
         "TLS: enchufe Server::tls vs tokio-rustls + Framed",
         "Frames echoed over TLS (rustls 0.23, ring, a self-signed certificate made per run), both \

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use tokio::process::Command;
 
-use super::duel::{Duel, Spread, Who};
+use super::duel::{Duel, Sample, Spread, Who};
 use super::memory::{AbuseRow, IdleRow};
 use super::units::{micros, rate};
 
@@ -93,6 +93,38 @@ pub(super) fn meets(s: Option<Spread>, target: f64, higher: bool) -> &'static st
     }
 }
 
+/// `theirs | ours`: the medians of `f`, each shown with `show`.
+fn medians(
+    d: &Duel,
+    [theirs, ours]: [Who; 2],
+    f: fn(&Sample) -> f64,
+    show: fn(f64) -> String,
+) -> String {
+    format!(
+        "{} | {}",
+        opt(d.median(theirs, f), show),
+        opt(d.median(ours, f), show)
+    )
+}
+
+/// The cells of a row of ours against theirs: throughput, ours / theirs,
+/// whether that meets `target`; server CPU, theirs / ours (efficiency:
+/// higher is better too), whether that meets `target`.
+fn rate_and_cpu(d: &Duel, both: [Who; 2], target: f64) -> String {
+    let [theirs, ours] = both;
+    let thr = d.ratio(ours, theirs, |s| s.rate);
+    let eff = d.ratio(theirs, ours, |s| s.server_cpu);
+    format!(
+        "{} | {} | {} | {} | {} | {}",
+        medians(d, both, |s| s.rate, rate),
+        ratio(thr),
+        meets(thr, target, true),
+        medians(d, both, |s| s.server_cpu, micros),
+        ratio(eff),
+        meets(eff, target, true),
+    )
+}
+
 fn errors(duels: &[&Duel]) -> String {
     let mut out = String::new();
     for d in duels {
@@ -114,21 +146,8 @@ pub(super) fn plain_table(duels: &[Duel]) -> String {
     );
     let mut used = Vec::new();
     for d in duels.iter().filter(|d| d.index(Who::Floor).is_some()) {
-        let thr = d.ratio(Who::Enchufe, Who::Floor, |s| s.rate);
-        let eff = d.ratio(Who::Floor, Who::Enchufe, |s| s.server_cpu);
-        let _ = writeln!(
-            t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            d.workload.label(),
-            opt(d.median(Who::Floor, |s| s.rate), rate),
-            opt(d.median(Who::Enchufe, |s| s.rate), rate),
-            ratio(thr),
-            meets(thr, 0.95, true),
-            opt(d.median(Who::Floor, |s| s.server_cpu), micros),
-            opt(d.median(Who::Enchufe, |s| s.server_cpu), micros),
-            ratio(eff),
-            meets(eff, 0.95, true),
-        );
+        let cells = rate_and_cpu(d, [Who::Floor, Who::Enchufe], 0.95);
+        let _ = writeln!(t, "| {} | {cells} |", d.workload.label());
         used.push(d);
     }
     t + &errors(&used)
@@ -196,7 +215,7 @@ pub(super) fn client_table(plain: &[Duel], mux: &[Duel]) -> String {
 }
 
 pub(super) fn latency_table(d: &Duel) -> String {
-    let r = d.ratio(Who::Enchufe, Who::Floor, |s| s.p99);
+    let r = d.ratio(Who::Enchufe, Who::Floor, |s| s.latency.p99);
     let mut t = String::from(
         "## Round-trip latency: enchufe echo_server vs the floor\n\n\
          The generator with one frame in flight per connection, every round trip timed. \
@@ -208,10 +227,10 @@ pub(super) fn latency_table(d: &Duel) -> String {
         t,
         "| {} | {} | {} | {} | {} | {} | {} |",
         d.workload.label(),
-        opt(d.median(Who::Floor, |s| s.p50), micros),
-        opt(d.median(Who::Floor, |s| s.p99), micros),
-        opt(d.median(Who::Enchufe, |s| s.p50), micros),
-        opt(d.median(Who::Enchufe, |s| s.p99), micros),
+        opt(d.median(Who::Floor, |s| s.latency.p50), micros),
+        opt(d.median(Who::Floor, |s| s.latency.p99), micros),
+        opt(d.median(Who::Enchufe, |s| s.latency.p50), micros),
+        opt(d.median(Who::Enchufe, |s| s.latency.p99), micros),
         ratio(r),
         meets(r, 1.1, false),
     );
@@ -229,42 +248,40 @@ pub(super) fn mux_table(duels: &[Duel]) -> String {
          | workload | tarpc | enchufe | enchufe / tarpc | ≥ 3 | tarpc server CPU/req | enchufe server CPU/req | tarpc client CPU/req | enchufe client CPU/req |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
-    let mut used = Vec::new();
-    for (i, d) in duels.iter().enumerate() {
-        let r = d.ratio(Who::EnchufeMux, Who::Tarpc, |s| s.rate);
+    // The target is judged at the first workload; tarpc as its users run
+    // it too (its `tcp` helpers leave Nagle on), where measured.
+    let rows = duels
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d, Who::Tarpc, "", i == 0))
+        .chain(
+            duels
+                .iter()
+                .filter(|d| d.index(Who::TarpcNagle).is_some())
+                .map(|d| {
+                    (
+                        d,
+                        Who::TarpcNagle,
+                        ", tarpc with Nagle on (its default)",
+                        true,
+                    )
+                }),
+        );
+    for (d, tarpc, note, judged) in rows {
+        let both = [tarpc, Who::EnchufeMux];
+        let r = d.ratio(Who::EnchufeMux, tarpc, |s| s.rate);
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{note} | {} | {} | {} | {} | {} |",
             d.workload.label(),
-            opt(d.median(Who::Tarpc, |s| s.rate), rate),
-            opt(d.median(Who::EnchufeMux, |s| s.rate), rate),
+            medians(d, both, |s| s.rate, rate),
             ratio(r),
-            if i == 0 { meets(r, 3.0, true) } else { "" },
-            opt(d.median(Who::Tarpc, |s| s.server_cpu), micros),
-            opt(d.median(Who::EnchufeMux, |s| s.server_cpu), micros),
-            opt(d.median(Who::Tarpc, |s| s.client_cpu), micros),
-            opt(d.median(Who::EnchufeMux, |s| s.client_cpu), micros),
-        );
-        used.push(d);
-    }
-    // tarpc as its users run it: its `tcp` helpers leave Nagle on.
-    for d in duels.iter().filter(|d| d.index(Who::TarpcNagle).is_some()) {
-        let r = d.ratio(Who::EnchufeMux, Who::TarpcNagle, |s| s.rate);
-        let _ = writeln!(
-            t,
-            "| {}, tarpc with Nagle on (its default) | {} | {} | {} | {} | {} | {} | {} | {} |",
-            d.workload.label(),
-            opt(d.median(Who::TarpcNagle, |s| s.rate), rate),
-            opt(d.median(Who::EnchufeMux, |s| s.rate), rate),
-            ratio(r),
-            meets(r, 3.0, true),
-            opt(d.median(Who::TarpcNagle, |s| s.server_cpu), micros),
-            opt(d.median(Who::EnchufeMux, |s| s.server_cpu), micros),
-            opt(d.median(Who::TarpcNagle, |s| s.client_cpu), micros),
-            opt(d.median(Who::EnchufeMux, |s| s.client_cpu), micros),
+            if judged { meets(r, 3.0, true) } else { "" },
+            medians(d, both, |s| s.server_cpu, micros),
+            medians(d, both, |s| s.client_cpu, micros),
         );
     }
-    t + &errors(&used)
+    t + &errors(&duels.iter().collect::<Vec<_>>())
 }
 
 pub(super) fn http_table(duels: &[Duel]) -> String {
@@ -284,22 +301,9 @@ pub(super) fn http_table(duels: &[Duel]) -> String {
             if d.index(them).is_none() {
                 continue;
             }
-            let thr = d.ratio(Who::Http, them, |s| s.rate);
-            let eff = d.ratio(them, Who::Http, |s| s.server_cpu);
-            let _ = writeln!(
-                t,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                d.workload.label(),
-                them.label(),
-                opt(d.median(them, |s| s.rate), rate),
-                opt(d.median(Who::Http, |s| s.rate), rate),
-                ratio(thr),
-                meets(thr, 1.0, true),
-                opt(d.median(them, |s| s.server_cpu), micros),
-                opt(d.median(Who::Http, |s| s.server_cpu), micros),
-                ratio(eff),
-                meets(eff, 1.0, true),
-            );
+            let cells = rate_and_cpu(d, [them, Who::Http], 1.0);
+            let (label, them) = (d.workload.label(), them.label());
+            let _ = writeln!(t, "| {label} | {them} | {cells} |");
         }
         used.push(d);
     }
@@ -348,9 +352,9 @@ pub(super) fn abuse_table(rows: &[AbuseRow], secs: f64) -> String {
             r.report.secs,
             r.report.closed_by_server,
             r.report.conns,
-            kib(r.peak_rss_kib),
-            kib(r.peak_size_kib),
-            kib(r.hwm_kib),
+            kib(r.growth.rss),
+            kib(r.growth.size),
+            kib(r.growth.hwm),
             kib(r.after_rss_kib),
             r.target,
         );

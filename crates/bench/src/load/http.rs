@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::{Budget, Tally};
 use crate::error::{Error, Result};
+use crate::flight;
 
 /// The most bytes of replies the reader holds: far over a pipelined
 /// window of hello replies (~150 bytes each).
@@ -61,10 +62,7 @@ impl HttpGenerator {
                     batch.extend_from_slice(
                         format!("GET /hola/{n} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes(),
                     );
-                    sent_tx
-                        .send(n)
-                        .await
-                        .map_err(|_| Error::harness("reader gone"))?;
+                    flight::owe(&sent_tx, n).await?;
                     n += 1;
                 }
                 if !batch.is_empty() {
@@ -93,11 +91,7 @@ impl HttpGenerator {
                         return Err(Error::harness("a reply over 1 MiB"));
                     }
                     if read.read_buf(&mut buf).await? == 0 {
-                        return Err(Error::Closed {
-                            conn: self.conn,
-                            received: tally.frames,
-                            owed: 1 + sent_rx.len() as u64,
-                        });
+                        return Err(flight::closed(self.conn, tally.frames, &sent_rx));
                     }
                 }
                 window.add_permits(1);

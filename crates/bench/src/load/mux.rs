@@ -17,6 +17,7 @@ use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
 use super::{Budget, Tally};
 use crate::error::{Error, Result};
+use crate::flight;
 use crate::floor::codec;
 use crate::payload::{check, Payloads};
 
@@ -72,21 +73,8 @@ impl MuxGenerator {
         let writer = async {
             let mut n = 0u64;
             while self.budget.take() {
-                let permit = match window.try_acquire() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        SinkExt::<(u64, Bytes)>::flush(&mut frames).await?;
-                        window
-                            .acquire()
-                            .await
-                            .map_err(|_| Error::harness("window closed"))?
-                    }
-                };
-                permit.forget();
-                sent_tx
-                    .send(())
-                    .await
-                    .map_err(|_| Error::harness("reader gone"))?;
+                flight::take::<_, (u64, Bytes)>(&window, &mut frames).await?;
+                flight::owe(&sent_tx, ()).await?;
                 frames.feed((n + 1, self.payloads.get(n).clone())).await?;
                 n += 1;
             }
@@ -98,16 +86,8 @@ impl MuxGenerator {
         let reader = async {
             let mut tally = Tally::default();
             while sent_rx.recv().await.is_some() {
-                let reply = match replies.next().await {
-                    Some(reply) => reply?,
-                    None => {
-                        return Err(Error::Closed {
-                            conn: self.conn,
-                            received: tally.frames,
-                            owed: 1 + sent_rx.len() as u64,
-                        })
-                    }
-                };
+                let reply =
+                    flight::next_echo(&mut replies, self.conn, tally.frames, &sent_rx).await?;
                 let (header, body) =
                     Header::split(reply).map_err(|e| Error::harness(e.to_string()))?;
                 if header.kind != Kind::Response || header.id == 0 {

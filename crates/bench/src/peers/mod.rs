@@ -225,8 +225,7 @@ async fn load(spec: &Spec) -> Result<Report> {
     match spec.kind {
         Kind::Ws => ws::load(spec, &stop, &mut tasks).await?,
         Kind::Udp => udp::load(spec, &stop, &mut tasks).await?,
-        Kind::Tls => tls::load(spec, &stop, &mut tasks).await?,
-        Kind::Handshake => tls::handshakes(spec, &stop, &mut tasks)?,
+        Kind::Tls | Kind::Handshake => tls::load(spec, &stop, &mut tasks).await?,
     }
     // Connections are open (the handshake load opens its own as it goes):
     // the clock times traffic.

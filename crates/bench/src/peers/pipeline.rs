@@ -5,10 +5,11 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{Sink, SinkExt, Stream};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::error::{Error, Result};
+use crate::flight;
 use crate::payload::{check, Payloads};
 
 /// Keeps `depth` payloads in flight on one connection until `stop`, then
@@ -31,21 +32,8 @@ where
     let writer = async {
         let mut n = 0u64;
         while !stop.load(Relaxed) {
-            let permit = match window.try_acquire() {
-                Ok(permit) => permit,
-                Err(_) => {
-                    sink.flush().await?;
-                    window
-                        .acquire()
-                        .await
-                        .map_err(|_| Error::harness("window closed"))?
-                }
-            };
-            permit.forget();
-            sent_tx
-                .send(())
-                .await
-                .map_err(|_| Error::harness("reader gone"))?;
+            flight::take(&window, &mut sink).await?;
+            flight::owe(&sent_tx, ()).await?;
             sink.feed(payloads.get(n).clone()).await?;
             n += 1;
         }
@@ -56,16 +44,7 @@ where
     let reader = async {
         let mut received = 0u64;
         while sent_rx.recv().await.is_some() {
-            let echo = match echoes.next().await {
-                Some(echo) => echo?,
-                None => {
-                    return Err(Error::Closed {
-                        conn,
-                        received,
-                        owed: 1 + sent_rx.len() as u64,
-                    })
-                }
-            };
+            let echo = flight::next_echo(&mut echoes, conn, received, &sent_rx).await?;
             check(conn, received, &echo, payloads.get(received))?;
             window.add_permits(1);
             received += 1;

@@ -19,7 +19,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 
-use super::{pipeline, Served, Spec};
+use super::{pipeline, Kind, Served, Spec};
 use crate::error::{Error, Result};
 use crate::floor::{self, codec};
 use crate::payload::{check, Payloads};
@@ -110,7 +110,8 @@ async fn connect(tls: &TlsConnector, addr: SocketAddr) -> Result<TlsStream<TcpSt
         .map_err(tls_err)
 }
 
-/// Opens `conns` TLS connections, then pipelines frames on each.
+/// [`Kind::Handshake`]: [`handshakes`]. [`Kind::Tls`]: opens `conns` TLS
+/// connections, then pipelines frames on each.
 pub(crate) async fn load(
     spec: &Spec,
     stop: &Arc<AtomicBool>,
@@ -118,6 +119,10 @@ pub(crate) async fn load(
 ) -> Result<()> {
     let tls = connector(spec)?;
     let payloads = Payloads::new(spec.size);
+    if spec.kind == Kind::Handshake {
+        handshakes(tls, payloads, spec, stop, tasks);
+        return Ok(());
+    }
     let mut conns = Vec::with_capacity(spec.conns);
     for _ in 0..spec.conns {
         conns.push(connect(&tls, spec.addr).await?);
@@ -140,13 +145,13 @@ pub(crate) async fn load(
 
 /// `depth` loops, each: connect, full handshake, one frame echoed and
 /// checked, close; until `stop`.
-pub(crate) fn handshakes(
+fn handshakes(
+    tls: TlsConnector,
+    payloads: Payloads,
     spec: &Spec,
     stop: &Arc<AtomicBool>,
     tasks: &mut JoinSet<Result<(u64, u64)>>,
-) -> Result<()> {
-    let tls = connector(spec)?;
-    let payloads = Payloads::new(spec.size);
+) {
     for conn in 0..spec.depth {
         let (tls, payloads, stop, addr) = (tls.clone(), payloads.clone(), stop.clone(), spec.addr);
         tasks.spawn(async move {
@@ -166,5 +171,4 @@ pub(crate) fn handshakes(
             Ok((n, 0))
         });
     }
-    Ok(())
 }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use enchufe_engine::notify::until_notified;
 use enchufe_engine::session::{Abandon, InFlight};
 use enchufe_engine::Signal;
 use enchufe_framing::mux::{Header, Kind, Mismatch, Profile};
@@ -460,27 +461,21 @@ impl Link {
     async fn submit_waiting(&self, item: QueueItem) -> Result<()> {
         let shared = &self.inner.shared;
         let mut item = Some(item);
-        loop {
-            let room = shared.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            {
-                let mut out = shared.out();
-                if out.closed {
-                    drop(out);
-                    return Err(self.closed_error());
-                }
-                if out.frames.len() < shared.max_queued {
-                    if let Some(item) = item.take() {
-                        out.frames.push_back(item);
-                    }
-                    drop(out);
-                    shared.signal.raise(flag::QUEUED);
-                    return Ok(());
-                }
+        until_notified(&shared.room, || {
+            let mut out = shared.out();
+            if out.closed {
+                drop(out);
+                return Some(Err(self.closed_error()));
             }
-            room.await;
-        }
+            if out.frames.len() >= shared.max_queued {
+                return None;
+            }
+            out.frames.extend(item.take());
+            drop(out);
+            shared.signal.raise(flag::QUEUED);
+            Some(Ok(()))
+        })
+        .await
     }
 
     fn closed_error(&self) -> Error {

@@ -5,24 +5,20 @@ use std::sync::Arc;
 use super::*;
 use enchufe_framing::Config;
 use std::time::Duration;
+use tokio::io::DuplexStream;
 
-fn driver(
-    io: tokio::io::DuplexStream,
-    budget: usize,
-    deadlines: Deadlines,
-) -> Driver<tokio::io::DuplexStream, Arc<Signal>> {
-    Driver::new(
-        Wire::new(io, &Config::default()),
-        Arc::new(Signal::default()),
-        budget,
-        deadlines,
-    )
+/// A driver on one end of an in-memory pipe holding `pipe` bytes each
+/// way, and the other end.
+fn driver(pipe: usize, budget: usize, deadlines: Deadlines) -> (TestDriver, DuplexStream) {
+    let (ours, theirs) = tokio::io::duplex(pipe);
+    let wire = Wire::new(ours, &Config::default());
+    let d = Driver::new(wire, Arc::new(Signal::default()), budget, deadlines);
+    (d, theirs)
 }
 
 #[tokio::test]
 async fn frames_then_eof() {
-    let (ours, mut theirs) = tokio::io::duplex(1024);
-    let mut d = driver(ours, usize::MAX, Deadlines::default());
+    let (mut d, mut theirs) = driver(1024, usize::MAX, Deadlines::default());
     use tokio::io::AsyncWriteExt;
     theirs.write_all(b"\0\0\0\x02hi\0\0\0\x01!").await.unwrap();
     drop(theirs);
@@ -33,8 +29,7 @@ async fn frames_then_eof() {
 
 #[tokio::test]
 async fn role_bits_are_reported_once_and_queued_until_taken() {
-    let (ours, _theirs) = tokio::io::duplex(1024);
-    let mut d = driver(ours, usize::MAX, Deadlines::default());
+    let (mut d, _theirs) = driver(1024, usize::MAX, Deadlines::default());
     d.signal().raise(4 | QUEUED);
     assert!(matches!(d.event(true).await, Event::Signal(4)));
     assert!(matches!(d.event(true).await, Event::Queued));
@@ -46,12 +41,11 @@ async fn role_bits_are_reported_once_and_queued_until_taken() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_fires_after_quiet_ticks_but_not_while_busy() {
-    let (ours, _theirs) = tokio::io::duplex(1024);
     let deadlines = Deadlines {
         idle: Some(Duration::from_secs(4)),
         ..Deadlines::default()
     };
-    let mut d = driver(ours, usize::MAX, deadlines.clone());
+    let (mut d, _theirs) = driver(1024, usize::MAX, deadlines.clone());
     let start = Instant::now();
     assert!(matches!(
         d.event(true).await,
@@ -60,8 +54,7 @@ async fn idle_fires_after_quiet_ticks_but_not_while_busy() {
     let took = start.elapsed();
     assert!(took >= Duration::from_secs(4) && took <= Duration::from_secs(5));
 
-    let (ours, _theirs) = tokio::io::duplex(1024);
-    let mut d = driver(ours, usize::MAX, deadlines);
+    let (mut d, _theirs) = driver(1024, usize::MAX, deadlines);
     d.set_busy(true);
     let r = tokio::time::timeout(Duration::from_secs(30), d.event(true)).await;
     assert!(r.is_err(), "busy is not idle");
@@ -69,12 +62,11 @@ async fn idle_fires_after_quiet_ticks_but_not_while_busy() {
 
 #[tokio::test(start_paused = true)]
 async fn the_roles_deadline_and_the_hello_deadline_fire() {
-    let (ours, _theirs) = tokio::io::duplex(1024);
     let deadlines = Deadlines {
         hello: Some(Duration::from_secs(10)),
         ..Deadlines::default()
     };
-    let mut d = driver(ours, usize::MAX, deadlines);
+    let (mut d, _theirs) = driver(1024, usize::MAX, deadlines);
     d.set_deadline(Some(Instant::now() + Duration::from_secs(1)));
     assert!(matches!(d.event(true).await, Event::Deadline));
     assert_eq!(d.deadline(), None);
@@ -92,8 +84,7 @@ async fn a_frame_trickled_past_its_deadline_ends_but_steady_frames_do_not() {
     };
     // Steady traffic whose reads end mid-frame: each wait sees a partial
     // frame, but a different one, so no deadline passes.
-    let (ours, mut theirs) = tokio::io::duplex(1024);
-    let mut d = driver(ours, usize::MAX, deadlines.clone());
+    let (mut d, mut theirs) = driver(1024, usize::MAX, deadlines.clone());
     for _ in 0..10 {
         theirs.write_all(b"\0\0\0\x02hi\0\0").await.unwrap();
         assert!(matches!(d.event(true).await, Event::Frame(_)));
@@ -102,8 +93,7 @@ async fn a_frame_trickled_past_its_deadline_ends_but_steady_frames_do_not() {
         assert!(matches!(d.event(true).await, Event::Frame(f) if &f[..] == b"!"));
     }
     // One byte every 2 s: the frame never completes in time.
-    let (ours, mut theirs) = tokio::io::duplex(1024);
-    let mut d = driver(ours, usize::MAX, deadlines);
+    let (mut d, mut theirs) = driver(1024, usize::MAX, deadlines);
     let start = Instant::now();
     let trickle = tokio::spawn(async move {
         for byte in [0u8, 0, 0, 9, 1, 2, 3, 4] {
@@ -128,13 +118,12 @@ async fn watch_for(d: &mut TestDriver, ms: u64) -> Option<Event> {
         .ok()
 }
 
-type TestDriver = Driver<tokio::io::DuplexStream, Arc<Signal>>;
+type TestDriver = Driver<DuplexStream, Arc<Signal>>;
 
 #[tokio::test]
 async fn watching_reads_ahead_within_its_bound_and_keeps_eof_for_after_the_frames() {
     use tokio::io::AsyncWriteExt;
-    let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-    let mut d = driver(ours, usize::MAX, Deadlines::default());
+    let (mut d, mut theirs) = driver(1 << 20, usize::MAX, Deadlines::default());
     theirs.write_all(b"\0\0\0\x02hi\0\0\0\x01!").await.unwrap();
     drop(theirs);
     // The EOF is read but not reported: the frames before it come first.
@@ -146,8 +135,7 @@ async fn watching_reads_ahead_within_its_bound_and_keeps_eof_for_after_the_frame
 
     // 1,000 frames of 1 KiB pipelined: watching reads about WATCH_BOUND
     // of them, then nothing, and every frame still comes out in order.
-    let (ours, mut theirs) = tokio::io::duplex(2 << 20);
-    let mut d = driver(ours, usize::MAX, Deadlines::default());
+    let (mut d, mut theirs) = driver(2 << 20, usize::MAX, Deadlines::default());
     let mut sent = Vec::new();
     for i in 0..1000u32 {
         sent.extend_from_slice(&1024u32.to_be_bytes());
@@ -171,8 +159,7 @@ async fn watching_reads_ahead_within_its_bound_and_keeps_eof_for_after_the_frame
 #[tokio::test]
 async fn watching_stops_at_a_whole_large_frame_and_every_frame_comes_out() {
     use tokio::io::AsyncWriteExt;
-    let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-    let mut d = driver(ours, usize::MAX, Deadlines::default());
+    let (mut d, mut theirs) = driver(1 << 20, usize::MAX, Deadlines::default());
     let len = 100 * 1024;
     let mut sent = (len as u32).to_be_bytes().to_vec();
     sent.extend(vec![7u8; len]);
@@ -190,12 +177,11 @@ async fn watching_stops_at_a_whole_large_frame_and_every_frame_comes_out() {
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_does_not_read_stalls_the_output_and_stops_reading() {
-    let (ours, mut theirs) = tokio::io::duplex(64);
     let deadlines = Deadlines {
         write_timeout: Some(Duration::from_secs(2)),
         ..Deadlines::default()
     };
-    let mut d = driver(ours, 1024, deadlines);
+    let (mut d, mut theirs) = driver(64, 1024, deadlines);
     d.write(&OutFrame::plain(Bytes::from(vec![7u8; 4096])))
         .unwrap();
     use tokio::io::AsyncWriteExt;

@@ -90,57 +90,16 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets [`Config::limits`].
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Sets [`Config::head_timeout`].
-    pub fn head_timeout(mut self, limit: Duration) -> Self {
-        self.head_timeout = limit;
-        self
-    }
-
-    /// Sets [`Config::idle_timeout`].
-    pub fn idle_timeout(mut self, limit: Duration) -> Self {
-        self.idle_timeout = limit;
-        self
-    }
-
-    /// Sets [`Config::write_timeout`].
-    pub fn write_timeout(mut self, limit: Duration) -> Self {
-        self.write_timeout = limit;
-        self
-    }
-
-    /// Sets [`Config::shutdown_grace`].
-    pub fn shutdown_grace(mut self, limit: Duration) -> Self {
-        self.shutdown_grace = limit;
-        self
-    }
-
-    /// Sets [`Config::handler_timeout`] (`None`: no limit).
-    pub fn handler_timeout(mut self, limit: Option<Duration>) -> Self {
-        self.handler_timeout = limit;
-        self
-    }
-
-    /// Sets [`Config::max_body`].
-    pub fn max_body(mut self, bytes: u64) -> Self {
-        self.max_body = bytes;
-        self
-    }
-
-    /// Sets [`Config::drain_bytes`].
-    pub fn drain_bytes(mut self, bytes: u64) -> Self {
-        self.drain_bytes = bytes;
-        self
-    }
-
-    /// Sets [`Config::max_connections`].
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
-        self
+    enchufe_framing::setters! {
+        limits: Limits;
+        head_timeout: Duration;
+        idle_timeout: Duration;
+        write_timeout: Duration;
+        shutdown_grace: Duration;
+        /// `None`: no limit.
+        handler_timeout: Option<Duration>;
+        max_body: u64;
+        drain_bytes: u64;
+        max_connections: usize => enchufe_framing::at_least_one;
     }
 }

@@ -11,7 +11,7 @@ use super::door::Door;
 use crate::Handler;
 
 /// An HTTP/1.1 server: keep-alive, pipelining, request bodies (streamed,
-/// [`Body`]), limits on heads and bodies and deadlines, on enchufe's
+/// [`Body`](crate::Body)), limits on heads and bodies and deadlines, on enchufe's
 /// connection driver. What it refuses is the rules table on
 /// [`Refusal`](crate::Refusal).
 ///

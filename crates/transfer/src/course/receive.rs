@@ -55,7 +55,8 @@ where
     check_name(name)?;
     let start = Instant::now();
     let size = read_size(stream, config).await?;
-    let path = receive_body(stream, dir, name, size, config, start, progress).await?;
+    let arrival = Arrival::new(dir, name, size, config, start, progress);
+    let path = receive_body(stream, arrival).await?;
     Ok((path, size))
 }
 
@@ -89,24 +90,59 @@ pub(super) async fn read_size<S: AsyncRead + Unpin>(
     Ok(size)
 }
 
-/// Receives a body of `size` bytes into `dir/name` (through a temporary
-/// file) and answers [`THANKS`]; the path.
-pub(super) async fn receive_body<S>(
-    stream: &mut S,
-    dir: &Path,
-    name: &str,
+/// A body on its way into `dir/name`: its temporary file, its limits, and
+/// the bytes in the file so far, reported as they land.
+pub(super) struct Arrival<'a> {
+    dest: PathBuf,
+    part: Part,
     size: u64,
-    config: &Config,
-    start: Instant,
-    progress: Option<&watch::Sender<Progress>>,
-) -> Result<PathBuf>
+    config: &'a Config,
+    clock: Clock,
+    progress: Option<&'a watch::Sender<Progress>>,
+    written: u64,
+}
+
+impl<'a> Arrival<'a> {
+    /// A body of `size` bytes for `dir/name` whose sender connected at
+    /// `start`.
+    pub(super) fn new(
+        dir: &Path,
+        name: &str,
+        size: u64,
+        config: &'a Config,
+        start: Instant,
+        progress: Option<&'a watch::Sender<Progress>>,
+    ) -> Self {
+        Arrival {
+            dest: dir.join(name),
+            part: Part::new(dir),
+            size,
+            config,
+            clock: Clock::new(config, size, start),
+            progress,
+            written: 0,
+        }
+    }
+
+    /// `n` more bytes are in the file.
+    fn wrote(&mut self, n: u64) {
+        self.written += n;
+        if let Some(p) = self.progress {
+            p.send_replace(Progress {
+                done: self.written,
+                total: self.size,
+            });
+        }
+    }
+}
+
+/// Receives a body into its file and answers [`THANKS`]; the path.
+pub(super) async fn receive_body<S>(stream: &mut S, mut arrival: Arrival<'_>) -> Result<PathBuf>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let part = Part::new(dir);
-    let clock = Clock::new(config, size, start);
-    write_body(stream, &part.0, size, &clock, progress).await?;
-    conclude(stream, part, dir.join(name), config).await
+    write_body(stream, &mut arrival).await?;
+    conclude(stream, arrival).await
 }
 
 /// [`receive_body`] on a TCP socket, the body spliced from the socket into
@@ -114,26 +150,17 @@ where
 #[cfg(target_os = "linux")]
 pub(super) async fn receive_body_spliced(
     stream: &mut tokio::net::TcpStream,
-    dir: &Path,
-    name: &str,
-    size: u64,
-    config: &Config,
-    start: Instant,
-    progress: Option<&watch::Sender<Progress>>,
+    mut arrival: Arrival<'_>,
 ) -> Result<PathBuf> {
-    let part = Part::new(dir);
-    let clock = Clock::new(config, size, start);
-    splice_body(stream, &part.0, size, &clock, progress).await?;
-    conclude(stream, part, dir.join(name), config).await
+    splice_body(stream, &mut arrival).await?;
+    conclude(stream, arrival).await
 }
 
 /// Gives the complete body its name and answers [`THANKS`].
-async fn conclude<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    part: Part,
-    dest: PathBuf,
-    config: &Config,
-) -> Result<PathBuf> {
+async fn conclude<S: AsyncWrite + Unpin>(stream: &mut S, arrival: Arrival<'_>) -> Result<PathBuf> {
+    let Arrival {
+        dest, part, config, ..
+    } = arrival;
     tokio::fs::rename(&part.0, &dest)
         .await
         .map_err(|e| Error::storage(&dest, e))?;
@@ -207,15 +234,10 @@ impl Clock {
     }
 }
 
-async fn write_body<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    part: &Path,
-    size: u64,
-    clock: &Clock,
-    progress: Option<&watch::Sender<Progress>>,
-) -> Result<()> {
-    let storage = |e| Error::storage(part, e);
-    let file = tokio::fs::File::create(part).await.map_err(storage)?;
+async fn write_body<S: AsyncRead + Unpin>(stream: &mut S, arrival: &mut Arrival<'_>) -> Result<()> {
+    let (size, part) = (arrival.size, arrival.part.0.clone());
+    let storage = |e| Error::storage(&part, e);
+    let file = tokio::fs::File::create(&part).await.map_err(storage)?;
     let mut file = Some(file.into_std().await);
     // Two buffers: one fills from the stream while the other is written on
     // the blocking pool, straight from the buffer (tokio's `File` would copy
@@ -223,13 +245,14 @@ async fn write_body<S: AsyncRead + Unpin>(
     let room = BUFFER.min(size as usize);
     let (mut buf, mut spare) = (vec![0; room], Some(vec![0; room]));
     let mut writing: Option<Writing> = None;
-    let (mut received, mut written) = (0u64, 0u64);
+    let mut received = 0u64;
     while received < size {
         let want = buf.len().min((size - received) as usize);
         let mut got = 0;
         while got < want {
             let at = received + got as u64;
-            let n = clock
+            let n = arrival
+                .clock
                 .limit(stream.read(&mut buf[got..want]), at, size)
                 .await?;
             if n == 0 {
@@ -242,9 +265,7 @@ async fn write_body<S: AsyncRead + Unpin>(
         }
         received += got as u64;
         if let Some(w) = writing.take() {
-            let (f, b) = written_back(w, &mut written, size, progress)
-                .await
-                .map_err(storage)?;
+            let (f, b) = written_back(w, arrival).await.map_err(storage)?;
             (file, spare) = (Some(f), Some(b));
         }
         let full = std::mem::replace(&mut buf, spare.take().expect("the written buffer is back"));
@@ -256,9 +277,7 @@ async fn write_body<S: AsyncRead + Unpin>(
         }));
     }
     if let Some(w) = writing.take() {
-        written_back(w, &mut written, size, progress)
-            .await
-            .map_err(storage)?;
+        written_back(w, arrival).await.map_err(storage)?;
     }
     Ok(())
 }
@@ -267,21 +286,13 @@ async fn write_body<S: AsyncRead + Unpin>(
 /// the buffer come back, with the bytes written.
 type Writing = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Vec<u8>, u64)>>;
 
-/// Waits for a write, counts its bytes and reports them.
+/// Waits for a write and counts its bytes.
 async fn written_back(
     w: Writing,
-    written: &mut u64,
-    size: u64,
-    progress: Option<&watch::Sender<Progress>>,
+    arrival: &mut Arrival<'_>,
 ) -> std::io::Result<(std::fs::File, Vec<u8>)> {
     let (file, buf, n) = w.await.map_err(std::io::Error::other)??;
-    *written += n;
-    if let Some(p) = progress {
-        p.send_replace(Progress {
-            done: *written,
-            total: size,
-        });
-    }
+    arrival.wrote(n);
     Ok((file, buf))
 }
 
@@ -291,26 +302,22 @@ async fn written_back(
 /// path, each pipe holding at most [`BUFFER`] bytes (kernel memory, page
 /// references).
 #[cfg(target_os = "linux")]
-async fn splice_body(
-    stream: &tokio::net::TcpStream,
-    part: &Path,
-    size: u64,
-    clock: &Clock,
-    progress: Option<&watch::Sender<Progress>>,
-) -> Result<()> {
+async fn splice_body(stream: &tokio::net::TcpStream, arrival: &mut Arrival<'_>) -> Result<()> {
     use crate::zero_copy::{Fill, Pipe};
     use std::sync::Arc;
 
-    let storage = |e| Error::storage(part, e);
-    let file = tokio::fs::File::create(part).await.map_err(storage)?;
+    let (size, part) = (arrival.size, arrival.part.0.clone());
+    let storage = |e| Error::storage(&part, e);
+    let file = tokio::fs::File::create(&part).await.map_err(storage)?;
     let file = Arc::new(file.into_std().await);
     let mut filling = Pipe::new(BUFFER).map_err(storage)?;
     let mut spare = Some(Pipe::new(BUFFER).map_err(storage)?);
     let mut draining: Option<Draining> = None;
-    let (mut received, mut written) = (0u64, 0u64);
+    let mut received = 0u64;
     while received < size {
         let want = filling.room().min((size - received) as usize);
-        match clock
+        match arrival
+            .clock
             .limit(filling.fill(stream, want), received, size)
             .await?
         {
@@ -329,7 +336,7 @@ async fn splice_body(
             Fill::Full => {}
         }
         if let Some(d) = draining.take() {
-            let pipe = drained(d, &mut written, size, progress).await;
+            let pipe = drained(d, arrival).await;
             spare = Some(pipe.map_err(storage)?);
         }
         let next = spare.take().expect("the drained pipe is back");
@@ -341,9 +348,7 @@ async fn splice_body(
         }));
     }
     if let Some(d) = draining.take() {
-        drained(d, &mut written, size, progress)
-            .await
-            .map_err(storage)?;
+        drained(d, arrival).await.map_err(storage)?;
     }
     Ok(())
 }
@@ -353,22 +358,14 @@ async fn splice_body(
 #[cfg(target_os = "linux")]
 type Draining = tokio::task::JoinHandle<std::io::Result<(crate::zero_copy::Pipe, u64)>>;
 
-/// Waits for a drain, counts its bytes as written and reports them.
+/// Waits for a drain and counts its bytes as written.
 #[cfg(target_os = "linux")]
 async fn drained(
     d: Draining,
-    written: &mut u64,
-    size: u64,
-    progress: Option<&watch::Sender<Progress>>,
+    arrival: &mut Arrival<'_>,
 ) -> std::io::Result<crate::zero_copy::Pipe> {
     let (pipe, n) = d.await.map_err(std::io::Error::other)??;
-    *written += n;
-    if let Some(p) = progress {
-        p.send_replace(Progress {
-            done: *written,
-            total: size,
-        });
-    }
+    arrival.wrote(n);
     Ok(pipe)
 }
 

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use super::config::Config;
 #[cfg(target_os = "linux")]
 use super::receive::receive_body_spliced;
-use super::receive::{read_size, receive_body};
+use super::receive::{read_size, receive_body, Arrival};
 use crate::error::{Error, Result};
 use crate::{Event, Progress, TransferId};
 
@@ -289,15 +289,14 @@ impl Inner {
             offset: 0,
             progress: watched,
         });
-        let (dir, config) = (&self.dir, &self.config);
+        let arrival = Arrival::new(&self.dir, name, size, &self.config, start, Some(&progress));
         // A TCP socket on Linux: the body is spliced into the file.
         #[cfg(target_os = "linux")]
         if let Some(tcp) = (stream as &mut dyn std::any::Any).downcast_mut() {
-            let path =
-                receive_body_spliced(tcp, dir, name, size, config, start, Some(&progress)).await?;
+            let path = receive_body_spliced(tcp, arrival).await?;
             return Ok((path, size));
         }
-        let path = receive_body(stream, dir, name, size, config, start, Some(&progress)).await?;
+        let path = receive_body(stream, arrival).await?;
         Ok((path, size))
     }
 }

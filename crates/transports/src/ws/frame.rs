@@ -20,6 +20,11 @@ pub(super) const WRITE_BUDGET: usize = 64 * 1024;
 /// a batch of small messages arrives in one read.
 pub(super) const READ_CHUNK: usize = 8 * 1024;
 
+/// What a read from the socket asks room for while a large message streams
+/// through (`Emit::Stream`): the buffer is emptied into the driver's after
+/// each read, so this is all it holds.
+pub(super) const STREAM_CHUNK: usize = 64 * 1024;
+
 /// From this many payload bytes in one `poll_write`, they are written to
 /// the socket straight from the caller's buffer (the driver's large bodies,
 /// which it does not copy either) instead of being copied into the output.
@@ -106,6 +111,14 @@ pub(super) fn put_header(out: &mut BytesMut, opcode: u8, len: usize) {
         out.put_u8(127);
         out.put_u64(len as u64);
     }
+}
+
+/// Undoes a client's masking of bytes that start `at` bytes into a
+/// payload.
+pub(super) fn unmask_at(data: &mut [u8], mask: [u8; 4], at: usize) {
+    let mut turned = mask;
+    turned.rotate_left(at % 4);
+    unmask(data, turned);
 }
 
 /// Undoes a client's masking (RFC 6455 §5.3), eight bytes at a time.

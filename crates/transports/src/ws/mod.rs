@@ -38,9 +38,13 @@
 //!   [`Options::message_timeout`]. At most one pong is owed, and no frame is
 //!   decoded while it has no room in the output: a peer that pings and
 //!   never reads holds 64 KiB and one pong, and its writes stall.
-//! - **Memory.** The read buffer grows with the bytes that arrived, to
-//!   exactly one frame; it and the output are freed while the connection is
-//!   quiet. An idle connection holds the struct (a few hundred bytes) and
+//! - **Memory.** A large binary message in one frame (16 KiB or more) is
+//!   handed out as it arrives, unmasked on its way through a read buffer of
+//!   at most 64 KiB, so the driver's buffer (under its byte budget) is the
+//!   only one that holds it whole. Any other frame is gathered here first,
+//!   the read buffer growing with the bytes that arrived to exactly that
+//!   frame (text must be checked as UTF-8, fragments joined). The buffers
+//!   are freed while the connection is quiet. An idle connection holds the struct (a few hundred bytes) and
 //!   its socket: about 4 KiB a connection in a server, as over TCP.
 //! - **Close codes.** Every refusal sends a close frame with its code
 //!   before the connection ends (with the next flush, which the driver

@@ -63,7 +63,7 @@ where
                 break;
             }
             if this.read_closed {
-                if !this.rbuf.is_empty() || this.partial.is_some() {
+                if !this.rbuf.is_empty() || this.partial.is_some() || !this.idle() {
                     return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                 }
                 // The TCP connection ended without a close frame, between

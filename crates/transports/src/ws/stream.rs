@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use super::error::Violation;
 use super::frame::{
-    close_code, put_header, unmask, Refusal, DIRECT, MAX_CONTROL, READ_CHUNK, WRITE_BUDGET,
+    close_code, put_header, unmask, unmask_at, Refusal, DIRECT, MAX_CONTROL, READ_CHUNK,
+    STREAM_CHUNK, WRITE_BUDGET,
 };
 
 /// A WebSocket (server side) as a byte stream of length-prefixed frames:
@@ -79,6 +80,15 @@ pub(super) enum Emit {
     Rbuf(usize),
     /// An assembled message.
     Buffered(Bytes),
+    /// The payload of a large binary message that is one frame, `left`
+    /// bytes still to come, unmasked as they pass through `rbuf` (`at`: the
+    /// mask's phase) and handed out as they arrive: the driver's buffer is
+    /// the only one that holds the whole message.
+    Stream {
+        left: usize,
+        mask: [u8; 4],
+        at: usize,
+    },
 }
 
 /// A fragmented message so far.
@@ -177,6 +187,28 @@ where
             if plain && in_order == Some(true) && total > self.max_message {
                 // No need to wait for a fragment that cannot fit.
                 return Err(Refusal::TooBig(total as u64));
+            }
+            if let (Some(mask), true) = (header.mask, plain && len >= DIRECT) {
+                if header.is_final
+                    && self.partial.is_none()
+                    && matches!(header.opcode, OpCode::Data(Data::Binary))
+                {
+                    // A large binary message in one frame: nothing in its
+                    // payload can be refused (it is not text), so it is
+                    // handed out as it arrives instead of being gathered
+                    // here and copied whole into the driver's buffer.
+                    self.rbuf.advance(header_len);
+                    self.start_message(
+                        len,
+                        Emit::Stream {
+                            left: len,
+                            mask,
+                            at: 0,
+                        },
+                    );
+                    self.started = true;
+                    return Ok(Step::Again);
+                }
             }
             self.started |= data.is_some();
             self.make_room(header_len + len);
@@ -404,6 +436,19 @@ where
                         self.emit = Emit::Nothing;
                     }
                 }
+                Emit::Stream { left, mask, at } => {
+                    let n = (*left).min(buf.remaining()).min(self.rbuf.len());
+                    unmask_at(&mut self.rbuf[..n], *mask, *at);
+                    buf.put_slice(&self.rbuf[..n]);
+                    self.rbuf.advance(n);
+                    *left -= n;
+                    *at = (*at + n) % 4;
+                    if *left == 0 {
+                        self.emit = Emit::Nothing;
+                        self.started = false;
+                        self.armed = false;
+                    }
+                }
             }
         }
         buf.remaining() > 0
@@ -415,7 +460,11 @@ where
 
     /// Reads once from the socket into `rbuf`.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() == self.rbuf.len() {
+        if let Emit::Stream { left, .. } = self.emit {
+            // The buffer drains as fast as it fills: reads of up to
+            // `STREAM_CHUNK`, into the same memory each time.
+            self.rbuf.reserve(left.min(STREAM_CHUNK));
+        } else if self.rbuf.capacity() == self.rbuf.len() {
             self.rbuf.reserve(READ_CHUNK);
         }
         let n = ready!(tokio_util::io::poll_read_buf(

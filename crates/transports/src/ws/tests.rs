@@ -1,6 +1,8 @@
 //! Byte-level tests of the upgrade and of [`WsIo`] against tungstenite as the client.
 
-use super::frame::{put_header, unmask, DIRECT, MAX_CONTROL, READ_CHUNK, WRITE_BUDGET};
+use super::frame::{
+    put_header, unmask, unmask_at, DIRECT, MAX_CONTROL, READ_CHUNK, STREAM_CHUNK, WRITE_BUDGET,
+};
 use super::handshake::{respond, Answer};
 use super::*;
 use bytes::{Bytes, BytesMut};
@@ -400,27 +402,90 @@ async fn a_quiet_connection_holds_no_buffers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_large_message_is_buffered_at_its_size() {
+async fn a_large_binary_message_streams_through_a_small_buffer() {
     bounded(async {
         let (mut server, mut client) = pair(1 << 20).await;
         let len = 700_000;
+        // Bytes that differ at every offset, so a mask applied at the wrong
+        // phase anywhere shows.
+        let sent: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let message = sent.clone();
         let sending = tokio::spawn(async move {
-            client.send(Message::binary(vec![3u8; len])).await.unwrap();
+            client.send(Message::binary(message)).await.unwrap();
             client
         });
         let mut header = [0u8; 4];
         server.read_exact(&mut header).await.unwrap();
-        // The whole message was read before its header came out, into a
-        // buffer of its size (plus its frame header), not the doubling's.
-        assert!(
-            server.rbuf.capacity() < len + 64,
-            "{}",
-            server.rbuf.capacity()
-        );
         assert_eq!(u32::from_be_bytes(header) as usize, len);
+        let mut got = vec![0u8; len];
+        let mut most = 0;
+        let mut at = 0;
+        while at < len {
+            // Odd sizes, to move the mask's phase between reads.
+            let end = (at + 4_097).min(len);
+            let n = server.read(&mut got[at..end]).await.unwrap();
+            assert!(n > 0, "EOF inside the message");
+            at += n;
+            most = most.max(server.rbuf.capacity());
+        }
+        assert!(got == sent, "the payload changed on its way");
+        // The message passed through; it was never gathered here.
+        assert!(most <= 2 * STREAM_CHUNK, "{most}");
+        // A text message of the same size is still checked whole first.
+        let mut client = sending.await.unwrap();
+        let text = "a".repeat(len);
+        let sending = tokio::spawn(async move {
+            client.send(Message::text(text)).await.unwrap();
+            client
+        });
+        server.read_exact(&mut header).await.unwrap();
+        assert!(server.rbuf.capacity() >= len, "{}", server.rbuf.capacity());
+        let mut rest = vec![0u8; len];
+        server.read_exact(&mut rest).await.unwrap();
+        assert!(rest.iter().all(|b| *b == b'a'));
         let _client = sending.await.unwrap();
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_message_cut_short_is_an_unexpected_eof_and_its_deadline_holds() {
+    bounded(async {
+        let (mut server, mut client) = pair(1 << 20).await;
+        server.set_message_timeout(Some(Duration::from_secs(5)));
+        let raw = frame(true, 0x2, &vec![5u8; 100_000]);
+        client.get_mut().write_all(&raw[..50_000]).await.unwrap();
+        // Its first bytes come out; the rest never arrives in time.
+        let mut got = vec![0u8; 4 + 1_000];
+        server.read_exact(&mut got).await.unwrap();
+        let e = read_error(&mut server).await;
+        assert!(matches!(ws_error(&e), Error::MessageTimeout(_)), "{e}");
+        server.flush().await.unwrap();
+        assert_eq!(close_code_seen(&mut client).await, Some(1008));
+        // The socket closing in the middle of one is not a clean end.
+        let (mut server, mut client) = pair(1 << 20).await;
+        client.get_mut().write_all(&raw[..50_000]).await.unwrap();
+        client.get_mut().shutdown().await.unwrap();
+        let mut sink = Vec::new();
+        let e = server.read_to_end(&mut sink).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    })
+    .await;
+}
+
+#[test]
+fn unmask_at_continues_a_mask_from_any_phase() {
+    let mask = [0xa1, 0xb2, 0xc3, 0xd4];
+    let plain: Vec<u8> = (0..40).collect();
+    let mut whole = plain.clone();
+    unmask(&mut whole, mask);
+    for cut in 0..40 {
+        let mut parts = plain.clone();
+        let (head, tail) = parts.split_at_mut(cut);
+        unmask_at(head, mask, 0);
+        unmask_at(tail, mask, cut);
+        assert_eq!(parts, whole, "cut at {cut}");
+    }
 }
 
 #[test]
@@ -443,43 +508,32 @@ fn upgrade_requests() {
     assert!(
         matches!(respond(upgrade, &options), Ok(Answer::Upgrade(k)) if k == "dGhlIHNhbXBsZSBub25jZQ==")
     );
-    assert!(matches!(
-        respond(b"GET / HTTP/1.1\r\n\r\n", &options),
-        Ok(Answer::Page(_))
-    ));
-    assert!(matches!(
-        respond(b"GET /x HTTP/1.1\r\n\r\n", &options),
-        Err(Error::NotFound(_))
-    ));
-    assert!(matches!(
-        respond(b"POST / HTTP/1.1\r\n\r\n", &options),
-        Err(Error::BadRequest(_))
-    ));
-    assert!(matches!(
-        respond(b"\0\0\0\x04hola\r\n\r\n", &options),
-        Err(Error::BadRequest(_))
-    ));
     let strict = Options::default().allowed_origins(["http://a.example"]);
     let from = |origin: &str| {
-        format!("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: k\r\nOrigin: {origin}\r\n\r\n")
+        format!("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: k\r\nOrigin: {origin}\r\n\r\n").into_bytes()
     };
-    assert!(matches!(
-        respond(from("http://a.example").as_bytes(), &strict),
-        Ok(Answer::Upgrade(_))
-    ));
-    assert!(matches!(
-        respond(from("http://evil.example").as_bytes(), &strict),
-        Err(Error::Forbidden(_))
-    ));
-    assert!(matches!(
-        respond(from("http://evil.example").as_bytes(), &options),
-        Ok(Answer::Upgrade(_))
-    ));
     let no_key = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    assert!(matches!(
-        respond(no_key, &options),
-        Err(Error::BadRequest(_))
-    ));
+    let cases: [(&[u8], &Options, &str); 8] = [
+        (b"GET / HTTP/1.1\r\n\r\n", &options, "page"),
+        (b"GET /x HTTP/1.1\r\n\r\n", &options, "not found"),
+        (b"POST / HTTP/1.1\r\n\r\n", &options, "bad request"),
+        (b"\0\0\0\x04hola\r\n\r\n", &options, "bad request"),
+        (&from("http://a.example"), &strict, "upgrade"),
+        (&from("http://evil.example"), &strict, "forbidden"),
+        (&from("http://evil.example"), &options, "upgrade"),
+        (no_key, &options, "bad request"),
+    ];
+    for (request, options, want) in cases {
+        let got = match respond(request, options) {
+            Ok(Answer::Upgrade(_)) => "upgrade",
+            Ok(Answer::Page(_)) => "page",
+            Err(Error::NotFound(_)) => "not found",
+            Err(Error::BadRequest(_)) => "bad request",
+            Err(Error::Forbidden(_)) => "forbidden",
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(request));
+    }
 }
 
 #[tokio::test(start_paused = true)]
