@@ -260,3 +260,52 @@ async fn dropping_a_plain_pipeline_keeps_later_replies_paired() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_timed_out_plain_request_keeps_its_place_until_its_late_reply() {
+    bounded(async {
+        let (timed_out, saw_timeout) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = listen(|mut s| async move {
+            let mut first = [0u8; 5];
+            s.read_exact(&mut first).await.unwrap();
+            saw_timeout.await.unwrap();
+            // The one place among max_in_flight is still the slow request's:
+            // nothing more may come while its reply is owed.
+            let mut next = [0u8; 9];
+            let early = tokio::time::timeout(Duration::from_millis(300), s.read_exact(&mut next));
+            assert!(
+                early.await.is_err(),
+                "a request went out past max_in_flight"
+            );
+            s.write_all(&[0, 0, 0, 4, b'l', b'a', b't', b'e'])
+                .await
+                .unwrap();
+            s.read_exact(&mut next).await.unwrap();
+            assert_eq!(&next[4..], b"after");
+            s.write_all(&next).await.unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+        })
+        .await;
+        let config = Config::default()
+            .profile(Profile::Plain)
+            .max_in_flight(1)
+            .request_timeout(Duration::from_millis(100));
+        let client = Client::connect_with(addr, config).await.unwrap();
+        let mut replies = client.pipeline::<_, String>(["0".to_owned()].into_iter(), 1);
+        let first = replies.next().await.expect("one outcome per request");
+        assert!(matches!(first, Err(Error::Timeout(_))), "{first:?}");
+        assert!(replies.next().await.is_none());
+        timed_out.send(()).unwrap();
+        // Sent once the late reply frees the place (which it does not
+        // take: it was the timed-out request's).
+        let reply: String = client
+            .request_timeout("after", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(reply, "after");
+        client.close().await.unwrap();
+        server.await.unwrap();
+    })
+    .await;
+}
