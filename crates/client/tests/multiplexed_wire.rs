@@ -4,8 +4,6 @@
 //! Run with `cargo test -p enchufe-client --test multiplexed_wire`.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,51 +12,18 @@ use enchufe_framing::mux::{Hello, Kind, Mismatch};
 use enchufe_framing::Transport;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 #[path = "../../../tests/common/mux_peer.rs"]
 mod mux_peer;
 use mux_peer::{prefixed as wire, MuxPeer};
 
-/// Every test body runs under this limit, so a bug shows as a failure, not a hang.
-const TEST_LIMIT: Duration = Duration::from_secs(30);
-
-async fn bounded<T>(body: impl Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_LIMIT, body)
-        .await
-        .expect("test exceeded its time limit")
-}
+mod support;
+use support::{bounded, listen, mux_server};
 
 fn mux() -> Config {
     Config::default().profile(Profile::Multiplexed)
-}
-
-/// A listener on 127.0.0.1:0 that accepts one connection and runs `script`
-/// on it. Await the handle to see the script's assertions.
-async fn listen<F, Fut>(script: F) -> (SocketAddr, JoinHandle<()>)
-where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        script(stream).await;
-    });
-    (addr, task)
-}
-
-/// [`listen`] for a server that speaks the multiplexed profile: the hellos
-/// are exchanged (and the client's checked) before `script` runs.
-async fn mux_server<F, Fut>(script: F) -> (SocketAddr, JoinHandle<()>)
-where
-    F: FnOnce(MuxPeer) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    listen(|stream| async move { script(MuxPeer::answer(stream).await).await }).await
 }
 
 #[tokio::test]

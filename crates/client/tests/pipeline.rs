@@ -4,8 +4,6 @@
 //! Run with `cargo test -p enchufe-client --test pipeline`.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,21 +12,12 @@ use enchufe_framing::mux::Kind;
 use enchufe_server::{handler_fn, Server, ServerHandle};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 #[path = "../../../tests/common/mux_peer.rs"]
 mod mux_peer;
-use mux_peer::MuxPeer;
 
-/// Every test body runs under this limit, so a bug shows as a failure, not a hang.
-const TEST_LIMIT: Duration = Duration::from_secs(30);
-
-async fn bounded<T>(body: impl Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_LIMIT, body)
-        .await
-        .expect("test exceeded its time limit")
-}
+mod support;
+use support::{bounded, listen, mux_server};
 
 /// An enchufe echo server (both profiles) on 127.0.0.1:0.
 async fn echo_server() -> ServerHandle {
@@ -38,21 +27,6 @@ async fn echo_server() -> ServerHandle {
         .serve(handler_fn(|frame: Bytes, _conn| async move {
             Ok::<_, Infallible>(Some(frame))
         }))
-}
-
-/// A listener on 127.0.0.1:0 that accepts one connection and runs `script`.
-async fn listen<F, Fut>(script: F) -> (SocketAddr, JoinHandle<()>)
-where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        script(stream).await;
-    });
-    (addr, task)
 }
 
 fn message(n: usize) -> String {
@@ -73,6 +47,26 @@ async fn echoes_in_order(client: &Client, count: usize, depth: usize) {
         replies.next().await.is_none(),
         "an ended stream stays ended"
     );
+}
+
+/// Waits in vain for a first reply of `replies` (the server answers none),
+/// drops the pipeline, runs `then`, and checks that a request made after
+/// gets its own reply; closes the client.
+async fn give_up_then_request<S>(client: &Client, mut replies: S, then: impl FnOnce())
+where
+    S: futures::Stream + Unpin,
+    S::Item: std::fmt::Debug,
+{
+    let waited = tokio::time::timeout(Duration::from_millis(200), replies.next()).await;
+    assert!(waited.is_err(), "no reply was sent, got {waited:?}");
+    drop(replies);
+    then();
+    let reply: String = client
+        .request_timeout("after", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, "after");
+    client.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,8 +177,7 @@ async fn the_connection_ending_fails_each_request_left_in_its_place() {
 #[tokio::test]
 async fn dropping_a_multiplexed_pipeline_frees_its_places_and_cancels_its_requests() {
     bounded(async {
-        let (addr, server) = listen(|stream| async move {
-            let mut script = MuxPeer::answer(stream).await;
+        let (addr, server) = mux_server(|mut script| async move {
             let mut ids = Vec::new();
             for _ in 0..4 {
                 ids.push(script.expect(Kind::Request).await.0);
@@ -205,17 +198,9 @@ async fn dropping_a_multiplexed_pipeline_frees_its_places_and_cancels_its_reques
             .profile(Profile::Multiplexed)
             .max_in_flight(4);
         let client = Client::connect_with(addr, config).await.unwrap();
-        let mut replies = client.pipeline::<_, String>((0..100).map(message), 4);
-        let waited = tokio::time::timeout(Duration::from_millis(200), replies.next()).await;
-        assert!(waited.is_err(), "no reply was sent, got {waited:?}");
-        drop(replies);
-        // Its four places among max_in_flight (4) are free again.
-        let reply: String = client
-            .request_timeout("after", Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(reply, "after");
-        client.close().await.unwrap();
+        let replies = client.pipeline::<_, String>((0..100).map(message), 4);
+        // Its four places among max_in_flight (4) are free again after.
+        give_up_then_request(&client, replies, || {}).await;
         server.await.unwrap();
     })
     .await;
@@ -243,19 +228,10 @@ async fn dropping_a_plain_pipeline_keeps_later_replies_paired() {
         .await;
         let config = Config::default().profile(Profile::Plain).max_in_flight(3);
         let client = Client::connect_with(addr, config).await.unwrap();
-        let mut replies = client.pipeline::<_, String>((0..2).map(|n| n.to_string()), 2);
-        let waited = tokio::time::timeout(Duration::from_millis(200), replies.next()).await;
-        assert!(waited.is_err(), "no reply was sent, got {waited:?}");
-        drop(replies);
-        dropped.send(()).unwrap();
-        // The late replies to the dropped requests go nowhere; this request
-        // gets its own.
-        let reply: String = client
-            .request_timeout("after", Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(reply, "after");
-        client.close().await.unwrap();
+        let replies = client.pipeline::<_, String>((0..2).map(|n| n.to_string()), 2);
+        // The late replies to the dropped requests go nowhere; the request
+        // after gets its own.
+        give_up_then_request(&client, replies, || dropped.send(()).unwrap()).await;
         server.await.unwrap();
     })
     .await;
