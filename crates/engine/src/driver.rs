@@ -47,7 +47,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 
 use enchufe_framing::mux::{Header, Kind};
 use enchufe_framing::{LengthPrefix, Next, OutFrame, Result, Split, Wire};
@@ -188,16 +187,6 @@ where
         }
     }
 
-    /// The role.
-    pub fn role(&self) -> &R {
-        &self.role
-    }
-
-    /// The role, to change its state.
-    pub fn role_mut(&mut self) -> &mut R {
-        &mut self.role
-    }
-
     /// The output, as the role's hooks see it, and the role.
     #[inline(always)]
     fn parts(&mut self) -> (&mut R, Output<'_, Io, C>) {
@@ -208,109 +197,6 @@ where
             budget: self.budget,
         };
         (&mut self.role, out)
-    }
-
-    /// Asks the role to fill the output now ([`Role::on_queued`]), as if
-    /// frames had been queued; what it reports is dropped.
-    pub fn fill(&mut self) {
-        let (role, mut out) = self.parts();
-        let _ = role.on_queued(&mut out);
-    }
-
-    /// Whether the other end's EOF was reported ([`Event::Eof`]).
-    pub fn is_eof(&self) -> bool {
-        self.eof
-    }
-
-    /// The framed I/O.
-    pub fn wire(&self) -> &Wire<Io, C> {
-        &self.wire
-    }
-
-    /// The framed I/O, to write (prefer [`Driver::write`], which knows
-    /// whether output is still wanted).
-    pub fn wire_mut(&mut self) -> &mut Wire<Io, C> {
-        &mut self.wire
-    }
-
-    /// The signal other tasks raise.
-    pub fn signal(&self) -> &Signal {
-        &self.signal
-    }
-
-    /// Bytes of output written and not yet flushed.
-    pub fn queued(&self) -> usize {
-        if self.write_done {
-            0
-        } else {
-            self.wire.queued()
-        }
-    }
-
-    /// Frames read so far (a streamed body's chunks included): zero for a
-    /// connection that has sent nothing.
-    pub fn frames_read(&self) -> u64 {
-        self.activity
-    }
-
-    /// Writing failed, stalled or was shut down: output is dropped.
-    pub fn is_write_done(&self) -> bool {
-        self.write_done
-    }
-
-    /// Raises or lowers the output budget (`usize::MAX`: no limit).
-    pub fn set_budget(&mut self, budget: usize) {
-        self.budget = budget;
-    }
-
-    /// Whether the role is working (a handler runs): an idle timeout does
-    /// not fire while it is.
-    pub fn set_busy(&mut self, busy: bool) {
-        self.busy = busy;
-    }
-
-    /// Frames still wait in the role's queue, left there because the output
-    /// holds enough: [`Role::on_queued`] is called again once it drained
-    /// below half the budget.
-    pub fn set_waiting(&mut self, waiting: bool) {
-        self.waiting = waiting;
-    }
-
-    /// Starts keepalive pings (a peer link, once the hellos say so).
-    pub fn start_keepalive(&mut self) {
-        self.timer.start_keepalive();
-    }
-
-    /// The hello arrived: its deadline no longer applies.
-    pub fn hello_done(&mut self) {
-        self.timer.hello_done();
-    }
-
-    /// Sets the role's own deadline ([`Role::on_deadline`] when it passes),
-    /// or clears it. The timer is reset only if this one is earlier than
-    /// what it waits for.
-    pub fn set_deadline(&mut self, at: Option<Instant>) {
-        self.timer.set_deadline(at);
-    }
-
-    /// The role's deadline, if set.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.timer.deadline()
-    }
-
-    /// Reports this connection's traffic through `meter` from now on
-    /// (feature `metrics`): frames and bytes each way, added to its
-    /// counters whenever the driver waits, its timer fires, and once more
-    /// when it is dropped.
-    #[cfg(feature = "metrics")]
-    pub fn set_meter(&mut self, meter: crate::meter::Meter) {
-        self.meter = Some(meter);
-    }
-
-    /// Lowers [`QUEUED`] before the role takes its queue: a frame queued
-    /// from now on raises it again.
-    pub fn take_queued(&mut self) {
-        self.signal.take(QUEUED);
     }
 
     /// Queues a frame for the other end.
@@ -554,75 +440,10 @@ where
         }
         fired.due
     }
-
-    /// Flushes and shuts the writing side down, within the write timeout
-    /// (if any). The output is done afterwards, whatever happened.
-    ///
-    /// # Errors
-    /// The write's error, or an `io::ErrorKind::TimedOut` one when the
-    /// write timeout passed first.
-    pub async fn finish_writing(&mut self) -> Result<()> {
-        self.last_write(true).await
-    }
-
-    /// Flushes what is queued, within the write timeout (if any), without
-    /// shutting the writing side down: the last words before a connection
-    /// is reset. The output is done afterwards, whatever happened.
-    ///
-    /// # Errors
-    /// As [`Driver::finish_writing`].
-    pub async fn flush_last(&mut self) -> Result<()> {
-        self.last_write(false).await
-    }
-
-    /// The output's last write: a flush, then a shutdown of the writing
-    /// side if `shutdown`, within the write timeout.
-    async fn last_write(&mut self, shutdown: bool) -> Result<()> {
-        if self.write_done {
-            return Ok(());
-        }
-        let limit = self.timer.write_timeout();
-        let wire = &mut self.wire;
-        let write = async {
-            if shutdown {
-                wire.shutdown().await
-            } else {
-                wire.flush().await
-            }
-        };
-        let result = match limit {
-            Some(limit) => tokio::time::timeout(limit, write)
-                .await
-                .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())),
-            None => write.await,
-        };
-        self.write_done = true;
-        result
-    }
-
-    /// Flushes what is queued and shuts the writing side down, without
-    /// waiting: `Pending` until done. The output is done once it is ready.
-    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.write_done {
-            return Poll::Ready(Ok(()));
-        }
-        let result = std::task::ready!(self.wire.poll_shutdown(cx));
-        self.write_done = true;
-        Poll::Ready(result)
-    }
-
-    /// Reads a frame that has already arrived, without waiting: `None` when
-    /// there is none yet (at shutdown, requests sent before it are answered
-    /// rather than left unread).
-    pub fn read_now(&mut self) -> Option<Result<Option<BytesMut>>> {
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        match self.wire.poll_frame(&mut cx) {
-            Poll::Ready(result) => Some(result),
-            Poll::Pending => None,
-        }
-    }
 }
 
+mod controls;
+mod ending;
 mod timer;
 
 pub use crate::role::Event;

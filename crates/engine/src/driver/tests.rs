@@ -6,6 +6,7 @@ use super::*;
 use enchufe_framing::Config;
 use std::time::Duration;
 use tokio::io::DuplexStream;
+use tokio::time::Instant;
 
 /// A driver on one end of an in-memory pipe holding `pipe` bytes each
 /// way, and the other end.
