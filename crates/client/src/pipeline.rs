@@ -57,6 +57,9 @@ pub struct Pipeline<I, R> {
     depth: usize,
     timeout: Duration,
     window: Arc<Window>,
+    /// Multiplexed: the high bits of its requests' ids when the pipeline
+    /// has a lane of its own (its requests take no slot each).
+    lane: Option<u64>,
     /// Places reserved in the window so far.
     reserved: u64,
     /// Places whose outcome was taken out of the window (into `answered`).
@@ -90,6 +93,7 @@ impl<I, R> Pipeline<I, R> {
             depth: depth.max(1),
             timeout,
             window: Arc::new(Window::default()),
+            lane: None,
             reserved: 0,
             taken: 0,
             answered: VecDeque::new(),
@@ -161,7 +165,12 @@ where
                 return;
             }
             let window = &self.window;
-            link.try_pipelined(&mut self.unsent, self.timeout, window, ready, &mut self.ids);
+            match self.lane {
+                Some(base) => link.try_lane(&mut self.unsent, window, base, ready),
+                None => {
+                    link.try_pipelined(&mut self.unsent, self.timeout, window, ready, &mut self.ids)
+                }
+            }
             let Some(&(_, _, deadline)) = self.unsent.front() else {
                 return;
             };
@@ -196,6 +205,12 @@ where
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(link)) => {
                         this.connecting = None;
+                        // Nothing is reserved yet: the lane's window replaces
+                        // the empty one.
+                        if let Some((window, base)) = link.open_lane(this.timeout) {
+                            this.window = window;
+                            this.lane = Some(base);
+                        }
                         this.link = Some(link.clone());
                         link
                     }
@@ -238,6 +253,9 @@ where
 impl<I, R> Drop for Pipeline<I, R> {
     fn drop(&mut self) {
         if let Some(link) = &self.link {
+            if let Some(base) = self.lane {
+                link.close_lane(base, &self.window);
+            }
             for &(_, id) in &self.ids {
                 link.abandon(id);
             }

@@ -285,3 +285,97 @@ async fn a_timed_out_plain_request_keeps_its_place_until_its_late_reply() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_multiplexed_pipeline_frees_each_place_when_answered_even_while_unread() {
+    bounded(async {
+        let (addr, server) = mux_server(|mut script| async move {
+            for _ in 0..2 {
+                let (id, body) = script.expect(Kind::Request).await;
+                script.send(Kind::Response, id, body).await;
+            }
+            let (id, body) = script.expect(Kind::Request).await;
+            assert_eq!(body, "after");
+            script.send(Kind::Response, id, body).await;
+            script.expect_end().await;
+        })
+        .await;
+        let config = Config::default()
+            .profile(Profile::Multiplexed)
+            .max_in_flight(2);
+        let client = Client::connect_with(addr, config).await.unwrap();
+        let mut replies = client.pipeline::<_, String>((0..2).map(message), 2);
+        // One poll sends both requests and takes both places; then nobody
+        // reads the pipeline (as when it is zipped with a stream that waits).
+        assert!(futures::poll!(replies.next()).is_pending());
+        let after: String = client
+            .request_timeout("after", Duration::from_secs(5))
+            .await
+            .expect("the answered places were free for another request");
+        assert_eq!(after, "after");
+        assert_eq!(replies.next().await.unwrap().unwrap(), message(0));
+        assert_eq!(replies.next().await.unwrap().unwrap(), message(1));
+        client.close().await.unwrap();
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_multiplexed_request_past_its_deadline_fails_in_its_place_and_is_cancelled() {
+    bounded(async {
+        let (addr, server) = mux_server(|mut script| async move {
+            let (first, _) = script.expect(Kind::Request).await;
+            let (second, body) = script.expect(Kind::Request).await;
+            script.send(Kind::Response, second, body).await;
+            // The first is never answered: the client gives up on it.
+            assert_eq!(script.expect(Kind::Cancel).await.0, first);
+            let (id, body) = script.expect(Kind::Request).await;
+            script.send(Kind::Response, id, body).await;
+            script.expect_end().await;
+        })
+        .await;
+        let config = Config::default()
+            .profile(Profile::Multiplexed)
+            .max_in_flight(2)
+            .request_timeout(Duration::from_millis(300));
+        let client = Client::connect_with(addr, config).await.unwrap();
+        let replies: Vec<_> = client
+            .pipeline::<_, String>((0..2).map(message), 2)
+            .collect()
+            .await;
+        assert!(
+            matches!(replies[0], Err(Error::Timeout(_))),
+            "{:?}",
+            replies[0]
+        );
+        assert_eq!(replies[1].as_deref().unwrap(), message(1));
+        // Both places among max_in_flight (2) are free again.
+        request_then_close(&client).await;
+        server.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_multiplexed_pipeline_awaiting_replies_on_a_silent_link_fails_as_silent() {
+    bounded(async {
+        let (addr, server) = mux_server(|mut script| async move {
+            // Takes the requests, answers nothing, until the client leaves.
+            while script.recv_no_ping().await.is_some() {}
+        })
+        .await;
+        let config = Config::default()
+            .profile(Profile::Multiplexed)
+            .request_timeout(Duration::from_secs(60))
+            .silence_timeout(Duration::from_millis(300));
+        let client = Client::connect_with(addr, config).await.unwrap();
+        let mut replies = client.pipeline::<_, String>((0..3).map(message), 3);
+        let first = replies.next().await.unwrap();
+        assert!(matches!(first, Err(Error::Silent)), "{first:?}");
+        drop(replies);
+        drop(client);
+        server.await.unwrap();
+    })
+    .await;
+}

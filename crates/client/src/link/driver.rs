@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 use tracing::{debug, trace};
 
+use super::lanes::is_lane;
 use super::shared::{flag, Outgoing, Pending, QueueItem, Shared};
 use super::stream::StreamOut;
 use super::wiring::Wiring;
@@ -162,7 +163,7 @@ impl LinkRole {
                 true
             });
         }
-        old
+        old || self.shared.lanes.sent_before(since)
     }
 }
 
@@ -502,6 +503,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 }
             });
         }
+        self.shared
+            .lanes
+            .expire(now, &mut next, |id| cancels.push(id));
         for slot in self
             .core
             .role_mut()
@@ -538,6 +542,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 Ok(Inbound::Reply { id, outcome }) => {
                     let outcome =
                         outcome.map_err(|(code, message)| Error::Remote { code, message });
+                    if is_lane(id) {
+                        // A pipeline's: an index into its window.
+                        self.shared.lanes.answer(id, outcome);
+                        return Ok(());
+                    }
                     match self.shared.by_id.take(id) {
                         Some(mut slot) => slot.answer(outcome),
                         // Its request timed out or was dropped (and

@@ -16,7 +16,9 @@
 //!
 //! Files: this one, the handle ([`Link`]); `shared` what handles and
 //! driver share (queue, reply slots, the end); `driver` the task;
-//! `permits` the `max_in_flight` bound; `stream` streamed bodies; `hello`
+//! `permits` the `max_in_flight` bound; `window` a pipeline's reply
+//! places; `lanes` the multiplexed pipelines, whose requests take no reply
+//! slot each; `stream` streamed bodies; `hello`
 //! the multiplexed hello exchange; `wiring` where pushes and the end go.
 //! Children import each other, never this file.
 
@@ -40,6 +42,7 @@ use tracing::Instrument;
 
 mod driver;
 mod hello;
+mod lanes;
 mod permits;
 mod shared;
 mod stream;
@@ -128,6 +131,7 @@ impl Link {
             room: Notify::new(),
             signal: Signal::default(),
             by_id: InFlight::new(),
+            lanes: lanes::Lanes::default(),
             terminal: Mutex::default(),
             has_ended: AtomicBool::new(false),
             closed_here: AtomicBool::new(false),
@@ -353,6 +357,87 @@ impl Link {
             for (_, seq, _) in batch.drain(..) {
                 window.fill(seq, Err(self.closed_error()));
             }
+        }
+    }
+
+    /// A lane for a pipeline (multiplexed profile): its window, and the
+    /// high bits of its requests' ids. `None` in the plain profile, once
+    /// the connection has ended, or while the link has all the lanes it
+    /// can hold; the pipeline then takes a slot per request.
+    pub(crate) fn open_lane(&self, timeout: Duration) -> Option<(Arc<Window>, u64)> {
+        if self.inner.profile == Profile::Plain {
+            return None;
+        }
+        let window = Arc::new(Window::lane(self.inner.in_flight.clone(), timeout));
+        let base = self.inner.shared.lanes.open(window.clone())?;
+        Some((window, base))
+    }
+
+    /// Queues a lane's requests from the front of `batch`, `(body, place,
+    /// deadline)`, as [`Link::try_pipelined`] does, with the places among
+    /// `max_in_flight` taken in one step for the batch (`ready` holds one)
+    /// and held by `window`'s places, which give each back when answered.
+    pub(crate) fn try_lane(
+        &self,
+        batch: &mut VecDeque<(Bytes, u64, Instant)>,
+        window: &Window,
+        base: u64,
+        ready: Option<Ready>,
+    ) {
+        let shared = &self.inner.shared;
+        let in_flight = &self.inner.in_flight;
+        let mut held = 0;
+        if let Some(Ready(permit)) = ready {
+            permit.into_count();
+            held = 1;
+        }
+        let mut out = shared.out();
+        let room = shared
+            .max_queued
+            .saturating_sub(out.frames.len())
+            .min(batch.len());
+        if !out.closed && held < room {
+            held += in_flight.try_acquire_many(room - held);
+        }
+        let n = if out.closed { 0 } else { held.min(room) };
+        if n > 0 {
+            // Marked under the queue's lock: the end, which closes the
+            // queue first, finds every request it takes marked.
+            let mut sending = window.sending();
+            for (body, seq, deadline) in batch.drain(..n) {
+                sending.sent(seq, deadline);
+                let header = Header {
+                    kind: Kind::Request,
+                    id: lanes::id(base, seq),
+                };
+                out.frames.push_back((
+                    Outgoing::Frame(OutFrame::with_header(header, body)),
+                    None,
+                    Some(deadline),
+                ));
+            }
+        }
+        let closed = out.closed;
+        drop(out);
+        in_flight.release(held - n);
+        if n > 0 {
+            shared.signal.raise(flag::QUEUED | flag::WHOLE);
+        }
+        if closed && !batch.is_empty() {
+            for (_, seq, _) in batch.drain(..) {
+                window.fill(seq, Err(self.closed_error()));
+            }
+        }
+    }
+
+    /// A pipeline's lane whose replies nobody will take: closed, its
+    /// requests in flight given up (their places among `max_in_flight`
+    /// freed now) and the server told to stop each.
+    pub(crate) fn close_lane(&self, base: u64, window: &Window) {
+        let shared = &self.inner.shared;
+        shared.lanes.close(base);
+        for seq in window.give_up(|| Error::Closed) {
+            shared.queue_cancel(lanes::id(base, seq));
         }
     }
 

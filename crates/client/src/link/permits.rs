@@ -21,7 +21,7 @@ pub(super) struct Permits {
 
 /// One request's place among the `max_in_flight`; given back when dropped.
 #[derive(Debug)]
-pub(super) struct Permit(Arc<Permits>);
+pub(super) struct Permit(Arc<Permits>, bool);
 
 impl Permits {
     pub(super) fn new(max: usize) -> Permits {
@@ -45,9 +45,43 @@ impl Permits {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(Permit(this.clone())),
+                Ok(_) => return Some(Permit(this.clone(), true)),
                 Err(now) => used = now,
             }
+        }
+    }
+
+    /// Takes up to `n` places at once, without waiting, and returns how
+    /// many: a pipeline's batch costs one atomic operation, not one each.
+    /// They are given back with [`Permits::release`].
+    pub(super) fn try_acquire_many(&self, n: usize) -> usize {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let take = n.min(self.max.saturating_sub(used));
+            if take == 0 {
+                return 0;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + take,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return take,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Gives back `n` places taken by [`Permits::try_acquire_many`] (or
+    /// by [`Permit::into_count`]).
+    pub(super) fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.freed.notify_one();
         }
     }
 
@@ -78,11 +112,18 @@ impl Permits {
     }
 }
 
+impl Permit {
+    /// The place stays taken, counted like one of
+    /// [`Permits::try_acquire_many`]'s: given back with [`Permits::release`].
+    pub(super) fn into_count(mut self) {
+        self.1 = false;
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::AcqRel);
-        if self.0.waiting.load(Ordering::Acquire) > 0 {
-            self.0.freed.notify_one();
+        if self.1 {
+            self.0.release(1);
         }
     }
 }
@@ -109,5 +150,27 @@ mod tests {
         let gave_up = tokio::time::timeout(Duration::from_millis(10), Permits::acquire(&permits));
         assert!(gave_up.await.is_err());
         assert_eq!(permits.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_what_is_left_and_its_release_wakes_a_waiter() {
+        let permits = Arc::new(Permits::new(5));
+        let one = Permits::try_acquire(&permits).unwrap();
+        assert_eq!(permits.try_acquire_many(8), 4, "only what is left");
+        assert_eq!(permits.try_acquire_many(1), 0);
+        one.into_count();
+        assert_eq!(
+            permits.try_acquire_many(1),
+            0,
+            "a counted place stays taken"
+        );
+        let waiting = Permits::acquire(&permits);
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        permits.release(2);
+        let _got = waiting.await;
+        assert_eq!(permits.try_acquire_many(3), 1);
+        permits.release(5);
+        assert_eq!(permits.used.load(Ordering::Acquire), 0);
     }
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
+use super::lanes::Lanes;
 use super::permits::Permit;
 use super::stream::StreamOut;
 use super::window::Window;
@@ -65,6 +66,9 @@ pub(super) struct Shared {
     /// reply or error arrives, and the request's drop guard takes it out if
     /// the caller gives up first; whoever takes it answers it.
     pub(super) by_id: InFlight<Pending>,
+    /// Multiplexed profile: the pipelines' lanes, whose requests take no
+    /// slot in `by_id`; their ids say so.
+    pub(super) lanes: Lanes,
     /// Set once when the connection ends.
     pub(super) terminal: Mutex<Option<Ended>>,
     /// `terminal.is_some()`, readable without the lock.
@@ -202,6 +206,7 @@ impl Shared {
             )
         };
         self.room.notify_waiters();
+        self.lanes.end(|| ended_error(&how));
         let waiting = self.by_id.end();
         for mut slot in waiting
             .into_iter()

@@ -3,15 +3,23 @@
 //! reads the pipeline. No channel per request and no wakeup per reply: the
 //! driver wakes the reader only when the place it waits on (the oldest) is
 //! filled, and a reader already woken is not woken again.
+//!
+//! A multiplexed pipeline's window is also its *lane* ([`super::lanes`]):
+//! its requests' ids name their places, so a place holds its request's
+//! deadline and its place among `max_in_flight` itself, and a reply costs
+//! an index into the window, no slot of its own.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Context;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
+use tokio::time::Instant;
 
-use crate::Result;
+use super::permits::Permits;
+use crate::{Error, Result};
 
 /// The reply places of one pipeline. Holds at most as many places as the
 /// pipeline has requests in flight (its `depth`): the pipeline reserves a
@@ -21,62 +29,219 @@ pub(crate) struct Window {
     places: Mutex<Places>,
     /// The pipeline's reader, when it waits for the oldest place.
     reader: AtomicWaker,
+    /// A lane's: the link's `max_in_flight` places, which its requests in
+    /// flight hold, and the request timeout (for the error and for when a
+    /// request was sent).
+    lane: Option<(Arc<Permits>, Duration)>,
 }
 
 #[derive(Debug, Default)]
 struct Places {
-    /// The number of `outcomes[0]`.
+    /// The number of `places[0]`.
     first: u64,
-    /// Each reserved place, `None` until answered.
-    outcomes: VecDeque<Option<Result<BytesMut>>>,
+    places: VecDeque<Place>,
+}
+
+#[derive(Debug, Default)]
+struct Place {
+    /// `None` until answered.
+    outcome: Option<Result<BytesMut>>,
+    /// A lane's request in flight: its deadline. It holds a place among
+    /// `max_in_flight` until answered.
+    sent: Option<Instant>,
+}
+
+impl Places {
+    /// Answers place `seq` if it waits; whether it was the oldest, and
+    /// whether it held a place among `max_in_flight`.
+    fn fill(&mut self, seq: u64, outcome: Result<BytesMut>) -> Option<(bool, bool)> {
+        let at = seq.checked_sub(self.first)?;
+        let place = self.places.get_mut(at as usize)?;
+        if place.outcome.is_some() {
+            return None;
+        }
+        place.outcome = Some(outcome);
+        Some((at == 0, place.sent.take().is_some()))
+    }
+}
+
+/// A window held while a batch of its lane's requests is queued
+/// ([`Window::sending`]).
+pub(crate) struct Sending<'a>(MutexGuard<'a, Places>);
+
+impl Sending<'_> {
+    /// Place `seq`'s request is queued, with its deadline: it holds a
+    /// place among `max_in_flight` (taken by the caller) until answered.
+    pub(crate) fn sent(&mut self, seq: u64, deadline: Instant) {
+        let first = self.0.first;
+        if let Some(place) = seq
+            .checked_sub(first)
+            .and_then(|at| self.0.places.get_mut(at as usize))
+        {
+            place.sent = Some(deadline);
+        }
+    }
 }
 
 impl Window {
+    /// A lane's window: its requests' places among `permits` are taken by
+    /// the pipeline, given back here as each is answered.
+    pub(super) fn lane(permits: Arc<Permits>, timeout: Duration) -> Window {
+        Window {
+            lane: Some((permits, timeout)),
+            ..Window::default()
+        }
+    }
+
     fn places(&self) -> MutexGuard<'_, Places> {
         self.places.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives back `n` places among `max_in_flight` (a lane's).
+    fn release(&self, n: usize) {
+        if let Some((permits, _)) = &self.lane {
+            permits.release(n);
+        }
     }
 
     /// Reserves `n` more places and returns the number of the first; each
     /// number goes with its request's slot.
     pub(crate) fn reserve(&self, n: usize) -> u64 {
         let mut places = self.places();
-        let first = places.first + places.outcomes.len() as u64;
+        let first = places.first + places.places.len() as u64;
         places
-            .outcomes
-            .extend(std::iter::repeat_with(|| None).take(n));
+            .places
+            .extend(std::iter::repeat_with(Place::default).take(n));
         first
     }
 
     /// Gives back the `n` newest places, reserved and never used.
     pub(crate) fn unreserve(&self, n: usize) {
         let mut places = self.places();
-        let keep = places.outcomes.len().saturating_sub(n);
-        places.outcomes.truncate(keep);
+        let keep = places.places.len().saturating_sub(n);
+        places.places.truncate(keep);
     }
 
     /// Places reserved and not yet taken.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.places().outcomes.len()
+        self.places().places.len()
     }
 
-    /// Answers place `seq` (a slot answers once). Wakes the reader if this
+    /// Holds the window to mark a batch of requests sent.
+    pub(crate) fn sending(&self) -> Sending<'_> {
+        Sending(self.places())
+    }
+
+    /// Answers place `seq` (a place answers once). Wakes the reader if this
     /// is the place it waits on.
     pub(crate) fn fill(&self, seq: u64, outcome: Result<BytesMut>) {
-        let oldest = {
-            let mut places = self.places();
-            let Some(at) = seq.checked_sub(places.first) else {
-                return;
-            };
-            match places.outcomes.get_mut(at as usize) {
-                Some(place @ None) => *place = Some(outcome),
-                _ => return,
+        let filled = self.places().fill(seq, outcome);
+        self.filled(filled);
+    }
+
+    fn filled(&self, filled: Option<(bool, bool)>) {
+        if let Some((oldest, held)) = filled {
+            if held {
+                self.release(1);
             }
-            at == 0
+            if oldest {
+                self.reader.wake();
+            }
+        }
+    }
+
+    /// A lane's reply, to the request whose id ends in `low` (the low 32
+    /// bits of its place's number): only a place whose request was sent
+    /// and not yet answered takes it.
+    pub(super) fn fill_lane(&self, low: u32, outcome: Result<BytesMut>) {
+        let filled = {
+            let mut places = self.places();
+            // The place numbers in the window span less than 2^32.
+            let seq = places.first + u64::from(low.wrapping_sub(places.first as u32));
+            let sent = seq
+                .checked_sub(places.first)
+                .and_then(|at| places.places.get(at as usize))
+                .is_some_and(|place| place.sent.is_some());
+            if !sent {
+                return;
+            }
+            places.fill(seq, outcome)
         };
+        self.filled(filled);
+    }
+
+    /// Answers with a timeout every lane request past its deadline, calling
+    /// `expired` with each one's place number (its request is cancelled),
+    /// and lowers `next` to the earliest deadline left.
+    pub(super) fn expire(
+        &self,
+        now: Instant,
+        next: &mut Option<Instant>,
+        mut expired: impl FnMut(u64),
+    ) {
+        let Some((_, timeout)) = &self.lane else {
+            return;
+        };
+        let mut released = 0;
+        let mut oldest = false;
+        {
+            let mut places = self.places();
+            let first = places.first;
+            for (at, place) in places.places.iter_mut().enumerate() {
+                match place.sent {
+                    Some(deadline) if deadline <= now => {
+                        place.sent = None;
+                        place.outcome = Some(Err(Error::Timeout(*timeout)));
+                        released += 1;
+                        oldest |= at == 0;
+                        expired(first + at as u64);
+                    }
+                    Some(deadline) => *next = Some(next.map_or(deadline, |n| n.min(deadline))),
+                    None => {}
+                }
+            }
+        }
+        self.release(released);
         if oldest {
             self.reader.wake();
         }
+    }
+
+    /// Answers every lane request in flight with `error()` and returns
+    /// their place numbers: the pipeline gave up on them, or the
+    /// connection ended.
+    pub(super) fn give_up(&self, error: impl Fn() -> Error) -> Vec<u64> {
+        let mut gone = Vec::new();
+        {
+            let mut places = self.places();
+            let first = places.first;
+            for (at, place) in places.places.iter_mut().enumerate() {
+                if place.sent.take().is_some() {
+                    place.outcome = Some(Err(error()));
+                    gone.push(first + at as u64);
+                }
+            }
+        }
+        self.release(gone.len());
+        if !gone.is_empty() {
+            self.reader.wake();
+        }
+        gone
+    }
+
+    /// Whether a lane request in flight was sent at or before `since` (one
+    /// awaits its reply that long).
+    pub(super) fn sent_before(&self, since: Instant) -> bool {
+        let Some((_, timeout)) = &self.lane else {
+            return false;
+        };
+        self.places().places.iter().any(|place| {
+            place
+                .sent
+                .and_then(|deadline| deadline.checked_sub(*timeout))
+                .is_some_and(|sent| sent <= since)
+        })
     }
 
     /// Moves the outcomes of the oldest places, as far as they are all
@@ -89,8 +254,16 @@ impl Window {
     ) -> usize {
         let mut places = self.places();
         let mut taken = 0;
-        while let Some(Some(_)) = places.outcomes.front() {
-            if let Some(Some(outcome)) = places.outcomes.pop_front() {
+        while places
+            .places
+            .front()
+            .is_some_and(|place| place.outcome.is_some())
+        {
+            if let Some(Place {
+                outcome: Some(outcome),
+                ..
+            }) = places.places.pop_front()
+            {
                 into.push_back(outcome);
             }
             taken += 1;

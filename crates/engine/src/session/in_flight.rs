@@ -18,7 +18,11 @@
 /// so registering and taking cost an index and a compare, no hashing, and
 /// memory is bounded by the most requests ever in flight at once (places
 /// are reused, newest freed first, while still in cache). A place's id
-/// comes back only after 2^32 reuses of that place.
+/// comes back only after 2^31 reuses of that place.
+///
+/// The top bit of an id from the table is always clear: ids with it set
+/// are the caller's to give out by a rule of its own (the client's
+/// pipelines number their requests by place) without meeting the table's.
 ///
 /// ```
 /// use enchufe_engine::session::InFlight;
@@ -49,6 +53,9 @@ struct Slab<S> {
     /// Slots waiting.
     len: usize,
 }
+
+/// A place's use count wraps within these bits: an id's top bit stays clear.
+const USES: u32 = u32::MAX >> 1;
 
 impl<S> Slab<S> {
     fn new() -> Self {
@@ -87,7 +94,8 @@ impl<S> Slab<S> {
     fn free(&mut self, at: u32) -> Option<S> {
         let place = &mut self.places[at as usize];
         let slot = place.1.take()?;
-        place.0 = place.0.wrapping_add(1);
+        // Within 31 bits, so that no id has the top bit set.
+        place.0 = place.0.wrapping_add(1) & USES;
         self.free.push(at);
         self.len -= 1;
         Some(slot)
@@ -302,6 +310,21 @@ mod tests {
         assert_eq!(table.end().len(), 4);
         assert_eq!(table.register(1), Err(1));
         assert_eq!(table.take(*seen.iter().next().unwrap()), None);
+    }
+
+    #[test]
+    fn ids_keep_their_top_bit_clear_as_a_place_wraps() {
+        let table: InFlight<()> = InFlight::new();
+        let id = table.register(()).unwrap();
+        table.take(id);
+        if let Some(slab) = table.slots().as_mut() {
+            slab.places[0].0 = USES; // the last use before the count wraps
+        }
+        let last = table.register(()).unwrap();
+        assert_eq!(last >> 63, 0);
+        assert_eq!(table.take(last), Some(()));
+        let wrapped = table.register(()).unwrap();
+        assert_eq!(wrapped, 1, "the count starts again at 0, not at bit 31");
     }
 
     #[test]
