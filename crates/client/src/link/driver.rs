@@ -29,8 +29,10 @@ use tokio_util::sync::PollSender;
 use tracing::{debug, trace};
 
 use super::lanes::is_lane;
+use super::permits::Permits;
 use super::shared::{flag, Outgoing, Pending, QueueItem, Shared};
 use super::stream::StreamOut;
+use super::window::Window;
 use super::wiring::Wiring;
 use crate::error::{ended_error, Ended};
 use crate::{Error, Result};
@@ -73,6 +75,16 @@ pub(super) struct Driver<Io> {
     /// A streamed frame being written, and its body bytes still to come:
     /// nothing else is written until it is done.
     sending: Option<(StreamOut, u64)>,
+    /// The `max_in_flight` places, for those the lanes' replies free.
+    in_flight: Arc<Permits>,
+    /// Places among `max_in_flight` that lane replies freed since the
+    /// driver last waited: given back in one step before it waits again.
+    freed: usize,
+    /// The lane the last lane reply went to (its ids' high half) and its
+    /// window: consecutive replies to one pipeline take no lock on the
+    /// lanes. A lane closed since is harmless here: its window was emptied
+    /// and takes no reply.
+    lane: Option<(u64, Arc<Window>)>,
     /// The shared queue's last batch, emptied: swapped in for the next, so
     /// its room (at most `outbound_queue` frames) is kept.
     taken: VecDeque<QueueItem>,
@@ -80,6 +92,11 @@ pub(super) struct Driver<Io> {
     #[cfg(feature = "metrics")]
     open: Option<enchufe_engine::meter::Open>,
 }
+
+/// Most places among `max_in_flight` that lane replies free before they
+/// are given back, when the driver has not waited meanwhile: a pipeline's
+/// depth is typically 16-64, so a read's replies go back in one step.
+const RELEASE_BATCH: usize = 64;
 
 /// Most output a streamed frame's chunks fill before the driver waits for
 /// the socket: with the chunks waiting in the channel, what sending a frame
@@ -181,6 +198,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
     pub(super) fn new(
         wire: Wire<Io>,
         shared: Arc<Shared>,
+        in_flight: Arc<Permits>,
         multiplexed: bool,
         silence: Option<Duration>,
         wiring: Wiring,
@@ -226,6 +244,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             write_closed: false,
             yielded: false,
             sending: None,
+            in_flight,
+            freed: 0,
+            lane: None,
             taken: VecDeque::new(),
             #[cfg(feature = "metrics")]
             open: Some(enchufe_engine::meter::Open::new("client")),
@@ -255,6 +276,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         if let Some(open) = self.open.take() {
             open.close(&how, |e| enchufe_engine::meter::error_kind(e));
         }
+        self.release_freed();
+        self.lane = None;
         self.shared.end(how.clone());
         for mut slot in self.core.role_mut().pending.drain(..) {
             slot.answer(Err(ended_error(&how)));
@@ -303,6 +326,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                             continue;
                         }
                     }
+                    self.release_freed();
                     // Everything is flushed or waits on the socket, and
                     // nothing more is readable: the moment to half-close.
                     if self.core.role().closing && !self.write_closed && self.can_half_close() {
@@ -535,6 +559,30 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         self.core.set_deadline(next);
     }
 
+    /// A pipeline's reply: an index into its lane's window.
+    fn answer_lane(&mut self, id: u64, outcome: Result<BytesMut>) {
+        let key = id >> 32;
+        let window = match &self.lane {
+            Some((k, window)) if *k == key => window,
+            _ => match self.shared.lanes.window(id) {
+                Some(window) => &self.lane.insert((key, window)).1,
+                // Its pipeline is gone (and cancelled it).
+                None => return,
+            },
+        };
+        if window.fill_lane(id as u32, outcome) {
+            self.freed += 1;
+            if self.freed >= RELEASE_BATCH {
+                self.release_freed();
+            }
+        }
+    }
+
+    /// Gives back the places among `max_in_flight` that lane replies freed.
+    fn release_freed(&mut self) {
+        self.in_flight.release(std::mem::take(&mut self.freed));
+    }
+
     /// Gives one frame to the request it answers, or to `recv`.
     fn dispatch(&mut self, frame: BytesMut) -> std::result::Result<(), Stop> {
         let unsolicited = if self.multiplexed {
@@ -543,8 +591,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     let outcome =
                         outcome.map_err(|(code, message)| Error::Remote { code, message });
                     if is_lane(id) {
-                        // A pipeline's: an index into its window.
-                        self.shared.lanes.answer(id, outcome);
+                        self.answer_lane(id, outcome);
                         return Ok(());
                     }
                     match self.shared.by_id.take(id) {

@@ -14,11 +14,16 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bytes::BytesMut;
 use tokio::time::Instant;
 
+#[cfg(test)]
+use super::permits::Permits;
 use super::window::Window;
-use crate::{Error, Result};
+use crate::Error;
+#[cfg(test)]
+use crate::Result;
+#[cfg(test)]
+use bytes::BytesMut;
 
 /// An id's top bit: a lane's request.
 const LANE: u64 = 1 << 63;
@@ -89,13 +94,24 @@ impl Lanes {
         }
     }
 
-    /// Hands a reply to its place, if its lane is still open.
-    pub(super) fn answer(&self, id: u64, outcome: Result<BytesMut>) {
+    /// The window of the lane request `id` belongs to, if that lane is
+    /// still open.
+    pub(super) fn window(&self, id: u64) -> Option<Arc<Window>> {
         let table = self.table();
         let (at, generation) = split(id);
-        if let Some((g, Some(window))) = table.entries.get(usize::from(at)) {
-            if *g == generation {
-                window.fill_lane(id as u32, outcome);
+        match table.entries.get(usize::from(at)) {
+            Some((g, Some(window))) if *g == generation => Some(window.clone()),
+            _ => None,
+        }
+    }
+
+    /// Hands a reply to its place, if its lane is still open, and gives
+    /// back the place among `max_in_flight` it held.
+    #[cfg(test)]
+    fn answer(&self, id: u64, outcome: Result<BytesMut>, permits: &Permits) {
+        if let Some(window) = self.window(id) {
+            if window.fill_lane(id as u32, outcome) {
+                permits.release(1);
             }
         }
     }
@@ -154,7 +170,6 @@ mod tests {
 
     use futures::task::noop_waker;
 
-    use super::super::permits::Permits;
     use super::*;
 
     fn taken(window: &Window) -> VecDeque<Result<BytesMut>> {
@@ -181,11 +196,11 @@ mod tests {
             sending.sent(first + 1, deadline);
         }
         // Place 2 was never sent: a reply naming it is not taken.
-        lanes.answer(id(base, first + 2), Ok(BytesMut::from("forged")));
-        lanes.answer(id(base, first + 1), Ok(BytesMut::from("b")));
-        lanes.answer(id(base, first + 1), Ok(BytesMut::from("again")));
+        lanes.answer(id(base, first + 2), Ok(BytesMut::from("forged")), &permits);
+        lanes.answer(id(base, first + 1), Ok(BytesMut::from("b")), &permits);
+        lanes.answer(id(base, first + 1), Ok(BytesMut::from("again")), &permits);
         assert!(taken(&window).is_empty(), "the oldest is not answered yet");
-        lanes.answer(id(base, first), Ok(BytesMut::from("a")));
+        lanes.answer(id(base, first), Ok(BytesMut::from("a")), &permits);
         window.fill(first + 2, Err(Error::Closed));
         let got = taken(&window);
         assert_eq!(got.len(), 3);
@@ -206,9 +221,9 @@ mod tests {
         let seq = next.reserve(1);
         assert_eq!(permits.try_acquire_many(1), 1);
         next.sending().sent(seq, deadline);
-        lanes.answer(id(base, seq), Ok(BytesMut::from("stale")));
+        lanes.answer(id(base, seq), Ok(BytesMut::from("stale")), &permits);
         assert!(taken(&next).is_empty());
-        lanes.answer(id(again, seq), Ok(BytesMut::from("mine")));
+        lanes.answer(id(again, seq), Ok(BytesMut::from("mine")), &permits);
         assert_eq!(taken(&next).len(), 1);
     }
 

@@ -140,9 +140,11 @@ impl Link {
         });
         let span = tracing::info_span!("client", peer = ?peer_addr);
         let multiplexed = config.profile != Profile::Plain;
+        let in_flight = Arc::new(Permits::new(config.max_in_flight));
         let driver = Driver::new(
             wire,
             shared.clone(),
+            in_flight.clone(),
             multiplexed,
             config.silence_timeout,
             wiring,
@@ -150,7 +152,7 @@ impl Link {
         tokio::spawn(driver.run().instrument(span));
         Link {
             inner: Arc::new(LinkInner {
-                in_flight: Arc::new(Permits::new(config.max_in_flight)),
+                in_flight,
                 shared,
                 profile: config.profile,
                 peer_addr,
@@ -439,6 +441,7 @@ impl Link {
         for seq in window.give_up(|| Error::Closed) {
             shared.queue_cancel(lanes::id(base, seq));
         }
+        window.clear();
     }
 
     /// Waits, until `deadline`, for a place among the `max_in_flight` and

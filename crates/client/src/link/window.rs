@@ -153,22 +153,34 @@ impl Window {
 
     /// A lane's reply, to the request whose id ends in `low` (the low 32
     /// bits of its place's number): only a place whose request was sent
-    /// and not yet answered takes it.
-    pub(super) fn fill_lane(&self, low: u32, outcome: Result<BytesMut>) {
-        let filled = {
+    /// and not yet answered takes it. Returns whether that freed a place
+    /// among `max_in_flight`, for the caller to give back
+    /// ([`Permits::release`]) with the others of its batch.
+    pub(super) fn fill_lane(&self, low: u32, outcome: Result<BytesMut>) -> bool {
+        let oldest = {
             let mut places = self.places();
             // The place numbers in the window span less than 2^32.
-            let seq = places.first + u64::from(low.wrapping_sub(places.first as u32));
-            let sent = seq
-                .checked_sub(places.first)
-                .and_then(|at| places.places.get(at as usize))
-                .is_some_and(|place| place.sent.is_some());
-            if !sent {
-                return;
+            let at = u64::from(low.wrapping_sub(places.first as u32));
+            let Some(place) = places.places.get_mut(at as usize) else {
+                return false;
+            };
+            if place.sent.take().is_none() {
+                return false;
             }
-            places.fill(seq, outcome)
+            place.outcome = Some(outcome);
+            at == 0
         };
-        self.filled(filled);
+        if oldest {
+            self.reader.wake();
+        }
+        true
+    }
+
+    /// Drops every place: the pipeline is gone, and what it did not take
+    /// is freed now, not when the last reply to it comes.
+    pub(super) fn clear(&self) {
+        let dropped = std::mem::take(&mut self.places().places);
+        drop(dropped);
     }
 
     /// Answers with a timeout every lane request past its deadline, calling
