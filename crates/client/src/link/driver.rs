@@ -80,11 +80,9 @@ pub(super) struct Driver<Io> {
     /// Places among `max_in_flight` that lane replies freed since the
     /// driver last waited: given back in one step before it waits again.
     freed: usize,
-    /// The lane the last lane reply went to (its ids' high half) and its
-    /// window: consecutive replies to one pipeline take no lock on the
-    /// lanes. A lane closed since is harmless here: its window was emptied
-    /// and takes no reply.
-    lane: Option<(u64, Arc<Window>)>,
+    /// The lane the last lane reply went to: consecutive replies to one
+    /// pipeline take no lock on the lanes, and wake its reader once.
+    lane: Option<LastLane>,
     /// The shared queue's last batch, emptied: swapped in for the next, so
     /// its room (at most `outbound_queue` frames) is kept.
     taken: VecDeque<QueueItem>,
@@ -93,9 +91,21 @@ pub(super) struct Driver<Io> {
     open: Option<enchufe_engine::meter::Open>,
 }
 
+/// The lane the driver's last lane reply went to.
+struct LastLane {
+    /// Its ids' high half.
+    key: u64,
+    /// Its window. A lane closed since is harmless here: its window was
+    /// emptied and takes no reply.
+    window: Arc<Window>,
+    /// Its oldest place was answered since its reader was last woken.
+    wake: bool,
+}
+
 /// Most places among `max_in_flight` that lane replies free before they
-/// are given back, when the driver has not waited meanwhile: a pipeline's
-/// depth is typically 16-64, so a read's replies go back in one step.
+/// are given back (and the reader woken), when the driver has not waited
+/// meanwhile: a pipeline's depth is typically 16-64, so a read's replies
+/// go back in one step.
 const RELEASE_BATCH: usize = 64;
 
 /// Most output a streamed frame's chunks fill before the driver waits for
@@ -562,15 +572,27 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
     /// A pipeline's reply: an index into its lane's window.
     fn answer_lane(&mut self, id: u64, outcome: Result<BytesMut>) {
         let key = id >> 32;
-        let window = match &self.lane {
-            Some((k, window)) if *k == key => window,
-            _ => match self.shared.lanes.window(id) {
-                Some(window) => &self.lane.insert((key, window)).1,
+        if !matches!(&self.lane, Some(lane) if lane.key == key) {
+            // The last lane's reader learns of its replies before another
+            // lane is looked up.
+            self.release_freed();
+            match self.shared.lanes.window(id) {
+                Some(window) => {
+                    self.lane = Some(LastLane {
+                        key,
+                        window,
+                        wake: false,
+                    })
+                }
                 // Its pipeline is gone (and cancelled it).
                 None => return,
-            },
+            }
+        }
+        let Some(lane) = self.lane.as_mut() else {
+            return;
         };
-        if window.fill_lane(id as u32, outcome) {
+        if let Some(oldest) = lane.window.fill_lane(id as u32, outcome) {
+            lane.wake |= oldest;
             self.freed += 1;
             if self.freed >= RELEASE_BATCH {
                 self.release_freed();
@@ -578,9 +600,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         }
     }
 
-    /// Gives back the places among `max_in_flight` that lane replies freed.
+    /// Gives back the places among `max_in_flight` that lane replies freed,
+    /// then wakes the last lane's reader if its oldest place was answered:
+    /// it finds the read's replies all there, and their places free.
     fn release_freed(&mut self) {
         self.in_flight.release(std::mem::take(&mut self.freed));
+        if let Some(lane) = self.lane.as_mut() {
+            if std::mem::take(&mut lane.wake) {
+                lane.window.wake_reader();
+            }
+        }
     }
 
     /// Gives one frame to the request it answers, or to `recv`.

@@ -110,8 +110,11 @@ impl Lanes {
     #[cfg(test)]
     fn answer(&self, id: u64, outcome: Result<BytesMut>, permits: &Permits) {
         if let Some(window) = self.window(id) {
-            if window.fill_lane(id as u32, outcome) {
+            if let Some(oldest) = window.fill_lane(id as u32, outcome) {
                 permits.release(1);
+                if oldest {
+                    window.wake_reader();
+                }
             }
         }
     }

@@ -153,27 +153,24 @@ impl Window {
 
     /// A lane's reply, to the request whose id ends in `low` (the low 32
     /// bits of its place's number): only a place whose request was sent
-    /// and not yet answered takes it. Returns whether that freed a place
-    /// among `max_in_flight`, for the caller to give back
-    /// ([`Permits::release`]) with the others of its batch.
-    pub(super) fn fill_lane(&self, low: u32, outcome: Result<BytesMut>) -> bool {
-        let oldest = {
-            let mut places = self.places();
-            // The place numbers in the window span less than 2^32.
-            let at = u64::from(low.wrapping_sub(places.first as u32));
-            let Some(place) = places.places.get_mut(at as usize) else {
-                return false;
-            };
-            if place.sent.take().is_none() {
-                return false;
-            }
-            place.outcome = Some(outcome);
-            at == 0
-        };
-        if oldest {
-            self.reader.wake();
-        }
-        true
+    /// and not yet answered takes it. `Some` when it did, with whether it
+    /// was the oldest place: the caller then gives back the place among
+    /// `max_in_flight` it held ([`Permits::release`]) and wakes the reader
+    /// ([`Window::wake_reader`]), once for a read's replies.
+    pub(super) fn fill_lane(&self, low: u32, outcome: Result<BytesMut>) -> Option<bool> {
+        let mut places = self.places();
+        // The place numbers in the window span less than 2^32.
+        let at = low.wrapping_sub(places.first as u32);
+        let place = places.places.get_mut(at as usize)?;
+        place.sent.take()?;
+        place.outcome = Some(outcome);
+        Some(at == 0)
+    }
+
+    /// Wakes the reader, if it waits (after [`Window::fill_lane`] filled
+    /// the oldest place).
+    pub(super) fn wake_reader(&self) {
+        self.reader.wake();
     }
 
     /// Drops every place: the pipeline is gone, and what it did not take
