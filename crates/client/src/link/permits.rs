@@ -21,7 +21,7 @@ pub(super) struct Permits {
 
 /// One request's place among the `max_in_flight`; given back when dropped.
 #[derive(Debug)]
-pub(super) struct Permit(Arc<Permits>, bool);
+pub(super) struct Permit(Option<Arc<Permits>>);
 
 impl Permits {
     pub(super) fn new(max: usize) -> Permits {
@@ -45,7 +45,7 @@ impl Permits {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(Permit(this.clone(), true)),
+                Ok(_) => return Some(Permit(Some(this.clone()))),
                 Err(now) => used = now,
             }
         }
@@ -116,14 +116,16 @@ impl Permit {
     /// The place stays taken, counted like one of
     /// [`Permits::try_acquire_many`]'s: given back with [`Permits::release`].
     pub(super) fn into_count(mut self) {
-        self.1 = false;
+        self.0 = None;
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.1 {
-            self.0.release(1);
+        // `None` once counted: an `Option` of the `Arc`, not a flag beside
+        // it, keeps a permit (and so each queued request) one word wide.
+        if let Some(permits) = &self.0 {
+            permits.release(1);
         }
     }
 }

@@ -42,13 +42,18 @@ struct Places {
     places: VecDeque<Place>,
 }
 
+/// One place. An enum, not fields, so that it is no larger than its
+/// outcome: places are moved per request.
 #[derive(Debug, Default)]
-struct Place {
-    /// `None` until answered.
-    outcome: Option<Result<BytesMut>>,
-    /// A lane's request in flight: its deadline. It holds a place among
-    /// `max_in_flight` until answered.
-    sent: Option<Instant>,
+enum Place {
+    /// Reserved, not answered yet (a lane's request not yet queued, or any
+    /// request of a pipeline without a lane).
+    #[default]
+    Reserved,
+    /// A lane's request in flight, with its deadline. It holds a place
+    /// among `max_in_flight` until answered.
+    Sent(Instant),
+    Answered(Result<BytesMut>),
 }
 
 impl Places {
@@ -57,11 +62,20 @@ impl Places {
     fn fill(&mut self, seq: u64, outcome: Result<BytesMut>) -> Option<(bool, bool)> {
         let at = seq.checked_sub(self.first)?;
         let place = self.places.get_mut(at as usize)?;
-        if place.outcome.is_some() {
-            return None;
-        }
-        place.outcome = Some(outcome);
-        Some((at == 0, place.sent.take().is_some()))
+        // Written in each arm, where the place is known to hold nothing to
+        // drop.
+        let held = match place {
+            Place::Answered(_) => return None,
+            Place::Sent(_) => {
+                *place = Place::Answered(outcome);
+                true
+            }
+            Place::Reserved => {
+                *place = Place::Answered(outcome);
+                false
+            }
+        };
+        Some((at == 0, held))
     }
 }
 
@@ -78,7 +92,9 @@ impl Sending<'_> {
             .checked_sub(first)
             .and_then(|at| self.0.places.get_mut(at as usize))
         {
-            place.sent = Some(deadline);
+            if let Place::Reserved = place {
+                *place = Place::Sent(deadline);
+            }
         }
     }
 }
@@ -162,8 +178,10 @@ impl Window {
         // The place numbers in the window span less than 2^32.
         let at = low.wrapping_sub(places.first as u32);
         let place = places.places.get_mut(at as usize)?;
-        place.sent.take()?;
-        place.outcome = Some(outcome);
+        match place {
+            Place::Sent(_) => *place = Place::Answered(outcome),
+            _ => return None,
+        }
         Some(at == 0)
     }
 
@@ -198,16 +216,17 @@ impl Window {
             let mut places = self.places();
             let first = places.first;
             for (at, place) in places.places.iter_mut().enumerate() {
-                match place.sent {
-                    Some(deadline) if deadline <= now => {
-                        place.sent = None;
-                        place.outcome = Some(Err(Error::Timeout(*timeout)));
+                match *place {
+                    Place::Sent(deadline) if deadline <= now => {
+                        *place = Place::Answered(Err(Error::Timeout(*timeout)));
                         released += 1;
                         oldest |= at == 0;
                         expired(first + at as u64);
                     }
-                    Some(deadline) => *next = Some(next.map_or(deadline, |n| n.min(deadline))),
-                    None => {}
+                    Place::Sent(deadline) => {
+                        *next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -226,8 +245,8 @@ impl Window {
             let mut places = self.places();
             let first = places.first;
             for (at, place) in places.places.iter_mut().enumerate() {
-                if place.sent.take().is_some() {
-                    place.outcome = Some(Err(error()));
+                if let Place::Sent(_) = place {
+                    *place = Place::Answered(Err(error()));
                     gone.push(first + at as u64);
                 }
             }
@@ -245,11 +264,11 @@ impl Window {
         let Some((_, timeout)) = &self.lane else {
             return false;
         };
-        self.places().places.iter().any(|place| {
-            place
-                .sent
-                .and_then(|deadline| deadline.checked_sub(*timeout))
-                .is_some_and(|sent| sent <= since)
+        self.places().places.iter().any(|place| match place {
+            Place::Sent(deadline) => deadline
+                .checked_sub(*timeout)
+                .is_some_and(|sent| sent <= since),
+            _ => false,
         })
     }
 
@@ -263,16 +282,8 @@ impl Window {
     ) -> usize {
         let mut places = self.places();
         let mut taken = 0;
-        while places
-            .places
-            .front()
-            .is_some_and(|place| place.outcome.is_some())
-        {
-            if let Some(Place {
-                outcome: Some(outcome),
-                ..
-            }) = places.places.pop_front()
-            {
+        while let Some(Place::Answered(_)) = places.places.front() {
+            if let Some(Place::Answered(outcome)) = places.places.pop_front() {
                 into.push_back(outcome);
             }
             taken += 1;
