@@ -56,29 +56,6 @@ enum Place {
     Answered(Result<BytesMut>),
 }
 
-impl Places {
-    /// Answers place `seq` if it waits; whether it was the oldest, and
-    /// whether it held a place among `max_in_flight`.
-    fn fill(&mut self, seq: u64, outcome: Result<BytesMut>) -> Option<(bool, bool)> {
-        let at = seq.checked_sub(self.first)?;
-        let place = self.places.get_mut(at as usize)?;
-        // Written in each arm, where the place is known to hold nothing to
-        // drop.
-        let held = match place {
-            Place::Answered(_) => return None,
-            Place::Sent(_) => {
-                *place = Place::Answered(outcome);
-                true
-            }
-            Place::Reserved => {
-                *place = Place::Answered(outcome);
-                false
-            }
-        };
-        Some((at == 0, held))
-    }
-}
-
 /// A window held while a batch of its lane's requests is queued
 /// ([`Window::sending`]).
 pub(crate) struct Sending<'a>(MutexGuard<'a, Places>);
@@ -149,21 +126,24 @@ impl Window {
         Sending(self.places())
     }
 
-    /// Answers place `seq` (a place answers once). Wakes the reader if this
-    /// is the place it waits on.
+    /// Answers place `seq`, reserved and not sent in a lane (a place
+    /// answers once): a slot's outcome, or a request's that could not be
+    /// sent. Wakes the reader if this is the place it waits on.
     pub(crate) fn fill(&self, seq: u64, outcome: Result<BytesMut>) {
-        let filled = self.places().fill(seq, outcome);
-        self.filled(filled);
-    }
-
-    fn filled(&self, filled: Option<(bool, bool)>) {
-        if let Some((oldest, held)) = filled {
-            if held {
-                self.release(1);
+        let oldest = {
+            let mut places = self.places();
+            let Some(at) = seq.checked_sub(places.first) else {
+                return;
+            };
+            match places.places.get_mut(at as usize) {
+                // Known to hold nothing to drop: a plain store.
+                Some(place @ Place::Reserved) => *place = Place::Answered(outcome),
+                _ => return,
             }
-            if oldest {
-                self.reader.wake();
-            }
+            at == 0
+        };
+        if oldest {
+            self.reader.wake();
         }
     }
 
