@@ -315,15 +315,11 @@ impl UdpServerHandle {
     pub async fn shutdown(&self) {
         let shared = &self.shared;
         shared.stop.cancel();
-        shared.tracker.close();
-        if tokio::time::timeout(shared.grace, shared.tracker.wait())
-            .await
-            .is_err()
-        {
+        enchufe_engine::grace::drain(&shared.tracker, shared.grace, || {
             warn!(grace = ?shared.grace, "udp handlers still running after the grace period; dropping them");
             shared.abort.cancel();
-            shared.tracker.wait().await;
-        }
+        })
+        .await;
     }
 
     /// Completes once the server has shut down.
