@@ -88,7 +88,7 @@ pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 #[doc(hidden)]
 pub use error::is_closed_io;
-pub use error::{BoxError, Error, Foreign, Malformed, Result};
+pub use error::{AddrError, BoxError, Error, Foreign, Malformed, Result};
 #[cfg(feature = "msgpack")]
 pub use message::MsgPack;
 #[cfg(feature = "postcard")]
