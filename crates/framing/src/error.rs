@@ -433,24 +433,29 @@ pub fn is_closed_io(e: &io::Error) -> bool {
     )
 }
 
-/// The predicates every enchufe error type answers, in one row: timeout,
-/// closed, reset, frame too large, profile mismatch, bad input, then the
-/// crate's own (`predicate_row!(e, is_busy)`). Each crate's table test of
-/// its error asks through it, so the set is written once and every error
-/// type is asked the same questions. Not covered by semver.
+/// Asserts a crate's table test of its error: `cases` holds pairs of an
+/// error and the answers it must give to the predicates every enchufe error
+/// type answers (timeout, closed, reset, frame too large, profile mismatch,
+/// bad input), then to the crate's own (`assert_predicates!(&cases,
+/// is_busy)`). Each crate's `error.rs` tests through it, so the set is
+/// written once and every error type is asked the same questions. Not
+/// covered by semver.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! predicate_row {
-    ($e:expr $(, $own:ident)* $(,)?) => {
-        [
-            $e.is_timeout(),
-            $e.is_closed(),
-            $e.is_reset(),
-            $e.is_frame_too_large(),
-            $e.is_profile_mismatch(),
-            $e.is_bad_input(),
-            $($e.$own(),)*
-        ]
+macro_rules! assert_predicates {
+    ($cases:expr $(, $own:ident)* $(,)?) => {
+        for (e, expected) in $cases {
+            let answers = [
+                e.is_timeout(),
+                e.is_closed(),
+                e.is_reset(),
+                e.is_frame_too_large(),
+                e.is_profile_mismatch(),
+                e.is_bad_input(),
+                $(e.$own(),)*
+            ];
+            assert_eq!(answers, *expected, "{e:?}");
+        }
     };
 }
 

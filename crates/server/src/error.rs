@@ -384,13 +384,7 @@ mod tests {
                 [false, false, false, false, false, false, false],
             ),
         ];
-        for (e, expected) in &cases {
-            assert_eq!(
-                enchufe_framing::predicate_row!(e, is_busy),
-                *expected,
-                "{e:?}"
-            );
-        }
+        enchufe_framing::assert_predicates!(&cases, is_busy);
     }
 
     #[test]

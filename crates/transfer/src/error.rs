@@ -492,12 +492,6 @@ mod tests {
                 [false, false, false, false, false, false, false],
             ),
         ];
-        for (e, expected) in &cases {
-            assert_eq!(
-                enchufe_framing::predicate_row!(e, is_busy),
-                *expected,
-                "{e:?}"
-            );
-        }
+        enchufe_framing::assert_predicates!(&cases, is_busy);
     }
 }

@@ -208,12 +208,6 @@ mod tests {
                 [false, false, false, false, false, false, true],
             ),
         ];
-        for (e, expected) in &cases {
-            assert_eq!(
-                enchufe_framing::predicate_row!(e, is_refused),
-                *expected,
-                "{e:?}"
-            );
-        }
+        enchufe_framing::assert_predicates!(&cases, is_refused);
     }
 }
