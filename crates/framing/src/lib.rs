@@ -83,7 +83,15 @@ mod wire;
 
 pub use body::Body;
 #[doc(hidden)]
-pub use body::{poll_read_chunks, BodySender, Chunks, BODY_CHUNKS};
+pub use body::{poll_chunk, poll_read_chunks, BodySender, Chunks, BODY_CHUNKS};
+
+/// What [`chunked_body_io!`] names from other crates, so that a crate using
+/// it needs no dependency of its own on them. Not covered by semver.
+#[doc(hidden)]
+pub mod __body_io {
+    pub use futures::Stream;
+    pub use tokio::io::{AsyncRead, ReadBuf};
+}
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 #[doc(hidden)]
