@@ -61,7 +61,7 @@ pub enum Error {
     /// TLS, or it took longer than the handshake timeout. Holds the address
     /// dialed and the TLS error.
     #[cfg(feature = "tls")]
-    #[error("TLS with {0}")]
+    #[error("TLS failed with {0}")]
     Tls(#[source] AddrError<crate::tls::Error>),
 
     /// The other end did not complete the hello exchange within the
