@@ -116,9 +116,9 @@ pub mod framing {
     #[cfg(feature = "postcard")]
     pub use enchufe_framing::Postcard;
     pub use enchufe_framing::{
-        mux, recycle, Body, BoxError, Bytes, BytesMut, Config, Decode, Encode, Error, Foreign,
-        FrameCodec, FrameReader, FrameWriter, Json, Malformed, OutFrame, Raw, Result, Text,
-        Transport, HEADER_LEN, MAX_BATCH, STREAM_CHUNK,
+        mux, recycle, AddrError, Body, BoxError, Bytes, BytesMut, Config, Decode, Encode, Error,
+        Foreign, FrameCodec, FrameReader, FrameWriter, Json, Malformed, OutFrame, Raw, Result,
+        Text, Transport, HEADER_LEN, MAX_BATCH, STREAM_CHUNK,
     };
 }
 

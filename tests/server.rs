@@ -505,7 +505,12 @@ async fn binding_a_taken_port_is_a_bind_error() {
     bounded(async {
         let server = echo_server(Config::default()).await;
         let err = Server::bind(server.local_addr()).await.unwrap_err();
-        assert!(matches!(err, Error::Bind { .. }), "{err:?}");
+        let Error::Bind(taken) = &err else {
+            panic!("expected Error::Bind, got {err:?}");
+        };
+        // The error says where, and the OS's reason stays its own.
+        assert_eq!(taken.addr(), server.local_addr().to_string());
+        assert_eq!(taken.get_ref().kind(), std::io::ErrorKind::AddrInUse);
         server.shutdown().await;
     })
     .await;

@@ -30,16 +30,29 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
     /// answer in time, [`Error::Closed`](crate::Error::Closed) once closed.
     fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<usize>>;
 
-    /// Appends `payload` to the history `log`, then publishes it to
-    /// `channel`, in that order (whoever receives it can find it in the
-    /// history). The history keeps at least the last `keep.max_messages`
-    /// entries and none older than `keep.max_age` ([`Bus::history`] reads
-    /// them back); entries from one caller keep their order. Resolves as
-    /// [`Bus::publish`].
+    /// Appends `payload` to the history `log`, which keeps at least the
+    /// last `keep.max_messages` entries and none older than `keep.max_age`
+    /// ([`Bus::history`] reads them back); entries from one caller keep
+    /// their order. A bus that keeps histories implements this; the default
+    /// keeps none.
     ///
     /// # Errors
     /// As [`Bus::publish`]; [`Error::NoHistory`] from a bus that keeps none
     /// (the default).
+    fn append(&self, log: &str, payload: Bytes, keep: History) -> BoxFuture<'_, Result<()>> {
+        let _ = (log, payload, keep);
+        Box::pin(std::future::ready(Err(Error::NoHistory)))
+    }
+
+    /// Appends `payload` to the history `log` ([`Bus::append`]), then
+    /// publishes it to `channel`, in that order (whoever receives it can
+    /// find it in the history). Resolves as [`Bus::publish`]. A bus that
+    /// can do both in one round trip (Redis) overrides this; the default
+    /// waits for the append, then publishes, and publishes nothing when the
+    /// append failed.
+    ///
+    /// # Errors
+    /// As [`Bus::append`] and [`Bus::publish`].
     fn publish_logged(
         &self,
         channel: &str,
@@ -47,15 +60,19 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
         payload: Bytes,
         keep: History,
     ) -> BoxFuture<'_, Result<usize>> {
-        let _ = (channel, log, payload, keep);
-        Box::pin(std::future::ready(Err(Error::NoHistory)))
+        let appended = self.append(log, payload.clone(), keep);
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            appended.await?;
+            self.publish(&channel, payload).await
+        })
     }
 
     /// The entries of the history `log` within `keep` (at most
     /// `keep.max_messages`, the newest), oldest first.
     ///
     /// # Errors
-    /// As [`Bus::publish_logged`].
+    /// As [`Bus::append`].
     fn history(&self, log: &str, keep: History) -> BoxFuture<'_, Result<Vec<Bytes>>> {
         let _ = (log, keep);
         Box::pin(std::future::ready(Err(Error::NoHistory)))

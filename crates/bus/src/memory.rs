@@ -17,7 +17,7 @@ type Feeds = Vec<Arc<Feed<Message>>>;
 
 /// A [`Bus`] inside one process: publishing offers the message to every
 /// subscription of the channel at once (never waits; a full subscription
-/// drops and counts it). Histories ([`Bus::publish_logged`]) are kept in memory,
+/// drops and counts it). Histories ([`Bus::append`]) are kept in memory,
 /// trimmed to exactly `max_messages` and `max_age` (on tokio's clock, so a
 /// test with paused time can age them). Cheap to clone; clones are the
 /// same bus.
@@ -60,23 +60,6 @@ impl MemoryBus {
     pub fn new() -> MemoryBus {
         MemoryBus::default()
     }
-
-    fn append(&self, log: &str, entry: Bytes, keep: History) {
-        let now = Instant::now();
-        let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        if !logs.contains_key(log) {
-            // Histories nobody appended to within their age are dropped
-            // whole when a new one starts, so rooms that went quiet cost
-            // nothing (and a busy room does not pay for the sweep).
-            logs.retain(|_, log| {
-                trim(log, keep, now);
-                !log.is_empty()
-            });
-        }
-        let entries = logs.entry(log.to_owned()).or_default();
-        entries.push_back((now, entry));
-        trim(entries, keep, now);
-    }
 }
 
 impl Bus for MemoryBus {
@@ -97,15 +80,22 @@ impl Bus for MemoryBus {
         Box::pin(std::future::ready(Ok(reached)))
     }
 
-    fn publish_logged(
-        &self,
-        channel: &str,
-        log: &str,
-        payload: Bytes,
-        keep: History,
-    ) -> BoxFuture<'_, Result<usize>> {
-        self.append(log, payload.clone(), keep);
-        self.publish(channel, payload)
+    fn append(&self, log: &str, entry: Bytes, keep: History) -> BoxFuture<'_, Result<()>> {
+        let now = Instant::now();
+        let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+        if !logs.contains_key(log) {
+            // Histories nobody appended to within their age are dropped
+            // whole when a new one starts, so rooms that went quiet cost
+            // nothing (and a busy room does not pay for the sweep).
+            logs.retain(|_, log| {
+                trim(log, keep, now);
+                !log.is_empty()
+            });
+        }
+        let entries = logs.entry(log.to_owned()).or_default();
+        entries.push_back((now, entry));
+        trim(entries, keep, now);
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn history(&self, log: &str, keep: History) -> BoxFuture<'_, Result<Vec<Bytes>>> {
@@ -143,5 +133,40 @@ impl Bus for MemoryBus {
                 .push(feed.clone());
         }
         Ok(Subscription::new(drain, Arc::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The last two entries of the last minute.
+    const KEEP: History = History {
+        max_messages: 2,
+        max_age: Duration::from_secs(60),
+        max_read_bytes: 1 << 20,
+    };
+
+    #[tokio::test]
+    async fn append_keeps_the_newest_entries_and_publishes_nothing() {
+        let bus = MemoryBus::new();
+        let sub = bus.subscribe(&["sala"], 1 << 10).unwrap();
+        for entry in ["a", "b", "c"] {
+            bus.append("log", entry.into(), KEEP).await.unwrap();
+        }
+        assert_eq!(bus.history("log", KEEP).await.unwrap(), ["b", "c"]);
+        assert_eq!(sub.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn publish_logged_appends_then_publishes() {
+        let bus = MemoryBus::new();
+        let mut sub = bus.subscribe(&["sala"], 1 << 10).unwrap();
+        let reached = bus.publish_logged("sala", "log", "hola".into(), KEEP).await;
+        assert_eq!(reached.unwrap(), 1);
+        assert_eq!(sub.recv().await.unwrap().payload, "hola");
+        assert_eq!(bus.history("log", KEEP).await.unwrap(), ["hola"]);
     }
 }

@@ -280,11 +280,36 @@ impl Shared {
         outcome
     }
 
-    /// `XADD log MAXLEN ~ N * e PAYLOAD`, `PEXPIRE log AGE` and `PUBLISH
-    /// channel PAYLOAD` in one round trip, run by Redis in that order: a
-    /// stream trimmed to about its length as it grows (gone whole once
-    /// nobody wrote to it for its age), and a publication that is in it
-    /// before anyone receives it.
+    /// `XADD log MAXLEN ~ N * e PAYLOAD` and `PEXPIRE log AGE`: a stream
+    /// trimmed to about its length as it grows, gone whole once nobody
+    /// wrote to it for its age.
+    fn append_to(pipe: &mut redis::Pipeline, log: &str, payload: &[u8], keep: History) {
+        pipe.cmd("XADD")
+            .arg(log)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(keep.max_messages)
+            .arg("*")
+            .arg("e")
+            .arg(payload)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(log)
+            .arg(millis(keep.max_age))
+            .ignore();
+    }
+
+    /// [`Shared::append_to`] alone, in one round trip.
+    async fn append(&self, log: &str, payload: Bytes, keep: History) -> Result<()> {
+        let mut pipe = redis::pipe();
+        Self::append_to(&mut pipe, log, &payload, keep);
+        self.request(async |conn| pipe.query_async::<()>(conn).await)
+            .await
+    }
+
+    /// [`Shared::append_to`] and `PUBLISH channel PAYLOAD` in one round
+    /// trip, run by Redis in that order: a publication that is in the
+    /// history before anyone receives it.
     async fn publish_logged(
         &self,
         channel: &str,
@@ -293,22 +318,8 @@ impl Shared {
         keep: History,
     ) -> Result<usize> {
         let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(log)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(keep.max_messages)
-            .arg("*")
-            .arg("e")
-            .arg(&payload[..])
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(log)
-            .arg(millis(keep.max_age))
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(channel)
-            .arg(&payload[..]);
+        Self::append_to(&mut pipe, log, &payload, keep);
+        pipe.cmd("PUBLISH").arg(channel).arg(&payload[..]);
         let outcome = self
             .request(async |conn| pipe.query_async::<(usize,)>(conn).await)
             .await
@@ -459,6 +470,11 @@ impl Bus for RedisBus {
     fn publish(&self, channel: &str, payload: Bytes) -> BoxFuture<'_, Result<usize>> {
         let channel = channel.to_owned();
         Box::pin(async move { self.shared.publish(&channel, payload).await })
+    }
+
+    fn append(&self, log: &str, payload: Bytes, keep: History) -> BoxFuture<'_, Result<()>> {
+        let log = log.to_owned();
+        Box::pin(async move { self.shared.append(&log, payload, keep).await })
     }
 
     fn publish_logged(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{config, eventually, maybe_next, next, settle, Node, WAIT};
-use enchufe::bus::{Bus, RedisBus, RedisConfig};
+use enchufe::bus::{Bus, History, RedisBus, RedisConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
@@ -333,6 +333,26 @@ async fn a_silently_dead_subscription_is_noticed_and_replaced() {
     })
     .await
     .expect("not hung");
+}
+
+#[tokio::test]
+async fn append_alone_keeps_a_history_on_redis() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    tokio::time::timeout(WAIT, async {
+        let (bus, _) = bus(&redis);
+        let keep = History::new(1_000, Duration::from_secs(60));
+        for entry in ["a", "b", "c"] {
+            bus.append("log", entry.into(), keep).await.unwrap();
+        }
+        assert_eq!(bus.history("log", keep).await.unwrap(), ["a", "b", "c"]);
+        assert_eq!(bus.stats().published, 0, "an append publishes nothing");
+        bus.close().await;
+    })
+    .await
+    .expect("not hung");
+    redis.down().await;
 }
 
 fn buses<const N: usize>(redis: &Redis) -> [Arc<dyn Bus>; N] {

@@ -561,13 +561,7 @@ mod tests {
                 [false, true, false, false, true, false, false],
             ),
         ];
-        for (e, expected) in &cases {
-            assert_eq!(
-                enchufe_framing::predicate_row!(e, is_busy),
-                *expected,
-                "{e:?}"
-            );
-        }
+        enchufe_framing::assert_predicates!(&cases, is_busy);
     }
 
     #[test]

@@ -199,6 +199,32 @@ where
         (&mut self.role, out)
     }
 
+    /// Asks the role to fill the output now ([`Role::on_queued`]), as if
+    /// frames had been queued; what it reports is dropped.
+    pub fn fill(&mut self) {
+        let (role, mut out) = self.parts();
+        let _ = role.on_queued(&mut out);
+    }
+
+    /// The signal other tasks raise.
+    pub fn signal(&self) -> &Signal {
+        &self.signal
+    }
+
+    /// Lowers [`QUEUED`] before the role takes its queue: a frame queued
+    /// from now on raises it again.
+    pub fn take_queued(&mut self) {
+        self.signal.take(QUEUED);
+    }
+    /// Bytes of output written and not yet flushed.
+    pub fn queued(&self) -> usize {
+        if self.write_done {
+            0
+        } else {
+            self.wire.queued()
+        }
+    }
+
     /// Queues a frame for the other end.
     ///
     /// # Errors

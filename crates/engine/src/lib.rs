@@ -23,6 +23,8 @@
 //!  net                        Accept / Connect: transports beyond TCP/Unix
 //!  dial, retry                the one dial and the one retry loop (with
 //!                             `Backoff`) of client links and peer links
+//!  grace                      the end of a graceful shutdown: a grace
+//!                             period, then stop what still runs
 //!  meter                      traffic counters (feature `metrics`)
 //! ```
 //!
@@ -38,6 +40,8 @@ pub mod dial;
 #[doc(hidden)]
 pub mod driver;
 mod ended;
+#[doc(hidden)]
+pub mod grace;
 #[cfg(feature = "metrics")]
 #[doc(hidden)]
 pub mod meter;

@@ -1,12 +1,10 @@
 //! [`Body`]: one streamed frame's body, as it arrives.
 
 use std::io;
-use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
-use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
 use crate::{Error, Malformed, Result, HEADER_LEN};
@@ -89,7 +87,7 @@ impl Body {
     /// [`Error::UnexpectedEof`] when the connection ended inside the body;
     /// the connection's read error.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
-        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+        std::future::poll_fn(|cx| poll_chunk(self, cx)).await
     }
 
     /// Writes the rest of the body into `writer` (and flushes it); returns
@@ -106,37 +104,6 @@ impl Body {
         writer.flush().await?;
         Ok(written)
     }
-
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
-        if !self.current.is_empty() {
-            return Poll::Ready(Ok(Some(std::mem::take(&mut self.current))));
-        }
-        if self.failed || self.received == self.len {
-            return Poll::Ready(Ok(None));
-        }
-        match ready!(self.rx.poll_recv(cx)) {
-            Some(Ok(chunk)) => {
-                let room = self.len - self.received;
-                if chunk.len() as u64 > room {
-                    self.failed = true;
-                    return Poll::Ready(Err(Error::Malformed(Malformed::StreamTooLong)));
-                }
-                self.received += chunk.len() as u64;
-                Poll::Ready(Ok(Some(chunk)))
-            }
-            Some(Err(e)) => {
-                self.failed = true;
-                Poll::Ready(Err(e))
-            }
-            None => {
-                self.failed = true;
-                Poll::Ready(Err(Error::UnexpectedEof {
-                    expected: HEADER_LEN as u64 + self.len,
-                    received: HEADER_LEN as u64 + self.received,
-                }))
-            }
-        }
-    }
 }
 
 impl Chunks for Body {
@@ -144,41 +111,90 @@ impl Chunks for Body {
         &mut self.current
     }
 
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
-        Body::poll_chunk(self, cx)
+    fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        if self.failed || self.received == self.len {
+            return Poll::Ready(Ok(None));
+        }
+        let error = match ready!(self.rx.poll_recv(cx)) {
+            Some(Ok(chunk)) if chunk.len() as u64 <= self.len - self.received => {
+                self.received += chunk.len() as u64;
+                return Poll::Ready(Ok(Some(chunk)));
+            }
+            Some(Ok(_)) => Error::Malformed(Malformed::StreamTooLong),
+            Some(Err(e)) => e,
+            // The connection ended inside the frame.
+            None => Error::UnexpectedEof {
+                expected: HEADER_LEN as u64 + self.len,
+                received: HEADER_LEN as u64 + self.received,
+            },
+        };
+        // Any error ends the body: it reads as ended from now on.
+        self.failed = true;
+        Poll::Ready(Err(error))
     }
 }
 
-impl Stream for Body {
-    type Item = Result<Bytes>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_chunk(cx).map(Result::transpose)
-    }
-}
-
-impl AsyncRead for Body {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        poll_read_chunks(self.get_mut(), cx, buf)
-    }
-}
+crate::chunked_body_io!(Body);
 
 /// A body that arrives in chunks: this crate's [`Body`], and the HTTP
-/// server's request body. Its [`AsyncRead`] is [`poll_read_chunks`].
+/// server's request body. [`poll_chunk`] hands out its chunks, the rest of
+/// the last one first; [`chunked_body_io!`](crate::chunked_body_io) makes
+/// it a [`Stream`](futures::Stream) of them and an [`AsyncRead`](tokio::io::AsyncRead) of its bytes.
 #[doc(hidden)]
 pub trait Chunks {
     /// What `poll_read` has not handed out yet of the last chunk.
     fn rest(&mut self) -> &mut Bytes;
 
-    /// The next chunk (the rest first); `None` at the end of the body.
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>>;
+    /// The next chunk from where the body comes from (not the rest);
+    /// `None` at the end of the body.
+    fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>>;
 }
 
-/// [`AsyncRead::poll_read`] for a body of [`Chunks`]: hands out the rest of
+/// The next chunk of a body of [`Chunks`]: the rest of the last one, if
+/// `poll_read` left some, else the next from where the body comes from;
+/// `None` at the end of the body.
+#[doc(hidden)]
+pub fn poll_chunk<B: Chunks>(body: &mut B, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+    let rest = body.rest();
+    if !rest.is_empty() {
+        return Poll::Ready(Ok(Some(std::mem::take(rest))));
+    }
+    body.poll_next_chunk(cx)
+}
+
+/// Makes a body of [`Chunks`] a [`Stream`](futures::Stream) of its chunks ([`poll_chunk`])
+/// and an [`AsyncRead`](tokio::io::AsyncRead) of its bytes ([`poll_read_chunks`]): one copy for
+/// this crate's [`Body`] and the HTTP server's request body (a trait of
+/// another crate cannot be implemented for every `Chunks` at once). Hidden,
+/// not covered by semver.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! chunked_body_io {
+    ($body:ty) => {
+        impl $crate::__body_io::Stream for $body {
+            type Item = $crate::Result<$crate::Bytes>;
+
+            fn poll_next(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::option::Option<Self::Item>> {
+                $crate::poll_chunk(self.get_mut(), cx).map(::std::result::Result::transpose)
+            }
+        }
+
+        impl $crate::__body_io::AsyncRead for $body {
+            fn poll_read(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &mut $crate::__body_io::ReadBuf<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                $crate::poll_read_chunks(self.get_mut(), cx, buf)
+            }
+        }
+    };
+}
+
+/// [`AsyncRead::poll_read`](tokio::io::AsyncRead::poll_read) for a body of [`Chunks`]: hands out the rest of
 /// the last chunk, then the next. An I/O error comes out as itself; any
 /// other (a cut or overlong body, a malformed chunk) as
 /// [`io::ErrorKind::UnexpectedEof`] holding the error.
@@ -189,7 +205,7 @@ pub fn poll_read_chunks<B: Chunks>(
     buf: &mut ReadBuf<'_>,
 ) -> Poll<io::Result<()>> {
     if body.rest().is_empty() {
-        match ready!(body.poll_chunk(cx)) {
+        match ready!(body.poll_next_chunk(cx)) {
             Ok(Some(chunk)) => *body.rest() = chunk,
             Ok(None) => return Poll::Ready(Ok(())),
             Err(Error::Io(e)) => return Poll::Ready(Err(e)),

@@ -273,6 +273,56 @@ impl Error {
     }
 }
 
+/// An address (or path) and what went wrong there: what the server's
+/// `Bind`, `Connect` and `Tls` errors hold, and the UDP crate's `Bind` and
+/// `Connect` and the transfer crate's `Connect`, so each error says what was
+/// tried and the where and the why are one type.
+///
+/// `E` is the error: the operating system's ([`io::Error`], the default) or
+/// a TLS handshake's. Its text is the address, then the error's.
+///
+/// ```
+/// use enchufe::framing::AddrError;
+/// use std::io;
+/// let e = AddrError::new("127.0.0.1:80", io::Error::from(io::ErrorKind::AddrInUse));
+/// assert_eq!(e.addr(), "127.0.0.1:80");
+/// assert_eq!(e.get_ref().kind(), io::ErrorKind::AddrInUse);
+/// assert!(e.to_string().starts_with("127.0.0.1:80: "));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{addr}: {source}")]
+pub struct AddrError<E = io::Error> {
+    /// The address (or path) as given.
+    addr: String,
+    /// What went wrong there.
+    source: E,
+}
+
+impl<E> AddrError<E> {
+    /// `source`, the error met at `addr`.
+    pub fn new(addr: impl Into<String>, source: E) -> AddrError<E> {
+        AddrError {
+            addr: addr.into(),
+            source,
+        }
+    }
+
+    /// The address (or path) as given.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The error met there.
+    pub fn get_ref(&self) -> &E {
+        &self.source
+    }
+
+    /// The error met there, by value.
+    pub fn into_inner(self) -> E {
+        self.source
+    }
+}
+
 /// What a stream that is not made of length-prefixed frames looks like,
 /// told from the four bytes where a frame header should be.
 ///
@@ -383,24 +433,29 @@ pub fn is_closed_io(e: &io::Error) -> bool {
     )
 }
 
-/// The predicates every enchufe error type answers, in one row: timeout,
-/// closed, reset, frame too large, profile mismatch, bad input, then the
-/// crate's own (`predicate_row!(e, is_busy)`). Each crate's table test of
-/// its error asks through it, so the set is written once and every error
-/// type is asked the same questions. Not covered by semver.
+/// Asserts a crate's table test of its error: `cases` holds pairs of an
+/// error and the answers it must give to the predicates every enchufe error
+/// type answers (timeout, closed, reset, frame too large, profile mismatch,
+/// bad input), then to the crate's own (`assert_predicates!(&cases,
+/// is_busy)`). Each crate's `error.rs` tests through it, so the set is
+/// written once and every error type is asked the same questions. Not
+/// covered by semver.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! predicate_row {
-    ($e:expr $(, $own:ident)* $(,)?) => {
-        [
-            $e.is_timeout(),
-            $e.is_closed(),
-            $e.is_reset(),
-            $e.is_frame_too_large(),
-            $e.is_profile_mismatch(),
-            $e.is_bad_input(),
-            $($e.$own(),)*
-        ]
+macro_rules! assert_predicates {
+    ($cases:expr $(, $own:ident)* $(,)?) => {
+        for (e, expected) in $cases {
+            let answers = [
+                e.is_timeout(),
+                e.is_closed(),
+                e.is_reset(),
+                e.is_frame_too_large(),
+                e.is_profile_mismatch(),
+                e.is_bad_input(),
+                $(e.$own(),)*
+            ];
+            assert_eq!(answers, *expected, "{e:?}");
+        }
     };
 }
 

@@ -83,12 +83,20 @@ mod wire;
 
 pub use body::Body;
 #[doc(hidden)]
-pub use body::{poll_read_chunks, BodySender, Chunks, BODY_CHUNKS};
+pub use body::{poll_chunk, poll_read_chunks, BodySender, Chunks, BODY_CHUNKS};
+
+/// What [`chunked_body_io!`] names from other crates, so that a crate using
+/// it needs no dependency of its own on them. Not covered by semver.
+#[doc(hidden)]
+pub mod __body_io {
+    pub use futures::Stream;
+    pub use tokio::io::{AsyncRead, ReadBuf};
+}
 pub use codec::{FrameCodec, OutFrame};
 pub use config::Config;
 #[doc(hidden)]
 pub use error::is_closed_io;
-pub use error::{BoxError, Error, Foreign, Malformed, Result};
+pub use error::{AddrError, BoxError, Error, Foreign, Malformed, Result};
 #[cfg(feature = "msgpack")]
 pub use message::MsgPack;
 #[cfg(feature = "postcard")]

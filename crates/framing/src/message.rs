@@ -178,19 +178,28 @@ fn from_json<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
     serde_json::from_slice(frame).map_err(decode_error)
 }
 
-#[cfg(feature = "msgpack")]
-fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
-        .map_err(encode_error)
+/// How deep values may nest in a [`MsgPack`] or [`Postcard`] message:
+/// serde_json's limit, so every format of this crate stops at the same
+/// depth. rmp-serde's own default, 1,024, overflows a 2 MiB thread stack (a
+/// Tokio worker's) in a debug build when a recursive type is decoded from
+/// crafted bytes, and postcard has no limit at all (20 KiB of a two-field
+/// tree overflowed a 2 MiB stack; `depth.rs` counts for it). Measured in
+/// `tests/untrusted_lengths.rs`.
+#[cfg(any(feature = "msgpack", feature = "postcard"))]
+const MAX_DEPTH: usize = 128;
+
+/// A binary serializer's output as a frame, its error as [`Error::Encode`].
+#[cfg(any(feature = "msgpack", feature = "postcard"))]
+fn encoded<E: std::error::Error + Send + Sync + 'static>(
+    serialized: std::result::Result<Vec<u8>, E>,
+) -> Result<Bytes> {
+    serialized.map(Bytes::from).map_err(encode_error)
 }
 
-/// How deep arrays and maps may nest in a [`MsgPack`] message: serde_json's
-/// limit. rmp-serde's own default, 1,024, overflows a 2 MiB thread stack (a
-/// Tokio worker's) in a debug build when a recursive type is decoded from
-/// crafted bytes (measured: `tests/untrusted_lengths.rs`).
 #[cfg(feature = "msgpack")]
-const MSGPACK_MAX_DEPTH: usize = 128;
+fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
+    encoded(rmp_serde::to_vec_named(value))
+}
 
 #[cfg(feature = "msgpack")]
 fn from_msgpack<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
@@ -200,7 +209,7 @@ fn from_msgpack<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
     // most serde's cautious 1 MiB (tests/untrusted_lengths.rs measures it).
     let mut rest = frame;
     let mut de = rmp_serde::Deserializer::new(&mut rest);
-    de.set_max_depth(MSGPACK_MAX_DEPTH);
+    de.set_max_depth(MAX_DEPTH);
     let value = T::deserialize(&mut de).map_err(decode_error)?;
     drop(de);
     whole(value, rest, "MessagePack")
@@ -208,22 +217,13 @@ fn from_msgpack<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
 
 #[cfg(feature = "postcard")]
 fn to_postcard<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
-    postcard::to_stdvec(value)
-        .map(Bytes::from)
-        .map_err(encode_error)
+    encoded(postcard::to_stdvec(value))
 }
-
-/// How deep values may nest in a [`Postcard`] message: the limit of
-/// serde_json and of [`MsgPack`]. postcard itself has none, so a recursive
-/// type nests as deep as the bytes say, and 20 KiB of a two-field tree
-/// overflowed a 2 MiB stack (tests/untrusted_lengths.rs); `depth.rs` counts.
-#[cfg(feature = "postcard")]
-const POSTCARD_MAX_DEPTH: usize = 128;
 
 #[cfg(feature = "postcard")]
 fn from_postcard<T: DeserializeOwned>(frame: &[u8]) -> Result<T> {
     let mut de = postcard::Deserializer::from_bytes(frame);
-    let value = crate::depth::deserialize(&mut de, POSTCARD_MAX_DEPTH).map_err(Error::Decode)?;
+    let value = crate::depth::deserialize(&mut de, MAX_DEPTH).map_err(Error::Decode)?;
     whole(value, de.finalize().map_err(decode_error)?, "postcard")
 }
 

@@ -1,14 +1,11 @@
 //! [`Body`]: a request's body, streamed to the handler as it arrives.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use enchufe_framing::{poll_read_chunks, Chunks, Error, Result};
-use tokio::io::{AsyncRead, ReadBuf};
+use enchufe_framing::{poll_chunk, Chunks, Error, Result};
 use tokio::sync::mpsc;
 
 /// How many chunks wait between the connection and the handler: a body
@@ -27,7 +24,7 @@ const CHUNKS: usize = 4;
 /// is closed: the next request is never read from the middle of a body.
 ///
 /// Read it with [`Body::chunk`], all at once with [`Body::to_bytes`], or as
-/// an [`AsyncRead`].
+/// an [`AsyncRead`](tokio::io::AsyncRead) (or a `Stream` of chunks).
 #[derive(Debug)]
 pub struct Body {
     len: Option<u64>,
@@ -100,7 +97,7 @@ impl Body {
     /// # Cancel safety
     /// Cancel-safe: a chunk not returned stays queued.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
-        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+        std::future::poll_fn(|cx| poll_chunk(self, cx)).await
     }
 
     /// The whole body in one buffer, refused past `limit` bytes.
@@ -120,37 +117,6 @@ impl Body {
         }
         Ok(all.freeze())
     }
-
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
-        if !self.current.is_empty() {
-            return Poll::Ready(Ok(Some(std::mem::take(&mut self.current))));
-        }
-        let Some(rx) = self.rx.as_mut().filter(|_| !self.done) else {
-            return Poll::Ready(Ok(None));
-        };
-        if let Some(wanted) = &self.wanted {
-            wanted.store(true, Ordering::Relaxed);
-        }
-        let next = ready!(rx.poll_recv(cx));
-        match next {
-            Some(Ok(chunk)) if !chunk.is_empty() => Poll::Ready(Ok(Some(chunk))),
-            Some(Ok(_)) => {
-                self.done = true;
-                Poll::Ready(Ok(None))
-            }
-            Some(Err(e)) => {
-                self.done = true;
-                Poll::Ready(Err(e))
-            }
-            None => {
-                self.done = true;
-                Poll::Ready(Err(Error::UnexpectedEof {
-                    expected: self.len.unwrap_or(0),
-                    received: 0,
-                }))
-            }
-        }
-    }
 }
 
 impl Default for Body {
@@ -164,28 +130,31 @@ impl Chunks for Body {
         &mut self.current
     }
 
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
-        Body::poll_chunk(self, cx)
+    fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        let Some(rx) = self.rx.as_mut().filter(|_| !self.done) else {
+            return Poll::Ready(Ok(None));
+        };
+        if let Some(wanted) = &self.wanted {
+            wanted.store(true, Ordering::Relaxed);
+        }
+        let end = match ready!(rx.poll_recv(cx)) {
+            Some(Ok(chunk)) if !chunk.is_empty() => return Poll::Ready(Ok(Some(chunk))),
+            // An empty chunk is the end of the body.
+            Some(Ok(_)) => Ok(None),
+            Some(Err(e)) => Err(e),
+            // The connection ended inside the body.
+            None => Err(Error::UnexpectedEof {
+                expected: self.len.unwrap_or(0),
+                received: 0,
+            }),
+        };
+        // The end or an error: either way the body is done.
+        self.done = true;
+        Poll::Ready(end)
     }
 }
 
-impl futures::Stream for Body {
-    type Item = Result<Bytes>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_chunk(cx).map(Result::transpose)
-    }
-}
-
-impl AsyncRead for Body {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        poll_read_chunks(self.get_mut(), cx, buf)
-    }
-}
+enchufe_framing::chunked_body_io!(Body);
 
 impl BodySender {
     /// Whether the handler has asked for the body yet.
@@ -212,7 +181,7 @@ mod tests {
             .await
             .expect("not hung")
             .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
         assert_eq!(got, b"abc");
     }
 }

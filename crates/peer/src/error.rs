@@ -165,13 +165,7 @@ mod tests {
                 [true, false, false, false, false, false, false],
             ),
         ];
-        for (e, expected) in &cases {
-            assert_eq!(
-                enchufe_framing::predicate_row!(e, is_busy),
-                *expected,
-                "{e:?}"
-            );
-        }
+        enchufe_framing::assert_predicates!(&cases, is_busy);
         assert_eq!(cases[5].0.code(), Some(ErrorCode::Busy));
         assert_eq!(Error::Closed.code(), None);
     }

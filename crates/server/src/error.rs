@@ -1,6 +1,8 @@
 use std::io;
 use std::time::Duration;
 
+use crate::AddrError;
+
 /// What a connection does not support: [`Error::Unsupported`]'s reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -42,40 +44,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The listening socket could not be bound.
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: String,
-        /// Why the OS refused.
-        #[source]
-        source: io::Error,
-    },
+    /// The listening socket could not be bound: the address asked for, and
+    /// why the OS refused.
+    #[error("cannot bind {0}")]
+    Bind(#[source] AddrError),
 
     /// Dialing out ([`ServerHandle::connect`](crate::ServerHandle::connect))
-    /// failed: refused, unreachable, or no answer within the handshake timeout.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// The address dialed.
-        addr: String,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    /// failed: the address dialed, and why (refused, unreachable, or no
+    /// answer within the handshake timeout).
+    #[error("cannot connect to {0}")]
+    Connect(#[source] AddrError),
 
     /// A dialed connection's TLS handshake failed
     /// ([`Server::dial_tls`](crate::Server::dial_tls)): the other end's
     /// certificate is not trusted or names another host, it does not speak
-    /// TLS, or it took longer than the handshake timeout.
+    /// TLS, or it took longer than the handshake timeout. Holds the address
+    /// dialed and the TLS error.
     #[cfg(feature = "tls")]
-    #[error("TLS with {addr} failed: {source}")]
-    Tls {
-        /// The address dialed.
-        addr: String,
-        /// What went wrong.
-        #[source]
-        source: crate::tls::Error,
-    },
+    #[error("TLS failed with {0}")]
+    Tls(#[source] AddrError<crate::tls::Error>),
 
     /// The other end did not complete the hello exchange within the
     /// handshake timeout.
@@ -281,7 +268,7 @@ impl Error {
     /// without the `tls` feature).
     pub fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]
-        if let Error::Tls { .. } = self {
+        if let Error::Tls(_) = self {
             return true;
         }
         false
@@ -397,13 +384,7 @@ mod tests {
                 [false, false, false, false, false, false, false],
             ),
         ];
-        for (e, expected) in &cases {
-            assert_eq!(
-                enchufe_framing::predicate_row!(e, is_busy),
-                *expected,
-                "{e:?}"
-            );
-        }
+        enchufe_framing::assert_predicates!(&cases, is_busy);
     }
 
     #[test]

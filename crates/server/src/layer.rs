@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use crate::stats::Counters;
-use crate::Error;
+use crate::{AddrError, Error};
 
 /// A byte stream of any transport, boxed so the connection loop is compiled
 /// once for all of them (what a vtable call per read costs is nothing next
@@ -234,10 +234,7 @@ pub(crate) fn dial_error(addr: &str, limit: Duration, e: DialError) -> Error {
         | E::Unix { source, .. } => source,
         #[cfg(feature = "tls")]
         E::Secure(source) => {
-            return Error::Tls {
-                addr: addr.to_owned(),
-                source,
-            }
+            return Error::Tls(AddrError::new(addr, source));
         }
         #[cfg(not(feature = "tls"))]
         E::Secure(never) => match never {},
@@ -246,10 +243,7 @@ pub(crate) fn dial_error(addr: &str, limit: Duration, e: DialError) -> Error {
             format!("no answer within {limit:?}"),
         ),
     };
-    Error::Connect {
-        addr: addr.to_owned(),
-        source,
-    }
+    Error::Connect(AddrError::new(addr, source))
 }
 
 #[cfg(feature = "tls")]

@@ -91,7 +91,7 @@ pub use config::{BusyPolicy, Config, PeerLinks, Profile, SlowConsumer};
 pub use connection::{Connection, ConnectionId, Disconnect};
 pub use door::{Door, HEAD_LIMIT};
 pub use enchufe_framing::mux::ErrorCode;
-pub use enchufe_framing::{Body, BoxError};
+pub use enchufe_framing::{AddrError, Body, BoxError};
 pub use error::{Error, HandlerError, Result, Unsupported};
 pub use handler::{handler_fn, Handler, HandlerFn};
 pub use server::{Server, ServerHandle};

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::AddrError;
+
 /// Opens the regular file at `path` to send it, with its metadata; a
 /// failure, or a path that is not a regular file (a directory, say), is
 /// [`Error::Open`] naming it.
@@ -112,15 +114,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The course sender could not connect to the receiver.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// The address, as given.
-        addr: String,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
+    /// The course sender could not connect to the receiver: the address as
+    /// given, and the operating system's error.
+    #[error("cannot connect to {0}")]
+    Connect(#[source] AddrError),
     /// The course protocol's connection failed (not a refusal: see
     /// [`Error::NotConfirmed`]).
     #[error("connection: {0}")]
@@ -328,7 +325,7 @@ impl Error {
             Error::Client(_)
             | Error::Source(_)
             | Error::Open { .. }
-            | Error::Connect { .. }
+            | Error::Connect(_)
             | Error::Connection(_)
             | Error::NotConfirmed { .. }
             | Error::SourceEnded { .. }
@@ -495,12 +492,6 @@ mod tests {
                 [false, false, false, false, false, false, false],
             ),
         ];
-        for (e, expected) in &cases {
-            assert_eq!(
-                enchufe_framing::predicate_row!(e, is_busy),
-                *expected,
-                "{e:?}"
-            );
-        }
+        enchufe_framing::assert_predicates!(&cases, is_busy);
     }
 }

@@ -82,6 +82,7 @@ pub mod sender;
 #[cfg(target_os = "linux")]
 mod zero_copy;
 
+pub use enchufe_framing::AddrError;
 pub use error::{Error, Reason, Result, Violation};
 pub use protocol::{BadTransferId, Frame, Routed, TransferId, MAGIC};
 pub use receiver::{Event, Receiver};

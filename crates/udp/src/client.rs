@@ -11,7 +11,7 @@ use tracing::debug;
 
 use crate::datagram::{self, MAX_DATAGRAM};
 use crate::error::is_unreachable;
-use crate::{Error, Result};
+use crate::{AddrError, Error, Result};
 
 /// How a [`UdpClient`] waits and retries.
 ///
@@ -150,10 +150,7 @@ impl UdpClient {
         config: Config,
     ) -> Result<UdpClient> {
         let shown = addr.to_string();
-        let fail = |source| Error::Connect {
-            addr: shown.clone(),
-            source,
-        };
+        let fail = |source| Error::Connect(AddrError::new(shown.clone(), source));
         let mut last = None;
         for peer in lookup_host(addr).await.map_err(fail)? {
             let local: SocketAddr = if peer.is_ipv4() {

@@ -2,6 +2,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::AddrError;
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -12,28 +14,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// [`UdpServer::bind`](crate::UdpServer::bind): the socket could not be
-    /// bound.
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: String,
-        /// Why the OS refused.
-        #[source]
-        source: io::Error,
-    },
+    /// bound; holds the address asked for, and why the OS refused.
+    #[error("cannot bind {0}")]
+    Bind(#[source] AddrError),
 
     /// [`UdpClient::connect`](crate::UdpClient::connect): the name did not
     /// resolve, or no local socket could be bound and connected to any of its
     /// addresses. (Connecting a UDP socket sends nothing: a server that is
     /// not there shows up later, as [`Error::Refused`] or [`Error::Timeout`].)
-    #[error("cannot connect a UDP socket to {addr}: {source}")]
-    Connect {
-        /// The address as given.
-        addr: String,
-        /// The last error seen.
-        #[source]
-        source: io::Error,
-    },
+    /// Holds the address as given and the last error seen.
+    #[error("cannot connect a UDP socket to {0}")]
+    Connect(#[source] AddrError),
 
     /// Nothing listens at the server's address: the host answered a datagram
     /// with ICMP "port unreachable", which a connected socket reports as
@@ -217,12 +208,6 @@ mod tests {
                 [false, false, false, false, false, false, true],
             ),
         ];
-        for (e, expected) in &cases {
-            assert_eq!(
-                enchufe_framing::predicate_row!(e, is_refused),
-                *expected,
-                "{e:?}"
-            );
-        }
+        enchufe_framing::assert_predicates!(&cases, is_refused);
     }
 }

@@ -66,7 +66,7 @@ pub mod server;
 
 pub use client::UdpClient;
 pub use datagram::MAX_DATAGRAM;
-pub use enchufe_framing::{Decode, Encode};
+pub use enchufe_framing::{AddrError, Decode, Encode};
 pub use error::{Error, Result};
 pub use handler::{handler_fn, Context, Handler, HandlerFn};
 pub use server::{UdpServer, UdpServerHandle};

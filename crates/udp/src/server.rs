@@ -19,7 +19,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::batch::{self, Inbox, Outbox};
 use crate::datagram::{self, worth_logging, MAX_DATAGRAM};
 use crate::error::is_unreachable;
-use crate::{Context, Error, Handler, Result};
+use crate::{AddrError, Context, Error, Handler, Result};
 
 /// How a [`UdpServer`] receives and limits.
 ///
@@ -199,10 +199,9 @@ impl UdpServer {
     /// [`Error::Bind`] when no address could be bound.
     pub async fn bind(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<UdpServer> {
         let shown = addr.to_string();
-        let socket = UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
-            addr: shown,
-            source,
-        })?;
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| Error::Bind(AddrError::new(shown, source)))?;
         Ok(Self::from_socket(socket))
     }
 
@@ -315,15 +314,11 @@ impl UdpServerHandle {
     pub async fn shutdown(&self) {
         let shared = &self.shared;
         shared.stop.cancel();
-        shared.tracker.close();
-        if tokio::time::timeout(shared.grace, shared.tracker.wait())
-            .await
-            .is_err()
-        {
+        enchufe_engine::grace::drain(&shared.tracker, shared.grace, || {
             warn!(grace = ?shared.grace, "udp handlers still running after the grace period; dropping them");
             shared.abort.cancel();
-            shared.tracker.wait().await;
-        }
+        })
+        .await;
     }
 
     /// Completes once the server has shut down.

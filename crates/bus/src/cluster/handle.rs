@@ -399,13 +399,7 @@ impl Cluster {
         inner.closing.cancel();
         let limit = inner.config.detach_timeout;
         let started = Instant::now();
-        if tokio::time::timeout(limit, inner.tasks.wait())
-            .await
-            .is_err()
-        {
-            inner.cancel.cancel();
-            inner.tasks.wait().await;
-        }
+        enchufe_engine::grace::drain(&inner.tasks, limit, || inner.cancel.cancel()).await;
         let gone = Envelope {
             node: inner.node,
             kind: Kind::Gone,

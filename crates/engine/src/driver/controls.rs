@@ -1,24 +1,13 @@
 //! What the role's loop reads and sets on its driver between events: its
 //! state, the wire, the budget, the busy and waiting flags, the deadlines.
 
-use std::ops::Deref;
-
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use enchufe_framing::{Split, Wire};
+use enchufe_framing::Wire;
 
-use super::{Driver, QUEUED};
-use crate::role::Role;
-use crate::Signal;
+use super::Driver;
 
-impl<Io, S, C, R> Driver<Io, S, C, R>
-where
-    Io: AsyncRead + AsyncWrite + Unpin,
-    S: Deref<Target = Signal>,
-    C: Split,
-    R: Role<Io, C>,
-{
+impl<Io, S, C, R> Driver<Io, S, C, R> {
     /// The role.
     pub fn role(&self) -> &R {
         &self.role
@@ -27,13 +16,6 @@ where
     /// The role, to change its state.
     pub fn role_mut(&mut self) -> &mut R {
         &mut self.role
-    }
-
-    /// Asks the role to fill the output now ([`Role::on_queued`]), as if
-    /// frames had been queued; what it reports is dropped.
-    pub fn fill(&mut self) {
-        let (role, mut out) = self.parts();
-        let _ = role.on_queued(&mut out);
     }
 
     /// Whether the other end's EOF was reported ([`Event::Eof`]).
@@ -50,20 +32,6 @@ where
     /// whether output is still wanted).
     pub fn wire_mut(&mut self) -> &mut Wire<Io, C> {
         &mut self.wire
-    }
-
-    /// The signal other tasks raise.
-    pub fn signal(&self) -> &Signal {
-        &self.signal
-    }
-
-    /// Bytes of output written and not yet flushed.
-    pub fn queued(&self) -> usize {
-        if self.write_done {
-            0
-        } else {
-            self.wire.queued()
-        }
     }
 
     /// Frames read so far (a streamed body's chunks included): zero for a
@@ -124,11 +92,5 @@ where
     #[cfg(feature = "metrics")]
     pub fn set_meter(&mut self, meter: crate::meter::Meter) {
         self.meter = Some(meter);
-    }
-
-    /// Lowers [`QUEUED`] before the role takes its queue: a frame queued
-    /// from now on raises it again.
-    pub fn take_queued(&mut self) {
-        self.signal.take(QUEUED);
     }
 }

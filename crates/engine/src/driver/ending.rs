@@ -1,7 +1,6 @@
 //! The driver's goodbye: the output's last flush and shutdown, bounded by
 //! the write timeout, and the frames already arrived read without waiting.
 
-use std::ops::Deref;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -10,16 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use enchufe_framing::{Result, Split};
 
 use super::Driver;
-use crate::role::Role;
-use crate::Signal;
 
-impl<Io, S, C, R> Driver<Io, S, C, R>
-where
-    Io: AsyncRead + AsyncWrite + Unpin,
-    S: Deref<Target = Signal>,
-    C: Split,
-    R: Role<Io, C>,
-{
+impl<Io: AsyncRead + AsyncWrite + Unpin, S, C: Split, R> Driver<Io, S, C, R> {
     /// Flushes and shuts the writing side down, within the write timeout
     /// (if any). The output is done afterwards, whatever happened.
     ///

@@ -17,9 +17,21 @@ fn driver(pipe: usize, budget: usize, deadlines: Deadlines) -> (TestDriver, Dupl
     (d, theirs)
 }
 
+/// [`driver`] with room to spare: a 1 KiB pipe, no output budget.
+fn roomy(deadlines: Deadlines) -> (TestDriver, DuplexStream) {
+    driver(1024, usize::MAX, deadlines)
+}
+
+/// No deadline but the one `set` turns on.
+fn only(set: impl FnOnce(&mut Deadlines)) -> Deadlines {
+    let mut deadlines = Deadlines::default();
+    set(&mut deadlines);
+    deadlines
+}
+
 #[tokio::test]
 async fn frames_then_eof() {
-    let (mut d, mut theirs) = driver(1024, usize::MAX, Deadlines::default());
+    let (mut d, mut theirs) = roomy(Deadlines::default());
     use tokio::io::AsyncWriteExt;
     theirs.write_all(b"\0\0\0\x02hi\0\0\0\x01!").await.unwrap();
     drop(theirs);
@@ -30,7 +42,7 @@ async fn frames_then_eof() {
 
 #[tokio::test]
 async fn role_bits_are_reported_once_and_queued_until_taken() {
-    let (mut d, _theirs) = driver(1024, usize::MAX, Deadlines::default());
+    let (mut d, _theirs) = roomy(Deadlines::default());
     d.signal().raise(4 | QUEUED);
     assert!(matches!(d.event(true).await, Event::Signal(4)));
     assert!(matches!(d.event(true).await, Event::Queued));
@@ -42,11 +54,8 @@ async fn role_bits_are_reported_once_and_queued_until_taken() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_fires_after_quiet_ticks_but_not_while_busy() {
-    let deadlines = Deadlines {
-        idle: Some(Duration::from_secs(4)),
-        ..Deadlines::default()
-    };
-    let (mut d, _theirs) = driver(1024, usize::MAX, deadlines.clone());
+    let deadlines = only(|d| d.idle = Some(Duration::from_secs(4)));
+    let (mut d, _theirs) = roomy(deadlines.clone());
     let start = Instant::now();
     assert!(matches!(
         d.event(true).await,
@@ -55,7 +64,7 @@ async fn idle_fires_after_quiet_ticks_but_not_while_busy() {
     let took = start.elapsed();
     assert!(took >= Duration::from_secs(4) && took <= Duration::from_secs(5));
 
-    let (mut d, _theirs) = driver(1024, usize::MAX, deadlines);
+    let (mut d, _theirs) = roomy(deadlines);
     d.set_busy(true);
     let r = tokio::time::timeout(Duration::from_secs(30), d.event(true)).await;
     assert!(r.is_err(), "busy is not idle");
@@ -63,11 +72,8 @@ async fn idle_fires_after_quiet_ticks_but_not_while_busy() {
 
 #[tokio::test(start_paused = true)]
 async fn the_roles_deadline_and_the_hello_deadline_fire() {
-    let deadlines = Deadlines {
-        hello: Some(Duration::from_secs(10)),
-        ..Deadlines::default()
-    };
-    let (mut d, _theirs) = driver(1024, usize::MAX, deadlines);
+    let deadlines = only(|d| d.hello = Some(Duration::from_secs(10)));
+    let (mut d, _theirs) = roomy(deadlines);
     d.set_deadline(Some(Instant::now() + Duration::from_secs(1)));
     assert!(matches!(d.event(true).await, Event::Deadline));
     assert_eq!(d.deadline(), None);
@@ -79,13 +85,10 @@ async fn the_roles_deadline_and_the_hello_deadline_fire() {
 #[tokio::test(start_paused = true)]
 async fn a_frame_trickled_past_its_deadline_ends_but_steady_frames_do_not() {
     use tokio::io::AsyncWriteExt;
-    let deadlines = Deadlines {
-        frame: Some(Duration::from_secs(5)),
-        ..Deadlines::default()
-    };
+    let deadlines = only(|d| d.frame = Some(Duration::from_secs(5)));
     // Steady traffic whose reads end mid-frame: each wait sees a partial
     // frame, but a different one, so no deadline passes.
-    let (mut d, mut theirs) = driver(1024, usize::MAX, deadlines.clone());
+    let (mut d, mut theirs) = roomy(deadlines.clone());
     for _ in 0..10 {
         theirs.write_all(b"\0\0\0\x02hi\0\0").await.unwrap();
         assert!(matches!(d.event(true).await, Event::Frame(_)));
@@ -94,7 +97,7 @@ async fn a_frame_trickled_past_its_deadline_ends_but_steady_frames_do_not() {
         assert!(matches!(d.event(true).await, Event::Frame(f) if &f[..] == b"!"));
     }
     // One byte every 2 s: the frame never completes in time.
-    let (mut d, mut theirs) = driver(1024, usize::MAX, deadlines);
+    let (mut d, mut theirs) = roomy(deadlines);
     let start = Instant::now();
     let trickle = tokio::spawn(async move {
         for byte in [0u8, 0, 0, 9, 1, 2, 3, 4] {
@@ -178,10 +181,7 @@ async fn watching_stops_at_a_whole_large_frame_and_every_frame_comes_out() {
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_does_not_read_stalls_the_output_and_stops_reading() {
-    let deadlines = Deadlines {
-        write_timeout: Some(Duration::from_secs(2)),
-        ..Deadlines::default()
-    };
+    let deadlines = only(|d| d.write_timeout = Some(Duration::from_secs(2)));
     let (mut d, mut theirs) = driver(64, 1024, deadlines);
     d.write(&OutFrame::plain(Bytes::from(vec![7u8; 4096])))
         .unwrap();

@@ -227,16 +227,12 @@ impl ServerHandle {
         let shared = &self.shared;
         shared.shutdown.cancel();
         shared.raise_all(flag::SHUTDOWN);
-        shared.tracker.close();
-        if tokio::time::timeout(shared.grace, shared.tracker.wait())
-            .await
-            .is_err()
-        {
+        enchufe_engine::grace::drain(&shared.tracker, shared.grace, || {
             warn!(grace = ?shared.grace, "shutdown grace period over; cancelling handlers");
             shared.abort.cancel();
             shared.raise_all(flag::ABORT);
-            shared.tracker.wait().await;
-        }
+        })
+        .await;
         let report = shared.counters.shutdown_report();
         // The counts cover only the requests in flight when the shutdown
         // began, not the server's life: the message says so, or "answered=0"

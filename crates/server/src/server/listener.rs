@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::layer::BoxIo;
-use crate::{Error, Result};
+use crate::{AddrError, Error, Result};
 
 /// Where a server accepts connections.
 #[derive(Debug)]
@@ -63,8 +63,7 @@ pub(super) const UNKNOWN_ADDR: SocketAddr = UNIX_ADDR;
 /// Binds a TCP listener; [`Error::Bind`] names the address asked for.
 pub(super) async fn bind_tcp(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<TcpListener> {
     let shown = addr.to_string();
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
-        addr: shown,
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind(AddrError::new(shown, source)))
 }

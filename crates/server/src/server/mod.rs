@@ -186,9 +186,8 @@ impl Server {
     #[cfg(unix)]
     pub fn bind_unix(path: impl AsRef<std::path::Path>) -> Result<Server> {
         let path = path.as_ref();
-        let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
-            addr: path.display().to_string(),
-            source,
+        let listener = UnixListener::bind(path).map_err(|source| {
+            Error::Bind(crate::AddrError::new(path.display().to_string(), source))
         })?;
         Ok(Self::on(Listener::Unix(listener)))
     }

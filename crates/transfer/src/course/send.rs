@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::error::{is_gone, open_to_send, Error, Result};
+use crate::AddrError;
 use crate::Progress;
 
 use super::config::{Config, BUFFER, THANKS};
@@ -32,10 +33,7 @@ pub async fn send_file(
     let size = meta.len();
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|source| Error::Connect {
-            addr: addr.to_owned(),
-            source,
-        })?;
+        .map_err(|source| Error::Connect(AddrError::new(addr, source)))?;
     #[cfg(target_os = "linux")]
     let reply = {
         let file = file.into_std().await;
