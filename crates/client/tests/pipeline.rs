@@ -379,3 +379,28 @@ async fn a_multiplexed_pipeline_awaiting_replies_on_a_silent_link_fails_as_silen
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_multiplexed_pipeline_beyond_the_links_lanes_takes_a_slot_per_request() {
+    bounded(async {
+        let server = echo_server().await;
+        let config = Config::default().profile(Profile::Multiplexed);
+        let client = Client::connect_with(server.local_addr(), config)
+            .await
+            .unwrap();
+        // Each pipeline holds its lane from its first poll until dropped: a
+        // link's 65,536 lanes, held by pipelines with nothing to send.
+        let mut held = Vec::new();
+        for _ in 0..(1 << 16) {
+            let mut idle = client.pipeline::<_, String>(std::iter::empty::<String>(), 1);
+            assert!(idle.next().await.is_none());
+            held.push(idle);
+        }
+        echoes_in_order(&client, 300, 16).await;
+        drop(held);
+        echoes_in_order(&client, 300, 16).await;
+        client.close().await.unwrap();
+        server.shutdown().await;
+    })
+    .await;
+}

@@ -262,4 +262,23 @@ mod tests {
         assert_eq!(permits.try_acquire_many(4), 4, "every place is free");
         assert!(lanes.open(window).is_none(), "no lane after the end");
     }
+
+    #[test]
+    fn a_link_holds_at_most_most_lanes_and_a_closed_one_makes_room() {
+        let permits = Arc::new(Permits::new(1));
+        let lanes = Lanes::default();
+        let window = || Arc::new(Window::lane(permits.clone(), Duration::from_secs(1)));
+        let bases: Vec<u64> = (0..MOST).map(|_| lanes.open(window()).unwrap()).collect();
+        assert!(
+            lanes.open(window()).is_none(),
+            "past MOST lanes, a slot each"
+        );
+        lanes.close(bases[7]);
+        let again = lanes.open(window()).unwrap();
+        assert_ne!(
+            again, bases[7],
+            "the entry comes back under a new generation"
+        );
+        assert!(lanes.open(window()).is_none());
+    }
 }
