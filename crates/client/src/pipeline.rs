@@ -57,9 +57,9 @@ pub struct Pipeline<I, R> {
     depth: usize,
     timeout: Duration,
     window: Arc<Window>,
-    /// Multiplexed: the high bits of its requests' ids when the pipeline
-    /// has a lane of its own (its requests take no slot each).
-    lane: Option<u64>,
+    /// Whether the pipeline has a lane (its requests take no slot each),
+    /// and multiplexed, the high bits of its lane's ids.
+    lane: Option<Option<u64>>,
     /// Places reserved in the window so far.
     reserved: u64,
     /// Places whose outcome was taken out of the window (into `answered`).
@@ -253,7 +253,7 @@ where
 impl<I, R> Drop for Pipeline<I, R> {
     fn drop(&mut self) {
         if let Some(link) = &self.link {
-            if let Some(base) = self.lane {
+            if let Some(Some(base)) = self.lane {
                 link.close_lane(base, &self.window);
             }
             for &(_, id) in &self.ids {

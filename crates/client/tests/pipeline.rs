@@ -404,3 +404,49 @@ async fn a_multiplexed_pipeline_beyond_the_links_lanes_takes_a_slot_per_request(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_plain_pipelines_timed_out_requests_keep_their_places_until_their_late_replies() {
+    bounded(async {
+        let (timed_out, saw_timeout) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = listen(|mut s| async move {
+            let mut requests = [0u8; 10];
+            s.read_exact(&mut requests).await.unwrap();
+            saw_timeout.await.unwrap();
+            // Both places among max_in_flight (2) are the late replies':
+            // nothing more may come while they are owed.
+            let mut next = [0u8; 9];
+            let early = tokio::time::timeout(Duration::from_millis(300), s.read_exact(&mut next));
+            assert!(
+                early.await.is_err(),
+                "a request went out past max_in_flight"
+            );
+            s.write_all(&[0, 0, 0, 1, b'0', 0, 0, 0, 1, b'1'])
+                .await
+                .unwrap();
+            s.read_exact(&mut next).await.unwrap();
+            assert_eq!(&next[4..], b"after");
+            s.write_all(&next).await.unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+        })
+        .await;
+        let config = Config::default()
+            .profile(Profile::Plain)
+            .max_in_flight(2)
+            .request_timeout(Duration::from_millis(200));
+        let client = Client::connect_with(addr, config).await.unwrap();
+        let replies: Vec<_> = client
+            .pipeline::<_, String>((0..2).map(|n| n.to_string()), 2)
+            .collect()
+            .await;
+        for reply in &replies {
+            assert!(matches!(reply, Err(Error::Timeout(_))), "{reply:?}");
+        }
+        timed_out.send(()).unwrap();
+        // The late replies go nowhere; this request gets its own.
+        request_then_close(&client).await;
+        server.await.unwrap();
+    })
+    .await;
+}

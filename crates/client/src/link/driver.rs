@@ -30,7 +30,7 @@ use tracing::{debug, trace};
 
 use super::lanes::is_lane;
 use super::permits::Permits;
-use super::shared::{flag, Outgoing, Pending, QueueItem, Shared};
+use super::shared::{flag, Outgoing, Pending, QueueItem, Shared, Slot};
 use super::stream::StreamOut;
 use super::window::Window;
 use super::wiring::Wiring;
@@ -80,6 +80,9 @@ pub(super) struct Driver<Io> {
     /// Places among `max_in_flight` that lane replies freed since the
     /// driver last waited: given back in one step before it waits again.
     freed: usize,
+    /// Plain: the window of the pipeline batch being taken from the queue
+    /// (its first request brings it; the others follow it).
+    batch: Option<Arc<Window>>,
     /// The lane the last lane reply went to: consecutive replies to one
     /// pipeline take no lock on the lanes, and wake its reader once.
     lane: Option<LastLane>,
@@ -89,6 +92,38 @@ pub(super) struct Driver<Io> {
     /// This connection in the `metrics` gauges, until it ends.
     #[cfg(feature = "metrics")]
     open: Option<enchufe_engine::meter::Open>,
+}
+
+/// An entry of the plain profile's line of replies.
+enum InLine {
+    /// A request's own slot.
+    One(Pending),
+    /// Consecutive requests of a plain pipeline's batch.
+    Run(Run),
+}
+
+/// Requests of one pipeline written one after the other with one deadline:
+/// their replies come in line and go to consecutive places of its window.
+/// The run holds their places among `max_in_flight`, one per reply owed.
+struct Run {
+    window: Arc<Window>,
+    /// The place of the next reply.
+    next: u64,
+    /// Replies owed.
+    left: usize,
+    deadline: Option<Instant>,
+    /// Its places were answered with a timeout; the late replies are
+    /// still owed, and dropped as they come.
+    expired: bool,
+}
+
+impl Run {
+    /// Answers every place whose reply is still owed with `error()`.
+    fn fail(&self, error: impl Fn() -> Error) {
+        for seq in self.next..self.next + self.left as u64 {
+            self.window.fill(seq, Err(error()));
+        }
+    }
 }
 
 /// The lane the driver's last lane reply went to.
@@ -120,7 +155,7 @@ const STREAM_OUTPUT: usize = 256 * 1024;
 struct LinkRole {
     shared: Arc<Shared>,
     /// Plain profile: reply slots in the order their requests were written.
-    pending: VecDeque<Pending>,
+    pending: VecDeque<InLine>,
     /// `Config::silence_timeout`: the core's idle deadline, acted on only
     /// while a reply has been awaited at least this long.
     silence: Option<Duration>,
@@ -180,10 +215,12 @@ impl LinkRole {
                 .checked_sub(timeout)
                 .is_some_and(|sent| sent <= since)
         };
-        let mut old = self
-            .pending
-            .iter()
-            .any(|slot| sent_before(slot.deadline, slot.timeout));
+        let mut old = self.pending.iter().any(|entry| match entry {
+            InLine::One(slot) => sent_before(slot.deadline, slot.timeout),
+            InLine::Run(run) => run
+                .deadline
+                .is_some_and(|deadline| sent_before(deadline, run.window.timeout())),
+        });
         if !old {
             self.shared.by_id.retain(|_, slot| {
                 old |= sent_before(slot.deadline, slot.timeout);
@@ -256,6 +293,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             sending: None,
             in_flight,
             freed: 0,
+            batch: None,
             lane: None,
             taken: VecDeque::new(),
             #[cfg(feature = "metrics")]
@@ -289,8 +327,14 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         self.release_freed();
         self.lane = None;
         self.shared.end(how.clone());
-        for mut slot in self.core.role_mut().pending.drain(..) {
-            slot.answer(Err(ended_error(&how)));
+        for entry in self.core.role_mut().pending.drain(..) {
+            match entry {
+                InLine::One(mut slot) => slot.answer(Err(ended_error(&how))),
+                InLine::Run(run) => {
+                    run.fail(|| ended_error(&how));
+                    self.in_flight.release(run.left);
+                }
+            }
         }
         if let (true, Some(error)) = (self.report_end, report) {
             // The caller of recv learns why, once.
@@ -439,20 +483,63 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     self.core.set_deadline(Some(deadline));
                 }
             }
+            let slot = match slot {
+                Some(Slot::LaneFirst(window, seq)) => {
+                    self.batch = Some(window);
+                    Some(Slot::LaneNext(seq))
+                }
+                other => other,
+            };
             // Frames were checked against the limit when encoded
             // (`Client::body`), so this write does not fail.
             if let Err(e) = self.core.write(&frame) {
                 debug!(error = %e, "frame refused by the writer");
-                if let Some(mut slot) = slot {
-                    slot.answer(Err(e.into()));
+                match slot {
+                    Some(Slot::One(mut slot)) => slot.answer(Err(e.into())),
+                    Some(Slot::LaneNext(seq)) => {
+                        if let Some(window) = &self.batch {
+                            window.fill(seq, Err(e.into()));
+                            window.release(1);
+                        }
+                    }
+                    _ => {}
                 }
                 continue;
             }
-            if let Some(slot) = slot {
-                self.core.role_mut().pending.push_back(slot);
+            match slot {
+                Some(Slot::One(slot)) => self.core.role_mut().pending.push_back(InLine::One(slot)),
+                Some(Slot::LaneNext(seq)) => self.in_line(seq, deadline),
+                _ => {}
             }
         }
         self.taken = frames;
+    }
+
+    /// A plain pipeline's request `seq` of the batch being taken was
+    /// written: its reply is owed in line, by the run it continues or by a
+    /// new one.
+    fn in_line(&mut self, seq: u64, deadline: Option<Instant>) {
+        let Some(window) = &self.batch else {
+            return;
+        };
+        let pending = &mut self.core.role_mut().pending;
+        if let Some(InLine::Run(run)) = pending.back_mut() {
+            if Arc::ptr_eq(&run.window, window)
+                && run.next + run.left as u64 == seq
+                && run.deadline == deadline
+                && !run.expired
+            {
+                run.left += 1;
+                return;
+            }
+        }
+        pending.push_back(InLine::Run(Run {
+            window: window.clone(),
+            next: seq,
+            left: 1,
+            deadline,
+            expired: false,
+        }));
     }
 
     /// Writes a streamed frame's header; its chunks follow as they come
@@ -540,17 +627,29 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         self.shared
             .lanes
             .expire(now, &mut next, |id| cancels.push(id));
-        for slot in self
-            .core
-            .role_mut()
-            .pending
-            .iter_mut()
-            .filter(|slot| slot.reply.is_some())
-        {
-            if slot.deadline <= now {
-                slot.answer(Err(Error::Timeout(slot.timeout)));
-            } else {
-                next = Some(next.map_or(slot.deadline, |n| n.min(slot.deadline)));
+        for entry in self.core.role_mut().pending.iter_mut() {
+            let (deadline, timeout) = match entry {
+                InLine::One(slot) if slot.reply.is_some() => (slot.deadline, slot.timeout),
+                InLine::Run(Run {
+                    deadline: Some(deadline),
+                    expired: false,
+                    window,
+                    ..
+                }) => (*deadline, window.timeout()),
+                _ => continue,
+            };
+            if deadline > now {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                continue;
+            }
+            match entry {
+                InLine::One(slot) => slot.answer(Err(Error::Timeout(timeout))),
+                // The late replies keep their places in line (and among
+                // `max_in_flight`) until they come.
+                InLine::Run(run) => {
+                    run.fail(|| Error::Timeout(timeout));
+                    run.expired = true;
+                }
             }
         }
         for id in cancels {
@@ -643,10 +742,27 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     return Err(Stop::Failed(mismatch));
                 }
             }
-            match self.core.role_mut().pending.pop_front() {
-                // A timed-out request's late reply is dropped here.
-                Some(mut slot) => {
-                    slot.answer(Ok(frame));
+            let pending = &mut self.core.role_mut().pending;
+            match pending.front_mut() {
+                Some(InLine::Run(run)) => {
+                    // A timed-out place takes no late reply: it is dropped.
+                    run.window.fill(run.next, Ok(frame));
+                    run.next += 1;
+                    run.left -= 1;
+                    if run.left == 0 {
+                        pending.pop_front();
+                    }
+                    self.freed += 1;
+                    if self.freed >= RELEASE_BATCH {
+                        self.release_freed();
+                    }
+                    return Ok(());
+                }
+                Some(InLine::One(_)) => {
+                    if let Some(InLine::One(mut slot)) = pending.pop_front() {
+                        // A timed-out request's late reply is dropped here.
+                        slot.answer(Ok(frame));
+                    }
                     return Ok(());
                 }
                 None => frame,

@@ -52,7 +52,7 @@ mod wiring;
 use driver::Driver;
 use hello::exchange_hellos;
 use permits::Permits;
-use shared::{flag, Outgoing, Pending, QueueItem, Reply, Shared};
+use shared::{flag, Outgoing, Pending, QueueItem, Reply, Shared, Slot};
 use stream::{feed, StreamOut};
 pub(crate) use window::Window;
 pub(crate) use wiring::Wiring;
@@ -321,7 +321,7 @@ impl Link {
                 // The driver registers the slot as it writes the frame.
                 (
                     Outgoing::Frame(OutFrame::plain(body)),
-                    Some(slot),
+                    Some(Slot::One(slot)),
                     Some(deadline),
                 )
             } else {
@@ -362,28 +362,31 @@ impl Link {
         }
     }
 
-    /// A lane for a pipeline (multiplexed profile): its window, and the
-    /// high bits of its requests' ids. `None` in the plain profile, once
-    /// the connection has ended, or while the link has all the lanes it
-    /// can hold; the pipeline then takes a slot per request.
-    pub(crate) fn open_lane(&self, timeout: Duration) -> Option<(Arc<Window>, u64)> {
-        if self.inner.profile == Profile::Plain {
-            return None;
-        }
+    /// A lane for a pipeline: its window, and (multiplexed profile) the
+    /// high bits of its requests' ids; a plain lane's requests take their
+    /// replies in line. `None` once the connection has ended or while the
+    /// link has all the multiplexed lanes it can hold: the pipeline then
+    /// takes a slot per request.
+    pub(crate) fn open_lane(&self, timeout: Duration) -> Option<(Arc<Window>, Option<u64>)> {
         let window = Arc::new(Window::lane(self.inner.in_flight.clone(), timeout));
+        if self.inner.profile == Profile::Plain {
+            return (!self.is_ended()).then_some((window, None));
+        }
         let base = self.inner.shared.lanes.open(window.clone())?;
-        Some((window, base))
+        Some((window, Some(base)))
     }
 
     /// Queues a lane's requests from the front of `batch`, `(body, place,
     /// deadline)`, as [`Link::try_pipelined`] does, with the places among
-    /// `max_in_flight` taken in one step for the batch (`ready` holds one)
-    /// and held by `window`'s places, which give each back when answered.
+    /// `max_in_flight` taken in one step for the batch (`ready` holds one).
+    /// Multiplexed (`base`: the ids' high bits), `window`'s places hold
+    /// them and give each back when answered; plain, the driver's line of
+    /// replies holds them, one entry for the batch, until each reply comes.
     pub(crate) fn try_lane(
         &self,
         batch: &mut VecDeque<(Bytes, u64, Instant)>,
-        window: &Window,
-        base: u64,
+        window: &Arc<Window>,
+        base: Option<u64>,
         ready: Option<Ready>,
     ) {
         let shared = &self.inner.shared;
@@ -402,22 +405,41 @@ impl Link {
             held += in_flight.try_acquire_many(room - held);
         }
         let n = if out.closed { 0 } else { held.min(room) };
-        if n > 0 {
-            // Marked under the queue's lock: the end, which closes the
-            // queue first, finds every request it takes marked.
-            let mut sending = window.sending();
-            for (body, seq, deadline) in batch.drain(..n) {
-                sending.sent(seq, deadline);
-                let header = Header {
-                    kind: Kind::Request,
-                    id: lanes::id(base, seq),
-                };
-                out.frames.push_back((
-                    Outgoing::Frame(OutFrame::with_header(header, body)),
-                    None,
-                    Some(deadline),
-                ));
+        match base {
+            Some(base) if n > 0 => {
+                // Marked under the queue's lock: the end, which closes the
+                // queue first, finds every request it takes marked.
+                let mut sending = window.sending();
+                for (body, seq, deadline) in batch.drain(..n) {
+                    sending.sent(seq, deadline);
+                    let header = Header {
+                        kind: Kind::Request,
+                        id: lanes::id(base, seq),
+                    };
+                    out.frames.push_back((
+                        Outgoing::Frame(OutFrame::with_header(header, body)),
+                        None,
+                        Some(deadline),
+                    ));
+                }
             }
+            None if n > 0 => {
+                // One `Arc` of the window for the batch, with its first
+                // request; the others follow it in the queue.
+                let mut first = Some(window.clone());
+                for (body, seq, deadline) in batch.drain(..n) {
+                    let slot = match first.take() {
+                        Some(window) => Slot::LaneFirst(window, seq),
+                        None => Slot::LaneNext(seq),
+                    };
+                    out.frames.push_back((
+                        Outgoing::Frame(OutFrame::plain(body)),
+                        Some(slot),
+                        Some(deadline),
+                    ));
+                }
+            }
+            _ => {}
         }
         let closed = out.closed;
         drop(out);
@@ -513,7 +535,11 @@ impl Link {
         slot: Option<Pending>,
         limit: Option<(Instant, Duration)>,
     ) -> Result<()> {
-        let item = (Outgoing::Frame(frame), slot, limit.map(|(at, _)| at));
+        let item = (
+            Outgoing::Frame(frame),
+            slot.map(Slot::One),
+            limit.map(|(at, _)| at),
+        );
         let item = match self.try_submit(item) {
             Ok(()) => return Ok(()),
             Err(None) => return Err(self.closed_error()),

@@ -24,7 +24,21 @@ use crate::error::{ended_error, Ended};
 use crate::{Error, Event, Result};
 
 /// A frame for the driver, a plain request's slot, and its request's deadline.
-pub(super) type QueueItem = (Outgoing, Option<Pending>, Option<Instant>);
+pub(super) type QueueItem = (Outgoing, Option<Slot>, Option<Instant>);
+
+/// A plain request's place in the driver's line of replies, as queued.
+#[derive(Debug)]
+pub(super) enum Slot {
+    /// A request's own slot.
+    One(Pending),
+    /// The first request of a plain pipeline's batch: its window, and its
+    /// place there. The batch's places among `max_in_flight` were taken at
+    /// once; the driver's line holds them until each reply comes.
+    LaneFirst(Arc<Window>, u64),
+    /// A later request of the same batch (the queue holds a batch's
+    /// requests together): its place.
+    LaneNext(u64),
+}
 
 /// What a queue item carries to the driver.
 #[derive(Debug)]
@@ -207,12 +221,26 @@ impl Shared {
         };
         self.room.notify_waiters();
         self.lanes.end(|| ended_error(&how));
-        let waiting = self.by_id.end();
-        for mut slot in waiting
-            .into_iter()
-            .chain(queued.into_iter().filter_map(|(_, slot, _)| slot))
-        {
+        for mut slot in self.by_id.end() {
             slot.answer(Err(ended_error(&how)));
+        }
+        let mut batch: Option<Arc<Window>> = None;
+        for (_, slot, _) in queued {
+            match slot {
+                Some(Slot::One(mut slot)) => slot.answer(Err(ended_error(&how))),
+                Some(Slot::LaneFirst(window, seq)) => {
+                    window.fill(seq, Err(ended_error(&how)));
+                    window.release(1);
+                    batch = Some(window);
+                }
+                Some(Slot::LaneNext(seq)) => {
+                    if let Some(window) = &batch {
+                        window.fill(seq, Err(ended_error(&how)));
+                        window.release(1);
+                    }
+                }
+                None => {}
+            }
         }
         for closer in closers {
             let _ = closer.send(Ok(()));

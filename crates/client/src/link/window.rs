@@ -86,12 +86,19 @@ impl Window {
         }
     }
 
+    /// A lane's request timeout (zero for a window without a lane).
+    pub(super) fn timeout(&self) -> Duration {
+        self.lane
+            .as_ref()
+            .map_or(Duration::ZERO, |(_, timeout)| *timeout)
+    }
+
     fn places(&self) -> MutexGuard<'_, Places> {
         self.places.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Gives back `n` places among `max_in_flight` (a lane's).
-    fn release(&self, n: usize) {
+    pub(super) fn release(&self, n: usize) {
         if let Some((permits, _)) = &self.lane {
             permits.release(n);
         }
