@@ -1,6 +1,6 @@
-//! The lanes of a multiplexed link: one entry per [`Client::pipeline`]
-//! (crate::Client::pipeline), whose requests' ids name the lane and the
-//! place in its window. A pipeline's request takes no entry of its own in
+//! The lanes of a multiplexed link: one entry per
+//! [`Client::pipeline`](crate::Client::pipeline), whose requests' ids name
+//! the lane and the place in its window. A pipeline's request takes no entry of its own in
 //! the link's table of requests in flight, no reply slot and no permit
 //! object: its reply is an index into the window.
 //!
