@@ -175,6 +175,19 @@ mod tests {
 
     use super::*;
 
+    /// How long a lane's requests may wait for their replies, in these tests.
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A link's lanes over `max_in_flight` places, and one lane open on
+    /// them: its window and its base id.
+    fn open_lane(max_in_flight: usize) -> (Arc<Permits>, Lanes, Arc<Window>, u64) {
+        let permits = Arc::new(Permits::new(max_in_flight));
+        let lanes = Lanes::default();
+        let window = Arc::new(Window::lane(permits.clone(), TIMEOUT));
+        let base = lanes.open(window.clone()).unwrap();
+        (permits, lanes, window, base)
+    }
+
     fn taken(window: &Window) -> VecDeque<Result<BytesMut>> {
         let mut into = VecDeque::new();
         let waker = noop_waker();
@@ -184,15 +197,11 @@ mod tests {
 
     #[tokio::test]
     async fn replies_reach_their_place_by_id_and_stale_ids_reach_nothing() {
-        let permits = Arc::new(Permits::new(8));
-        let lanes = Lanes::default();
-        let timeout = Duration::from_secs(5);
-        let window = Arc::new(Window::lane(permits.clone(), timeout));
-        let base = lanes.open(window.clone()).unwrap();
+        let (permits, lanes, window, base) = open_lane(8);
         assert!(is_lane(base));
         let first = window.reserve(3);
         assert_eq!(permits.try_acquire_many(2), 2);
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + TIMEOUT;
         {
             let mut sending = window.sending();
             sending.sent(first, deadline);
@@ -218,7 +227,7 @@ mod tests {
         // A closed lane's entry goes to the next lane under a new
         // generation: the old lane's late replies reach neither.
         lanes.close(base);
-        let next = Arc::new(Window::lane(permits.clone(), timeout));
+        let next = Arc::new(Window::lane(permits.clone(), TIMEOUT));
         let again = lanes.open(next.clone()).unwrap();
         assert_ne!(again, base);
         let seq = next.reserve(1);
@@ -232,26 +241,22 @@ mod tests {
 
     #[tokio::test]
     async fn deadlines_and_the_end_answer_what_is_in_flight_and_free_its_places() {
-        let permits = Arc::new(Permits::new(4));
-        let lanes = Lanes::default();
-        let timeout = Duration::from_secs(5);
-        let window = Arc::new(Window::lane(permits.clone(), timeout));
-        let base = lanes.open(window.clone()).unwrap();
+        let (permits, lanes, window, base) = open_lane(4);
         let first = window.reserve(3);
         assert_eq!(permits.try_acquire_many(3), 3);
         let now = Instant::now();
         {
             let mut sending = window.sending();
             sending.sent(first, now);
-            sending.sent(first + 1, now + timeout);
-            sending.sent(first + 2, now + timeout);
+            sending.sent(first + 1, now + TIMEOUT);
+            sending.sent(first + 2, now + TIMEOUT);
         }
-        assert!(lanes.sent_before(now - timeout));
+        assert!(lanes.sent_before(now - TIMEOUT));
         let mut next = None;
         let mut cancelled = Vec::new();
         lanes.expire(now, &mut next, |id| cancelled.push(id));
         assert_eq!(cancelled, vec![id(base, first)]);
-        assert_eq!(next, Some(now + timeout));
+        assert_eq!(next, Some(now + TIMEOUT));
         assert_eq!(permits.try_acquire_many(4), 2, "the expired place is free");
         permits.release(2);
         lanes.end(|| Error::Closed);
