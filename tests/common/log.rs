@@ -21,7 +21,13 @@ impl Log {
             .with_ansi(false)
             .with_max_level(level)
             .finish();
-        (log, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Other tests of the same binary run at once without a subscriber:
+        // a log call first reached there while this one was being set can
+        // keep the "no one listens" it was given then, and this capture
+        // would miss its lines. Asking every call site again now fixes that.
+        tracing::callsite::rebuild_interest_cache();
+        (log, guard)
     }
 
     /// Everything written so far.
