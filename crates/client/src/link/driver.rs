@@ -16,19 +16,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use enchufe_engine::driver::{self, Deadlines, Event};
 use enchufe_engine::role::{self as engine, Failure, Output};
-use enchufe_engine::session::{self, Inbound, Role};
 use enchufe_engine::Signal;
-use enchufe_framing::mux::{self, Header, Kind, Violation};
-use enchufe_framing::{LengthPrefix, Malformed, OutFrame, Wire};
+use enchufe_framing::{LengthPrefix, Malformed, Wire};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
-use tracing::{debug, trace};
+use tracing::debug;
 
-use super::lanes::is_lane;
 use super::permits::Permits;
 use super::shared::{flag, Outgoing, Pending, QueueItem, Shared, Slot};
 use super::stream::StreamOut;
@@ -36,6 +33,9 @@ use super::window::Window;
 use super::wiring::Wiring;
 use crate::error::{ended_error, Ended};
 use crate::{Error, Result};
+
+mod replies;
+mod stream;
 
 /// How the driver reaches the link's signal: through the state it shares
 /// with the handles, with no allocation of its own.
@@ -540,235 +540,5 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             deadline,
             expired: false,
         }));
-    }
-
-    /// Writes a streamed frame's header; its chunks follow as they come
-    /// ([`Driver::pump_stream`]).
-    fn start_stream(&mut self, stream: StreamOut) {
-        if self.core.is_write_done() {
-            let _ = stream.done.send(Err(Error::Closed));
-            return;
-        }
-        if let Err(e) = self.core.wire_mut().write_stream_header(stream.len) {
-            let _ = stream.done.send(Err(e.into()));
-            return;
-        }
-        let len = stream.len;
-        self.sending = Some((stream, len));
-        if len == 0 {
-            self.end_stream(Ok(()));
-        }
-    }
-
-    /// Moves a streamed frame's chunks into the output while it holds less
-    /// than [`STREAM_OUTPUT`]. A body cut short or too long cannot be
-    /// finished: the connection ends (the other end counts bytes).
-    fn pump_stream(&mut self, cx: &mut Context<'_>) -> std::result::Result<(), Stop> {
-        while let Some((stream, left)) = self.sending.as_mut() {
-            if self.core.queued() >= STREAM_OUTPUT {
-                return Ok(());
-            }
-            let failure = match stream.chunks.poll_recv(cx) {
-                Poll::Pending => return Ok(()),
-                Poll::Ready(Some(Ok(chunk))) if chunk.len() as u64 <= *left => {
-                    *left -= chunk.len() as u64;
-                    self.core.write_chunk(&chunk);
-                    if *left == 0 {
-                        self.end_stream(Ok(()));
-                    }
-                    continue;
-                }
-                Poll::Ready(Some(Ok(_))) => {
-                    enchufe_framing::Error::Malformed(Malformed::StreamTooLong)
-                }
-                Poll::Ready(Some(Err(e))) => enchufe_framing::Error::Io(e),
-                Poll::Ready(None) => enchufe_framing::Error::Malformed(Malformed::StreamTooShort),
-            };
-            let failure = Arc::new(failure);
-            self.end_stream(Err(Error::Framing(failure.clone())));
-            return Err(Stop::Failed(Arc::try_unwrap(failure).unwrap_or_else(|f| {
-                enchufe_framing::Error::Io(std::io::Error::other(f.to_string()))
-            })));
-        }
-        Ok(())
-    }
-
-    /// The streamed frame is all queued (or failed): tell its sender, and
-    /// let the queue move again.
-    fn end_stream(&mut self, result: Result<()>) {
-        if let Some((stream, _)) = self.sending.take() {
-            let _ = stream.done.send(result);
-        }
-        if !self.queue_is_drained() {
-            self.shared.signal.raise(flag::QUEUED);
-        }
-    }
-
-    /// The timer fired: every request past its deadline gets
-    /// `Error::Timeout` (a multiplexed one is cancelled at the server; a
-    /// plain one keeps its place in line for its late reply), and the timer
-    /// is re-armed for the earliest deadline left.
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let mut next: Option<Instant> = None;
-        let mut cancels = Vec::new();
-        {
-            self.shared.by_id.retain(|id, slot| {
-                if slot.deadline <= now {
-                    slot.answer(Err(Error::Timeout(slot.timeout)));
-                    cancels.push(id);
-                    false
-                } else {
-                    next = Some(next.map_or(slot.deadline, |n| n.min(slot.deadline)));
-                    true
-                }
-            });
-        }
-        self.shared
-            .lanes
-            .expire(now, &mut next, |id| cancels.push(id));
-        for entry in self.core.role_mut().pending.iter_mut() {
-            let (deadline, timeout) = match entry {
-                InLine::One(slot) if slot.reply.is_some() => (slot.deadline, slot.timeout),
-                InLine::Run(Run {
-                    deadline: Some(deadline),
-                    expired: false,
-                    window,
-                    ..
-                }) => (*deadline, window.timeout()),
-                _ => continue,
-            };
-            if deadline > now {
-                next = Some(next.map_or(deadline, |n| n.min(deadline)));
-                continue;
-            }
-            match entry {
-                InLine::One(slot) => slot.answer(Err(Error::Timeout(timeout))),
-                // The late replies keep their places in line (and among
-                // `max_in_flight`) until they come.
-                InLine::Run(run) => {
-                    run.fail(|| Error::Timeout(timeout));
-                    run.expired = true;
-                }
-            }
-        }
-        for id in cancels {
-            trace!(id, "request timed out; cancel sent");
-            let cancel = OutFrame::with_header(
-                Header {
-                    kind: Kind::Cancel,
-                    id,
-                },
-                Bytes::new(),
-            );
-            let _ = self.core.write(&cancel);
-        }
-        // Requests still in the shared queue have deadlines the driver has
-        // not seen: they re-arm the timer when taken.
-        self.core.set_deadline(next);
-    }
-
-    /// A pipeline's reply: an index into its lane's window.
-    fn answer_lane(&mut self, id: u64, outcome: Result<BytesMut>) {
-        let key = id >> 32;
-        if !matches!(&self.lane, Some(lane) if lane.key == key) {
-            // The last lane's reader learns of its replies before another
-            // lane is looked up.
-            self.release_freed();
-            match self.shared.lanes.window(id) {
-                Some(window) => {
-                    self.lane = Some(LastLane {
-                        key,
-                        window,
-                        wake: false,
-                    })
-                }
-                // Its pipeline is gone (and cancelled it).
-                None => return,
-            }
-        }
-        let Some(lane) = self.lane.as_mut() else {
-            return;
-        };
-        if let Some(oldest) = lane.window.fill_lane(id as u32, outcome) {
-            lane.wake |= oldest;
-            self.freed += 1;
-            if self.freed >= RELEASE_BATCH {
-                self.release_freed();
-            }
-        }
-    }
-
-    /// Gives back the places among `max_in_flight` that lane replies freed,
-    /// then wakes the last lane's reader if its oldest place was answered:
-    /// it finds the read's replies all there, and their places free.
-    fn release_freed(&mut self) {
-        self.in_flight.release(std::mem::take(&mut self.freed));
-        if let Some(lane) = self.lane.as_mut() {
-            if std::mem::take(&mut lane.wake) {
-                lane.window.wake_reader();
-            }
-        }
-    }
-
-    /// Gives one frame to the request it answers, or to `recv`.
-    fn dispatch(&mut self, frame: BytesMut) -> std::result::Result<(), Stop> {
-        let unsolicited = if self.multiplexed {
-            match session::classify(frame, Role::Client) {
-                Ok(Inbound::Reply { id, outcome }) => {
-                    let outcome =
-                        outcome.map_err(|(code, message)| Error::Remote { code, message });
-                    if is_lane(id) {
-                        self.answer_lane(id, outcome);
-                        return Ok(());
-                    }
-                    match self.shared.by_id.take(id) {
-                        Some(mut slot) => slot.answer(outcome),
-                        // Its request timed out or was dropped (and
-                        // cancelled): nobody waits for this any more.
-                        None => trace!(id, "reply for an abandoned request dropped"),
-                    }
-                    return Ok(());
-                }
-                Ok(Inbound::Push(body)) => body,
-                Ok(_) => return Err(Stop::Protocol(Malformed::Mux(Violation::NoRule))),
-                Err(violation) => return Err(Stop::Protocol(Malformed::Mux(violation))),
-            }
-        } else {
-            if self.check_first {
-                self.check_first = false;
-                if mux::is_hello(&frame) {
-                    let mismatch = enchufe_framing::Error::ProfileMismatch(mux::Mismatch::GotHello);
-                    return Err(Stop::Failed(mismatch));
-                }
-            }
-            let pending = &mut self.core.role_mut().pending;
-            match pending.front_mut() {
-                Some(InLine::Run(run)) => {
-                    // A timed-out place takes no late reply: it is dropped.
-                    run.window.fill(run.next, Ok(frame));
-                    run.next += 1;
-                    run.left -= 1;
-                    if run.left == 0 {
-                        pending.pop_front();
-                    }
-                    self.freed += 1;
-                    if self.freed >= RELEASE_BATCH {
-                        self.release_freed();
-                    }
-                    return Ok(());
-                }
-                Some(InLine::One(_)) => {
-                    if let Some(InLine::One(mut slot)) = pending.pop_front() {
-                        // A timed-out request's late reply is dropped here.
-                        slot.answer(Ok(frame));
-                    }
-                    return Ok(());
-                }
-                None => frame,
-            }
-        };
-        self.held = Some(unsolicited);
-        Ok(())
     }
 }
