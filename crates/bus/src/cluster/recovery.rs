@@ -123,9 +123,10 @@ impl Cluster {
     /// meanwhile follow them, and none comes twice: a live message at or
     /// before the member's cursor or the replay (per server) is not
     /// delivered to it, however late it reaches this server (a history
-    /// read can be ahead of this server's subscription). A member that was away
-    /// longer than the history keeps is told so: [`Recovery::Incomplete`]
-    /// (what is still kept is replayed all the same).
+    /// read can be ahead of this server's subscription). A member that was
+    /// away longer than the history keeps is told so:
+    /// [`Recovery::Incomplete`] (what is still kept is replayed all the
+    /// same).
     ///
     /// The replay waits for room in the connection's queue
     /// ([`Connection::push`](enchufe_server::Connection::push)); live
