@@ -62,7 +62,10 @@
 //! [`Cursor`] (the last stamp seen from each server), and when it
 //! reconnects to any server, [`Cluster::recover`] replays what it missed,
 //! in order and none twice, or tells it that some were past the window
-//! ([`Recovery::Incomplete`]).
+//! ([`Recovery::Incomplete`]). The history can be ahead of a server's
+//! subscription (a message appended and published is still on its way to
+//! the subscribers): a live message at or before what the member has is
+//! not delivered to it again.
 //!
 //! The histories also heal a server whose subscription was lost (Redis
 //! restarted, a cut network): when it subscribes again it first delivers,

@@ -303,6 +303,8 @@ impl Cluster {
         if members.is_empty() {
             rooms.remove(room);
         }
+        drop(rooms);
+        self.inner.stop_skipping(conn, room);
         was
     }
 

@@ -9,7 +9,7 @@
 //! | `shared.rs` | the state the handle, its tasks and recovery share; delivering and receiving |
 //! | `positions.rs` | where each room stands: this server's numbering, the last heard from each |
 //! | `recovery.rs` | a member's recovery and a server's catch-up from the histories |
-//! | `pending.rs` | live messages held for a member while it is recovered |
+//! | `pending.rs` | live messages to a member around its recovery: held, then skipped if it has them |
 //! | `tasks.rs` | the publisher, the receiver and the heartbeat |
 
 mod config;
@@ -21,6 +21,8 @@ mod recovery;
 mod shared;
 mod stats;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 pub use config::Config;
 pub use handle::Cluster;

@@ -1,9 +1,27 @@
-//! Live room messages held for a connection while it is recovered, to
-//! follow its replay.
+//! What live room messages to one connection do around its recovery: wait
+//! for the replay, then skip what the member already has.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::node::NodeId;
 use crate::Stamp;
+
+/// Live room messages to a connection around its recovery.
+#[derive(Debug)]
+pub(super) enum Hold {
+    /// The replay is being queued: live messages wait, to follow it.
+    Replaying(Pending),
+    /// The replay is queued, but this server has not heard, live, every
+    /// message the member has (from the replay or before it): a history
+    /// read can be ahead of the subscription, by a message published
+    /// between the two or still on its way. Per server, the member's last
+    /// seq: a live message at or before it is skipped, and the first that
+    /// reaches it ends the skipping for that server (what comes live from
+    /// a server comes in order, `Inner::on_message`).
+    Skipping(BTreeMap<NodeId, u64>),
+}
 
 /// Live room messages held for a connection while it is recovered.
 #[derive(Debug, Default)]
@@ -26,4 +44,18 @@ impl Pending {
         self.items.push((stamp, prev, frame.clone()));
         true
     }
+}
+
+/// Whether a live message stamped `stamp` is one the member has, for a
+/// connection skipping after its recovery (`ahead`); forgets the server's
+/// entry once the live messages reach it. `true`: skip it.
+pub(super) fn skip(ahead: &mut BTreeMap<NodeId, u64>, stamp: Stamp) -> bool {
+    let Some(&last) = ahead.get(&stamp.node) else {
+        return false;
+    };
+    if stamp.seq >= last {
+        // Later live ones from this server are past it.
+        ahead.remove(&stamp.node);
+    }
+    stamp.seq <= last
 }

@@ -4,31 +4,86 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
-use enchufe_server::ConnectionId;
+use enchufe_server::{Connection, ConnectionId};
 
 use super::handle::Cluster;
 use super::node::NodeId;
-use super::pending::Pending;
+use super::pending::{Hold, Pending};
 use super::shared::{lock, Inner};
 use crate::envelope::{Envelope, Kind};
 use crate::history::plan;
 use crate::{Cursor, Error, Recovery, Result, Stamp};
 
-/// Removes a recovery's pending entry however `recover` ends.
+/// Removes a recovery's entry however `recover` ends, unless it finished
+/// ([`Recovering::finish`] leaves what to skip).
 struct Recovering<'a> {
     inner: &'a Inner,
     key: (ConnectionId, String),
 }
 
 impl Recovering<'_> {
-    /// Takes the held messages; later ones go to the connection directly.
-    /// Call with the `recovering` lock held (`map`).
-    fn take(&self, map: &mut HashMap<(ConnectionId, String), Pending>) -> Option<Pending> {
-        let pending = map.remove(&self.key);
-        if pending.is_some() {
-            self.inner.recovering_count.fetch_sub(1, Ordering::Relaxed);
+    /// Takes the held messages, if the recovery still holds them; later
+    /// ones go to the connection directly. Call with the `recovering` lock
+    /// held (`map`).
+    fn take(&self, map: &mut HashMap<(ConnectionId, String), Hold>) -> Option<Pending> {
+        if !matches!(map.get(&self.key), Some(Hold::Replaying(_))) {
+            return None;
         }
-        pending
+        self.inner.recovering_count.fetch_sub(1, Ordering::Relaxed);
+        match map.remove(&self.key) {
+            Some(Hold::Replaying(pending)) => Some(pending),
+            _ => None,
+        }
+    }
+
+    /// Ends the recovery of `to`, a member that has everything up to
+    /// `seen` (its cursor and the replay): queues the live messages held
+    /// meanwhile that come after `seen`, then, for each server this one
+    /// has not yet heard up to `seen` (the history read was ahead of the
+    /// subscription), skips the live messages at or before it. Returns
+    /// whether some were missed (a gap, or held ones that did not fit).
+    fn finish(&self, to: Option<&Connection>, mut seen: Cursor) -> bool {
+        let inner = self.inner;
+        let (conn, room) = (&self.key.0, self.key.1.as_str());
+        // The lock order of `deliver`. With the positions held, no live
+        // message is recorded but not yet delivered: each one this server
+        // heard is in `pending`, or went to the connection before the
+        // recovery, or is still to come and past what was heard.
+        let positions = lock(&inner.positions);
+        let mut map = lock(&inner.recovering);
+        let Some(pending) = self.take(&mut map) else {
+            return false;
+        };
+        let Some(to) = to else {
+            return false;
+        };
+        let (live, gap) = plan(&seen, pending.items);
+        let mut missed = gap || pending.overflow;
+        for (stamp, frame) in live {
+            if to.try_push(frame).is_err() {
+                missed = true;
+            }
+            seen.saw(stamp);
+        }
+        let heard = positions.rooms.get(room);
+        let ahead: BTreeMap<NodeId, u64> = seen
+            .stamps()
+            .filter(|stamp| {
+                let last = heard.and_then(|nodes| nodes.get(&stamp.node));
+                last.is_none_or(|&last| last < stamp.seq)
+            })
+            .map(|stamp| (stamp.node, stamp.seq))
+            .collect();
+        // Only for a member still in the room: leaving it, or closing
+        // (found by `Inner::local_members`), removes the entry.
+        let member = lock(&inner.rooms)
+            .get(room)
+            .is_some_and(|members| members.contains(conn));
+        if !ahead.is_empty() && member {
+            map.insert(self.key.clone(), Hold::Skipping(ahead));
+            inner.recovering_count.fetch_add(1, Ordering::Relaxed);
+        }
+        missed
     }
 }
 
@@ -65,9 +120,13 @@ impl Cluster {
     /// Puts this server's connection `conn` (back) in `room` and queues to
     /// it, in order, the room's messages after `cursor` that are still in
     /// the history ([`Config::history`](crate::Config::history)); live messages that arrive
-    /// meanwhile follow them, and none comes twice. A member that was away
-    /// longer than the history keeps is told so: [`Recovery::Incomplete`]
-    /// (what is still kept is replayed all the same).
+    /// meanwhile follow them, and none comes twice: a live message at or
+    /// before the member's cursor or the replay (per server) is not
+    /// delivered to it, however late it reaches this server (a history
+    /// read can be ahead of this server's subscription). A member that was
+    /// away longer than the history keeps is told so:
+    /// [`Recovery::Incomplete`] (what is still kept is replayed all the
+    /// same).
     ///
     /// The replay waits for room in the connection's queue
     /// ([`Connection::push`](enchufe_server::Connection::push)); live
@@ -97,11 +156,18 @@ impl Cluster {
         let key = (conn, room.to_owned());
         {
             let mut map = lock(&inner.recovering);
-            if map.contains_key(&key) {
-                return Err(Error::Recovering);
+            match map.insert(key.clone(), Hold::Replaying(Pending::default())) {
+                Some(Hold::Replaying(running)) => {
+                    map.insert(key, Hold::Replaying(running));
+                    return Err(Error::Recovering);
+                }
+                // What an earlier recovery skips is in the member's
+                // cursor now (or the member asks for it again).
+                Some(Hold::Skipping(_)) => {}
+                None => {
+                    inner.recovering_count.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            map.insert(key.clone(), Pending::default());
-            inner.recovering_count.fetch_add(1, Ordering::Relaxed);
         }
         let guard = Recovering { inner, key };
         self.join(room, conn)?;
@@ -121,12 +187,7 @@ impl Cluster {
             Ok(history) => history,
             Err(e) => {
                 // What arrived meanwhile is not lost for the error.
-                let pending = guard.take(&mut lock(&inner.recovering));
-                if let (Some(pending), Some(to)) = (pending, inner.handle.connection(conn)) {
-                    for (_, _, frame) in pending.items {
-                        let _ = to.try_push(frame);
-                    }
-                }
+                let _ = guard.finish(inner.handle.connection(conn).as_ref(), cursor.clone());
                 return Err(e);
             }
         };
@@ -167,17 +228,7 @@ impl Cluster {
         }
         // The live messages held meanwhile, after the replay, minus those
         // it already had; under the lock, so the next live one waits.
-        let mut map = lock(&inner.recovering);
-        if let Some(pending) = guard.take(&mut map) {
-            let (live, gap) = plan(&seen, pending.items);
-            missed |= gap || pending.overflow;
-            for (_, frame) in live {
-                if to.try_push(frame).is_err() {
-                    missed = true;
-                }
-            }
-        }
-        drop(map);
+        missed |= guard.finish(Some(&to), seen);
         Ok(match missed {
             true => Recovery::Incomplete { replayed },
             false => Recovery::Complete { replayed },
@@ -237,9 +288,10 @@ impl Inner {
                         _ => {}
                     }
                     positions.record(&room, envelope.node, *seq);
+                    self.caught_up.fetch_add(1, Ordering::Relaxed);
+                    // Still under the lock (see `deliver`).
+                    self.deliver(&envelope.kind, envelope.node, None, envelope.payload);
                 }
-                self.caught_up.fetch_add(1, Ordering::Relaxed);
-                self.deliver(&envelope.kind, envelope.node, None, envelope.payload);
             }
         }
     }

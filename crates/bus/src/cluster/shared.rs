@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::Config;
 use super::node::NodeId;
-use super::pending::Pending;
+use super::pending::{skip, Hold};
 use super::positions::Positions;
 use crate::envelope::{decode_presence, encode_presence, Envelope, Kind};
 use crate::queue::Feed;
@@ -48,8 +48,13 @@ pub(super) struct Inner {
     /// message heard from each server per room.
     pub(super) positions: Mutex<Positions>,
     /// Connections being recovered, per room: live room messages wait here
-    /// until the replay is queued, so they come after it and none twice.
-    pub(super) recovering: Mutex<HashMap<(ConnectionId, String), Pending>>,
+    /// until the replay is queued, so they come after it; then those the
+    /// member already has are skipped until the live ones catch up (see
+    /// `Hold`), so none comes twice. An entry goes when its recovery fails,
+    /// when the live messages catch up, or when the connection leaves the
+    /// room or closes: at most one per member of a room, each naming at
+    /// most `Cursor::MAX_NODES` servers.
+    pub(super) recovering: Mutex<HashMap<(ConnectionId, String), Hold>>,
     /// `recovering.len()`, read without the lock on every room message.
     pub(super) recovering_count: AtomicUsize,
     /// Logged room messages that left the outgoing queue (published,
@@ -80,12 +85,38 @@ impl Inner {
         let Some(members) = rooms.get_mut(room) else {
             return Vec::new();
         };
-        members.retain(|id| self.handle.connection(*id).is_some());
+        let mut closed = Vec::new();
+        members.retain(|id| {
+            let open = self.handle.connection(*id).is_some();
+            if !open {
+                closed.push(*id);
+            }
+            open
+        });
         let live: Vec<ConnectionId> = members.iter().copied().collect();
         if live.is_empty() {
             rooms.remove(room);
         }
+        drop(rooms);
+        for conn in closed {
+            self.stop_skipping(conn, room);
+        }
         live
+    }
+
+    /// Forgets what `conn` skips in `room` after its recovery (it left the
+    /// room or closed). A recovery still running keeps its entry, and
+    /// removes it itself.
+    pub(super) fn stop_skipping(&self, conn: ConnectionId, room: &str) {
+        if self.recovering_count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut map = lock(&self.recovering);
+        let key = (conn, room.to_owned());
+        if matches!(map.get(&key), Some(Hold::Skipping(_))) {
+            map.remove(&key);
+            self.recovering_count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The bus key of `room`'s history.
@@ -123,7 +154,10 @@ impl Inner {
     }
 
     /// Queues `frame` to this server's connections that `kind` names (a
-    /// message from `node`).
+    /// message from `node`). For a room message from another server, call
+    /// it with the `positions` lock held since the message was recorded
+    /// there: a recovery that ends (and reads the positions) then finds it
+    /// either recorded and delivered, or neither.
     pub(super) fn deliver(
         &self,
         kind: &Kind,
@@ -143,15 +177,32 @@ impl Inner {
                 let members = self.local_members(room);
                 let mut held = (self.recovering_count.load(Ordering::Relaxed) > 0)
                     .then(|| lock(&self.recovering));
+                let stamp = Stamp { node, seq: *seq };
                 let mut delivered = 0;
                 for id in members.into_iter().filter(|id| Some(*id) != except) {
-                    let key = (id, room.clone());
-                    if let Some(pending) = held.as_mut().and_then(|map| map.get_mut(&key)) {
-                        // Being recovered: after the replay.
-                        let stamp = Stamp { node, seq: *seq };
-                        let limit = self.config.max_incoming_bytes;
-                        delivered += usize::from(pending.hold(stamp, *prev, &frame, limit));
-                        continue;
+                    if let Some(map) = held.as_mut() {
+                        let key = (id, room.clone());
+                        match map.get_mut(&key) {
+                            Some(Hold::Replaying(pending)) => {
+                                // Being recovered: after the replay.
+                                let limit = self.config.max_incoming_bytes;
+                                delivered += usize::from(pending.hold(stamp, *prev, &frame, limit));
+                                continue;
+                            }
+                            Some(Hold::Skipping(ahead)) => {
+                                let skipped = skip(ahead, stamp);
+                                if ahead.is_empty() {
+                                    map.remove(&key);
+                                    self.recovering_count.fetch_sub(1, Ordering::Relaxed);
+                                }
+                                if skipped {
+                                    // The member has it (replayed, or seen
+                                    // before it came back).
+                                    continue;
+                                }
+                            }
+                            None => {}
+                        }
                     }
                     let Some(conn) = self.handle.connection(id) else {
                         continue;
@@ -185,8 +236,10 @@ impl Inner {
             }
             kind => {
                 self.received.fetch_add(1, Ordering::Relaxed);
+                // Held while delivering (see `deliver`).
+                let mut positions = None;
                 if let Kind::Room { room, seq, .. } = &kind {
-                    let mut positions = lock(&self.positions);
+                    let positions = positions.insert(lock(&self.positions));
                     let last = positions.record(room, envelope.node, *seq);
                     if let Some(last) = last.filter(|&last| last >= *seq) {
                         // Delivered already (by a catch-up, or a bus that
@@ -196,6 +249,7 @@ impl Inner {
                     }
                 }
                 self.deliver(&kind, envelope.node, None, envelope.payload);
+                drop(positions);
             }
         }
     }
