@@ -32,7 +32,8 @@ use common::bounded;
 use common::files::{assert_same_file, names_in, random_file, Tmpfs};
 use enchufe::server::{Config, Disconnect};
 use enchufe::transfer::{
-    receiver, Error, Event, Progress, Reason, Receiver, Routed, TransferId, Upload, Violation,
+    receiver, sender, Error, Event, Progress, Reason, Receiver, Routed, TransferId, Upload,
+    Violation,
 };
 use enchufe::{Client, Connection, Handler, Profile, Server, ServerHandle};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
@@ -197,7 +198,8 @@ async fn files_arrive_byte_identical_with_progress_on_both_ends() {
 
             let upload = Upload::file(&file).await.unwrap();
             let mut sent = upload.progress();
-            let sending = tokio::spawn(async move { upload.send(&client).await });
+            let sender = client.clone();
+            let sending = tokio::spawn(async move { upload.send(&sender).await });
             let (_, mut written) = started(&mut t.events).await;
             let total = 24 << 20;
             written.wait_for(|p| p.done == total).await.unwrap();
@@ -207,6 +209,71 @@ async fn files_arrive_byte_identical_with_progress_on_both_ends() {
             assert_eq!((receipt.size, receipt.resumed_from), (total, 0));
             assert_same_file(&t.out().join("datos.bin"), &file);
             assert_eq!(names_in(t.out()), ["datos.bin"], "{profile:?}");
+            // Plain TCP: every chunk's data left the file by `sendfile`.
+            #[cfg(target_os = "linux")]
+            assert_eq!(client.file_region_bytes(), (total, 0), "{profile:?}");
+            t.stop().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn over_a_unix_socket_a_files_chunks_are_read_and_arrive_the_same() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let files = Receiver::new(out.path(), Default::default());
+        let path = dir.path().join("files.sock");
+        let server = Server::bind_unix(&path).unwrap().serve(App {
+            files: files.clone(),
+        });
+        let file = random_file(dir.path(), "unix.bin", (5 << 20) + 17, 21);
+        let client = Client::connect_unix(&path, Default::default())
+            .await
+            .unwrap();
+        let receipt = Upload::file(&file)
+            .await
+            .unwrap()
+            .config(sender::Config::default().chunk_size(1 << 20).window(3))
+            .send(&client)
+            .await
+            .unwrap();
+        assert_eq!(receipt.size, (5 << 20) + 17);
+        assert_same_file(&out.path().join("unix.bin"), &file);
+        assert_eq!(client.file_region_bytes(), (0, (5 << 20) + 17));
+        server.shutdown().await;
+        files.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_that_shrinks_during_the_send_is_source_ended() {
+    bounded(async {
+        for profile in [Profile::Plain, Profile::Multiplexed] {
+            let mut t = Fixture::new(Default::default(), profile).await;
+            let file = t.file("encoge.bin", 24 << 20, 22);
+            let client = t.client().await;
+            // The size is read here; the file is cut before its chunks go.
+            let upload = Upload::file(&file).await.unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_len(3 << 20)
+                .unwrap();
+            let err = upload.send(&client).await.unwrap_err();
+            match err {
+                Error::SourceEnded { expected, read } => {
+                    assert_eq!((expected, read), (24 << 20, 3 << 20), "{profile:?}")
+                }
+                other => panic!("{profile:?}: {other:?}"),
+            }
+            // The receiver was told, and keeps no file under the name.
+            assert!(ended(&mut t.events).await.is_err());
+            assert!(!t.out().join("encoge.bin").exists());
+            small_transfer_works(&client, t.out(), "despues.txt").await;
             t.stop().await;
         }
     })

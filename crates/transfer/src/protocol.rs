@@ -219,29 +219,20 @@ pub(crate) fn reuse_chunk_buffer(mut buf: BytesMut, id: TransferId, offset: u64)
     buf
 }
 
+/// A chunk's header alone, for a chunk whose data follows from a file
+/// region (`Client::request_file`).
+pub(crate) fn chunk_head(id: TransferId, offset: u64) -> Bytes {
+    let mut head = BytesMut::with_capacity(CHUNK_HEADER);
+    put_chunk_header(&mut head, id, offset);
+    head.freeze()
+}
+
 /// A chunk's [`CHUNK_HEADER`] bytes: magic, kind, id, offset.
 fn put_chunk_header(mut out: impl BufMut, id: TransferId, offset: u64) {
     out.put_slice(MAGIC);
     out.put_u8(CHUNK);
     out.put_slice(id.as_bytes());
     out.put_u64(offset);
-}
-
-/// A chunk's frame of exactly `len` data bytes, its header written, for a
-/// blocking read in place over whatever `buf` held: a buffer that served an
-/// earlier chunk keeps its length, so only bytes it never held are zeroed
-/// (zeroing every 1 MiB chunk before reading over it was 7% of a sender's
-/// CPU in `perf`).
-pub(crate) fn sized_chunk_buffer(
-    mut buf: BytesMut,
-    id: TransferId,
-    offset: u64,
-    len: usize,
-) -> BytesMut {
-    buf.truncate(CHUNK_HEADER + len);
-    buf.resize(CHUNK_HEADER + len, 0);
-    put_chunk_header(&mut buf[..CHUNK_HEADER], id, offset);
-    buf
 }
 
 impl Encode for Frame {

@@ -22,6 +22,7 @@ use crate::protocol::{Control, Frame, FrameKind, TransferId, CHUNK_HEADER};
 use crate::Progress;
 
 mod config;
+mod regions;
 mod source;
 
 pub use config::Config;
@@ -252,16 +253,59 @@ impl Upload {
         let chunk = self.config.chunk_size.min(max_chunk).max(1) as u64;
         let window = self.config.window.min(window).max(1) as usize;
 
-        // A producer reads and hashes the chunks (a blocking thread for a
-        // file, a task for a reader) while this loop keeps `window` of them
+        let source = std::mem::replace(&mut self.source, Source::Spent);
+        let hasher = match source {
+            // A file's chunks leave from the file itself (`sendfile` on
+            // plain TCP), hashed by a pass of their own.
+            Source::File(file) => {
+                let file = std::sync::Arc::new(file.into_std().await);
+                let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
+                self.send_regions(client, cancel, file, job, window).await?
+            }
+            source => {
+                let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
+                self.send_chunks(client, cancel, source, job, window)
+                    .await?
+            }
+        };
+
+        let hash = hasher.hex();
+        let finish = Frame::control(Control::Finish {
+            id: self.id,
+            hash: hash.clone(),
+        });
+        match self
+            .ask(client, finish, self.config.finish_timeout, cancel)
+            .await?
+        {
+            Control::Done { size } if size == self.size => Ok(Receipt {
+                id: self.id,
+                name: self.name.clone(),
+                size,
+                hash,
+                resumed_from,
+            }),
+            other => Err(unexpected(FrameKind::Control(other))),
+        }
+    }
+
+    /// Sends a reader's chunks with `window` in flight: the hash of the
+    /// whole body.
+    async fn send_chunks(
+        &self,
+        client: &Client,
+        cancel: &CancellationToken,
+        source: Source,
+        job: Job,
+        window: usize,
+    ) -> Result<Digest> {
+        // A producer task reads and hashes the chunks while this loop keeps `window` of them
         // in flight (a request goes out only when polled). Reading, hashing
         // and the socket then overlap, and a slow source never holds back
         // chunks already read.
-        let source = std::mem::replace(&mut self.source, Source::Spent);
-        let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
+        let mut acked = job.offset();
         let (mut chunks, recycle, producer) = produce(source, job, window).await?;
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
-        let mut acked = offset;
         let mut producing = true;
         while producing || !in_flight.is_empty() {
             tokio::select! {
@@ -298,26 +342,7 @@ impl Upload {
                 },
             }
         }
-        let hasher = producer.finish().await?;
-
-        let hash = hasher.hex();
-        let finish = Frame::control(Control::Finish {
-            id: self.id,
-            hash: hash.clone(),
-        });
-        match self
-            .ask(client, finish, self.config.finish_timeout, cancel)
-            .await?
-        {
-            Control::Done { size } if size == self.size => Ok(Receipt {
-                id: self.id,
-                name: self.name.clone(),
-                size,
-                hash,
-                resumed_from,
-            }),
-            other => Err(unexpected(FrameKind::Control(other))),
-        }
+        producer.finish().await
     }
 
     /// Offers the transfer: `(offset, max_chunk, window, prefix_hash)`.
