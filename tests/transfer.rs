@@ -248,6 +248,68 @@ async fn over_a_unix_socket_a_files_chunks_are_read_and_arrive_the_same() {
     .await;
 }
 
+/// A receiver whose first chunk is slow to reach its writer (its handler
+/// waits), while later chunks are taken and acknowledged: the acks come
+/// out of order, as they may when a handler is descheduled.
+struct SlowFirstChunk {
+    files: Receiver,
+}
+
+impl Handler for SlowFirstChunk {
+    type Request = Bytes;
+    type Response = enchufe::transfer::Frame;
+    type Error = Infallible;
+
+    async fn handle(
+        &self,
+        req: Bytes,
+        conn: &Connection,
+    ) -> Result<Option<enchufe::transfer::Frame>, Infallible> {
+        // A chunk: "ENXF" 'C' | id (16) | offset (u64 BE) | data.
+        if req.len() > 29 && req[4] == b'C' && req[21..29] == [0; 8] {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let frame = enchufe::framing::Decode::decode(bytes::BytesMut::from(&req[..])).unwrap();
+        Ok(Some(self.files.handle(frame, conn).await))
+    }
+}
+
+#[tokio::test]
+async fn the_sender_stays_within_the_window_of_its_oldest_unacknowledged_chunk() {
+    bounded(async {
+        let out = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let config = receiver::Config::default().max_chunk(64 << 10).window(4);
+        let files = Receiver::new(out.path(), config);
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .serve(SlowFirstChunk {
+                files: files.clone(),
+            });
+        let file = random_file(src.path(), "orden.bin", 40 << 16, 23);
+        let client = connect(&server, Profile::Multiplexed).await;
+        Upload::file(&file)
+            .await
+            .unwrap()
+            .send(&client)
+            .await
+            .unwrap();
+        assert_same_file(&out.path().join("orden.bin"), &file);
+        // A reader's chunks keep the same rule.
+        let data = std::fs::read(&file).unwrap();
+        let size = data.len() as u64;
+        Upload::reader(std::io::Cursor::new(data), "orden2.bin", size)
+            .send(&client)
+            .await
+            .unwrap();
+        assert_same_file(&out.path().join("orden2.bin"), &file);
+        server.shutdown().await;
+        files.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_file_that_shrinks_during_the_send_is_source_ended() {
     bounded(async {

@@ -304,6 +304,8 @@ impl Upload {
         // and the socket then overlap, and a slow source never holds back
         // chunks already read.
         let mut acked = job.offset();
+        let mut next = job.offset();
+        let mut ahead = Ahead::new(window, job.chunk as u64);
         let (mut chunks, recycle, producer) = produce(source, job, window).await?;
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
         let mut producing = true;
@@ -311,7 +313,7 @@ impl Upload {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(Error::Cancelled),
-                Some((reply, len, sent)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((reply, at, len, sent)) = in_flight.next(), if !in_flight.is_empty() => {
                     let reply: Frame = reply?;
                     match reply.0 {
                         FrameKind::Control(Control::Ack { .. }) => {}
@@ -322,20 +324,24 @@ impl Upload {
                     if let Ok(buf) = Bytes::try_into_mut(sent) {
                         let _ = recycle.try_send(buf);
                     }
+                    ahead.acked(at);
                     acked += len;
                     self.progress.send_replace(Progress {
                         done: acked,
                         total: self.size,
                     });
                 }
-                frame = chunks.recv(), if producing && in_flight.len() < window => match frame {
+                frame = chunks.recv(), if producing && ahead.allows(next) => match frame {
                     Some(Ok(frame)) => {
                         let len = (frame.len() - CHUNK_HEADER) as u64;
                         let sent = frame.clone();
+                        let at = next;
                         in_flight.push(async move {
                             let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
-                            (reply, len, sent)
+                            (reply, at, len, sent)
                         });
+                        ahead.sent(at);
+                        next += len;
                     }
                     Some(Err(e)) => return Err(e),
                     None => producing = false,
@@ -421,6 +427,45 @@ impl Upload {
             left -= n as u64;
         }
         Ok(hasher.hex() == prefix)
+    }
+}
+
+/// The chunks in flight, by offset. A chunk goes only while it starts
+/// within `window` chunks of the oldest one not yet acknowledged: what the
+/// receiver checks, since its writer takes chunks in order while the acks
+/// of later chunks can come before an earlier one's (its handlers run side
+/// by side). Counting chunks in flight alone would let the sender run
+/// ahead of a chunk whose handler is slow.
+struct Ahead {
+    offsets: std::collections::BTreeSet<u64>,
+    span: u64,
+    window: usize,
+}
+
+impl Ahead {
+    fn new(window: usize, chunk: u64) -> Ahead {
+        Ahead {
+            offsets: Default::default(),
+            span: chunk.saturating_mul(window as u64),
+            window,
+        }
+    }
+
+    /// Whether a chunk at `offset` may go now.
+    fn allows(&self, offset: u64) -> bool {
+        self.offsets.len() < self.window
+            && self
+                .offsets
+                .first()
+                .is_none_or(|&oldest| offset < oldest.saturating_add(self.span))
+    }
+
+    fn sent(&mut self, offset: u64) {
+        self.offsets.insert(offset);
+    }
+
+    fn acked(&mut self, offset: u64) {
+        self.offsets.remove(&offset);
     }
 }
 

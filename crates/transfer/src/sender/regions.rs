@@ -21,7 +21,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::source::Job;
-use super::{unexpected, Upload};
+use super::{unexpected, Ahead, Upload};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::protocol::{chunk_head, Control, Frame, FrameKind};
@@ -49,6 +49,7 @@ impl Upload {
         let mut hashing = HashPass::start(file.clone(), job);
         let mut hashed = None;
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
+        let mut ahead = Ahead::new(window, chunk);
         while next < size || !in_flight.is_empty() || hashed.is_none() {
             tokio::select! {
                 biased;
@@ -58,30 +59,33 @@ impl Upload {
                 digest = &mut hashing.handle, if hashed.is_none() => {
                     hashed = Some(digest.map_err(|e| Error::Source(std::io::Error::other(e)))??);
                 }
-                Some((reply, len)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((reply, at, len)) = in_flight.next(), if !in_flight.is_empty() => {
                     let reply: Frame = reply?;
                     match reply.0 {
                         FrameKind::Control(Control::Ack { .. }) => {}
                         other => return Err(unexpected(other)),
                     }
+                    ahead.acked(at);
                     acked += len;
                     self.progress.send_replace(Progress {
                         done: acked,
                         total: size,
                     });
                 }
-                () = std::future::ready(()), if next < size && in_flight.len() < window => {
+                () = std::future::ready(()), if next < size && ahead.allows(next) => {
                     let len = chunk.min(size - next);
                     let region = FileRegion::new(file.clone(), next, len as usize);
                     let head = chunk_head(id, next);
+                    let at = next;
                     let file = &file;
                     in_flight.push(async move {
                         let reply: Result<Frame> = client
                             .request_file(head, region)
                             .await
                             .map_err(|e| chunk_failed(e, file, size));
-                        (reply, len)
+                        (reply, at, len)
                     });
+                    ahead.sent(next);
                     next += len;
                 }
             }
