@@ -191,12 +191,21 @@ async fn small_transfer_works(client: &Client, dir: &Path, name: &str) {
 #[tokio::test]
 async fn files_arrive_byte_identical_with_progress_on_both_ends() {
     bounded(async {
-        for profile in [Profile::Plain, Profile::Multiplexed] {
+        let modes = [false, true].map(|zero_copy| {
+            [
+                (Profile::Plain, zero_copy),
+                (Profile::Multiplexed, zero_copy),
+            ]
+        });
+        for (profile, zero_copy) in modes.into_iter().flatten() {
             let mut t = Fixture::new(Default::default(), profile).await;
             let file = t.file("datos.bin", 24 << 20, 11);
             let client = t.client().await;
 
-            let upload = Upload::file(&file).await.unwrap();
+            let upload = Upload::file(&file)
+                .await
+                .unwrap()
+                .config(sender::Config::default().zero_copy(zero_copy));
             let mut sent = upload.progress();
             let sender = client.clone();
             let sending = tokio::spawn(async move { upload.send(&sender).await });
@@ -209,9 +218,13 @@ async fn files_arrive_byte_identical_with_progress_on_both_ends() {
             assert_eq!((receipt.size, receipt.resumed_from), (total, 0));
             assert_same_file(&t.out().join("datos.bin"), &file);
             assert_eq!(names_in(t.out()), ["datos.bin"], "{profile:?}");
-            // Plain TCP: every chunk's data left the file by `sendfile`.
+            // Zero-copy on plain TCP: every chunk's data left the file by
+            // `sendfile`; else the producer read it.
             #[cfg(target_os = "linux")]
-            assert_eq!(client.file_region_bytes(), (total, 0), "{profile:?}");
+            {
+                let by_sendfile = if zero_copy { total } else { 0 };
+                assert_eq!(client.file_region_bytes(), (by_sendfile, 0), "{profile:?}");
+            }
             t.stop().await;
         }
     })
@@ -235,7 +248,12 @@ async fn over_a_unix_socket_a_files_chunks_are_read_and_arrive_the_same() {
         let receipt = Upload::file(&file)
             .await
             .unwrap()
-            .config(sender::Config::default().chunk_size(1 << 20).window(3))
+            .config(
+                sender::Config::default()
+                    .chunk_size(1 << 20)
+                    .window(3)
+                    .zero_copy(true),
+            )
             .send(&client)
             .await
             .unwrap();
@@ -289,13 +307,18 @@ async fn the_sender_stays_within_the_window_of_its_oldest_unacknowledged_chunk()
             });
         let file = random_file(src.path(), "orden.bin", 40 << 16, 23);
         let client = connect(&server, Profile::Multiplexed).await;
-        Upload::file(&file)
-            .await
-            .unwrap()
-            .send(&client)
-            .await
-            .unwrap();
-        assert_same_file(&out.path().join("orden.bin"), &file);
+        for zero_copy in [false, true] {
+            Upload::file(&file)
+                .await
+                .unwrap()
+                .restart()
+                .config(sender::Config::default().zero_copy(zero_copy))
+                .send(&client)
+                .await
+                .unwrap();
+            assert_same_file(&out.path().join("orden.bin"), &file);
+            std::fs::remove_file(out.path().join("orden.bin")).unwrap();
+        }
         // A reader's chunks keep the same rule.
         let data = std::fs::read(&file).unwrap();
         let size = data.len() as u64;
@@ -313,12 +336,21 @@ async fn the_sender_stays_within_the_window_of_its_oldest_unacknowledged_chunk()
 #[tokio::test]
 async fn a_file_that_shrinks_during_the_send_is_source_ended() {
     bounded(async {
-        for profile in [Profile::Plain, Profile::Multiplexed] {
+        let modes = [false, true].map(|zero_copy| {
+            [
+                (Profile::Plain, zero_copy),
+                (Profile::Multiplexed, zero_copy),
+            ]
+        });
+        for (profile, zero_copy) in modes.into_iter().flatten() {
             let mut t = Fixture::new(Default::default(), profile).await;
             let file = t.file("encoge.bin", 24 << 20, 22);
             let client = t.client().await;
             // The size is read here; the file is cut before its chunks go.
-            let upload = Upload::file(&file).await.unwrap();
+            let upload = Upload::file(&file)
+                .await
+                .unwrap()
+                .config(sender::Config::default().zero_copy(zero_copy));
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(&file)
@@ -432,15 +464,19 @@ async fn a_cut_transfer_resumes_from_the_verified_offset() {
             5 << 20
         );
 
-        // The same file again: same id, so it resumes.
+        // The same file again: same id, so it resumes (from the file
+        // itself: the zero-copy path's hash pass starts on the prefix's).
         let client = t.client().await;
         let receipt = Upload::file(&file)
             .await
             .unwrap()
+            .config(sender::Config::default().zero_copy(true))
             .send(&client)
             .await
             .unwrap();
         assert_eq!(receipt.resumed_from, 5 << 20);
+        #[cfg(target_os = "linux")]
+        assert_eq!(client.file_region_bytes(), ((12 << 20) - (5 << 20), 0));
         assert_same_file(&t.out().join("corte.bin"), &file);
         assert_eq!(names_in(t.out()), ["corte.bin"]);
         t.stop().await;

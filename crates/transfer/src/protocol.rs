@@ -235,6 +235,23 @@ fn put_chunk_header(mut out: impl BufMut, id: TransferId, offset: u64) {
     out.put_u64(offset);
 }
 
+/// A chunk's frame of exactly `len` data bytes, its header written, for a
+/// blocking read in place over whatever `buf` held: a buffer that served an
+/// earlier chunk keeps its length, so only bytes it never held are zeroed
+/// (zeroing every 1 MiB chunk before reading over it was 7% of a sender's
+/// CPU in `perf`).
+pub(crate) fn sized_chunk_buffer(
+    mut buf: BytesMut,
+    id: TransferId,
+    offset: u64,
+    len: usize,
+) -> BytesMut {
+    buf.truncate(CHUNK_HEADER + len);
+    buf.resize(CHUNK_HEADER + len, 0);
+    put_chunk_header(&mut buf[..CHUNK_HEADER], id, offset);
+    buf
+}
+
 impl Encode for Frame {
     fn encode(self) -> enchufe_framing::Result<Bytes> {
         match self.0 {

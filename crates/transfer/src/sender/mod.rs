@@ -255,9 +255,9 @@ impl Upload {
 
         let source = std::mem::replace(&mut self.source, Source::Spent);
         let hasher = match source {
-            // A file's chunks leave from the file itself (`sendfile` on
-            // plain TCP), hashed by a pass of their own.
-            Source::File(file) => {
+            // Asked for: a file's chunks leave from the file itself
+            // (`sendfile` on plain TCP), hashed by a pass of their own.
+            Source::File(file) if self.config.zero_copy => {
                 let file = std::sync::Arc::new(file.into_std().await);
                 let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
                 self.send_regions(client, cancel, file, job, window).await?
@@ -289,8 +289,8 @@ impl Upload {
         }
     }
 
-    /// Sends a reader's chunks with `window` in flight: the hash of the
-    /// whole body.
+    /// Sends chunks read (and hashed) ahead by a producer with `window` in
+    /// flight: the hash of the whole body.
     async fn send_chunks(
         &self,
         client: &Client,
@@ -299,7 +299,8 @@ impl Upload {
         job: Job,
         window: usize,
     ) -> Result<Digest> {
-        // A producer task reads and hashes the chunks while this loop keeps `window` of them
+        // A producer reads and hashes the chunks (a blocking thread for a
+        // file, a task for a reader) while this loop keeps `window` of them
         // in flight (a request goes out only when polled). Reading, hashing
         // and the socket then overlap, and a slow source never holds back
         // chunks already read.

@@ -1,6 +1,5 @@
-//! Where an upload's bytes come from, and the producer task that reads a
-//! reader's bytes ahead in chunks, hashing as it goes (a file's chunks go
-//! from the file itself: `regions`).
+//! Where an upload's bytes come from, and the producer task that reads
+//! them ahead in chunks, hashing as it goes.
 
 use std::pin::Pin;
 
@@ -10,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result, Violation};
-use crate::protocol::{reuse_chunk_buffer, TransferId, CHUNK_HEADER};
+use crate::protocol::{reuse_chunk_buffer, sized_chunk_buffer, TransferId, CHUNK_HEADER};
 
 /// Where an upload's bytes come from.
 pub(super) enum Source {
@@ -78,7 +77,8 @@ pub(super) type Chunks = mpsc::Receiver<Result<Bytes>>;
 pub(super) const READ_AHEAD: usize = 2;
 
 /// The producer of a transfer's chunks; its result is the hash of the whole
-/// body. Dropping it stops the producer (its task is aborted).
+/// body. Dropping it stops the producer (a task is aborted; a blocking
+/// read ends at its next chunk, which no one takes).
 pub(super) struct Producer {
     pub(super) handle: tokio::task::JoinHandle<Option<Digest>>,
 }
@@ -110,16 +110,19 @@ pub(super) async fn produce(
 ) -> Result<(Chunks, Recycle, Producer)> {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     // Room for every buffer in use: the window and what is read ahead.
-    let (recycle, reuse) = mpsc::channel(window + READ_AHEAD + 1);
+    let (recycle, mut reuse) = mpsc::channel(window + READ_AHEAD + 1);
     let handle = match source {
+        Source::File(file) => {
+            let file = file.into_std().await;
+            tokio::task::spawn_blocking(move || produce_from_file(file, job, &tx, &mut reuse))
+        }
         Source::Reader(reader) => {
             let reader = reader
                 .into_inner()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             tokio::spawn(produce_from_reader(reader, job, tx, reuse))
         }
-        // A file goes from the file itself (`regions`).
-        Source::File(_) | Source::Spent => return Err(Error::Protocol(Violation::SourceSpent)),
+        Source::Spent => return Err(Error::Protocol(Violation::SourceSpent)),
     };
     Ok((rx, recycle, Producer { handle }))
 }
@@ -131,6 +134,48 @@ pub(super) fn next_buffer(len: usize, reuse: &mut mpsc::Receiver<BytesMut>) -> B
         Ok(buf) if buf.capacity() >= CHUNK_HEADER + len => buf,
         _ => BytesMut::with_capacity(CHUNK_HEADER + len),
     }
+}
+
+/// A file, read on a blocking thread straight into each chunk's buffer.
+pub(super) fn produce_from_file(
+    mut file: std::fs::File,
+    mut job: Job,
+    tx: &mpsc::Sender<Result<Bytes>>,
+    reuse: &mut mpsc::Receiver<BytesMut>,
+) -> Option<Digest> {
+    use std::io::{Read, Seek};
+    // The async reads of a resume check may have read ahead of `offset`.
+    if let Err(e) = file.seek(std::io::SeekFrom::Start(job.offset)) {
+        let _ = tx.blocking_send(Err(Error::Source(e)));
+        return None;
+    }
+    while job.offset < job.size {
+        let len = job.chunk.min((job.size - job.offset) as usize);
+        let mut buf = sized_chunk_buffer(next_buffer(len, reuse), job.id, job.offset, len);
+        let mut got = 0;
+        while got < len {
+            match file.read(&mut buf[CHUNK_HEADER + got..]) {
+                Ok(0) => {
+                    let read = job.offset + got as u64;
+                    let _ = tx.blocking_send(Err(Error::SourceEnded {
+                        expected: job.size,
+                        read,
+                    }));
+                    return None;
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::Source(e)));
+                    return None;
+                }
+            }
+        }
+        job.hasher.update(&buf[CHUNK_HEADER..]);
+        tx.blocking_send(Ok(buf.freeze())).ok()?;
+        job.offset += len as u64;
+    }
+    Some(job.hasher)
 }
 
 /// Any reader, read on a task straight into each chunk's buffer.
