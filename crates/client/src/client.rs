@@ -21,6 +21,8 @@ use crate::{Config, Error, Event, FileRegion, Pipeline, Pushes, Result, Unsuppor
 ///
 /// - [`Client::send`] (alias [`Client::notify`]): one-way message.
 /// - [`Client::request`]: send, then await the reply.
+/// - [`Client::request_file`]: a request whose body ends in a region of a
+///   file, sent with `sendfile` on plain TCP.
 /// - [`Client::recv`] and [`Client::pushes`]: the next *unsolicited* message
 ///   (a push, a greeting): in the plain profile, anything that arrives while
 ///   no request is waiting for a reply; in the multiplexed profile, exactly
