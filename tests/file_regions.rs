@@ -3,7 +3,9 @@
 //! so), on a Unix socket it is read into the body; the other end gets the
 //! same bytes either way, on both profiles. A region the file no longer
 //! holds fails that request alone; a file that shrinks while its region is
-//! going out ends the connection with an `UnexpectedEof`.
+//! going out ends the connection with an `UnexpectedEof`; a request that
+//! times out while its region is going out has its cancel sent after the
+//! region, never inside it.
 //!
 //! ```text
 //! cargo test --test file_regions
@@ -207,6 +209,58 @@ async fn a_file_that_shrinks_under_its_region_ends_the_connection() {
         assert!(client.file_region_bytes().0 < 64 << 20);
         // The connection ended: the peer reads its end.
         assert!(drain.await.unwrap() < (64 << 20) + 7);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_while_its_region_goes_out_is_cancelled_after_it() {
+    use common::mux_peer::MuxPeer;
+    use enchufe::framing::mux::{Hello, Kind};
+    use enchufe::framing::Transport;
+
+    bounded(async {
+        // A peer that reads nothing until the request has timed out: the
+        // region stalls in the middle, where no cancel may go.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(32 << 20).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limit = 64 << 20;
+        let peer = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let config = enchufe::framing::Config::default().max_frame_length(limit);
+            let mut t = Transport::with_config(stream, &config);
+            let hello = Hello::new("").answering().encode().unwrap();
+            t.send(hello).await.unwrap();
+            let theirs = t.recv().await.unwrap().expect("the client's hello");
+            Hello::decode(&theirs).unwrap();
+            MuxPeer(t)
+        });
+        let config = client::Config::default()
+            .max_frame_length(limit)
+            .request_timeout(std::time::Duration::from_millis(300));
+        let client = Client::connect_with(addr, config).await.unwrap();
+        let mut peer = peer.await.unwrap();
+        let region = FileRegion::new(Arc::new(file.reopen().unwrap()), 0, 32 << 20);
+        let err = client
+            .request_file::<_, Bytes>(Bytes::from_static(b"big"), region)
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(
+            client.file_region_bytes().0 < 32 << 20,
+            "the region stalled"
+        );
+        // Now read: the request whole (its region all zeros), then its cancel.
+        let (request, body) = peer.recv_bytes().await.unwrap();
+        assert_eq!(request.kind, Kind::Request);
+        assert_eq!(body.len(), 3 + (32 << 20));
+        assert_eq!(&body[..3], b"big");
+        assert!(body[3..].iter().all(|&b| b == 0), "bytes inside the region");
+        let (cancel, _) = peer.recv_bytes().await.unwrap();
+        assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, request.id));
+        assert_eq!(client.file_region_bytes(), (32 << 20, 0));
     })
     .await;
 }
