@@ -271,6 +271,8 @@ async fn over_a_unix_socket_a_files_chunks_are_read_and_arrive_the_same() {
 /// out of order, as they may when a handler is descheduled.
 struct SlowFirstChunk {
     files: Receiver,
+    /// Holds the first chunk until notified instead of for 300 ms.
+    release: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Handler for SlowFirstChunk {
@@ -285,7 +287,10 @@ impl Handler for SlowFirstChunk {
     ) -> Result<Option<enchufe::transfer::Frame>, Infallible> {
         // A chunk: "ENXF" 'C' | id (16) | offset (u64 BE) | data.
         if req.len() > 29 && req[4] == b'C' && req[21..29] == [0; 8] {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            match &self.release {
+                Some(release) => release.notified().await,
+                None => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
         }
         let frame = enchufe::framing::Decode::decode(bytes::BytesMut::from(&req[..])).unwrap();
         Ok(Some(self.files.handle(frame, conn).await))
@@ -304,6 +309,7 @@ async fn the_sender_stays_within_the_window_of_its_oldest_unacknowledged_chunk()
             .unwrap()
             .serve(SlowFirstChunk {
                 files: files.clone(),
+                release: None,
             });
         let file = random_file(src.path(), "orden.bin", 40 << 16, 23);
         let client = connect(&server, Profile::Multiplexed).await;
@@ -327,6 +333,52 @@ async fn the_sender_stays_within_the_window_of_its_oldest_unacknowledged_chunk()
             .await
             .unwrap();
         assert_same_file(&out.path().join("orden2.bin"), &file);
+        server.shutdown().await;
+        files.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_zero_copy_upload_cancelled_midway_deletes_the_partial_file() {
+    bounded(async {
+        let out = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let files = Receiver::new(out.path(), Default::default());
+        let mut events = files.events();
+        // The first chunk is held until the end: the upload can only end
+        // by its cancel, while chunks are in flight.
+        let release = Arc::new(tokio::sync::Notify::new());
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .serve(SlowFirstChunk {
+                files: files.clone(),
+                release: Some(release.clone()),
+            });
+        let file = random_file(src.path(), "cancelar.bin", 16 << 20, 24);
+        let client = connect(&server, Profile::Multiplexed).await;
+        let upload = Upload::file(&file)
+            .await
+            .unwrap()
+            .config(sender::Config::default().zero_copy(true));
+        let cancel = upload.canceller();
+        let mut acked = upload.progress();
+        let sender = client.clone();
+        let sending = tokio::spawn(async move { upload.send(&sender).await });
+        // Chunks after the held one are acknowledged: the send loop runs.
+        acked.wait_for(|p| p.done > 0).await.unwrap();
+        cancel.cancel();
+        let sent = tokio::time::timeout(Duration::from_secs(10), sending)
+            .await
+            .expect("the cancel ends the upload while a chunk is held");
+        assert!(matches!(sent.unwrap(), Err(Error::Cancelled)));
+        assert_eq!(
+            ended(&mut events).await.unwrap_err().reason(),
+            Some(Reason::Cancelled)
+        );
+        assert!(names_in(out.path()).is_empty());
+        release.notify_waiters();
         server.shutdown().await;
         files.shutdown().await;
     })
