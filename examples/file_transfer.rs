@@ -8,14 +8,15 @@
 //!
 //! `recv` creates `--out` if missing (or refuses, saying why) and serves until
 //! Ctrl-C, SIGTERM or `--count N` files; `send` resumes a cut file. `--course`
-//! on both speaks the course's protocol (4-byte size, body, `Gracias.`).
+//! on both speaks the course's protocol (4-byte size, body, `Gracias.`);
+//! `send --zero-copy` sends the chunks from the file (`sendfile`).
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use enchufe::transfer::{course, receiver::prepare_dir, Receiver, Upload};
+use enchufe::transfer::{course, receiver::prepare_dir, sender, Receiver, Upload};
 use enchufe::{Client, Server};
 use support::progress;
 
@@ -39,6 +40,9 @@ struct Cli {
     /// `recv --course`: the largest size accepted, in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     max_size: u64,
+    /// `send`: the chunks leave from the file (`sendfile` on plain TCP).
+    #[arg(long)]
+    zero_copy: bool,
 }
 
 #[tokio::main]
@@ -91,7 +95,9 @@ async fn send(cli: &Cli, file: &Path) -> Result<(), Box<dyn std::error::Error>> 
         println!("{} bytes sent; Respuesta: Gracias.", sent?);
         return Ok(());
     }
-    let (upload, client) = (Upload::file(file).await?, Client::connect(&cli.addr).await?);
+    let config = sender::Config::default().zero_copy(cli.zero_copy);
+    let upload = Upload::file(file).await?.config(config);
+    let client = Client::connect(&cli.addr).await?;
     progress::show(progress::name_of(file), upload.progress());
     let r = upload.send(&client).await?;
     let how = format!("xxh3-128 {}, resumed from {}", r.hash, r.resumed_from);

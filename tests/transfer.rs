@@ -32,7 +32,8 @@ use common::bounded;
 use common::files::{assert_same_file, names_in, random_file, Tmpfs};
 use enchufe::server::{Config, Disconnect};
 use enchufe::transfer::{
-    receiver, Error, Event, Progress, Reason, Receiver, Routed, TransferId, Upload, Violation,
+    receiver, sender, Error, Event, Progress, Reason, Receiver, Routed, TransferId, Upload,
+    Violation,
 };
 use enchufe::{Client, Connection, Handler, Profile, Server, ServerHandle};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
@@ -190,14 +191,24 @@ async fn small_transfer_works(client: &Client, dir: &Path, name: &str) {
 #[tokio::test]
 async fn files_arrive_byte_identical_with_progress_on_both_ends() {
     bounded(async {
-        for profile in [Profile::Plain, Profile::Multiplexed] {
+        let modes = [false, true].map(|zero_copy| {
+            [
+                (Profile::Plain, zero_copy),
+                (Profile::Multiplexed, zero_copy),
+            ]
+        });
+        for (profile, zero_copy) in modes.into_iter().flatten() {
             let mut t = Fixture::new(Default::default(), profile).await;
             let file = t.file("datos.bin", 24 << 20, 11);
             let client = t.client().await;
 
-            let upload = Upload::file(&file).await.unwrap();
+            let upload = Upload::file(&file)
+                .await
+                .unwrap()
+                .config(sender::Config::default().zero_copy(zero_copy));
             let mut sent = upload.progress();
-            let sending = tokio::spawn(async move { upload.send(&client).await });
+            let sender = client.clone();
+            let sending = tokio::spawn(async move { upload.send(&sender).await });
             let (_, mut written) = started(&mut t.events).await;
             let total = 24 << 20;
             written.wait_for(|p| p.done == total).await.unwrap();
@@ -207,6 +218,208 @@ async fn files_arrive_byte_identical_with_progress_on_both_ends() {
             assert_eq!((receipt.size, receipt.resumed_from), (total, 0));
             assert_same_file(&t.out().join("datos.bin"), &file);
             assert_eq!(names_in(t.out()), ["datos.bin"], "{profile:?}");
+            // Zero-copy on plain TCP: every chunk's data left the file by
+            // `sendfile`; else the producer read it.
+            #[cfg(target_os = "linux")]
+            {
+                let by_sendfile = if zero_copy { total } else { 0 };
+                assert_eq!(client.file_region_bytes(), (by_sendfile, 0), "{profile:?}");
+            }
+            t.stop().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn over_a_unix_socket_a_files_chunks_are_read_and_arrive_the_same() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let files = Receiver::new(out.path(), Default::default());
+        let path = dir.path().join("files.sock");
+        let server = Server::bind_unix(&path).unwrap().serve(App {
+            files: files.clone(),
+        });
+        let file = random_file(dir.path(), "unix.bin", (5 << 20) + 17, 21);
+        let client = Client::connect_unix(&path, Default::default())
+            .await
+            .unwrap();
+        let receipt = Upload::file(&file)
+            .await
+            .unwrap()
+            .config(
+                sender::Config::default()
+                    .chunk_size(1 << 20)
+                    .window(3)
+                    .zero_copy(true),
+            )
+            .send(&client)
+            .await
+            .unwrap();
+        assert_eq!(receipt.size, (5 << 20) + 17);
+        assert_same_file(&out.path().join("unix.bin"), &file);
+        assert_eq!(client.file_region_bytes(), (0, (5 << 20) + 17));
+        server.shutdown().await;
+        files.shutdown().await;
+    })
+    .await;
+}
+
+/// A receiver whose first chunk is slow to reach its writer (its handler
+/// waits), while later chunks are taken and acknowledged: the acks come
+/// out of order, as they may when a handler is descheduled.
+struct SlowFirstChunk {
+    files: Receiver,
+    /// Holds the first chunk until notified instead of for 300 ms.
+    release: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Handler for SlowFirstChunk {
+    type Request = Bytes;
+    type Response = enchufe::transfer::Frame;
+    type Error = Infallible;
+
+    async fn handle(
+        &self,
+        req: Bytes,
+        conn: &Connection,
+    ) -> Result<Option<enchufe::transfer::Frame>, Infallible> {
+        // A chunk: "ENXF" 'C' | id (16) | offset (u64 BE) | data.
+        if req.len() > 29 && req[4] == b'C' && req[21..29] == [0; 8] {
+            match &self.release {
+                Some(release) => release.notified().await,
+                None => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+        let frame = enchufe::framing::Decode::decode(bytes::BytesMut::from(&req[..])).unwrap();
+        Ok(Some(self.files.handle(frame, conn).await))
+    }
+}
+
+#[tokio::test]
+async fn the_sender_stays_within_the_window_of_its_oldest_unacknowledged_chunk() {
+    bounded(async {
+        let out = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let config = receiver::Config::default().max_chunk(64 << 10).window(4);
+        let files = Receiver::new(out.path(), config);
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .serve(SlowFirstChunk {
+                files: files.clone(),
+                release: None,
+            });
+        let file = random_file(src.path(), "orden.bin", 40 << 16, 23);
+        let client = connect(&server, Profile::Multiplexed).await;
+        for zero_copy in [false, true] {
+            Upload::file(&file)
+                .await
+                .unwrap()
+                .restart()
+                .config(sender::Config::default().zero_copy(zero_copy))
+                .send(&client)
+                .await
+                .unwrap();
+            assert_same_file(&out.path().join("orden.bin"), &file);
+            std::fs::remove_file(out.path().join("orden.bin")).unwrap();
+        }
+        // A reader's chunks keep the same rule.
+        let data = std::fs::read(&file).unwrap();
+        let size = data.len() as u64;
+        Upload::reader(std::io::Cursor::new(data), "orden2.bin", size)
+            .send(&client)
+            .await
+            .unwrap();
+        assert_same_file(&out.path().join("orden2.bin"), &file);
+        server.shutdown().await;
+        files.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_zero_copy_upload_cancelled_midway_deletes_the_partial_file() {
+    bounded(async {
+        let out = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let files = Receiver::new(out.path(), Default::default());
+        let mut events = files.events();
+        // The first chunk is held until the end: the upload can only end
+        // by its cancel, while chunks are in flight.
+        let release = Arc::new(tokio::sync::Notify::new());
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .serve(SlowFirstChunk {
+                files: files.clone(),
+                release: Some(release.clone()),
+            });
+        let file = random_file(src.path(), "cancelar.bin", 16 << 20, 24);
+        let client = connect(&server, Profile::Multiplexed).await;
+        let upload = Upload::file(&file)
+            .await
+            .unwrap()
+            .config(sender::Config::default().zero_copy(true));
+        let cancel = upload.canceller();
+        let mut acked = upload.progress();
+        let sender = client.clone();
+        let sending = tokio::spawn(async move { upload.send(&sender).await });
+        // Chunks after the held one are acknowledged: the send loop runs.
+        acked.wait_for(|p| p.done > 0).await.unwrap();
+        cancel.cancel();
+        let sent = tokio::time::timeout(Duration::from_secs(10), sending)
+            .await
+            .expect("the cancel ends the upload while a chunk is held");
+        assert!(matches!(sent.unwrap(), Err(Error::Cancelled)));
+        assert_eq!(
+            ended(&mut events).await.unwrap_err().reason(),
+            Some(Reason::Cancelled)
+        );
+        assert!(names_in(out.path()).is_empty());
+        release.notify_waiters();
+        server.shutdown().await;
+        files.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_that_shrinks_during_the_send_is_source_ended() {
+    bounded(async {
+        let modes = [false, true].map(|zero_copy| {
+            [
+                (Profile::Plain, zero_copy),
+                (Profile::Multiplexed, zero_copy),
+            ]
+        });
+        for (profile, zero_copy) in modes.into_iter().flatten() {
+            let mut t = Fixture::new(Default::default(), profile).await;
+            let file = t.file("encoge.bin", 24 << 20, 22);
+            let client = t.client().await;
+            // The size is read here; the file is cut before its chunks go.
+            let upload = Upload::file(&file)
+                .await
+                .unwrap()
+                .config(sender::Config::default().zero_copy(zero_copy));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_len(3 << 20)
+                .unwrap();
+            let err = upload.send(&client).await.unwrap_err();
+            match err {
+                Error::SourceEnded { expected, read } => {
+                    assert_eq!((expected, read), (24 << 20, 3 << 20), "{profile:?}")
+                }
+                other => panic!("{profile:?}: {other:?}"),
+            }
+            // The receiver was told, and keeps no file under the name.
+            assert!(ended(&mut t.events).await.is_err());
+            assert!(!t.out().join("encoge.bin").exists());
+            small_transfer_works(&client, t.out(), "despues.txt").await;
             t.stop().await;
         }
     })
@@ -303,15 +516,19 @@ async fn a_cut_transfer_resumes_from_the_verified_offset() {
             5 << 20
         );
 
-        // The same file again: same id, so it resumes.
+        // The same file again: same id, so it resumes (from the file
+        // itself: the zero-copy path's hash pass starts on the prefix's).
         let client = t.client().await;
         let receipt = Upload::file(&file)
             .await
             .unwrap()
+            .config(sender::Config::default().zero_copy(true))
             .send(&client)
             .await
             .unwrap();
         assert_eq!(receipt.resumed_from, 5 << 20);
+        #[cfg(target_os = "linux")]
+        assert_eq!(client.file_region_bytes(), ((12 << 20) - (5 << 20), 0));
         assert_same_file(&t.out().join("corte.bin"), &file);
         assert_eq!(names_in(t.out()), ["corte.bin"]);
         t.stop().await;

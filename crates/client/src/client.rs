@@ -14,13 +14,15 @@ use tokio::time::Instant;
 use crate::dial::{dial, tcp_parts, UNIX_PREFIX};
 use crate::link::{Link, Wiring};
 use crate::supervisor::Supervised;
-use crate::{Config, Error, Event, Pipeline, Pushes, Result, Unsupported};
+use crate::{Config, Error, Event, FileRegion, Pipeline, Pushes, Result, Unsupported};
 
 /// A connection to a server: a cloneable handle plus one background task
 /// that drives the connection (writes requests in batches, reads replies).
 ///
 /// - [`Client::send`] (alias [`Client::notify`]): one-way message.
 /// - [`Client::request`]: send, then await the reply.
+/// - [`Client::request_file`]: a request whose body ends in a region of a
+///   file, sent with `sendfile` on plain TCP.
 /// - [`Client::recv`] and [`Client::pushes`]: the next *unsolicited* message
 ///   (a push, a greeting): in the plain profile, anything that arrives while
 ///   no request is waiting for a reply; in the multiplexed profile, exactly
@@ -366,6 +368,83 @@ impl Client {
     ) -> Result<R> {
         let frame = self.request_frame(self.body(msg)?, timeout).await?;
         R::decode(frame).map_err(Error::Decode)
+    }
+
+    /// Sends a request whose body is `head` (encoded) followed by the bytes
+    /// of `region`, and waits for its reply, decoded as `R`, within the
+    /// configured request timeout: one ordinary frame, which the other end
+    /// cannot tell from a [`Client::request`] with the same bytes.
+    ///
+    /// On a plain TCP connection on Linux the region goes from the file's
+    /// pages into the socket with `sendfile`, never copied through this
+    /// process; on every other transport (TLS, WebSocket, a Unix socket, an
+    /// in-memory stream) it is read into the body first, on the blocking
+    /// pool. Either way nothing else is written on the connection while
+    /// the region goes out; other requests queue behind it. The transfer
+    /// protocol's chunks go this way.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: enchufe::client::Client) -> enchufe::client::Result<()> {
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use enchufe::client::FileRegion;
+    /// let file = Arc::new(std::fs::File::open("datos.bin")?);
+    /// let reply: Bytes = client
+    ///     .request_file(Bytes::from_static(b"put:"), FileRegion::new(file, 0, 4096))
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::request`]; a head and region over the frame limit is
+    /// [`Error::is_frame_too_large`] (nothing sent);
+    /// [`Error::FileRegion`] when the region cannot be read or the file
+    /// ends before it does (nothing sent).
+    ///
+    /// # Cancel safety
+    /// As [`Client::request`].
+    pub async fn request_file<M: Encode, R: Decode>(
+        &self,
+        head: M,
+        region: FileRegion,
+    ) -> Result<R> {
+        let timeout = self.inner.config.request_timeout;
+        let head = head.encode().map_err(Error::Encode)?;
+        let header = if self.multiplexed() {
+            mux::HEADER_LEN
+        } else {
+            0
+        };
+        let declared = (header + head.len()) as u64 + region.len() as u64;
+        let limit = self.inner.config.max_frame_length;
+        if declared > limit as u64 {
+            return Err(enchufe_framing::Error::TooLargeToSend {
+                len: declared,
+                limit,
+            }
+            .into());
+        }
+        let deadline = Instant::now() + timeout;
+        let link = match &self.inner.route {
+            Route::Fixed(link) => Cow::Borrowed(link),
+            Route::Supervised(_) => tokio::time::timeout_at(deadline, self.link())
+                .await
+                .map_err(|_| Error::Disconnected)??,
+        };
+        let frame = link.exchange_file(head, region, deadline, timeout).await?;
+        R::decode(frame).map_err(Error::Decode)
+    }
+
+    /// Bytes of [`FileRegion`]s this client's connection has sent so far
+    /// with `sendfile` (plain TCP on Linux), and read into a buffer instead
+    /// (every other transport); `(0, 0)` while it has no connection. For
+    /// tests and benchmarks that check which path a transfer took; not
+    /// covered by semver.
+    #[doc(hidden)]
+    pub fn file_region_bytes(&self) -> (u64, u64) {
+        self.link_now()
+            .map_or((0, 0), |link| link.file_region_bytes())
     }
 
     /// A request with an encoded body, answered by the reply's frame.

@@ -162,6 +162,15 @@ pub enum Error {
     #[error("cannot encode message: {0}")]
     Encode(#[source] enchufe_framing::Error),
 
+    /// A request's file region ([`Client::request_file`](crate::Client::request_file))
+    /// could not be read, or the file ends before the region does (an
+    /// `UnexpectedEof` saying where): nothing of the request was sent, and
+    /// the connection goes on. (A file that shrinks while its region is
+    /// already going out cannot finish its frame: the connection ends,
+    /// [`Error::Framing`] with the same `UnexpectedEof`.)
+    #[error("reading the request's file region: {0}")]
+    FileRegion(#[source] io::Error),
+
     /// The framed stream failed: a frame over `max_frame_length` (announced
     /// by the server, and the connection ends; or ours to send, and nothing
     /// was sent), the stream cut inside a frame, the socket failed (broken

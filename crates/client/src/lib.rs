@@ -237,6 +237,7 @@ mod multi;
 mod pipeline;
 mod pushes;
 mod reconnect;
+mod region;
 mod supervisor;
 #[cfg(feature = "tower")]
 pub mod tower;
@@ -250,6 +251,7 @@ pub use multi::{MultiClient, Routing};
 pub use pipeline::Pipeline;
 pub use pushes::Pushes;
 pub use reconnect::{Backoff, Event, Reconnect, WhileDown};
+pub use region::FileRegion;
 
 /// TLS for [`Config::tls`] (feature `tls`).
 #[cfg(feature = "tls")]

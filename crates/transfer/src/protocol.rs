@@ -219,6 +219,14 @@ pub(crate) fn reuse_chunk_buffer(mut buf: BytesMut, id: TransferId, offset: u64)
     buf
 }
 
+/// A chunk's header alone, for a chunk whose data follows from a file
+/// region (`Client::request_file`).
+pub(crate) fn chunk_head(id: TransferId, offset: u64) -> Bytes {
+    let mut head = BytesMut::with_capacity(CHUNK_HEADER);
+    put_chunk_header(&mut head, id, offset);
+    head.freeze()
+}
+
 /// A chunk's [`CHUNK_HEADER`] bytes: magic, kind, id, offset.
 fn put_chunk_header(mut out: impl BufMut, id: TransferId, offset: u64) {
     out.put_slice(MAGIC);

@@ -34,8 +34,13 @@ use super::wiring::Wiring;
 use crate::error::{ended_error, Ended};
 use crate::{Error, Result};
 
+#[cfg(target_os = "linux")]
+mod file;
 mod replies;
 mod stream;
+
+#[cfg(target_os = "linux")]
+pub(super) use file::is_tcp;
 
 /// How the driver reaches the link's signal: through the state it shares
 /// with the handles, with no allocation of its own.
@@ -75,6 +80,10 @@ pub(super) struct Driver<Io> {
     /// A streamed frame being written, and its body bytes still to come:
     /// nothing else is written until it is done.
     sending: Option<(StreamOut, u64)>,
+    /// A file region being sent with `sendfile`, after its frame's head:
+    /// nothing else is written until it is done.
+    #[cfg(target_os = "linux")]
+    filing: Option<crate::region::Sending>,
     /// The `max_in_flight` places, for those the lanes' replies free.
     in_flight: Arc<Permits>,
     /// Places among `max_in_flight` that lane replies freed since the
@@ -241,7 +250,7 @@ enum Stop {
     Failed(enchufe_framing::Error),
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
+impl<Io: AsyncRead + AsyncWrite + Unpin + 'static> Driver<Io> {
     pub(super) fn new(
         wire: Wire<Io>,
         shared: Arc<Shared>,
@@ -291,6 +300,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             write_closed: false,
             yielded: false,
             sending: None,
+            #[cfg(target_os = "linux")]
+            filing: None,
             in_flight,
             freed: 0,
             batch: None,
@@ -354,6 +365,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                     return Poll::Ready(stop);
                 }
             }
+            #[cfg(target_os = "linux")]
+            if self.filing.is_some() {
+                if let Err(stop) = self.pump_file(cx) {
+                    return Poll::Ready(stop);
+                }
+            }
             // Unsolicited frames wait for room in `incoming` before anything
             // more is read.
             if let Some(frame) = self.held.take() {
@@ -380,6 +397,18 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                             continue;
                         }
                     }
+                    // The output before a file region is flushed: send the
+                    // region, or wait for the socket (its waker is
+                    // registered then).
+                    #[cfg(target_os = "linux")]
+                    if self.filing.is_some() {
+                        if let Err(stop) = self.pump_file(cx) {
+                            return Poll::Ready(stop);
+                        }
+                        if self.filing.is_none() {
+                            continue;
+                        }
+                    }
                     self.release_freed();
                     // Everything is flushed or waits on the socket, and
                     // nothing more is readable: the moment to half-close.
@@ -398,9 +427,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                         return Poll::Ready(stop);
                     }
                 }
-                Event::Queued if self.sending.is_some() => {
-                    // The queue waits for the streamed frame to be written;
-                    // its end raises the flag again.
+                Event::Queued if self.holds_queue() => {
+                    // The queue waits for the streamed frame or the file
+                    // region to be written; its end raises the flag again.
                     self.core.take_queued();
                 }
                 Event::Queued => {
@@ -430,7 +459,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
 
     /// Whether the output is flushed and nothing waits in the shared queue.
     fn can_half_close(&self) -> bool {
-        self.core.queued() == 0 && self.sending.is_none() && self.queue_is_drained()
+        self.core.queued() == 0 && !self.holds_queue() && self.queue_is_drained()
+    }
+
+    /// Whether a streamed frame or a file region is being written: nothing
+    /// else may go out until it is done.
+    pub(super) fn holds_queue(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        if self.filing.is_some() {
+            return true;
+        }
+        self.sending.is_some()
     }
 
     /// The writing side is shut down: tell the `close()` callers how.
@@ -464,8 +503,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
         std::mem::swap(&mut self.shared.out().frames, &mut frames);
         self.shared.room.notify_waiters();
         while let Some((item, slot, deadline)) = frames.pop_front() {
-            let frame = match item {
-                Outgoing::Frame(frame) => frame,
+            let written = match item {
+                Outgoing::Frame(frame) => {
+                    self.core.write(&frame).map_err(|e| (Error::from(e), None))
+                }
+                #[cfg(target_os = "linux")]
+                Outgoing::File(file) => self.start_file(file),
                 Outgoing::Stream(stream) => {
                     self.start_stream(stream);
                     // What was queued after it waits for its end.
@@ -491,18 +534,24 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 other => other,
             };
             // Frames were checked against the limit when encoded
-            // (`Client::body`), so this write does not fail.
-            if let Err(e) = self.core.write(&frame) {
+            // (`Client::body`), so this write does not fail; a file region
+            // the file no longer holds is refused here.
+            if let Err((e, id)) = written {
                 debug!(error = %e, "frame refused by the writer");
                 match slot {
-                    Some(Slot::One(mut slot)) => slot.answer(Err(e.into())),
+                    Some(Slot::One(mut slot)) => slot.answer(Err(e)),
                     Some(Slot::LaneNext(seq)) => {
                         if let Some(window) = &self.batch {
-                            window.fill(seq, Err(e.into()));
+                            window.fill(seq, Err(e));
                             window.release(1);
                         }
                     }
-                    _ => {}
+                    _ => {
+                        // Multiplexed: the request's slot waits by its id.
+                        if let Some(mut slot) = id.and_then(|id| self.shared.by_id.take(id)) {
+                            slot.answer(Err(e));
+                        }
+                    }
                 }
                 continue;
             }
@@ -510,6 +559,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
                 Some(Slot::One(slot)) => self.core.role_mut().pending.push_back(InLine::One(slot)),
                 Some(Slot::LaneNext(seq)) => self.in_line(seq, deadline),
                 _ => {}
+            }
+            if self.holds_queue() {
+                // A file region goes out next: what was queued after it
+                // waits for its end.
+                let mut out = self.shared.out();
+                while let Some(item) = frames.pop_back() {
+                    out.frames.push_front(item);
+                }
+                drop(out);
+                break;
             }
         }
         self.taken = frames;

@@ -58,6 +58,7 @@ pub(crate) use window::Window;
 pub(crate) use wiring::Wiring;
 
 use crate::error::ended_error;
+use crate::region::FileBytes;
 use crate::{Config, Error, Event, Result};
 
 /// A place among the `max_in_flight`, waited for by [`Link::ready`].
@@ -80,6 +81,11 @@ struct LinkInner {
     profile: Profile,
     peer_addr: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
+    /// The I/O is a plain `TcpStream` (on Linux): the driver sends file
+    /// regions with `sendfile`. Known from the I/O's type at spawn, so no
+    /// transport needs a bound or a method for it.
+    #[cfg(target_os = "linux")]
+    zero_copy: bool,
 }
 
 impl Drop for LinkInner {
@@ -137,6 +143,7 @@ impl Link {
             closed_here: AtomicBool::new(false),
             ended: CancellationToken::new(),
             events: wiring.events.clone(),
+            file_bytes: Default::default(),
         });
         let span = tracing::info_span!("client", peer = ?peer_addr);
         let multiplexed = config.profile != Profile::Plain;
@@ -157,6 +164,8 @@ impl Link {
                 profile: config.profile,
                 peer_addr,
                 local_addr,
+                #[cfg(target_os = "linux")]
+                zero_copy: driver::is_tcp::<Io>(),
             }),
         }
     }
@@ -167,6 +176,11 @@ impl Link {
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         self.inner.local_addr
+    }
+
+    /// Bytes of file regions sent with `sendfile`, and read into buffers.
+    pub(crate) fn file_region_bytes(&self) -> (u64, u64) {
+        self.inner.shared.file_bytes.read()
     }
 
     /// Where this link reports its end.
@@ -229,6 +243,60 @@ impl Link {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<BytesMut> {
+        let frame = |header: Option<Header>| {
+            Outgoing::Frame(match header {
+                None => OutFrame::plain(body),
+                Some(header) => OutFrame::with_header(header, body),
+            })
+        };
+        self.exchange_with(frame, deadline, timeout).await
+    }
+
+    /// Sends a request whose body is `head` then the bytes of `region`, and
+    /// waits for the reply frame, as [`Link::exchange`]. On plain TCP (Linux)
+    /// the driver sends the region with `sendfile`; on every other
+    /// transport it is read into the body first, on the blocking pool.
+    pub(crate) async fn exchange_file(
+        &self,
+        head: Bytes,
+        region: crate::FileRegion,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<BytesMut> {
+        #[cfg(target_os = "linux")]
+        if self.inner.zero_copy {
+            let file = |header: Option<Header>| {
+                let (head, id) = match header {
+                    None => (head, None),
+                    Some(header) => {
+                        let mut prefixed =
+                            BytesMut::with_capacity(enchufe_framing::mux::HEADER_LEN + head.len());
+                        prefixed.extend_from_slice(&header.to_bytes());
+                        prefixed.extend_from_slice(&head);
+                        (prefixed.freeze(), Some(header.id))
+                    }
+                };
+                Outgoing::File(shared::FileOut { head, region, id })
+            };
+            return self.exchange_with(file, deadline, timeout).await;
+        }
+        let len = region.len() as u64;
+        let body = tokio::time::timeout_at(deadline, region.read_after(head))
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
+            .map_err(Error::FileRegion)?;
+        FileBytes::add(&self.inner.shared.file_bytes.copied, len);
+        self.exchange(body, deadline, timeout).await
+    }
+
+    /// [`Link::exchange`] for any outgoing item: `item` makes it from the
+    /// request's multiplexed header (`None` in the plain profile).
+    async fn exchange_with(
+        &self,
+        item: impl FnOnce(Option<Header>) -> Outgoing,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<BytesMut> {
         let in_flight = &self.inner.in_flight;
         let permit = match Permits::try_acquire(in_flight) {
             Some(permit) => permit,
@@ -245,7 +313,7 @@ impl Link {
         };
         if self.inner.profile == Profile::Plain {
             // Plain: the driver registers the slot as it writes the frame.
-            self.submit(OutFrame::plain(body), Some(slot), Some((deadline, timeout)))
+            self.submit_item(item(None), Some(slot), Some((deadline, timeout)))
                 .await?;
             return match answer.await {
                 Ok(reply) => reply,
@@ -262,14 +330,12 @@ impl Link {
         };
         let cancel = |id| shared.queue_cancel(id);
         let mut outstanding = Abandon::new(&shared.by_id, id, &cancel);
-        let frame = OutFrame::with_header(
-            Header {
-                kind: Kind::Request,
-                id,
-            },
-            body,
-        );
-        self.submit(frame, None, Some((deadline, timeout))).await?;
+        let header = Header {
+            kind: Kind::Request,
+            id,
+        };
+        self.submit_item(item(Some(header)), None, Some((deadline, timeout)))
+            .await?;
         outstanding.sent();
         match answer.await {
             Ok(reply) => reply,
@@ -535,11 +601,17 @@ impl Link {
         slot: Option<Pending>,
         limit: Option<(Instant, Duration)>,
     ) -> Result<()> {
-        let item = (
-            Outgoing::Frame(frame),
-            slot.map(Slot::One),
-            limit.map(|(at, _)| at),
-        );
+        self.submit_item(Outgoing::Frame(frame), slot, limit).await
+    }
+
+    /// [`Link::submit`] for any outgoing item.
+    async fn submit_item(
+        &self,
+        item: Outgoing,
+        slot: Option<Pending>,
+        limit: Option<(Instant, Duration)>,
+    ) -> Result<()> {
+        let item = (item, slot.map(Slot::One), limit.map(|(at, _)| at));
         let item = match self.try_submit(item) {
             Ok(()) => return Ok(()),
             Err(None) => return Err(self.closed_error()),

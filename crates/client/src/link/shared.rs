@@ -47,6 +47,23 @@ pub(super) enum Outgoing {
     Frame(OutFrame),
     /// A frame whose body comes in chunks ([`Link::send_stream`](super::Link::send_stream)).
     Stream(StreamOut),
+    /// A frame whose body ends in a file region, sent with `sendfile`
+    /// (plain TCP on Linux: [`Link::exchange_file`](super::Link::exchange_file)).
+    #[cfg(target_os = "linux")]
+    File(FileOut),
+}
+
+/// A frame whose body is `head` (the multiplexed header included) and then
+/// `region`: the driver writes the frame's length and `head`, flushes, then
+/// sends the region with `sendfile` before any other frame.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+pub(super) struct FileOut {
+    pub(super) head: Bytes,
+    pub(super) region: crate::FileRegion,
+    /// Multiplexed: the request's id, whose slot is answered with the error
+    /// when the region is refused before anything is written.
+    pub(super) id: Option<u64>,
 }
 
 /// What each bit of a link's [`Signal`] means.
@@ -95,6 +112,8 @@ pub(super) struct Shared {
     pub(super) ended: CancellationToken,
     /// Where the end is reported as [`Event::Disconnected`].
     pub(super) events: broadcast::Sender<Event>,
+    /// Bytes of file regions sent, by path.
+    pub(super) file_bytes: crate::region::FileBytes,
 }
 
 #[derive(Debug, Default)]

@@ -19,6 +19,21 @@ pub struct Config {
     pub finish_timeout: Duration,
     /// How long a cancel waits for the receiver's answer. Default 5 s.
     pub cancel_timeout: Duration,
+    /// Sends a file's chunks from the file itself
+    /// ([`Client::request_file`](enchufe_client::Client::request_file)):
+    /// `sendfile` on a plain TCP connection on Linux, a read into each
+    /// request on every other transport, with the hash a pass of its own
+    /// two chunks ahead of the sends. Default `false`: a producer reads
+    /// each chunk into a buffer, hashes it there and the connection writes
+    /// it. The hash needs every byte in this process either way (the
+    /// workspace forbids `unsafe`, so no `mmap`), so `sendfile` saves the
+    /// socket copy of a chunk that is still in the CPU's cache and costs
+    /// page-cache lookups instead: measured over loopback it uses as much
+    /// of the sender's CPU and makes the receiver copy from colder pages
+    /// (BENCHMARKS.md, "File transfer"). What it saves is the sender's
+    /// memory: one 256 KiB buffer instead of `window × chunk_size`.
+    /// Readers ([`Upload::reader`](crate::Upload::reader)) ignore it.
+    pub zero_copy: bool,
 }
 
 impl Default for Config {
@@ -28,6 +43,7 @@ impl Default for Config {
             window: 8,
             finish_timeout: Duration::from_secs(120),
             cancel_timeout: Duration::from_secs(5),
+            zero_copy: false,
         }
     }
 }
@@ -37,5 +53,6 @@ impl Config {
         chunk_size: u32;
         window: u32;
         finish_timeout: Duration;
+        zero_copy: bool;
     }
 }

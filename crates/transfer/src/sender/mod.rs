@@ -22,6 +22,7 @@ use crate::protocol::{Control, Frame, FrameKind, TransferId, CHUNK_HEADER};
 use crate::Progress;
 
 mod config;
+mod regions;
 mod source;
 
 pub use config::Config;
@@ -252,53 +253,21 @@ impl Upload {
         let chunk = self.config.chunk_size.min(max_chunk).max(1) as u64;
         let window = self.config.window.min(window).max(1) as usize;
 
-        // A producer reads and hashes the chunks (a blocking thread for a
-        // file, a task for a reader) while this loop keeps `window` of them
-        // in flight (a request goes out only when polled). Reading, hashing
-        // and the socket then overlap, and a slow source never holds back
-        // chunks already read.
         let source = std::mem::replace(&mut self.source, Source::Spent);
-        let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
-        let (mut chunks, recycle, producer) = produce(source, job, window).await?;
-        let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
-        let mut acked = offset;
-        let mut producing = true;
-        while producing || !in_flight.is_empty() {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Err(Error::Cancelled),
-                Some((reply, len, sent)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let reply: Frame = reply?;
-                    match reply.0 {
-                        FrameKind::Control(Control::Ack { .. }) => {}
-                        other => return Err(unexpected(other)),
-                    }
-                    // Answered, so the connection has written it and let it
-                    // go: its buffer serves a later chunk.
-                    if let Ok(buf) = Bytes::try_into_mut(sent) {
-                        let _ = recycle.try_send(buf);
-                    }
-                    acked += len;
-                    self.progress.send_replace(Progress {
-                        done: acked,
-                        total: self.size,
-                    });
-                }
-                frame = chunks.recv(), if producing && in_flight.len() < window => match frame {
-                    Some(Ok(frame)) => {
-                        let len = (frame.len() - CHUNK_HEADER) as u64;
-                        let sent = frame.clone();
-                        in_flight.push(async move {
-                            let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
-                            (reply, len, sent)
-                        });
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => producing = false,
-                },
+        let hasher = match source {
+            // Asked for: a file's chunks leave from the file itself
+            // (`sendfile` on plain TCP), hashed by a pass of their own.
+            Source::File(file) if self.config.zero_copy => {
+                let file = std::sync::Arc::new(file.into_std().await);
+                let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
+                self.send_regions(client, cancel, file, job, window).await?
             }
-        }
-        let hasher = producer.finish().await?;
+            source => {
+                let job = Job::new(self.id, offset, self.size, chunk as usize, hasher);
+                self.send_chunks(client, cancel, source, job, window)
+                    .await?
+            }
+        };
 
         let hash = hasher.hex();
         let finish = Frame::control(Control::Finish {
@@ -318,6 +287,69 @@ impl Upload {
             }),
             other => Err(unexpected(FrameKind::Control(other))),
         }
+    }
+
+    /// Sends chunks read (and hashed) ahead by a producer with `window` in
+    /// flight: the hash of the whole body.
+    async fn send_chunks(
+        &self,
+        client: &Client,
+        cancel: &CancellationToken,
+        source: Source,
+        job: Job,
+        window: usize,
+    ) -> Result<Digest> {
+        // A producer reads and hashes the chunks (a blocking thread for a
+        // file, a task for a reader) while this loop keeps `window` of them
+        // in flight (a request goes out only when polled). Reading, hashing
+        // and the socket then overlap, and a slow source never holds back
+        // chunks already read.
+        let mut acked = job.offset();
+        let mut next = job.offset();
+        let mut ahead = Ahead::new(window, job.chunk as u64);
+        let (mut chunks, recycle, producer) = produce(source, job, window).await?;
+        let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
+        let mut producing = true;
+        while producing || !in_flight.is_empty() {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                Some((reply, at, len, sent)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let reply: Frame = reply?;
+                    match reply.0 {
+                        FrameKind::Control(Control::Ack { .. }) => {}
+                        other => return Err(unexpected(other)),
+                    }
+                    // Answered, so the connection has written it and let it
+                    // go: its buffer serves a later chunk.
+                    if let Ok(buf) = Bytes::try_into_mut(sent) {
+                        let _ = recycle.try_send(buf);
+                    }
+                    ahead.acked(at);
+                    acked += len;
+                    self.progress.send_replace(Progress {
+                        done: acked,
+                        total: self.size,
+                    });
+                }
+                frame = chunks.recv(), if producing && ahead.allows(next) => match frame {
+                    Some(Ok(frame)) => {
+                        let len = (frame.len() - CHUNK_HEADER) as u64;
+                        let sent = frame.clone();
+                        let at = next;
+                        in_flight.push(async move {
+                            let reply: Result<Frame> = client.request(frame).await.map_err(Error::from);
+                            (reply, at, len, sent)
+                        });
+                        ahead.sent(at);
+                        next += len;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => producing = false,
+                },
+            }
+        }
+        producer.finish().await
     }
 
     /// Offers the transfer: `(offset, max_chunk, window, prefix_hash)`.
@@ -396,6 +428,45 @@ impl Upload {
             left -= n as u64;
         }
         Ok(hasher.hex() == prefix)
+    }
+}
+
+/// The chunks in flight, by offset. A chunk goes only while it starts
+/// within `window` chunks of the oldest one not yet acknowledged: what the
+/// receiver checks, since its writer takes chunks in order while the acks
+/// of later chunks can come before an earlier one's (its handlers run side
+/// by side). Counting chunks in flight alone would let the sender run
+/// ahead of a chunk whose handler is slow.
+struct Ahead {
+    offsets: std::collections::BTreeSet<u64>,
+    span: u64,
+    window: usize,
+}
+
+impl Ahead {
+    fn new(window: usize, chunk: u64) -> Ahead {
+        Ahead {
+            offsets: Default::default(),
+            span: chunk.saturating_mul(window as u64),
+            window,
+        }
+    }
+
+    /// Whether a chunk at `offset` may go now.
+    fn allows(&self, offset: u64) -> bool {
+        self.offsets.len() < self.window
+            && self
+                .offsets
+                .first()
+                .is_none_or(|&oldest| offset < oldest.saturating_add(self.span))
+    }
+
+    fn sent(&mut self, offset: u64) {
+        self.offsets.insert(offset);
+    }
+
+    fn acked(&mut self, offset: u64) {
+        self.offsets.remove(&offset);
     }
 }
 

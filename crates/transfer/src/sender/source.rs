@@ -45,11 +45,11 @@ impl Source {
 /// What a producer reads: `size - offset` bytes in chunks, hashed on top
 /// of `hasher` (which holds the first `offset` bytes on a resume).
 pub(super) struct Job {
-    id: TransferId,
-    offset: u64,
-    size: u64,
-    chunk: usize,
-    hasher: Digest,
+    pub(super) id: TransferId,
+    pub(super) offset: u64,
+    pub(super) size: u64,
+    pub(super) chunk: usize,
+    pub(super) hasher: Digest,
 }
 
 impl Job {
@@ -61,6 +61,11 @@ impl Job {
             chunk,
             hasher,
         }
+    }
+
+    /// Where the body's bytes still to send begin.
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
     }
 }
 

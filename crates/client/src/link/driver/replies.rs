@@ -15,7 +15,7 @@ use super::{Driver, InLine, LastLane, Run, Stop, RELEASE_BATCH};
 use crate::link::lanes::is_lane;
 use crate::{Error, Result};
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
+impl<Io: AsyncRead + AsyncWrite + Unpin + 'static> Driver<Io> {
     /// The timer fired: every request past its deadline gets
     /// `Error::Timeout` (a multiplexed one is cancelled at the server; a
     /// plain one keeps its place in line for its late reply), and the timer
@@ -65,6 +65,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
             }
         }
         for id in cancels {
+            if self.holds_queue() {
+                // Not inside a file region's bytes: after them.
+                self.shared.queue_cancel(id);
+                continue;
+            }
             trace!(id, "request timed out; cancel sent");
             let cancel = OutFrame::with_header(
                 Header {

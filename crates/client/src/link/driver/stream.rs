@@ -12,7 +12,7 @@ use crate::link::shared::flag;
 use crate::link::stream::StreamOut;
 use crate::{Error, Result};
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Driver<Io> {
+impl<Io: AsyncRead + AsyncWrite + Unpin + 'static> Driver<Io> {
     /// Writes a streamed frame's header; its chunks follow as they come
     /// ([`Driver::pump_stream`]).
     pub(super) fn start_stream(&mut self, stream: StreamOut) {
