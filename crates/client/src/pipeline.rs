@@ -166,7 +166,7 @@ where
             }
             let window = &self.window;
             match self.lane {
-                Some(base) => link.try_lane(&mut self.unsent, window, base, ready),
+                Some(base) => link.send_lane(&mut self.unsent, window, base, ready),
                 None => {
                     link.try_pipelined(&mut self.unsent, self.timeout, window, ready, &mut self.ids)
                 }

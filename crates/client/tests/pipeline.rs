@@ -453,3 +453,40 @@ async fn nothing_arrives(s: &mut tokio::net::TcpStream) {
         "a request went out past max_in_flight"
     );
 }
+
+#[tokio::test]
+async fn a_pipeline_left_unpolled_mid_way_leaves_its_link_going() {
+    bounded(async {
+        let server = echo_server().await;
+        for profile in [Profile::Plain, Profile::Multiplexed] {
+            let config = Config::default().profile(profile);
+            let client = Client::connect_with(server.local_addr(), config)
+                .await
+                .unwrap();
+            let mut replies = client.pipeline::<_, String>((0..100).map(message), 8);
+            // Each poll that takes replies queues the next requests and
+            // writes them from this task.
+            for n in 0..20 {
+                assert_eq!(replies.next().await.unwrap().unwrap(), message(n));
+            }
+            // The pipeline is not polled while this task waits for another
+            // request of its client: the link takes that reply and the
+            // pipeline's on its own.
+            let reply: String = client
+                .request_timeout("meanwhile", Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(reply, "meanwhile");
+            let mut n = 20;
+            while let Some(reply) = replies.next().await {
+                assert_eq!(reply.unwrap(), message(n));
+                n += 1;
+            }
+            assert_eq!(n, 100);
+            drop(replies);
+            client.close().await.unwrap();
+        }
+        server.shutdown().await;
+    })
+    .await;
+}

@@ -34,6 +34,12 @@ impl Signal {
         self.waker.wake();
     }
 
+    /// Raises `bits` without waking the driver: for a caller that polls the
+    /// driver itself right after (it sees them then).
+    pub fn set(&self, bits: u8) {
+        self.flags.fetch_or(bits, Ordering::AcqRel);
+    }
+
     /// Registers the driver's waker, then reads the flags (in that order, so
     /// a flag raised in between still wakes it).
     pub fn poll(&self, cx: &Context<'_>) -> u8 {
@@ -54,5 +60,37 @@ impl Signal {
     /// Whether any of `bits` is raised.
     pub fn is_raised(&self, bits: u8) -> bool {
         self.flags.load(Ordering::Acquire) & bits != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use futures::task::{waker, ArcWake};
+
+    use super::*;
+
+    struct Count(AtomicUsize);
+
+    impl ArcWake for Count {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn set_raises_without_waking_and_raise_wakes() {
+        let signal = Signal::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = waker(count.clone());
+        assert_eq!(signal.poll(&Context::from_waker(&waker)), 0);
+        signal.set(1);
+        assert!(signal.is_raised(1));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "set wakes nobody");
+        signal.raise(2);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(signal.flags(), 3);
     }
 }

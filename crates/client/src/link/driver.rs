@@ -241,7 +241,7 @@ impl LinkRole {
 }
 
 /// Why the driver stops.
-enum Stop {
+pub(super) enum Stop {
     /// The connection ended this way; the socket is dropped.
     End(Ended),
     /// The server broke the protocol: hang up at once.
@@ -312,8 +312,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + 'static> Driver<Io> {
         }
     }
 
-    pub(super) async fn run(mut self) {
-        let stop = std::future::poll_fn(|cx| self.poll(cx)).await;
+    /// Ends the link once [`Driver::poll`] has stopped: every request
+    /// still awaiting a reply gets why, and so does `recv` if it asked.
+    pub(super) fn finish(mut self, stop: Stop) {
         let (how, report) = match stop {
             Stop::End(how) => (how, None),
             Stop::Protocol(what) => {
@@ -355,7 +356,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + 'static> Driver<Io> {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
+    /// Moves the connection forward until it waits (or stops, and then is
+    /// not polled again). Every waker it registers is `cx`'s: the driver
+    /// task's, wherever it is polled from ([`super::driving`]).
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
         loop {
             if self.core.role().dropped && self.write_closed {
                 return Poll::Ready(Stop::End(Ended::Closed));

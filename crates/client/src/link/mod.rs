@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod driver;
+mod driving;
 mod hello;
 mod lanes;
 mod permits;
@@ -50,6 +51,7 @@ mod window;
 mod wiring;
 
 use driver::Driver;
+use driving::{Drive, Driving};
 use hello::exchange_hellos;
 use permits::Permits;
 use shared::{flag, Outgoing, Pending, QueueItem, Reply, Shared, Slot};
@@ -78,6 +80,8 @@ struct LinkInner {
     /// Bounds requests awaiting replies (`max_in_flight`).
     in_flight: Arc<Permits>,
     shared: Arc<Shared>,
+    /// The driver, which a pipeline polls in place to write its batch.
+    driver: Arc<dyn Drive>,
     profile: Profile,
     peer_addr: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
@@ -156,11 +160,13 @@ impl Link {
             config.silence_timeout,
             wiring,
         );
-        tokio::spawn(driver.run().instrument(span));
+        let driving = Driving::new(driver, span.clone());
+        tokio::spawn(driving.clone().run().instrument(span));
         Link {
             inner: Arc::new(LinkInner {
                 in_flight,
                 shared,
+                driver: driving,
                 profile: config.profile,
                 peer_addr,
                 local_addr,
@@ -442,18 +448,39 @@ impl Link {
         Some((window, Some(base)))
     }
 
+    /// Queues a lane's requests as [`Link::try_lane`] does and, when the
+    /// driver is not being polled elsewhere, polls it once from the
+    /// caller's task: the batch is written now, before the caller hands
+    /// out the replies that freed its places, and the driver's task is
+    /// not woken for it.
+    pub(crate) fn send_lane(
+        &self,
+        batch: &mut VecDeque<(Bytes, u64, Instant)>,
+        window: &Arc<Window>,
+        base: Option<u64>,
+        ready: Option<Ready>,
+    ) {
+        let mut ready = ready;
+        self.inner.driver.drive(&mut |here| {
+            self.try_lane(batch, window, base, ready.take(), here);
+        });
+    }
+
     /// Queues a lane's requests from the front of `batch`, `(body, place,
     /// deadline)`, as [`Link::try_pipelined`] does, with the places among
     /// `max_in_flight` taken in one step for the batch (`ready` holds one).
     /// Multiplexed (`base`: the ids' high bits), `window`'s places hold
     /// them and give each back when answered; plain, the driver's line of
     /// replies holds them, one entry for the batch, until each reply comes.
-    pub(crate) fn try_lane(
+    /// `quiet`: the caller holds the driver and polls it next, so the
+    /// driver's task is not woken.
+    fn try_lane(
         &self,
         batch: &mut VecDeque<(Bytes, u64, Instant)>,
         window: &Arc<Window>,
         base: Option<u64>,
         ready: Option<Ready>,
+        quiet: bool,
     ) {
         let shared = &self.inner.shared;
         let in_flight = &self.inner.in_flight;
@@ -510,7 +537,10 @@ impl Link {
         let closed = out.closed;
         drop(out);
         in_flight.release(held - n);
-        if n > 0 {
+        if n > 0 && quiet {
+            // The caller polls the driver next.
+            shared.signal.set(flag::QUEUED | flag::WHOLE);
+        } else if n > 0 {
             shared.signal.raise(flag::QUEUED | flag::WHOLE);
         }
         if closed && !batch.is_empty() {
