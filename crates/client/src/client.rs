@@ -426,12 +426,7 @@ impl Client {
             .into());
         }
         let deadline = Instant::now() + timeout;
-        let link = match &self.inner.route {
-            Route::Fixed(link) => Cow::Borrowed(link),
-            Route::Supervised(_) => tokio::time::timeout_at(deadline, self.link())
-                .await
-                .map_err(|_| Error::Disconnected)??,
-        };
+        let link = self.link_by(deadline).await?;
         let frame = link.exchange_file(head, region, deadline, timeout).await?;
         R::decode(frame).map_err(Error::Decode)
     }
@@ -455,14 +450,7 @@ impl Client {
     /// by the same deadline.
     pub(crate) async fn request_frame(&self, body: Bytes, timeout: Duration) -> Result<BytesMut> {
         let deadline = Instant::now() + timeout;
-        let link = match &self.inner.route {
-            Route::Fixed(link) => Cow::Borrowed(link),
-            // Out of time before a connection came: nothing was sent, and
-            // the reason is the outage, not a slow reply.
-            Route::Supervised(_) => tokio::time::timeout_at(deadline, self.link())
-                .await
-                .map_err(|_| Error::Disconnected)??,
-        };
+        let link = self.link_by(deadline).await?;
         link.exchange(body, deadline, timeout).await
     }
 
@@ -616,6 +604,19 @@ impl Client {
         match &self.inner.route {
             Route::Fixed(link) => Ok(Cow::Borrowed(link)),
             Route::Supervised(supervised) => supervised.link().await.map(Cow::Owned),
+        }
+    }
+
+    /// The link to use now, as [`Client::link`], waiting no later than
+    /// `deadline`. Out of time before a connection came: nothing was sent,
+    /// and the reason is the outage ([`Error::Disconnected`]), not a slow
+    /// reply.
+    async fn link_by(&self, deadline: Instant) -> Result<Cow<'_, Link>> {
+        match &self.inner.route {
+            Route::Fixed(link) => Ok(Cow::Borrowed(link)),
+            Route::Supervised(_) => tokio::time::timeout_at(deadline, self.link())
+                .await
+                .map_err(|_| Error::Disconnected)?,
         }
     }
 

@@ -65,32 +65,20 @@ impl Signal {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
-
-    use futures::task::{waker, ArcWake};
+    use futures_test::task::new_count_waker;
 
     use super::*;
-
-    struct Count(AtomicUsize);
-
-    impl ArcWake for Count {
-        fn wake_by_ref(this: &Arc<Self>) {
-            this.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn set_raises_without_waking_and_raise_wakes() {
         let signal = Signal::default();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = waker(count.clone());
+        let (waker, count) = new_count_waker();
         assert_eq!(signal.poll(&Context::from_waker(&waker)), 0);
         signal.set(1);
         assert!(signal.is_raised(1));
-        assert_eq!(count.0.load(Ordering::SeqCst), 0, "set wakes nobody");
+        assert_eq!(count.get(), 0, "set wakes nobody");
         signal.raise(2);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert_eq!(signal.flags(), 3);
     }
 }

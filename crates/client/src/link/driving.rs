@@ -228,26 +228,15 @@ impl Drop for Held<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use futures::task::{waker, ArcWake};
+    use futures_test::task::new_count_waker;
 
     use super::*;
-
-    struct Count(AtomicUsize);
-
-    impl ArcWake for Count {
-        fn wake_by_ref(this: &Arc<Self>) {
-            this.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn the_task_that_finds_the_turn_taken_is_woken_once_it_is_given_back() {
         let turn = Turn::default();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let task = waker(count.clone());
-        let woken = || count.0.load(Ordering::SeqCst);
+        let (task, count) = new_count_waker();
+        let woken = || count.get();
 
         let handle = turn.try_take().expect("free at first");
         assert!(turn.try_take().is_none(), "one turn at a time");
@@ -268,14 +257,13 @@ mod tests {
     #[test]
     fn a_panic_with_the_turn_gives_it_back() {
         let turn = Turn::default();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let task = waker(count.clone());
+        let (task, count) = new_count_waker();
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _held = turn.try_take().unwrap();
             assert!(turn.take_or_ask(&task).is_none());
             panic!("in the driver");
         }));
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert!(turn.take_or_ask(&task).is_some());
     }
 }

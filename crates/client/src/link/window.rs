@@ -286,28 +286,17 @@ impl Window {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use futures::task::{waker, ArcWake};
+    use futures_test::task::new_count_waker;
 
     use super::*;
     use crate::Error;
 
-    struct Count(std::sync::atomic::AtomicUsize);
-
-    impl ArcWake for Count {
-        fn wake_by_ref(this: &Arc<Self>) {
-            this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
     #[test]
     fn outcomes_come_out_in_request_order_and_wake_the_reader_once_per_wait() {
         let window = Window::default();
-        let count = Arc::new(Count(0.into()));
-        let waker = waker(count.clone());
+        let (waker, count) = new_count_waker();
         let mut cx = Context::from_waker(&waker);
-        let wakes = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let wakes = || count.get();
         let mut taken = VecDeque::new();
         let a = window.reserve(3);
         let (b, c) = (a + 1, a + 2);
