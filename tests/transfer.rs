@@ -188,16 +188,18 @@ async fn small_transfer_works(client: &Client, dir: &Path, name: &str) {
     assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), data);
 }
 
+/// Both profiles, each with the sender's default path and its zero-copy
+/// one (`sender::Config::zero_copy`).
+fn every_mode() -> impl Iterator<Item = (Profile, bool)> {
+    [false, true]
+        .into_iter()
+        .flat_map(|zero_copy| [Profile::Plain, Profile::Multiplexed].map(|p| (p, zero_copy)))
+}
+
 #[tokio::test]
 async fn files_arrive_byte_identical_with_progress_on_both_ends() {
     bounded(async {
-        let modes = [false, true].map(|zero_copy| {
-            [
-                (Profile::Plain, zero_copy),
-                (Profile::Multiplexed, zero_copy),
-            ]
-        });
-        for (profile, zero_copy) in modes.into_iter().flatten() {
+        for (profile, zero_copy) in every_mode() {
             let mut t = Fixture::new(Default::default(), profile).await;
             let file = t.file("datos.bin", 24 << 20, 11);
             let client = t.client().await;
@@ -388,13 +390,7 @@ async fn a_zero_copy_upload_cancelled_midway_deletes_the_partial_file() {
 #[tokio::test]
 async fn a_file_that_shrinks_during_the_send_is_source_ended() {
     bounded(async {
-        let modes = [false, true].map(|zero_copy| {
-            [
-                (Profile::Plain, zero_copy),
-                (Profile::Multiplexed, zero_copy),
-            ]
-        });
-        for (profile, zero_copy) in modes.into_iter().flatten() {
+        for (profile, zero_copy) in every_mode() {
             let mut t = Fixture::new(Default::default(), profile).await;
             let file = t.file("encoge.bin", 24 << 20, 22);
             let client = t.client().await;

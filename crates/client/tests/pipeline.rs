@@ -29,6 +29,14 @@ async fn echo_server() -> ServerHandle {
         }))
 }
 
+/// A client of `server` in `profile`, default settings otherwise.
+async fn connect(server: &ServerHandle, profile: Profile) -> Client {
+    let config = Config::default().profile(profile);
+    Client::connect_with(server.local_addr(), config)
+        .await
+        .unwrap()
+}
+
 fn message(n: usize) -> String {
     format!("message {n}")
 }
@@ -79,10 +87,7 @@ async fn replies_come_back_in_request_order_in_both_profiles() {
     bounded(async {
         let server = echo_server().await;
         for profile in [Profile::Plain, Profile::Multiplexed] {
-            let config = Config::default().profile(profile);
-            let client = Client::connect_with(server.local_addr(), config)
-                .await
-                .unwrap();
+            let client = connect(&server, profile).await;
             echoes_in_order(&client, 1000, 64).await;
             // Requests through `request` on clones meanwhile pair with their own replies.
             let other = client.clone();
@@ -459,10 +464,7 @@ async fn a_pipeline_left_unpolled_mid_way_leaves_its_link_going() {
     bounded(async {
         let server = echo_server().await;
         for profile in [Profile::Plain, Profile::Multiplexed] {
-            let config = Config::default().profile(profile);
-            let client = Client::connect_with(server.local_addr(), config)
-                .await
-                .unwrap();
+            let client = connect(&server, profile).await;
             let mut replies = client.pipeline::<_, String>((0..100).map(message), 8);
             // Each poll that takes replies queues the next requests and
             // writes them from this task.
